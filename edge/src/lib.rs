@@ -1,0 +1,4 @@
+//! robustmq-edge: a small MQTT 3.1 / 3.1.1 / 5.0 broker whose acknowledged state lives in redb.
+
+pub mod config;
+pub mod error;
