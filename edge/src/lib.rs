@@ -2,3 +2,6 @@
 
 pub mod config;
 pub mod error;
+pub mod message;
+pub mod storage;
+pub mod topic;

@@ -1,0 +1,297 @@
+//! Topic filters and the subscription tree.
+//!
+//! The tree is keyed by filter level, so matching a topic costs its depth, not the number of
+//! subscriptions. Empty nodes are pruned on unsubscribe: memory follows live subscriptions only.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Per-subscription options (MQTT 5 names; MQTT 3 subscriptions use the defaults).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SubOptions {
+    pub qos: u8,
+    pub no_local: bool,
+    pub retain_as_published: bool,
+    pub retain_handling: u8,
+    /// v5 Subscription Identifier, 0 when absent.
+    pub id: u32,
+}
+
+/// One entry in the tree: a session's subscription, possibly part of a shared group.
+#[derive(Debug, Clone)]
+struct Entry {
+    client: Arc<str>,
+    group: Option<Arc<str>>,
+    opts: SubOptions,
+}
+
+#[derive(Default, Debug)]
+struct Node {
+    children: HashMap<Box<str>, Node>,
+    entries: Vec<Entry>,
+}
+
+impl Node {
+    fn is_empty(&self) -> bool {
+        self.children.is_empty() && self.entries.is_empty()
+    }
+}
+
+/// A subscriber chosen for one published message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    pub qos: u8,
+    pub no_local: bool,
+    pub retain_as_published: bool,
+    pub sub_ids: Vec<u32>,
+}
+
+/// A matching shared-subscription group; the broker picks one member.
+#[derive(Debug, Clone)]
+pub struct SharedMatch {
+    pub members: Vec<(Arc<str>, SubOptions)>,
+}
+
+#[derive(Default, Debug)]
+pub struct SubscriptionTree {
+    root: Node,
+}
+
+/// Splits `$share/group/filter` into `(Some(group), filter)`.
+pub fn split_shared(filter: &str) -> (Option<&str>, &str) {
+    if let Some(rest) = filter.strip_prefix("$share/") {
+        if let Some((group, f)) = rest.split_once('/') {
+            return (Some(group), f);
+        }
+    }
+    (None, filter)
+}
+
+/// Does `filter` (no `$share` prefix) match `topic`? `$`-topics are not matched by a leading
+/// wildcard [MQTT-4.7.2-1].
+pub fn matches(filter: &str, topic: &str) -> bool {
+    if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
+        return false;
+    }
+    let mut f = filter.split('/');
+    let mut t = topic.split('/');
+    loop {
+        match (f.next(), t.next()) {
+            (Some("#"), _) => return true,
+            (Some("+"), Some(_)) => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+impl SubscriptionTree {
+    /// Adds or replaces the subscription of `client` to `filter` (which may be `$share/g/f`).
+    pub fn insert(&mut self, client: &Arc<str>, filter: &str, opts: SubOptions) {
+        let (group, f) = split_shared(filter);
+        let mut node = &mut self.root;
+        for level in f.split('/') {
+            node = node.children.entry(level.into()).or_default();
+        }
+        let group: Option<Arc<str>> = group.map(Arc::from);
+        if let Some(e) = node
+            .entries
+            .iter_mut()
+            .find(|e| &e.client == client && e.group == group)
+        {
+            e.opts = opts;
+        } else {
+            node.entries.push(Entry {
+                client: client.clone(),
+                group,
+                opts,
+            });
+        }
+    }
+
+    /// Removes a subscription; returns whether it existed.
+    pub fn remove(&mut self, client: &str, filter: &str) -> bool {
+        let (group, f) = split_shared(filter);
+        let levels: Vec<&str> = f.split('/').collect();
+        Self::remove_at(&mut self.root, &levels, client, group)
+    }
+
+    fn remove_at(node: &mut Node, levels: &[&str], client: &str, group: Option<&str>) -> bool {
+        match levels.split_first() {
+            None => {
+                let before = node.entries.len();
+                node.entries
+                    .retain(|e| !(&*e.client == client && e.group.as_deref() == group));
+                before != node.entries.len()
+            }
+            Some((first, rest)) => {
+                let Some(child) = node.children.get_mut(*first) else {
+                    return false;
+                };
+                let removed = Self::remove_at(child, rest, client, group);
+                if child.is_empty() {
+                    node.children.remove(*first);
+                }
+                removed
+            }
+        }
+    }
+
+    /// Collects the subscribers of `topic`: direct ones merged per client (highest QoS, every
+    /// subscription identifier), and each matching shared group separately.
+    pub fn collect(&self, topic: &str) -> (HashMap<Arc<str>, Target>, Vec<SharedMatch>) {
+        let mut direct: HashMap<Arc<str>, Target> = HashMap::new();
+        let mut groups: HashMap<(Arc<str>, usize), SharedMatch> = HashMap::new();
+        let levels: Vec<&str> = topic.split('/').collect();
+        let dollar = topic.starts_with('$');
+        let mut visit = |node: &Node| {
+            for e in &node.entries {
+                match &e.group {
+                    None => {
+                        let t = direct.entry(e.client.clone()).or_insert(Target {
+                            qos: 0,
+                            no_local: true,
+                            retain_as_published: false,
+                            sub_ids: Vec::new(),
+                        });
+                        t.qos = t.qos.max(e.opts.qos);
+                        // Delivered unless every overlapping subscription says no-local.
+                        t.no_local &= e.opts.no_local;
+                        t.retain_as_published |= e.opts.retain_as_published;
+                        if e.opts.id != 0 && !t.sub_ids.contains(&e.opts.id) {
+                            t.sub_ids.push(e.opts.id);
+                        }
+                    }
+                    Some(g) => {
+                        // A group is identified by its name and the node (filter) it sits on.
+                        let key = (g.clone(), node as *const Node as usize);
+                        groups
+                            .entry(key)
+                            .or_insert_with(|| SharedMatch {
+                                members: Vec::new(),
+                            })
+                            .members
+                            .push((e.client.clone(), e.opts));
+                    }
+                }
+            }
+        };
+        Self::walk(&self.root, &levels, 0, dollar, &mut visit);
+        (direct, groups.into_values().collect())
+    }
+
+    fn walk(node: &Node, levels: &[&str], depth: usize, dollar: bool, visit: &mut impl FnMut(&Node)) {
+        let wild_ok = !(dollar && depth == 0);
+        if wild_ok {
+            if let Some(n) = node.children.get("#") {
+                visit(n);
+            }
+        }
+        match levels.split_first() {
+            None => visit(node),
+            Some((first, rest)) => {
+                if let Some(n) = node.children.get(*first) {
+                    Self::walk(n, rest, depth + 1, dollar, visit);
+                }
+                if wild_ok {
+                    if let Some(n) = node.children.get("+") {
+                        Self::walk(n, rest, depth + 1, dollar, visit);
+                    }
+                }
+            }
+        }
+    }
+
+    #[cfg(test)]
+    fn node_count(&self) -> usize {
+        fn count(n: &Node) -> usize {
+            1 + n.children.values().map(count).sum::<usize>()
+        }
+        count(&self.root)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(qos: u8, id: u32) -> SubOptions {
+        SubOptions {
+            qos,
+            no_local: false,
+            retain_as_published: false,
+            retain_handling: 0,
+            id,
+        }
+    }
+
+    #[test]
+    fn wildcards_match_as_the_spec_says() {
+        assert!(matches("sport/#", "sport"));
+        assert!(matches("sport/#", "sport/tennis/player1"));
+        assert!(matches("sport/+/player1", "sport/tennis/player1"));
+        assert!(!matches("sport/+", "sport"));
+        assert!(matches("+/+", "/finance"));
+        assert!(matches("#", "a/b"));
+        assert!(!matches("a/b", "a/b/c"));
+    }
+
+    #[test]
+    fn dollar_topics_are_not_matched_by_leading_wildcards() {
+        assert!(!matches("#", "$SYS/x"));
+        assert!(!matches("+/x", "$SYS/x"));
+        assert!(matches("$SYS/#", "$SYS/x"));
+        let mut t = SubscriptionTree::default();
+        let c: Arc<str> = "c".into();
+        t.insert(&c, "#", opts(0, 0));
+        t.insert(&c, "+/x", opts(0, 0));
+        assert!(t.collect("$SYS/x").0.is_empty());
+        t.insert(&c, "$SYS/#", opts(1, 0));
+        assert_eq!(t.collect("$SYS/x").0.len(), 1);
+    }
+
+    #[test]
+    fn overlapping_subscriptions_merge_to_highest_qos_with_all_ids() {
+        let mut t = SubscriptionTree::default();
+        let c: Arc<str> = "c".into();
+        t.insert(&c, "a/#", opts(0, 1));
+        t.insert(&c, "a/+", opts(2, 2));
+        t.insert(&c, "a/b", opts(1, 0));
+        let (direct, _) = t.collect("a/b");
+        let target = &direct[&c];
+        assert_eq!(target.qos, 2);
+        let mut ids = target.sub_ids.clone();
+        ids.sort();
+        assert_eq!(ids, vec![1, 2]);
+    }
+
+    #[test]
+    fn shared_groups_are_reported_per_group() {
+        let mut t = SubscriptionTree::default();
+        let a: Arc<str> = "a".into();
+        let b: Arc<str> = "b".into();
+        t.insert(&a, "$share/g1/s/+", opts(1, 0));
+        t.insert(&b, "$share/g1/s/+", opts(1, 0));
+        t.insert(&b, "$share/g2/s/+", opts(1, 0));
+        let (direct, shared) = t.collect("s/x");
+        assert!(direct.is_empty());
+        let mut sizes: Vec<usize> = shared.iter().map(|g| g.members.len()).collect();
+        sizes.sort();
+        assert_eq!(sizes, vec![1, 2]);
+    }
+
+    #[test]
+    fn unsubscribe_prunes_empty_nodes() {
+        let mut t = SubscriptionTree::default();
+        let c: Arc<str> = "c".into();
+        for i in 0..100 {
+            t.insert(&c, &format!("a/{i}/b/#"), opts(0, 0));
+        }
+        for i in 0..100 {
+            assert!(t.remove("c", &format!("a/{i}/b/#")));
+        }
+        assert!(!t.remove("c", "a/1/b/#"));
+        assert_eq!(t.node_count(), 1);
+    }
+}
