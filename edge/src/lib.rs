@@ -1,7 +1,10 @@
 //! robustmq-edge: a small MQTT 3.1 / 3.1.1 / 5.0 broker whose acknowledged state lives in redb.
 
+pub mod codec;
 pub mod config;
 pub mod error;
 pub mod message;
 pub mod storage;
 pub mod topic;
+pub mod broker;
+pub mod session;
