@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# The project's one test command: installs what the tests need, builds the workspace, runs the
+# Rust tests (cargo test) and the Python end-to-end tests (pytest + paho-mqtt against the real
+# broker binary). Exits non-zero if anything fails.
+#
+# Environment:
+#   SKIP_APT=1          do not try to install Debian packages
+#   PYTEST_ARGS="..."   extra arguments for pytest (e.g. "-k retained -x")
+#   MQTT_TEST_BROKER    "robustmq" (default) or "mosquitto" for the Python tests
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+section() { printf '\n==== %s ====\n' "$*"; }
+
+# ---------------------------------------------------------------------------------------------
+section "System packages"
+need_pkgs=()
+[ -x /usr/sbin/mosquitto ] || need_pkgs+=(mosquitto)
+command -v mosquitto_pub >/dev/null 2>&1 || need_pkgs+=(mosquitto-clients)
+PY="${PYTHON:-python3}"
+if ! command -v "$PY" >/dev/null 2>&1; then
+    need_pkgs+=(python3)
+fi
+# `python3 -m venv` needs ensurepip, which Debian ships in python3-venv.
+if ! "$PY" -c 'import venv, ensurepip' >/dev/null 2>&1; then
+    need_pkgs+=(python3-venv)
+fi
+if [ "${#need_pkgs[@]}" -gt 0 ] && [ "${SKIP_APT:-0}" != 1 ]; then
+    echo "installing: ${need_pkgs[*]}"
+    if [ "$(id -u)" -eq 0 ]; then SUDO=(); else SUDO=(sudo); fi
+    export DEBIAN_FRONTEND=noninteractive
+    "${SUDO[@]}" apt-get update -q
+    "${SUDO[@]}" apt-get install -y -q --no-install-recommends "${need_pkgs[@]}"
+    # Debian's python3-venv belongs to /usr/bin/python3; use it if the default one still lacks ensurepip.
+    if ! "$PY" -c 'import venv, ensurepip' >/dev/null 2>&1 && [ -x /usr/bin/python3 ]; then
+        PY=/usr/bin/python3
+    fi
+else
+    echo "all present"
+fi
+
+# ---------------------------------------------------------------------------------------------
+section "Python venv (.venv)"
+VENV="$ROOT/.venv"
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
+    rm -rf "$VENV"
+    "$PY" -m venv "$VENV"
+fi
+REQ="$ROOT/tests/python/requirements.txt"
+STAMP="$VENV/.requirements.sha"
+want="$(sha256sum "$REQ" | cut -d' ' -f1)"
+if [ "$(cat "$STAMP" 2>/dev/null || true)" != "$want" ]; then
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$REQ"
+    echo "$want" > "$STAMP"
+fi
+"$VENV/bin/python" -c 'import paho.mqtt, pytest, pytest_timeout; print("paho-mqtt", paho.mqtt.__version__, "pytest", pytest.__version__)'
+
+# ---------------------------------------------------------------------------------------------
+section "cargo build --workspace --all-targets"
+cargo build --workspace --all-targets
+
+# ---------------------------------------------------------------------------------------------
+status=0
+section "cargo test --workspace"
+if ! cargo test --workspace; then
+    echo "cargo test FAILED"
+    status=1
+fi
+
+# ---------------------------------------------------------------------------------------------
+section "pytest tests/python"
+export ROBUSTMQ_EDGE_BIN="${ROBUSTMQ_EDGE_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/debug/robustmq-edge}"
+set +e
+# shellcheck disable=SC2086
+"$VENV/bin/python" -m pytest tests/python -q -p no:cacheprovider ${PYTEST_ARGS:-}
+rc=$?
+set -e
+case "$rc" in
+    0) ;;
+    5) echo "pytest collected NO tests: treating as a failure"; status=1 ;;
+    *) echo "pytest FAILED (exit $rc)"; status=1 ;;
+esac
+
+section "Result"
+if [ "$status" -eq 0 ]; then echo "all tests passed"; else echo "SOME TESTS FAILED"; fi
+exit "$status"
