@@ -228,6 +228,36 @@ impl Broker {
         self.spawn_and_wait();
     }
 
+    /// Starts the broker again on the same port and folder, expecting it to fail: returns its
+    /// exit status and log, or panics (after stopping it) when it starts serving.
+    pub fn restart_expecting_failure(&mut self, limit: Duration) -> (ExitStatus, String) {
+        assert!(
+            self.child.is_none(),
+            "stop or kill the broker before restarting it"
+        );
+        self.starts += 1;
+        let mut cmd = self.command();
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                return (status, self.log());
+            }
+            if TcpStream::connect_timeout(&self.addr(), Duration::from_millis(100)).is_ok()
+                || Instant::now() > deadline
+            {
+                let _ = terminate(&mut child, Duration::from_secs(2));
+                panic!(
+                    "broker started serving although it was expected to fail:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Asserts the process is still alive (it did not crash on what the test did).
     pub fn assert_running(&mut self) {
         let child = self.child.as_mut().expect("broker is not running");
@@ -244,6 +274,36 @@ impl Broker {
 
     fn spawn_and_wait(&mut self) {
         self.starts += 1;
+        let mut cmd = self.command();
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start broker {cmd:?}: {e}"));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                panic!(
+                    "broker exited before accepting connections ({status}); log:\n{}",
+                    self.log()
+                );
+            }
+            if TcpStream::connect_timeout(&self.addr(), Duration::from_millis(200)).is_ok() {
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = terminate(&mut child, Duration::from_secs(2));
+                panic!(
+                    "broker did not accept on {} within 20 s; log:\n{}",
+                    self.addr(),
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.child = Some(child);
+    }
+
+    /// The command line for start number `self.starts`, output appended to the log.
+    fn command(&self) -> Command {
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -293,31 +353,7 @@ impl Broker {
         cmd.stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
             .stderr(log);
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start broker {cmd:?}: {e}"));
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = child.try_wait().expect("try_wait") {
-                panic!(
-                    "broker exited before accepting connections ({status}); log:\n{}",
-                    self.log()
-                );
-            }
-            if TcpStream::connect_timeout(&self.addr(), Duration::from_millis(200)).is_ok() {
-                break;
-            }
-            if Instant::now() > deadline {
-                let _ = terminate(&mut child, Duration::from_secs(2));
-                panic!(
-                    "broker did not accept on {} within 20 s; log:\n{}",
-                    self.addr(),
-                    self.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        self.child = Some(child);
+        cmd
     }
 }
 
