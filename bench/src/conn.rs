@@ -1,0 +1,513 @@
+//! One MQTT client connection over plain TCP, built on the `mqtt-proto` codec (v3.1.1 or v5).
+//! Outgoing packets are batched in a write buffer and flushed explicitly; incoming bytes are framed
+//! by the fixed header and decoded into a small version-independent `Incoming` enum.
+
+use std::io;
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use mqtt_proto::{v3, v5, Pid, QoS, QosPid, TopicFilter, TopicName};
+use smol::{Async, Timer};
+
+/// MQTT protocol level spoken by the benchmark clients.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Version {
+    V311,
+    V5,
+}
+
+impl Version {
+    pub fn from_level(level: u8) -> Result<Self> {
+        match level {
+            4 | 3 => Ok(Version::V311),
+            5 => Ok(Version::V5),
+            n => Err(format!("unsupported protocol {n} (use 3, 4 or 5)")),
+        }
+    }
+}
+
+/// A decoded packet from the broker, reduced to what the benchmark needs.
+#[derive(Debug)]
+pub enum Incoming {
+    Connack {
+        ok: bool,
+        code: u8,
+        session_present: bool,
+        receive_max: Option<u16>,
+    },
+    Publish {
+        qos: QoS,
+        pid: Option<u16>,
+        payload: Bytes,
+    },
+    Puback {
+        pid: u16,
+        ok: bool,
+    },
+    Pubrec {
+        pid: u16,
+        ok: bool,
+    },
+    Pubrel {
+        pid: u16,
+    },
+    Pubcomp {
+        pid: u16,
+    },
+    Suback {
+        granted: Vec<Option<QoS>>,
+    },
+    Pingresp,
+    Disconnect {
+        code: u8,
+    },
+    Other,
+}
+
+/// Options of one CONNECT.
+#[derive(Clone, Debug)]
+pub struct ConnectOpts {
+    pub client_id: String,
+    pub clean: bool,
+    pub keep_alive: u16,
+    /// MQTT 5 session expiry; ignored by v3 (a v3 persistent session lasts until the broker's cap).
+    pub session_expiry: Option<u32>,
+}
+
+pub type Error = String;
+pub type Result<T> = std::result::Result<T, Error>;
+
+pub fn io_err(context: &str, e: impl std::fmt::Display) -> Error {
+    format!("{context}: {e}")
+}
+
+pub struct Conn {
+    stream: Async<TcpStream>,
+    pub version: Version,
+    rbuf: Vec<u8>,
+    rstart: usize,
+    rend: usize,
+    wbuf: Vec<u8>,
+    /// Timeout for one read or one flush.
+    pub io_timeout: Duration,
+}
+
+const READ_CHUNK: usize = 64 * 1024;
+
+async fn with_timeout<T>(
+    d: Duration,
+    what: &str,
+    fut: impl std::future::Future<Output = io::Result<T>>,
+) -> Result<T> {
+    let timeout = async {
+        Timer::after(d).await;
+        Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("no progress for {d:?}"),
+        ))
+    };
+    futures_lite::future::or(fut, timeout)
+        .await
+        .map_err(|e| io_err(what, e))
+}
+
+impl Conn {
+    /// Opens a TCP connection (TCP_NODELAY) without sending anything.
+    pub async fn tcp(addr: &str, version: Version, io_timeout: Duration) -> Result<Conn> {
+        let sa = addr
+            .to_socket_addrs()
+            .map_err(|e| io_err("resolve", e))?
+            .next()
+            .ok_or_else(|| format!("cannot resolve {addr}"))?;
+        let stream = with_timeout(io_timeout, "connect", Async::<TcpStream>::connect(sa)).await?;
+        stream
+            .get_ref()
+            .set_nodelay(true)
+            .map_err(|e| io_err("nodelay", e))?;
+        Ok(Conn {
+            stream,
+            version,
+            rbuf: vec![0; READ_CHUNK],
+            rstart: 0,
+            rend: 0,
+            wbuf: Vec::with_capacity(READ_CHUNK),
+            io_timeout,
+        })
+    }
+
+    /// TCP connect + CONNECT + CONNACK. Returns the connection, the session-present flag and the
+    /// broker's Receive Maximum (v5).
+    pub async fn connect(
+        addr: &str,
+        version: Version,
+        opts: &ConnectOpts,
+        io_timeout: Duration,
+    ) -> Result<(Conn, bool, Option<u16>)> {
+        let mut c = Conn::tcp(addr, version, io_timeout).await?;
+        c.send_connect(opts)?;
+        c.flush().await?;
+        match c.next().await? {
+            Incoming::Connack {
+                ok: true,
+                session_present,
+                receive_max,
+                ..
+            } => Ok((c, session_present, receive_max)),
+            Incoming::Connack { code, .. } => Err(format!("CONNACK refused, code {code}")),
+            other => Err(format!("expected CONNACK, got {other:?}")),
+        }
+    }
+
+    pub fn send_connect(&mut self, o: &ConnectOpts) -> Result<()> {
+        let id: Arc<str> = Arc::from(o.client_id.as_str());
+        match self.version {
+            Version::V311 => {
+                let mut c = v3::Connect::new(id, o.keep_alive);
+                c.clean_session = o.clean;
+                self.queue3(&v3::Packet::Connect(c))
+            }
+            Version::V5 => {
+                let mut c = v5::Connect::new(id, o.keep_alive);
+                c.clean_start = o.clean;
+                c.properties.session_expiry_interval = o.session_expiry;
+                self.queue5(&v5::Packet::Connect(c))
+            }
+        }
+    }
+
+    pub fn send_subscribe(&mut self, pid: u16, filter: &str, qos: QoS) -> Result<()> {
+        let pid = Pid::try_from(pid).map_err(|e| io_err("pid", e))?;
+        let f = TopicFilter::try_from(filter).map_err(|e| io_err("topic filter", e))?;
+        match self.version {
+            Version::V311 => self.queue3(&v3::Packet::Subscribe(v3::Subscribe::new(
+                pid,
+                vec![(f, qos)],
+            ))),
+            Version::V5 => self.queue5(&v5::Packet::Subscribe(v5::Subscribe::new(
+                pid,
+                vec![(f, v5::SubscriptionOptions::new(qos))],
+            ))),
+        }
+    }
+
+    /// Subscribes and waits for the SUBACK; returns the granted QoS (None = refused).
+    pub async fn subscribe(&mut self, filter: &str, qos: QoS) -> Result<Option<QoS>> {
+        self.send_subscribe(1, filter, qos)?;
+        self.flush().await?;
+        loop {
+            match self.next().await? {
+                Incoming::Suback { granted } => return Ok(granted.first().copied().flatten()),
+                Incoming::Disconnect { code } => {
+                    return Err(format!("DISCONNECT {code} after SUBSCRIBE"))
+                }
+                _ => continue,
+            }
+        }
+    }
+
+    pub fn send_publish(
+        &mut self,
+        topic: &TopicName,
+        qos: QoS,
+        pid: u16,
+        payload: Bytes,
+    ) -> Result<()> {
+        let qos_pid = match qos {
+            QoS::Level0 => QosPid::Level0,
+            QoS::Level1 => QosPid::Level1(Pid::try_from(pid).map_err(|e| io_err("pid", e))?),
+            QoS::Level2 => QosPid::Level2(Pid::try_from(pid).map_err(|e| io_err("pid", e))?),
+        };
+        match self.version {
+            Version::V311 => self.queue3(&v3::Packet::Publish(v3::Publish::new(
+                qos_pid,
+                topic.clone(),
+                payload,
+            ))),
+            Version::V5 => self.queue5(&v5::Packet::Publish(v5::Publish::new(
+                qos_pid,
+                topic.clone(),
+                payload,
+            ))),
+        }
+    }
+
+    fn pid(pid: u16) -> Result<Pid> {
+        Pid::try_from(pid).map_err(|e| io_err("pid", e))
+    }
+
+    pub fn send_puback(&mut self, pid: u16) -> Result<()> {
+        let p = Self::pid(pid)?;
+        match self.version {
+            Version::V311 => self.queue3(&v3::Packet::Puback(p)),
+            Version::V5 => self.queue5(&v5::Packet::Puback(v5::Puback::new_success(p))),
+        }
+    }
+
+    pub fn send_pubrec(&mut self, pid: u16) -> Result<()> {
+        let p = Self::pid(pid)?;
+        match self.version {
+            Version::V311 => self.queue3(&v3::Packet::Pubrec(p)),
+            Version::V5 => self.queue5(&v5::Packet::Pubrec(v5::Pubrec::new_success(p))),
+        }
+    }
+
+    pub fn send_pubrel(&mut self, pid: u16) -> Result<()> {
+        let p = Self::pid(pid)?;
+        match self.version {
+            Version::V311 => self.queue3(&v3::Packet::Pubrel(p)),
+            Version::V5 => self.queue5(&v5::Packet::Pubrel(v5::Pubrel::new_success(p))),
+        }
+    }
+
+    pub fn send_pubcomp(&mut self, pid: u16) -> Result<()> {
+        let p = Self::pid(pid)?;
+        match self.version {
+            Version::V311 => self.queue3(&v3::Packet::Pubcomp(p)),
+            Version::V5 => self.queue5(&v5::Packet::Pubcomp(v5::Pubcomp::new_success(p))),
+        }
+    }
+
+    pub fn send_disconnect(&mut self) -> Result<()> {
+        match self.version {
+            Version::V311 => self.queue3(&v3::Packet::Disconnect),
+            Version::V5 => self.queue5(&v5::Packet::Disconnect(v5::Disconnect::new_normal())),
+        }
+    }
+
+    /// Sends DISCONNECT and flushes; errors are ignored (the broker may already be gone).
+    pub async fn close(mut self) {
+        if self.send_disconnect().is_ok() {
+            let _ = self.flush().await;
+        }
+    }
+
+    fn queue3(&mut self, p: &v3::Packet) -> Result<()> {
+        let b = p.encode().map_err(|e| io_err("encode", e))?;
+        self.wbuf.extend_from_slice(b.as_ref());
+        Ok(())
+    }
+
+    fn queue5(&mut self, p: &v5::Packet) -> Result<()> {
+        let b = p.encode().map_err(|e| io_err("encode", e))?;
+        self.wbuf.extend_from_slice(b.as_ref());
+        Ok(())
+    }
+
+    pub fn pending_write(&self) -> usize {
+        self.wbuf.len()
+    }
+
+    pub async fn flush(&mut self) -> Result<()> {
+        if self.wbuf.is_empty() {
+            return Ok(());
+        }
+        let Conn {
+            stream,
+            wbuf,
+            io_timeout,
+            ..
+        } = self;
+        with_timeout(*io_timeout, "write", stream.write_all(wbuf)).await?;
+        wbuf.clear();
+        Ok(())
+    }
+
+    /// Decodes one complete packet from the read buffer, if there is one.
+    pub fn try_next(&mut self) -> Result<Option<Incoming>> {
+        let avail = &self.rbuf[self.rstart..self.rend];
+        let Some(total) = frame_len(avail)? else {
+            return Ok(None);
+        };
+        if avail.len() < total {
+            // Make room for the whole packet.
+            if self.rbuf.len() - self.rstart < total {
+                self.compact();
+                if self.rbuf.len() < total {
+                    self.rbuf.resize(total.max(READ_CHUNK), 0);
+                }
+            }
+            return Ok(None);
+        }
+        let frame = &avail[..total];
+        let inc = match self.version {
+            Version::V311 => match v3::Packet::decode(frame).map_err(|e| io_err("decode", e))? {
+                Some(p) => from_v3(p),
+                None => return Err("decode: truncated packet".into()),
+            },
+            Version::V5 => match v5::Packet::decode(frame).map_err(|e| io_err("decode", e))? {
+                Some(p) => from_v5(p),
+                None => return Err("decode: truncated packet".into()),
+            },
+        };
+        self.rstart += total;
+        if self.rstart == self.rend {
+            self.rstart = 0;
+            self.rend = 0;
+        }
+        Ok(Some(inc))
+    }
+
+    fn compact(&mut self) {
+        if self.rstart > 0 {
+            self.rbuf.copy_within(self.rstart..self.rend, 0);
+            self.rend -= self.rstart;
+            self.rstart = 0;
+        }
+    }
+
+    /// Reads more bytes from the socket (waits at most `io_timeout`). Errors on EOF.
+    pub async fn fill(&mut self) -> Result<()> {
+        if self.rend == self.rbuf.len() {
+            self.compact();
+            if self.rend == self.rbuf.len() {
+                let n = self.rbuf.len() * 2;
+                self.rbuf.resize(n, 0);
+            }
+        }
+        let Conn {
+            stream,
+            rbuf,
+            rend,
+            io_timeout,
+            ..
+        } = self;
+        let n = with_timeout(*io_timeout, "read", stream.read(&mut rbuf[*rend..])).await?;
+        if n == 0 {
+            return Err("connection closed by broker".into());
+        }
+        *rend += n;
+        Ok(())
+    }
+
+    /// Next packet, reading as needed.
+    pub async fn next(&mut self) -> Result<Incoming> {
+        loop {
+            if let Some(p) = self.try_next()? {
+                return Ok(p);
+            }
+            self.fill().await?;
+        }
+    }
+}
+
+/// Length of the packet at the start of `buf` (fixed header + remaining length), or None when the
+/// fixed header itself is not complete yet.
+pub fn frame_len(buf: &[u8]) -> Result<Option<usize>> {
+    if buf.len() < 2 {
+        return Ok(None);
+    }
+    let mut value: usize = 0;
+    for i in 0..4 {
+        let Some(&b) = buf.get(1 + i) else {
+            return Ok(None);
+        };
+        value |= ((b & 0x7f) as usize) << (7 * i);
+        if b & 0x80 == 0 {
+            return Ok(Some(1 + i + 1 + value));
+        }
+    }
+    Err("decode: malformed remaining length".into())
+}
+
+fn from_v3(p: v3::Packet) -> Incoming {
+    use v3::Packet as P;
+    match p {
+        P::Connack(c) => Incoming::Connack {
+            ok: c.code == v3::ConnectReturnCode::Accepted,
+            code: c.code as u8,
+            session_present: c.session_present,
+            receive_max: None,
+        },
+        P::Publish(p) => Incoming::Publish {
+            qos: p.qos_pid.qos(),
+            pid: p.qos_pid.pid().map(|p| p.value()),
+            payload: p.payload,
+        },
+        P::Puback(pid) => Incoming::Puback {
+            pid: pid.value(),
+            ok: true,
+        },
+        P::Pubrec(pid) => Incoming::Pubrec {
+            pid: pid.value(),
+            ok: true,
+        },
+        P::Pubrel(pid) => Incoming::Pubrel { pid: pid.value() },
+        P::Pubcomp(pid) => Incoming::Pubcomp { pid: pid.value() },
+        P::Suback(s) => Incoming::Suback {
+            granted: s
+                .topics
+                .iter()
+                .map(|c| match c {
+                    v3::SubscribeReturnCode::MaxLevel0 => Some(QoS::Level0),
+                    v3::SubscribeReturnCode::MaxLevel1 => Some(QoS::Level1),
+                    v3::SubscribeReturnCode::MaxLevel2 => Some(QoS::Level2),
+                    v3::SubscribeReturnCode::Failure => None,
+                })
+                .collect(),
+        },
+        P::Pingresp => Incoming::Pingresp,
+        P::Disconnect => Incoming::Disconnect { code: 0 },
+        _ => Incoming::Other,
+    }
+}
+
+fn from_v5(p: v5::Packet) -> Incoming {
+    use v5::Packet as P;
+    match p {
+        P::Connack(c) => Incoming::Connack {
+            ok: c.reason_code == v5::ConnectReasonCode::Success,
+            code: c.reason_code as u8,
+            session_present: c.session_present,
+            receive_max: c.properties.receive_max,
+        },
+        P::Publish(p) => Incoming::Publish {
+            qos: p.qos_pid.qos(),
+            pid: p.qos_pid.pid().map(|p| p.value()),
+            payload: p.payload,
+        },
+        P::Puback(a) => Incoming::Puback {
+            pid: a.pid.value(),
+            ok: (a.reason_code as u8) < 0x80,
+        },
+        P::Pubrec(a) => Incoming::Pubrec {
+            pid: a.pid.value(),
+            ok: (a.reason_code as u8) < 0x80,
+        },
+        P::Pubrel(a) => Incoming::Pubrel { pid: a.pid.value() },
+        P::Pubcomp(a) => Incoming::Pubcomp { pid: a.pid.value() },
+        P::Suback(s) => Incoming::Suback {
+            granted: s
+                .topics
+                .iter()
+                .map(|c| match c {
+                    v5::SubscribeReasonCode::GrantedQoS0 => Some(QoS::Level0),
+                    v5::SubscribeReasonCode::GrantedQoS1 => Some(QoS::Level1),
+                    v5::SubscribeReasonCode::GrantedQoS2 => Some(QoS::Level2),
+                    _ => None,
+                })
+                .collect(),
+        },
+        P::Pingresp => Incoming::Pingresp,
+        P::Disconnect(d) => Incoming::Disconnect {
+            code: d.reason_code as u8,
+        },
+        _ => Incoming::Other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_len_handles_partial_and_multibyte_headers() {
+        assert_eq!(frame_len(&[0x30]).unwrap(), None);
+        assert_eq!(frame_len(&[0x30, 0x05]).unwrap(), Some(7));
+        assert_eq!(frame_len(&[0x30, 0x80]).unwrap(), None);
+        assert_eq!(frame_len(&[0x30, 0x80, 0x01]).unwrap(), Some(3 + 128));
+        assert!(frame_len(&[0x30, 0xff, 0xff, 0xff, 0xff]).is_err());
+    }
+}
