@@ -216,9 +216,9 @@ impl Broker {
                 }
             }
             old.will_due_ms = None;
-            let expired = old.disconnected_ms.is_some_and(|d| {
-                taken_over.is_none() && now >= d + 1000 * old.expiry_secs as u64
-            });
+            let expired = old
+                .disconnected_ms
+                .is_some_and(|d| taken_over.is_none() && now >= d + 1000 * old.expiry_secs as u64);
             if req.clean_start || expired {
                 let old = st.sessions.remove(&req.client_id);
                 if let Some(old) = old {
@@ -566,7 +566,12 @@ impl Broker {
     }
 
     /// Takes up to the inflight limit of deliveries for a connection to send now.
-    pub async fn take_outgoing(&self, client: &Arc<str>, conn_id: u64, max: usize) -> Vec<Outgoing> {
+    pub async fn take_outgoing(
+        &self,
+        client: &Arc<str>,
+        conn_id: u64,
+        max: usize,
+    ) -> Vec<Outgoing> {
         let slot = self.store.reserve().await;
         let mut ops = Vec::new();
         let now = now_ms();
@@ -584,7 +589,9 @@ impl Broker {
             if front.qos > 0 && inflight_full {
                 break;
             }
-            let Some(mut d) = s.queue.pop_front() else { break };
+            let Some(mut d) = s.queue.pop_front() else {
+                break;
+            };
             s.queued_bytes = s.queued_bytes.saturating_sub(d.msg.weight());
             // Expired messages are dropped unless already sent once (the receiver may hold it).
             if d.state == OutState::Unsent && d.msg.is_expired(now) {
@@ -711,6 +718,15 @@ impl Broker {
         (known, self.store.push(slot, ops))
     }
 
+    /// Current session expiry interval of a session (0 when unknown).
+    pub fn session_expiry(&self, client: &Arc<str>) -> u32 {
+        self.lock()
+            .sessions
+            .get(client)
+            .map(|s| s.expiry_secs)
+            .unwrap_or(0)
+    }
+
     /// Number of incoming QoS 2 messages awaiting PUBREL for a session.
     pub fn qos2_pending(&self, client: &Arc<str>) -> usize {
         self.lock()
@@ -770,7 +786,10 @@ impl Broker {
             .collect();
         for t in expired {
             st.retained.remove(&t);
-            ops.push(Op::Retain { topic: t, msg: None });
+            ops.push(Op::Retain {
+                topic: t,
+                msg: None,
+            });
         }
         for w in wills {
             self.publish_will(st, w, &mut ops);

@@ -34,7 +34,9 @@ pub fn fixed_header(buf: &[u8]) -> Result<Option<(usize, usize)>, FrameError> {
         }
     }
     if buf.len() >= 5 {
-        Err(FrameError::Malformed("remaining length over 4 bytes".into()))
+        Err(FrameError::Malformed(
+            "remaining length over 4 bytes".into(),
+        ))
     } else {
         Ok(None)
     }
@@ -59,7 +61,9 @@ pub fn connect_protocol(frame: &[u8], header_len: usize) -> Result<Protocol, Fra
     let name = &body[2..2 + name_len];
     match Protocol::new(name, level) {
         Ok(p) => Ok(p),
-        Err(_) if name == b"MQTT" || name == b"MQIsdp" => Err(FrameError::UnsupportedProtocol(level)),
+        Err(_) if name == b"MQTT" || name == b"MQIsdp" => {
+            Err(FrameError::UnsupportedProtocol(level))
+        }
         Err(_) => Err(FrameError::BadConnect(format!(
             "unknown protocol name {:?}",
             String::from_utf8_lossy(name)
@@ -130,9 +134,7 @@ pub fn decode(frame: &[u8], proto: Protocol) -> Result<Packet, FrameError> {
             topics: u.topics,
         }),
         v3::Packet::Pingreq => Packet::Pingreq,
-        v3::Packet::Disconnect => {
-            Packet::Disconnect(v5::Disconnect::new_normal())
-        }
+        v3::Packet::Disconnect => Packet::Disconnect(v5::Disconnect::new_normal()),
         other => {
             return Err(FrameError::Malformed(format!(
                 "{:?} is not sent by clients",
@@ -223,7 +225,11 @@ fn append_publish_properties(bytes: Vec<u8>, p: &Packet, ids: &[u32]) -> Vec<u8>
     let parse = || -> Option<Vec<u8>> {
         let (hlen, _) = fixed_header(&bytes).ok()??;
         let topic_len = 2 + publ.topic_name.len();
-        let pid_len = if publ.qos_pid.qos() == QoS::Level0 { 0 } else { 2 };
+        let pid_len = if publ.qos_pid.qos() == QoS::Level0 {
+            0
+        } else {
+            2
+        };
         let props_at = hlen + topic_len + pid_len;
         let (plen_len, plen) = read_var_int(&bytes[props_at..])?;
         let mut extra = Vec::new();
@@ -296,14 +302,20 @@ mod tests {
         assert_eq!(hlen + rem, bytes.len());
         assert!(bytes.ends_with(b"xyz"));
         let has = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
-        assert!(has(&[0x0B, 0x01]) && has(&[0x0B, 0xAC, 0x02]) && has(&[0x0B, 0x05]), "{bytes:?}");
+        assert!(
+            has(&[0x0B, 0x01]) && has(&[0x0B, 0xAC, 0x02]) && has(&[0x0B, 0x05]),
+            "{bytes:?}"
+        );
     }
 
     #[test]
     fn mqtt3_subscribe_and_connack_map_both_ways() {
         let sub = v3::Packet::Subscribe(v3::Subscribe::new(
             Pid::try_from(3).unwrap(),
-            vec![(mqtt_proto::TopicFilter::try_from("a/#").unwrap(), QoS::Level1)],
+            vec![(
+                mqtt_proto::TopicFilter::try_from("a/#").unwrap(),
+                QoS::Level1,
+            )],
         ));
         let bytes = sub.encode().unwrap().as_ref().to_vec();
         let Packet::Subscribe(s) = decode(&bytes, Protocol::V311).unwrap() else {

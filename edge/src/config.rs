@@ -192,7 +192,12 @@ impl Config {
         if self.storage.max_batch == 0 {
             return bad("storage.max_batch", "must be at least 1");
         }
-        if self.log.level.parse::<tracing_subscriber::EnvFilter>().is_err() {
+        if self
+            .log
+            .level
+            .parse::<tracing_subscriber::EnvFilter>()
+            .is_err()
+        {
             return bad("log.level", "not a valid tracing filter");
         }
         Ok(())

@@ -23,7 +23,10 @@ pub enum Error {
     Storage(String),
 
     #[error("stored record is corrupt in table {table}: {message}")]
-    Corrupt { table: &'static str, message: String },
+    Corrupt {
+        table: &'static str,
+        message: String,
+    },
 
     #[error("storage writer has stopped")]
     WriterGone,

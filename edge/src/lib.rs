@@ -1,10 +1,12 @@
 //! robustmq-edge: a small MQTT 3.1 / 3.1.1 / 5.0 broker whose acknowledged state lives in redb.
 
+pub mod broker;
 pub mod codec;
 pub mod config;
+pub mod connection;
 pub mod error;
 pub mod message;
+pub mod server;
+pub mod session;
 pub mod storage;
 pub mod topic;
-pub mod broker;
-pub mod session;

@@ -110,11 +110,7 @@ impl Session {
         SessionRecord {
             protocol: self.protocol,
             expiry_secs: self.expiry_secs,
-            subscriptions: self
-                .subs
-                .iter()
-                .map(|(f, o)| (f.to_string(), *o))
-                .collect(),
+            subscriptions: self.subs.iter().map(|(f, o)| (f.to_string(), *o)).collect(),
             disconnected_ms: self.disconnected_ms,
             will: self.will.clone(),
         }
@@ -131,7 +127,11 @@ impl Session {
             .collect();
         for _ in 0..=u16::MAX {
             let pid = self.next_pid;
-            self.next_pid = if self.next_pid == u16::MAX { 1 } else { self.next_pid + 1 };
+            self.next_pid = if self.next_pid == u16::MAX {
+                1
+            } else {
+                self.next_pid + 1
+            };
             if !used.contains(&pid) {
                 return pid;
             }

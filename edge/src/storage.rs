@@ -347,7 +347,9 @@ fn load(db: &Database) -> Result<Loaded> {
             let (k, v) = row?;
             match decode::<DeliveryRecord>("session_queue", v.value()) {
                 Ok(d) => q.push((k.value().1, d)),
-                Err(e) => tracing::error!(client_id, error = %e, "skipping unreadable queued message"),
+                Err(e) => {
+                    tracing::error!(client_id, error = %e, "skipping unreadable queued message")
+                }
             }
         }
         let mut pids = Vec::new();
@@ -365,7 +367,9 @@ fn load(db: &Database) -> Result<Loaded> {
         let (k, v) = row?;
         match decode::<Message>("retained", v.value()) {
             Ok(m) => out.retained.push(m),
-            Err(e) => tracing::error!(topic = k.value(), error = %e, "skipping unreadable retained message"),
+            Err(e) => {
+                tracing::error!(topic = k.value(), error = %e, "skipping unreadable retained message")
+            }
         }
     }
     Ok(out)

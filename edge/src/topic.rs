@@ -181,7 +181,13 @@ impl SubscriptionTree {
         (direct, groups.into_values().collect())
     }
 
-    fn walk(node: &Node, levels: &[&str], depth: usize, dollar: bool, visit: &mut impl FnMut(&Node)) {
+    fn walk(
+        node: &Node,
+        levels: &[&str],
+        depth: usize,
+        dollar: bool,
+        visit: &mut impl FnMut(&Node),
+    ) {
         let wild_ok = !(dollar && depth == 0);
         if wild_ok {
             if let Some(n) = node.children.get("#") {

@@ -1,0 +1,137 @@
+//! Process-level wiring: opens storage, restores state, runs the listeners and the periodic
+//! tick on one smol executor, and shuts down cleanly on SIGINT/SIGTERM.
+
+use std::net::TcpListener;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_lite::StreamExt;
+use smol::{Async, Executor};
+
+use crate::broker::Broker;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::storage::Store;
+
+/// Hooks run once the broker exists (the sync bridge uses it), returning a shutdown future.
+pub type StartHook = Box<
+    dyn FnOnce(&Arc<Broker>, &Arc<Executor<'static>>) -> Result<futures_lite::future::Boxed<()>>,
+>;
+
+/// Runs the broker until SIGINT or SIGTERM.
+pub fn run(cfg: Config, on_start: Option<StartHook>) -> Result<()> {
+    let started = Instant::now();
+    let (store, loaded) = Store::open(&cfg)?;
+    let listeners = cfg
+        .listeners
+        .iter()
+        .map(|l| {
+            let std_listener = TcpListener::bind(l.bind).map_err(|e| Error::Io {
+                what: format!("listeners.bind {}", l.bind),
+                source: e,
+            })?;
+            Async::new(std_listener).map_err(|e| Error::Io {
+                what: format!("listeners.bind {}", l.bind),
+                source: e,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let broker = Broker::new(Arc::new(cfg), store, loaded);
+    let ex: Arc<Executor<'static>> = Arc::new(Executor::new());
+    let stop_sync = match on_start {
+        Some(hook) => Some(hook(&broker, &ex)?),
+        None => None,
+    };
+
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 4);
+    let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
+    let mut workers = Vec::new();
+    for i in 1..threads {
+        let ex = ex.clone();
+        let stop_rx = stop_rx.clone();
+        workers.push(
+            std::thread::Builder::new()
+                .name(format!("edge-worker-{i}"))
+                .spawn(move || {
+                    smol::block_on(ex.run(async {
+                        let _ = stop_rx.recv().await;
+                    }))
+                })
+                .map_err(|e| Error::Io {
+                    what: "spawn worker thread".into(),
+                    source: e,
+                })?,
+        );
+    }
+
+    for l in listeners {
+        let addr = l.get_ref().local_addr().ok();
+        tracing::info!(listen = ?addr, "listening for MQTT");
+        let b = broker.clone();
+        let ex2 = ex.clone();
+        ex.spawn(async move {
+            loop {
+                match l.accept().await {
+                    Ok((stream, peer)) => {
+                        let _ = stream.get_ref().set_nodelay(true);
+                        ex2.spawn(crate::connection::serve(b.clone(), stream, peer))
+                            .detach();
+                    }
+                    Err(e) => {
+                        // EMFILE and friends: log and back off rather than spin.
+                        tracing::warn!(error = %e, "accept failed");
+                        smol::Timer::after(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        })
+        .detach();
+    }
+    {
+        let b = broker.clone();
+        ex.spawn(async move {
+            loop {
+                b.tick().await;
+                smol::Timer::after(Duration::from_secs(1)).await;
+            }
+        })
+        .detach();
+    }
+    tracing::info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "broker started"
+    );
+
+    let signals =
+        async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])
+            .map_err(|e| Error::Io {
+                what: "signal handlers".into(),
+                source: e,
+            })?;
+    smol::block_on(ex.run(async {
+        let mut signals = signals;
+        let sig = signals.next().await;
+        tracing::info!(signal = ?sig, "shutting down");
+        broker.kick_all();
+        if let Some(stop) = stop_sync {
+            stop.await;
+        }
+        // Give connections a moment to flush their DISCONNECT and detach.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while broker.connections.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+            smol::Timer::after(Duration::from_millis(20)).await;
+            broker.kick_all();
+        }
+    }));
+    drop(stop_tx);
+    for w in workers {
+        let _ = w.join();
+    }
+    broker.store.close();
+    tracing::info!("stopped");
+    Ok(())
+}
