@@ -59,7 +59,7 @@ pub struct Limits {
     pub max_queued_bytes: usize,
     /// Upper bound on a session's expiry interval; MQTT 3 persistent sessions get this value.
     pub max_session_expiry_secs: u32,
-    /// Server Keep Alive: a client asking for a longer (or zero) keep alive is given this, in v5.
+    /// Server Keep Alive: a v5 client asking for a longer keep alive is given this (0 stays 0).
     pub max_keep_alive_secs: u16,
     pub topic_alias_maximum: u16,
     pub max_retained_messages: usize,

@@ -170,6 +170,16 @@ struct Conn {
     problem_info: bool,
 }
 
+impl Conn {
+    /// One incoming QoS 1/2 exchange finished. Saturating: a PUBREL for a message received on
+    /// an earlier connection of the session was never counted on this one.
+    fn incoming_done(&self) {
+        let _ = self
+            .incoming_unacked
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    }
+}
+
 /// Serves one accepted TCP connection to its end. Never panics on client input.
 pub async fn serve(broker: Arc<Broker>, stream: Async<TcpStream>, peer: SocketAddr) {
     let stream: Stream = Arc::new(stream);
@@ -629,7 +639,7 @@ async fn read_loop(
                         let done = code as u8 >= 0x80;
                         if res.is_none() {
                             // A duplicate does not open a new incoming slot.
-                            conn.incoming_unacked.fetch_sub(1, Ordering::AcqRel);
+                            conn.incoming_done();
                         }
                         if send(ticket, Reply::Pubrec(pid, code), done).await.is_err() {
                             return (Departure::Abnormal, None);
@@ -815,7 +825,7 @@ async fn write_loop(
                         }
                     }
                     if incoming_done {
-                        conn.incoming_unacked.fetch_sub(1, Ordering::AcqRel);
+                        conn.incoming_done();
                     }
                     push_packet(conn, &packet.into_packet(), &[], &mut out);
                 }
