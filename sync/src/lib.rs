@@ -1,1 +1,181 @@
-//! Store-and-forward sync (being built).
+//! Store-and-forward sync for robustmq-edge: local topics chosen by forward rules are captured
+//! into a durable, bounded outbox inside the broker's redb file (same commit as the local copy)
+//! and carried to a central RobustMQ cluster (or any MQTT broker) whenever the link is up; cloud
+//! topics chosen by downlink rules are carried down to local subscribers.
+//!
+//! Broker integration: `Outbox::open` at start-up, `wants`/`admit` on the publish path,
+//! `capture` inside the group-commit transaction, `committed` after it, and `start` to run the
+//! uplink, downlink and status tasks on smol. `read_status` serves `robustmq-edge sync status`.
+
+pub mod client;
+pub mod config;
+pub mod downlink;
+pub mod error;
+pub mod outbox;
+pub mod status;
+pub mod topic;
+pub mod uplink;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use config::SyncConfig;
+pub use downlink::{DownMessage, LocalBus};
+pub use error::{Rejected, SyncError};
+pub use outbox::{LocalMessage, Outbox, DOWNLINK_MARKER};
+pub use status::{LinkState, SyncStatus};
+pub use uplink::MSG_ID_PROPERTY;
+
+use status::Live;
+use topic::CompiledDownlink;
+use uplink::{Ctx, Stop};
+
+/// Records read per lane per status interval by the TTL sweep.
+const SWEEP_BUDGET: usize = 10_000;
+
+/// Running sync tasks.
+pub struct SyncHandle {
+    ctx: Arc<Ctx>,
+    data_dir: PathBuf,
+    tasks: Vec<smol::Task<()>>,
+}
+
+/// Spawns the uplink/downlink/status tasks (smol). Runs until shutdown.
+pub fn start(
+    outbox: Arc<Outbox>,
+    cfg: SyncConfig,
+    data_dir: PathBuf,
+    bus: Arc<dyn LocalBus>,
+) -> SyncHandle {
+    let live = Arc::new(Live::default());
+    let needs_tls = cfg.upstream_list().iter().any(|u| u.tls);
+    let tls = if needs_tls {
+        match client::tls_config(cfg.tls.as_ref()) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::error!("sync: {e}");
+                live.set_error(e.to_string());
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let downlinks = cfg
+        .downlink
+        .iter()
+        .map(|r| CompiledDownlink::compile(&cfg, r))
+        .collect();
+    let ctx = Arc::new(Ctx {
+        outbox,
+        cfg,
+        live,
+        bus,
+        stop: Arc::new(Stop::default()),
+        downlinks,
+        tls,
+    });
+    let mut tasks = Vec::new();
+    tasks.push(smol::spawn(uplink::run(ctx.clone())));
+    tasks.push(smol::spawn(status_task(ctx.clone(), data_dir.clone())));
+    SyncHandle {
+        ctx,
+        data_dir,
+        tasks,
+    }
+}
+
+impl SyncHandle {
+    pub fn status(&self) -> SyncStatus {
+        status::snapshot(&self.ctx.outbox, &self.ctx.live)
+    }
+
+    /// Stops the tasks: acknowledged removals are flushed, DISCONNECT is sent (the upstream
+    /// session is kept), the last status is written and the outbox is made durable.
+    pub async fn shutdown(self) {
+        self.ctx.stop.set();
+        for t in self.tasks {
+            let done = futures_lite::future::or(
+                async {
+                    t.await;
+                    true
+                },
+                async {
+                    smol::Timer::after(Duration::from_secs(5)).await;
+                    false
+                },
+            )
+            .await;
+            if !done {
+                tracing::warn!("sync task did not stop within 5 s");
+            }
+        }
+        let ob = self.ctx.outbox.clone();
+        if let Err(e) = smol::unblock(move || ob.flush()).await {
+            tracing::warn!("sync outbox final flush: {e}");
+        }
+        let s = status::snapshot(&self.ctx.outbox, &self.ctx.live);
+        if let Err(e) = status::write_status_file(&self.data_dir, &s) {
+            tracing::warn!("sync status file: {e}");
+        }
+    }
+}
+
+async fn status_task(ctx: Arc<Ctx>, data_dir: PathBuf) {
+    let every = Duration::from_secs(ctx.cfg.status_interval_secs);
+    loop {
+        let ob = ctx.outbox.clone();
+        match smol::unblock(move || ob.sweep_expired(outbox::now_ms(), SWEEP_BUDGET)).await {
+            Ok(_) => {}
+            Err(e) => tracing::warn!("sync TTL sweep: {e}"),
+        }
+        let s = {
+            let ob = ctx.outbox.clone();
+            let live = ctx.live.clone();
+            smol::unblock(move || status::snapshot(&ob, &live)).await
+        };
+        let dir = data_dir.clone();
+        let s2 = s.clone();
+        if let Err(e) = smol::unblock(move || status::write_status_file(&dir, &s2)).await {
+            tracing::warn!("sync status file: {e}");
+        }
+        if let Ok(json) = serde_json::to_vec(&s) {
+            let msg = DownMessage {
+                topic: status::STATUS_TOPIC.to_string(),
+                payload: json.into(),
+                qos: 0,
+                retain: true,
+                user_properties: vec![(DOWNLINK_MARKER.to_string(), s.node_id.clone())],
+            };
+            let publish = ctx.bus.publish(msg);
+            let r = futures_lite::future::or(publish, async {
+                smol::Timer::after(every).await;
+                Err("timed out".to_string())
+            })
+            .await;
+            if let Err(e) = r {
+                tracing::debug!("sync status not published locally: {e}");
+            }
+        }
+        let stopped = futures_lite::future::or(
+            async {
+                smol::Timer::after(every).await;
+                false
+            },
+            async {
+                ctx.stop.wait().await;
+                true
+            },
+        )
+        .await;
+        if stopped {
+            return;
+        }
+    }
+}
+
+/// Status for `robustmq-edge sync status --data-dir DIR` (running or stopped broker).
+pub fn read_status(data_dir: &Path) -> Result<SyncStatus, SyncError> {
+    status::read_status(data_dir)
+}

@@ -1,0 +1,528 @@
+//! `[sync]` configuration: upstream link, outbox bounds, forward and downlink rules.
+//!
+//! Parsed from the `sync` table of the broker's TOML file by `SyncConfig::from_toml_value`;
+//! unknown keys are rejected and every error names its key as `sync.<key>`.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::error::SyncError;
+use crate::topic;
+
+/// Highest priority value a forward rule may use (priorities are `0..=MAX_PRIORITY`, higher first).
+pub const MAX_PRIORITY: u8 = 3;
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncConfig {
+    /// This gateway's id: part of every `edge-msg-id`, and the `{node_id}` placeholder in topics.
+    pub node_id: String,
+    /// `tcp://host:port` or `tls://host:port`, tried in turn.
+    pub upstreams: Vec<String>,
+    /// Fixed MQTT client id of the persistent upstream session; default `edge-<node_id>`.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    /// RobustMQ tenant, sent as the v5 CONNECT user property `tenant`.
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// "5" (default) or "3.1.1". With "5", a server answering "unsupported protocol version" is
+    /// retried with 3.1.1 automatically.
+    #[serde(default)]
+    pub protocol: ProtocolVersion,
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    #[serde(default = "d_keep_alive")]
+    pub keep_alive_secs: u16,
+    /// Session Expiry Interval asked for the persistent upstream session (v5).
+    #[serde(default = "d_session_expiry")]
+    pub session_expiry_secs: u32,
+    #[serde(default = "d_connect_timeout")]
+    pub connect_timeout_secs: u64,
+    /// Most QoS 1/2 messages sent upstream and not yet acknowledged.
+    #[serde(default = "d_max_inflight")]
+    pub max_inflight: u16,
+    #[serde(default)]
+    pub backoff: BackoffConfig,
+    /// Drain pacing; 0 means no cap.
+    #[serde(default = "d_max_mps")]
+    pub max_messages_per_sec: u32,
+    #[serde(default = "d_max_bps")]
+    pub max_bytes_per_sec: u64,
+    /// Bound of the outbox (payload + topic + properties bytes of all buffered records).
+    #[serde(default = "d_max_backlog")]
+    pub max_backlog_bytes: u64,
+    #[serde(default)]
+    pub full_policy: FullPolicy,
+    /// Capture QoS 0 local publishes too (they are sent upstream with the rule's QoS).
+    #[serde(default = "d_true")]
+    pub capture_qos0: bool,
+    #[serde(default)]
+    pub forward: Vec<ForwardRule>,
+    #[serde(default)]
+    pub downlink: Vec<DownlinkRule>,
+    #[serde(default = "d_status_interval")]
+    pub status_interval_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub enum ProtocolVersion {
+    #[default]
+    #[serde(rename = "5")]
+    V5,
+    #[serde(rename = "3.1.1")]
+    V311,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM bundle of CAs trusted for the upstream; absent = the built-in Mozilla roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate chain and key, for mutual TLS (both or neither).
+    #[serde(default)]
+    pub client_cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub client_key_file: Option<PathBuf>,
+    /// Name checked against the server certificate; default: the host of the upstream address.
+    #[serde(default)]
+    pub server_name: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackoffConfig {
+    pub initial_ms: u64,
+    pub max_ms: u64,
+}
+
+impl Default for BackoffConfig {
+    fn default() -> Self {
+        BackoffConfig {
+            initial_ms: 500,
+            max_ms: 30_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FullPolicy {
+    /// Evict the oldest record of the lowest non-empty priority to make room (counted).
+    #[default]
+    DropOldest,
+    /// Refuse new messages (QoS 1/2 publishers get reason 0x97) until the backlog shrinks.
+    RejectNew,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplacePrefix {
+    pub from: String,
+    pub to: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardRule {
+    /// Local topic filter (`+` and `#` allowed; `{node_id}` is replaced).
+    pub filter: String,
+    /// Remote topic = `prefix` + local topic (`{node_id}` is replaced).
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// Remote topic = local topic with leading `from` replaced by `to`.
+    #[serde(default)]
+    pub replace_prefix: Option<ReplacePrefix>,
+    /// Upstream QoS, 1 or 2.
+    #[serde(default = "d_qos1")]
+    pub qos: u8,
+    /// Records older than this are dropped unsent (counted as `ttl`).
+    #[serde(default)]
+    pub ttl_secs: Option<u64>,
+    /// 0..=3, higher drains first.
+    #[serde(default)]
+    pub priority: u8,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DownlinkRule {
+    /// Remote topic filter subscribed upstream (`{node_id}` is replaced).
+    pub filter: String,
+    /// Local topic = remote topic with leading `from` replaced by `to`; absent = keep.
+    #[serde(default)]
+    pub replace_prefix: Option<ReplacePrefix>,
+    /// Subscription QoS upstream, 0..=2; local delivery uses the QoS the message came with.
+    #[serde(default = "d_qos1")]
+    pub qos: u8,
+}
+
+fn d_keep_alive() -> u16 {
+    30
+}
+fn d_session_expiry() -> u32 {
+    1800
+}
+fn d_connect_timeout() -> u64 {
+    10
+}
+fn d_max_inflight() -> u16 {
+    64
+}
+fn d_max_mps() -> u32 {
+    500
+}
+fn d_max_bps() -> u64 {
+    1024 * 1024
+}
+fn d_max_backlog() -> u64 {
+    256 * 1024 * 1024
+}
+fn d_true() -> bool {
+    true
+}
+fn d_status_interval() -> u64 {
+    10
+}
+fn d_qos1() -> u8 {
+    1
+}
+
+/// One parsed `upstreams` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+}
+
+impl std::fmt::Display for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = if self.tls { "tls" } else { "tcp" };
+        write!(f, "{scheme}://{}:{}", self.host, self.port)
+    }
+}
+
+/// Parses `tcp://host:port` / `tls://host:port` (IPv6 hosts in brackets).
+pub fn parse_upstream(s: &str) -> Result<Upstream, String> {
+    let (tls, rest) = if let Some(r) = s.strip_prefix("tcp://") {
+        (false, r)
+    } else if let Some(r) = s.strip_prefix("tls://") {
+        (true, r)
+    } else {
+        return Err(format!("`{s}`: must start with tcp:// or tls://"));
+    };
+    let (host, port) = rest
+        .rsplit_once(':')
+        .ok_or_else(|| format!("`{s}`: missing :port"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("`{s}`: port is not a number 1..65535"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || port == 0 {
+        return Err(format!("`{s}`: empty host or port 0"));
+    }
+    Ok(Upstream {
+        tls,
+        host: host.to_string(),
+        port,
+    })
+}
+
+impl SyncConfig {
+    /// Parses and validates the `sync` table; errors name the key as `sync.<key>`.
+    pub fn from_toml_value(v: toml::Value) -> Result<SyncConfig, SyncError> {
+        let cfg: SyncConfig = serde_path_to_error::deserialize(v).map_err(|e| {
+            let path = e.path().to_string();
+            let key = if path == "." || path.is_empty() {
+                "sync".to_string()
+            } else {
+                format!("sync.{path}")
+            };
+            SyncError::Config {
+                key,
+                message: e.into_inner().to_string(),
+            }
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Parses a TOML document holding the `sync` table's body (handy for tests and tools).
+    pub fn from_toml_str(s: &str) -> Result<SyncConfig, SyncError> {
+        let v: toml::Value = toml::from_str(s).map_err(|e| SyncError::Config {
+            key: "sync".into(),
+            message: e.to_string(),
+        })?;
+        SyncConfig::from_toml_value(v)
+    }
+
+    fn validate(&self) -> Result<(), SyncError> {
+        let bad = |key: String, message: String| Err(SyncError::Config { key, message });
+        if self.node_id.is_empty()
+            || self.node_id.contains(['/', '+', '#', ':'])
+            || self.node_id.len() > 128
+        {
+            return bad(
+                "sync.node_id".into(),
+                "must be 1..=128 characters without '/', '+', '#' or ':'".into(),
+            );
+        }
+        if self.upstreams.is_empty() {
+            return bad(
+                "sync.upstreams".into(),
+                "at least one address needed".into(),
+            );
+        }
+        for (i, u) in self.upstreams.iter().enumerate() {
+            let up = match parse_upstream(u) {
+                Ok(up) => up,
+                Err(m) => return bad(format!("sync.upstreams[{i}]"), m),
+            };
+            if up.tls && self.tls.is_none() {
+                // Allowed: system roots are used. Nothing to check.
+            }
+        }
+        if let Some(c) = &self.client_id {
+            if c.is_empty() || c.len() > 65535 {
+                return bad("sync.client_id".into(), "must not be empty".into());
+            }
+        }
+        if self.tenant.is_some() && self.protocol == ProtocolVersion::V311 {
+            tracing::warn!(
+                "sync.tenant is only sent with MQTT 5; with protocol 3.1.1 use a `tenant@username` user name"
+            );
+        }
+        if let Some(t) = &self.tls {
+            for (name, f) in [
+                ("ca_file", &t.ca_file),
+                ("client_cert_file", &t.client_cert_file),
+                ("client_key_file", &t.client_key_file),
+            ] {
+                if let Some(p) = f {
+                    if let Err(e) = std::fs::metadata(p) {
+                        return bad(format!("sync.tls.{name}"), format!("{}: {e}", p.display()));
+                    }
+                }
+            }
+            if t.client_cert_file.is_some() != t.client_key_file.is_some() {
+                return bad(
+                    "sync.tls.client_key_file".into(),
+                    "client_cert_file and client_key_file go together".into(),
+                );
+            }
+        }
+        if self.max_inflight == 0 {
+            return bad("sync.max_inflight".into(), "must be at least 1".into());
+        }
+        if self.keep_alive_secs == 0 {
+            return bad("sync.keep_alive_secs".into(), "must be at least 1".into());
+        }
+        if self.connect_timeout_secs == 0 {
+            return bad(
+                "sync.connect_timeout_secs".into(),
+                "must be at least 1".into(),
+            );
+        }
+        if self.backoff.initial_ms == 0 {
+            return bad(
+                "sync.backoff.initial_ms".into(),
+                "must be at least 1".into(),
+            );
+        }
+        if self.backoff.max_ms < self.backoff.initial_ms {
+            return bad(
+                "sync.backoff.max_ms".into(),
+                "must be >= backoff.initial_ms".into(),
+            );
+        }
+        if self.max_backlog_bytes < 1024 {
+            return bad(
+                "sync.max_backlog_bytes".into(),
+                "must be at least 1024".into(),
+            );
+        }
+        if self.status_interval_secs == 0 {
+            return bad(
+                "sync.status_interval_secs".into(),
+                "must be at least 1".into(),
+            );
+        }
+        for (i, r) in self.forward.iter().enumerate() {
+            let k = |f: &str| format!("sync.forward[{i}].{f}");
+            let filter = self.expand(&r.filter);
+            if !topic::valid_filter(&filter) {
+                return bad(
+                    k("filter"),
+                    format!("`{}` is not a valid topic filter", r.filter),
+                );
+            }
+            if r.qos != 1 && r.qos != 2 {
+                return bad(k("qos"), format!("{} is not 1 or 2", r.qos));
+            }
+            if r.priority > MAX_PRIORITY {
+                return bad(
+                    k("priority"),
+                    format!("{} is above {MAX_PRIORITY}", r.priority),
+                );
+            }
+            if r.prefix.is_some() && r.replace_prefix.is_some() {
+                return bad(
+                    k("replace_prefix"),
+                    "use either prefix or replace_prefix, not both".into(),
+                );
+            }
+            if let Some(p) = &r.prefix {
+                let p = self.expand(p);
+                if p.contains(['+', '#']) {
+                    return bad(k("prefix"), "must not contain wildcards".into());
+                }
+            }
+            if let Some(rp) = &r.replace_prefix {
+                if self.expand(&rp.to).contains(['+', '#']) {
+                    return bad(k("replace_prefix.to"), "must not contain wildcards".into());
+                }
+            }
+            if r.ttl_secs == Some(0) {
+                return bad(k("ttl_secs"), "must be at least 1 (or absent)".into());
+            }
+        }
+        for (i, r) in self.downlink.iter().enumerate() {
+            let k = |f: &str| format!("sync.downlink[{i}].{f}");
+            if !topic::valid_filter(&self.expand(&r.filter)) {
+                return bad(
+                    k("filter"),
+                    format!("`{}` is not a valid topic filter", r.filter),
+                );
+            }
+            if r.qos > 2 {
+                return bad(k("qos"), format!("{} is not 0, 1 or 2", r.qos));
+            }
+            if let Some(rp) = &r.replace_prefix {
+                if self.expand(&rp.to).contains(['+', '#']) {
+                    return bad(k("replace_prefix.to"), "must not contain wildcards".into());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Replaces `{node_id}` in a topic, prefix or filter template.
+    pub fn expand(&self, template: &str) -> String {
+        template.replace("{node_id}", &self.node_id)
+    }
+
+    pub fn client_id(&self) -> String {
+        self.client_id
+            .clone()
+            .unwrap_or_else(|| format!("edge-{}", self.node_id))
+    }
+
+    /// The parsed upstream list (validated by `from_toml_value`).
+    pub fn upstream_list(&self) -> Vec<Upstream> {
+        self.upstreams
+            .iter()
+            .filter_map(|u| parse_upstream(u).ok())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<SyncConfig, SyncError> {
+        SyncConfig::from_toml_str(s)
+    }
+
+    const MIN: &str = "node_id = \"n1\"\nupstreams = [\"tcp://127.0.0.1:1883\"]\n";
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse(MIN).unwrap();
+        assert_eq!(c.protocol, ProtocolVersion::V5);
+        assert_eq!(c.full_policy, FullPolicy::DropOldest);
+        assert_eq!(c.client_id(), "edge-n1");
+        assert!(c.capture_qos0);
+    }
+
+    #[test]
+    fn bad_forward_qos_names_the_indexed_key() {
+        let s =
+            format!("{MIN}[[forward]]\nfilter = \"a/#\"\n[[forward]]\nfilter = \"b/#\"\nqos = 0\n");
+        let e = parse(&s).unwrap_err().to_string();
+        assert!(e.contains("sync.forward[1].qos"), "{e}");
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let s = format!("{MIN}[[forward]]\nfilter = \"a/#\"\nqoss = 1\n");
+        let e = parse(&s).unwrap_err().to_string();
+        assert!(e.contains("sync.forward[0]"), "{e}");
+        assert!(e.contains("qoss"), "{e}");
+        let e = parse(&format!("{MIN}bogus = 1\n")).unwrap_err().to_string();
+        assert!(e.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_key() {
+        let s = format!("{MIN}[backoff]\ninitial_ms = \"soon\"\n");
+        let e = parse(&s).unwrap_err().to_string();
+        assert!(e.contains("sync.backoff.initial_ms"), "{e}");
+        let e = parse(&format!("{MIN}full_policy = \"drop_newest\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sync.full_policy"), "{e}");
+    }
+
+    #[test]
+    fn bad_upstream_scheme_is_named() {
+        let e = parse("node_id = \"n\"\nupstreams = [\"tcp://a:1\", \"mqtt://b:1883\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sync.upstreams[1]"), "{e}");
+    }
+
+    #[test]
+    fn missing_required_key_is_named() {
+        let e = parse("upstreams = [\"tcp://a:1\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("node_id"), "{e}");
+    }
+
+    #[test]
+    fn priority_and_filter_are_checked() {
+        let s = format!("{MIN}[[forward]]\nfilter = \"a/#\"\npriority = 4\n");
+        assert!(parse(&s)
+            .unwrap_err()
+            .to_string()
+            .contains("sync.forward[0].priority"));
+        let s = format!("{MIN}[[forward]]\nfilter = \"a/#/b\"\n");
+        assert!(parse(&s)
+            .unwrap_err()
+            .to_string()
+            .contains("sync.forward[0].filter"));
+        let s = format!("{MIN}[[downlink]]\nfilter = \"cmd/{{node_id}}/#\"\nqos = 3\n");
+        assert!(parse(&s)
+            .unwrap_err()
+            .to_string()
+            .contains("sync.downlink[0].qos"));
+    }
+
+    #[test]
+    fn upstream_parsing() {
+        let u = parse_upstream("tls://cloud.example:1885").unwrap();
+        assert!(u.tls);
+        assert_eq!(u.host, "cloud.example");
+        assert_eq!(u.port, 1885);
+        let u = parse_upstream("tcp://[::1]:1883").unwrap();
+        assert_eq!(u.host, "::1");
+        assert!(parse_upstream("tcp://host").is_err());
+    }
+}

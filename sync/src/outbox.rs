@@ -1,0 +1,724 @@
+//! Durable, bounded, ordered outbox: one redb table per priority (key = outbox sequence) in the
+//! broker's own database, plus a meta row holding the backlog counters, so opening is O(priorities)
+//! and never scans records. Captures happen inside the broker's commit; the uplink deletes records
+//! only after the upstream acknowledged them, in its own short write transactions.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use redb::{
+    Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+    TableDefinition, WriteTransaction,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{FullPolicy, SyncConfig, MAX_PRIORITY};
+use crate::error::{Rejected, SyncError};
+use crate::topic::{self, CompiledForward};
+
+/// Number of priority lanes (`0..=MAX_PRIORITY`).
+pub const PRIORITIES: usize = MAX_PRIORITY as usize + 1;
+
+const LANES: [TableDefinition<u64, &[u8]>; PRIORITIES] = [
+    TableDefinition::new("sync_outbox_p0"),
+    TableDefinition::new("sync_outbox_p1"),
+    TableDefinition::new("sync_outbox_p2"),
+    TableDefinition::new("sync_outbox_p3"),
+];
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("sync_meta");
+const META_KEY: &str = "state";
+const META_VERSION: u32 = 1;
+
+/// User property marking a message that came down from the cloud; never captured again.
+pub const DOWNLINK_MARKER: &str = "edge-downlink";
+
+/// A message as the broker persists it locally, offered to `Outbox::capture`.
+pub struct LocalMessage<'a> {
+    pub topic: &'a str,
+    pub payload: &'a [u8],
+    pub qos: u8,
+    pub retain: bool,
+    pub user_properties: &'a [(String, String)],
+    pub content_type: Option<&'a str>,
+    pub received_at_ms: u64,
+}
+
+/// One buffered message, stored postcard-encoded under its sequence number.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// Topic upstream (forward rule applied at capture time).
+    pub topic: String,
+    pub payload: Vec<u8>,
+    /// Upstream QoS (1 or 2), from the rule.
+    pub qos: u8,
+    pub retain: bool,
+    pub user_properties: Vec<(String, String)>,
+    pub content_type: Option<String>,
+    pub received_at_ms: u64,
+    /// 0 = never expires.
+    pub expires_at_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LaneMeta {
+    pub messages: u64,
+    pub bytes: u64,
+    /// Sequence of the oldest record of the lane; 0 when the lane is empty.
+    pub oldest_seq: u64,
+    /// Highest sequence of the lane written to an upstream socket, as known at the last ack
+    /// commit: records at or below it are redelivered with DUP after a restart.
+    pub sent_upto: u64,
+}
+
+/// The meta row: everything `open` and `read_status` need, updated in the transaction that
+/// changes the records.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meta {
+    pub version: u32,
+    /// Next outbox sequence to hand out (starts at 1, never reused).
+    pub next_seq: u64,
+    pub lanes: [LaneMeta; PRIORITIES],
+    pub dropped_full: u64,
+    pub dropped_ttl: u64,
+    pub dropped_corrupt: u64,
+    pub rejected: u64,
+    pub acked: u64,
+    /// Last RobustMQ storage `offset` seen in a PUBACK/PUBREC, if any.
+    pub last_offset: Option<u64>,
+}
+
+impl Meta {
+    fn fresh() -> Meta {
+        Meta {
+            version: META_VERSION,
+            next_seq: 1,
+            ..Meta::default()
+        }
+    }
+    pub fn backlog_messages(&self) -> u64 {
+        self.lanes.iter().map(|l| l.messages).sum()
+    }
+    pub fn backlog_bytes(&self) -> u64 {
+        self.lanes.iter().map(|l| l.bytes).sum()
+    }
+}
+
+/// Why a record left the outbox without being acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    Ttl,
+    Corrupt,
+}
+
+struct Pending {
+    base: Meta,
+    cur: Meta,
+    rejected_folded: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    backlog_messages: AtomicU64,
+    backlog_bytes: AtomicU64,
+    dropped_full: AtomicU64,
+    dropped_ttl: AtomicU64,
+    dropped_corrupt: AtomicU64,
+    /// Total rejected (persisted part + not yet persisted part).
+    rejected: AtomicU64,
+    /// Rejections counted by `admit` not yet written to the meta row.
+    rejected_unpersisted: AtomicU64,
+    acked: AtomicU64,
+    next_seq: AtomicU64,
+    sent_upto: [AtomicU64; PRIORITIES],
+    /// Bumped after every commit that added records.
+    generation: AtomicU64,
+    /// `u64::MAX` = none.
+    last_offset: AtomicU64,
+}
+
+/// Snapshot of the in-memory counters (exact after every commit).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutboxCounters {
+    pub backlog_messages: u64,
+    pub backlog_bytes: u64,
+    pub dropped_full: u64,
+    pub dropped_ttl: u64,
+    pub dropped_corrupt: u64,
+    pub rejected: u64,
+    pub acked: u64,
+    pub next_seq: u64,
+    pub last_offset: Option<u64>,
+}
+
+pub struct Outbox {
+    db: Arc<Database>,
+    node_id: String,
+    rules: Vec<CompiledForward>,
+    capture_qos0: bool,
+    policy: FullPolicy,
+    max_bytes: u64,
+    pending: Mutex<Option<Pending>>,
+    c: Counters,
+    /// Notified after every commit that added records.
+    wake: event_listener::Event,
+    sweep_cursor: Mutex<[u64; PRIORITIES]>,
+    last_durable_ms: AtomicU64,
+    closed: AtomicBool,
+}
+
+/// Estimated stored size of a message (encoded record), used by `admit`.
+fn estimate(topic: &str, payload_len: usize) -> u64 {
+    (topic.len() + payload_len + 24) as u64
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these short locks leaves plain data behind; keep going.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn read_meta_w(txn: &WriteTransaction) -> Result<Option<Meta>, SyncError> {
+    let t = txn.open_table(META)?;
+    let v = t.get(META_KEY)?;
+    match v {
+        Some(g) => Ok(Some(postcard::from_bytes(g.value())?)),
+        None => Ok(None),
+    }
+}
+
+fn write_meta(txn: &WriteTransaction, m: &Meta) -> Result<(), SyncError> {
+    let bytes = postcard::to_allocvec(m)?;
+    let mut t = txn.open_table(META)?;
+    t.insert(META_KEY, bytes.as_slice())?;
+    Ok(())
+}
+
+/// Reads the meta row through a read transaction (None when sync never ran on this database).
+pub fn read_meta(txn: &ReadTransaction) -> Result<Option<Meta>, SyncError> {
+    let t = match txn.open_table(META) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    match t.get(META_KEY)? {
+        Some(g) => Ok(Some(postcard::from_bytes(g.value())?)),
+        None => Ok(None),
+    }
+}
+
+/// `received_at_ms` of the oldest record over all lanes (O(priorities), no scan).
+pub fn oldest_received_ms(txn: &ReadTransaction) -> Result<Option<u64>, SyncError> {
+    let mut oldest: Option<u64> = None;
+    for def in LANES {
+        let t = match txn.open_table(def) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let first = t.first()?;
+        if let Some((_, v)) = first {
+            if let Ok(r) = postcard::from_bytes::<Record>(v.value()) {
+                oldest = Some(oldest.map_or(r.received_at_ms, |o| o.min(r.received_at_ms)));
+            }
+        }
+    }
+    Ok(oldest)
+}
+
+/// Meta applies `f` to a lane after removing `seq` from it; recomputes the oldest sequence.
+fn refresh_oldest(
+    table: &redb::Table<'_, u64, &[u8]>,
+    lane: &mut LaneMeta,
+) -> Result<(), SyncError> {
+    lane.oldest_seq = match table.first()? {
+        Some((k, _)) => k.value(),
+        None => 0,
+    };
+    Ok(())
+}
+
+impl Outbox {
+    /// Creates tables if missing; recovers counters from the meta table without scanning.
+    pub fn open(db: Arc<Database>, cfg: &SyncConfig) -> Result<Arc<Outbox>, SyncError> {
+        let txn = db.begin_write()?;
+        for def in LANES {
+            txn.open_table(def)?;
+        }
+        let meta = match read_meta_w(&txn)? {
+            Some(m) if m.version == META_VERSION => m,
+            Some(m) => {
+                return Err(SyncError::Storage(format!(
+                    "outbox meta version {} is not supported (expected {META_VERSION})",
+                    m.version
+                )))
+            }
+            None => {
+                // First start with sync on. Tables are empty unless the meta row was lost; in
+                // that one case rebuild it by counting (logged: this is the only scan).
+                let mut m = Meta::fresh();
+                let mut max_seq = 0;
+                for (p, def) in LANES.iter().enumerate() {
+                    let t = txn.open_table(*def)?;
+                    if t.is_empty()? {
+                        continue;
+                    }
+                    tracing::warn!(lane = p, "sync outbox meta row missing: rebuilding by scan");
+                    for item in t.iter()? {
+                        let (k, v) = item?;
+                        let lane = &mut m.lanes[p];
+                        lane.messages += 1;
+                        lane.bytes += v.value().len() as u64;
+                        if lane.oldest_seq == 0 {
+                            lane.oldest_seq = k.value();
+                        }
+                        max_seq = max_seq.max(k.value());
+                    }
+                }
+                m.next_seq = max_seq + 1;
+                write_meta(&txn, &m)?;
+                m
+            }
+        };
+        txn.commit()?;
+
+        let rules = cfg
+            .forward
+            .iter()
+            .map(|r| CompiledForward::compile(cfg, r))
+            .collect();
+        let ob = Outbox {
+            db,
+            node_id: cfg.node_id.clone(),
+            rules,
+            capture_qos0: cfg.capture_qos0,
+            policy: cfg.full_policy,
+            max_bytes: cfg.max_backlog_bytes,
+            pending: Mutex::new(None),
+            c: Counters::default(),
+            wake: event_listener::Event::new(),
+            sweep_cursor: Mutex::new([0; PRIORITIES]),
+            last_durable_ms: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
+        };
+        ob.c.backlog_messages
+            .store(meta.backlog_messages(), Ordering::Relaxed);
+        ob.c.backlog_bytes
+            .store(meta.backlog_bytes(), Ordering::Relaxed);
+        ob.c.dropped_full
+            .store(meta.dropped_full, Ordering::Relaxed);
+        ob.c.dropped_ttl.store(meta.dropped_ttl, Ordering::Relaxed);
+        ob.c.dropped_corrupt
+            .store(meta.dropped_corrupt, Ordering::Relaxed);
+        ob.c.rejected.store(meta.rejected, Ordering::Relaxed);
+        ob.c.acked.store(meta.acked, Ordering::Relaxed);
+        ob.c.next_seq.store(meta.next_seq, Ordering::Relaxed);
+        for (l, lane) in meta.lanes.iter().enumerate() {
+            ob.c.sent_upto[l].store(lane.sent_upto, Ordering::Relaxed);
+        }
+        ob.c.last_offset
+            .store(meta.last_offset.unwrap_or(u64::MAX), Ordering::Relaxed);
+        tracing::info!(
+            backlog_messages = meta.backlog_messages(),
+            backlog_bytes = meta.backlog_bytes(),
+            next_seq = meta.next_seq,
+            "sync outbox opened"
+        );
+        Ok(Arc::new(ob))
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    pub fn db(&self) -> &Arc<Database> {
+        &self.db
+    }
+
+    fn rule_for(&self, topic: &str) -> Option<&CompiledForward> {
+        self.rules.iter().find(|r| topic::matches(&r.filter, topic))
+    }
+
+    /// Cheap check on the publish path: does a forward rule take this message?
+    /// (false for QoS 0 unless capture_qos0)
+    pub fn wants(&self, topic: &str, qos: u8) -> bool {
+        if qos == 0 && !self.capture_qos0 {
+            return false;
+        }
+        self.rule_for(topic).is_some()
+    }
+
+    /// Called before the broker routes/acknowledges a message `wants` took. Under `reject_new`
+    /// with a full backlog it answers `Rejected` (counted). Only atomics are touched.
+    pub fn admit(&self, topic: &str, payload_len: usize) -> Result<(), Rejected> {
+        if self.policy == FullPolicy::RejectNew {
+            let used = self.c.backlog_bytes.load(Ordering::Relaxed);
+            if used.saturating_add(estimate(topic, payload_len)) > self.max_bytes {
+                self.c.rejected.fetch_add(1, Ordering::Relaxed);
+                self.c.rejected_unpersisted.fetch_add(1, Ordering::Relaxed);
+                return Err(Rejected);
+            }
+        }
+        Ok(())
+    }
+
+    /// Inside the broker's write transaction: appends the message to its priority lane and, under
+    /// `drop_oldest`, evicts what does not fit, all in the same transaction. No commit, no fsync.
+    pub fn capture(&self, txn: &WriteTransaction, msg: &LocalMessage<'_>) -> Result<(), SyncError> {
+        if msg
+            .user_properties
+            .iter()
+            .any(|(k, _)| k == DOWNLINK_MARKER)
+        {
+            return Ok(()); // came down from the cloud: never sent back up
+        }
+        if msg.qos == 0 && !self.capture_qos0 {
+            return Ok(());
+        }
+        let Some(rule) = self.rule_for(msg.topic) else {
+            return Ok(());
+        };
+        let record = Record {
+            topic: rule.map.apply(msg.topic),
+            payload: msg.payload.to_vec(),
+            qos: rule.qos,
+            retain: msg.retain,
+            user_properties: msg.user_properties.to_vec(),
+            content_type: msg.content_type.map(str::to_string),
+            received_at_ms: msg.received_at_ms,
+            expires_at_ms: rule
+                .ttl_ms
+                .map_or(0, |t| msg.received_at_ms.saturating_add(t).max(1)),
+        };
+        let bytes = postcard::to_allocvec(&record)?;
+        let size = bytes.len() as u64;
+        let prio = rule.priority as usize;
+
+        let mut pending = lock(&self.pending);
+        if pending.is_none() {
+            let base = read_meta_w(txn)?.unwrap_or_else(Meta::fresh);
+            let folded = self.c.rejected_unpersisted.swap(0, Ordering::Relaxed);
+            let mut cur = base.clone();
+            cur.rejected += folded;
+            *pending = Some(Pending {
+                base,
+                cur,
+                rejected_folded: folded,
+            });
+        }
+        let Some(p) = pending.as_mut() else {
+            return Err(SyncError::Storage("pending state vanished".into()));
+        };
+        let m = &mut p.cur;
+
+        if self.policy == FullPolicy::DropOldest {
+            while m.backlog_bytes() + size > self.max_bytes {
+                // Victim: the oldest record of the lowest non-empty lane, unless the new message
+                // is itself the least important (lower priority than everything buffered).
+                let victim = (0..PRIORITIES).find(|&l| m.lanes[l].messages > 0);
+                match victim {
+                    Some(l) if l <= prio => {
+                        let mut t = txn.open_table(LANES[l])?;
+                        let removed = t.pop_first()?.map(|(_, v)| v.value().len() as u64);
+                        match removed {
+                            Some(len) => {
+                                let lane = &mut m.lanes[l];
+                                lane.messages = lane.messages.saturating_sub(1);
+                                lane.bytes = lane.bytes.saturating_sub(len);
+                                m.dropped_full += 1;
+                                refresh_oldest(&t, &mut m.lanes[l])?;
+                            }
+                            None => {
+                                // Counters said non-empty: repair them.
+                                m.lanes[l] = LaneMeta::default();
+                            }
+                        }
+                    }
+                    _ => {
+                        m.dropped_full += 1;
+                        write_meta(txn, m)?;
+                        tracing::debug!(
+                            topic = msg.topic,
+                            "sync backlog full: new message dropped"
+                        );
+                        return Ok(());
+                    }
+                }
+            }
+        }
+
+        let seq = m.next_seq;
+        m.next_seq += 1;
+        {
+            let mut t = txn.open_table(LANES[prio])?;
+            t.insert(seq, bytes.as_slice())?;
+        }
+        let lane = &mut m.lanes[prio];
+        lane.messages += 1;
+        lane.bytes += size;
+        if lane.oldest_seq == 0 {
+            lane.oldest_seq = seq;
+        }
+        write_meta(txn, m)?;
+        Ok(())
+    }
+
+    /// After the transaction holding captures committed (`ok`) or rolled back: publish the new
+    /// counters in memory and wake the uplink.
+    pub fn committed(&self, ok: bool) {
+        let p = lock(&self.pending).take();
+        let Some(p) = p else { return };
+        if ok {
+            self.apply_delta(&p.base, &p.cur, p.rejected_folded);
+            self.c.generation.fetch_add(1, Ordering::SeqCst);
+            self.wake.notify(usize::MAX);
+        } else {
+            // Rejections folded into the lost meta row must be persisted later.
+            self.c
+                .rejected_unpersisted
+                .fetch_add(p.rejected_folded, Ordering::Relaxed);
+        }
+    }
+
+    fn apply_delta(&self, base: &Meta, cur: &Meta, rejected_folded: u64) {
+        fn upd(a: &AtomicU64, old: u64, new: u64) {
+            if new >= old {
+                a.fetch_add(new - old, Ordering::Relaxed);
+            } else {
+                a.fetch_sub(old - new, Ordering::Relaxed);
+            }
+        }
+        let c = &self.c;
+        upd(
+            &c.backlog_messages,
+            base.backlog_messages(),
+            cur.backlog_messages(),
+        );
+        upd(&c.backlog_bytes, base.backlog_bytes(), cur.backlog_bytes());
+        upd(&c.dropped_full, base.dropped_full, cur.dropped_full);
+        upd(&c.dropped_ttl, base.dropped_ttl, cur.dropped_ttl);
+        upd(
+            &c.dropped_corrupt,
+            base.dropped_corrupt,
+            cur.dropped_corrupt,
+        );
+        // `rejected` was counted in memory by `admit` already.
+        let _ = rejected_folded;
+        upd(&c.acked, base.acked, cur.acked);
+        c.next_seq.fetch_max(cur.next_seq, Ordering::Relaxed);
+        for (l, lane) in cur.lanes.iter().enumerate() {
+            c.sent_upto[l].fetch_max(lane.sent_upto, Ordering::Relaxed);
+        }
+        if let Some(o) = cur.last_offset {
+            c.last_offset.store(o, Ordering::Relaxed);
+        }
+    }
+
+    /// A listener notified after the next commit that added records.
+    pub fn listen(&self) -> event_listener::EventListener {
+        self.wake.listen()
+    }
+
+    pub fn counters(&self) -> OutboxCounters {
+        let c = &self.c;
+        let off = c.last_offset.load(Ordering::Relaxed);
+        OutboxCounters {
+            backlog_messages: c.backlog_messages.load(Ordering::Relaxed),
+            backlog_bytes: c.backlog_bytes.load(Ordering::Relaxed),
+            dropped_full: c.dropped_full.load(Ordering::Relaxed),
+            dropped_ttl: c.dropped_ttl.load(Ordering::Relaxed),
+            dropped_corrupt: c.dropped_corrupt.load(Ordering::Relaxed),
+            rejected: c.rejected.load(Ordering::Relaxed),
+            acked: c.acked.load(Ordering::Relaxed),
+            next_seq: c.next_seq.load(Ordering::Relaxed),
+            last_offset: (off != u64::MAX).then_some(off),
+        }
+    }
+
+    /// Per lane, the highest sequence that may have reached an upstream before (persisted at
+    /// ack commits).
+    pub fn sent_upto(&self) -> [u64; PRIORITIES] {
+        std::array::from_fn(|l| self.c.sent_upto[l].load(Ordering::Relaxed))
+    }
+
+    /// Changes after every commit that added records (read it before reading the lanes).
+    pub fn generation(&self) -> u64 {
+        self.c.generation.load(Ordering::SeqCst)
+    }
+
+    /// Reads up to `max` records (and about `max_bytes`) of lane `prio` with sequence > `after`,
+    /// in order.
+    /// Undecodable records are returned as `Err(seq)` so the caller drops them.
+    pub fn read_lane(
+        &self,
+        prio: usize,
+        after: u64,
+        max: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Result<(u64, Record), u64>>, SyncError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(LANES[prio.min(PRIORITIES - 1)])?;
+        let mut out = Vec::with_capacity(max.min(1024));
+        let mut bytes = 0usize;
+        for item in t.range(after.saturating_add(1)..)? {
+            if out.len() >= max || bytes >= max_bytes {
+                break;
+            }
+            let (k, v) = item?;
+            bytes += v.value().len();
+            match postcard::from_bytes::<Record>(v.value()) {
+                Ok(r) => out.push(Ok((k.value(), r))),
+                Err(e) => {
+                    tracing::error!(
+                        seq = k.value(),
+                        lane = prio,
+                        "undecodable outbox record: {e}"
+                    );
+                    out.push(Err(k.value()));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// One write transaction removing acknowledged records and dropped ones, updating the meta
+    /// row. Mostly non-durable commits (the broker's next fsync, or ours once a second, persists
+    /// them): after a power cut at most about a second of acknowledged records is sent again.
+    pub fn remove(
+        &self,
+        acked: &[(u8, u64)],
+        dropped: &[(u8, u64, DropReason)],
+        last_offset: Option<u64>,
+        sent_upto: Option<[u64; PRIORITIES]>,
+    ) -> Result<(), SyncError> {
+        if acked.is_empty() && dropped.is_empty() && last_offset.is_none() && sent_upto.is_none() {
+            return Ok(());
+        }
+        let mut txn = self.db.begin_write()?;
+        let now = now_ms();
+        let durable = now.saturating_sub(self.last_durable_ms.load(Ordering::Relaxed)) >= 1000;
+        if !durable {
+            txn.set_durability(redb::Durability::None)
+                .map_err(|e| SyncError::Storage(e.to_string()))?;
+        }
+        let base = read_meta_w(&txn)?.unwrap_or_else(Meta::fresh);
+        let folded = self.c.rejected_unpersisted.swap(0, Ordering::Relaxed);
+        let mut m = base.clone();
+        m.rejected += folded;
+        let res = (|| -> Result<(), SyncError> {
+            let mut touched = [false; PRIORITIES];
+            for (prio, seq, reason) in acked
+                .iter()
+                .map(|&(p, s)| (p, s, None))
+                .chain(dropped.iter().map(|&(p, s, r)| (p, s, Some(r))))
+            {
+                let l = (prio as usize).min(PRIORITIES - 1);
+                let mut t = txn.open_table(LANES[l])?;
+                let len = t.remove(seq)?.map(|v| v.value().len() as u64);
+                if let Some(len) = len {
+                    let lane = &mut m.lanes[l];
+                    lane.messages = lane.messages.saturating_sub(1);
+                    lane.bytes = lane.bytes.saturating_sub(len);
+                    touched[l] = true;
+                    match reason {
+                        None => m.acked += 1,
+                        Some(DropReason::Ttl) => m.dropped_ttl += 1,
+                        Some(DropReason::Corrupt) => m.dropped_corrupt += 1,
+                    }
+                }
+            }
+            for (l, t) in touched.iter().enumerate() {
+                if *t {
+                    let table = txn.open_table(LANES[l])?;
+                    refresh_oldest(&table, &mut m.lanes[l])?;
+                }
+            }
+            if last_offset.is_some() {
+                m.last_offset = last_offset;
+            }
+            if let Some(su) = sent_upto {
+                for (lane, s) in m.lanes.iter_mut().zip(su) {
+                    lane.sent_upto = lane.sent_upto.max(s);
+                }
+            }
+            write_meta(&txn, &m)?;
+            Ok(())
+        })();
+        match res.and_then(|_| txn.commit().map_err(SyncError::from)) {
+            Ok(()) => {
+                if durable {
+                    self.last_durable_ms.store(now, Ordering::Relaxed);
+                }
+                self.apply_delta(&base, &m, folded);
+                Ok(())
+            }
+            Err(e) => {
+                self.c
+                    .rejected_unpersisted
+                    .fetch_add(folded, Ordering::Relaxed);
+                Err(e)
+            }
+        }
+    }
+
+    /// Drops expired records wherever they are, reading at most `budget` records per lane per
+    /// call (a cursor per lane walks the log and wraps), so TTL frees space while offline too.
+    /// Returns the number dropped.
+    pub fn sweep_expired(&self, now: u64, budget: usize) -> Result<u64, SyncError> {
+        let mut expired: Vec<(u8, u64, DropReason)> = Vec::new();
+        {
+            let mut cursors = lock(&self.sweep_cursor);
+            let txn = self.db.begin_read()?;
+            for (l, def) in LANES.iter().enumerate() {
+                let t = txn.open_table(*def)?;
+                let mut n = 0;
+                let mut last = None;
+                for item in t.range(cursors[l].saturating_add(1)..)? {
+                    if n >= budget {
+                        break;
+                    }
+                    n += 1;
+                    let (k, v) = item?;
+                    last = Some(k.value());
+                    match postcard::from_bytes::<Record>(v.value()) {
+                        Ok(r) if r.expires_at_ms != 0 && r.expires_at_ms <= now => {
+                            expired.push((l as u8, k.value(), DropReason::Ttl));
+                        }
+                        Ok(_) => {}
+                        Err(_) => expired.push((l as u8, k.value(), DropReason::Corrupt)),
+                    }
+                }
+                cursors[l] = if n < budget { 0 } else { last.unwrap_or(0) };
+            }
+        }
+        let n = expired.iter().filter(|e| e.2 == DropReason::Ttl).count() as u64;
+        if !expired.is_empty() {
+            self.remove(&[], &expired, None, None)?;
+            tracing::info!(dropped = n, "sync outbox: records past their TTL dropped");
+        }
+        Ok(n)
+    }
+
+    /// Marks the outbox closed (uplink stops waiting for it).
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+        self.wake.notify(usize::MAX);
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+    }
+
+    /// A durable empty commit: makes earlier non-durable ack deletions durable (shutdown).
+    pub fn flush(&self) -> Result<(), SyncError> {
+        let txn = self.db.begin_write()?;
+        txn.commit()?;
+        self.last_durable_ms.store(now_ms(), Ordering::Relaxed);
+        Ok(())
+    }
+}

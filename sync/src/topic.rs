@@ -1,0 +1,154 @@
+//! Topic helpers: MQTT filter validation and matching, and the local <-> remote topic mapping
+//! of forward and downlink rules (keep, add a prefix, replace a prefix; `{node_id}` expanded).
+
+use crate::config::{DownlinkRule, ForwardRule, SyncConfig};
+
+/// True when `f` is a syntactically valid MQTT topic filter.
+pub fn valid_filter(f: &str) -> bool {
+    if f.is_empty() || f.len() > 65535 || f.contains('\0') {
+        return false;
+    }
+    let levels: Vec<&str> = f.split('/').collect();
+    for (i, l) in levels.iter().enumerate() {
+        if l.contains('#') && (*l != "#" || i != levels.len() - 1) {
+            return false;
+        }
+        if l.contains('+') && *l != "+" {
+            return false;
+        }
+    }
+    true
+}
+
+/// MQTT filter matching; `$`-topics are only matched by filters starting with the same level.
+pub fn matches(filter: &str, topic: &str) -> bool {
+    if topic.starts_with('$') && !filter.starts_with('$') {
+        return false;
+    }
+    let mut f = filter.split('/');
+    let mut t = topic.split('/');
+    loop {
+        match (f.next(), t.next()) {
+            (Some("#"), _) => return true,
+            (Some("+"), Some(_)) => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+/// How a topic is rewritten when it crosses the link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TopicMap {
+    Keep,
+    Prefix(String),
+    ReplacePrefix { from: String, to: String },
+}
+
+impl TopicMap {
+    /// Topics that do not start with `from` are kept unchanged.
+    pub fn apply(&self, topic: &str) -> String {
+        match self {
+            TopicMap::Keep => topic.to_string(),
+            TopicMap::Prefix(p) => format!("{p}{topic}"),
+            TopicMap::ReplacePrefix { from, to } => match topic.strip_prefix(from.as_str()) {
+                Some(rest) => format!("{to}{rest}"),
+                None => topic.to_string(),
+            },
+        }
+    }
+}
+
+/// A forward rule with `{node_id}` expanded and its TTL in milliseconds.
+#[derive(Debug, Clone)]
+pub struct CompiledForward {
+    pub filter: String,
+    pub map: TopicMap,
+    pub qos: u8,
+    pub ttl_ms: Option<u64>,
+    pub priority: u8,
+}
+
+impl CompiledForward {
+    pub fn compile(cfg: &SyncConfig, r: &ForwardRule) -> CompiledForward {
+        let map = if let Some(p) = &r.prefix {
+            TopicMap::Prefix(cfg.expand(p))
+        } else if let Some(rp) = &r.replace_prefix {
+            TopicMap::ReplacePrefix {
+                from: cfg.expand(&rp.from),
+                to: cfg.expand(&rp.to),
+            }
+        } else {
+            TopicMap::Keep
+        };
+        CompiledForward {
+            filter: cfg.expand(&r.filter),
+            map,
+            qos: r.qos,
+            ttl_ms: r.ttl_secs.map(|s| s.saturating_mul(1000)),
+            priority: r.priority,
+        }
+    }
+}
+
+/// A downlink rule with `{node_id}` expanded.
+#[derive(Debug, Clone)]
+pub struct CompiledDownlink {
+    pub filter: String,
+    pub map: TopicMap,
+    pub qos: u8,
+}
+
+impl CompiledDownlink {
+    pub fn compile(cfg: &SyncConfig, r: &DownlinkRule) -> CompiledDownlink {
+        let map = match &r.replace_prefix {
+            Some(rp) => TopicMap::ReplacePrefix {
+                from: cfg.expand(&rp.from),
+                to: cfg.expand(&rp.to),
+            },
+            None => TopicMap::Keep,
+        };
+        CompiledDownlink {
+            filter: cfg.expand(&r.filter),
+            map,
+            qos: r.qos,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_matching() {
+        assert!(matches("a/+/c", "a/b/c"));
+        assert!(!matches("a/+/c", "a/b/d"));
+        assert!(matches("a/#", "a"));
+        assert!(matches("a/#", "a/b/c"));
+        assert!(matches("#", "x/y"));
+        assert!(!matches("#", "$SYS/x"));
+        assert!(!matches("a/b", "a/b/c"));
+        assert!(!matches("a/b/c", "a/b"));
+    }
+
+    #[test]
+    fn filter_validation() {
+        assert!(valid_filter("a/+/#"));
+        assert!(!valid_filter("a/#/b"));
+        assert!(!valid_filter("a/b+"));
+        assert!(!valid_filter(""));
+    }
+
+    #[test]
+    fn mapping() {
+        assert_eq!(TopicMap::Prefix("n1/".into()).apply("a/b"), "n1/a/b");
+        let r = TopicMap::ReplacePrefix {
+            from: "cmd/n1/".into(),
+            to: "cmd/".into(),
+        };
+        assert_eq!(r.apply("cmd/n1/reboot"), "cmd/reboot");
+        assert_eq!(r.apply("other/x"), "other/x");
+    }
+}
