@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use mqtt_proto::QoS;
 
-use crate::conn::{Conn, ConnectOpts, Result, Version};
+use crate::conn::{watchdog, Conn, ConnectOpts, Result, Version};
 use crate::procmem;
 use crate::run::{self, block_on};
 use crate::tracker::{self, Counts, Tracker};
@@ -69,19 +69,24 @@ pub fn fill(o: BacklogOpts) -> Result<FillResult> {
             .map(|pid| procmem::Sampler::start(pid, Duration::from_millis(50)));
         let start = Instant::now();
         let deadline = start + o.deadline;
-        let rejected = run::publish_loop(
+        let progress = p.watch();
+        let t = topic(&o.client_id);
+        let body = run::publish_loop(
             &mut p,
             0,
             o.messages,
-            &topic(&o.client_id),
+            &t,
             o.qos,
             o.payload,
             window,
             None,
             tracker::now_ns(),
             deadline,
-        )
-        .await?;
+        );
+        let rejected =
+            futures_lite::future::or(body, async { Err(watchdog(progress, o.io_timeout).await) })
+                .await?;
+        p.unwatch();
         let publish_s = start.elapsed().as_secs_f64();
         p.close().await;
         let mem = sampler.map(|s| s.stop());

@@ -4,6 +4,7 @@
 
 use std::io;
 use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -91,8 +92,25 @@ pub struct Conn {
     rstart: usize,
     rend: usize,
     wbuf: Vec<u8>,
-    /// Timeout for one read or one flush.
+    /// Timeout for one read or one flush (unless a watchdog guards the connection).
     pub io_timeout: Duration,
+    /// Bumped on every successful read or write; watched by `watchdog` in hot loops, which is much
+    /// cheaper than arming a timer per read.
+    progress: Arc<AtomicU64>,
+    watched: bool,
+}
+
+/// Resolves with an error message once `progress` has not moved for `idle` (checked every `idle`).
+pub async fn watchdog(progress: Arc<AtomicU64>, idle: Duration) -> Error {
+    let mut last = progress.load(Ordering::Relaxed);
+    loop {
+        Timer::after(idle).await;
+        let now = progress.load(Ordering::Relaxed);
+        if now == last {
+            return format!("no progress for {idle:?}");
+        }
+        last = now;
+    }
 }
 
 const READ_CHUNK: usize = 64 * 1024;
@@ -135,6 +153,8 @@ impl Conn {
             rend: 0,
             wbuf: Vec::with_capacity(READ_CHUNK),
             io_timeout,
+            progress: Arc::new(AtomicU64::new(0)),
+            watched: false,
         })
     }
 
@@ -358,7 +378,19 @@ impl Conn {
         }
     }
 
-    /// Reads more bytes from the socket (waits at most `io_timeout`). Errors on EOF.
+    /// Switches reads and writes to untimed mode; the caller races its loop against
+    /// `watchdog(handle, io_timeout)` instead.
+    pub fn watch(&mut self) -> Arc<AtomicU64> {
+        self.watched = true;
+        self.progress.clone()
+    }
+
+    /// Ends `watch` mode (for the final DISCONNECT and any later handshake).
+    pub fn unwatch(&mut self) {
+        self.watched = false;
+    }
+
+    /// Reads more bytes from the socket (waits at most `io_timeout` unless watched). Errors on EOF.
     pub async fn fill(&mut self) -> Result<()> {
         if self.rend == self.rbuf.len() {
             self.compact();

@@ -9,7 +9,7 @@ use hdrhistogram::Histogram;
 use mqtt_proto::{QoS, TopicName};
 use smol::{Executor, Timer};
 
-use crate::conn::{Conn, ConnectOpts, Incoming, Result, Version};
+use crate::conn::{watchdog, Conn, ConnectOpts, Incoming, Result, Version};
 use crate::procmem;
 use crate::tracker::{self, Counts, Tracker};
 
@@ -366,60 +366,15 @@ fn finish(
 pub(crate) async fn subscriber(mut c: Conn, mut tr: Tracker, deadline: Instant) -> SubOut {
     let mut hist = new_histogram();
     let mut last_ns = None;
-    let mut err = None;
-    'outer: while !tr.complete() {
-        if Instant::now() > deadline {
-            err = Some("run deadline reached before every message arrived".into());
-            break;
-        }
-        if let Err(e) = c.fill().await {
-            let got = tr.counts();
-            err = Some(format!(
-                "{e} (after {} of {} messages)",
-                got.unique, got.expected
-            ));
-            break;
-        }
-        loop {
-            let p = match c.try_next() {
-                Ok(Some(p)) => p,
-                Ok(None) => break,
-                Err(e) => {
-                    err = Some(e);
-                    break 'outer;
-                }
-            };
-            let r = match p {
-                Incoming::Publish { qos, pid, payload } => {
-                    let now = tracker::now_ns();
-                    let (_, h) = tr.record_payload(&payload);
-                    if let Some(h) = h {
-                        let us = (now.saturating_sub(h.sent_ns) / 1000).max(1);
-                        let _ = hist.record(us);
-                        last_ns = Some(now);
-                    }
-                    match (qos, pid) {
-                        (QoS::Level1, Some(pid)) => c.send_puback(pid),
-                        (QoS::Level2, Some(pid)) => c.send_pubrec(pid),
-                        _ => Ok(()),
-                    }
-                }
-                Incoming::Pubrel { pid } => c.send_pubcomp(pid),
-                Incoming::Disconnect { code } => {
-                    Err(format!("broker sent DISCONNECT (code {code})"))
-                }
-                _ => Ok(()),
-            };
-            if let Err(e) = r {
-                err = Some(e);
-                break 'outer;
-            }
-        }
-        if let Err(e) = c.flush().await {
-            err = Some(e);
-            break;
-        }
-    }
+    let progress = c.watch();
+    let idle = c.io_timeout;
+    let body = receive(&mut c, &mut tr, &mut hist, &mut last_ns, deadline);
+    let r = futures_lite::future::or(body, async { Err(watchdog(progress, idle).await) }).await;
+    let err = r.err().map(|e| {
+        let got = tr.counts();
+        format!("{e} (after {} of {} messages)", got.unique, got.expected)
+    });
+    c.unwatch();
     c.close().await;
     SubOut {
         tracker: tr,
@@ -427,6 +382,45 @@ pub(crate) async fn subscriber(mut c: Conn, mut tr: Tracker, deadline: Instant) 
         last_ns,
         err,
     }
+}
+
+async fn receive(
+    c: &mut Conn,
+    tr: &mut Tracker,
+    hist: &mut Histogram<u64>,
+    last_ns: &mut Option<u64>,
+    deadline: Instant,
+) -> Result<()> {
+    while !tr.complete() {
+        if Instant::now() > deadline {
+            return Err("run deadline reached before every message arrived".into());
+        }
+        c.fill().await?;
+        while let Some(p) = c.try_next()? {
+            match p {
+                Incoming::Publish { qos, pid, payload } => {
+                    let now = tracker::now_ns();
+                    if let (_, Some(h)) = tr.record_payload(&payload) {
+                        let us = (now.saturating_sub(h.sent_ns) / 1000).max(1);
+                        let _ = hist.record(us);
+                        *last_ns = Some(now);
+                    }
+                    match (qos, pid) {
+                        (QoS::Level1, Some(pid)) => c.send_puback(pid)?,
+                        (QoS::Level2, Some(pid)) => c.send_pubrec(pid)?,
+                        _ => {}
+                    }
+                }
+                Incoming::Pubrel { pid } => c.send_pubcomp(pid)?,
+                Incoming::Disconnect { code } => {
+                    return Err(format!("broker sent DISCONNECT (code {code})"))
+                }
+                _ => {}
+            }
+        }
+        c.flush().await?;
+    }
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -497,11 +491,9 @@ pub(crate) async fn publish_loop(
     let mut inflight = 0usize;
     let mut seq = 0u64;
     let mut rejected = 0u64;
-    let window = if qos == QoS::Level0 {
-        usize::MAX
-    } else {
-        window
-    };
+    let window = if qos == QoS::Level0 { usize::MAX } else { window };
+    // Refill when at most this many are in flight.
+    let refill_at = if qos == QoS::Level0 || rate.is_some() { window - 1 } else { window / 2 };
     while seq < count || inflight > 0 {
         if Instant::now() > deadline {
             return Err(format!(
@@ -509,37 +501,49 @@ pub(crate) async fn publish_loop(
                 count - seq
             ));
         }
-        // Queue as many publishes as the window, the rate and the batch size allow.
+        // Queue as many publishes as the window, the rate and the batch size allow. Without a rate
+        // limit the window is refilled in halves, so acknowledgements and publishes travel in
+        // batches (fewer syscalls on both sides) while the pipe never runs dry.
         let mut wait_until: Option<u64> = None;
-        while seq < count && inflight < window && c.pending_write() < BATCH_BYTES {
-            if let Some(r) = rate {
-                let due_ns = start_ns + (seq as f64 * 1e9 / r) as u64;
-                if tracker::now_ns() < due_ns {
-                    wait_until = Some(due_ns);
+        let mut batch_full = false;
+        if inflight <= refill_at {
+            while seq < count && inflight < window {
+                if c.pending_write() >= BATCH_BYTES {
+                    batch_full = true;
                     break;
                 }
-            }
-            let pid = if qos == QoS::Level0 {
-                0
-            } else {
-                loop {
-                    next_pid = next_pid.wrapping_add(1);
-                    if next_pid != 0 && !in_use[next_pid as usize] {
+                if let Some(r) = rate {
+                    let due_ns = start_ns + (seq as f64 * 1e9 / r) as u64;
+                    if tracker::now_ns() < due_ns {
+                        wait_until = Some(due_ns);
                         break;
                     }
                 }
-                in_use[next_pid as usize] = true;
-                inflight += 1;
-                next_pid
-            };
-            tracker::write_header(&mut buf, id, seq, tracker::now_ns());
-            c.send_publish(&topic, qos, pid, Bytes::copy_from_slice(&buf))?;
-            seq += 1;
+                let pid = if qos == QoS::Level0 {
+                    0
+                } else {
+                    loop {
+                        next_pid = next_pid.wrapping_add(1);
+                        if next_pid != 0 && !in_use[next_pid as usize] {
+                            break;
+                        }
+                    }
+                    in_use[next_pid as usize] = true;
+                    inflight += 1;
+                    next_pid
+                };
+                tracker::write_header(&mut buf, id, seq, tracker::now_ns());
+                c.send_publish(&topic, qos, pid, Bytes::copy_from_slice(&buf))?;
+                seq += 1;
+            }
         }
         c.flush().await?;
         if qos == QoS::Level0 {
             // Nothing to read back: let other tasks on this thread run.
             futures_lite::future::yield_now().await;
+        }
+        if batch_full && inflight <= refill_at {
+            continue;
         }
         if inflight == 0 {
             if let Some(t) = wait_until {
@@ -550,9 +554,9 @@ pub(crate) async fn publish_loop(
             }
             continue;
         }
-        // Window full, rate-limited or done sending: wait for acknowledgements. With a rate limit
-        // and room in the window, do not block past the next due time.
-        let must_read = inflight >= window || seq >= count || wait_until.is_none();
+        // Window (half) full, rate-limited or done sending: wait for acknowledgements. With a rate
+        // limit and room in the window, do not block past the next due time.
+        let must_read = inflight > refill_at || seq >= count || wait_until.is_none();
         if must_read {
             c.fill().await?;
         } else if let Some(t) = wait_until {
