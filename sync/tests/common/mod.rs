@@ -1,0 +1,354 @@
+//! Test helpers: temporary databases, captures, a real mosquitto on 127.0.0.1, a mosquitto_sub
+//! subscriber, a cuttable TCP proxy (to take the "upstream" down and up), and a test LocalBus.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use edge_sync::{DownMessage, LocalBus, LocalMessage, Outbox, SyncConfig};
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct TestDb {
+    pub dir: tempfile::TempDir,
+    pub db: Arc<redb::Database>,
+}
+
+impl TestDb {
+    pub fn new() -> TestDb {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(redb::Database::create(dir.path().join("edge.redb")).unwrap());
+        TestDb { dir, db }
+    }
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    /// Drops the database (all Arcs must be gone) and opens it again.
+    pub fn reopen(self) -> TestDb {
+        let TestDb { dir, db } = self;
+        let db = Arc::try_unwrap(db).unwrap_or_else(|_| panic!("database still shared"));
+        drop(db);
+        let db = Arc::new(redb::Database::open(dir.path().join("edge.redb")).unwrap());
+        TestDb { dir, db }
+    }
+}
+
+pub fn cfg(extra: &str) -> SyncConfig {
+    let s = format!("node_id = \"n1\"\nupstreams = [\"tcp://127.0.0.1:1\"]\n{extra}");
+    SyncConfig::from_toml_str(&s).unwrap()
+}
+
+pub fn now_ms() -> u64 {
+    edge_sync::outbox::now_ms()
+}
+
+/// Captures messages `(topic, payload, qos)` in one broker-like transaction.
+pub fn capture(ob: &Outbox, db: &redb::Database, msgs: &[(&str, Vec<u8>, u8)]) {
+    capture_at(ob, db, msgs, now_ms());
+}
+
+pub fn capture_at(ob: &Outbox, db: &redb::Database, msgs: &[(&str, Vec<u8>, u8)], at: u64) {
+    let txn = db.begin_write().unwrap();
+    for (t, p, q) in msgs {
+        if ob.wants(t, *q) && ob.admit(t, p.len()).is_ok() {
+            ob.capture(
+                &txn,
+                &LocalMessage {
+                    topic: t,
+                    payload: p,
+                    qos: *q,
+                    retain: false,
+                    user_properties: &[],
+                    content_type: None,
+                    received_at_ms: at,
+                },
+            )
+            .unwrap();
+        }
+    }
+    txn.commit().unwrap();
+    ob.committed(true);
+}
+
+/// `count` messages on `topic`, payload `i` as text, captured in batches of 500.
+pub fn capture_n(ob: &Outbox, db: &redb::Database, topic: &str, start: usize, count: usize) {
+    let mut i = start;
+    while i < start + count {
+        let end = (i + 500).min(start + count);
+        let msgs: Vec<(&str, Vec<u8>, u8)> =
+            (i..end).map(|k| (topic, k.to_string().into_bytes(), 1)).collect();
+        capture(ob, db, &msgs);
+        i = end;
+    }
+}
+
+pub struct Mosquitto {
+    child: Child,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+}
+
+impl Mosquitto {
+    /// Starts mosquitto with `extra` config lines after a plain anonymous listener on `port`.
+    pub fn start_on(port: u16, extra: &str) -> Mosquitto {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("mosquitto.conf");
+        let text = format!(
+            "per_listener_settings true\nlistener {port} 127.0.0.1\nallow_anonymous true\n{extra}\n"
+        );
+        std::fs::write(&conf, text).unwrap();
+        let child = Command::new("/usr/sbin/mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto installed at /usr/sbin/mosquitto");
+        wait_port(port);
+        Mosquitto { child, port, dir }
+    }
+    pub fn start() -> Mosquitto {
+        Mosquitto::start_on(free_port(), "")
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn wait_port(port: u16) {
+    let t = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(t.elapsed() < Duration::from_secs(10), "port {port} never opened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// One received message as printed by `mosquitto_sub -F '%t|%P|%p'`.
+#[derive(Debug, Clone)]
+pub struct Got {
+    pub topic: String,
+    pub props: String,
+    pub payload: String,
+}
+
+impl Got {
+    pub fn msg_id(&self) -> Option<String> {
+        self.props
+            .split(' ')
+            .find_map(|p| p.strip_prefix("edge-msg-id:"))
+            .map(str::to_string)
+    }
+    pub fn seq(&self) -> u64 {
+        self.msg_id()
+            .and_then(|id| id.rsplit(':').next().and_then(|s| s.parse().ok()))
+            .expect("edge-msg-id with a sequence")
+    }
+}
+
+pub struct Subscriber {
+    child: Child,
+    pub got: Arc<Mutex<Vec<Got>>>,
+}
+
+impl Subscriber {
+    pub fn start(port: u16, filter: &str) -> Subscriber {
+        let mut child = Command::new("mosquitto_sub")
+            .args(["-V", "mqttv5", "-h", "127.0.0.1", "-q", "2", "-F", "%t|%P|%p"])
+            .args(["-p", &port.to_string(), "-t", filter])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto_sub installed");
+        let out = child.stdout.take().unwrap();
+        let got: Arc<Mutex<Vec<Got>>> = Arc::default();
+        let g = got.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                let mut parts = line.splitn(3, '|');
+                let topic = parts.next().unwrap_or_default().to_string();
+                let props = parts.next().unwrap_or_default().to_string();
+                let payload = parts.next().unwrap_or_default().to_string();
+                g.lock().unwrap().push(Got {
+                    topic,
+                    props,
+                    payload,
+                });
+            }
+        });
+        // Make sure the subscription is in place: publish a probe until it is seen.
+        let t = Instant::now();
+        loop {
+            let _ = Command::new("mosquitto_pub")
+                .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", "probe/x", "-m", "probe"])
+                .status();
+            std::thread::sleep(Duration::from_millis(100));
+            if got.lock().unwrap().iter().any(|m| m.topic == "probe/x") {
+                break;
+            }
+            if filter != "#" {
+                // Probe not covered by the filter: give the subscription a moment instead.
+                std::thread::sleep(Duration::from_millis(300));
+                break;
+            }
+            assert!(t.elapsed() < Duration::from_secs(10), "subscriber never ready");
+        }
+        got.lock().unwrap().retain(|m| m.topic != "probe/x");
+        Subscriber { child, got }
+    }
+
+    pub fn wait_for(&self, n: usize, within: Duration) -> Vec<Got> {
+        let t = Instant::now();
+        loop {
+            let v = self.got.lock().unwrap().clone();
+            if v.len() >= n || t.elapsed() > within {
+                return v;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A TCP proxy 127.0.0.1:listen -> 127.0.0.1:target that can be taken down (connections cut,
+/// port closed) and up again: the "upstream link".
+pub struct Proxy {
+    pub port: u16,
+    target: u16,
+    up: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<TcpStream>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Proxy {
+    pub fn new(target: u16) -> Proxy {
+        Proxy {
+            port: free_port(),
+            target,
+            up: Arc::new(AtomicBool::new(false)),
+            conns: Arc::default(),
+            thread: None,
+        }
+    }
+
+    pub fn up(&mut self) {
+        if self.thread.is_some() {
+            return;
+        }
+        let listener = TcpListener::bind(("127.0.0.1", self.port)).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        self.up.store(true, Ordering::SeqCst);
+        let up = self.up.clone();
+        let conns = self.conns.clone();
+        let target = self.target;
+        self.thread = Some(std::thread::spawn(move || {
+            while up.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((client, _)) => {
+                        client.set_nonblocking(false).unwrap();
+                        let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
+                            continue;
+                        };
+                        conns.lock().unwrap().push(client.try_clone().unwrap());
+                        conns.lock().unwrap().push(server.try_clone().unwrap());
+                        pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
+                        pipe(server, client);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        }));
+    }
+
+    /// Cuts every connection and closes the port.
+    pub fn down(&mut self) {
+        self.up.store(false, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.down();
+    }
+}
+
+fn pipe(mut from: TcpStream, mut to: TcpStream) {
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 16384];
+        loop {
+            match from.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if to.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = to.shutdown(Shutdown::Both);
+        let _ = from.shutdown(Shutdown::Both);
+    });
+}
+
+/// LocalBus collecting what the downlink delivers (and `$SYS` status messages separately).
+#[derive(Default)]
+pub struct TestBus {
+    pub msgs: Mutex<Vec<DownMessage>>,
+    pub status: Mutex<Vec<DownMessage>>,
+}
+
+impl LocalBus for TestBus {
+    fn publish(&self, msg: DownMessage) -> futures_lite::future::Boxed<Result<(), String>> {
+        if msg.topic.starts_with("$SYS/") {
+            let mut s = self.status.lock().unwrap();
+            if s.len() < 1000 {
+                s.push(msg);
+            }
+        } else {
+            self.msgs.lock().unwrap().push(msg);
+        }
+        Box::pin(async { Ok(()) })
+    }
+}
+
+pub fn wait_until(within: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let t = Instant::now();
+    while t.elapsed() < within {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f()
+}
+
+pub fn data_dir(p: &Path) -> PathBuf {
+    p.to_path_buf()
+}
