@@ -125,7 +125,12 @@ pub fn decode(frame: &[u8], proto: Protocol) -> Result<Packet, FrameError> {
             topics: s
                 .topics
                 .into_iter()
-                .map(|(f, qos)| (f, v5::SubscriptionOptions::new(qos)))
+                .map(|(f, qos)| {
+                    // MQTT 3 semantics: retain flag cleared on normal delivery.
+                    let mut o = v5::SubscriptionOptions::new(qos);
+                    o.retain_as_published = false;
+                    (f, o)
+                })
                 .collect(),
         }),
         v3::Packet::Unsubscribe(u) => Packet::Unsubscribe(v5::Unsubscribe {
@@ -322,6 +327,7 @@ mod tests {
             panic!()
         };
         assert_eq!(s.topics[0].1.max_qos, QoS::Level1);
+        assert!(!s.topics[0].1.retain_as_published);
         let connack = Packet::Connack(v5::Connack::new(false, v5::ConnectReasonCode::ServerBusy));
         let out = encode(&connack, Protocol::V311, &[]).unwrap();
         assert_eq!(out, vec![0x20, 0x02, 0x00, 0x03]);

@@ -191,7 +191,7 @@ pub async fn serve(broker: Arc<Broker>, stream: Async<TcpStream>, peer: SocketAd
         .next(&stream, max_packet)
         .or(async {
             smol::Timer::after(timeout).await;
-            Err(ReadError::Closed)
+            Err(ReadError::Frame(FrameError::BadConnect("timeout".into())))
         })
         .await;
     let (lo, hi) = match first {
@@ -200,8 +200,16 @@ pub async fn serve(broker: Arc<Broker>, stream: Async<TcpStream>, peer: SocketAd
             tracing::warn!(%peer, size = n, "connection refused: CONNECT larger than limits.max_packet_size");
             return;
         }
+        Err(ReadError::Frame(FrameError::BadConnect(_))) => {
+            tracing::info!(%peer, "connection refused: no CONNECT within limits.connect_timeout_secs");
+            return;
+        }
+        Err(ReadError::Frame(e)) => {
+            tracing::info!(%peer, error = ?e, "connection refused: malformed first packet");
+            return;
+        }
         Err(_) => {
-            tracing::info!(%peer, "connection closed before a CONNECT arrived (or connect_timeout_secs passed)");
+            tracing::debug!(%peer, "connection closed before sending CONNECT");
             return;
         }
     };
@@ -362,17 +370,7 @@ async fn run(
     } else {
         connect.client_id.clone()
     };
-    if proto == Protocol::V310 && client_id.len() > 23 {
-        tracing::warn!(%peer, %client_id, "connection refused: MQTT 3.1 client id over 23 characters");
-        send_connack_error(
-            &stream,
-            proto,
-            v5::ConnectReasonCode::ClientIdentifierNotValid,
-            None,
-        )
-        .await;
-        return;
-    }
+    // MQTT 3.1 limits client ids to 23 characters; like mosquitto we accept longer ones.
     let asked_expiry = cp.session_expiry_interval.unwrap_or(0);
     let expiry = asked_expiry.min(limits.max_session_expiry_secs);
     let mut keep_alive = connect.keep_alive;
