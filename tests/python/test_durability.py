@@ -1,0 +1,224 @@
+"""robustmq-edge durability: sessions, queued and in-flight messages, retained messages survive
+`kill -9`; an acknowledged publish is durable; a broken database is reported, never replaced."""
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+import rawmqtt as r
+from conftest import robustmq_bin
+
+pytestmark = [pytest.mark.robustmq_only, pytest.mark.timeout(60)]
+
+
+def _persistent_raw(broker, clients, version, cid, clean=False):
+    c = clients.raw(broker, version)
+    p = {"SessionExpiryInterval": 3600} if version == 5 else None
+    return c, c.connect(cid, clean=clean, props=p)
+
+
+def _offline_subscriber(broker, clients, version, cid, topic, qos=1):
+    c, _ = _persistent_raw(broker, clients, version, cid, clean=True)
+    c.close()
+    c, _ = _persistent_raw(broker, clients, version, cid)
+    assert c.subscribe(topic, qos=qos).codes == [qos]
+    c.disconnect()
+
+
+def test_queued_qos1_messages_for_offline_persistent_session_are_all_delivered_after_kill9(broker, clients, version, uid):
+    _offline_subscriber(broker, clients, version, f"s-{uid}", f"{uid}/t")
+    pub = clients(broker, f"p-{uid}", version)
+    pub.connect()
+    n = 200
+    for i in range(n):
+        pub.c.publish(f"{uid}/t", str(i).encode(), 1)
+    # Every PUBACK received (the wrapper waits for the last; paho keeps order).
+    pub.publish(f"{uid}/t", b"last", qos=1)
+    pub.drop()
+    broker.kill9_and_restart()
+    s, ack = _persistent_raw(broker, clients, version, f"s-{uid}")
+    assert ack.session_present, "persistent session lost by kill -9"
+    got = []
+    for _ in range(n + 1):
+        p = s.expect(r.PUBLISH)
+        s.ack(p)
+        got.append(p.payload)
+    assert got == [str(i).encode() for i in range(n)] + [b"last"]
+    s.expect_nothing(0.5)
+
+
+def test_subscriptions_of_persistent_session_survive_kill9(broker, clients, version, uid):
+    _offline_subscriber(broker, clients, version, f"s-{uid}", f"{uid}/+/t", qos=2)
+    broker.kill9_and_restart()
+    pub = clients(broker, f"p-{uid}", version)
+    pub.connect()
+    pub.publish(f"{uid}/x/t", b"after restart", qos=2)
+    s, ack = _persistent_raw(broker, clients, version, f"s-{uid}")
+    assert ack.session_present
+    p = s.expect(r.PUBLISH)
+    assert (p.payload, p.qos) == (b"after restart", 2)
+
+
+def test_retained_messages_survive_kill9(broker, clients, version, uid):
+    pub = clients(broker, f"p-{uid}", version)
+    pub.connect()
+    for i in range(20):
+        pub.publish(f"{uid}/r/{i}", f"v{i}".encode(), qos=1, retain=True)
+    pub.publish(f"{uid}/r/0", b"", qos=1, retain=True)  # deleted before the crash
+    pub.drop()
+    broker.kill9_and_restart()
+    sub = clients(broker, f"s-{uid}", version)
+    sub.connect()
+    sub.subscribe(f"{uid}/r/#", qos=1)
+    got = sorted((m.topic, m.payload) for m in sub.expect_messages(19))
+    assert got == sorted((f"{uid}/r/{i}", f"v{i}".encode()) for i in range(1, 20))
+    sub.expect_no_message(0.5)
+
+
+@pytest.mark.parametrize("qos", [1, 2])
+def test_publish_acknowledged_just_before_kill9_is_not_lost(broker, clients, version, uid, qos):
+    _offline_subscriber(broker, clients, version, f"s-{uid}", f"{uid}/t", qos=qos)
+    c = clients.raw(broker, version)
+    c.connect(f"p-{uid}")
+    c.send(r.publish_packet(f"{uid}/t", b"acked", qos=qos, pid=1, version=version))
+    c.send(r.publish_packet(f"{uid}/r", b"acked retained", qos=qos, retain=True, pid=2, version=version))
+    acks = {c.expect(r.PUBACK if qos == 1 else r.PUBREC).pid for _ in range(2)}
+    broker.kill9()  # immediately after PUBACK / PUBREC
+    assert acks == {1, 2}
+    broker.start()
+    s, ack = _persistent_raw(broker, clients, version, f"s-{uid}")
+    assert ack.session_present
+    p = s.expect(r.PUBLISH)
+    assert p.payload == b"acked"
+    s.ack(p)
+    s.subscribe(f"{uid}/r", qos=1)
+    assert s.expect(r.PUBLISH).payload == b"acked retained"
+
+
+def test_unacknowledged_inflight_message_is_redelivered_with_dup_after_kill9(broker, clients, version, uid):
+    s, _ = _persistent_raw(broker, clients, version, f"s-{uid}", clean=True)
+    s.close()
+    s, _ = _persistent_raw(broker, clients, version, f"s-{uid}")
+    s.subscribe(f"{uid}/t", qos=1)
+    pub = clients(broker, f"p-{uid}", version)
+    pub.connect()
+    pub.publish(f"{uid}/t", b"inflight", qos=1)
+    first = s.expect(r.PUBLISH)  # never acknowledged
+    pub.drop()
+    broker.kill9_and_restart()
+    s2, ack = _persistent_raw(broker, clients, version, f"s-{uid}")
+    assert ack.session_present
+    again = s2.expect(r.PUBLISH)
+    assert (again.payload, again.dup, again.pid) == (b"inflight", True, first.pid)
+
+
+def test_qos2_received_but_not_released_survives_kill9_without_duplicate(broker, clients, version, uid):
+    _offline_subscriber(broker, clients, version, f"s-{uid}", f"{uid}/t", qos=2)
+    c, _ = _persistent_raw(broker, clients, version, f"p-{uid}", clean=True)
+    c.close()
+    c, _ = _persistent_raw(broker, clients, version, f"p-{uid}")
+    c.send(r.publish_packet(f"{uid}/t", b"q2", qos=2, pid=5, version=version))
+    assert c.expect(r.PUBREC).pid == 5
+    broker.kill9_and_restart()
+    c2, ack = _persistent_raw(broker, clients, version, f"p-{uid}")
+    assert ack.session_present
+    c2.send(r.ack_packet(r.PUBREL, 5, version=version))
+    assert c2.expect(r.PUBCOMP).pid == 5
+    s, _ = _persistent_raw(broker, clients, version, f"s-{uid}")
+    p = s.expect(r.PUBLISH)
+    s.ack(p)
+    assert p.payload == b"q2"
+    s.expect_nothing(0.5)
+
+
+def test_sigterm_exits_0_and_restart_restores_sessions(broker, clients, version, uid):
+    _offline_subscriber(broker, clients, version, f"s-{uid}", f"{uid}/t")
+    pub = clients(broker, f"p-{uid}", version)
+    pub.connect()
+    pub.publish(f"{uid}/t", b"queued", qos=1)
+    online = clients.raw(broker, version)
+    online.connect(f"online-{uid}")
+    assert broker.stop() == 0, "SIGTERM must exit 0"
+    broker.start()
+    s, ack = _persistent_raw(broker, clients, version, f"s-{uid}")
+    assert ack.session_present
+    assert s.expect(r.PUBLISH).payload == b"queued"
+
+
+def test_sigint_exits_0(broker, clients, uid):
+    c = clients.raw(broker, 5)
+    c.connect(f"c-{uid}")
+    broker.proc.send_signal(signal.SIGINT)
+    assert broker.proc.wait(10) == 0
+
+
+def test_clean_session_state_is_not_kept_across_restart(broker, clients, version, uid):
+    c = clients.raw(broker, version)
+    c.connect(f"c-{uid}", clean=True)
+    c.subscribe(f"{uid}/t", qos=1)
+    broker.kill9_and_restart()
+    c2, ack = _persistent_raw(broker, clients, version, f"c-{uid}")
+    assert not ack.session_present
+
+
+def test_v5_session_expiry_counts_across_a_restart(broker, clients, uid):
+    c = clients.raw(broker, 5)
+    c.connect(f"c-{uid}", clean=True, props={"SessionExpiryInterval": 2})
+    c.subscribe(f"{uid}/t", qos=1)
+    c.disconnect()
+    broker.kill9()
+    time.sleep(2.5)
+    broker.start()
+    c2 = clients.raw(broker, 5)
+    assert not c2.connect(f"c-{uid}", clean=False, props={"SessionExpiryInterval": 60}).session_present
+
+
+def test_garbage_database_makes_startup_fail_clearly_and_is_left_untouched(broker_factory, tmp_path):
+    b = broker_factory(start=False)
+    b.data_dir.mkdir(parents=True)
+    db = b.data_dir / "edge.redb"
+    garbage = os.urandom(64 * 1024)
+    db.write_bytes(garbage)
+    proc = subprocess.run(b.command(), capture_output=True, timeout=20, text=True)
+    assert proc.returncode != 0, "broker started on a database it cannot read"
+    assert "edge.redb" in proc.stderr, f"error must name the database file:\n{proc.stderr}"
+    assert db.read_bytes() == garbage, "the unreadable database was modified"
+    assert sorted(p.name for p in b.data_dir.iterdir()) == ["edge.redb"], "no replacement file either"
+
+
+def test_truncated_database_makes_startup_fail_and_is_left_untouched(broker_factory, clients, uid):
+    b = broker_factory()
+    c = clients.raw(b, 4)
+    c.connect(f"c-{uid}", clean=False)
+    c.subscribe(f"{uid}/t", qos=1)
+    c.close()
+    assert b.stop() == 0
+    db = b.data_dir / "edge.redb"
+    data = db.read_bytes()
+    db.write_bytes(data[:len(data) // 3])
+    before = db.read_bytes()
+    proc = subprocess.run(b.command(), capture_output=True, timeout=20, text=True)
+    if proc.returncode == 0:
+        pytest.fail("broker exited 0 on a truncated database")
+    assert db.read_bytes() == before
+
+
+def test_unwritable_data_dir_is_reported(broker_factory, tmp_path):
+    b = broker_factory(start=False)
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("file")
+    b.data_dir = blocker / "data"
+    proc = subprocess.run(b.command(), capture_output=True, timeout=20, text=True)
+    assert proc.returncode != 0 and str(blocker) in proc.stderr, proc.stderr
+
+
+def test_durability_none_is_accepted_and_serves(broker_factory, clients, uid):
+    b = broker_factory(config={"durability": "none"})
+    c = clients(b, f"c-{uid}", 5)
+    c.connect()
+    c.subscribe(f"{uid}/t", qos=1)
+    c.publish(f"{uid}/t", b"fast", qos=1)
+    assert c.expect_message().payload == b"fast"
