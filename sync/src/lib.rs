@@ -76,9 +76,10 @@ pub fn start(
         downlinks,
         tls,
     });
-    let mut tasks = Vec::new();
-    tasks.push(smol::spawn(uplink::run(ctx.clone())));
-    tasks.push(smol::spawn(status_task(ctx.clone(), data_dir.clone())));
+    let tasks = vec![
+        smol::spawn(uplink::run(ctx.clone())),
+        smol::spawn(status_task(ctx.clone(), data_dir.clone())),
+    ];
     SyncHandle {
         ctx,
         data_dir,

@@ -103,6 +103,9 @@ impl Meta {
     }
 }
 
+/// A record read from a lane, or the sequence of an undecodable one (to be dropped).
+pub type LaneItem = Result<(u64, Record), u64>;
+
 /// Why a record left the outbox without being acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DropReason {
@@ -560,7 +563,7 @@ impl Outbox {
         after: u64,
         max: usize,
         max_bytes: usize,
-    ) -> Result<Vec<Result<(u64, Record), u64>>, SyncError> {
+    ) -> Result<Vec<LaneItem>, SyncError> {
         let txn = self.db.begin_read()?;
         let t = txn.open_table(LANES[prio.min(PRIORITIES - 1)])?;
         let mut out = Vec::with_capacity(max.min(1024));

@@ -693,7 +693,6 @@ impl Session<'_> {
             (a, b) => Some(a.unwrap_or_default().max(b.unwrap_or_default())),
         };
         if let Some(d) = wait {
-            drop(out);
             self.lanes[l].q.push_front((seq, rec));
             return Ok(Sent::Wait(d.max(Duration::from_millis(1))));
         }
@@ -707,7 +706,6 @@ impl Session<'_> {
         let bytes = client::encode_publish(self.proto, &out)?;
         self.msgs.take(1.0);
         self.bytes.take(len as f64);
-        drop(out);
         drop(rec);
         self.write(&bytes).await?;
         self.inflight.insert(

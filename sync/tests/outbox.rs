@@ -52,7 +52,10 @@ fn unmatched_and_qos0_messages_follow_the_rules() {
     let c = cfg("capture_qos0 = false\n[[forward]]\nfilter = \"a/+\"\n");
     let ob = Outbox::open(t.db.clone(), &c).unwrap();
     assert!(ob.wants("a/x", 1));
-    assert!(!ob.wants("a/x", 0), "QoS 0 not captured when capture_qos0 = false");
+    assert!(
+        !ob.wants("a/x", 0),
+        "QoS 0 not captured when capture_qos0 = false"
+    );
     assert!(!ob.wants("b/x", 1));
     assert!(!ob.wants("a/x/y", 1));
     // Messages that came down from the cloud are never captured again.
@@ -101,7 +104,9 @@ fn priorities_have_separate_ordered_lanes() {
 #[test]
 fn byte_cap_drop_oldest_evicts_oldest_and_counts_every_drop() {
     let t = TestDb::new();
-    let c = cfg("max_backlog_bytes = 4096\nfull_policy = \"drop_oldest\"\n[[forward]]\nfilter = \"#\"\n");
+    let c = cfg(
+        "max_backlog_bytes = 4096\nfull_policy = \"drop_oldest\"\n[[forward]]\nfilter = \"#\"\n",
+    );
     let ob = Outbox::open(t.db.clone(), &c).unwrap();
     let payload = vec![b'x'; 100];
     for i in 0..200 {
@@ -111,7 +116,11 @@ fn byte_cap_drop_oldest_evicts_oldest_and_counts_every_drop() {
     let k = ob.counters();
     assert!(k.backlog_bytes <= 4096, "cap held: {}", k.backlog_bytes);
     assert!(k.backlog_messages > 20, "still holds most of the cap");
-    assert_eq!(k.backlog_messages + k.dropped_full, 200, "every drop counted");
+    assert_eq!(
+        k.backlog_messages + k.dropped_full,
+        200,
+        "every drop counted"
+    );
     // The survivors are the newest ones, in order.
     let s = seqs(&ob, 0);
     assert_eq!(*s.last().unwrap(), 200);
@@ -139,7 +148,11 @@ fn drop_oldest_evicts_low_priority_before_high() {
     for _ in 0..100 {
         capture(&ob, &t.db, &[("lo/a", p.clone(), 1)]);
     }
-    assert_eq!(seqs(&ob, 2).len(), 10, "high priority records were not evicted");
+    assert_eq!(
+        seqs(&ob, 2).len(),
+        10,
+        "high priority records were not evicted"
+    );
     let lows = ob.counters().backlog_messages - 10;
     assert_eq!(lows + ob.counters().dropped_full, 100);
 }
@@ -147,7 +160,9 @@ fn drop_oldest_evicts_low_priority_before_high() {
 #[test]
 fn byte_cap_reject_new_refuses_and_counts() {
     let t = TestDb::new();
-    let c = cfg("max_backlog_bytes = 4096\nfull_policy = \"reject_new\"\n[[forward]]\nfilter = \"#\"\n");
+    let c = cfg(
+        "max_backlog_bytes = 4096\nfull_policy = \"reject_new\"\n[[forward]]\nfilter = \"#\"\n",
+    );
     let ob = Outbox::open(t.db.clone(), &c).unwrap();
     let p = vec![b'x'; 100];
     let mut rejected = 0;
@@ -182,7 +197,12 @@ fn ttl_expired_records_are_dropped_and_counted() {
     let c = cfg("[[forward]]\nfilter = \"short/#\"\nttl_secs = 60\n[[forward]]\nfilter = \"#\"\n");
     let ob = Outbox::open(t.db.clone(), &c).unwrap();
     let old = now_ms() - 120_000;
-    capture_at(&ob, &t.db, &[("short/a", b"1".to_vec(), 1), ("long/a", b"2".to_vec(), 1)], old);
+    capture_at(
+        &ob,
+        &t.db,
+        &[("short/a", b"1".to_vec(), 1), ("long/a", b"2".to_vec(), 1)],
+        old,
+    );
     capture(&ob, &t.db, &[("short/b", b"3".to_vec(), 1)]);
     let n = ob.sweep_expired(now_ms(), 1000).unwrap();
     assert_eq!(n, 1);
@@ -216,7 +236,11 @@ fn rollback_leaves_counters_and_records_untouched() {
     ob.committed(false);
     assert_eq!(ob.counters().backlog_messages, 1);
     capture(&ob, &t.db, &[("a", b"3".to_vec(), 1)]);
-    assert_eq!(seqs(&ob, 0), vec![1, 2], "sequence of the rolled back capture is reused");
+    assert_eq!(
+        seqs(&ob, 0),
+        vec![1, 2],
+        "sequence of the rolled back capture is reused"
+    );
     assert_eq!(ob.counters().backlog_messages, 2);
 }
 
@@ -238,7 +262,11 @@ fn reopen_recovers_exact_counters_without_scanning() {
     drop(ob);
     let t = t.reopen();
     let ob = Outbox::open(t.db.clone(), &c).unwrap();
-    assert_eq!(ob.counters(), before, "counters after reopen equal those before");
+    assert_eq!(
+        ob.counters(),
+        before,
+        "counters after reopen equal those before"
+    );
     // New captures continue the sequence.
     capture(&ob, &t.db, &[("x/y", b"new".to_vec(), 1)]);
     assert_eq!(*seqs(&ob, 0).last().unwrap(), 1001);

@@ -48,7 +48,9 @@ fn online_messages_are_forwarded_with_edge_msg_id() {
     let ob = Outbox::open(t.db.clone(), &c).unwrap();
     let bus = Arc::new(TestBus::default());
     let h = start(ob.clone(), c, t.path().to_path_buf(), bus.clone());
-    assert!(wait_until(Duration::from_secs(10), || h.status().link_state
+    assert!(wait_until(Duration::from_secs(10), || h
+        .status()
+        .link_state
         == LinkState::Connected));
     capture_n(&ob, &t.db, "pos/1/sale", 0, 20);
     let got = sub.wait_for(20, Duration::from_secs(10));
@@ -56,7 +58,10 @@ fn online_messages_are_forwarded_with_edge_msg_id() {
     for (i, g) in got.iter().enumerate() {
         assert_eq!(g.topic, "stores/n1/pos/1/sale");
         assert_eq!(g.payload, i.to_string());
-        assert_eq!(g.msg_id().as_deref(), Some(format!("n1:{}", i + 1).as_str()));
+        assert_eq!(
+            g.msg_id().as_deref(),
+            Some(format!("n1:{}", i + 1).as_str())
+        );
     }
     assert!(wait_until(Duration::from_secs(5), || ob
         .counters()
@@ -81,7 +86,12 @@ fn backlog_built_while_upstream_down_arrives_complete_and_in_order() {
     let t = TestDb::new();
     let c = sync_cfg(link.port, FWD);
     let ob = Outbox::open(t.db.clone(), &c).unwrap();
-    let h = start(ob.clone(), c, t.path().to_path_buf(), Arc::new(TestBus::default()));
+    let h = start(
+        ob.clone(),
+        c,
+        t.path().to_path_buf(),
+        Arc::new(TestBus::default()),
+    );
     // Upstream unreachable: thousands of messages are captured meanwhile.
     capture_n(&ob, &t.db, "pos/1/sale", 0, 3000);
     std::thread::sleep(Duration::from_millis(500));
@@ -105,13 +115,17 @@ fn link_cut_mid_drain_redelivers_with_no_id_missing() {
     let mut link = Proxy::new(mq.port);
     let t = TestDb::new();
     // Paced so the cut lands in the middle of the drain.
-    let c = sync_cfg(link.port, &format!("{FWD}"));
-    let mut c = c;
+    let mut c = sync_cfg(link.port, FWD);
     c.max_messages_per_sec = 1000;
     let ob = Outbox::open(t.db.clone(), &c).unwrap();
     capture_n(&ob, &t.db, "pos/1/sale", 0, 3000);
     link.up();
-    let h = start(ob.clone(), c, t.path().to_path_buf(), Arc::new(TestBus::default()));
+    let h = start(
+        ob.clone(),
+        c,
+        t.path().to_path_buf(),
+        Arc::new(TestBus::default()),
+    );
     sub.wait_for(800, Duration::from_secs(20));
     link.down();
     std::thread::sleep(Duration::from_millis(500));
@@ -136,7 +150,12 @@ fn restart_with_backlog_loses_nothing_and_counters_are_exact() {
     let t = TestDb::new();
     let c = sync_cfg(link.port, FWD);
     let ob = Outbox::open(t.db.clone(), &c).unwrap();
-    let h = start(ob.clone(), c.clone(), t.path().to_path_buf(), Arc::new(TestBus::default()));
+    let h = start(
+        ob.clone(),
+        c.clone(),
+        t.path().to_path_buf(),
+        Arc::new(TestBus::default()),
+    );
     capture_n(&ob, &t.db, "pos/1/sale", 0, 1000);
     smol::block_on(h.shutdown());
     let before = ob.counters();
@@ -150,7 +169,12 @@ fn restart_with_backlog_loses_nothing_and_counters_are_exact() {
     assert_eq!(ob.counters(), before);
     assert_eq!(ob.counters().backlog_messages, 1000);
     link.up();
-    let h = start(ob.clone(), c, t.path().to_path_buf(), Arc::new(TestBus::default()));
+    let h = start(
+        ob.clone(),
+        c,
+        t.path().to_path_buf(),
+        Arc::new(TestBus::default()),
+    );
     let got = sub.wait_for(1000, Duration::from_secs(30));
     assert_complete_in_order(&got, 1000);
     smol::block_on(h.shutdown());
@@ -182,12 +206,20 @@ fn pacing_caps_the_drain_rate() {
     let ob = Outbox::open(t.db.clone(), &c).unwrap();
     capture_n(&ob, &t.db, "pos/1/sale", 0, 600);
     let t0 = Instant::now();
-    let h = start(ob.clone(), c, t.path().to_path_buf(), Arc::new(TestBus::default()));
+    let h = start(
+        ob.clone(),
+        c,
+        t.path().to_path_buf(),
+        Arc::new(TestBus::default()),
+    );
     let got = sub.wait_for(600, Duration::from_secs(30));
     let took = t0.elapsed();
     assert_eq!(got.len(), 600);
     // 200 burst + 400 at 200/s: at least ~2 s.
-    assert!(took >= Duration::from_millis(1800), "drained too fast: {took:?}");
+    assert!(
+        took >= Duration::from_millis(1800),
+        "drained too fast: {took:?}"
+    );
     smol::block_on(h.shutdown());
 }
 
@@ -206,13 +238,25 @@ fn high_priority_live_traffic_overtakes_a_low_priority_backlog() {
     capture_n(&ob, &t.db, "bulk/log", 0, 2000);
     capture_n(&ob, &t.db, "alarm/door", 0, 20);
     link.up();
-    let h = start(ob.clone(), c, t.path().to_path_buf(), Arc::new(TestBus::default()));
+    let h = start(
+        ob.clone(),
+        c,
+        t.path().to_path_buf(),
+        Arc::new(TestBus::default()),
+    );
     let got = sub.wait_for(2020, Duration::from_secs(30));
     assert_eq!(got.len(), 2020);
     let last_alarm = got.iter().rposition(|g| g.topic == "alarm/door").unwrap();
-    assert!(last_alarm < 100, "alarms arrived late (last at {last_alarm})");
+    assert!(
+        last_alarm < 100,
+        "alarms arrived late (last at {last_alarm})"
+    );
     // Order inside each lane is kept.
-    let bulk: Vec<u64> = got.iter().filter(|g| g.topic == "bulk/log").map(|g| g.seq()).collect();
+    let bulk: Vec<u64> = got
+        .iter()
+        .filter(|g| g.topic == "bulk/log")
+        .map(|g| g.seq())
+        .collect();
     assert!(bulk.windows(2).all(|w| w[0] < w[1]));
     smol::block_on(h.shutdown());
 }
@@ -228,13 +272,22 @@ fn downlink_delivers_cloud_messages_locally_with_qos_and_retain() {
     let ob = Outbox::open(t.db.clone(), &c).unwrap();
     let bus = Arc::new(TestBus::default());
     let h = start(ob.clone(), c, t.path().to_path_buf(), bus.clone());
-    assert!(wait_until(Duration::from_secs(10), || h.status().link_state
+    assert!(wait_until(Duration::from_secs(10), || h
+        .status()
+        .link_state
         == LinkState::Connected));
     std::thread::sleep(Duration::from_millis(300)); // SUBACK
     let pub_ = |topic: &str, retain: bool| {
         let mut cmd = std::process::Command::new("mosquitto_pub");
-        cmd.args(["-V", "mqttv5", "-h", "127.0.0.1", "-p", &mq.port.to_string()])
-            .args(["-q", "1", "-t", topic, "-m", "reboot"]);
+        cmd.args([
+            "-V",
+            "mqttv5",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &mq.port.to_string(),
+        ])
+        .args(["-q", "1", "-t", topic, "-m", "reboot"]);
         if retain {
             cmd.arg("-r");
         }
@@ -243,7 +296,12 @@ fn downlink_delivers_cloud_messages_locally_with_qos_and_retain() {
     pub_("cmd/n1/reboot", false);
     pub_("cmd/n1/config", true);
     pub_("cmd/other/reboot", false);
-    assert!(wait_until(Duration::from_secs(10), || bus.msgs.lock().unwrap().len() >= 2));
+    assert!(wait_until(Duration::from_secs(10), || bus
+        .msgs
+        .lock()
+        .unwrap()
+        .len()
+        >= 2));
     std::thread::sleep(Duration::from_millis(300));
     let msgs = bus.msgs.lock().unwrap().clone();
     assert_eq!(msgs.len(), 2, "{msgs:?}");
@@ -263,12 +321,26 @@ fn downlink_delivers_cloud_messages_locally_with_qos_and_retain() {
 #[test]
 fn bad_credentials_give_a_clear_last_error() {
     let port = free_port();
-    let mq = Mosquitto::start_on(free_port(), &format!("listener {port} 127.0.0.1\nallow_anonymous false\n"));
+    let mq = Mosquitto::start_on(
+        free_port(),
+        &format!("listener {port} 127.0.0.1\nallow_anonymous false\n"),
+    );
     let t = TestDb::new();
-    let c = sync_cfg(port, &format!("username = \"edge\"\npassword = \"wrong\"\n{FWD}"));
+    let c = sync_cfg(
+        port,
+        &format!("username = \"edge\"\npassword = \"wrong\"\n{FWD}"),
+    );
     let ob = Outbox::open(t.db.clone(), &c).unwrap();
-    let h = start(ob.clone(), c, t.path().to_path_buf(), Arc::new(TestBus::default()));
-    assert!(wait_until(Duration::from_secs(10), || h.status().last_error.is_some()));
+    let h = start(
+        ob.clone(),
+        c,
+        t.path().to_path_buf(),
+        Arc::new(TestBus::default()),
+    );
+    assert!(wait_until(Duration::from_secs(10), || h
+        .status()
+        .last_error
+        .is_some()));
     let e = h.status().last_error.unwrap();
     assert!(
         e.contains("not authorized") || e.contains("bad user name or password"),
@@ -287,10 +359,18 @@ fn mqtt311_protocol_forwards() {
     let c = sync_cfg(mq.port, &format!("protocol = \"3.1.1\"\n{FWD}"));
     let ob = Outbox::open(t.db.clone(), &c).unwrap();
     capture_n(&ob, &t.db, "pos/1/sale", 0, 50);
-    let h = start(ob.clone(), c, t.path().to_path_buf(), Arc::new(TestBus::default()));
+    let h = start(
+        ob.clone(),
+        c,
+        t.path().to_path_buf(),
+        Arc::new(TestBus::default()),
+    );
     let got = sub.wait_for(50, Duration::from_secs(10));
     assert_eq!(got.len(), 50);
-    assert!(wait_until(Duration::from_secs(5), || ob.counters().backlog_messages == 0));
+    assert!(wait_until(Duration::from_secs(5), || ob
+        .counters()
+        .backlog_messages
+        == 0));
     assert_eq!(h.status().protocol.as_deref(), Some("3.1.1"));
     smol::block_on(h.shutdown());
 }

@@ -86,8 +86,9 @@ pub fn capture_n(ob: &Outbox, db: &redb::Database, topic: &str, start: usize, co
     let mut i = start;
     while i < start + count {
         let end = (i + 500).min(start + count);
-        let msgs: Vec<(&str, Vec<u8>, u8)> =
-            (i..end).map(|k| (topic, k.to_string().into_bytes(), 1)).collect();
+        let msgs: Vec<(&str, Vec<u8>, u8)> = (i..end)
+            .map(|k| (topic, k.to_string().into_bytes(), 1))
+            .collect();
         capture(ob, db, &msgs);
         i = end;
     }
@@ -133,7 +134,10 @@ impl Drop for Mosquitto {
 pub fn wait_port(port: u16) {
     let t = Instant::now();
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(t.elapsed() < Duration::from_secs(10), "port {port} never opened");
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "port {port} never opened"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -168,7 +172,16 @@ pub struct Subscriber {
 impl Subscriber {
     pub fn start(port: u16, filter: &str) -> Subscriber {
         let mut child = Command::new("mosquitto_sub")
-            .args(["-V", "mqttv5", "-h", "127.0.0.1", "-q", "2", "-F", "%t|%P|%p"])
+            .args([
+                "-V",
+                "mqttv5",
+                "-h",
+                "127.0.0.1",
+                "-q",
+                "2",
+                "-F",
+                "%t|%P|%p",
+            ])
             .args(["-p", &port.to_string(), "-t", filter])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -195,7 +208,16 @@ impl Subscriber {
         let t = Instant::now();
         loop {
             let _ = Command::new("mosquitto_pub")
-                .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", "probe/x", "-m", "probe"])
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &port.to_string(),
+                    "-t",
+                    "probe/x",
+                    "-m",
+                    "probe",
+                ])
                 .status();
             std::thread::sleep(Duration::from_millis(100));
             if got.lock().unwrap().iter().any(|m| m.topic == "probe/x") {
@@ -206,7 +228,10 @@ impl Subscriber {
                 std::thread::sleep(Duration::from_millis(300));
                 break;
             }
-            assert!(t.elapsed() < Duration::from_secs(10), "subscriber never ready");
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "subscriber never ready"
+            );
         }
         got.lock().unwrap().retain(|m| m.topic != "probe/x");
         Subscriber { child, got }
