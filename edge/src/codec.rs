@@ -153,6 +153,13 @@ pub fn decode(frame: &[u8], proto: Protocol) -> Result<Packet, FrameError> {
 /// (v3 has no server DISCONNECT: the connection is just closed).
 pub fn encode(p: &Packet, proto: Protocol, extra_sub_ids: &[u32]) -> Option<Vec<u8>> {
     if proto == Protocol::V500 {
+        if let Packet::Disconnect(d) = p {
+            if d.properties == v5::DisconnectProperties::default() {
+                // Spelled with an explicit empty property block: some clients (rumqttc 0.25)
+                // cannot read the shorter, equally valid, form.
+                return Some(vec![0xE0, 0x02, d.reason_code as u8, 0x00]);
+            }
+        }
         let bytes = p.encode().ok()?.as_ref().to_vec();
         if extra_sub_ids.is_empty() {
             return Some(bytes);

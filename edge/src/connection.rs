@@ -468,13 +468,35 @@ async fn run(
         connected.kick.clone(),
     );
     reader_fut.or(writer_fut).await;
-    let _ = (&*stream).close().await;
+    graceful_close(&stream).await;
     let dep = std::mem::replace(
         &mut *departure.lock().unwrap_or_else(|e| e.into_inner()),
         Departure::Abnormal,
     );
     broker.disconnect(&client_id, connected.conn_id, dep).await;
     tracing::debug!(%peer, %client_id, "client disconnected");
+}
+
+/// Closes so that a DISCONNECT just written is read by the client: closing a socket with unread
+/// input makes the kernel send RST, which can overtake the DISCONNECT, and some clients drop
+/// buffered packets when they see EOF in the same read. So: give the client a moment to close
+/// first (draining its input), then close.
+async fn graceful_close(stream: &Stream) {
+    let _ = (&**stream).flush().await;
+    let drain = async {
+        let mut sink = [0u8; 1024];
+        while let Ok(n) = (&**stream).read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    };
+    drain
+        .or(async {
+            smol::Timer::after(Duration::from_millis(500)).await;
+        })
+        .await;
+    let _ = stream.get_ref().shutdown(std::net::Shutdown::Both);
 }
 
 /// Reads packets until the connection ends; returns how it ended and what to tell the client.
@@ -779,6 +801,13 @@ fn sub_code(r: Result<u8, u8>) -> v5::SubscribeReasonCode {
     }
 }
 
+enum Wake {
+    Notified,
+    Reply(Control),
+    Kicked(Kick),
+    Closed,
+}
+
 /// Server -> client topic aliases, assigned first come first served until the client's maximum.
 struct OutAliases {
     max: u16,
@@ -800,6 +829,7 @@ async fn write_loop(
     };
     let batch = 64;
     let mut next_ctl: Option<Control> = None;
+    let mut pending_kick: Option<Kick> = None;
     loop {
         let listener = notify.listen();
         // Replies first, in order; each waits for its storage ticket.
@@ -847,7 +877,7 @@ async fn write_loop(
             let _ = write(conn, &mut out).await;
             return;
         }
-        if let Ok(k) = kick.try_recv() {
+        if let Some(k) = pending_kick.take().or_else(|| kick.try_recv().ok()) {
             let code = match k {
                 Kick::TakenOver => Dr::SessionTakenOver,
                 Kick::Shutdown => Dr::ServerShuttingDown,
@@ -858,7 +888,8 @@ async fn write_loop(
                 &[],
                 &mut out,
             );
-            let _ = write(conn, &mut out).await;
+            let r = write(conn, &mut out).await;
+            tracing::debug!(client_id = %conn.client_id, reason = ?code, result = ?r, "connection closed by the broker");
             return;
         }
         let deliveries = broker
@@ -915,21 +946,30 @@ async fn write_loop(
         // Nothing to do: sleep until a delivery, a reply, a kick or shutdown.
         let woke = async {
             listener.await;
-            Ok(None)
+            Wake::Notified
         }
-        .or(async { ctl.recv().await.map(Some) })
         .or(async {
-            let _ = kick.recv().await;
-            Ok(None)
+            match ctl.recv().await {
+                Ok(c) => Wake::Reply(c),
+                Err(_) => Wake::Closed,
+            }
+        })
+        .or(async {
+            match kick.recv().await {
+                Ok(k) => Wake::Kicked(k),
+                Err(_) => Wake::Notified,
+            }
         })
         .or(async {
             broker.shutdown.listen().await;
-            Ok(None)
+            Wake::Kicked(Kick::Shutdown)
         })
         .await;
         match woke {
-            Ok(c) => next_ctl = c,
-            Err(_) => return,
+            Wake::Notified => {}
+            Wake::Reply(c) => next_ctl = Some(c),
+            Wake::Kicked(k) => pending_kick = Some(k),
+            Wake::Closed => return,
         }
     }
 }
