@@ -6,11 +6,13 @@ mod backlog;
 mod conn;
 mod idle;
 mod procmem;
+mod report;
 mod run;
 mod startup;
 mod tracker;
 
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -164,6 +166,13 @@ enum Cmd {
         pid: u32,
         #[arg(long)]
         json: bool,
+        #[arg(long)]
+        label: Option<String>,
+    },
+    /// Prints markdown comparison tables from the JSON lines written by scripts/bench.sh.
+    Report {
+        /// results.jsonl
+        file: String,
     },
 }
 
@@ -199,6 +208,15 @@ fn client_prefix() -> String {
     )
 }
 
+static HUMAN_TO_STDERR: AtomicBool = AtomicBool::new(false);
+
+/// Human-readable line: stdout normally, stderr when stdout carries JSON.
+macro_rules! say {
+    ($($t:tt)*) => {
+        if HUMAN_TO_STDERR.load(Ordering::Relaxed) { eprintln!($($t)*) } else { println!($($t)*) }
+    };
+}
+
 fn opt<T: Into<Value>>(v: Option<T>) -> Value {
     v.map_or(Value::Null, Into::into)
 }
@@ -219,6 +237,17 @@ fn main() -> ExitCode {
 }
 
 fn real_main(cli: Cli) -> Result<ExitCode, String> {
+    let json = match &cli.cmd {
+        Cmd::Throughput { common, .. }
+        | Cmd::Latency { common, .. }
+        | Cmd::Connections { common, .. }
+        | Cmd::Startup { common, .. }
+        | Cmd::BacklogFill { common, .. }
+        | Cmd::BacklogDrain { common, .. } => common.json,
+        Cmd::Mem { json, .. } => *json,
+        Cmd::Report { .. } => false,
+    };
+    HUMAN_TO_STDERR.store(json, Ordering::Relaxed);
     match cli.cmd {
         Cmd::Throughput {
             common,
@@ -269,8 +298,9 @@ fn real_main(cli: Cli) -> Result<ExitCode, String> {
                         "bytes_per_conn": r.bytes_per_conn.map(round1),
                     })
                 );
-            } else {
-                println!(
+            }
+            {
+                say!(
                     "connections {}: {} of {} open in {:.2} s",
                     common.addr(),
                     r.connected,
@@ -278,10 +308,10 @@ fn real_main(cli: Cli) -> Result<ExitCode, String> {
                     r.connect_s
                 );
                 if let Some(e) = &r.first_error {
-                    println!("  {} failed, first error: {e}", r.failed);
+                    say!("  {} failed, first error: {e}", r.failed);
                 }
                 if let (Some(b), Some(a)) = (r.rss_before_kb, r.rss_after_kb) {
-                    println!(
+                    say!(
                         "  broker RSS {b} kB -> {a} kB, {:.0} bytes per connection",
                         r.bytes_per_conn.unwrap_or(f64::NAN)
                     );
@@ -314,8 +344,9 @@ fn real_main(cli: Cli) -> Result<ExitCode, String> {
                     json!({"test": "startup", "label": common.label, "cmd": cmd, "ready_ms": r.ready_ms,
                            "pid": r.pid, "rss_kb": r.rss_kb, "kept": r.kept})
                 );
-            } else {
-                println!(
+            }
+            {
+                say!(
                     "startup: CONNECT accepted {:.1} ms after spawn (pid {}, RSS {} kB){}",
                     r.ready_ms,
                     r.pid,
@@ -335,8 +366,9 @@ fn real_main(cli: Cli) -> Result<ExitCode, String> {
                            "publish_s": r.publish_s, "published_per_s": r.published_per_s,
                            "peak_rss_kb": r.peak_rss_kb, "rss_after_kb": r.rss_after_kb})
                 );
-            } else {
-                println!(
+            }
+            {
+                say!(
                     "backlog fill: {} messages queued in {:.2} s ({:.0} msg/s); broker peak RSS {:?} kB, now {:?} kB",
                     r.published, r.publish_s, r.published_per_s, r.peak_rss_kb, r.rss_after_kb
                 );
@@ -361,24 +393,26 @@ fn real_main(cli: Cli) -> Result<ExitCode, String> {
                            "delivered_per_s": r.delivered_per_s, "peak_rss_kb": r.peak_rss_kb,
                            "rss_before_kb": r.rss_before_kb})
                 );
-            } else {
-                println!(
+            }
+            {
+                say!(
                     "backlog drain: session present {}, {} of {} received (missing {}, duplicates {}, out of order {})",
                     r.session_present, c.unique, c.expected, c.missing, c.duplicates, c.out_of_order
                 );
                 match r.delivered_per_s {
-                    Some(rate) => println!(
+                    Some(rate) => say!(
                         "  drained in {:.2} s, {rate:.0} msg/s",
                         r.drain_s.unwrap_or(0.0)
                     ),
-                    None => println!("  INVALID: messages lost or errors, no rate reported"),
+                    None => say!("  INVALID: messages lost or errors, no rate reported"),
                 }
                 if let Some(e) = &r.error {
-                    println!("  error: {e}");
+                    say!("  error: {e}");
                 }
-                println!(
+                say!(
                     "  broker RSS before {:?} kB, peak while draining {:?} kB",
-                    r.rss_before_kb, r.peak_rss_kb
+                    r.rss_before_kb,
+                    r.peak_rss_kb
                 );
             }
             Ok(if r.valid {
@@ -387,15 +421,20 @@ fn real_main(cli: Cli) -> Result<ExitCode, String> {
                 ExitCode::from(2)
             })
         }
-        Cmd::Mem { pid, json } => {
+        Cmd::Report { file } => {
+            let text = std::fs::read_to_string(&file).map_err(|e| format!("{file}: {e}"))?;
+            print!("{}", report::tables(&report::load(&text)));
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Mem { pid, json, label } => {
             let m = procmem::read(pid).ok_or_else(|| format!("cannot read /proc/{pid}/status"))?;
             if json {
                 println!(
                     "{}",
-                    json!({"test": "mem", "pid": pid, "rss_kb": m.rss_kb, "hwm_kb": m.hwm_kb})
+                    json!({"test": "mem", "label": label, "pid": pid, "rss_kb": m.rss_kb, "hwm_kb": m.hwm_kb})
                 );
             } else {
-                println!("pid {pid}: VmRSS {} kB, VmHWM {} kB", m.rss_kb, m.hwm_kb);
+                say!("pid {pid}: VmRSS {} kB, VmHWM {} kB", m.rss_kb, m.hwm_kb);
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -466,8 +505,9 @@ fn pubsub(
                 "peak_rss_kb": opt(r.peak_rss_kb), "rss_after_kb": opt(r.rss_after_kb),
             })
         );
-    } else {
-        println!(
+    }
+    {
+        say!(
             "{test} {} MQTT {} QoS {}, {} B, {} pub -> {} sub, {} msgs{}",
             common.addr(),
             if common.protocol == 5 { "5" } else { "3.1.1" },
@@ -478,33 +518,43 @@ fn pubsub(
             messages,
             rate.map_or(String::new(), |r| format!(" at {r:.0} msg/s"))
         );
-        println!(
+        say!(
             "  received {} of {} (missing {}, duplicates {}, out of order {}, foreign {})",
-            c.unique, c.expected, c.missing, c.duplicates, c.out_of_order, c.foreign
+            c.unique,
+            c.expected,
+            c.missing,
+            c.duplicates,
+            c.out_of_order,
+            c.foreign
         );
         match r.delivered_per_s {
-            Some(d) => println!(
+            Some(d) => say!(
                 "  delivered {d:.0} msg/s over {:.3} s (publishers done after {:.3} s, {:.0} msg/s)",
                 r.elapsed_s.unwrap_or(0.0),
                 r.publish_s.unwrap_or(0.0),
                 r.published_per_s.unwrap_or(0.0)
             ),
-            None => println!("  INVALID RUN: no rate reported (messages lost, duplicated at QoS 0/2, or errors)"),
+            None => say!("  INVALID RUN: no rate reported (messages lost, duplicated at QoS 0/2, or errors)"),
         }
         if !r.missing_sample.is_empty() {
-            println!("  first missing (publisher, seq): {:?}", r.missing_sample);
+            say!("  first missing (publisher, seq): {:?}", r.missing_sample);
         }
         for e in &r.errors {
-            println!("  error: {e}");
+            say!("  error: {e}");
         }
         if let Some(l) = lat {
-            println!(
+            say!(
                 "  latency us: p50 {} p90 {} p99 {} p99.9 {} max {} ({} samples)",
-                l.p50, l.p90, l.p99, l.p999, l.max, l.count
+                l.p50,
+                l.p90,
+                l.p99,
+                l.p999,
+                l.max,
+                l.count
             );
         }
         if let Some(p) = r.peak_rss_kb {
-            println!(
+            say!(
                 "  broker peak RSS {p} kB, after {} kB",
                 r.rss_after_kb.unwrap_or(0)
             );

@@ -491,9 +491,17 @@ pub(crate) async fn publish_loop(
     let mut inflight = 0usize;
     let mut seq = 0u64;
     let mut rejected = 0u64;
-    let window = if qos == QoS::Level0 { usize::MAX } else { window };
+    let window = if qos == QoS::Level0 {
+        usize::MAX
+    } else {
+        window
+    };
     // Refill when at most this many are in flight.
-    let refill_at = if qos == QoS::Level0 || rate.is_some() { window - 1 } else { window / 2 };
+    let refill_at = if qos == QoS::Level0 || rate.is_some() {
+        window - 1
+    } else {
+        window / 2
+    };
     while seq < count || inflight > 0 {
         if Instant::now() > deadline {
             return Err(format!(

@@ -1,0 +1,464 @@
+//! `report`: turns the JSON lines written by scripts/bench.sh (labels `ours:...`, `ours-none:...`,
+//! `mosq:...`) into markdown tables: metric, robustmq-edge, mosquitto, ratio and target status.
+//! A cell from an invalid run (lost messages, errors) shows INVALID and never a number.
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+
+type Results = HashMap<String, Value>;
+
+pub fn load(text: &str) -> Results {
+    let mut m = HashMap::new();
+    for line in text.lines() {
+        if let Ok(v) = serde_json::from_str::<Value>(line) {
+            if let Some(l) = v.get("label").and_then(Value::as_str) {
+                m.insert(l.to_string(), v);
+            }
+        }
+    }
+    m
+}
+
+/// Looks up a dotted field path ("latency_us.p99").
+fn field(v: &Value, path: &str) -> Option<f64> {
+    let mut cur = v;
+    for p in path.split('.') {
+        cur = cur.get(p)?;
+    }
+    cur.as_f64()
+}
+
+enum Cell {
+    Num(f64),
+    Invalid(String),
+    Missing,
+}
+
+fn cell(r: &Results, label: &str, path: &str) -> Cell {
+    let Some(v) = r.get(label) else {
+        return Cell::Missing;
+    };
+    if let Some(e) = v.get("error").and_then(Value::as_str) {
+        if v.get("valid").is_none() {
+            return Cell::Invalid(e.chars().take(60).collect());
+        }
+    }
+    if v.get("valid").and_then(Value::as_bool) == Some(false) {
+        let missing = v.get("missing").and_then(Value::as_u64).unwrap_or(0);
+        let dups = v.get("duplicates").and_then(Value::as_u64).unwrap_or(0);
+        return Cell::Invalid(format!("missing {missing}, dup {dups}"));
+    }
+    if v.get("test").and_then(Value::as_str) == Some("connections")
+        && v.get("failed").and_then(Value::as_u64).unwrap_or(0) > 0
+    {
+        let f = v.get("failed").and_then(Value::as_u64).unwrap_or(0);
+        return Cell::Invalid(format!("{f} connections failed"));
+    }
+    match field(v, path) {
+        Some(x) => Cell::Num(x),
+        None => Cell::Missing,
+    }
+}
+
+fn fmt_num(x: f64) -> String {
+    let a = x.abs();
+    let s = if a >= 100.0 {
+        format!("{:.0}", x)
+    } else if a >= 10.0 {
+        format!("{x:.1}")
+    } else {
+        format!("{x:.2}")
+    };
+    // Thousands separators on the integer part.
+    let (int, frac) = match s.find('.') {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s.as_str(), ""),
+    };
+    let neg = int.starts_with('-');
+    let digits = int.trim_start_matches('-');
+    let mut out = String::new();
+    for (i, ch) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    format!("{}{out}{frac}", if neg { "-" } else { "" })
+}
+
+fn show(c: &Cell, scale: f64) -> String {
+    match c {
+        Cell::Num(x) => fmt_num(x * scale),
+        Cell::Invalid(why) => format!("INVALID ({why})"),
+        Cell::Missing => "-".into(),
+    }
+}
+
+/// One comparison row. `target` is a ratio bound on ours/mosquitto: `Some((bound, true))` means
+/// ratio >= bound, `Some((bound, false))` means ratio <= bound.
+struct Row<'a> {
+    name: String,
+    ours: String,
+    mosq: String,
+    path: &'a str,
+    scale: f64,
+    target: Option<(f64, bool)>,
+}
+
+fn render(r: &Results, rows: &[Row]) -> String {
+    let mut s =
+        String::from("| metric | robustmq-edge | mosquitto | ours / mosquitto | target |\n");
+    s.push_str("|---|---:|---:|---:|---|\n");
+    for row in rows {
+        let o = cell(r, &row.ours, row.path);
+        let m = cell(r, &row.mosq, row.path);
+        let ratio = match (&o, &m) {
+            (Cell::Num(a), Cell::Num(b)) if *b != 0.0 => Some(a / b),
+            _ => None,
+        };
+        let ratio_s = ratio.map_or("-".into(), |x| format!("{x:.2}x"));
+        let target_s = match (row.target, ratio) {
+            (None, _) => String::new(),
+            (Some((b, ge)), Some(x)) => {
+                let ok = if ge { x >= b } else { x <= b };
+                format!(
+                    "{} {b}x: **{}**",
+                    if ge { ">=" } else { "<=" },
+                    if ok { "met" } else { "MISSED" }
+                )
+            }
+            (Some((b, ge)), None) => {
+                format!("{} {b}x: no valid number", if ge { ">=" } else { "<=" })
+            }
+        };
+        s.push_str(&format!(
+            "| {} | {} | {} | {} | {} |\n",
+            row.name,
+            show(&o, row.scale),
+            show(&m, row.scale),
+            ratio_s,
+            target_s
+        ));
+    }
+    s
+}
+
+fn shape_name(shape: &str) -> &'static str {
+    match shape {
+        "fanin" => "100 pubs -> 1 sub",
+        "fanout" => "1 pub -> 100 subs",
+        _ => "1 pub -> 1 sub",
+    }
+}
+
+fn size_name(size: &str) -> &'static str {
+    if size == "4096" {
+        "4 KB"
+    } else {
+        "64 B"
+    }
+}
+
+pub fn tables(r: &Results) -> String {
+    let row = |name: String, ours: &str, mosq: &str, path: &'static str, scale: f64, target| Row {
+        name,
+        ours: ours.to_string(),
+        mosq: mosq.to_string(),
+        path,
+        scale,
+        target,
+    };
+    let mut out = String::new();
+
+    // Headline targets.
+    let mut rows = vec![
+        row(
+            "QoS 0 throughput, 1 -> 1, 64 B (msg/s)".into(),
+            "ours:tp:1-1:q0:64",
+            "mosq:tp:1-1:q0:64",
+            "delivered_per_s",
+            1.0,
+            Some((2.0, true)),
+        ),
+        row(
+            "QoS 1 throughput, durable, 1 -> 1, 64 B (msg/s)".into(),
+            "ours:tp:1-1:q1:64",
+            "mosq:tp:1-1:q1:64",
+            "delivered_per_s",
+            1.0,
+            Some((1.5, true)),
+        ),
+    ];
+    for q in ["0", "1"] {
+        rows.push(row(
+            format!("latency p99, QoS {q}, 10k msg/s (us)"),
+            &format!("ours:lat:q{q}"),
+            &format!("mosq:lat:q{q}"),
+            "latency_us.p99",
+            1.0,
+            Some((1.0, false)),
+        ));
+    }
+    rows.push(row(
+        "memory per idle connection (bytes)".into(),
+        "ours:conns",
+        "mosq:conns",
+        "bytes_per_conn",
+        1.0,
+        Some((2.0, false)),
+    ));
+    rows.push(row(
+        "idle RSS (kB)".into(),
+        "ours:rss-idle",
+        "mosq:rss-idle",
+        "rss_kb",
+        1.0,
+        Some((1.0, false)),
+    ));
+    out.push_str("### Targets\n\n");
+    out.push_str(&render(r, &rows));
+
+    // Throughput matrix.
+    let mut rows = Vec::new();
+    for shape in ["1-1", "fanin", "fanout"] {
+        for size in ["64", "4096"] {
+            for q in ["0", "1", "2"] {
+                let l = format!("tp:{shape}:q{q}:{size}");
+                rows.push(row(
+                    format!(
+                        "QoS {q}, {}, {} (msg/s delivered)",
+                        shape_name(shape),
+                        size_name(size)
+                    ),
+                    &format!("ours:{l}"),
+                    &format!("mosq:{l}"),
+                    "delivered_per_s",
+                    1.0,
+                    None,
+                ));
+            }
+        }
+    }
+    out.push_str("\n### Throughput (messages/s counted at the subscribers)\n\n");
+    out.push_str(&render(r, &rows));
+
+    // Durability cost.
+    let mut rows = Vec::new();
+    for (l, name) in [
+        ("tp:1-1:q1:64", "QoS 1, 1 -> 1, 64 B (msg/s)"),
+        ("tp:1-1:q1:4096", "QoS 1, 1 -> 1, 4 KB (msg/s)"),
+        ("tp:fanin:q1:64", "QoS 1, 100 pubs -> 1 sub, 64 B (msg/s)"),
+    ] {
+        rows.push(row(
+            format!("{name}, ours durable"),
+            &format!("ours:{l}"),
+            &format!("mosq:{l}"),
+            "delivered_per_s",
+            1.0,
+            None,
+        ));
+        rows.push(row(
+            format!("{name}, ours durability = \"none\""),
+            &format!("ours-none:{l}"),
+            &format!("mosq:{l}"),
+            "delivered_per_s",
+            1.0,
+            None,
+        ));
+    }
+    rows.push(row(
+        "latency p99, QoS 1, 10k msg/s, ours durable (us)".into(),
+        "ours:lat:q1",
+        "mosq:lat:q1",
+        "latency_us.p99",
+        1.0,
+        None,
+    ));
+    rows.push(row(
+        "latency p99, QoS 1, 10k msg/s, ours durability = \"none\" (us)".into(),
+        "ours-none:lat:q1",
+        "mosq:lat:q1",
+        "latency_us.p99",
+        1.0,
+        None,
+    ));
+    out.push_str("\n### Durability cost (mosquitto acknowledges from memory, persistence off)\n\n");
+    out.push_str(&render(r, &rows));
+
+    // Latency detail.
+    let mut rows = Vec::new();
+    for q in ["0", "1"] {
+        for (p, n) in [
+            ("p50", "p50"),
+            ("p99", "p99"),
+            ("p999", "p99.9"),
+            ("max", "max"),
+        ] {
+            let path: &'static str = match p {
+                "p50" => "latency_us.p50",
+                "p99" => "latency_us.p99",
+                "p999" => "latency_us.p999",
+                _ => "latency_us.max",
+            };
+            rows.push(row(
+                format!("QoS {q} {n} (us)"),
+                &format!("ours:lat:q{q}"),
+                &format!("mosq:lat:q{q}"),
+                path,
+                1.0,
+                None,
+            ));
+        }
+    }
+    out.push_str("\n### Latency, publish to delivery, 1 -> 1, 64 B, 10,000 msg/s\n\n");
+    out.push_str(&render(r, &rows));
+
+    // Memory and start-up.
+    let rows = vec![
+        row(
+            "idle RSS after start (kB)".into(),
+            "ours:rss-idle",
+            "mosq:rss-idle",
+            "rss_kb",
+            1.0,
+            None,
+        ),
+        row(
+            "RSS with idle connections (kB)".into(),
+            "ours:conns",
+            "mosq:conns",
+            "rss_after_kb",
+            1.0,
+            None,
+        ),
+        row(
+            "idle connections opened".into(),
+            "ours:conns",
+            "mosq:conns",
+            "connected",
+            1.0,
+            None,
+        ),
+        row(
+            "memory per idle connection (bytes)".into(),
+            "ours:conns",
+            "mosq:conns",
+            "bytes_per_conn",
+            1.0,
+            None,
+        ),
+        row(
+            "start-up, empty data dir (ms to first CONNACK)".into(),
+            "ours:startup-empty",
+            "mosq:startup-empty",
+            "ready_ms",
+            1.0,
+            None,
+        ),
+        row(
+            "backlog fill, QoS 1 64 B into an offline session (msg/s)".into(),
+            "ours:bk-fill",
+            "mosq:bk-fill",
+            "published_per_s",
+            1.0,
+            None,
+        ),
+        row(
+            "start-up with the backlog stored (ms to first CONNACK)".into(),
+            "ours:startup-stored",
+            "mosq:startup-stored",
+            "ready_ms",
+            1.0,
+            None,
+        ),
+        row(
+            "RSS after start-up with the backlog (kB)".into(),
+            "ours:rss-stored",
+            "mosq:rss-stored",
+            "rss_kb",
+            1.0,
+            None,
+        ),
+        row(
+            "backlog drain (msg/s)".into(),
+            "ours:bk-drain",
+            "mosq:bk-drain",
+            "delivered_per_s",
+            1.0,
+            None,
+        ),
+        row(
+            "peak RSS while the backlog drains (kB)".into(),
+            "ours:bk-drain",
+            "mosq:bk-drain",
+            "peak_rss_kb",
+            1.0,
+            None,
+        ),
+    ];
+    out.push_str("\n### Memory and start-up\n\n");
+    out.push_str(&render(r, &rows));
+
+    // Peak RSS under load.
+    let mut rows = Vec::new();
+    for shape in ["1-1", "fanin", "fanout"] {
+        for size in ["64", "4096"] {
+            for q in ["0", "1", "2"] {
+                let l = format!("tp:{shape}:q{q}:{size}");
+                rows.push(row(
+                    format!("QoS {q}, {}, {}", shape_name(shape), size_name(size)),
+                    &format!("ours:{l}"),
+                    &format!("mosq:{l}"),
+                    "peak_rss_kb",
+                    1.0 / 1024.0,
+                    None,
+                ));
+            }
+        }
+    }
+    out.push_str("\n### Peak broker RSS during each throughput run (MB)\n\n");
+    out.push_str(&render(r, &rows));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_runs_never_show_a_number() {
+        let r = load(concat!(
+            r#"{"label":"ours:tp:1-1:q0:64","test":"throughput","valid":true,"delivered_per_s":300000.0}"#,
+            "\n",
+            r#"{"label":"mosq:tp:1-1:q0:64","test":"throughput","valid":false,"missing":12,"duplicates":0,"delivered_per_s":null}"#,
+            "\n"
+        ));
+        let t = tables(&r);
+        let line = t
+            .lines()
+            .find(|l| l.starts_with("| QoS 0 throughput, 1 -> 1, 64 B"))
+            .unwrap();
+        assert!(line.contains("300,000"), "{line}");
+        assert!(line.contains("INVALID (missing 12, dup 0)"), "{line}");
+        assert!(line.contains("no valid number"), "{line}");
+    }
+
+    #[test]
+    fn ratio_and_target_status() {
+        let r = load(concat!(
+            r#"{"label":"ours:rss-idle","test":"mem","rss_kb":3000}"#,
+            "\n",
+            r#"{"label":"mosq:rss-idle","test":"mem","rss_kb":6000}"#,
+            "\n"
+        ));
+        let t = tables(&r);
+        let line = t
+            .lines()
+            .find(|l| l.starts_with("| idle RSS (kB)"))
+            .unwrap();
+        assert!(line.contains("0.50x") && line.contains("**met**"), "{line}");
+        assert_eq!(fmt_num(1234567.0), "1,234,567");
+        assert_eq!(fmt_num(12.345), "12.3");
+    }
+}

@@ -1,0 +1,247 @@
+#!/usr/bin/env bash
+# Benchmarks robustmq-edge against mosquitto on this machine in one run: builds both binaries, starts
+# each broker in turn on 127.0.0.1, runs the same edge-bench measurements against it and prints a table
+# (metric, ours, mosquitto, ratio, target). Raw JSON lines and the tables land in the --out folder.
+#
+# Usage: scripts/bench.sh [--quick] [--out DIR] [--no-build] [--only ours|mosquitto]
+#   --quick     smaller message counts (a few minutes instead of ~15)
+#   --out DIR   where results.jsonl, table.md and broker logs go (default: a new /tmp folder)
+# Env: CARGO_TARGET_DIR (default: <repo>/target), BENCH_PORT_OURS (21883), BENCH_PORT_MOSQ (21884).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+EDGE=$TARGET/release/robustmq-edge
+BENCH=$TARGET/release/edge-bench
+PORT_OURS=${BENCH_PORT_OURS:-21883}
+PORT_MOSQ=${BENCH_PORT_MOSQ:-21884}
+QUICK=0
+BUILD=1
+ONLY=""
+OUT=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --quick) QUICK=1 ;;
+        --no-build) BUILD=0 ;;
+        --out) OUT=$2; shift ;;
+        --only) ONLY=$2; shift ;;
+        -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+        *) echo "unknown argument: $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+WORK=$(mktemp -d /tmp/edge-bench.XXXXXX)
+OUT=${OUT:-$WORK}
+mkdir -p "$OUT"
+RESULTS=$OUT/results.jsonl
+: > "$RESULTS"
+
+# ---- sizes -------------------------------------------------------------------------------------
+# Message counts per run: [shape][qos] for 64 B and 4 KB payloads. --quick divides them by 5.
+if [ $QUICK = 1 ]; then DIV=5; else DIV=1; fi
+declare -A COUNT=(
+    [1-1:0:64]=500000 [1-1:1:64]=200000 [1-1:2:64]=100000
+    [1-1:0:4096]=100000 [1-1:1:4096]=50000 [1-1:2:4096]=50000
+    [fanin:0:64]=500000 [fanin:1:64]=200000 [fanin:2:64]=100000
+    [fanin:0:4096]=100000 [fanin:1:4096]=50000 [fanin:2:4096]=50000
+    [fanout:0:64]=10000 [fanout:1:64]=5000 [fanout:2:64]=2000
+    [fanout:0:4096]=2000 [fanout:1:4096]=2000 [fanout:2:4096]=1000
+)
+CONNS=10000
+LAT_RATE=10000
+if [ $QUICK = 1 ]; then LAT_SECS=5; BACKLOG=100000; else LAT_SECS=15; BACKLOG=1000000; fi
+RUN_TIMEOUT=600   # seconds, hard cap for one edge-bench invocation
+
+log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# ---- setup -------------------------------------------------------------------------------------
+if [ $BUILD = 1 ]; then
+    log "building (cargo build --release -p robustmq-edge -p robustmq-edge-bench, target $TARGET)"
+    (cd "$ROOT" && cargo build --release -p robustmq-edge -p robustmq-edge-bench)
+fi
+[ -x "$BENCH" ] || die "$BENCH missing (build first)"
+if [ "$ONLY" != mosquitto ]; then [ -x "$EDGE" ] || die "$EDGE missing (build first)"; fi
+if ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; then
+    log "installing mosquitto (apt-get)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null
+fi
+MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
+# 10,000 idle connections need file descriptors in both the broker and the client.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+[ "$(ulimit -n)" -ge $((CONNS + 200)) ] || log "warning: ulimit -n is $(ulimit -n), below $CONNS connections"
+
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+for p in $PORT_OURS $PORT_MOSQ; do port_busy "$p" && die "port $p is already in use (set BENCH_PORT_OURS/BENCH_PORT_MOSQ)"; done
+
+cat > "$WORK/ours.toml" <<EOF
+# Limits raised so that neither broker drops messages in the benchmark (see BENCHMARKS.md).
+[limits]
+max_connections = 20000
+max_queued_messages = 2000000
+max_queued_bytes = 4294967296
+EOF
+{ cat "$WORK/ours.toml"; } > "$WORK/ours-durable.toml"
+{ echo 'durability = "none"'; cat "$WORK/ours.toml"; } > "$WORK/ours-none.toml"
+
+mosq_conf() { # $1 = file, $2 = persistence dir or empty
+    cat > "$1" <<EOF
+listener $PORT_MOSQ 127.0.0.1
+allow_anonymous true
+max_connections -1
+# Same per-client window as robustmq-edge's default max_inflight; queue large enough not to drop.
+max_inflight_messages 64
+max_queued_messages 2000000
+log_dest stderr
+log_type error
+log_type warning
+connection_messages false
+EOF
+    if [ -n "$2" ]; then
+        mkdir -p "$2"
+        printf 'persistence true\npersistence_location %s/\nautosave_interval 0\nautosave_on_changes false\n' "$2" >> "$1"
+    else
+        echo "persistence false" >> "$1"
+    fi
+}
+mosq_conf "$WORK/mosquitto.conf" ""
+mosq_conf "$WORK/mosquitto-persist.conf" "$WORK/mosq-data"
+
+# ---- broker lifecycle --------------------------------------------------------------------------
+BROKER_PID=""
+alive() { [ -e "/proc/$1" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null; }
+stop_broker() {
+    local pid=$BROKER_PID
+    [ -n "$pid" ] || return 0
+    BROKER_PID=""
+    kill -TERM "$pid" 2>/dev/null || return 0
+    for _ in $(seq 1 600); do alive "$pid" || return 0; sleep 0.1; done
+    log "broker $pid ignored SIGTERM for 60 s, killing"
+    kill -KILL "$pid" 2>/dev/null || true
+}
+trap 'stop_broker; rm -rf "$WORK/data-"* "$WORK/mosq-data"' EXIT
+
+# Runs edge-bench with --json: the JSON line goes to results.jsonl, the human summary to the terminal.
+bench() { # label subcommand args...
+    local label=$1 line
+    shift
+    echo "  $label" >&2
+    line=$(timeout $RUN_TIMEOUT "$BENCH" "$@" --json --label "$label" 2> >(sed 's/^/    /' >&2)) || true
+    if [ -z "$line" ]; then
+        line="{\"label\":\"$label\",\"test\":\"$1\",\"error\":\"edge-bench failed or timed out\"}"
+    fi
+    echo "$line" >> "$RESULTS"
+}
+
+# Starts a broker through `edge-bench startup --keep` (that measures start-up time) and sets BROKER_PID.
+start_broker() { # label port command
+    local label=$1 port=$2 cmd=$3
+    port_busy "$port" && die "port $port busy before starting $label"
+    local line
+    line=$("$BENCH" startup --port "$port" --cmd "$cmd" --keep --timeout-secs 600 --log "$OUT/$label.log" \
+        --json --label "$label") || die "$label did not start: $(tail -5 "$OUT/$label.log" 2>/dev/null)"
+    echo "$line" >> "$RESULTS"
+    BROKER_PID=$(echo "$line" | sed -n 's/.*"pid":\([0-9]*\).*/\1/p')
+    [ -n "$BROKER_PID" ] || die "no pid in: $line"
+    log "  $label up, pid $BROKER_PID: $line"
+}
+
+idle_rss() { # label
+    sleep 2
+    bench "$1" mem --pid "$BROKER_PID"
+}
+
+throughput_matrix() { # name port
+    local name=$1 port=$2 shape qos size pubs subs n
+    for shape in 1-1 fanin fanout; do
+        case $shape in 1-1) pubs=1 subs=1 ;; fanin) pubs=100 subs=1 ;; fanout) pubs=1 subs=100 ;; esac
+        for size in 64 4096; do
+            for qos in 0 1 2; do
+                n=$(( ${COUNT[$shape:$qos:$size]} / DIV ))
+                bench "$name:tp:$shape:q$qos:$size" throughput --port "$port" --broker-pid "$BROKER_PID" \
+                    --qos "$qos" --payload "$size" --publishers $pubs --subscribers $subs --messages "$n"
+            done
+        done
+    done
+}
+
+latency_runs() { # name port
+    for qos in 0 1; do
+        bench "$1:lat:q$qos" latency --port "$2" --broker-pid "$BROKER_PID" --qos $qos --payload 64 \
+            --rate $LAT_RATE --duration-secs $LAT_SECS
+    done
+}
+
+backlog_runs() { # name port start-command-for-persistent-broker
+    local name=$1 port=$2 cmd=$3
+    start_broker "$name:bk-start-empty" "$port" "$cmd"
+    bench "$name:bk-fill" backlog-fill --port "$port" --broker-pid "$BROKER_PID" --client-id "eb-backlog" \
+        --messages $BACKLOG --qos 1 --payload 64
+    stop_broker
+    start_broker "$name:startup-stored" "$port" "$cmd"
+    idle_rss "$name:rss-stored"
+    bench "$name:bk-drain" backlog-drain --port "$port" --broker-pid "$BROKER_PID" --client-id "eb-backlog" \
+        --messages $BACKLOG --qos 1 --payload 64 --cleanup
+    stop_broker
+}
+
+suite_ours() {
+    local p=$PORT_OURS d
+    log "robustmq-edge: start-up (empty data dir), idle RSS, $CONNS idle connections"
+    d=$WORK/data-ours; rm -rf "$d"
+    start_broker "ours:startup-empty" $p "$EDGE --config $WORK/ours-durable.toml --listen 127.0.0.1:$p --data-dir $d"
+    idle_rss "ours:rss-idle"
+    bench "ours:conns" connections --port $p --broker-pid "$BROKER_PID" --count $CONNS
+    log "robustmq-edge: throughput (durability = immediate)"
+    throughput_matrix ours $p
+    log "robustmq-edge: latency"
+    latency_runs ours $p
+    stop_broker
+    log "robustmq-edge: durability = \"none\""
+    d=$WORK/data-ours-none; rm -rf "$d"
+    start_broker "ours-none:startup-empty" $p "$EDGE --config $WORK/ours-none.toml --listen 127.0.0.1:$p --data-dir $d"
+    for size in 64 4096; do
+        bench "ours-none:tp:1-1:q1:$size" throughput --port $p --broker-pid "$BROKER_PID" --qos 1 \
+            --payload $size --messages $(( ${COUNT[1-1:1:$size]} / DIV ))
+    done
+    bench "ours-none:tp:fanin:q1:64" throughput --port $p --broker-pid "$BROKER_PID" --qos 1 --payload 64 \
+        --publishers 100 --messages $(( ${COUNT[fanin:1:64]} / DIV ))
+    bench "ours-none:lat:q1" latency --port $p --broker-pid "$BROKER_PID" --qos 1 --payload 64 \
+        --rate $LAT_RATE --duration-secs $LAT_SECS
+    stop_broker
+    log "robustmq-edge: $BACKLOG stored messages (start-up, drain)"
+    d=$WORK/data-ours-backlog; rm -rf "$d"
+    backlog_runs ours $p "$EDGE --config $WORK/ours-durable.toml --listen 127.0.0.1:$p --data-dir $d"
+}
+
+suite_mosquitto() {
+    local p=$PORT_MOSQ
+    log "mosquitto: start-up, idle RSS, $CONNS idle connections"
+    start_broker "mosq:startup-empty" $p "$MOSQUITTO -c $WORK/mosquitto.conf"
+    idle_rss "mosq:rss-idle"
+    bench "mosq:conns" connections --port $p --broker-pid "$BROKER_PID" --count $CONNS
+    log "mosquitto: throughput"
+    throughput_matrix mosq $p
+    log "mosquitto: latency"
+    latency_runs mosq $p
+    stop_broker
+    log "mosquitto: $BACKLOG stored messages (persistence on; start-up, drain)"
+    rm -rf "$WORK/mosq-data"; mkdir -p "$WORK/mosq-data"
+    backlog_runs mosq $p "$MOSQUITTO -c $WORK/mosquitto-persist.conf"
+}
+
+log "results in $OUT (load before: $(cut -d' ' -f1-3 /proc/loadavg))"
+START=$(date +%s)
+[ "$ONLY" = mosquitto ] || suite_ours
+[ "$ONLY" = ours ] || suite_mosquitto
+log "done in $(( $(date +%s) - START )) s (load now: $(cut -d' ' -f1-3 /proc/loadavg))"
+
+# ---- table -------------------------------------------------------------------------------------
+{
+    echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), load $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "versions: $("$MOSQUITTO" -h 2>/dev/null | head -1); $(rustc -V 2>/dev/null || echo rustc ?); robustmq-edge $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo ?)"
+    echo "mode: $([ $QUICK = 1 ] && echo quick || echo full)"
+    echo
+    "$BENCH" report "$RESULTS"
+} | tee "$OUT/table.md"
+log "raw results: $RESULTS, table: $OUT/table.md"
