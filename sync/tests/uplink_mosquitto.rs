@@ -374,3 +374,112 @@ fn mqtt311_protocol_forwards() {
     assert_eq!(h.status().protocol.as_deref(), Some("3.1.1"));
     smol::block_on(h.shutdown());
 }
+
+struct Pki {
+    ca: String,
+    server_cert: String,
+    server_key: String,
+    client_cert: String,
+    client_key: String,
+}
+
+fn make_pki() -> Pki {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    // Distinct subject names: OpenSSL takes a leaf whose subject equals its issuer for self-signed.
+    let named = |sans: Vec<String>, cn: &str| {
+        let mut p = CertificateParams::new(sans).unwrap();
+        p.distinguished_name = rcgen::DistinguishedName::new();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p
+    };
+    let mut ca_params = named(Vec::new(), "edge-sync test CA");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().unwrap();
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let srv_key = KeyPair::generate().unwrap();
+    let srv = named(vec!["localhost".to_string()], "localhost")
+        .signed_by(&srv_key, &ca, &ca_key)
+        .unwrap();
+    let cli_key = KeyPair::generate().unwrap();
+    let cli = named(vec!["edge-n1".to_string()], "edge-n1")
+        .signed_by(&cli_key, &ca, &ca_key)
+        .unwrap();
+    Pki {
+        ca: ca.pem(),
+        server_cert: srv.pem(),
+        server_key: srv_key.serialize_pem(),
+        client_cert: cli.pem(),
+        client_key: cli_key.serialize_pem(),
+    }
+}
+
+#[test]
+fn tls_upstream_with_generated_ca_and_client_certificate() {
+    let pki = make_pki();
+    let certs = tempfile::tempdir().unwrap();
+    let w = |name: &str, text: &str| {
+        let p = certs.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.display().to_string()
+    };
+    let ca = w("ca.pem", &pki.ca);
+    let sc = w("server.pem", &pki.server_cert);
+    let sk = w("server.key", &pki.server_key);
+    let cc = w("client.pem", &pki.client_cert);
+    let ck = w("client.key", &pki.client_key);
+    let tls_port = free_port();
+    let mq = Mosquitto::start_on(
+        free_port(),
+        &format!(
+            "listener {tls_port} 127.0.0.1\nallow_anonymous true\ncafile {ca}\ncertfile {sc}\n\
+             keyfile {sk}\nrequire_certificate true\n"
+        ),
+    );
+    wait_port(tls_port);
+    let sub = Subscriber::start(mq.port, "stores/#");
+    let t = TestDb::new();
+    let toml = format!(
+        "node_id = \"n1\"\nupstreams = [\"tls://127.0.0.1:{tls_port}\"]\nstatus_interval_secs = 1\n\
+         backoff = {{ initial_ms = 100, max_ms = 400 }}\n\
+         tls = {{ ca_file = \"{ca}\", client_cert_file = \"{cc}\", client_key_file = \"{ck}\", server_name = \"localhost\" }}\n{FWD}"
+    );
+    let c = SyncConfig::from_toml_str(&toml).unwrap();
+    let ob = Outbox::open(t.db.clone(), &c).unwrap();
+    capture_n(&ob, &t.db, "pos/1/sale", 0, 100);
+    let h = start(
+        ob.clone(),
+        c,
+        t.path().to_path_buf(),
+        Arc::new(TestBus::default()),
+    );
+    let got = sub.wait_for(100, Duration::from_secs(20));
+    assert_eq!(got.len(), 100, "status: {:?}", h.status());
+    assert_complete_in_order(&got, 100);
+    smol::block_on(h.shutdown());
+
+    // A CA that did not sign the server: a clear TLS error, nothing sent.
+    let other = make_pki();
+    let bad_ca = w("other-ca.pem", &other.ca);
+    let toml = format!(
+        "node_id = \"n2\"\nupstreams = [\"tls://127.0.0.1:{tls_port}\"]\n\
+         backoff = {{ initial_ms = 100, max_ms = 400 }}\n\
+         tls = {{ ca_file = \"{bad_ca}\", client_cert_file = \"{cc}\", client_key_file = \"{ck}\", server_name = \"localhost\" }}\n{FWD}"
+    );
+    let c = SyncConfig::from_toml_str(&toml).unwrap();
+    let t2 = TestDb::new();
+    let ob = Outbox::open(t2.db.clone(), &c).unwrap();
+    let h = start(
+        ob.clone(),
+        c,
+        t2.path().to_path_buf(),
+        Arc::new(TestBus::default()),
+    );
+    assert!(wait_until(Duration::from_secs(10), || h
+        .status()
+        .last_error
+        .is_some()));
+    let e = h.status().last_error.unwrap();
+    assert!(e.contains("tls") || e.contains("handshake"), "{e}");
+    assert_ne!(h.status().link_state, LinkState::Connected);
+    smol::block_on(h.shutdown());
+}
