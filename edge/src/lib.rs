@@ -9,4 +9,5 @@ pub mod message;
 pub mod server;
 pub mod session;
 pub mod storage;
+pub mod sync_bridge;
 pub mod topic;

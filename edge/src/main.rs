@@ -35,6 +35,21 @@ enum Command {
     PrintConfig,
     /// Checks a configuration file and prints nothing but errors.
     CheckConfig,
+    /// Store-and-forward sync.
+    Sync {
+        #[command(subcommand)]
+        command: SyncCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SyncCommand {
+    /// Backlog, counters and link state of the broker using the data dir (running or stopped).
+    Status {
+        /// Print the status as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn load(cli: &Cli) -> Result<Config, robustmq_edge::error::Error> {
@@ -81,6 +96,17 @@ fn main() -> ExitCode {
                 }
             };
         }
+        Some(Command::Sync {
+            command: SyncCommand::Status { json },
+        }) => {
+            return match load(&cli) {
+                Ok(cfg) => sync_status(&cfg, json),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                }
+            };
+        }
         Some(Command::Run) | None => {}
     }
     let cfg = match load(&cli) {
@@ -91,7 +117,23 @@ fn main() -> ExitCode {
         }
     };
     init_logging(&cfg.log.level);
-    match robustmq_edge::server::run(cfg, None) {
+    let hook: Option<robustmq_edge::server::StartHook> = match &cfg.sync {
+        Some(v) => {
+            let sync_cfg = match robustmq_edge::sync_bridge::parse_config(v, "config") {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let data_dir = cfg.data_dir.clone();
+            Some(Box::new(move |broker| {
+                robustmq_edge::sync_bridge::start(broker, sync_cfg, data_dir)
+            }))
+        }
+        None => None,
+    };
+    match robustmq_edge::server::run(cfg, hook) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -99,4 +141,52 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn sync_status(cfg: &Config, json: bool) -> ExitCode {
+    let st = match edge_sync::read_status(&cfg.data_dir) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if json {
+        match serde_json::to_string_pretty(&st) {
+            Ok(s) => println!("{s}"),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+        return ExitCode::SUCCESS;
+    }
+    let opt = |o: Option<String>| o.unwrap_or_else(|| "-".into());
+    println!("node_id            {}", st.node_id);
+    println!("link_state         {:?}", st.link_state);
+    println!("upstream           {}", opt(st.current_upstream.clone()));
+    println!("protocol           {}", opt(st.protocol.clone()));
+    println!("last_error         {}", opt(st.last_error.clone()));
+    println!("backlog_messages   {}", st.backlog_messages);
+    println!("backlog_bytes      {}", st.backlog_bytes);
+    println!(
+        "oldest_age_secs    {}",
+        opt(st
+            .oldest_age_ms
+            .map(|a| format!("{:.1}", a as f64 / 1000.0)))
+    );
+    println!("sent               {}", st.sent);
+    println!("redelivered        {}", st.redelivered);
+    println!("acked              {}", st.acked);
+    println!(
+        "dropped            {}",
+        serde_json::to_string(&st.dropped).unwrap_or_default()
+    );
+    println!("downlink_delivered {}", st.downlink_delivered);
+    println!(
+        "last_offset        {}",
+        opt(st.last_offset.map(|o| o.to_string()))
+    );
+    println!("next_seq           {}", st.next_seq);
+    ExitCode::SUCCESS
 }

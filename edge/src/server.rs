@@ -15,9 +15,7 @@ use crate::error::{Error, Result};
 use crate::storage::Store;
 
 /// Hooks run once the broker exists (the sync bridge uses it), returning a shutdown future.
-pub type StartHook = Box<
-    dyn FnOnce(&Arc<Broker>, &Arc<Executor<'static>>) -> Result<futures_lite::future::Boxed<()>>,
->;
+pub type StartHook = Box<dyn FnOnce(&Arc<Broker>) -> Result<futures_lite::future::Boxed<()>>>;
 
 /// Runs the broker until SIGINT or SIGTERM.
 pub fn run(cfg: Config, on_start: Option<StartHook>) -> Result<()> {
@@ -40,7 +38,7 @@ pub fn run(cfg: Config, on_start: Option<StartHook>) -> Result<()> {
     let broker = Broker::new(Arc::new(cfg), store, loaded);
     let ex: Arc<Executor<'static>> = Arc::new(Executor::new());
     let stop_sync = match on_start {
-        Some(hook) => Some(hook(&broker, &ex)?),
+        Some(hook) => Some(hook(&broker)?),
         None => None,
     };
 

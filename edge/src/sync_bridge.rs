@@ -1,0 +1,130 @@
+//! Wires the store-and-forward module (`edge_sync`) into the broker: capture in the broker's
+//! commit (`CommitHook`), admission on the publish path (`Forwarder`), and the downlink's way
+//! into local routing (`LocalBus`). Messages that came down are flagged and never captured.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Weak};
+
+use edge_sync::{DownMessage, LocalBus, LocalMessage, Outbox, SyncConfig};
+use redb::WriteTransaction;
+
+use crate::broker::{Broker, Forwarder, Published};
+use crate::error::{Error, Result};
+use crate::message::{now_ms, Message, MessageProps};
+use crate::storage::CommitHook;
+
+struct Bridge {
+    outbox: Arc<Outbox>,
+}
+
+impl Forwarder for Bridge {
+    fn wants(&self, topic: &str, qos: u8) -> bool {
+        self.outbox.wants(topic, qos)
+    }
+
+    fn admit(&self, topic: &str, payload_len: usize) -> bool {
+        self.outbox.admit(topic, payload_len).is_ok()
+    }
+}
+
+impl CommitHook for Bridge {
+    fn capture(&self, txn: &WriteTransaction, msg: &Message) -> std::result::Result<(), String> {
+        let props = msg.props.as_deref();
+        let user: Vec<(String, String)> = props
+            .map(|p| {
+                p.user_properties
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let local = LocalMessage {
+            topic: &msg.topic,
+            payload: &msg.payload,
+            qos: msg.qos,
+            retain: msg.retain,
+            user_properties: &user,
+            content_type: props.and_then(|p| p.content_type.as_deref()),
+            received_at_ms: msg.received_ms,
+        };
+        self.outbox.capture(txn, &local).map_err(|e| e.to_string())
+    }
+
+    fn committed(&self, ok: bool) {
+        self.outbox.committed(ok);
+    }
+}
+
+/// The downlink's entry into local routing.
+struct Bus {
+    broker: Weak<Broker>,
+}
+
+impl LocalBus for Bus {
+    fn publish(
+        &self,
+        m: DownMessage,
+    ) -> futures_lite::future::Boxed<std::result::Result<(), String>> {
+        let broker = self.broker.clone();
+        Box::pin(async move {
+            let broker = broker.upgrade().ok_or("broker stopped")?;
+            let props = (!m.user_properties.is_empty()).then(|| {
+                Box::new(MessageProps {
+                    user_properties: m
+                        .user_properties
+                        .iter()
+                        .map(|(k, v)| (Arc::from(k.as_str()), Arc::from(v.as_str())))
+                        .collect(),
+                    ..Default::default()
+                })
+            });
+            let msg = Arc::new(Message {
+                topic: Arc::from(m.topic.as_str()),
+                payload: m.payload,
+                qos: m.qos.min(2),
+                retain: m.retain,
+                received_ms: now_ms(),
+                expiry_secs: None,
+                publisher: Arc::from(""),
+                from_downlink: true,
+                props,
+            });
+            match broker.publish(msg, None).await {
+                Some(Published::Accepted { ticket, .. }) => {
+                    broker.store.wait(ticket).await.map_err(|e| e.to_string())
+                }
+                Some(Published::QuotaExceeded) => Err("quota exceeded".into()),
+                None => Err("not accepted".into()),
+            }
+        })
+    }
+}
+
+/// Parses `[sync]`; errors name the key (`sync.<key>`).
+pub fn parse_config(v: &toml::Value, origin: &str) -> Result<SyncConfig> {
+    SyncConfig::from_toml_value(v.clone()).map_err(|e| Error::Config {
+        origin: origin.to_string(),
+        message: e.to_string(),
+    })
+}
+
+/// Opens the outbox in the broker's database, plugs it in and starts the sync tasks. Returns
+/// the future that stops them.
+pub fn start(
+    broker: &Arc<Broker>,
+    cfg: SyncConfig,
+    data_dir: PathBuf,
+) -> Result<futures_lite::future::Boxed<()>> {
+    let outbox =
+        Outbox::open(broker.store.database(), &cfg).map_err(|e| Error::Sync(e.to_string()))?;
+    let bridge = Arc::new(Bridge {
+        outbox: outbox.clone(),
+    });
+    broker.store.set_hook(bridge.clone());
+    broker.set_forwarder(bridge);
+    let bus = Arc::new(Bus {
+        broker: Arc::downgrade(broker),
+    });
+    let handle = edge_sync::start(outbox, cfg, data_dir, bus);
+    Ok(Box::pin(handle.shutdown()))
+}
