@@ -112,8 +112,11 @@ impl Broker {
             let id: Arc<str> = Arc::from(ls.client_id.as_str());
             let rec = ls.record;
             let mut s = Session::new(id.clone(), rec.protocol, rec.expiry_secs);
-            // A session stored as connected was cut off by a crash or power loss.
-            let disconnected = rec.disconnected_ms.unwrap_or(now);
+            // A session stored as connected was cut off by a crash or power loss, at about
+            // the last commit of that run.
+            let disconnected = rec
+                .disconnected_ms
+                .unwrap_or(loaded.last_commit_ms.unwrap_or(now).min(now));
             s.disconnected_ms = Some(disconnected);
             if let Some(w) = rec.will {
                 let due = disconnected + 1000 * w.delay_secs.min(s.expiry_secs) as u64;
@@ -565,23 +568,25 @@ impl Broker {
         (out, ticket)
     }
 
-    /// Takes up to the inflight limit of deliveries for a connection to send now.
+    /// Takes up to the inflight limit of deliveries for a connection to send now. The ticket
+    /// covers the packet ids recorded for them: wait for it before sending, so that after a
+    /// crash a redelivery carries DUP and the same packet id [MQTT-4.3.3-5].
     pub async fn take_outgoing(
         &self,
         client: &Arc<str>,
         conn_id: u64,
         max: usize,
-    ) -> Vec<Outgoing> {
+    ) -> (Vec<Outgoing>, u64) {
         let slot = self.store.reserve().await;
         let mut ops = Vec::new();
         let now = now_ms();
         let mut out = Vec::new();
         let mut st = self.lock();
         let Some(s) = st.sessions.get_mut(client) else {
-            return out;
+            return (out, 0);
         };
         if s.conn.as_ref().map(|c| c.id) != Some(conn_id) {
-            return out;
+            return (out, 0);
         }
         while out.len() < max {
             let inflight_full = s.inflight.len() >= s.inflight_limit;
@@ -641,8 +646,8 @@ impl Broker {
             }
             s.inflight.push_back(d);
         }
-        self.store.push(slot, ops);
-        out
+        let ticket = self.store.push(slot, ops);
+        (out, ticket)
     }
 
     /// PUBACK (QoS 1) or PUBCOMP (QoS 2) from the client: the delivery is complete.

@@ -182,19 +182,22 @@ pub fn encode(p: &Packet, proto: Protocol, extra_sub_ids: &[u32]) -> Option<Vec<
         Packet::Pubrec(a) => v3::Packet::Pubrec(a.pid),
         Packet::Pubrel(a) => v3::Packet::Pubrel(a.pid),
         Packet::Pubcomp(a) => v3::Packet::Pubcomp(a.pid),
-        Packet::Suback(s) => v3::Packet::Suback(v3::Suback {
-            pid: s.pid,
-            topics: s
-                .topics
-                .iter()
-                .map(|c| match c {
-                    v5::SubscribeReasonCode::GrantedQoS0 => v3::SubscribeReturnCode::MaxLevel0,
-                    v5::SubscribeReasonCode::GrantedQoS1 => v3::SubscribeReturnCode::MaxLevel1,
-                    v5::SubscribeReasonCode::GrantedQoS2 => v3::SubscribeReturnCode::MaxLevel2,
-                    _ => v3::SubscribeReturnCode::Failure,
-                })
-                .collect(),
-        }),
+        Packet::Suback(s) => {
+            // Encoded here: mqtt-proto 0.4 writes the v3 Failure return code as 0x03
+            // instead of 0x80 (see README, "Codec gaps").
+            let mut body = Vec::with_capacity(2 + s.topics.len());
+            body.extend_from_slice(&s.pid.value().to_be_bytes());
+            body.extend(s.topics.iter().map(|c| match c {
+                v5::SubscribeReasonCode::GrantedQoS0 => 0x00,
+                v5::SubscribeReasonCode::GrantedQoS1 => 0x01,
+                v5::SubscribeReasonCode::GrantedQoS2 => 0x02,
+                _ => 0x80,
+            }));
+            let mut out = vec![0x90];
+            var_int(body.len(), &mut out);
+            out.extend_from_slice(&body);
+            return Some(out);
+        }
         Packet::Unsuback(u) => v3::Packet::Unsuback(u.pid),
         Packet::Pingresp => v3::Packet::Pingresp,
         _ => return None,
@@ -338,5 +341,14 @@ mod tests {
         let connack = Packet::Connack(v5::Connack::new(false, v5::ConnectReasonCode::ServerBusy));
         let out = encode(&connack, Protocol::V311, &[]).unwrap();
         assert_eq!(out, vec![0x20, 0x02, 0x00, 0x03]);
+        let suback = Packet::Suback(v5::Suback::new(
+            Pid::try_from(9).unwrap(),
+            vec![
+                v5::SubscribeReasonCode::GrantedQoS1,
+                v5::SubscribeReasonCode::QuotaExceeded,
+            ],
+        ));
+        let out = encode(&suback, Protocol::V311, &[]).unwrap();
+        assert_eq!(out, vec![0x90, 0x04, 0x00, 0x09, 0x01, 0x80]);
     }
 }

@@ -895,6 +895,10 @@ async fn write_loop(
         let deliveries = broker
             .take_outgoing(&conn.client_id, conn.conn_id, batch)
             .await;
+        let (deliveries, ticket) = deliveries;
+        if broker.store.wait(ticket).await.is_err() {
+            return;
+        }
         let got = deliveries.len();
         for d in deliveries {
             match d {

@@ -9,6 +9,7 @@
 //! - The queue of batches is bounded by a semaphore taken *before* the broker lock.
 
 use std::collections::VecDeque;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -69,6 +70,9 @@ pub struct DeliveryRecord {
 pub struct Loaded {
     pub sessions: Vec<LoadedSession>,
     pub retained: Vec<Message>,
+    /// Unix ms of the last commit of the previous run: the best estimate of when a crash cut
+    /// off the clients that were still connected.
+    pub last_commit_ms: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -159,17 +163,28 @@ impl Store {
             source: e,
         })?;
         let path = cfg.db_path();
+        let open_err = |e| Error::OpenDatabase {
+            path: path.display().to_string(),
+            source: e,
+        };
         let mut builder = Database::builder();
         builder.set_cache_size(cfg.storage.cache_size_bytes);
         let db = if path.exists() {
-            builder.open(&path)
+            // A read-only open first: a file that is not a database (truncated, zeroed, foreign)
+            // is refused without a single byte written. `RepairAborted` only means the last
+            // run did not shut down cleanly; the writable open below repairs it.
+            match redb::ReadOnlyDatabase::open(&path) {
+                Ok(ro) => {
+                    drop(ro);
+                    builder.open(&path)
+                }
+                Err(redb::DatabaseError::RepairAborted) => repair(&builder, &path),
+                Err(e) => return Err(open_err(e)),
+            }
         } else {
             builder.create(&path)
         }
-        .map_err(|e| Error::OpenDatabase {
-            path: path.display().to_string(),
-            source: e,
-        })?;
+        .map_err(open_err)?;
         let db = Arc::new(db);
         init_tables(&db)?;
         let loaded = load(&db)?;
@@ -284,6 +299,37 @@ impl Drop for Store {
     }
 }
 
+/// Opens a database that was not closed cleanly (crash, power loss), which makes redb repair
+/// it. The file is copied first: if the repair fails, the copy is put back, so a database that
+/// cannot be opened is left exactly as it was found, for inspection.
+fn repair(builder: &redb::Builder, path: &Path) -> std::result::Result<Database, redb::DatabaseError> {
+    tracing::warn!(path = %path.display(), "database was not closed cleanly; repairing");
+    let backup = path.with_extension("redb.before-repair");
+    let copied = match std::fs::copy(path, &backup) {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not copy the database before repair; repairing in place");
+            false
+        }
+    };
+    match builder.open(path) {
+        Ok(db) => {
+            if copied {
+                let _ = std::fs::remove_file(&backup);
+            }
+            Ok(db)
+        }
+        Err(e) => {
+            if copied {
+                if let Err(re) = std::fs::rename(&backup, path) {
+                    tracing::error!(error = %re, backup = %backup.display(), "could not put the original database back; it is kept beside it");
+                }
+            }
+            Err(e)
+        }
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic elsewhere must not take the broker down with poisoned locks.
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -331,7 +377,11 @@ fn load(db: &Database) -> Result<Loaded> {
     let queue = txn.open_table(QUEUE)?;
     let qos2 = txn.open_table(QOS2_IN)?;
     let retained = txn.open_table(RETAINED)?;
-    let mut out = Loaded::default();
+    let meta = txn.open_table(META)?;
+    let mut out = Loaded {
+        last_commit_ms: meta.get("last_commit_ms")?.map(|v| v.value()),
+        ..Loaded::default()
+    };
     for row in sessions.iter()? {
         let (k, v) = row?;
         let client_id = k.value().to_string();
@@ -474,6 +524,8 @@ fn commit(
         let mut queue = txn.open_table(QUEUE)?;
         let mut qos2 = txn.open_table(QOS2_IN)?;
         let mut retained = txn.open_table(RETAINED)?;
+        txn.open_table(META)?
+            .insert("last_commit_ms", crate::message::now_ms())?;
         for op in batches.iter().flat_map(|b| b.1.iter()) {
             match op {
                 Op::PutSession(id, rec) => {
@@ -557,7 +609,6 @@ fn commit(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::Path;
 
     fn cfg(dir: &Path) -> Config {
         Config {
