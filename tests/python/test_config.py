@@ -357,3 +357,27 @@ def test_memory_does_not_grow_with_clients_that_come_and_go(broker, uid):
     time.sleep(0.5)
     after = rss_kb()
     assert after - before < 4096, f"RSS grew {after - before} kB over 1500 short-lived clients"
+
+
+@pytest.mark.parametrize("cause", ["not-connect", "bad-level", "empty-id-persistent", "connect-timeout", "malformed"])
+def test_every_refused_connection_is_logged_with_peer_and_reason(broker_factory, cause):
+    b = broker_factory(limits={"connect_timeout_secs": 1})
+    c = b.raw(4)
+    peer = "127.0.0.1:%d" % c.sock.getsockname()[1]
+    if cause == "not-connect":
+        c.send(r.PINGREQ_PACKET)
+    elif cause == "bad-level":
+        c.send(r.packet(r.CONNECT, 0, r.utf8(b"MQTT") + bytes([9, 2]) + b"\x00\x3c" + r.utf8("x")))
+    elif cause == "empty-id-persistent":
+        c.send(r.connect_packet("", 4, clean=False))
+    elif cause == "malformed":
+        c.send(bytes([0x10, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F]))
+    c.wait_closed(timeout=5)
+    c.close()
+    deadline = time.monotonic() + 3
+    while True:
+        lines = [l for l in b.stderr_text().splitlines() if peer in l]
+        if any("refus" in l.lower() for l in lines):
+            break
+        assert time.monotonic() < deadline, f"no log line saying {peer} was refused:\n{b.stderr_text()[-3000:]}"
+        time.sleep(0.1)
