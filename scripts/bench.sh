@@ -4,7 +4,7 @@
 # (metric, ours, mosquitto, ratio, target). Raw JSON lines and the tables land in the --out folder.
 #
 # Usage: scripts/bench.sh [--quick] [--out DIR] [--no-build] [--only ours|mosquitto]
-#   --quick     smaller message counts (a few minutes instead of ~15)
+#   --quick     message counts / 4, 5 s latency runs, 100k backlog (a few minutes)
 #   --out DIR   where results.jsonl, table.md and broker logs go (default: a new /tmp folder)
 # Env: CARGO_TARGET_DIR (default: <repo>/target), BENCH_PORT_OURS (21883), BENCH_PORT_MOSQ (21884).
 set -euo pipefail
@@ -37,15 +37,15 @@ RESULTS=$OUT/results.jsonl
 : > "$RESULTS"
 
 # ---- sizes -------------------------------------------------------------------------------------
-# Message counts per run: [shape][qos] for 64 B and 4 KB payloads. --quick divides them by 5.
-if [ $QUICK = 1 ]; then DIV=5; else DIV=1; fi
+# Messages published per run, [shape:qos:payload]; fan-out delivers 100x as many. --quick: / 4.
+if [ $QUICK = 1 ]; then DIV=4; else DIV=1; fi
 declare -A COUNT=(
-    [1-1:0:64]=500000 [1-1:1:64]=200000 [1-1:2:64]=100000
-    [1-1:0:4096]=100000 [1-1:1:4096]=50000 [1-1:2:4096]=50000
-    [fanin:0:64]=500000 [fanin:1:64]=200000 [fanin:2:64]=100000
-    [fanin:0:4096]=100000 [fanin:1:4096]=50000 [fanin:2:4096]=50000
-    [fanout:0:64]=10000 [fanout:1:64]=5000 [fanout:2:64]=2000
-    [fanout:0:4096]=2000 [fanout:1:4096]=2000 [fanout:2:4096]=1000
+    [1-1:0:64]=1000000 [1-1:1:64]=300000 [1-1:2:64]=150000
+    [1-1:0:4096]=200000 [1-1:1:4096]=100000 [1-1:2:4096]=60000
+    [fanin:0:64]=1000000 [fanin:1:64]=300000 [fanin:2:64]=150000
+    [fanin:0:4096]=200000 [fanin:1:4096]=100000 [fanin:2:4096]=60000
+    [fanout:0:64]=10000 [fanout:1:64]=5000 [fanout:2:64]=3000
+    [fanout:0:4096]=3000 [fanout:1:4096]=2000 [fanout:2:4096]=1000
 )
 CONNS=10000
 LAT_RATE=10000
@@ -96,6 +96,8 @@ log_dest stderr
 log_type error
 log_type warning
 connection_messages false
+# Stay the invoking user (as root mosquitto would switch to "mosquitto" and lose the data dir).
+user root
 EOF
     if [ -n "$2" ]; then
         mkdir -p "$2"
@@ -119,7 +121,7 @@ stop_broker() {
     log "broker $pid ignored SIGTERM for 60 s, killing"
     kill -KILL "$pid" 2>/dev/null || true
 }
-trap 'stop_broker; rm -rf "$WORK/data-"* "$WORK/mosq-data"' EXIT
+trap 'stop_broker; rm -rf "$WORK"/data-* "$WORK/mosq-data"' EXIT
 
 # Runs edge-bench with --json: the JSON line goes to results.jsonl, the human summary to the terminal.
 bench() { # label subcommand args...
@@ -136,6 +138,7 @@ bench() { # label subcommand args...
 # Starts a broker through `edge-bench startup --keep` (that measures start-up time) and sets BROKER_PID.
 start_broker() { # label port command
     local label=$1 port=$2 cmd=$3
+    for _ in $(seq 1 100); do port_busy "$port" || break; sleep 0.1; done
     port_busy "$port" && die "port $port busy before starting $label"
     local line
     line=$("$BENCH" startup --port "$port" --cmd "$cmd" --keep --timeout-secs 600 --log "$OUT/$label.log" \
@@ -151,25 +154,44 @@ idle_rss() { # label
     bench "$1" mem --pid "$BROKER_PID"
 }
 
-throughput_matrix() { # name port
-    local name=$1 port=$2 shape qos size pubs subs n
-    for shape in 1-1 fanin fanout; do
-        case $shape in 1-1) pubs=1 subs=1 ;; fanin) pubs=100 subs=1 ;; fanout) pubs=1 subs=100 ;; esac
-        for size in 64 4096; do
-            for qos in 0 1 2; do
-                n=$(( ${COUNT[$shape:$qos:$size]} / DIV ))
-                bench "$name:tp:$shape:q$qos:$size" throughput --port "$port" --broker-pid "$BROKER_PID" \
-                    --qos "$qos" --payload "$size" --publishers $pubs --subscribers $subs --messages "$n"
-            done
-        done
-    done
+# Every measurement below gets a freshly started broker (new data dir for ours), so that peak RSS and
+# throughput of one run are not inherited from the previous one. $1 of these helpers is the broker
+# name (ours, ours-none, mosq); broker_cmd prints the command that starts it on an empty state.
+broker_cmd() { # name
+    case $1 in
+        ours) rm -rf "$WORK/data-ours"; echo "$EDGE --config $WORK/ours-durable.toml --listen 127.0.0.1:$PORT_OURS --data-dir $WORK/data-ours" ;;
+        ours-none) rm -rf "$WORK/data-ours"; echo "$EDGE --config $WORK/ours-none.toml --listen 127.0.0.1:$PORT_OURS --data-dir $WORK/data-ours" ;;
+        mosq) echo "$MOSQUITTO -c $WORK/mosquitto.conf" ;;
+    esac
+}
+broker_port() { case $1 in mosq) echo $PORT_MOSQ ;; *) echo $PORT_OURS ;; esac; }
+
+fresh() { # name label
+    start_broker "$2" "$(broker_port "$1")" "$(broker_cmd "$1")"
 }
 
-latency_runs() { # name port
-    for qos in 0 1; do
-        bench "$1:lat:q$qos" latency --port "$2" --broker-pid "$BROKER_PID" --qos $qos --payload 64 \
-            --rate $LAT_RATE --duration-secs $LAT_SECS
-    done
+tp() { # name shape qos size
+    local name=$1 shape=$2 qos=$3 size=$4 pubs=1 subs=1 n
+    case $shape in fanin) pubs=100 ;; fanout) subs=100 ;; esac
+    n=$(( ${COUNT[$shape:$qos:$size]} / DIV ))
+    fresh "$name" "$name:tp:$shape:q$qos:$size:start"
+    bench "$name:tp:$shape:q$qos:$size" throughput --port "$(broker_port "$name")" --broker-pid "$BROKER_PID" \
+        --qos "$qos" --payload "$size" --publishers $pubs --subscribers $subs --messages "$n"
+    stop_broker
+}
+
+lat() { # name qos
+    fresh "$1" "$1:lat:q$2:start"
+    bench "$1:lat:q$2" latency --port "$(broker_port "$1")" --broker-pid "$BROKER_PID" --qos "$2" --payload 64 \
+        --rate $LAT_RATE --duration-secs $LAT_SECS
+    stop_broker
+}
+
+basics() { # name: start-up on an empty state, idle RSS, idle connections
+    fresh "$1" "$1:startup-empty"
+    idle_rss "$1:rss-idle"
+    bench "$1:conns" connections --port "$(broker_port "$1")" --broker-pid "$BROKER_PID" --count $CONNS
+    stop_broker
 }
 
 backlog_runs() { # name port start-command-for-persistent-broker
@@ -185,55 +207,40 @@ backlog_runs() { # name port start-command-for-persistent-broker
     stop_broker
 }
 
-suite_ours() {
-    local p=$PORT_OURS d
-    log "robustmq-edge: start-up (empty data dir), idle RSS, $CONNS idle connections"
-    d=$WORK/data-ours; rm -rf "$d"
-    start_broker "ours:startup-empty" $p "$EDGE --config $WORK/ours-durable.toml --listen 127.0.0.1:$p --data-dir $d"
-    idle_rss "ours:rss-idle"
-    bench "ours:conns" connections --port $p --broker-pid "$BROKER_PID" --count $CONNS
-    log "robustmq-edge: throughput (durability = immediate)"
-    throughput_matrix ours $p
-    log "robustmq-edge: latency"
-    latency_runs ours $p
-    stop_broker
-    log "robustmq-edge: durability = \"none\""
-    d=$WORK/data-ours-none; rm -rf "$d"
-    start_broker "ours-none:startup-empty" $p "$EDGE --config $WORK/ours-none.toml --listen 127.0.0.1:$p --data-dir $d"
-    for size in 64 4096; do
-        bench "ours-none:tp:1-1:q1:$size" throughput --port $p --broker-pid "$BROKER_PID" --qos 1 \
-            --payload $size --messages $(( ${COUNT[1-1:1:$size]} / DIV ))
+suite() { # name
+    local name=$1 shape size qos
+    log "$name: start-up (empty), idle RSS, $CONNS idle connections"
+    basics "$name"
+    log "$name: throughput matrix (fresh broker per run)"
+    for shape in 1-1 fanin fanout; do
+        for size in 64 4096; do
+            for qos in 0 1 2; do tp "$name" $shape $qos $size; done
+        done
     done
-    bench "ours-none:tp:fanin:q1:64" throughput --port $p --broker-pid "$BROKER_PID" --qos 1 --payload 64 \
-        --publishers 100 --messages $(( ${COUNT[fanin:1:64]} / DIV ))
-    bench "ours-none:lat:q1" latency --port $p --broker-pid "$BROKER_PID" --qos 1 --payload 64 \
-        --rate $LAT_RATE --duration-secs $LAT_SECS
-    stop_broker
-    log "robustmq-edge: $BACKLOG stored messages (start-up, drain)"
-    d=$WORK/data-ours-backlog; rm -rf "$d"
-    backlog_runs ours $p "$EDGE --config $WORK/ours-durable.toml --listen 127.0.0.1:$p --data-dir $d"
-}
-
-suite_mosquitto() {
-    local p=$PORT_MOSQ
-    log "mosquitto: start-up, idle RSS, $CONNS idle connections"
-    start_broker "mosq:startup-empty" $p "$MOSQUITTO -c $WORK/mosquitto.conf"
-    idle_rss "mosq:rss-idle"
-    bench "mosq:conns" connections --port $p --broker-pid "$BROKER_PID" --count $CONNS
-    log "mosquitto: throughput"
-    throughput_matrix mosq $p
-    log "mosquitto: latency"
-    latency_runs mosq $p
-    stop_broker
-    log "mosquitto: $BACKLOG stored messages (persistence on; start-up, drain)"
-    rm -rf "$WORK/mosq-data"; mkdir -p "$WORK/mosq-data"
-    backlog_runs mosq $p "$MOSQUITTO -c $WORK/mosquitto-persist.conf"
+    log "$name: latency at $LAT_RATE msg/s"
+    lat "$name" 0
+    lat "$name" 1
+    if [ "$name" = ours ]; then
+        log "ours: durability = \"none\""
+        tp ours-none 1-1 1 64
+        tp ours-none 1-1 1 4096
+        tp ours-none fanin 1 64
+        lat ours-none 1
+    fi
+    log "$name: $BACKLOG messages stored for an offline session (start-up with them, drain)"
+    if [ "$name" = ours ]; then
+        rm -rf "$WORK/data-ours-backlog"
+        backlog_runs ours $PORT_OURS "$EDGE --config $WORK/ours-durable.toml --listen 127.0.0.1:$PORT_OURS --data-dir $WORK/data-ours-backlog"
+    else
+        rm -rf "$WORK/mosq-data"; mkdir -p "$WORK/mosq-data"
+        backlog_runs mosq $PORT_MOSQ "$MOSQUITTO -c $WORK/mosquitto-persist.conf"
+    fi
 }
 
 log "results in $OUT (load before: $(cut -d' ' -f1-3 /proc/loadavg))"
 START=$(date +%s)
-[ "$ONLY" = mosquitto ] || suite_ours
-[ "$ONLY" = ours ] || suite_mosquitto
+[ "$ONLY" = mosquitto ] || suite ours
+[ "$ONLY" = ours ] || suite mosq
 log "done in $(( $(date +%s) - START )) s (load now: $(cut -d' ' -f1-3 /proc/loadavg))"
 
 # ---- table -------------------------------------------------------------------------------------
