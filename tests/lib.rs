@@ -27,7 +27,8 @@ use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use tempfile::TempDir;
@@ -595,14 +596,24 @@ impl<E: Debug> Events<E> {
 /// Spawns a task that polls a rumqttc event loop and forwards every event, ending (without
 /// reconnecting) at the first error.
 macro_rules! forward_events {
-    ($eventloop:expr) => {{
+    ($eventloop:expr, $disconnect:pat, $close_after_disconnect:expr) => {{
         let mut eventloop = $eventloop;
+        let close_after_disconnect: Arc<AtomicBool> = $close_after_disconnect;
         let (tx, rx) = mpsc::unbounded_channel();
         let task = tokio::spawn(async move {
             loop {
                 match eventloop.poll().await {
                     Ok(e) => {
+                        // The event comes after the DISCONNECT was flushed to the socket.
+                        let close = matches!(e, $disconnect)
+                            && close_after_disconnect.load(Ordering::Relaxed);
                         if tx.send(Ok(e)).is_err() {
+                            break;
+                        }
+                        if close {
+                            // [MQTT-3.14.4-1]: the client closes the connection after
+                            // DISCONNECT (dropping the event loop closes the socket).
+                            let _ = tx.send(Err(CLOSED_BY_CLIENT.to_string()));
                             break;
                         }
                     }
@@ -617,6 +628,27 @@ macro_rules! forward_events {
     }};
 }
 
+/// Closing reason when the client itself closed the socket after sending DISCONNECT.
+pub const CLOSED_BY_CLIENT: &str = "closed by the client after DISCONNECT";
+
+/// Time from the moment the client's DISCONNECT was flushed until the broker closed the
+/// connection, for a client that (like rumqttc's own event loop) waits for the server to close.
+async fn server_close_delay<E: Debug>(
+    events: &mut Events<E>,
+    is_disconnect: impl Fn(&E) -> bool,
+) -> Duration {
+    events
+        .wait_for("our DISCONNECT to be written", WAIT, |e| {
+            is_disconnect(e).then_some(())
+        })
+        .await;
+    let sent = Instant::now();
+    match events.wait_closed(Duration::from_secs(30)).await {
+        Ok(_) => sent.elapsed(),
+        Err(e) => panic!("broker did not close the connection after DISCONNECT: {e}"),
+    }
+}
+
 // ------------------------------------------------------------------------------------------
 // MQTT 3.1.1 client
 // ------------------------------------------------------------------------------------------
@@ -627,6 +659,7 @@ pub struct V3Client {
     pub events: Events<rumqttc::Event>,
     pub connack: rumqttc::ConnAck,
     task: JoinHandle<()>,
+    close_after_disconnect: Arc<AtomicBool>,
 }
 
 /// MQTT 3.1.1 options for `id` against `broker` (keep alive 30 s, 1 MiB packets).
@@ -655,7 +688,12 @@ impl V3Client {
     /// Connects; Err with the reason when the broker refuses or nothing arrives in time.
     pub async fn try_connect_with(options: rumqttc::MqttOptions) -> Result<V3Client, String> {
         let (client, eventloop) = rumqttc::AsyncClient::new(options, 1000);
-        let (rx, task) = forward_events!(eventloop);
+        let close_after_disconnect = Arc::new(AtomicBool::new(true));
+        let (rx, task) = forward_events!(
+            eventloop,
+            rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect),
+            close_after_disconnect.clone()
+        );
         let mut events = Events::new(rx);
         let connack = events
             .try_wait_for(WAIT, |e| match e {
@@ -669,6 +707,7 @@ impl V3Client {
                 events,
                 connack,
                 task,
+                close_after_disconnect,
             }),
             Err(e) => {
                 task.abort();
@@ -802,11 +841,22 @@ impl V3Client {
         }
     }
 
-    /// Sends DISCONNECT and waits until the connection is closed.
+    /// Sends DISCONNECT, then closes the connection as the spec asks of clients.
     pub async fn disconnect(mut self) {
         self.client.disconnect().await.expect("queue DISCONNECT");
         let _ = self.events.wait_closed(WAIT).await;
         self.task.abort();
+    }
+
+    /// Sends DISCONNECT and, like rumqttc's event loop left to itself, keeps the connection
+    /// open until the broker closes it; returns how long the broker took.
+    pub async fn disconnect_and_time_server_close(mut self) -> Duration {
+        self.close_after_disconnect.store(false, Ordering::Relaxed);
+        self.client.disconnect().await.expect("queue DISCONNECT");
+        server_close_delay(&mut self.events, |e| {
+            matches!(e, rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect))
+        })
+        .await
     }
 
     /// Drops the TCP connection without DISCONNECT (like a crashed client).
@@ -833,6 +883,7 @@ pub struct V5Client {
     pub events: Events<rumqttc::v5::Event>,
     pub connack: v5bytes::ConnAck,
     task: JoinHandle<()>,
+    close_after_disconnect: Arc<AtomicBool>,
 }
 
 /// MQTT 5 options for `id` (keep alive 30 s, clean start, 1 MiB incoming packets).
@@ -860,7 +911,12 @@ impl V5Client {
 
     pub async fn try_connect_with(options: rumqttc::v5::MqttOptions) -> Result<V5Client, String> {
         let (client, eventloop) = rumqttc::v5::AsyncClient::new(options, 1000);
-        let (rx, task) = forward_events!(eventloop);
+        let close_after_disconnect = Arc::new(AtomicBool::new(true));
+        let (rx, task) = forward_events!(
+            eventloop,
+            rumqttc::v5::Event::Outgoing(rumqttc::Outgoing::Disconnect),
+            close_after_disconnect.clone()
+        );
         let mut events = Events::new(rx);
         let connack = events
             .try_wait_for(WAIT, |e| match e {
@@ -874,6 +930,7 @@ impl V5Client {
                 events,
                 connack,
                 task,
+                close_after_disconnect,
             }),
             Err(e) => {
                 task.abort();
@@ -1030,10 +1087,24 @@ impl V5Client {
         }
     }
 
+    /// Sends DISCONNECT, then closes the connection as the spec asks of clients.
     pub async fn disconnect(mut self) {
         self.client.disconnect().await.expect("queue DISCONNECT");
         let _ = self.events.wait_closed(WAIT).await;
         self.task.abort();
+    }
+
+    /// See [`V3Client::disconnect_and_time_server_close`].
+    pub async fn disconnect_and_time_server_close(mut self) -> Duration {
+        self.close_after_disconnect.store(false, Ordering::Relaxed);
+        self.client.disconnect().await.expect("queue DISCONNECT");
+        server_close_delay(&mut self.events, |e| {
+            matches!(
+                e,
+                rumqttc::v5::Event::Outgoing(rumqttc::Outgoing::Disconnect)
+            )
+        })
+        .await
     }
 
     pub fn drop_connection(self) {

@@ -380,3 +380,22 @@ async fn overlapping_subscriptions_deliver_one_copy() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn broker_closes_the_connection_promptly_after_client_disconnect() {
+    // MQTT 3.1.1 3.14.4: on DISCONNECT the server SHOULD close the connection if the client has
+    // not. rumqttc's event loop waits for that close, so a slow close holds up every rumqttc
+    // `disconnect()` (and keeps the connection's resources alive meanwhile).
+    let broker = Broker::start();
+    within(TEST_LIMIT, "test", async {
+        for _ in 0..3 {
+            let c = V3Client::connect(&broker, &unique("bye"), true).await;
+            let delay = c.disconnect_and_time_server_close().await;
+            assert!(
+                delay < Duration::from_millis(250),
+                "broker closed the connection {delay:?} after DISCONNECT"
+            );
+        }
+    })
+    .await;
+}

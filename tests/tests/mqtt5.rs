@@ -425,3 +425,19 @@ async fn v5_will_delay_is_cancelled_by_a_reconnect_and_sent_otherwise() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn v5_broker_closes_the_connection_promptly_after_client_disconnect() {
+    let broker = Broker::start();
+    within(TEST_LIMIT, "test", async {
+        for _ in 0..3 {
+            let c = V5Client::connect(&broker, &unique("bye5")).await;
+            let delay = c.disconnect_and_time_server_close().await;
+            assert!(
+                delay < Duration::from_millis(250),
+                "broker closed the connection {delay:?} after DISCONNECT"
+            );
+        }
+    })
+    .await;
+}
