@@ -64,7 +64,8 @@ cargo build --workspace --all-targets
 # ---------------------------------------------------------------------------------------------
 status=0
 section "cargo test --workspace"
-if ! cargo test --workspace; then
+# --no-fail-fast: one failing test binary must not hide the results of the others.
+if ! cargo test --workspace --no-fail-fast; then
     echo "cargo test FAILED"
     status=1
 fi
