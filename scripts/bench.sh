@@ -91,6 +91,8 @@ allow_anonymous true
 max_connections -1
 # Same per-client window as robustmq-edge's default max_inflight; queue large enough not to drop.
 max_inflight_messages 64
+# robustmq-edge disables Nagle on client sockets; give mosquitto the same.
+set_tcp_nodelay true
 max_queued_messages 2000000
 log_dest stderr
 log_type error

@@ -316,6 +316,11 @@ impl Conn {
         Ok(())
     }
 
+    /// Bytes received but not decoded yet (a partial packet), for stall diagnostics.
+    pub fn buffered(&self) -> usize {
+        self.rend - self.rstart
+    }
+
     pub fn pending_write(&self) -> usize {
         self.wbuf.len()
     }

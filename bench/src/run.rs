@@ -372,7 +372,11 @@ pub(crate) async fn subscriber(mut c: Conn, mut tr: Tracker, deadline: Instant) 
     let r = futures_lite::future::or(body, async { Err(watchdog(progress, idle).await) }).await;
     let err = r.err().map(|e| {
         let got = tr.counts();
-        format!("{e} (after {} of {} messages)", got.unique, got.expected)
+        let (b, w) = (c.buffered(), c.pending_write());
+        format!(
+            "{e} (after {} of {} messages; {b} bytes undecoded, {w} unsent)",
+            got.unique, got.expected
+        )
     });
     c.unwatch();
     c.close().await;
@@ -391,11 +395,8 @@ async fn receive(
     last_ns: &mut Option<u64>,
     deadline: Instant,
 ) -> Result<()> {
-    while !tr.complete() {
-        if Instant::now() > deadline {
-            return Err("run deadline reached before every message arrived".into());
-        }
-        c.fill().await?;
+    loop {
+        // Packets may already be buffered (e.g. queued PUBLISHes that arrived with the CONNACK).
         while let Some(p) = c.try_next()? {
             match p {
                 Incoming::Publish { qos, pid, payload } => {
@@ -419,8 +420,14 @@ async fn receive(
             }
         }
         c.flush().await?;
+        if tr.complete() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err("run deadline reached before every message arrived".into());
+        }
+        c.fill().await?;
     }
-    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -496,12 +503,9 @@ pub(crate) async fn publish_loop(
     } else {
         window
     };
-    // Refill when at most this many are in flight.
-    let refill_at = if qos == QoS::Level0 || rate.is_some() {
-        window - 1
-    } else {
-        window / 2
-    };
+    // Refill as soon as any acknowledgement frees a slot. (Refilling only at half a window saves
+    // syscalls but stalls on brokers that leave Nagle on: their PUBACKs wait for our delayed ACK.)
+    let refill_at = window - 1;
     while seq < count || inflight > 0 {
         if Instant::now() > deadline {
             return Err(format!(
@@ -509,9 +513,7 @@ pub(crate) async fn publish_loop(
                 count - seq
             ));
         }
-        // Queue as many publishes as the window, the rate and the batch size allow. Without a rate
-        // limit the window is refilled in halves, so acknowledgements and publishes travel in
-        // batches (fewer syscalls on both sides) while the pipe never runs dry.
+        // Queue as many publishes as the window, the rate and the batch size allow.
         let mut wait_until: Option<u64> = None;
         let mut batch_full = false;
         if inflight <= refill_at {
@@ -562,7 +564,7 @@ pub(crate) async fn publish_loop(
             }
             continue;
         }
-        // Window (half) full, rate-limited or done sending: wait for acknowledgements. With a rate
+        // Window full, rate-limited or done sending: wait for acknowledgements. With a rate
         // limit and room in the window, do not block past the next due time.
         let must_read = inflight > refill_at || seq >= count || wait_until.is_none();
         if must_read {
