@@ -459,7 +459,7 @@ async fn run(
         let (dep, close) = read_loop(&conn, reader, keep_alive, &replies).await;
         *departure.lock().unwrap_or_else(|e| e.into_inner()) = dep;
         let _ = replies.tx.send(Control::Close(close)).await;
-        future::pending::<()>().await;
+        future::pending::<bool>().await
     };
     let writer_fut = write_loop(
         &conn,
@@ -467,8 +467,11 @@ async fn run(
         connected.notify.clone(),
         connected.kick.clone(),
     );
-    reader_fut.or(writer_fut).await;
-    graceful_close(&stream).await;
+    if reader_fut.or(writer_fut).await {
+        graceful_close(&stream).await;
+    } else {
+        let _ = stream.get_ref().shutdown(std::net::Shutdown::Both);
+    }
     let dep = std::mem::replace(
         &mut *departure.lock().unwrap_or_else(|e| e.into_inner()),
         Departure::Abnormal,
@@ -477,7 +480,7 @@ async fn run(
     tracing::debug!(%peer, %client_id, "client disconnected");
 }
 
-/// Closes so that a DISCONNECT just written is read by the client: closing a socket with unread
+/// After the broker sent a DISCONNECT: closes so that the DISCONNECT just written is read by the client: closing a socket with unread
 /// input makes the kernel send RST, which can overtake the DISCONNECT, and some clients drop
 /// buffered packets when they see EOF in the same read. So: give the client a moment to close
 /// first (draining its input), then close.
@@ -814,13 +817,14 @@ struct OutAliases {
     map: HashMap<Arc<str>, u16>,
 }
 
-/// Writes replies and deliveries until told to close, kicked, or the socket fails.
+/// Writes replies and deliveries until told to close, kicked, or the socket fails. Returns
+/// whether it sent the client a DISCONNECT.
 async fn write_loop(
     conn: &Conn,
     ctl: async_channel::Receiver<Control>,
     notify: Arc<event_listener::Event>,
     kick: async_channel::Receiver<Kick>,
-) {
+) -> bool {
     let broker = &conn.broker;
     let mut out: Vec<u8> = Vec::new();
     let mut aliases = OutAliases {
@@ -844,7 +848,7 @@ async fn write_loop(
                 } => {
                     if ticket != 0 {
                         if !out.is_empty() && write(conn, &mut out).await.is_err() {
-                            return;
+                            return false;
                         }
                         if broker.store.wait(ticket).await.is_err() {
                             // Not durable: no acknowledgement. The client will resend.
@@ -863,10 +867,11 @@ async fn write_loop(
                 }
             }
             if out.len() > 64 * 1024 && write(conn, &mut out).await.is_err() {
-                return;
+                return false;
             }
         }
         if let Some(reason) = closing {
+            let sent = reason.is_some();
             if let Some((code, why)) = reason {
                 let mut d = v5::Disconnect::new(code);
                 if conn.problem_info {
@@ -875,7 +880,7 @@ async fn write_loop(
                 push_packet(conn, &Packet::Disconnect(d), &[], &mut out);
             }
             let _ = write(conn, &mut out).await;
-            return;
+            return sent;
         }
         if let Some(k) = pending_kick.take().or_else(|| kick.try_recv().ok()) {
             let code = match k {
@@ -890,14 +895,14 @@ async fn write_loop(
             );
             let r = write(conn, &mut out).await;
             tracing::debug!(client_id = %conn.client_id, reason = ?code, result = ?r, "connection closed by the broker");
-            return;
+            return true;
         }
         let deliveries = broker
             .take_outgoing(&conn.client_id, conn.conn_id, batch)
             .await;
         let (deliveries, ticket) = deliveries;
         if broker.store.wait(ticket).await.is_err() {
-            return;
+            return false;
         }
         let got = deliveries.len();
         for d in deliveries {
@@ -940,7 +945,7 @@ async fn write_loop(
         }
         if !out.is_empty() {
             if write(conn, &mut out).await.is_err() {
-                return;
+                return false;
             }
             continue;
         }
@@ -973,7 +978,7 @@ async fn write_loop(
             Wake::Notified => {}
             Wake::Reply(c) => next_ctl = Some(c),
             Wake::Kicked(k) => pending_kick = Some(k),
-            Wake::Closed => return,
+            Wake::Closed => return false,
         }
     }
 }

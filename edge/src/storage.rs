@@ -302,7 +302,10 @@ impl Drop for Store {
 /// Opens a database that was not closed cleanly (crash, power loss), which makes redb repair
 /// it. The file is copied first: if the repair fails, the copy is put back, so a database that
 /// cannot be opened is left exactly as it was found, for inspection.
-fn repair(builder: &redb::Builder, path: &Path) -> std::result::Result<Database, redb::DatabaseError> {
+fn repair(
+    builder: &redb::Builder,
+    path: &Path,
+) -> std::result::Result<Database, redb::DatabaseError> {
     tracing::warn!(path = %path.display(), "database was not closed cleanly; repairing");
     let backup = path.with_extension("redb.before-repair");
     let copied = match std::fs::copy(path, &backup) {
