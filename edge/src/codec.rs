@@ -351,4 +351,59 @@ mod tests {
         let out = encode(&suback, Protocol::V311, &[]).unwrap();
         assert_eq!(out, vec![0x90, 0x04, 0x00, 0x09, 0x01, 0x80]);
     }
+
+    /// Random and mutated frames never panic the decoder, whatever the protocol version.
+    #[test]
+    fn arbitrary_bytes_never_panic_the_decoder() {
+        let mut rng = fastrand::Rng::with_seed(0x5eed);
+        let publish = v5::Packet::Publish(v5::Publish {
+            dup: false,
+            retain: true,
+            qos_pid: QosPid::Level2(Pid::try_from(77).unwrap()),
+            topic_name: TopicName::try_from("a/b/c").unwrap(),
+            payload: bytes::Bytes::from_static(b"payload"),
+            properties: v5::PublishProperties {
+                user_properties: vec![v5::UserProperty {
+                    name: "k".into(),
+                    value: "v".into(),
+                }],
+                ..Default::default()
+            },
+        });
+        let seeds: Vec<Vec<u8>> = vec![
+            publish.encode().unwrap().as_ref().to_vec(),
+            v5::Packet::Connect(v5::Connect::new("cid".into(), 30))
+                .encode()
+                .unwrap()
+                .as_ref()
+                .to_vec(),
+            v3::Packet::Connect(v3::Connect::new("cid".into(), 30))
+                .encode()
+                .unwrap()
+                .as_ref()
+                .to_vec(),
+        ];
+        for i in 0..200_000 {
+            let mut frame = if i % 2 == 0 {
+                let len = rng.usize(0..64);
+                (0..len).map(|_| rng.u8(..)).collect::<Vec<u8>>()
+            } else {
+                let mut f = seeds[rng.usize(..seeds.len())].clone();
+                for _ in 0..rng.usize(1..4) {
+                    let at = rng.usize(..f.len());
+                    f[at] = rng.u8(..);
+                }
+                f
+            };
+            if rng.bool() && !frame.is_empty() {
+                frame[0] = 0x10;
+            }
+            if let Ok(Some((h, _))) = fixed_header(&frame) {
+                let _ = connect_protocol(&frame, h.min(frame.len()));
+            }
+            for proto in [Protocol::V310, Protocol::V311, Protocol::V500] {
+                let _ = decode(&frame, proto);
+            }
+        }
+    }
 }
