@@ -221,3 +221,19 @@ def test_durability_none_is_accepted_and_serves(broker_factory, clients, uid):
     c.subscribe(f"{uid}/t", qos=1)
     c.publish(f"{uid}/t", b"fast", qos=1)
     assert c.expect_message().payload == b"fast"
+
+
+def test_pending_delayed_will_is_still_sent_after_kill9(broker, clients, uid):
+    w = clients(broker, f"w-{uid}", 5)
+    w.connect(clean_start=False, properties=__import__("mqttclient").props("CONNECT", SessionExpiryInterval=300))
+    w.subscribe(f"{uid}/will", qos=1)
+    w.disconnect()
+    c = clients.raw(broker, 5)
+    c.connect(f"c-{uid}", props={"SessionExpiryInterval": 300},
+              will={"topic": f"{uid}/will", "payload": b"delayed", "qos": 1, "props": {"WillDelayInterval": 2}})
+    c.close()  # connection lost: the will is due in 2 s
+    broker.kill9_and_restart()
+    w2, ack = _persistent_raw(broker, clients, 5, f"w-{uid}")
+    assert ack.session_present
+    p = w2.expect(r.PUBLISH, timeout=6)
+    assert p.payload == b"delayed"

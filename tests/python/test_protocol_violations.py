@@ -225,3 +225,30 @@ def test_v311_client_sending_v5_properties_style_packet_is_not_misread(broker, c
     c.connect(f"p-{uid}")
     c.send(r.publish_packet(f"{uid}/t", b"\x00\x01abc", qos=0, version=4))
     assert sub.expect(r.PUBLISH).payload == b"\x00\x01abc"
+
+
+@pytest.mark.parametrize("bad", ["receive-maximum-0", "maximum-packet-size-0", "duplicate-session-expiry",
+                                 "topic-alias-maximum-twice"])
+def test_v5_connect_with_invalid_properties_is_refused(broker, clients, uid, bad):
+    props = {
+        "receive-maximum-0": [("ReceiveMaximum", 0)],
+        "maximum-packet-size-0": [("MaximumPacketSize", 0)],
+        "duplicate-session-expiry": [("SessionExpiryInterval", 5), ("SessionExpiryInterval", 6)],
+        "topic-alias-maximum-twice": [("TopicAliasMaximum", 5), ("TopicAliasMaximum", 5)],
+    }[bad]
+    c = clients.raw(broker, 5)
+    c.send(r.connect_packet(f"bp-{uid}", 5, props=props))
+    got = c.wait_closed()
+    assert not any(p.type == r.CONNACK and p.rc == 0 for p in got), got
+    for p in got:
+        if p.type == r.CONNACK:
+            assert p.rc in (0x81, 0x82), p
+
+
+def test_v5_publish_with_duplicate_property_is_a_protocol_error(broker, clients, uid):
+    c = clients.raw(broker, 5)
+    c.connect(f"dp-{uid}")
+    c.send(r.publish_packet(f"{uid}/t", b"x", qos=1, pid=1,
+                            props=[("MessageExpiryInterval", 5), ("MessageExpiryInterval", 6)]))
+    got = _closed_with(c, {0x81, 0x82})
+    assert not any(p.type == r.PUBACK and p.rc < 0x80 for p in got), got

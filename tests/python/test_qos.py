@@ -166,3 +166,103 @@ def test_broker_packet_ids_of_unacknowledged_messages_are_distinct(broker, clien
         pub.publish(f"{uid}/t", str(i).encode(), qos=1)
     ids = [sub.expect(r.PUBLISH).pid for _ in range(10)]
     assert len(set(ids)) == 10 and all(1 <= i <= 65535 for i in ids), ids
+
+
+def test_redelivered_then_queued_messages_arrive_in_order_after_reconnect(broker, clients, version, uid):
+    sub, _ = _persistent_raw(clients, broker, version, f"s-{uid}", clean=True)
+    sub.close()
+    sub, _ = _persistent_raw(clients, broker, version, f"s-{uid}")
+    sub.subscribe(f"{uid}/t", qos=1)
+    pub = clients(broker, f"p-{uid}", version)
+    pub.connect()
+    for i in range(4):
+        pub.publish(f"{uid}/t", str(i).encode(), qos=1)
+    got = [sub.expect(r.PUBLISH) for _ in range(4)]
+    sub.ack(got[0])  # 1, 2, 3 stay unacknowledged
+    sub.expect_nothing(0.2)
+    sub.close()
+    for i in range(4, 7):
+        pub.publish(f"{uid}/t", str(i).encode(), qos=1)
+    sub2, ack = _persistent_raw(clients, broker, version, f"s-{uid}")
+    assert ack.session_present
+    again = []
+    for _ in range(6):
+        p = sub2.expect(r.PUBLISH)
+        sub2.ack(p)
+        again.append((p.payload, p.dup))
+    assert again == [(b"1", True), (b"2", True), (b"3", True), (b"4", False), (b"5", False), (b"6", False)]
+    sub2.expect_nothing(0.3)
+
+
+def test_packet_id_is_reusable_after_the_qos2_flow_completes(broker, clients, version, uid):
+    sub = clients(broker, f"s-{uid}", version)
+    sub.connect()
+    sub.subscribe(f"{uid}/t", qos=2)
+    c = clients.raw(broker, version)
+    c.connect(f"r-{uid}")
+    c.publish(f"{uid}/t", b"first", qos=2, pid=1)
+    c.publish(f"{uid}/t", b"second", qos=2, pid=1)  # same id, new message
+    assert [m.payload for m in sub.expect_messages(2)] == [b"first", b"second"]
+
+
+def test_session_takeover_keeps_the_persistent_session_and_its_unacknowledged_messages(broker, clients, version, uid):
+    old, _ = _persistent_raw(clients, broker, version, f"s-{uid}", clean=True)
+    old.close()
+    old, _ = _persistent_raw(clients, broker, version, f"s-{uid}")
+    old.subscribe(f"{uid}/t", qos=1)
+    pub = clients(broker, f"p-{uid}", version)
+    pub.connect()
+    pub.publish(f"{uid}/t", b"unacked", qos=1)
+    first = old.expect(r.PUBLISH)
+    new, ack = _persistent_raw(clients, broker, version, f"s-{uid}")  # old is still connected
+    assert ack.session_present
+    again = new.expect(r.PUBLISH)
+    assert (again.payload, again.pid, again.dup) == (b"unacked", first.pid, True)
+    new.ack(again)
+    pub.publish(f"{uid}/t", b"next", qos=1)
+    assert new.expect(r.PUBLISH).payload == b"next"
+
+
+@pytest.mark.parametrize("size", [100_000, 900_000])
+def test_large_payload_round_trip(broker, clients, version, uid, size):
+    sub = clients(broker, f"s-{uid}", version)
+    sub.connect()
+    sub.subscribe(f"{uid}/big", qos=1)
+    pub = clients(broker, f"p-{uid}", version)
+    pub.connect()
+    payload = bytes(range(256)) * (size // 256)
+    pub.publish(f"{uid}/big", payload, qos=1, timeout=15)
+    assert sub.expect_message(timeout=15).payload == payload
+
+
+def test_message_fans_out_to_every_subscriber(broker, clients, version, uid):
+    subs = []
+    for i in range(20):
+        s = clients(broker, f"s{i}-{uid}", version)
+        s.connect()
+        s.subscribe(f"{uid}/fan", qos=1)
+        subs.append(s)
+    pub = clients(broker, f"p-{uid}", version)
+    pub.connect()
+    pub.publish(f"{uid}/fan", b"all", qos=1)
+    for s in subs:
+        assert s.expect_message().payload == b"all"
+
+
+def test_utf8_topic_names_and_payloads_round_trip(broker, clients, version, uid):
+    topic = f"{uid}/温度/ß/🙂"
+    sub = clients(broker, f"s-{uid}", version)
+    sub.connect()
+    sub.subscribe(f"{uid}/温度/+/🙂", qos=1)
+    pub = clients(broker, f"p-{uid}", version)
+    pub.connect()
+    pub.publish(topic, "22,5 °C".encode(), qos=1)
+    m = sub.expect_message()
+    assert (m.topic, m.payload.decode()) == (topic, "22,5 °C")
+
+
+def test_broker_closes_the_connection_after_client_disconnect(broker, clients, version, uid):
+    c = clients.raw(broker, version)
+    c.connect(f"d-{uid}")
+    c.send(r.disconnect_packet(version=version))  # and keep the socket open
+    assert c.wait_closed(timeout=3) == []  # [MQTT-3.14.4-1]
