@@ -80,6 +80,7 @@ pub struct Broker {
 pub struct BrokerBuilder {
     config_file: Option<PathBuf>,
     config_text: Option<String>,
+    kind: Option<BrokerKind>,
 }
 
 impl BrokerBuilder {
@@ -95,8 +96,14 @@ impl BrokerBuilder {
         self
     }
 
+    /// Chooses the broker regardless of `E2E_BROKER` (e.g. mosquitto as a sync upstream).
+    pub fn kind(mut self, kind: BrokerKind) -> Self {
+        self.kind = Some(kind);
+        self
+    }
+
     pub fn start(self) -> Broker {
-        let kind = BrokerKind::from_env();
+        let kind = self.kind.unwrap_or_else(BrokerKind::from_env);
         let root = tempfile::Builder::new()
             .prefix("robustmq-edge-e2e-")
             .tempdir()
@@ -1137,4 +1144,56 @@ pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
     let mut f = File::create(&path).expect("create file");
     f.write_all(text.as_bytes()).expect("write file");
     path
+}
+
+/// What a run of the broker binary printed.
+#[derive(Debug)]
+pub struct RunOutput {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `robustmq-edge ARGS` to completion (killed after `limit`, which is a failure), for
+/// commands such as `print-config` and `check-config` or a start expected to fail.
+pub fn run_edge(args: &[&str], limit: Duration) -> RunOutput {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out_path = dir.path().join("stdout");
+    let err_path = dir.path().join("stderr");
+    let mut child = Command::new(edge_binary())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(File::create(&out_path).expect("stdout file"))
+        .stderr(File::create(&err_path).expect("stderr file"))
+        .spawn()
+        .expect("start robustmq-edge");
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "robustmq-edge {args:?} still running after {limit:?}; stderr:\n{}",
+                fs::read_to_string(&err_path).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    RunOutput {
+        status,
+        stdout: fs::read_to_string(&out_path).unwrap_or_default(),
+        stderr: fs::read_to_string(&err_path).unwrap_or_default(),
+    }
+}
+
+/// True when the tests run against mosquitto; prints why `test` is skipped then.
+pub fn skip_unless_edge(test: &str) -> bool {
+    if BrokerKind::from_env() == BrokerKind::Edge {
+        return false;
+    }
+    eprintln!("{test}: skipped under the mosquitto reference (checks robustmq-edge itself)");
+    true
 }

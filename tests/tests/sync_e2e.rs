@@ -999,31 +999,34 @@ async fn kill_9_mid_burst_and_mid_drain_loses_nothing() {
     let acked1 = first.acked;
     assert!(acked1.len() >= 1000);
 
-    // Stopped broker: status comes from the database and counts every acknowledged message.
+    // Killed broker: its database needs the repair of the next start, so `sync status` cannot
+    // read it; it must say the figures are stale instead of passing the last status file off as
+    // a running broker's.
     let s = sync_status(edge.data_dir());
-    assert_eq!(
-        json_str(&s, "link_state").as_deref(),
-        Some("offline"),
-        "{s}"
-    );
-    let buffered = json_u64(&s, "backlog_messages");
+    assert_eq!(json_str(&s, "link_state").as_deref(), Some("offline"), "{s}");
+    assert_eq!(json_str(&s, "source").as_deref(), Some("stale_status_file"), "{s}");
     assert!(
-        buffered >= acked1.len() as u64,
-        "stopped broker reports {buffered} buffered, {} were acknowledged: {s}",
-        acked1.len()
+        json_str(&s, "last_error").is_some_and(|e| e.contains("repair")),
+        "{s}"
     );
 
     edge.restart();
-    // The repaired database holds exactly what the stopped broker's status reported.
-    wait_status(edge.data_dir(), "same backlog after restart", WAIT, |s| {
-        json_u64(s, "backlog_messages") == buffered
+    let s = wait_status(edge.data_dir(), "status of the restarted broker", WAIT, |s| {
+        json_str(s, "source").as_deref() == Some("broker")
             && json_str(s, "link_state").as_deref() != Some("offline")
     })
     .await;
+    let buffered = json_u64(&s, "backlog_messages");
+    assert!(
+        buffered >= acked1.len() as u64,
+        "{buffered} buffered after the restart, {} were acknowledged: {s}",
+        acked1.len()
+    );
     publish_all(edge.port(), "sensors/k", 3000..4000, 0).await;
     // Clean stop: status read from the database, exact.
     edge.stop();
     let s = sync_status(edge.data_dir());
+    assert_eq!(json_str(&s, "source").as_deref(), Some("database"), "{s}");
     assert_eq!(json_u64(&s, "backlog_messages"), buffered + 1000, "{s}");
     edge.restart();
 
@@ -1325,7 +1328,8 @@ async fn downlink_delivers_with_qos_and_retain_and_never_loops_back_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_and_disk_writes_stay_bounded_with_50000_buffered_messages() {
     const N: usize = 50_000;
-    const SIZE: usize = 400;
+    const CHUNK: usize = 7_000;
+    const SIZE: usize = 1000;
     const CACHE_MIB: u64 = 4;
     let mq = Mosquitto::start("");
     let obs = Observer::start(mq.port, &["edge/#"]).await;
@@ -1342,59 +1346,61 @@ async fn memory_and_disk_writes_stay_bounded_with_50000_buffered_messages() {
     let base_kib = proc_status_kib(pid, "VmRSS:").unwrap();
     let sampler = RssSampler::start(pid);
     let mut writes = Vec::new();
+    let mut rss = Vec::new();
     let t = Instant::now();
-    for chunk in 0..7 {
+    for chunk in 0..(N - 1000) / CHUNK {
         let w0 = written_bytes(pid);
-        let from = 1000 + chunk * 7000;
-        publish_all(edge.port(), "sensors/mem", from..from + 7000, SIZE).await;
-        writes.push((written_bytes(pid) - w0) / 7000);
+        let from = 1000 + chunk * CHUNK;
+        publish_all(edge.port(), "sensors/mem", from..from + CHUNK, SIZE).await;
+        writes.push((written_bytes(pid) - w0) / CHUNK as u64);
+        rss.push(proc_status_kib(pid, "VmRSS:").unwrap());
     }
     let fill = t.elapsed();
     let s = wait_status(edge.data_dir(), "50000 buffered", WAIT, |s| {
         json_u64(s, "backlog_messages") == N as u64
     })
     .await;
-    let backlog_mib = json_u64(&s, "backlog_bytes") as f64 / (1 << 20) as f64;
+    let backlog_mib = json_u64(&s, "backlog_bytes") >> 20;
     let fill_peak = sampler.peak_kib();
     eprintln!(
-        "filled {N} x {SIZE} B in {fill:?}: backlog {backlog_mib:.1} MiB on disk; RSS baseline \
-         {base_kib} KiB, peak {fill_peak} KiB; bytes written per message by 7,000-message \
-         chunk: {writes:?}"
+        "filled {N} x {SIZE} B in {fill:?}: backlog {backlog_mib} MiB on disk; RSS baseline \
+         {base_kib} KiB, after each {CHUNK}-message chunk {rss:?} KiB, peak {fill_peak} KiB; \
+         bytes written per message by chunk: {writes:?}"
     );
-    // Bound: baseline + the redb page cache (4 MiB) + 8 MiB for transaction buffers and
-    // allocator slack. The backlog itself is ~21 MiB: an outbox held in memory cannot fit.
-    let bound_kib = base_kib + (CACHE_MIB << 10) + 8 * 1024;
-    assert!(backlog_mib > 18.0, "{s}");
+    // Bound: baseline + the redb page cache (4 MiB, `storage.cache_size_bytes`) + 16 MiB of
+    // allocator slack: glibc gives each thread its own arena and the outbox is read and written
+    // from several (measured: +10 MiB filling, +15 MiB draining; +4/+5 MiB with
+    // MALLOC_ARENA_MAX=1). The backlog is ~50 MiB: a bridge buffering it in memory cannot fit.
+    let bound_kib = base_kib + ((CACHE_MIB + 16) << 10);
+    assert!(backlog_mib >= 45, "{s}");
     assert!(
         fill_peak <= bound_kib,
         "RSS peaked at {fill_peak} KiB while buffering offline (bound {bound_kib} KiB)"
     );
-    // Writes per message do not grow with the backlog (no whole-file rewrite per save).
+    // And it does not follow the backlog: the last three chunks (~21 MiB) add at most 4 MiB.
+    let late_growth = rss[rss.len() - 1].saturating_sub(rss[rss.len() - 4]);
+    assert!(
+        late_growth <= 4 * 1024,
+        "RSS grew {late_growth} KiB over the last {} messages: {rss:?}",
+        3 * CHUNK
+    );
+    // Bytes written per message do not grow with the backlog (no whole-file rewrite per save,
+    // mosquitto #3695), and stay a small multiple of the message.
     let first = writes[0].max(1);
     let last = *writes.last().unwrap();
     assert!(
-        last <= first * 2 + 512,
+        last <= first * 2,
         "bytes written per message grew with the backlog: {writes:?}"
     );
     assert!(
         last < 16 * 1024,
-        "{last} bytes written per 400-byte message"
+        "{last} bytes written per {SIZE}-byte message"
     );
 
-    // Drain: memory stays bounded too.
+    // Drain: memory stays within the same bound.
     let t = Instant::now();
-    let dbg = std::thread::spawn(move || {
-        for _ in 0..40 {
-            eprintln!(
-                "DBG rss {:?} threads {:?}",
-                proc_status_kib(pid, "VmRSS:"),
-                proc_status_kib(pid, "Threads:")
-            );
-            std::thread::sleep(Duration::from_millis(300));
-        }
-    });
     proxy.set(Link::Up);
-    let got = obs.wait_distinct(N, Duration::from_secs(60)).await;
+    let got = obs.wait_distinct(N, Duration::from_secs(90)).await;
     let d = check_delivery(&got, &range_set(0..N), &BTreeSet::new());
     let drain_peak = sampler.peak_kib();
     eprintln!(

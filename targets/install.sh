@@ -1,0 +1,166 @@
+#!/usr/bin/env bash
+# Installs robustmq-edge as a systemd service on a Raspberry Pi or another Linux board.
+#
+#   sudo targets/install.sh [--binary PATH] [--target raspberry-pi|arm64] [--config FILE]
+#                           [--no-start] [--root DIR]
+#
+#   --binary PATH   the robustmq-edge executable to install. Default: ./robustmq-edge if present,
+#                   else the cross/native release build for this machine's architecture
+#                   (target/<triple>/release/robustmq-edge, target/release/robustmq-edge).
+#   --target NAME   which targets/NAME/config.toml to install (default: raspberry-pi).
+#   --config FILE   install this config file instead.
+#   --no-start      install and enable, but do not (re)start the service now.
+#   --root DIR      stage everything under DIR (a packaging root): no user creation, no
+#                   systemctl. Used by tests; `--root /` is the same as no --root.
+#
+# What it does, each step skipped when already done (so it is safe to run again, e.g. to
+# upgrade the binary):
+#   1. creates the system user and group `robustmq-edge` (no login, no home);
+#   2. installs the binary as /usr/local/bin/robustmq-edge (replaced when different);
+#   3. installs the config as /etc/robustmq-edge/config.toml, never overwriting one you edited:
+#      a different new version is written next to it as config.toml.new;
+#   4. checks the config with `robustmq-edge check-config`;
+#   5. installs /etc/systemd/system/robustmq-edge.service, reloads systemd, enables the
+#      service and (re)starts it when the binary, config or unit changed.
+# The database lives in /var/lib/robustmq-edge (created by systemd, StateDirectory=).
+# Uninstall: systemctl disable --now robustmq-edge; rm /usr/local/bin/robustmq-edge
+#   /etc/systemd/system/robustmq-edge.service; (data) rm -r /var/lib/robustmq-edge.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$HERE/.." && pwd)"
+BINARY=""
+TARGET="raspberry-pi"
+CONFIG=""
+START=1
+ROOT=""
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --binary) BINARY="$2"; shift 2 ;;
+        --target) TARGET="$2"; shift 2 ;;
+        --config) CONFIG="$2"; shift 2 ;;
+        --no-start) START=0; shift ;;
+        --root) ROOT="${2%/}"; shift 2 ;;
+        -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
+        *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+
+log() { printf '[install] %s\n' "$*"; }
+STAGED=0
+[ -n "$ROOT" ] && STAGED=1
+if [ "$STAGED" = 0 ] && [ "$(id -u)" != 0 ]; then
+    echo "run as root (sudo $0 ...)" >&2
+    exit 1
+fi
+
+# Locate the binary.
+if [ -z "$BINARY" ]; then
+    case "$(uname -m)" in
+        aarch64|arm64) triple=aarch64-unknown-linux-gnu ;;
+        armv7l|armv6l) triple=armv7-unknown-linux-gnueabihf ;;
+        *) triple="" ;;
+    esac
+    for c in ./robustmq-edge \
+        ${triple:+"$REPO/target/$triple/release/robustmq-edge"} \
+        ${triple:+"$REPO/target/debian-rustc/$triple/release/robustmq-edge"} \
+        "$REPO/target/release/robustmq-edge"; do
+        if [ -f "$c" ]; then BINARY="$c"; break; fi
+    done
+fi
+if [ -z "$BINARY" ] || [ ! -f "$BINARY" ]; then
+    echo "no robustmq-edge binary found; pass --binary PATH (see cross/README.md to build one)" >&2
+    exit 1
+fi
+if [ -z "$CONFIG" ]; then
+    CONFIG="$HERE/$TARGET/config.toml"
+fi
+[ -f "$CONFIG" ] || { echo "config not found: $CONFIG" >&2; exit 1; }
+UNIT_SRC="$HERE/systemd/robustmq-edge.service"
+
+BIN_DST="$ROOT/usr/local/bin/robustmq-edge"
+CONF_DIR="$ROOT/etc/robustmq-edge"
+CONF_DST="$CONF_DIR/config.toml"
+UNIT_DST="$ROOT/etc/systemd/system/robustmq-edge.service"
+CHANGED=0
+
+# 1. System user.
+if [ "$STAGED" = 0 ]; then
+    if ! getent group robustmq-edge >/dev/null; then
+        groupadd --system robustmq-edge
+        log "created group robustmq-edge"
+    fi
+    if ! getent passwd robustmq-edge >/dev/null; then
+        useradd --system --gid robustmq-edge --no-create-home \
+            --home-dir /var/lib/robustmq-edge --shell /usr/sbin/nologin \
+            --comment "robustmq-edge MQTT broker" robustmq-edge
+        log "created user robustmq-edge"
+    fi
+fi
+
+# 2. Binary (atomic replace, so a running broker keeps its old inode until restarted).
+mkdir -p "$(dirname "$BIN_DST")"
+if [ -f "$BIN_DST" ] && cmp -s "$BINARY" "$BIN_DST"; then
+    log "binary unchanged: $BIN_DST"
+else
+    install -m 0755 "$BINARY" "$BIN_DST.tmp"
+    mv -f "$BIN_DST.tmp" "$BIN_DST"
+    CHANGED=1
+    log "installed $BIN_DST from $BINARY"
+fi
+
+# 3. Config (never overwrite local edits).
+mkdir -p "$CONF_DIR"
+chmod 0755 "$CONF_DIR"
+if [ ! -f "$CONF_DST" ]; then
+    install -m 0644 "$CONFIG" "$CONF_DST"
+    CHANGED=1
+    log "installed $CONF_DST from $CONFIG"
+elif cmp -s "$CONFIG" "$CONF_DST"; then
+    log "config unchanged: $CONF_DST"
+else
+    install -m 0644 "$CONFIG" "$CONF_DST.new"
+    log "kept your $CONF_DST; the shipped version is in $CONF_DST.new (diff them)"
+fi
+
+# 4. Check the config with the installed binary, when it can run here.
+if "$BIN_DST" --version >/dev/null 2>&1; then
+    if ! "$BIN_DST" --config "$CONF_DST" check-config; then
+        echo "config check failed: fix $CONF_DST, then run this script again" >&2
+        exit 1
+    fi
+    log "config check passed"
+else
+    log "binary cannot run on this machine (cross-built?); config check skipped"
+fi
+
+# 5. systemd unit.
+mkdir -p "$(dirname "$UNIT_DST")"
+if [ -f "$UNIT_DST" ] && cmp -s "$UNIT_SRC" "$UNIT_DST"; then
+    log "unit unchanged: $UNIT_DST"
+else
+    install -m 0644 "$UNIT_SRC" "$UNIT_DST"
+    CHANGED=1
+    log "installed $UNIT_DST"
+fi
+
+if [ "$STAGED" = 1 ] || ! command -v systemctl >/dev/null || [ ! -d /run/systemd/system ]; then
+    log "systemd not managed here (staged install or no systemd); done"
+    exit 0
+fi
+systemctl daemon-reload
+systemctl enable robustmq-edge.service >/dev/null
+log "enabled robustmq-edge.service"
+if [ "$START" = 1 ]; then
+    if ! systemctl is-active --quiet robustmq-edge.service; then
+        systemctl start robustmq-edge.service
+        log "started robustmq-edge.service"
+    elif [ "$CHANGED" = 1 ]; then
+        systemctl restart robustmq-edge.service
+        log "restarted robustmq-edge.service (binary, config or unit changed)"
+    else
+        log "robustmq-edge.service already running and up to date"
+    fi
+    systemctl --no-pager --lines=5 status robustmq-edge.service || true
+fi

@@ -1,0 +1,262 @@
+//! The configuration files shipped in this repository are accepted by the broker, and the
+//! command line handles configuration the way the README says.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use robustmq_edge_e2e::rumqttc::QoS;
+use robustmq_edge_e2e::*;
+
+const TEST_LIMIT: Duration = Duration::from_secs(60);
+const RUN_LIMIT: Duration = Duration::from_secs(20);
+
+/// `targets/*/config.toml`, the files `targets/install.sh` installs.
+fn target_configs() -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(workspace_root().join("targets"))
+        .expect("targets/")
+        .flatten()
+        .map(|e| e.path().join("config.toml"))
+        .filter(|p| p.is_file())
+        .collect();
+    v.sort();
+    assert!(
+        v.len() >= 2,
+        "expected targets/raspberry-pi and targets/arm64 configs: {v:?}"
+    );
+    v
+}
+
+async fn round_trip(broker: &Broker, what: &str) {
+    let topic = unique("cfg");
+    let mut sub = V3Client::connect(broker, &unique("sub"), true).await;
+    sub.subscribe_ok(&topic, QoS::AtLeastOnce).await;
+    let mut publisher = V3Client::connect(broker, &unique("pub"), true).await;
+    publisher
+        .publish(&topic, QoS::AtLeastOnce, false, what.to_string())
+        .await;
+    assert_eq!(sub.recv(WAIT).await.payload, what.as_bytes(), "{what}");
+}
+
+#[tokio::test]
+async fn every_target_config_passes_check_config_and_serves_mqtt() {
+    if skip_unless_edge("target configs") {
+        return;
+    }
+    for path in target_configs() {
+        let p = path.to_str().expect("utf-8 path");
+        let out = run_edge(&["--config", p, "check-config"], RUN_LIMIT);
+        assert!(out.status.success(), "check-config {p}: {out:?}");
+        // The real file, with only the listener and data folder overridden (it names
+        // 0.0.0.0:1883 and /var/lib/robustmq-edge).
+        let broker = Broker::builder().config_file(&path).start();
+        within(TEST_LIMIT, p, round_trip(&broker, p)).await;
+        assert!(
+            broker.data_dir().join("edge.redb").is_file(),
+            "--data-dir overrides data_dir of {p}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn printed_default_config_is_a_valid_config_file() {
+    if skip_unless_edge("print-config") {
+        return;
+    }
+    let out = run_edge(&["print-config"], RUN_LIMIT);
+    assert!(out.status.success(), "print-config: {out:?}");
+    assert!(
+        out.stdout.contains("[[listeners]]"),
+        "print-config output:\n{}",
+        out.stdout
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_file(dir.path(), "printed.toml", &out.stdout);
+    let f = file.to_str().unwrap();
+    let check = run_edge(&["--config", f, "check-config"], RUN_LIMIT);
+    assert!(
+        check.status.success(),
+        "check-config of the printed defaults: {check:?}"
+    );
+    let broker = Broker::builder().config_file(&file).start();
+    within(
+        TEST_LIMIT,
+        "printed defaults",
+        round_trip(&broker, "printed defaults"),
+    )
+    .await;
+}
+
+#[test]
+fn unknown_and_invalid_keys_are_errors_naming_the_key() {
+    if skip_unless_edge("config errors") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("[limits]\nmax_conections = 10\n", "max_conections"),
+        (
+            "[storage]\ncache_size_bytes = \"big\"\n",
+            "cache_size_bytes",
+        ),
+        ("durability = \"sometimes\"\n", "durability"),
+        ("[limits]\nreceive_maximum = 0\n", "receive_maximum"),
+    ];
+    for (i, (text, key)) in cases.iter().enumerate() {
+        let file = write_file(dir.path(), &format!("bad{i}.toml"), text);
+        let f = file.to_str().unwrap();
+        let check = run_edge(&["--config", f, "check-config"], RUN_LIMIT);
+        assert!(!check.status.success(), "check-config accepted {text:?}");
+        assert!(
+            check.stderr.contains(key),
+            "check-config error must name `{key}`: {check:?}"
+        );
+        // Starting the broker with it fails the same way (and never serves).
+        let port = free_port().to_string();
+        let data = dir.path().join(format!("data{i}"));
+        let listen = format!("127.0.0.1:{port}");
+        let run = run_edge(
+            &[
+                "--config",
+                f,
+                "--listen",
+                &listen,
+                "--data-dir",
+                data.to_str().unwrap(),
+            ],
+            RUN_LIMIT,
+        );
+        assert!(
+            !run.status.success(),
+            "broker started with {text:?}: {run:?}"
+        );
+        assert!(
+            run.stderr.contains(key),
+            "start error must name `{key}`: {run:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn store_gateway_example_forwards_upstream_and_delivers_downlink() {
+    if skip_unless_edge("store-gateway example") {
+        return;
+    }
+    let mosquitto = std::env::var("MOSQUITTO_BIN").unwrap_or_else(|_| "/usr/sbin/mosquitto".into());
+    if !std::path::Path::new(&mosquitto).is_file() {
+        eprintln!("store-gateway example: SKIPPED, no mosquitto to stand in for the cloud");
+        return;
+    }
+    let example = workspace_root().join("examples/sync/store-gateway.toml");
+    let text = std::fs::read_to_string(&example).expect("examples/sync/store-gateway.toml");
+    // The "central cluster" is a local mosquitto; everything else is the example as shipped.
+    let cloud = Broker::builder().kind(BrokerKind::Mosquitto).start();
+    let upstream_line = text
+        .lines()
+        .find(|l| l.starts_with("upstreams = "))
+        .expect("upstreams line in the example");
+    let text = text.replace(
+        upstream_line,
+        &format!("upstreams = [\"tcp://127.0.0.1:{}\"]", cloud.port()),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_file(dir.path(), "store-gateway.toml", &text);
+    let check = run_edge(
+        &["--config", file.to_str().unwrap(), "check-config"],
+        RUN_LIMIT,
+    );
+    assert!(
+        check.status.success(),
+        "check-config of the example: {check:?}"
+    );
+    let edge = Broker::builder().config_file(&file).start();
+
+    within(TEST_LIMIT, "store gateway", async {
+        let mut cloud_sub = V3Client::connect(&cloud, &unique("cloud-sub"), true).await;
+        cloud_sub.subscribe_ok("stores/#", QoS::AtLeastOnce).await;
+        cloud_sub.subscribe_ok("retail/#", QoS::AtLeastOnce).await;
+        let mut local_sub = V3Client::connect(&edge, &unique("local-sub"), true).await;
+        local_sub.subscribe_ok("commands/#", QoS::AtLeastOnce).await;
+        local_sub.subscribe_ok("prices/#", QoS::AtLeastOnce).await;
+
+        // Uplink: local publishes reach the cloud under the rules' remote topics.
+        let mut local_pub = V3Client::connect(&edge, &unique("till"), true).await;
+        local_pub
+            .publish("sensors/fridge-1/temp", QoS::AtLeastOnce, false, "4.2")
+            .await;
+        local_pub
+            .publish("pos/till-3/transactions", QoS::AtLeastOnce, false, "tx-1")
+            .await;
+        local_pub
+            .publish("alarms/door", QoS::AtLeastOnce, false, "open")
+            .await;
+        local_pub
+            .publish("other/topic", QoS::AtLeastOnce, false, "stays local")
+            .await;
+        let mut got = Vec::new();
+        while got.len() < 3 {
+            let p = cloud_sub
+                .try_recv(Duration::from_secs(15))
+                .await
+                .unwrap_or_else(|| panic!("cloud received only {got:?}"));
+            got.push((p.topic, String::from_utf8_lossy(&p.payload).into_owned()));
+        }
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    "retail/store-0042/pos/till-3/transactions".to_string(),
+                    "tx-1".to_string()
+                ),
+                (
+                    "stores/store-0042/alarms/door".to_string(),
+                    "open".to_string()
+                ),
+                (
+                    "stores/store-0042/sensors/fridge-1/temp".to_string(),
+                    "4.2".to_string()
+                ),
+            ]
+        );
+        cloud_sub
+            .expect_no_publish(QUIET, "a topic without a forward rule")
+            .await;
+
+        // Downlink: cloud commands for this store arrive locally with the prefix replaced.
+        let mut cloud_pub = V3Client::connect(&cloud, &unique("cloud-pub"), true).await;
+        cloud_pub
+            .publish("commands/store-0042/doors", QoS::AtLeastOnce, false, "lock")
+            .await;
+        cloud_pub
+            .publish(
+                "commands/store-0099/doors",
+                QoS::AtLeastOnce,
+                false,
+                "other",
+            )
+            .await;
+        cloud_pub
+            .publish("broadcast/prices/milk", QoS::AtLeastOnce, false, "1.09")
+            .await;
+        let mut down = Vec::new();
+        while down.len() < 2 {
+            let p = local_sub
+                .try_recv(Duration::from_secs(15))
+                .await
+                .unwrap_or_else(|| panic!("local side received only {down:?}"));
+            down.push((p.topic, String::from_utf8_lossy(&p.payload).into_owned()));
+        }
+        down.sort();
+        assert_eq!(
+            down,
+            vec![
+                ("commands/doors".to_string(), "lock".to_string()),
+                ("prices/milk".to_string(), "1.09".to_string()),
+            ]
+        );
+        local_sub
+            .expect_no_publish(QUIET, "another store's command")
+            .await;
+    })
+    .await;
+}
