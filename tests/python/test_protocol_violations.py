@@ -252,3 +252,53 @@ def test_v5_publish_with_duplicate_property_is_a_protocol_error(broker, clients,
                             props=[("MessageExpiryInterval", 5), ("MessageExpiryInterval", 6)]))
     got = _closed_with(c, {0x81, 0x82})
     assert not any(p.type == r.PUBACK and p.rc < 0x80 for p in got), got
+
+
+def _connect_body(version, flags, client_id="x", extra=b""):
+    name = b"MQTT"
+    body = r.utf8(name) + bytes([version, flags]) + b"\x00\x3c"
+    if version == 5:
+        body += r.encode_properties(None)
+    return body + r.utf8(client_id) + extra
+
+
+@pytest.mark.parametrize("bad", ["will-qos-without-will-flag", "will-retain-without-will-flag", "will-qos-3"])
+def test_connect_with_inconsistent_will_flags_is_refused(broker, clients, version, uid, bad):
+    flags = {"will-qos-without-will-flag": 0x02 | 0x08, "will-retain-without-will-flag": 0x02 | 0x20,
+             "will-qos-3": 0x02 | 0x04 | 0x18}[bad]
+    extra = b""
+    if flags & 0x04:
+        extra = (r.encode_properties(None) if version == 5 else b"") + r.utf8(f"{uid}/w") + r.utf8(b"x")
+    c = clients.raw(broker, version)
+    c.send(r.packet(r.CONNECT, 0, _connect_body(version, flags, f"wf-{uid}", extra)))
+    got = c.wait_closed()
+    assert not any(p.type == r.CONNACK and p.rc == 0 for p in got), got
+
+
+def test_v311_password_without_username_is_refused(broker, clients, uid):
+    c = clients.raw(broker, 4)
+    c.send(r.packet(r.CONNECT, 0, _connect_body(4, 0x02 | 0x40, f"pw-{uid}", r.utf8(b"secret"))))
+    got = c.wait_closed()
+    assert not any(p.type == r.CONNACK and p.rc == 0 for p in got), got  # [MQTT-3.1.2-22]
+
+
+@pytest.mark.parametrize("bad", ["empty-topic", "pubrel-wrong-flags", "unsubscribe-wrong-flags",
+                                 "subscribe-qos-3", "subscribe-reserved-option-bits"])
+def test_malformed_packets_after_connect_close_the_connection(broker, clients, version, uid, bad):
+    c = clients.raw(broker, version)
+    c.connect(f"mf-{uid}")
+    if bad == "empty-topic":
+        pkt = r.publish_packet("", b"x", qos=0, version=version)
+    elif bad == "pubrel-wrong-flags":
+        pkt = r.packet(r.PUBREL, 0, b"\x00\x01")
+    elif bad == "unsubscribe-wrong-flags":
+        pkt = bytearray(r.unsubscribe_packet(1, [f"{uid}/t"], version=version))
+        pkt[0] = r.UNSUBSCRIBE << 4
+        pkt = bytes(pkt)
+    elif bad == "subscribe-qos-3":
+        pkt = r.subscribe_packet(1, [(f"{uid}/t", 3)], version=version)
+    else:
+        pkt = r.subscribe_packet(1, [(f"{uid}/t", 0xC1)], version=version)
+    c.send(pkt)
+    got = _closed_with(c, {0x81, 0x82, 0x90})
+    assert not any(p.type in (r.SUBACK, r.UNSUBACK, r.PUBCOMP) for p in got), got
