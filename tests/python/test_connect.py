@@ -283,3 +283,13 @@ def test_v5_nonzero_session_expiry_on_disconnect_after_zero_in_connect_is_protoc
             assert p.rc == 0x82, got
     c2 = clients.raw(broker, 5)
     assert not c2.connect(f"ez-{uid}", clean=False).session_present
+
+
+def test_any_packet_from_the_client_counts_as_keep_alive_activity(broker, clients, version, uid):
+    c = clients.raw(broker, version)
+    c.connect(f"act-{uid}", keepalive=1)
+    for i in range(5):  # 3.5 s of PUBLISHes only, no PINGREQ
+        time.sleep(0.7)
+        c.send(r.publish_packet(f"{uid}/t", b"tick", qos=0, version=version))
+    c.send(r.PINGREQ_PACKET)
+    c.expect(r.PINGRESP, timeout=2)

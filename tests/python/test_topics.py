@@ -266,3 +266,23 @@ def test_v5_client_with_shared_and_plain_subscription_gets_one_copy_for_each(bro
     got = [x.payload for x in m.expect_messages(2)]
     assert got == [b"two", b"two"]
     m.expect_no_message(0.3)
+
+
+@pytest.mark.mosquitto_deviation("2.0.11 sends retained messages to a new shared subscription (MQTT 5 3.3.1.3: only non-shared subscriptions get them)")
+def test_v5_retained_messages_are_not_sent_to_a_new_shared_subscription(broker, clients, uid):
+    pub = clients(broker, f"p-{uid}", 5)
+    pub.connect()
+    pub.publish(f"{uid}/s/x", b"retained", qos=1, retain=True)
+    m = clients(broker, f"m-{uid}", 5)
+    m.connect()
+    m.subscribe(f"$share/g/{uid}/s/+", qos=1)
+    m.expect_no_message(0.5)  # MQTT 5 3.3.1.3: retained messages go to new non-shared subscriptions
+    pub.publish(f"{uid}/s/x", b"live", qos=1)
+    assert m.expect_message().payload == b"live"
+
+
+def test_v5_shared_subscription_unsubscribe_reports_success(broker, clients, uid):
+    m = clients(broker, f"m-{uid}", 5)
+    m.connect()
+    m.subscribe(f"$share/g/{uid}/t", qos=1)
+    assert m.unsubscribe([f"$share/g/{uid}/t", f"$share/other/{uid}/t"]) == [0x00, 0x11]
