@@ -41,6 +41,21 @@ pub enum Durability {
 #[serde(deny_unknown_fields)]
 pub struct ListenerConfig {
     pub bind: SocketAddr,
+    /// MQTT over TLS on this listener when present.
+    #[serde(default)]
+    pub tls: Option<TlsListenerConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsListenerConfig {
+    /// PEM certificate chain of the server.
+    pub cert_file: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// PEM CA bundle: when set, clients must present a certificate signed by it.
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -137,6 +152,7 @@ impl Default for ListenerConfig {
     fn default() -> Self {
         ListenerConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            tls: None,
         }
     }
 }

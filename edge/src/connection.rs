@@ -6,17 +6,16 @@
 //! The writer also drains the session's queue within the client's Receive Maximum.
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_lite::{future, AsyncReadExt, AsyncWriteExt, FutureExt};
+use futures_lite::{future, FutureExt};
 use mqtt_proto::v5::{self, DisconnectReasonCode as Dr, Packet};
 use mqtt_proto::{Pid, Protocol, QoS, QosPid, TopicName};
 use smol::lock::{Semaphore, SemaphoreGuardArc};
-use smol::Async;
 
 use crate::broker::{Broker, ConnectRequest, Departure, Outgoing, Published};
 use crate::codec::{self, FrameError};
@@ -24,8 +23,9 @@ use crate::message::{now_ms, Message, MessageProps};
 use crate::session::Kick;
 use crate::storage::WillRecord;
 use crate::topic::SubOptions;
+use crate::transport::Transport;
 
-type Stream = Arc<Async<TcpStream>>;
+type Stream = Arc<Transport>;
 
 /// A reply for the writer. `ticket` != 0: send only once that storage ticket is committed.
 /// Kept small: the hot path (acks) is inline, rarer packets are boxed.
@@ -142,7 +142,7 @@ impl FrameReader {
                 self.end -= self.start;
                 self.start = 0;
             }
-            let n = (&**stream)
+            let n = stream
                 .read(&mut self.buf[self.end..])
                 .await
                 .map_err(ReadError::Io)?;
@@ -181,7 +181,7 @@ impl Conn {
 }
 
 /// Serves one accepted TCP connection to its end. Never panics on client input.
-pub async fn serve(broker: Arc<Broker>, stream: Async<TcpStream>, peer: SocketAddr) {
+pub async fn serve(broker: Arc<Broker>, stream: Transport, peer: SocketAddr) {
     let stream: Stream = Arc::new(stream);
     let mut reader = FrameReader::new();
     let limits = &broker.cfg.limits;
@@ -228,7 +228,7 @@ pub async fn serve(broker: Arc<Broker>, stream: Async<TcpStream>, peer: SocketAd
             ));
             // A client of an unknown version understands the MQTT 3 CONNACK best.
             if let Some(b) = codec::encode(&connack, Protocol::V311, &[]) {
-                let _ = (&*stream).write_all(&b).await;
+                let _ = stream.write_all(&b).await;
             }
             return;
         }
@@ -277,8 +277,7 @@ async fn send_connack_error(
         c.properties.reason_string = Some(Arc::from(r));
     }
     if let Some(b) = codec::encode(&Packet::Connack(c), proto, &[]) {
-        let _ = (&**stream).write_all(&b).await;
-        let _ = (&**stream).flush().await;
+        let _ = stream.write_all(&b).await;
     }
 }
 
@@ -347,6 +346,12 @@ async fn run(
     if cp.auth_method.is_some() {
         tracing::warn!(%peer, "connection refused: enhanced authentication is not supported");
         send_connack_error(&stream, proto, v5::ConnectReasonCode::BadAuthMethod, None).await;
+        return;
+    }
+    if cp.receive_max == Some(0) || cp.max_packet_size == Some(0) {
+        // [MQTT-3.1.2-...]: both are a Protocol Error when zero.
+        tracing::warn!(%peer, "connection refused: Receive Maximum or Maximum Packet Size of 0");
+        send_connack_error(&stream, proto, v5::ConnectReasonCode::ProtocolError, None).await;
         return;
     }
     // Client id: assigned when empty, where the protocol allows it.
@@ -470,7 +475,7 @@ async fn run(
     if reader_fut.or(writer_fut).await {
         graceful_close(&stream).await;
     } else {
-        let _ = stream.get_ref().shutdown(std::net::Shutdown::Both);
+        stream.shutdown();
     }
     let dep = std::mem::replace(
         &mut *departure.lock().unwrap_or_else(|e| e.into_inner()),
@@ -485,10 +490,10 @@ async fn run(
 /// buffered packets when they see EOF in the same read. So: give the client a moment to close
 /// first (draining its input), then close.
 async fn graceful_close(stream: &Stream) {
-    let _ = (&**stream).flush().await;
+    let _ = stream.flush().await;
     let drain = async {
         let mut sink = [0u8; 1024];
-        while let Ok(n) = (&**stream).read(&mut sink).await {
+        while let Ok(n) = stream.read(&mut sink).await {
             if n == 0 {
                 break;
             }
@@ -499,7 +504,7 @@ async fn graceful_close(stream: &Stream) {
             smol::Timer::after(Duration::from_millis(500)).await;
         })
         .await;
-    let _ = stream.get_ref().shutdown(std::net::Shutdown::Both);
+    stream.shutdown();
 }
 
 /// Reads packets until the connection ends; returns how it ended and what to tell the client.
@@ -984,7 +989,7 @@ async fn write_loop(
 }
 
 async fn write(conn: &Conn, out: &mut Vec<u8>) -> std::io::Result<()> {
-    let r = (&*conn.stream).write_all(out).await;
+    let r = conn.stream.write_all(out).await;
     out.clear();
     if out.capacity() > 256 * 1024 {
         out.shrink_to(4096);

@@ -11,3 +11,4 @@ pub mod session;
 pub mod storage;
 pub mod sync_bridge;
 pub mod topic;
+pub mod transport;

@@ -61,7 +61,10 @@ fn load(cli: &Cli) -> Result<Config, robustmq_edge::error::Error> {
         cfg.listeners = cli
             .listen
             .iter()
-            .map(|a| ListenerConfig { bind: *a })
+            .map(|a| ListenerConfig {
+                bind: *a,
+                tls: None,
+            })
             .collect();
     }
     if let Some(d) = &cli.data_dir {

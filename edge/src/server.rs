@@ -6,13 +6,14 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_lite::StreamExt;
+use futures_lite::{FutureExt, StreamExt};
 use smol::{Async, Executor};
 
 use crate::broker::Broker;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::storage::Store;
+use crate::transport::Transport;
 
 /// Hooks run once the broker exists (the sync bridge uses it), returning a shutdown future.
 pub type StartHook = Box<dyn FnOnce(&Arc<Broker>) -> Result<futures_lite::future::Boxed<()>>>;
@@ -21,6 +22,17 @@ pub type StartHook = Box<dyn FnOnce(&Arc<Broker>) -> Result<futures_lite::future
 pub fn run(cfg: Config, on_start: Option<StartHook>) -> Result<()> {
     let started = Instant::now();
     let (store, loaded) = Store::open(&cfg)?;
+    let acceptors = cfg
+        .listeners
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            l.tls
+                .as_ref()
+                .map(|t| crate::transport::acceptor(t, &format!("listeners[{i}].tls")))
+                .transpose()
+        })
+        .collect::<Result<Vec<_>>>()?;
     let listeners = cfg
         .listeners
         .iter()
@@ -66,18 +78,39 @@ pub fn run(cfg: Config, on_start: Option<StartHook>) -> Result<()> {
         );
     }
 
-    for l in listeners {
+    for (l, tls) in listeners.into_iter().zip(acceptors) {
         let addr = l.get_ref().local_addr().ok();
-        tracing::info!(listen = ?addr, "listening for MQTT");
+        tracing::info!(listen = ?addr, tls = tls.is_some(), "listening for MQTT");
         let b = broker.clone();
         let ex2 = ex.clone();
+        let handshake_timeout = Duration::from_secs(b.cfg.limits.connect_timeout_secs);
         ex.spawn(async move {
             loop {
                 match l.accept().await {
                     Ok((stream, peer)) => {
                         let _ = stream.get_ref().set_nodelay(true);
-                        ex2.spawn(crate::connection::serve(b.clone(), stream, peer))
-                            .detach();
+                        let b = b.clone();
+                        let tls = tls.clone();
+                        ex2.spawn(async move {
+                            let transport = match tls {
+                                None => Transport::plain(stream),
+                                Some(acceptor) => {
+                                    let hs = Transport::tls(stream, &acceptor).or(async {
+                                        smol::Timer::after(handshake_timeout).await;
+                                        Err(std::io::ErrorKind::TimedOut.into())
+                                    });
+                                    match hs.await {
+                                        Ok(t) => t,
+                                        Err(e) => {
+                                            tracing::info!(%peer, error = %e, "connection refused: TLS handshake failed");
+                                            return;
+                                        }
+                                    }
+                                }
+                            };
+                            crate::connection::serve(b, transport, peer).await;
+                        })
+                        .detach();
                     }
                     Err(e) => {
                         // EMFILE and friends: log and back off rather than spin.

@@ -1,0 +1,152 @@
+//! The byte stream under one client connection: plain TCP or TLS (rustls), split so that the
+//! connection's reader and writer can use it at the same time.
+
+use std::io;
+use std::net::TcpStream;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use smol::lock::Mutex;
+use smol::Async;
+
+use crate::config::TlsListenerConfig;
+use crate::error::{Error, Result};
+
+type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
+type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
+
+pub struct Transport {
+    read: Mutex<BoxRead>,
+    write: Mutex<BoxWrite>,
+    tcp: Arc<Async<TcpStream>>,
+}
+
+/// One half of a shared TCP socket (`&Async<TcpStream>` reads and writes concurrently).
+struct TcpHalf(Arc<Async<TcpStream>>);
+
+impl AsyncRead for TcpHalf {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut &*self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TcpHalf {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut &*self.0).poll_write(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut &*self.0).poll_flush(cx)
+    }
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut &*self.0).poll_close(cx)
+    }
+}
+
+impl Transport {
+    pub fn plain(tcp: Async<TcpStream>) -> Transport {
+        let tcp = Arc::new(tcp);
+        Transport {
+            read: Mutex::new(Box::new(TcpHalf(tcp.clone()))),
+            write: Mutex::new(Box::new(TcpHalf(tcp.clone()))),
+            tcp,
+        }
+    }
+
+    /// Runs the TLS handshake over an accepted socket.
+    pub async fn tls(
+        tcp: Async<TcpStream>,
+        acceptor: &futures_rustls::TlsAcceptor,
+    ) -> io::Result<Transport> {
+        let tcp = Arc::new(tcp);
+        let tls = acceptor.accept(TcpHalf(tcp.clone())).await?;
+        let (r, w) = futures_lite::io::split(tls);
+        Ok(Transport {
+            read: Mutex::new(Box::new(r)),
+            write: Mutex::new(Box::new(w)),
+            tcp,
+        })
+    }
+
+    pub async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.read.lock().await.read(buf).await
+    }
+
+    /// Writes and flushes (TLS buffers records until flushed).
+    pub async fn write_all(&self, buf: &[u8]) -> io::Result<()> {
+        let mut w = self.write.lock().await;
+        w.write_all(buf).await?;
+        w.flush().await
+    }
+
+    pub async fn flush(&self) -> io::Result<()> {
+        self.write.lock().await.flush().await
+    }
+
+    pub fn shutdown(&self) {
+        let _ = self.tcp.get_ref().shutdown(std::net::Shutdown::Both);
+    }
+}
+
+/// Builds the rustls server configuration of a TLS listener; errors name the key.
+pub fn acceptor(cfg: &TlsListenerConfig, key_prefix: &str) -> Result<futures_rustls::TlsAcceptor> {
+    let err = |key: &str, path: &Path, e: String| Error::Config {
+        origin: "listeners".into(),
+        message: format!(
+            "invalid value for `{key_prefix}.{key}` ({}): {e}",
+            path.display()
+        ),
+    };
+    let read_certs =
+        |key: &str, path: &Path| -> Result<Vec<rustls::pki_types::CertificateDer<'static>>> {
+            let f = std::fs::File::open(path).map_err(|e| err(key, path, e.to_string()))?;
+            let certs: std::result::Result<Vec<_>, _> =
+                rustls_pemfile::certs(&mut io::BufReader::new(f)).collect();
+            let certs = certs.map_err(|e| err(key, path, e.to_string()))?;
+            if certs.is_empty() {
+                return Err(err(key, path, "no PEM certificate found".into()));
+            }
+            Ok(certs)
+        };
+    let chain = read_certs("cert_file", &cfg.cert_file)?;
+    let key = {
+        let f = std::fs::File::open(&cfg.key_file)
+            .map_err(|e| err("key_file", &cfg.key_file, e.to_string()))?;
+        rustls_pemfile::private_key(&mut io::BufReader::new(f))
+            .map_err(|e| err("key_file", &cfg.key_file, e.to_string()))?
+            .ok_or_else(|| err("key_file", &cfg.key_file, "no private key found".into()))?
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| err("cert_file", &cfg.cert_file, e.to_string()))?;
+    let builder = match &cfg.client_ca_file {
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in read_certs("client_ca_file", ca)? {
+                roots
+                    .add(c)
+                    .map_err(|e| err("client_ca_file", ca, e.to_string()))?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
+                .build()
+                .map_err(|e| err("client_ca_file", ca, e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let server = builder
+        .with_single_cert(chain, key)
+        .map_err(|e| err("key_file", &cfg.key_file, e.to_string()))?;
+    Ok(futures_rustls::TlsAcceptor::from(Arc::new(server)))
+}

@@ -1,0 +1,188 @@
+//! MQTT over TLS on a listener: plain TLS, mutual TLS, and bad key files named in the error.
+//! Certificates are generated here; the broker binary is started as a user would start it.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+
+struct Pki {
+    ca_pem: String,
+    ca: rcgen::Certificate,
+    ca_key: KeyPair,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_key = KeyPair::generate().unwrap();
+        let ca = params.self_signed(&ca_key).unwrap();
+        Pki {
+            ca_pem: ca.pem(),
+            ca,
+            ca_key,
+        }
+    }
+
+    /// Returns (certificate PEM, key PEM) for `name`, signed by the CA.
+    fn issue(&self, name: &str) -> (String, String) {
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec![name.to_string()])
+            .unwrap()
+            .signed_by(&key, &self.ca, &self.ca_key)
+            .unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Broker {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(dir: &Path, tls_table: &str) -> Broker {
+    let port = free_port();
+    let cfg = format!(
+        "data_dir = \"{}\"\n[[listeners]]\nbind = \"127.0.0.1:{port}\"\n{tls_table}\n",
+        dir.join("data").display()
+    );
+    let cfg_path = dir.join("edge.toml");
+    std::fs::write(&cfg_path, cfg).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_robustmq-edge"))
+        .arg("--config")
+        .arg(&cfg_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "broker did not listen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Broker { child, port }
+}
+
+fn client_config(ca_pem: &str, identity: Option<(String, String)>) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let b = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    Arc::new(match identity {
+        Some((cert, key)) => {
+            let chain = rustls_pemfile::certs(&mut cert.as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap();
+            let key = rustls_pemfile::private_key(&mut key.as_bytes())
+                .unwrap()
+                .unwrap();
+            b.with_client_auth_cert(chain, key).unwrap()
+        }
+        None => b.with_no_client_auth(),
+    })
+}
+
+/// Sends an MQTT 3.1.1 CONNECT over TLS; returns the CONNACK bytes or the error.
+fn connect_over_tls(port: u16, cfg: Arc<rustls::ClientConfig>) -> Result<Vec<u8>, String> {
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(cfg, name).map_err(|e| e.to_string())?;
+    let sock = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, sock);
+    let connect = [
+        0x10, 0x10, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02, 0x00, 0x3c, 0x00, 0x04, b't',
+        b'l', b's', b'1',
+    ];
+    tls.write_all(&connect).map_err(|e| e.to_string())?;
+    let mut ack = [0u8; 4];
+    tls.read_exact(&mut ack).map_err(|e| e.to_string())?;
+    Ok(ack.to_vec())
+}
+
+#[test]
+fn a_tls_listener_accepts_mqtt_from_a_client_that_trusts_its_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new();
+    let (cert, key) = pki.issue("localhost");
+    std::fs::write(dir.path().join("server.pem"), cert).unwrap();
+    std::fs::write(dir.path().join("server.key"), key).unwrap();
+    let table = format!(
+        "[listeners.tls]\ncert_file = \"{0}/server.pem\"\nkey_file = \"{0}/server.key\"",
+        dir.path().display()
+    );
+    let broker = start(dir.path(), &table);
+    let ack = connect_over_tls(broker.port, client_config(&pki.ca_pem, None)).unwrap();
+    assert_eq!(ack, vec![0x20, 0x02, 0x00, 0x00]);
+    // A client trusting another CA is refused by its own verification.
+    let other = Pki::new();
+    assert!(connect_over_tls(broker.port, client_config(&other.ca_pem, None)).is_err());
+}
+
+#[test]
+fn mutual_tls_requires_a_client_certificate_from_the_configured_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new();
+    let (cert, key) = pki.issue("localhost");
+    std::fs::write(dir.path().join("server.pem"), cert).unwrap();
+    std::fs::write(dir.path().join("server.key"), key).unwrap();
+    std::fs::write(dir.path().join("clients-ca.pem"), &pki.ca_pem).unwrap();
+    let table = format!(
+        "[listeners.tls]\ncert_file = \"{0}/server.pem\"\nkey_file = \"{0}/server.key\"\nclient_ca_file = \"{0}/clients-ca.pem\"",
+        dir.path().display()
+    );
+    let broker = start(dir.path(), &table);
+    assert!(
+        connect_over_tls(broker.port, client_config(&pki.ca_pem, None)).is_err(),
+        "a client without a certificate must not get a CONNACK"
+    );
+    let ack = connect_over_tls(
+        broker.port,
+        client_config(&pki.ca_pem, Some(pki.issue("sensor-1"))),
+    )
+    .unwrap();
+    assert_eq!(ack, vec![0x20, 0x02, 0x00, 0x00]);
+}
+
+#[test]
+fn a_missing_certificate_file_is_a_startup_error_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = format!(
+        "data_dir = \"{0}/data\"\n[[listeners]]\nbind = \"127.0.0.1:{1}\"\n[listeners.tls]\ncert_file = \"{0}/nope.pem\"\nkey_file = \"{0}/nope.key\"\n",
+        dir.path().display(),
+        free_port()
+    );
+    std::fs::write(dir.path().join("edge.toml"), cfg).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_robustmq-edge"))
+        .arg("--config")
+        .arg(dir.path().join("edge.toml"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("listeners[0].tls.cert_file"), "{err}");
+}
