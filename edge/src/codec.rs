@@ -71,6 +71,40 @@ pub fn connect_protocol(frame: &[u8], header_len: usize) -> Result<Protocol, Fra
     }
 }
 
+/// Checks the CONNECT flags byte for combinations mqtt-proto 0.4 accepts but the
+/// specifications forbid: will QoS/retain without a will [MQTT-3.1.2-11, -13, -15], will QoS 3,
+/// the reserved bit [MQTT-3.1.2-3], and (MQTT 3.1.1) a password without a user name
+/// [MQTT-3.1.2-22].
+pub fn check_connect_flags(
+    frame: &[u8],
+    header_len: usize,
+    proto: Protocol,
+) -> Result<(), FrameError> {
+    let body = frame.get(header_len..).unwrap_or(&[]);
+    let name_len = match body {
+        [a, b, ..] => u16::from_be_bytes([*a, *b]) as usize,
+        _ => return Err(FrameError::Malformed("CONNECT too short".into())),
+    };
+    let Some(&flags) = body.get(2 + name_len + 1) else {
+        return Err(FrameError::Malformed("CONNECT too short".into()));
+    };
+    let will = flags & 0x04 != 0;
+    let will_qos = (flags >> 3) & 0x03;
+    let will_retain = flags & 0x20 != 0;
+    let reason = if flags & 0x01 != 0 {
+        "reserved CONNECT flag set"
+    } else if !will && (will_qos != 0 || will_retain) {
+        "will QoS or retain set without a will"
+    } else if will_qos == 3 {
+        "will QoS 3"
+    } else if proto != Protocol::V500 && flags & 0x40 != 0 && flags & 0x80 == 0 {
+        "password without user name"
+    } else {
+        return Ok(());
+    };
+    Err(FrameError::Malformed(reason.into()))
+}
+
 /// Decodes one complete frame sent by a client using `proto`, as a v5 packet.
 pub fn decode(frame: &[u8], proto: Protocol) -> Result<Packet, FrameError> {
     let malformed = |e: String| FrameError::Malformed(e);

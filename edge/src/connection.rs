@@ -237,6 +237,13 @@ pub async fn serve(broker: Arc<Broker>, stream: Transport, peer: SocketAddr) {
             return;
         }
     };
+    if let Err(e) = codec::check_connect_flags(&frame, h, proto) {
+        tracing::warn!(%peer, error = ?e, "connection refused: invalid CONNECT flags");
+        if proto == Protocol::V500 {
+            send_connack_error(&stream, proto, v5::ConnectReasonCode::MalformedPacket, None).await;
+        }
+        return;
+    }
     let connect = match codec::decode(&frame, proto) {
         Ok(Packet::Connect(c)) => c,
         Ok(_) => return,
