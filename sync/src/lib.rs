@@ -24,7 +24,7 @@ pub use config::SyncConfig;
 pub use downlink::{DownMessage, LocalBus};
 pub use error::{Rejected, SyncError};
 pub use outbox::{LocalMessage, Outbox, DOWNLINK_MARKER};
-pub use status::{LinkState, SyncStatus};
+pub use status::{LinkState, StatusSource, SyncStatus};
 pub use uplink::MSG_ID_PROPERTY;
 
 use status::Live;

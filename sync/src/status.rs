@@ -71,6 +71,24 @@ pub struct SyncStatus {
     /// Next outbox sequence (the last forwarded `edge-msg-id` is below it).
     pub next_seq: u64,
     pub updated_at_ms: u64,
+    /// Where these figures come from.
+    #[serde(default)]
+    pub source: StatusSource,
+}
+
+/// Origin of a [`SyncStatus`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StatusSource {
+    /// Live counters of the running broker (directly, or its status file while it runs).
+    #[default]
+    Broker,
+    /// The outbox meta row of a stopped broker's database: exact.
+    Database,
+    /// The last status file of a broker that stopped uncleanly (kill -9, power loss): its
+    /// database can only be read after the repair the next start performs, so the figures are
+    /// those of `updated_at_ms` and may be out of date.
+    StaleStatusFile,
 }
 
 /// Link information shared by the tasks.
@@ -140,6 +158,7 @@ pub fn snapshot(outbox: &Outbox, live: &Live) -> SyncStatus {
         last_offset: c.last_offset,
         next_seq: c.next_seq,
         updated_at_ms: now,
+        source: StatusSource::Broker,
     }
 }
 
@@ -171,6 +190,32 @@ pub fn read_status(data_dir: &Path) -> Result<SyncStatus, SyncError> {
     }
     let db = match redb::ReadOnlyDatabase::open(&db_path) {
         Ok(db) => db,
+        // Left by a broker that did not stop cleanly (kill -9, power loss): no lock is held, but
+        // redb needs a repair (done by the broker's next start) before the file can be read, and
+        // a read-only handle cannot repair. The status file is then up to
+        // `status_interval_secs` older than the crash: return it marked as such, never as if the
+        // broker were running.
+        Err(redb::DatabaseError::RepairAborted) => {
+            let mut s = from_file().map_err(|e| {
+                SyncError::Status(format!(
+                    "{}: the broker is not running and the database needs the repair its next \
+                     start performs; no status file either ({e})",
+                    db_path.display()
+                ))
+            })?;
+            let age_s = now_ms().saturating_sub(s.updated_at_ms) / 1000;
+            s.link_state = LinkState::Offline;
+            s.connected_since_ms = None;
+            s.source = StatusSource::StaleStatusFile;
+            let last = s.last_error.take();
+            s.last_error = Some(format!(
+                "broker not running, database needs repair at next start (unclean stop): \
+                 figures are from the status file written {age_s} s ago{}",
+                last.map(|l| format!("; last link error: {l}"))
+                    .unwrap_or_default()
+            ));
+            return Ok(s);
+        }
         // Locked by the running broker (or unreadable): the broker's status file is the answer.
         Err(e) => {
             tracing::debug!(
@@ -186,6 +231,7 @@ pub fn read_status(data_dir: &Path) -> Result<SyncStatus, SyncError> {
     let now = now_ms();
     let mut s = from_file().unwrap_or_default();
     s.link_state = LinkState::Offline;
+    s.source = StatusSource::Database;
     s.connected_since_ms = None;
     s.backlog_messages = meta.backlog_messages();
     s.backlog_bytes = meta.backlog_bytes();
