@@ -68,23 +68,8 @@ pub fn split_shared(filter: &str) -> (Option<&str>, &str) {
 }
 
 /// Does `filter` (no `$share` prefix) match `topic`? `$`-topics are not matched by a leading
-/// wildcard [MQTT-4.7.2-1].
-pub fn matches(filter: &str, topic: &str) -> bool {
-    if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
-        return false;
-    }
-    let mut f = filter.split('/');
-    let mut t = topic.split('/');
-    loop {
-        match (f.next(), t.next()) {
-            (Some("#"), _) => return true,
-            (Some("+"), Some(_)) => {}
-            (Some(a), Some(b)) if a == b => {}
-            (None, None) => return true,
-            _ => return false,
-        }
-    }
-}
+/// wildcard [MQTT-4.7.2-1]. One implementation serves the broker and the sync rules.
+pub use edge_sync::topic::matches;
 
 impl SubscriptionTree {
     /// Adds or replaces the subscription of `client` to `filter` (which may be `$share/g/f`).
