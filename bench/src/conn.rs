@@ -333,9 +333,19 @@ impl Conn {
             stream,
             wbuf,
             io_timeout,
+            watched,
+            progress,
             ..
         } = self;
-        with_timeout(*io_timeout, "write", stream.write_all(wbuf)).await?;
+        if *watched {
+            stream
+                .write_all(wbuf)
+                .await
+                .map_err(|e| io_err("write", e))?;
+        } else {
+            with_timeout(*io_timeout, "write", stream.write_all(wbuf)).await?;
+        }
+        progress.fetch_add(1, Ordering::Relaxed);
         wbuf.clear();
         Ok(())
     }
@@ -409,12 +419,22 @@ impl Conn {
             rbuf,
             rend,
             io_timeout,
+            watched,
+            progress,
             ..
         } = self;
-        let n = with_timeout(*io_timeout, "read", stream.read(&mut rbuf[*rend..])).await?;
+        let n = if *watched {
+            stream
+                .read(&mut rbuf[*rend..])
+                .await
+                .map_err(|e| io_err("read", e))?
+        } else {
+            with_timeout(*io_timeout, "read", stream.read(&mut rbuf[*rend..])).await?
+        };
         if n == 0 {
             return Err("connection closed by broker".into());
         }
+        progress.fetch_add(1, Ordering::Relaxed);
         *rend += n;
         Ok(())
     }
@@ -538,6 +558,29 @@ fn from_v5(p: v5::Packet) -> Incoming {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn watchdog_fires_only_when_progress_stops() {
+        let progress = Arc::new(AtomicU64::new(0));
+        let p2 = progress.clone();
+        let started = std::time::Instant::now();
+        let busy = async move {
+            // Progress for 150 ms, then silence.
+            for _ in 0..15 {
+                p2.fetch_add(1, Ordering::Relaxed);
+                Timer::after(Duration::from_millis(10)).await;
+            }
+            Timer::after(Duration::from_secs(5)).await;
+            String::from("not stopped")
+        };
+        let msg = smol::block_on(futures_lite::future::or(
+            watchdog(progress, Duration::from_millis(40)),
+            busy,
+        ));
+        assert!(msg.starts_with("no progress"), "{msg}");
+        assert!(started.elapsed() >= Duration::from_millis(150));
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
 
     #[test]
     fn frame_len_handles_partial_and_multibyte_headers() {
