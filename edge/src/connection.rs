@@ -479,21 +479,24 @@ async fn run(
         connected.notify.clone(),
         connected.kick.clone(),
     );
-    if reader_fut.or(writer_fut).await {
-        graceful_close(&stream).await;
-    } else {
-        stream.shutdown();
-    }
+    let sent_disconnect = reader_fut.or(writer_fut).await;
     let dep = std::mem::replace(
         &mut *departure.lock().unwrap_or_else(|e| e.into_inner()),
         Departure::Abnormal,
     );
+    // The session ends (or detaches) before the socket closes: a client that reconnects the
+    // moment it sees the close must find the session as this connection left it.
     broker.disconnect(&client_id, connected.conn_id, dep).await;
+    if sent_disconnect {
+        graceful_close(&stream).await;
+    } else {
+        stream.shutdown();
+    }
     tracing::debug!(%peer, %client_id, "client disconnected");
 }
 
-/// After the broker sent a DISCONNECT: closes so that the DISCONNECT just written is read by the client: closing a socket with unread
-/// input makes the kernel send RST, which can overtake the DISCONNECT, and some clients drop
+/// After the broker sent a DISCONNECT: closes so that the DISCONNECT just written is read by the
+/// client. Closing a socket with unread input makes the kernel send RST, which can overtake the DISCONNECT, and some clients drop
 /// buffered packets when they see EOF in the same read. So: give the client a moment to close
 /// first (draining its input), then close.
 async fn graceful_close(stream: &Stream) {

@@ -78,13 +78,16 @@ pub fn run(cfg: Config, on_start: Option<StartHook>) -> Result<()> {
         );
     }
 
+    // Accept loops and the tick are kept so that shutdown can cancel them: they hold the
+    // executor and the broker, which must both go for the database to close cleanly.
+    let mut background = Vec::new();
     for (l, tls) in listeners.into_iter().zip(acceptors) {
         let addr = l.get_ref().local_addr().ok();
         tracing::info!(listen = ?addr, tls = tls.is_some(), "listening for MQTT");
         let b = broker.clone();
         let ex2 = ex.clone();
         let handshake_timeout = Duration::from_secs(b.cfg.limits.connect_timeout_secs);
-        ex.spawn(async move {
+        background.push(ex.spawn(async move {
             loop {
                 match l.accept().await {
                     Ok((stream, peer)) => {
@@ -119,18 +122,16 @@ pub fn run(cfg: Config, on_start: Option<StartHook>) -> Result<()> {
                     }
                 }
             }
-        })
-        .detach();
+        }));
     }
     {
         let b = broker.clone();
-        ex.spawn(async move {
+        background.push(ex.spawn(async move {
             loop {
                 b.tick().await;
                 smol::Timer::after(Duration::from_secs(1)).await;
             }
-        })
-        .detach();
+        }));
     }
     tracing::info!(
         elapsed_ms = started.elapsed().as_millis() as u64,
@@ -158,11 +159,27 @@ pub fn run(cfg: Config, on_start: Option<StartHook>) -> Result<()> {
             broker.kick_all();
         }
     }));
+    drop(background);
     drop(stop_tx);
     for w in workers {
         let _ = w.join();
     }
+    // Dropping the executor drops every task still holding the broker, so the database is
+    // closed cleanly below (redb marks a clean shutdown when the last handle goes).
+    drop(ex);
     broker.store.close();
+    let db = broker.store.database();
+    drop(broker);
+    match Arc::try_unwrap(db) {
+        Ok(db) => {
+            if let Err(e) = db.close() {
+                tracing::warn!(error = %e, "database close");
+            }
+        }
+        Err(_) => {
+            tracing::warn!("database still in use at exit; it will be repaired at next start")
+        }
+    }
     tracing::info!("stopped");
     Ok(())
 }
