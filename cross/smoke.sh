@@ -10,6 +10,8 @@
 #
 # Checks: print-config runs; the broker serves MQTT 3.1.1 and 5.0 QoS 1 round trips; a QoS 1
 # retained message acknowledged before `kill -9` is there after a restart on the same data dir.
+# With SMOKE_E2E=1 it then runs the whole Rust end-to-end suite (tests/, rumqttc clients)
+# against the emulated binary (about 1.5 minutes for aarch64).
 set -euo pipefail
 
 TARGET="${1:-aarch64-unknown-linux-gnu}"
@@ -45,7 +47,10 @@ cleanup() {
 }
 trap cleanup EXIT
 PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-RUN=("$QEMU" -L "$SYSROOT" "$BIN")
+# Loader and libraries both from the cross sysroot: with only -L, the loader comes from the
+# sysroot but libc may be found in a multiarch /lib/<triple> of another version, and such a mix
+# hangs in pthread_create (seen with libc6-arm64-cross 2.36-8cross1 + libc6:arm64 2.36-9).
+RUN=("$QEMU" -L "$SYSROOT" -E "LD_LIBRARY_PATH=$SYSROOT/lib" "$BIN")
 
 log "binary: $BIN ($(stat -c %s "$BIN") bytes)"
 file "$BIN" 2>/dev/null || true
@@ -88,3 +93,14 @@ kill -TERM "$PID"; STATUS=0; wait "$PID" || STATUS=$?; PID=""
 [ "$STATUS" = 0 ] || fail "SIGTERM exit status $STATUS"
 log "SIGTERM: clean exit"
 log "SMOKE OK: $TARGET under $QEMU ($(awk "BEGIN{printf \"%.1f\", $(date +%s.%N)-$T0}") s)"
+
+if [ "${SMOKE_E2E:-0}" = 1 ]; then
+    WRAPPER="$WORK/robustmq-edge-$TARGET"
+    # exec keeps the pid, so the harness's SIGTERM/SIGKILL reach qemu (which passes them on).
+    printf '#!/bin/sh\nexec %s -L %s -E LD_LIBRARY_PATH=%s/lib %s "$@"\n' \
+        "$QEMU" "$SYSROOT" "$SYSROOT" "$BIN" > "$WRAPPER"
+    chmod +x "$WRAPPER"
+    log "running the Rust e2e suite against $WRAPPER"
+    (cd "$ROOT" && ROBUSTMQ_EDGE_BIN="$WRAPPER" cargo test -p robustmq-edge-e2e --no-fail-fast)
+    log "E2E OK under $QEMU"
+fi
