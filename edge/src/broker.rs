@@ -75,12 +75,25 @@ pub enum Departure {
 }
 
 /// Outcome of an incoming PUBLISH.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Published {
-    /// Routed; `matched` is false when no subscriber took it.
-    Accepted { ticket: u64, matched: bool },
+    /// Routed; `matched` is false when no subscriber took it. `congested` names an online
+    /// session whose queue passed its high-water mark: the publisher should pause reading
+    /// until that session's `drained` event (flow control instead of dropping).
+    Accepted {
+        ticket: u64,
+        matched: bool,
+        congested: Option<Congestion>,
+    },
     /// The outbox is full and its policy is `reject_new`.
     QuotaExceeded,
+}
+
+/// A subscriber that cannot keep up, for the publisher to wait on.
+#[derive(Debug, Clone)]
+pub struct Congestion {
+    pub client_id: Arc<str>,
+    pub drained: Arc<Event>,
 }
 
 /// One PUBLISH or PUBREL the connection should send now.
@@ -368,9 +381,13 @@ impl Broker {
         if forward.is_some() {
             ops.push(Op::Capture(msg.clone()));
         }
-        let matched = self.route(st, msg, &mut ops);
+        let (matched, congested) = self.route(st, msg, &mut ops);
         let ticket = self.store.push(slot, ops);
-        Some(Published::Accepted { ticket, matched })
+        Some(Published::Accepted {
+            ticket,
+            matched,
+            congested,
+        })
     }
 
     fn retain(&self, st: &mut State, msg: &Arc<Message>, ops: &mut Vec<Op>) {
@@ -398,9 +415,15 @@ impl Broker {
     }
 
     /// Queues `msg` for every matching session. Returns whether anyone matched.
-    fn route(&self, st: &mut State, msg: Arc<Message>, ops: &mut Vec<Op>) -> bool {
+    fn route(
+        &self,
+        st: &mut State,
+        msg: Arc<Message>,
+        ops: &mut Vec<Op>,
+    ) -> (bool, Option<Congestion>) {
         let (direct, shared) = st.subs.collect(&msg.topic);
         let mut matched = false;
+        let mut congested = None;
         for (client, t) in direct {
             if t.no_local && client == msg.publisher {
                 continue;
@@ -409,7 +432,9 @@ impl Broker {
             if let Some(s) = st.sessions.get_mut(&client) {
                 matched = true;
                 let qos = msg.qos.min(t.qos);
-                self.enqueue(s, msg.clone(), qos, retain, t.sub_ids, ops);
+                if self.enqueue(s, msg.clone(), qos, retain, t.sub_ids, ops) {
+                    congested.get_or_insert_with(|| s.congestion());
+                }
             }
         }
         for group in shared {
@@ -432,12 +457,15 @@ impl Broker {
             if let Some(s) = st.sessions.get_mut(client) {
                 matched = true;
                 let ids = if opts.id != 0 { vec![opts.id] } else { vec![] };
-                self.enqueue(s, msg.clone(), msg.qos.min(opts.qos), false, ids, ops);
+                if self.enqueue(s, msg.clone(), msg.qos.min(opts.qos), false, ids, ops) {
+                    congested.get_or_insert_with(|| s.congestion());
+                }
             }
         }
-        matched
+        (matched, congested)
     }
 
+    /// Queues one delivery; returns whether the (online) session is now congested.
     fn enqueue(
         &self,
         s: &mut Session,
@@ -446,10 +474,10 @@ impl Broker {
         retain: bool,
         sub_ids: Vec<u32>,
         ops: &mut Vec<Op>,
-    ) {
+    ) -> bool {
         let limits = &self.cfg.limits;
         if qos == 0 && !s.online() {
-            return; // QoS 0 is not queued for offline sessions.
+            return false; // QoS 0 is not queued for offline sessions.
         }
         let weight = msg.weight();
         if s.queue.len() >= limits.max_queued_messages
@@ -460,7 +488,7 @@ impl Broker {
                 tracing::warn!(client_id = %s.client_id, dropped = s.dropped, topic = %msg.topic,
                     "session queue full (limits.max_queued_messages / max_queued_bytes): message dropped");
             }
-            return;
+            return s.online();
         }
         let seq = s.next_seq;
         s.next_seq += 1;
@@ -487,6 +515,16 @@ impl Broker {
             persisted,
         });
         s.notify();
+        s.online() && s.over_high_water(limits.max_queued_messages, limits.max_queued_bytes)
+    }
+
+    /// Whether a session is still over its high-water mark (publishers re-check after
+    /// registering for `drained`, so that no wake-up is lost).
+    pub fn congested(&self, client: &Arc<str>) -> bool {
+        let limits = &self.cfg.limits;
+        self.lock().sessions.get(client).is_some_and(|s| {
+            s.online() && s.over_high_water(limits.max_queued_messages, limits.max_queued_bytes)
+        })
     }
 
     /// Adds subscriptions and queues the retained messages they ask for.
@@ -563,6 +601,14 @@ impl Broker {
         }
         if s.persistent() {
             ops.push(Op::PutSession(client.clone(), Box::new(s.record())));
+        }
+        if !out.is_empty()
+            && s.under_low_water(
+                self.cfg.limits.max_queued_messages,
+                self.cfg.limits.max_queued_bytes,
+            )
+        {
+            s.drained.notify(usize::MAX);
         }
         let ticket = self.store.push(slot, ops);
         (out, ticket)
@@ -645,6 +691,14 @@ impl Broker {
                 });
             }
             s.inflight.push_back(d);
+        }
+        if !out.is_empty()
+            && s.under_low_water(
+                self.cfg.limits.max_queued_messages,
+                self.cfg.limits.max_queued_bytes,
+            )
+        {
+            s.drained.notify(usize::MAX);
         }
         let ticket = self.store.push(slot, ops);
         (out, ticket)

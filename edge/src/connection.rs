@@ -90,6 +90,9 @@ struct FrameReader {
 }
 
 const READ_CHUNK: usize = 2048;
+/// Longest pause of a publisher for one slow subscriber; past it, the subscriber's queue bound
+/// applies (messages beyond it are dropped and logged).
+const CONGESTION_WAIT: Duration = Duration::from_secs(5);
 
 enum ReadError {
     Closed,
@@ -625,63 +628,57 @@ async fn read_loop(
                         &pr.content_type,
                     ),
                 });
-                match p.qos_pid {
-                    QosPid::Level0 => {
-                        broker.publish(msg, None).await;
-                    }
+                let qos2_from = match p.qos_pid {
+                    QosPid::Level2(pid) => Some((&conn.client_id, pid.value())),
+                    _ => None,
+                };
+                let res = broker.publish(msg, qos2_from).await;
+                let duplicate = res.is_none();
+                // (ticket to wait for, reason code); `None` = QoS 2 duplicate: ack again.
+                let (ticket, code, congested) = match res {
+                    None => (0, 0x00, None),
+                    Some(Published::Accepted {
+                        ticket,
+                        matched,
+                        congested,
+                    }) => (ticket, if matched { 0x00 } else { 0x10 }, congested),
+                    Some(Published::QuotaExceeded) => (0, 0x97, None),
+                };
+                if code == 0x97 && !v5 {
+                    // MQTT 3 has no negative acknowledgement: closing tells the publisher.
+                    return fail(Dr::QuotaExceeded, "sync outbox full (reject_new)");
+                }
+                let sent = match p.qos_pid {
+                    QosPid::Level0 => Ok(()),
                     QosPid::Level1(pid) => {
-                        let (ticket, code) = match broker.publish(msg, None).await {
-                            Some(Published::Accepted { ticket, matched }) => (
-                                ticket,
-                                if matched {
-                                    v5::PubackReasonCode::Success
-                                } else {
-                                    v5::PubackReasonCode::NoMatchingSubscribers
-                                },
-                            ),
-                            Some(Published::QuotaExceeded) => {
-                                (0, v5::PubackReasonCode::QuotaExceeded)
-                            }
-                            None => (0, v5::PubackReasonCode::UnspecifiedError),
-                        };
-                        if code == v5::PubackReasonCode::QuotaExceeded && !v5 {
-                            // MQTT 3 has no negative PUBACK: closing tells the publisher.
-                            return fail(Dr::QuotaExceeded, "sync outbox full (reject_new)");
-                        }
-                        if send(ticket, Reply::Puback(pid, code), true).await.is_err() {
-                            return (Departure::Abnormal, None);
-                        }
+                        let code = v5::PubackReasonCode::from_u8(code)
+                            .unwrap_or(v5::PubackReasonCode::UnspecifiedError);
+                        send(ticket, Reply::Puback(pid, code), true).await
                     }
                     QosPid::Level2(pid) => {
-                        let res = broker
-                            .publish(msg, Some((&conn.client_id, pid.value())))
-                            .await;
-                        let (ticket, code) = match res {
-                            // Already received: acknowledge again, route nothing.
-                            None => (0, v5::PubrecReasonCode::Success),
-                            Some(Published::Accepted { ticket, matched }) => (
-                                ticket,
-                                if matched {
-                                    v5::PubrecReasonCode::Success
-                                } else {
-                                    v5::PubrecReasonCode::NoMatchingSubscribers
-                                },
-                            ),
-                            Some(Published::QuotaExceeded) => {
-                                (0, v5::PubrecReasonCode::QuotaExceeded)
-                            }
-                        };
-                        if code == v5::PubrecReasonCode::QuotaExceeded && !v5 {
-                            return fail(Dr::QuotaExceeded, "sync outbox full (reject_new)");
-                        }
-                        let done = code as u8 >= 0x80;
-                        if res.is_none() {
+                        if duplicate {
                             // A duplicate does not open a new incoming slot.
                             conn.incoming_done();
                         }
-                        if send(ticket, Reply::Pubrec(pid, code), done).await.is_err() {
-                            return (Departure::Abnormal, None);
-                        }
+                        let code = v5::PubrecReasonCode::from_u8(code)
+                            .unwrap_or(v5::PubrecReasonCode::UnspecifiedError);
+                        send(ticket, Reply::Pubrec(pid, code), code as u8 >= 0x80).await
+                    }
+                };
+                if sent.is_err() {
+                    return (Departure::Abnormal, None);
+                }
+                if let Some(c) = congested {
+                    // Flow control: a subscriber of this message is falling behind. Stop
+                    // reading from this publisher until it catches up (bounded wait), so that
+                    // an online subscriber's queue does not overflow and drop messages.
+                    let drained = c.drained.listen();
+                    if broker.congested(&c.client_id) {
+                        drained
+                            .or(async {
+                                smol::Timer::after(CONGESTION_WAIT).await;
+                            })
+                            .await;
                     }
                 }
             }

@@ -73,6 +73,8 @@ pub struct Session {
     pub dropped: u64,
     /// A session record exists on disk (must be deleted when the session ends).
     pub stored: bool,
+    /// Fired when the queue falls back under its low-water mark (publishers wait on it).
+    pub drained: Arc<Event>,
 }
 
 impl Session {
@@ -95,6 +97,7 @@ impl Session {
             inflight_limit: 1,
             dropped: 0,
             stored: false,
+            drained: Arc::new(Event::new()),
         }
     }
 
@@ -146,6 +149,23 @@ impl Session {
         while let Some(d) = self.inflight.pop_back() {
             self.queued_bytes += d.msg.weight();
             self.queue.push_front(d);
+        }
+    }
+
+    /// Queue at three quarters of a bound: publishers to this online session should pause.
+    pub fn over_high_water(&self, max_messages: usize, max_bytes: usize) -> bool {
+        self.queue.len() * 4 >= max_messages * 3 || self.queued_bytes * 4 >= max_bytes * 3
+    }
+
+    /// Queue at half of both bounds: paused publishers may go on.
+    pub fn under_low_water(&self, max_messages: usize, max_bytes: usize) -> bool {
+        self.queue.len() * 2 <= max_messages && self.queued_bytes * 2 <= max_bytes
+    }
+
+    pub fn congestion(&self) -> crate::broker::Congestion {
+        crate::broker::Congestion {
+            client_id: self.client_id.clone(),
+            drained: self.drained.clone(),
         }
     }
 
