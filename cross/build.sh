@@ -9,12 +9,15 @@
 # What it does:
 #   1. installs Debian's cross C toolchain (gcc-aarch64-linux-gnu / gcc-arm-linux-gnueabihf) when
 #      missing; the linker for each target is set in the repository's .cargo/config.toml;
-#   2. provides the Rust standard library for TARGET, from one of two sources
-#      (RUST_STD_SOURCE=auto|rustup|debian, default auto):
-#        rustup  `rustup target add TARGET` (needs rustup's download server);
-#        debian  Debian's rustc-web compiler with its prebuilt libstd-rust-web-dev for the
-#                target architecture (multiarch), for hosts that reach only Debian's archive;
-#      auto uses rustup when the target is installed or `rustup target add` succeeds, else debian;
+#   2. provides the Rust standard library for TARGET, from one of three sources
+#      (RUST_STD_SOURCE=auto|rustup|debian|debian-src, default auto):
+#        rustup      `rustup target add TARGET` (needs rustup's download server);
+#        debian      Debian's rustc-web compiler with its prebuilt libstd-rust-web-dev for the
+#                    target architecture (multiarch), for hosts that reach only Debian's archive;
+#        debian-src  Debian's rustc-web with its source (rust-web-src), std built for TARGET by
+#                    cargo -Z build-std (RUSTC_BOOTSTRAP=1), when the target's std package of the
+#                    same version cannot be installed;
+#      auto tries them in that order;
 #   3. runs `cargo build --release -p robustmq-edge --target TARGET` and writes a stripped copy
 #      next to the binary (robustmq-edge.stripped), printing both sizes.
 #
@@ -56,7 +59,7 @@ apt_install() {
 }
 
 # 1. C cross toolchain (linker, and C compiler for crates with C code such as ring).
-if ! command -v "${TRIPLE_GNU}-gcc" >/dev/null; then
+if ! command -v "${TRIPLE_GNU}-gcc" >/dev/null || [ ! -f "/usr/${TRIPLE_GNU}/lib/crti.o" ]; then
     apt_install "$GCC_PKG" "libc6-dev-${DEB_ARCH}-cross"
 fi
 TARGET_ENV="$(echo "$TARGET" | tr 'a-z-' 'A-Z_')"
@@ -83,29 +86,49 @@ elif [ "$SOURCE" = rustup ] && ! rustup_has_target; then
     rustup target add "$TARGET"
 fi
 
-if [ "$SOURCE" = debian ]; then
-    # The host compiler and the target's std must be the very same version.
-    if ! dpkg --print-foreign-architectures | grep -qx "$DEB_ARCH" \
-        && [ "$(dpkg --print-architecture)" != "$DEB_ARCH" ]; then
-        log "dpkg --add-architecture $DEB_ARCH"
-        $SUDO dpkg --add-architecture "$DEB_ARCH"
-        APT_UPDATED=0
-    fi
+versions_of() {  # available versions of a package, one a line
+    apt-cache madison "$1" 2>/dev/null | awk -F'|' '{gsub(/ /,"",$2); print $2}' | sort -u
+}
+BUILD_STD=()
+if [ "$SOURCE" = debian ] || [ "$SOURCE" = debian-src ]; then
     if [ "$APT_UPDATED" = 0 ]; then
         $SUDO apt-get update -qq || log "apt-get update reported errors; trying to install anyway"
         APT_UPDATED=1
     fi
-    host_versions="$(apt-cache madison rustc-web | awk -F'|' '{gsub(/ /,"",$2); print $2}' | sort -u)"
-    target_versions="$(apt-cache madison "libstd-rust-web-dev:${DEB_ARCH}" | awk -F'|' '{gsub(/ /,"",$2); print $2}' | sort -u)"
-    VERSION="$(comm -12 <(echo "$host_versions") <(echo "$target_versions") | sort -V | tail -1)"
-    if [ -z "$VERSION" ]; then
-        echo "no rustc-web version available for both the host and $DEB_ARCH" >&2
-        exit 1
+    # The newest rustc-web (redb needs Rust 1.90+); its std must be the very same version.
+    VERSION="$(versions_of rustc-web | sort -V | tail -1)"
+    [ -n "$VERSION" ] || { echo "Debian's rustc-web is not available here" >&2; exit 1; }
+    if [ "$SOURCE" = debian ]; then
+        added=0
+        if ! dpkg --print-foreign-architectures | grep -qx "$DEB_ARCH" \
+            && [ "$(dpkg --print-architecture)" != "$DEB_ARCH" ]; then
+            log "dpkg --add-architecture $DEB_ARCH"
+            $SUDO dpkg --add-architecture "$DEB_ARCH"
+            $SUDO apt-get update -qq || log "apt-get update reported errors"
+            added=1
+        fi
+        if ! versions_of "libstd-rust-web-dev:${DEB_ARCH}" | grep -qx "$VERSION"; then
+            log "libstd-rust-web-dev:${DEB_ARCH} $VERSION not available; building std from source"
+            if [ "$added" = 1 ]; then
+                # Leave apt as it was (a foreign index that fails would break apt-get update).
+                $SUDO dpkg --remove-architecture "$DEB_ARCH" && $SUDO apt-get update -qq || true
+            fi
+            SOURCE=debian-src
+        fi
     fi
-    installed="$(dpkg-query -W -f='${Version}' "libstd-rust-web-dev:${DEB_ARCH}" 2>/dev/null || true)"
-    if [ "$installed" != "$VERSION" ] || ! [ -x /usr/bin/rustc ]; then
-        apt_install "rustc-web=$VERSION" "libstd-rust-web-dev=$VERSION" \
-            "libstd-rust-web-dev:${DEB_ARCH}=$VERSION"
+    if [ "$SOURCE" = debian ]; then
+        installed="$(dpkg-query -W -f='${Version}' "libstd-rust-web-dev:${DEB_ARCH}" 2>/dev/null || true)"
+        if [ "$installed" != "$VERSION" ] || ! [ -x /usr/bin/rustc ]; then
+            apt_install "rustc-web=$VERSION" "libstd-rust-web-dev=$VERSION" \
+                "libstd-rust-web-dev:${DEB_ARCH}=$VERSION"
+        fi
+    else
+        if [ "$(dpkg-query -W -f='${Version}' rust-web-src 2>/dev/null || true)" != "$VERSION" ] \
+            || ! [ -x /usr/bin/rustc ]; then
+            apt_install "rustc-web=$VERSION" "libstd-rust-web-dev=$VERSION" "rust-web-src=$VERSION"
+        fi
+        export RUSTC_BOOTSTRAP=1
+        BUILD_STD=(-Z build-std=std,panic_unwind)
     fi
     if ! command -v cargo >/dev/null; then
         apt_install "cargo-web=$VERSION"
@@ -118,7 +141,7 @@ fi
 # 3. Build.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 log "cargo build --release -p robustmq-edge --target $TARGET (std from $SOURCE)"
-cargo build --release -p robustmq-edge --target "$TARGET" "$@"
+cargo build --release -p robustmq-edge --target "$TARGET" ${BUILD_STD[@]+"${BUILD_STD[@]}"} "$@"
 
 BIN="$CARGO_TARGET_DIR/$TARGET/release/robustmq-edge"
 "${TRIPLE_GNU}-strip" -o "$BIN.stripped" "$BIN"
