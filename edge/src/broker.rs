@@ -59,7 +59,7 @@ pub struct Connected {
     pub session_present: bool,
     pub conn_id: u64,
     pub notify: Arc<Event>,
-    pub kick: async_channel::Receiver<Kick>,
+    pub kick: Arc<std::sync::atomic::AtomicU8>,
     pub ticket: u64,
 }
 
@@ -208,7 +208,7 @@ impl Broker {
         let mut ops = Vec::new();
         let conn_id = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let notify = Arc::new(Event::new());
-        let (kick_tx, kick_rx) = async_channel::bounded(1);
+        let kick = Arc::new(std::sync::atomic::AtomicU8::new(0));
         let now = now_ms();
         let mut st = self.lock();
         let st = &mut *st;
@@ -218,8 +218,7 @@ impl Broker {
             let taken_over = old.conn.take();
             if let Some(link) = &taken_over {
                 tracing::info!(client_id = %req.client_id, "session taken over by a new connection");
-                let _ = link.kick.try_send(Kick::TakenOver);
-                link.notify.notify(usize::MAX);
+                link.kick(Kick::TakenOver);
                 old.requeue_inflight();
             }
             // The old connection's will: sent now if it had no delay, or if the old session
@@ -262,7 +261,7 @@ impl Broker {
         s.conn = Some(ConnLink {
             id: conn_id,
             notify: notify.clone(),
-            kick: kick_tx,
+            kick: kick.clone(),
         });
         if s.persistent() {
             s.stored = true;
@@ -283,7 +282,7 @@ impl Broker {
             session_present,
             conn_id,
             notify,
-            kick: kick_rx,
+            kick,
             ticket,
         }
     }
@@ -873,8 +872,7 @@ impl Broker {
         let st = self.lock();
         for s in st.sessions.values() {
             if let Some(c) = &s.conn {
-                let _ = c.kick.try_send(Kick::Shutdown);
-                c.notify.notify(usize::MAX);
+                c.kick(Kick::Shutdown);
             }
         }
         drop(st);

@@ -5,7 +5,7 @@
 //! publisher can keep many QoS 1/2 messages in flight while each PUBACK still follows its fsync.
 //! The writer also drains the session's queue within the client's Receive Maximum.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -15,7 +15,6 @@ use bytes::Bytes;
 use futures_lite::{future, FutureExt};
 use mqtt_proto::v5::{self, DisconnectReasonCode as Dr, Packet};
 use mqtt_proto::{Pid, Protocol, QoS, QosPid, TopicName};
-use smol::lock::{Semaphore, SemaphoreGuardArc};
 
 use crate::broker::{Broker, ConnectRequest, Departure, Outgoing, Published};
 use crate::codec::{self, FrameError};
@@ -34,7 +33,6 @@ enum Control {
         ticket: u64,
         packet: Reply,
         incoming_done: bool,
-        _slot: SemaphoreGuardArc,
     },
     Close(Option<(Dr, &'static str)>),
 }
@@ -61,24 +59,58 @@ impl Reply {
     }
 }
 
-/// Bounded reply queue: the channel itself allocates lazily, the semaphore bounds it.
+/// Replies from the reader to the writer: a plain queue in the connection, bounded (the reader
+/// waits for room), woken through the session's notify event. Allocates only while it holds
+/// replies, so an idle connection costs nothing here.
 struct Replies {
-    tx: async_channel::Sender<Control>,
-    slots: Arc<Semaphore>,
+    queue: std::sync::Mutex<VecDeque<Control>>,
+    room: event_listener::Event,
+    cap: usize,
+    notify: Arc<event_listener::Event>,
 }
 
 impl Replies {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Control>> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     async fn send(&self, ticket: u64, packet: Reply, incoming_done: bool) -> Result<(), ()> {
-        let slot = self.slots.acquire_arc().await;
-        self.tx
-            .send(Control::Packet {
-                ticket,
-                packet,
-                incoming_done,
-                _slot: slot,
-            })
-            .await
-            .map_err(|_| ())
+        let mut item = Some(Control::Packet {
+            ticket,
+            packet,
+            incoming_done,
+        });
+        loop {
+            let room = self.room.listen();
+            {
+                let mut q = self.lock();
+                if q.len() < self.cap {
+                    q.extend(item.take());
+                    break;
+                }
+            }
+            room.await;
+        }
+        self.notify.notify(usize::MAX);
+        Ok(())
+    }
+
+    fn close(&self, reason: Option<(Dr, &'static str)>) {
+        self.lock().push_back(Control::Close(reason));
+        self.notify.notify(usize::MAX);
+    }
+
+    fn pop(&self) -> Option<Control> {
+        let mut q = self.lock();
+        let c = q.pop_front();
+        if q.is_empty() && q.capacity() > 16 {
+            q.shrink_to_fit();
+        }
+        drop(q);
+        if c.is_some() {
+            self.room.notify(1);
+        }
+        c
     }
 }
 
@@ -103,7 +135,7 @@ enum ReadError {
 impl FrameReader {
     fn new() -> Self {
         FrameReader {
-            buf: vec![0; READ_CHUNK],
+            buf: Vec::new(),
             start: 0,
             end: 0,
         }
@@ -136,9 +168,17 @@ impl FrameReader {
             if self.start == self.end {
                 self.start = 0;
                 self.end = 0;
-                if self.buf.len() > 4 * READ_CHUNK {
+                // Idle: hold no buffer while waiting for the next bytes (most connections of
+                // a gateway are idle most of the time).
+                if stream.can_wait_readable() {
+                    self.buf = Vec::new();
+                    stream.readable().await.map_err(ReadError::Io)?;
+                } else if self.buf.len() > 4 * READ_CHUNK {
                     self.buf.truncate(READ_CHUNK);
                     self.buf.shrink_to_fit();
+                }
+                if self.buf.len() < READ_CHUNK {
+                    self.buf.resize(READ_CHUNK, 0);
                 }
             } else if self.end == self.buf.len() {
                 self.buf.copy_within(self.start..self.end, 0);
@@ -459,10 +499,11 @@ async fn run(
     });
     tracing::debug!(%peer, %client_id, protocol = ?proto, keep_alive, session_present = connected.session_present, "client connected");
 
-    let (ctl_tx, ctl_rx) = async_channel::unbounded::<Control>();
     let replies = Replies {
-        tx: ctl_tx,
-        slots: Arc::new(Semaphore::new(limits.receive_maximum as usize + 64)),
+        queue: std::sync::Mutex::new(VecDeque::new()),
+        room: event_listener::Event::new(),
+        cap: limits.receive_maximum as usize + 64,
+        notify: connected.notify.clone(),
     };
     // CONNACK goes first, ahead of any redelivery.
     let _ = replies
@@ -473,15 +514,10 @@ async fn run(
     let reader_fut = async {
         let (dep, close) = read_loop(&conn, reader, keep_alive, &replies).await;
         *departure.lock().unwrap_or_else(|e| e.into_inner()) = dep;
-        let _ = replies.tx.send(Control::Close(close)).await;
+        replies.close(close);
         future::pending::<bool>().await
     };
-    let writer_fut = write_loop(
-        &conn,
-        ctl_rx,
-        connected.notify.clone(),
-        connected.kick.clone(),
-    );
+    let writer_fut = write_loop(&conn, &replies, connected.notify.clone(), &connected.kick);
     let sent_disconnect = reader_fut.or(writer_fut).await;
     let dep = std::mem::replace(
         &mut *departure.lock().unwrap_or_else(|e| e.into_inner()),
@@ -816,13 +852,6 @@ fn sub_code(r: Result<u8, u8>) -> v5::SubscribeReasonCode {
     }
 }
 
-enum Wake {
-    Notified,
-    Reply(Control),
-    Kicked(Kick),
-    Closed,
-}
-
 /// Server -> client topic aliases, assigned first come first served until the client's maximum.
 struct OutAliases {
     max: u16,
@@ -833,9 +862,9 @@ struct OutAliases {
 /// whether it sent the client a DISCONNECT.
 async fn write_loop(
     conn: &Conn,
-    ctl: async_channel::Receiver<Control>,
+    replies: &Replies,
     notify: Arc<event_listener::Event>,
-    kick: async_channel::Receiver<Kick>,
+    kick: &std::sync::atomic::AtomicU8,
 ) -> bool {
     let broker = &conn.broker;
     let mut out: Vec<u8> = Vec::new();
@@ -844,19 +873,16 @@ async fn write_loop(
         map: HashMap::new(),
     };
     let batch = 64;
-    let mut next_ctl: Option<Control> = None;
-    let mut pending_kick: Option<Kick> = None;
     loop {
         let listener = notify.listen();
         // Replies first, in order; each waits for its storage ticket.
         let mut closing = None;
-        while let Some(c) = next_ctl.take().or_else(|| ctl.try_recv().ok()) {
+        while let Some(c) = replies.pop() {
             match c {
                 Control::Packet {
                     ticket,
                     packet,
                     incoming_done,
-                    _slot,
                 } => {
                     if ticket != 0 {
                         if !out.is_empty() && write(conn, &mut out).await.is_err() {
@@ -894,7 +920,7 @@ async fn write_loop(
             let _ = write(conn, &mut out).await;
             return sent;
         }
-        if let Some(k) = pending_kick.take().or_else(|| kick.try_recv().ok()) {
+        if let Some(k) = crate::session::kicked(kick) {
             let code = match k {
                 Kick::TakenOver => Dr::SessionTakenOver,
                 Kick::Shutdown => Dr::ServerShuttingDown,
@@ -964,34 +990,13 @@ async fn write_loop(
         if got > 0 {
             continue;
         }
-        // Nothing to do: sleep until a delivery, a reply, a kick or shutdown.
-        let woke = async {
-            listener.await;
-            Wake::Notified
-        }
-        .or(async {
-            match ctl.recv().await {
-                Ok(c) => Wake::Reply(c),
-                Err(_) => Wake::Closed,
-            }
-        })
-        .or(async {
-            match kick.recv().await {
-                Ok(k) => Wake::Kicked(k),
-                Err(_) => Wake::Notified,
-            }
-        })
-        .or(async {
-            broker.shutdown.listen().await;
-            Wake::Kicked(Kick::Shutdown)
-        })
-        .await;
-        match woke {
-            Wake::Notified => {}
-            Wake::Reply(c) => next_ctl = Some(c),
-            Wake::Kicked(k) => pending_kick = Some(k),
-            Wake::Closed => return false,
-        }
+        // Nothing to do: sleep until a delivery, a reply, a kick or shutdown (all of which
+        // notify the session's event, which `listener` was registered on before the checks).
+        listener
+            .or(async {
+                broker.shutdown.listen().await;
+            })
+            .await;
     }
 }
 

@@ -5,6 +5,7 @@
 //! record in `session_queue` until it is acknowledged (or dropped), under the same `seq`.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
 use event_listener::Event;
@@ -38,16 +39,33 @@ pub struct Delivery {
 /// Why a connection is being closed by the broker from outside its own task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kick {
-    TakenOver,
-    Shutdown,
+    TakenOver = 1,
+    Shutdown = 2,
 }
 
-/// The live connection attached to a session.
+/// The live connection attached to a session. Kicks are a flag plus a wake-up of the
+/// connection's writer: no channel (and no allocation) per connection.
 #[derive(Debug, Clone)]
 pub struct ConnLink {
     pub id: u64,
     pub notify: Arc<Event>,
-    pub kick: async_channel::Sender<Kick>,
+    pub kick: Arc<AtomicU8>,
+}
+
+impl ConnLink {
+    pub fn kick(&self, why: Kick) {
+        self.kick.store(why as u8, Ordering::Release);
+        self.notify.notify(usize::MAX);
+    }
+}
+
+/// Reads a kick flag set by [`ConnLink::kick`].
+pub fn kicked(flag: &AtomicU8) -> Option<Kick> {
+    match flag.load(Ordering::Acquire) {
+        1 => Some(Kick::TakenOver),
+        2 => Some(Kick::Shutdown),
+        _ => None,
+    }
 }
 
 #[derive(Debug)]

@@ -22,6 +22,7 @@ pub struct Transport {
     read: Mutex<BoxRead>,
     write: Mutex<BoxWrite>,
     tcp: Arc<Async<TcpStream>>,
+    tls: bool,
 }
 
 /// One half of a shared TCP socket (`&Async<TcpStream>` reads and writes concurrently).
@@ -60,6 +61,7 @@ impl Transport {
             read: Mutex::new(Box::new(TcpHalf(tcp.clone()))),
             write: Mutex::new(Box::new(TcpHalf(tcp.clone()))),
             tcp,
+            tls: false,
         }
     }
 
@@ -75,7 +77,18 @@ impl Transport {
             read: Mutex::new(Box::new(r)),
             write: Mutex::new(Box::new(w)),
             tcp,
+            tls: true,
         })
+    }
+
+    /// Whether "the socket is readable" means "a read will return data". Not so for TLS,
+    /// which may hold decrypted bytes while the socket has none.
+    pub fn can_wait_readable(&self) -> bool {
+        !self.tls
+    }
+
+    pub async fn readable(&self) -> io::Result<()> {
+        self.tcp.readable().await
     }
 
     pub async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
