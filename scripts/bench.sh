@@ -201,12 +201,12 @@ backlog_runs() { # name port start-command-for-persistent-broker
     local name=$1 port=$2 cmd=$3
     start_broker "$name:bk-start-empty" "$port" "$cmd"
     bench "$name:bk-fill" backlog-fill --port "$port" --broker-pid "$BROKER_PID" --client-id "eb-backlog" \
-        --messages $BACKLOG --qos 1 --payload 64
+        --messages $BACKLOG --qos 1 --payload 64 --deadline-secs $((RUN_TIMEOUT - 60))
     stop_broker
     start_broker "$name:startup-stored" "$port" "$cmd"
     idle_rss "$name:rss-stored"
     bench "$name:bk-drain" backlog-drain --port "$port" --broker-pid "$BROKER_PID" --client-id "eb-backlog" \
-        --messages $BACKLOG --qos 1 --payload 64 --cleanup
+        --messages $BACKLOG --qos 1 --payload 64 --cleanup --deadline-secs $((RUN_TIMEOUT - 60))
     stop_broker
 }
 
