@@ -382,27 +382,36 @@ fn props_from(
     }))
 }
 
-async fn run(
+/// What the CONNECT handshake leaves for the connection's life.
+struct Ready {
+    conn: Arc<Conn>,
+    connected: crate::broker::Connected,
+    keep_alive: u16,
+    replies: Replies,
+}
+
+/// Validates CONNECT, attaches the session and queues the CONNACK. Runs boxed (once per
+/// connection) so that its large state is not kept in every connection's task afterwards.
+async fn handshake(
     broker: Arc<Broker>,
     stream: Stream,
     peer: SocketAddr,
     proto: Protocol,
     connect: v5::Connect,
-    reader: FrameReader,
-) {
+) -> Option<Ready> {
     let limits = broker.cfg.limits.clone();
     let v5 = proto == Protocol::V500;
     let cp = &connect.properties;
     if cp.auth_method.is_some() {
         tracing::warn!(%peer, "connection refused: enhanced authentication is not supported");
         send_connack_error(&stream, proto, v5::ConnectReasonCode::BadAuthMethod, None).await;
-        return;
+        return None;
     }
     if cp.receive_max == Some(0) || cp.max_packet_size == Some(0) {
         // [MQTT-3.1.2-...]: both are a Protocol Error when zero.
         tracing::warn!(%peer, "connection refused: Receive Maximum or Maximum Packet Size of 0");
         send_connack_error(&stream, proto, v5::ConnectReasonCode::ProtocolError, None).await;
-        return;
+        return None;
     }
     // Client id: assigned when empty, where the protocol allows it.
     let mut assigned = None;
@@ -417,7 +426,7 @@ async fn run(
                 None,
             )
             .await;
-            return;
+            return None;
         }
         let id: Arc<str> = Arc::from(format!("auto-{:016x}", fastrand::u64(..)));
         assigned = Some(id.clone());
@@ -463,7 +472,7 @@ async fn run(
         broker
             .disconnect(&client_id, connected.conn_id, Departure::Abnormal)
             .await;
-        return;
+        return None;
     }
 
     let mut connack = v5::Connack::new(connected.session_present, v5::ConnectReasonCode::Success);
@@ -509,7 +518,39 @@ async fn run(
     let _ = replies
         .send(0, Reply::Other(Box::new(Packet::Connack(connack))), false)
         .await;
+    Some(Ready {
+        conn,
+        connected,
+        keep_alive,
+        replies,
+    })
+}
 
+async fn run(
+    broker: Arc<Broker>,
+    stream: Stream,
+    peer: SocketAddr,
+    proto: Protocol,
+    connect: v5::Connect,
+    reader: FrameReader,
+) {
+    let Some(Ready {
+        conn,
+        connected,
+        keep_alive,
+        replies,
+    }) = Box::pin(handshake(
+        broker.clone(),
+        stream.clone(),
+        peer,
+        proto,
+        connect,
+    ))
+    .await
+    else {
+        return;
+    };
+    let client_id = conn.client_id.clone();
     let departure = std::sync::Mutex::new(Departure::Abnormal);
     let reader_fut = async {
         let (dep, close) = read_loop(&conn, reader, keep_alive, &replies).await;
@@ -567,7 +608,6 @@ async fn read_loop(
     let limits = &broker.cfg.limits;
     let max_packet = limits.max_packet_size as usize;
     let mut aliases: HashMap<u16, Arc<str>> = HashMap::new();
-    let v5 = conn.proto == Protocol::V500;
     let fail = |code: Dr, why: &'static str| {
         tracing::info!(peer = %conn.peer, client_id = %conn.client_id, reason = why, "closing connection");
         (Departure::Abnormal, Some((code, why)))
@@ -606,238 +646,261 @@ async fn read_loop(
                 return fail(Dr::MalformedPacket, "malformed packet");
             }
         };
-        let send = |ticket: u64, packet: Reply, incoming_done: bool| {
-            replies.send(ticket, packet, incoming_done)
-        };
-        match packet {
-            Packet::Publish(p) => {
-                let qos = p.qos_pid.qos();
-                if qos != QoS::Level0 {
-                    let n = conn.incoming_unacked.fetch_add(1, Ordering::AcqRel) + 1;
-                    if n > limits.receive_maximum as usize {
-                        return fail(Dr::ReceiveMaximumExceeded, "receive maximum exceeded");
-                    }
-                }
-                // Topic alias (client -> server).
-                let topic: Arc<str> = match p.properties.topic_alias {
-                    Some(0) => return fail(Dr::TopicAliasInvalid, "topic alias 0"),
-                    Some(a) if a > limits.topic_alias_maximum => {
-                        return fail(Dr::TopicAliasInvalid, "topic alias above maximum")
-                    }
-                    Some(a) => {
-                        if p.topic_name.is_empty() {
-                            match aliases.get(&a) {
-                                Some(t) => t.clone(),
-                                None => return fail(Dr::ProtocolError, "unknown topic alias"),
-                            }
-                        } else {
-                            let t: Arc<str> = Arc::from(&*p.topic_name);
-                            aliases.insert(a, t.clone());
-                            t
-                        }
-                    }
-                    None => {
-                        if p.topic_name.is_empty() {
-                            return fail(Dr::ProtocolError, "empty topic without alias");
-                        }
-                        Arc::from(&*p.topic_name)
-                    }
-                };
-                if topic.starts_with("$share/") && v5 {
-                    return fail(Dr::TopicNameInvalid, "publish to a $share topic");
-                }
-                let pr = &p.properties;
-                let msg = Arc::new(Message {
-                    topic,
-                    payload: p.payload.clone(),
-                    qos: qos as u8,
-                    retain: p.retain,
-                    received_ms: now_ms(),
-                    expiry_secs: pr.message_expiry_interval,
-                    publisher: conn.client_id.clone(),
-                    from_downlink: false,
-                    props: props_from(
-                        pr.payload_is_utf8,
-                        &pr.response_topic,
-                        &pr.correlation_data,
-                        &pr.user_properties,
-                        &pr.content_type,
-                    ),
-                });
-                let qos2_from = match p.qos_pid {
-                    QosPid::Level2(pid) => Some((&conn.client_id, pid.value())),
-                    _ => None,
-                };
-                let res = broker.publish(msg, qos2_from).await;
-                let duplicate = res.is_none();
-                // (ticket to wait for, reason code); `None` = QoS 2 duplicate: ack again.
-                let (ticket, code, congested) = match res {
-                    None => (0, 0x00, None),
-                    Some(Published::Accepted {
-                        ticket,
-                        matched,
-                        congested,
-                    }) => (ticket, if matched { 0x00 } else { 0x10 }, congested),
-                    Some(Published::QuotaExceeded) => (0, 0x97, None),
-                };
-                if code == 0x97 && !v5 {
-                    // MQTT 3 has no negative acknowledgement: closing tells the publisher.
-                    return fail(Dr::QuotaExceeded, "sync outbox full (reject_new)");
-                }
-                let sent = match p.qos_pid {
-                    QosPid::Level0 => Ok(()),
-                    QosPid::Level1(pid) => {
-                        let code = v5::PubackReasonCode::from_u8(code)
-                            .unwrap_or(v5::PubackReasonCode::UnspecifiedError);
-                        send(ticket, Reply::Puback(pid, code), true).await
-                    }
-                    QosPid::Level2(pid) => {
-                        if duplicate {
-                            // A duplicate does not open a new incoming slot.
-                            conn.incoming_done();
-                        }
-                        let code = v5::PubrecReasonCode::from_u8(code)
-                            .unwrap_or(v5::PubrecReasonCode::UnspecifiedError);
-                        send(ticket, Reply::Pubrec(pid, code), code as u8 >= 0x80).await
-                    }
-                };
-                if sent.is_err() {
-                    return (Departure::Abnormal, None);
-                }
-                if let Some(c) = congested {
-                    // Flow control: a subscriber of this message is falling behind. Stop
-                    // reading from this publisher until it catches up (bounded wait), so that
-                    // an online subscriber's queue does not overflow and drop messages.
-                    let drained = c.drained.listen();
-                    if broker.congested(&c.client_id) {
-                        drained
-                            .or(async {
-                                smol::Timer::after(CONGESTION_WAIT).await;
-                            })
-                            .await;
-                    }
-                }
-            }
-            Packet::Pubrel(r) => {
-                let (known, ticket) = broker.release(&conn.client_id, r.pid.value()).await;
-                let code = if known {
-                    v5::PubcompReasonCode::Success
-                } else {
-                    v5::PubcompReasonCode::PacketIdentifierNotFound
-                };
-                if send(ticket, Reply::Pubcomp(r.pid, code), known)
-                    .await
-                    .is_err()
-                {
-                    return (Departure::Abnormal, None);
-                }
-            }
-            Packet::Puback(a) => {
-                broker.complete(&conn.client_id, a.pid.value()).await;
-            }
-            Packet::Pubrec(a) => {
-                let failed = a.reason_code as u8 >= 0x80;
-                if broker
-                    .received(&conn.client_id, a.pid.value(), failed)
-                    .await
-                    && !failed
-                {
-                    let rel = Reply::Pubrel(a.pid, v5::PubrelReasonCode::Success);
-                    if send(0, rel, false).await.is_err() {
-                        return (Departure::Abnormal, None);
-                    }
-                } else if !failed {
-                    let rel = Reply::Pubrel(a.pid, v5::PubrelReasonCode::PacketIdentifierNotFound);
-                    if send(0, rel, false).await.is_err() {
-                        return (Departure::Abnormal, None);
-                    }
-                }
-            }
-            Packet::Pubcomp(a) => {
-                broker.complete(&conn.client_id, a.pid.value()).await;
-            }
-            Packet::Subscribe(s) => {
-                let id = s.properties.subscription_id.map(|v| v.value()).unwrap_or(0);
-                let mut filters = Vec::new();
-                let mut early: Vec<Option<u8>> = Vec::new();
-                for (f, o) in &s.topics {
-                    if f.is_shared() && o.no_local {
-                        // [MQTT-3.8.3-4]: protocol error.
-                        return fail(Dr::ProtocolError, "no local on a shared subscription");
-                    }
-                    if f.is_shared() && !v5 && f.shared_filter().is_none() {
-                        early.push(Some(0x8F));
-                        continue;
-                    }
-                    early.push(None);
-                    filters.push((
-                        Arc::from(&**f),
-                        SubOptions {
-                            qos: o.max_qos as u8,
-                            no_local: o.no_local,
-                            retain_as_published: o.retain_as_published,
-                            retain_handling: o.retain_handling as u8,
-                            id,
-                        },
-                    ));
-                }
-                let (results, ticket) = broker.subscribe(&conn.client_id, filters).await;
-                let mut results = results.into_iter();
-                let codes = early
-                    .into_iter()
-                    .map(|e| match e {
-                        Some(c) => sub_code(Err(c)),
-                        None => sub_code(results.next().unwrap_or(Err(0x80))),
-                    })
-                    .collect();
-                let ack = Reply::Other(Box::new(Packet::Suback(v5::Suback::new(s.pid, codes))));
-                if send(ticket, ack, false).await.is_err() {
-                    return (Departure::Abnormal, None);
-                }
-            }
-            Packet::Unsubscribe(u) => {
-                let filters: Vec<Arc<str>> = u.topics.iter().map(|f| Arc::from(&**f)).collect();
-                let (existed, ticket) = broker.unsubscribe(&conn.client_id, &filters).await;
-                let codes = existed
-                    .into_iter()
-                    .map(|e| {
-                        if e {
-                            v5::UnsubscribeReasonCode::Success
-                        } else {
-                            v5::UnsubscribeReasonCode::NoSubscriptionExisted
-                        }
-                    })
-                    .collect();
-                let ack = Reply::Other(Box::new(Packet::Unsuback(v5::Unsuback::new(u.pid, codes))));
-                if send(ticket, ack, false).await.is_err() {
-                    return (Departure::Abnormal, None);
-                }
-            }
-            Packet::Pingreq => {
-                if send(0, Reply::Pingresp, false).await.is_err() {
-                    return (Departure::Abnormal, None);
-                }
-            }
-            Packet::Disconnect(d) => {
-                let expiry = d.properties.session_expiry_interval;
-                if let Some(e) = expiry {
-                    let was = broker.session_expiry(&conn.client_id);
-                    if was == 0 && e != 0 {
-                        // [MQTT-3.14.2-2]
-                        return fail(Dr::ProtocolError, "session expiry changed from zero");
-                    }
-                }
-                let send_will = d.reason_code == Dr::DisconnectWithWillMessage;
-                tracing::debug!(peer = %conn.peer, client_id = %conn.client_id, reason = ?d.reason_code, "client sent DISCONNECT");
-                return (Departure::Graceful { send_will, expiry }, None);
-            }
-            Packet::Connect(_) => return fail(Dr::ProtocolError, "second CONNECT"),
-            Packet::Auth(_) => {
-                return fail(Dr::ProtocolError, "AUTH without authentication method")
-            }
-            _ => return fail(Dr::ProtocolError, "packet type not sent by clients"),
+        if let Some(ending) = Box::pin(handle_packet(conn, packet, &mut aliases, replies)).await {
+            return ending;
         }
     }
+}
+
+/// How the connection ends, when a packet ends it.
+type Ending = (Departure, Option<(Dr, &'static str)>);
+
+/// Handles one packet from the client; `Some` ends the connection. Called through a box so
+/// that the large per-packet state exists only while a packet is being handled, not in every
+/// idle connection's task.
+async fn handle_packet(
+    conn: &Conn,
+    packet: Packet,
+    aliases: &mut HashMap<u16, Arc<str>>,
+    replies: &Replies,
+) -> Option<Ending> {
+    let broker = &conn.broker;
+    let limits = &broker.cfg.limits;
+    let v5 = conn.proto == Protocol::V500;
+    let end = |code: Dr, why: &'static str| {
+        tracing::info!(peer = %conn.peer, client_id = %conn.client_id, reason = why, "closing connection");
+        Some((Departure::Abnormal, Some((code, why))))
+    };
+    let send = |ticket: u64, packet: Reply, incoming_done: bool| {
+        replies.send(ticket, packet, incoming_done)
+    };
+    match packet {
+        Packet::Publish(p) => {
+            let qos = p.qos_pid.qos();
+            if qos != QoS::Level0 {
+                let n = conn.incoming_unacked.fetch_add(1, Ordering::AcqRel) + 1;
+                if n > limits.receive_maximum as usize {
+                    return end(Dr::ReceiveMaximumExceeded, "receive maximum exceeded");
+                }
+            }
+            // Topic alias (client -> server).
+            let topic: Arc<str> = match p.properties.topic_alias {
+                Some(0) => return end(Dr::TopicAliasInvalid, "topic alias 0"),
+                Some(a) if a > limits.topic_alias_maximum => {
+                    return end(Dr::TopicAliasInvalid, "topic alias above maximum")
+                }
+                Some(a) => {
+                    if p.topic_name.is_empty() {
+                        match aliases.get(&a) {
+                            Some(t) => t.clone(),
+                            None => return end(Dr::ProtocolError, "unknown topic alias"),
+                        }
+                    } else {
+                        let t: Arc<str> = Arc::from(&*p.topic_name);
+                        aliases.insert(a, t.clone());
+                        t
+                    }
+                }
+                None => {
+                    if p.topic_name.is_empty() {
+                        return end(Dr::ProtocolError, "empty topic without alias");
+                    }
+                    Arc::from(&*p.topic_name)
+                }
+            };
+            if topic.starts_with("$share/") && v5 {
+                return end(Dr::TopicNameInvalid, "publish to a $share topic");
+            }
+            let pr = &p.properties;
+            let msg = Arc::new(Message {
+                topic,
+                payload: p.payload.clone(),
+                qos: qos as u8,
+                retain: p.retain,
+                received_ms: now_ms(),
+                expiry_secs: pr.message_expiry_interval,
+                publisher: conn.client_id.clone(),
+                from_downlink: false,
+                props: props_from(
+                    pr.payload_is_utf8,
+                    &pr.response_topic,
+                    &pr.correlation_data,
+                    &pr.user_properties,
+                    &pr.content_type,
+                ),
+            });
+            let qos2_from = match p.qos_pid {
+                QosPid::Level2(pid) => Some((&conn.client_id, pid.value())),
+                _ => None,
+            };
+            let res = broker.publish(msg, qos2_from).await;
+            let duplicate = res.is_none();
+            // (ticket to wait for, reason code); `None` = QoS 2 duplicate: ack again.
+            let (ticket, code, congested) = match res {
+                None => (0, 0x00, None),
+                Some(Published::Accepted {
+                    ticket,
+                    matched,
+                    congested,
+                }) => (ticket, if matched { 0x00 } else { 0x10 }, congested),
+                Some(Published::QuotaExceeded) => (0, 0x97, None),
+            };
+            if code == 0x97 && !v5 {
+                // MQTT 3 has no negative acknowledgement: closing tells the publisher.
+                return end(Dr::QuotaExceeded, "sync outbox full (reject_new)");
+            }
+            let sent = match p.qos_pid {
+                QosPid::Level0 => Ok(()),
+                QosPid::Level1(pid) => {
+                    let code = v5::PubackReasonCode::from_u8(code)
+                        .unwrap_or(v5::PubackReasonCode::UnspecifiedError);
+                    send(ticket, Reply::Puback(pid, code), true).await
+                }
+                QosPid::Level2(pid) => {
+                    if duplicate {
+                        // A duplicate does not open a new incoming slot.
+                        conn.incoming_done();
+                    }
+                    let code = v5::PubrecReasonCode::from_u8(code)
+                        .unwrap_or(v5::PubrecReasonCode::UnspecifiedError);
+                    send(ticket, Reply::Pubrec(pid, code), code as u8 >= 0x80).await
+                }
+            };
+            if sent.is_err() {
+                return Some((Departure::Abnormal, None));
+            }
+            if let Some(c) = congested {
+                // Flow control: a subscriber of this message is falling behind. Stop
+                // reading from this publisher until it catches up (bounded wait), so that
+                // an online subscriber's queue does not overflow and drop messages.
+                let drained = c.drained.listen();
+                if broker.congested(&c.client_id) {
+                    drained
+                        .or(async {
+                            smol::Timer::after(CONGESTION_WAIT).await;
+                        })
+                        .await;
+                }
+            }
+        }
+        Packet::Pubrel(r) => {
+            let (known, ticket) = broker.release(&conn.client_id, r.pid.value()).await;
+            let code = if known {
+                v5::PubcompReasonCode::Success
+            } else {
+                v5::PubcompReasonCode::PacketIdentifierNotFound
+            };
+            if send(ticket, Reply::Pubcomp(r.pid, code), known)
+                .await
+                .is_err()
+            {
+                return Some((Departure::Abnormal, None));
+            }
+        }
+        Packet::Puback(a) => {
+            broker.complete(&conn.client_id, a.pid.value()).await;
+        }
+        Packet::Pubrec(a) => {
+            let failed = a.reason_code as u8 >= 0x80;
+            if broker
+                .received(&conn.client_id, a.pid.value(), failed)
+                .await
+                && !failed
+            {
+                let rel = Reply::Pubrel(a.pid, v5::PubrelReasonCode::Success);
+                if send(0, rel, false).await.is_err() {
+                    return Some((Departure::Abnormal, None));
+                }
+            } else if !failed {
+                let rel = Reply::Pubrel(a.pid, v5::PubrelReasonCode::PacketIdentifierNotFound);
+                if send(0, rel, false).await.is_err() {
+                    return Some((Departure::Abnormal, None));
+                }
+            }
+        }
+        Packet::Pubcomp(a) => {
+            broker.complete(&conn.client_id, a.pid.value()).await;
+        }
+        Packet::Subscribe(s) => {
+            let id = s.properties.subscription_id.map(|v| v.value()).unwrap_or(0);
+            let mut filters = Vec::new();
+            let mut early: Vec<Option<u8>> = Vec::new();
+            for (f, o) in &s.topics {
+                if f.is_shared() && o.no_local {
+                    // [MQTT-3.8.3-4]: protocol error.
+                    return end(Dr::ProtocolError, "no local on a shared subscription");
+                }
+                if f.is_shared() && !v5 && f.shared_filter().is_none() {
+                    early.push(Some(0x8F));
+                    continue;
+                }
+                early.push(None);
+                filters.push((
+                    Arc::from(&**f),
+                    SubOptions {
+                        qos: o.max_qos as u8,
+                        no_local: o.no_local,
+                        retain_as_published: o.retain_as_published,
+                        retain_handling: o.retain_handling as u8,
+                        id,
+                    },
+                ));
+            }
+            let (results, ticket) = broker.subscribe(&conn.client_id, filters).await;
+            let mut results = results.into_iter();
+            let codes = early
+                .into_iter()
+                .map(|e| match e {
+                    Some(c) => sub_code(Err(c)),
+                    None => sub_code(results.next().unwrap_or(Err(0x80))),
+                })
+                .collect();
+            let ack = Reply::Other(Box::new(Packet::Suback(v5::Suback::new(s.pid, codes))));
+            if send(ticket, ack, false).await.is_err() {
+                return Some((Departure::Abnormal, None));
+            }
+        }
+        Packet::Unsubscribe(u) => {
+            let filters: Vec<Arc<str>> = u.topics.iter().map(|f| Arc::from(&**f)).collect();
+            let (existed, ticket) = broker.unsubscribe(&conn.client_id, &filters).await;
+            let codes = existed
+                .into_iter()
+                .map(|e| {
+                    if e {
+                        v5::UnsubscribeReasonCode::Success
+                    } else {
+                        v5::UnsubscribeReasonCode::NoSubscriptionExisted
+                    }
+                })
+                .collect();
+            let ack = Reply::Other(Box::new(Packet::Unsuback(v5::Unsuback::new(u.pid, codes))));
+            if send(ticket, ack, false).await.is_err() {
+                return Some((Departure::Abnormal, None));
+            }
+        }
+        Packet::Pingreq => {
+            if send(0, Reply::Pingresp, false).await.is_err() {
+                return Some((Departure::Abnormal, None));
+            }
+        }
+        Packet::Disconnect(d) => {
+            let expiry = d.properties.session_expiry_interval;
+            if let Some(e) = expiry {
+                let was = broker.session_expiry(&conn.client_id);
+                if was == 0 && e != 0 {
+                    // [MQTT-3.14.2-2]
+                    return end(Dr::ProtocolError, "session expiry changed from zero");
+                }
+            }
+            let send_will = d.reason_code == Dr::DisconnectWithWillMessage;
+            tracing::debug!(peer = %conn.peer, client_id = %conn.client_id, reason = ?d.reason_code, "client sent DISCONNECT");
+            return Some((Departure::Graceful { send_will, expiry }, None));
+        }
+        Packet::Connect(_) => return end(Dr::ProtocolError, "second CONNECT"),
+        Packet::Auth(_) => return end(Dr::ProtocolError, "AUTH without authentication method"),
+        _ => return end(Dr::ProtocolError, "packet type not sent by clients"),
+    }
+    None
 }
 
 fn sub_code(r: Result<u8, u8>) -> v5::SubscribeReasonCode {
@@ -888,7 +951,7 @@ async fn write_loop(
                         if !out.is_empty() && write(conn, &mut out).await.is_err() {
                             return false;
                         }
-                        if broker.store.wait(ticket).await.is_err() {
+                        if Box::pin(broker.store.wait(ticket)).await.is_err() {
                             // Not durable: no acknowledgement. The client will resend.
                             closing = Some(Some((Dr::UnspecifiedError, "storage failure")));
                             break;
@@ -935,11 +998,10 @@ async fn write_loop(
             tracing::debug!(client_id = %conn.client_id, reason = ?code, result = ?r, "connection closed by the broker");
             return true;
         }
-        let deliveries = broker
-            .take_outgoing(&conn.client_id, conn.conn_id, batch)
-            .await;
+        // Boxed (like the waits): the writer's idle state stays small.
+        let deliveries = Box::pin(broker.take_outgoing(&conn.client_id, conn.conn_id, batch)).await;
         let (deliveries, ticket) = deliveries;
-        if broker.store.wait(ticket).await.is_err() {
+        if Box::pin(broker.store.wait(ticket)).await.is_err() {
             return false;
         }
         let got = deliveries.len();
@@ -976,7 +1038,7 @@ async fn write_loop(
                     ) && qos > 0
                     {
                         // Too large for this client: discarded as if delivered [MQTT-3.1.2-25].
-                        broker.complete(&conn.client_id, pid).await;
+                        Box::pin(broker.complete(&conn.client_id, pid)).await;
                     }
                 }
             }

@@ -83,7 +83,19 @@ fn init_logging(level: &str) {
         .init();
 }
 
+/// glibc gives every thread its own malloc arena; on a small gateway that is mostly
+/// fragmentation (measured: +10-15 MiB RSS under a 50 MiB backlog with the default, +4-5 MiB with
+/// one arena). Two arenas keep the worker threads from contending on one lock.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: called first thing in main, before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     let cli = Cli::parse();
     match cli.command {
         Some(Command::PrintConfig) => {

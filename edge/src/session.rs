@@ -137,14 +137,15 @@ impl Session {
         }
     }
 
-    /// A packet id not used by any in-flight or queued-with-id delivery.
+    /// A packet id not used by any in-flight delivery, nor by a requeued one waiting for
+    /// redelivery. Requeued deliveries keep their ids and sit at the head of the queue (see
+    /// `requeue_inflight`), so only that head is scanned: O(in-flight), not O(queue).
     pub fn alloc_pid(&mut self) -> u16 {
         let used: HashSet<u16> = self
             .inflight
             .iter()
-            .chain(self.queue.iter())
+            .chain(self.queue.iter().take_while(|d| d.pid != 0))
             .map(|d| d.pid)
-            .filter(|p| *p != 0)
             .collect();
         for _ in 0..=u16::MAX {
             let pid = self.next_pid;
