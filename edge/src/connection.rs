@@ -226,6 +226,19 @@ impl Conn {
 /// Serves one accepted TCP connection to its end. Never panics on client input.
 pub async fn serve(broker: Arc<Broker>, stream: Transport, peer: SocketAddr) {
     let stream: Stream = Arc::new(stream);
+    // Everything up to CONNACK runs in a box that is freed once the session is attached, so an
+    // idle connection's task keeps only the state of its reader and writer loops.
+    let Some((ready, reader)) = Box::pin(accept(broker.clone(), stream.clone(), peer)).await
+    else {
+        return;
+    };
+    run(broker.clone(), stream, peer, ready, reader).await;
+    broker.connections.fetch_sub(1, Ordering::AcqRel);
+}
+
+/// Reads and checks CONNECT, applies the connection limit and attaches the session. On
+/// success the connection is counted in `broker.connections`.
+async fn accept(broker: Arc<Broker>, stream: Stream, peer: SocketAddr) -> Option<(Ready, FrameReader)> {
     let mut reader = FrameReader::new();
     let limits = &broker.cfg.limits;
     let max_packet = limits.max_packet_size as usize;
@@ -241,25 +254,25 @@ pub async fn serve(broker: Arc<Broker>, stream: Transport, peer: SocketAddr) {
         Ok(r) => r,
         Err(ReadError::Frame(FrameError::TooLarge(n))) => {
             tracing::warn!(%peer, size = n, "connection refused: CONNECT larger than limits.max_packet_size");
-            return;
+            return None;
         }
         Err(ReadError::Frame(FrameError::BadConnect(_))) => {
             tracing::info!(%peer, "connection refused: no CONNECT within limits.connect_timeout_secs");
-            return;
+            return None;
         }
         Err(ReadError::Frame(e)) => {
             tracing::info!(%peer, error = ?e, "connection refused: malformed first packet");
-            return;
+            return None;
         }
         Err(_) => {
             tracing::debug!(%peer, "connection closed before sending CONNECT");
-            return;
+            return None;
         }
     };
     let frame = reader.buf[lo..hi].to_vec();
     let (h, _) = match codec::fixed_header(&frame) {
         Ok(Some(x)) => x,
-        _ => return,
+        _ => return None,
     };
     let proto = match codec::connect_protocol(&frame, h) {
         Ok(p) => p,
@@ -273,11 +286,11 @@ pub async fn serve(broker: Arc<Broker>, stream: Transport, peer: SocketAddr) {
             if let Some(b) = codec::encode(&connack, Protocol::V311, &[]) {
                 let _ = stream.write_all(&b).await;
             }
-            return;
+            return None;
         }
         Err(e) => {
             tracing::warn!(%peer, error = ?e, "connection refused: first packet is not a valid CONNECT");
-            return;
+            return None;
         }
     };
     if let Err(e) = codec::check_connect_flags(&frame, h, proto) {
@@ -285,18 +298,18 @@ pub async fn serve(broker: Arc<Broker>, stream: Transport, peer: SocketAddr) {
         if proto == Protocol::V500 {
             send_connack_error(&stream, proto, v5::ConnectReasonCode::MalformedPacket, None).await;
         }
-        return;
+        return None;
     }
     let connect = match codec::decode(&frame, proto) {
         Ok(Packet::Connect(c)) => c,
-        Ok(_) => return,
+        Ok(_) => return None,
         Err(e) => {
             tracing::warn!(%peer, error = ?e, "connection refused: malformed CONNECT");
             if proto == Protocol::V500 {
                 send_connack_error(&stream, proto, v5::ConnectReasonCode::MalformedPacket, None)
                     .await;
             }
-            return;
+            return None;
         }
     };
     drop(frame);
@@ -310,10 +323,15 @@ pub async fn serve(broker: Arc<Broker>, stream: Transport, peer: SocketAddr) {
             v5::ConnectReasonCode::ServerUnavailable
         };
         send_connack_error(&stream, proto, code, Some("limits.max_connections reached")).await;
-        return;
+        return None;
     }
-    run(broker.clone(), stream, peer, proto, connect, reader).await;
-    broker.connections.fetch_sub(1, Ordering::AcqRel);
+    match handshake(broker.clone(), stream, peer, proto, connect).await {
+        Some(ready) => Some((ready, reader)),
+        None => {
+            broker.connections.fetch_sub(1, Ordering::AcqRel);
+            None
+        }
+    }
 }
 
 async fn send_connack_error(
@@ -530,26 +548,15 @@ async fn run(
     broker: Arc<Broker>,
     stream: Stream,
     peer: SocketAddr,
-    proto: Protocol,
-    connect: v5::Connect,
+    ready: Ready,
     reader: FrameReader,
 ) {
-    let Some(Ready {
+    let Ready {
         conn,
         connected,
         keep_alive,
         replies,
-    }) = Box::pin(handshake(
-        broker.clone(),
-        stream.clone(),
-        peer,
-        proto,
-        connect,
-    ))
-    .await
-    else {
-        return;
-    };
+    } = ready;
     let client_id = conn.client_id.clone();
     let departure = std::sync::Mutex::new(Departure::Abnormal);
     let reader_fut = async {
