@@ -21,6 +21,10 @@ pub struct Config {
     /// `immediate`: a PUBACK/PUBREC is sent only after the fsync of the commit holding the
     /// message. `none`: commits are not fsynced (explicit opt-out, loses data on power cut).
     pub durability: Durability,
+    /// Threads running connections; 0 = one per core (at most 4). One is the default: the
+    /// storage writer has its own thread, and one executor thread avoids cross-thread wake-ups
+    /// (measured on 2 cores: higher throughput, equal latency, less memory than two).
+    pub worker_threads: usize,
     /// Listeners; each one an independent TCP accept loop on the shared runtime.
     pub listeners: Vec<ListenerConfig>,
     pub limits: Limits,
@@ -103,6 +107,7 @@ impl Default for Config {
         Config {
             data_dir: PathBuf::from("data"),
             durability: Durability::Immediate,
+            worker_threads: 1,
             listeners: vec![ListenerConfig::default()],
             limits: Limits::default(),
             storage: StorageConfig::default(),
@@ -183,6 +188,9 @@ impl Config {
                 message: format!("invalid value for `{key}`: {why}"),
             })
         };
+        if self.worker_threads > 64 {
+            return bad("worker_threads", "at most 64");
+        }
         if self.listeners.is_empty() {
             return bad("listeners", "at least one listener is needed");
         }

@@ -54,10 +54,13 @@ pub fn run(cfg: Config, on_start: Option<StartHook>) -> Result<()> {
         None => None,
     };
 
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .clamp(1, 4);
+    let threads = match broker.cfg.worker_threads {
+        0 => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .clamp(1, 4),
+        n => n,
+    };
     let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
     let mut workers = Vec::new();
     for i in 1..threads {
