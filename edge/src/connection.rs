@@ -228,8 +228,7 @@ pub async fn serve(broker: Arc<Broker>, stream: Transport, peer: SocketAddr) {
     let stream: Stream = Arc::new(stream);
     // Everything up to CONNACK runs in a box that is freed once the session is attached, so an
     // idle connection's task keeps only the state of its reader and writer loops.
-    let Some((ready, reader)) = Box::pin(accept(broker.clone(), stream.clone(), peer)).await
-    else {
+    let Some((ready, reader)) = Box::pin(accept(broker.clone(), stream.clone(), peer)).await else {
         return;
     };
     run(broker.clone(), stream, peer, ready, reader).await;
@@ -238,7 +237,11 @@ pub async fn serve(broker: Arc<Broker>, stream: Transport, peer: SocketAddr) {
 
 /// Reads and checks CONNECT, applies the connection limit and attaches the session. On
 /// success the connection is counted in `broker.connections`.
-async fn accept(broker: Arc<Broker>, stream: Stream, peer: SocketAddr) -> Option<(Ready, FrameReader)> {
+async fn accept(
+    broker: Arc<Broker>,
+    stream: Stream,
+    peer: SocketAddr,
+) -> Option<(Ready, FrameReader)> {
     let mut reader = FrameReader::new();
     let limits = &broker.cfg.limits;
     let max_packet = limits.max_packet_size as usize;

@@ -151,6 +151,12 @@ pub fn run(cfg: Config, on_start: Option<StartHook>) -> Result<()> {
         let mut signals = signals;
         let sig = signals.next().await;
         tracing::info!(signal = ?sig, "shutting down");
+        // Stop accepting and ticking first. Cancelling inside the executor matters: a
+        // cancelled task's future is dropped by the executor, and with a single worker
+        // thread nothing would run it after this block.
+        for task in background {
+            task.cancel().await;
+        }
         broker.kick_all();
         if let Some(stop) = stop_sync {
             stop.await;
@@ -162,7 +168,6 @@ pub fn run(cfg: Config, on_start: Option<StartHook>) -> Result<()> {
             broker.kick_all();
         }
     }));
-    drop(background);
     drop(stop_tx);
     for w in workers {
         let _ = w.join();
