@@ -198,10 +198,6 @@ impl Broker {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn session_count(&self) -> usize {
-        self.lock().sessions.len()
-    }
-
     /// Attaches a new connection to its session (creating, resuming or taking it over).
     pub async fn connect(&self, req: ConnectRequest) -> Connected {
         let slot = self.store.reserve().await;
@@ -782,15 +778,6 @@ impl Broker {
             .sessions
             .get(client)
             .map(|s| s.expiry_secs)
-            .unwrap_or(0)
-    }
-
-    /// Number of incoming QoS 2 messages awaiting PUBREL for a session.
-    pub fn qos2_pending(&self, client: &Arc<str>) -> usize {
-        self.lock()
-            .sessions
-            .get(client)
-            .map(|s| s.qos2_in.len())
             .unwrap_or(0)
     }
 
