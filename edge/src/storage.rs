@@ -26,6 +26,9 @@ use crate::topic::SubOptions;
 
 const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
 const QUEUE: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("session_queue");
+/// Packet id and release flag of deliveries sent at least once: `pid | released << 16`. Kept
+/// apart from the record so that marking a send writes 4 bytes, not the whole message again.
+const QUEUE_STATE: TableDefinition<(&str, u64), u32> = TableDefinition::new("session_queue_state");
 const QOS2_IN: TableDefinition<(&str, u16), ()> = TableDefinition::new("session_qos2_in");
 const RETAINED: TableDefinition<&str, &[u8]> = TableDefinition::new("retained");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -59,7 +62,8 @@ pub struct DeliveryRecord {
     pub qos: u8,
     pub retain: bool,
     pub sub_ids: Vec<u32>,
-    /// Packet id once sent (0 = not sent yet); kept so redelivery reuses it.
+    /// Packet id once sent (0 = not sent yet); kept so redelivery reuses it. Stored in
+    /// `session_queue_state`, filled in when the queue is loaded.
     pub pid: u16,
     /// QoS 2: PUBREC received, PUBREL sent; only the PUBCOMP is missing.
     pub released: bool,
@@ -343,6 +347,7 @@ fn init_tables(db: &Database) -> Result<()> {
     {
         txn.open_table(SESSIONS)?;
         txn.open_table(QUEUE)?;
+        txn.open_table(QUEUE_STATE)?;
         txn.open_table(QOS2_IN)?;
         txn.open_table(RETAINED)?;
         let mut meta = txn.open_table(META)?;
@@ -378,6 +383,7 @@ fn load(db: &Database) -> Result<Loaded> {
     let txn = db.begin_read()?;
     let sessions = txn.open_table(SESSIONS)?;
     let queue = txn.open_table(QUEUE)?;
+    let queue_state = txn.open_table(QUEUE_STATE)?;
     let qos2 = txn.open_table(QOS2_IN)?;
     let retained = txn.open_table(RETAINED)?;
     let meta = txn.open_table(META)?;
@@ -395,11 +401,23 @@ fn load(db: &Database) -> Result<Loaded> {
                 continue;
             }
         };
+        let mut sent = std::collections::HashMap::new();
+        for row in queue_state.range((client_id.as_str(), 0u64)..=(client_id.as_str(), u64::MAX))? {
+            let (k, v) = row?;
+            sent.insert(k.value().1, v.value());
+        }
         let mut q = Vec::new();
         for row in queue.range((client_id.as_str(), 0u64)..=(client_id.as_str(), u64::MAX))? {
             let (k, v) = row?;
             match decode::<DeliveryRecord>("session_queue", v.value()) {
-                Ok(d) => q.push((k.value().1, d)),
+                Ok(mut d) => {
+                    let seq = k.value().1;
+                    if let Some(st) = sent.get(&seq) {
+                        d.pid = (*st & 0xffff) as u16;
+                        d.released = st >> 16 != 0;
+                    }
+                    q.push((seq, d))
+                }
                 Err(e) => {
                     tracing::error!(client_id, error = %e, "skipping unreadable queued message")
                 }
@@ -525,6 +543,7 @@ fn commit(
     {
         let mut sessions = txn.open_table(SESSIONS)?;
         let mut queue = txn.open_table(QUEUE)?;
+        let mut queue_state = txn.open_table(QUEUE_STATE)?;
         let mut qos2 = txn.open_table(QOS2_IN)?;
         let mut retained = txn.open_table(RETAINED)?;
         txn.open_table(META)?
@@ -537,6 +556,7 @@ fn commit(
                 Op::DeleteSession(id) => {
                     sessions.remove(&**id)?;
                     queue.retain_in((&**id, 0u64)..=(&**id, u64::MAX), |_, _| false)?;
+                    queue_state.retain_in((&**id, 0u64)..=(&**id, u64::MAX), |_, _| false)?;
                     qos2.retain_in((&**id, 0u16)..=(&**id, u16::MAX), |_, _| false)?;
                 }
                 Op::Enqueue {
@@ -563,17 +583,12 @@ fn commit(
                     pid,
                     released,
                 } => {
-                    let existing = queue
-                        .get((&**client, *seq))?
-                        .map(|v| decode::<DeliveryRecord>("session_queue", v.value()));
-                    if let Some(Ok(mut rec)) = existing {
-                        rec.pid = *pid;
-                        rec.released = *released;
-                        queue.insert((&**client, *seq), encode(&rec)?.as_slice())?;
-                    }
+                    queue_state
+                        .insert((&**client, *seq), *pid as u32 | (*released as u32) << 16)?;
                 }
                 Op::Dequeue { client, seq } => {
                     queue.remove((&**client, *seq))?;
+                    queue_state.remove((&**client, *seq))?;
                 }
                 Op::Qos2In {
                     client,
@@ -664,6 +679,12 @@ mod tests {
                     client: c.clone(),
                     seq: 2,
                 });
+                ops.push(Op::MarkSent {
+                    client: c.clone(),
+                    seq: 3,
+                    pid: 9,
+                    released: true,
+                });
                 ops.push(Op::Retain {
                     topic: "r".into(),
                     msg: Some(msg("r")),
@@ -678,6 +699,12 @@ mod tests {
         let seqs: Vec<u64> = loaded.sessions[0].queue.iter().map(|q| q.0).collect();
         assert_eq!(seqs, vec![1, 3]);
         assert_eq!(loaded.sessions[0].queue[0].1.sub_ids, vec![7]);
+        let (first, third) = (
+            &loaded.sessions[0].queue[0].1,
+            &loaded.sessions[0].queue[1].1,
+        );
+        assert_eq!((first.pid, first.released), (0, false));
+        assert_eq!((third.pid, third.released), (9, true));
         assert_eq!(loaded.retained.len(), 1);
     }
 
