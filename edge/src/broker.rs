@@ -40,7 +40,8 @@ pub struct Broker {
     state: Mutex<State>,
     next_conn: AtomicU64,
     pub connections: AtomicUsize,
-    forwarder: Mutex<Option<Arc<dyn Forwarder>>>,
+    /// Set once at start-up (sync on), read on every publish.
+    forwarder: std::sync::OnceLock<Arc<dyn Forwarder>>,
     /// Fired on shutdown so that every connection task ends.
     pub shutdown: Event,
 }
@@ -85,8 +86,14 @@ pub enum Published {
         matched: bool,
         congested: Option<Congestion>,
     },
+    /// A QoS 2 packet id already received and not released: acknowledge again once `ticket`
+    /// (which covers the first copy's commit) is on disk; nothing is routed.
+    Duplicate { ticket: u64 },
     /// The outbox is full and its policy is `reject_new`.
     QuotaExceeded,
+    /// The publisher's session is gone (taken over meanwhile): nothing was stored, so nothing
+    /// may be acknowledged.
+    SessionGone,
 }
 
 /// A subscriber that cannot keep up, for the publisher to wait on.
@@ -175,7 +182,7 @@ impl Broker {
             state: Mutex::new(state),
             next_conn: AtomicU64::new(1),
             connections: AtomicUsize::new(0),
-            forwarder: Mutex::new(None),
+            forwarder: std::sync::OnceLock::new(),
             shutdown: Event::new(),
         });
         // Wills due now and sessions that expired while the broker was down are handled by
@@ -183,15 +190,11 @@ impl Broker {
         broker
     }
 
+    /// Plugs in store-and-forward; only the first call takes effect.
     pub fn set_forwarder(&self, f: Arc<dyn Forwarder>) {
-        *self.forwarder.lock().unwrap_or_else(|e| e.into_inner()) = Some(f);
-    }
-
-    fn forwarder(&self) -> Option<Arc<dyn Forwarder>> {
-        self.forwarder
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        if self.forwarder.set(f).is_err() {
+            tracing::warn!("a forwarder is already set; ignoring the second one");
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -339,18 +342,18 @@ impl Broker {
     }
 
     /// Routes an incoming application message; for QoS 2 also records the packet id.
-    /// Returns `None` for a QoS 2 duplicate (already received, PUBREC again, route nothing).
     pub async fn publish(
         &self,
         msg: Arc<Message>,
         qos2_from: Option<(&Arc<str>, u16)>,
-    ) -> Option<Published> {
+    ) -> Published {
         let forward = self
-            .forwarder()
+            .forwarder
+            .get()
             .filter(|f| !msg.from_downlink && f.wants(&msg.topic, msg.qos));
         if let Some(f) = &forward {
             if !f.admit(&msg.topic, msg.payload.len()) {
-                return Some(Published::QuotaExceeded);
+                return Published::QuotaExceeded;
             }
         }
         let slot = self.store.reserve().await;
@@ -358,9 +361,13 @@ impl Broker {
         let mut st = self.lock();
         let st = &mut *st;
         if let Some((client, pid)) = qos2_from {
-            let s = st.sessions.get_mut(client)?;
+            let Some(s) = st.sessions.get_mut(client) else {
+                return Published::SessionGone;
+            };
             if !s.qos2_in.insert(pid) {
-                return None;
+                return Published::Duplicate {
+                    ticket: self.store.latest_ticket(),
+                };
             }
             if s.persistent() {
                 ops.push(Op::Qos2In {
@@ -378,11 +385,11 @@ impl Broker {
         }
         let (matched, congested) = self.route(st, msg, &mut ops);
         let ticket = self.store.push(slot, ops);
-        Some(Published::Accepted {
+        Published::Accepted {
             ticket,
             matched,
             congested,
-        })
+        }
     }
 
     fn retain(&self, st: &mut State, msg: &Arc<Message>, ops: &mut Vec<Op>) {

@@ -613,15 +613,12 @@ async fn read_loop(
     mut reader: FrameReader,
     keep_alive: u16,
     replies: &Replies,
-) -> (Departure, Option<(Dr, &'static str)>) {
+) -> Ending {
     let broker = &conn.broker;
     let limits = &broker.cfg.limits;
     let max_packet = limits.max_packet_size as usize;
     let mut aliases: HashMap<u16, Arc<str>> = HashMap::new();
-    let fail = |code: Dr, why: &'static str| {
-        tracing::info!(peer = %conn.peer, client_id = %conn.client_id, reason = why, "closing connection");
-        (Departure::Abnormal, Some((code, why)))
-    };
+    let fail = |code: Dr, why: &'static str| closing(conn, code, why);
     loop {
         let next = reader.next(&conn.stream, max_packet);
         let res = if keep_alive > 0 {
@@ -665,6 +662,12 @@ async fn read_loop(
 /// How the connection ends, when a packet ends it.
 type Ending = (Departure, Option<(Dr, &'static str)>);
 
+/// The broker ends the connection for `why`, telling a v5 client with DISCONNECT `code`.
+fn closing(conn: &Conn, code: Dr, why: &'static str) -> Ending {
+    tracing::info!(peer = %conn.peer, client_id = %conn.client_id, reason = why, "closing connection");
+    (Departure::Abnormal, Some((code, why)))
+}
+
 /// Handles one packet from the client; `Some` ends the connection. Called through a box so
 /// that the large per-packet state exists only while a packet is being handled, not in every
 /// idle connection's task.
@@ -677,10 +680,7 @@ async fn handle_packet(
     let broker = &conn.broker;
     let limits = &broker.cfg.limits;
     let v5 = conn.proto == Protocol::V500;
-    let end = |code: Dr, why: &'static str| {
-        tracing::info!(peer = %conn.peer, client_id = %conn.client_id, reason = why, "closing connection");
-        Some((Departure::Abnormal, Some((code, why))))
-    };
+    let end = |code: Dr, why: &'static str| Some(closing(conn, code, why));
     let send = |ticket: u64, packet: Reply, incoming_done: bool| {
         replies.send(ticket, packet, incoming_done)
     };
@@ -744,18 +744,19 @@ async fn handle_packet(
                 _ => None,
             };
             let res = broker.publish(msg, qos2_from).await;
-            let duplicate = res.is_none();
-            // (ticket to wait for, reason code); `None` = QoS 2 duplicate: ack again.
+            let duplicate = matches!(res, Published::Duplicate { .. });
+            // (ticket to wait for, reason code, congested subscriber)
             let (ticket, code, congested) = match res {
-                None => (0, 0x00, None),
-                Some(Published::Accepted {
+                Published::Duplicate { ticket } => (ticket, 0x00, None),
+                Published::Accepted {
                     ticket,
                     matched,
                     congested,
-                }) => (ticket, if matched { 0x00 } else { 0x10 }, congested),
-                Some(Published::QuotaExceeded) => (0, 0x97, None),
+                } => (ticket, if matched { 0x00 } else { 0x10 }, congested),
+                Published::QuotaExceeded => (0, 0x97, None),
+                Published::SessionGone => return Some((Departure::Abnormal, None)),
             };
-            if code == 0x97 && !v5 {
+            if code == 0x97 && !v5 && qos != QoS::Level0 {
                 // MQTT 3 has no negative acknowledgement: closing tells the publisher.
                 return end(Dr::QuotaExceeded, "sync outbox full (reject_new)");
             }

@@ -258,6 +258,11 @@ impl Store {
         ticket
     }
 
+    /// The ticket of the last batch pushed: waiting for it covers everything queued so far.
+    pub fn latest_ticket(&self) -> u64 {
+        lock(&self.shared.pending).next_ticket - 1
+    }
+
     /// Resolves once the batch with `ticket` is on disk; an error if its commit failed.
     pub async fn wait(&self, ticket: u64) -> Result<()> {
         if ticket == 0 {

@@ -90,11 +90,11 @@ impl LocalBus for Bus {
                 props,
             });
             match broker.publish(msg, None).await {
-                Some(Published::Accepted { ticket, .. }) => {
+                Published::Accepted { ticket, .. } | Published::Duplicate { ticket } => {
                     broker.store.wait(ticket).await.map_err(|e| e.to_string())
                 }
-                Some(Published::QuotaExceeded) => Err("quota exceeded".into()),
-                None => Err("not accepted".into()),
+                Published::QuotaExceeded => Err("quota exceeded".into()),
+                Published::SessionGone => Err("not accepted".into()),
             }
         })
     }
