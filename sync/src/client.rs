@@ -254,6 +254,8 @@ pub struct ConnAck {
     pub max_qos: Option<u8>,
     pub max_packet_size: Option<u32>,
     pub server_keep_alive: Option<u16>,
+    /// v5 Session Expiry Interval the server granted, when it differs from the one asked for.
+    pub session_expiry: Option<u32>,
     /// A v3.x CONNACK "unacceptable protocol version" answered our v5 CONNECT.
     pub wants_older_protocol: bool,
 }
@@ -322,15 +324,30 @@ pub fn decode(proto: Proto, frame: &[u8]) -> Result<Inbound, SyncError> {
             max_qos: None,
             max_packet_size: None,
             server_keep_alive: None,
+            session_expiry: None,
             wants_older_protocol: frame[3] == 1,
         }));
     }
     let perr = |e: String| SyncError::Protocol(e);
     match proto {
         Proto::V5 => {
-            let p = v5::Packet::decode(frame)
-                .map_err(|e| perr(format!("{e:?}")))?
-                .ok_or_else(|| perr("truncated packet".into()))?;
+            let p = match v5::Packet::decode(frame) {
+                Ok(Some(p)) => p,
+                Ok(None) => return Err(perr("truncated packet".into())),
+                Err(e) => {
+                    // Liberal where it cannot endanger data (README, "Upstream deviations").
+                    return match crate::lenient::decode_v5(frame) {
+                        Some(ev) => {
+                            tracing::warn!(
+                                packet = ?ev,
+                                "upstream sent an invalid acknowledgement ({e:?}); accepted"
+                            );
+                            Ok(ev)
+                        }
+                        None => Err(perr(format!("{e:?}"))),
+                    };
+                }
+            };
             Ok(match p {
                 v5::Packet::Connack(c) => Inbound::ConnAck(ConnAck {
                     session_present: c.session_present,
@@ -340,6 +357,7 @@ pub fn decode(proto: Proto, frame: &[u8]) -> Result<Inbound, SyncError> {
                     max_qos: c.properties.max_qos.map(|q| q as u8),
                     max_packet_size: c.properties.max_packet_size,
                     server_keep_alive: c.properties.server_keep_alive,
+                    session_expiry: c.properties.session_expiry_interval,
                     wants_older_protocol: false,
                 }),
                 v5::Packet::Publish(p) => Inbound::Publish(InPublish {
@@ -396,6 +414,7 @@ pub fn decode(proto: Proto, frame: &[u8]) -> Result<Inbound, SyncError> {
                     max_qos: None,
                     max_packet_size: None,
                     server_keep_alive: None,
+                    session_expiry: None,
                     wants_older_protocol: false,
                 }),
                 v3::Packet::Publish(p) => Inbound::Publish(InPublish {
@@ -484,7 +503,12 @@ pub fn encode_connect(
             let mut c = v3::Connect::new(cid, keep_alive);
             c.protocol = mqtt_proto::Protocol::V311;
             c.clean_session = false;
-            c.username = username;
+            // No properties in 3.1.1: RobustMQ takes the tenant from a `tenant@user` user name.
+            c.username = match (&cfg.tenant, username) {
+                (Some(t), Some(u)) => Some(format!("{t}@{u}").into()),
+                (Some(_), None) => None, // refused by the config check for protocol "3.1.1"
+                (None, u) => u,
+            };
             c.password = password;
             v3::Packet::Connect(c).encode().map_err(enc_err)?
         }
@@ -581,6 +605,8 @@ pub fn encode_subscribe(
                     let mut o = v5::SubscriptionOptions::new(q);
                     o.retain_as_published = true;
                     o.no_local = true;
+                    // Subscribed again at every connect: retained messages only the first time.
+                    o.retain_handling = v5::RetainHandling::SendAtSubscribeIfNotExist;
                     (tf, o)
                 })
                 .collect();
@@ -627,6 +653,85 @@ mod tests {
         assert_eq!(parse_offset("Some(\"[17]\")"), Some(17));
         assert_eq!(parse_offset("[3]"), Some(3));
         assert_eq!(parse_offset("None"), None);
+    }
+
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// The CONNACK RobustMQ 0.4.11 sent to a v5 CONNECT asking for a 3600 s session, byte for
+    /// byte: Session Expiry 1800, Receive Maximum 65535, Maximum QoS 2 (which MQTT 5 forbids),
+    /// Retain Available, Maximum Packet Size 10 MiB, Topic Alias Maximum 65535, Wildcard /
+    /// Subscription Identifier / Shared Subscription available, Server Keep Alive 30.
+    #[test]
+    fn robustmq_connack_bytes_decode() {
+        let f = hex("202000001d110000070821ffff240225012700a0000022ffff280129012a0113001e");
+        match decode(Proto::V5, &f).unwrap() {
+            Inbound::ConnAck(c) => {
+                assert_eq!(c.code, 0);
+                assert!(!c.session_present);
+                assert_eq!(c.max_qos, Some(2), "Maximum QoS 2 read as QoS 2 allowed");
+                assert_eq!(c.session_expiry, Some(1800));
+                assert_eq!(c.receive_max, Some(65535));
+                assert_eq!(c.max_packet_size, Some(10 * 1024 * 1024));
+                assert_eq!(c.server_keep_alive, Some(30));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// RobustMQ 0.4.11's PUBACK to a v5 QoS 1 publish with packet id 1, byte for byte.
+    #[test]
+    fn robustmq_puback_bytes_decode_with_offset() {
+        let f = hex("401a000100162600066f6666736574000b536f6d6528225b305d2229");
+        match decode(Proto::V5, &f).unwrap() {
+            Inbound::PubAck { pid, code, offset } => {
+                assert_eq!((pid, code, offset), (1, 0, Some(0)))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn maximum_qos_3_is_still_refused_by_the_codec_but_read_leniently() {
+        // A CONNACK with Maximum QoS 3: strict decoding fails, the lenient path drops the value.
+        let f = [0x20, 0x05, 0x00, 0x00, 0x02, 0x24, 0x03];
+        assert!(v5::Packet::decode(&f).is_err());
+        match decode(Proto::V5, &f).unwrap() {
+            Inbound::ConnAck(c) => assert_eq!((c.code, c.max_qos), (0, None)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn malformed_publish_from_upstream_is_an_error() {
+        // PUBLISH with an unknown property id: never read leniently.
+        let f = [0x30, 0x07, 0x00, 0x01, b'a', 0x02, 0x7F, 0x00, b'x'];
+        assert!(decode(Proto::V5, &f).is_err());
+    }
+
+    #[test]
+    fn mqtt311_connect_carries_the_tenant_in_the_user_name() {
+        let toml = "node_id = \"n\"\nupstreams = [\"tcp://a:1\"]\nprotocol = \"3.1.1\"\ntenant = \"t1\"\nusername = \"bob\"\n";
+        let cfg = SyncConfig::from_toml_str(toml).unwrap();
+        let b = encode_connect(Proto::V311, &cfg, 30).unwrap();
+        match v3::Packet::decode(&b).unwrap().unwrap() {
+            v3::Packet::Connect(c) => assert_eq!(c.username.as_deref(), Some("t1@bob")),
+            other => panic!("{other:?}"),
+        }
+        let toml = "node_id = \"n\"\nupstreams = [\"tcp://a:1\"]\ntenant = \"t1\"\n";
+        let cfg = SyncConfig::from_toml_str(toml).unwrap();
+        let b = encode_connect(Proto::V5, &cfg, 30).unwrap();
+        match v5::Packet::decode(&b).unwrap().unwrap() {
+            v5::Packet::Connect(c) => {
+                let u = &c.properties.user_properties[0];
+                assert_eq!((&*u.name, &*u.value), ("tenant", "t1"));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -208,21 +208,32 @@ impl std::fmt::Display for Upstream {
     }
 }
 
-/// Parses `tcp://host:port` / `tls://host:port` (IPv6 hosts in brackets).
+/// Parses `tcp://`, `mqtt://` (plain) or `tls://`, `mqtts://` (TLS) followed by `host[:port]`;
+/// IPv6 hosts in brackets. Without a port: 1883 plain, 8883 TLS (RobustMQ's TLS port is 1885).
 pub fn parse_upstream(s: &str) -> Result<Upstream, String> {
-    let (tls, rest) = if let Some(r) = s.strip_prefix("tcp://") {
+    let (tls, rest) = if let Some(r) = s.strip_prefix("tcp://").or(s.strip_prefix("mqtt://")) {
         (false, r)
-    } else if let Some(r) = s.strip_prefix("tls://") {
+    } else if let Some(r) = s.strip_prefix("tls://").or(s.strip_prefix("mqtts://")) {
         (true, r)
     } else {
-        return Err(format!("`{s}`: must start with tcp:// or tls://"));
+        return Err(format!(
+            "`{s}`: must start with tcp://, mqtt://, tls:// or mqtts://"
+        ));
     };
-    let (host, port) = rest
-        .rsplit_once(':')
-        .ok_or_else(|| format!("`{s}`: missing :port"))?;
-    let port: u16 = port
-        .parse()
-        .map_err(|_| format!("`{s}`: port is not a number 1..65535"))?;
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    let default_port = if tls { 8883 } else { 1883 };
+    let (host, port) = match rest.rsplit_once(':') {
+        // `[::1]` alone: the colon belongs to the address.
+        Some((h, p)) if !p.ends_with(']') => (
+            h,
+            p.parse::<u16>()
+                .map_err(|_| format!("`{s}`: port is not a number 1..65535"))?,
+        ),
+        _ => (rest, default_port),
+    };
+    if host.contains('/') {
+        return Err(format!("`{s}`: a path is not allowed"));
+    }
     let host = host.trim_start_matches('[').trim_end_matches(']');
     if host.is_empty() || port == 0 {
         return Err(format!("`{s}`: empty host or port 0"));
@@ -293,10 +304,20 @@ impl SyncConfig {
                 return bad("sync.client_id".into(), "must not be empty".into());
             }
         }
-        if self.tenant.is_some() && self.protocol == ProtocolVersion::V311 {
-            tracing::warn!(
-                "sync.tenant is only sent with MQTT 5; with protocol 3.1.1 use a `tenant@username` user name"
-            );
+        if let Some(t) = &self.tenant {
+            if t.is_empty() || t.contains('@') {
+                return bad(
+                    "sync.tenant".into(),
+                    "must be a non-empty name without `@`".into(),
+                );
+            }
+            // MQTT 3.1.1 has no properties: the tenant is sent as `tenant@username`.
+            if self.protocol == ProtocolVersion::V311 && self.username.is_none() {
+                return bad(
+                    "sync.tenant".into(),
+                    "with protocol \"3.1.1\" the tenant is sent as `tenant@username`, so sync.username is required".into(),
+                );
+            }
         }
         if let Some(t) = &self.tls {
             for (name, f) in [
@@ -482,7 +503,7 @@ mod tests {
 
     #[test]
     fn bad_upstream_scheme_is_named() {
-        let e = parse("node_id = \"n\"\nupstreams = [\"tcp://a:1\", \"mqtt://b:1883\"]\n")
+        let e = parse("node_id = \"n\"\nupstreams = [\"tcp://a:1\", \"ws://b:1883\"]\n")
             .unwrap_err()
             .to_string();
         assert!(e.contains("sync.upstreams[1]"), "{e}");
@@ -523,6 +544,33 @@ mod tests {
         assert_eq!(u.port, 1885);
         let u = parse_upstream("tcp://[::1]:1883").unwrap();
         assert_eq!(u.host, "::1");
-        assert!(parse_upstream("tcp://host").is_err());
+        assert_eq!(parse_upstream("tcp://host").unwrap().port, 1883);
+        assert!(parse_upstream("tcp://host:x").is_err());
+        assert!(parse_upstream("tcp://host:1883/path").is_err());
+        assert!(parse_upstream("tcp://:1883").is_err());
+    }
+
+    #[test]
+    fn mqtt_and_mqtts_schemes_mean_plain_and_tls() {
+        let u = parse_upstream("mqtt://broker.local:1884").unwrap();
+        assert!(!u.tls);
+        assert_eq!((u.host.as_str(), u.port), ("broker.local", 1884));
+        let u = parse_upstream("mqtts://cloud.example:1885").unwrap();
+        assert!(u.tls);
+        assert_eq!(u.port, 1885);
+        assert_eq!(parse_upstream("mqtts://cloud.example").unwrap().port, 8883);
+        assert_eq!(parse_upstream("mqtt://[::1]").unwrap().host, "::1");
+        assert_eq!(parse_upstream("mqtt://[::1]").unwrap().port, 1883);
+    }
+
+    #[test]
+    fn tenant_over_mqtt311_needs_a_user_name() {
+        let s = format!("{MIN}protocol = \"3.1.1\"\ntenant = \"t1\"\n");
+        let e = parse(&s).unwrap_err().to_string();
+        assert!(e.contains("sync.tenant") && e.contains("username"), "{e}");
+        let s = format!("{MIN}protocol = \"3.1.1\"\ntenant = \"t1\"\nusername = \"u\"\n");
+        assert!(parse(&s).is_ok());
+        let s = format!("{MIN}tenant = \"a@b\"\n");
+        assert!(parse(&s).unwrap_err().to_string().contains("sync.tenant"));
     }
 }

@@ -11,6 +11,7 @@ pub mod client;
 pub mod config;
 pub mod downlink;
 pub mod error;
+mod lenient;
 pub mod outbox;
 pub mod status;
 pub mod topic;

@@ -324,6 +324,19 @@ async fn session(
         session_present = ack.session_present,
         "sync uplink connected"
     );
+    if let Some(granted) = ack
+        .session_expiry
+        .filter(|g| *g < ctx.cfg.session_expiry_secs)
+    {
+        // RobustMQ caps the expiry (1800 s): after a longer outage the session is gone and
+        // CONNACK says so; the downlink is subscribed again at every connect in any case.
+        tracing::info!(
+            upstream = %up,
+            asked = ctx.cfg.session_expiry_secs,
+            granted,
+            "upstream granted a shorter session expiry"
+        );
+    }
     if !ack.session_present {
         carry.entries.clear();
     }

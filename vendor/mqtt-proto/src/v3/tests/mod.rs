@@ -1,0 +1,2 @@
+mod decoder;
+mod encoder;
