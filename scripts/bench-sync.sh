@@ -10,10 +10,15 @@
 #   4. stops the edge (SIGTERM) and starts it again pointing at the mosquitto; measures the time
 #      until the subscriber has N messages (every edge-msg-id checked) and `sync status --json`
 #      shows backlog 0 / acked N; samples the edge's VmRSS every 50 ms and reads VmHWM;
-#   5. repeats with pacing on (--paced-rate msgs/s, --paced-n messages) to show the cap holds.
+#   5. repeats with pacing on (--paced-rate msgs/s, --paced-n messages) to show the cap holds;
+#   6. drains a --rmq-n backlog (default 100,000) to a real RobustMQ 0.4.11 (../shared/robustmq,
+#      fresh data folder, 3 partitions, admin/robustmq) and, in the same run, the same backlog to
+#      mosquitto, so the two rows compare. The RobustMQ subscriber is mosquitto_sub over MQTT 3.1.1
+#      (libmosquitto refuses RobustMQ's v5 CONNACK, whose Maximum QoS 2 the spec forbids), so it
+#      checks distinct payloads instead of edge-msg-id.
 #
 # Usage: scripts/bench-sync.sh [--quick] [--n N] [--no-build] [--paced-rate R] [--paced-n N]
-#                              [--no-paced] [--out DIR]
+#                              [--no-paced] [--rmq-n N] [--no-robustmq] [--out DIR]
 #   --quick   N = 100,000 (default 1,000,000)
 # Prints a markdown section (also in OUT/section.md; OUT defaults to a new /tmp folder).
 set -euo pipefail
@@ -28,6 +33,9 @@ BUILD=1
 PACED_RATE=20000
 PACED_N=100000
 PACED=1
+RMQ_N=100000
+RMQ=1
+RMQ_RUN=${ROBUSTMQ_RUN:-$ROOT/../shared/robustmq/run.sh}
 OUT=""
 ARGS="$*"
 while [ $# -gt 0 ]; do
@@ -38,8 +46,10 @@ while [ $# -gt 0 ]; do
         --paced-rate) PACED_RATE=$2; shift ;;
         --paced-n) PACED_N=$2; shift ;;
         --no-paced) PACED=0 ;;
+        --rmq-n) RMQ_N=$2; shift ;;
+        --no-robustmq) RMQ=0 ;;
         --out) OUT=$2; shift ;;
-        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
     shift
@@ -58,9 +68,11 @@ kib() { awk -v k="$2" '$1==k":" {print $2}' "/proc/$1/status" 2>/dev/null || tru
 json_num() { grep -o "\"$2\": *[0-9]*" <<<"$1" | head -1 | grep -o '[0-9]*$' || echo 0; }
 
 PIDS=()
+RMQ_DIRS=()
 cleanup() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
     for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    for d in "${RMQ_DIRS[@]}"; do "$RMQ_RUN" stop "$d" 2>/dev/null || true; done
 }
 trap cleanup EXIT
 
@@ -100,7 +112,7 @@ EOF
     wait_port "$2" || die "mosquitto did not start on $2"
 }
 
-edge_config() { # $1 file, $2 data dir, $3 edge port, $4 upstream port, $5 msgs/s, $6 bytes/s
+edge_config() { # $1 file, $2 data dir, $3 edge port, $4 upstream port, $5 msgs/s, $6 bytes/s, [$7 extra sync keys]
     cat >"$1" <<EOF
 data_dir = "$2"
 [[listeners]]
@@ -114,6 +126,7 @@ max_messages_per_sec = $5
 max_bytes_per_sec = $6
 max_backlog_bytes = 1073741824
 status_interval_secs = 1
+${7:-}
 [sync.backoff]
 initial_ms = 100
 max_ms = 200
@@ -124,31 +137,49 @@ qos = 1
 EOF
 }
 
-# run_drain LABEL N MPS BPS: fills a backlog while the upstream is unreachable (the edge points at
-# a port nothing listens on), stops the edge (SIGTERM), starts it again pointing at the running
-# mosquitto, whose counting subscriber is already subscribed, and times the drain.
+# run_drain LABEL N MPS BPS [UPSTREAM]: fills a backlog while the upstream is unreachable (the
+# edge points at a port nothing listens on), stops the edge (SIGTERM), starts it again pointing at
+# the running upstream (mosquitto, or robustmq), whose counting subscriber is already subscribed,
+# and times the drain.
 run_drain() {
-    local label=$1 n=$2 mps=$3 bps=$4
+    local label=$1 n=$2 mps=$3 bps=$4 upstream=${5:-mosquitto}
     local dir="$WORK/$label"
     mkdir -p "$dir/mq" "$dir/edge"
-    local mq_port edge_port dead_port
+    local mq_port edge_port dead_port up_pid extra=""
     mq_port=$(free_port)
     edge_port=$(free_port)
     dead_port=$(free_port)
 
-    start_mosquitto "$dir/mq" "$mq_port"
-    mosquitto_sub -h 127.0.0.1 -p "$mq_port" -V mqttv5 -q 1 -i "bench-sync-sub-$label" \
-        -t 'edge/#' -C "$n" -F '%P' >"$dir/received" 2>"$dir/sub.log" &
-    local sub_pid=$!
-    PIDS+=("$sub_pid")
-    for _ in $(seq 400); do
-        grep -q "bench-sync-sub-$label 1 edge/#" "$dir/mq/mosquitto.log" 2>/dev/null && break
-        sleep 0.025
-    done
-    grep -q "bench-sync-sub-$label 1 edge/#" "$dir/mq/mosquitto.log" \
-        || die "[$label] counting subscriber not subscribed"
+    if [ "$upstream" = robustmq ]; then
+        RMQ_DIRS+=("$dir/rmq")
+        "$RMQ_RUN" start "$dir/rmq" "$mq_port" >"$dir/rmq.out" 2>&1 \
+            || die "[$label] robustmq did not start: $(tail -3 "$dir/rmq.out")"
+        up_pid=$(cat "$dir/rmq/server.pid")
+        extra='username = "admin"
+password = "robustmq"'
+        # Over 3.1.1 (see the header); the payload (publisher, sequence, time) identifies a message.
+        mosquitto_sub -h 127.0.0.1 -p "$mq_port" -V mqttv311 -q 1 -i "bench-sync-sub-$label" \
+            -u admin -P robustmq -t 'edge/#' -C "$n" -F 'edge-msg-id:%x' >"$dir/received" 2>"$dir/sub.log" &
+        local sub_pid=$!
+        PIDS+=("$sub_pid")
+        sleep 2 # no subscription log to watch; RobustMQ answers SUBACK well within this
+        kill -0 "$sub_pid" 2>/dev/null || die "[$label] subscriber ended: $(cat "$dir/sub.log")"
+    else
+        start_mosquitto "$dir/mq" "$mq_port"
+        up_pid=$MQ_PID
+        mosquitto_sub -h 127.0.0.1 -p "$mq_port" -V mqttv5 -q 1 -i "bench-sync-sub-$label" \
+            -t 'edge/#' -C "$n" -F '%P' >"$dir/received" 2>"$dir/sub.log" &
+        local sub_pid=$!
+        PIDS+=("$sub_pid")
+        for _ in $(seq 400); do
+            grep -q "bench-sync-sub-$label 1 edge/#" "$dir/mq/mosquitto.log" 2>/dev/null && break
+            sleep 0.025
+        done
+        grep -q "bench-sync-sub-$label 1 edge/#" "$dir/mq/mosquitto.log" \
+            || die "[$label] counting subscriber not subscribed"
+    fi
 
-    edge_config "$dir/fill.toml" "$dir/edge" "$edge_port" "$dead_port" "$mps" "$bps"
+    edge_config "$dir/fill.toml" "$dir/edge" "$edge_port" "$dead_port" "$mps" "$bps" "$extra"
     "$EDGE" --config "$dir/fill.toml" >"$dir/edge-fill.log" 2>&1 &
     local edge_pid=$!
     PIDS+=("$edge_pid")
@@ -174,7 +205,7 @@ run_drain() {
     stop_pid "$edge_pid"
 
     log "[$label] edge restarted with the upstream reachable: draining"
-    edge_config "$dir/drain.toml" "$dir/edge" "$edge_port" "$mq_port" "$mps" "$bps"
+    edge_config "$dir/drain.toml" "$dir/edge" "$edge_port" "$mq_port" "$mps" "$bps" "$extra"
     local t0 t_listen t_sub t_done
     t0=$(now)
     "$EDGE" --config "$dir/drain.toml" >"$dir/edge-drain.log" 2>&1 &
@@ -218,13 +249,14 @@ run_drain() {
     R_RSS_PEAK_DRAIN=$(cat "$dir/rss_peak" 2>/dev/null || echo "?")
     R_SENT=$(json_num "$st" sent)
     R_REDELIVERED=$(json_num "$st" redelivered)
+    R_UP_RSS=$(kib "$up_pid" VmRSS)
     stop_pid "$edge_pid"
     kill "$sampler" 2>/dev/null || true
-    stop_pid "$MQ_PID"
+    if [ "$upstream" = robustmq ]; then "$RMQ_RUN" stop "$dir/rmq"; else stop_pid "$MQ_PID"; fi
     [ "$R_RECEIVED" -ge "$n" ] || die "[$label] subscriber got $R_RECEIVED of $n"
     [ "$R_DISTINCT" -eq "$n" ] || die "[$label] $R_DISTINCT distinct edge-msg-id of $n"
-    printf '| %s | %s | %s | %.1f | %.2f | %.2f | %.2f | %.0f | %s | %s | %s | %s | %s | %s |\n' \
-        "$label" "$n" "$mps / $bps" "$(calc "$R_BACKLOG_BYTES / 1048576")" "$R_FILL_S" \
+    printf '| %s | %s | %s | %s | %.1f | %.2f | %.2f | %.2f | %.0f | %s | %s | %s | %s | %s | %s |\n' \
+        "$label" "$upstream ($(( R_UP_RSS / 1024 )) MiB)" "$n" "$mps / $bps" "$(calc "$R_BACKLOG_BYTES / 1048576")" "$R_FILL_S" \
         "$R_START_S" "$R_DRAIN_S" "$R_RATE" "$R_HWM_FILL" "$R_RSS_PEAK_DRAIN" "$R_HWM" "$R_SENT" \
         "$R_REDELIVERED" "$R_DISTINCT" >>"$OUT/rows.md"
     log "[$label] drained $n in ${R_DRAIN_S}s from the restart (listening after ${R_START_S}s;" \
@@ -237,6 +269,11 @@ run_drain() {
 run_drain unpaced "$N" 0 0
 if [ $PACED = 1 ]; then
     run_drain "paced-$PACED_RATE" "$PACED_N" "$PACED_RATE" 0
+fi
+if [ $RMQ = 1 ]; then
+    [ -x "$RMQ_RUN" ] || die "$RMQ_RUN missing (use --no-robustmq)"
+    run_drain "robustmq-$RMQ_N" "$RMQ_N" 0 0 robustmq
+    run_drain "mosquitto-$RMQ_N" "$RMQ_N" 0 0 mosquitto
 fi
 
 {
@@ -255,9 +292,12 @@ fi
     echo "\`edge-msg-id\` is checked to arrive. Pacing (\`max_messages_per_sec\` / \`max_bytes_per_sec\`,"
     echo "defaults 500 msgs/s and 1 MiB/s) is OFF (0 / 0) in the unpaced row. Memory: VmHWM of the"
     echo "filling process, and VmRSS sampled every 50 ms plus VmHWM of the draining process."
+    echo "The robustmq-N and mosquitto-N rows drain the same backlog in the same run to a real RobustMQ"
+    echo "0.4.11 (debug build from ../shared/robustmq, fresh data, 3 partitions; subscriber over MQTT"
+    echo "3.1.1, distinct payloads checked) and to mosquitto."
     echo
-    echo "| run | N | pacing msgs/s / bytes/s | backlog MiB | fill s | restart until listening s | drain s (from restart) | drain msgs/s | VmHWM filling KiB | VmRSS peak draining KiB | VmHWM draining KiB | sent | redelivered | distinct ids received |"
-    echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    echo "| run | upstream (its RSS after the drain) | N | pacing msgs/s / bytes/s | backlog MiB | fill s | restart until listening s | drain s (from restart) | drain msgs/s | VmHWM filling KiB | VmRSS peak draining KiB | VmHWM draining KiB | sent | redelivered | distinct ids received |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     cat "$OUT/rows.md"
 } >"$OUT/section.md"
 cat "$OUT/section.md"
