@@ -453,20 +453,10 @@ impl Conn {
 /// Length of the packet at the start of `buf` (fixed header + remaining length), or None when the
 /// fixed header itself is not complete yet.
 pub fn frame_len(buf: &[u8]) -> Result<Option<usize>> {
-    if buf.len() < 2 {
-        return Ok(None);
+    match edge_mqtt::frame::fixed_header(buf, usize::MAX) {
+        Ok(h) => Ok(h.map(|h| h.frame_len())),
+        Err(e) => Err(format!("decode: {e}")),
     }
-    let mut value: usize = 0;
-    for i in 0..4 {
-        let Some(&b) = buf.get(1 + i) else {
-            return Ok(None);
-        };
-        value |= ((b & 0x7f) as usize) << (7 * i);
-        if b & 0x80 == 0 {
-            return Ok(Some(1 + i + 1 + value));
-        }
-    }
-    Err("decode: malformed remaining length".into())
 }
 
 fn from_v3(p: v3::Packet) -> Incoming {

@@ -21,24 +21,12 @@ pub enum FrameError {
     UnsupportedProtocol(u8),
 }
 
-/// Parses the fixed header: `Ok(Some((header_len, remaining_len)))` once complete.
+/// Parses the fixed header: `Ok(Some((header_len, remaining_len)))` once complete (the one
+/// remaining-length decoder is `edge_mqtt::frame`; the size limit is checked by the caller).
 pub fn fixed_header(buf: &[u8]) -> Result<Option<(usize, usize)>, FrameError> {
-    let mut value: usize = 0;
-    for i in 0..4 {
-        let Some(&b) = buf.get(1 + i) else {
-            return Ok(None);
-        };
-        value |= ((b & 0x7f) as usize) << (7 * i);
-        if b & 0x80 == 0 {
-            return Ok(Some((2 + i, value)));
-        }
-    }
-    if buf.len() >= 5 {
-        Err(FrameError::Malformed(
-            "remaining length over 4 bytes".into(),
-        ))
-    } else {
-        Ok(None)
+    match edge_mqtt::frame::fixed_header(buf, usize::MAX) {
+        Ok(h) => Ok(h.map(|h| (h.header_len, h.remaining))),
+        Err(e) => Err(FrameError::Malformed(e.to_string())),
     }
 }
 
@@ -252,19 +240,7 @@ fn connack_v3(code: v5::ConnectReasonCode) -> v3::ConnectReturnCode {
     }
 }
 
-fn var_int(mut v: usize, out: &mut Vec<u8>) {
-    loop {
-        let mut b = (v & 0x7f) as u8;
-        v >>= 7;
-        if v > 0 {
-            b |= 0x80;
-        }
-        out.push(b);
-        if v == 0 {
-            break;
-        }
-    }
-}
+use edge_mqtt::frame::write_var_int as var_int;
 
 /// Appends Subscription Identifier properties to an encoded v5 PUBLISH (see module doc).
 fn append_publish_properties(bytes: Vec<u8>, p: &Packet, ids: &[u32]) -> Vec<u8> {
@@ -306,15 +282,7 @@ fn append_publish_properties(bytes: Vec<u8>, p: &Packet, ids: &[u32]) -> Vec<u8>
 }
 
 fn read_var_int(buf: &[u8]) -> Option<(usize, usize)> {
-    let mut value = 0usize;
-    for i in 0..4 {
-        let b = *buf.get(i)?;
-        value |= ((b & 0x7f) as usize) << (7 * i);
-        if b & 0x80 == 0 {
-            return Some((i + 1, value));
-        }
-    }
-    None
+    edge_mqtt::frame::read_var_int(buf).map(|(n, v)| (n, v as usize))
 }
 
 #[cfg(test)]

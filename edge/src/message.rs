@@ -2,7 +2,6 @@
 //! in) and on disk (postcard). Protocol-independent: MQTT 3 and 5 publishes both become one.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -52,12 +51,7 @@ impl Message {
     }
 }
 
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub use edge_mqtt::util::now_ms;
 
 #[cfg(test)]
 mod tests {

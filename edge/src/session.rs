@@ -80,7 +80,7 @@ pub struct Session {
     pub inflight: VecDeque<Delivery>,
     /// QoS 2 packet ids received and PUBREC'd, awaiting PUBREL.
     pub qos2_in: HashSet<u16>,
-    pub next_pid: u16,
+    pub pids: edge_mqtt::pid::PidAllocator,
     pub next_seq: u64,
     pub conn: Option<ConnLink>,
     pub disconnected_ms: Option<u64>,
@@ -106,7 +106,7 @@ impl Session {
             queued_bytes: 0,
             inflight: VecDeque::new(),
             qos2_in: HashSet::new(),
-            next_pid: 1,
+            pids: edge_mqtt::pid::PidAllocator::default(),
             next_seq: 1,
             conn: None,
             disconnected_ms: None,
@@ -147,19 +147,10 @@ impl Session {
             .chain(self.queue.iter().take_while(|d| d.pid != 0))
             .map(|d| d.pid)
             .collect();
-        for _ in 0..=u16::MAX {
-            let pid = self.next_pid;
-            self.next_pid = if self.next_pid == u16::MAX {
-                1
-            } else {
-                self.next_pid + 1
-            };
-            if !used.contains(&pid) {
-                return pid;
-            }
-        }
-        // Unreachable while inflight is bounded far below 65535.
-        self.next_pid
+        // `None` (all 65,535 ids in use) cannot happen while in-flight is bounded far below it.
+        self.pids
+            .next(|p| used.contains(&p))
+            .map_or(1, |p| p.value())
     }
 
     /// Puts in-flight deliveries back at the head of the queue, in order, so the next

@@ -342,10 +342,7 @@ fn repair(
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic elsewhere must not take the broker down with poisoned locks.
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+use edge_mqtt::util::lock;
 
 fn init_tables(db: &Database) -> Result<()> {
     let txn = db.begin_write()?;

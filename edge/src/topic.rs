@@ -57,19 +57,9 @@ pub struct SubscriptionTree {
     root: Node,
 }
 
-/// Splits `$share/group/filter` into `(Some(group), filter)`.
-pub fn split_shared(filter: &str) -> (Option<&str>, &str) {
-    if let Some(rest) = filter.strip_prefix("$share/") {
-        if let Some((group, f)) = rest.split_once('/') {
-            return (Some(group), f);
-        }
-    }
-    (None, filter)
-}
-
-/// Does `filter` (no `$share` prefix) match `topic`? `$`-topics are not matched by a leading
-/// wildcard [MQTT-4.7.2-1]. One implementation serves the broker and the sync rules.
-pub use edge_sync::topic::matches;
+/// Topic rules shared with the sync module and edge-bench: `split_shared` splits
+/// `$share/group/filter`; `matches` never lets a leading wildcard match a `$`-topic [MQTT-4.7.2-1].
+pub use edge_mqtt::topic::{matches, split_shared};
 
 impl SubscriptionTree {
     /// Adds or replaces the subscription of `client` to `filter` (which may be `$share/g/f`).

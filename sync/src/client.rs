@@ -157,29 +157,8 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 
     /// Length of the complete packet at the front of the buffer, if any.
     fn frame_len(&self) -> Result<Option<usize>, SyncError> {
-        let b = &self.buf[self.start..];
-        if b.len() < 2 {
-            return Ok(None);
-        }
-        let mut rem: usize = 0;
-        let mut mul = 1usize;
-        for i in 1..5 {
-            let Some(&byte) = b.get(i) else {
-                return Ok(None);
-            };
-            rem += (byte & 0x7f) as usize * mul;
-            if byte & 0x80 == 0 {
-                let total = 1 + i + rem;
-                if total > MAX_INBOUND_PACKET {
-                    return Err(SyncError::Protocol(format!(
-                        "upstream packet of {total} bytes exceeds {MAX_INBOUND_PACKET}"
-                    )));
-                }
-                return Ok((b.len() >= total).then_some(total));
-            }
-            mul *= 128;
-        }
-        Err(SyncError::Protocol("malformed remaining length".into()))
+        edge_mqtt::frame::complete_frame_len(&self.buf[self.start..], MAX_INBOUND_PACKET)
+            .map_err(|e| SyncError::Protocol(format!("upstream: {e}")))
     }
 
     /// Next complete packet (bytes of the whole frame). EOF is an error.

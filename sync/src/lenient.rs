@@ -63,15 +63,9 @@ impl<'a> Cursor<'a> {
             .map(|s| u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
     }
     fn var_int(&mut self) -> Option<u32> {
-        let mut v: u32 = 0;
-        for i in 0..4 {
-            let byte = self.u8()?;
-            v |= u32::from(byte & 0x7f) << (7 * i);
-            if byte & 0x80 == 0 {
-                return Some(v);
-            }
-        }
-        None
+        let (n, v) = edge_mqtt::frame::read_var_int(self.rest())?;
+        self.at += n;
+        Some(v)
     }
     fn string(&mut self) -> Option<String> {
         let n = self.u16()? as usize;
@@ -138,9 +132,8 @@ fn offset(props: &[(u8, Value)]) -> Option<u64> {
 
 /// The body of a whole frame (after the fixed header), or `None` when the header is malformed.
 fn body(frame: &[u8]) -> Option<&[u8]> {
-    let mut c = Cursor { b: frame, at: 1 };
-    let len = c.var_int()? as usize;
-    c.take(len)
+    let h = edge_mqtt::frame::fixed_header(frame, usize::MAX).ok()??;
+    frame.get(h.header_len..h.frame_len())
 }
 
 /// Reads an MQTT 5 server acknowledgement that the strict codec refused. `None` when the packet

@@ -4,7 +4,7 @@
 //! only after the upstream acknowledged them, in its own short write transactions.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use redb::{
     Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata,
@@ -174,17 +174,8 @@ fn estimate(topic: &str, payload_len: usize) -> u64 {
     (topic.len() + payload_len + 24) as u64
 }
 
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding one of these short locks leaves plain data behind; keep going.
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
+use edge_mqtt::util::lock;
+pub use edge_mqtt::util::now_ms;
 
 fn read_meta_w(txn: &WriteTransaction) -> Result<Option<Meta>, SyncError> {
     let t = txn.open_table(META)?;

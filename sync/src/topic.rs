@@ -3,40 +3,8 @@
 
 use crate::config::{DownlinkRule, ForwardRule, SyncConfig};
 
-/// True when `f` is a syntactically valid MQTT topic filter.
-pub fn valid_filter(f: &str) -> bool {
-    if f.is_empty() || f.len() > 65535 || f.contains('\0') {
-        return false;
-    }
-    let levels: Vec<&str> = f.split('/').collect();
-    for (i, l) in levels.iter().enumerate() {
-        if l.contains('#') && (*l != "#" || i != levels.len() - 1) {
-            return false;
-        }
-        if l.contains('+') && *l != "+" {
-            return false;
-        }
-    }
-    true
-}
-
-/// MQTT filter matching; `$`-topics are only matched by filters starting with the same level.
-pub fn matches(filter: &str, topic: &str) -> bool {
-    if topic.starts_with('$') && !filter.starts_with('$') {
-        return false;
-    }
-    let mut f = filter.split('/');
-    let mut t = topic.split('/');
-    loop {
-        match (f.next(), t.next()) {
-            (Some("#"), _) => return true,
-            (Some("+"), Some(_)) => {}
-            (Some(a), Some(b)) if a == b => {}
-            (None, None) => return true,
-            _ => return false,
-        }
-    }
-}
+/// Filter validation and matching, the same rules as the broker's (one implementation).
+pub use edge_mqtt::topic::{matches, valid_filter};
 
 /// How a topic is rewritten when it crosses the link.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,26 +88,6 @@ impl CompiledDownlink {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn filter_matching() {
-        assert!(matches("a/+/c", "a/b/c"));
-        assert!(!matches("a/+/c", "a/b/d"));
-        assert!(matches("a/#", "a"));
-        assert!(matches("a/#", "a/b/c"));
-        assert!(matches("#", "x/y"));
-        assert!(!matches("#", "$SYS/x"));
-        assert!(!matches("a/b", "a/b/c"));
-        assert!(!matches("a/b/c", "a/b"));
-    }
-
-    #[test]
-    fn filter_validation() {
-        assert!(valid_filter("a/+/#"));
-        assert!(!valid_filter("a/#/b"));
-        assert!(!valid_filter("a/b+"));
-        assert!(!valid_filter(""));
-    }
 
     #[test]
     fn mapping() {
