@@ -29,7 +29,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -353,10 +353,6 @@ async fn publish_v5(v5: &mut V5Client, i: usize) -> v5bytes::PubAckReason {
             _ => None,
         })
         .await
-}
-
-fn write_pem(dir: &Path, name: &str, text: &str) -> PathBuf {
-    write_file(dir, name, text)
 }
 
 // ------------------------------------------------------------------------------------------
@@ -1004,25 +1000,6 @@ async fn memory_and_disk_writes_stay_bounded_with_50_mib_buffered() {
         drain_peak <= bound_kib,
         "RSS peaked at {drain_peak} KiB while draining (bound {bound_kib} KiB)"
     );
-}
-
-fn make_pki(name: &str) -> (String, String, String) {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
-    let named = |sans: Vec<String>, cn: &str| {
-        let mut p = CertificateParams::new(sans).expect("params");
-        p.distinguished_name = rcgen::DistinguishedName::new();
-        p.distinguished_name.push(DnType::CommonName, cn);
-        p
-    };
-    let mut ca_params = named(Vec::new(), &format!("{name} test CA"));
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_key = KeyPair::generate().expect("CA key");
-    let ca = ca_params.self_signed(&ca_key).expect("CA cert");
-    let srv_key = KeyPair::generate().expect("server key");
-    let srv = named(vec!["localhost".into()], "localhost")
-        .signed_by(&srv_key, &ca, &ca_key)
-        .expect("server cert");
-    (ca.pem(), srv.pem(), srv_key.serialize_pem())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::TcpStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -524,4 +524,29 @@ pub async fn publish_all(port: u16, topic: &str, numbers: std::ops::Range<usize>
     let r = publish_qos1(port, topic, numbers, size, limit, Arc::default()).await;
     assert_eq!(r.error, None, "publisher ended early");
     assert_eq!(r.acked.len(), n);
+}
+
+/// A test CA and a server certificate it signed for DNS `localhost`, both generated here:
+/// (CA PEM, server certificate PEM, server key PEM).
+pub fn make_pki(name: &str) -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let named = |sans: Vec<String>, cn: &str| {
+        let mut p = CertificateParams::new(sans).expect("params");
+        p.distinguished_name = rcgen::DistinguishedName::new();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p
+    };
+    let mut ca_params = named(Vec::new(), &format!("{name} test CA"));
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().expect("CA key");
+    let ca = ca_params.self_signed(&ca_key).expect("CA cert");
+    let srv_key = KeyPair::generate().expect("server key");
+    let srv = named(vec!["localhost".into()], "localhost")
+        .signed_by(&srv_key, &ca, &ca_key)
+        .expect("server cert");
+    (ca.pem(), srv.pem(), srv_key.serialize_pem())
+}
+
+pub fn write_pem(dir: &Path, name: &str, text: &str) -> PathBuf {
+    write_file(dir, name, text)
 }
