@@ -141,13 +141,15 @@ fn under_ci() -> bool {
 }
 
 static SERVER: OnceLock<Result<RobustMq, String>> = OnceLock::new();
+/// `run.sh` and the server folder, for the stop at exit (set before the first start).
+static STOP_AT_EXIT: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
 /// Shared by tests that only use the server; held exclusively by tests that stop it.
 static USE: RwLock<()> = RwLock::const_new(());
 
 /// Stops the server when the test process exits (libtest ends through `exit`).
 extern "C" fn stop_server_at_exit() {
-    if let Some(Ok(s)) = SERVER.get() {
-        let _ = Command::new(&s.script).arg("stop").arg(&s.dir).output();
+    if let Some((script, dir)) = STOP_AT_EXIT.get() {
+        let _ = Command::new(script).arg("stop").arg(dir).output();
     }
 }
 
@@ -162,7 +164,11 @@ fn server(test: &str) -> Option<&'static RobustMq> {
             shared.display()
         );
         assert!(!under_ci(), "{why}; these tests must run under CI");
-        eprintln!("{why}: skipped (set CI=true to make this a failure)");
+        // Straight to stderr: libtest would hide an eprintln! of a passing test.
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "{why}: skipped (under CI=true this is a failure)"
+        );
         return None;
     }
     match SERVER.get_or_init(|| start_server(script)) {
@@ -197,9 +203,11 @@ fn start_server(script: PathBuf) -> Result<RobustMq, String> {
         tls_key: write_pem(&tls, "key.pem", &key),
         dir,
     };
-    // SAFETY: registers a plain `extern "C" fn` without arguments.
-    unsafe {
-        libc::atexit(stop_server_at_exit);
+    if STOP_AT_EXIT.set((s.script.clone(), s.dir.clone())).is_ok() {
+        // SAFETY: registers a plain `extern "C" fn` without arguments.
+        unsafe {
+            libc::atexit(stop_server_at_exit);
+        }
     }
     let t = Instant::now();
     s.start()?;
@@ -246,6 +254,8 @@ fn take_machine_lock() -> Result<(), String> {
 /// A test's hold on the server: shared, or exclusive for tests that stop it.
 struct Rmq<G> {
     s: &'static RobustMq,
+    /// The test may stop the server.
+    exclusive: bool,
     _guard: G,
 }
 
@@ -261,13 +271,32 @@ impl<G> Drop for Rmq<G> {
         if std::thread::panicking() {
             eprintln!("{}", self.s.log_hint());
         }
+        // A test that stopped the server and failed before starting it again: start it for
+        // the tests still to come (the lock is still held here).
+        if self.exclusive && TcpStream::connect(("127.0.0.1", self.s.port)).is_err() {
+            eprintln!("RobustMQ is down at the end of a test: starting it again");
+            if let Err(e) = self.s.start() {
+                eprintln!("RobustMQ restart failed: {e}");
+            }
+        }
     }
+}
+
+/// `shared(test)` or `exclusive(test)`, returning from the test when it is skipped.
+macro_rules! server_or_skip {
+    ($access:ident, $test:literal) => {
+        match $access($test).await {
+            Some(rmq) => rmq,
+            None => return,
+        }
+    };
 }
 
 async fn shared(test: &str) -> Option<Rmq<RwLockReadGuard<'static, ()>>> {
     let s = server(test)?;
     Some(Rmq {
         s,
+        exclusive: false,
         _guard: USE.read().await,
     })
 }
@@ -276,6 +305,7 @@ async fn exclusive(test: &str) -> Option<Rmq<RwLockWriteGuard<'static, ()>>> {
     let s = server(test)?;
     Some(Rmq {
         s,
+        exclusive: true,
         _guard: USE.write().await,
     })
 }
@@ -497,9 +527,10 @@ fn is_connected(s: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn v5_forwarding_tags_edge_msg_ids_sends_the_tenant_and_records_the_offset() {
-    let Some(rmq) = shared("v5_forwarding").await else {
-        return;
-    };
+    let rmq = server_or_skip!(
+        shared,
+        "v5_forwarding_tags_edge_msg_ids_sends_the_tenant_and_records_the_offset"
+    );
     const NODE: &str = "rmq-v5";
     const N: usize = 100;
     // A tenant of its own whose only user is the edge's: logging in proves the tenant was sent
@@ -564,9 +595,10 @@ async fn v5_forwarding_tags_edge_msg_ids_sends_the_tenant_and_records_the_offset
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backlog_built_while_robustmq_is_down_survives_edge_kill_9_and_arrives_complete() {
-    let Some(rmq) = exclusive("backlog_while_down").await else {
-        return;
-    };
+    let rmq = server_or_skip!(
+        exclusive,
+        "backlog_built_while_robustmq_is_down_survives_edge_kill_9_and_arrives_complete"
+    );
     const NODE: &str = "rmq-down";
     const N: usize = 200;
     let mut edge = start_edge(edge_config_for(
@@ -615,9 +647,10 @@ async fn backlog_built_while_robustmq_is_down_survives_edge_kill_9_and_arrives_c
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn downlink_carries_robustmq_commands_to_local_subscribers() {
-    let Some(rmq) = shared("downlink").await else {
-        return;
-    };
+    let rmq = server_or_skip!(
+        shared,
+        "downlink_carries_robustmq_commands_to_local_subscribers"
+    );
     let rules = "[[sync.downlink]]\nfilter = \"cmd/{node_id}/#\"\nqos = 1\n";
     let edge = start_edge(edge_config_for(
         "rmq-cmd",
@@ -675,9 +708,7 @@ async fn downlink_carries_robustmq_commands_to_local_subscribers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn qos2_forward_rule_delivers_every_message_at_qos2() {
-    let Some(rmq) = shared("qos2").await else {
-        return;
-    };
+    let rmq = server_or_skip!(shared, "qos2_forward_rule_delivers_every_message_at_qos2");
     const NODE: &str = "rmq-q2";
     const N: usize = 100;
     let obs = observer(&rmq, "e2e/q2/#").await;
@@ -713,9 +744,7 @@ async fn qos2_forward_rule_delivers_every_message_at_qos2() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_upstream_verified_against_the_ca_forwards() {
-    let Some(rmq) = shared("tls").await else {
-        return;
-    };
+    let rmq = server_or_skip!(shared, "tls_upstream_verified_against_the_ca_forwards");
     const NODE: &str = "rmq-tls";
     const N: usize = 50;
     let obs = observer(&rmq, "e2e/tls/#").await;
@@ -745,9 +774,10 @@ async fn tls_upstream_verified_against_the_ca_forwards() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_password_is_reported_as_not_authorized_and_the_backlog_is_kept() {
-    let Some(rmq) = shared("wrong_password").await else {
-        return;
-    };
+    let rmq = server_or_skip!(
+        shared,
+        "wrong_password_is_reported_as_not_authorized_and_the_backlog_is_kept"
+    );
     const N: usize = 20;
     let obs = observer(&rmq, "e2e/badpw/#").await;
     let edge = start_edge(edge_config_for(
@@ -786,9 +816,7 @@ async fn wrong_password_is_reported_as_not_authorized_and_the_backlog_is_kept() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt311_forwarding_logs_in_as_tenant_at_user() {
-    let Some(rmq) = shared("mqtt311").await else {
-        return;
-    };
+    let rmq = server_or_skip!(shared, "mqtt311_forwarding_logs_in_as_tenant_at_user");
     const N: usize = 50;
     let obs = observer(&rmq, "e2e/v311/#").await;
     let edge = start_edge(edge_config_for(
