@@ -19,6 +19,8 @@ section "System packages"
 need_pkgs=()
 [ -x /usr/sbin/mosquitto ] || need_pkgs+=(mosquitto)
 command -v mosquitto_pub >/dev/null 2>&1 || need_pkgs+=(mosquitto-clients)
+# The RobustMQ server of tests/tests/sync_robustmq.rs is unpacked with xz (../shared/robustmq/run.sh).
+command -v xz >/dev/null 2>&1 || need_pkgs+=(xz-utils)
 PY="${PYTHON:-python3}"
 if ! command -v "$PY" >/dev/null 2>&1; then
     need_pkgs+=(python3)
