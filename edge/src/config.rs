@@ -2,10 +2,17 @@
 //!
 //! The embedded defaults (`DEFAULT_TOML`) are what `robustmq-edge` runs with when given no
 //! file, and what `robustmq-edge print-config` prints, so the two can never disagree.
+//!
+//! One style for the whole binary, `[sync]` included: every struct is `#[serde(default)]`
+//! with a `Default` impl holding the documented values, the whole file (sync's table too) is
+//! deserialized in one pass through `serde_path_to_error`, so an error names the full key path
+//! (`limits.max_conections`, `sync.forward[1].qos`), and `validate` runs every range check,
+//! sync's included, before anything is opened. A `Config` that exists has passed them all.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use edge_sync::SyncConfig;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
@@ -30,8 +37,9 @@ pub struct Config {
     pub limits: Limits,
     pub storage: StorageConfig,
     pub log: LogConfig,
-    /// Store-and-forward to a central cluster; absent means sync is off.
-    pub sync: Option<toml::Value>,
+    /// Store-and-forward to a central cluster (`[sync]`, see `edge_sync::config`); absent
+    /// means sync is off.
+    pub sync: Option<SyncConfig>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -163,11 +171,18 @@ impl Default for ListenerConfig {
 }
 
 impl Config {
-    /// Parses a TOML document; errors name the offending key.
+    /// Parses and validates a TOML document. `origin` (a file name) starts every error
+    /// message; deserialization errors name the key path and its line and column.
     pub fn from_toml(text: &str, origin: &str) -> Result<Config> {
-        let cfg: Config = toml::from_str(text).map_err(|e| Error::Config {
+        let config_err = |message: String| Error::Config {
             origin: origin.to_string(),
-            message: e.to_string(),
+            message,
+        };
+        // A syntax error has no key to name: toml's own report (with the line) is kept.
+        let de = toml::Deserializer::parse(text).map_err(|e| config_err(e.to_string()))?;
+        let cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            config_err(describe(&e.into_inner(), &path, text))
         })?;
         cfg.validate(origin)?;
         Ok(cfg)
@@ -224,11 +239,40 @@ impl Config {
         {
             return bad("log.level", "not a valid tracing filter");
         }
+        if let Some(sync) = &self.sync {
+            // `SyncError::Config` reads "invalid value for `sync.<key>`: ...", as ours do.
+            sync.validate().map_err(|e| Error::Config {
+                origin: origin.to_string(),
+                message: e.to_string(),
+            })?;
+        }
         Ok(())
     }
 
     pub fn db_path(&self) -> PathBuf {
         self.data_dir.join("edge.redb")
+    }
+}
+
+/// One line for a deserialization error: toml's message, then the key path and position,
+/// e.g. ``unknown field `max_conections`, expected one of ... (key `limits.max_conections`,
+/// line 2, column 1)``.
+fn describe(e: &toml::de::Error, path: &str, text: &str) -> String {
+    let mut at = Vec::new();
+    if !path.is_empty() && path != "." {
+        at.push(format!("key `{path}`"));
+    }
+    if let Some(span) = e.span() {
+        let before = text.get(..span.start).unwrap_or(text);
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+        at.push(format!("line {line}, column {column}"));
+    }
+    let message = e.message().trim_end();
+    if at.is_empty() {
+        message.to_string()
+    } else {
+        format!("{message} ({})", at.join(", "))
     }
 }
 
@@ -253,6 +297,60 @@ mod tests {
     fn unknown_key_is_an_error_naming_the_key() {
         let err = Config::from_toml("[limits]\nmax_conections = 3\n", "t").unwrap_err();
         assert!(err.to_string().contains("max_conections"), "{err}");
+    }
+
+    #[test]
+    fn messages_keep_the_documented_shape() {
+        let err = Config::from_toml("[limits]\nmax_conections = 3\n", "edge.toml").unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.starts_with("configuration error in edge.toml: unknown field `max_conections`"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("(key `limits.max_conections`, line 2, column 1)"),
+            "{text}"
+        );
+        let err = Config::from_toml("[limits]\nreceive_maximum = 0\n", "edge.toml").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "configuration error in edge.toml: invalid value for `limits.receive_maximum`: must be at least 1"
+        );
+    }
+
+    const SYNC: &str = "[sync]\nnode_id = \"n1\"\nupstreams = [\"tcp://127.0.0.1:1883\"]\n";
+
+    #[test]
+    fn sync_is_read_in_the_same_pass() {
+        let cfg = Config::from_toml(SYNC, "t").unwrap();
+        let sync = cfg.sync.expect("[sync] present");
+        assert_eq!(sync.node_id, "n1");
+        assert_eq!(sync.upstreams[0].to_string(), "tcp://127.0.0.1:1883");
+        assert_eq!(sync.keep_alive_secs, 30);
+        assert!(Config::from_toml("", "t").unwrap().sync.is_none());
+    }
+
+    #[test]
+    fn sync_errors_name_the_full_key_path() {
+        let cases = [
+            // Deserialization: unknown key, wrong type, bad address.
+            (format!("{SYNC}[[sync.forward]]\nfilter = \"a/#\"\nqoss = 1\n"), "`sync.forward[0].qoss`"),
+            (format!("{SYNC}[[sync.forward]]\nfilter = \"a/#\"\n[[sync.forward]]\nfilter = \"b/#\"\nqos = \"x\"\n"), "`sync.forward[1].qos`"),
+            ("[sync]\nnode_id = \"n\"\nupstreams = [\"tcp://a:1\", \"ws://b:1883\"]\n".to_string(), "`sync.upstreams[1]`"),
+            // Validation, run at load time.
+            (format!("{SYNC}[[sync.forward]]\nfilter = \"a/#\"\n[[sync.forward]]\nfilter = \"b/#\"\nqos = 0\n"), "invalid value for `sync.forward[1].qos`"),
+            ("[sync]\nupstreams = [\"tcp://a:1\"]\n".to_string(), "invalid value for `sync.node_id`"),
+        ];
+        for (text, key) in cases {
+            let err = Config::from_toml(&text, "edge.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.starts_with("configuration error in edge.toml: "),
+                "{err}"
+            );
+            assert!(err.contains(key), "{key} not in: {err}");
+        }
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The broker crate's one error type.
 //!
 //! Protocol violations by a client are not errors of the broker: they end that client's
-//! connection with a reason code (see `connection.rs`) and never reach `main`.
+//! connection with a reason code (see `connection.rs`) and never reach `main`. Errors of redb,
+//! postcard, the OS and the sync module are kept as the `source()` of their variant.
 
 use std::io;
 
@@ -19,13 +20,25 @@ pub enum Error {
         source: redb::DatabaseError,
     },
 
+    /// redb failed (transaction, table, commit, durability); the redb error is the source.
     #[error("storage error: {0}")]
-    Storage(String),
+    Storage(#[from] redb::Error),
 
-    #[error("stored record is corrupt in table {table}: {message}")]
+    #[error("database schema version {found} is not supported (expected {expected})")]
+    SchemaVersion { found: u64, expected: u64 },
+
+    #[error("storage error: cannot encode a record: {0}")]
+    Encode(#[source] postcard::Error),
+
+    /// The commit holding this operation failed; the writer logged the redb error.
+    #[error("storage error: commit failed")]
+    CommitFailed,
+
+    #[error("stored record is corrupt in table {table}: {source}")]
     Corrupt {
         table: &'static str,
-        message: String,
+        #[source]
+        source: postcard::Error,
     },
 
     #[error("storage writer has stopped")]
@@ -39,14 +52,15 @@ pub enum Error {
     },
 
     #[error("sync: {0}")]
-    Sync(String),
+    Sync(#[from] edge_sync::SyncError),
 }
 
+/// redb's specific errors all convert into `redb::Error`, which `Storage` keeps as its source.
 macro_rules! storage_from {
     ($($t:ty),*) => {$(
         impl From<$t> for Error {
             fn from(e: $t) -> Self {
-                Error::Storage(e.to_string())
+                Error::Storage(e.into())
             }
         }
     )*};

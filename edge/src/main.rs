@@ -1,10 +1,14 @@
 //! The `robustmq-edge` command: runs the broker, prints the default config, reads sync status.
+//!
+//! The process owns what a library must not: logging set-up, malloc tuning and the SIGINT /
+//! SIGTERM handling that becomes the shutdown future given to `server::run`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use futures_lite::StreamExt;
 use robustmq_edge::config::{Config, ListenerConfig, DEFAULT_TOML};
 
 #[derive(Parser)]
@@ -132,23 +136,23 @@ fn main() -> ExitCode {
         }
     };
     init_logging(&cfg.log.level);
-    let hook: Option<robustmq_edge::server::StartHook> = match &cfg.sync {
-        Some(v) => {
-            let sync_cfg = match robustmq_edge::sync_bridge::parse_config(v, "config") {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            let data_dir = cfg.data_dir.clone();
-            Some(Box::new(move |broker| {
-                robustmq_edge::sync_bridge::start(broker, sync_cfg, data_dir)
-            }))
-        }
-        None => None,
+    // Installed before the database is opened: a signal during start-up stops the broker as
+    // soon as it serves, instead of killing it half-started.
+    let signals =
+        match async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int]) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot install signal handlers");
+                eprintln!("error: cannot install signal handlers: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+    let shutdown = async move {
+        let mut signals = signals;
+        let sig = signals.next().await;
+        tracing::info!(signal = ?sig, "signal received");
     };
-    match robustmq_edge::server::run(cfg, hook) {
+    match robustmq_edge::server::run(cfg, shutdown) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");

@@ -1,12 +1,19 @@
-//! Process-level wiring: opens storage, restores state, runs the listeners and the periodic
-//! tick on one smol executor, and shuts down cleanly on SIGINT/SIGTERM.
+//! Process-level wiring: opens storage, restores state, binds the listeners, then runs the
+//! accept loops and the periodic tick on one smol executor until a caller-given shutdown
+//! future resolves, and stops cleanly (clients disconnected, sync stopped, database closed).
+//!
+//! No signal handling here: the binary passes a future resolving on SIGINT/SIGTERM, a test
+//! passes its own. [`Server::bind`] reports the bound addresses (port 0 allowed) before
+//! anything is served; [`start`] runs a broker on its own thread of the calling process.
 
-use std::net::TcpListener;
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use futures_lite::{FutureExt, StreamExt};
+use futures_lite::FutureExt;
 use smol::{Async, Executor};
 
 use crate::broker::Broker;
@@ -15,179 +22,323 @@ use crate::error::{Error, Result};
 use crate::storage::Store;
 use crate::transport::Transport;
 
-/// Hooks run once the broker exists (the sync bridge uses it), returning a shutdown future.
-pub type StartHook = Box<dyn FnOnce(&Arc<Broker>) -> Result<futures_lite::future::Boxed<()>>>;
+type Acceptor = futures_rustls::TlsAcceptor;
 
-/// Runs the broker until SIGINT or SIGTERM.
-pub fn run(cfg: Config, on_start: Option<StartHook>) -> Result<()> {
-    let started = Instant::now();
-    let (store, loaded) = Store::open(&cfg)?;
-    let acceptors = cfg
-        .listeners
-        .iter()
-        .enumerate()
-        .map(|(i, l)| {
-            l.tls
-                .as_ref()
-                .map(|t| crate::transport::acceptor(t, &format!("listeners[{i}].tls")))
-                .transpose()
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let listeners = cfg
-        .listeners
-        .iter()
-        .map(|l| {
-            let std_listener = TcpListener::bind(l.bind).map_err(|e| Error::Io {
-                what: format!("listeners.bind {}", l.bind),
-                source: e,
-            })?;
-            Async::new(std_listener).map_err(|e| Error::Io {
-                what: format!("listeners.bind {}", l.bind),
-                source: e,
+/// A broker with its storage open and its listeners bound, not serving yet.
+pub struct Server {
+    broker: Arc<Broker>,
+    listeners: Vec<(Async<TcpListener>, Option<Acceptor>)>,
+    addrs: Vec<SocketAddr>,
+    started: Instant,
+}
+
+impl Server {
+    /// Opens (creating or repairing) the database and restores its state, loads the TLS
+    /// certificates and binds every listener. Errors name the file or address at fault.
+    pub fn bind(cfg: Config) -> Result<Server> {
+        let started = Instant::now();
+        let (store, loaded) = Store::open(&cfg)?;
+        let acceptors = cfg
+            .listeners
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                l.tls
+                    .as_ref()
+                    .map(|t| crate::transport::acceptor(t, &format!("listeners[{i}].tls")))
+                    .transpose()
             })
+            .collect::<Result<Vec<_>>>()?;
+        let bind_err = |bind: SocketAddr| {
+            move |e| Error::Io {
+                what: format!("listeners.bind {bind}"),
+                source: e,
+            }
+        };
+        let mut listeners = Vec::with_capacity(cfg.listeners.len());
+        let mut addrs = Vec::with_capacity(cfg.listeners.len());
+        for (l, tls) in cfg.listeners.iter().zip(acceptors) {
+            let std_listener = TcpListener::bind(l.bind).map_err(bind_err(l.bind))?;
+            addrs.push(std_listener.local_addr().map_err(bind_err(l.bind))?);
+            listeners.push((Async::new(std_listener).map_err(bind_err(l.bind))?, tls));
+        }
+        let broker = Broker::new(Arc::new(cfg), store, loaded);
+        Ok(Server {
+            broker,
+            listeners,
+            addrs,
+            started,
         })
-        .collect::<Result<Vec<_>>>()?;
-    let broker = Broker::new(Arc::new(cfg), store, loaded);
-    let ex: Arc<Executor<'static>> = Arc::new(Executor::new());
-    let stop_sync = match on_start {
-        Some(hook) => Some(hook(&broker)?),
-        None => None,
-    };
+    }
 
-    let threads = match broker.cfg.worker_threads {
-        0 => std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-            .clamp(1, 4),
-        n => n,
-    };
-    let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
-    let mut workers = Vec::new();
-    for i in 1..threads {
-        let ex = ex.clone();
-        let stop_rx = stop_rx.clone();
-        workers.push(
-            std::thread::Builder::new()
+    /// The address each listener is bound to, in configuration order (port 0 resolved).
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// Serves until `shutdown` resolves, then stops cleanly: listeners closed, clients sent a
+    /// DISCONNECT, sync stopped, pending commits flushed and the database closed. The calling
+    /// thread is the first executor thread (`worker_threads` counts it).
+    pub fn run(self, shutdown: impl Future<Output = ()>) -> Result<()> {
+        self.serve(shutdown, || {})
+    }
+
+    /// `run`, calling `ready` once sync is started and the accept loops are spawned.
+    fn serve(self, shutdown: impl Future<Output = ()>, ready: impl FnOnce()) -> Result<()> {
+        let Server {
+            broker,
+            listeners,
+            addrs: _,
+            started,
+        } = self;
+        let stop_sync = match broker.cfg.sync.clone() {
+            Some(sync) => Some(crate::sync_bridge::start(
+                &broker,
+                sync,
+                broker.cfg.data_dir.clone(),
+            )?),
+            None => None,
+        };
+        let ex: Arc<Executor<'static>> = Arc::new(Executor::new());
+        let threads = match broker.cfg.worker_threads {
+            0 => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+                .clamp(1, 4),
+            n => n,
+        };
+        let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
+        let mut workers = Vec::new();
+        for i in 1..threads {
+            let ex = ex.clone();
+            let stop_rx = stop_rx.clone();
+            let spawned = std::thread::Builder::new()
                 .name(format!("edge-worker-{i}"))
                 .spawn(move || {
                     smol::block_on(ex.run(async {
                         let _ = stop_rx.recv().await;
                     }))
-                })
-                .map_err(|e| Error::Io {
-                    what: "spawn worker thread".into(),
-                    source: e,
-                })?,
-        );
-    }
-
-    // Accept loops and the tick are kept so that shutdown can cancel them: they hold the
-    // executor and the broker, which must both go for the database to close cleanly.
-    let mut background = Vec::new();
-    for (l, tls) in listeners.into_iter().zip(acceptors) {
-        let addr = l.get_ref().local_addr().ok();
-        tracing::info!(listen = ?addr, tls = tls.is_some(), "listening for MQTT");
-        let b = broker.clone();
-        let ex2 = ex.clone();
-        let handshake_timeout = Duration::from_secs(b.cfg.limits.connect_timeout_secs);
-        background.push(ex.spawn(async move {
-            loop {
-                match l.accept().await {
-                    Ok((stream, peer)) => {
-                        let _ = stream.get_ref().set_nodelay(true);
-                        let b = b.clone();
-                        let tls = tls.clone();
-                        ex2.spawn(async move {
-                            let transport = match tls {
-                                None => Transport::plain(stream),
-                                Some(acceptor) => {
-                                    let hs = Transport::tls(stream, &acceptor).or(async {
-                                        smol::Timer::after(handshake_timeout).await;
-                                        Err(std::io::ErrorKind::TimedOut.into())
-                                    });
-                                    match hs.await {
-                                        Ok(t) => t,
-                                        Err(e) => {
-                                            tracing::info!(%peer, error = %e, "connection refused: TLS handshake failed");
-                                            return;
-                                        }
-                                    }
-                                }
-                            };
-                            crate::connection::serve(b, transport, peer).await;
-                        })
-                        .detach();
+                });
+            match spawned {
+                Ok(w) => workers.push(w),
+                Err(e) => {
+                    drop(stop_tx);
+                    for w in workers {
+                        let _ = w.join();
                     }
-                    Err(e) => {
-                        // EMFILE and friends: log and back off rather than spin.
-                        tracing::warn!(error = %e, "accept failed");
-                        smol::Timer::after(Duration::from_millis(100)).await;
+                    if let Some(stop) = stop_sync {
+                        smol::block_on(stop);
                     }
+                    return Err(Error::Io {
+                        what: "spawn worker thread".into(),
+                        source: e,
+                    });
                 }
             }
-        }));
-    }
-    {
-        let b = broker.clone();
-        background.push(ex.spawn(async move {
-            loop {
-                b.tick().await;
-                smol::Timer::after(Duration::from_secs(1)).await;
-            }
-        }));
-    }
-    tracing::info!(
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "broker started"
-    );
+        }
 
-    let signals =
-        async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])
-            .map_err(|e| Error::Io {
-                what: "signal handlers".into(),
-                source: e,
-            })?;
-    smol::block_on(ex.run(async {
-        let mut signals = signals;
-        let sig = signals.next().await;
-        tracing::info!(signal = ?sig, "shutting down");
-        // Stop accepting and ticking first. Cancelling inside the executor matters: a
-        // cancelled task's future is dropped by the executor, and with a single worker
-        // thread nothing would run it after this block.
-        for task in background {
-            task.cancel().await;
+        // Accept loops and the tick are kept so that shutdown can cancel them: they hold the
+        // executor and the broker, which must both go for the database to close cleanly.
+        let mut background = Vec::new();
+        for (l, tls) in listeners {
+            let addr = l.get_ref().local_addr().ok();
+            tracing::info!(listen = ?addr, tls = tls.is_some(), "listening for MQTT");
+            background.push(ex.spawn(accept_loop(broker.clone(), ex.clone(), l, tls)));
         }
-        broker.kick_all();
-        if let Some(stop) = stop_sync {
-            stop.await;
+        {
+            let b = broker.clone();
+            background.push(ex.spawn(async move {
+                loop {
+                    b.tick().await;
+                    smol::Timer::after(Duration::from_secs(1)).await;
+                }
+            }));
         }
-        // Give connections a moment to flush their DISCONNECT and detach.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while broker.connections.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
-            smol::Timer::after(Duration::from_millis(20)).await;
-            broker.kick_all();
-        }
-    }));
-    drop(stop_tx);
-    for w in workers {
-        let _ = w.join();
-    }
-    // Dropping the executor drops every task still holding the broker, so the database is
-    // closed cleanly below (redb marks a clean shutdown when the last handle goes).
-    drop(ex);
-    broker.store.close();
-    let db = broker.store.database();
-    drop(broker);
-    match Arc::try_unwrap(db) {
-        Ok(db) => {
-            if let Err(e) = db.close() {
-                tracing::warn!(error = %e, "database close");
+        tracing::info!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "broker started"
+        );
+        ready();
+
+        smol::block_on(ex.run(async {
+            shutdown.await;
+            tracing::info!("shutting down");
+            // Stop accepting and ticking first. Cancelling inside the executor matters: a
+            // cancelled task's future is dropped by the executor, and with a single worker
+            // thread nothing would run it after this block.
+            for task in background {
+                task.cancel().await;
             }
+            broker.kick_all();
+            if let Some(stop) = stop_sync {
+                stop.await;
+            }
+            // Give connections a moment to flush their DISCONNECT and detach.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while broker.connections.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+                smol::Timer::after(Duration::from_millis(20)).await;
+                broker.kick_all();
+            }
+        }));
+        drop(stop_tx);
+        for w in workers {
+            let _ = w.join();
+        }
+        // Dropping the executor drops every task still holding the broker, so the database is
+        // closed cleanly below (redb marks a clean shutdown when the last handle goes).
+        drop(ex);
+        broker.store.close();
+        let db = broker.store.database();
+        drop(broker);
+        match Arc::try_unwrap(db) {
+            Ok(db) => {
+                if let Err(e) = db.close() {
+                    tracing::warn!(error = %e, "database close");
+                }
+            }
+            Err(_) => {
+                tracing::warn!("database still in use at exit; it will be repaired at next start")
+            }
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Accepts connections on one listener for as long as the task lives.
+async fn accept_loop(
+    broker: Arc<Broker>,
+    ex: Arc<Executor<'static>>,
+    listener: Async<TcpListener>,
+    tls: Option<Acceptor>,
+) {
+    let handshake_timeout = Duration::from_secs(broker.cfg.limits.connect_timeout_secs);
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let _ = stream.get_ref().set_nodelay(true);
+                let b = broker.clone();
+                let tls = tls.clone();
+                ex.spawn(async move {
+                    let transport = match tls {
+                        None => Transport::plain(stream),
+                        Some(acceptor) => {
+                            let hs = Transport::tls(stream, &acceptor).or(async {
+                                smol::Timer::after(handshake_timeout).await;
+                                Err(std::io::ErrorKind::TimedOut.into())
+                            });
+                            match hs.await {
+                                Ok(t) => t,
+                                Err(e) => {
+                                    tracing::info!(%peer, error = %e, "connection refused: TLS handshake failed");
+                                    return;
+                                }
+                            }
+                        }
+                    };
+                    crate::connection::serve(b, transport, peer).await;
+                })
+                .detach();
+            }
+            Err(e) => {
+                // EMFILE and friends: log and back off rather than spin.
+                tracing::warn!(error = %e, "accept failed");
+                smol::Timer::after(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Binds and runs a broker until `shutdown` resolves (`Server::bind(cfg)?.run(shutdown)`).
+pub fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> {
+    Server::bind(cfg)?.run(shutdown)
+}
+
+/// Starts a broker on a thread of its own in this process and returns once it serves (or
+/// with the error that kept it from starting). Meant for tests and embedding: bind to
+/// `127.0.0.1:0` and read the ports from [`Running::addrs`].
+pub fn start(cfg: Config) -> Result<Running> {
+    let server = Server::bind(cfg)?;
+    let addrs = server.local_addrs().to_vec();
+    let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
+    // First message: ready (Ok) or the start-up error; second: the result of the run.
+    let (state_tx, state_rx) = async_channel::unbounded::<Result<()>>();
+    let thread = std::thread::Builder::new()
+        .name("edge-server".into())
+        .spawn(move || {
+            let ready = state_tx.clone();
+            let shutdown = async move {
+                // A closed channel (the `Running` dropped) stops the broker too.
+                let _ = stop_rx.recv().await;
+            };
+            let r = server.serve(shutdown, move || {
+                let _ = ready.try_send(Ok(()));
+            });
+            let _ = state_tx.try_send(r);
+        })
+        .map_err(|e| Error::Io {
+            what: "spawn server thread".into(),
+            source: e,
+        })?;
+    let gone = || Error::Io {
+        what: "server thread".into(),
+        source: std::io::Error::other("the server thread ended without a result"),
+    };
+    match state_rx.recv_blocking() {
+        Ok(Ok(())) => Ok(Running {
+            addrs,
+            stop: stop_tx,
+            state: state_rx,
+            thread: Some(thread),
+        }),
+        Ok(Err(e)) => {
+            let _ = thread.join();
+            Err(e)
         }
         Err(_) => {
-            tracing::warn!("database still in use at exit; it will be repaired at next start")
+            let _ = thread.join();
+            Err(gone())
         }
     }
-    tracing::info!("stopped");
-    Ok(())
+}
+
+/// A broker serving on its own thread (see [`start`]). Dropping it stops the broker and
+/// waits for it; [`Running::shutdown`] does the same and returns the result.
+pub struct Running {
+    addrs: Vec<SocketAddr>,
+    stop: async_channel::Sender<()>,
+    state: async_channel::Receiver<Result<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Running {
+    /// The bound address of each configured listener, in order.
+    pub fn addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// Stops the broker as SIGTERM stops the binary and waits until the database is closed.
+    pub async fn shutdown(mut self) -> Result<()> {
+        self.stop.close();
+        let result = self.state.recv().await.unwrap_or_else(|_| {
+            Err(Error::Io {
+                what: "server thread".into(),
+                source: std::io::Error::other("the server thread ended without a result"),
+            })
+        });
+        if let Some(t) = self.thread.take() {
+            // The thread has sent its result: joining only waits for it to return.
+            let _ = smol::unblock(move || t.join()).await;
+        }
+        result
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop.close();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }

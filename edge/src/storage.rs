@@ -127,7 +127,11 @@ pub enum Op {
 /// Called by the writer inside each transaction: the sync outbox's capture lives here, so a
 /// forwarded message enters the outbox in the very commit that acknowledges it.
 pub trait CommitHook: Send + Sync + 'static {
-    fn capture(&self, txn: &WriteTransaction, msg: &Message) -> std::result::Result<(), String>;
+    fn capture(
+        &self,
+        txn: &WriteTransaction,
+        msg: &Message,
+    ) -> std::result::Result<(), edge_sync::SyncError>;
     fn committed(&self, ok: bool);
 }
 
@@ -274,7 +278,7 @@ impl Store {
                     .iter()
                     .any(|(lo, hi)| (*lo..=*hi).contains(&ticket));
                 return if failed {
-                    Err(Error::Storage("commit failed".into()))
+                    Err(Error::CommitFailed)
                 } else {
                     Ok(())
                 };
@@ -360,9 +364,10 @@ fn init_tables(db: &Database) -> Result<()> {
             }
             Some(SCHEMA_VERSION) => {}
             Some(v) => {
-                return Err(Error::Storage(format!(
-                    "database schema version {v} is not supported (expected {SCHEMA_VERSION})"
-                )))
+                return Err(Error::SchemaVersion {
+                    found: v,
+                    expected: SCHEMA_VERSION,
+                })
             }
         }
     }
@@ -371,14 +376,11 @@ fn init_tables(db: &Database) -> Result<()> {
 }
 
 fn decode<T: for<'a> Deserialize<'a>>(table: &'static str, bytes: &[u8]) -> Result<T> {
-    postcard::from_bytes(bytes).map_err(|e| Error::Corrupt {
-        table,
-        message: e.to_string(),
-    })
+    postcard::from_bytes(bytes).map_err(|source| Error::Corrupt { table, source })
 }
 
 fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>> {
-    postcard::to_allocvec(v).map_err(|e| Error::Storage(format!("encode: {e}")))
+    postcard::to_allocvec(v).map_err(Error::Encode)
 }
 
 fn load(db: &Database) -> Result<Loaded> {
@@ -618,7 +620,7 @@ fn commit(
     if let Some(hook) = hook {
         for op in batches.iter().flat_map(|b| b.1.iter()) {
             if let Op::Capture(msg) = op {
-                hook.capture(&txn, msg).map_err(Error::Sync)?;
+                hook.capture(&txn, msg)?;
             }
         }
     }

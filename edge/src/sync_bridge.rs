@@ -1,15 +1,18 @@
 //! Wires the store-and-forward module (`edge_sync`) into the broker: capture in the broker's
 //! commit (`CommitHook`), admission on the publish path (`Forwarder`), and the downlink's way
 //! into local routing (`LocalBus`). Messages that came down are flagged and never captured.
+//! Errors cross the seam typed: a failed capture is the outbox's `SyncError`, carried by the
+//! broker's `Error::Sync` with its redb source. (`LocalBus` answers `String` until the trait,
+//! which lives with the downlink, takes a typed error.)
 
 use std::path::PathBuf;
 use std::sync::{Arc, Weak};
 
-use edge_sync::{DownMessage, LocalBus, LocalMessage, Outbox, SyncConfig};
+use edge_sync::{DownMessage, LocalBus, LocalMessage, Outbox, SyncConfig, SyncError};
 use redb::WriteTransaction;
 
 use crate::broker::{Broker, Forwarder, Published};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::message::{now_ms, Message, MessageProps};
 use crate::storage::CommitHook;
 
@@ -28,7 +31,7 @@ impl Forwarder for Bridge {
 }
 
 impl CommitHook for Bridge {
-    fn capture(&self, txn: &WriteTransaction, msg: &Message) -> std::result::Result<(), String> {
+    fn capture(&self, txn: &WriteTransaction, msg: &Message) -> std::result::Result<(), SyncError> {
         let props = msg.props.as_deref();
         let user: Vec<(String, String)> = props
             .map(|p| {
@@ -47,7 +50,7 @@ impl CommitHook for Bridge {
             content_type: props.and_then(|p| p.content_type.as_deref()),
             received_at_ms: msg.received_ms,
         };
-        self.outbox.capture(txn, &local).map_err(|e| e.to_string())
+        self.outbox.capture(txn, &local)
     }
 
     fn committed(&self, ok: bool) {
@@ -100,14 +103,6 @@ impl LocalBus for Bus {
     }
 }
 
-/// Parses `[sync]`; errors name the key (`sync.<key>`).
-pub fn parse_config(v: &toml::Value, origin: &str) -> Result<SyncConfig> {
-    SyncConfig::from_toml_value(v.clone()).map_err(|e| Error::Config {
-        origin: origin.to_string(),
-        message: e.to_string(),
-    })
-}
-
 /// Opens the outbox in the broker's database, plugs it in and starts the sync tasks. Returns
 /// the future that stops them.
 pub fn start(
@@ -115,8 +110,7 @@ pub fn start(
     cfg: SyncConfig,
     data_dir: PathBuf,
 ) -> Result<futures_lite::future::Boxed<()>> {
-    let outbox =
-        Outbox::open(broker.store.database(), &cfg).map_err(|e| Error::Sync(e.to_string()))?;
+    let outbox = Outbox::open(broker.store.database(), &cfg)?;
     let bridge = Arc::new(Bridge {
         outbox: outbox.clone(),
     });

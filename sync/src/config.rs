@@ -1,7 +1,11 @@
 //! `[sync]` configuration: upstream link, outbox bounds, forward and downlink rules.
 //!
-//! Parsed from the `sync` table of the broker's TOML file by `SyncConfig::from_toml_value`;
-//! unknown keys are rejected and every error names its key as `sync.<key>`.
+//! Deserialized as the `sync` field of the broker's `Config`, in the same pass as the rest of
+//! the file, then checked by [`SyncConfig::validate`]. Defaults follow the broker's style: every
+//! struct is `#[serde(default)]` and its `Default` impl holds the documented values; the
+//! required keys (`node_id`, `upstreams`, a rule's `filter`) default to empty and `validate`
+//! refuses them empty. Upstream addresses are parsed into [`Upstream`] while deserializing, so
+//! a bad one is an error naming `sync.upstreams[i]`, never a silently dropped entry.
 
 use std::path::PathBuf;
 
@@ -13,60 +17,76 @@ use crate::topic;
 /// Highest priority value a forward rule may use (priorities are `0..=MAX_PRIORITY`, higher first).
 pub const MAX_PRIORITY: u8 = 3;
 
+/// The `[sync]` table. Every key is optional except `node_id` and `upstreams` (see module doc).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct SyncConfig {
     /// This gateway's id: part of every `edge-msg-id`, and the `{node_id}` placeholder in topics.
+    /// Required.
     pub node_id: String,
-    /// `tcp://host:port` or `tls://host:port`, tried in turn.
-    pub upstreams: Vec<String>,
+    /// `tcp://host:port` or `tls://host:port` (also `mqtt://`, `mqtts://`), tried in turn;
+    /// parsed when the configuration is read. Required, at least one.
+    pub upstreams: Vec<Upstream>,
     /// Fixed MQTT client id of the persistent upstream session; default `edge-<node_id>`.
-    #[serde(default)]
     pub client_id: Option<String>,
-    #[serde(default)]
     pub username: Option<String>,
-    #[serde(default)]
     pub password: Option<String>,
     /// RobustMQ tenant, sent as the v5 CONNECT user property `tenant`.
-    #[serde(default)]
     pub tenant: Option<String>,
     /// "5" (default) or "3.1.1". With "5", a server answering "unsupported protocol version" is
     /// retried with 3.1.1 automatically.
-    #[serde(default)]
     pub protocol: ProtocolVersion,
-    #[serde(default)]
     pub tls: Option<TlsConfig>,
-    #[serde(default = "d_keep_alive")]
+    /// Default 30.
     pub keep_alive_secs: u16,
-    /// Session Expiry Interval asked for the persistent upstream session (v5).
-    #[serde(default = "d_session_expiry")]
+    /// Session Expiry Interval asked for the persistent upstream session (v5). Default 1800.
     pub session_expiry_secs: u32,
-    #[serde(default = "d_connect_timeout")]
+    /// Default 10.
     pub connect_timeout_secs: u64,
-    /// Most QoS 1/2 messages sent upstream and not yet acknowledged.
-    #[serde(default = "d_max_inflight")]
+    /// Most QoS 1/2 messages sent upstream and not yet acknowledged. Default 64.
     pub max_inflight: u16,
-    #[serde(default)]
     pub backoff: BackoffConfig,
-    /// Drain pacing; 0 means no cap.
-    #[serde(default = "d_max_mps")]
+    /// Drain pacing; 0 means no cap. Default 500 messages and 1 MiB per second.
     pub max_messages_per_sec: u32,
-    #[serde(default = "d_max_bps")]
     pub max_bytes_per_sec: u64,
     /// Bound of the outbox (payload + topic + properties bytes of all buffered records).
-    #[serde(default = "d_max_backlog")]
+    /// Default 256 MiB.
     pub max_backlog_bytes: u64,
-    #[serde(default)]
     pub full_policy: FullPolicy,
-    /// Capture QoS 0 local publishes too (they are sent upstream with the rule's QoS).
-    #[serde(default = "d_true")]
+    /// Capture QoS 0 local publishes too (they are sent upstream with the rule's QoS). Default on.
     pub capture_qos0: bool,
-    #[serde(default)]
     pub forward: Vec<ForwardRule>,
-    #[serde(default)]
     pub downlink: Vec<DownlinkRule>,
-    #[serde(default = "d_status_interval")]
+    /// Default 10.
     pub status_interval_secs: u64,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        SyncConfig {
+            node_id: String::new(),
+            upstreams: Vec::new(),
+            client_id: None,
+            username: None,
+            password: None,
+            tenant: None,
+            protocol: ProtocolVersion::default(),
+            tls: None,
+            keep_alive_secs: 30,
+            session_expiry_secs: 1800,
+            connect_timeout_secs: 10,
+            max_inflight: 64,
+            backoff: BackoffConfig::default(),
+            max_messages_per_sec: 500,
+            max_bytes_per_sec: 1024 * 1024,
+            max_backlog_bytes: 256 * 1024 * 1024,
+            full_policy: FullPolicy::default(),
+            capture_qos0: true,
+            forward: Vec::new(),
+            downlink: Vec::new(),
+            status_interval_secs: 10,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -78,26 +98,24 @@ pub enum ProtocolVersion {
     V311,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct TlsConfig {
     /// PEM bundle of CAs trusted for the upstream; absent = the built-in Mozilla roots.
-    #[serde(default)]
     pub ca_file: Option<PathBuf>,
     /// PEM client certificate chain and key, for mutual TLS (both or neither).
-    #[serde(default)]
     pub client_cert_file: Option<PathBuf>,
-    #[serde(default)]
     pub client_key_file: Option<PathBuf>,
     /// Name checked against the server certificate; default: the host of the upstream address.
-    #[serde(default)]
     pub server_name: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BackoffConfig {
+    /// Default 500.
     pub initial_ms: u64,
+    /// Default 30000.
     pub max_ms: u64,
 }
 
@@ -120,6 +138,7 @@ pub enum FullPolicy {
     RejectNew,
 }
 
+/// Both keys required: there is no meaningful default prefix.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReplacePrefix {
@@ -127,74 +146,63 @@ pub struct ReplacePrefix {
     pub to: String,
 }
 
+/// One `[[sync.forward]]` rule; `filter` is required.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct ForwardRule {
     /// Local topic filter (`+` and `#` allowed; `{node_id}` is replaced).
     pub filter: String,
     /// Remote topic = `prefix` + local topic (`{node_id}` is replaced).
-    #[serde(default)]
     pub prefix: Option<String>,
     /// Remote topic = local topic with leading `from` replaced by `to`.
-    #[serde(default)]
     pub replace_prefix: Option<ReplacePrefix>,
-    /// Upstream QoS, 1 or 2.
-    #[serde(default = "d_qos1")]
+    /// Upstream QoS, 1 (default) or 2.
     pub qos: u8,
     /// Records older than this are dropped unsent (counted as `ttl`).
-    #[serde(default)]
     pub ttl_secs: Option<u64>,
-    /// 0..=3, higher drains first.
-    #[serde(default)]
+    /// 0 (default) ..=3, higher drains first.
     pub priority: u8,
 }
 
+impl Default for ForwardRule {
+    fn default() -> Self {
+        ForwardRule {
+            filter: String::new(),
+            prefix: None,
+            replace_prefix: None,
+            qos: 1,
+            ttl_secs: None,
+            priority: 0,
+        }
+    }
+}
+
+/// One `[[sync.downlink]]` rule; `filter` is required.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct DownlinkRule {
     /// Remote topic filter subscribed upstream (`{node_id}` is replaced).
     pub filter: String,
     /// Local topic = remote topic with leading `from` replaced by `to`; absent = keep.
-    #[serde(default)]
     pub replace_prefix: Option<ReplacePrefix>,
-    /// Subscription QoS upstream, 0..=2; local delivery uses the QoS the message came with.
-    #[serde(default = "d_qos1")]
+    /// Subscription QoS upstream, 0..=2 (default 1); local delivery uses the QoS the message
+    /// came with.
     pub qos: u8,
 }
 
-fn d_keep_alive() -> u16 {
-    30
-}
-fn d_session_expiry() -> u32 {
-    1800
-}
-fn d_connect_timeout() -> u64 {
-    10
-}
-fn d_max_inflight() -> u16 {
-    64
-}
-fn d_max_mps() -> u32 {
-    500
-}
-fn d_max_bps() -> u64 {
-    1024 * 1024
-}
-fn d_max_backlog() -> u64 {
-    256 * 1024 * 1024
-}
-fn d_true() -> bool {
-    true
-}
-fn d_status_interval() -> u64 {
-    10
-}
-fn d_qos1() -> u8 {
-    1
+impl Default for DownlinkRule {
+    fn default() -> Self {
+        DownlinkRule {
+            filter: String::new(),
+            replace_prefix: None,
+            qos: 1,
+        }
+    }
 }
 
-/// One parsed `upstreams` entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One parsed `upstreams` entry; deserialized from its address string with [`parse_upstream`].
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
 pub struct Upstream {
     pub tls: bool,
     pub host: String,
@@ -205,6 +213,14 @@ impl std::fmt::Display for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let scheme = if self.tls { "tls" } else { "tcp" };
         write!(f, "{scheme}://{}:{}", self.host, self.port)
+    }
+}
+
+impl TryFrom<String> for Upstream {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Upstream, String> {
+        parse_upstream(&s)
     }
 }
 
@@ -246,39 +262,36 @@ pub fn parse_upstream(s: &str) -> Result<Upstream, String> {
 }
 
 impl SyncConfig {
-    /// Parses and validates the `sync` table; errors name the key as `sync.<key>`.
-    pub fn from_toml_value(v: toml::Value) -> Result<SyncConfig, SyncError> {
-        let cfg: SyncConfig = serde_path_to_error::deserialize(v).map_err(|e| {
-            let path = e.path().to_string();
-            let key = if path == "." || path.is_empty() {
-                "sync".to_string()
-            } else {
-                format!("sync.{path}")
-            };
+    /// Parses a TOML document holding the `sync` table's body (tests and tools; the broker
+    /// reads `[sync]` as part of its own configuration).
+    pub fn from_toml_str(s: &str) -> Result<SyncConfig, SyncError> {
+        let de = toml::Deserializer::parse(s).map_err(|e| SyncError::Config {
+            key: "sync".into(),
+            message: e.to_string(),
+        })?;
+        let cfg: SyncConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = key_of(e.path());
             SyncError::Config {
                 key,
-                message: e.into_inner().to_string(),
+                message: e.into_inner().message().to_string(),
             }
         })?;
         cfg.validate()?;
         Ok(cfg)
     }
 
-    /// Parses a TOML document holding the `sync` table's body (handy for tests and tools).
-    pub fn from_toml_str(s: &str) -> Result<SyncConfig, SyncError> {
-        let v: toml::Value = toml::from_str(s).map_err(|e| SyncError::Config {
-            key: "sync".into(),
-            message: e.to_string(),
-        })?;
-        SyncConfig::from_toml_value(v)
-    }
-
-    fn validate(&self) -> Result<(), SyncError> {
+    /// The checks deserialization cannot express (ranges, required keys, rule consistency,
+    /// readable TLS files). The broker runs it when it loads its configuration; errors name
+    /// the key as `sync.<key>`.
+    pub fn validate(&self) -> Result<(), SyncError> {
         let bad = |key: String, message: String| Err(SyncError::Config { key, message });
-        if self.node_id.is_empty()
-            || self.node_id.contains(['/', '+', '#', ':'])
-            || self.node_id.len() > 128
-        {
+        if self.node_id.is_empty() {
+            return bad(
+                "sync.node_id".into(),
+                "required: 1..=128 characters without '/', '+', '#' or ':'".into(),
+            );
+        }
+        if self.node_id.contains(['/', '+', '#', ':']) || self.node_id.len() > 128 {
             return bad(
                 "sync.node_id".into(),
                 "must be 1..=128 characters without '/', '+', '#' or ':'".into(),
@@ -289,15 +302,6 @@ impl SyncConfig {
                 "sync.upstreams".into(),
                 "at least one address needed".into(),
             );
-        }
-        for (i, u) in self.upstreams.iter().enumerate() {
-            let up = match parse_upstream(u) {
-                Ok(up) => up,
-                Err(m) => return bad(format!("sync.upstreams[{i}]"), m),
-            };
-            if up.tls && self.tls.is_none() {
-                // Allowed: system roots are used. Nothing to check.
-            }
         }
         if let Some(c) = &self.client_id {
             if c.is_empty() || c.len() > 65535 {
@@ -376,6 +380,9 @@ impl SyncConfig {
         }
         for (i, r) in self.forward.iter().enumerate() {
             let k = |f: &str| format!("sync.forward[{i}].{f}");
+            if r.filter.is_empty() {
+                return bad(k("filter"), "required".into());
+            }
             let filter = self.expand(&r.filter);
             if !topic::valid_filter(&filter) {
                 return bad(
@@ -415,6 +422,9 @@ impl SyncConfig {
         }
         for (i, r) in self.downlink.iter().enumerate() {
             let k = |f: &str| format!("sync.downlink[{i}].{f}");
+            if r.filter.is_empty() {
+                return bad(k("filter"), "required".into());
+            }
             if !topic::valid_filter(&self.expand(&r.filter)) {
                 return bad(
                     k("filter"),
@@ -444,12 +454,20 @@ impl SyncConfig {
             .unwrap_or_else(|| format!("edge-{}", self.node_id))
     }
 
-    /// The parsed upstream list (validated by `from_toml_value`).
+    /// The upstreams, parsed when the configuration was read (a copy of `upstreams`: a few
+    /// short strings, taken once per connection attempt).
     pub fn upstream_list(&self) -> Vec<Upstream> {
-        self.upstreams
-            .iter()
-            .filter_map(|u| parse_upstream(u).ok())
-            .collect()
+        self.upstreams.clone()
+    }
+}
+
+/// `sync.<path>` for a serde path inside the `sync` table (`sync` for the table itself).
+fn key_of(path: &serde_path_to_error::Path) -> String {
+    let path = path.to_string();
+    if path == "." || path.is_empty() {
+        "sync".to_string()
+    } else {
+        format!("sync.{path}")
     }
 }
 
@@ -507,6 +525,57 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("sync.upstreams[1]"), "{e}");
+    }
+
+    #[test]
+    fn upstreams_are_parsed_once_when_read() {
+        let c =
+            parse("node_id = \"n\"\nupstreams = [\"mqtts://a\", \"tcp://[::1]:1884\"]\n").unwrap();
+        let expect = vec![
+            Upstream {
+                tls: true,
+                host: "a".into(),
+                port: 8883,
+            },
+            Upstream {
+                tls: false,
+                host: "::1".into(),
+                port: 1884,
+            },
+        ];
+        assert_eq!(c.upstreams, expect);
+        assert_eq!(c.upstream_list(), expect);
+    }
+
+    #[test]
+    fn required_keys_default_to_empty_and_are_refused_empty() {
+        let e = parse("node_id = \"n\"\n").unwrap_err().to_string();
+        assert!(e.contains("sync.upstreams"), "{e}");
+        let e = parse(&format!("{MIN}[[forward]]\nqos = 2\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sync.forward[0].filter"), "{e}");
+        let e = parse(&format!("{MIN}[[downlink]]\nqos = 2\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sync.downlink[0].filter"), "{e}");
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let c = parse(MIN).unwrap();
+        let d = SyncConfig::default();
+        assert_eq!((c.keep_alive_secs, d.keep_alive_secs), (30, 30));
+        assert_eq!(c.session_expiry_secs, 1800);
+        assert_eq!(c.max_inflight, 64);
+        assert_eq!(c.max_backlog_bytes, 256 * 1024 * 1024);
+        assert_eq!(c.backoff, BackoffConfig::default());
+        let c = parse(&format!(
+            "{MIN}[[forward]]\nfilter = \"a/#\"\n[[downlink]]\nfilter = \"b/#\"\n"
+        ))
+        .unwrap();
+        assert_eq!((c.forward[0].qos, c.forward[0].priority), (1, 0));
+        assert_eq!(c.downlink[0].qos, 1);
     }
 
     #[test]

@@ -247,10 +247,10 @@ impl Outbox {
         let meta = match read_meta_w(&txn)? {
             Some(m) if m.version == META_VERSION => m,
             Some(m) => {
-                return Err(SyncError::Storage(format!(
-                    "outbox meta version {} is not supported (expected {META_VERSION})",
-                    m.version
-                )))
+                return Err(SyncError::UnsupportedVersion {
+                    found: m.version,
+                    expected: META_VERSION,
+                })
             }
             None => {
                 // First start with sync on. Tables are empty unless the meta row was lost; in
@@ -406,7 +406,7 @@ impl Outbox {
             });
         }
         let Some(p) = pending.as_mut() else {
-            return Err(SyncError::Storage("pending state vanished".into()));
+            return Err(SyncError::Invariant("pending state vanished"));
         };
         let m = &mut p.cur;
 
@@ -597,8 +597,7 @@ impl Outbox {
         let now = now_ms();
         let durable = now.saturating_sub(self.last_durable_ms.load(Ordering::Relaxed)) >= 1000;
         if !durable {
-            txn.set_durability(redb::Durability::None)
-                .map_err(|e| SyncError::Storage(e.to_string()))?;
+            txn.set_durability(redb::Durability::None)?;
         }
         let base = read_meta_w(&txn)?.unwrap_or_else(Meta::fresh);
         let folded = self.c.rejected_unpersisted.swap(0, Ordering::Relaxed);
