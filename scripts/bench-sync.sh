@@ -158,7 +158,8 @@ run_drain() {
         extra='username = "admin"
 password = "robustmq"'
         # Over 3.1.1 (see the header); the payload (publisher, sequence, time) identifies a message.
-        mosquitto_sub -h 127.0.0.1 -p "$mq_port" -V mqttv311 -q 1 -i "bench-sync-sub-$label" \
+        # RobustMQ refuses 3.1.1 client ids over 23 characters (identifier rejected).
+        mosquitto_sub -h 127.0.0.1 -p "$mq_port" -V mqttv311 -q 1 -i "bsync-rmq-$$" \
             -u admin -P robustmq -t 'edge/#' -C "$n" -F 'edge-msg-id:%x' >"$dir/received" 2>"$dir/sub.log" &
         local sub_pid=$!
         PIDS+=("$sub_pid")
