@@ -308,6 +308,13 @@ impl SyncConfig {
                 return bad("sync.client_id".into(), "must not be empty".into());
             }
         }
+        if self.protocol == ProtocolVersion::V311 && self.client_id().len() > 23 {
+            // MQTT 3.1.1 servers must accept 1..=23 characters; RobustMQ refuses anything longer.
+            tracing::warn!(
+                client_id = %self.client_id(),
+                "sync.client_id is over 23 characters: RobustMQ (and other MQTT 3.1.1 servers) may refuse it (identifier rejected)"
+            );
+        }
         if let Some(t) = &self.tenant {
             if t.is_empty() || t.contains('@') {
                 return bad(
