@@ -1,7 +1,7 @@
 //! The broker crate's one error type.
 //!
 //! Protocol violations by a client are not errors of the broker: they end that client's
-//! connection with a reason code (see `connection.rs`) and never reach `main`.
+//! connection with a reason code (see `connection::Close`) and never reach `main`.
 
 use std::io;
 
