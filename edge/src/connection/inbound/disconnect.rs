@@ -42,7 +42,7 @@ mod tests {
     }
 
     #[test]
-    fn disconnect_with_will_message_ends_gracefully_and_keeps_the_will() {
+    fn disconnect_with_will_message_ends_gracefully_and_sends_the_will() {
         let t = test_support::conn(Protocol::V500, true);
         let d = v5::Disconnect::new(Dr::DisconnectWithWillMessage);
         assert_eq!(

@@ -98,7 +98,7 @@ mod tests {
     }
 
     #[test]
-    fn subscribe_is_acked_with_the_granted_qos_once_stored() {
+    fn subscribe_is_acked_with_the_granted_qos() {
         let t = test_support::conn(Protocol::V500, true);
         let got = smol::block_on(handle_subscribe(&t.conn, subscribe("a/+", false)));
         let answer = got.unwrap().expect("a SUBACK");
