@@ -1,8 +1,8 @@
 //! The broker crate's one error type.
 //!
 //! Protocol violations by a client are not errors of the broker: they end that client's
-//! connection with a reason code (see `connection.rs`) and never reach `main`. Errors of redb,
-//! postcard, the OS and the sync module are kept as the `source()` of their variant.
+//! connection with a reason code (see `connection::Close`) and never reach `main`. Errors of
+//! redb, postcard, the OS and the sync module are kept as the `source()` of their variant.
 
 use std::io;
 

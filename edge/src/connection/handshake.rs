@@ -1,0 +1,281 @@
+//! The CONNECT phase: read and check the first packet, apply the connection limit, attach the
+//! session, and queue the CONNACK. A refused client gets a CONNACK error where its protocol
+//! allows one and is counted nowhere; an accepted one is counted in `broker.connections`.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use mqtt_proto::v5::{self, ConnectReasonCode as Cr, Packet};
+use mqtt_proto::Protocol;
+
+use super::frame::{FrameReader, ReadError};
+use super::inbound::message_props;
+use super::replies::{Answer, Replies, Reply};
+use super::{Conn, Stream};
+use crate::broker::{Broker, ConnectRequest, Connected, Departure};
+use crate::codec::{self, FrameError};
+use crate::message::{now_ms, Message};
+use crate::storage::WillRecord;
+
+/// What the CONNECT handshake leaves for the connection's life.
+pub(super) struct Ready {
+    pub(super) conn: Arc<Conn>,
+    pub(super) connected: Connected,
+    pub(super) keep_alive: u16,
+    pub(super) replies: Replies,
+}
+
+/// Reads and checks CONNECT, applies the connection limit and attaches the session. On
+/// success the connection is counted in `broker.connections`.
+pub(super) async fn accept(
+    broker: Arc<Broker>,
+    stream: Stream,
+    peer: SocketAddr,
+) -> Option<(Ready, FrameReader)> {
+    let mut reader = FrameReader::new();
+    let limits = &broker.cfg.limits;
+    let (proto, connect) = read_connect(&mut reader, &stream, peer, &broker).await?;
+
+    if broker.connections.fetch_add(1, Ordering::AcqRel) >= limits.max_connections {
+        broker.connections.fetch_sub(1, Ordering::AcqRel);
+        tracing::warn!(%peer, limit = limits.max_connections, "connection refused: limits.max_connections reached");
+        let code = if proto == Protocol::V500 {
+            Cr::ServerBusy
+        } else {
+            Cr::ServerUnavailable
+        };
+        send_connack_error(&stream, proto, code, Some("limits.max_connections reached")).await;
+        return None;
+    }
+    match handshake(broker.clone(), &stream, peer, proto, connect).await {
+        Some(ready) => Some((ready, reader)),
+        None => {
+            broker.connections.fetch_sub(1, Ordering::AcqRel);
+            None
+        }
+    }
+}
+
+/// The first packet, which must be a well-formed CONNECT within `limits.connect_timeout_secs`.
+async fn read_connect(
+    reader: &mut FrameReader,
+    stream: &Stream,
+    peer: SocketAddr,
+    broker: &Broker,
+) -> Option<(Protocol, v5::Connect)> {
+    let limits = &broker.cfg.limits;
+    let max_packet = limits.max_packet_size as usize;
+    let timeout = Duration::from_secs(limits.connect_timeout_secs);
+    let frame = match reader.next(stream, max_packet, Some(timeout)).await {
+        Ok(f) => f,
+        Err(ReadError::Frame(FrameError::TooLarge(n))) => {
+            tracing::warn!(%peer, size = n, "connection refused: CONNECT larger than limits.max_packet_size");
+            return None;
+        }
+        Err(ReadError::TimedOut) => {
+            tracing::info!(%peer, "connection refused: no CONNECT within limits.connect_timeout_secs");
+            return None;
+        }
+        Err(ReadError::Frame(e)) => {
+            tracing::info!(%peer, error = ?e, "connection refused: malformed first packet");
+            return None;
+        }
+        Err(ReadError::Closed | ReadError::Io(_)) => {
+            tracing::debug!(%peer, "connection closed before sending CONNECT");
+            return None;
+        }
+    };
+    let Ok(Some((h, _))) = codec::fixed_header(frame) else {
+        return None;
+    };
+    let proto = match codec::connect_protocol(frame, h) {
+        Ok(p) => p,
+        Err(FrameError::UnsupportedProtocol(level)) => {
+            tracing::warn!(%peer, level, "connection refused: unsupported protocol level");
+            // A client of an unknown version understands the MQTT 3 CONNACK best.
+            send_connack_error(stream, Protocol::V311, Cr::UnsupportedProtocolVersion, None).await;
+            return None;
+        }
+        Err(e) => {
+            tracing::warn!(%peer, error = ?e, "connection refused: first packet is not a valid CONNECT");
+            return None;
+        }
+    };
+    if let Err(e) = codec::check_connect_flags(frame, h, proto) {
+        tracing::warn!(%peer, error = ?e, "connection refused: invalid CONNECT flags");
+        if proto == Protocol::V500 {
+            send_connack_error(stream, proto, Cr::MalformedPacket, None).await;
+        }
+        return None;
+    }
+    match codec::decode(frame, proto) {
+        Ok(Packet::Connect(c)) => Some((proto, c)),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::warn!(%peer, error = ?e, "connection refused: malformed CONNECT");
+            if proto == Protocol::V500 {
+                send_connack_error(stream, proto, Cr::MalformedPacket, None).await;
+            }
+            None
+        }
+    }
+}
+
+async fn send_connack_error(stream: &Stream, proto: Protocol, code: Cr, reason: Option<&str>) {
+    let mut c = v5::Connack::new(false, code);
+    if let Some(r) = reason {
+        c.properties.reason_string = Some(Arc::from(r));
+    }
+    if let Some(b) = codec::encode(&Packet::Connack(c), proto, &[]) {
+        let _ = stream.write_all(&b).await;
+    }
+}
+
+fn will_record(w: &v5::LastWill, client_id: &Arc<str>) -> WillRecord {
+    let p = &w.properties;
+    WillRecord {
+        msg: Message {
+            topic: Arc::from(&*w.topic_name),
+            payload: w.payload.clone(),
+            qos: w.qos as u8,
+            retain: w.retain,
+            received_ms: now_ms(),
+            expiry_secs: p.message_expiry_interval,
+            publisher: client_id.clone(),
+            from_downlink: false,
+            props: message_props(
+                p.payload_is_utf8,
+                &p.response_topic,
+                &p.correlation_data,
+                &p.user_properties,
+                &p.content_type,
+            ),
+        },
+        delay_secs: p.delay_interval.unwrap_or(0),
+    }
+}
+
+/// Validates CONNECT, attaches the session and queues the CONNACK. Runs boxed (once per
+/// connection) so that its large state is not kept in every connection's task afterwards.
+async fn handshake(
+    broker: Arc<Broker>,
+    stream: &Stream,
+    peer: SocketAddr,
+    proto: Protocol,
+    connect: v5::Connect,
+) -> Option<Ready> {
+    let limits = &broker.cfg.limits;
+    let v5 = proto == Protocol::V500;
+    let cp = &connect.properties;
+    if cp.auth_method.is_some() {
+        tracing::warn!(%peer, "connection refused: enhanced authentication is not supported");
+        send_connack_error(stream, proto, Cr::BadAuthMethod, None).await;
+        return None;
+    }
+    if cp.receive_max == Some(0) || cp.max_packet_size == Some(0) {
+        // [MQTT-3.1.2-...]: both are a Protocol Error when zero.
+        tracing::warn!(%peer, "connection refused: Receive Maximum or Maximum Packet Size of 0");
+        send_connack_error(stream, proto, Cr::ProtocolError, None).await;
+        return None;
+    }
+    // Client id: assigned when empty, where the protocol allows it.
+    let mut assigned = None;
+    let client_id: Arc<str> = if connect.client_id.is_empty() {
+        let allowed = v5 || (proto == Protocol::V311 && connect.clean_start);
+        if !allowed {
+            tracing::warn!(%peer, "connection refused: empty client id needs clean session (MQTT 3.1.1) and is not allowed in MQTT 3.1");
+            send_connack_error(stream, proto, Cr::ClientIdentifierNotValid, None).await;
+            return None;
+        }
+        let id: Arc<str> = Arc::from(format!("auto-{:016x}", fastrand::u64(..)));
+        assigned = Some(id.clone());
+        id
+    } else {
+        connect.client_id.clone()
+    };
+    // MQTT 3.1 limits client ids to 23 characters; like mosquitto we accept longer ones.
+    let asked_expiry = cp.session_expiry_interval.unwrap_or(0);
+    let expiry = asked_expiry.min(limits.max_session_expiry_secs);
+    let mut keep_alive = connect.keep_alive;
+    let mut server_keep_alive = None;
+    if v5 && keep_alive > limits.max_keep_alive_secs {
+        keep_alive = limits.max_keep_alive_secs;
+        server_keep_alive = Some(keep_alive);
+    }
+    let client_receive_max = cp.receive_max.unwrap_or(u16::MAX).max(1);
+    let inflight_limit = client_receive_max.min(limits.max_inflight) as usize;
+    let will = connect
+        .last_will
+        .as_ref()
+        .map(|w| will_record(w, &client_id));
+
+    let connected = broker
+        .connect(ConnectRequest {
+            client_id: client_id.clone(),
+            protocol: proto as u8,
+            clean_start: connect.clean_start,
+            expiry_secs: expiry,
+            will,
+            inflight_limit,
+        })
+        .await;
+    if broker.store.wait(connected.ticket).await.is_err() {
+        tracing::error!(%peer, %client_id, "connection refused: session could not be stored");
+        send_connack_error(stream, proto, Cr::UnspecifiedError, None).await;
+        broker
+            .disconnect(&client_id, connected.conn_id, Departure::Abnormal)
+            .await;
+        return None;
+    }
+
+    let mut connack = v5::Connack::new(connected.session_present, Cr::Success);
+    if v5 {
+        let p = &mut connack.properties;
+        if asked_expiry != expiry {
+            p.session_expiry_interval = Some(expiry);
+        }
+        p.receive_max = Some(limits.receive_maximum);
+        p.max_packet_size = Some(limits.max_packet_size);
+        p.topic_alias_max = Some(limits.topic_alias_maximum);
+        p.assigned_client_id = assigned;
+        p.server_keep_alive = server_keep_alive;
+        p.retain_available = Some(true);
+        p.wildcard_subscription_available = Some(true);
+        p.subscription_id_available = Some(true);
+        p.shared_subscription_available = Some(true);
+        if cp.request_response_info == Some(true) {
+            p.response_info = Some(Arc::from(format!("response/{client_id}")));
+        }
+    }
+    let conn = Arc::new(Conn {
+        broker: broker.clone(),
+        peer,
+        proto,
+        client_id: client_id.clone(),
+        conn_id: connected.conn_id,
+        client_alias_max: cp.topic_alias_max.unwrap_or(0),
+        client_max_packet: cp.max_packet_size.map(|m| m as usize).unwrap_or(usize::MAX),
+        incoming_unacked: AtomicUsize::new(0),
+        problem_info: cp.request_problem_info.unwrap_or(true),
+    });
+    tracing::debug!(%peer, %client_id, protocol = ?proto, keep_alive, session_present = connected.session_present, "client connected");
+
+    let replies = Replies::new(
+        limits.receive_maximum as usize + 64,
+        connected.notify.clone(),
+    );
+    // CONNACK goes first, ahead of any redelivery.
+    replies
+        .send(Answer::now(Reply::Other(Box::new(Packet::Connack(
+            connack,
+        )))))
+        .await;
+    Some(Ready {
+        conn,
+        connected,
+        keep_alive,
+        replies,
+    })
+}

@@ -1,0 +1,160 @@
+//! The read loop and the dispatch of each packet to its handler (one file per packet kind).
+//! A handler answers with at most one reply for the writer, or ends the connection with a typed
+//! [`Close`]; replies are queued in packet order, so acknowledgements keep the client's order.
+
+mod acks;
+mod disconnect;
+mod publish;
+mod pubrel;
+mod subscribe;
+mod unsubscribe;
+
+use std::time::Duration;
+
+use mqtt_proto::v5::{DisconnectReasonCode as Dr, Packet};
+
+use super::frame::{FrameReader, ReadError};
+use super::replies::{Answer, Replies, Reply};
+use super::{Close, Conn, Stream};
+use crate::codec::{self, FrameError};
+
+pub(super) use publish::message_props;
+
+/// Reads packets until the connection ends; returns how it ended.
+pub(super) async fn read_loop(
+    conn: &Conn,
+    stream: &Stream,
+    mut reader: FrameReader,
+    keep_alive: u16,
+    replies: &Replies,
+) -> Close {
+    let max_packet = conn.broker.cfg.limits.max_packet_size as usize;
+    // One and a half keep alive periods without a packet end the connection.
+    let limit = (keep_alive > 0).then(|| Duration::from_millis(keep_alive as u64 * 1500));
+    let mut publish_state = publish::PublishState::default();
+    let close = loop {
+        let frame = match reader.next(stream, max_packet, limit).await {
+            Ok(frame) => frame,
+            Err(e) => break read_failed(conn, e),
+        };
+        let packet = match codec::decode(frame, conn.proto) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::info!(peer = %conn.peer, client_id = %conn.client_id, error = ?e, "malformed packet");
+                break Close::Broker {
+                    code: Dr::MalformedPacket,
+                    why: "malformed packet",
+                };
+            }
+        };
+        // Boxed: the large per-packet state exists only while a packet is being handled, not
+        // in every idle connection's task.
+        let handled = Box::pin(handle_packet(conn, packet, &mut publish_state, replies)).await;
+        if let Err(close) = handled {
+            break close;
+        }
+    };
+    if let Close::Broker { why, .. } = close {
+        tracing::info!(peer = %conn.peer, client_id = %conn.client_id, reason = why, "closing connection");
+    }
+    close
+}
+
+fn read_failed(conn: &Conn, e: ReadError) -> Close {
+    let (code, why) = match e {
+        ReadError::Closed => return Close::Silent,
+        ReadError::Io(e) => {
+            tracing::debug!(peer = %conn.peer, error = %e, "read error");
+            return Close::Silent;
+        }
+        ReadError::TimedOut => (Dr::KeepAliveTimeout, "keep alive timeout"),
+        ReadError::Frame(FrameError::TooLarge(_)) => {
+            (Dr::PacketTooLarge, "packet larger than maximum packet size")
+        }
+        ReadError::Frame(_) => (Dr::MalformedPacket, "malformed packet"),
+    };
+    Close::Broker { code, why }
+}
+
+/// Handles one packet from the client: runs its handler, queues the answer, and then applies
+/// the publisher flow control the handler may have asked for.
+async fn handle_packet(
+    conn: &Conn,
+    packet: Packet,
+    publish_state: &mut publish::PublishState,
+    replies: &Replies,
+) -> Result<(), Close> {
+    let answer = match packet {
+        Packet::Publish(p) => publish::handle_publish(conn, publish_state, p).await?,
+        Packet::Pubrel(r) => pubrel::handle_pubrel(conn, r).await?,
+        Packet::Puback(a) => acks::handle_puback(conn, a).await?,
+        Packet::Pubrec(a) => acks::handle_pubrec(conn, a).await?,
+        Packet::Pubcomp(a) => acks::handle_pubcomp(conn, a).await?,
+        Packet::Subscribe(s) => subscribe::handle_subscribe(conn, s).await?,
+        Packet::Unsubscribe(u) => unsubscribe::handle_unsubscribe(conn, u).await?,
+        Packet::Pingreq => Some(Answer::now(Reply::Pingresp)),
+        Packet::Disconnect(d) => return Err(disconnect::handle_disconnect(conn, &d)),
+        Packet::Connect(_) => return Err(protocol_error("second CONNECT")),
+        Packet::Auth(_) => return Err(protocol_error("AUTH without authentication method")),
+        _ => return Err(protocol_error("packet type not sent by clients")),
+    };
+    if let Some(answer) = answer {
+        replies.send(answer).await;
+    }
+    publish::wait_if_congested(conn, publish_state).await;
+    Ok(())
+}
+
+fn protocol_error(why: &'static str) -> Close {
+    Close::Broker {
+        code: Dr::ProtocolError,
+        why,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connection::replies::Control;
+    use crate::connection::test_support;
+    use mqtt_proto::Protocol;
+
+    fn handle(conn: &Conn, packet: Packet, replies: &Replies) -> Result<(), Close> {
+        let mut st = publish::PublishState::default();
+        smol::block_on(handle_packet(conn, packet, &mut st, replies))
+    }
+
+    #[test]
+    fn a_second_connect_is_a_protocol_error() {
+        let t = test_support::conn(Protocol::V500, false);
+        let replies = Replies::new(8, Default::default());
+        let connect = mqtt_proto::v5::Connect::new("again".into(), 10);
+        let got = handle(&t.conn, Packet::Connect(connect), &replies);
+        assert_eq!(got, Err(protocol_error("second CONNECT")));
+    }
+
+    #[test]
+    fn pingreq_is_answered_with_pingresp() {
+        let t = test_support::conn(Protocol::V311, false);
+        let replies = Replies::new(8, Default::default());
+        assert_eq!(handle(&t.conn, Packet::Pingreq, &replies), Ok(()));
+        assert!(matches!(
+            replies.pop(),
+            Some(Control::Answer(a)) if a == Answer::now(Reply::Pingresp)
+        ));
+    }
+
+    #[test]
+    fn a_server_only_packet_from_the_client_is_a_protocol_error() {
+        let t = test_support::conn(Protocol::V500, false);
+        let replies = Replies::new(8, Default::default());
+        let got = handle(&t.conn, Packet::Pingresp, &replies);
+        assert!(matches!(
+            got,
+            Err(Close::Broker {
+                code: Dr::ProtocolError,
+                ..
+            })
+        ));
+    }
+}

@@ -1,0 +1,377 @@
+//! PUBLISH from the client: resolve its topic alias, store and route the message, and answer
+//! with PUBACK (QoS 1) or PUBREC (QoS 2) once what it promises is on disk. Nothing that was not
+//! stored is acknowledged; a QoS 1/2 publish counts against our Receive Maximum until answered.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_lite::FutureExt;
+use mqtt_proto::v5::{self, DisconnectReasonCode as Dr};
+use mqtt_proto::{Protocol, QoS, QosPid, TopicName};
+
+use crate::broker::{Congestion, Published};
+use crate::connection::replies::{Answer, Reply};
+use crate::connection::{Close, Conn};
+use crate::message::{now_ms, Message, MessageProps};
+
+/// Longest pause of a publisher for one slow subscriber; past it, the subscriber's queue bound
+/// applies (messages beyond it are dropped and logged).
+const CONGESTION_WAIT: Duration = Duration::from_secs(5);
+
+/// What the reader keeps from one PUBLISH to the next.
+#[derive(Default)]
+pub(super) struct PublishState {
+    /// Client -> server topic aliases.
+    aliases: HashMap<u16, Arc<str>>,
+    /// A subscriber of the last message that is falling behind, to wait for before reading on.
+    congested: Option<Congestion>,
+}
+
+/// How the broker took a publish, as the reason code of PUBACK or PUBREC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Success,
+    NoMatchingSubscribers,
+    QuotaExceeded,
+}
+
+impl Outcome {
+    fn puback(self) -> v5::PubackReasonCode {
+        match self {
+            Outcome::Success => v5::PubackReasonCode::Success,
+            Outcome::NoMatchingSubscribers => v5::PubackReasonCode::NoMatchingSubscribers,
+            Outcome::QuotaExceeded => v5::PubackReasonCode::QuotaExceeded,
+        }
+    }
+
+    fn pubrec(self) -> v5::PubrecReasonCode {
+        match self {
+            Outcome::Success => v5::PubrecReasonCode::Success,
+            Outcome::NoMatchingSubscribers => v5::PubrecReasonCode::NoMatchingSubscribers,
+            Outcome::QuotaExceeded => v5::PubrecReasonCode::QuotaExceeded,
+        }
+    }
+}
+
+fn close(code: Dr, why: &'static str) -> Close {
+    Close::Broker { code, why }
+}
+
+pub(super) async fn handle_publish(
+    conn: &Conn,
+    st: &mut PublishState,
+    p: v5::Publish,
+) -> Result<Option<Answer>, Close> {
+    let limits = &conn.broker.cfg.limits;
+    let v5 = conn.proto == Protocol::V500;
+    let qos = p.qos_pid.qos();
+    if qos != QoS::Level0 {
+        let n = conn.incoming_unacked.fetch_add(1, Ordering::AcqRel) + 1;
+        if n > limits.receive_maximum as usize {
+            return Err(close(
+                Dr::ReceiveMaximumExceeded,
+                "receive maximum exceeded",
+            ));
+        }
+    }
+    let topic = resolve_topic(&mut st.aliases, limits.topic_alias_maximum, &p)?;
+    if topic.starts_with("$share/") && v5 {
+        return Err(close(Dr::TopicNameInvalid, "publish to a $share topic"));
+    }
+    let pr = &p.properties;
+    let msg = Arc::new(Message {
+        topic,
+        payload: p.payload.clone(),
+        qos: qos as u8,
+        retain: p.retain,
+        received_ms: now_ms(),
+        expiry_secs: pr.message_expiry_interval,
+        publisher: conn.client_id.clone(),
+        from_downlink: false,
+        props: message_props(
+            pr.payload_is_utf8,
+            &pr.response_topic,
+            &pr.correlation_data,
+            &pr.user_properties,
+            &pr.content_type,
+        ),
+    });
+    let qos2_from = match p.qos_pid {
+        QosPid::Level2(pid) => Some((&conn.client_id, pid.value())),
+        _ => None,
+    };
+    let (ticket, outcome, duplicate) = match conn.broker.publish(msg, qos2_from).await {
+        Published::Duplicate { ticket } => (ticket, Outcome::Success, true),
+        Published::Accepted {
+            ticket,
+            matched,
+            congested,
+        } => {
+            st.congested = congested;
+            let outcome = if matched {
+                Outcome::Success
+            } else {
+                Outcome::NoMatchingSubscribers
+            };
+            (ticket, outcome, false)
+        }
+        Published::QuotaExceeded => (0, Outcome::QuotaExceeded, false),
+        Published::SessionGone => return Err(Close::Silent),
+    };
+    if outcome == Outcome::QuotaExceeded && !v5 && qos != QoS::Level0 {
+        // MQTT 3 has no negative acknowledgement: closing tells the publisher.
+        return Err(close(Dr::QuotaExceeded, "sync outbox full (reject_new)"));
+    }
+    Ok(match p.qos_pid {
+        QosPid::Level0 => None,
+        QosPid::Level1(pid) => Some(Answer {
+            ticket,
+            reply: Reply::Puback(pid, outcome.puback()),
+            incoming_done: true,
+        }),
+        QosPid::Level2(pid) => {
+            if duplicate {
+                // A duplicate does not open a new incoming slot.
+                conn.incoming_done();
+            }
+            Some(Answer {
+                ticket,
+                reply: Reply::Pubrec(pid, outcome.pubrec()),
+                // A refused QoS 2 publish ends at its PUBREC: no PUBREL will follow.
+                incoming_done: outcome == Outcome::QuotaExceeded,
+            })
+        }
+    })
+}
+
+/// The topic of `p`, through its topic alias (client -> server) when it carries one.
+fn resolve_topic(
+    aliases: &mut HashMap<u16, Arc<str>>,
+    alias_max: u16,
+    p: &v5::Publish,
+) -> Result<Arc<str>, Close> {
+    match p.properties.topic_alias {
+        Some(0) => Err(close(Dr::TopicAliasInvalid, "topic alias 0")),
+        Some(a) if a > alias_max => Err(close(Dr::TopicAliasInvalid, "topic alias above maximum")),
+        Some(a) if p.topic_name.is_empty() => match aliases.get(&a) {
+            Some(t) => Ok(t.clone()),
+            None => Err(close(Dr::ProtocolError, "unknown topic alias")),
+        },
+        Some(a) => {
+            let t: Arc<str> = Arc::from(&*p.topic_name);
+            aliases.insert(a, t.clone());
+            Ok(t)
+        }
+        None if p.topic_name.is_empty() => {
+            Err(close(Dr::ProtocolError, "empty topic without alias"))
+        }
+        None => Ok(Arc::from(&*p.topic_name)),
+    }
+}
+
+/// Flow control: when a subscriber of the last message is falling behind, stop reading from
+/// this publisher until it catches up (bounded wait), so that an online subscriber's queue
+/// does not overflow and drop messages.
+pub(super) async fn wait_if_congested(conn: &Conn, st: &mut PublishState) {
+    let Some(c) = st.congested.take() else {
+        return;
+    };
+    let drained = c.drained.listen();
+    if conn.broker.congested(&c.client_id) {
+        drained
+            .or(async {
+                smol::Timer::after(CONGESTION_WAIT).await;
+            })
+            .await;
+    }
+}
+
+/// The v5 properties a message keeps (publish and will); `None` when it has none.
+pub(in crate::connection) fn message_props(
+    utf8: Option<bool>,
+    response_topic: &Option<TopicName>,
+    correlation: &Option<Bytes>,
+    user: &[v5::UserProperty],
+    content_type: &Option<Arc<str>>,
+) -> Option<Box<MessageProps>> {
+    if utf8.is_none()
+        && response_topic.is_none()
+        && correlation.is_none()
+        && user.is_empty()
+        && content_type.is_none()
+    {
+        return None;
+    }
+    Some(Box::new(MessageProps {
+        payload_is_utf8: utf8,
+        response_topic: response_topic.as_ref().map(|t| Arc::from(&**t)),
+        correlation_data: correlation.clone(),
+        user_properties: user
+            .iter()
+            .map(|u| (u.name.clone(), u.value.clone()))
+            .collect(),
+        content_type: content_type.clone(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connection::test_support;
+    use mqtt_proto::Pid;
+
+    fn publish(topic: &str, qos_pid: QosPid, alias: Option<u16>) -> v5::Publish {
+        let topic = TopicName::try_from(topic).expect("valid topic");
+        let mut p = v5::Publish::new(qos_pid, topic, Bytes::from_static(b"x"));
+        p.properties.topic_alias = alias;
+        p
+    }
+
+    fn run(conn: &Conn, st: &mut PublishState, p: v5::Publish) -> Result<Option<Answer>, Close> {
+        smol::block_on(handle_publish(conn, st, p))
+    }
+
+    fn pid(n: u16) -> Pid {
+        Pid::try_from(n).expect("non-zero pid")
+    }
+
+    #[test]
+    fn topic_alias_zero_closes_with_topic_alias_invalid() {
+        let t = test_support::conn(Protocol::V500, true);
+        let got = run(
+            &t.conn,
+            &mut PublishState::default(),
+            publish("a", QosPid::Level0, Some(0)),
+        );
+        assert_eq!(got, Err(close(Dr::TopicAliasInvalid, "topic alias 0")));
+    }
+
+    #[test]
+    fn topic_alias_above_our_maximum_closes_with_topic_alias_invalid() {
+        let t = test_support::conn(Protocol::V500, true);
+        let max = t.conn.broker.cfg.limits.topic_alias_maximum;
+        let p = publish("a", QosPid::Level0, Some(max + 1));
+        let got = run(&t.conn, &mut PublishState::default(), p);
+        assert!(matches!(
+            got,
+            Err(Close::Broker {
+                code: Dr::TopicAliasInvalid,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn unknown_topic_alias_closes_with_protocol_error() {
+        let t = test_support::conn(Protocol::V500, true);
+        let got = run(
+            &t.conn,
+            &mut PublishState::default(),
+            publish("", QosPid::Level0, Some(3)),
+        );
+        assert_eq!(got, Err(close(Dr::ProtocolError, "unknown topic alias")));
+    }
+
+    #[test]
+    fn an_alias_set_by_one_publish_names_the_topic_of_the_next() {
+        let mut aliases = HashMap::new();
+        let first = publish("sensors/t", QosPid::Level0, Some(2));
+        assert_eq!(
+            &*resolve_topic(&mut aliases, 10, &first).unwrap(),
+            "sensors/t"
+        );
+        let second = publish("", QosPid::Level0, Some(2));
+        assert_eq!(
+            &*resolve_topic(&mut aliases, 10, &second).unwrap(),
+            "sensors/t"
+        );
+    }
+
+    #[test]
+    fn empty_topic_without_alias_closes_with_protocol_error() {
+        let t = test_support::conn(Protocol::V500, true);
+        let got = run(
+            &t.conn,
+            &mut PublishState::default(),
+            publish("", QosPid::Level0, None),
+        );
+        assert_eq!(
+            got,
+            Err(close(Dr::ProtocolError, "empty topic without alias"))
+        );
+    }
+
+    #[test]
+    fn v5_publish_to_a_share_topic_closes_with_topic_name_invalid() {
+        let t = test_support::conn(Protocol::V500, true);
+        let p = publish("$share/g/t", QosPid::Level0, None);
+        let got = run(&t.conn, &mut PublishState::default(), p);
+        assert!(matches!(
+            got,
+            Err(Close::Broker {
+                code: Dr::TopicNameInvalid,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn qos1_publish_past_receive_maximum_closes_with_receive_maximum_exceeded() {
+        let t = test_support::conn(Protocol::V500, true);
+        let max = t.conn.broker.cfg.limits.receive_maximum as usize;
+        t.conn.incoming_unacked.store(max, Ordering::Release);
+        let got = run(
+            &t.conn,
+            &mut PublishState::default(),
+            publish("a", QosPid::Level1(pid(1)), None),
+        );
+        assert!(matches!(
+            got,
+            Err(Close::Broker {
+                code: Dr::ReceiveMaximumExceeded,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn qos1_publish_without_subscribers_is_acked_with_no_matching_subscribers() {
+        let t = test_support::conn(Protocol::V500, true);
+        let got = run(
+            &t.conn,
+            &mut PublishState::default(),
+            publish("a", QosPid::Level1(pid(5)), None),
+        );
+        let answer = got.expect("accepted").expect("a PUBACK");
+        assert_eq!(
+            answer.reply,
+            Reply::Puback(pid(5), v5::PubackReasonCode::NoMatchingSubscribers)
+        );
+        assert!(answer.incoming_done);
+    }
+
+    #[test]
+    fn qos2_publish_of_a_gone_session_ends_silently_without_pubrec() {
+        let t = test_support::conn(Protocol::V500, false);
+        let got = run(
+            &t.conn,
+            &mut PublishState::default(),
+            publish("a", QosPid::Level2(pid(9)), None),
+        );
+        assert_eq!(got, Err(Close::Silent));
+    }
+
+    #[test]
+    fn qos0_publish_gets_no_answer() {
+        let t = test_support::conn(Protocol::V311, true);
+        let got = run(
+            &t.conn,
+            &mut PublishState::default(),
+            publish("a", QosPid::Level0, None),
+        );
+        assert_eq!(got, Ok(None));
+    }
+}

@@ -1,0 +1,199 @@
+//! One client connection: the CONNECT handshake, then a reader and a writer running together
+//! until one ends it. Once the session is attached only the writer writes to the socket, in
+//! reply order; an acknowledgement that promises durability waits for its storage commit.
+
+mod frame; // whole frames off the socket
+mod handshake; // CONNECT to CONNACK
+mod inbound; // the read loop and one handler per packet kind
+mod outbound; // the write loop: replies, then the session's deliveries
+mod replies; // the bounded queue from the reader to the writer
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_lite::{future, FutureExt};
+use mqtt_proto::v5::DisconnectReasonCode as Dr;
+use mqtt_proto::Protocol;
+
+use crate::broker::{Broker, Departure};
+use crate::transport::Transport;
+
+use frame::FrameReader;
+use handshake::Ready;
+
+type Stream = Arc<Transport>;
+
+/// Everything the reader and writer share about this connection (the socket is passed apart,
+/// so that the packet handlers can be run without one).
+struct Conn {
+    broker: Arc<Broker>,
+    peer: SocketAddr,
+    proto: Protocol,
+    client_id: Arc<str>,
+    conn_id: u64,
+    /// Client's Topic Alias Maximum (server -> client aliases).
+    client_alias_max: u16,
+    client_max_packet: usize,
+    /// QoS 1/2 publishes from the client not yet completed (for our Receive Maximum).
+    incoming_unacked: AtomicUsize,
+    problem_info: bool,
+}
+
+impl Conn {
+    /// One incoming QoS 1/2 exchange finished. Saturating: a PUBREL for a message received on
+    /// an earlier connection of the session was never counted on this one.
+    fn incoming_done(&self) {
+        let _ = self
+            .incoming_unacked
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    }
+}
+
+/// How a connection ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Close {
+    /// The broker ends it: a v5 client gets DISCONNECT `code`, with `why` as its reason string
+    /// when the client asked for problem information.
+    Broker { code: Dr, why: &'static str },
+    /// The client sent DISCONNECT: `send_will` for reason 0x04, `expiry` if it changed it.
+    Client {
+        send_will: bool,
+        expiry: Option<u32>,
+    },
+    /// Ends without a DISCONNECT: the network failed, or nothing may be said (session gone).
+    Silent,
+}
+
+impl Close {
+    /// How the session sees this ending.
+    fn departure(self) -> Departure {
+        match self {
+            Close::Client { send_will, expiry } => Departure::Graceful { send_will, expiry },
+            Close::Broker { .. } | Close::Silent => Departure::Abnormal,
+        }
+    }
+}
+
+/// Serves one accepted TCP connection to its end. Never panics on client input.
+pub async fn serve(broker: Arc<Broker>, stream: Transport, peer: SocketAddr) {
+    let stream: Stream = Arc::new(stream);
+    // Everything up to CONNACK runs in a box that is freed once the session is attached, so an
+    // idle connection's task keeps only the state of its reader and writer loops.
+    let Some((ready, reader)) =
+        Box::pin(handshake::accept(broker.clone(), stream.clone(), peer)).await
+    else {
+        return;
+    };
+    run(stream, ready, reader).await;
+    broker.connections.fetch_sub(1, Ordering::AcqRel);
+}
+
+/// Runs the reader and the writer until one ends, then detaches the session and closes.
+async fn run(stream: Stream, ready: Ready, reader: FrameReader) {
+    let Ready {
+        conn,
+        connected,
+        keep_alive,
+        replies,
+    } = ready;
+    let departure = std::sync::Mutex::new(Departure::Abnormal);
+    let reader_fut = async {
+        let close = inbound::read_loop(&conn, &stream, reader, keep_alive, &replies).await;
+        *departure.lock().unwrap_or_else(|e| e.into_inner()) = close.departure();
+        replies.close(close);
+        future::pending::<bool>().await
+    };
+    let writer_fut = outbound::write_loop(&conn, &stream, &replies, &connected);
+    let sent_disconnect = reader_fut.or(writer_fut).await;
+    let dep = std::mem::replace(
+        &mut *departure.lock().unwrap_or_else(|e| e.into_inner()),
+        Departure::Abnormal,
+    );
+    // The session ends (or detaches) before the socket closes: a client that reconnects the
+    // moment it sees the close must find the session as this connection left it.
+    conn.broker
+        .disconnect(&conn.client_id, connected.conn_id, dep)
+        .await;
+    if sent_disconnect {
+        graceful_close(&stream).await;
+    } else {
+        stream.shutdown();
+    }
+    tracing::debug!(peer = %conn.peer, client_id = %conn.client_id, "client disconnected");
+}
+
+/// After the broker sent a DISCONNECT: closes so that the DISCONNECT just written is read by the
+/// client. Closing a socket with unread input makes the kernel send RST, which can overtake the
+/// DISCONNECT, and some clients drop buffered packets when they see EOF in the same read. So:
+/// give the client a moment to close first (draining its input), then close.
+async fn graceful_close(stream: &Stream) {
+    let _ = stream.flush().await;
+    let drain = async {
+        let mut sink = [0u8; 1024];
+        while let Ok(n) = stream.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    };
+    drain
+        .or(async {
+            smol::Timer::after(Duration::from_millis(500)).await;
+        })
+        .await;
+    stream.shutdown();
+}
+
+/// A connection without a socket, over a broker on a temporary database, for handler tests.
+#[cfg(test)]
+mod test_support {
+    use super::*;
+    use crate::broker::ConnectRequest;
+    use crate::config::Config;
+    use crate::storage::Store;
+
+    pub(super) struct TestConn {
+        pub conn: Conn,
+        _dir: tempfile::TempDir,
+    }
+
+    /// `attached`: the client's session exists (as after a CONNECT), so publishes are stored.
+    pub(super) fn conn(proto: Protocol, attached: bool) -> TestConn {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let cfg = Config {
+            data_dir: dir.path().to_path_buf(),
+            ..Config::default()
+        };
+        let (store, loaded) = Store::open(&cfg).expect("open store");
+        let broker = Broker::new(Arc::new(cfg), store, loaded);
+        let client_id: Arc<str> = "tester".into();
+        let mut conn_id = 0;
+        if attached {
+            let connected = smol::block_on(broker.connect(ConnectRequest {
+                client_id: client_id.clone(),
+                protocol: proto as u8,
+                clean_start: true,
+                expiry_secs: 0,
+                will: None,
+                inflight_limit: 16,
+            }));
+            conn_id = connected.conn_id;
+        }
+        TestConn {
+            conn: Conn {
+                broker,
+                peer: SocketAddr::from(([127, 0, 0, 1], 1883)),
+                proto,
+                client_id,
+                conn_id,
+                client_alias_max: 0,
+                client_max_packet: usize::MAX,
+                incoming_unacked: AtomicUsize::new(0),
+                problem_info: true,
+            },
+            _dir: dir,
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! The queue from the reader to the writer: replies leave in the order they were queued, and a
+//! reply is never dropped (the reader waits for room instead). The queue is bounded, woken
+//! through the session's notify event, and allocates only while it holds replies.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use event_listener::Event;
+use mqtt_proto::v5::{self, Packet};
+use mqtt_proto::Pid;
+
+use super::Close;
+
+/// A packet for the client. Kept small: the hot path (acks) is inline, rarer packets are boxed.
+#[derive(Debug, PartialEq)]
+pub(super) enum Reply {
+    Puback(Pid, v5::PubackReasonCode),
+    Pubrec(Pid, v5::PubrecReasonCode),
+    Pubrel(Pid, v5::PubrelReasonCode),
+    Pubcomp(Pid, v5::PubcompReasonCode),
+    Pingresp,
+    Other(Box<Packet>),
+}
+
+impl Reply {
+    pub(super) fn into_packet(self) -> Packet {
+        match self {
+            Reply::Puback(p, c) => Packet::Puback(v5::Puback::new(p, c)),
+            Reply::Pubrec(p, c) => Packet::Pubrec(v5::Pubrec::new(p, c)),
+            Reply::Pubrel(p, c) => Packet::Pubrel(v5::Pubrel::new(p, c)),
+            Reply::Pubcomp(p, c) => Packet::Pubcomp(v5::Pubcomp::new(p, c)),
+            Reply::Pingresp => Packet::Pingresp,
+            Reply::Other(p) => *p,
+        }
+    }
+}
+
+/// A reply and when it may go: `ticket` != 0 waits for that storage ticket to be committed;
+/// `incoming_done` ends one incoming QoS 1/2 exchange (our Receive Maximum) once it is sent.
+#[derive(Debug, PartialEq)]
+pub(super) struct Answer {
+    pub(super) ticket: u64,
+    pub(super) reply: Reply,
+    pub(super) incoming_done: bool,
+}
+
+impl Answer {
+    /// A reply that promises nothing about storage.
+    pub(super) fn now(reply: Reply) -> Answer {
+        Answer {
+            ticket: 0,
+            reply,
+            incoming_done: false,
+        }
+    }
+}
+
+/// What the writer takes from the queue.
+pub(super) enum Control {
+    Answer(Answer),
+    /// The reader ended: the writer sends what is queued before this, then closes.
+    Close(Close),
+}
+
+pub(super) struct Replies {
+    queue: Mutex<VecDeque<Control>>,
+    room: Event,
+    cap: usize,
+    notify: Arc<Event>,
+}
+
+impl Replies {
+    /// A queue of at most `cap` replies that wakes the writer through `notify`.
+    pub(super) fn new(cap: usize, notify: Arc<Event>) -> Replies {
+        Replies {
+            queue: Mutex::new(VecDeque::new()),
+            room: Event::new(),
+            cap,
+            notify,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, VecDeque<Control>> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues `answer`, waiting while the queue is full.
+    pub(super) async fn send(&self, answer: Answer) {
+        let mut item = Some(Control::Answer(answer));
+        loop {
+            let room = self.room.listen();
+            {
+                let mut q = self.lock();
+                if q.len() < self.cap {
+                    q.extend(item.take());
+                    break;
+                }
+            }
+            room.await;
+        }
+        self.notify.notify(usize::MAX);
+    }
+
+    /// Queues the end of the connection (never waits: the reader is done).
+    pub(super) fn close(&self, close: Close) {
+        self.lock().push_back(Control::Close(close));
+        self.notify.notify(usize::MAX);
+    }
+
+    pub(super) fn pop(&self) -> Option<Control> {
+        let mut q = self.lock();
+        let c = q.pop_front();
+        if q.is_empty() && q.capacity() > 16 {
+            q.shrink_to_fit();
+        }
+        drop(q);
+        if c.is_some() {
+            self.room.notify(1);
+        }
+        c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_lite::FutureExt;
+
+    #[test]
+    fn replies_leave_in_order_and_the_close_after_them() {
+        let replies = Replies::new(4, Arc::new(Event::new()));
+        smol::block_on(async {
+            replies.send(Answer::now(Reply::Pingresp)).await;
+            replies
+                .send(Answer {
+                    ticket: 7,
+                    reply: Reply::Other(Box::new(Packet::Pingresp)),
+                    incoming_done: true,
+                })
+                .await;
+        });
+        replies.close(Close::Silent);
+        assert!(
+            matches!(replies.pop(), Some(Control::Answer(a)) if a == Answer::now(Reply::Pingresp))
+        );
+        assert!(
+            matches!(replies.pop(), Some(Control::Answer(a)) if a.ticket == 7 && a.incoming_done)
+        );
+        assert!(matches!(replies.pop(), Some(Control::Close(Close::Silent))));
+        assert!(replies.pop().is_none());
+    }
+
+    #[test]
+    fn a_full_queue_makes_the_sender_wait_until_a_reply_is_taken() {
+        let replies = Replies::new(1, Arc::new(Event::new()));
+        smol::block_on(async {
+            replies.send(Answer::now(Reply::Pingresp)).await;
+            let blocked = async {
+                replies.send(Answer::now(Reply::Pingresp)).await;
+                true
+            }
+            .or(async {
+                smol::Timer::after(std::time::Duration::from_millis(50)).await;
+                false
+            })
+            .await;
+            assert!(!blocked, "second reply must wait for room");
+            assert!(replies.pop().is_some());
+            replies.send(Answer::now(Reply::Pingresp)).await;
+        });
+        assert!(replies.pop().is_some());
+        assert!(replies.pop().is_none());
+    }
+}
