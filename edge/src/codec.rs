@@ -4,11 +4,11 @@
 //! on the way in and lowered on the way out, so session logic exists once. Frames are sized
 //! from the fixed header and refused before their body is buffered when over the limit.
 //!
-//! Gap in mqtt-proto 0.4 (documented in README): a v5 PUBLISH carries at most one
-//! Subscription Identifier. [`encode`] appends the others to the property block itself.
+//! The codec's own gaps (several Subscription Identifiers in a PUBLISH, the v3 SUBACK failure
+//! code, Maximum QoS 2 from RobustMQ) are fixed in the fork, `vendor/mqtt-proto/PATCHES.md`.
 
 use mqtt_proto::v5::{self, Packet};
-use mqtt_proto::{v3, Protocol, QoS};
+use mqtt_proto::{v3, Protocol};
 
 /// Why a frame could not become a packet.
 #[derive(Debug)]
@@ -173,7 +173,7 @@ pub fn decode(frame: &[u8], proto: Protocol) -> Result<Packet, FrameError> {
 
 /// Encodes a v5 packet for a client using `proto`. `None` when the packet has no MQTT 3 form
 /// (v3 has no server DISCONNECT: the connection is just closed).
-pub fn encode(p: &Packet, proto: Protocol, extra_sub_ids: &[u32]) -> Option<Vec<u8>> {
+pub fn encode(p: &Packet, proto: Protocol) -> Option<Vec<u8>> {
     if proto == Protocol::V500 {
         if let Packet::Disconnect(d) = p {
             if d.properties == v5::DisconnectProperties::default() {
@@ -182,11 +182,7 @@ pub fn encode(p: &Packet, proto: Protocol, extra_sub_ids: &[u32]) -> Option<Vec<
                 return Some(vec![0xE0, 0x02, d.reason_code as u8, 0x00]);
             }
         }
-        let bytes = p.encode().ok()?.as_ref().to_vec();
-        if extra_sub_ids.is_empty() {
-            return Some(bytes);
-        }
-        return Some(append_publish_properties(bytes, p, extra_sub_ids));
+        return Some(p.encode().ok()?.as_ref().to_vec());
     }
     let v3p = match p {
         Packet::Connack(c) => v3::Packet::Connack(v3::Connack {
@@ -204,22 +200,18 @@ pub fn encode(p: &Packet, proto: Protocol, extra_sub_ids: &[u32]) -> Option<Vec<
         Packet::Pubrec(a) => v3::Packet::Pubrec(a.pid),
         Packet::Pubrel(a) => v3::Packet::Pubrel(a.pid),
         Packet::Pubcomp(a) => v3::Packet::Pubcomp(a.pid),
-        Packet::Suback(s) => {
-            // Encoded here: mqtt-proto 0.4 writes the v3 Failure return code as 0x03
-            // instead of 0x80 (see README, "Codec gaps").
-            let mut body = Vec::with_capacity(2 + s.topics.len());
-            body.extend_from_slice(&s.pid.value().to_be_bytes());
-            body.extend(s.topics.iter().map(|c| match c {
-                v5::SubscribeReasonCode::GrantedQoS0 => 0x00,
-                v5::SubscribeReasonCode::GrantedQoS1 => 0x01,
-                v5::SubscribeReasonCode::GrantedQoS2 => 0x02,
-                _ => 0x80,
-            }));
-            let mut out = vec![0x90];
-            var_int(body.len(), &mut out);
-            out.extend_from_slice(&body);
-            return Some(out);
-        }
+        Packet::Suback(s) => v3::Packet::Suback(v3::Suback::new(
+            s.pid,
+            s.topics
+                .iter()
+                .map(|c| match c {
+                    v5::SubscribeReasonCode::GrantedQoS0 => v3::SubscribeReturnCode::MaxLevel0,
+                    v5::SubscribeReasonCode::GrantedQoS1 => v3::SubscribeReturnCode::MaxLevel1,
+                    v5::SubscribeReasonCode::GrantedQoS2 => v3::SubscribeReturnCode::MaxLevel2,
+                    _ => v3::SubscribeReturnCode::Failure,
+                })
+                .collect(),
+        )),
         Packet::Unsuback(u) => v3::Packet::Unsuback(u.pid),
         Packet::Pingresp => v3::Packet::Pingresp,
         _ => return None,
@@ -240,55 +232,10 @@ fn connack_v3(code: v5::ConnectReasonCode) -> v3::ConnectReturnCode {
     }
 }
 
-use edge_mqtt::frame::write_var_int as var_int;
-
-/// Appends Subscription Identifier properties to an encoded v5 PUBLISH (see module doc).
-fn append_publish_properties(bytes: Vec<u8>, p: &Packet, ids: &[u32]) -> Vec<u8> {
-    let Packet::Publish(publ) = p else {
-        return bytes;
-    };
-    let parse = || -> Option<Vec<u8>> {
-        let (hlen, _) = fixed_header(&bytes).ok()??;
-        let topic_len = 2 + publ.topic_name.len();
-        let pid_len = if publ.qos_pid.qos() == QoS::Level0 {
-            0
-        } else {
-            2
-        };
-        let props_at = hlen + topic_len + pid_len;
-        let (plen_len, plen) = read_var_int(&bytes[props_at..])?;
-        let mut extra = Vec::new();
-        for id in ids {
-            extra.push(0x0B);
-            var_int(*id as usize, &mut extra);
-        }
-        let new_plen = plen + extra.len();
-        let mut plen_bytes = Vec::new();
-        var_int(new_plen, &mut plen_bytes);
-        let body_start = props_at + plen_len + plen;
-        let mut body = Vec::with_capacity(bytes.len() + extra.len() + 4);
-        body.extend_from_slice(&bytes[hlen..props_at]);
-        body.extend_from_slice(&plen_bytes);
-        body.extend_from_slice(&bytes[props_at + plen_len..body_start]);
-        body.extend_from_slice(&extra);
-        body.extend_from_slice(&bytes[body_start..]);
-        let mut out = Vec::with_capacity(body.len() + 5);
-        out.push(bytes[0]);
-        var_int(body.len(), &mut out);
-        out.extend_from_slice(&body);
-        Some(out)
-    };
-    parse().unwrap_or(bytes)
-}
-
-fn read_var_int(buf: &[u8]) -> Option<(usize, usize)> {
-    edge_mqtt::frame::read_var_int(buf).map(|(n, v)| (n, v as usize))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mqtt_proto::{Pid, QosPid, TopicName};
+    use mqtt_proto::{Pid, QoS, QosPid, TopicName};
 
     #[test]
     fn fixed_header_reports_incomplete_and_oversized_lengths() {
@@ -300,6 +247,7 @@ mod tests {
 
     #[test]
     fn several_subscription_identifiers_survive_a_round_trip() {
+        let ids = [1, 300, 5].map(|i| v5::VarByteInt::try_from(i).unwrap());
         let publ = v5::Publish {
             dup: false,
             retain: false,
@@ -307,22 +255,18 @@ mod tests {
             topic_name: TopicName::try_from("a/b").unwrap(),
             payload: bytes::Bytes::from_static(b"xyz"),
             properties: v5::PublishProperties {
-                subscription_id: Some(v5::VarByteInt::try_from(1).unwrap()),
+                subscription_ids: ids.to_vec(),
                 ..Default::default()
             },
         };
-        let p = Packet::Publish(publ);
-        let bytes = encode(&p, Protocol::V500, &[300, 5]).unwrap();
-        // mqtt-proto's decoder refuses repeated identifiers, so check the frame by hand: the
-        // lengths must add up and all three identifiers must be on the wire.
+        let p = Packet::Publish(publ.clone());
+        let bytes = encode(&p, Protocol::V500).unwrap();
         let (hlen, rem) = fixed_header(&bytes).unwrap().unwrap();
         assert_eq!(hlen + rem, bytes.len());
-        assert!(bytes.ends_with(b"xyz"));
-        let has = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
-        assert!(
-            has(&[0x0B, 0x01]) && has(&[0x0B, 0xAC, 0x02]) && has(&[0x0B, 0x05]),
-            "{bytes:?}"
-        );
+        match v5::Packet::decode(&bytes).unwrap().unwrap() {
+            Packet::Publish(back) => assert_eq!(back, publ),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
@@ -341,7 +285,7 @@ mod tests {
         assert_eq!(s.topics[0].1.max_qos, QoS::Level1);
         assert!(!s.topics[0].1.retain_as_published);
         let connack = Packet::Connack(v5::Connack::new(false, v5::ConnectReasonCode::ServerBusy));
-        let out = encode(&connack, Protocol::V311, &[]).unwrap();
+        let out = encode(&connack, Protocol::V311).unwrap();
         assert_eq!(out, vec![0x20, 0x02, 0x00, 0x03]);
         let suback = Packet::Suback(v5::Suback::new(
             Pid::try_from(9).unwrap(),
@@ -350,7 +294,7 @@ mod tests {
                 v5::SubscribeReasonCode::QuotaExceeded,
             ],
         ));
-        let out = encode(&suback, Protocol::V311, &[]).unwrap();
+        let out = encode(&suback, Protocol::V311).unwrap();
         assert_eq!(out, vec![0x90, 0x04, 0x00, 0x09, 0x01, 0x80]);
     }
 

@@ -128,7 +128,7 @@ async fn send_connack_error(stream: &Stream, proto: Protocol, code: Cr, reason: 
     if let Some(r) = reason {
         c.properties.reason_string = Some(Arc::from(r));
     }
-    if let Some(b) = codec::encode(&Packet::Connack(c), proto, &[]) {
+    if let Some(b) = codec::encode(&Packet::Connack(c), proto) {
         let _ = stream.write_all(&b).await;
     }
 }

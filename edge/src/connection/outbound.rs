@@ -173,7 +173,7 @@ impl<'a> Encoder<'a> {
     }
 
     fn push_packet(&mut self, p: &Packet) {
-        if let Some(b) = codec::encode(p, self.conn.proto, &[]) {
+        if let Some(b) = codec::encode(p, self.conn.proto) {
             self.buf.extend_from_slice(&b);
         }
     }
@@ -219,11 +219,11 @@ impl<'a> Encoder<'a> {
                 properties.content_type = p.content_type.clone();
             }
             properties.message_expiry_interval = msg.remaining_expiry(now_ms()).map(|r| r.max(1));
-            properties.subscription_id = sub_ids
-                .first()
-                .and_then(|id| v5::VarByteInt::try_from(*id).ok());
+            properties.subscription_ids = sub_ids
+                .iter()
+                .filter_map(|id| v5::VarByteInt::try_from(*id).ok())
+                .collect();
         }
-        let extra = sub_ids.get(1..).unwrap_or(&[]);
         let mut publish = v5::Publish {
             dup,
             retain,
@@ -245,7 +245,7 @@ impl<'a> Encoder<'a> {
                 new_alias = Some(a);
             }
         }
-        let Some(bytes) = codec::encode(&Packet::Publish(publish), conn.proto, extra) else {
+        let Some(bytes) = codec::encode(&Packet::Publish(publish), conn.proto) else {
             return false;
         };
         if bytes.len() > conn.client_max_packet {

@@ -226,10 +226,11 @@ impl Encodable for Unsubscribe {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum SubscribeReturnCode {
-    MaxLevel0,
-    MaxLevel1,
-    MaxLevel2,
-    Failure,
+    MaxLevel0 = 0x00,
+    MaxLevel1 = 0x01,
+    MaxLevel2 = 0x02,
+    // robustmq-edge fork: MQTT 3.1.1 3.9.3 says 0x80; without a discriminant it encoded as 0x03.
+    Failure = 0x80,
 }
 
 impl SubscribeReturnCode {

@@ -16,7 +16,8 @@ use crate::{
 
 use super::{
     decode_properties, decode_properties_async, encode_properties, encode_properties_len, ErrorV5,
-    Header, PacketType, UserProperty, VarByteInt,
+    Header, PacketType, PropertyId,
+    UserProperty, VarByteInt,
 };
 
 /// Body type of PUBLISH packet.
@@ -189,8 +190,9 @@ pub struct PublishProperties {
     pub response_topic: Option<TopicName>,
     pub correlation_data: Option<Bytes>,
     pub user_properties: Vec<UserProperty>,
-    // FIXME: this is a list of identifiers
-    pub subscription_id: Option<VarByteInt>,
+    /// robustmq-edge fork: every Subscription Identifier of the matching subscriptions (MQTT 5.0
+    /// 3.3.2.3.8 allows several in one PUBLISH; upstream holds one).
+    pub subscription_ids: Vec<VarByteInt>,
     pub content_type: Option<Arc<str>>,
 }
 
@@ -204,85 +206,161 @@ impl<'a> arbitrary::Arbitrary<'a> for PublishProperties {
             response_topic: u.arbitrary()?,
             correlation_data: Option::<Vec<u8>>::arbitrary(u)?.map(Bytes::from),
             user_properties: u.arbitrary()?,
-            subscription_id: u.arbitrary()?,
+            subscription_ids: u.arbitrary()?,
             content_type: u.arbitrary()?,
         })
     }
 }
 
 impl PublishProperties {
+    /// Decodes the property block (robustmq-edge fork: hand-written so that Subscription
+    /// Identifier may repeat; every other property keeps upstream's checks).
     pub fn decode(
         buf: &[u8],
         offset: &mut usize,
         packet_type: PacketType,
     ) -> Result<Self, ErrorV5> {
         let mut properties = PublishProperties::default();
-        decode_properties!(
-            packet_type,
-            properties,
-            buf,
-            offset,
-            PayloadFormatIndicator,
-            MessageExpiryInterval,
-            TopicAlias,
-            ResponseTopic,
-            CorrelationData,
-            SubscriptionIdentifier,
-            ContentType,
-        );
+        let (property_len, _bytes) = crate::decode_var_int(buf, offset)?;
+        let end = *offset + property_len as usize;
+        while *offset < end {
+            let property_id = crate::v5::PropertyId::from_u8(read_u8(buf, offset)?)?;
+            match property_id {
+                PropertyId::SubscriptionIdentifier => {
+                    let (value, _bytes) = crate::decode_var_int(buf, offset)?;
+                    properties
+                        .subscription_ids
+                        .push(VarByteInt::try_from(value)?);
+                }
+                PropertyId::PayloadFormatIndicator => {
+                    crate::v5::decode_property!(
+                        PayloadFormatIndicator,
+                        properties,
+                        buf,
+                        offset,
+                        property_id
+                    );
+                }
+                PropertyId::MessageExpiryInterval => {
+                    crate::v5::decode_property!(
+                        MessageExpiryInterval,
+                        properties,
+                        buf,
+                        offset,
+                        property_id
+                    );
+                }
+                PropertyId::TopicAlias => {
+                    crate::v5::decode_property!(TopicAlias, properties, buf, offset, property_id);
+                }
+                PropertyId::ResponseTopic => {
+                    crate::v5::decode_property!(
+                        ResponseTopic,
+                        properties,
+                        buf,
+                        offset,
+                        property_id
+                    );
+                }
+                PropertyId::CorrelationData => {
+                    crate::v5::decode_property!(
+                        CorrelationData,
+                        properties,
+                        buf,
+                        offset,
+                        property_id
+                    );
+                }
+                PropertyId::ContentType => {
+                    crate::v5::decode_property!(ContentType, properties, buf, offset, property_id);
+                }
+                PropertyId::UserProperty => {
+                    crate::v5::decode_property!(UserProperty, properties, buf, offset, property_id);
+                }
+                _ => return Err(ErrorV5::InvalidProperty(packet_type, property_id)),
+            }
+        }
+        if *offset != end {
+            return Err(ErrorV5::InvalidPropertyLength(property_len));
+        }
         Ok(properties)
     }
 
+    /// Reads the whole property block, then decodes it as [`PublishProperties::decode`] does.
     pub async fn decode_async<T: AsyncRead + Unpin>(
         reader: &mut T,
         packet_type: PacketType,
     ) -> Result<Self, ErrorV5> {
-        let mut properties = PublishProperties::default();
-        decode_properties_async!(
-            packet_type,
-            properties,
-            reader,
-            PayloadFormatIndicator,
-            MessageExpiryInterval,
-            TopicAlias,
-            ResponseTopic,
-            CorrelationData,
-            SubscriptionIdentifier,
-            ContentType,
-        );
-        Ok(properties)
+        let (property_len, _bytes) = crate::decode_var_int_async(reader).await?;
+        let mut block = Vec::with_capacity(4 + property_len as usize);
+        crate::write_var_int(&mut block, property_len as usize)?;
+        let start = block.len();
+        block.resize(start + property_len as usize, 0);
+        reader
+            .read_exact(&mut block[start..])
+            .await
+            .map_err(ToError::to_error)?;
+        Self::decode(&block, &mut 0, packet_type)
+    }
+
+    fn encode_subscription_ids<W: SyncWrite>(&self, writer: &mut W) -> Result<(), Error> {
+        for id in &self.subscription_ids {
+            write_u8(writer, PropertyId::SubscriptionIdentifier as u8)?;
+            crate::write_var_int(writer, id.value() as usize)?;
+        }
+        Ok(())
+    }
+
+    fn subscription_ids_len(&self) -> usize {
+        self.subscription_ids
+            .iter()
+            .map(|id| {
+                1 + crate::var_int_len(id.value() as usize)
+                    .expect("subscription id exceed 268,435,455")
+            })
+            .sum()
+    }
+}
+
+impl PublishProperties {
+    /// Length of the property block without its own length prefix.
+    fn properties_len(&self) -> usize {
+        let mut property_len = self.user_properties.len()
+            + self
+                .user_properties
+                .iter()
+                .map(|property| 4 + property.name.len() + property.value.len())
+                .sum::<usize>();
+        crate::v5::encode_property_len!(PayloadFormatIndicator, self, property_len);
+        crate::v5::encode_property_len!(MessageExpiryInterval, self, property_len);
+        crate::v5::encode_property_len!(TopicAlias, self, property_len);
+        crate::v5::encode_property_len!(ResponseTopic, self, property_len);
+        crate::v5::encode_property_len!(CorrelationData, self, property_len);
+        crate::v5::encode_property_len!(ContentType, self, property_len);
+        property_len + self.subscription_ids_len()
     }
 }
 
 impl Encodable for PublishProperties {
     fn encode<W: SyncWrite>(&self, writer: &mut W) -> Result<(), Error> {
-        encode_properties!(
-            self,
-            writer,
-            PayloadFormatIndicator,
-            MessageExpiryInterval,
-            TopicAlias,
-            ResponseTopic,
-            CorrelationData,
-            SubscriptionIdentifier,
-            ContentType,
-        );
+        crate::write_var_int(writer, self.properties_len())?;
+        crate::v5::encode_property!(PayloadFormatIndicator, self, writer);
+        crate::v5::encode_property!(MessageExpiryInterval, self, writer);
+        crate::v5::encode_property!(TopicAlias, self, writer);
+        crate::v5::encode_property!(ResponseTopic, self, writer);
+        crate::v5::encode_property!(CorrelationData, self, writer);
+        crate::v5::encode_property!(ContentType, self, writer);
+        self.encode_subscription_ids(writer)?;
+        for UserProperty { name, value } in self.user_properties.iter() {
+            write_u8(writer, PropertyId::UserProperty as u8)?;
+            write_bytes(writer, name.as_bytes())?;
+            write_bytes(writer, value.as_bytes())?;
+        }
         Ok(())
     }
     fn encode_len(&self) -> usize {
-        let mut len = 0;
-        encode_properties_len!(
-            self,
-            len,
-            PayloadFormatIndicator,
-            MessageExpiryInterval,
-            TopicAlias,
-            ResponseTopic,
-            CorrelationData,
-            SubscriptionIdentifier,
-            ContentType,
-        );
-        len
+        let len = self.properties_len();
+        len + crate::var_int_len(len).expect("total properties length exceed 268,435,455")
     }
 }
 
