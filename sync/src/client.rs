@@ -223,7 +223,7 @@ pub enum Inbound {
     Other(&'static str),
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct ConnAck {
     pub session_present: bool,
     /// v5 reason code, or the v3 return code.
@@ -296,15 +296,9 @@ pub fn decode(proto: Proto, frame: &[u8]) -> Result<Inbound, SyncError> {
     if frame.len() == 4 && frame[0] == 0x20 && frame[1] == 2 && proto == Proto::V5 {
         // 2-byte CONNACK: a 3.1.1 server answering our v5 CONNECT.
         return Ok(Inbound::ConnAck(ConnAck {
-            session_present: false,
             code: frame[3],
-            reason: None,
-            receive_max: None,
-            max_qos: None,
-            max_packet_size: None,
-            server_keep_alive: None,
-            session_expiry: None,
             wants_older_protocol: frame[3] == 1,
+            ..ConnAck::default()
         }));
     }
     let perr = |e: String| SyncError::Protocol(e);
@@ -388,13 +382,7 @@ pub fn decode(proto: Proto, frame: &[u8]) -> Result<Inbound, SyncError> {
                 v3::Packet::Connack(c) => Inbound::ConnAck(ConnAck {
                     session_present: c.session_present,
                     code: c.code as u8,
-                    reason: None,
-                    receive_max: None,
-                    max_qos: None,
-                    max_packet_size: None,
-                    server_keep_alive: None,
-                    session_expiry: None,
-                    wants_older_protocol: false,
+                    ..ConnAck::default()
                 }),
                 v3::Packet::Publish(p) => Inbound::Publish(InPublish {
                     pid: p.qos_pid.pid().map(|p| p.value()),
