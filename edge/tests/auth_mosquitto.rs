@@ -22,7 +22,11 @@ fn tool(name: &str) -> Option<PathBuf> {
         PathBuf::from(name)
     } else {
         std::env::var_os("PATH")
-            .map(|paths| std::env::split_paths(&paths).map(|d| d.join(name)).collect::<Vec<_>>())
+            .map(|paths| {
+                std::env::split_paths(&paths)
+                    .map(|d| d.join(name))
+                    .collect::<Vec<_>>()
+            })
             .unwrap_or_default()
             .into_iter()
             .find(|p| p.is_file())
@@ -139,9 +143,15 @@ fn password_file_made_by_mosquitto_passwd_now_verifies_and_refuses_wrong_passwor
     let f = dir.path().join("pw");
     let fs = f.to_str().unwrap();
     let ok = |o: Output| assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    ok(run(Command::new(&mp).args(["-c", "-b", fs, "alice", "alice pw"])));
-    ok(run(Command::new(&mp).args(["-H", "sha512", "-b", fs, "bob", "bob-pw"])));
-    ok(run(Command::new(&mp).args(["-I", "7", "-b", fs, "carol", "ç-pw"])));
+    ok(run(
+        Command::new(&mp).args(["-c", "-b", fs, "alice", "alice pw"])
+    ));
+    ok(run(
+        Command::new(&mp).args(["-H", "sha512", "-b", fs, "bob", "bob-pw"])
+    ));
+    ok(run(
+        Command::new(&mp).args(["-I", "7", "-b", fs, "carol", "ç-pw"])
+    ));
     ok(run(Command::new(&mp).args(["-b", fs, "alice", "changed"])));
     let pf = PasswordFile::load(&f).expect("mosquitto_passwd's file parses");
     assert_eq!(pf.len(), 3);
@@ -154,7 +164,10 @@ fn password_file_made_by_mosquitto_passwd_now_verifies_and_refuses_wrong_passwor
     }
     let text = std::fs::read_to_string(&f).unwrap();
     let kind = |user: &str| {
-        let line = text.lines().find(|l| l.starts_with(&format!("{user}:"))).unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("{user}:")))
+            .unwrap();
         robustmq_edge::auth::password_file::PasswordHash::parse(line.split_once(':').unwrap().1)
             .unwrap()
             .kind()
@@ -275,7 +288,14 @@ pattern deny clients/%c/locked
     );
 
     let sub = Command::new("mosquitto_sub")
-        .args(["-h", "127.0.0.1", "-p", &m.port.to_string(), "-V", "mqttv311"])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &m.port.to_string(),
+            "-V",
+            "mqttv311",
+        ])
         .args(["-u", "alice", "-P", "alice-pw", "-i", "sub-a", "-q", "1"])
         .args(["-t", "#", "-F", "%t"])
         .stdout(Stdio::piped())
@@ -287,7 +307,11 @@ pattern deny clients/%c/locked
     // Wait until the subscription is live.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        assert!(Instant::now() < deadline, "subscriber never got ready: {}", m.log_text());
+        assert!(
+            Instant::now() < deadline,
+            "subscriber never got ready: {}",
+            m.log_text()
+        );
         m.publish("mqttv311", "admin", "admin-pw", "public/ready");
         if let Ok(t) = rx.recv_timeout(Duration::from_millis(300)) {
             assert_eq!(t, "public/ready");
@@ -328,7 +352,10 @@ pattern deny clients/%c/locked
     };
     for t in ["home/bob-said", "home/deep/bob", "public/bob"] {
         let o = m.publish("mqttv311", "bob", "bob-pw", t);
-        assert!(o.status.success(), "bob's publish on {t} is acknowledged either way");
+        assert!(
+            o.status.success(),
+            "bob's publish on {t} is acknowledged either way"
+        );
         if acl.check(&bob, t, Access::Write) && acl.check(&alice, t, Access::Read) {
             expected.push(t.to_string());
         }

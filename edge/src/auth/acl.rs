@@ -4,6 +4,7 @@
 //! a [`ClientAcl`] answers read/write checks without allocating, and agrees with [`Acl::check`].
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -68,6 +69,30 @@ impl RuleSet {
     }
 }
 
+/// FNV-1a for the tree's level keys: they come from the trusted ACL file and lookups never
+/// insert, so a client cannot grow a collision chain; much cheaper than SipHash per level.
+#[derive(Default)]
+struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 /// A tree of filters keyed by level; each node carries the access bits of the rules ending
 /// there (`end`) or ending with `#` below it (`hash`).
 #[derive(Debug, Default)]
@@ -75,7 +100,7 @@ struct Node {
     end: u8,
     hash: u8,
     plus: Option<Box<Node>>,
-    children: HashMap<Box<str>, Node>,
+    children: HashMap<Box<str>, Node, BuildHasherDefault<Fnv>>,
 }
 
 impl Node {
