@@ -86,7 +86,8 @@ fn client_acl_checks_do_not_allocate_and_stay_cheap_with_100_rules() {
     assert_eq!(after - before, 0, "ClientAcl::check allocated");
     assert!(allowed > 0);
 
-    let rounds = 20_000;
+    // Few rounds in a debug build (CI runs those); the numbers mean something in release.
+    let rounds = if cfg!(debug_assertions) { 500 } else { 20_000 };
     let start = Instant::now();
     let mut n = 0usize;
     for _ in 0..rounds {

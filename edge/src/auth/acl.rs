@@ -1,7 +1,6 @@
-//! mosquitto's `acl_file`: syntax, and the access decision of mosquitto 2.x's default checker
-//! (user/anonymous rules first, then `pattern` rules with `%u`/`%c`; in each, any matching `deny`
-//! wins over any grant). Invariants: `$SYS` is never writable and `$share` never a topic name;
-//! a [`ClientAcl`] answers read/write checks without allocating, and agrees with [`Acl::check`].
+//! mosquitto's `acl_file` syntax and mosquitto 2.x's decision: the user's (or anonymous) rules, then
+//! `pattern` rules with `%u`/`%c`; in each a matching `deny` beats any grant. Invariants: `$SYS` is
+//! never writable; [`ClientAcl`] checks allocate nothing and agree with [`Acl::check`].
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};

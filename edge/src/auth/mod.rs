@@ -1,7 +1,6 @@
-//! Authentication and authorisation core: who may connect ([`Authenticator`], with mosquitto's
-//! password file and per-listener `allow_anonymous`), what they may do ([`acl`]), and slowing
-//! down guessers ([`FailureThrottle`]). Pure decisions: no I/O on the connection path, no
-//! logging of passwords; the connection code maps [`AuthOutcome`] onto CONNACK.
+//! Authentication and authorisation core: who may connect ([`Authenticator`]: password file,
+//! per-listener `allow_anonymous`, certificate identity), what they may do ([`acl`]), and slowing
+//! guessers ([`FailureThrottle`]). Connection-path decisions do no I/O and never show a password.
 
 pub mod acl;
 pub mod passwd_cli;
@@ -166,6 +165,10 @@ pub struct FailureThrottle {
     forget_after: Duration,
 }
 
+/// Failures counted at most: the delay is long capped by then, and a quiet address is
+/// forgotten within this many `forget_after` periods.
+const MAX_FAILURES: u32 = 20;
+
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     failures: u32,
@@ -253,7 +256,7 @@ impl FailureThrottle {
             self.entries.insert(
                 key,
                 Entry {
-                    failures: left.saturating_add(1),
+                    failures: (left + 1).min(MAX_FAILURES),
                     at: now,
                 },
             );
@@ -479,6 +482,9 @@ mod tests {
             t.record_failure(ip(1), now);
         }
         assert_eq!(t.delay(ip(1), now), Duration::from_secs(10));
+        // Counting stops at 20 failures, so 20 quiet minutes forget even a long attack.
+        let later = now + Duration::from_secs(20 * 60);
+        assert_eq!(t.delay(ip(1), later), Duration::ZERO);
     }
 
     #[test]

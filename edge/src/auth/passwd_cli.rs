@@ -1,7 +1,6 @@
-//! `robustmq-edge passwd [-c] [-D] [-b] FILE USER [PASSWORD] [--password-stdin]`: adds, changes and
-//! deletes users in a mosquitto password file, like `mosquitto_passwd`. Invariants: new entries
-//! are `$7$` (PBKDF2-SHA512, 101 iterations, 12-byte random salt); the file is replaced
-//! atomically with mode 0600 and keeps its comments; a malformed file is never rewritten.
+//! `robustmq-edge passwd [-c] [-D] [-b] FILE USER [PASSWORD] [--password-stdin]`, like mosquitto_passwd.
+//! Invariants: new entries are `$7$` (PBKDF2-SHA512, 101 iterations, 12-byte random salt); the file
+//! is replaced atomically, mode 0600, comments kept; a malformed file is never rewritten.
 
 use std::io::{self, BufRead, IsTerminal};
 use std::path::PathBuf;

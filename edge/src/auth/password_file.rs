@@ -1,7 +1,6 @@
-//! mosquitto's password file (`user:$7$<iterations>$<salt>$<hash>` PBKDF2-HMAC-SHA512, and the
-//! older `user:$6$<salt>$<hash>` SHA512(password ‖ salt)), read, verified and written exactly as
-//! mosquitto 2.x does. Invariants: a file either parses whole or is an error naming file and line;
-//! hashes are compared in constant time; writes are atomic (same-folder temp file, fsync, rename), mode 0600.
+//! mosquitto's password file (`user:$7$iter$salt$hash` PBKDF2-HMAC-SHA512, legacy `user:$6$salt$hash`
+//! SHA512(password‖salt)), read, verified and written as mosquitto 2.x does. Invariants: a file parses
+//! whole or is an error naming file and line; constant-time compare; atomic 0600 writes.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -423,6 +422,9 @@ impl PasswordFileEditor {
 /// part: a temporary file in the same folder (mode 0600, and the old file's owner when we may
 /// set it), written and fsynced, renamed over `path`, then the folder fsynced.
 pub fn write_atomic(path: &Path, content: &[u8]) -> io::Result<()> {
+    // Through a symlink (e.g. into a config folder), replace the file it points to.
+    let resolved = fs::canonicalize(path).ok();
+    let path = resolved.as_deref().unwrap_or(path);
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
@@ -691,6 +693,22 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("pw")]);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn atomic_write_through_a_symlink_replaces_the_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        let link = dir.path().join("link");
+        fs::write(&real, "old\n").unwrap();
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        write_atomic(&link, b"new\n").unwrap();
+        assert!(fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(fs::read_to_string(&real).unwrap(), "new\n");
     }
 
     #[test]
