@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use edge_mqtt::topic::{matches, split_shared};
@@ -181,7 +182,11 @@ pub struct Acl {
     patterns: Vec<Rule>,
     warnings: Vec<String>,
     rule_count: usize,
+    generation: u64,
 }
+
+/// Stamps each parsed ACL, so a connection can tell its [`ClientAcl`] is from an older one.
+static GENERATION: AtomicU64 = AtomicU64::new(1);
 
 /// C's isspace() in the "C" locale.
 fn c_space(c: char) -> bool {
@@ -430,6 +435,7 @@ impl Acl {
             patterns,
             warnings,
             rule_count,
+            generation: GENERATION.fetch_add(1, Ordering::Relaxed),
         })
     }
 
@@ -446,6 +452,11 @@ impl Acl {
     /// Number of `topic` and `pattern` lines.
     pub fn rule_count(&self) -> usize {
         self.rule_count
+    }
+
+    /// Unique per parsed ACL (never 0): a [`ClientAcl`] with another generation is stale.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     fn user_rules(&self, client: &ClientIdentity<'_>) -> Option<&Arc<RuleSet>> {
@@ -523,6 +534,7 @@ impl Acl {
             }
         }
         ClientAcl {
+            generation: self.generation,
             rules: Some(ClientRules {
                 user: self.user_rules(client).cloned(),
                 patterns,
@@ -545,6 +557,8 @@ struct ClientRules {
 /// One client's view of an ACL (or of no ACL at all), for the per-message checks.
 #[derive(Debug)]
 pub struct ClientAcl {
+    /// The [`Acl::generation`] this was built from; 0 for [`ClientAcl::unrestricted`].
+    generation: u64,
     /// None: no ACL file, everything allowed but the built-in `$SYS`/`$share` denials.
     rules: Option<ClientRules>,
 }
@@ -552,7 +566,16 @@ pub struct ClientAcl {
 impl ClientAcl {
     /// A client on a broker without an ACL file: only the built-in denials apply.
     pub fn unrestricted() -> ClientAcl {
-        ClientAcl { rules: None }
+        ClientAcl {
+            generation: 0,
+            rules: None,
+        }
+    }
+
+    /// The generation of the [`Acl`] this was built from (0: none). After a reload, a
+    /// connection whose `ClientAcl` has another generation than the current ACL rebuilds it.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// `acl.client(identity)`, or [`ClientAcl::unrestricted`] when there is no ACL.
@@ -991,6 +1014,16 @@ mod tests {
             .unwrap_err()
             .line()
             .is_none());
+    }
+
+    #[test]
+    fn each_parsed_acl_has_its_own_generation_for_stale_client_views() {
+        let a = acl("topic a\n");
+        let b = acl("topic a\n");
+        assert_ne!(a.generation(), b.generation());
+        assert_ne!(a.generation(), 0);
+        assert_eq!(a.client(&anon("c")).generation(), a.generation());
+        assert_eq!(ClientAcl::unrestricted().generation(), 0);
     }
 
     #[test]

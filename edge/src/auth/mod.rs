@@ -9,6 +9,7 @@ pub mod password_file;
 use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -145,6 +146,47 @@ impl Authenticator {
             },
             None => AuthOutcome::NotAuthorized,
         }
+    }
+}
+
+/// Everything the `[auth]` files give, loaded together at start and on SIGHUP. A reload that
+/// fails returns the error (with file and line) and the caller keeps the state it had.
+#[derive(Debug, Clone, Default)]
+pub struct AuthState {
+    pub authenticator: Authenticator,
+    /// None: no `acl_file`, every topic allowed but `$SYS` writes.
+    pub acl: Option<Arc<Acl>>,
+}
+
+/// Why [`AuthState::load`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthLoadError {
+    #[error(transparent)]
+    PasswordFile(#[from] PasswordFileError),
+    #[error(transparent)]
+    Acl(#[from] AclError),
+}
+
+impl AuthState {
+    /// Reads the password file and ACL file (either may be absent).
+    pub fn load(
+        password_file: Option<&Path>,
+        acl_file: Option<&Path>,
+    ) -> Result<AuthState, AuthLoadError> {
+        let passwords = password_file
+            .map(PasswordFile::load)
+            .transpose()?
+            .map(Arc::new);
+        let acl = acl_file.map(Acl::load).transpose()?.map(Arc::new);
+        Ok(AuthState {
+            authenticator: Authenticator::new(passwords),
+            acl,
+        })
+    }
+
+    /// The per-connection ACL view for an accepted client.
+    pub fn client_acl(&self, client: &ClientIdentity<'_>) -> ClientAcl {
+        ClientAcl::new(self.acl.as_deref(), client)
     }
 }
 
@@ -323,7 +365,6 @@ impl FailureThrottle {
 mod tests {
     use super::*;
     use std::net::{Ipv4Addr, Ipv6Addr};
-    use std::path::Path;
 
     const FIXTURE: &str = include_str!("../../tests/fixtures/mosquitto_passwd.txt");
 
@@ -444,6 +485,38 @@ mod tests {
         assert_eq!(na.v3_return_code() as u8, 5);
         assert_eq!(ok.v3_return_code() as u8, 0);
         assert!(!bad.to_string().contains("secret"));
+    }
+
+    #[test]
+    fn auth_state_loads_both_files_and_reports_a_bad_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("pw");
+        let acl = dir.path().join("acl");
+        std::fs::write(&pw, FIXTURE).unwrap();
+        std::fs::write(&acl, "user alice\ntopic readwrite home/#\n").unwrap();
+        let st = AuthState::load(Some(&pw), Some(&acl)).unwrap();
+        let out = st
+            .authenticator
+            .authenticate(&CLOSED, &creds(Some("alice"), Some(b"alice-secret")));
+        assert!(out.is_accepted());
+        let view = st.client_acl(&ClientIdentity {
+            username: Some("alice"),
+            client_id: "c",
+        });
+        assert!(view.check("home/x", Access::Write));
+        assert!(!view.check("work/x", Access::Write));
+
+        std::fs::write(&acl, "user alice\ntopic readwrite home/#\ntopic bogus x\n").unwrap();
+        let e = AuthState::load(Some(&pw), Some(&acl)).unwrap_err();
+        assert!(e.to_string().contains("line 3"), "{e}");
+        let none = AuthState::load(None, None).unwrap();
+        assert!(none.acl.is_none() && none.authenticator.password_file().is_none());
+        assert!(none
+            .client_acl(&ClientIdentity {
+                username: None,
+                client_id: "c"
+            })
+            .check("x", Access::Write));
     }
 
     fn ip(n: u8) -> IpAddr {
