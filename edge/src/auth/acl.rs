@@ -50,7 +50,7 @@ impl Rule {
 }
 
 /// Rules that apply to one user (or to anonymous clients), with their lookup tree.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 struct RuleSet {
     /// In mosquitto's checking order: `deny` rules first, then the rest in file order.
     rules: Vec<Rule>,
@@ -95,7 +95,7 @@ impl Hasher for Fnv {
 
 /// A tree of filters keyed by level; each node carries the access bits of the rules ending
 /// there (`end`) or ending with `#` below it (`hash`).
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 struct Node {
     end: u8,
     hash: u8,
@@ -545,7 +545,7 @@ impl Acl {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct ClientRules {
     user: Option<Arc<RuleSet>>,
     /// Substituted for this client; empty when the ACL has none or the client is `dangerous`.
@@ -555,7 +555,7 @@ struct ClientRules {
 }
 
 /// One client's view of an ACL (or of no ACL at all), for the per-message checks.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ClientAcl {
     /// The [`Acl::generation`] this was built from; 0 for [`ClientAcl::unrestricted`].
     generation: u64,

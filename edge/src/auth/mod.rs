@@ -488,6 +488,16 @@ mod tests {
     }
 
     #[test]
+    fn shared_types_can_cross_threads() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<AuthState>();
+        send_sync::<Authenticator>();
+        send_sync::<Acl>();
+        send_sync::<ClientAcl>();
+        send_sync::<FailureThrottle>();
+    }
+
+    #[test]
     fn auth_state_loads_both_files_and_reports_a_bad_line() {
         let dir = tempfile::tempdir().unwrap();
         let pw = dir.path().join("pw");
