@@ -1048,6 +1048,28 @@ mod tests {
         assert!(!covers("a/b/#", "a"));
     }
 
+    #[test]
+    fn arbitrary_text_never_panics_the_parser_or_checker() {
+        let alphabet: Vec<char> = "topic pattern user read write deny # + / % c u $ \t\r\n é a"
+            .chars()
+            .collect();
+        let mut rng = fastrand::Rng::with_seed(11);
+        for _ in 0..3000 {
+            let text: String = (0..rng.usize(0..80))
+                .map(|_| alphabet[rng.usize(..alphabet.len())])
+                .collect();
+            if let Ok(a) = Acl::parse(&text, Path::new("fuzz")) {
+                let topic: String = (0..rng.usize(0..12))
+                    .map(|_| alphabet[rng.usize(..alphabet.len())])
+                    .collect();
+                let c = user("u", "c");
+                for access in [Read, Write, Subscribe] {
+                    let _ = can(&a, &c, &topic, access);
+                }
+            }
+        }
+    }
+
     /// Random rules, identities and topics: the tree and the reference walk always agree.
     #[test]
     fn per_client_tree_agrees_with_the_reference_walk() {

@@ -614,6 +614,23 @@ mod tests {
     }
 
     #[test]
+    fn arbitrary_bytes_never_panic_the_parser() {
+        let alphabet = b"ab:$67#01 \t\r\n=+/AZ\xff\xc3";
+        let mut rng = fastrand::Rng::with_seed(3);
+        for _ in 0..5000 {
+            let bytes: Vec<u8> = (0..rng.usize(0..60))
+                .map(|_| alphabet[rng.usize(..alphabet.len())])
+                .collect();
+            let _ = PasswordFile::parse(&bytes, p());
+        }
+        // A well-formed line with arbitrary tails after each field.
+        let good = FIXTURE.lines().next().unwrap();
+        for cut in 0..good.len() {
+            let _ = PasswordFile::parse(&good.as_bytes()[..cut], p());
+        }
+    }
+
+    #[test]
     fn a_user_listed_twice_is_an_error() {
         let good = FIXTURE.lines().next().unwrap();
         let text = format!("{good}\n{good}\n");
