@@ -1,5 +1,6 @@
 //! robustmq-edge: a small MQTT 3.1 / 3.1.1 / 5.0 broker whose acknowledged state lives in redb.
 
+pub mod auth;
 pub mod broker;
 pub mod codec;
 pub mod config;

@@ -39,6 +39,8 @@ enum Command {
     PrintConfig,
     /// Checks a configuration file and prints nothing but errors.
     CheckConfig,
+    /// Adds, changes or deletes a user in a mosquitto-format password file.
+    Passwd(robustmq_edge::auth::passwd_cli::PasswdArgs),
     /// Store-and-forward sync.
     Sync {
         #[command(subcommand)]
@@ -126,6 +128,7 @@ fn main() -> ExitCode {
                 }
             };
         }
+        Some(Command::Passwd(ref args)) => return robustmq_edge::auth::passwd_cli::main(args),
         Some(Command::Run) | None => {}
     }
     let cfg = match load(&cli) {
