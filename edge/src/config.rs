@@ -37,6 +37,8 @@ pub struct Config {
     pub limits: Limits,
     pub storage: StorageConfig,
     pub log: LogConfig,
+    /// Users and access control (`[auth]`): mosquitto-format password and ACL files.
+    pub auth: AuthConfig,
     /// Store-and-forward to a central cluster (`[sync]`, see `edge_sync::config`); absent
     /// means sync is off.
     pub sync: Option<SyncConfig>,
@@ -56,6 +58,36 @@ pub struct ListenerConfig {
     /// MQTT over TLS on this listener when present.
     #[serde(default)]
     pub tls: Option<TlsListenerConfig>,
+    /// Clients without credentials (and, without a password file, any user name) are let in.
+    /// Absent: on for a loopback address, off otherwise (mosquitto 2.0's rule).
+    #[serde(default)]
+    pub allow_anonymous: Option<bool>,
+}
+
+impl ListenerConfig {
+    /// Whether anonymous clients are admitted on this listener (see `allow_anonymous`).
+    pub fn allows_anonymous(&self) -> bool {
+        self.allow_anonymous
+            .unwrap_or_else(|| self.bind.ip().is_loopback())
+    }
+
+    /// Whether TLS client certificates name the user (`use_identity_as_username`).
+    pub fn uses_identity(&self) -> bool {
+        self.tls
+            .as_ref()
+            .is_some_and(|t| t.use_identity_as_username)
+    }
+}
+
+/// `[auth]`: files in mosquitto's formats, re-read on SIGHUP.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// `user:$7$...` lines as written by `mosquitto_passwd` 2.x or `robustmq-edge passwd`.
+    pub password_file: Option<PathBuf>,
+    /// mosquitto `acl_file` syntax; absent means every client may read and write every topic
+    /// (except `$SYS`).
+    pub acl_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -68,12 +100,23 @@ pub struct TlsListenerConfig {
     /// PEM CA bundle: when set, clients must present a certificate signed by it.
     #[serde(default)]
     pub client_ca_file: Option<PathBuf>,
+    /// Take the user name from the client certificate's common name (needs `client_ca_file`);
+    /// no password is asked then.
+    #[serde(default)]
+    pub use_identity_as_username: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     pub max_connections: usize,
+    /// Connections from one IP address; further CONNECTs get 0x89 Server busy (v3: 3).
+    pub max_connections_per_ip: usize,
+    /// Longest topic name or filter accepted, in bytes (PUBLISH refused with 0x90 / SUBSCRIBE
+    /// with 0x8F; v3 disconnected / 0x80).
+    pub max_topic_length: usize,
+    /// Most levels (`/`-separated) in a topic name or filter.
+    pub max_topic_levels: usize,
     /// Largest packet accepted from a client, checked on the fixed header before the body is read.
     pub max_packet_size: u32,
     pub connect_timeout_secs: u64,
@@ -120,6 +163,7 @@ impl Default for Config {
             limits: Limits::default(),
             storage: StorageConfig::default(),
             log: LogConfig::default(),
+            auth: AuthConfig::default(),
             sync: None,
         }
     }
@@ -129,6 +173,9 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_connections: 10_000,
+            max_connections_per_ip: 1_000,
+            max_topic_length: 4096,
+            max_topic_levels: 64,
             max_packet_size: 1024 * 1024,
             connect_timeout_secs: 10,
             receive_maximum: 256,
@@ -166,6 +213,7 @@ impl Default for ListenerConfig {
         ListenerConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 1883)),
             tls: None,
+            allow_anonymous: None,
         }
     }
 }
@@ -196,7 +244,9 @@ impl Config {
         Config::from_toml(&text, &path.display().to_string())
     }
 
-    fn validate(&self, origin: &str) -> Result<()> {
+    /// Runs every range and consistency check (done by `from_toml`; again after command-line
+    /// overrides). `origin` starts the error message.
+    pub fn validate(&self, origin: &str) -> Result<()> {
         let bad = |key: &str, why: &str| {
             Err(Error::Config {
                 origin: origin.to_string(),
@@ -221,6 +271,39 @@ impl Config {
         }
         if l.max_connections == 0 {
             return bad("limits.max_connections", "must be at least 1");
+        }
+        if l.max_connections_per_ip == 0 {
+            return bad("limits.max_connections_per_ip", "must be at least 1");
+        }
+        if l.max_topic_length == 0 || l.max_topic_length > 65535 {
+            return bad("limits.max_topic_length", "must be between 1 and 65535");
+        }
+        if l.max_topic_levels == 0 {
+            return bad("limits.max_topic_levels", "must be at least 1");
+        }
+        for (i, listener) in self.listeners.iter().enumerate() {
+            if let Some(tls) = &listener.tls {
+                if tls.use_identity_as_username && tls.client_ca_file.is_none() {
+                    return bad(
+                        &format!("listeners[{i}].tls.use_identity_as_username"),
+                        "needs `client_ca_file` (client certificates are only asked for with it)",
+                    );
+                }
+            }
+            if !listener.allows_anonymous()
+                && self.auth.password_file.is_none()
+                && !listener.uses_identity()
+            {
+                return bad(
+                    &format!("listeners[{i}]"),
+                    &format!(
+                        "{} does not allow anonymous clients and has no way to authenticate: set \
+                         `auth.password_file`, `tls.use_identity_as_username`, or \
+                         `allow_anonymous = true`",
+                        listener.bind
+                    ),
+                );
+            }
         }
         if l.max_queued_messages == 0 {
             return bad("limits.max_queued_messages", "must be at least 1");
@@ -351,6 +434,36 @@ mod tests {
             );
             assert!(err.contains(key), "{key} not in: {err}");
         }
+    }
+
+    #[test]
+    fn anonymous_is_allowed_on_loopback_only_by_default() {
+        let cfg = Config::from_toml("[[listeners]]\nbind = \"127.0.0.1:1883\"\n", "t").unwrap();
+        assert!(cfg.listeners[0].allows_anonymous());
+        let text =
+            "[[listeners]]\nbind = \"127.0.0.1:1883\"\n[[listeners]]\nbind = \"0.0.0.0:1884\"\n";
+        let err = Config::from_toml(text, "t").unwrap_err().to_string();
+        assert!(
+            err.contains("`listeners[1]`") && err.contains("0.0.0.0:1884"),
+            "{err}"
+        );
+        let cfg =
+            Config::from_toml(&format!("{text}[auth]\npassword_file = \"pw\"\n"), "t").unwrap();
+        assert!(!cfg.listeners[1].allows_anonymous());
+        let open = "[[listeners]]\nbind = \"0.0.0.0:1884\"\nallow_anonymous = true\n";
+        assert!(Config::from_toml(open, "t").unwrap().listeners[0].allows_anonymous());
+    }
+
+    #[test]
+    fn identity_as_username_needs_a_client_ca() {
+        let text = "[[listeners]]\nbind = \"0.0.0.0:8883\"\n[listeners.tls]\ncert_file = \"c\"\nkey_file = \"k\"\nuse_identity_as_username = true\n";
+        let err = Config::from_toml(text, "t").unwrap_err().to_string();
+        assert!(
+            err.contains("listeners[0].tls.use_identity_as_username"),
+            "{err}"
+        );
+        let ok = text.replace("use_identity", "client_ca_file = \"ca\"\nuse_identity");
+        assert!(Config::from_toml(&ok, "t").unwrap().listeners[0].uses_identity());
     }
 
     #[test]

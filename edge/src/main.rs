@@ -69,13 +69,15 @@ fn load(cli: &Cli) -> Result<Config, robustmq_edge::error::Error> {
             .iter()
             .map(|a| ListenerConfig {
                 bind: *a,
-                tls: None,
+                ..ListenerConfig::default()
             })
             .collect();
     }
     if let Some(d) = &cli.data_dir {
         cfg.data_dir = d.clone();
     }
+    // `--listen 0.0.0.0:1883` must meet the same rules as a listener in the file.
+    cfg.validate("the command line")?;
     Ok(cfg)
 }
 
