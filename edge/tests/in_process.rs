@@ -17,7 +17,7 @@ fn config(data_dir: &Path) -> Config {
         data_dir: data_dir.to_path_buf(),
         listeners: vec![ListenerConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
-            tls: None,
+            ..ListenerConfig::default()
         }],
         ..Config::default()
     }
