@@ -6,15 +6,15 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_lite::future;
-
+use super::acks;
+use super::outgoing::Outgoing;
 use super::pacer::Pacer;
 use super::publish;
 use super::reader::Reader;
 use super::removal::{Removals, FLUSH_AFTER};
 use super::scheduler::Lanes;
 use super::window::{Carry, Key, Window};
-use crate::client::{self, Ack, ConnAck, Inbound, Proto};
+use crate::client::{self, ConnAck, Inbound, Proto};
 use crate::ctx::{Ctx, Writer};
 use crate::error::SyncError;
 use crate::outbox::{now_ms, DropReason, PRIORITIES};
@@ -31,9 +31,7 @@ enum Sent {
 
 pub(super) struct Drain<'a> {
     ctx: &'a Arc<Ctx>,
-    proto: Proto,
-    writer: Writer,
-    last_tx: Instant,
+    out: Outgoing,
     /// From the CONNACK.
     max_qos: u8,
     max_packet: usize,
@@ -62,9 +60,7 @@ impl<'a> Drain<'a> {
         let now = Instant::now();
         Drain {
             ctx,
-            proto,
-            writer,
-            last_tx: now,
+            out: Outgoing::new(proto, writer),
             max_qos: ack.max_qos.unwrap_or(2),
             max_packet: ack.max_packet_size.map_or(usize::MAX, |m| m as usize),
             lanes: Lanes::default(),
@@ -89,12 +85,8 @@ impl<'a> Drain<'a> {
             if self.ctx.stop.is_set() {
                 return Ok(());
             }
-            loop {
-                match reader.acks.try_recv() {
-                    Ok(ev) => self.on_inbound(ev).await?,
-                    Err(async_channel::TryRecvError::Empty) => break,
-                    Err(async_channel::TryRecvError::Closed) => return Err(reader.gone()),
-                }
+            while let Some(ev) = reader.try_next()? {
+                self.on_inbound(ev).await?;
             }
             // Keep alive: ping when idle, give up when the upstream is silent for 1.5 periods.
             let silent = reader.silent_ms();
@@ -104,9 +96,7 @@ impl<'a> Drain<'a> {
                     silent
                 )));
             }
-            if self.last_tx.elapsed() >= ka {
-                self.write(&client::encode_pingreq(self.proto)).await?;
-            }
+            self.out.ping_if_idle(ka).await?;
             if self.removals.is_due(Instant::now()) {
                 self.flush().await?;
             }
@@ -135,31 +125,9 @@ impl<'a> Drain<'a> {
             } else {
                 Duration::from_secs(1)
             });
-            let ev = future::or(
-                future::or(async { Some(reader.acks.recv().await) }, async {
-                    if pace.is_none() {
-                        listener.await;
-                    } else {
-                        future::pending::<()>().await;
-                    }
-                    None
-                }),
-                future::or(
-                    async {
-                        smol::Timer::after(tick).await;
-                        None
-                    },
-                    async {
-                        self.ctx.stop.wait().await;
-                        None
-                    },
-                ),
-            )
-            .await;
-            match ev {
-                Some(Ok(ev)) => self.on_inbound(ev).await?,
-                Some(Err(_)) => return Err(reader.gone()),
-                None => {}
+            let wake = pace.is_none().then_some(listener);
+            if let Some(ev) = reader.wait(wake, tick, &self.ctx.stop).await? {
+                self.on_inbound(ev).await?;
             }
         }
     }
@@ -171,25 +139,15 @@ impl<'a> Drain<'a> {
         let flushed = self.flush().await;
         self.window.close();
         if stopped {
-            let mut w = self.writer.lock().await;
-            let _ = client::write_packet(&mut *w, &client::encode_disconnect(self.proto)).await;
-            let _ = futures_lite::io::AsyncWriteExt::close(&mut *w).await;
+            self.out.disconnect().await;
         }
         flushed
-    }
-
-    async fn write(&mut self, b: &[u8]) -> Result<(), SyncError> {
-        let mut w = self.writer.lock().await;
-        client::write_packet(&mut *w, b).await?;
-        self.last_tx = Instant::now();
-        Ok(())
     }
 
     /// Session resumed: resend PUBREL for QoS 2 messages whose PUBREC came before the break.
     async fn resume(&mut self) -> Result<(), SyncError> {
         for pid in self.window.resume() {
-            let b = client::encode_ack(self.proto, Ack::PubRel, pid)?;
-            self.write(&b).await?;
+            self.out.pubrel(pid).await?;
         }
         Ok(())
     }
@@ -205,8 +163,8 @@ impl<'a> Drain<'a> {
             .map(|d| (d.filter.clone(), d.qos))
             .collect();
         let pid = self.window.alloc_pid();
-        let b = client::encode_subscribe(self.proto, pid, &filters)?;
-        self.write(&b).await
+        let b = client::encode_subscribe(self.out.proto(), pid, &filters)?;
+        self.out.write(&b).await
     }
 
     /// Chooses the lane of the next record (refilling lanes from the outbox as needed).
@@ -263,7 +221,7 @@ impl<'a> Drain<'a> {
         let props = publish::properties(&rec, &self.ctx.cfg.node_id, seq);
         let mut out = publish::out(&rec, &props, self.max_qos, reserved.unwrap_or(0), dup, now);
         // Size and validity first (the packet id does not change the length).
-        let len = match client::encode_publish(self.proto, &out) {
+        let len = match client::encode_publish(self.out.proto(), &out) {
             Ok(b) if b.len() <= self.max_packet => b.len(),
             Ok(b) => {
                 tracing::error!(seq, topic = %rec.topic, size = b.len(), max = self.max_packet,
@@ -282,11 +240,11 @@ impl<'a> Drain<'a> {
             return Ok(Sent::Wait(d));
         }
         out.pid = self.window.assign(key, reserved);
-        let bytes = client::encode_publish(self.proto, &out)?;
+        let bytes = client::encode_publish(self.out.proto(), &out)?;
         self.pacer.take(len);
         let pid = out.pid;
         drop(rec);
-        self.write(&bytes).await?;
+        self.out.write(&bytes).await?;
         self.window.sent(pid, key);
         self.sent_upto[l] = self.sent_upto[l].max(seq);
         self.lanes.advance();
@@ -297,36 +255,6 @@ impl<'a> Drain<'a> {
         Ok(Sent::Yes)
     }
 
-    fn acked(&mut self, pid: u16) {
-        match self.window.complete(pid) {
-            Some(key) => self.removals.acked(key),
-            None => tracing::debug!(pid, "ack for an unknown packet id ignored"),
-        }
-    }
-
-    /// Error reason in PUBACK/PUBREC: permanent ones drop the record, others end the session so
-    /// the record is retried after the backoff.
-    fn refused(&mut self, pid: u16, code: u8) -> Result<(), SyncError> {
-        let Some(key) = self.window.complete(pid) else {
-            return Ok(());
-        };
-        match code {
-            0x90 | 0x95 | 0x99 => {
-                tracing::error!(
-                    seq = key.1,
-                    code,
-                    "upstream refused a message permanently: dropped"
-                );
-                self.removals.dropped(key, DropReason::Corrupt);
-                Ok(())
-            }
-            _ => Err(SyncError::Protocol(format!(
-                "upstream refused message {}:{} with reason code {code:#04x}; will retry",
-                self.ctx.cfg.node_id, key.1
-            ))),
-        }
-    }
-
     async fn on_inbound(&mut self, ev: Inbound) -> Result<(), SyncError> {
         match ev {
             Inbound::PubAck { pid, code, offset } => {
@@ -334,7 +262,7 @@ impl<'a> Drain<'a> {
                 if code >= 0x80 {
                     return self.refused(pid, code);
                 }
-                self.acked(pid);
+                acks::acked(&mut self.window, &mut self.removals, pid);
             }
             Inbound::PubRec { pid, code, offset } => {
                 self.removals.offset(offset);
@@ -342,11 +270,10 @@ impl<'a> Drain<'a> {
                     return self.refused(pid, code);
                 }
                 self.window.released(pid);
-                let b = client::encode_ack(self.proto, Ack::PubRel, pid)?;
-                self.write(&b).await?;
+                self.out.pubrel(pid).await?;
             }
-            Inbound::PubComp { pid, .. } => self.acked(pid),
-            Inbound::SubAck { codes } => self.suback(&codes),
+            Inbound::PubComp { pid, .. } => acks::acked(&mut self.window, &mut self.removals, pid),
+            Inbound::SubAck { codes } => acks::suback(&self.ctx.downlinks, &self.ctx.live, &codes),
             Inbound::Disconnect { code, reason } => {
                 return Err(SyncError::Protocol(format!(
                     "upstream sent DISCONNECT {code:#04x}{}",
@@ -362,25 +289,9 @@ impl<'a> Drain<'a> {
         Ok(())
     }
 
-    fn suback(&self, codes: &[u8]) {
-        for (i, c) in codes.iter().enumerate() {
-            if *c >= 0x80 {
-                let f = self
-                    .ctx
-                    .downlinks
-                    .get(i)
-                    .map(|d| d.filter.as_str())
-                    .unwrap_or("?");
-                tracing::error!(
-                    filter = f,
-                    code = c,
-                    "upstream refused a downlink subscription"
-                );
-                self.ctx
-                    .live
-                    .set_error(format!("downlink subscription `{f}` refused ({c:#04x})"));
-            }
-        }
+    fn refused(&mut self, pid: u16, code: u8) -> Result<(), SyncError> {
+        let node_id = &self.ctx.cfg.node_id;
+        acks::refused(&mut self.window, &mut self.removals, pid, code, node_id)
     }
 
     /// Removes acknowledged and dropped records in one short write transaction.

@@ -1,8 +1,10 @@
-//! Uplink: one persistent MQTT session to the upstream (addresses tried in turn, exponential
-//! backoff with jitter), draining the outbox in order with a bounded window of QoS 1/2 messages in
-//! flight, paced by a messages/s and bytes/s token bucket. A record leaves the outbox only after
-//! its PUBACK/PUBCOMP; everything unacknowledged is sent again (DUP, same packet id when the
-//! session survived) after a reconnect or a restart.
+//! Uplink: drains the outbox to the upstream over one MQTT session at a time (addresses in turn,
+//! back-off with jitter). A record leaves the outbox only after its PUBACK/PUBCOMP; anything
+//! unacknowledged is sent again (DUP, same packet id when the session survived).
+//!
+//! Draining is in order, with a bounded window of QoS 1/2 messages in flight, paced by a
+//! messages/s and bytes/s token bucket; unacknowledged records go again after a reconnect or a
+//! restart.
 //!
 //! Scheduling: each priority lane is a FIFO by outbox sequence. Free window slots are handed out
 //! by a weighted pattern (lane 3: 8 of 15 slots, lane 2: 4, lane 1: 2, lane 0: 1; an empty lane's
@@ -16,11 +18,14 @@
 //! (same id) and restore the order (sort by sequence) even where the cluster reorders.
 //!
 //! Parts: this module runs sessions one after the other (`rotation` decides where and when);
-//! `session` is one connection's life, `reader` its reading task and `drain` its sending loop,
-//! built from `scheduler` (lanes), `window` (packet ids in flight), `pacer` (rate limits),
-//! `removal` (batched outbox removals) and `publish` (record to PUBLISH).
+//! `session` is one connection's life, `reader` its reading task, `drain` its sending loop and
+//! `outgoing` what that loop writes. The loop is built from `scheduler` (lanes), `window` (packet
+//! ids in flight), `pacer` (rate limits), `removal` (batched outbox removals), `acks` (what an
+//! acknowledgement does) and `publish` (record to PUBLISH).
 
+mod acks;
 mod drain;
+mod outgoing;
 mod pacer;
 mod publish;
 mod reader;

@@ -1,14 +1,18 @@
-//! The reading side of one connection, as its own task: acknowledgements go to the drain loop,
-//! cloud publishes to the downlink task, PUBREL is answered with PUBCOMP at once. It records when
-//! the upstream was last heard from (keep alive) and why reading stopped.
+//! The reading side of one connection, as its own task: acknowledgements go to the drain loop
+//! (which waits here for them), cloud publishes to the downlink task, PUBREL is answered with
+//! PUBCOMP at once. It records when the upstream was last heard from and why reading stopped.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use std::time::Duration;
+
+use event_listener::EventListener;
+use futures_lite::future;
 use futures_lite::io::ReadHalf;
 
 use crate::client::{self, Ack, BoxStream, FrameReader, InPublish, Inbound, Proto};
-use crate::ctx::Writer;
+use crate::ctx::{Stop, Writer};
 use crate::error::SyncError;
 use crate::outbox::now_ms;
 
@@ -18,7 +22,7 @@ const DOWNLINK_QUEUE: usize = 64;
 /// Handle on the reader task; dropping it stops the task.
 pub(super) struct Reader {
     /// Acknowledgements and other packets for the drain loop; closed when reading stopped.
-    pub acks: async_channel::Receiver<Inbound>,
+    acks: async_channel::Receiver<Inbound>,
     /// When the last packet arrived (ms since the epoch).
     last_rx: Arc<AtomicU64>,
     error: Arc<Mutex<Option<String>>>,
@@ -86,8 +90,53 @@ impl Reader {
         now_ms().saturating_sub(self.last_rx.load(Ordering::Relaxed))
     }
 
+    /// The next packet for the drain loop if one is there; `Err` once reading stopped.
+    pub fn try_next(&self) -> Result<Option<Inbound>, SyncError> {
+        match self.acks.try_recv() {
+            Ok(ev) => Ok(Some(ev)),
+            Err(async_channel::TryRecvError::Empty) => Ok(None),
+            Err(async_channel::TryRecvError::Closed) => Err(self.gone()),
+        }
+    }
+
+    /// Waits for the next packet for the drain loop, `wake` (new records; `None`: not waited
+    /// for), `tick` or `stop`: `Ok(None)` when anything but a packet came, `Err` once reading
+    /// stopped.
+    pub async fn wait(
+        &self,
+        wake: Option<EventListener>,
+        tick: Duration,
+        stop: &Stop,
+    ) -> Result<Option<Inbound>, SyncError> {
+        let ev = future::or(
+            future::or(async { Some(self.acks.recv().await) }, async {
+                match wake {
+                    Some(l) => l.await,
+                    None => future::pending::<()>().await,
+                }
+                None
+            }),
+            future::or(
+                async {
+                    smol::Timer::after(tick).await;
+                    None
+                },
+                async {
+                    stop.wait().await;
+                    None
+                },
+            ),
+        )
+        .await;
+        match ev {
+            Some(Ok(ev)) => Ok(Some(ev)),
+            Some(Err(_)) => Err(self.gone()),
+            None => Ok(None),
+        }
+    }
+
     /// Why the acknowledgement channel closed: the read error, or the connection's end.
-    pub fn gone(&self) -> SyncError {
+    fn gone(&self) -> SyncError {
         let e = self
             .error
             .lock()
