@@ -97,7 +97,7 @@ impl<'a> Drain<'a> {
                 )));
             }
             self.out.ping_if_idle(ka).await?;
-            if self.removals.is_due(Instant::now()) {
+            if self.removals.is_due() {
                 self.flush().await?;
             }
             let g = self.ctx.outbox.generation();
@@ -235,7 +235,7 @@ impl<'a> Drain<'a> {
                 return Ok(Sent::Dropped);
             }
         };
-        if let Some(d) = self.pacer.wait_for(len, Instant::now()) {
+        if let Some(d) = self.pacer.wait_for(len) {
             self.lanes.unpop(l, seq, rec);
             return Ok(Sent::Wait(d));
         }

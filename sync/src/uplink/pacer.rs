@@ -60,8 +60,16 @@ impl Pacer {
     }
 
     /// How long to wait before a message of `len` bytes may go (at least 1 ms), or `None` to
-    /// send it now.
-    pub fn wait_for(&mut self, len: usize, now: Instant) -> Option<Duration> {
+    /// send it now. Unlimited: no clock read.
+    pub fn wait_for(&mut self, len: usize) -> Option<Duration> {
+        if self.msgs.rate <= 0.0 && self.bytes.rate <= 0.0 {
+            return None;
+        }
+        self.wait_for_at(len, Instant::now())
+    }
+
+    /// `wait_for` at `now`.
+    fn wait_for_at(&mut self, len: usize, now: Instant) -> Option<Duration> {
         match (
             self.msgs.wait_for(1.0, now),
             self.bytes.wait_for(len as f64, now),
@@ -100,7 +108,8 @@ mod tests {
         let t0 = Instant::now();
         let mut p = Pacer::new(0, 0, t0);
         for _ in 0..10_000 {
-            assert_eq!(p.wait_for(1 << 20, t0), None);
+            assert_eq!(p.wait_for_at(1 << 20, t0), None);
+            assert_eq!(p.wait_for(1 << 20), None);
             p.take(1 << 20);
         }
     }
@@ -110,13 +119,13 @@ mod tests {
         let t0 = Instant::now();
         let mut p = Pacer::new(10, 0, t0);
         for _ in 0..10 {
-            assert_eq!(p.wait_for(100, t0), None);
+            assert_eq!(p.wait_for_at(100, t0), None);
             p.take(100);
         }
         // Empty: one token takes 100 ms at 10/s.
-        assert!(about(p.wait_for(100, t0), ms(100)));
-        assert!(about(p.wait_for(100, t0 + ms(40)), ms(60)));
-        assert_eq!(p.wait_for(100, t0 + ms(101)), None);
+        assert!(about(p.wait_for_at(100, t0), ms(100)));
+        assert!(about(p.wait_for_at(100, t0 + ms(40)), ms(60)));
+        assert_eq!(p.wait_for_at(100, t0 + ms(101)), None);
     }
 
     #[test]
@@ -129,10 +138,10 @@ mod tests {
         // A long idle time gives back one second's worth, not more.
         let later = t0 + Duration::from_secs(60);
         for _ in 0..5 {
-            assert_eq!(p.wait_for(1, later), None);
+            assert_eq!(p.wait_for_at(1, later), None);
             p.take(1);
         }
-        assert!(p.wait_for(1, later).is_some());
+        assert!(p.wait_for_at(1, later).is_some());
     }
 
     #[test]
@@ -141,9 +150,9 @@ mod tests {
         let mut p = Pacer::new(1000, 1000, t0);
         p.take(900);
         // 100 bytes left: 500 more take 400 ms; the message bucket has plenty.
-        assert!(about(p.wait_for(500, t0), ms(400)));
+        assert!(about(p.wait_for_at(500, t0), ms(400)));
         // A message above one second of bytes waits for a full bucket only.
-        assert!(about(p.wait_for(5000, t0), ms(900)));
+        assert!(about(p.wait_for_at(5000, t0), ms(900)));
     }
 
     #[test]
@@ -153,6 +162,6 @@ mod tests {
         for _ in 0..1_000_000 {
             p.take(1);
         }
-        assert_eq!(p.wait_for(1, t0), Some(ms(1)));
+        assert_eq!(p.wait_for_at(1, t0), Some(ms(1)));
     }
 }

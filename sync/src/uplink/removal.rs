@@ -92,10 +92,17 @@ impl Removals {
         !(self.acked.is_empty() && self.dropped.is_empty())
     }
 
-    /// A flush is due: many records queued, or some queued for `FLUSH_AFTER`.
-    pub fn is_due(&self, now: Instant) -> bool {
+    /// A flush is due: many records queued, or some queued for `FLUSH_AFTER` (the clock is
+    /// read only then).
+    pub fn is_due(&self) -> bool {
+        self.is_due_at(Instant::now)
+    }
+
+    /// `is_due` with `now` as the clock.
+    fn is_due_at(&self, now: impl FnOnce() -> Instant) -> bool {
         self.acked.len() + self.dropped.len() >= FLUSH_EVERY
-            || (self.has_queued() && now.saturating_duration_since(self.last_flush) >= FLUSH_AFTER)
+            || (self.has_queued()
+                && now().saturating_duration_since(self.last_flush) >= FLUSH_AFTER)
     }
 
     /// Starts a flush at `now`: the batch to write, if there is anything (records or an offset).
@@ -127,11 +134,11 @@ mod tests {
     fn nothing_to_write_gives_no_batch_but_restarts_the_clock() {
         let t0 = Instant::now();
         let mut r = Removals::new(t0);
-        assert!(!r.is_due(t0 + Duration::from_secs(10)));
+        assert!(!r.is_due_at(|| t0 + Duration::from_secs(10)));
         assert!(r.take(t0 + FLUSH_AFTER).is_none());
         r.acked((1, 1));
-        assert!(!r.is_due(t0 + FLUSH_AFTER + Duration::from_millis(49)));
-        assert!(r.is_due(t0 + FLUSH_AFTER * 2));
+        assert!(!r.is_due_at(|| t0 + FLUSH_AFTER + Duration::from_millis(49)));
+        assert!(r.is_due_at(|| t0 + FLUSH_AFTER * 2));
     }
 
     #[test]
@@ -139,15 +146,15 @@ mod tests {
         let t0 = Instant::now();
         let mut r = Removals::new(t0);
         r.acked((3, 1));
-        assert!(!r.is_due(t0));
-        assert!(r.is_due(t0 + FLUSH_AFTER));
+        assert!(!r.is_due_at(|| t0));
+        assert!(r.is_due_at(|| t0 + FLUSH_AFTER));
         let mut r = Removals::new(t0);
         for seq in 0..511 {
             r.acked((0, seq));
         }
-        assert!(!r.is_due(t0));
+        assert!(!r.is_due_at(|| t0));
         r.dropped((0, 511), DropReason::Ttl);
-        assert!(r.is_due(t0), "512 queued: due at once");
+        assert!(r.is_due_at(|| t0), "512 queued: due at once");
     }
 
     #[test]
@@ -181,7 +188,7 @@ mod tests {
         let mut r = Removals::new(t0);
         r.offset(Some(3));
         assert!(
-            !r.is_due(t0 + Duration::from_secs(1)),
+            !r.is_due_at(|| t0 + Duration::from_secs(1)),
             "an offset never forces a flush"
         );
         let b = r.take(t0).unwrap();
