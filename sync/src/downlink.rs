@@ -11,26 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::client::{self, Ack, InPublish, Proto};
+use crate::ctx::{Ctx, Writer};
 use crate::outbox::DOWNLINK_MARKER;
 use crate::topic;
-use crate::uplink::{Ctx, Writer};
 
-/// A cloud message for local subscribers.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DownMessage {
-    pub topic: String,
-    pub payload: bytes::Bytes,
-    pub qos: u8,
-    pub retain: bool,
-    pub user_properties: Vec<(String, String)>,
-}
-
-/// The broker's side of the downlink.
-pub trait LocalBus: Send + Sync + 'static {
-    /// Deliver a message to local subscribers; resolves once the broker accepted (and for QoS>0
-    /// durably stored) it.
-    fn publish(&self, msg: DownMessage) -> futures_lite::future::Boxed<Result<(), String>>;
-}
+pub use crate::bus::{DownMessage, LocalBus};
 
 /// Handles the cloud publishes of one session, in order, until the channel closes.
 pub(crate) async fn run(

@@ -7,8 +7,10 @@
 //! `capture` inside the group-commit transaction, `committed` after it, and `start` to run the
 //! uplink, downlink and status tasks on smol. `read_status` serves `robustmq-edge sync status`.
 
+mod bus;
 pub mod client;
 pub mod config;
+mod ctx;
 pub mod downlink;
 pub mod error;
 mod lenient;
@@ -28,9 +30,9 @@ pub use outbox::{LocalMessage, Outbox, DOWNLINK_MARKER};
 pub use status::{LinkState, StatusSource, SyncStatus};
 pub use uplink::MSG_ID_PROPERTY;
 
+use ctx::{Ctx, Stop};
 use status::Live;
 use topic::CompiledDownlink;
-use uplink::{Ctx, Stop};
 
 /// Records read per lane per status interval by the TTL sweep.
 const SWEEP_BUDGET: usize = 10_000;
