@@ -17,6 +17,11 @@ impl Default for PidAllocator {
 }
 
 impl PidAllocator {
+    /// An allocator whose next id is `first` (0 is read as 1).
+    pub fn starting_at(first: u16) -> Self {
+        PidAllocator { next: first.max(1) }
+    }
+
     /// The next id for which `in_use` is false; `None` when all 65,535 ids are in use.
     pub fn next(&mut self, in_use: impl Fn(u16) -> bool) -> Option<Pid> {
         for _ in 0..u16::MAX {

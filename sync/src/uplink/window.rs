@@ -45,7 +45,7 @@ pub(super) struct Window<'a> {
     inflight: HashMap<u16, Inflight>,
     /// The keys of `inflight`, to skip records already sent when a lane is read again.
     keys: HashSet<Key>,
-    next_pid: u16,
+    pids: edge_mqtt::pid::PidAllocator,
     carry: &'a mut Carry,
 }
 
@@ -55,7 +55,7 @@ impl<'a> Window<'a> {
             capacity,
             inflight: HashMap::new(),
             keys: HashSet::new(),
-            next_pid: 1,
+            pids: edge_mqtt::pid::PidAllocator::default(),
             carry,
         }
     }
@@ -107,19 +107,11 @@ impl<'a> Window<'a> {
 
     /// Next packet id not in flight and not carried (1..=65535, wrapping).
     pub fn alloc_pid(&mut self) -> u16 {
-        loop {
-            let p = self.next_pid;
-            self.next_pid = if self.next_pid == u16::MAX {
-                1
-            } else {
-                self.next_pid + 1
-            };
-            if !self.inflight.contains_key(&p)
-                && !self.carry.entries.values().any(|(cp, _)| *cp == p)
-            {
-                return p;
-            }
-        }
+        let (inflight, carry) = (&self.inflight, &self.carry);
+        // The window and the carry hold at most a few hundred ids: one is always free.
+        self.pids
+            .next(|p| inflight.contains_key(&p) || carry.entries.values().any(|(cp, _)| *cp == p))
+            .map_or(1, |p| p.value())
     }
 
     /// The PUBLISH with `pid` was written.
@@ -185,7 +177,7 @@ mod tests {
         let mut carry = Carry::default();
         let mut w = Window::new(10, &mut carry);
         w.sent(1, (0, 1));
-        w.next_pid = u16::MAX - 1;
+        w.pids = edge_mqtt::pid::PidAllocator::starting_at(u16::MAX - 1);
         assert_eq!(w.alloc_pid(), u16::MAX - 1);
         assert_eq!(w.alloc_pid(), u16::MAX);
         assert_eq!(w.alloc_pid(), 2, "wrapped past 0, and 1 is in flight");
