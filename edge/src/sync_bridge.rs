@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Weak};
 
-use edge_sync::{DownMessage, LocalBus, LocalMessage, Outbox, SyncConfig, SyncError};
+use edge_sync::{BusError, DownMessage, LocalBus, LocalMessage, Outbox, SyncConfig, SyncError};
 use redb::WriteTransaction;
 
 use crate::broker::{Broker, Forwarder, Published};
@@ -67,10 +67,10 @@ impl LocalBus for Bus {
     fn publish(
         &self,
         m: DownMessage,
-    ) -> futures_lite::future::Boxed<std::result::Result<(), String>> {
+    ) -> futures_lite::future::Boxed<std::result::Result<(), BusError>> {
         let broker = self.broker.clone();
         Box::pin(async move {
-            let broker = broker.upgrade().ok_or("broker stopped")?;
+            let broker = broker.upgrade().ok_or(BusError::Stopped)?;
             let props = (!m.user_properties.is_empty()).then(|| {
                 Box::new(MessageProps {
                     user_properties: m
@@ -93,11 +93,13 @@ impl LocalBus for Bus {
                 props,
             });
             match broker.publish(msg, None).await {
-                Published::Accepted { ticket, .. } | Published::Duplicate { ticket } => {
-                    broker.store.wait(ticket).await.map_err(|e| e.to_string())
-                }
-                Published::QuotaExceeded => Err("quota exceeded".into()),
-                Published::SessionGone => Err("not accepted".into()),
+                Published::Accepted { ticket, .. } | Published::Duplicate { ticket } => broker
+                    .store
+                    .wait(ticket)
+                    .await
+                    .map_err(|e| BusError::Storage(Box::new(e))),
+                Published::QuotaExceeded => Err(BusError::QuotaExceeded),
+                Published::SessionGone => Err(BusError::NotAccepted),
             }
         })
     }

@@ -15,7 +15,7 @@ use crate::ctx::{Ctx, Writer};
 use crate::outbox::DOWNLINK_MARKER;
 use crate::topic;
 
-pub use crate::bus::{DownMessage, LocalBus};
+pub use crate::bus::{BusError, DownMessage, LocalBus};
 
 /// Handles the cloud publishes of one session, in order, until the channel closes.
 pub(crate) async fn run(

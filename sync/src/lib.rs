@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use config::SyncConfig;
-pub use downlink::{DownMessage, LocalBus};
+pub use downlink::{BusError, DownMessage, LocalBus};
 pub use error::{Rejected, SyncError};
 pub use outbox::{LocalMessage, Outbox, DOWNLINK_MARKER};
 pub use status::{LinkState, StatusSource, SyncStatus};
@@ -155,7 +155,7 @@ async fn status_task(ctx: Arc<Ctx>, data_dir: PathBuf) {
             let publish = ctx.bus.publish(msg);
             let r = futures_lite::future::or(publish, async {
                 smol::Timer::after(every).await;
-                Err("timed out".to_string())
+                Err(BusError::TimedOut)
             })
             .await;
             if let Err(e) = r {

@@ -350,7 +350,10 @@ pub struct TestBus {
 }
 
 impl LocalBus for TestBus {
-    fn publish(&self, msg: DownMessage) -> futures_lite::future::Boxed<Result<(), String>> {
+    fn publish(
+        &self,
+        msg: DownMessage,
+    ) -> futures_lite::future::Boxed<Result<(), edge_sync::BusError>> {
         if msg.topic.starts_with("$SYS/") {
             let mut s = self.status.lock().unwrap();
             if s.len() < 1000 {
