@@ -25,7 +25,7 @@
 # (thin LTO); `arm-smoke` (Cargo.toml) is the cheaper one scripts/test-arm.sh builds for CI.
 #
 # Needs root (or sudo) only for the apt-get steps. Output:
-#   $CARGO_TARGET_DIR/TARGET/BUILD_PROFILE/robustmq-edge            (default target dir: ./target, or
+#   $CARGO_TARGET_DIR/TARGET/BUILD_PROFILE/robustmq-edge  (default target dir: ./target, or
 #   target/debian-rustc when Debian's compiler is used, to keep its artifacts apart)
 set -euo pipefail
 
@@ -147,7 +147,9 @@ BUILD_PROFILE="${BUILD_PROFILE:-release}"
 log "cargo build --profile $BUILD_PROFILE -p robustmq-edge --target $TARGET (std from $SOURCE)"
 cargo build --profile "$BUILD_PROFILE" -p robustmq-edge --target "$TARGET" ${BUILD_STD[@]+"${BUILD_STD[@]}"} "$@"
 
-BIN="$CARGO_TARGET_DIR/$TARGET/$BUILD_PROFILE/robustmq-edge"
+PROFILE_DIR="$BUILD_PROFILE"
+[ "$BUILD_PROFILE" = dev ] && PROFILE_DIR=debug   # cargo's one renamed output directory
+BIN="$CARGO_TARGET_DIR/$TARGET/$PROFILE_DIR/robustmq-edge"
 "${TRIPLE_GNU}-strip" -o "$BIN.stripped" "$BIN"
 log "built $BIN ($(stat -c %s "$BIN") bytes; stripped copy $(stat -c %s "$BIN.stripped") bytes)"
 file "$BIN" 2>/dev/null || true

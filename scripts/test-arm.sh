@@ -24,7 +24,7 @@ set -uo pipefail
 TARGET="${1:-aarch64-unknown-linux-gnu}"
 PROFILE="${ARM_PROFILE:-arm-smoke}"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT"
+cd "$ROOT" || exit 1
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 
 case "$TARGET" in
