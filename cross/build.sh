@@ -18,11 +18,14 @@
 #                    cargo -Z build-std (RUSTC_BOOTSTRAP=1), when the target's std package of the
 #                    same version cannot be installed;
 #      auto tries them in that order;
-#   3. runs `cargo build --release -p robustmq-edge --target TARGET` and writes a stripped copy
-#      next to the binary (robustmq-edge.stripped), printing both sizes.
+#   3. runs `cargo build --profile $BUILD_PROFILE -p robustmq-edge --target TARGET` and writes a
+#      stripped copy next to the binary (robustmq-edge.stripped), printing both sizes.
+#
+# BUILD_PROFILE (environment, default release) picks the cargo profile: `release` is what ships
+# (thin LTO); `arm-smoke` (Cargo.toml) is the cheaper one scripts/test-arm.sh builds for CI.
 #
 # Needs root (or sudo) only for the apt-get steps. Output:
-#   $CARGO_TARGET_DIR/TARGET/release/robustmq-edge            (default target dir: ./target, or
+#   $CARGO_TARGET_DIR/TARGET/BUILD_PROFILE/robustmq-edge  (default target dir: ./target, or
 #   target/debian-rustc when Debian's compiler is used, to keep its artifacts apart)
 set -euo pipefail
 
@@ -37,7 +40,7 @@ case "$TARGET" in
     armv7-unknown-linux-gnueabihf)
         GCC_PKG=gcc-arm-linux-gnueabihf; TRIPLE_GNU=arm-linux-gnueabihf; DEB_ARCH=armhf ;;
     -h|--help)
-        sed -n '2,25p' "$0"; exit 0 ;;
+        sed -n '2,28p' "$0"; exit 0 ;;
     *)
         echo "unsupported target '$TARGET' (aarch64-unknown-linux-gnu or armv7-unknown-linux-gnueabihf)" >&2
         exit 2 ;;
@@ -140,10 +143,13 @@ fi
 
 # 3. Build.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-log "cargo build --release -p robustmq-edge --target $TARGET (std from $SOURCE)"
-cargo build --release -p robustmq-edge --target "$TARGET" ${BUILD_STD[@]+"${BUILD_STD[@]}"} "$@"
+BUILD_PROFILE="${BUILD_PROFILE:-release}"
+log "cargo build --profile $BUILD_PROFILE -p robustmq-edge --target $TARGET (std from $SOURCE)"
+cargo build --profile "$BUILD_PROFILE" -p robustmq-edge --target "$TARGET" ${BUILD_STD[@]+"${BUILD_STD[@]}"} "$@"
 
-BIN="$CARGO_TARGET_DIR/$TARGET/release/robustmq-edge"
+PROFILE_DIR="$BUILD_PROFILE"
+[ "$BUILD_PROFILE" = dev ] && PROFILE_DIR=debug   # cargo's one renamed output directory
+BIN="$CARGO_TARGET_DIR/$TARGET/$PROFILE_DIR/robustmq-edge"
 "${TRIPLE_GNU}-strip" -o "$BIN.stripped" "$BIN"
 log "built $BIN ($(stat -c %s "$BIN") bytes; stripped copy $(stat -c %s "$BIN.stripped") bytes)"
 file "$BIN" 2>/dev/null || true

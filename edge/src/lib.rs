@@ -11,5 +11,6 @@ pub mod server;
 pub mod session;
 pub mod storage;
 pub mod sync_bridge;
+pub mod systemd;
 pub mod topic;
 pub mod transport;
