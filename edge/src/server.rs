@@ -145,24 +145,35 @@ impl Server {
             tracing::info!(listen = ?addr, tls = tls.is_some(), "listening for MQTT");
             background.push(ex.spawn(accept_loop(broker.clone(), ex.clone(), l, tls)));
         }
+        // The tick marks each round; the systemd watchdog is pinged only while it keeps going,
+        // so a wedged executor gets the service restarted.
+        let last_tick = Arc::new(std::sync::atomic::AtomicU64::new(crate::message::now_ms()));
         {
             let b = broker.clone();
+            let last_tick = last_tick.clone();
             background.push(ex.spawn(async move {
                 loop {
                     b.tick().await;
+                    last_tick.store(crate::message::now_ms(), Ordering::Relaxed);
                     smol::Timer::after(Duration::from_secs(1)).await;
                 }
             }));
         }
+        background.push(ex.spawn(crate::systemd::watchdog(move || {
+            crate::message::now_ms().saturating_sub(last_tick.load(Ordering::Relaxed)) < 10_000
+        })));
         tracing::info!(
             elapsed_ms = started.elapsed().as_millis() as u64,
             "broker started"
         );
         ready();
+        // Listeners bound, storage open: systemd's Type=notify start is complete.
+        crate::systemd::notify_ready();
 
         smol::block_on(ex.run(async {
             shutdown.await;
             tracing::info!("shutting down");
+            crate::systemd::notify_stopping();
             // Stop accepting and ticking first. Cancelling inside the executor matters: a
             // cancelled task's future is dropped by the executor, and with a single worker
             // thread nothing would run it after this block.
