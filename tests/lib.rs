@@ -447,8 +447,8 @@ impl Broker {
             self.addr(),
             self.data_dir.display()
         ));
-        let running = server::start(cfg)
-            .unwrap_or_else(|e| panic!("broker did not start in process: {e}"));
+        let running =
+            server::start(cfg).unwrap_or_else(|e| panic!("broker did not start in process: {e}"));
         self.port = running.addrs()[0].port();
         self.instance = Some(Instance::InProcess(running));
     }
@@ -955,15 +955,15 @@ trait EventSource: Send + 'static {
 
 impl EventSource for rumqttc::EventLoop {
     type Event = rumqttc::Event;
-    fn next_event(&mut self) -> impl Future<Output = Result<rumqttc::Event, String>> + Send {
-        async move { self.poll().await.map_err(|e| e.to_string()) }
+    async fn next_event(&mut self) -> Result<rumqttc::Event, String> {
+        self.poll().await.map_err(|e| e.to_string())
     }
 }
 
 impl EventSource for rumqttc::v5::EventLoop {
     type Event = rumqttc::v5::Event;
-    fn next_event(&mut self) -> impl Future<Output = Result<rumqttc::v5::Event, String>> + Send {
-        async move { self.poll().await.map_err(|e| e.to_string()) }
+    async fn next_event(&mut self) -> Result<rumqttc::v5::Event, String> {
+        self.poll().await.map_err(|e| e.to_string())
     }
 }
 
@@ -993,8 +993,7 @@ impl Link {
                 match eventloop.next_event().await {
                     Ok(e) => {
                         // The event comes after the DISCONNECT was flushed to the socket.
-                        let closing =
-                            e.is_outgoing_disconnect() && close.load(Ordering::Relaxed);
+                        let closing = e.is_outgoing_disconnect() && close.load(Ordering::Relaxed);
                         if tx.send(Ok(e)).is_err() {
                             break;
                         }
@@ -1440,4 +1439,39 @@ pub fn skip_unless_edge(test: &str) -> bool {
     }
     eprintln!("{test}: skipped under the mosquitto reference (checks robustmq-edge itself)");
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[should_panic(expected = "Broker::builder().process()")]
+    fn a_process_only_method_on_an_in_process_broker_names_process() {
+        let mut broker = Broker::builder()
+            .kind(BrokerKind::Edge)
+            .in_process(true)
+            .start();
+        broker.kill9();
+    }
+
+    #[test]
+    fn an_in_process_broker_stops_and_restarts_on_the_same_port_and_folder() {
+        let mut broker = Broker::builder()
+            .kind(BrokerKind::Edge)
+            .in_process(true)
+            .start();
+        assert!(broker.is_in_process());
+        let port = broker.port();
+        assert_ne!(port, 0, "the port bound in process is known");
+        assert!(broker.stop().success(), "clean in-process shutdown");
+        assert!(
+            TcpStream::connect(broker.addr()).is_err(),
+            "nothing serves after stop"
+        );
+        broker.restart();
+        assert_eq!(broker.port(), port);
+        broker.assert_running();
+        assert!(broker.data_dir().join("edge.redb").is_file());
+    }
 }
