@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The project's one test command: installs what the tests need, builds the workspace, runs the
-# Rust tests (cargo test) and the Python end-to-end tests (pytest + paho-mqtt against the real
-# broker binary). Exits non-zero if anything fails.
+# The project's one test command: installs what the tests need, builds the workspace, checks
+# formatting (cargo fmt --check) and lints (cargo clippy -D warnings), runs the Rust tests
+# (cargo test) and the Python end-to-end tests (pytest + paho-mqtt against the real broker
+# binary). Every step after the build runs even when an earlier one failed; exits non-zero if
+# anything fails, and always ends with one result line.
 #
 # Environment:
 #   SKIP_APT=1          do not try to install Debian packages
@@ -65,11 +67,25 @@ cargo build --workspace --all-targets
 
 # ---------------------------------------------------------------------------------------------
 status=0
+failed=()
+fail() { echo "$1 FAILED"; failed+=("$1"); status=1; }
+
+section "cargo fmt --all -- --check"
+if ! cargo fmt --all -- --check; then
+    fail "cargo fmt"
+fi
+
+# ---------------------------------------------------------------------------------------------
+section "cargo clippy --workspace --all-targets -- -D warnings"
+if ! cargo clippy --workspace --all-targets -- -D warnings; then
+    fail "cargo clippy"
+fi
+
+# ---------------------------------------------------------------------------------------------
 section "cargo test --workspace"
 # --no-fail-fast: one failing test binary must not hide the results of the others.
 if ! cargo test --workspace --no-fail-fast; then
-    echo "cargo test FAILED"
-    status=1
+    fail "cargo test"
 fi
 
 # ---------------------------------------------------------------------------------------------
@@ -82,10 +98,11 @@ rc=$?
 set -e
 case "$rc" in
     0) ;;
-    5) echo "pytest collected NO tests: treating as a failure"; status=1 ;;
-    *) echo "pytest FAILED (exit $rc)"; status=1 ;;
+    5) echo "pytest collected NO tests: treating as a failure"; fail "pytest" ;;
+    *) echo "pytest exited with $rc"; fail "pytest" ;;
 esac
 
 section "Result"
+if [ "${#failed[@]}" -gt 0 ]; then echo "failed steps: ${failed[*]}"; fi
 if [ "$status" -eq 0 ]; then echo "all tests passed"; else echo "SOME TESTS FAILED"; fi
 exit "$status"

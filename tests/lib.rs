@@ -1,36 +1,57 @@
 //! Harness shared by the end-to-end tests in `tests/tests/`.
 //!
-//! [`Broker`] starts the real `robustmq-edge` binary on a free 127.0.0.1 port with a temporary
-//! data folder, waits until it accepts TCP connections, keeps its stderr/stdout in a log file
-//! (printed when a test fails), stops it with SIGTERM, and can `kill -9` it and start it again
-//! on the same folder and port.
+//! [`Broker`] starts a broker on 127.0.0.1 with a temporary data folder and waits until it
+//! serves; it can stop it and start it again on the same folder and port. Our broker runs in one
+//! of two ways:
+//!
+//! - **in process** (the default): `robustmq_edge::server::start` serves on threads of the test
+//!   process, bound to `127.0.0.1:0`. No binary to build or spawn, no port race. The broker's
+//!   tracing output goes to the test's captured output (shown when the test fails). `stop` is
+//!   the clean shutdown SIGTERM triggers in the binary; `restart` starts a new broker on the same
+//!   data folder and port.
+//! - **as a process** (`Broker::builder().process()`): the real `robustmq-edge` binary, with its
+//!   stderr/stdout kept in a log file (printed when a test fails), stopped with SIGTERM. Only a
+//!   process can be killed with `kill -9` ([`Broker::kill9`], [`Broker::crash`]), has a pid and a
+//!   resident set size ([`Broker::pid`], [`Broker::rss_kib`]), a log to read ([`Broker::log`]) or
+//!   an exit status of a failed start ([`Broker::restart_expecting_failure`]); calling these on
+//!   an in-process broker panics, naming `.process()`.
+//!
+//! `E2E_PROCESS=1` runs every test's broker as a process (the binary), as before the in-process
+//! mode existed.
 //!
 //! The binary is `$ROBUSTMQ_EDGE_BIN` when set, else `robustmq-edge` next to the test
 //! executables' profile folder (so `CARGO_TARGET_DIR` and `--target` are respected), else
 //! `$CARGO_TARGET_DIR/debug/robustmq-edge`, else `<workspace>/target/debug/robustmq-edge`.
 //! `cargo test` does not build another package's binary: run `cargo build -p robustmq-edge`
-//! first (the project's test script does).
+//! first (the project's test script does). Process-mode tests and the command-line tests
+//! ([`run_edge`], `sync status`) need it.
 //!
 //! `E2E_BROKER=mosquitto` runs the same tests against `/usr/sbin/mosquitto` (or
-//! `$MOSQUITTO_BIN`) instead: a reference to check the tests themselves. Mosquitto writes its
-//! persistence file only on shutdown, so under it [`Broker::crash`] stops with SIGTERM instead of
-//! SIGKILL, and tests of our own binary's command line are skipped (see [`Broker::is_edge`]).
+//! `$MOSQUITTO_BIN`) instead, always as a process: a reference to check the tests themselves.
+//! Mosquitto writes its persistence file only on shutdown, so under it [`Broker::crash`] stops
+//! with SIGTERM instead of SIGKILL, and tests of our own binary's command line are skipped (see
+//! [`Broker::is_edge`]).
 //!
 //! [`V3Client`] and [`V5Client`] wrap rumqttc's MQTT 3.1.1 and 5.0 clients: a task polls the
 //! event loop and forwards every event; helpers wait, with a timeout, for the events a test
-//! expects, keeping the others for later waits.
+//! expects, keeping the others for later waits. What the two share is written once, generic
+//! over [`MqttEvent`].
 
 use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::fs::{self, File};
+use std::future::Future;
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use robustmq_edge::config::{Config, ListenerConfig, DEFAULT_TOML};
+use robustmq_edge::server;
 use tempfile::TempDir;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -46,7 +67,7 @@ pub const QUIET: Duration = Duration::from_millis(500);
 /// Which broker the tests drive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BrokerKind {
-    /// Our `robustmq-edge` binary (the default).
+    /// Our `robustmq-edge` (the default).
     Edge,
     /// Mosquitto, as a reference for the tests themselves (`E2E_BROKER=mosquitto`).
     Mosquitto,
@@ -62,16 +83,35 @@ impl BrokerKind {
     }
 }
 
-/// A broker process owned by one test.
+/// True unless `E2E_PROCESS` asks for every broker to run as a process.
+fn in_process_by_default() -> bool {
+    match std::env::var("E2E_PROCESS").as_deref() {
+        Ok("1") | Ok("true") | Ok("yes") => false,
+        Ok("") | Ok("0") | Ok("false") | Ok("no") | Err(_) => true,
+        Ok(other) => panic!("E2E_PROCESS={other}: expected 1 or 0"),
+    }
+}
+
+/// A running broker.
+enum Instance {
+    /// Our binary or mosquitto.
+    Process(Child),
+    /// `server::start` in this process.
+    InProcess(server::Running),
+}
+
+/// A broker owned by one test.
 pub struct Broker {
     kind: BrokerKind,
+    in_process: bool,
+    /// 0 before the first in-process start (it binds port 0), then the port it got.
     port: u16,
     /// Temporary folder holding the data dir, the log and any generated config.
     root: TempDir,
     data_dir: PathBuf,
     log_path: PathBuf,
     config: Option<PathBuf>,
-    child: Option<Child>,
+    instance: Option<Instance>,
     starts: u32,
 }
 
@@ -81,16 +121,19 @@ pub struct BrokerBuilder {
     config_file: Option<PathBuf>,
     config_text: Option<String>,
     kind: Option<BrokerKind>,
+    in_process: Option<bool>,
 }
 
 impl BrokerBuilder {
-    /// Passes `--config FILE` (our broker only; `--listen`/`--data-dir` still override).
+    /// Uses this config file (our broker only); the listener and `data_dir` are still the
+    /// harness's (`--listen`/`--data-dir` for the binary).
     pub fn config_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.config_file = Some(path.into());
         self
     }
 
-    /// Writes `text` to a config file in the broker's temp folder and passes it as `--config`.
+    /// Writes `text` to a config file in the broker's temp folder and uses it as
+    /// [`BrokerBuilder::config_file`].
     pub fn config_text(mut self, text: impl Into<String>) -> Self {
         self.config_text = Some(text.into());
         self
@@ -102,8 +145,31 @@ impl BrokerBuilder {
         self
     }
 
+    /// Runs our broker as a process of its own (the binary): for tests that `kill -9` it, read
+    /// its pid, memory or log, or its exit status. Same as `in_process(false)`.
+    pub fn process(self) -> Self {
+        self.in_process(false)
+    }
+
+    /// In the test process (`true`, the default unless `E2E_PROCESS=1`) or as the binary.
+    /// Mosquitto always runs as a process.
+    pub fn in_process(mut self, yes: bool) -> Self {
+        self.in_process = Some(yes);
+        self
+    }
+
     pub fn start(self) -> Broker {
         let kind = self.kind.unwrap_or_else(BrokerKind::from_env);
+        let in_process = match kind {
+            BrokerKind::Edge => self.in_process.unwrap_or_else(in_process_by_default),
+            BrokerKind::Mosquitto => {
+                assert!(
+                    self.in_process != Some(true),
+                    "mosquitto cannot run in the test process"
+                );
+                false
+            }
+        };
         let root = tempfile::Builder::new()
             .prefix("robustmq-edge-e2e-")
             .tempdir()
@@ -125,21 +191,23 @@ impl BrokerBuilder {
         }
         let mut broker = Broker {
             kind,
-            port: free_port(),
+            in_process,
+            port: if in_process { 0 } else { free_port() },
             root,
             data_dir,
             log_path,
             config,
-            child: None,
+            instance: None,
             starts: 0,
         };
-        broker.spawn_and_wait();
+        broker.launch();
         broker
     }
 }
 
 impl Broker {
-    /// Starts the broker under test with default settings.
+    /// Starts the broker under test with default settings (in process unless `E2E_PROCESS=1`
+    /// or `E2E_BROKER=mosquitto`).
     pub fn start() -> Broker {
         BrokerBuilder::default().start()
     }
@@ -155,6 +223,11 @@ impl Broker {
     /// True when the broker under test is ours (not the mosquitto reference).
     pub fn is_edge(&self) -> bool {
         self.kind == BrokerKind::Edge
+    }
+
+    /// True when the broker serves on threads of the test process (not as a process).
+    pub fn is_in_process(&self) -> bool {
+        self.in_process
     }
 
     pub fn host(&self) -> &'static str {
@@ -173,18 +246,48 @@ impl Broker {
         &self.data_dir
     }
 
-    /// Process id of the running broker.
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().expect("broker is not running").id()
+    /// Panics, naming `.process()`, when the broker runs in the test process.
+    fn process_only(&self, what: &str) {
+        assert!(
+            !self.in_process,
+            "Broker::{what} needs the broker to run as a process, but this one runs inside the \
+             test process: start it with `Broker::builder().process()`"
+        );
     }
 
-    /// Everything the broker wrote to stdout/stderr so far (all runs).
+    fn child(&self) -> &Child {
+        match &self.instance {
+            Some(Instance::Process(child)) => child,
+            Some(Instance::InProcess(_)) => unreachable!("checked by process_only"),
+            None => panic!("broker is not running"),
+        }
+    }
+
+    fn take_child(&mut self) -> Child {
+        match self.instance.take() {
+            Some(Instance::Process(child)) => child,
+            Some(Instance::InProcess(_)) => unreachable!("checked by process_only"),
+            None => panic!("broker is not running"),
+        }
+    }
+
+    /// Process id of the running broker (process mode only).
+    pub fn pid(&self) -> u32 {
+        self.process_only("pid");
+        self.child().id()
+    }
+
+    /// Everything the broker process wrote to stdout/stderr so far, all runs (process mode
+    /// only: in process, the broker's log is part of the test's output).
     pub fn log(&self) -> String {
+        self.process_only("log");
         fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
-    /// Resident set size of the broker process, in KiB, from `/proc/<pid>/status`.
+    /// Resident set size of the broker process, in KiB, from `/proc/<pid>/status` (process
+    /// mode only).
     pub fn rss_kib(&self) -> u64 {
+        self.process_only("rss_kib");
         let status = fs::read_to_string(format!("/proc/{}/status", self.pid()))
             .expect("read /proc/<pid>/status");
         status
@@ -194,20 +297,24 @@ impl Broker {
             .expect("VmRSS in /proc/<pid>/status")
     }
 
-    /// Sends SIGKILL and reaps the process: nothing after the last fsync survives.
+    /// Sends SIGKILL and reaps the process: nothing after the last fsync survives (process
+    /// mode only).
     pub fn kill9(&mut self) {
-        let mut child = self.child.take().expect("broker is not running");
+        self.process_only("kill9");
+        let mut child = self.take_child();
         child.kill().expect("SIGKILL");
         child.wait().expect("wait for killed broker");
         self.note("---- harness: broker killed with SIGKILL ----");
     }
 
-    /// Stops the broker as abruptly as the broker under test allows: `kill -9` for ours;
-    /// SIGTERM for mosquitto, which persists its state only on shutdown (a reference run then
-    /// still checks the rest of the test's logic). Returns a description for messages.
+    /// Stops the broker as abruptly as the broker under test allows: `kill -9` for ours
+    /// (process mode only); SIGTERM for mosquitto, which persists its state only on shutdown (a
+    /// reference run then still checks the rest of the test's logic). Returns a description
+    /// for messages.
     pub fn crash(&mut self) -> &'static str {
         match self.kind {
             BrokerKind::Edge => {
+                self.process_only("crash");
                 self.kill9();
                 "kill -9"
             }
@@ -219,28 +326,42 @@ impl Broker {
         }
     }
 
-    /// Sends SIGTERM and waits (up to 10 s, then SIGKILL) for the process to exit.
+    /// Stops the broker cleanly and waits until it has: a process gets SIGTERM (SIGKILL after
+    /// 10 s); in process, the shutdown SIGTERM triggers in the binary, reported as exit status
+    /// 0 when it succeeds and 1 (the binary's exit code for a run error) when it does not.
     pub fn stop(&mut self) -> ExitStatus {
-        let mut child = self.child.take().expect("broker is not running");
-        let status = terminate(&mut child, Duration::from_secs(10));
+        let status = match self.instance.take().expect("broker is not running") {
+            Instance::Process(mut child) => terminate(&mut child, Duration::from_secs(10)),
+            Instance::InProcess(running) => {
+                match futures_lite::future::block_on(running.shutdown()) {
+                    Ok(()) => ExitStatus::from_raw(0),
+                    Err(e) => {
+                        eprintln!("in-process broker shutdown failed: {e}");
+                        ExitStatus::from_raw(1 << 8)
+                    }
+                }
+            }
+        };
         self.note(&format!("---- harness: broker stopped: {status:?} ----"));
         status
     }
 
-    /// Starts the broker again on the same port and data folder.
+    /// Starts the broker again on the same port and data folder, the same way as before.
     pub fn restart(&mut self) {
         assert!(
-            self.child.is_none(),
+            self.instance.is_none(),
             "stop or kill the broker before restarting it"
         );
-        self.spawn_and_wait();
+        self.launch();
     }
 
-    /// Starts the broker again on the same port and folder, expecting it to fail: returns its
-    /// exit status and log, or panics (after stopping it) when it starts serving.
+    /// Starts the broker process again on the same port and folder, expecting it to fail:
+    /// returns its exit status and log, or panics (after stopping it) when it starts serving
+    /// (process mode only).
     pub fn restart_expecting_failure(&mut self, limit: Duration) -> (ExitStatus, String) {
+        self.process_only("restart_expecting_failure");
         assert!(
-            self.child.is_none(),
+            self.instance.is_none(),
             "stop or kill the broker before restarting it"
         );
         self.starts += 1;
@@ -266,22 +387,73 @@ impl Broker {
         }
     }
 
-    /// Asserts the process is still alive (it did not crash on what the test did).
+    /// Asserts the broker is still alive and serving (it did not crash on what the test did).
     pub fn assert_running(&mut self) {
-        let child = self.child.as_mut().expect("broker is not running");
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            panic!("broker exited unexpectedly: {status}\n{}", self.log());
+        match self.instance.as_mut().expect("broker is not running") {
+            Instance::Process(child) => {
+                if let Some(status) = child.try_wait().expect("try_wait") {
+                    panic!("broker exited unexpectedly: {status}\n{}", self.log());
+                }
+            }
+            Instance::InProcess(_) => {
+                if let Err(e) = TcpStream::connect_timeout(&self.addr(), Duration::from_secs(2)) {
+                    panic!("the in-process broker no longer accepts connections: {e}");
+                }
+            }
         }
     }
 
+    /// A harness line in the broker's log: the log file of a process, the test's output for a
+    /// broker in process (where the broker's own log goes).
     fn note(&self, line: &str) {
-        if let Ok(mut f) = fs::OpenOptions::new().append(true).open(&self.log_path) {
+        if self.in_process {
+            eprintln!("{line}");
+        } else if let Ok(mut f) = fs::OpenOptions::new().append(true).open(&self.log_path) {
             let _ = writeln!(f, "{line}");
         }
     }
 
-    fn spawn_and_wait(&mut self) {
+    /// Start number `self.starts + 1`, in process or as a process.
+    fn launch(&mut self) {
         self.starts += 1;
+        if self.in_process {
+            self.start_in_process();
+        } else {
+            self.spawn_and_wait();
+        }
+    }
+
+    /// The configuration the binary would load with `--config`/`--listen`/`--data-dir`.
+    fn in_process_config(&self) -> Config {
+        let mut cfg = match &self.config {
+            Some(path) => Config::load(path),
+            None => Config::from_toml(DEFAULT_TOML, "embedded defaults"),
+        }
+        .unwrap_or_else(|e| panic!("broker config: {e}"));
+        cfg.listeners = vec![ListenerConfig {
+            bind: self.addr(),
+            tls: None,
+        }];
+        cfg.data_dir = self.data_dir.clone();
+        cfg
+    }
+
+    fn start_in_process(&mut self) {
+        init_in_process_logging();
+        let cfg = self.in_process_config();
+        self.note(&format!(
+            "---- harness: start #{} in process on {}, data dir {} ----",
+            self.starts,
+            self.addr(),
+            self.data_dir.display()
+        ));
+        let running =
+            server::start(cfg).unwrap_or_else(|e| panic!("broker did not start in process: {e}"));
+        self.port = running.addrs()[0].port();
+        self.instance = Some(Instance::InProcess(running));
+    }
+
+    fn spawn_and_wait(&mut self) {
         let mut cmd = self.command();
         let mut child = cmd
             .spawn()
@@ -307,7 +479,7 @@ impl Broker {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        self.child = Some(child);
+        self.instance = Some(Instance::Process(child));
     }
 
     /// The command line for start number `self.starts`, output appended to the log.
@@ -367,11 +539,19 @@ impl Broker {
 
 impl Drop for Broker {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let status = terminate(&mut child, Duration::from_secs(5));
-            self.note(&format!(
-                "---- harness: broker stopped at drop: {status:?} ----"
-            ));
+        match self.instance.take() {
+            Some(Instance::Process(mut child)) => {
+                let status = terminate(&mut child, Duration::from_secs(5));
+                self.note(&format!(
+                    "---- harness: broker stopped at drop: {status:?} ----"
+                ));
+            }
+            // Dropping `Running` shuts the broker down and waits for it.
+            Some(Instance::InProcess(running)) => drop(running),
+            None => {}
+        }
+        if self.in_process {
+            return;
         }
         if std::thread::panicking() || std::env::var_os("E2E_SHOW_LOG").is_some() {
             eprintln!(
@@ -379,10 +559,27 @@ impl Drop for Broker {
                 self.kind,
                 self.port,
                 self.log_path.display(),
-                self.log()
+                fs::read_to_string(&self.log_path).unwrap_or_default()
             );
         }
     }
+}
+
+/// Installs (once per test binary) the tracing subscriber of the in-process brokers: their log
+/// lines go to libtest's capture of the test that started them (threads inherit it), printed
+/// when that test fails. `RUST_LOG` sets the filter (default `info`, as the default config).
+fn init_in_process_logging() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .with_ansi(false)
+            .with_thread_names(true)
+            .try_init();
+    });
 }
 
 /// SIGTERM, then SIGKILL after `grace`.
@@ -600,24 +797,207 @@ impl<E: Debug> Events<E> {
     }
 }
 
-/// Spawns a task that polls a rumqttc event loop and forwards every event, ending (without
-/// reconnecting) at the first error.
-macro_rules! forward_events {
-    ($eventloop:expr, $disconnect:pat, $close_after_disconnect:expr) => {{
-        let mut eventloop = $eventloop;
-        let close_after_disconnect: Arc<AtomicBool> = $close_after_disconnect;
+/// What the generic client code needs to know about the events of one protocol version
+/// (`rumqttc::Event` for MQTT 3.1.1, `rumqttc::v5::Event` for 5.0).
+pub trait MqttEvent: Debug + Send + 'static {
+    /// The PUBLISH packet of this version.
+    type Publish: Debug + Clone;
+    /// The PUBLISH of an incoming PUBLISH event.
+    fn incoming_publish(&self) -> Option<&Self::Publish>;
+    /// True when our DISCONNECT was written to the socket.
+    fn is_outgoing_disconnect(&self) -> bool;
+    /// True for the event ending a publish flow at QoS `qos`: the PUBLISH written (0),
+    /// PUBACK (1), PUBCOMP (2).
+    fn ends_publish_flow(&self, qos: u8) -> bool;
+    /// For an incoming PUBACK: Ok, or Err describing a failure reason code.
+    fn puback(&self) -> Option<Result<(), String>>;
+}
+
+impl MqttEvent for rumqttc::Event {
+    type Publish = rumqttc::Publish;
+
+    fn incoming_publish(&self) -> Option<&rumqttc::Publish> {
+        match self {
+            rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)) => Some(p),
+            _ => None,
+        }
+    }
+
+    fn is_outgoing_disconnect(&self) -> bool {
+        matches!(
+            self,
+            rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect)
+        )
+    }
+
+    fn ends_publish_flow(&self, qos: u8) -> bool {
+        use rumqttc::{Event, Outgoing, Packet};
+        matches!(
+            (qos, self),
+            (0, Event::Outgoing(Outgoing::Publish(_)))
+                | (1, Event::Incoming(Packet::PubAck(_)))
+                | (2, Event::Incoming(Packet::PubComp(_)))
+        )
+    }
+
+    fn puback(&self) -> Option<Result<(), String>> {
+        match self {
+            rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)) => Some(Ok(())),
+            _ => None,
+        }
+    }
+}
+
+impl MqttEvent for rumqttc::v5::Event {
+    type Publish = v5bytes::Publish;
+
+    fn incoming_publish(&self) -> Option<&v5bytes::Publish> {
+        match self {
+            rumqttc::v5::Event::Incoming(V5Packet::Publish(p)) => Some(p),
+            _ => None,
+        }
+    }
+
+    fn is_outgoing_disconnect(&self) -> bool {
+        matches!(
+            self,
+            rumqttc::v5::Event::Outgoing(rumqttc::Outgoing::Disconnect)
+        )
+    }
+
+    fn ends_publish_flow(&self, qos: u8) -> bool {
+        use rumqttc::v5::Event;
+        use rumqttc::Outgoing;
+        matches!(
+            (qos, self),
+            (0, Event::Outgoing(Outgoing::Publish(_)))
+                | (1, Event::Incoming(V5Packet::PubAck(_)))
+                | (2, Event::Incoming(V5Packet::PubComp(_)))
+        )
+    }
+
+    fn puback(&self) -> Option<Result<(), String>> {
+        match self {
+            rumqttc::v5::Event::Incoming(V5Packet::PubAck(a)) => Some(match a.reason {
+                v5bytes::PubAckReason::Success | v5bytes::PubAckReason::NoMatchingSubscribers => {
+                    Ok(())
+                }
+                _ => Err(format!("{a:?}")),
+            }),
+            _ => None,
+        }
+    }
+}
+
+impl<E: MqttEvent> Events<E> {
+    /// The next PUBLISH received from the broker.
+    pub async fn recv_publish(&mut self, limit: Duration) -> E::Publish {
+        self.wait_for("an incoming PUBLISH", limit, |e| {
+            e.incoming_publish().cloned()
+        })
+        .await
+    }
+
+    /// The next PUBLISH, or None when none arrives within `limit`.
+    pub async fn try_recv_publish(&mut self, limit: Duration) -> Option<E::Publish> {
+        self.try_wait_for(limit, |e| e.incoming_publish().cloned())
+            .await
+            .ok()
+    }
+
+    /// Asserts no PUBLISH arrives within `limit`.
+    pub async fn expect_no_publish(&mut self, limit: Duration, context: &str) {
+        if let Some(p) = self.try_recv_publish(limit).await {
+            panic!("{context}: unexpected PUBLISH {p:?}");
+        }
+    }
+
+    /// Waits for the end of the flow of a publish at QoS `qos` (see [`MqttEvent`]).
+    async fn wait_publish_flow(&mut self, qos: u8, topic: &str) {
+        let what = format!("end of QoS {qos} publish flow on {topic}");
+        self.wait_for(&what, WAIT, |e| e.ends_publish_flow(qos).then_some(()))
+            .await
+    }
+
+    /// Waits, within `limit` in all, for `n` PUBACKs, each of which must be a success.
+    async fn wait_pubacks(&mut self, n: usize, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        for i in 0..n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let what = format!("PUBACK {} of {n}", i + 1);
+            if let Err(ack) = self.wait_for(&what, left, |e| e.puback()).await {
+                panic!("PUBACK {i} is not a success: {ack}");
+            }
+        }
+    }
+
+    /// Time from the moment the client's DISCONNECT was flushed until the broker closed the
+    /// connection, for a client that (like rumqttc's own event loop) waits for the server to
+    /// close.
+    async fn server_close_delay(&mut self) -> Duration {
+        self.wait_for("our DISCONNECT to be written", WAIT, |e| {
+            e.is_outgoing_disconnect().then_some(())
+        })
+        .await;
+        let sent = Instant::now();
+        match self.wait_closed(Duration::from_secs(30)).await {
+            Ok(_) => sent.elapsed(),
+            Err(e) => panic!("broker did not close the connection after DISCONNECT: {e}"),
+        }
+    }
+}
+
+/// A rumqttc event loop of either version, polled by the task of [`Link`].
+trait EventSource: Send + 'static {
+    type Event: MqttEvent;
+    fn next_event(&mut self) -> impl Future<Output = Result<Self::Event, String>> + Send;
+}
+
+impl EventSource for rumqttc::EventLoop {
+    type Event = rumqttc::Event;
+    async fn next_event(&mut self) -> Result<rumqttc::Event, String> {
+        self.poll().await.map_err(|e| e.to_string())
+    }
+}
+
+impl EventSource for rumqttc::v5::EventLoop {
+    type Event = rumqttc::v5::Event;
+    async fn next_event(&mut self) -> Result<rumqttc::v5::Event, String> {
+        self.poll().await.map_err(|e| e.to_string())
+    }
+}
+
+/// Closing reason when the client itself closed the socket after sending DISCONNECT.
+pub const CLOSED_BY_CLIENT: &str = "closed by the client after DISCONNECT";
+
+/// The task polling one connection's event loop; aborted (closing the socket) at drop.
+struct Link {
+    task: JoinHandle<()>,
+    /// Whether the client closes the socket once its DISCONNECT is written (it does unless a
+    /// test times the server's close).
+    close_after_disconnect: Arc<AtomicBool>,
+}
+
+impl Link {
+    /// Spawns a task that polls `eventloop` and forwards every event, ending (without
+    /// reconnecting) at the first error, then waits for the CONNACK `connack` picks.
+    async fn open<L: EventSource, C>(
+        mut eventloop: L,
+        connack: impl FnMut(&L::Event) -> Option<C>,
+    ) -> Result<(Link, Events<L::Event>, C), String> {
+        let close_after_disconnect = Arc::new(AtomicBool::new(true));
+        let close = close_after_disconnect.clone();
         let (tx, rx) = mpsc::unbounded_channel();
         let task = tokio::spawn(async move {
             loop {
-                match eventloop.poll().await {
+                match eventloop.next_event().await {
                     Ok(e) => {
                         // The event comes after the DISCONNECT was flushed to the socket.
-                        let close = matches!(e, $disconnect)
-                            && close_after_disconnect.load(Ordering::Relaxed);
+                        let closing = e.is_outgoing_disconnect() && close.load(Ordering::Relaxed);
                         if tx.send(Ok(e)).is_err() {
                             break;
                         }
-                        if close {
+                        if closing {
                             // [MQTT-3.14.4-1]: the client closes the connection after
                             // DISCONNECT (dropping the event loop closes the socket).
                             let _ = tx.send(Err(CLOSED_BY_CLIENT.to_string()));
@@ -625,34 +1005,26 @@ macro_rules! forward_events {
                         }
                     }
                     Err(e) => {
-                        let _ = tx.send(Err(e.to_string()));
+                        let _ = tx.send(Err(e));
                         break;
                     }
                 }
             }
         });
-        (rx, task)
-    }};
+        let link = Link {
+            task,
+            close_after_disconnect,
+        };
+        let mut events = Events::new(rx);
+        // On error `link` is dropped, which aborts the task.
+        let ack = events.try_wait_for(WAIT, connack).await?;
+        Ok((link, events, ack))
+    }
 }
 
-/// Closing reason when the client itself closed the socket after sending DISCONNECT.
-pub const CLOSED_BY_CLIENT: &str = "closed by the client after DISCONNECT";
-
-/// Time from the moment the client's DISCONNECT was flushed until the broker closed the
-/// connection, for a client that (like rumqttc's own event loop) waits for the server to close.
-async fn server_close_delay<E: Debug>(
-    events: &mut Events<E>,
-    is_disconnect: impl Fn(&E) -> bool,
-) -> Duration {
-    events
-        .wait_for("our DISCONNECT to be written", WAIT, |e| {
-            is_disconnect(e).then_some(())
-        })
-        .await;
-    let sent = Instant::now();
-    match events.wait_closed(Duration::from_secs(30)).await {
-        Ok(_) => sent.elapsed(),
-        Err(e) => panic!("broker did not close the connection after DISCONNECT: {e}"),
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 
@@ -665,8 +1037,7 @@ pub struct V3Client {
     pub client: rumqttc::AsyncClient,
     pub events: Events<rumqttc::Event>,
     pub connack: rumqttc::ConnAck,
-    task: JoinHandle<()>,
-    close_after_disconnect: Arc<AtomicBool>,
+    link: Link,
 }
 
 /// MQTT 3.1.1 options for `id` against `broker` (keep alive 30 s, 1 MiB packets).
@@ -695,32 +1066,17 @@ impl V3Client {
     /// Connects; Err with the reason when the broker refuses or nothing arrives in time.
     pub async fn try_connect_with(options: rumqttc::MqttOptions) -> Result<V3Client, String> {
         let (client, eventloop) = rumqttc::AsyncClient::new(options, 1000);
-        let close_after_disconnect = Arc::new(AtomicBool::new(true));
-        let (rx, task) = forward_events!(
-            eventloop,
-            rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect),
-            close_after_disconnect.clone()
-        );
-        let mut events = Events::new(rx);
-        let connack = events
-            .try_wait_for(WAIT, |e| match e {
-                rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(c)) => Some(c.clone()),
-                _ => None,
-            })
-            .await;
-        match connack {
-            Ok(connack) => Ok(V3Client {
-                client,
-                events,
-                connack,
-                task,
-                close_after_disconnect,
-            }),
-            Err(e) => {
-                task.abort();
-                Err(e)
-            }
-        }
+        let (link, events, connack) = Link::open(eventloop, |e| match e {
+            rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(c)) => Some(c.clone()),
+            _ => None,
+        })
+        .await?;
+        Ok(V3Client {
+            client,
+            events,
+            connack,
+            link,
+        })
     }
 
     /// Subscribes and returns the SUBACK return codes.
@@ -779,24 +1135,7 @@ impl V3Client {
             .publish(topic, qos, retain, payload.into())
             .await
             .expect("queue PUBLISH");
-        let what = format!("end of {qos:?} publish flow on {topic}");
-        self.events
-            .wait_for(&what, WAIT, |e| match (qos, e) {
-                (
-                    rumqttc::QoS::AtMostOnce,
-                    rumqttc::Event::Outgoing(rumqttc::Outgoing::Publish(_)),
-                ) => Some(()),
-                (
-                    rumqttc::QoS::AtLeastOnce,
-                    rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)),
-                ) => Some(()),
-                (
-                    rumqttc::QoS::ExactlyOnce,
-                    rumqttc::Event::Incoming(rumqttc::Packet::PubComp(_)),
-                ) => Some(()),
-                _ => None,
-            })
-            .await
+        self.events.wait_publish_flow(qos as u8, topic).await
     }
 
     /// Publishes `payloads` at QoS 1 on `topic` and waits for every PUBACK.
@@ -807,74 +1146,43 @@ impl V3Client {
                 .await
                 .expect("queue PUBLISH");
         }
-        let deadline = Instant::now() + limit;
-        for n in 0..payloads.len() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let what = format!("PUBACK {} of {}", n + 1, payloads.len());
-            self.events
-                .wait_for(&what, left, |e| match e {
-                    rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)) => Some(()),
-                    _ => None,
-                })
-                .await;
-        }
+        self.events.wait_pubacks(payloads.len(), limit).await
     }
 
     /// The next PUBLISH received from the broker.
     pub async fn recv(&mut self, limit: Duration) -> rumqttc::Publish {
-        self.events
-            .wait_for("an incoming PUBLISH", limit, |e| match e {
-                rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)) => Some(p.clone()),
-                _ => None,
-            })
-            .await
+        self.events.recv_publish(limit).await
     }
 
     /// The next PUBLISH, or None when none arrives within `limit`.
     pub async fn try_recv(&mut self, limit: Duration) -> Option<rumqttc::Publish> {
-        self.events
-            .try_wait_for(limit, |e| match e {
-                rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)) => Some(p.clone()),
-                _ => None,
-            })
-            .await
-            .ok()
+        self.events.try_recv_publish(limit).await
     }
 
     /// Asserts no PUBLISH arrives within `limit`.
     pub async fn expect_no_publish(&mut self, limit: Duration, context: &str) {
-        if let Some(p) = self.try_recv(limit).await {
-            panic!("{context}: unexpected PUBLISH {p:?}");
-        }
+        self.events.expect_no_publish(limit, context).await
     }
 
     /// Sends DISCONNECT, then closes the connection as the spec asks of clients.
     pub async fn disconnect(mut self) {
         self.client.disconnect().await.expect("queue DISCONNECT");
         let _ = self.events.wait_closed(WAIT).await;
-        self.task.abort();
     }
 
     /// Sends DISCONNECT and, like rumqttc's event loop left to itself, keeps the connection
     /// open until the broker closes it; returns how long the broker took.
     pub async fn disconnect_and_time_server_close(mut self) -> Duration {
-        self.close_after_disconnect.store(false, Ordering::Relaxed);
+        self.link
+            .close_after_disconnect
+            .store(false, Ordering::Relaxed);
         self.client.disconnect().await.expect("queue DISCONNECT");
-        server_close_delay(&mut self.events, |e| {
-            matches!(e, rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect))
-        })
-        .await
+        self.events.server_close_delay().await
     }
 
     /// Drops the TCP connection without DISCONNECT (like a crashed client).
     pub fn drop_connection(self) {
-        self.task.abort();
-    }
-}
-
-impl Drop for V3Client {
-    fn drop(&mut self) {
-        self.task.abort();
+        drop(self.link);
     }
 }
 
@@ -889,8 +1197,7 @@ pub struct V5Client {
     pub client: rumqttc::v5::AsyncClient,
     pub events: Events<rumqttc::v5::Event>,
     pub connack: v5bytes::ConnAck,
-    task: JoinHandle<()>,
-    close_after_disconnect: Arc<AtomicBool>,
+    link: Link,
 }
 
 /// MQTT 5 options for `id` (keep alive 30 s, clean start, 1 MiB incoming packets).
@@ -918,32 +1225,17 @@ impl V5Client {
 
     pub async fn try_connect_with(options: rumqttc::v5::MqttOptions) -> Result<V5Client, String> {
         let (client, eventloop) = rumqttc::v5::AsyncClient::new(options, 1000);
-        let close_after_disconnect = Arc::new(AtomicBool::new(true));
-        let (rx, task) = forward_events!(
-            eventloop,
-            rumqttc::v5::Event::Outgoing(rumqttc::Outgoing::Disconnect),
-            close_after_disconnect.clone()
-        );
-        let mut events = Events::new(rx);
-        let connack = events
-            .try_wait_for(WAIT, |e| match e {
-                rumqttc::v5::Event::Incoming(V5Packet::ConnAck(c)) => Some(c.clone()),
-                _ => None,
-            })
-            .await;
-        match connack {
-            Ok(connack) => Ok(V5Client {
-                client,
-                events,
-                connack,
-                task,
-                close_after_disconnect,
-            }),
-            Err(e) => {
-                task.abort();
-                Err(e)
-            }
-        }
+        let (link, events, connack) = Link::open(eventloop, |e| match e {
+            rumqttc::v5::Event::Incoming(V5Packet::ConnAck(c)) => Some(c.clone()),
+            _ => None,
+        })
+        .await?;
+        Ok(V5Client {
+            client,
+            events,
+            connack,
+            link,
+        })
     }
 
     /// Subscribes with full options and properties; returns the SUBACK.
@@ -1014,18 +1306,7 @@ impl V5Client {
             None => self.client.publish(topic, qos, retain, payload).await,
         }
         .expect("queue PUBLISH");
-        use rumqttc::v5::mqttbytes::QoS;
-        let what = format!("end of {qos:?} publish flow on {topic}");
-        self.events
-            .wait_for(&what, WAIT, |e| match (qos, e) {
-                (QoS::AtMostOnce, rumqttc::v5::Event::Outgoing(rumqttc::Outgoing::Publish(_))) => {
-                    Some(())
-                }
-                (QoS::AtLeastOnce, rumqttc::v5::Event::Incoming(V5Packet::PubAck(_))) => Some(()),
-                (QoS::ExactlyOnce, rumqttc::v5::Event::Incoming(V5Packet::PubComp(_))) => Some(()),
-                _ => None,
-            })
-            .await
+        self.events.wait_publish_flow(qos as u8, topic).await
     }
 
     pub async fn publish(
@@ -1041,87 +1322,49 @@ impl V5Client {
     /// Publishes `payloads` at QoS 1 on `topic` and waits for every PUBACK, each of which
     /// must carry a success reason code.
     pub async fn publish_all_qos1(&mut self, topic: &str, payloads: &[Vec<u8>], limit: Duration) {
-        use rumqttc::v5::mqttbytes::QoS;
         for p in payloads {
             self.client
-                .publish(topic, QoS::AtLeastOnce, false, p.clone())
+                .publish(
+                    topic,
+                    rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+                    false,
+                    p.clone(),
+                )
                 .await
                 .expect("queue PUBLISH");
         }
-        let deadline = Instant::now() + limit;
-        for n in 0..payloads.len() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let what = format!("PUBACK {} of {}", n + 1, payloads.len());
-            let ack = self
-                .events
-                .wait_for(&what, left, |e| match e {
-                    rumqttc::v5::Event::Incoming(V5Packet::PubAck(a)) => Some(a.clone()),
-                    _ => None,
-                })
-                .await;
-            assert!(
-                matches!(
-                    ack.reason,
-                    v5bytes::PubAckReason::Success | v5bytes::PubAckReason::NoMatchingSubscribers
-                ),
-                "PUBACK {n} is not a success: {ack:?}"
-            );
-        }
+        self.events.wait_pubacks(payloads.len(), limit).await
     }
 
     pub async fn recv(&mut self, limit: Duration) -> v5bytes::Publish {
-        self.events
-            .wait_for("an incoming PUBLISH", limit, |e| match e {
-                rumqttc::v5::Event::Incoming(V5Packet::Publish(p)) => Some(p.clone()),
-                _ => None,
-            })
-            .await
+        self.events.recv_publish(limit).await
     }
 
     pub async fn try_recv(&mut self, limit: Duration) -> Option<v5bytes::Publish> {
-        self.events
-            .try_wait_for(limit, |e| match e {
-                rumqttc::v5::Event::Incoming(V5Packet::Publish(p)) => Some(p.clone()),
-                _ => None,
-            })
-            .await
-            .ok()
+        self.events.try_recv_publish(limit).await
     }
 
     pub async fn expect_no_publish(&mut self, limit: Duration, context: &str) {
-        if let Some(p) = self.try_recv(limit).await {
-            panic!("{context}: unexpected PUBLISH {p:?}");
-        }
+        self.events.expect_no_publish(limit, context).await
     }
 
     /// Sends DISCONNECT, then closes the connection as the spec asks of clients.
     pub async fn disconnect(mut self) {
         self.client.disconnect().await.expect("queue DISCONNECT");
         let _ = self.events.wait_closed(WAIT).await;
-        self.task.abort();
     }
 
     /// See [`V3Client::disconnect_and_time_server_close`].
     pub async fn disconnect_and_time_server_close(mut self) -> Duration {
-        self.close_after_disconnect.store(false, Ordering::Relaxed);
+        self.link
+            .close_after_disconnect
+            .store(false, Ordering::Relaxed);
         self.client.disconnect().await.expect("queue DISCONNECT");
-        server_close_delay(&mut self.events, |e| {
-            matches!(
-                e,
-                rumqttc::v5::Event::Outgoing(rumqttc::Outgoing::Disconnect)
-            )
-        })
-        .await
+        self.events.server_close_delay().await
     }
 
     pub fn drop_connection(self) {
-        self.task.abort();
-    }
-}
-
-impl Drop for V5Client {
-    fn drop(&mut self) {
-        self.task.abort();
+        drop(self.link);
     }
 }
 
@@ -1196,4 +1439,39 @@ pub fn skip_unless_edge(test: &str) -> bool {
     }
     eprintln!("{test}: skipped under the mosquitto reference (checks robustmq-edge itself)");
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[should_panic(expected = "Broker::builder().process()")]
+    fn a_process_only_method_on_an_in_process_broker_names_process() {
+        let mut broker = Broker::builder()
+            .kind(BrokerKind::Edge)
+            .in_process(true)
+            .start();
+        broker.kill9();
+    }
+
+    #[test]
+    fn an_in_process_broker_stops_and_restarts_on_the_same_port_and_folder() {
+        let mut broker = Broker::builder()
+            .kind(BrokerKind::Edge)
+            .in_process(true)
+            .start();
+        assert!(broker.is_in_process());
+        let port = broker.port();
+        assert_ne!(port, 0, "the port bound in process is known");
+        assert!(broker.stop().success(), "clean in-process shutdown");
+        assert!(
+            TcpStream::connect(broker.addr()).is_err(),
+            "nothing serves after stop"
+        );
+        broker.restart();
+        assert_eq!(broker.port(), port);
+        broker.assert_running();
+        assert!(broker.data_dir().join("edge.redb").is_file());
+    }
 }

@@ -47,12 +47,13 @@ async fn every_target_config_passes_check_config_and_serves_mqtt() {
         let out = run_edge(&["--config", p, "check-config"], RUN_LIMIT);
         assert!(out.status.success(), "check-config {p}: {out:?}");
         // The real file, with only the listener and data folder overridden (it names
-        // 0.0.0.0:1883 and /var/lib/robustmq-edge).
+        // 0.0.0.0:1883 and /var/lib/robustmq-edge). The broker runs in the test process; the
+        // binary's `--listen`/`--data-dir` overrides are exercised by the process-mode tests.
         let broker = Broker::builder().config_file(&path).start();
         within(TEST_LIMIT, p, round_trip(&broker, p)).await;
         assert!(
             broker.data_dir().join("edge.redb").is_file(),
-            "--data-dir overrides data_dir of {p}"
+            "the data folder override replaces data_dir of {p}"
         );
     }
 }

@@ -3,6 +3,9 @@
 //!
 //! Under the mosquitto reference (`E2E_BROKER=mosquitto`) "crash" is a SIGTERM, since
 //! mosquitto only persists on shutdown; the tests then check their own logic, not durability.
+//!
+//! The broker runs as a process (`.process()`) wherever the test kills it or reads its exit
+//! status; the clean-restart test runs it in the test process.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -86,7 +89,7 @@ impl Received {
 #[tokio::test]
 async fn qos1_messages_queued_for_an_offline_v311_session_survive_kill9() {
     const N: usize = 500;
-    let mut broker = Broker::start();
+    let mut broker = Broker::builder().process().start();
     let topic = unique("crash/v311");
     let sub_id = unique("crash-sub");
 
@@ -121,7 +124,7 @@ async fn qos1_messages_queued_for_an_offline_v311_session_survive_kill9() {
 #[tokio::test]
 async fn qos1_messages_queued_for_an_expiring_v5_session_survive_kill9() {
     const N: usize = 300;
-    let mut broker = Broker::start();
+    let mut broker = Broker::builder().process().start();
     if !broker.is_edge() {
         // Seen with mosquitto 2.0.11: a v5 session is not restored from its persistence file.
         eprintln!("skipped under the mosquitto reference: it does not restore v5 sessions");
@@ -189,7 +192,7 @@ async fn collect_v3(sub: &mut V3Client, n: usize, limit: Duration) -> Received {
 
 #[tokio::test]
 async fn retained_qos1_message_is_durable_once_acknowledged() {
-    let mut broker = Broker::start();
+    let mut broker = Broker::builder().process().start();
     let topic = unique("durable/retained");
     within(TEST_LIMIT, "publish", async {
         let mut publisher = V3Client::connect(&broker, &unique("pub"), true).await;
@@ -217,7 +220,7 @@ async fn retained_qos1_message_is_durable_once_acknowledged() {
 #[tokio::test]
 async fn retained_qos2_v5_message_with_properties_is_durable_once_completed() {
     use robustmq_edge_e2e::v5bytes::PublishProperties;
-    let mut broker = Broker::start();
+    let mut broker = Broker::builder().process().start();
     let topic = unique("durable/retained5");
     within(TEST_LIMIT, "publish", async {
         let mut publisher = V5Client::connect(&broker, &unique("pub5")).await;
@@ -263,7 +266,7 @@ async fn retained_qos2_v5_message_with_properties_is_durable_once_completed() {
 #[tokio::test]
 async fn every_acknowledged_message_survives_kill9_in_the_middle_of_a_publish_burst() {
     const N: usize = 2000;
-    let mut broker = Broker::start();
+    let mut broker = Broker::builder().process().start();
     let topic = unique("burst");
     let sub_id = unique("burst-sub");
 
@@ -404,7 +407,7 @@ async fn delivered_messages_are_not_redelivered_after_a_clean_restart() {
 
 #[test]
 fn a_database_that_cannot_be_opened_is_reported_and_left_in_place() {
-    let mut broker = Broker::start();
+    let mut broker = Broker::builder().process().start();
     if !broker.is_edge() {
         eprintln!("skipped under the mosquitto reference: checks robustmq-edge's own database");
         return;

@@ -1,7 +1,9 @@
-//! Store-and-forward sync, end to end: the real `robustmq-edge` binary with a `[sync]` table,
-//! a real upstream `mosquitto` (started here on a free 127.0.0.1 port), local publishers and
-//! subscribers on the edge (rumqttc) and an MQTT 5 observer on the upstream that reads the
-//! `edge-msg-id` user property of every forwarded message.
+//! Store-and-forward sync, end to end: the edge broker with a `[sync]` table, a real upstream
+//! `mosquitto` (started here on a free 127.0.0.1 port), local publishers and subscribers on the
+//! edge (rumqttc) and an MQTT 5 observer on the upstream that reads the `edge-msg-id` user
+//! property of every forwarded message. The edge runs in the test process, except where a test
+//! kills it with `kill -9` or measures its memory and disk writes: there it is the
+//! `robustmq-edge` binary (`start_edge_process`).
 //!
 //! The upstream is usually reached through a small TCP proxy owned by the test, so the link can
 //! be taken down (listener closed, live connections reset), brought back, or turned into a black
@@ -521,7 +523,7 @@ async fn kill_9_mid_burst_and_mid_drain_loses_nothing() {
     let mq = Mosquitto::start("");
     let obs = Observer::start(mq.port, &["edge/#"]).await;
     let proxy = Proxy::start(mq.port, Link::Down);
-    let mut edge = start_edge(edge_config(
+    let mut edge = start_edge_process(edge_config(
         "",
         &proxy.url(),
         "max_messages_per_sec = 1000\nmax_bytes_per_sec = 0\n",
@@ -922,7 +924,7 @@ async fn memory_and_disk_writes_stay_bounded_with_50_mib_buffered() {
     let mq = Mosquitto::start("");
     let obs = Observer::start(mq.port, &["edge/#"]).await;
     let proxy = Proxy::start(mq.port, Link::Down);
-    let edge = start_edge(edge_config(
+    let edge = start_edge_process(edge_config(
         &format!("[storage]\ncache_size_bytes = {}\n", CACHE_MIB << 20),
         &proxy.url(),
         UNPACED,

@@ -1,6 +1,7 @@
 //! Store-and-forward sync against a real RobustMQ 0.4.11 server (`../shared/robustmq`, see its
-//! README.md): the real `robustmq-edge` binary with a `[sync]` table forwards to RobustMQ, and an
-//! MQTT 5 observer subscribed on RobustMQ reads what arrives.
+//! README.md): the edge broker with a `[sync]` table forwards to RobustMQ, and an MQTT 5
+//! observer subscribed on RobustMQ reads what arrives. The edge runs in the test process, except
+//! in the test that kills it with `kill -9` (there it is the `robustmq-edge` binary).
 //!
 //! One RobustMQ runs for the whole test binary: its ports other than MQTT are fixed (TLS 1885,
 //! HTTP 58080, gRPC 1228, ...), so only one instance fits on a machine. It is started on first
@@ -601,7 +602,7 @@ async fn backlog_built_while_robustmq_is_down_survives_edge_kill_9_and_arrives_c
     );
     const NODE: &str = "rmq-down";
     const N: usize = 200;
-    let mut edge = start_edge(edge_config_for(
+    let mut edge = start_edge_process(edge_config_for(
         NODE,
         "",
         &rmq.url(),

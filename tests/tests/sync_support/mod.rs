@@ -316,8 +316,15 @@ pub fn edge_config_for(
 
 pub const UNPACED: &str = "max_messages_per_sec = 0\nmax_bytes_per_sec = 0\n";
 
+/// The edge broker with `config`, in the test process (unless `E2E_PROCESS=1`).
 pub fn start_edge(config: String) -> Broker {
     Broker::builder().config_text(config).start()
+}
+
+/// The edge broker with `config` as a process of its own: for tests that `kill -9` it or
+/// measure it.
+pub fn start_edge_process(config: String) -> Broker {
+    Broker::builder().config_text(config).process().start()
 }
 
 /// `robustmq-edge sync status --data-dir DIR --json` (the status file while the broker runs,
