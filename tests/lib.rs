@@ -432,7 +432,7 @@ impl Broker {
         .unwrap_or_else(|e| panic!("broker config: {e}"));
         cfg.listeners = vec![ListenerConfig {
             bind: self.addr(),
-            tls: None,
+            ..ListenerConfig::default()
         }];
         cfg.data_dir = self.data_dir.clone();
         cfg
