@@ -7,6 +7,8 @@
 #
 # Environment:
 #   SKIP_APT=1          do not try to install Debian packages
+#   SKIP_ARM=1          skip the aarch64 cross build + qemu smoke test (scripts/test-arm.sh)
+#   SKIP_DEB=1          skip the .deb build + scratch-root install test (scripts/test-deb.sh)
 #   PYTEST_ARGS="..."   extra arguments for pytest (e.g. "-k retained -x")
 #   MQTT_TEST_BROKER    "robustmq" (default) or "mosquitto" for the Python tests
 set -euo pipefail
@@ -101,6 +103,20 @@ case "$rc" in
     5) echo "pytest collected NO tests: treating as a failure"; fail "pytest" ;;
     *) echo "pytest exited with $rc"; fail "pytest" ;;
 esac
+
+# ---------------------------------------------------------------------------------------------
+# ARM: the aarch64 binary (cross-built, arm-smoke profile) serves MQTT and keeps data under qemu.
+if [ "${SKIP_ARM:-0}" != 1 ]; then
+    section "ARM: aarch64 cross build + qemu smoke (scripts/test-arm.sh)"
+    if ! scripts/test-arm.sh; then fail "ARM smoke"; fi
+fi
+
+# ---------------------------------------------------------------------------------------------
+# The .deb (debug build), installed into a scratch root; the systemd unit verified.
+if [ "${SKIP_DEB:-0}" != 1 ]; then
+    section "Debian package + systemd unit (scripts/test-deb.sh)"
+    if ! DEB_PROFILE=dev scripts/test-deb.sh; then fail "deb package"; fi
+fi
 
 section "Result"
 if [ "${#failed[@]}" -gt 0 ]; then echo "failed steps: ${failed[*]}"; fi
