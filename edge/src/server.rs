@@ -8,7 +8,6 @@
 
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -175,7 +174,7 @@ impl Server {
             }
             // Give connections a moment to flush their DISCONNECT and detach.
             let deadline = Instant::now() + Duration::from_secs(5);
-            while broker.connections.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+            while broker.connections.active() > 0 && Instant::now() < deadline {
                 smol::Timer::after(Duration::from_millis(20)).await;
                 broker.kick_all();
             }

@@ -94,7 +94,10 @@ impl LocalBus for Bus {
             });
             match broker.publish(msg, None).await {
                 Published::Accepted { ticket, .. } | Published::Duplicate { ticket } => {
-                    broker.store.wait(ticket).await.map_err(|e| e.to_string())
+                    match ticket {
+                        Some(t) => broker.store.wait(t).await.map_err(|e| e.to_string()),
+                        None => Ok(()),
+                    }
                 }
                 Published::QuotaExceeded => Err("quota exceeded".into()),
                 Published::SessionGone => Err("not accepted".into()),
