@@ -8,7 +8,6 @@
 
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -154,13 +153,18 @@ impl Server {
             background.push(ex.spawn(async move {
                 loop {
                     b.tick().await;
-                    last_tick.store(crate::message::now_ms(), Ordering::Relaxed);
+                    last_tick.store(
+                        crate::message::now_ms(),
+                        std::sync::atomic::Ordering::Relaxed,
+                    );
                     smol::Timer::after(Duration::from_secs(1)).await;
                 }
             }));
         }
         background.push(ex.spawn(crate::systemd::watchdog(move || {
-            crate::message::now_ms().saturating_sub(last_tick.load(Ordering::Relaxed)) < 10_000
+            crate::message::now_ms()
+                .saturating_sub(last_tick.load(std::sync::atomic::Ordering::Relaxed))
+                < 10_000
         })));
         tracing::info!(
             elapsed_ms = started.elapsed().as_millis() as u64,
@@ -186,7 +190,7 @@ impl Server {
             }
             // Give connections a moment to flush their DISCONNECT and detach.
             let deadline = Instant::now() + Duration::from_secs(5);
-            while broker.connections.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+            while broker.connections.active() > 0 && Instant::now() < deadline {
                 smol::Timer::after(Duration::from_millis(20)).await;
                 broker.kick_all();
             }

@@ -1,40 +1,32 @@
 //! One client's session: subscriptions, the bounded queue of messages waiting for it, and the
 //! QoS 1/2 state in both directions. It outlives connections when its expiry interval is > 0.
+//! The broker decides *which* session a change goes to; the rules of one session live here, as
+//! methods over private fields, and every durable change they make is pushed as an [`Op`].
 //!
-//! Invariant: a delivery of a persistent session with QoS > 0 has `persisted = true` and a
-//! record in `session_queue` until it is acknowledged (or dropped), under the same `seq`.
+//! Invariants:
+//! - A delivery of a persistent session with QoS > 0 has `persisted = true` and a record in
+//!   `session_queue` until it is acknowledged (or dropped), under the same `seq`.
+//! - `stored` is true exactly when a session record is on disk (or queued to be written).
+//! - A connection is attached (`conn`) or the session knows when it was cut off
+//!   (`disconnected_ms`), never both.
+
+mod queue; // outgoing deliveries: queue, in-flight window, packet ids, water marks
+#[cfg(test)]
+mod tests;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
 use event_listener::Event;
+use mqtt_proto::v5::SubscribeReasonCode;
+use mqtt_proto::Pid;
 
-use crate::message::Message;
-use crate::storage::{SessionRecord, WillRecord};
+use crate::broker::{ConnectRequest, Departure};
+use crate::storage::{LoadedSession, Op, SessionRecord, WillRecord};
 use crate::topic::SubOptions;
 
-/// Where an outgoing QoS 1/2 delivery stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OutState {
-    Unsent,
-    /// PUBLISH sent (QoS 1 waits for PUBACK, QoS 2 for PUBREC).
-    Sent,
-    /// QoS 2: PUBREL sent, waiting for PUBCOMP.
-    Released,
-}
-
-#[derive(Debug, Clone)]
-pub struct Delivery {
-    pub seq: u64,
-    pub msg: Arc<Message>,
-    pub qos: u8,
-    pub retain: bool,
-    pub sub_ids: Vec<u32>,
-    pub pid: u16,
-    pub state: OutState,
-    pub persisted: bool,
-}
+use queue::Delivery;
 
 /// Why a connection is being closed by the broker from outside its own task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,31 +60,49 @@ pub fn kicked(flag: &AtomicU8) -> Option<Kick> {
     }
 }
 
+/// The bounds of one session's queue (`limits.max_queued_messages` / `max_queued_bytes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueLimits {
+    pub max_messages: usize,
+    pub max_bytes: usize,
+}
+
+/// What a new connection finds when it claims an existing session ([`Session::claim`]).
+#[derive(Debug)]
+pub struct Claim {
+    /// The previous connection's will, to publish now.
+    pub will_now: Option<WillRecord>,
+    /// `false` when the session ends here (clean start, or expired): the caller removes it.
+    pub resumable: bool,
+}
+
 #[derive(Debug)]
 pub struct Session {
-    pub client_id: Arc<str>,
-    pub protocol: u8,
-    pub expiry_secs: u32,
+    client_id: Arc<str>,
+    protocol: u8,
+    expiry_secs: u32,
     /// Full filter (with any `$share/group/` prefix) -> options.
-    pub subs: HashMap<Arc<str>, SubOptions>,
-    pub queue: VecDeque<Delivery>,
-    pub queued_bytes: usize,
-    pub inflight: VecDeque<Delivery>,
+    subs: HashMap<Arc<str>, SubOptions>,
+    /// Waiting deliveries; requeued ones (already sent, keeping their packet id) at the head.
+    queue: VecDeque<Delivery>,
+    queued_bytes: usize,
+    /// Sent and not yet acknowledged, at most `inflight_limit`, all with QoS > 0.
+    inflight: VecDeque<Delivery>,
     /// QoS 2 packet ids received and PUBREC'd, awaiting PUBREL.
-    pub qos2_in: HashSet<u16>,
-    pub pids: edge_mqtt::pid::PidAllocator,
-    pub next_seq: u64,
-    pub conn: Option<ConnLink>,
-    pub disconnected_ms: Option<u64>,
-    pub will: Option<WillRecord>,
+    qos2_in: HashSet<Pid>,
+    pids: edge_mqtt::pid::PidAllocator,
+    next_seq: u64,
+    conn: Option<ConnLink>,
+    disconnected_ms: Option<u64>,
+    will: Option<WillRecord>,
     /// When the will of a disconnected session is due (unix ms).
-    pub will_due_ms: Option<u64>,
-    pub inflight_limit: usize,
-    pub dropped: u64,
+    will_due_ms: Option<u64>,
+    inflight_limit: usize,
+    dropped: u64,
     /// A session record exists on disk (must be deleted when the session ends).
-    pub stored: bool,
+    stored: bool,
     /// Fired when the queue falls back under its low-water mark (publishers wait on it).
-    pub drained: Arc<Event>,
+    drained: Arc<Event>,
 }
 
 impl Session {
@@ -119,12 +129,61 @@ impl Session {
         }
     }
 
+    /// A session read back from disk. One stored as connected was cut off by a crash or power
+    /// loss at about `cut_off_ms` (the last commit of that run); its will is due from then.
+    pub fn restore(client_id: Arc<str>, loaded: LoadedSession, cut_off_ms: u64) -> Session {
+        let rec = loaded.record;
+        let mut s = Session::new(client_id, rec.protocol, rec.expiry_secs);
+        let disconnected = rec.disconnected_ms.unwrap_or(cut_off_ms);
+        s.disconnected_ms = Some(disconnected);
+        if let Some(w) = rec.will {
+            s.will_due_ms = Some(disconnected + 1000 * w.delay_secs.min(s.expiry_secs) as u64);
+            s.will = Some(w);
+        }
+        for (f, o) in rec.subscriptions {
+            s.subs.insert(Arc::from(f.as_str()), o);
+        }
+        for (seq, d) in loaded.queue {
+            s.next_seq = s.next_seq.max(seq + 1);
+            let d = Delivery::restore(seq, d);
+            s.queued_bytes += d.msg.weight();
+            s.queue.push_back(d);
+        }
+        s.qos2_in = loaded.qos2_in.into_iter().collect();
+        s.stored = true;
+        s
+    }
+
+    pub fn client_id(&self) -> &Arc<str> {
+        &self.client_id
+    }
+
+    pub fn expiry_secs(&self) -> u32 {
+        self.expiry_secs
+    }
+
+    /// Outlives its connection (expiry interval > 0), so it is kept on disk.
     pub fn persistent(&self) -> bool {
         self.expiry_secs > 0
     }
 
     pub fn online(&self) -> bool {
         self.conn.is_some()
+    }
+
+    /// Whether connection `conn_id` is the one attached (not taken over since).
+    pub fn is_attached_to(&self, conn_id: u64) -> bool {
+        self.conn.as_ref().is_some_and(|c| c.id == conn_id)
+    }
+
+    /// A session record exists on disk: ending the session must delete it.
+    pub fn stored(&self) -> bool {
+        self.stored
+    }
+
+    /// Subscribed filters with their options.
+    pub fn subscriptions(&self) -> impl Iterator<Item = (&Arc<str>, &SubOptions)> {
+        self.subs.iter()
     }
 
     pub fn record(&self) -> SessionRecord {
@@ -137,51 +196,166 @@ impl Session {
         }
     }
 
-    /// A packet id not used by any in-flight delivery, nor by a requeued one waiting for
-    /// redelivery. Requeued deliveries keep their ids and sit at the head of the queue (see
-    /// `requeue_inflight`), so only that head is scanned: O(in-flight), not O(queue).
-    pub fn alloc_pid(&mut self) -> u16 {
-        let used: HashSet<u16> = self
-            .inflight
-            .iter()
-            .chain(self.queue.iter().take_while(|d| d.pid != 0))
-            .map(|d| d.pid)
-            .collect();
-        // `None` (all 65,535 ids in use) cannot happen while in-flight is bounded far below it.
-        self.pids
-            .next(|p| used.contains(&p))
-            .map_or(1, |p| p.value())
+    /// Writes the session record (subscriptions, expiry, will, disconnection time).
+    pub fn save(&mut self, ops: &mut Vec<Op>) {
+        self.stored = true;
+        ops.push(Op::PutSession(
+            self.client_id.clone(),
+            Box::new(self.record()),
+        ));
     }
 
-    /// Puts in-flight deliveries back at the head of the queue, in order, so the next
-    /// connection resends them first (with DUP, same packet id) [MQTT-4.4.0-1].
-    pub fn requeue_inflight(&mut self) {
-        while let Some(d) = self.inflight.pop_back() {
-            self.queued_bytes += d.msg.weight();
-            self.queue.push_front(d);
+    /// A new connection claims this session: the one attached (if any) is kicked and its
+    /// in-flight deliveries requeued. The old will is published now if that connection is cut
+    /// off without will delay, or if the session ends here (expiry 0 or clean start)
+    /// [MQTT-3.1.4-3]; otherwise the resumption cancels it.
+    pub fn claim(&mut self, clean_start: bool, now_ms: u64) -> Claim {
+        let taken_over = self.conn.take();
+        if let Some(link) = &taken_over {
+            tracing::info!(client_id = %self.client_id, "session taken over by a new connection");
+            link.kick(Kick::TakenOver);
+            self.requeue_inflight();
+        }
+        let mut will_now = None;
+        if let Some(w) = self.will.take() {
+            let ends = self.expiry_secs == 0 || clean_start;
+            if (taken_over.is_some() && w.delay_secs == 0) || ends {
+                will_now = Some(w);
+            }
+        }
+        self.will_due_ms = None;
+        let expired = taken_over.is_none() && self.expired(now_ms);
+        Claim {
+            will_now,
+            resumable: !(clean_start || expired),
         }
     }
 
-    /// Queue at three quarters of a bound: publishers to this online session should pause.
-    pub fn over_high_water(&self, max_messages: usize, max_bytes: usize) -> bool {
-        self.queue.len() * 4 >= max_messages * 3 || self.queued_bytes * 4 >= max_bytes * 3
-    }
-
-    /// Queue at half of both bounds: paused publishers may go on.
-    pub fn under_low_water(&self, max_messages: usize, max_bytes: usize) -> bool {
-        self.queue.len() * 2 <= max_messages && self.queued_bytes * 2 <= max_bytes
-    }
-
-    pub fn congestion(&self) -> crate::broker::Congestion {
-        crate::broker::Congestion {
-            client_id: self.client_id.clone(),
-            drained: self.drained.clone(),
+    /// Attaches the connection of `req` (already claimed, or a new session). A persistent
+    /// session is saved; one resumed with expiry 0 is deleted from disk, queue included, since
+    /// nothing of it may outlive this connection any more.
+    pub fn attach(&mut self, req: ConnectRequest, link: ConnLink, ops: &mut Vec<Op>) {
+        self.protocol = req.protocol;
+        self.expiry_secs = req.expiry_secs;
+        self.will = req.will;
+        self.will_due_ms = None;
+        self.disconnected_ms = None;
+        self.inflight_limit = req.inflight_limit;
+        self.conn = Some(link);
+        if self.persistent() {
+            self.save(ops);
+        } else if self.stored {
+            self.stored = false;
+            ops.push(Op::DeleteSession(self.client_id.clone()));
+            for d in self.queue.iter_mut() {
+                d.persisted = false;
+            }
         }
     }
 
-    pub fn notify(&self) {
+    /// The attached connection ended: in-flight deliveries go back to the queue, a graceful
+    /// DISCONNECT may change the expiry (capped at `max_expiry`) or discard the will, and the
+    /// will is scheduled after its delay, or returned to be published now when it has no delay
+    /// or the session ends now. The caller saves or removes the session.
+    pub fn detach(&mut self, now_ms: u64, how: Departure, max_expiry: u32) -> Option<WillRecord> {
+        self.conn = None;
+        self.disconnected_ms = Some(now_ms);
+        self.requeue_inflight();
+        if let Departure::Graceful { send_will, expiry } = how {
+            if let Some(e) = expiry {
+                self.expiry_secs = e.min(max_expiry);
+            }
+            if !send_will {
+                self.will = None;
+            }
+        }
+        let w = self.will.as_ref()?;
+        if w.delay_secs == 0 || self.expiry_secs == 0 {
+            return self.will.take();
+        }
+        self.will_due_ms = Some(now_ms + 1000 * w.delay_secs.min(self.expiry_secs) as u64);
+        None
+    }
+
+    /// The will of a disconnected session once its delay has passed (the record is saved
+    /// without it); `None` before, or when there is none.
+    pub fn take_due_will(&mut self, now_ms: u64, ops: &mut Vec<Op>) -> Option<WillRecord> {
+        if self.online() || self.will_due_ms.is_none_or(|d| now_ms < d) {
+            return None;
+        }
+        self.will_due_ms = None;
+        let w = self.will.take()?;
+        if self.persistent() {
+            self.save(ops);
+        }
+        Some(w)
+    }
+
+    /// Disconnected for longer than its expiry interval.
+    pub fn expired(&self, now_ms: u64) -> bool {
+        self.disconnected_ms
+            .is_some_and(|d| now_ms >= d + 1000 * self.expiry_secs as u64)
+    }
+
+    /// The will a session still holds when it ends.
+    pub fn into_will(self) -> Option<WillRecord> {
+        self.will
+    }
+
+    /// Asks the attached connection, if any, to close.
+    pub fn kick(&self, why: Kick) {
         if let Some(c) = &self.conn {
-            c.notify.notify(1);
+            c.kick(why);
         }
+    }
+
+    /// Adds or replaces the subscription to `filter`: `Ok(existed)`, or `QuotaExceeded` for a
+    /// new filter beyond `max` subscriptions.
+    pub fn subscribe(
+        &mut self,
+        filter: Arc<str>,
+        opts: SubOptions,
+        max: usize,
+    ) -> Result<bool, SubscribeReasonCode> {
+        let existed = self.subs.contains_key(&filter);
+        if !existed && self.subs.len() >= max {
+            return Err(SubscribeReasonCode::QuotaExceeded);
+        }
+        self.subs.insert(filter, opts);
+        Ok(existed)
+    }
+
+    /// Removes the subscription to `filter`; whether it existed.
+    pub fn unsubscribe(&mut self, filter: &str) -> bool {
+        self.subs.remove(filter).is_some()
+    }
+
+    /// An incoming QoS 2 PUBLISH: records its packet id until PUBREL. `false` for an id
+    /// already recorded, i.e. a resent duplicate that must not be routed again.
+    pub fn receive_qos2(&mut self, pid: Pid, ops: &mut Vec<Op>) -> bool {
+        if !self.qos2_in.insert(pid) {
+            return false;
+        }
+        if self.persistent() {
+            ops.push(Op::Qos2In {
+                client: self.client_id.clone(),
+                pid,
+                present: true,
+            });
+        }
+        true
+    }
+
+    /// PUBREL for an incoming QoS 2 message: forgets its packet id; whether it was known.
+    pub fn release_qos2(&mut self, pid: Pid, ops: &mut Vec<Op>) -> bool {
+        let known = self.qos2_in.remove(&pid);
+        if known && self.persistent() {
+            ops.push(Op::Qos2In {
+                client: self.client_id.clone(),
+                pid,
+                present: false,
+            });
+        }
+        known
     }
 }

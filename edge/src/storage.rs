@@ -1,20 +1,23 @@
 //! Durable state in one redb file, written by one thread with group commit.
 //!
 //! Invariants:
-//! - Every change is an [`Op`] pushed with a ticket while the broker lock is held, so the
-//!   order of ops on disk is the order of decisions in memory.
+//! - Every change is an [`Op`] pushed while the broker lock is held, so the order of ops on
+//!   disk is the order of decisions in memory. A pushed batch gets a [`Ticket`]; an empty one
+//!   gets none (`None`: nothing to wait for).
 //! - The writer folds every queued batch (up to `max_batch` ops) into one write transaction
 //!   and one fsync, then publishes the highest committed ticket. An acknowledgement that
 //!   promises durability waits for its ticket ([`Store::wait`]) before it is sent.
 //! - The queue of batches is bounded by a semaphore taken *before* the broker lock.
 
 use std::collections::VecDeque;
+use std::num::NonZeroU64;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use event_listener::Event;
+use mqtt_proto::Pid;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 use smol::lock::{Semaphore, SemaphoreGuardArc};
@@ -84,7 +87,7 @@ pub struct LoadedSession {
     pub client_id: String,
     pub record: SessionRecord,
     pub queue: Vec<(u64, DeliveryRecord)>,
-    pub qos2_in: Vec<u16>,
+    pub qos2_in: Vec<Pid>,
 }
 
 /// One change to durable state.
@@ -104,7 +107,7 @@ pub enum Op {
     MarkSent {
         client: Arc<str>,
         seq: u64,
-        pid: u16,
+        pid: Pid,
         released: bool,
     },
     Dequeue {
@@ -113,7 +116,7 @@ pub enum Op {
     },
     Qos2In {
         client: Arc<str>,
-        pid: u16,
+        pid: Pid,
         present: bool,
     },
     Retain {
@@ -138,9 +141,22 @@ pub trait CommitHook: Send + Sync + 'static {
 /// A reserved place in the writer queue; obtained before taking the broker lock.
 pub struct Slot(#[allow(dead_code)] SemaphoreGuardArc);
 
+/// Names one batch of ops queued for the writer. Tickets grow in push order and the writer
+/// commits in that order, so once a ticket is committed every earlier one is too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Ticket(NonZeroU64);
+
+impl Ticket {
+    /// A ticket for tests of code that only passes tickets along.
+    #[cfg(test)]
+    pub(crate) fn for_test(n: u64) -> Ticket {
+        Ticket(NonZeroU64::new(n).expect("tickets are non-zero"))
+    }
+}
+
 struct Pending {
     batches: VecDeque<(u64, Vec<Op>, Slot)>,
-    next_ticket: u64,
+    next_ticket: NonZeroU64,
     shutdown: bool,
 }
 
@@ -199,7 +215,7 @@ impl Store {
         let shared = Arc::new(Shared {
             pending: Mutex::new(Pending {
                 batches: VecDeque::new(),
-                next_ticket: 1,
+                next_ticket: NonZeroU64::MIN,
                 shutdown: false,
             }),
             wake: Condvar::new(),
@@ -248,30 +264,32 @@ impl Store {
         Slot(self.slots.acquire_arc().await)
     }
 
-    /// Queues a batch; returns its ticket (0 when the batch was empty: nothing to wait for).
-    pub fn push(&self, slot: Slot, ops: Vec<Op>) -> u64 {
+    /// Queues a batch; returns its ticket, or `None` when the batch was empty (nothing to
+    /// wait for, and the slot is simply given back).
+    pub fn push(&self, slot: Slot, ops: Vec<Op>) -> Option<Ticket> {
         if ops.is_empty() {
-            return 0;
+            return None;
         }
         let mut p = lock(&self.shared.pending);
-        let ticket = p.next_ticket;
-        p.next_ticket += 1;
-        p.batches.push_back((ticket, ops, slot));
+        let ticket = Ticket(p.next_ticket);
+        p.next_ticket = p.next_ticket.saturating_add(1);
+        p.batches.push_back((ticket.0.get(), ops, slot));
         drop(p);
         self.shared.wake.notify_one();
-        ticket
+        Some(ticket)
     }
 
-    /// The ticket of the last batch pushed: waiting for it covers everything queued so far.
-    pub fn latest_ticket(&self) -> u64 {
-        lock(&self.shared.pending).next_ticket - 1
+    /// The ticket of the last batch pushed (`None` before the first): waiting for it covers
+    /// everything queued so far.
+    pub fn latest_ticket(&self) -> Option<Ticket> {
+        let next = lock(&self.shared.pending).next_ticket.get();
+        NonZeroU64::new(next - 1).map(Ticket)
     }
 
-    /// Resolves once the batch with `ticket` is on disk; an error if its commit failed.
-    pub async fn wait(&self, ticket: u64) -> Result<()> {
-        if ticket == 0 {
-            return Ok(());
-        }
+    /// Resolves once the batch with `ticket` (and so every earlier one) is on disk; an error if
+    /// its commit failed.
+    pub async fn wait(&self, ticket: Ticket) -> Result<()> {
+        let ticket = ticket.0.get();
         loop {
             if self.shared.committed.load(Ordering::Acquire) >= ticket {
                 let failed = lock(&self.shared.failed)
@@ -429,7 +447,8 @@ fn load(db: &Database) -> Result<Loaded> {
         }
         let mut pids = Vec::new();
         for row in qos2.range((client_id.as_str(), 0u16)..=(client_id.as_str(), u16::MAX))? {
-            pids.push(row?.0.value().1);
+            // Only packet ids are stored, never 0.
+            pids.extend(Pid::try_from(row?.0.value().1).ok());
         }
         out.sessions.push(LoadedSession {
             client_id,
@@ -587,8 +606,8 @@ fn commit(
                     pid,
                     released,
                 } => {
-                    queue_state
-                        .insert((&**client, *seq), *pid as u32 | (*released as u32) << 16)?;
+                    let state = pid.value() as u32 | (*released as u32) << 16;
+                    queue_state.insert((&**client, *seq), state)?;
                 }
                 Op::Dequeue { client, seq } => {
                     queue.remove((&**client, *seq))?;
@@ -600,9 +619,9 @@ fn commit(
                     present,
                 } => {
                     if *present {
-                        qos2.insert((&**client, *pid), ())?;
+                        qos2.insert((&**client, pid.value()), ())?;
                     } else {
-                        qos2.remove((&**client, *pid))?;
+                        qos2.remove((&**client, pid.value()))?;
                     }
                 }
                 Op::Retain { topic, msg } => match msg {
@@ -686,7 +705,7 @@ mod tests {
                 ops.push(Op::MarkSent {
                     client: c.clone(),
                     seq: 3,
-                    pid: 9,
+                    pid: Pid::try_from(9).unwrap(),
                     released: true,
                 });
                 ops.push(Op::Retain {
@@ -694,7 +713,9 @@ mod tests {
                     msg: Some(msg("r")),
                 });
                 let slot = store.reserve().await;
-                let t = store.push(slot, ops);
+                let t = store
+                    .push(slot, ops)
+                    .expect("a ticket for a non-empty batch");
                 store.wait(t).await.unwrap();
             });
         }
@@ -749,7 +770,7 @@ mod tests {
                 });
             }
             ops.push(Op::DeleteSession("a".into()));
-            let t = store.push(store.reserve().await, ops);
+            let t = store.push(store.reserve().await, ops).expect("a ticket");
             store.wait(t).await.unwrap();
         });
         let loaded = load(&store.database()).unwrap();

@@ -93,11 +93,16 @@ impl LocalBus for Bus {
                 props,
             });
             match broker.publish(msg, None).await {
-                Published::Accepted { ticket, .. } | Published::Duplicate { ticket } => broker
-                    .store
-                    .wait(ticket)
-                    .await
-                    .map_err(|e| BusError::Storage(Box::new(e))),
+                Published::Accepted { ticket, .. } | Published::Duplicate { ticket } => {
+                    match ticket {
+                        Some(t) => broker
+                            .store
+                            .wait(t)
+                            .await
+                            .map_err(|e| BusError::Storage(Box::new(e))),
+                        None => Ok(()),
+                    }
+                }
                 Published::QuotaExceeded => Err(BusError::QuotaExceeded),
                 Published::SessionGone => Err(BusError::NotAccepted),
             }

@@ -1,9 +1,9 @@
 //! The CONNECT phase: read and check the first packet, apply the connection limit, attach the
 //! session, and queue the CONNACK. A refused client gets a CONNACK error where its protocol
-//! allows one and is counted nowhere; an accepted one is counted in `broker.connections`.
+//! allows one and holds no permit; an accepted one holds a `ConnectionPermit` for its life.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +14,7 @@ use super::frame::{FrameReader, ReadError};
 use super::inbound::message_props;
 use super::replies::{Answer, Replies, Reply};
 use super::{Conn, Stream};
-use crate::broker::{Broker, ConnectRequest, Connected, Departure};
+use crate::broker::{Broker, ConnectRequest, Connected, ConnectionPermit, Departure};
 use crate::codec::{self, FrameError};
 use crate::message::{now_ms, Message};
 use crate::storage::WillRecord;
@@ -25,10 +25,11 @@ pub(super) struct Ready {
     pub(super) connected: Connected,
     pub(super) keep_alive: u16,
     pub(super) replies: Replies,
+    /// The connection's place under `limits.max_connections`, held until it ends.
+    pub(super) permit: ConnectionPermit,
 }
 
-/// Reads and checks CONNECT, applies the connection limit and attaches the session. On
-/// success the connection is counted in `broker.connections`.
+/// Reads and checks CONNECT, takes a connection permit and attaches the session.
 pub(super) async fn accept(
     broker: Arc<Broker>,
     stream: Stream,
@@ -38,8 +39,7 @@ pub(super) async fn accept(
     let limits = &broker.cfg.limits;
     let (proto, connect) = read_connect(&mut reader, &stream, peer, &broker).await?;
 
-    if broker.connections.fetch_add(1, Ordering::AcqRel) >= limits.max_connections {
-        broker.connections.fetch_sub(1, Ordering::AcqRel);
+    let Some(permit) = broker.connections.try_acquire() else {
         tracing::warn!(%peer, limit = limits.max_connections, "connection refused: limits.max_connections reached");
         let code = if proto == Protocol::V500 {
             Cr::ServerBusy
@@ -48,14 +48,10 @@ pub(super) async fn accept(
         };
         send_connack_error(&stream, proto, code, Some("limits.max_connections reached")).await;
         return None;
-    }
-    match handshake(broker.clone(), &stream, peer, proto, connect).await {
-        Some(ready) => Some((ready, reader)),
-        None => {
-            broker.connections.fetch_sub(1, Ordering::AcqRel);
-            None
-        }
-    }
+    };
+    // A refused handshake drops the permit with it.
+    let ready = handshake(broker.clone(), &stream, peer, proto, connect, permit).await?;
+    Some((ready, reader))
 }
 
 /// The first packet, which must be a well-formed CONNECT within `limits.connect_timeout_secs`.
@@ -165,6 +161,7 @@ async fn handshake(
     peer: SocketAddr,
     proto: Protocol,
     connect: v5::Connect,
+    permit: ConnectionPermit,
 ) -> Option<Ready> {
     let limits = &broker.cfg.limits;
     let v5 = proto == Protocol::V500;
@@ -221,13 +218,15 @@ async fn handshake(
             inflight_limit,
         })
         .await;
-    if broker.store.wait(connected.ticket).await.is_err() {
-        tracing::error!(%peer, %client_id, "connection refused: session could not be stored");
-        send_connack_error(stream, proto, Cr::UnspecifiedError, None).await;
-        broker
-            .disconnect(&client_id, connected.conn_id, Departure::Abnormal)
-            .await;
-        return None;
+    if let Some(ticket) = connected.ticket {
+        if broker.store.wait(ticket).await.is_err() {
+            tracing::error!(%peer, %client_id, "connection refused: session could not be stored");
+            send_connack_error(stream, proto, Cr::UnspecifiedError, None).await;
+            broker
+                .disconnect(&client_id, connected.conn_id, Departure::Abnormal)
+                .await;
+            return None;
+        }
     }
 
     let mut connack = v5::Connack::new(connected.session_present, Cr::Success);
@@ -277,5 +276,6 @@ async fn handshake(
         connected,
         keep_alive,
         replies,
+        permit,
     })
 }

@@ -81,22 +81,22 @@ pub async fn serve(broker: Arc<Broker>, stream: Transport, peer: SocketAddr) {
     let stream: Stream = Arc::new(stream);
     // Everything up to CONNACK runs in a box that is freed once the session is attached, so an
     // idle connection's task keeps only the state of its reader and writer loops.
-    let Some((ready, reader)) =
-        Box::pin(handshake::accept(broker.clone(), stream.clone(), peer)).await
+    let Some((ready, reader)) = Box::pin(handshake::accept(broker, stream.clone(), peer)).await
     else {
         return;
     };
     run(stream, ready, reader).await;
-    broker.connections.fetch_sub(1, Ordering::AcqRel);
 }
 
-/// Runs the reader and the writer until one ends, then detaches the session and closes.
+/// Runs the reader and the writer until one ends, then detaches the session and closes. The
+/// connection permit is given back when this returns (or is dropped).
 async fn run(stream: Stream, ready: Ready, reader: FrameReader) {
     let Ready {
         conn,
         connected,
         keep_alive,
         replies,
+        permit: _permit,
     } = ready;
     let departure = std::sync::Mutex::new(Departure::Abnormal);
     let reader_fut = async {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use futures_lite::FutureExt;
 use mqtt_proto::v5::{self, DisconnectReasonCode as Dr, Packet};
-use mqtt_proto::{Pid, Protocol, QosPid, TopicName};
+use mqtt_proto::{Protocol, QosPid, TopicName};
 
 use super::replies::{Control, Replies};
 use super::{Close, Conn, Stream};
@@ -38,11 +38,11 @@ pub(super) async fn write_loop(
         while let Some(c) = replies.pop() {
             match c {
                 Control::Answer(a) => {
-                    if a.ticket != 0 {
+                    if let Some(ticket) = a.ticket {
                         if !out.is_empty() && out.write(stream).await.is_err() {
                             return false;
                         }
-                        if Box::pin(broker.store.wait(a.ticket)).await.is_err() {
+                        if Box::pin(broker.store.wait(ticket)).await.is_err() {
                             // Not durable: no acknowledgement. The client will resend.
                             closing = Some(Close::Broker {
                                 code: Dr::UnspecifiedError,
@@ -91,28 +91,29 @@ pub(super) async fn write_loop(
         // Boxed (like the waits): the writer's idle state stays small.
         let (deliveries, ticket) =
             Box::pin(broker.take_outgoing(&conn.client_id, conn.conn_id, BATCH)).await;
-        if Box::pin(broker.store.wait(ticket)).await.is_err() {
-            return false;
+        if let Some(ticket) = ticket {
+            if Box::pin(broker.store.wait(ticket)).await.is_err() {
+                return false;
+            }
         }
         let got = deliveries.len();
         for d in deliveries {
             match d {
                 Outgoing::Pubrel(pid) => {
-                    if let Ok(pid) = Pid::try_from(pid) {
-                        out.push_packet(&Packet::Pubrel(v5::Pubrel::new_success(pid)));
-                    }
+                    out.push_packet(&Packet::Pubrel(v5::Pubrel::new_success(pid)));
                 }
                 Outgoing::Publish {
                     msg,
-                    qos,
+                    qos_pid,
                     retain,
                     dup,
-                    pid,
                     sub_ids,
                 } => {
-                    if !out.push_publish(&msg, qos, retain, dup, pid, &sub_ids) && qos > 0 {
+                    if !out.push_publish(&msg, qos_pid, retain, dup, &sub_ids) {
                         // Too large for this client: discarded as if delivered [MQTT-3.1.2-25].
-                        Box::pin(broker.complete(&conn.client_id, pid)).await;
+                        if let Some(pid) = qos_pid.pid() {
+                            Box::pin(broker.complete(&conn.client_id, pid)).await;
+                        }
                     }
                 }
             }
@@ -182,20 +183,13 @@ impl<'a> Encoder<'a> {
     fn push_publish(
         &mut self,
         msg: &Message,
-        qos: u8,
+        qos_pid: QosPid,
         retain: bool,
         dup: bool,
-        pid: u16,
         sub_ids: &[u32],
     ) -> bool {
         let conn = self.conn;
         let v5 = conn.proto == Protocol::V500;
-        let qos_pid = match (qos, Pid::try_from(pid)) {
-            (0, _) => QosPid::Level0,
-            (1, Ok(p)) => QosPid::Level1(p),
-            (_, Ok(p)) => QosPid::Level2(p),
-            _ => return false,
-        };
         let Ok(full_topic) = TopicName::try_from(msg.topic.clone()) else {
             return false;
         };
@@ -264,6 +258,7 @@ impl<'a> Encoder<'a> {
 mod tests {
     use super::*;
     use crate::connection::test_support;
+    use mqtt_proto::Pid;
 
     fn message(topic: &str) -> Message {
         Message {
@@ -292,12 +287,12 @@ mod tests {
         t.conn.client_alias_max = 4;
         let mut out = Encoder::new(&t.conn);
         let msg = message("sensors/temperature");
-        assert!(out.push_publish(&msg, 0, false, false, 0, &[]));
+        assert!(out.push_publish(&msg, QosPid::Level0, false, false, &[]));
         let first = decode(&t.conn, &out.buf);
         assert_eq!(&*first.topic_name, "sensors/temperature");
         assert_eq!(first.properties.topic_alias, Some(1));
         out.buf.clear();
-        assert!(out.push_publish(&msg, 0, false, false, 0, &[]));
+        assert!(out.push_publish(&msg, QosPid::Level0, false, false, &[]));
         let second = decode(&t.conn, &out.buf);
         assert_eq!(&*second.topic_name, "");
         assert_eq!(second.properties.topic_alias, Some(1));
@@ -308,9 +303,9 @@ mod tests {
         let mut t = test_support::conn(Protocol::V500, false);
         t.conn.client_alias_max = 1;
         let mut out = Encoder::new(&t.conn);
-        assert!(out.push_publish(&message("a"), 0, false, false, 0, &[]));
+        assert!(out.push_publish(&message("a"), QosPid::Level0, false, false, &[]));
         out.buf.clear();
-        assert!(out.push_publish(&message("b"), 0, false, false, 0, &[]));
+        assert!(out.push_publish(&message("b"), QosPid::Level0, false, false, &[]));
         let p = decode(&t.conn, &out.buf);
         assert_eq!((&*p.topic_name, p.properties.topic_alias), ("b", None));
     }
@@ -320,7 +315,8 @@ mod tests {
         let mut t = test_support::conn(Protocol::V500, false);
         t.conn.client_max_packet = 8;
         let mut out = Encoder::new(&t.conn);
-        assert!(!out.push_publish(&message("a/long/topic"), 1, false, false, 3, &[]));
+        let qos_pid = QosPid::Level1(Pid::try_from(3).unwrap());
+        assert!(!out.push_publish(&message("a/long/topic"), qos_pid, false, false, &[]));
         assert!(out.is_empty());
     }
 }

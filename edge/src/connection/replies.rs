@@ -10,6 +10,7 @@ use mqtt_proto::v5::{self, Packet};
 use mqtt_proto::Pid;
 
 use super::Close;
+use crate::storage::Ticket;
 
 /// A packet for the client. Kept small: the hot path (acks) is inline, rarer packets are boxed.
 #[derive(Debug, PartialEq)]
@@ -35,11 +36,11 @@ impl Reply {
     }
 }
 
-/// A reply and when it may go: `ticket` != 0 waits for that storage ticket to be committed;
+/// A reply and when it may go: with a `ticket`, once that storage ticket is committed;
 /// `incoming_done` ends one incoming QoS 1/2 exchange (our Receive Maximum) once it is sent.
 #[derive(Debug, PartialEq)]
 pub(super) struct Answer {
-    pub(super) ticket: u64,
+    pub(super) ticket: Option<Ticket>,
     pub(super) reply: Reply,
     pub(super) incoming_done: bool,
 }
@@ -48,7 +49,7 @@ impl Answer {
     /// A reply that promises nothing about storage.
     pub(super) fn now(reply: Reply) -> Answer {
         Answer {
-            ticket: 0,
+            ticket: None,
             reply,
             incoming_done: false,
         }
@@ -133,7 +134,7 @@ mod tests {
             replies.send(Answer::now(Reply::Pingresp)).await;
             replies
                 .send(Answer {
-                    ticket: 7,
+                    ticket: Some(Ticket::for_test(7)),
                     reply: Reply::Other(Box::new(Packet::Pingresp)),
                     incoming_done: true,
                 })
@@ -144,7 +145,7 @@ mod tests {
             matches!(replies.pop(), Some(Control::Answer(a)) if a == Answer::now(Reply::Pingresp))
         );
         assert!(
-            matches!(replies.pop(), Some(Control::Answer(a)) if a.ticket == 7 && a.incoming_done)
+            matches!(replies.pop(), Some(Control::Answer(a)) if a.ticket == Some(Ticket::for_test(7)) && a.incoming_done)
         );
         assert!(matches!(replies.pop(), Some(Control::Close(Close::Silent))));
         assert!(replies.pop().is_none());

@@ -8,16 +8,13 @@ use crate::connection::replies::{Answer, Reply};
 use crate::connection::{Close, Conn};
 
 pub(super) async fn handle_puback(conn: &Conn, a: v5::Puback) -> Result<Option<Answer>, Close> {
-    conn.broker.complete(&conn.client_id, a.pid.value()).await;
+    conn.broker.complete(&conn.client_id, a.pid).await;
     Ok(None)
 }
 
 pub(super) async fn handle_pubrec(conn: &Conn, a: v5::Pubrec) -> Result<Option<Answer>, Close> {
     let failed = a.reason_code as u8 >= 0x80;
-    let known = conn
-        .broker
-        .received(&conn.client_id, a.pid.value(), failed)
-        .await;
+    let known = conn.broker.received(&conn.client_id, a.pid, failed).await;
     if failed {
         return Ok(None);
     }
@@ -30,7 +27,7 @@ pub(super) async fn handle_pubrec(conn: &Conn, a: v5::Pubrec) -> Result<Option<A
 }
 
 pub(super) async fn handle_pubcomp(conn: &Conn, a: v5::Pubcomp) -> Result<Option<Answer>, Close> {
-    conn.broker.complete(&conn.client_id, a.pid.value()).await;
+    conn.broker.complete(&conn.client_id, a.pid).await;
     Ok(None)
 }
 

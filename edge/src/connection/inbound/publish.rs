@@ -100,7 +100,7 @@ pub(super) async fn handle_publish(
         ),
     });
     let qos2_from = match p.qos_pid {
-        QosPid::Level2(pid) => Some((&conn.client_id, pid.value())),
+        QosPid::Level2(pid) => Some((&conn.client_id, pid)),
         _ => None,
     };
     let (ticket, outcome, duplicate) = match conn.broker.publish(msg, qos2_from).await {
@@ -118,7 +118,7 @@ pub(super) async fn handle_publish(
             };
             (ticket, outcome, false)
         }
-        Published::QuotaExceeded => (0, Outcome::QuotaExceeded, false),
+        Published::QuotaExceeded => (None, Outcome::QuotaExceeded, false),
         Published::SessionGone => return Err(Close::Silent),
     };
     if outcome == Outcome::QuotaExceeded && !v5 && qos != QoS::Level0 {

@@ -8,7 +8,7 @@ use crate::connection::replies::{Answer, Reply};
 use crate::connection::{Close, Conn};
 
 pub(super) async fn handle_pubrel(conn: &Conn, r: v5::Pubrel) -> Result<Option<Answer>, Close> {
-    let (known, ticket) = conn.broker.release(&conn.client_id, r.pid.value()).await;
+    let (known, ticket) = conn.broker.release(&conn.client_id, r.pid).await;
     let code = if known {
         v5::PubcompReasonCode::Success
     } else {

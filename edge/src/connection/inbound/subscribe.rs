@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use mqtt_proto::v5::{self, DisconnectReasonCode as Dr, Packet, SubscribeReasonCode as S};
-use mqtt_proto::Protocol;
+use mqtt_proto::{Protocol, QoS};
 
 use crate::broker::SubResult;
 use crate::connection::replies::{Answer, Reply};
@@ -49,7 +49,9 @@ pub(super) async fn handle_subscribe(
     let mut results = results.into_iter();
     let codes = refused
         .into_iter()
-        .map(|r| r.unwrap_or_else(|| reason_code(results.next().unwrap_or(Err(0x80)))))
+        .map(|r| {
+            r.unwrap_or_else(|| reason_code(results.next().unwrap_or(Err(S::UnspecifiedError))))
+        })
         .collect();
     let ack = Packet::Suback(v5::Suback::new(s.pid, codes));
     Ok(Some(Answer {
@@ -62,12 +64,10 @@ pub(super) async fn handle_subscribe(
 /// The SUBACK code for the broker's answer on one filter.
 fn reason_code(r: SubResult) -> S {
     match r {
-        Ok(0) => S::GrantedQoS0,
-        Ok(1) => S::GrantedQoS1,
-        Ok(_) => S::GrantedQoS2,
-        Err(0x97) => S::QuotaExceeded,
-        Err(0x8F) => S::TopicFilterInvalid,
-        Err(_) => S::UnspecifiedError,
+        Ok(QoS::Level0) => S::GrantedQoS0,
+        Ok(QoS::Level1) => S::GrantedQoS1,
+        Ok(QoS::Level2) => S::GrantedQoS2,
+        Err(code) => code,
     }
 }
 
@@ -75,7 +75,7 @@ fn reason_code(r: SubResult) -> S {
 mod tests {
     use super::*;
     use crate::connection::test_support;
-    use mqtt_proto::{Pid, QoS, TopicFilter};
+    use mqtt_proto::{Pid, TopicFilter};
 
     fn subscribe(filter: &str, no_local: bool) -> v5::Subscribe {
         let mut opts = v5::SubscriptionOptions::new(QoS::Level1);

@@ -1,0 +1,162 @@
+//! The broker's shared state and every decision that touches more than one connection:
+//! sessions, routing, retained messages, wills, expiry. The rules of one session are
+//! [`Session`] methods; the broker picks the sessions and keeps the cross-session state.
+//!
+//! All state sits behind one mutex held for short, non-blocking sections. Every change goes
+//! through [`Broker::commit`]: it reserves a writer slot (async, outside the lock), then builds
+//! and queues the change's ops inside the lock, so disk order equals memory order (see
+//! `storage.rs`). The caller gets a [`Ticket`] to await before sending an acknowledgement that
+//! promises durability (`None`: nothing was written, nothing to wait for).
+//!
+//! - `lifecycle.rs`: connect, take-over, disconnect, expiry, wills, the periodic tick.
+//! - `routing.rs`: incoming publishes, retained messages, choosing subscribers.
+//! - `delivery.rs`: what a connection sends next, acknowledgements, flow control.
+//! - `subscriptions.rs`: subscribe and unsubscribe.
+//! - `permit.rs`: the connection limit, as permits held by live connections.
+
+mod delivery;
+mod lifecycle;
+mod permit;
+mod routing;
+mod subscriptions;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+use event_listener::Event;
+
+pub use delivery::{Congestion, Outgoing};
+pub use lifecycle::{ConnectRequest, Connected, Departure};
+pub use permit::{ConnectionPermit, Connections};
+pub use routing::Published;
+pub use subscriptions::SubResult;
+
+use crate::config::Config;
+use crate::message::{now_ms, Message};
+use crate::session::{QueueLimits, Session};
+use crate::storage::{Loaded, Op, Store, Ticket};
+use crate::topic::SubscriptionTree;
+
+/// Store-and-forward capture, as seen by the broker (implemented by the sync bridge).
+pub trait Forwarder: Send + Sync + 'static {
+    /// Does a forward rule take this message?
+    fn wants(&self, topic: &str, qos: u8) -> bool;
+    /// May it enter the outbox? `false` means: refuse the publish (quota exceeded).
+    fn admit(&self, topic: &str, payload_len: usize) -> bool;
+}
+
+/// Everything behind the broker lock. A session's filters are both in the session and in the
+/// tree; [`State::remove_session`] keeps the two in step when a session ends.
+#[derive(Default)]
+struct State {
+    sessions: HashMap<Arc<str>, Session>,
+    subs: SubscriptionTree,
+    retained: HashMap<Arc<str>, Arc<Message>>,
+    shared_rr: usize,
+}
+
+impl State {
+    /// Ends a session: gone from memory and from the subscription tree, and its record (queue
+    /// and QoS 2 state with it) deleted from disk if it has one. The one way a session ends:
+    /// clean start, expiry, disconnection with expiry 0.
+    fn remove_session(&mut self, id: &Arc<str>, ops: &mut Vec<Op>) -> Option<Session> {
+        let s = self.sessions.remove(id)?;
+        for (f, _) in s.subscriptions() {
+            self.subs.remove(id, f);
+        }
+        if s.stored() {
+            ops.push(Op::DeleteSession(id.clone()));
+        }
+        Some(s)
+    }
+}
+
+pub struct Broker {
+    pub cfg: Arc<Config>,
+    pub store: Store,
+    state: Mutex<State>,
+    next_conn: AtomicU64,
+    /// Live connections, each holding a permit (`limits.max_connections`).
+    pub connections: Arc<Connections>,
+    /// Set once at start-up (sync on), read on every publish.
+    forwarder: OnceLock<Arc<dyn Forwarder>>,
+    /// Fired on shutdown so that every connection task ends.
+    pub shutdown: Event,
+}
+
+impl Broker {
+    pub fn new(cfg: Arc<Config>, store: Store, loaded: Loaded) -> Arc<Broker> {
+        let mut state = State::default();
+        let now = now_ms();
+        for m in loaded.retained {
+            if !m.is_expired(now) {
+                state.retained.insert(m.topic.clone(), Arc::new(m));
+            }
+        }
+        // Sessions stored as connected were cut off at about the last commit of that run.
+        let cut_off = loaded.last_commit_ms.unwrap_or(now).min(now);
+        for ls in loaded.sessions {
+            let id: Arc<str> = Arc::from(ls.client_id.as_str());
+            let s = Session::restore(id.clone(), ls, cut_off);
+            for (f, o) in s.subscriptions() {
+                state.subs.insert(&id, f, *o);
+            }
+            state.sessions.insert(id, s);
+        }
+        tracing::info!(
+            sessions = state.sessions.len(),
+            retained = state.retained.len(),
+            "state restored from disk"
+        );
+        let connections = Arc::new(Connections::new(cfg.limits.max_connections));
+        // Wills due now and sessions that expired while the broker was down are handled by
+        // the first `tick`, which the server runs at start.
+        Arc::new(Broker {
+            cfg,
+            store,
+            state: Mutex::new(state),
+            next_conn: AtomicU64::new(1),
+            connections,
+            forwarder: OnceLock::new(),
+            shutdown: Event::new(),
+        })
+    }
+
+    /// Plugs in store-and-forward; only the first call takes effect.
+    pub fn set_forwarder(&self, f: Arc<dyn Forwarder>) {
+        if self.forwarder.set(f).is_err() {
+            tracing::warn!("a forwarder is already set; ignoring the second one");
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        edge_mqtt::util::lock(&self.state)
+    }
+
+    /// The one write transaction of the broker: reserves a writer slot (waiting, outside the
+    /// lock, while the writer is full), runs `build` under the lock, and queues the ops it
+    /// pushed before the lock is released. Returns what `build` returned and the ticket of its
+    /// ops, `None` when it pushed none (then nothing is written).
+    async fn commit<R>(
+        &self,
+        build: impl FnOnce(&mut State, &mut Vec<Op>) -> R,
+    ) -> (R, Option<Ticket>) {
+        let slot = self.store.reserve().await;
+        let mut ops = Vec::new();
+        let mut st = self.lock();
+        let r = build(&mut st, &mut ops);
+        let ticket = self.store.push(slot, ops);
+        drop(st);
+        (r, ticket)
+    }
+
+    fn queue_limits(&self) -> QueueLimits {
+        QueueLimits {
+            max_messages: self.cfg.limits.max_queued_messages,
+            max_bytes: self.cfg.limits.max_queued_bytes,
+        }
+    }
+}

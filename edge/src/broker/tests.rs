@@ -1,0 +1,181 @@
+//! The broker's cross-session decisions, driven through its API over a temporary database (no
+//! socket): tickets, routing, take-over, the end of a session.
+
+use bytes::Bytes;
+use mqtt_proto::v5::SubscribeReasonCode;
+use mqtt_proto::{Pid, QoS, QosPid};
+
+use super::*;
+use crate::session::{kicked, Kick};
+use crate::topic::SubOptions;
+
+struct TestBroker {
+    broker: Arc<Broker>,
+    _dir: tempfile::TempDir,
+}
+
+fn broker() -> TestBroker {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let cfg = Config {
+        data_dir: dir.path().to_path_buf(),
+        ..Config::default()
+    };
+    let (store, loaded) = Store::open(&cfg).expect("open store");
+    TestBroker {
+        broker: Broker::new(Arc::new(cfg), store, loaded),
+        _dir: dir,
+    }
+}
+
+fn connect(b: &Broker, id: &str, expiry_secs: u32) -> Connected {
+    smol::block_on(b.connect(ConnectRequest {
+        client_id: id.into(),
+        protocol: 5,
+        clean_start: false,
+        expiry_secs,
+        will: None,
+        inflight_limit: 16,
+    }))
+}
+
+fn subscribe(b: &Broker, id: &str, filter: &str) -> Vec<SubResult> {
+    let opts = SubOptions {
+        qos: 1,
+        no_local: false,
+        retain_as_published: false,
+        retain_handling: 0,
+        id: 0,
+    };
+    smol::block_on(b.subscribe(&id.into(), vec![(filter.into(), opts)])).0
+}
+
+fn publish(b: &Broker, topic: &str, qos: u8, retain: bool) -> Published {
+    let msg = Arc::new(Message {
+        topic: topic.into(),
+        payload: Bytes::from_static(b"x"),
+        qos,
+        retain,
+        received_ms: now_ms(),
+        expiry_secs: None,
+        publisher: "publisher".into(),
+        from_downlink: false,
+        props: None,
+    });
+    smol::block_on(b.publish(msg, None))
+}
+
+fn matched(p: Published) -> bool {
+    match p {
+        Published::Accepted { matched, .. } => matched,
+        other => panic!("not accepted: {other:?}"),
+    }
+}
+
+fn pid(n: u16) -> Pid {
+    Pid::try_from(n).expect("non-zero")
+}
+
+#[test]
+fn only_changes_that_write_something_get_a_ticket() {
+    let t = broker();
+    assert_eq!(connect(&t.broker, "transient", 0).ticket, None);
+    let ticket = connect(&t.broker, "persistent", 60)
+        .ticket
+        .expect("session stored");
+    smol::block_on(t.broker.store.wait(ticket)).expect("committed");
+    let (existed, ticket) = smol::block_on(t.broker.unsubscribe(&"nobody".into(), &["a".into()]));
+    assert_eq!((existed, ticket), (vec![false], None));
+}
+
+#[test]
+fn a_publish_is_delivered_with_a_packet_id_until_acknowledged() {
+    let t = broker();
+    let sub = connect(&t.broker, "sub", 0);
+    assert_eq!(subscribe(&t.broker, "sub", "a/+"), vec![Ok(QoS::Level1)]);
+    assert!(matched(publish(&t.broker, "a/b", 2, false)));
+    let id: Arc<str> = "sub".into();
+    let (out, _) = smol::block_on(t.broker.take_outgoing(&id, sub.conn_id, 8));
+    assert!(matches!(
+        out.as_slice(),
+        [Outgoing::Publish { qos_pid: QosPid::Level1(p), dup: false, .. }] if *p == pid(1)
+    ));
+    assert!(smol::block_on(t.broker.complete(&id, pid(1))));
+    assert!(!smol::block_on(t.broker.complete(&id, pid(1))));
+}
+
+#[test]
+fn a_qos2_publish_resent_before_pubrel_is_not_routed_again() {
+    let t = broker();
+    connect(&t.broker, "publisher", 0);
+    let sub = connect(&t.broker, "sub", 0);
+    subscribe(&t.broker, "sub", "t");
+    let publisher: Arc<str> = "publisher".into();
+    let msg = Arc::new(Message {
+        topic: "t".into(),
+        payload: Bytes::from_static(b"x"),
+        qos: 2,
+        retain: false,
+        received_ms: now_ms(),
+        expiry_secs: None,
+        publisher: publisher.clone(),
+        from_downlink: false,
+        props: None,
+    });
+    let first = smol::block_on(t.broker.publish(msg.clone(), Some((&publisher, pid(7)))));
+    assert!(matched(first));
+    let again = smol::block_on(t.broker.publish(msg, Some((&publisher, pid(7)))));
+    assert!(matches!(again, Published::Duplicate { .. }));
+    let (out, _) = smol::block_on(t.broker.take_outgoing(&"sub".into(), sub.conn_id, 8));
+    assert_eq!(out.len(), 1);
+    let (known, _) = smol::block_on(t.broker.release(&publisher, pid(7)));
+    assert!(known);
+}
+
+#[test]
+fn a_second_connection_takes_the_session_over() {
+    let t = broker();
+    let first = connect(&t.broker, "c", 60);
+    let second = connect(&t.broker, "c", 60);
+    assert!(second.session_present);
+    assert_eq!(kicked(&first.kick), Some(Kick::TakenOver));
+    subscribe(&t.broker, "c", "t");
+    publish(&t.broker, "t", 1, false);
+    let id: Arc<str> = "c".into();
+    let (stale, _) = smol::block_on(t.broker.take_outgoing(&id, first.conn_id, 8));
+    assert!(stale.is_empty(), "the old connection gets nothing");
+    // Its late departure does not detach the new connection.
+    smol::block_on(t.broker.disconnect(&id, first.conn_id, Departure::Abnormal));
+    let (out, _) = smol::block_on(t.broker.take_outgoing(&id, second.conn_id, 8));
+    assert_eq!(out.len(), 1);
+}
+
+#[test]
+fn an_ended_session_leaves_the_subscription_tree() {
+    let t = broker();
+    let c = connect(&t.broker, "c", 0);
+    subscribe(&t.broker, "c", "t/#");
+    assert!(matched(publish(&t.broker, "t/1", 1, false)));
+    smol::block_on(
+        t.broker
+            .disconnect(&"c".into(), c.conn_id, Departure::Abnormal),
+    );
+    assert!(!matched(publish(&t.broker, "t/1", 1, false)));
+    assert_eq!(
+        subscribe(&t.broker, "c", "t/#"),
+        vec![Err(SubscribeReasonCode::UnspecifiedError)],
+        "no session to subscribe"
+    );
+}
+
+#[test]
+fn a_retained_message_is_queued_for_a_new_subscription() {
+    let t = broker();
+    assert!(!matched(publish(&t.broker, "r", 1, true)));
+    let c = connect(&t.broker, "c", 0);
+    subscribe(&t.broker, "c", "r");
+    let (out, _) = smol::block_on(t.broker.take_outgoing(&"c".into(), c.conn_id, 8));
+    assert!(matches!(
+        out.as_slice(),
+        [Outgoing::Publish { retain: true, .. }]
+    ));
+}

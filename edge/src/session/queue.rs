@@ -1,0 +1,311 @@
+//! The outgoing side of a session: the bounded queue, the in-flight window (at most
+//! `inflight_limit` QoS 1/2 deliveries sent and unacknowledged), packet ids, and the water
+//! marks publishers pause on. A delivery keeps its packet id from first send to completion.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use mqtt_proto::{Pid, QosPid};
+
+use super::{QueueLimits, Session};
+use crate::broker::{Congestion, Outgoing};
+use crate::message::Message;
+use crate::storage::{DeliveryRecord, Op};
+
+/// Where an outgoing delivery stands; QoS 1/2 deliveries carry their packet id once sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum OutState {
+    Unsent,
+    /// PUBLISH sent (QoS 1 waits for PUBACK, QoS 2 for PUBREC).
+    Sent(Pid),
+    /// QoS 2: PUBREL sent, waiting for PUBCOMP.
+    Released(Pid),
+}
+
+impl OutState {
+    pub(super) fn pid(self) -> Option<Pid> {
+        match self {
+            OutState::Unsent => None,
+            OutState::Sent(p) | OutState::Released(p) => Some(p),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct Delivery {
+    pub(super) seq: u64,
+    pub(super) msg: Arc<Message>,
+    pub(super) qos: u8,
+    pub(super) retain: bool,
+    pub(super) sub_ids: Vec<u32>,
+    pub(super) state: OutState,
+    /// Has a `session_queue` record under `seq` (see the module invariants).
+    pub(super) persisted: bool,
+}
+
+impl Delivery {
+    /// A delivery as stored (packet id 0 = not sent yet).
+    pub(super) fn restore(seq: u64, d: DeliveryRecord) -> Delivery {
+        let state = match (Pid::try_from(d.pid), d.released) {
+            (Err(_), _) => OutState::Unsent,
+            (Ok(p), false) => OutState::Sent(p),
+            (Ok(p), true) => OutState::Released(p),
+        };
+        Delivery {
+            seq,
+            msg: Arc::new(d.msg),
+            qos: d.qos,
+            retain: d.retain,
+            sub_ids: d.sub_ids,
+            state,
+            persisted: true,
+        }
+    }
+}
+
+fn qos_pid(qos: u8, pid: Pid) -> QosPid {
+    if qos == 1 {
+        QosPid::Level1(pid)
+    } else {
+        QosPid::Level2(pid)
+    }
+}
+
+impl Session {
+    /// Queues one delivery. QoS 0 is not queued for an offline session; past the queue bounds
+    /// the message is dropped (counted, logged at powers of two). Returns whether the session
+    /// is online and congested, i.e. publishers to it should pause (also when it dropped).
+    pub fn enqueue(
+        &mut self,
+        msg: Arc<Message>,
+        qos: u8,
+        retain: bool,
+        sub_ids: Vec<u32>,
+        limits: QueueLimits,
+        ops: &mut Vec<Op>,
+    ) -> bool {
+        if qos == 0 && !self.online() {
+            return false;
+        }
+        let weight = msg.weight();
+        if self.queue.len() >= limits.max_messages || self.queued_bytes + weight > limits.max_bytes
+        {
+            self.dropped += 1;
+            if self.dropped.is_power_of_two() {
+                tracing::warn!(client_id = %self.client_id, dropped = self.dropped, topic = %msg.topic,
+                    "session queue full (limits.max_queued_messages / max_queued_bytes): message dropped");
+            }
+            return self.online();
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let persisted = qos > 0 && self.persistent();
+        if persisted {
+            ops.push(Op::Enqueue {
+                client: self.client_id.clone(),
+                seq,
+                msg: msg.clone(),
+                qos,
+                retain,
+                sub_ids: sub_ids.clone(),
+            });
+        }
+        self.queued_bytes += weight;
+        self.queue.push_back(Delivery {
+            seq,
+            msg,
+            qos,
+            retain,
+            sub_ids,
+            state: OutState::Unsent,
+            persisted,
+        });
+        self.notify();
+        self.congested(limits)
+    }
+
+    /// Takes up to `max` deliveries to send now, in queue order, stopping at a QoS 1/2 one when
+    /// the in-flight window is full. Unsent messages expired at `now_ms` are dropped; a first
+    /// send gets a packet id (recorded, so a redelivery after a crash carries the same id); a
+    /// released QoS 2 delivery is resent as PUBREL. Publishers waiting on this session are
+    /// woken once the queue is back under its low-water mark.
+    pub fn take_outgoing(
+        &mut self,
+        max: usize,
+        now_ms: u64,
+        limits: QueueLimits,
+        ops: &mut Vec<Op>,
+    ) -> Vec<Outgoing> {
+        let mut out = Vec::new();
+        while out.len() < max {
+            let inflight_full = self.inflight.len() >= self.inflight_limit;
+            let Some(front) = self.queue.front() else {
+                break;
+            };
+            if front.qos > 0 && inflight_full {
+                break;
+            }
+            let Some(mut d) = self.queue.pop_front() else {
+                break;
+            };
+            self.queued_bytes = self.queued_bytes.saturating_sub(d.msg.weight());
+            // Expired messages are dropped unless already sent once (the receiver may hold it).
+            if d.state == OutState::Unsent && d.msg.is_expired(now_ms) {
+                if d.persisted {
+                    ops.push(Op::Dequeue {
+                        client: self.client_id.clone(),
+                        seq: d.seq,
+                    });
+                }
+                continue;
+            }
+            if d.qos == 0 {
+                out.push(Outgoing::Publish {
+                    msg: d.msg,
+                    qos_pid: QosPid::Level0,
+                    retain: d.retain,
+                    dup: false,
+                    sub_ids: d.sub_ids,
+                });
+                continue;
+            }
+            match d.state {
+                OutState::Unsent => {
+                    let pid = self.alloc_pid();
+                    d.state = OutState::Sent(pid);
+                    if d.persisted {
+                        ops.push(Op::MarkSent {
+                            client: self.client_id.clone(),
+                            seq: d.seq,
+                            pid,
+                            released: false,
+                        });
+                    }
+                    out.push(d.publish(pid, false));
+                }
+                // Sent before (on an earlier connection): again, with DUP and the same id.
+                OutState::Sent(pid) => out.push(d.publish(pid, true)),
+                OutState::Released(pid) => out.push(Outgoing::Pubrel(pid)),
+            }
+            self.inflight.push_back(d);
+        }
+        if !out.is_empty() {
+            self.notify_if_drained(limits);
+        }
+        out
+    }
+
+    /// PUBACK (QoS 1) or PUBCOMP (QoS 2): the in-flight delivery with `pid` is complete and
+    /// its slot free. Also used to drop a delivery the client cannot receive. `false` when no
+    /// delivery with that id is in flight.
+    pub fn complete(&mut self, pid: Pid, ops: &mut Vec<Op>) -> bool {
+        let Some(i) = self
+            .inflight
+            .iter()
+            .position(|d| d.state.pid() == Some(pid))
+        else {
+            return false;
+        };
+        if let Some(d) = self.inflight.remove(i) {
+            if d.persisted {
+                ops.push(Op::Dequeue {
+                    client: self.client_id.clone(),
+                    seq: d.seq,
+                });
+            }
+        }
+        self.notify();
+        true
+    }
+
+    /// PUBREC: the QoS 2 delivery with `pid` moves to its release phase (PUBREL, then wait
+    /// for PUBCOMP). `false` when no delivery with that id is in flight.
+    pub fn mark_received(&mut self, pid: Pid, ops: &mut Vec<Op>) -> bool {
+        let Some(d) = self
+            .inflight
+            .iter_mut()
+            .find(|d| d.state.pid() == Some(pid))
+        else {
+            return false;
+        };
+        d.state = OutState::Released(pid);
+        if d.persisted {
+            ops.push(Op::MarkSent {
+                client: self.client_id.clone(),
+                seq: d.seq,
+                pid,
+                released: true,
+            });
+        }
+        true
+    }
+
+    /// A packet id not used by any in-flight delivery, nor by a requeued one waiting for
+    /// redelivery. Requeued deliveries keep their ids and sit at the head of the queue (see
+    /// `requeue_inflight`), so only that head is scanned: O(in-flight), not O(queue).
+    fn alloc_pid(&mut self) -> Pid {
+        let used: HashSet<u16> = self
+            .inflight
+            .iter()
+            .chain(self.queue.iter().take_while(|d| d.state.pid().is_some()))
+            .filter_map(|d| d.state.pid().map(Pid::value))
+            .collect();
+        // `None` (all 65,535 ids in use) cannot happen while in-flight is bounded far below it.
+        self.pids.next(|p| used.contains(&p)).unwrap_or_default()
+    }
+
+    /// Puts in-flight deliveries back at the head of the queue, in order, so the next
+    /// connection resends them first (with DUP, same packet id) [MQTT-4.4.0-1].
+    pub(super) fn requeue_inflight(&mut self) {
+        while let Some(d) = self.inflight.pop_back() {
+            self.queued_bytes += d.msg.weight();
+            self.queue.push_front(d);
+        }
+    }
+
+    /// Online with the queue at three quarters of a bound: publishers to it should pause.
+    pub fn congested(&self, limits: QueueLimits) -> bool {
+        self.online()
+            && (self.queue.len() * 4 >= limits.max_messages * 3
+                || self.queued_bytes * 4 >= limits.max_bytes * 3)
+    }
+
+    /// Queue at half of both bounds: paused publishers may go on.
+    fn under_low_water(&self, limits: QueueLimits) -> bool {
+        self.queue.len() * 2 <= limits.max_messages && self.queued_bytes * 2 <= limits.max_bytes
+    }
+
+    /// Wakes paused publishers if the queue is under its low-water mark.
+    pub fn notify_if_drained(&self, limits: QueueLimits) {
+        if self.under_low_water(limits) {
+            self.drained.notify(usize::MAX);
+        }
+    }
+
+    /// This session as something a publisher can wait on.
+    pub fn congestion(&self) -> Congestion {
+        Congestion {
+            client_id: self.client_id.clone(),
+            drained: self.drained.clone(),
+        }
+    }
+
+    /// Wakes the attached connection's writer (deliveries or a free in-flight slot).
+    pub fn notify(&self) {
+        if let Some(c) = &self.conn {
+            c.notify.notify(1);
+        }
+    }
+}
+
+impl Delivery {
+    fn publish(&self, pid: Pid, dup: bool) -> Outgoing {
+        Outgoing::Publish {
+            msg: self.msg.clone(),
+            qos_pid: qos_pid(self.qos, pid),
+            retain: self.retain,
+            dup,
+            sub_ids: self.sub_ids.clone(),
+        }
+    }
+}

@@ -1,0 +1,504 @@
+//! Session rules, checked on sessions in memory: no socket, no database. Durable effects are
+//! checked as the ops a method pushes.
+
+use bytes::Bytes;
+use futures_lite::future;
+use mqtt_proto::QosPid;
+
+use super::queue::OutState;
+use super::*;
+use crate::broker::Outgoing;
+use crate::message::{now_ms, Message};
+use crate::storage::DeliveryRecord;
+
+const LIMITS: QueueLimits = QueueLimits {
+    max_messages: 8,
+    max_bytes: 1 << 20,
+};
+
+fn pid(n: u16) -> Pid {
+    Pid::try_from(n).expect("non-zero")
+}
+
+fn message(topic: &str) -> Message {
+    Message {
+        topic: topic.into(),
+        payload: Bytes::from_static(b"payload"),
+        qos: 2,
+        retain: false,
+        received_ms: now_ms(),
+        expiry_secs: None,
+        publisher: "p".into(),
+        from_downlink: false,
+        props: None,
+    }
+}
+
+fn msg(topic: &str) -> Arc<Message> {
+    Arc::new(message(topic))
+}
+
+fn will(delay_secs: u32) -> WillRecord {
+    let mut msg = message("will");
+    msg.received_ms = 1;
+    WillRecord { msg, delay_secs }
+}
+
+fn request(expiry_secs: u32, will: Option<WillRecord>) -> ConnectRequest {
+    ConnectRequest {
+        client_id: "client".into(),
+        protocol: 5,
+        clean_start: false,
+        expiry_secs,
+        will,
+        inflight_limit: 2,
+    }
+}
+
+fn link(id: u64) -> ConnLink {
+    ConnLink {
+        id,
+        notify: Arc::new(Event::new()),
+        kick: Arc::new(AtomicU8::new(0)),
+    }
+}
+
+/// A session with connection 1 attached, as after CONNECT (in-flight window of 2).
+fn online(expiry_secs: u32, will: Option<WillRecord>) -> Session {
+    let mut s = Session::new("client".into(), 5, expiry_secs);
+    s.attach(request(expiry_secs, will), link(1), &mut Vec::new());
+    s
+}
+
+fn enqueue(s: &mut Session, topic: &str, qos: u8, ops: &mut Vec<Op>) -> bool {
+    s.enqueue(msg(topic), qos, false, vec![], LIMITS, ops)
+}
+
+/// What `take_outgoing` hands the connection, reduced to what the rules decide.
+#[derive(Debug, PartialEq)]
+enum Sent {
+    Publish(String, QosPid, bool),
+    Pubrel(Pid),
+}
+
+fn take(s: &mut Session, ops: &mut Vec<Op>) -> Vec<Sent> {
+    s.take_outgoing(16, now_ms(), LIMITS, ops)
+        .into_iter()
+        .map(|o| match o {
+            Outgoing::Publish {
+                msg, qos_pid, dup, ..
+            } => Sent::Publish(msg.topic.to_string(), qos_pid, dup),
+            Outgoing::Pubrel(p) => Sent::Pubrel(p),
+        })
+        .collect()
+}
+
+fn publish(topic: &str, qos_pid: QosPid, dup: bool) -> Sent {
+    Sent::Publish(topic.into(), qos_pid, dup)
+}
+
+/// The connection drops and comes back (as a CONNECT resuming the session).
+fn reconnect(s: &mut Session, ops: &mut Vec<Op>) {
+    assert_eq!(s.detach(now_ms(), Departure::Abnormal, 3600), None);
+    assert!(s.claim(false, now_ms()).resumable);
+    s.attach(request(s.expiry_secs(), None), link(2), ops);
+}
+
+#[test]
+fn qos0_is_queued_only_while_online() {
+    let mut s = Session::new("client".into(), 5, 60);
+    let mut ops = Vec::new();
+    assert!(!enqueue(&mut s, "a", 0, &mut ops));
+    assert!(s.queue.is_empty());
+    enqueue(&mut s, "a", 1, &mut ops);
+    assert_eq!(s.queue.len(), 1);
+}
+
+#[test]
+fn only_qos1_2_deliveries_of_a_persistent_session_are_written() {
+    let mut ops = Vec::new();
+    let mut s = online(0, None);
+    enqueue(&mut s, "a", 1, &mut ops);
+    assert!(ops.is_empty(), "expiry 0: nothing on disk");
+    let mut s = online(60, None);
+    enqueue(&mut s, "a", 0, &mut ops);
+    enqueue(&mut s, "b", 1, &mut ops);
+    enqueue(&mut s, "c", 2, &mut ops);
+    let seqs: Vec<u64> = ops
+        .iter()
+        .map(|op| match op {
+            Op::Enqueue { seq, .. } => *seq,
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(seqs, vec![2, 3]);
+}
+
+#[test]
+fn a_full_queue_drops_the_message_and_counts_it() {
+    let mut s = online(0, None);
+    let mut ops = Vec::new();
+    for _ in 0..LIMITS.max_messages {
+        enqueue(&mut s, "a", 1, &mut ops);
+    }
+    assert!(enqueue(&mut s, "a", 1, &mut ops), "online: congested");
+    assert_eq!((s.queue.len(), s.dropped), (LIMITS.max_messages, 1));
+    let small = QueueLimits {
+        max_messages: 100,
+        max_bytes: 100,
+    };
+    let mut s = online(0, None);
+    s.enqueue(msg("a"), 1, false, vec![], small, &mut ops);
+    assert_eq!((s.queue.len(), s.dropped), (1, 0));
+    s.enqueue(msg("a"), 1, false, vec![], small, &mut ops);
+    assert_eq!((s.queue.len(), s.dropped), (1, 1), "byte bound");
+}
+
+#[test]
+fn congestion_starts_at_three_quarters_and_ends_at_half() {
+    let mut s = online(0, None);
+    let mut ops = Vec::new();
+    for i in 0..6 {
+        let congested = enqueue(&mut s, "a", 0, &mut ops);
+        assert_eq!(congested, i == 5, "after {} of 8", i + 1);
+    }
+    assert!(s.congested(LIMITS));
+    let drained = s.drained.listen();
+    s.take_outgoing(1, now_ms(), LIMITS, &mut ops);
+    assert!(!s.congested(LIMITS), "5 of 8");
+    assert!(
+        future::block_on(future::poll_once(drained)).is_none(),
+        "5 of 8 is not under half: publishers stay paused"
+    );
+    let drained = s.drained.listen();
+    s.take_outgoing(1, now_ms(), LIMITS, &mut ops);
+    assert!(
+        future::block_on(future::poll_once(drained)).is_some(),
+        "4 of 8"
+    );
+}
+
+#[test]
+fn an_offline_session_is_never_congested() {
+    let mut s = online(60, None);
+    let mut ops = Vec::new();
+    for _ in 0..LIMITS.max_messages {
+        enqueue(&mut s, "a", 1, &mut ops);
+    }
+    assert!(s.congested(LIMITS));
+    s.detach(now_ms(), Departure::Abnormal, 3600);
+    assert!(!s.congested(LIMITS));
+}
+
+#[test]
+fn the_inflight_window_holds_back_qos1_2_but_not_qos0_ahead_of_them() {
+    let mut s = online(0, None);
+    let mut ops = Vec::new();
+    for (t, qos) in [("a", 1), ("b", 2), ("c", 0), ("d", 1), ("e", 0)] {
+        enqueue(&mut s, t, qos, &mut ops);
+    }
+    assert_eq!(
+        take(&mut s, &mut ops),
+        vec![
+            publish("a", QosPid::Level1(pid(1)), false),
+            publish("b", QosPid::Level2(pid(2)), false),
+            publish("c", QosPid::Level0, false),
+        ],
+        "the window (2) is full at d; e waits behind it"
+    );
+    assert!(s.complete(pid(1), &mut ops));
+    assert_eq!(
+        take(&mut s, &mut ops),
+        vec![
+            publish("d", QosPid::Level1(pid(3)), false),
+            publish("e", QosPid::Level0, false),
+        ]
+    );
+}
+
+#[test]
+fn a_first_send_records_the_packet_id_and_completion_dequeues() {
+    let mut s = online(60, None);
+    let mut ops = Vec::new();
+    enqueue(&mut s, "a", 1, &mut ops);
+    ops.clear();
+    take(&mut s, &mut ops);
+    assert!(matches!(
+        ops.as_slice(),
+        [Op::MarkSent { seq: 1, pid: p, released: false, .. }] if *p == pid(1)
+    ));
+    ops.clear();
+    assert!(s.complete(pid(1), &mut ops));
+    assert!(matches!(ops.as_slice(), [Op::Dequeue { seq: 1, .. }]));
+    assert!(s.inflight.is_empty());
+}
+
+#[test]
+fn requeued_deliveries_go_first_with_dup_and_their_packet_ids() {
+    let mut s = online(60, None);
+    let mut ops = Vec::new();
+    enqueue(&mut s, "a", 1, &mut ops);
+    enqueue(&mut s, "b", 1, &mut ops);
+    take(&mut s, &mut ops);
+    enqueue(&mut s, "c", 1, &mut ops);
+    reconnect(&mut s, &mut ops);
+    assert_eq!(
+        take(&mut s, &mut ops),
+        vec![
+            publish("a", QosPid::Level1(pid(1)), true),
+            publish("b", QosPid::Level1(pid(2)), true),
+        ]
+    );
+    assert!(s.complete(pid(2), &mut ops));
+    assert_eq!(
+        take(&mut s, &mut ops),
+        vec![publish("c", QosPid::Level1(pid(3)), false)]
+    );
+}
+
+#[test]
+fn a_received_qos2_delivery_is_redelivered_as_pubrel() {
+    let mut s = online(60, None);
+    let mut ops = Vec::new();
+    enqueue(&mut s, "a", 2, &mut ops);
+    take(&mut s, &mut ops);
+    ops.clear();
+    assert!(s.mark_received(pid(1), &mut ops));
+    assert!(matches!(
+        ops.as_slice(),
+        [Op::MarkSent { released: true, .. }]
+    ));
+    reconnect(&mut s, &mut ops);
+    assert_eq!(take(&mut s, &mut ops), vec![Sent::Pubrel(pid(1))]);
+    assert!(s.complete(pid(1), &mut ops));
+    assert!(s.inflight.is_empty() && s.queue.is_empty());
+}
+
+#[test]
+fn acknowledgements_of_unknown_packet_ids_change_nothing() {
+    let mut s = online(60, None);
+    let mut ops = Vec::new();
+    assert!(!s.complete(pid(9), &mut ops));
+    assert!(!s.mark_received(pid(9), &mut ops));
+    assert!(ops.is_empty());
+}
+
+#[test]
+fn an_expired_message_is_dropped_before_its_first_send_only() {
+    let mut s = online(60, None);
+    let mut ops = Vec::new();
+    let mut old = message("old");
+    old.received_ms = now_ms() - 5_000;
+    old.expiry_secs = Some(1);
+    s.enqueue(Arc::new(old), 1, false, vec![], LIMITS, &mut ops);
+    ops.clear();
+    assert!(take(&mut s, &mut ops).is_empty());
+    assert!(matches!(ops.as_slice(), [Op::Dequeue { seq: 1, .. }]));
+
+    let mut soon = message("soon");
+    soon.expiry_secs = Some(1);
+    s.enqueue(Arc::new(soon), 1, false, vec![], LIMITS, &mut ops);
+    take(&mut s, &mut ops);
+    s.detach(now_ms(), Departure::Abnormal, 3600);
+    s.claim(false, now_ms());
+    s.attach(request(60, None), link(2), &mut ops);
+    let later = now_ms() + 5_000;
+    let out = s.take_outgoing(16, later, LIMITS, &mut ops);
+    assert_eq!(
+        out.len(),
+        1,
+        "sent once: the receiver may hold it, so it is resent"
+    );
+}
+
+#[test]
+fn qos2_packet_ids_are_duplicates_until_released() {
+    let mut s = online(60, None);
+    let mut ops = Vec::new();
+    assert!(s.receive_qos2(pid(5), &mut ops));
+    assert!(!s.receive_qos2(pid(5), &mut ops), "a resent copy");
+    assert!(s.release_qos2(pid(5), &mut ops));
+    assert!(!s.release_qos2(pid(5), &mut ops));
+    let present: Vec<bool> = ops
+        .iter()
+        .map(|op| match op {
+            Op::Qos2In { present, .. } => *present,
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(present, vec![true, false]);
+}
+
+#[test]
+fn a_will_without_delay_is_published_when_the_connection_drops() {
+    let mut s = online(60, Some(will(0)));
+    assert_eq!(s.detach(1_000, Departure::Abnormal, 3600), Some(will(0)));
+    assert!(s.will.is_none());
+}
+
+#[test]
+fn a_delayed_will_is_due_after_its_delay_capped_by_the_expiry() {
+    let mut s = online(10, Some(will(60)));
+    let mut ops = Vec::new();
+    assert_eq!(s.detach(1_000, Departure::Abnormal, 3600), None);
+    assert_eq!(s.take_due_will(10_999, &mut ops), None);
+    assert_eq!(s.take_due_will(11_000, &mut ops), Some(will(60)));
+    assert!(matches!(ops.as_slice(), [Op::PutSession(..)]));
+    assert_eq!(s.take_due_will(12_000, &mut ops), None, "only once");
+}
+
+#[test]
+fn a_graceful_disconnect_discards_the_will_and_may_change_the_expiry() {
+    let mut s = online(60, Some(will(0)));
+    let how = Departure::Graceful {
+        send_will: false,
+        expiry: Some(100_000),
+    };
+    assert_eq!(s.detach(1_000, how, 3600), None);
+    assert_eq!(s.expiry_secs(), 3600, "capped");
+    let mut s = online(60, Some(will(0)));
+    let how = Departure::Graceful {
+        send_will: true,
+        expiry: None,
+    };
+    assert_eq!(s.detach(1_000, how, 3600), Some(will(0)), "reason 0x04");
+}
+
+#[test]
+fn expiry_counts_from_the_disconnection() {
+    let mut s = online(10, None);
+    assert!(!s.expired(u64::MAX / 2), "online");
+    s.detach(1_000, Departure::Abnormal, 3600);
+    assert!(!s.expired(10_999));
+    assert!(s.expired(11_000));
+}
+
+#[test]
+fn a_take_over_kicks_the_old_connection_and_requeues_its_deliveries() {
+    let mut s = online(60, Some(will(30)));
+    let old = s.conn.clone().expect("attached");
+    let mut ops = Vec::new();
+    enqueue(&mut s, "a", 1, &mut ops);
+    take(&mut s, &mut ops);
+    let claim = s.claim(false, now_ms());
+    assert_eq!(kicked(&old.kick), Some(Kick::TakenOver));
+    assert!(claim.resumable);
+    assert_eq!(
+        claim.will_now, None,
+        "a delayed will is cancelled by the resumption"
+    );
+    assert!(s.inflight.is_empty());
+    assert!(matches!(s.queue.front().map(|d| d.state), Some(OutState::Sent(p)) if p == pid(1)));
+}
+
+#[test]
+fn a_take_over_publishes_a_will_without_delay() {
+    let mut s = online(60, Some(will(0)));
+    let claim = s.claim(false, now_ms());
+    assert_eq!(claim.will_now, Some(will(0)));
+}
+
+#[test]
+fn a_clean_start_ends_the_session_and_publishes_its_will() {
+    let mut s = online(60, Some(will(30)));
+    s.detach(1_000, Departure::Abnormal, 3600);
+    let claim = s.claim(true, 2_000);
+    assert!(!claim.resumable);
+    assert_eq!(claim.will_now, Some(will(30)));
+}
+
+#[test]
+fn an_expired_session_is_not_resumed() {
+    let mut s = online(10, None);
+    s.detach(1_000, Departure::Abnormal, 3600);
+    assert!(s.claim(false, 10_999).resumable);
+    s.detach(1_000, Departure::Abnormal, 3600);
+    assert!(!s.claim(false, 11_000).resumable);
+}
+
+#[test]
+fn resuming_with_expiry_zero_deletes_the_stored_session() {
+    let mut s = online(60, None);
+    let mut ops = Vec::new();
+    enqueue(&mut s, "a", 1, &mut ops);
+    s.detach(now_ms(), Departure::Abnormal, 3600);
+    s.claim(false, now_ms());
+    ops.clear();
+    s.attach(request(0, None), link(2), &mut ops);
+    assert!(matches!(ops.as_slice(), [Op::DeleteSession(_)]));
+    assert!(!s.stored());
+    take(&mut s, &mut ops);
+    assert!(s.complete(pid(1), &mut ops));
+    assert_eq!(
+        ops.len(),
+        1,
+        "the delivery is no longer on disk: no dequeue"
+    );
+}
+
+#[test]
+fn subscriptions_are_bounded_per_session_but_may_be_replaced() {
+    let mut s = online(0, None);
+    let opts = SubOptions {
+        qos: 1,
+        no_local: false,
+        retain_as_published: false,
+        retain_handling: 0,
+        id: 0,
+    };
+    assert_eq!(s.subscribe("a".into(), opts, 2), Ok(false));
+    assert_eq!(s.subscribe("b".into(), opts, 2), Ok(false));
+    assert_eq!(
+        s.subscribe("c".into(), opts, 2),
+        Err(SubscribeReasonCode::QuotaExceeded)
+    );
+    assert_eq!(s.subscribe("a".into(), opts, 2), Ok(true));
+    assert!(s.unsubscribe("a"));
+    assert!(!s.unsubscribe("a"));
+}
+
+#[test]
+fn a_restored_session_resumes_its_queue_without_reusing_packet_ids() {
+    let record = |pid: u16, released: bool| DeliveryRecord {
+        msg: message("r"),
+        qos: 2,
+        retain: false,
+        sub_ids: vec![],
+        pid,
+        released,
+    };
+    let loaded = LoadedSession {
+        client_id: "client".into(),
+        record: SessionRecord {
+            protocol: 5,
+            expiry_secs: 60,
+            subscriptions: vec![],
+            disconnected_ms: None,
+            will: Some(will(5)),
+        },
+        queue: vec![
+            (4, record(1, false)),
+            (7, record(2, true)),
+            (9, record(0, false)),
+        ],
+        qos2_in: vec![pid(3)],
+    };
+    let mut s = Session::restore("client".into(), loaded, 50_000);
+    assert!(s.stored());
+    assert_eq!(s.disconnected_ms, Some(50_000), "cut off by the crash");
+    assert_eq!(s.will_due_ms, Some(55_000));
+    assert_eq!(s.next_seq, 10);
+    let mut ops = Vec::new();
+    assert!(!s.receive_qos2(pid(3), &mut ops), "still awaiting PUBREL");
+    s.claim(false, 50_001);
+    s.attach(request(60, None), link(1), &mut ops);
+    s.inflight_limit = 3;
+    assert_eq!(
+        take(&mut s, &mut ops),
+        vec![
+            publish("r", QosPid::Level2(pid(1)), true),
+            Sent::Pubrel(pid(2)),
+            publish("r", QosPid::Level2(pid(3)), false),
+        ]
+    );
+}
