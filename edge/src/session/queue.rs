@@ -248,7 +248,9 @@ impl Session {
             .inflight
             .iter()
             .chain(self.queue.iter().take_while(|d| d.state.pid().is_some()))
-            .filter_map(|d| d.state.pid().map(Pid::value))
+            // Every delivery here has an id. `map`, not `filter_map`: the set is then sized for
+            // the whole window at once instead of growing (and rehashing) per delivery sent.
+            .map(|d| d.state.pid().map_or(0, Pid::value))
             .collect();
         // `None` (all 65,535 ids in use) cannot happen while in-flight is bounded far below it.
         self.pids.next(|p| used.contains(&p)).unwrap_or_default()
