@@ -12,6 +12,7 @@ use futures_lite::FutureExt;
 use mqtt_proto::v5::{self, DisconnectReasonCode as Dr};
 use mqtt_proto::{Protocol, QoS, QosPid, TopicName};
 
+use crate::auth::Access;
 use crate::broker::{Congestion, Published};
 use crate::connection::replies::{Answer, Reply};
 use crate::connection::{Close, Conn};
@@ -36,6 +37,8 @@ enum Outcome {
     Success,
     NoMatchingSubscribers,
     QuotaExceeded,
+    /// The ACL does not let this client publish on the topic.
+    NotAuthorized,
 }
 
 impl Outcome {
@@ -44,6 +47,7 @@ impl Outcome {
             Outcome::Success => v5::PubackReasonCode::Success,
             Outcome::NoMatchingSubscribers => v5::PubackReasonCode::NoMatchingSubscribers,
             Outcome::QuotaExceeded => v5::PubackReasonCode::QuotaExceeded,
+            Outcome::NotAuthorized => v5::PubackReasonCode::NotAuthorized,
         }
     }
 
@@ -52,9 +56,13 @@ impl Outcome {
             Outcome::Success => v5::PubrecReasonCode::Success,
             Outcome::NoMatchingSubscribers => v5::PubrecReasonCode::NoMatchingSubscribers,
             Outcome::QuotaExceeded => v5::PubrecReasonCode::QuotaExceeded,
+            Outcome::NotAuthorized => v5::PubrecReasonCode::NotAuthorized,
         }
     }
 }
+
+/// Last log of a denied publish (rate limit).
+static DENIED_LOG: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 fn close(code: Dr, why: &'static str) -> Close {
     Close::Broker { code, why }
@@ -80,6 +88,38 @@ pub(super) async fn handle_publish(
     let topic = resolve_topic(&mut st.aliases, limits.topic_alias_maximum, &p)?;
     if topic.starts_with("$share/") && v5 {
         return Err(close(Dr::TopicNameInvalid, "publish to a $share topic"));
+    }
+    if !super::topic_fits(&topic, limits) {
+        return Err(close(
+            Dr::TopicNameInvalid,
+            "topic over limits.max_topic_length or max_topic_levels",
+        ));
+    }
+    if !conn.may(&topic, Access::Write) {
+        if crate::ratelog::allowed(&DENIED_LOG) {
+            tracing::warn!(peer = %conn.peer, client_id = %conn.client_id, %topic,
+                "publish denied by the ACL (dropped; further denials logged once a second)");
+        }
+        // v5: PUBACK/PUBREC 0x87. MQTT 3 has no negative acknowledgement: acknowledged and
+        // dropped, as mosquitto does.
+        let outcome = if v5 {
+            Outcome::NotAuthorized
+        } else {
+            Outcome::Success
+        };
+        return Ok(match p.qos_pid {
+            QosPid::Level0 => None,
+            QosPid::Level1(pid) => Some(Answer {
+                ticket: None,
+                reply: Reply::Puback(pid, outcome.puback()),
+                incoming_done: true,
+            }),
+            QosPid::Level2(pid) => Some(Answer {
+                ticket: None,
+                reply: Reply::Pubrec(pid, outcome.pubrec()),
+                incoming_done: v5,
+            }),
+        });
     }
     let pr = &p.properties;
     let msg = Arc::new(Message {
