@@ -170,6 +170,15 @@ async fn store_gateway_example_forwards_upstream_and_delivers_downlink() {
         &format!("upstreams = [\"tcp://127.0.0.1:{}\"]", cloud.port()),
     );
     let dir = tempfile::tempdir().unwrap();
+    // Its `[auth]` files in /etc/robustmq-edge: an empty password file and an ACL letting the
+    // anonymous clients of the loopback listener (this test's) read and write everything.
+    write_file(dir.path(), "passwd", "");
+    write_file(dir.path(), "acl", "topic readwrite #\n");
+    assert!(
+        text.contains("[auth]"),
+        "the example turns authentication on"
+    );
+    let text = text.replace("/etc/robustmq-edge/", &format!("{}/", dir.path().display()));
     let file = write_file(dir.path(), "store-gateway.toml", &text);
     let check = run_edge(
         &["--config", file.to_str().unwrap(), "check-config"],
