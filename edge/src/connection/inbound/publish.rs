@@ -114,10 +114,12 @@ pub(super) async fn handle_publish(
                 reply: Reply::Puback(pid, outcome.puback()),
                 incoming_done: true,
             }),
+            // The exchange ends here for our Receive Maximum: nothing was recorded, so the
+            // v3 client's PUBREL is answered as an unknown packet id (a PUBCOMP all the same).
             QosPid::Level2(pid) => Some(Answer {
                 ticket: None,
                 reply: Reply::Pubrec(pid, outcome.pubrec()),
-                incoming_done: v5,
+                incoming_done: true,
             }),
         });
     }
@@ -276,6 +278,57 @@ mod tests {
 
     fn pid(n: u16) -> Pid {
         Pid::try_from(n).expect("non-zero pid")
+    }
+
+    #[test]
+    fn a_publish_the_client_may_not_write_is_refused_in_v5_and_dropped_in_v3() {
+        let t = test_support::conn(Protocol::V500, true);
+        let got = run(
+            &t.conn,
+            &mut PublishState::default(),
+            publish("$SYS/x", QosPid::Level1(pid(1)), None),
+        );
+        let answer = got.unwrap().expect("a PUBACK");
+        assert_eq!(
+            answer.reply,
+            Reply::Puback(pid(1), v5::PubackReasonCode::NotAuthorized)
+        );
+        let t = test_support::conn(Protocol::V311, true);
+        let got = run(
+            &t.conn,
+            &mut PublishState::default(),
+            publish("$SYS/x", QosPid::Level2(pid(2)), None),
+        );
+        let answer = got.unwrap().expect("a PUBREC");
+        assert_eq!(
+            answer.reply,
+            Reply::Pubrec(pid(2), v5::PubrecReasonCode::Success)
+        );
+        assert!(
+            answer.incoming_done,
+            "the Receive Maximum slot is freed at the PUBREC"
+        );
+    }
+
+    #[test]
+    fn a_topic_over_the_length_or_level_limit_closes_with_topic_name_invalid() {
+        let t = test_support::conn(Protocol::V500, true);
+        let long = "a".repeat(t.conn.broker.cfg.limits.max_topic_length + 1);
+        let deep = vec!["a"; t.conn.broker.cfg.limits.max_topic_levels + 1].join("/");
+        for topic in [long, deep] {
+            let got = run(
+                &t.conn,
+                &mut PublishState::default(),
+                publish(&topic, QosPid::Level0, None),
+            );
+            assert!(matches!(
+                got,
+                Err(Close::Broker {
+                    code: Dr::TopicNameInvalid,
+                    ..
+                })
+            ));
+        }
     }
 
     #[test]
