@@ -122,7 +122,7 @@ impl Broker {
             }
             let retain = t.retain_as_published && msg.retain;
             if let Some(s) = st.sessions.get_mut(&client) {
-                if !s.may_read(&msg.topic) {
+                if !s.may_read_cached(&msg.topic) {
                     continue;
                 }
                 matched = true;

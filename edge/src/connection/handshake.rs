@@ -347,7 +347,7 @@ async fn handshake(
         incoming_unacked: AtomicUsize::new(0),
         problem_info: cp.request_problem_info.unwrap_or(true),
         username,
-        acl: std::sync::Mutex::new(acl),
+        acl: super::ConnAcl::new(acl),
     });
     tracing::debug!(%peer, %client_id, protocol = ?proto, keep_alive, session_present = connected.session_present, "client connected");
 

@@ -43,21 +43,54 @@ struct Conn {
     /// The authenticated user name (None: anonymous).
     username: Option<Arc<str>>,
     /// This client's ACL; rebuilt when the broker's ACL generation changes (SIGHUP).
-    acl: std::sync::Mutex<ClientAcl>,
+    acl: std::sync::Mutex<ConnAcl>,
+}
+
+/// A connection's ACL and its last publish decision (a publisher mostly repeats its topics).
+struct ConnAcl {
+    acl: ClientAcl,
+    last_write: Option<(Arc<str>, bool)>,
+}
+
+impl ConnAcl {
+    fn new(acl: ClientAcl) -> std::sync::Mutex<ConnAcl> {
+        std::sync::Mutex::new(ConnAcl {
+            acl,
+            last_write: None,
+        })
+    }
 }
 
 impl Conn {
-    /// May this client do `access` on `topic`? Picks up a reloaded ACL first.
-    fn may(&self, topic: &str, access: Access) -> bool {
-        let mut acl = edge_mqtt::util::lock(&self.acl);
-        let current = self.broker.acl_generation();
-        if acl.generation() != current {
-            *acl = self.broker.auth().client_acl(&ClientIdentity {
+    /// This connection's ACL, rebuilt first when it was reloaded.
+    fn acl(&self) -> std::sync::MutexGuard<'_, ConnAcl> {
+        let mut a = edge_mqtt::util::lock(&self.acl);
+        if a.acl.generation() != self.broker.acl_generation() {
+            a.acl = self.broker.auth().client_acl(&ClientIdentity {
                 username: self.username.as_deref(),
                 client_id: &self.client_id,
             });
+            a.last_write = None;
         }
-        acl.check(topic, access)
+        a
+    }
+
+    /// May this client do `access` on `topic`?
+    fn may(&self, topic: &str, access: Access) -> bool {
+        self.acl().acl.check(topic, access)
+    }
+
+    /// May this client publish on `topic`? Remembers the last answer.
+    fn may_write(&self, topic: &Arc<str>) -> bool {
+        let mut a = self.acl();
+        if let Some((t, ok)) = &a.last_write {
+            if Arc::ptr_eq(t, topic) || **t == **topic {
+                return *ok;
+            }
+        }
+        let ok = a.acl.check(topic, Access::Write);
+        a.last_write = Some((topic.clone(), ok));
+        ok
     }
 
     /// One incoming QoS 1/2 exchange finished. Saturating: a PUBREL for a message received on
@@ -222,7 +255,7 @@ mod test_support {
                 incoming_unacked: AtomicUsize::new(0),
                 problem_info: true,
                 username: None,
-                acl: std::sync::Mutex::new(ClientAcl::unrestricted()),
+                acl: ConnAcl::new(ClientAcl::unrestricted()),
             },
             _dir: dir,
         }

@@ -12,7 +12,6 @@ use futures_lite::FutureExt;
 use mqtt_proto::v5::{self, DisconnectReasonCode as Dr};
 use mqtt_proto::{Protocol, QoS, QosPid, TopicName};
 
-use crate::auth::Access;
 use crate::broker::{Congestion, Published};
 use crate::connection::replies::{Answer, Reply};
 use crate::connection::{Close, Conn};
@@ -95,7 +94,7 @@ pub(super) async fn handle_publish(
             "topic over limits.max_topic_length or max_topic_levels",
         ));
     }
-    if !conn.may(&topic, Access::Write) {
+    if !conn.may_write(&topic) {
         if crate::ratelog::allowed(&DENIED_LOG) {
             tracing::warn!(peer = %conn.peer, client_id = %conn.client_id, %topic,
                 "publish denied by the ACL (dropped; further denials logged once a second)");
