@@ -256,6 +256,9 @@ impl Server {
     }
 }
 
+/// Connections that may wait for their CONNACK beyond `limits.max_connections`.
+const PENDING_HEADROOM: usize = 256;
+
 /// Accepts connections on one listener for as long as the task lives.
 async fn accept_loop(
     broker: Arc<Broker>,
@@ -265,18 +268,22 @@ async fn accept_loop(
     policy: ListenerPolicy,
 ) {
     let handshake_timeout = Duration::from_secs(broker.cfg.limits.connect_timeout_secs);
-    // Connections not yet past CONNACK, bounded like the live ones: a crowd of sockets that
-    // never send CONNECT cannot grow without limit (each also ends at the connect timeout).
-    let pending = Arc::new(crate::broker::Connections::new(
-        broker.cfg.limits.max_connections,
-    ));
+    // Connections not yet past CONNACK, bounded: a crowd of sockets that never send CONNECT
+    // cannot grow without limit (each also ends at the connect timeout). The headroom keeps
+    // probes and clients turned away at CONNECT (with a CONNACK) from crowding out real ones.
+    let pending_max = broker
+        .cfg
+        .limits
+        .max_connections
+        .saturating_add(PENDING_HEADROOM);
+    let pending = Arc::new(crate::broker::Connections::new(pending_max));
     static REFUSED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let Some(pending_permit) = pending.try_acquire() else {
                     if crate::ratelog::allowed(&REFUSED) {
-                        tracing::warn!(%peer, limit = broker.cfg.limits.max_connections,
+                        tracing::warn!(%peer, limit = pending_max,
                             "connection closed: too many connections waiting for CONNECT (logged once a second)");
                     }
                     drop(stream);
