@@ -2,7 +2,7 @@
 # Installs robustmq-edge as a systemd service on a Raspberry Pi or another Linux board.
 #
 #   sudo targets/install.sh [--binary PATH] [--target raspberry-pi|arm64] [--config FILE]
-#                           [--no-start] [--root DIR]
+#                           [--no-start] [--root DIR] [--user NAME] [--password-stdin]
 #
 #   --binary PATH   the robustmq-edge executable to install. Default: ./robustmq-edge if present,
 #                   else the cross/native release build for this machine's architecture
@@ -12,6 +12,9 @@
 #   --no-start      install and enable, but do not (re)start the service now.
 #   --root DIR      stage everything under DIR (a packaging root): no user creation, no
 #                   systemctl. Used by tests; `--root /` is the same as no --root.
+#   --user NAME     the first MQTT user, put in a new password file (default: admin).
+#   --password-stdin  read that user's password from the first line of standard input;
+#                   without it a random password is generated and printed once.
 #
 # What it does, each step skipped when already done (so it is safe to run again, e.g. to
 # upgrade the binary):
@@ -19,6 +22,11 @@
 #   2. installs the binary as /usr/local/bin/robustmq-edge (replaced when different);
 #   3. installs the config as /etc/robustmq-edge/config.toml, never overwriting one you edited:
 #      a different new version is written next to it as config.toml.new;
+#   3b. creates /etc/robustmq-edge/passwd with a first user (mode 0640, group robustmq-edge) and
+#      /etc/robustmq-edge/acl, an example ACL for a store, when they do not exist yet (an empty
+#      password file left by the .deb counts as not existing); manage users afterwards with
+#      `robustmq-edge passwd /etc/robustmq-edge/passwd USER`, reload with
+#      `systemctl reload robustmq-edge`;
 #   4. checks the config with `robustmq-edge check-config`;
 #   5. installs /etc/systemd/system/robustmq-edge.service, reloads systemd, enables the
 #      service and (re)starts it when the binary, config or unit changed.
@@ -34,6 +42,8 @@ TARGET="raspberry-pi"
 CONFIG=""
 START=1
 ROOT=""
+MQTT_USER="admin"
+PASSWORD_STDIN=0
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -42,7 +52,9 @@ while [ $# -gt 0 ]; do
         --config) CONFIG="$2"; shift 2 ;;
         --no-start) START=0; shift ;;
         --root) ROOT="${2%/}"; shift 2 ;;
-        -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
+        --user) MQTT_USER="$2"; shift 2 ;;
+        --password-stdin) PASSWORD_STDIN=1; shift ;;
+        -h|--help) sed -n '2,40p' "$0"; exit 0 ;;
         *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -122,6 +134,64 @@ elif cmp -s "$CONFIG" "$CONF_DST"; then
 else
     install -m 0644 "$CONFIG" "$CONF_DST.new"
     log "kept your $CONF_DST; the shipped version is in $CONF_DST.new (diff them)"
+fi
+
+# 3b. Password file with a first user, and an example ACL (never overwriting existing ones).
+PASSWD_DST="$CONF_DIR/passwd"
+ACL_DST="$CONF_DIR/acl"
+own_secret() { # root:robustmq-edge 0640: the service (group) reads, nobody else does.
+    chmod 0640 "$1"
+    if [ "$STAGED" = 0 ]; then chown root:robustmq-edge "$1"; fi
+}
+if [ -s "$PASSWD_DST" ]; then
+    log "password file kept: $PASSWD_DST"
+elif ! "$BIN_DST" --version >/dev/null 2>&1; then
+    log "binary cannot run here: create the first user later with"
+    log "  robustmq-edge passwd -c /etc/robustmq-edge/passwd $MQTT_USER"
+else
+    if [ "$PASSWORD_STDIN" = 1 ]; then
+        IFS= read -r PASSWORD || true
+        [ -n "$PASSWORD" ] || { echo "--password-stdin: empty password" >&2; exit 1; }
+        GENERATED=0
+    else
+        PASSWORD="$(head -c 32 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 20)"
+        GENERATED=1
+    fi
+    printf '%s\n' "$PASSWORD" | "$BIN_DST" passwd -c --password-stdin "$PASSWD_DST" "$MQTT_USER"
+    own_secret "$PASSWD_DST"
+    CHANGED=1
+    log "created $PASSWD_DST with user $MQTT_USER"
+    if [ "$GENERATED" = 1 ]; then
+        # Printed once, here; only its hash is stored.
+        printf '\n  MQTT user: %s\n  password:  %s\n  (not shown again; change it with: robustmq-edge passwd %s %s)\n\n' \
+            "$MQTT_USER" "$PASSWORD" /etc/robustmq-edge/passwd "$MQTT_USER"
+    fi
+fi
+if [ -s "$ACL_DST" ]; then
+    log "ACL kept: $ACL_DST"
+else
+    cat > "$ACL_DST" <<EOF_ACL
+# Who may read and write what (mosquitto acl_file syntax; README "Users and access control").
+# Edit, then: systemctl reload robustmq-edge. Anything not granted here is refused.
+
+# Sensors: one user per sensor, named after it. Each publishes under its own name only
+# (user freezer-1 writes sensors/freezer-1/...), and reads commands sent to it.
+pattern write sensors/%u/#
+pattern read commands/%u/#
+
+# Apps (dashboards, the till, alerting): read every sensor, own apps/..., send commands.
+user app
+topic read sensors/#
+topic readwrite apps/#
+topic write commands/#
+
+# The first user created by targets/install.sh: everything.
+user $MQTT_USER
+topic readwrite #
+EOF_ACL
+    own_secret "$ACL_DST"
+    CHANGED=1
+    log "created $ACL_DST (example store ACL)"
 fi
 
 # 4. Check the config with the installed binary, when it can run here.

@@ -430,8 +430,11 @@ impl Broker {
             None => Config::from_toml(DEFAULT_TOML, "embedded defaults"),
         }
         .unwrap_or_else(|e| panic!("broker config: {e}"));
+        // As the binary's `--listen`: the first listener's `allow_anonymous` carries over.
+        let allow_anonymous = cfg.listeners.first().and_then(|l| l.allow_anonymous);
         cfg.listeners = vec![ListenerConfig {
             bind: self.addr(),
+            allow_anonymous,
             ..ListenerConfig::default()
         }];
         cfg.data_dir = self.data_dir.clone();

@@ -7,6 +7,8 @@ pub mod config;
 pub mod connection;
 pub mod error;
 pub mod message;
+pub mod ratelog;
+pub mod reload;
 pub mod server;
 pub mod session;
 pub mod storage;

@@ -64,11 +64,15 @@ fn load(cli: &Cli) -> Result<Config, robustmq_edge::error::Error> {
         None => Config::from_toml(DEFAULT_TOML, "embedded defaults")?,
     };
     if !cli.listen.is_empty() {
+        // The first configured listener's `allow_anonymous` carries over, so that moving a
+        // locked-down listener with `--listen` does not open it.
+        let allow_anonymous = cfg.listeners.first().and_then(|l| l.allow_anonymous);
         cfg.listeners = cli
             .listen
             .iter()
             .map(|a| ListenerConfig {
                 bind: *a,
+                allow_anonymous,
                 ..ListenerConfig::default()
             })
             .collect();

@@ -21,14 +21,17 @@ use crate::error::{Error, Result};
 use crate::storage::Store;
 use crate::transport::Transport;
 
-type Acceptor = futures_rustls::TlsAcceptor;
+use crate::auth::ListenerPolicy;
+use crate::reload::SharedAcceptor;
 
 /// A broker with its storage open and its listeners bound, not serving yet.
 pub struct Server {
     broker: Arc<Broker>,
-    listeners: Vec<(Async<TcpListener>, Option<Acceptor>)>,
+    listeners: Vec<(Async<TcpListener>, Option<SharedAcceptor>)>,
     addrs: Vec<SocketAddr>,
     started: Instant,
+    /// Re-read the `[auth]` files and TLS certificates on SIGHUP (the binary; not in-process).
+    sighup: Option<async_signal::Signals>,
 }
 
 impl Server {
@@ -36,6 +39,7 @@ impl Server {
     /// certificates and binds every listener. Errors name the file or address at fault.
     pub fn bind(cfg: Config) -> Result<Server> {
         let started = Instant::now();
+        let auth = crate::reload::load_auth(&cfg)?;
         let (store, loaded) = Store::open(&cfg)?;
         let acceptors = cfg
             .listeners
@@ -46,6 +50,7 @@ impl Server {
                     .as_ref()
                     .map(|t| crate::transport::acceptor(t, &format!("listeners[{i}].tls")))
                     .transpose()
+                    .map(|a| a.map(|a| Arc::new(std::sync::RwLock::new(a))))
             })
             .collect::<Result<Vec<_>>>()?;
         let bind_err = |bind: SocketAddr| {
@@ -62,12 +67,25 @@ impl Server {
             listeners.push((Async::new(std_listener).map_err(bind_err(l.bind))?, tls));
         }
         let broker = Broker::new(Arc::new(cfg), store, loaded);
+        broker.set_auth(auth);
         Ok(Server {
             broker,
             listeners,
             addrs,
             started,
+            sighup: None,
         })
+    }
+
+    /// Re-read the password file, ACL file and TLS certificates on SIGHUP while serving.
+    pub fn reload_on_sighup(mut self) -> Result<Server> {
+        let signals =
+            async_signal::Signals::new([async_signal::Signal::Hup]).map_err(|e| Error::Io {
+                what: "SIGHUP handler".into(),
+                source: e,
+            })?;
+        self.sighup = Some(signals);
+        Ok(self)
     }
 
     /// The address each listener is bound to, in configuration order (port 0 resolved).
@@ -89,6 +107,7 @@ impl Server {
             listeners,
             addrs: _,
             started,
+            sighup,
         } = self;
         let stop_sync = match broker.cfg.sync.clone() {
             Some(sync) => Some(crate::sync_bridge::start(
@@ -139,10 +158,27 @@ impl Server {
         // Accept loops and the tick are kept so that shutdown can cancel them: they hold the
         // executor and the broker, which must both go for the database to close cleanly.
         let mut background = Vec::new();
-        for (l, tls) in listeners {
+        let acceptors: Vec<Option<SharedAcceptor>> =
+            listeners.iter().map(|(_, t)| t.clone()).collect();
+        for (i, (l, tls)) in listeners.into_iter().enumerate() {
             let addr = l.get_ref().local_addr().ok();
             tracing::info!(listen = ?addr, tls = tls.is_some(), "listening for MQTT");
-            background.push(ex.spawn(accept_loop(broker.clone(), ex.clone(), l, tls)));
+            let lc = &broker.cfg.listeners[i];
+            let policy = ListenerPolicy {
+                allow_anonymous: lc.allows_anonymous(),
+                use_identity_as_username: lc.uses_identity(),
+            };
+            background.push(ex.spawn(accept_loop(broker.clone(), ex.clone(), l, tls, policy)));
+        }
+        if let Some(mut signals) = sighup {
+            let b = broker.clone();
+            background.push(ex.spawn(async move {
+                while futures_lite::StreamExt::next(&mut signals).await.is_some() {
+                    crate::systemd::notify_reloading();
+                    crate::reload::reload(&b, &acceptors);
+                    crate::systemd::notify_ready();
+                }
+            }));
         }
         // The tick marks each round; the systemd watchdog is pinged only while it keeps going,
         // so a wedged executor gets the service restarted.
@@ -220,20 +256,44 @@ impl Server {
     }
 }
 
+/// Connections that may wait for their CONNACK beyond `limits.max_connections`.
+const PENDING_HEADROOM: usize = 256;
+
 /// Accepts connections on one listener for as long as the task lives.
 async fn accept_loop(
     broker: Arc<Broker>,
     ex: Arc<Executor<'static>>,
     listener: Async<TcpListener>,
-    tls: Option<Acceptor>,
+    tls: Option<SharedAcceptor>,
+    policy: ListenerPolicy,
 ) {
     let handshake_timeout = Duration::from_secs(broker.cfg.limits.connect_timeout_secs);
+    // Connections not yet past CONNACK, bounded: a crowd of sockets that never send CONNECT
+    // cannot grow without limit (each also ends at the connect timeout). The headroom keeps
+    // probes and clients turned away at CONNECT (with a CONNACK) from crowding out real ones.
+    let pending_max = broker
+        .cfg
+        .limits
+        .max_connections
+        .saturating_add(PENDING_HEADROOM);
+    let pending = Arc::new(crate::broker::Connections::new(pending_max));
+    static REFUSED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
+                let Some(pending_permit) = pending.try_acquire() else {
+                    if crate::ratelog::allowed(&REFUSED) {
+                        tracing::warn!(%peer, limit = pending_max,
+                            "connection closed: too many connections waiting for CONNECT (logged once a second)");
+                    }
+                    drop(stream);
+                    continue;
+                };
                 let _ = stream.get_ref().set_nodelay(true);
                 let b = broker.clone();
-                let tls = tls.clone();
+                let tls = tls
+                    .as_ref()
+                    .map(|t| t.read().unwrap_or_else(|e| e.into_inner()).clone());
                 ex.spawn(async move {
                     let transport = match tls {
                         None => Transport::plain(stream),
@@ -251,7 +311,7 @@ async fn accept_loop(
                             }
                         }
                     };
-                    crate::connection::serve(b, transport, peer).await;
+                    crate::connection::serve(b, transport, peer, policy, pending_permit).await;
                 })
                 .detach();
             }
@@ -264,9 +324,10 @@ async fn accept_loop(
     }
 }
 
-/// Binds and runs a broker until `shutdown` resolves (`Server::bind(cfg)?.run(shutdown)`).
+/// Binds and runs a broker until `shutdown` resolves, re-reading its `[auth]` files and
+/// certificates on SIGHUP (`Server::bind(cfg)?.reload_on_sighup()?.run(shutdown)`).
 pub fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> {
-    Server::bind(cfg)?.run(shutdown)
+    Server::bind(cfg)?.reload_on_sighup()?.run(shutdown)
 }
 
 /// Starts a broker on a thread of its own in this process and returns once it serves (or

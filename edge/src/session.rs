@@ -22,6 +22,7 @@ use event_listener::Event;
 use mqtt_proto::v5::SubscribeReasonCode;
 use mqtt_proto::Pid;
 
+use crate::auth::{Access, ClientAcl};
 use crate::broker::{ConnectRequest, Departure};
 use crate::storage::{LoadedSession, Op, SessionRecord, WillRecord};
 use crate::topic::SubOptions;
@@ -103,9 +104,44 @@ pub struct Session {
     stored: bool,
     /// Fired when the queue falls back under its low-water mark (publishers wait on it).
     drained: Arc<Event>,
+    /// What this session may receive, checked when a message is routed to it.
+    read_acl: ClientAcl,
+    /// The last topic checked against `read_acl` and the answer (a subscriber mostly gets
+    /// the same few topics again and again).
+    read_cache: Option<(Arc<str>, bool)>,
+    /// The user name of its last connection (`Some(None)`: anonymous); None when not known
+    /// (restored from disk and not reconnected since).
+    identity: Option<Option<Arc<str>>>,
 }
 
 impl Session {
+    /// The user name of the session's last connection, if known (see `identity`).
+    pub fn identity(&self) -> Option<Option<Arc<str>>> {
+        self.identity.clone()
+    }
+
+    pub fn set_read_acl(&mut self, acl: ClientAcl) {
+        self.read_acl = acl;
+        self.read_cache = None;
+    }
+
+    /// May a message on `topic` be delivered to this session?
+    pub fn may_read(&self, topic: &str) -> bool {
+        self.read_acl.check(topic, Access::Read)
+    }
+
+    /// [`Session::may_read`], remembering the last answer.
+    pub fn may_read_cached(&mut self, topic: &Arc<str>) -> bool {
+        if let Some((t, ok)) = &self.read_cache {
+            if Arc::ptr_eq(t, topic) || **t == **topic {
+                return *ok;
+            }
+        }
+        let ok = self.read_acl.check(topic, Access::Read);
+        self.read_cache = Some((topic.clone(), ok));
+        ok
+    }
+
     pub fn new(client_id: Arc<str>, protocol: u8, expiry_secs: u32) -> Session {
         Session {
             client_id,
@@ -126,6 +162,9 @@ impl Session {
             dropped: 0,
             stored: false,
             drained: Arc::new(Event::new()),
+            read_acl: ClientAcl::unrestricted(),
+            read_cache: None,
+            identity: None,
         }
     }
 
@@ -241,6 +280,9 @@ impl Session {
         self.will_due_ms = None;
         self.disconnected_ms = None;
         self.inflight_limit = req.inflight_limit;
+        self.read_acl = req.acl;
+        self.read_cache = None;
+        self.identity = Some(req.username);
         self.conn = Some(link);
         if self.persistent() {
             self.save(ops);

@@ -23,6 +23,8 @@ pub struct Transport {
     write: Mutex<BoxWrite>,
     tcp: Arc<Async<TcpStream>>,
     tls: bool,
+    /// Subject common name of the client's verified certificate (TLS with client certificates).
+    peer_cn: Option<String>,
 }
 
 /// One half of a shared TCP socket (`&Async<TcpStream>` reads and writes concurrently).
@@ -62,6 +64,7 @@ impl Transport {
             write: Mutex::new(Box::new(TcpHalf(tcp.clone()))),
             tcp,
             tls: false,
+            peer_cn: None,
         }
     }
 
@@ -72,13 +75,25 @@ impl Transport {
     ) -> io::Result<Transport> {
         let tcp = Arc::new(tcp);
         let tls = acceptor.accept(TcpHalf(tcp.clone())).await?;
+        let peer_cn = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .and_then(|c| crate::auth::cert::subject_common_name(c));
         let (r, w) = futures_lite::io::split(tls);
         Ok(Transport {
             read: Mutex::new(Box::new(r)),
             write: Mutex::new(Box::new(w)),
             tcp,
             tls: true,
+            peer_cn,
         })
+    }
+
+    /// The common name of the client's verified TLS certificate, if it presented one.
+    pub fn peer_common_name(&self) -> Option<String> {
+        self.peer_cn.clone()
     }
 
     /// Whether "the socket is readable" means "a read will return data". Not so for TLS,

@@ -186,3 +186,43 @@ fn a_missing_certificate_file_is_a_startup_error_naming_the_key() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("listeners[0].tls.cert_file"), "{err}");
 }
+
+#[test]
+fn use_identity_as_username_takes_the_user_from_the_certificate_common_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new();
+    let (cert, key) = pki.issue("localhost");
+    std::fs::write(dir.path().join("server.pem"), cert).unwrap();
+    std::fs::write(dir.path().join("server.key"), key).unwrap();
+    std::fs::write(dir.path().join("clients-ca.pem"), &pki.ca_pem).unwrap();
+    let table = format!(
+        "allow_anonymous = false\n[listeners.tls]\ncert_file = \"{0}/server.pem\"\n\
+         key_file = \"{0}/server.key\"\nclient_ca_file = \"{0}/clients-ca.pem\"\n\
+         use_identity_as_username = true",
+        dir.path().display()
+    );
+    let broker = start(dir.path(), &table);
+    // A certificate naming `sensor-1` as its common name: accepted without a password.
+    let named = {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(vec!["sensor-1".to_string()]).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "sensor-1");
+        let cert = params.signed_by(&key, &pki.ca, &pki.ca_key).unwrap();
+        (cert.pem(), key.serialize_pem())
+    };
+    let ack = connect_over_tls(broker.port, client_config(&pki.ca_pem, Some(named))).unwrap();
+    assert_eq!(ack, vec![0x20, 0x02, 0x00, 0x00]);
+    // A certificate without a common name names no user: return code 4.
+    let unnamed = {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(vec!["x".to_string()]).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        let cert = params.signed_by(&key, &pki.ca, &pki.ca_key).unwrap();
+        (cert.pem(), key.serialize_pem())
+    };
+    let ack = connect_over_tls(broker.port, client_config(&pki.ca_pem, Some(unnamed))).unwrap();
+    assert_eq!(ack, vec![0x20, 0x02, 0x00, 0x04]);
+}

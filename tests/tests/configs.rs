@@ -49,7 +49,17 @@ async fn every_target_config_passes_check_config_and_serves_mqtt() {
         // The real file, with only the listener and data folder overridden (it names
         // 0.0.0.0:1883 and /var/lib/robustmq-edge). The broker runs in the test process; the
         // binary's `--listen`/`--data-dir` overrides are exercised by the process-mode tests.
-        let broker = Broker::builder().config_file(&path).start();
+        // Its `[auth]` files in /etc/robustmq-edge are replaced by ones in a temporary folder:
+        // an empty password file (as the .deb creates) and an ACL opening `cfg-*` topics to the
+        // anonymous clients of the loopback listener.
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("passwd"), "").expect("passwd");
+        std::fs::write(dir.path().join("acl"), "topic readwrite +\n").expect("acl");
+        let text = std::fs::read_to_string(&path)
+            .expect("read config")
+            .replace("/etc/robustmq-edge/", &format!("{}/", dir.path().display()));
+        assert!(text.contains("[auth]"), "{p} turns authentication on");
+        let broker = Broker::builder().config_text(text).start();
         within(TEST_LIMIT, p, round_trip(&broker, p)).await;
         assert!(
             broker.data_dir().join("edge.redb").is_file(),
@@ -160,6 +170,15 @@ async fn store_gateway_example_forwards_upstream_and_delivers_downlink() {
         &format!("upstreams = [\"tcp://127.0.0.1:{}\"]", cloud.port()),
     );
     let dir = tempfile::tempdir().unwrap();
+    // Its `[auth]` files in /etc/robustmq-edge: an empty password file and an ACL letting the
+    // anonymous clients of the loopback listener (this test's) read and write everything.
+    write_file(dir.path(), "passwd", "");
+    write_file(dir.path(), "acl", "topic readwrite #\n");
+    assert!(
+        text.contains("[auth]"),
+        "the example turns authentication on"
+    );
+    let text = text.replace("/etc/robustmq-edge/", &format!("{}/", dir.path().display()));
     let file = write_file(dir.path(), "store-gateway.toml", &text);
     let check = run_edge(
         &["--config", file.to_str().unwrap(), "check-config"],

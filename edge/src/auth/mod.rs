@@ -3,6 +3,7 @@
 //! guessers ([`FailureThrottle`]). Connection-path decisions do no I/O and never show a password.
 
 pub mod acl;
+pub mod cert;
 pub mod passwd_cli;
 pub mod password_file;
 

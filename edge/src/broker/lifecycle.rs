@@ -20,6 +20,10 @@ pub struct ConnectRequest {
     pub expiry_secs: u32,
     pub will: Option<WillRecord>,
     pub inflight_limit: usize,
+    /// What the client may read (checked when routing to its session).
+    pub acl: crate::auth::ClientAcl,
+    /// The authenticated user name (None: anonymous).
+    pub username: Option<Arc<str>>,
 }
 
 pub struct Connected {

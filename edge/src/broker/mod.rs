@@ -13,7 +13,9 @@
 //! - `delivery.rs`: what a connection sends next, acknowledgements, flow control.
 //! - `subscriptions.rs`: subscribe and unsubscribe.
 //! - `permit.rs`: the connection limit, as permits held by live connections.
+//! - `access.rs`: the `[auth]` state in force, per-address limits, the failure throttle.
 
+mod access;
 mod delivery;
 mod lifecycle;
 mod permit;
@@ -28,6 +30,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use event_listener::Event;
 
+pub use access::IpPermit;
 pub use delivery::{Congestion, Outgoing};
 pub use lifecycle::{ConnectRequest, Connected, Departure};
 pub use permit::{ConnectionPermit, Connections};
@@ -85,6 +88,8 @@ pub struct Broker {
     forwarder: OnceLock<Arc<dyn Forwarder>>,
     /// Fired on shutdown so that every connection task ends.
     pub shutdown: Event,
+    /// Password file, ACL, failure throttle, per-address counts (`access.rs`).
+    access: access::AccessState,
 }
 
 impl Broker {
@@ -122,6 +127,7 @@ impl Broker {
             connections,
             forwarder: OnceLock::new(),
             shutdown: Event::new(),
+            access: access::AccessState::default(),
         })
     }
 

@@ -122,6 +122,9 @@ impl Broker {
             }
             let retain = t.retain_as_published && msg.retain;
             if let Some(s) = st.sessions.get_mut(&client) {
+                if !s.may_read_cached(&msg.topic) {
+                    continue;
+                }
                 matched = true;
                 let qos = msg.qos.min(t.qos);
                 if s.enqueue(msg.clone(), qos, retain, t.sub_ids, limits, ops) {
@@ -134,10 +137,18 @@ impl Broker {
             let online: Vec<_> = group
                 .members
                 .iter()
-                .filter(|(c, _)| st.sessions.get(c).is_some_and(|s| s.online()))
+                .filter(|(c, _)| {
+                    st.sessions
+                        .get(c)
+                        .is_some_and(|s| s.online() && s.may_read(&msg.topic))
+                })
                 .collect();
             let pool: Vec<_> = if online.is_empty() {
-                group.members.iter().collect()
+                group
+                    .members
+                    .iter()
+                    .filter(|(c, _)| st.sessions.get(c).is_some_and(|s| s.may_read(&msg.topic)))
+                    .collect()
             } else {
                 online
             };

@@ -58,7 +58,7 @@ impl Broker {
                         };
                     if send_retained {
                         for m in st.retained.values() {
-                            if matches(f, &m.topic) && !m.is_expired(now) {
+                            if matches(f, &m.topic) && !m.is_expired(now) && s.may_read(&m.topic) {
                                 let ids = if opts.id != 0 { vec![opts.id] } else { vec![] };
                                 retained_out.push((m.clone(), m.qos.min(opts.qos), ids));
                             }

@@ -35,6 +35,8 @@ fn connect(b: &Broker, id: &str, expiry_secs: u32) -> Connected {
         expiry_secs,
         will: None,
         inflight_limit: 16,
+        acl: crate::auth::ClientAcl::unrestricted(),
+        username: None,
     }))
 }
 

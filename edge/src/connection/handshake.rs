@@ -12,9 +12,11 @@ use mqtt_proto::Protocol;
 
 use super::frame::{FrameReader, ReadError};
 use super::inbound::message_props;
+use super::inbound::topic_fits;
 use super::replies::{Answer, Replies, Reply};
 use super::{Conn, Stream};
-use crate::broker::{Broker, ConnectRequest, Connected, ConnectionPermit, Departure};
+use crate::auth::{Access, AuthOutcome, ClientIdentity, Credentials, ListenerPolicy};
+use crate::broker::{Broker, ConnectRequest, Connected, ConnectionPermit, Departure, IpPermit};
 use crate::codec::{self, FrameError};
 use crate::message::{now_ms, Message};
 use crate::storage::WillRecord;
@@ -27,6 +29,8 @@ pub(super) struct Ready {
     pub(super) replies: Replies,
     /// The connection's place under `limits.max_connections`, held until it ends.
     pub(super) permit: ConnectionPermit,
+    /// Its place under `limits.max_connections_per_ip`.
+    pub(super) ip_permit: IpPermit,
 }
 
 /// Reads and checks CONNECT, takes a connection permit and attaches the session.
@@ -34,6 +38,7 @@ pub(super) async fn accept(
     broker: Arc<Broker>,
     stream: Stream,
     peer: SocketAddr,
+    policy: ListenerPolicy,
 ) -> Option<(Ready, FrameReader)> {
     let mut reader = FrameReader::new();
     let limits = &broker.cfg.limits;
@@ -49,8 +54,33 @@ pub(super) async fn accept(
         send_connack_error(&stream, proto, code, Some("limits.max_connections reached")).await;
         return None;
     };
-    // A refused handshake drops the permit with it.
-    let ready = handshake(broker.clone(), &stream, peer, proto, connect, permit).await?;
+    let Some(ip_permit) = broker.try_acquire_ip(peer.ip()) else {
+        if crate::ratelog::allowed(&REFUSED_PER_IP) {
+            tracing::warn!(%peer, client_id = %connect.client_id, limit = limits.max_connections_per_ip,
+                "connection refused: limits.max_connections_per_ip reached (further refusals logged once a second)");
+        }
+        send_connack_error(
+            &stream,
+            proto,
+            Cr::ServerBusy,
+            Some("limits.max_connections_per_ip reached"),
+        )
+        .await;
+        return None;
+    };
+    let username = authenticate(&broker, &stream, peer, proto, &connect, policy).await?;
+    // A refused handshake drops the permits with it.
+    let permits = (permit, ip_permit);
+    let ready = handshake(
+        broker.clone(),
+        &stream,
+        peer,
+        proto,
+        connect,
+        permits,
+        username,
+    )
+    .await?;
     Some((ready, reader))
 }
 
@@ -119,6 +149,49 @@ async fn read_connect(
     }
 }
 
+/// Last log of a per-address refusal (rate limit).
+static REFUSED_PER_IP: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Checks the client's credentials against the listener's policy, after the delay the failure
+/// throttle sets for its address. Returns the user name (None: anonymous), or None after
+/// sending the refusal (v5 0x86/0x87, v3 4/5).
+async fn authenticate(
+    broker: &Broker,
+    stream: &Stream,
+    peer: SocketAddr,
+    proto: Protocol,
+    connect: &v5::Connect,
+    policy: ListenerPolicy,
+) -> Option<Option<Arc<str>>> {
+    let identity = stream.peer_common_name();
+    let creds = Credentials {
+        username: connect.username.as_deref(),
+        password: connect.password.as_deref(),
+        tls_identity: identity.as_deref(),
+    };
+    let outcome = broker.auth().authenticator.authenticate(&policy, &creds);
+    let delay = broker.auth_delay(peer.ip());
+    if !delay.is_zero() {
+        smol::Timer::after(delay).await;
+    }
+    broker.auth_result(peer.ip(), outcome.is_accepted());
+    match outcome {
+        AuthOutcome::Accepted { username } => Some(username.map(Arc::from)),
+        refused => {
+            // Never the password; rate-limited so that a flood of guesses cannot fill the log.
+            if crate::ratelog::allowed(&REFUSED_AUTH) {
+                tracing::warn!(%peer, client_id = %connect.client_id, username = ?creds.username,
+                    outcome = %refused, "connection refused: authentication failed");
+            }
+            send_connack_error(stream, proto, refused.v5_reason(), None).await;
+            None
+        }
+    }
+}
+
+/// Last log of an authentication refusal (rate limit).
+static REFUSED_AUTH: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 async fn send_connack_error(stream: &Stream, proto: Protocol, code: Cr, reason: Option<&str>) {
     let mut c = v5::Connack::new(false, code);
     if let Some(r) = reason {
@@ -161,7 +234,8 @@ async fn handshake(
     peer: SocketAddr,
     proto: Protocol,
     connect: v5::Connect,
-    permit: ConnectionPermit,
+    (permit, ip_permit): (ConnectionPermit, IpPermit),
+    username: Option<Arc<str>>,
 ) -> Option<Ready> {
     let limits = &broker.cfg.limits;
     let v5 = proto == Protocol::V500;
@@ -203,9 +277,21 @@ async fn handshake(
     }
     let client_receive_max = cp.receive_max.unwrap_or(u16::MAX).max(1);
     let inflight_limit = client_receive_max.min(limits.max_inflight) as usize;
+    let acl = broker.auth().client_acl(&ClientIdentity {
+        username: username.as_deref(),
+        client_id: &client_id,
+    });
     let will = connect
         .last_will
         .as_ref()
+        .filter(|w| {
+            let ok = acl.check(&w.topic_name, Access::Write) && topic_fits(&w.topic_name, limits);
+            if !ok {
+                tracing::warn!(%peer, %client_id, topic = %w.topic_name,
+                    "will dropped: the client may not publish on its topic");
+            }
+            ok
+        })
         .map(|w| will_record(w, &client_id));
 
     let connected = broker
@@ -216,6 +302,8 @@ async fn handshake(
             expiry_secs: expiry,
             will,
             inflight_limit,
+            acl: acl.clone(),
+            username: username.clone(),
         })
         .await;
     if let Some(ticket) = connected.ticket {
@@ -258,6 +346,8 @@ async fn handshake(
         client_max_packet: cp.max_packet_size.map(|m| m as usize).unwrap_or(usize::MAX),
         incoming_unacked: AtomicUsize::new(0),
         problem_info: cp.request_problem_info.unwrap_or(true),
+        username,
+        acl: super::ConnAcl::new(acl),
     });
     tracing::debug!(%peer, %client_id, protocol = ?proto, keep_alive, session_present = connected.session_present, "client connected");
 
@@ -277,5 +367,6 @@ async fn handshake(
         keep_alive,
         replies,
         permit,
+        ip_permit,
     })
 }

@@ -17,7 +17,8 @@ use futures_lite::{future, FutureExt};
 use mqtt_proto::v5::DisconnectReasonCode as Dr;
 use mqtt_proto::Protocol;
 
-use crate::broker::{Broker, Departure};
+use crate::auth::{Access, ClientAcl, ClientIdentity, ListenerPolicy};
+use crate::broker::{Broker, ConnectionPermit, Departure};
 use crate::transport::Transport;
 
 use frame::FrameReader;
@@ -39,9 +40,59 @@ struct Conn {
     /// QoS 1/2 publishes from the client not yet completed (for our Receive Maximum).
     incoming_unacked: AtomicUsize,
     problem_info: bool,
+    /// The authenticated user name (None: anonymous).
+    username: Option<Arc<str>>,
+    /// This client's ACL; rebuilt when the broker's ACL generation changes (SIGHUP).
+    acl: std::sync::Mutex<ConnAcl>,
+}
+
+/// A connection's ACL and its last publish decision (a publisher mostly repeats its topics).
+struct ConnAcl {
+    acl: ClientAcl,
+    last_write: Option<(Arc<str>, bool)>,
+}
+
+impl ConnAcl {
+    fn new(acl: ClientAcl) -> std::sync::Mutex<ConnAcl> {
+        std::sync::Mutex::new(ConnAcl {
+            acl,
+            last_write: None,
+        })
+    }
 }
 
 impl Conn {
+    /// This connection's ACL, rebuilt first when it was reloaded.
+    fn acl(&self) -> std::sync::MutexGuard<'_, ConnAcl> {
+        let mut a = edge_mqtt::util::lock(&self.acl);
+        if a.acl.generation() != self.broker.acl_generation() {
+            a.acl = self.broker.auth().client_acl(&ClientIdentity {
+                username: self.username.as_deref(),
+                client_id: &self.client_id,
+            });
+            a.last_write = None;
+        }
+        a
+    }
+
+    /// May this client do `access` on `topic`?
+    fn may(&self, topic: &str, access: Access) -> bool {
+        self.acl().acl.check(topic, access)
+    }
+
+    /// May this client publish on `topic`? Remembers the last answer.
+    fn may_write(&self, topic: &Arc<str>) -> bool {
+        let mut a = self.acl();
+        if let Some((t, ok)) = &a.last_write {
+            if Arc::ptr_eq(t, topic) || **t == **topic {
+                return *ok;
+            }
+        }
+        let ok = a.acl.check(topic, Access::Write);
+        a.last_write = Some((topic.clone(), ok));
+        ok
+    }
+
     /// One incoming QoS 1/2 exchange finished. Saturating: a PUBREL for a message received on
     /// an earlier connection of the session was never counted on this one.
     fn incoming_done(&self) {
@@ -77,12 +128,20 @@ impl Close {
 }
 
 /// Serves one accepted TCP connection to its end. Never panics on client input.
-pub async fn serve(broker: Arc<Broker>, stream: Transport, peer: SocketAddr) {
+pub async fn serve(
+    broker: Arc<Broker>,
+    stream: Transport,
+    peer: SocketAddr,
+    policy: ListenerPolicy,
+    pending: ConnectionPermit,
+) {
     let stream: Stream = Arc::new(stream);
     // Everything up to CONNACK runs in a box that is freed once the session is attached, so an
     // idle connection's task keeps only the state of its reader and writer loops.
-    let Some((ready, reader)) = Box::pin(handshake::accept(broker, stream.clone(), peer)).await
-    else {
+    let accepted = Box::pin(handshake::accept(broker, stream.clone(), peer, policy)).await;
+    // Past the handshake: no longer counted as waiting for CONNECT.
+    drop(pending);
+    let Some((ready, reader)) = accepted else {
         return;
     };
     run(stream, ready, reader).await;
@@ -97,6 +156,7 @@ async fn run(stream: Stream, ready: Ready, reader: FrameReader) {
         keep_alive,
         replies,
         permit: _permit,
+        ip_permit: _ip_permit,
     } = ready;
     let departure = std::sync::Mutex::new(Departure::Abnormal);
     let reader_fut = async {
@@ -178,6 +238,8 @@ mod test_support {
                 expiry_secs: 0,
                 will: None,
                 inflight_limit: 16,
+                acl: crate::auth::ClientAcl::unrestricted(),
+                username: None,
             }));
             conn_id = connected.conn_id;
         }
@@ -192,6 +254,8 @@ mod test_support {
                 client_max_packet: usize::MAX,
                 incoming_unacked: AtomicUsize::new(0),
                 problem_info: true,
+                username: None,
+                acl: ConnAcl::new(ClientAcl::unrestricted()),
             },
             _dir: dir,
         }

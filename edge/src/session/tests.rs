@@ -52,6 +52,8 @@ fn request(expiry_secs: u32, will: Option<WillRecord>) -> ConnectRequest {
         expiry_secs,
         will,
         inflight_limit: 2,
+        acl: crate::auth::ClientAcl::unrestricted(),
+        username: None,
     }
 }
 

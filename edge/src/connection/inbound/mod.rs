@@ -20,6 +20,13 @@ use crate::codec::{self, FrameError};
 
 pub(super) use publish::message_props;
 
+/// A topic name or filter within `limits.max_topic_length` bytes and `limits.max_topic_levels`
+/// levels.
+pub(in crate::connection) fn topic_fits(topic: &str, limits: &crate::config::Limits) -> bool {
+    topic.len() <= limits.max_topic_length
+        && topic.bytes().filter(|b| *b == b'/').count() < limits.max_topic_levels
+}
+
 /// Reads packets until the connection ends; returns how it ended.
 pub(super) async fn read_loop(
     conn: &Conn,

@@ -36,6 +36,8 @@ enum Outcome {
     Success,
     NoMatchingSubscribers,
     QuotaExceeded,
+    /// The ACL does not let this client publish on the topic.
+    NotAuthorized,
 }
 
 impl Outcome {
@@ -44,6 +46,7 @@ impl Outcome {
             Outcome::Success => v5::PubackReasonCode::Success,
             Outcome::NoMatchingSubscribers => v5::PubackReasonCode::NoMatchingSubscribers,
             Outcome::QuotaExceeded => v5::PubackReasonCode::QuotaExceeded,
+            Outcome::NotAuthorized => v5::PubackReasonCode::NotAuthorized,
         }
     }
 
@@ -52,9 +55,13 @@ impl Outcome {
             Outcome::Success => v5::PubrecReasonCode::Success,
             Outcome::NoMatchingSubscribers => v5::PubrecReasonCode::NoMatchingSubscribers,
             Outcome::QuotaExceeded => v5::PubrecReasonCode::QuotaExceeded,
+            Outcome::NotAuthorized => v5::PubrecReasonCode::NotAuthorized,
         }
     }
 }
+
+/// Last log of a denied publish (rate limit).
+static DENIED_LOG: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 fn close(code: Dr, why: &'static str) -> Close {
     Close::Broker { code, why }
@@ -80,6 +87,40 @@ pub(super) async fn handle_publish(
     let topic = resolve_topic(&mut st.aliases, limits.topic_alias_maximum, &p)?;
     if topic.starts_with("$share/") && v5 {
         return Err(close(Dr::TopicNameInvalid, "publish to a $share topic"));
+    }
+    if !super::topic_fits(&topic, limits) {
+        return Err(close(
+            Dr::TopicNameInvalid,
+            "topic over limits.max_topic_length or max_topic_levels",
+        ));
+    }
+    if !conn.may_write(&topic) {
+        if crate::ratelog::allowed(&DENIED_LOG) {
+            tracing::warn!(peer = %conn.peer, client_id = %conn.client_id, %topic,
+                "publish denied by the ACL (dropped; further denials logged once a second)");
+        }
+        // v5: PUBACK/PUBREC 0x87. MQTT 3 has no negative acknowledgement: acknowledged and
+        // dropped, as mosquitto does.
+        let outcome = if v5 {
+            Outcome::NotAuthorized
+        } else {
+            Outcome::Success
+        };
+        return Ok(match p.qos_pid {
+            QosPid::Level0 => None,
+            QosPid::Level1(pid) => Some(Answer {
+                ticket: None,
+                reply: Reply::Puback(pid, outcome.puback()),
+                incoming_done: true,
+            }),
+            // The exchange ends here for our Receive Maximum: nothing was recorded, so the
+            // v3 client's PUBREL is answered as an unknown packet id (a PUBCOMP all the same).
+            QosPid::Level2(pid) => Some(Answer {
+                ticket: None,
+                reply: Reply::Pubrec(pid, outcome.pubrec()),
+                incoming_done: true,
+            }),
+        });
     }
     let pr = &p.properties;
     let msg = Arc::new(Message {
@@ -236,6 +277,57 @@ mod tests {
 
     fn pid(n: u16) -> Pid {
         Pid::try_from(n).expect("non-zero pid")
+    }
+
+    #[test]
+    fn a_publish_the_client_may_not_write_is_refused_in_v5_and_dropped_in_v3() {
+        let t = test_support::conn(Protocol::V500, true);
+        let got = run(
+            &t.conn,
+            &mut PublishState::default(),
+            publish("$SYS/x", QosPid::Level1(pid(1)), None),
+        );
+        let answer = got.unwrap().expect("a PUBACK");
+        assert_eq!(
+            answer.reply,
+            Reply::Puback(pid(1), v5::PubackReasonCode::NotAuthorized)
+        );
+        let t = test_support::conn(Protocol::V311, true);
+        let got = run(
+            &t.conn,
+            &mut PublishState::default(),
+            publish("$SYS/x", QosPid::Level2(pid(2)), None),
+        );
+        let answer = got.unwrap().expect("a PUBREC");
+        assert_eq!(
+            answer.reply,
+            Reply::Pubrec(pid(2), v5::PubrecReasonCode::Success)
+        );
+        assert!(
+            answer.incoming_done,
+            "the Receive Maximum slot is freed at the PUBREC"
+        );
+    }
+
+    #[test]
+    fn a_topic_over_the_length_or_level_limit_closes_with_topic_name_invalid() {
+        let t = test_support::conn(Protocol::V500, true);
+        let long = "a".repeat(t.conn.broker.cfg.limits.max_topic_length + 1);
+        let deep = vec!["a"; t.conn.broker.cfg.limits.max_topic_levels + 1].join("/");
+        for topic in [long, deep] {
+            let got = run(
+                &t.conn,
+                &mut PublishState::default(),
+                publish(&topic, QosPid::Level0, None),
+            );
+            assert!(matches!(
+                got,
+                Err(Close::Broker {
+                    code: Dr::TopicNameInvalid,
+                    ..
+                })
+            ));
+        }
     }
 
     #[test]

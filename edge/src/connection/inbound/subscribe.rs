@@ -7,16 +7,21 @@ use std::sync::Arc;
 use mqtt_proto::v5::{self, DisconnectReasonCode as Dr, Packet, SubscribeReasonCode as S};
 use mqtt_proto::{Protocol, QoS};
 
+use crate::auth::Access;
 use crate::broker::SubResult;
 use crate::connection::replies::{Answer, Reply};
 use crate::connection::{Close, Conn};
 use crate::topic::SubOptions;
+
+/// Last log of a denied subscription (rate limit).
+static DENIED_LOG: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 pub(super) async fn handle_subscribe(
     conn: &Conn,
     s: v5::Subscribe,
 ) -> Result<Option<Answer>, Close> {
     let v5 = conn.proto == Protocol::V500;
+    let limits = &conn.broker.cfg.limits;
     let id = s.properties.subscription_id.map(|v| v.value()).unwrap_or(0);
     let mut filters = Vec::new();
     // Per filter: refused here (with its code), or `None` when handed to the broker.
@@ -31,6 +36,19 @@ pub(super) async fn handle_subscribe(
         }
         if f.is_shared() && !v5 && f.shared_filter().is_none() {
             refused.push(Some(S::TopicFilterInvalid));
+            continue;
+        }
+        if !super::topic_fits(f, limits) {
+            // 0x8F; MQTT 3 clients see 0x80.
+            refused.push(Some(S::TopicFilterInvalid));
+            continue;
+        }
+        if !conn.may(f, Access::Subscribe) {
+            if crate::ratelog::allowed(&DENIED_LOG) {
+                tracing::warn!(peer = %conn.peer, client_id = %conn.client_id, filter = %&**f,
+                    "subscription denied by the ACL (further denials logged once a second)");
+            }
+            refused.push(Some(S::NotAuthorized));
             continue;
         }
         refused.push(None);
