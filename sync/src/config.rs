@@ -12,7 +12,8 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use crate::error::SyncError;
-use crate::topic;
+pub use crate::rules::{DeadbandConfig, OnMissing};
+use crate::{rules, topic};
 
 /// Highest priority value a forward rule may use (priorities are `0..=MAX_PRIORITY`, higher first).
 pub const MAX_PRIORITY: u8 = 3;
@@ -162,6 +163,14 @@ pub struct ForwardRule {
     pub ttl_secs: Option<u64>,
     /// 0 (default) ..=3, higher drains first.
     pub priority: u8,
+    /// Condition on JSON payload fields; only messages satisfying it are forwarded (see
+    /// "Edge processing" in the README and `rules::expr`).
+    pub r#where: Option<String>,
+    /// Non-JSON payloads and missing/mistyped fields needed by `where` or `deadband`.
+    pub on_missing: OnMissing,
+    pub deadband: Option<DeadbandConfig>,
+    /// Conflation: one unsent record per upstream topic, the newest.
+    pub latest_only: bool,
 }
 
 impl Default for ForwardRule {
@@ -173,6 +182,10 @@ impl Default for ForwardRule {
             qos: 1,
             ttl_secs: None,
             priority: 0,
+            r#where: None,
+            on_missing: OnMissing::default(),
+            deadband: None,
+            latest_only: false,
         }
     }
 }
@@ -425,6 +438,9 @@ impl SyncConfig {
             }
             if r.ttl_secs == Some(0) {
                 return bad(k("ttl_secs"), "must be at least 1 (or absent)".into());
+            }
+            if let Err((key, message)) = rules::validate(i, r) {
+                return bad(key, message);
             }
         }
         for (i, r) in self.downlink.iter().enumerate() {

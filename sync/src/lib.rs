@@ -15,6 +15,7 @@ pub mod downlink;
 pub mod error;
 mod lenient;
 pub mod outbox;
+pub mod rules;
 pub mod status;
 pub mod topic;
 pub mod uplink;

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{FullPolicy, SyncConfig, MAX_PRIORITY};
 use crate::error::{Rejected, SyncError};
+use crate::rules::{latest, RuleCounters, RuleStats, Staged, Verdict};
 use crate::topic::{self, CompiledForward};
 
 /// Number of priority lanes (`0..=MAX_PRIORITY`).
@@ -157,6 +158,11 @@ pub struct Outbox {
     db: Arc<Database>,
     node_id: String,
     rules: Vec<CompiledForward>,
+    rule_counters: Vec<RuleCounters>,
+    /// Per local topic: last forwarded deadband value and its time (this process).
+    deadband: Mutex<std::collections::HashMap<String, (f64, u64)>>,
+    /// Rule decisions of the open broker transaction, applied by `committed`.
+    staged: Mutex<Staged>,
     capture_qos0: bool,
     policy: FullPolicy,
     max_bytes: u64,
@@ -284,12 +290,21 @@ impl Outbox {
         let rules = cfg
             .forward
             .iter()
-            .map(|r| CompiledForward::compile(cfg, r))
-            .collect();
+            .enumerate()
+            .map(|(i, r)| {
+                CompiledForward::compile(cfg, r).map_err(|message| SyncError::Config {
+                    key: format!("sync.forward[{i}].where"),
+                    message,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let ob = Outbox {
             db,
             node_id: cfg.node_id.clone(),
+            rule_counters: rules.iter().map(|_| RuleCounters::default()).collect(),
             rules,
+            deadband: Mutex::default(),
+            staged: Mutex::default(),
             capture_qos0: cfg.capture_qos0,
             policy: cfg.full_policy,
             max_bytes: cfg.max_backlog_bytes,
@@ -334,8 +349,21 @@ impl Outbox {
         &self.db
     }
 
-    fn rule_for(&self, topic: &str) -> Option<&CompiledForward> {
-        self.rules.iter().find(|r| topic::matches(&r.filter, topic))
+    fn rule_for(&self, topic: &str) -> Option<(usize, &CompiledForward)> {
+        self.rules
+            .iter()
+            .enumerate()
+            .find(|(_, r)| topic::matches(&r.filter, topic))
+    }
+
+    /// Per-rule counters of this process (status JSON).
+    pub fn rule_stats(&self) -> Vec<RuleStats> {
+        self.rules
+            .iter()
+            .zip(&self.rule_counters)
+            .enumerate()
+            .map(|(i, (r, c))| c.stats(i, &r.filter))
+            .collect()
     }
 
     /// Cheap check on the publish path: does a forward rule take this message?
@@ -374,9 +402,37 @@ impl Outbox {
         if msg.qos == 0 && !self.capture_qos0 {
             return Ok(());
         }
-        let Some(rule) = self.rule_for(msg.topic) else {
+        let Some((ri, rule)) = self.rule_for(msg.topic) else {
             return Ok(());
         };
+        let msg_bytes = (msg.topic.len() + msg.payload.len()) as u64;
+        let proc = &rule.processing;
+        if proc.is_active() {
+            let mut staged = lock(&self.staged);
+            let last = match proc.deadband {
+                None => None,
+                Some(_) => match staged.deadband.get(msg.topic) {
+                    Some(v) => Some(*v),
+                    None => lock(&self.deadband).get(msg.topic).copied(),
+                },
+            };
+            let (verdict, remember) = proc.decide(msg.payload, msg.received_at_ms, last);
+            match verdict {
+                Verdict::Filtered => {
+                    staged.count(ri, [1, 0, 1, 0, 0, msg_bytes]);
+                    return Ok(());
+                }
+                Verdict::Deadband => {
+                    staged.count(ri, [1, 0, 0, 1, 0, msg_bytes]);
+                    return Ok(());
+                }
+                Verdict::Keep => {
+                    if let Some(r) = remember {
+                        staged.deadband.insert(msg.topic.to_string(), r);
+                    }
+                }
+            }
+        }
         let record = Record {
             topic: rule.map.apply(msg.topic),
             payload: msg.payload.to_vec(),
@@ -410,6 +466,24 @@ impl Outbox {
         };
         let m = &mut p.cur;
 
+        // latest_only: the topic's previous record goes if it is still buffered (if the uplink
+        // already read it, it is delivered anyway and its acknowledgement removes nothing).
+        let mut conflated = [0u64; 2];
+        if proc.latest_only {
+            if let Some((l, old)) = latest::get(txn, &record.topic)? {
+                let l = (l as usize).min(PRIORITIES - 1);
+                let mut t = txn.open_table(LANES[l])?;
+                let removed = t.remove(old)?.map(|v| v.value().len() as u64);
+                if let Some(len) = removed {
+                    let lane = &mut m.lanes[l];
+                    lane.messages = lane.messages.saturating_sub(1);
+                    lane.bytes = lane.bytes.saturating_sub(len);
+                    refresh_oldest(&t, &mut m.lanes[l])?;
+                    conflated = [1, len];
+                }
+            }
+        }
+
         if self.policy == FullPolicy::DropOldest {
             while m.backlog_bytes() + size > self.max_bytes {
                 // Victim: the oldest record of the lowest non-empty lane, unless the new message
@@ -436,6 +510,8 @@ impl Outbox {
                     _ => {
                         m.dropped_full += 1;
                         write_meta(txn, m)?;
+                        let [n, b] = conflated;
+                        lock(&self.staged).count(ri, [1, 0, 0, 0, n, b]);
                         tracing::debug!(
                             topic = msg.topic,
                             "sync backlog full: new message dropped"
@@ -459,12 +535,28 @@ impl Outbox {
             lane.oldest_seq = seq;
         }
         write_meta(txn, m)?;
+        if proc.latest_only {
+            latest::set(txn, &record.topic, prio as u8, seq)?;
+        }
+        let [n, b] = conflated;
+        lock(&self.staged).count(ri, [1, 1, 0, 0, n, b]);
         Ok(())
     }
 
     /// After the transaction holding captures committed (`ok`) or rolled back: publish the new
     /// counters in memory and wake the uplink.
     pub fn committed(&self, ok: bool) {
+        let staged = std::mem::take(&mut *lock(&self.staged));
+        if ok {
+            for (ri, d) in staged.counts {
+                if let Some(c) = self.rule_counters.get(ri) {
+                    c.add(d);
+                }
+            }
+            if !staged.deadband.is_empty() {
+                lock(&self.deadband).extend(staged.deadband);
+            }
+        }
         let p = lock(&self.pending).take();
         let Some(p) = p else { return };
         if ok {
