@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use crate::error::SyncError;
-pub use crate::rules::{DeadbandConfig, OnMissing};
+pub use crate::rules::{DeadbandConfig, OnMissing, WindowConfig};
 use crate::{rules, topic};
 
 /// Highest priority value a forward rule may use (priorities are `0..=MAX_PRIORITY`, higher first).
@@ -171,6 +171,8 @@ pub struct ForwardRule {
     pub deadband: Option<DeadbandConfig>,
     /// Conflation: one unsent record per upstream topic, the newest.
     pub latest_only: bool,
+    /// Tumbling-window aggregation per local topic instead of forwarding each message.
+    pub window: Option<WindowConfig>,
 }
 
 impl Default for ForwardRule {
@@ -186,6 +188,7 @@ impl Default for ForwardRule {
             on_missing: OnMissing::default(),
             deadband: None,
             latest_only: false,
+            window: None,
         }
     }
 }

@@ -37,6 +37,10 @@ use topic::CompiledDownlink;
 
 /// Records read per lane per status interval by the TTL sweep.
 const SWEEP_BUDGET: usize = 10_000;
+/// How often the window task looks for ended aggregation windows.
+const WINDOW_TICK: Duration = Duration::from_millis(200);
+/// Delay after a window's end before it is emitted.
+const WINDOW_GRACE_MS: u64 = 250;
 
 /// Running sync tasks.
 pub struct SyncHandle {
@@ -80,10 +84,13 @@ pub fn start(
         downlinks,
         tls,
     });
-    let tasks = vec![
+    let mut tasks = vec![
         smol::spawn(uplink::run(ctx.clone())),
         smol::spawn(status_task(ctx.clone(), data_dir.clone())),
     ];
+    if ctx.cfg.forward.iter().any(|r| r.window.is_some()) {
+        tasks.push(smol::spawn(window_task(ctx.clone())));
+    }
     SyncHandle {
         ctx,
         data_dir,
@@ -166,6 +173,37 @@ async fn status_task(ctx: Arc<Ctx>, data_dir: PathBuf) {
         let stopped = futures_lite::future::or(
             async {
                 smol::Timer::after(every).await;
+                false
+            },
+            async {
+                ctx.stop.wait().await;
+                true
+            },
+        )
+        .await;
+        if stopped {
+            return;
+        }
+    }
+}
+
+/// Emits ended aggregation windows: checked every `WINDOW_TICK`, a window is emitted
+/// `WINDOW_GRACE` after its end (so a reading stamped just before the end, still in the broker's
+/// commit queue, lands in it). Windows in progress stay in the database across a stop.
+async fn window_task(ctx: Arc<Ctx>) {
+    loop {
+        let now = outbox::now_ms();
+        if now >= ctx.outbox.next_window_due().saturating_add(WINDOW_GRACE_MS) {
+            let ob = ctx.outbox.clone();
+            let at = now - WINDOW_GRACE_MS;
+            match smol::unblock(move || ob.flush_windows(at)).await {
+                Ok(n) => tracing::debug!(windows = n, "sync: aggregation windows emitted"),
+                Err(e) => tracing::warn!("sync: emitting aggregation windows: {e}"),
+            }
+        }
+        let stopped = futures_lite::future::or(
+            async {
+                smol::Timer::after(WINDOW_TICK).await;
                 false
             },
             async {

@@ -59,7 +59,7 @@ impl CompiledForward {
             qos: r.qos,
             ttl_ms: r.ttl_secs.map(|s| s.saturating_mul(1000)),
             priority: r.priority,
-            processing: Processing::compile(r)?,
+            processing: Processing::compile(r, |t| cfg.expand(t))?,
         })
     }
 }

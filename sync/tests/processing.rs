@@ -211,7 +211,7 @@ fn where_rule_end_to_end_delivers_only_out_of_range_readings() {
         .filter(|&i| !(2.0..=8.0).contains(&temp(i)))
         .map(|i| String::from_utf8(reading(i)).unwrap())
         .collect();
-    let got = sub.wait_for(expect.len(), Duration::from_secs(20));
+    sub.wait_for(expect.len(), Duration::from_secs(20));
     std::thread::sleep(Duration::from_millis(300));
     let got: Vec<String> = sub
         .got

@@ -4,6 +4,7 @@
 
 pub mod expr;
 pub mod latest;
+pub mod window;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,6 +14,7 @@ use serde_json::Value;
 
 use crate::config::ForwardRule;
 pub use expr::Expr;
+pub use window::{Window, WindowConfig};
 
 /// What `where` and `deadband` do with a payload that is not JSON, or lacks a field they need
 /// (or has it with the wrong type).
@@ -68,6 +70,39 @@ pub fn validate(i: usize, r: &ForwardRule) -> Result<(), (String, String)> {
             ));
         }
     }
+    if let Some(w) = &r.window {
+        if w.secs == 0 {
+            return Err((
+                k("window.secs"),
+                "required: window length, at least 1".into(),
+            ));
+        }
+        if let Some(f) = w
+            .fields
+            .iter()
+            .find(|f| f.is_empty() || f.split('.').any(str::is_empty))
+        {
+            return Err((
+                k("window.fields"),
+                format!("`{f}` is not a dotted field path"),
+            ));
+        }
+        if r.deadband.is_some() || r.latest_only {
+            return Err((
+                k("window"),
+                "cannot be combined with deadband or latest_only".into(),
+            ));
+        }
+        if w.topic
+            .as_ref()
+            .is_some_and(|t| t.contains(['+', '#']) || t.is_empty())
+        {
+            return Err((
+                k("window.topic"),
+                "must be a topic name without wildcards".into(),
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -78,6 +113,7 @@ pub struct Processing {
     pub on_missing: OnMissing,
     pub deadband: Option<Deadband>,
     pub latest_only: bool,
+    pub window: Option<Window>,
 }
 
 #[derive(Debug, Clone)]
@@ -101,7 +137,7 @@ pub enum Verdict {
 impl Processing {
     /// Compiles the keys `validate` accepted (an expression error here means validation was
     /// skipped; it is returned, never ignored).
-    pub fn compile(r: &ForwardRule) -> Result<Processing, String> {
+    pub fn compile(r: &ForwardRule, expand: impl Fn(&str) -> String) -> Result<Processing, String> {
         let filter = r.r#where.as_deref().map(expr::parse).transpose()?;
         let deadband = r.deadband.as_ref().map(|d| Deadband {
             path: d.field.split('.').map(str::to_string).collect(),
@@ -114,6 +150,7 @@ impl Processing {
             on_missing: r.on_missing,
             deadband,
             latest_only: r.latest_only,
+            window: r.window.as_ref().map(|w| Window::compile(w, expand)),
         })
     }
 
@@ -194,65 +231,91 @@ pub struct RuleStats {
     pub dropped_deadband: u64,
     /// Unsent records replaced by a newer one of the same topic (`latest_only`).
     pub conflated: u64,
-    /// Stored bytes not sent upstream thanks to the three above.
+    /// Topic + payload bytes of the matched messages.
+    pub bytes_in: u64,
+    /// Topic + payload bytes of the records written to the outbox (window aggregates included),
+    /// less those of conflated records.
+    pub bytes_out: u64,
+    /// `bytes_in - bytes_out`: what filtering, deadband, conflation and windows kept off the link.
     pub bytes_saved: u64,
 }
 
-/// Live counters of one rule.
-#[derive(Default)]
-pub struct RuleCounters {
-    pub messages_in: AtomicU64,
-    pub messages_out: AtomicU64,
-    pub dropped_filter: AtomicU64,
-    pub dropped_deadband: AtomicU64,
-    pub conflated: AtomicU64,
-    pub bytes_saved: AtomicU64,
+/// Counter changes of one message or window emission.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Delta {
+    pub messages_in: u64,
+    pub messages_out: u64,
+    pub dropped_filter: u64,
+    pub dropped_deadband: u64,
+    pub conflated: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub bytes_conflated: u64,
 }
+
+impl Delta {
+    fn parts(&self) -> [u64; 8] {
+        [
+            self.messages_in,
+            self.messages_out,
+            self.dropped_filter,
+            self.dropped_deadband,
+            self.conflated,
+            self.bytes_in,
+            self.bytes_out,
+            self.bytes_conflated,
+        ]
+    }
+}
+
+/// Live counters of one rule, in `Delta` order.
+#[derive(Default)]
+pub struct RuleCounters([AtomicU64; 8]);
 
 /// Changes of one transaction, applied on commit: counters per rule and deadband values.
 #[derive(Default)]
 pub struct Staged {
-    pub counts: HashMap<usize, [u64; 6]>,
+    pub counts: HashMap<usize, [u64; 8]>,
     pub deadband: HashMap<String, (f64, u64)>,
 }
 
 impl Staged {
-    /// Adds to the counters of `rule`: in, out, filtered, deadband, conflated, bytes saved.
-    pub fn count(&mut self, rule: usize, d: [u64; 6]) {
+    pub fn count(&mut self, rule: usize, d: &Delta) {
         let c = self.counts.entry(rule).or_default();
-        for (a, b) in c.iter_mut().zip(d) {
+        for (a, b) in c.iter_mut().zip(d.parts()) {
             *a += b;
         }
     }
 }
 
 impl RuleCounters {
-    pub fn add(&self, d: [u64; 6]) {
-        let all = [
-            &self.messages_in,
-            &self.messages_out,
-            &self.dropped_filter,
-            &self.dropped_deadband,
-            &self.conflated,
-            &self.bytes_saved,
-        ];
-        for (a, b) in all.iter().zip(d) {
-            if b != 0 {
-                a.fetch_add(b, Ordering::Relaxed);
+    /// Adds counter changes in `Delta` order.
+    pub fn add(&self, d: &[u64; 8]) {
+        for (a, b) in self.0.iter().zip(d) {
+            if *b != 0 {
+                a.fetch_add(*b, Ordering::Relaxed);
             }
         }
     }
 
+    pub fn add_delta(&self, d: &Delta) {
+        self.add(&d.parts());
+    }
+
     pub fn stats(&self, rule: usize, filter: &str) -> RuleStats {
+        let v: [u64; 8] = std::array::from_fn(|i| self.0[i].load(Ordering::Relaxed));
+        let bytes_out = v[6].saturating_sub(v[7]);
         RuleStats {
             rule,
             filter: filter.to_string(),
-            messages_in: self.messages_in.load(Ordering::Relaxed),
-            messages_out: self.messages_out.load(Ordering::Relaxed),
-            dropped_filter: self.dropped_filter.load(Ordering::Relaxed),
-            dropped_deadband: self.dropped_deadband.load(Ordering::Relaxed),
-            conflated: self.conflated.load(Ordering::Relaxed),
-            bytes_saved: self.bytes_saved.load(Ordering::Relaxed),
+            messages_in: v[0],
+            messages_out: v[1],
+            dropped_filter: v[2],
+            dropped_deadband: v[3],
+            conflated: v[4],
+            bytes_in: v[5],
+            bytes_out,
+            bytes_saved: v[5].saturating_sub(bytes_out),
         }
     }
 }
@@ -264,7 +327,7 @@ mod tests {
     fn proc(toml: &str) -> Processing {
         let r: ForwardRule = toml::from_str(toml).expect("rule");
         validate(0, &r).expect("valid");
-        Processing::compile(&r).expect("compiles")
+        Processing::compile(&r, str::to_string).expect("compiles")
     }
 
     #[test]

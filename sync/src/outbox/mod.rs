@@ -14,8 +14,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{FullPolicy, SyncConfig, MAX_PRIORITY};
 use crate::error::{Rejected, SyncError};
-use crate::rules::{latest, RuleCounters, RuleStats, Staged, Verdict};
+use crate::rules::{window, RuleCounters, RuleStats, Staged};
 use crate::topic::{self, CompiledForward};
+
+mod capture;
 
 /// Number of priority lanes (`0..=MAX_PRIORITY`).
 pub const PRIORITIES: usize = MAX_PRIORITY as usize + 1;
@@ -163,6 +165,8 @@ pub struct Outbox {
     deadband: Mutex<std::collections::HashMap<String, (f64, u64)>>,
     /// Rule decisions of the open broker transaction, applied by `committed`.
     staged: Mutex<Staged>,
+    /// End of the earliest stored aggregation window (`u64::MAX`: none).
+    next_window_due: AtomicU64,
     capture_qos0: bool,
     policy: FullPolicy,
     max_bytes: u64,
@@ -298,6 +302,7 @@ impl Outbox {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let due = window::earliest_end(&db)?;
         let ob = Outbox {
             db,
             node_id: cfg.node_id.clone(),
@@ -305,6 +310,7 @@ impl Outbox {
             rules,
             deadband: Mutex::default(),
             staged: Mutex::default(),
+            next_window_due: AtomicU64::new(due),
             capture_qos0: cfg.capture_qos0,
             policy: cfg.full_policy,
             max_bytes: cfg.max_backlog_bytes,
@@ -387,188 +393,6 @@ impl Outbox {
             }
         }
         Ok(())
-    }
-
-    /// Inside the broker's write transaction: appends the message to its priority lane and, under
-    /// `drop_oldest`, evicts what does not fit, all in the same transaction. No commit, no fsync.
-    pub fn capture(&self, txn: &WriteTransaction, msg: &LocalMessage<'_>) -> Result<(), SyncError> {
-        if msg
-            .user_properties
-            .iter()
-            .any(|(k, _)| k == DOWNLINK_MARKER)
-        {
-            return Ok(()); // came down from the cloud: never sent back up
-        }
-        if msg.qos == 0 && !self.capture_qos0 {
-            return Ok(());
-        }
-        let Some((ri, rule)) = self.rule_for(msg.topic) else {
-            return Ok(());
-        };
-        let msg_bytes = (msg.topic.len() + msg.payload.len()) as u64;
-        let proc = &rule.processing;
-        if proc.is_active() {
-            let mut staged = lock(&self.staged);
-            let last = match proc.deadband {
-                None => None,
-                Some(_) => match staged.deadband.get(msg.topic) {
-                    Some(v) => Some(*v),
-                    None => lock(&self.deadband).get(msg.topic).copied(),
-                },
-            };
-            let (verdict, remember) = proc.decide(msg.payload, msg.received_at_ms, last);
-            match verdict {
-                Verdict::Filtered => {
-                    staged.count(ri, [1, 0, 1, 0, 0, msg_bytes]);
-                    return Ok(());
-                }
-                Verdict::Deadband => {
-                    staged.count(ri, [1, 0, 0, 1, 0, msg_bytes]);
-                    return Ok(());
-                }
-                Verdict::Keep => {
-                    if let Some(r) = remember {
-                        staged.deadband.insert(msg.topic.to_string(), r);
-                    }
-                }
-            }
-        }
-        let record = Record {
-            topic: rule.map.apply(msg.topic),
-            payload: msg.payload.to_vec(),
-            qos: rule.qos,
-            retain: msg.retain,
-            user_properties: msg.user_properties.to_vec(),
-            content_type: msg.content_type.map(str::to_string),
-            received_at_ms: msg.received_at_ms,
-            expires_at_ms: rule
-                .ttl_ms
-                .map_or(0, |t| msg.received_at_ms.saturating_add(t).max(1)),
-        };
-        let bytes = postcard::to_allocvec(&record)?;
-        let size = bytes.len() as u64;
-        let prio = rule.priority as usize;
-
-        let mut pending = lock(&self.pending);
-        if pending.is_none() {
-            let base = read_meta_w(txn)?.unwrap_or_else(Meta::fresh);
-            let folded = self.c.rejected_unpersisted.swap(0, Ordering::Relaxed);
-            let mut cur = base.clone();
-            cur.rejected += folded;
-            *pending = Some(Pending {
-                base,
-                cur,
-                rejected_folded: folded,
-            });
-        }
-        let Some(p) = pending.as_mut() else {
-            return Err(SyncError::Invariant("pending state vanished"));
-        };
-        let m = &mut p.cur;
-
-        // latest_only: the topic's previous record goes if it is still buffered (if the uplink
-        // already read it, it is delivered anyway and its acknowledgement removes nothing).
-        let mut conflated = [0u64; 2];
-        if proc.latest_only {
-            if let Some((l, old)) = latest::get(txn, &record.topic)? {
-                let l = (l as usize).min(PRIORITIES - 1);
-                let mut t = txn.open_table(LANES[l])?;
-                let removed = t.remove(old)?.map(|v| v.value().len() as u64);
-                if let Some(len) = removed {
-                    let lane = &mut m.lanes[l];
-                    lane.messages = lane.messages.saturating_sub(1);
-                    lane.bytes = lane.bytes.saturating_sub(len);
-                    refresh_oldest(&t, &mut m.lanes[l])?;
-                    conflated = [1, len];
-                }
-            }
-        }
-
-        if self.policy == FullPolicy::DropOldest {
-            while m.backlog_bytes() + size > self.max_bytes {
-                // Victim: the oldest record of the lowest non-empty lane, unless the new message
-                // is itself the least important (lower priority than everything buffered).
-                let victim = (0..PRIORITIES).find(|&l| m.lanes[l].messages > 0);
-                match victim {
-                    Some(l) if l <= prio => {
-                        let mut t = txn.open_table(LANES[l])?;
-                        let removed = t.pop_first()?.map(|(_, v)| v.value().len() as u64);
-                        match removed {
-                            Some(len) => {
-                                let lane = &mut m.lanes[l];
-                                lane.messages = lane.messages.saturating_sub(1);
-                                lane.bytes = lane.bytes.saturating_sub(len);
-                                m.dropped_full += 1;
-                                refresh_oldest(&t, &mut m.lanes[l])?;
-                            }
-                            None => {
-                                // Counters said non-empty: repair them.
-                                m.lanes[l] = LaneMeta::default();
-                            }
-                        }
-                    }
-                    _ => {
-                        m.dropped_full += 1;
-                        write_meta(txn, m)?;
-                        let [n, b] = conflated;
-                        lock(&self.staged).count(ri, [1, 0, 0, 0, n, b]);
-                        tracing::debug!(
-                            topic = msg.topic,
-                            "sync backlog full: new message dropped"
-                        );
-                        return Ok(());
-                    }
-                }
-            }
-        }
-
-        let seq = m.next_seq;
-        m.next_seq += 1;
-        {
-            let mut t = txn.open_table(LANES[prio])?;
-            t.insert(seq, bytes.as_slice())?;
-        }
-        let lane = &mut m.lanes[prio];
-        lane.messages += 1;
-        lane.bytes += size;
-        if lane.oldest_seq == 0 {
-            lane.oldest_seq = seq;
-        }
-        write_meta(txn, m)?;
-        if proc.latest_only {
-            latest::set(txn, &record.topic, prio as u8, seq)?;
-        }
-        let [n, b] = conflated;
-        lock(&self.staged).count(ri, [1, 1, 0, 0, n, b]);
-        Ok(())
-    }
-
-    /// After the transaction holding captures committed (`ok`) or rolled back: publish the new
-    /// counters in memory and wake the uplink.
-    pub fn committed(&self, ok: bool) {
-        let staged = std::mem::take(&mut *lock(&self.staged));
-        if ok {
-            for (ri, d) in staged.counts {
-                if let Some(c) = self.rule_counters.get(ri) {
-                    c.add(d);
-                }
-            }
-            if !staged.deadband.is_empty() {
-                lock(&self.deadband).extend(staged.deadband);
-            }
-        }
-        let p = lock(&self.pending).take();
-        let Some(p) = p else { return };
-        if ok {
-            self.apply_delta(&p.base, &p.cur, p.rejected_folded);
-            self.c.generation.fetch_add(1, Ordering::SeqCst);
-            self.wake.notify(usize::MAX);
-        } else {
-            // Rejections folded into the lost meta row must be persisted later.
-            self.c
-                .rejected_unpersisted
-                .fetch_add(p.rejected_folded, Ordering::Relaxed);
-        }
     }
 
     fn apply_delta(&self, base: &Meta, cur: &Meta, rejected_folded: u64) {
