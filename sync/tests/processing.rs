@@ -283,3 +283,27 @@ fn latest_only_during_an_outage_delivers_one_record_per_topic() {
     assert_eq!(h.status().rules[0].conflated, 50 * 39);
     smol::block_on(h.shutdown());
 }
+
+#[test]
+fn readme_edge_processing_examples_parse() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README.md");
+    let section = readme
+        .split("\n## Edge processing")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("Edge processing section");
+    let blocks: Vec<&str> = section
+        .split("```toml\n")
+        .skip(1)
+        .filter_map(|b| b.split("```").next())
+        .collect();
+    assert_eq!(blocks.len(), 3);
+    for b in blocks {
+        let body = b.replace("[[sync.forward]]", "[[forward]]");
+        let s = format!("node_id = \"n1\"\nupstreams = [\"tcp://127.0.0.1:1\"]\n{body}");
+        if let Err(e) = SyncConfig::from_toml_str(&s) {
+            panic!("{e}\n{body}");
+        }
+    }
+}
