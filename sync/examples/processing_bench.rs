@@ -95,13 +95,13 @@ fn run(sensors: usize, secs: u64, s: &Scenario) -> (u64, u64, u64) {
         }
         txn.commit().expect("commit");
         ob.committed(true);
-        ob.flush_windows(at.saturating_sub(250)).expect("flush");
+        ob.flush_due(at.saturating_sub(250)).expect("flush");
         if !s.outage {
             // The link is up: what reached the outbox goes upstream and is acknowledged.
             sent = drain(&ob, sent);
         }
     }
-    ob.flush_windows(T0 + secs * 1000 + 1000).expect("flush");
+    ob.flush_due(T0 + secs * 1000 + 1000).expect("flush");
     sent = drain(&ob, sent);
     let _ = std::fs::remove_dir_all(&dir);
     (sent.0, sent.1, in_bytes)

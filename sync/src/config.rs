@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use crate::error::SyncError;
-pub use crate::rules::{DeadbandConfig, OnMissing, WindowConfig};
+pub use crate::rules::{BatchConfig, DeadbandConfig, OnMissing, WindowConfig};
 use crate::{rules, topic};
 
 /// Highest priority value a forward rule may use (priorities are `0..=MAX_PRIORITY`, higher first).
@@ -173,6 +173,8 @@ pub struct ForwardRule {
     pub latest_only: bool,
     /// Tumbling-window aggregation per local topic instead of forwarding each message.
     pub window: Option<WindowConfig>,
+    /// Several messages of the rule in one upstream PUBLISH.
+    pub batch: Option<BatchConfig>,
 }
 
 impl Default for ForwardRule {
@@ -189,6 +191,7 @@ impl Default for ForwardRule {
             deadband: None,
             latest_only: false,
             window: None,
+            batch: None,
         }
     }
 }

@@ -88,7 +88,12 @@ pub fn start(
         smol::spawn(uplink::run(ctx.clone())),
         smol::spawn(status_task(ctx.clone(), data_dir.clone())),
     ];
-    if ctx.cfg.forward.iter().any(|r| r.window.is_some()) {
+    if ctx
+        .cfg
+        .forward
+        .iter()
+        .any(|r| r.window.is_some() || r.batch.is_some())
+    {
         tasks.push(smol::spawn(window_task(ctx.clone())));
     }
     SyncHandle {
@@ -187,18 +192,19 @@ async fn status_task(ctx: Arc<Ctx>, data_dir: PathBuf) {
     }
 }
 
-/// Emits ended aggregation windows: checked every `WINDOW_TICK`, a window is emitted
-/// `WINDOW_GRACE` after its end (so a reading stamped just before the end, still in the broker's
-/// commit queue, lands in it). Windows in progress stay in the database across a stop.
+/// Emits ended aggregation windows and due batches: checked every `WINDOW_TICK`, a window is
+/// emitted `WINDOW_GRACE_MS` after its end (so a reading stamped just before the end, still in
+/// the broker's commit queue, lands in it), a batch `max_ms` (+ the same grace) after its first
+/// message. Windows and batches in progress stay in the database across a stop.
 async fn window_task(ctx: Arc<Ctx>) {
     loop {
         let now = outbox::now_ms();
         if now >= ctx.outbox.next_window_due().saturating_add(WINDOW_GRACE_MS) {
             let ob = ctx.outbox.clone();
             let at = now - WINDOW_GRACE_MS;
-            match smol::unblock(move || ob.flush_windows(at)).await {
-                Ok(n) => tracing::debug!(windows = n, "sync: aggregation windows emitted"),
-                Err(e) => tracing::warn!("sync: emitting aggregation windows: {e}"),
+            match smol::unblock(move || ob.flush_due(at)).await {
+                Ok(n) => tracing::debug!(records = n, "sync: windows and batches emitted"),
+                Err(e) => tracing::warn!("sync: emitting windows and batches: {e}"),
             }
         }
         let stopped = futures_lite::future::or(

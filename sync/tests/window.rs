@@ -76,7 +76,7 @@ fn ten_thousand_readings_give_the_right_aggregates() {
     }
     // Windows roll over as readings of the next second arrive; the last ones at flush.
     assert!(ob.next_window_due() < u64::MAX);
-    ob.flush_windows(t0 + 3_600_000).unwrap();
+    ob.flush_due(t0 + 3_600_000).unwrap();
     assert_eq!(ob.next_window_due(), u64::MAX);
     let got = buffered_json(&ob);
     assert_eq!(got.len(), exp.len());
@@ -128,7 +128,7 @@ fn windows_in_progress_survive_a_restart() {
         &[("line/a", b"{\"temp\":10}".to_vec(), 1)],
         t0 + 20,
     );
-    ob.flush_windows(t0 + 1000).unwrap();
+    ob.flush_due(t0 + 1000).unwrap();
     let got = buffered_json(&ob);
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].1["messages"], 11);
@@ -276,7 +276,7 @@ fn kill_9_mid_window_loses_no_accepted_contribution() {
     let acked = acked.expect("child acknowledged readings");
     let db = Arc::new(redb::Database::create(dir.path().join("edge.redb")).unwrap());
     let ob = Outbox::open(db.clone(), &cfg(CHILD_RULE)).unwrap();
-    ob.flush_windows(T0 + 3_600_000).unwrap();
+    ob.flush_due(T0 + 3_600_000).unwrap();
     let got = buffered_json(&ob);
     assert_eq!(got.len(), 1);
     let m = got[0].1["messages"].as_u64().unwrap();

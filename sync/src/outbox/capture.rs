@@ -12,7 +12,7 @@ use super::{
 };
 use crate::config::FullPolicy;
 use crate::error::SyncError;
-use crate::rules::{latest, window, Delta, Verdict};
+use crate::rules::{batch, latest, window, Delta, Verdict};
 use crate::topic::CompiledForward;
 
 /// Size counted in the per-rule byte figures: topic + payload.
@@ -111,6 +111,28 @@ impl Outbox {
             return Ok(());
         }
 
+        if let Some(b) = &proc.batch {
+            // Stored with the capture; emitted when full here, or at `max_ms` by `flush_due`.
+            let item = batch::BatchItem {
+                topic: rule.map.apply(msg.topic),
+                payload: msg.payload.to_vec(),
+                received_at_ms: msg.received_at_ms,
+                user_properties: msg.user_properties.to_vec(),
+            };
+            let head = batch::add(txn, ri as u32, &item)?;
+            if head.count == 1 {
+                self.next_window_due
+                    .fetch_min(head.first_ms.saturating_add(b.max_ms), Ordering::Relaxed);
+            }
+            if head.count >= b.max_messages {
+                let items = batch::take(txn, ri as u32)?;
+                let rec = self.batch_record(rule, &items)?;
+                self.append(txn, &mut p.cur, rule, rec, &mut d)?;
+            }
+            lock(&self.staged).count(ri, &d);
+            return Ok(());
+        }
+
         let record = Record {
             topic: rule.map.apply(msg.topic),
             payload: msg.payload.to_vec(),
@@ -153,6 +175,35 @@ impl Outbox {
                 .ttl_ms
                 .map_or(0, |t| st.end_ms.saturating_add(t).max(1)),
         }
+    }
+
+    /// The outbox record carrying a batch envelope.
+    fn batch_record(
+        &self,
+        rule: &CompiledForward,
+        items: &[batch::BatchItem],
+    ) -> Result<Record, SyncError> {
+        let Some(b) = rule.processing.batch.as_ref() else {
+            return Err(SyncError::Invariant("batch record of a rule without batch"));
+        };
+        let first = items.first().map_or(0, |i| i.received_at_ms);
+        Ok(Record {
+            topic: b.topic.clone(),
+            payload: b.encode(items)?,
+            qos: rule.qos,
+            retain: false,
+            user_properties: vec![
+                (batch::FORMAT_PROPERTY.into(), b.format.name().into()),
+                (
+                    batch::COMPRESSION_PROPERTY.into(),
+                    b.compression.name().into(),
+                ),
+                (batch::COUNT_PROPERTY.into(), items.len().to_string()),
+            ],
+            content_type: Some(b.format.content_type().into()),
+            received_at_ms: first,
+            expires_at_ms: rule.ttl_ms.map_or(0, |t| first.saturating_add(t).max(1)),
+        })
     }
 
     /// Appends `record` to the rule's lane in `txn`, with `latest_only` conflation and the full
@@ -281,15 +332,22 @@ impl Outbox {
         self.next_window_due.load(Ordering::Relaxed)
     }
 
-    /// Emits every window ended at `now_ms` as an outbox record, in one durable transaction.
-    /// Returns how many were emitted.
-    pub fn flush_windows(&self, now_ms: u64) -> Result<usize, SyncError> {
-        if !self.rules.iter().any(|r| r.processing.window.is_some()) {
+    /// Emits every window ended and every batch due at `now_ms` as an outbox record, in one
+    /// durable transaction. Returns how many were emitted.
+    pub fn flush_due(&self, now_ms: u64) -> Result<usize, SyncError> {
+        let has = |f: fn(&CompiledForward) -> bool| self.rules.iter().any(f);
+        if !has(|r| r.processing.window.is_some()) && !has(|r| r.processing.batch.is_some()) {
             return Ok(0);
         }
         let txn = self.db.begin_write()?;
         let (ended, next) = window::take_ended(&txn, now_ms)?;
-        if ended.is_empty() {
+        let max_ms_of = |ri: u32| {
+            let r = self.rules.get(ri as usize)?;
+            r.processing.batch.as_ref().map(|b| b.max_ms)
+        };
+        let (batches, next_batch) = batch::due(&txn, now_ms, max_ms_of)?;
+        let next = next.min(next_batch);
+        if ended.is_empty() && batches.is_empty() {
             self.next_window_due.store(next, Ordering::Relaxed);
             txn.abort()?;
             return Ok(0);
@@ -309,6 +367,19 @@ impl Outbox {
             self.append(&txn, &mut m, rule, rec, &mut d)?;
             deltas.push((st.rule as usize, d));
         }
+        for ri in &batches {
+            let items = batch::take(&txn, *ri)?;
+            let rule = self.rules.get(*ri as usize);
+            let Some(rule) = rule.filter(|r| r.processing.batch.is_some() && !items.is_empty())
+            else {
+                tracing::warn!(rule = ri, "batch without a matching batch rule dropped");
+                continue;
+            };
+            let mut d = Delta::default();
+            let rec = self.batch_record(rule, &items)?;
+            self.append(&txn, &mut m, rule, rec, &mut d)?;
+            deltas.push((*ri as usize, d));
+        }
         // No capture runs while this transaction is open: nothing can lower `due` meanwhile.
         self.next_window_due.store(next, Ordering::Relaxed);
         if let Err(e) = txn.commit() {
@@ -323,6 +394,6 @@ impl Outbox {
         }
         self.c.generation.fetch_add(1, Ordering::SeqCst);
         self.wake.notify(usize::MAX);
-        Ok(ended.len())
+        Ok(ended.len() + batches.len())
     }
 }

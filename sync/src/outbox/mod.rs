@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{FullPolicy, SyncConfig, MAX_PRIORITY};
 use crate::error::{Rejected, SyncError};
-use crate::rules::{window, RuleCounters, RuleStats, Staged};
+use crate::rules::{batch, window, RuleCounters, RuleStats, Staged};
 use crate::topic::{self, CompiledForward};
 
 mod capture;
@@ -302,7 +302,10 @@ impl Outbox {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let due = window::earliest_end(&db)?;
+        let due = match batch::any_stored(&db)? {
+            true => 0, // the first check recomputes it
+            false => window::earliest_end(&db)?,
+        };
         let ob = Outbox {
             db,
             node_id: cfg.node_id.clone(),

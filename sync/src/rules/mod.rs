@@ -2,6 +2,7 @@
 //! `deadband` per topic, `latest_only` conflation, and the per-rule counters shown in status.
 //! Decisions are staged per broker transaction and applied only when it commits.
 
+pub mod batch;
 pub mod expr;
 pub mod latest;
 pub mod window;
@@ -13,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::config::ForwardRule;
+pub use batch::{Batch, BatchConfig};
 pub use expr::Expr;
 pub use window::{Window, WindowConfig};
 
@@ -103,6 +105,26 @@ pub fn validate(i: usize, r: &ForwardRule) -> Result<(), (String, String)> {
             ));
         }
     }
+    if let Some(b) = &r.batch {
+        if b.max_messages == 0 || b.max_messages > 10_000 {
+            return Err((k("batch.max_messages"), "required: 1..=10000".into()));
+        }
+        if b.max_ms == 0 {
+            return Err((k("batch.max_ms"), "required: at least 1".into()));
+        }
+        if b.topic.is_empty() || b.topic.contains(['+', '#']) {
+            return Err((
+                k("batch.topic"),
+                "required: a topic name without wildcards".into(),
+            ));
+        }
+        if r.window.is_some() || r.latest_only {
+            return Err((
+                k("batch"),
+                "cannot be combined with window or latest_only".into(),
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -114,6 +136,7 @@ pub struct Processing {
     pub deadband: Option<Deadband>,
     pub latest_only: bool,
     pub window: Option<Window>,
+    pub batch: Option<Batch>,
 }
 
 #[derive(Debug, Clone)]
@@ -150,7 +173,8 @@ impl Processing {
             on_missing: r.on_missing,
             deadband,
             latest_only: r.latest_only,
-            window: r.window.as_ref().map(|w| Window::compile(w, expand)),
+            window: r.window.as_ref().map(|w| Window::compile(w, &expand)),
+            batch: r.batch.as_ref().map(|b| Batch::compile(b, &expand)),
         })
     }
 
