@@ -51,6 +51,21 @@ const SCENARIOS: &[Scenario] = &[
         rule: "window = { secs = 10, fields = [\"temp\"], ops = [\"avg\", \"min\", \"max\"] }",
         outage: false,
     },
+    Scenario {
+        name: "batch 100 / 1 s, json",
+        rule: "batch = { max_messages = 100, max_ms = 1000, topic = \"b\" }",
+        outage: false,
+    },
+    Scenario {
+        name: "batch 100 / 1 s, postcard+zstd",
+        rule: "batch = { max_messages = 100, max_ms = 1000, topic = \"b\", format = \"postcard\", compression = \"zstd\" }",
+        outage: false,
+    },
+    Scenario {
+        name: "batch 1000 / 1 s, json+deflate",
+        rule: "batch = { max_messages = 1000, max_ms = 1000, topic = \"b\", compression = \"deflate\" }",
+        outage: false,
+    },
 ];
 
 /// Uplink (messages, bytes) after `secs` of `sensors` at 10 Hz under `rule`.
