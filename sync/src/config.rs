@@ -223,6 +223,8 @@ impl Default for DownlinkRule {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
 pub struct Upstream {
+    /// `http://` / `https://`: RobustMQ's HTTP publish API instead of MQTT (`uplink::http`).
+    pub http: bool,
     pub tls: bool,
     pub host: String,
     pub port: u16,
@@ -230,7 +232,12 @@ pub struct Upstream {
 
 impl std::fmt::Display for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let scheme = if self.tls { "tls" } else { "tcp" };
+        let scheme = match (self.http, self.tls) {
+            (true, true) => "https",
+            (true, false) => "http",
+            (false, true) => "tls",
+            (false, false) => "tcp",
+        };
         write!(f, "{scheme}://{}:{}", self.host, self.port)
     }
 }
@@ -246,17 +253,27 @@ impl TryFrom<String> for Upstream {
 /// Parses `tcp://`, `mqtt://` (plain) or `tls://`, `mqtts://` (TLS) followed by `host[:port]`;
 /// IPv6 hosts in brackets. Without a port: 1883 plain, 8883 TLS (RobustMQ's TLS port is 1885).
 pub fn parse_upstream(s: &str) -> Result<Upstream, String> {
-    let (tls, rest) = if let Some(r) = s.strip_prefix("tcp://").or(s.strip_prefix("mqtt://")) {
-        (false, r)
+    let (http, tls, rest) = if let Some(r) = s.strip_prefix("tcp://").or(s.strip_prefix("mqtt://"))
+    {
+        (false, false, r)
     } else if let Some(r) = s.strip_prefix("tls://").or(s.strip_prefix("mqtts://")) {
-        (true, r)
+        (false, true, r)
+    } else if let Some(r) = s.strip_prefix("http://") {
+        (true, false, r)
+    } else if let Some(r) = s.strip_prefix("https://") {
+        (true, true, r)
     } else {
         return Err(format!(
-            "`{s}`: must start with tcp://, mqtt://, tls:// or mqtts://"
+            "`{s}`: must start with tcp://, mqtt://, tls://, mqtts://, http:// or https://"
         ));
     };
     let rest = rest.strip_suffix('/').unwrap_or(rest);
-    let default_port = if tls { 8883 } else { 1883 };
+    let default_port = match (http, tls) {
+        (true, true) => 443,
+        (true, false) => 80,
+        (false, true) => 8883,
+        (false, false) => 1883,
+    };
     let (host, port) = match rest.rsplit_once(':') {
         // `[::1]` alone: the colon belongs to the address.
         Some((h, p)) if !p.ends_with(']') => (
@@ -274,6 +291,7 @@ pub fn parse_upstream(s: &str) -> Result<Upstream, String> {
         return Err(format!("`{s}`: empty host or port 0"));
     }
     Ok(Upstream {
+        http,
         tls,
         host: host.to_string(),
         port,
@@ -321,6 +339,21 @@ impl SyncConfig {
                 "sync.upstreams".into(),
                 "at least one address needed".into(),
             );
+        }
+        if self.upstreams.iter().any(|u| u.http) {
+            if self.upstreams.iter().any(|u| !u.http) {
+                return bad(
+                    "sync.upstreams".into(),
+                    "either MQTT (tcp/tls/mqtt/mqtts) or HTTP (http/https) addresses, not both"
+                        .into(),
+                );
+            }
+            if !self.downlink.is_empty() {
+                return bad(
+                    "sync.downlink".into(),
+                    "needs an MQTT upstream (the HTTP API cannot subscribe)".into(),
+                );
+            }
         }
         if let Some(c) = &self.client_id {
             if c.is_empty() || c.len() > 65535 {
@@ -562,11 +595,13 @@ mod tests {
             parse("node_id = \"n\"\nupstreams = [\"mqtts://a\", \"tcp://[::1]:1884\"]\n").unwrap();
         let expect = vec![
             Upstream {
+                http: false,
                 tls: true,
                 host: "a".into(),
                 port: 8883,
             },
             Upstream {
+                http: false,
                 tls: false,
                 host: "::1".into(),
                 port: 1884,

@@ -57,7 +57,7 @@ pub fn start(
     bus: Arc<dyn LocalBus>,
 ) -> SyncHandle {
     let live = Arc::new(Live::default());
-    let needs_tls = cfg.upstream_list().iter().any(|u| u.tls);
+    let needs_tls = cfg.upstream_list().iter().any(|u| u.tls && !u.http);
     let tls = if needs_tls {
         match client::tls_config(cfg.tls.as_ref()) {
             Ok(t) => Some(t),
@@ -85,7 +85,11 @@ pub fn start(
         tls,
     });
     let mut tasks = vec![
-        smol::spawn(uplink::run(ctx.clone())),
+        if ctx.cfg.upstreams.iter().any(|u| u.http) {
+            smol::spawn(uplink::http::run(ctx.clone()))
+        } else {
+            smol::spawn(uplink::run(ctx.clone()))
+        },
         smol::spawn(status_task(ctx.clone(), data_dir.clone())),
     ];
     if ctx
