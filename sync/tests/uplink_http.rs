@@ -280,3 +280,41 @@ fn http_upstream_configuration_is_checked() {
         assert!(e.contains(key), "{extra}: {e}");
     }
 }
+
+/// Against a real RobustMQ (`run.sh start` with its HTTP API on 127.0.0.1:58080): only when
+/// `ROBUSTMQ_HTTP=1`, run under the machine-wide lock `/tmp/robustmq-edge-e2e-robustmq.lock`.
+#[test]
+fn real_robustmq_http_api_stores_the_records_in_order() {
+    if std::env::var("ROBUSTMQ_HTTP").as_deref() != Ok("1") {
+        return;
+    }
+    let topic = format!("edge-http-{}", now_ms());
+    let s = format!(
+        "node_id = \"n1\"\nupstreams = [\"http://127.0.0.1:58080\"]\ntenant = \"default\"\n\
+         [[forward]]\nfilter = \"m\"\nreplace_prefix = {{ from = \"m\", to = \"{topic}\" }}\n"
+    );
+    let c = SyncConfig::from_toml_str(&s).unwrap();
+    let t = TestDb::new();
+    let ob = Outbox::open(t.db.clone(), &c).unwrap();
+    let msgs: Vec<_> = (0..20)
+        .map(|i| ("m", format!("r{i}").into_bytes(), 1))
+        .collect();
+    capture(&ob, &t.db, &msgs);
+    let h = start(
+        ob.clone(),
+        c,
+        t.path().to_path_buf(),
+        Arc::new(TestBus::default()),
+    );
+    let ok = wait_until(Duration::from_secs(20), || {
+        ob.counters().backlog_messages == 0
+    });
+    let st = h.status();
+    smol::block_on(h.shutdown());
+    assert!(ok, "{st:?}");
+    assert_eq!(ob.counters().acked, 20);
+    eprintln!(
+        "real RobustMQ: 20 records stored, last offset {:?}",
+        st.last_offset
+    );
+}

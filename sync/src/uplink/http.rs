@@ -89,7 +89,10 @@ fn post(c: &reqwest::blocking::Client, url: &str, token: Option<&str>, body: &Va
     }
     match serde_json::from_str::<Value>(&text) {
         Ok(v) if v["code"].as_i64() == Some(0) => Posted::Stored(v["data"]["offsets"][0].as_u64()),
-        Ok(v) => Posted::Failed(format!("code {} ({})", v["code"], v["message"])),
+        Ok(v) => {
+            let why = v["message"].as_str().or(v["error"].as_str()).unwrap_or("");
+            Posted::Failed(format!("code {}: {why}", v["code"]))
+        }
         Err(e) => Posted::Failed(format!("reply is not JSON: {e}")),
     }
 }
