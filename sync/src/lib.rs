@@ -15,6 +15,7 @@ pub mod downlink;
 pub mod error;
 mod lenient;
 pub mod outbox;
+pub mod rules;
 pub mod status;
 pub mod topic;
 pub mod uplink;
@@ -36,6 +37,10 @@ use topic::CompiledDownlink;
 
 /// Records read per lane per status interval by the TTL sweep.
 const SWEEP_BUDGET: usize = 10_000;
+/// How often the window task looks for ended aggregation windows.
+const WINDOW_TICK: Duration = Duration::from_millis(200);
+/// Delay after a window's end before it is emitted.
+const WINDOW_GRACE_MS: u64 = 250;
 
 /// Running sync tasks.
 pub struct SyncHandle {
@@ -52,7 +57,7 @@ pub fn start(
     bus: Arc<dyn LocalBus>,
 ) -> SyncHandle {
     let live = Arc::new(Live::default());
-    let needs_tls = cfg.upstream_list().iter().any(|u| u.tls);
+    let needs_tls = cfg.upstream_list().iter().any(|u| u.tls && !u.http);
     let tls = if needs_tls {
         match client::tls_config(cfg.tls.as_ref()) {
             Ok(t) => Some(t),
@@ -79,10 +84,22 @@ pub fn start(
         downlinks,
         tls,
     });
-    let tasks = vec![
-        smol::spawn(uplink::run(ctx.clone())),
+    let mut tasks = vec![
+        if ctx.cfg.upstreams.iter().any(|u| u.http) {
+            smol::spawn(uplink::http::run(ctx.clone()))
+        } else {
+            smol::spawn(uplink::run(ctx.clone()))
+        },
         smol::spawn(status_task(ctx.clone(), data_dir.clone())),
     ];
+    if ctx
+        .cfg
+        .forward
+        .iter()
+        .any(|r| r.window.is_some() || r.batch.is_some())
+    {
+        tasks.push(smol::spawn(window_task(ctx.clone())));
+    }
     SyncHandle {
         ctx,
         data_dir,
@@ -165,6 +182,38 @@ async fn status_task(ctx: Arc<Ctx>, data_dir: PathBuf) {
         let stopped = futures_lite::future::or(
             async {
                 smol::Timer::after(every).await;
+                false
+            },
+            async {
+                ctx.stop.wait().await;
+                true
+            },
+        )
+        .await;
+        if stopped {
+            return;
+        }
+    }
+}
+
+/// Emits ended aggregation windows and due batches: checked every `WINDOW_TICK`, a window is
+/// emitted `WINDOW_GRACE_MS` after its end (so a reading stamped just before the end, still in
+/// the broker's commit queue, lands in it), a batch `max_ms` (+ the same grace) after its first
+/// message. Windows and batches in progress stay in the database across a stop.
+async fn window_task(ctx: Arc<Ctx>) {
+    loop {
+        let now = outbox::now_ms();
+        if now >= ctx.outbox.next_window_due().saturating_add(WINDOW_GRACE_MS) {
+            let ob = ctx.outbox.clone();
+            let at = now - WINDOW_GRACE_MS;
+            match smol::unblock(move || ob.flush_due(at)).await {
+                Ok(n) => tracing::debug!(records = n, "sync: windows and batches emitted"),
+                Err(e) => tracing::warn!("sync: emitting windows and batches: {e}"),
+            }
+        }
+        let stopped = futures_lite::future::or(
+            async {
+                smol::Timer::after(WINDOW_TICK).await;
                 false
             },
             async {

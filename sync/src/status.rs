@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::SyncError;
 use crate::outbox::{self, now_ms, Outbox};
+use crate::rules::RuleStats;
 
 pub const STATUS_FILE: &str = "sync-status.json";
 pub const DB_FILE: &str = "edge.redb";
@@ -74,6 +75,10 @@ pub struct SyncStatus {
     /// Where these figures come from.
     #[serde(default)]
     pub source: StatusSource,
+    /// Per forward rule (this process): in, out, dropped by filter/deadband, conflated, bytes
+    /// saved. Empty when read from a stopped broker's database.
+    #[serde(default)]
+    pub rules: Vec<RuleStats>,
 }
 
 /// Origin of a [`SyncStatus`].
@@ -159,6 +164,7 @@ pub fn snapshot(outbox: &Outbox, live: &Live) -> SyncStatus {
         next_seq: c.next_seq,
         updated_at_ms: now,
         source: StatusSource::Broker,
+        rules: outbox.rule_stats(),
     }
 }
 

@@ -2,6 +2,7 @@
 //! of forward and downlink rules (keep, add a prefix, replace a prefix; `{node_id}` expanded).
 
 use crate::config::{DownlinkRule, ForwardRule, SyncConfig};
+use crate::rules::Processing;
 
 /// Filter validation and matching, the same rules as the broker's (one implementation).
 pub use edge_mqtt::topic::{matches, valid_filter};
@@ -36,10 +37,12 @@ pub struct CompiledForward {
     pub qos: u8,
     pub ttl_ms: Option<u64>,
     pub priority: u8,
+    pub processing: Processing,
 }
 
 impl CompiledForward {
-    pub fn compile(cfg: &SyncConfig, r: &ForwardRule) -> CompiledForward {
+    /// Fails only on a `where` expression `SyncConfig::validate` would have refused.
+    pub fn compile(cfg: &SyncConfig, r: &ForwardRule) -> Result<CompiledForward, String> {
         let map = if let Some(p) = &r.prefix {
             TopicMap::Prefix(cfg.expand(p))
         } else if let Some(rp) = &r.replace_prefix {
@@ -50,13 +53,14 @@ impl CompiledForward {
         } else {
             TopicMap::Keep
         };
-        CompiledForward {
+        Ok(CompiledForward {
             filter: cfg.expand(&r.filter),
             map,
             qos: r.qos,
             ttl_ms: r.ttl_secs.map(|s| s.saturating_mul(1000)),
             priority: r.priority,
-        }
+            processing: Processing::compile(r, |t| cfg.expand(t))?,
+        })
     }
 }
 

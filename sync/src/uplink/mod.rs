@@ -25,6 +25,7 @@
 
 mod acks;
 mod drain;
+pub(crate) mod http;
 mod outgoing;
 mod pacer;
 mod publish;

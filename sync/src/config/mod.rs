@@ -12,7 +12,8 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use crate::error::SyncError;
-use crate::topic;
+pub use crate::rules::{BatchConfig, DeadbandConfig, OnMissing, WindowConfig};
+use crate::{rules, topic};
 
 /// Highest priority value a forward rule may use (priorities are `0..=MAX_PRIORITY`, higher first).
 pub const MAX_PRIORITY: u8 = 3;
@@ -162,6 +163,18 @@ pub struct ForwardRule {
     pub ttl_secs: Option<u64>,
     /// 0 (default) ..=3, higher drains first.
     pub priority: u8,
+    /// Condition on JSON payload fields; only messages satisfying it are forwarded (see
+    /// "Edge processing" in the README and `rules::expr`).
+    pub r#where: Option<String>,
+    /// Non-JSON payloads and missing/mistyped fields needed by `where` or `deadband`.
+    pub on_missing: OnMissing,
+    pub deadband: Option<DeadbandConfig>,
+    /// Conflation: one unsent record per upstream topic, the newest.
+    pub latest_only: bool,
+    /// Tumbling-window aggregation per local topic instead of forwarding each message.
+    pub window: Option<WindowConfig>,
+    /// Several messages of the rule in one upstream PUBLISH.
+    pub batch: Option<BatchConfig>,
 }
 
 impl Default for ForwardRule {
@@ -173,6 +186,12 @@ impl Default for ForwardRule {
             qos: 1,
             ttl_secs: None,
             priority: 0,
+            r#where: None,
+            on_missing: OnMissing::default(),
+            deadband: None,
+            latest_only: false,
+            window: None,
+            batch: None,
         }
     }
 }
@@ -204,6 +223,8 @@ impl Default for DownlinkRule {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
 pub struct Upstream {
+    /// `http://` / `https://`: RobustMQ's HTTP publish API instead of MQTT (`uplink::http`).
+    pub http: bool,
     pub tls: bool,
     pub host: String,
     pub port: u16,
@@ -211,7 +232,12 @@ pub struct Upstream {
 
 impl std::fmt::Display for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let scheme = if self.tls { "tls" } else { "tcp" };
+        let scheme = match (self.http, self.tls) {
+            (true, true) => "https",
+            (true, false) => "http",
+            (false, true) => "tls",
+            (false, false) => "tcp",
+        };
         write!(f, "{scheme}://{}:{}", self.host, self.port)
     }
 }
@@ -227,17 +253,27 @@ impl TryFrom<String> for Upstream {
 /// Parses `tcp://`, `mqtt://` (plain) or `tls://`, `mqtts://` (TLS) followed by `host[:port]`;
 /// IPv6 hosts in brackets. Without a port: 1883 plain, 8883 TLS (RobustMQ's TLS port is 1885).
 pub fn parse_upstream(s: &str) -> Result<Upstream, String> {
-    let (tls, rest) = if let Some(r) = s.strip_prefix("tcp://").or(s.strip_prefix("mqtt://")) {
-        (false, r)
+    let (http, tls, rest) = if let Some(r) = s.strip_prefix("tcp://").or(s.strip_prefix("mqtt://"))
+    {
+        (false, false, r)
     } else if let Some(r) = s.strip_prefix("tls://").or(s.strip_prefix("mqtts://")) {
-        (true, r)
+        (false, true, r)
+    } else if let Some(r) = s.strip_prefix("http://") {
+        (true, false, r)
+    } else if let Some(r) = s.strip_prefix("https://") {
+        (true, true, r)
     } else {
         return Err(format!(
-            "`{s}`: must start with tcp://, mqtt://, tls:// or mqtts://"
+            "`{s}`: must start with tcp://, mqtt://, tls://, mqtts://, http:// or https://"
         ));
     };
     let rest = rest.strip_suffix('/').unwrap_or(rest);
-    let default_port = if tls { 8883 } else { 1883 };
+    let default_port = match (http, tls) {
+        (true, true) => 443,
+        (true, false) => 80,
+        (false, true) => 8883,
+        (false, false) => 1883,
+    };
     let (host, port) = match rest.rsplit_once(':') {
         // `[::1]` alone: the colon belongs to the address.
         Some((h, p)) if !p.ends_with(']') => (
@@ -255,6 +291,7 @@ pub fn parse_upstream(s: &str) -> Result<Upstream, String> {
         return Err(format!("`{s}`: empty host or port 0"));
     }
     Ok(Upstream {
+        http,
         tls,
         host: host.to_string(),
         port,
@@ -302,6 +339,21 @@ impl SyncConfig {
                 "sync.upstreams".into(),
                 "at least one address needed".into(),
             );
+        }
+        if self.upstreams.iter().any(|u| u.http) {
+            if self.upstreams.iter().any(|u| !u.http) {
+                return bad(
+                    "sync.upstreams".into(),
+                    "either MQTT (tcp/tls/mqtt/mqtts) or HTTP (http/https) addresses, not both"
+                        .into(),
+                );
+            }
+            if !self.downlink.is_empty() {
+                return bad(
+                    "sync.downlink".into(),
+                    "needs an MQTT upstream (the HTTP API cannot subscribe)".into(),
+                );
+            }
         }
         if let Some(c) = &self.client_id {
             if c.is_empty() || c.len() > 65535 {
@@ -426,6 +478,9 @@ impl SyncConfig {
             if r.ttl_secs == Some(0) {
                 return bad(k("ttl_secs"), "must be at least 1 (or absent)".into());
             }
+            if let Err((key, message)) = rules::validate(i, r) {
+                return bad(key, message);
+            }
         }
         for (i, r) in self.downlink.iter().enumerate() {
             let k = |f: &str| format!("sync.downlink[{i}].{f}");
@@ -479,174 +534,4 @@ fn key_of(path: &serde_path_to_error::Path) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(s: &str) -> Result<SyncConfig, SyncError> {
-        SyncConfig::from_toml_str(s)
-    }
-
-    const MIN: &str = "node_id = \"n1\"\nupstreams = [\"tcp://127.0.0.1:1883\"]\n";
-
-    #[test]
-    fn minimal_config_gets_defaults() {
-        let c = parse(MIN).unwrap();
-        assert_eq!(c.protocol, ProtocolVersion::V5);
-        assert_eq!(c.full_policy, FullPolicy::DropOldest);
-        assert_eq!(c.client_id(), "edge-n1");
-        assert!(c.capture_qos0);
-    }
-
-    #[test]
-    fn bad_forward_qos_names_the_indexed_key() {
-        let s =
-            format!("{MIN}[[forward]]\nfilter = \"a/#\"\n[[forward]]\nfilter = \"b/#\"\nqos = 0\n");
-        let e = parse(&s).unwrap_err().to_string();
-        assert!(e.contains("sync.forward[1].qos"), "{e}");
-    }
-
-    #[test]
-    fn unknown_key_is_named() {
-        let s = format!("{MIN}[[forward]]\nfilter = \"a/#\"\nqoss = 1\n");
-        let e = parse(&s).unwrap_err().to_string();
-        assert!(e.contains("sync.forward[0]"), "{e}");
-        assert!(e.contains("qoss"), "{e}");
-        let e = parse(&format!("{MIN}bogus = 1\n")).unwrap_err().to_string();
-        assert!(e.contains("bogus"), "{e}");
-    }
-
-    #[test]
-    fn wrong_type_names_the_key() {
-        let s = format!("{MIN}[backoff]\ninitial_ms = \"soon\"\n");
-        let e = parse(&s).unwrap_err().to_string();
-        assert!(e.contains("sync.backoff.initial_ms"), "{e}");
-        let e = parse(&format!("{MIN}full_policy = \"drop_newest\"\n"))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("sync.full_policy"), "{e}");
-    }
-
-    #[test]
-    fn bad_upstream_scheme_is_named() {
-        let e = parse("node_id = \"n\"\nupstreams = [\"tcp://a:1\", \"ws://b:1883\"]\n")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("sync.upstreams[1]"), "{e}");
-    }
-
-    #[test]
-    fn upstreams_are_parsed_once_when_read() {
-        let c =
-            parse("node_id = \"n\"\nupstreams = [\"mqtts://a\", \"tcp://[::1]:1884\"]\n").unwrap();
-        let expect = vec![
-            Upstream {
-                tls: true,
-                host: "a".into(),
-                port: 8883,
-            },
-            Upstream {
-                tls: false,
-                host: "::1".into(),
-                port: 1884,
-            },
-        ];
-        assert_eq!(c.upstreams, expect);
-        assert_eq!(c.upstream_list(), expect);
-    }
-
-    #[test]
-    fn required_keys_default_to_empty_and_are_refused_empty() {
-        let e = parse("node_id = \"n\"\n").unwrap_err().to_string();
-        assert!(e.contains("sync.upstreams"), "{e}");
-        let e = parse(&format!("{MIN}[[forward]]\nqos = 2\n"))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("sync.forward[0].filter"), "{e}");
-        let e = parse(&format!("{MIN}[[downlink]]\nqos = 2\n"))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("sync.downlink[0].filter"), "{e}");
-    }
-
-    #[test]
-    fn defaults_are_the_documented_ones() {
-        let c = parse(MIN).unwrap();
-        let d = SyncConfig::default();
-        assert_eq!((c.keep_alive_secs, d.keep_alive_secs), (30, 30));
-        assert_eq!(c.session_expiry_secs, 1800);
-        assert_eq!(c.max_inflight, 64);
-        assert_eq!(c.max_backlog_bytes, 256 * 1024 * 1024);
-        assert_eq!(c.backoff, BackoffConfig::default());
-        let c = parse(&format!(
-            "{MIN}[[forward]]\nfilter = \"a/#\"\n[[downlink]]\nfilter = \"b/#\"\n"
-        ))
-        .unwrap();
-        assert_eq!((c.forward[0].qos, c.forward[0].priority), (1, 0));
-        assert_eq!(c.downlink[0].qos, 1);
-    }
-
-    #[test]
-    fn missing_required_key_is_named() {
-        let e = parse("upstreams = [\"tcp://a:1\"]\n")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("node_id"), "{e}");
-    }
-
-    #[test]
-    fn priority_and_filter_are_checked() {
-        let s = format!("{MIN}[[forward]]\nfilter = \"a/#\"\npriority = 4\n");
-        assert!(parse(&s)
-            .unwrap_err()
-            .to_string()
-            .contains("sync.forward[0].priority"));
-        let s = format!("{MIN}[[forward]]\nfilter = \"a/#/b\"\n");
-        assert!(parse(&s)
-            .unwrap_err()
-            .to_string()
-            .contains("sync.forward[0].filter"));
-        let s = format!("{MIN}[[downlink]]\nfilter = \"cmd/{{node_id}}/#\"\nqos = 3\n");
-        assert!(parse(&s)
-            .unwrap_err()
-            .to_string()
-            .contains("sync.downlink[0].qos"));
-    }
-
-    #[test]
-    fn upstream_parsing() {
-        let u = parse_upstream("tls://cloud.example:1885").unwrap();
-        assert!(u.tls);
-        assert_eq!(u.host, "cloud.example");
-        assert_eq!(u.port, 1885);
-        let u = parse_upstream("tcp://[::1]:1883").unwrap();
-        assert_eq!(u.host, "::1");
-        assert_eq!(parse_upstream("tcp://host").unwrap().port, 1883);
-        assert!(parse_upstream("tcp://host:x").is_err());
-        assert!(parse_upstream("tcp://host:1883/path").is_err());
-        assert!(parse_upstream("tcp://:1883").is_err());
-    }
-
-    #[test]
-    fn mqtt_and_mqtts_schemes_mean_plain_and_tls() {
-        let u = parse_upstream("mqtt://broker.local:1884").unwrap();
-        assert!(!u.tls);
-        assert_eq!((u.host.as_str(), u.port), ("broker.local", 1884));
-        let u = parse_upstream("mqtts://cloud.example:1885").unwrap();
-        assert!(u.tls);
-        assert_eq!(u.port, 1885);
-        assert_eq!(parse_upstream("mqtts://cloud.example").unwrap().port, 8883);
-        assert_eq!(parse_upstream("mqtt://[::1]").unwrap().host, "::1");
-        assert_eq!(parse_upstream("mqtt://[::1]").unwrap().port, 1883);
-    }
-
-    #[test]
-    fn tenant_over_mqtt311_needs_a_user_name() {
-        let s = format!("{MIN}protocol = \"3.1.1\"\ntenant = \"t1\"\n");
-        let e = parse(&s).unwrap_err().to_string();
-        assert!(e.contains("sync.tenant") && e.contains("username"), "{e}");
-        let s = format!("{MIN}protocol = \"3.1.1\"\ntenant = \"t1\"\nusername = \"u\"\n");
-        assert!(parse(&s).is_ok());
-        let s = format!("{MIN}tenant = \"a@b\"\n");
-        assert!(parse(&s).unwrap_err().to_string().contains("sync.tenant"));
-    }
-}
+mod tests;

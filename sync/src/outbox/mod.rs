@@ -14,7 +14,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{FullPolicy, SyncConfig, MAX_PRIORITY};
 use crate::error::{Rejected, SyncError};
+use crate::rules::{batch, window, RuleCounters, RuleStats, Staged};
 use crate::topic::{self, CompiledForward};
+
+mod capture;
+mod remove;
 
 /// Number of priority lanes (`0..=MAX_PRIORITY`).
 pub const PRIORITIES: usize = MAX_PRIORITY as usize + 1;
@@ -157,6 +161,13 @@ pub struct Outbox {
     db: Arc<Database>,
     node_id: String,
     rules: Vec<CompiledForward>,
+    rule_counters: Vec<RuleCounters>,
+    /// Per local topic: last forwarded deadband value and its time (this process).
+    deadband: Mutex<std::collections::HashMap<String, (f64, u64)>>,
+    /// Rule decisions of the open broker transaction, applied by `committed`.
+    staged: Mutex<Staged>,
+    /// End of the earliest stored aggregation window (`u64::MAX`: none).
+    next_window_due: AtomicU64,
     capture_qos0: bool,
     policy: FullPolicy,
     max_bytes: u64,
@@ -284,12 +295,26 @@ impl Outbox {
         let rules = cfg
             .forward
             .iter()
-            .map(|r| CompiledForward::compile(cfg, r))
-            .collect();
+            .enumerate()
+            .map(|(i, r)| {
+                CompiledForward::compile(cfg, r).map_err(|message| SyncError::Config {
+                    key: format!("sync.forward[{i}].where"),
+                    message,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let due = match batch::any_stored(&db)? {
+            true => 0, // the first check recomputes it
+            false => window::earliest_end(&db)?,
+        };
         let ob = Outbox {
             db,
             node_id: cfg.node_id.clone(),
+            rule_counters: rules.iter().map(|_| RuleCounters::default()).collect(),
             rules,
+            deadband: Mutex::default(),
+            staged: Mutex::default(),
+            next_window_due: AtomicU64::new(due),
             capture_qos0: cfg.capture_qos0,
             policy: cfg.full_policy,
             max_bytes: cfg.max_backlog_bytes,
@@ -334,8 +359,21 @@ impl Outbox {
         &self.db
     }
 
-    fn rule_for(&self, topic: &str) -> Option<&CompiledForward> {
-        self.rules.iter().find(|r| topic::matches(&r.filter, topic))
+    fn rule_for(&self, topic: &str) -> Option<(usize, &CompiledForward)> {
+        self.rules
+            .iter()
+            .enumerate()
+            .find(|(_, r)| topic::matches(&r.filter, topic))
+    }
+
+    /// Per-rule counters of this process (status JSON).
+    pub fn rule_stats(&self) -> Vec<RuleStats> {
+        self.rules
+            .iter()
+            .zip(&self.rule_counters)
+            .enumerate()
+            .map(|(i, (r, c))| c.stats(i, &r.filter))
+            .collect()
     }
 
     /// Cheap check on the publish path: does a forward rule take this message?
@@ -359,124 +397,6 @@ impl Outbox {
             }
         }
         Ok(())
-    }
-
-    /// Inside the broker's write transaction: appends the message to its priority lane and, under
-    /// `drop_oldest`, evicts what does not fit, all in the same transaction. No commit, no fsync.
-    pub fn capture(&self, txn: &WriteTransaction, msg: &LocalMessage<'_>) -> Result<(), SyncError> {
-        if msg
-            .user_properties
-            .iter()
-            .any(|(k, _)| k == DOWNLINK_MARKER)
-        {
-            return Ok(()); // came down from the cloud: never sent back up
-        }
-        if msg.qos == 0 && !self.capture_qos0 {
-            return Ok(());
-        }
-        let Some(rule) = self.rule_for(msg.topic) else {
-            return Ok(());
-        };
-        let record = Record {
-            topic: rule.map.apply(msg.topic),
-            payload: msg.payload.to_vec(),
-            qos: rule.qos,
-            retain: msg.retain,
-            user_properties: msg.user_properties.to_vec(),
-            content_type: msg.content_type.map(str::to_string),
-            received_at_ms: msg.received_at_ms,
-            expires_at_ms: rule
-                .ttl_ms
-                .map_or(0, |t| msg.received_at_ms.saturating_add(t).max(1)),
-        };
-        let bytes = postcard::to_allocvec(&record)?;
-        let size = bytes.len() as u64;
-        let prio = rule.priority as usize;
-
-        let mut pending = lock(&self.pending);
-        if pending.is_none() {
-            let base = read_meta_w(txn)?.unwrap_or_else(Meta::fresh);
-            let folded = self.c.rejected_unpersisted.swap(0, Ordering::Relaxed);
-            let mut cur = base.clone();
-            cur.rejected += folded;
-            *pending = Some(Pending {
-                base,
-                cur,
-                rejected_folded: folded,
-            });
-        }
-        let Some(p) = pending.as_mut() else {
-            return Err(SyncError::Invariant("pending state vanished"));
-        };
-        let m = &mut p.cur;
-
-        if self.policy == FullPolicy::DropOldest {
-            while m.backlog_bytes() + size > self.max_bytes {
-                // Victim: the oldest record of the lowest non-empty lane, unless the new message
-                // is itself the least important (lower priority than everything buffered).
-                let victim = (0..PRIORITIES).find(|&l| m.lanes[l].messages > 0);
-                match victim {
-                    Some(l) if l <= prio => {
-                        let mut t = txn.open_table(LANES[l])?;
-                        let removed = t.pop_first()?.map(|(_, v)| v.value().len() as u64);
-                        match removed {
-                            Some(len) => {
-                                let lane = &mut m.lanes[l];
-                                lane.messages = lane.messages.saturating_sub(1);
-                                lane.bytes = lane.bytes.saturating_sub(len);
-                                m.dropped_full += 1;
-                                refresh_oldest(&t, &mut m.lanes[l])?;
-                            }
-                            None => {
-                                // Counters said non-empty: repair them.
-                                m.lanes[l] = LaneMeta::default();
-                            }
-                        }
-                    }
-                    _ => {
-                        m.dropped_full += 1;
-                        write_meta(txn, m)?;
-                        tracing::debug!(
-                            topic = msg.topic,
-                            "sync backlog full: new message dropped"
-                        );
-                        return Ok(());
-                    }
-                }
-            }
-        }
-
-        let seq = m.next_seq;
-        m.next_seq += 1;
-        {
-            let mut t = txn.open_table(LANES[prio])?;
-            t.insert(seq, bytes.as_slice())?;
-        }
-        let lane = &mut m.lanes[prio];
-        lane.messages += 1;
-        lane.bytes += size;
-        if lane.oldest_seq == 0 {
-            lane.oldest_seq = seq;
-        }
-        write_meta(txn, m)?;
-        Ok(())
-    }
-
-    /// After the transaction holding captures committed (`ok`) or rolled back: publish the new
-    /// counters in memory and wake the uplink.
-    pub fn committed(&self, ok: bool) {
-        let p = lock(&self.pending).take();
-        let Some(p) = p else { return };
-        if ok {
-            self.apply_delta(&p.base, &p.cur, p.rejected_folded);
-            self.c.generation.fetch_add(1, Ordering::SeqCst);
-            self.wake.notify(usize::MAX);
-        } else {
-            // Rejections folded into the lost meta row must be persisted later.
-            self.c
-                .rejected_unpersisted
-                .fetch_add(p.rejected_folded, Ordering::Relaxed);
-        }
     }
 
     fn apply_delta(&self, base: &Meta, cur: &Meta, rejected_folded: u64) {
@@ -578,123 +498,6 @@ impl Outbox {
             }
         }
         Ok(out)
-    }
-
-    /// One write transaction removing acknowledged records and dropped ones, updating the meta
-    /// row. Mostly non-durable commits (the broker's next fsync, or ours once a second, persists
-    /// them): after a power cut at most about a second of acknowledged records is sent again.
-    pub fn remove(
-        &self,
-        acked: &[(u8, u64)],
-        dropped: &[(u8, u64, DropReason)],
-        last_offset: Option<u64>,
-        sent_upto: Option<[u64; PRIORITIES]>,
-    ) -> Result<(), SyncError> {
-        if acked.is_empty() && dropped.is_empty() && last_offset.is_none() && sent_upto.is_none() {
-            return Ok(());
-        }
-        let mut txn = self.db.begin_write()?;
-        let now = now_ms();
-        let durable = now.saturating_sub(self.last_durable_ms.load(Ordering::Relaxed)) >= 1000;
-        if !durable {
-            txn.set_durability(redb::Durability::None)?;
-        }
-        let base = read_meta_w(&txn)?.unwrap_or_else(Meta::fresh);
-        let folded = self.c.rejected_unpersisted.swap(0, Ordering::Relaxed);
-        let mut m = base.clone();
-        m.rejected += folded;
-        let res = (|| -> Result<(), SyncError> {
-            let mut touched = [false; PRIORITIES];
-            for (prio, seq, reason) in acked
-                .iter()
-                .map(|&(p, s)| (p, s, None))
-                .chain(dropped.iter().map(|&(p, s, r)| (p, s, Some(r))))
-            {
-                let l = (prio as usize).min(PRIORITIES - 1);
-                let mut t = txn.open_table(LANES[l])?;
-                let len = t.remove(seq)?.map(|v| v.value().len() as u64);
-                if let Some(len) = len {
-                    let lane = &mut m.lanes[l];
-                    lane.messages = lane.messages.saturating_sub(1);
-                    lane.bytes = lane.bytes.saturating_sub(len);
-                    touched[l] = true;
-                    match reason {
-                        None => m.acked += 1,
-                        Some(DropReason::Ttl) => m.dropped_ttl += 1,
-                        Some(DropReason::Corrupt) => m.dropped_corrupt += 1,
-                    }
-                }
-            }
-            for (l, t) in touched.iter().enumerate() {
-                if *t {
-                    let table = txn.open_table(LANES[l])?;
-                    refresh_oldest(&table, &mut m.lanes[l])?;
-                }
-            }
-            if last_offset.is_some() {
-                m.last_offset = last_offset;
-            }
-            if let Some(su) = sent_upto {
-                for (lane, s) in m.lanes.iter_mut().zip(su) {
-                    lane.sent_upto = lane.sent_upto.max(s);
-                }
-            }
-            write_meta(&txn, &m)?;
-            Ok(())
-        })();
-        match res.and_then(|_| txn.commit().map_err(SyncError::from)) {
-            Ok(()) => {
-                if durable {
-                    self.last_durable_ms.store(now, Ordering::Relaxed);
-                }
-                self.apply_delta(&base, &m, folded);
-                Ok(())
-            }
-            Err(e) => {
-                self.c
-                    .rejected_unpersisted
-                    .fetch_add(folded, Ordering::Relaxed);
-                Err(e)
-            }
-        }
-    }
-
-    /// Drops expired records wherever they are, reading at most `budget` records per lane per
-    /// call (a cursor per lane walks the log and wraps), so TTL frees space while offline too.
-    /// Returns the number dropped.
-    pub fn sweep_expired(&self, now: u64, budget: usize) -> Result<u64, SyncError> {
-        let mut expired: Vec<(u8, u64, DropReason)> = Vec::new();
-        {
-            let mut cursors = lock(&self.sweep_cursor);
-            let txn = self.db.begin_read()?;
-            for (l, def) in LANES.iter().enumerate() {
-                let t = txn.open_table(*def)?;
-                let mut n = 0;
-                let mut last = None;
-                for item in t.range(cursors[l].saturating_add(1)..)? {
-                    if n >= budget {
-                        break;
-                    }
-                    n += 1;
-                    let (k, v) = item?;
-                    last = Some(k.value());
-                    match postcard::from_bytes::<Record>(v.value()) {
-                        Ok(r) if r.expires_at_ms != 0 && r.expires_at_ms <= now => {
-                            expired.push((l as u8, k.value(), DropReason::Ttl));
-                        }
-                        Ok(_) => {}
-                        Err(_) => expired.push((l as u8, k.value(), DropReason::Corrupt)),
-                    }
-                }
-                cursors[l] = if n < budget { 0 } else { last.unwrap_or(0) };
-            }
-        }
-        let n = expired.iter().filter(|e| e.2 == DropReason::Ttl).count() as u64;
-        if !expired.is_empty() {
-            self.remove(&[], &expired, None, None)?;
-            tracing::info!(dropped = n, "sync outbox: records past their TTL dropped");
-        }
-        Ok(n)
     }
 
     /// Marks the outbox closed (uplink stops waiting for it).

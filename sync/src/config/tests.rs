@@ -1,0 +1,172 @@
+//! Tests of `[sync]` parsing and validation: defaults, key names in errors, upstream
+//! addresses.
+
+use super::*;
+
+fn parse(s: &str) -> Result<SyncConfig, SyncError> {
+    SyncConfig::from_toml_str(s)
+}
+
+const MIN: &str = "node_id = \"n1\"\nupstreams = [\"tcp://127.0.0.1:1883\"]\n";
+
+#[test]
+fn minimal_config_gets_defaults() {
+    let c = parse(MIN).unwrap();
+    assert_eq!(c.protocol, ProtocolVersion::V5);
+    assert_eq!(c.full_policy, FullPolicy::DropOldest);
+    assert_eq!(c.client_id(), "edge-n1");
+    assert!(c.capture_qos0);
+}
+
+#[test]
+fn bad_forward_qos_names_the_indexed_key() {
+    let s = format!("{MIN}[[forward]]\nfilter = \"a/#\"\n[[forward]]\nfilter = \"b/#\"\nqos = 0\n");
+    let e = parse(&s).unwrap_err().to_string();
+    assert!(e.contains("sync.forward[1].qos"), "{e}");
+}
+
+#[test]
+fn unknown_key_is_named() {
+    let s = format!("{MIN}[[forward]]\nfilter = \"a/#\"\nqoss = 1\n");
+    let e = parse(&s).unwrap_err().to_string();
+    assert!(e.contains("sync.forward[0]"), "{e}");
+    assert!(e.contains("qoss"), "{e}");
+    let e = parse(&format!("{MIN}bogus = 1\n")).unwrap_err().to_string();
+    assert!(e.contains("bogus"), "{e}");
+}
+
+#[test]
+fn wrong_type_names_the_key() {
+    let s = format!("{MIN}[backoff]\ninitial_ms = \"soon\"\n");
+    let e = parse(&s).unwrap_err().to_string();
+    assert!(e.contains("sync.backoff.initial_ms"), "{e}");
+    let e = parse(&format!("{MIN}full_policy = \"drop_newest\"\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("sync.full_policy"), "{e}");
+}
+
+#[test]
+fn bad_upstream_scheme_is_named() {
+    let e = parse("node_id = \"n\"\nupstreams = [\"tcp://a:1\", \"ws://b:1883\"]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("sync.upstreams[1]"), "{e}");
+}
+
+#[test]
+fn upstreams_are_parsed_once_when_read() {
+    let c = parse("node_id = \"n\"\nupstreams = [\"mqtts://a\", \"tcp://[::1]:1884\"]\n").unwrap();
+    let expect = vec![
+        Upstream {
+            http: false,
+            tls: true,
+            host: "a".into(),
+            port: 8883,
+        },
+        Upstream {
+            http: false,
+            tls: false,
+            host: "::1".into(),
+            port: 1884,
+        },
+    ];
+    assert_eq!(c.upstreams, expect);
+    assert_eq!(c.upstream_list(), expect);
+}
+
+#[test]
+fn required_keys_default_to_empty_and_are_refused_empty() {
+    let e = parse("node_id = \"n\"\n").unwrap_err().to_string();
+    assert!(e.contains("sync.upstreams"), "{e}");
+    let e = parse(&format!("{MIN}[[forward]]\nqos = 2\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("sync.forward[0].filter"), "{e}");
+    let e = parse(&format!("{MIN}[[downlink]]\nqos = 2\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("sync.downlink[0].filter"), "{e}");
+}
+
+#[test]
+fn defaults_are_the_documented_ones() {
+    let c = parse(MIN).unwrap();
+    let d = SyncConfig::default();
+    assert_eq!((c.keep_alive_secs, d.keep_alive_secs), (30, 30));
+    assert_eq!(c.session_expiry_secs, 1800);
+    assert_eq!(c.max_inflight, 64);
+    assert_eq!(c.max_backlog_bytes, 256 * 1024 * 1024);
+    assert_eq!(c.backoff, BackoffConfig::default());
+    let c = parse(&format!(
+        "{MIN}[[forward]]\nfilter = \"a/#\"\n[[downlink]]\nfilter = \"b/#\"\n"
+    ))
+    .unwrap();
+    assert_eq!((c.forward[0].qos, c.forward[0].priority), (1, 0));
+    assert_eq!(c.downlink[0].qos, 1);
+}
+
+#[test]
+fn missing_required_key_is_named() {
+    let e = parse("upstreams = [\"tcp://a:1\"]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("node_id"), "{e}");
+}
+
+#[test]
+fn priority_and_filter_are_checked() {
+    let s = format!("{MIN}[[forward]]\nfilter = \"a/#\"\npriority = 4\n");
+    assert!(parse(&s)
+        .unwrap_err()
+        .to_string()
+        .contains("sync.forward[0].priority"));
+    let s = format!("{MIN}[[forward]]\nfilter = \"a/#/b\"\n");
+    assert!(parse(&s)
+        .unwrap_err()
+        .to_string()
+        .contains("sync.forward[0].filter"));
+    let s = format!("{MIN}[[downlink]]\nfilter = \"cmd/{{node_id}}/#\"\nqos = 3\n");
+    assert!(parse(&s)
+        .unwrap_err()
+        .to_string()
+        .contains("sync.downlink[0].qos"));
+}
+
+#[test]
+fn upstream_parsing() {
+    let u = parse_upstream("tls://cloud.example:1885").unwrap();
+    assert!(u.tls);
+    assert_eq!(u.host, "cloud.example");
+    assert_eq!(u.port, 1885);
+    let u = parse_upstream("tcp://[::1]:1883").unwrap();
+    assert_eq!(u.host, "::1");
+    assert_eq!(parse_upstream("tcp://host").unwrap().port, 1883);
+    assert!(parse_upstream("tcp://host:x").is_err());
+    assert!(parse_upstream("tcp://host:1883/path").is_err());
+    assert!(parse_upstream("tcp://:1883").is_err());
+}
+
+#[test]
+fn mqtt_and_mqtts_schemes_mean_plain_and_tls() {
+    let u = parse_upstream("mqtt://broker.local:1884").unwrap();
+    assert!(!u.tls);
+    assert_eq!((u.host.as_str(), u.port), ("broker.local", 1884));
+    let u = parse_upstream("mqtts://cloud.example:1885").unwrap();
+    assert!(u.tls);
+    assert_eq!(u.port, 1885);
+    assert_eq!(parse_upstream("mqtts://cloud.example").unwrap().port, 8883);
+    assert_eq!(parse_upstream("mqtt://[::1]").unwrap().host, "::1");
+    assert_eq!(parse_upstream("mqtt://[::1]").unwrap().port, 1883);
+}
+
+#[test]
+fn tenant_over_mqtt311_needs_a_user_name() {
+    let s = format!("{MIN}protocol = \"3.1.1\"\ntenant = \"t1\"\n");
+    let e = parse(&s).unwrap_err().to_string();
+    assert!(e.contains("sync.tenant") && e.contains("username"), "{e}");
+    let s = format!("{MIN}protocol = \"3.1.1\"\ntenant = \"t1\"\nusername = \"u\"\n");
+    assert!(parse(&s).is_ok());
+    let s = format!("{MIN}tenant = \"a@b\"\n");
+    assert!(parse(&s).unwrap_err().to_string().contains("sync.tenant"));
+}
