@@ -80,11 +80,7 @@ pub fn run_connection(data: &[u8]) {
     let replies = Replies::new(64, Default::default());
     let mut st = publish::PublishState::default();
     smol::block_on(async {
-        loop {
-            let len = match edge_mqtt::frame::complete_frame_len(stream, max_packet) {
-                Ok(Some(n)) => n,
-                _ => break,
-            };
+        while let Ok(Some(len)) = edge_mqtt::frame::complete_frame_len(stream, max_packet) {
             let (frame, rest) = stream.split_at(len);
             stream = rest;
             let Ok(packet) = codec::decode(frame, conn.proto) else {
