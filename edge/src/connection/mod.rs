@@ -8,6 +8,10 @@ mod inbound; // the read loop and one handler per packet kind
 mod outbound; // the write loop: replies, then the session's deliveries
 mod replies; // the bounded queue from the reader to the writer
 
+/// Entry point of the connection fuzz target (not part of the API).
+#[cfg(feature = "fuzzing")]
+pub use inbound::fuzzing;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

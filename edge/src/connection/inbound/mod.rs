@@ -4,6 +4,8 @@
 
 mod acks;
 mod disconnect;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod publish;
 mod pubrel;
 mod subscribe;
