@@ -3,13 +3,12 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
 use edge_sync::outbox::{Record, PRIORITIES};
 use edge_sync::rules::batch::{self, BatchItem};
-use edge_sync::{start, LinkState, Outbox, SyncConfig};
+use edge_sync::{Outbox, SyncConfig};
 
 fn records(ob: &Outbox) -> Vec<Record> {
     let mut out = Vec::new();
@@ -164,17 +163,8 @@ fn batches_reach_mosquitto_as_one_publish_each() {
         mq.port
     );
     let c = SyncConfig::from_toml_str(&s).unwrap();
-    let ob = Outbox::open(t.db.clone(), &c).unwrap();
-    let h = start(
-        ob.clone(),
-        c,
-        t.path().to_path_buf(),
-        Arc::new(TestBus::default()),
-    );
-    assert!(wait_until(Duration::from_secs(10), || h
-        .status()
-        .link_state
-        == LinkState::Connected));
+    let (ob, h) = start_sync(&t, c);
+    assert!(wait_connected(&h));
     let msgs: Vec<(String, Vec<u8>)> = (0..120)
         .map(|i| (format!("m/{i}"), format!("reading {i}").into_bytes()))
         .collect();

@@ -4,12 +4,11 @@
 mod common;
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
 use edge_sync::outbox::PRIORITIES;
-use edge_sync::{start, LinkState, Outbox, SyncConfig};
+use edge_sync::{LinkState, Outbox, SyncConfig};
 
 fn sync_cfg(port: u16, extra: &str) -> SyncConfig {
     let s = format!(
@@ -192,17 +191,8 @@ fn where_rule_end_to_end_delivers_only_out_of_range_readings() {
     let sub = Subscriber::start(mq.port, "fridge/#");
     let t = TestDb::new();
     let c = sync_cfg(mq.port, WHERE_RULE);
-    let ob = Outbox::open(t.db.clone(), &c).unwrap();
-    let h = start(
-        ob.clone(),
-        c,
-        t.path().to_path_buf(),
-        Arc::new(TestBus::default()),
-    );
-    assert!(wait_until(Duration::from_secs(10), || h
-        .status()
-        .link_state
-        == LinkState::Connected));
+    let (ob, h) = start_sync(&t, c);
+    assert!(wait_connected(&h));
     let msgs: Vec<_> = (0..1400)
         .map(|i| ("fridge/1/temp", reading(i), 1))
         .collect();
@@ -238,13 +228,7 @@ fn latest_only_during_an_outage_delivers_one_record_per_topic() {
     let rule =
         "[[forward]]\nfilter = \"shelf/#\"\nprefix = \"stores/{node_id}/\"\nlatest_only = true\n";
     let c = sync_cfg(link.port, rule);
-    let ob = Outbox::open(t.db.clone(), &c).unwrap();
-    let h = start(
-        ob.clone(),
-        c,
-        t.path().to_path_buf(),
-        Arc::new(TestBus::default()),
-    );
+    let (ob, h) = start_sync(&t, c);
     // Link down: 50 shelves report their stock 40 times each.
     for round in 0..40 {
         let msgs: Vec<(String, Vec<u8>)> = (0..50)

@@ -48,10 +48,7 @@ fn online_messages_are_forwarded_with_edge_msg_id() {
     let ob = Outbox::open(t.db.clone(), &c).unwrap();
     let bus = Arc::new(TestBus::default());
     let h = start(ob.clone(), c, t.path().to_path_buf(), bus.clone());
-    assert!(wait_until(Duration::from_secs(10), || h
-        .status()
-        .link_state
-        == LinkState::Connected));
+    assert!(wait_connected(&h));
     capture_n(&ob, &t.db, "pos/1/sale", 0, 20);
     let got = sub.wait_for(20, Duration::from_secs(10));
     assert_eq!(got.len(), 20);
@@ -85,13 +82,7 @@ fn backlog_built_while_upstream_down_arrives_complete_and_in_order() {
     let mut link = Proxy::new(mq.port);
     let t = TestDb::new();
     let c = sync_cfg(link.port, FWD);
-    let ob = Outbox::open(t.db.clone(), &c).unwrap();
-    let h = start(
-        ob.clone(),
-        c,
-        t.path().to_path_buf(),
-        Arc::new(TestBus::default()),
-    );
+    let (ob, h) = start_sync(&t, c);
     // Upstream unreachable: thousands of messages are captured meanwhile.
     capture_n(&ob, &t.db, "pos/1/sale", 0, 3000);
     std::thread::sleep(Duration::from_millis(500));
@@ -272,10 +263,7 @@ fn downlink_delivers_cloud_messages_locally_with_qos_and_retain() {
     let ob = Outbox::open(t.db.clone(), &c).unwrap();
     let bus = Arc::new(TestBus::default());
     let h = start(ob.clone(), c, t.path().to_path_buf(), bus.clone());
-    assert!(wait_until(Duration::from_secs(10), || h
-        .status()
-        .link_state
-        == LinkState::Connected));
+    assert!(wait_connected(&h));
     std::thread::sleep(Duration::from_millis(300)); // SUBACK
     let pub_ = |topic: &str, retain: bool| {
         let mut cmd = std::process::Command::new("mosquitto_pub");
@@ -330,13 +318,7 @@ fn bad_credentials_give_a_clear_last_error() {
         port,
         &format!("username = \"edge\"\npassword = \"wrong\"\n{FWD}"),
     );
-    let ob = Outbox::open(t.db.clone(), &c).unwrap();
-    let h = start(
-        ob.clone(),
-        c,
-        t.path().to_path_buf(),
-        Arc::new(TestBus::default()),
-    );
+    let (_ob, h) = start_sync(&t, c);
     assert!(wait_until(Duration::from_secs(10), || h
         .status()
         .last_error

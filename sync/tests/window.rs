@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use edge_sync::outbox::PRIORITIES;
-use edge_sync::{start, LinkState, Outbox, SyncConfig};
+use edge_sync::{Outbox, SyncConfig};
 use serde_json::Value;
 
 const RULE: &str = "[[forward]]\nfilter = \"line/#\"\n\
@@ -178,17 +178,8 @@ fn window_aggregates_reach_mosquitto() {
         mq.port
     );
     let c = SyncConfig::from_toml_str(&s).unwrap();
-    let ob = Outbox::open(t.db.clone(), &c).unwrap();
-    let h = start(
-        ob.clone(),
-        c,
-        t.path().to_path_buf(),
-        Arc::new(TestBus::default()),
-    );
-    assert!(wait_until(Duration::from_secs(10), || h
-        .status()
-        .link_state
-        == LinkState::Connected));
+    let (ob, h) = start_sync(&t, c);
+    assert!(wait_connected(&h));
     // 10,000 readings of 4 sensors, in batches as a broker would commit them.
     for b in 0..20 {
         let msgs: Vec<(String, Vec<u8>)> = (0..500)

@@ -210,11 +210,51 @@ async fn graceful_close(stream: &Stream) {
     stream.shutdown();
 }
 
+#[cfg(any(test, feature = "fuzzing"))]
+impl Conn {
+    /// A connection without a socket, for handler tests and fuzzing. `attached`: the client's
+    /// session exists (as after a CONNECT), so its publishes are stored.
+    pub(crate) fn detached(
+        broker: Arc<Broker>,
+        proto: Protocol,
+        client_id: &str,
+        attached: bool,
+    ) -> Conn {
+        let client_id: Arc<str> = client_id.into();
+        let mut conn_id = 0;
+        if attached {
+            let connected = smol::block_on(broker.connect(crate::broker::ConnectRequest {
+                client_id: client_id.clone(),
+                protocol: proto as u8,
+                clean_start: true,
+                expiry_secs: 0,
+                will: None,
+                inflight_limit: 16,
+                acl: ClientAcl::unrestricted(),
+                username: None,
+            }));
+            conn_id = connected.conn_id;
+        }
+        Conn {
+            broker,
+            peer: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            proto,
+            client_id,
+            conn_id,
+            client_alias_max: 0,
+            client_max_packet: usize::MAX,
+            incoming_unacked: AtomicUsize::new(0),
+            problem_info: true,
+            username: None,
+            acl: ConnAcl::new(ClientAcl::unrestricted()),
+        }
+    }
+}
+
 /// A connection without a socket, over a broker on a temporary database, for handler tests.
 #[cfg(test)]
 mod test_support {
     use super::*;
-    use crate::broker::ConnectRequest;
     use crate::config::Config;
     use crate::storage::Store;
 
@@ -232,35 +272,8 @@ mod test_support {
         };
         let (store, loaded) = Store::open(&cfg).expect("open store");
         let broker = Broker::new(Arc::new(cfg), store, loaded);
-        let client_id: Arc<str> = "tester".into();
-        let mut conn_id = 0;
-        if attached {
-            let connected = smol::block_on(broker.connect(ConnectRequest {
-                client_id: client_id.clone(),
-                protocol: proto as u8,
-                clean_start: true,
-                expiry_secs: 0,
-                will: None,
-                inflight_limit: 16,
-                acl: crate::auth::ClientAcl::unrestricted(),
-                username: None,
-            }));
-            conn_id = connected.conn_id;
-        }
         TestConn {
-            conn: Conn {
-                broker,
-                peer: SocketAddr::from(([127, 0, 0, 1], 1883)),
-                proto,
-                client_id,
-                conn_id,
-                client_alias_max: 0,
-                client_max_packet: usize::MAX,
-                incoming_unacked: AtomicUsize::new(0),
-                problem_info: true,
-                username: None,
-                acl: ConnAcl::new(ClientAcl::unrestricted()),
-            },
+            conn: Conn::detached(broker, proto, "tester", attached),
             _dir: dir,
         }
     }

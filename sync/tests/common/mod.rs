@@ -380,3 +380,22 @@ pub fn wait_until(within: Duration, mut f: impl FnMut() -> bool) -> bool {
 pub fn data_dir(p: &Path) -> PathBuf {
     p.to_path_buf()
 }
+
+/// Opens the outbox of `cfg` in `t` and starts sync on it with a collecting [`TestBus`].
+pub fn start_sync(t: &TestDb, cfg: SyncConfig) -> (Arc<Outbox>, edge_sync::SyncHandle) {
+    let ob = Outbox::open(t.db.clone(), &cfg).unwrap();
+    let h = edge_sync::start(
+        ob.clone(),
+        cfg,
+        t.path().to_path_buf(),
+        Arc::new(TestBus::default()),
+    );
+    (ob, h)
+}
+
+/// Waits up to 10 s for the uplink to report `Connected`.
+pub fn wait_connected(h: &edge_sync::SyncHandle) -> bool {
+    wait_until(Duration::from_secs(10), || {
+        h.status().link_state == edge_sync::status::LinkState::Connected
+    })
+}

@@ -4,14 +4,12 @@
 //! `handle_packet`) and plays the writer's part for the replies (encoding them for the client's
 //! protocol, ending the incoming exchanges they complete). Not part of the broker's API.
 
-use std::net::SocketAddr;
-use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, OnceLock};
 
 use mqtt_proto::Protocol;
 
 use super::{handle_packet, publish};
-use crate::broker::{Broker, ConnectRequest, Departure};
+use crate::broker::{Broker, Departure};
 use crate::codec;
 use crate::config::{Config, Durability};
 use crate::connection::replies::{Control, Replies};
@@ -52,31 +50,8 @@ pub fn run_connection(data: &[u8]) {
     };
     let attached = sel & 0x04 != 0;
     let broker = broker().clone();
-    let client_id: Arc<str> = "fuzz".into();
-    let mut conn_id = 0;
-    if attached {
-        let connected = smol::block_on(broker.connect(ConnectRequest {
-            client_id: client_id.clone(),
-            protocol: proto as u8,
-            clean_start: true,
-            expiry_secs: 0,
-            will: None,
-            inflight_limit: 16,
-        }));
-        conn_id = connected.conn_id;
-    }
     let max_packet = broker.cfg.limits.max_packet_size as usize;
-    let conn = Conn {
-        broker,
-        peer: SocketAddr::from(([127, 0, 0, 1], 1883)),
-        proto,
-        client_id,
-        conn_id,
-        client_alias_max: 0,
-        client_max_packet: usize::MAX,
-        incoming_unacked: AtomicUsize::new(0),
-        problem_info: true,
-    };
+    let conn = Conn::detached(broker, proto, "fuzz", attached);
     let replies = Replies::new(64, Default::default());
     let mut st = publish::PublishState::default();
     smol::block_on(async {
