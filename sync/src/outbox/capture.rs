@@ -8,7 +8,7 @@ use redb::WriteTransaction;
 
 use super::{
     lock, read_meta_w, refresh_oldest, write_meta, LaneMeta, LocalMessage, Meta, Outbox, Pending,
-    Record, DOWNLINK_MARKER, LANES, PRIORITIES,
+    Record, DEADBAND_TOPICS, DOWNLINK_MARKER, LANES, PRIORITIES,
 };
 use crate::config::FullPolicy;
 use crate::error::SyncError;
@@ -310,7 +310,17 @@ impl Outbox {
                 }
             }
             if !staged.deadband.is_empty() {
-                lock(&self.deadband).extend(staged.deadband);
+                let mut last = lock(&self.deadband);
+                for (topic, v) in staged.deadband {
+                    // Bounded: past the cap an arbitrary topic forgets its last value, so its
+                    // next reading is sent (more data up, never less; memory stays fixed).
+                    if last.len() >= DEADBAND_TOPICS && !last.contains_key(&topic) {
+                        if let Some(k) = last.keys().next().cloned() {
+                            last.remove(&k);
+                        }
+                    }
+                    last.insert(topic, v);
+                }
             }
         }
         let p = lock(&self.pending).take();

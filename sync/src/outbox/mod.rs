@@ -157,12 +157,16 @@ pub struct OutboxCounters {
     pub last_offset: Option<u64>,
 }
 
+/// Most topics whose last deadband value is remembered (about 100 bytes each).
+pub(crate) const DEADBAND_TOPICS: usize = 100_000;
+
 pub struct Outbox {
     db: Arc<Database>,
     node_id: String,
     rules: Vec<CompiledForward>,
     rule_counters: Vec<RuleCounters>,
-    /// Per local topic: last forwarded deadband value and its time (this process).
+    /// Per local topic: last forwarded deadband value and its time (this process), at most
+    /// `DEADBAND_TOPICS` topics.
     deadband: Mutex<std::collections::HashMap<String, (f64, u64)>>,
     /// Rule decisions of the open broker transaction, applied by `committed`.
     staged: Mutex<Staged>,
