@@ -399,3 +399,14 @@ pub fn wait_connected(h: &edge_sync::SyncHandle) -> bool {
         h.status().link_state == edge_sync::status::LinkState::Connected
     })
 }
+
+/// Each `(rule keys, key)`: a forward rule with those keys is refused, naming `key`.
+pub fn assert_rule_errors(cases: &[(&str, &str)]) {
+    for (extra, key) in cases {
+        let s = format!(
+            "node_id = \"n1\"\nupstreams = [\"tcp://127.0.0.1:1\"]\n[[forward]]\nfilter = \"a/#\"\n{extra}\n"
+        );
+        let e = SyncConfig::from_toml_str(&s).unwrap_err().to_string();
+        assert!(e.contains(key), "{extra}: {e}");
+    }
+}
