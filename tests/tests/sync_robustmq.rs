@@ -851,3 +851,49 @@ async fn mqtt311_forwarding_logs_in_as_tenant_at_user() {
     assert_eq!(c["mqtt_connection"]["tenant"], "default", "{c}");
     assert_eq!(c["network_connection"]["protocol"], "MQTT4", "{c}");
 }
+
+/// Every string in a JSON value, depth first.
+fn json_strings(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::String(s) => out.push(s.clone()),
+        serde_json::Value::Array(a) => a.iter().for_each(|x| json_strings(x, out)),
+        serde_json::Value::Object(o) => o.values().for_each(|x| json_strings(x, out)),
+        _ => {}
+    }
+}
+
+/// The HTTP uplink against RobustMQ's own `POST /api/cluster/message/send`: every record is
+/// acknowledged (2xx and code 0) and stored, as `POST /api/cluster/message/read` shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_uplink_stores_every_record_through_robustmqs_api() {
+    let _rmq = server_or_skip!(
+        shared,
+        "http_uplink_stores_every_record_through_robustmqs_api"
+    );
+    const N: usize = 30;
+    let edge = start_edge(edge_config_for(
+        "rmq-http",
+        "",
+        &format!("http://127.0.0.1:{HTTP_PORT}"),
+        &format!("tenant = \"default\"\n{UNPACED}"),
+        &sensors_rule("http", 1),
+    ));
+    // Payloads `i|xxxx...` are told apart from the other strings of the read reply.
+    publish_all(edge.port(), "sensors/http", 0..N, 16).await;
+    let s = wait_status(edge.data_dir(), "all posted", LONG, |s| {
+        json_u64(s, "backlog_messages") == 0 && json_u64(s, "acked") == N as u64
+    })
+    .await;
+    assert_eq!(json_u64(&s, "sent"), N as u64, "{s}");
+    let topic = "e2e/http/rmq-http/sensors/http";
+    let body = format!("{{\"tenant\":\"default\",\"topic\":\"{topic}\",\"offset\":0}}");
+    let reply = http("POST", "/api/cluster/message/read", Some(&body));
+    let mut strings = Vec::new();
+    json_strings(&reply, &mut strings);
+    let stored: BTreeSet<usize> = strings
+        .iter()
+        .filter_map(|s| s.split_once('|'))
+        .filter_map(|(n, _)| n.parse().ok())
+        .collect();
+    assert_eq!(stored, (0..N).collect::<BTreeSet<_>>(), "{reply}");
+}
