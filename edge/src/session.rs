@@ -109,8 +109,8 @@ pub struct Session {
     /// The last topic checked against `read_acl` and the answer (a subscriber mostly gets
     /// the same few topics again and again).
     read_cache: Option<(Arc<str>, bool)>,
-    /// The user name of its last connection (`Some(None)`: anonymous); None when not known
-    /// (restored from disk and not reconnected since).
+    /// The user name of its last connection (`Some(None)`: anonymous), stored with the
+    /// session; None only for a session stored by a version that did not record it.
     identity: Option<Option<Arc<str>>>,
 }
 
@@ -173,6 +173,7 @@ impl Session {
     pub fn restore(client_id: Arc<str>, loaded: LoadedSession, cut_off_ms: u64) -> Session {
         let rec = loaded.record;
         let mut s = Session::new(client_id, rec.protocol, rec.expiry_secs);
+        s.identity = loaded.user.map(|u| u.map(Arc::from));
         let disconnected = rec.disconnected_ms.unwrap_or(cut_off_ms);
         s.disconnected_ms = Some(disconnected);
         if let Some(w) = rec.will {
@@ -237,11 +238,16 @@ impl Session {
 
     /// Writes the session record (subscriptions, expiry, will, disconnection time).
     pub fn save(&mut self, ops: &mut Vec<Op>) {
+        let first = !self.stored;
         self.stored = true;
         ops.push(Op::PutSession(
             self.client_id.clone(),
             Box::new(self.record()),
         ));
+        if let Some(user) = self.identity.as_ref().filter(|_| first) {
+            // Stored with the session the first time it is written (see `attach`).
+            ops.push(Op::SessionUser(self.client_id.clone(), user.clone()));
+        }
     }
 
     /// A new connection claims this session: the one attached (if any) is kicked and its
@@ -282,10 +288,18 @@ impl Session {
         self.inflight_limit = req.inflight_limit;
         self.read_acl = req.acl;
         self.read_cache = None;
-        self.identity = Some(req.username);
+        self.identity = Some(req.username.clone());
         self.conn = Some(link);
         if self.persistent() {
+            let resumed = self.stored;
             self.save(ops);
+            if resumed {
+                // The user changes only at a connection: written then, not at every save.
+                ops.push(Op::SessionUser(
+                    self.client_id.clone(),
+                    req.username.clone(),
+                ));
+            }
         } else if self.stored {
             self.stored = false;
             ops.push(Op::DeleteSession(self.client_id.clone()));

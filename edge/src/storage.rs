@@ -34,6 +34,10 @@ const QUEUE: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("session
 const QUEUE_STATE: TableDefinition<(&str, u64), u32> = TableDefinition::new("session_queue_state");
 const QOS2_IN: TableDefinition<(&str, u16), ()> = TableDefinition::new("session_qos2_in");
 const RETAINED: TableDefinition<&str, &[u8]> = TableDefinition::new("retained");
+/// Client id -> the user name (postcard `Option<String>`, None = anonymous) of the session's
+/// last connection, so a session restored from disk is routed under its user's ACL. Kept
+/// apart from `sessions` so records written by earlier versions still decode.
+const SESSION_USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("session_users");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 const SCHEMA_VERSION: u64 = 1;
@@ -86,6 +90,8 @@ pub struct Loaded {
 pub struct LoadedSession {
     pub client_id: String,
     pub record: SessionRecord,
+    /// The user of its last connection (`Some(None)`: anonymous); None when not recorded.
+    pub user: Option<Option<String>>,
     pub queue: Vec<(u64, DeliveryRecord)>,
     pub qos2_in: Vec<Pid>,
 }
@@ -94,6 +100,8 @@ pub struct LoadedSession {
 #[derive(Debug)]
 pub enum Op {
     PutSession(Arc<str>, Box<SessionRecord>),
+    /// The user name of the session's connection (None: anonymous), stored with the session.
+    SessionUser(Arc<str>, Option<Arc<str>>),
     /// Removes the session with its queue and QoS 2 state.
     DeleteSession(Arc<str>),
     Enqueue {
@@ -374,6 +382,7 @@ fn init_tables(db: &Database) -> Result<()> {
         txn.open_table(QUEUE_STATE)?;
         txn.open_table(QOS2_IN)?;
         txn.open_table(RETAINED)?;
+        txn.open_table(SESSION_USERS)?;
         let mut meta = txn.open_table(META)?;
         let version = meta.get("schema_version")?.map(|v| v.value());
         match version {
@@ -404,6 +413,7 @@ fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>> {
 fn load(db: &Database) -> Result<Loaded> {
     let txn = db.begin_read()?;
     let sessions = txn.open_table(SESSIONS)?;
+    let users = txn.open_table(SESSION_USERS)?;
     let queue = txn.open_table(QUEUE)?;
     let queue_state = txn.open_table(QUEUE_STATE)?;
     let qos2 = txn.open_table(QOS2_IN)?;
@@ -422,6 +432,16 @@ fn load(db: &Database) -> Result<Loaded> {
                 tracing::error!(client_id, error = %e, "skipping unreadable session record");
                 continue;
             }
+        };
+        let user = match users.get(client_id.as_str())? {
+            Some(v) => match decode::<Option<String>>("session_users", v.value()) {
+                Ok(u) => Some(u),
+                Err(e) => {
+                    tracing::error!(client_id, error = %e, "unreadable session user: ACL of an unknown user until it reconnects");
+                    None
+                }
+            },
+            None => None,
         };
         let mut sent = std::collections::HashMap::new();
         for row in queue_state.range((client_id.as_str(), 0u64)..=(client_id.as_str(), u64::MAX))? {
@@ -453,6 +473,7 @@ fn load(db: &Database) -> Result<Loaded> {
         out.sessions.push(LoadedSession {
             client_id,
             record,
+            user,
             queue: q,
             qos2_in: pids,
         });
@@ -569,6 +590,7 @@ fn commit(
         let mut queue_state = txn.open_table(QUEUE_STATE)?;
         let mut qos2 = txn.open_table(QOS2_IN)?;
         let mut retained = txn.open_table(RETAINED)?;
+        let mut users = txn.open_table(SESSION_USERS)?;
         txn.open_table(META)?
             .insert("last_commit_ms", crate::message::now_ms())?;
         for op in batches.iter().flat_map(|b| b.1.iter()) {
@@ -576,8 +598,12 @@ fn commit(
                 Op::PutSession(id, rec) => {
                     sessions.insert(&**id, encode(rec)?.as_slice())?;
                 }
+                Op::SessionUser(id, user) => {
+                    users.insert(&**id, encode(&user.as_deref())?.as_slice())?;
+                }
                 Op::DeleteSession(id) => {
                     sessions.remove(&**id)?;
+                    users.remove(&**id)?;
                     queue.retain_in((&**id, 0u64)..=(&**id, u64::MAX), |_, _| false)?;
                     queue_state.retain_in((&**id, 0u64)..=(&**id, u64::MAX), |_, _| false)?;
                     qos2.retain_in((&**id, 0u16)..=(&**id, u16::MAX), |_, _| false)?;

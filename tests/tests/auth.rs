@@ -332,3 +332,36 @@ async fn hup(b: &Broker) {
     }
     panic!("no reload in the log:\n{}", b.log());
 }
+
+/// A persistent session keeps its user's read rights across a broker restart: a message
+/// published while its client is away (after the restart) is queued for it.
+#[tokio::test]
+async fn a_restored_persistent_session_is_routed_under_its_users_acl() {
+    let mut ab = start(|d| Some(edge_passwd(d)), false).expect("broker");
+    within(TEST_LIMIT, "test", async {
+        let b = &ab.broker;
+        let mut o = v3_options(b, "app-persistent", false);
+        o.set_credentials("app", "app-secret");
+        let mut app = V3Client::connect_with(o).await;
+        app.subscribe_ok("#", QoS::AtLeastOnce).await;
+        app.disconnect().await;
+    })
+    .await;
+    ab.broker.stop();
+    ab.broker.restart();
+    within(TEST_LIMIT, "test", async {
+        let b = &ab.broker;
+        let mut s1 = V3Client::connect_with(v3(b, "s1-after", Some(("s1", "s1-secret")))).await;
+        s1.publish("sensors/s1/t", QoS::AtLeastOnce, false, "queued")
+            .await;
+        let mut o = v3_options(b, "app-persistent", false);
+        o.set_credentials("app", "app-secret");
+        let mut app = V3Client::connect_with(o).await;
+        let p = app.recv(Duration::from_secs(5)).await;
+        assert_eq!(
+            (&*p.topic, &p.payload[..]),
+            ("sensors/s1/t", &b"queued"[..])
+        );
+    })
+    .await;
+}

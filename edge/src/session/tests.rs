@@ -471,6 +471,7 @@ fn a_restored_session_resumes_its_queue_without_reusing_packet_ids() {
     };
     let loaded = LoadedSession {
         client_id: "client".into(),
+        user: None,
         record: SessionRecord {
             protocol: 5,
             expiry_secs: 60,
