@@ -211,7 +211,16 @@ fn start_server(script: PathBuf) -> Result<RobustMq, String> {
         }
     }
     let t = Instant::now();
-    s.start()?;
+    // Its fixed ports may still be held for a moment by a server another test process just
+    // stopped (seen once in CI: "Admin HTTP server failed to start on port 58080"): wait for
+    // them, and try a second time if the first start fails.
+    wait_fixed_ports_free(Duration::from_secs(30));
+    if let Err(first) = s.start() {
+        eprintln!("RobustMQ start failed, trying once more: {first}");
+        let _ = Command::new(&s.script).arg("stop").arg(&s.dir).output();
+        wait_fixed_ports_free(Duration::from_secs(30));
+        s.start()?;
+    }
     eprintln!(
         "RobustMQ started on 127.0.0.1:{} in {:?} ({})",
         s.port,
@@ -219,6 +228,19 @@ fn start_server(script: PathBuf) -> Result<RobustMq, String> {
         s.dir.display()
     );
     Ok(s)
+}
+
+/// Waits up to `limit` until nothing listens on RobustMQ's fixed TCP ports.
+fn wait_fixed_ports_free(limit: Duration) {
+    let t = Instant::now();
+    let busy = || {
+        [HTTP_PORT, 1228, 1778, 1885]
+            .iter()
+            .any(|p| TcpStream::connect(("127.0.0.1", *p)).is_ok())
+    };
+    while busy() && t.elapsed() < limit {
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// Holds an exclusive `flock` on a file in the temp folder for the rest of the process, so two
