@@ -44,6 +44,21 @@ impl Stop {
             l.await;
         }
     }
+
+    /// Sleeps for `d` or until stopped, whichever comes first; true when stopped.
+    pub async fn sleep(&self, d: std::time::Duration) -> bool {
+        futures_lite::future::or(
+            async {
+                smol::Timer::after(d).await;
+                false
+            },
+            async {
+                self.wait().await;
+                true
+            },
+        )
+        .await
+    }
 }
 
 pub(crate) struct Ctx {

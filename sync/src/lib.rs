@@ -179,18 +179,7 @@ async fn status_task(ctx: Arc<Ctx>, data_dir: PathBuf) {
                 tracing::debug!("sync status not published locally: {e}");
             }
         }
-        let stopped = futures_lite::future::or(
-            async {
-                smol::Timer::after(every).await;
-                false
-            },
-            async {
-                ctx.stop.wait().await;
-                true
-            },
-        )
-        .await;
-        if stopped {
+        if ctx.stop.sleep(every).await {
             return;
         }
     }
@@ -211,18 +200,7 @@ async fn window_task(ctx: Arc<Ctx>) {
                 Err(e) => tracing::warn!("sync: emitting windows and batches: {e}"),
             }
         }
-        let stopped = futures_lite::future::or(
-            async {
-                smol::Timer::after(WINDOW_TICK).await;
-                false
-            },
-            async {
-                ctx.stop.wait().await;
-                true
-            },
-        )
-        .await;
-        if stopped {
+        if ctx.stop.sleep(WINDOW_TICK).await {
             return;
         }
     }

@@ -257,13 +257,7 @@ pub(crate) async fn run(ctx: Arc<Ctx>) {
         idx += 1;
         let sleep = super::rotation::jitter(backoff);
         backoff = (backoff * 2).min(Duration::from_millis(ctx.cfg.backoff.max_ms));
-        future::or(
-            async {
-                smol::Timer::after(sleep).await;
-            },
-            ctx.stop.wait(),
-        )
-        .await;
+        ctx.stop.sleep(sleep).await;
     }
     ctx.live.set_state(LinkState::Stopped);
 }

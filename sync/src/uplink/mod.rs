@@ -39,8 +39,6 @@ mod window;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_lite::future;
-
 use crate::config::{ProtocolVersion, Upstream};
 use crate::ctx::Ctx;
 use crate::error::SyncError;
@@ -107,13 +105,7 @@ pub(crate) async fn run(ctx: Arc<Ctx>) {
         let sleep = rotation::jitter(backoff);
         ctx.live.set_state(LinkState::Backoff);
         tracing::debug!("sync uplink: next attempt in {sleep:?}");
-        future::or(
-            async {
-                smol::Timer::after(sleep).await;
-            },
-            ctx.stop.wait(),
-        )
-        .await;
+        ctx.stop.sleep(sleep).await;
     }
     ctx.live.set_state(LinkState::Stopped);
 }
