@@ -535,12 +535,12 @@ impl Acl {
         }
         ClientAcl {
             generation: self.generation,
-            rules: Some(ClientRules {
+            rules: Some(Box::new(ClientRules {
                 user: self.user_rules(client).cloned(),
                 patterns,
                 has_patterns,
                 dangerous,
-            }),
+            })),
         }
     }
 }
@@ -559,8 +559,9 @@ struct ClientRules {
 pub struct ClientAcl {
     /// The [`Acl::generation`] this was built from; 0 for [`ClientAcl::unrestricted`].
     generation: u64,
-    /// None: no ACL file, everything allowed but the built-in `$SYS`/`$share` denials.
-    rules: Option<ClientRules>,
+    /// None: no ACL file, everything allowed but the built-in `$SYS`/`$share` denials. Boxed:
+    /// every connection and session holds a `ClientAcl`, most of them without rules.
+    rules: Option<Box<ClientRules>>,
 }
 
 impl ClientAcl {
