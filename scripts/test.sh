@@ -64,6 +64,27 @@ fi
 "$VENV/bin/python" -c 'import paho.mqtt, pytest, pytest_timeout; print("paho-mqtt", paho.mqtt.__version__, "pytest", pytest.__version__)'
 
 # ---------------------------------------------------------------------------------------------
+section "Machine: disk and RobustMQ's fixed ports"
+# Incremental caches are of no use to a one-off CI build and cost ~0.9 GB of target/.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+df -h "$ROOT" | tail -n 1
+# RobustMQ (tests/tests/sync_robustmq.rs) binds fixed ports 58080, 1228, 1778 and 1885. 58080
+# lies in Linux's ephemeral range, so a client socket of an earlier test (or its TIME_WAIT, for
+# 60 s) can hold it and RobustMQ then fails with "Address already in use" (seen in CI). Keep
+# them out of the ephemeral range where this machine lets us; the test also waits for them.
+RESERVED=/proc/sys/net/ipv4/ip_local_reserved_ports
+if [ -w "$RESERVED" ]; then
+    cur="$(cat "$RESERVED")"
+    if echo "${cur:+$cur,}1228,1778,1885,58080" > "$RESERVED" 2>/dev/null; then
+        echo "reserved ports: $(cat "$RESERVED")"
+    else
+        echo "could not reserve RobustMQ's ports (kept: $cur)"
+    fi
+else
+    echo "$RESERVED is not writable: RobustMQ's ports are not reserved"
+fi
+
+# ---------------------------------------------------------------------------------------------
 section "cargo build --workspace --all-targets"
 cargo build --workspace --all-targets
 

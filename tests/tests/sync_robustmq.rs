@@ -211,14 +211,15 @@ fn start_server(script: PathBuf) -> Result<RobustMq, String> {
         }
     }
     let t = Instant::now();
-    // Its fixed ports may still be held for a moment by a server another test process just
-    // stopped (seen once in CI: "Admin HTTP server failed to start on port 58080"): wait for
-    // them, and try a second time if the first start fails.
-    wait_fixed_ports_free(Duration::from_secs(30));
+    // Its fixed ports may still be held by a server another test process just stopped, or by
+    // an earlier test's client socket in TIME_WAIT (seen in CI: "Admin HTTP server failed to
+    // start on port 58080"): wait until they can be bound (TIME_WAIT ends within 60 s), and
+    // try a second time if the first start fails.
+    wait_fixed_ports_free(Duration::from_secs(75));
     if let Err(first) = s.start() {
         eprintln!("RobustMQ start failed, trying once more: {first}");
         let _ = Command::new(&s.script).arg("stop").arg(&s.dir).output();
-        wait_fixed_ports_free(Duration::from_secs(30));
+        wait_fixed_ports_free(Duration::from_secs(75));
         s.start()?;
     }
     eprintln!(
@@ -230,16 +231,32 @@ fn start_server(script: PathBuf) -> Result<RobustMq, String> {
     Ok(s)
 }
 
-/// Waits up to `limit` until nothing listens on RobustMQ's fixed TCP ports.
+/// Waits up to `limit` until RobustMQ's fixed TCP ports can be bound. A connect probe is not
+/// enough: a client socket of an earlier test, or its TIME_WAIT (60 s), may hold the port as
+/// its ephemeral local port without listening, and RobustMQ's bind then fails (seen in CI).
 fn wait_fixed_ports_free(limit: Duration) {
     let t = Instant::now();
     let busy = || {
-        [HTTP_PORT, 1228, 1778, 1885]
-            .iter()
-            .any(|p| TcpStream::connect(("127.0.0.1", *p)).is_ok())
+        [HTTP_PORT, 1228, 1778, TLS_PORT]
+            .into_iter()
+            .filter(|p| std::net::TcpListener::bind(("0.0.0.0", *p)).is_err())
+            .collect::<Vec<_>>()
     };
-    while busy() && t.elapsed() < limit {
-        std::thread::sleep(Duration::from_millis(200));
+    let mut said = false;
+    loop {
+        let taken = busy();
+        if taken.is_empty() {
+            return;
+        }
+        if t.elapsed() >= limit {
+            eprintln!("RobustMQ's fixed ports {taken:?} still cannot be bound after {limit:?}");
+            return;
+        }
+        if !said {
+            eprintln!("waiting for RobustMQ's fixed ports {taken:?} to become free");
+            said = true;
+        }
+        std::thread::sleep(Duration::from_millis(250));
     }
 }
 
