@@ -88,6 +88,21 @@ pub struct AuthConfig {
     /// mosquitto `acl_file` syntax; absent means every client may read and write every topic
     /// (except `$SYS`).
     pub acl_file: Option<PathBuf>,
+    /// The MQTT 5 reason code of an ACL refusal (SUBACK, PUBACK, PUBREC).
+    pub deny_reason: DenyReason,
+}
+
+/// `[auth] deny_reason`: what an MQTT 5 client is told when the ACL refuses it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DenyReason {
+    /// 0x87 Not authorized (mosquitto's and the issue's default).
+    #[default]
+    NotAuthorized,
+    /// 0x80 Unspecified error: the specification's code for "the server does not wish to
+    /// reveal the reason" (the Eclipse Paho conformance suite expects it for its
+    /// `test/nosubscribe` case). MQTT 3 clients see 0x80 either way.
+    Unspecified,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

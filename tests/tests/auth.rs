@@ -365,3 +365,38 @@ async fn a_restored_persistent_session_is_routed_under_its_users_acl() {
     })
     .await;
 }
+
+/// `tests/conformance/edge.toml` is what the Eclipse Paho conformance suite runs against:
+/// its `test_subscribe_failure` asserts 0x80 for `test/nosubscribe` in MQTT 5 as in 3.1.1
+/// (`deny_reason = "unspecified"`), while every other topic stays open.
+#[tokio::test]
+async fn the_conformance_config_refuses_test_nosubscribe_with_0x80_in_v5_and_v3() {
+    let root = workspace_root();
+    let acl = root.join("tests/conformance/acl");
+    let text = std::fs::read_to_string(root.join("tests/conformance/edge.toml"))
+        .expect("read tests/conformance/edge.toml")
+        .replace(
+            "\"tests/conformance/acl\"",
+            &format!("{:?}", acl.display().to_string()),
+        );
+    let b = Broker::builder().config_text(text).start();
+    within(TEST_LIMIT, "test", async {
+        let mut c5 = V5Client::connect(&b, "conformance-v5").await;
+        let ack = c5
+            .subscribe_with(
+                rumqttc::v5::mqttbytes::v5::Filter::new("test/nosubscribe", Q5::ExactlyOnce),
+                None,
+            )
+            .await;
+        assert_eq!(
+            ack.return_codes,
+            vec![rumqttc::v5::mqttbytes::v5::SubscribeReasonCode::Unspecified]
+        );
+        c5.subscribe_ok("TopicA/#", Q5::ExactlyOnce).await;
+        let mut c3 = V3Client::connect(&b, "conformance-v3", true).await;
+        let codes = c3.subscribe("test/nosubscribe", QoS::ExactlyOnce).await;
+        assert_eq!(codes, vec![rumqttc::SubscribeReasonCode::Failure]);
+        c3.subscribe_ok("TopicA/#", QoS::ExactlyOnce).await;
+    })
+    .await;
+}

@@ -13,6 +13,7 @@ use mqtt_proto::v5::{self, DisconnectReasonCode as Dr};
 use mqtt_proto::{Protocol, QoS, QosPid, TopicName};
 
 use crate::broker::{Congestion, Published};
+use crate::config::DenyReason;
 use crate::connection::replies::{Answer, Reply};
 use crate::connection::{Close, Conn};
 use crate::message::{now_ms, Message, MessageProps};
@@ -36,8 +37,8 @@ enum Outcome {
     Success,
     NoMatchingSubscribers,
     QuotaExceeded,
-    /// The ACL does not let this client publish on the topic.
-    NotAuthorized,
+    /// The ACL does not let this client publish on the topic (`[auth] deny_reason`).
+    Denied(DenyReason),
 }
 
 impl Outcome {
@@ -46,7 +47,8 @@ impl Outcome {
             Outcome::Success => v5::PubackReasonCode::Success,
             Outcome::NoMatchingSubscribers => v5::PubackReasonCode::NoMatchingSubscribers,
             Outcome::QuotaExceeded => v5::PubackReasonCode::QuotaExceeded,
-            Outcome::NotAuthorized => v5::PubackReasonCode::NotAuthorized,
+            Outcome::Denied(DenyReason::NotAuthorized) => v5::PubackReasonCode::NotAuthorized,
+            Outcome::Denied(DenyReason::Unspecified) => v5::PubackReasonCode::UnspecifiedError,
         }
     }
 
@@ -55,7 +57,8 @@ impl Outcome {
             Outcome::Success => v5::PubrecReasonCode::Success,
             Outcome::NoMatchingSubscribers => v5::PubrecReasonCode::NoMatchingSubscribers,
             Outcome::QuotaExceeded => v5::PubrecReasonCode::QuotaExceeded,
-            Outcome::NotAuthorized => v5::PubrecReasonCode::NotAuthorized,
+            Outcome::Denied(DenyReason::NotAuthorized) => v5::PubrecReasonCode::NotAuthorized,
+            Outcome::Denied(DenyReason::Unspecified) => v5::PubrecReasonCode::UnspecifiedError,
         }
     }
 }
@@ -99,10 +102,10 @@ pub(super) async fn handle_publish(
             tracing::warn!(peer = %conn.peer, client_id = %conn.client_id, %topic,
                 "publish denied by the ACL (dropped; further denials logged once a second)");
         }
-        // v5: PUBACK/PUBREC 0x87. MQTT 3 has no negative acknowledgement: acknowledged and
-        // dropped, as mosquitto does.
+        // v5: PUBACK/PUBREC 0x87 (or 0x80, `[auth] deny_reason`). MQTT 3 has no negative
+        // acknowledgement: acknowledged and dropped, as mosquitto does.
         let outcome = if v5 {
-            Outcome::NotAuthorized
+            Outcome::Denied(conn.broker.cfg.auth.deny_reason)
         } else {
             Outcome::Success
         };

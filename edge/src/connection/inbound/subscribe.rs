@@ -9,6 +9,7 @@ use mqtt_proto::{Protocol, QoS};
 
 use crate::auth::Access;
 use crate::broker::SubResult;
+use crate::config::DenyReason;
 use crate::connection::replies::{Answer, Reply};
 use crate::connection::{Close, Conn};
 use crate::topic::SubOptions;
@@ -48,7 +49,10 @@ pub(super) async fn handle_subscribe(
                 tracing::warn!(peer = %conn.peer, client_id = %conn.client_id, filter = %&**f,
                     "subscription denied by the ACL (further denials logged once a second)");
             }
-            refused.push(Some(S::NotAuthorized));
+            refused.push(Some(match conn.broker.cfg.auth.deny_reason {
+                DenyReason::NotAuthorized => S::NotAuthorized,
+                DenyReason::Unspecified => S::UnspecifiedError,
+            }));
             continue;
         }
         refused.push(None);
