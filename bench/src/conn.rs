@@ -1,6 +1,7 @@
 //! One MQTT client connection over plain TCP, built on the `mqtt-proto` codec (v3.1.1 or v5).
-//! Outgoing packets are batched in a write buffer and flushed explicitly; incoming bytes are framed
-//! by the fixed header and decoded into a small version-independent `Incoming` enum.
+//! Outgoing packets are built as v5 and batched in a write buffer (lowered to 3.1.1 by
+//! `edge_mqtt::version`), flushed explicitly; incoming bytes are framed by `edge_mqtt::frame`,
+//! decoded (3.1.1 lifted to v5) and reduced to a small version-independent `Incoming` enum.
 
 use std::io;
 use std::net::{TcpStream, ToSocketAddrs};
@@ -9,8 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use edge_mqtt::reason::Code;
+use edge_mqtt::version;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use mqtt_proto::{v3, v5, Pid, QoS, QosPid, TopicFilter, TopicName};
+use mqtt_proto::{v5, Pid, Protocol, QoS, QosPid, TopicFilter, TopicName};
 use smol::{Async, Timer};
 
 /// MQTT protocol level spoken by the benchmark clients.
@@ -28,14 +31,22 @@ impl Version {
             n => Err(format!("unsupported protocol {n} (use 3, 4 or 5)")),
         }
     }
+
+    /// The codec's name for this version.
+    pub fn protocol(self) -> Protocol {
+        match self {
+            Version::V311 => Protocol::V311,
+            Version::V5 => Protocol::V500,
+        }
+    }
 }
 
 /// A decoded packet from the broker, reduced to what the benchmark needs.
 #[derive(Debug)]
 pub enum Incoming {
     Connack {
-        ok: bool,
-        code: u8,
+        /// A 3.1.1 return code arrives as the v5 reason code of the same meaning.
+        code: v5::ConnectReasonCode,
         session_present: bool,
         receive_max: Option<u16>,
     },
@@ -63,7 +74,7 @@ pub enum Incoming {
     },
     Pingresp,
     Disconnect {
-        code: u8,
+        code: v5::DisconnectReasonCode,
     },
     Other,
 }
@@ -171,46 +182,33 @@ impl Conn {
         c.flush().await?;
         match c.next().await? {
             Incoming::Connack {
-                ok: true,
+                code: v5::ConnectReasonCode::Success,
                 session_present,
                 receive_max,
-                ..
             } => Ok((c, session_present, receive_max)),
-            Incoming::Connack { code, .. } => Err(format!("CONNACK refused, code {code}")),
+            Incoming::Connack { code, .. } => Err(format!(
+                "CONNACK refused, code {code:?} ({:#04x})",
+                code as u8
+            )),
             other => Err(format!("expected CONNACK, got {other:?}")),
         }
     }
 
     pub fn send_connect(&mut self, o: &ConnectOpts) -> Result<()> {
         let id: Arc<str> = Arc::from(o.client_id.as_str());
-        match self.version {
-            Version::V311 => {
-                let mut c = v3::Connect::new(id, o.keep_alive);
-                c.clean_session = o.clean;
-                self.queue3(&v3::Packet::Connect(c))
-            }
-            Version::V5 => {
-                let mut c = v5::Connect::new(id, o.keep_alive);
-                c.clean_start = o.clean;
-                c.properties.session_expiry_interval = o.session_expiry;
-                self.queue5(&v5::Packet::Connect(c))
-            }
-        }
+        let mut c = v5::Connect::new(id, o.keep_alive);
+        c.clean_start = o.clean;
+        c.properties.session_expiry_interval = o.session_expiry;
+        self.queue(&v5::Packet::Connect(c))
     }
 
     pub fn send_subscribe(&mut self, pid: u16, filter: &str, qos: QoS) -> Result<()> {
-        let pid = Pid::try_from(pid).map_err(|e| io_err("pid", e))?;
+        let pid = Self::pid(pid)?;
         let f = TopicFilter::try_from(filter).map_err(|e| io_err("topic filter", e))?;
-        match self.version {
-            Version::V311 => self.queue3(&v3::Packet::Subscribe(v3::Subscribe::new(
-                pid,
-                vec![(f, qos)],
-            ))),
-            Version::V5 => self.queue5(&v5::Packet::Subscribe(v5::Subscribe::new(
-                pid,
-                vec![(f, v5::SubscriptionOptions::new(qos))],
-            ))),
-        }
+        self.queue(&v5::Packet::Subscribe(v5::Subscribe::new(
+            pid,
+            vec![(f, v5::SubscriptionOptions::new(qos))],
+        )))
     }
 
     /// Subscribes and waits for the SUBACK; returns the granted QoS (None = refused).
@@ -221,7 +219,7 @@ impl Conn {
             match self.next().await? {
                 Incoming::Suback { granted } => return Ok(granted.first().copied().flatten()),
                 Incoming::Disconnect { code } => {
-                    return Err(format!("DISCONNECT {code} after SUBSCRIBE"))
+                    return Err(format!("DISCONNECT {code:?} after SUBSCRIBE"))
                 }
                 _ => continue,
             }
@@ -237,21 +235,14 @@ impl Conn {
     ) -> Result<()> {
         let qos_pid = match qos {
             QoS::Level0 => QosPid::Level0,
-            QoS::Level1 => QosPid::Level1(Pid::try_from(pid).map_err(|e| io_err("pid", e))?),
-            QoS::Level2 => QosPid::Level2(Pid::try_from(pid).map_err(|e| io_err("pid", e))?),
+            QoS::Level1 => QosPid::Level1(Self::pid(pid)?),
+            QoS::Level2 => QosPid::Level2(Self::pid(pid)?),
         };
-        match self.version {
-            Version::V311 => self.queue3(&v3::Packet::Publish(v3::Publish::new(
-                qos_pid,
-                topic.clone(),
-                payload,
-            ))),
-            Version::V5 => self.queue5(&v5::Packet::Publish(v5::Publish::new(
-                qos_pid,
-                topic.clone(),
-                payload,
-            ))),
-        }
+        self.queue(&v5::Packet::Publish(v5::Publish::new(
+            qos_pid,
+            topic.clone(),
+            payload,
+        )))
     }
 
     fn pid(pid: u16) -> Result<Pid> {
@@ -260,41 +251,26 @@ impl Conn {
 
     pub fn send_puback(&mut self, pid: u16) -> Result<()> {
         let p = Self::pid(pid)?;
-        match self.version {
-            Version::V311 => self.queue3(&v3::Packet::Puback(p)),
-            Version::V5 => self.queue5(&v5::Packet::Puback(v5::Puback::new_success(p))),
-        }
+        self.queue(&v5::Packet::Puback(v5::Puback::new_success(p)))
     }
 
     pub fn send_pubrec(&mut self, pid: u16) -> Result<()> {
         let p = Self::pid(pid)?;
-        match self.version {
-            Version::V311 => self.queue3(&v3::Packet::Pubrec(p)),
-            Version::V5 => self.queue5(&v5::Packet::Pubrec(v5::Pubrec::new_success(p))),
-        }
+        self.queue(&v5::Packet::Pubrec(v5::Pubrec::new_success(p)))
     }
 
     pub fn send_pubrel(&mut self, pid: u16) -> Result<()> {
         let p = Self::pid(pid)?;
-        match self.version {
-            Version::V311 => self.queue3(&v3::Packet::Pubrel(p)),
-            Version::V5 => self.queue5(&v5::Packet::Pubrel(v5::Pubrel::new_success(p))),
-        }
+        self.queue(&v5::Packet::Pubrel(v5::Pubrel::new_success(p)))
     }
 
     pub fn send_pubcomp(&mut self, pid: u16) -> Result<()> {
         let p = Self::pid(pid)?;
-        match self.version {
-            Version::V311 => self.queue3(&v3::Packet::Pubcomp(p)),
-            Version::V5 => self.queue5(&v5::Packet::Pubcomp(v5::Pubcomp::new_success(p))),
-        }
+        self.queue(&v5::Packet::Pubcomp(v5::Pubcomp::new_success(p)))
     }
 
     pub fn send_disconnect(&mut self) -> Result<()> {
-        match self.version {
-            Version::V311 => self.queue3(&v3::Packet::Disconnect),
-            Version::V5 => self.queue5(&v5::Packet::Disconnect(v5::Disconnect::new_normal())),
-        }
+        self.queue(&v5::Packet::Disconnect(v5::Disconnect::new_normal()))
     }
 
     /// Sends DISCONNECT and flushes; errors are ignored (the broker may already be gone).
@@ -304,14 +280,9 @@ impl Conn {
         }
     }
 
-    fn queue3(&mut self, p: &v3::Packet) -> Result<()> {
-        let b = p.encode().map_err(|e| io_err("encode", e))?;
-        self.wbuf.extend_from_slice(b.as_ref());
-        Ok(())
-    }
-
-    fn queue5(&mut self, p: &v5::Packet) -> Result<()> {
-        let b = p.encode().map_err(|e| io_err("encode", e))?;
+    /// Encodes `p` for this connection's version into the write buffer.
+    fn queue(&mut self, p: &v5::Packet) -> Result<()> {
+        let b = version::encode(p, self.version.protocol()).map_err(|e| io_err("encode", e))?;
         self.wbuf.extend_from_slice(b.as_ref());
         Ok(())
     }
@@ -367,16 +338,9 @@ impl Conn {
             return Ok(None);
         }
         let frame = &avail[..total];
-        let inc = match self.version {
-            Version::V311 => match v3::Packet::decode(frame).map_err(|e| io_err("decode", e))? {
-                Some(p) => from_v3(p),
-                None => return Err("decode: truncated packet".into()),
-            },
-            Version::V5 => match v5::Packet::decode(frame).map_err(|e| io_err("decode", e))? {
-                Some(p) => from_v5(p),
-                None => return Err("decode: truncated packet".into()),
-            },
-        };
+        let inc = version::decode(frame, self.version.protocol())
+            .map(incoming)
+            .map_err(|e| io_err("decode", e))?;
         self.rstart += total;
         if self.rstart == self.rend {
             self.rstart = 0;
@@ -459,54 +423,12 @@ pub fn frame_len(buf: &[u8]) -> Result<Option<usize>> {
     }
 }
 
-fn from_v3(p: v3::Packet) -> Incoming {
-    use v3::Packet as P;
-    match p {
-        P::Connack(c) => Incoming::Connack {
-            ok: c.code == v3::ConnectReturnCode::Accepted,
-            code: c.code as u8,
-            session_present: c.session_present,
-            receive_max: None,
-        },
-        P::Publish(p) => Incoming::Publish {
-            qos: p.qos_pid.qos(),
-            pid: p.qos_pid.pid().map(|p| p.value()),
-            payload: p.payload,
-        },
-        P::Puback(pid) => Incoming::Puback {
-            pid: pid.value(),
-            ok: true,
-        },
-        P::Pubrec(pid) => Incoming::Pubrec {
-            pid: pid.value(),
-            ok: true,
-        },
-        P::Pubrel(pid) => Incoming::Pubrel { pid: pid.value() },
-        P::Pubcomp(pid) => Incoming::Pubcomp { pid: pid.value() },
-        P::Suback(s) => Incoming::Suback {
-            granted: s
-                .topics
-                .iter()
-                .map(|c| match c {
-                    v3::SubscribeReturnCode::MaxLevel0 => Some(QoS::Level0),
-                    v3::SubscribeReturnCode::MaxLevel1 => Some(QoS::Level1),
-                    v3::SubscribeReturnCode::MaxLevel2 => Some(QoS::Level2),
-                    v3::SubscribeReturnCode::Failure => None,
-                })
-                .collect(),
-        },
-        P::Pingresp => Incoming::Pingresp,
-        P::Disconnect => Incoming::Disconnect { code: 0 },
-        _ => Incoming::Other,
-    }
-}
-
-fn from_v5(p: v5::Packet) -> Incoming {
+/// The benchmark's view of a (lifted) packet from the broker.
+fn incoming(p: v5::Packet) -> Incoming {
     use v5::Packet as P;
     match p {
         P::Connack(c) => Incoming::Connack {
-            ok: c.reason_code == v5::ConnectReasonCode::Success,
-            code: c.reason_code as u8,
+            code: c.reason_code,
             session_present: c.session_present,
             receive_max: c.properties.receive_max,
         },
@@ -517,11 +439,11 @@ fn from_v5(p: v5::Packet) -> Incoming {
         },
         P::Puback(a) => Incoming::Puback {
             pid: a.pid.value(),
-            ok: (a.reason_code as u8) < 0x80,
+            ok: !Code::from(a.reason_code).is_failure(),
         },
         P::Pubrec(a) => Incoming::Pubrec {
             pid: a.pid.value(),
-            ok: (a.reason_code as u8) < 0x80,
+            ok: !Code::from(a.reason_code).is_failure(),
         },
         P::Pubrel(a) => Incoming::Pubrel { pid: a.pid.value() },
         P::Pubcomp(a) => Incoming::Pubcomp { pid: a.pid.value() },
@@ -539,7 +461,7 @@ fn from_v5(p: v5::Packet) -> Incoming {
         },
         P::Pingresp => Incoming::Pingresp,
         P::Disconnect(d) => Incoming::Disconnect {
-            code: d.reason_code as u8,
+            code: d.reason_code,
         },
         _ => Incoming::Other,
     }

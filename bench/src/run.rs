@@ -414,7 +414,7 @@ async fn receive(
                 }
                 Incoming::Pubrel { pid } => c.send_pubcomp(pid)?,
                 Incoming::Disconnect { code } => {
-                    return Err(format!("broker sent DISCONNECT (code {code})"))
+                    return Err(format!("broker sent DISCONNECT ({code:?})"))
                 }
                 _ => {}
             }
@@ -601,7 +601,7 @@ pub(crate) async fn publish_loop(
                     release(&mut in_use, &mut inflight, pid)?
                 }
                 Incoming::Disconnect { code } => {
-                    return Err(format!("broker sent DISCONNECT (code {code})"))
+                    return Err(format!("broker sent DISCONNECT ({code:?})"))
                 }
                 other @ (Incoming::Puback { .. }
                 | Incoming::Pubrec { .. }
