@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use edge_mqtt::frame::FrameBuffer;
 use edge_mqtt::reason::Code;
 use edge_mqtt::version;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
@@ -89,6 +90,18 @@ pub struct ConnectOpts {
     pub session_expiry: Option<u32>,
 }
 
+impl ConnectOpts {
+    /// A clean session (MQTT 5: expiring with the connection) for `client_id`.
+    pub fn clean(client_id: impl Into<String>, keep_alive: u16) -> Self {
+        ConnectOpts {
+            client_id: client_id.into(),
+            clean: true,
+            keep_alive,
+            session_expiry: None,
+        }
+    }
+}
+
 pub type Error = String;
 pub type Result<T> = std::result::Result<T, Error>;
 
@@ -99,9 +112,7 @@ pub fn io_err(context: &str, e: impl std::fmt::Display) -> Error {
 pub struct Conn {
     stream: Async<TcpStream>,
     pub version: Version,
-    rbuf: Vec<u8>,
-    rstart: usize,
-    rend: usize,
+    rbuf: FrameBuffer,
     wbuf: Vec<u8>,
     /// Timeout for one read or one flush (unless a watchdog guards the connection).
     pub io_timeout: Duration,
@@ -159,9 +170,7 @@ impl Conn {
         Ok(Conn {
             stream,
             version,
-            rbuf: vec![0; READ_CHUNK],
-            rstart: 0,
-            rend: 0,
+            rbuf: FrameBuffer::new(READ_CHUNK),
             wbuf: Vec::with_capacity(READ_CHUNK),
             io_timeout,
             progress: Arc::new(AtomicU64::new(0)),
@@ -289,7 +298,7 @@ impl Conn {
 
     /// Bytes received but not decoded yet (a partial packet), for stall diagnostics.
     pub fn buffered(&self) -> usize {
-        self.rend - self.rstart
+        self.rbuf.buffered()
     }
 
     pub fn pending_write(&self) -> usize {
@@ -323,38 +332,14 @@ impl Conn {
 
     /// Decodes one complete packet from the read buffer, if there is one.
     pub fn try_next(&mut self) -> Result<Option<Incoming>> {
-        let avail = &self.rbuf[self.rstart..self.rend];
-        let Some(total) = frame_len(avail)? else {
-            return Ok(None);
+        let frame = match self.rbuf.next_frame(usize::MAX) {
+            Ok(Some(f)) => f,
+            Ok(None) => return Ok(None),
+            Err(e) => return Err(format!("decode: {e}")),
         };
-        if avail.len() < total {
-            // Make room for the whole packet.
-            if self.rbuf.len() - self.rstart < total {
-                self.compact();
-                if self.rbuf.len() < total {
-                    self.rbuf.resize(total.max(READ_CHUNK), 0);
-                }
-            }
-            return Ok(None);
-        }
-        let frame = &avail[..total];
-        let inc = version::decode(frame, self.version.protocol())
-            .map(incoming)
-            .map_err(|e| io_err("decode", e))?;
-        self.rstart += total;
-        if self.rstart == self.rend {
-            self.rstart = 0;
-            self.rend = 0;
-        }
-        Ok(Some(inc))
-    }
-
-    fn compact(&mut self) {
-        if self.rstart > 0 {
-            self.rbuf.copy_within(self.rstart..self.rend, 0);
-            self.rend -= self.rstart;
-            self.rstart = 0;
-        }
+        version::decode(frame, self.version.protocol())
+            .map(|p| Some(incoming(p)))
+            .map_err(|e| io_err("decode", e))
     }
 
     /// Switches reads and writes to untimed mode; the caller races its loop against
@@ -371,35 +356,25 @@ impl Conn {
 
     /// Reads more bytes from the socket (waits at most `io_timeout` unless watched). Errors on EOF.
     pub async fn fill(&mut self) -> Result<()> {
-        if self.rend == self.rbuf.len() {
-            self.compact();
-            if self.rend == self.rbuf.len() {
-                let n = self.rbuf.len() * 2;
-                self.rbuf.resize(n, 0);
-            }
-        }
         let Conn {
             stream,
             rbuf,
-            rend,
             io_timeout,
             watched,
             progress,
             ..
         } = self;
+        let spare = rbuf.spare();
         let n = if *watched {
-            stream
-                .read(&mut rbuf[*rend..])
-                .await
-                .map_err(|e| io_err("read", e))?
+            stream.read(spare).await.map_err(|e| io_err("read", e))?
         } else {
-            with_timeout(*io_timeout, "read", stream.read(&mut rbuf[*rend..])).await?
+            with_timeout(*io_timeout, "read", stream.read(spare)).await?
         };
         if n == 0 {
             return Err("connection closed by broker".into());
         }
         progress.fetch_add(1, Ordering::Relaxed);
-        *rend += n;
+        rbuf.filled(n);
         Ok(())
     }
 
@@ -411,15 +386,6 @@ impl Conn {
             }
             self.fill().await?;
         }
-    }
-}
-
-/// Length of the packet at the start of `buf` (fixed header + remaining length), or None when the
-/// fixed header itself is not complete yet.
-pub fn frame_len(buf: &[u8]) -> Result<Option<usize>> {
-    match edge_mqtt::frame::fixed_header(buf, usize::MAX) {
-        Ok(h) => Ok(h.map(|h| h.frame_len())),
-        Err(e) => Err(format!("decode: {e}")),
     }
 }
 
@@ -492,14 +458,5 @@ mod tests {
         assert!(msg.starts_with("no progress"), "{msg}");
         assert!(started.elapsed() >= Duration::from_millis(150));
         assert!(started.elapsed() < Duration::from_secs(2));
-    }
-
-    #[test]
-    fn frame_len_handles_partial_and_multibyte_headers() {
-        assert_eq!(frame_len(&[0x30]).unwrap(), None);
-        assert_eq!(frame_len(&[0x30, 0x05]).unwrap(), Some(7));
-        assert_eq!(frame_len(&[0x30, 0x80]).unwrap(), None);
-        assert_eq!(frame_len(&[0x30, 0x80, 0x01]).unwrap(), Some(3 + 128));
-        assert!(frame_len(&[0x30, 0xff, 0xff, 0xff, 0xff]).is_err());
     }
 }

@@ -166,12 +166,7 @@ async fn run_async(o: RunOpts) -> RunResult {
             );
             let id = format!("{}-s{i}", o.client_prefix);
             EX.spawn(async move {
-                let opts = ConnectOpts {
-                    client_id: id,
-                    clean: true,
-                    keep_alive: 600,
-                    session_expiry: None,
-                };
+                let opts = ConnectOpts::clean(id, 600);
                 let (mut c, _, _) = Conn::connect(&addr, v, &opts, to).await?;
                 let g = c.subscribe(&f, q).await?;
                 Result::Ok((c, g))
@@ -197,12 +192,7 @@ async fn run_async(o: RunOpts) -> RunResult {
             let (addr, v, to) = (o.addr.clone(), o.version, o.io_timeout);
             let id = format!("{}-p{i}", o.client_prefix);
             EX.spawn(async move {
-                let opts = ConnectOpts {
-                    client_id: id,
-                    clean: true,
-                    keep_alive: 600,
-                    session_expiry: None,
-                };
+                let opts = ConnectOpts::clean(id, 600);
                 Conn::connect(&addr, v, &opts, to).await
             })
         })

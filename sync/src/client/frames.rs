@@ -2,58 +2,44 @@
 //! `edge_mqtt::frame`, refused over `MAX_INBOUND_PACKET` before the body is read), and encoded
 //! packets written and flushed one at a time. EOF from the upstream is an error.
 
+use edge_mqtt::frame::FrameBuffer;
 use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::MAX_INBOUND_PACKET;
 use crate::error::SyncError;
 
-/// Reads whole MQTT packets from a stream into a bounded buffer.
+/// Reads whole MQTT packets from a stream (buffered by `edge_mqtt::frame::FrameBuffer`).
 pub struct FrameReader<R> {
     rd: R,
-    buf: Vec<u8>,
-    start: usize,
+    buf: FrameBuffer,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     pub fn new(rd: R) -> Self {
         FrameReader {
             rd,
-            buf: Vec::with_capacity(8192),
-            start: 0,
+            buf: FrameBuffer::new(8192),
         }
-    }
-
-    /// Length of the complete packet at the front of the buffer, if any.
-    fn frame_len(&self) -> Result<Option<usize>, SyncError> {
-        edge_mqtt::frame::complete_frame_len(&self.buf[self.start..], MAX_INBOUND_PACKET)
-            .map_err(|e| SyncError::Protocol(format!("upstream: {e}")))
     }
 
     /// Next complete packet (bytes of the whole frame). EOF is an error.
     pub async fn next(&mut self) -> Result<Vec<u8>, SyncError> {
         loop {
-            if let Some(n) = self.frame_len()? {
-                let frame = self.buf[self.start..self.start + n].to_vec();
-                self.start += n;
-                if self.start == self.buf.len() {
-                    self.buf.clear();
-                    self.start = 0;
-                }
-                return Ok(frame);
+            let frame = self
+                .buf
+                .next_frame(MAX_INBOUND_PACKET)
+                .map_err(|e| SyncError::Protocol(format!("upstream: {e}")))?;
+            if let Some(f) = frame {
+                return Ok(f.to_vec());
             }
-            if self.start > 0 {
-                self.buf.drain(..self.start);
-                self.start = 0;
-            }
-            let mut chunk = [0u8; 8192];
-            let n = self.rd.read(&mut chunk).await?;
+            let n = self.rd.read(self.buf.spare()).await?;
             if n == 0 {
                 return Err(SyncError::Io(std::io::Error::new(
                     std::io::ErrorKind::UnexpectedEof,
                     "upstream closed the connection",
                 )));
             }
-            self.buf.extend_from_slice(&chunk[..n]);
+            self.buf.filled(n);
         }
     }
 }
