@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use edge_mqtt::pid::PidAllocator;
 use hdrhistogram::Histogram;
 use mqtt_proto::{QoS, TopicName};
 use smol::{Executor, Timer};
@@ -484,7 +485,7 @@ pub(crate) async fn publish_loop(
         *b = b'a' + (i % 26) as u8;
     }
     let mut in_use = vec![false; 65536];
-    let mut next_pid: u16 = 0;
+    let mut pids = PidAllocator::default();
     let mut inflight = 0usize;
     let mut seq = 0u64;
     let mut rejected = 0u64;
@@ -522,15 +523,13 @@ pub(crate) async fn publish_loop(
                 let pid = if qos == QoS::Level0 {
                     0
                 } else {
-                    loop {
-                        next_pid = next_pid.wrapping_add(1);
-                        if next_pid != 0 && !in_use[next_pid as usize] {
-                            break;
-                        }
-                    }
-                    in_use[next_pid as usize] = true;
+                    let pid = pids
+                        .next(|p| in_use[p as usize])
+                        .ok_or("all 65,535 packet ids in flight")?
+                        .value();
+                    in_use[pid as usize] = true;
                     inflight += 1;
-                    next_pid
+                    pid
                 };
                 tracker::write_header(&mut buf, id, seq, tracker::now_ns());
                 c.send_publish(&topic, qos, pid, Bytes::copy_from_slice(&buf))?;
