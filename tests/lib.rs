@@ -1032,16 +1032,112 @@ impl Drop for Link {
 }
 
 // ------------------------------------------------------------------------------------------
+// Client of either version
+// ------------------------------------------------------------------------------------------
+
+/// What the version-independent client methods need of rumqttc's 3.1.1 and 5.0 clients.
+pub trait ClientApi: Send + 'static {
+    type Event: MqttEvent;
+    type ConnAck: Debug + Clone;
+    /// Queues a QoS 1 PUBLISH.
+    fn publish_qos1(&self, topic: &str, payload: Vec<u8>) -> impl Future<Output = ()> + Send;
+    /// Queues DISCONNECT.
+    fn queue_disconnect(&self) -> impl Future<Output = ()> + Send;
+}
+
+impl ClientApi for rumqttc::AsyncClient {
+    type Event = rumqttc::Event;
+    type ConnAck = rumqttc::ConnAck;
+    async fn publish_qos1(&self, topic: &str, payload: Vec<u8>) {
+        self.publish(topic, rumqttc::QoS::AtLeastOnce, false, payload)
+            .await
+            .expect("queue PUBLISH")
+    }
+    async fn queue_disconnect(&self) {
+        self.disconnect().await.expect("queue DISCONNECT")
+    }
+}
+
+impl ClientApi for rumqttc::v5::AsyncClient {
+    type Event = rumqttc::v5::Event;
+    type ConnAck = v5bytes::ConnAck;
+    async fn publish_qos1(&self, topic: &str, payload: Vec<u8>) {
+        self.publish(
+            topic,
+            rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+            false,
+            payload,
+        )
+        .await
+        .expect("queue PUBLISH")
+    }
+    async fn queue_disconnect(&self) {
+        self.disconnect().await.expect("queue DISCONNECT")
+    }
+}
+
+/// A connected rumqttc client ([`V3Client`] or [`V5Client`]): the methods here are the same
+/// for both versions, those of one version are on its alias.
+pub struct Client<C: ClientApi> {
+    pub client: C,
+    pub events: Events<C::Event>,
+    pub connack: C::ConnAck,
+    link: Link,
+}
+
+impl<C: ClientApi> Client<C> {
+    /// Publishes `payloads` at QoS 1 on `topic` and waits for every PUBACK, each of which
+    /// must carry a success reason code.
+    pub async fn publish_all_qos1(&mut self, topic: &str, payloads: &[Vec<u8>], limit: Duration) {
+        for p in payloads {
+            self.client.publish_qos1(topic, p.clone()).await;
+        }
+        self.events.wait_pubacks(payloads.len(), limit).await
+    }
+
+    /// The next PUBLISH received from the broker.
+    pub async fn recv(&mut self, limit: Duration) -> <C::Event as MqttEvent>::Publish {
+        self.events.recv_publish(limit).await
+    }
+
+    /// The next PUBLISH, or None when none arrives within `limit`.
+    pub async fn try_recv(&mut self, limit: Duration) -> Option<<C::Event as MqttEvent>::Publish> {
+        self.events.try_recv_publish(limit).await
+    }
+
+    /// Asserts no PUBLISH arrives within `limit`.
+    pub async fn expect_no_publish(&mut self, limit: Duration, context: &str) {
+        self.events.expect_no_publish(limit, context).await
+    }
+
+    /// Sends DISCONNECT, then closes the connection as the spec asks of clients.
+    pub async fn disconnect(mut self) {
+        self.client.queue_disconnect().await;
+        let _ = self.events.wait_closed(WAIT).await;
+    }
+
+    /// Sends DISCONNECT and, like rumqttc's event loop left to itself, keeps the connection
+    /// open until the broker closes it; returns how long the broker took.
+    pub async fn disconnect_and_time_server_close(mut self) -> Duration {
+        self.link
+            .close_after_disconnect
+            .store(false, Ordering::Relaxed);
+        self.client.queue_disconnect().await;
+        self.events.server_close_delay().await
+    }
+
+    /// Drops the TCP connection without DISCONNECT (like a crashed client).
+    pub fn drop_connection(self) {
+        drop(self.link);
+    }
+}
+
+// ------------------------------------------------------------------------------------------
 // MQTT 3.1.1 client
 // ------------------------------------------------------------------------------------------
 
 /// A connected rumqttc MQTT 3.1.1 client.
-pub struct V3Client {
-    pub client: rumqttc::AsyncClient,
-    pub events: Events<rumqttc::Event>,
-    pub connack: rumqttc::ConnAck,
-    link: Link,
-}
+pub type V3Client = Client<rumqttc::AsyncClient>;
 
 /// MQTT 3.1.1 options for `id` against `broker` (keep alive 30 s, 1 MiB packets).
 pub fn v3_options(broker: &Broker, id: &str, clean_session: bool) -> rumqttc::MqttOptions {
@@ -1140,53 +1236,6 @@ impl V3Client {
             .expect("queue PUBLISH");
         self.events.wait_publish_flow(qos as u8, topic).await
     }
-
-    /// Publishes `payloads` at QoS 1 on `topic` and waits for every PUBACK.
-    pub async fn publish_all_qos1(&mut self, topic: &str, payloads: &[Vec<u8>], limit: Duration) {
-        for p in payloads {
-            self.client
-                .publish(topic, rumqttc::QoS::AtLeastOnce, false, p.clone())
-                .await
-                .expect("queue PUBLISH");
-        }
-        self.events.wait_pubacks(payloads.len(), limit).await
-    }
-
-    /// The next PUBLISH received from the broker.
-    pub async fn recv(&mut self, limit: Duration) -> rumqttc::Publish {
-        self.events.recv_publish(limit).await
-    }
-
-    /// The next PUBLISH, or None when none arrives within `limit`.
-    pub async fn try_recv(&mut self, limit: Duration) -> Option<rumqttc::Publish> {
-        self.events.try_recv_publish(limit).await
-    }
-
-    /// Asserts no PUBLISH arrives within `limit`.
-    pub async fn expect_no_publish(&mut self, limit: Duration, context: &str) {
-        self.events.expect_no_publish(limit, context).await
-    }
-
-    /// Sends DISCONNECT, then closes the connection as the spec asks of clients.
-    pub async fn disconnect(mut self) {
-        self.client.disconnect().await.expect("queue DISCONNECT");
-        let _ = self.events.wait_closed(WAIT).await;
-    }
-
-    /// Sends DISCONNECT and, like rumqttc's event loop left to itself, keeps the connection
-    /// open until the broker closes it; returns how long the broker took.
-    pub async fn disconnect_and_time_server_close(mut self) -> Duration {
-        self.link
-            .close_after_disconnect
-            .store(false, Ordering::Relaxed);
-        self.client.disconnect().await.expect("queue DISCONNECT");
-        self.events.server_close_delay().await
-    }
-
-    /// Drops the TCP connection without DISCONNECT (like a crashed client).
-    pub fn drop_connection(self) {
-        drop(self.link);
-    }
 }
 
 // ------------------------------------------------------------------------------------------
@@ -1196,12 +1245,7 @@ impl V3Client {
 pub use rumqttc::v5::mqttbytes::v5 as v5bytes;
 
 /// A connected rumqttc MQTT 5.0 client.
-pub struct V5Client {
-    pub client: rumqttc::v5::AsyncClient,
-    pub events: Events<rumqttc::v5::Event>,
-    pub connack: v5bytes::ConnAck,
-    link: Link,
-}
+pub type V5Client = Client<rumqttc::v5::AsyncClient>;
 
 /// MQTT 5 options for `id` (keep alive 30 s, clean start, 1 MiB incoming packets).
 pub fn v5_options(broker: &Broker, id: &str) -> rumqttc::v5::MqttOptions {
@@ -1320,54 +1364,6 @@ impl V5Client {
         payload: impl Into<Bytes>,
     ) {
         self.publish_with(topic, qos, retain, payload, None).await
-    }
-
-    /// Publishes `payloads` at QoS 1 on `topic` and waits for every PUBACK, each of which
-    /// must carry a success reason code.
-    pub async fn publish_all_qos1(&mut self, topic: &str, payloads: &[Vec<u8>], limit: Duration) {
-        for p in payloads {
-            self.client
-                .publish(
-                    topic,
-                    rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
-                    false,
-                    p.clone(),
-                )
-                .await
-                .expect("queue PUBLISH");
-        }
-        self.events.wait_pubacks(payloads.len(), limit).await
-    }
-
-    pub async fn recv(&mut self, limit: Duration) -> v5bytes::Publish {
-        self.events.recv_publish(limit).await
-    }
-
-    pub async fn try_recv(&mut self, limit: Duration) -> Option<v5bytes::Publish> {
-        self.events.try_recv_publish(limit).await
-    }
-
-    pub async fn expect_no_publish(&mut self, limit: Duration, context: &str) {
-        self.events.expect_no_publish(limit, context).await
-    }
-
-    /// Sends DISCONNECT, then closes the connection as the spec asks of clients.
-    pub async fn disconnect(mut self) {
-        self.client.disconnect().await.expect("queue DISCONNECT");
-        let _ = self.events.wait_closed(WAIT).await;
-    }
-
-    /// See [`V3Client::disconnect_and_time_server_close`].
-    pub async fn disconnect_and_time_server_close(mut self) -> Duration {
-        self.link
-            .close_after_disconnect
-            .store(false, Ordering::Relaxed);
-        self.client.disconnect().await.expect("queue DISCONNECT");
-        self.events.server_close_delay().await
-    }
-
-    pub fn drop_connection(self) {
-        drop(self.link);
     }
 }
 

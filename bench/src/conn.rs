@@ -1,6 +1,7 @@
 //! One MQTT client connection over plain TCP, built on the `mqtt-proto` codec (v3.1.1 or v5).
-//! Outgoing packets are batched in a write buffer and flushed explicitly; incoming bytes are framed
-//! by the fixed header and decoded into a small version-independent `Incoming` enum.
+//! Outgoing packets are built as v5 and batched in a write buffer (lowered to 3.1.1 by
+//! `edge_mqtt::version`), flushed explicitly; incoming bytes are framed by `edge_mqtt::frame`,
+//! decoded (3.1.1 lifted to v5) and reduced to a small version-independent `Incoming` enum.
 
 use std::io;
 use std::net::{TcpStream, ToSocketAddrs};
@@ -9,8 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use edge_mqtt::frame::FrameBuffer;
+use edge_mqtt::reason::Code;
+use edge_mqtt::version;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use mqtt_proto::{v3, v5, Pid, QoS, QosPid, TopicFilter, TopicName};
+use mqtt_proto::{v5, Pid, Protocol, QoS, QosPid, TopicFilter, TopicName};
 use smol::{Async, Timer};
 
 /// MQTT protocol level spoken by the benchmark clients.
@@ -28,14 +32,22 @@ impl Version {
             n => Err(format!("unsupported protocol {n} (use 3, 4 or 5)")),
         }
     }
+
+    /// The codec's name for this version.
+    pub fn protocol(self) -> Protocol {
+        match self {
+            Version::V311 => Protocol::V311,
+            Version::V5 => Protocol::V500,
+        }
+    }
 }
 
 /// A decoded packet from the broker, reduced to what the benchmark needs.
 #[derive(Debug)]
 pub enum Incoming {
     Connack {
-        ok: bool,
-        code: u8,
+        /// A 3.1.1 return code arrives as the v5 reason code of the same meaning.
+        code: v5::ConnectReasonCode,
         session_present: bool,
         receive_max: Option<u16>,
     },
@@ -63,7 +75,7 @@ pub enum Incoming {
     },
     Pingresp,
     Disconnect {
-        code: u8,
+        code: v5::DisconnectReasonCode,
     },
     Other,
 }
@@ -78,6 +90,18 @@ pub struct ConnectOpts {
     pub session_expiry: Option<u32>,
 }
 
+impl ConnectOpts {
+    /// A clean session (MQTT 5: expiring with the connection) for `client_id`.
+    pub fn clean(client_id: impl Into<String>, keep_alive: u16) -> Self {
+        ConnectOpts {
+            client_id: client_id.into(),
+            clean: true,
+            keep_alive,
+            session_expiry: None,
+        }
+    }
+}
+
 pub type Error = String;
 pub type Result<T> = std::result::Result<T, Error>;
 
@@ -88,9 +112,7 @@ pub fn io_err(context: &str, e: impl std::fmt::Display) -> Error {
 pub struct Conn {
     stream: Async<TcpStream>,
     pub version: Version,
-    rbuf: Vec<u8>,
-    rstart: usize,
-    rend: usize,
+    rbuf: FrameBuffer,
     wbuf: Vec<u8>,
     /// Timeout for one read or one flush (unless a watchdog guards the connection).
     pub io_timeout: Duration,
@@ -148,9 +170,7 @@ impl Conn {
         Ok(Conn {
             stream,
             version,
-            rbuf: vec![0; READ_CHUNK],
-            rstart: 0,
-            rend: 0,
+            rbuf: FrameBuffer::new(READ_CHUNK),
             wbuf: Vec::with_capacity(READ_CHUNK),
             io_timeout,
             progress: Arc::new(AtomicU64::new(0)),
@@ -171,46 +191,33 @@ impl Conn {
         c.flush().await?;
         match c.next().await? {
             Incoming::Connack {
-                ok: true,
+                code: v5::ConnectReasonCode::Success,
                 session_present,
                 receive_max,
-                ..
             } => Ok((c, session_present, receive_max)),
-            Incoming::Connack { code, .. } => Err(format!("CONNACK refused, code {code}")),
+            Incoming::Connack { code, .. } => Err(format!(
+                "CONNACK refused, code {code:?} ({:#04x})",
+                code as u8
+            )),
             other => Err(format!("expected CONNACK, got {other:?}")),
         }
     }
 
     pub fn send_connect(&mut self, o: &ConnectOpts) -> Result<()> {
         let id: Arc<str> = Arc::from(o.client_id.as_str());
-        match self.version {
-            Version::V311 => {
-                let mut c = v3::Connect::new(id, o.keep_alive);
-                c.clean_session = o.clean;
-                self.queue3(&v3::Packet::Connect(c))
-            }
-            Version::V5 => {
-                let mut c = v5::Connect::new(id, o.keep_alive);
-                c.clean_start = o.clean;
-                c.properties.session_expiry_interval = o.session_expiry;
-                self.queue5(&v5::Packet::Connect(c))
-            }
-        }
+        let mut c = v5::Connect::new(id, o.keep_alive);
+        c.clean_start = o.clean;
+        c.properties.session_expiry_interval = o.session_expiry;
+        self.queue(&v5::Packet::Connect(c))
     }
 
     pub fn send_subscribe(&mut self, pid: u16, filter: &str, qos: QoS) -> Result<()> {
-        let pid = Pid::try_from(pid).map_err(|e| io_err("pid", e))?;
+        let pid = Self::pid(pid)?;
         let f = TopicFilter::try_from(filter).map_err(|e| io_err("topic filter", e))?;
-        match self.version {
-            Version::V311 => self.queue3(&v3::Packet::Subscribe(v3::Subscribe::new(
-                pid,
-                vec![(f, qos)],
-            ))),
-            Version::V5 => self.queue5(&v5::Packet::Subscribe(v5::Subscribe::new(
-                pid,
-                vec![(f, v5::SubscriptionOptions::new(qos))],
-            ))),
-        }
+        self.queue(&v5::Packet::Subscribe(v5::Subscribe::new(
+            pid,
+            vec![(f, v5::SubscriptionOptions::new(qos))],
+        )))
     }
 
     /// Subscribes and waits for the SUBACK; returns the granted QoS (None = refused).
@@ -221,7 +228,7 @@ impl Conn {
             match self.next().await? {
                 Incoming::Suback { granted } => return Ok(granted.first().copied().flatten()),
                 Incoming::Disconnect { code } => {
-                    return Err(format!("DISCONNECT {code} after SUBSCRIBE"))
+                    return Err(format!("DISCONNECT {code:?} after SUBSCRIBE"))
                 }
                 _ => continue,
             }
@@ -237,21 +244,14 @@ impl Conn {
     ) -> Result<()> {
         let qos_pid = match qos {
             QoS::Level0 => QosPid::Level0,
-            QoS::Level1 => QosPid::Level1(Pid::try_from(pid).map_err(|e| io_err("pid", e))?),
-            QoS::Level2 => QosPid::Level2(Pid::try_from(pid).map_err(|e| io_err("pid", e))?),
+            QoS::Level1 => QosPid::Level1(Self::pid(pid)?),
+            QoS::Level2 => QosPid::Level2(Self::pid(pid)?),
         };
-        match self.version {
-            Version::V311 => self.queue3(&v3::Packet::Publish(v3::Publish::new(
-                qos_pid,
-                topic.clone(),
-                payload,
-            ))),
-            Version::V5 => self.queue5(&v5::Packet::Publish(v5::Publish::new(
-                qos_pid,
-                topic.clone(),
-                payload,
-            ))),
-        }
+        self.queue(&v5::Packet::Publish(v5::Publish::new(
+            qos_pid,
+            topic.clone(),
+            payload,
+        )))
     }
 
     fn pid(pid: u16) -> Result<Pid> {
@@ -260,41 +260,26 @@ impl Conn {
 
     pub fn send_puback(&mut self, pid: u16) -> Result<()> {
         let p = Self::pid(pid)?;
-        match self.version {
-            Version::V311 => self.queue3(&v3::Packet::Puback(p)),
-            Version::V5 => self.queue5(&v5::Packet::Puback(v5::Puback::new_success(p))),
-        }
+        self.queue(&v5::Packet::Puback(v5::Puback::new_success(p)))
     }
 
     pub fn send_pubrec(&mut self, pid: u16) -> Result<()> {
         let p = Self::pid(pid)?;
-        match self.version {
-            Version::V311 => self.queue3(&v3::Packet::Pubrec(p)),
-            Version::V5 => self.queue5(&v5::Packet::Pubrec(v5::Pubrec::new_success(p))),
-        }
+        self.queue(&v5::Packet::Pubrec(v5::Pubrec::new_success(p)))
     }
 
     pub fn send_pubrel(&mut self, pid: u16) -> Result<()> {
         let p = Self::pid(pid)?;
-        match self.version {
-            Version::V311 => self.queue3(&v3::Packet::Pubrel(p)),
-            Version::V5 => self.queue5(&v5::Packet::Pubrel(v5::Pubrel::new_success(p))),
-        }
+        self.queue(&v5::Packet::Pubrel(v5::Pubrel::new_success(p)))
     }
 
     pub fn send_pubcomp(&mut self, pid: u16) -> Result<()> {
         let p = Self::pid(pid)?;
-        match self.version {
-            Version::V311 => self.queue3(&v3::Packet::Pubcomp(p)),
-            Version::V5 => self.queue5(&v5::Packet::Pubcomp(v5::Pubcomp::new_success(p))),
-        }
+        self.queue(&v5::Packet::Pubcomp(v5::Pubcomp::new_success(p)))
     }
 
     pub fn send_disconnect(&mut self) -> Result<()> {
-        match self.version {
-            Version::V311 => self.queue3(&v3::Packet::Disconnect),
-            Version::V5 => self.queue5(&v5::Packet::Disconnect(v5::Disconnect::new_normal())),
-        }
+        self.queue(&v5::Packet::Disconnect(v5::Disconnect::new_normal()))
     }
 
     /// Sends DISCONNECT and flushes; errors are ignored (the broker may already be gone).
@@ -304,21 +289,16 @@ impl Conn {
         }
     }
 
-    fn queue3(&mut self, p: &v3::Packet) -> Result<()> {
-        let b = p.encode().map_err(|e| io_err("encode", e))?;
-        self.wbuf.extend_from_slice(b.as_ref());
-        Ok(())
-    }
-
-    fn queue5(&mut self, p: &v5::Packet) -> Result<()> {
-        let b = p.encode().map_err(|e| io_err("encode", e))?;
+    /// Encodes `p` for this connection's version into the write buffer.
+    fn queue(&mut self, p: &v5::Packet) -> Result<()> {
+        let b = version::encode(p, self.version.protocol()).map_err(|e| io_err("encode", e))?;
         self.wbuf.extend_from_slice(b.as_ref());
         Ok(())
     }
 
     /// Bytes received but not decoded yet (a partial packet), for stall diagnostics.
     pub fn buffered(&self) -> usize {
-        self.rend - self.rstart
+        self.rbuf.buffered()
     }
 
     pub fn pending_write(&self) -> usize {
@@ -352,45 +332,14 @@ impl Conn {
 
     /// Decodes one complete packet from the read buffer, if there is one.
     pub fn try_next(&mut self) -> Result<Option<Incoming>> {
-        let avail = &self.rbuf[self.rstart..self.rend];
-        let Some(total) = frame_len(avail)? else {
-            return Ok(None);
+        let frame = match self.rbuf.next_frame(usize::MAX) {
+            Ok(Some(f)) => f,
+            Ok(None) => return Ok(None),
+            Err(e) => return Err(format!("decode: {e}")),
         };
-        if avail.len() < total {
-            // Make room for the whole packet.
-            if self.rbuf.len() - self.rstart < total {
-                self.compact();
-                if self.rbuf.len() < total {
-                    self.rbuf.resize(total.max(READ_CHUNK), 0);
-                }
-            }
-            return Ok(None);
-        }
-        let frame = &avail[..total];
-        let inc = match self.version {
-            Version::V311 => match v3::Packet::decode(frame).map_err(|e| io_err("decode", e))? {
-                Some(p) => from_v3(p),
-                None => return Err("decode: truncated packet".into()),
-            },
-            Version::V5 => match v5::Packet::decode(frame).map_err(|e| io_err("decode", e))? {
-                Some(p) => from_v5(p),
-                None => return Err("decode: truncated packet".into()),
-            },
-        };
-        self.rstart += total;
-        if self.rstart == self.rend {
-            self.rstart = 0;
-            self.rend = 0;
-        }
-        Ok(Some(inc))
-    }
-
-    fn compact(&mut self) {
-        if self.rstart > 0 {
-            self.rbuf.copy_within(self.rstart..self.rend, 0);
-            self.rend -= self.rstart;
-            self.rstart = 0;
-        }
+        version::decode(frame, self.version.protocol())
+            .map(|p| Some(incoming(p)))
+            .map_err(|e| io_err("decode", e))
     }
 
     /// Switches reads and writes to untimed mode; the caller races its loop against
@@ -407,35 +356,25 @@ impl Conn {
 
     /// Reads more bytes from the socket (waits at most `io_timeout` unless watched). Errors on EOF.
     pub async fn fill(&mut self) -> Result<()> {
-        if self.rend == self.rbuf.len() {
-            self.compact();
-            if self.rend == self.rbuf.len() {
-                let n = self.rbuf.len() * 2;
-                self.rbuf.resize(n, 0);
-            }
-        }
         let Conn {
             stream,
             rbuf,
-            rend,
             io_timeout,
             watched,
             progress,
             ..
         } = self;
+        let spare = rbuf.spare();
         let n = if *watched {
-            stream
-                .read(&mut rbuf[*rend..])
-                .await
-                .map_err(|e| io_err("read", e))?
+            stream.read(spare).await.map_err(|e| io_err("read", e))?
         } else {
-            with_timeout(*io_timeout, "read", stream.read(&mut rbuf[*rend..])).await?
+            with_timeout(*io_timeout, "read", stream.read(spare)).await?
         };
         if n == 0 {
             return Err("connection closed by broker".into());
         }
         progress.fetch_add(1, Ordering::Relaxed);
-        *rend += n;
+        rbuf.filled(n);
         Ok(())
     }
 
@@ -450,63 +389,12 @@ impl Conn {
     }
 }
 
-/// Length of the packet at the start of `buf` (fixed header + remaining length), or None when the
-/// fixed header itself is not complete yet.
-pub fn frame_len(buf: &[u8]) -> Result<Option<usize>> {
-    match edge_mqtt::frame::fixed_header(buf, usize::MAX) {
-        Ok(h) => Ok(h.map(|h| h.frame_len())),
-        Err(e) => Err(format!("decode: {e}")),
-    }
-}
-
-fn from_v3(p: v3::Packet) -> Incoming {
-    use v3::Packet as P;
-    match p {
-        P::Connack(c) => Incoming::Connack {
-            ok: c.code == v3::ConnectReturnCode::Accepted,
-            code: c.code as u8,
-            session_present: c.session_present,
-            receive_max: None,
-        },
-        P::Publish(p) => Incoming::Publish {
-            qos: p.qos_pid.qos(),
-            pid: p.qos_pid.pid().map(|p| p.value()),
-            payload: p.payload,
-        },
-        P::Puback(pid) => Incoming::Puback {
-            pid: pid.value(),
-            ok: true,
-        },
-        P::Pubrec(pid) => Incoming::Pubrec {
-            pid: pid.value(),
-            ok: true,
-        },
-        P::Pubrel(pid) => Incoming::Pubrel { pid: pid.value() },
-        P::Pubcomp(pid) => Incoming::Pubcomp { pid: pid.value() },
-        P::Suback(s) => Incoming::Suback {
-            granted: s
-                .topics
-                .iter()
-                .map(|c| match c {
-                    v3::SubscribeReturnCode::MaxLevel0 => Some(QoS::Level0),
-                    v3::SubscribeReturnCode::MaxLevel1 => Some(QoS::Level1),
-                    v3::SubscribeReturnCode::MaxLevel2 => Some(QoS::Level2),
-                    v3::SubscribeReturnCode::Failure => None,
-                })
-                .collect(),
-        },
-        P::Pingresp => Incoming::Pingresp,
-        P::Disconnect => Incoming::Disconnect { code: 0 },
-        _ => Incoming::Other,
-    }
-}
-
-fn from_v5(p: v5::Packet) -> Incoming {
+/// The benchmark's view of a (lifted) packet from the broker.
+fn incoming(p: v5::Packet) -> Incoming {
     use v5::Packet as P;
     match p {
         P::Connack(c) => Incoming::Connack {
-            ok: c.reason_code == v5::ConnectReasonCode::Success,
-            code: c.reason_code as u8,
+            code: c.reason_code,
             session_present: c.session_present,
             receive_max: c.properties.receive_max,
         },
@@ -517,11 +405,11 @@ fn from_v5(p: v5::Packet) -> Incoming {
         },
         P::Puback(a) => Incoming::Puback {
             pid: a.pid.value(),
-            ok: (a.reason_code as u8) < 0x80,
+            ok: !Code::from(a.reason_code).is_failure(),
         },
         P::Pubrec(a) => Incoming::Pubrec {
             pid: a.pid.value(),
-            ok: (a.reason_code as u8) < 0x80,
+            ok: !Code::from(a.reason_code).is_failure(),
         },
         P::Pubrel(a) => Incoming::Pubrel { pid: a.pid.value() },
         P::Pubcomp(a) => Incoming::Pubcomp { pid: a.pid.value() },
@@ -539,7 +427,7 @@ fn from_v5(p: v5::Packet) -> Incoming {
         },
         P::Pingresp => Incoming::Pingresp,
         P::Disconnect(d) => Incoming::Disconnect {
-            code: d.reason_code as u8,
+            code: d.reason_code,
         },
         _ => Incoming::Other,
     }
@@ -570,14 +458,5 @@ mod tests {
         assert!(msg.starts_with("no progress"), "{msg}");
         assert!(started.elapsed() >= Duration::from_millis(150));
         assert!(started.elapsed() < Duration::from_secs(2));
-    }
-
-    #[test]
-    fn frame_len_handles_partial_and_multibyte_headers() {
-        assert_eq!(frame_len(&[0x30]).unwrap(), None);
-        assert_eq!(frame_len(&[0x30, 0x05]).unwrap(), Some(7));
-        assert_eq!(frame_len(&[0x30, 0x80]).unwrap(), None);
-        assert_eq!(frame_len(&[0x30, 0x80, 0x01]).unwrap(), Some(3 + 128));
-        assert!(frame_len(&[0x30, 0xff, 0xff, 0xff, 0xff]).is_err());
     }
 }

@@ -76,12 +76,7 @@ async fn run_async(o: IdleOpts) -> IdleResult {
                 let mut first_error = None;
                 let mut i = w;
                 while i < o.count {
-                    let opts = ConnectOpts {
-                        client_id: format!("{}-c{i}", o.client_prefix),
-                        clean: true,
-                        keep_alive: 0,
-                        session_expiry: None,
-                    };
+                    let opts = ConnectOpts::clean(format!("{}-c{i}", o.client_prefix), 0);
                     match Conn::connect(&o.addr, o.version, &opts, o.io_timeout).await {
                         Ok((c, _, _)) => conns.push(c),
                         Err(e) => {

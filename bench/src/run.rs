@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use edge_mqtt::pid::PidAllocator;
 use hdrhistogram::Histogram;
 use mqtt_proto::{QoS, TopicName};
 use smol::{Executor, Timer};
@@ -166,12 +167,7 @@ async fn run_async(o: RunOpts) -> RunResult {
             );
             let id = format!("{}-s{i}", o.client_prefix);
             EX.spawn(async move {
-                let opts = ConnectOpts {
-                    client_id: id,
-                    clean: true,
-                    keep_alive: 600,
-                    session_expiry: None,
-                };
+                let opts = ConnectOpts::clean(id, 600);
                 let (mut c, _, _) = Conn::connect(&addr, v, &opts, to).await?;
                 let g = c.subscribe(&f, q).await?;
                 Result::Ok((c, g))
@@ -197,12 +193,7 @@ async fn run_async(o: RunOpts) -> RunResult {
             let (addr, v, to) = (o.addr.clone(), o.version, o.io_timeout);
             let id = format!("{}-p{i}", o.client_prefix);
             EX.spawn(async move {
-                let opts = ConnectOpts {
-                    client_id: id,
-                    clean: true,
-                    keep_alive: 600,
-                    session_expiry: None,
-                };
+                let opts = ConnectOpts::clean(id, 600);
                 Conn::connect(&addr, v, &opts, to).await
             })
         })
@@ -414,7 +405,7 @@ async fn receive(
                 }
                 Incoming::Pubrel { pid } => c.send_pubcomp(pid)?,
                 Incoming::Disconnect { code } => {
-                    return Err(format!("broker sent DISCONNECT (code {code})"))
+                    return Err(format!("broker sent DISCONNECT ({code:?})"))
                 }
                 _ => {}
             }
@@ -494,7 +485,7 @@ pub(crate) async fn publish_loop(
         *b = b'a' + (i % 26) as u8;
     }
     let mut in_use = vec![false; 65536];
-    let mut next_pid: u16 = 0;
+    let mut pids = PidAllocator::default();
     let mut inflight = 0usize;
     let mut seq = 0u64;
     let mut rejected = 0u64;
@@ -532,15 +523,13 @@ pub(crate) async fn publish_loop(
                 let pid = if qos == QoS::Level0 {
                     0
                 } else {
-                    loop {
-                        next_pid = next_pid.wrapping_add(1);
-                        if next_pid != 0 && !in_use[next_pid as usize] {
-                            break;
-                        }
-                    }
-                    in_use[next_pid as usize] = true;
+                    let pid = pids
+                        .next(|p| in_use[p as usize])
+                        .ok_or("all 65,535 packet ids in flight")?
+                        .value();
+                    in_use[pid as usize] = true;
                     inflight += 1;
-                    next_pid
+                    pid
                 };
                 tracker::write_header(&mut buf, id, seq, tracker::now_ns());
                 c.send_publish(&topic, qos, pid, Bytes::copy_from_slice(&buf))?;
@@ -601,7 +590,7 @@ pub(crate) async fn publish_loop(
                     release(&mut in_use, &mut inflight, pid)?
                 }
                 Incoming::Disconnect { code } => {
-                    return Err(format!("broker sent DISCONNECT (code {code})"))
+                    return Err(format!("broker sent DISCONNECT ({code:?})"))
                 }
                 other @ (Incoming::Puback { .. }
                 | Incoming::Pubrec { .. }

@@ -17,12 +17,7 @@ pub struct StartupResult {
 }
 
 fn probe(addr: &str, version: Version) -> bool {
-    let opts = ConnectOpts {
-        client_id: format!("edge-bench-probe-{}", std::process::id()),
-        clean: true,
-        keep_alive: 10,
-        session_expiry: None,
-    };
+    let opts = ConnectOpts::clean(format!("edge-bench-probe-{}", std::process::id()), 10);
     block_on(1, async {
         match Conn::connect(addr, version, &opts, Duration::from_secs(2)).await {
             Ok((c, _, _)) => {

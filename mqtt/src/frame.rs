@@ -1,6 +1,7 @@
 //! Frame sizing: the MQTT fixed header's Remaining Length (a variable-length integer of at most
-//! four bytes) read once, here, for every reader in the workspace. A frame's size is known, and
-//! checked against a maximum, before its body is buffered.
+//! four bytes) read once, here, for every reader in the workspace, and [`FrameBuffer`], the read
+//! buffer that hands out whole frames (no I/O: the caller reads into it). A frame's size is
+//! known, and checked against a maximum, before its body is buffered.
 
 use thiserror::Error;
 
@@ -99,6 +100,86 @@ pub fn complete_frame_len(buf: &[u8], max: usize) -> Result<Option<usize>, Frame
         .filter(|n| buf.len() >= *n))
 }
 
+/// A read buffer that hands out whole frames, whatever the I/O around it: the caller reads into
+/// [`FrameBuffer::spare`], commits with [`FrameBuffer::filled`] and takes frames with
+/// [`FrameBuffer::next_frame`]. Invariants: bytes before `start` are consumed, `start..end` are
+/// received and not yet handed out, and a frame over the maximum is refused from its header.
+#[derive(Debug, Default)]
+pub struct FrameBuffer {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    chunk: usize,
+}
+
+impl FrameBuffer {
+    /// An empty buffer (nothing allocated) that reads at least `chunk` bytes at a time.
+    pub fn new(chunk: usize) -> Self {
+        FrameBuffer {
+            buf: Vec::new(),
+            start: 0,
+            end: 0,
+            chunk: chunk.max(1),
+        }
+    }
+
+    /// Bytes received and not handed out yet (a partial frame).
+    pub fn buffered(&self) -> usize {
+        self.end - self.start
+    }
+
+    /// The next whole frame (fixed header included); `Ok(None)` while more bytes are needed, in
+    /// which case room for the whole frame is made. Frames over `max` bytes are an error.
+    pub fn next_frame(&mut self, max: usize) -> Result<Option<&[u8]>, FrameError> {
+        let Some(h) = fixed_header(&self.buf[self.start..self.end], max)? else {
+            return Ok(None);
+        };
+        let total = h.frame_len();
+        if self.buffered() < total {
+            if self.buf.len() - self.start < total {
+                self.compact();
+                if self.buf.len() < total {
+                    self.buf.resize(total.max(self.chunk), 0);
+                }
+            }
+            return Ok(None);
+        }
+        let at = self.start;
+        self.start += total;
+        if self.start == self.end {
+            // Everything handed out: the next read starts at the front again.
+            self.start = 0;
+            self.end = 0;
+        }
+        Ok(Some(&self.buf[at..at + total]))
+    }
+
+    /// Free space to read into, never empty (the buffer is compacted or grown as needed).
+    pub fn spare(&mut self) -> &mut [u8] {
+        if self.end == self.buf.len() {
+            self.compact();
+        }
+        if self.end == self.buf.len() {
+            let grown = (self.buf.len() * 2).max(self.chunk);
+            self.buf.resize(grown, 0);
+        }
+        &mut self.buf[self.end..]
+    }
+
+    /// Commits `n` bytes read into [`FrameBuffer::spare`].
+    pub fn filled(&mut self, n: usize) {
+        self.end = (self.end + n).min(self.buf.len());
+    }
+
+    fn compact(&mut self) {
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,5 +250,68 @@ mod tests {
             assert_eq!(read_var_int(&out), Some((out.len(), v as u32)));
         }
         assert_eq!(read_var_int(&[0x80, 0x80, 0x80, 0x80, 0x01]), None);
+    }
+
+    /// Feeds `bytes` in reads of `step` bytes and collects every frame handed out.
+    fn frames(bytes: &[u8], step: usize, chunk: usize) -> Vec<Vec<u8>> {
+        let mut b = FrameBuffer::new(chunk);
+        let mut out = Vec::new();
+        for piece in bytes.chunks(step) {
+            let mut rest = piece;
+            while !rest.is_empty() {
+                let spare = b.spare();
+                let n = spare.len().min(rest.len());
+                spare[..n].copy_from_slice(&rest[..n]);
+                b.filled(n);
+                rest = &rest[n..];
+                while let Some(f) = b.next_frame(1 << 20).unwrap() {
+                    out.push(f.to_vec());
+                }
+            }
+        }
+        assert_eq!(b.buffered(), 0, "nothing left over");
+        out
+    }
+
+    #[test]
+    fn frames_come_out_whole_however_the_bytes_arrive() {
+        let ping = vec![0xC0, 0x00];
+        let mut publish = vec![0x30, 0xC8, 0x01];
+        publish.extend(std::iter::repeat_n(7u8, 200));
+        let mut stream = Vec::new();
+        for _ in 0..3 {
+            stream.extend_from_slice(&ping);
+            stream.extend_from_slice(&publish);
+        }
+        let want = vec![
+            ping.clone(),
+            publish.clone(),
+            ping.clone(),
+            publish.clone(),
+            ping,
+            publish,
+        ];
+        for (step, chunk) in [(1, 1), (3, 8), (7, 64), (1000, 16), (1000, 4096)] {
+            assert_eq!(
+                frames(&stream, step, chunk),
+                want,
+                "step {step}, chunk {chunk}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_frame_over_the_maximum_is_refused_before_its_body() {
+        let mut b = FrameBuffer::new(16);
+        let spare = b.spare();
+        spare[..3].copy_from_slice(&[0x30, 0xC8, 0x01]);
+        b.filled(3);
+        assert_eq!(
+            b.next_frame(100),
+            Err(FrameError::TooLarge {
+                size: 203,
+                max: 100
+            })
+        );
     }
 }

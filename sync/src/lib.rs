@@ -13,7 +13,6 @@ pub mod config;
 mod ctx;
 pub mod downlink;
 pub mod error;
-mod lenient;
 pub mod outbox;
 pub mod rules;
 pub mod status;

@@ -116,7 +116,7 @@ pub struct Live {
 
 impl Live {
     pub fn link(&self) -> std::sync::MutexGuard<'_, LinkInfo> {
-        self.link.lock().unwrap_or_else(|p| p.into_inner())
+        edge_mqtt::util::lock(&self.link)
     }
     pub fn set_state(&self, s: LinkState) {
         self.link().state = s;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::*;
 use edge_sync::outbox::{Record, PRIORITIES};
 use edge_sync::rules::batch::{self, BatchItem};
-use edge_sync::{Outbox, SyncConfig};
+use edge_sync::Outbox;
 
 fn records(ob: &Outbox) -> Vec<Record> {
     let mut out = Vec::new();
@@ -150,23 +150,17 @@ fn batches_reach_mosquitto_as_one_publish_each() {
     let mq = Mosquitto::start();
     let sub = Subscriber::start(mq.port, "batch/#");
     let t = TestDb::new();
-    let s = format!(
-        "node_id = \"n1\"\nupstreams = [\"tcp://127.0.0.1:{}\"]\nmax_messages_per_sec = 0\n\
-         backoff = {{ initial_ms = 100, max_ms = 400 }}\n[[forward]]\nfilter = \"m/#\"\n\
-         batch = {{ max_messages = 50, max_ms = 300, topic = \"batch/{{node_id}}\" }}\n",
-        mq.port
+    let c = sync_cfg(
+        mq.port,
+        "[[forward]]\nfilter = \"m/#\"\n\
+         batch = { max_messages = 50, max_ms = 300, topic = \"batch/{node_id}\" }\n",
     );
-    let c = SyncConfig::from_toml_str(&s).unwrap();
     let (ob, h) = start_sync(&t, c);
     assert!(wait_connected(&h));
     let msgs: Vec<(String, Vec<u8>)> = (0..120)
         .map(|i| (format!("m/{i}"), format!("reading {i}").into_bytes()))
         .collect();
-    let refs: Vec<_> = msgs
-        .iter()
-        .map(|(t, p)| (t.as_str(), p.clone(), 1))
-        .collect();
-    capture(&ob, &t.db, &refs);
+    capture_owned(&ob, &t.db, &msgs);
     // Two full batches at once, the last 20 messages after max_ms.
     let got = sub.wait_for(3, Duration::from_secs(10));
     assert_eq!(got.len(), 3);

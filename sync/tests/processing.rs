@@ -10,15 +10,6 @@ use common::*;
 use edge_sync::outbox::PRIORITIES;
 use edge_sync::{LinkState, Outbox, SyncConfig};
 
-fn sync_cfg(port: u16, extra: &str) -> SyncConfig {
-    let s = format!(
-        "node_id = \"n1\"\nupstreams = [\"tcp://127.0.0.1:{port}\"]\nstatus_interval_secs = 1\n\
-         max_messages_per_sec = 0\nmax_bytes_per_sec = 0\nmax_inflight = 128\n\
-         backoff = {{ initial_ms = 100, max_ms = 400 }}\n{extra}"
-    );
-    SyncConfig::from_toml_str(&s).unwrap()
-}
-
 /// Every buffered record, in lane then sequence order: (topic, payload).
 fn buffered(ob: &Outbox) -> Vec<(String, String)> {
     let mut out = Vec::new();
@@ -165,11 +156,7 @@ fn latest_only_keeps_one_record_per_topic_across_restarts() {
                 (t, format!("{round}").into_bytes())
             })
             .collect();
-        let refs: Vec<_> = msgs
-            .iter()
-            .map(|(t, p)| (t.as_str(), p.clone(), 1))
-            .collect();
-        capture(&ob, &t.db, &refs);
+        capture_owned(&ob, &t.db, &msgs);
     }
     assert_eq!(ob.counters().backlog_messages, 10);
     assert_eq!(ob.rule_stats()[0].conflated, 190);
@@ -203,13 +190,7 @@ fn where_rule_end_to_end_delivers_only_out_of_range_readings() {
         .collect();
     sub.wait_for(expect.len(), Duration::from_secs(20));
     std::thread::sleep(Duration::from_millis(300));
-    let got: Vec<String> = sub
-        .got
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|g| g.payload.clone())
-        .collect();
+    let got = sub.payloads();
     assert_eq!(got, expect);
     let st = h.status();
     assert_eq!(st.rules[0].messages_in, 1400);
@@ -239,11 +220,7 @@ fn latest_only_during_an_outage_delivers_one_record_per_topic() {
                 )
             })
             .collect();
-        let refs: Vec<_> = msgs
-            .iter()
-            .map(|(t, p)| (t.as_str(), p.clone(), 1))
-            .collect();
-        capture(&ob, &t.db, &refs);
+        capture_owned(&ob, &t.db, &msgs);
     }
     std::thread::sleep(Duration::from_millis(300));
     assert_ne!(h.status().link_state, LinkState::Connected);

@@ -138,11 +138,7 @@ fn run_until_stored(
             )
         })
         .collect();
-    let refs: Vec<_> = msgs
-        .iter()
-        .map(|(t, p)| (t.as_str(), p.clone(), 1))
-        .collect();
-    capture(&ob, &t.db, &refs);
+    capture_owned(&ob, &t.db, &msgs);
     let dir = t.path().to_path_buf();
     let h = start(ob.clone(), c, dir, Arc::new(TestBus::default()));
     assert!(wait_until(Duration::from_secs(20), || api

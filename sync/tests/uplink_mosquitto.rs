@@ -9,15 +9,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use edge_sync::{start, LinkState, Outbox, SyncConfig};
 
-fn sync_cfg(port: u16, extra: &str) -> SyncConfig {
-    let s = format!(
-        "node_id = \"n1\"\nupstreams = [\"tcp://127.0.0.1:{port}\"]\nstatus_interval_secs = 1\n\
-         max_messages_per_sec = 0\nmax_bytes_per_sec = 0\nmax_inflight = 128\n\
-         backoff = {{ initial_ms = 100, max_ms = 400 }}\n{extra}"
-    );
-    SyncConfig::from_toml_str(&s).unwrap()
-}
-
 const FWD: &str = "[[forward]]\nfilter = \"pos/#\"\nprefix = \"stores/{node_id}/\"\n";
 
 /// First-arrival order of sequences must be 1..=n with nothing missing.

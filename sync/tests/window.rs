@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use edge_sync::outbox::PRIORITIES;
-use edge_sync::{Outbox, SyncConfig};
+use edge_sync::Outbox;
 use serde_json::Value;
 
 const RULE: &str = "[[forward]]\nfilter = \"line/#\"\n\
@@ -166,12 +166,7 @@ fn window_aggregates_reach_mosquitto() {
     let mq = Mosquitto::start();
     let sub = Subscriber::start(mq.port, "agg/#");
     let t = TestDb::new();
-    let s = format!(
-        "node_id = \"n1\"\nupstreams = [\"tcp://127.0.0.1:{}\"]\nmax_messages_per_sec = 0\n\
-         backoff = {{ initial_ms = 100, max_ms = 400 }}\n{RULE}",
-        mq.port
-    );
-    let c = SyncConfig::from_toml_str(&s).unwrap();
+    let c = sync_cfg(mq.port, RULE);
     let (ob, h) = start_sync(&t, c);
     assert!(wait_connected(&h));
     // 10,000 readings of 4 sensors, in batches as a broker would commit them.
@@ -185,11 +180,7 @@ fn window_aggregates_reach_mosquitto() {
                 )
             })
             .collect();
-        let refs: Vec<_> = msgs
-            .iter()
-            .map(|(t, p)| (t.as_str(), p.clone(), 1))
-            .collect();
-        capture(&ob, &t.db, &refs);
+        capture_owned(&ob, &t.db, &msgs);
     }
     let deadline = Instant::now() + Duration::from_secs(15);
     let (mut n, mut sum) = (0u64, 0.0);

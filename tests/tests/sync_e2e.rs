@@ -5,9 +5,10 @@
 //! kills it with `kill -9` or measures its memory and disk writes: there it is the
 //! `robustmq-edge` binary (`start_edge_process`).
 //!
-//! The upstream is usually reached through a small TCP proxy owned by the test, so the link can
-//! be taken down (listener closed, live connections reset), brought back, or turned into a black
-//! hole (bytes swallowed, nothing closed) while the observer stays subscribed to mosquitto.
+//! The upstream is usually reached through a small TCP proxy owned by the test (mosquitto and the
+//! proxy are in `sync_support/upstream.rs`), so the link can be taken down (listener closed, live
+//! connections reset), brought back, or turned into a black hole (bytes swallowed, nothing
+//! closed) while the observer stays subscribed to mosquitto.
 //!
 //! Each failure of peer brokers' bridges listed in `peer-failures.md` maps to a test:
 //!
@@ -29,12 +30,9 @@
 //! and a TLS upstream with a CA generated here.
 
 use std::collections::{BTreeSet, HashMap};
-use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use robustmq_edge_e2e::rumqttc::{self, QoS};
@@ -48,243 +46,6 @@ use sync_support::*;
 /// Forward rule used by most tests: `sensors/#` -> `edge/gw1/sensors/#`.
 const SENSORS: &str =
     "[[sync.forward]]\nfilter = \"sensors/#\"\nprefix = \"edge/{node_id}/\"\nqos = 1\n";
-
-// ------------------------------------------------------------------------------------------
-// Upstream: mosquitto
-// ------------------------------------------------------------------------------------------
-
-/// A mosquitto process on 127.0.0.1, killed at drop.
-struct Mosquitto {
-    child: Child,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl Mosquitto {
-    /// Plain listener on a free port, anonymous, unbounded per-client queues (so the observer is
-    /// never the one losing messages), plus `extra` config lines.
-    fn start(extra: &str) -> Mosquitto {
-        let port = free_port();
-        let dir = tempfile::Builder::new()
-            .prefix("sync-e2e-mosquitto-")
-            .tempdir()
-            .expect("temp dir");
-        let conf = dir.path().join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n\
-                 max_inflight_messages 100\n{extra}\n"
-            ),
-        )
-        .expect("write mosquitto.conf");
-        let log = std::fs::File::create(dir.path().join("mosquitto.log")).expect("log");
-        let child = Command::new(
-            std::env::var("MOSQUITTO_BIN").unwrap_or_else(|_| "/usr/sbin/mosquitto".into()),
-        )
-        .arg("-c")
-        .arg(&conf)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("dup"))
-        .stderr(log)
-        .spawn()
-        .expect("mosquitto at /usr/sbin/mosquitto (apt-get install mosquitto)");
-        let m = Mosquitto { child, port, dir };
-        wait_port(port, "mosquitto");
-        m
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("==== mosquitto log ====\n{}==== end ====", self.log());
-        }
-    }
-}
-
-// ------------------------------------------------------------------------------------------
-// The link: a TCP proxy that can be taken down, brought up, or turned into a black hole
-// ------------------------------------------------------------------------------------------
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Link {
-    Up,
-    /// Listener closed (connections refused), live connections shut down both ways.
-    Down,
-    /// Live and new connections stay open but every byte is swallowed, in both directions,
-    /// and no close is passed on: a silent failure only keep-alive can detect.
-    Blackhole,
-}
-
-struct Pipe {
-    client: TcpStream,
-    server: TcpStream,
-    dead: Arc<AtomicBool>,
-}
-
-struct ProxyState {
-    link: Mutex<Link>,
-    listening: AtomicBool,
-    pipes: Mutex<Vec<Pipe>>,
-    stop: AtomicBool,
-}
-
-struct Proxy {
-    port: u16,
-    st: Arc<ProxyState>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Proxy {
-    fn start(target: u16, link: Link) -> Proxy {
-        let port = free_port();
-        let st = Arc::new(ProxyState {
-            link: Mutex::new(link),
-            listening: AtomicBool::new(false),
-            pipes: Mutex::new(Vec::new()),
-            stop: AtomicBool::new(false),
-        });
-        let s = st.clone();
-        let thread = std::thread::spawn(move || accept_loop(port, target, s));
-        let p = Proxy {
-            port,
-            st,
-            thread: Some(thread),
-        };
-        p.settle(link);
-        p
-    }
-
-    fn url(&self) -> String {
-        format!("tcp://127.0.0.1:{}", self.port)
-    }
-
-    fn set(&self, link: Link) {
-        *self.st.link.lock().unwrap() = link;
-        let mut pipes = self.st.pipes.lock().unwrap();
-        match link {
-            Link::Up => {}
-            Link::Down => {
-                for p in pipes.drain(..) {
-                    p.dead.store(true, Ordering::SeqCst);
-                    let _ = p.client.shutdown(Shutdown::Both);
-                    let _ = p.server.shutdown(Shutdown::Both);
-                }
-            }
-            Link::Blackhole => {
-                for p in pipes.iter() {
-                    p.dead.store(true, Ordering::SeqCst);
-                }
-            }
-        }
-        drop(pipes);
-        self.settle(link);
-    }
-
-    /// Waits until the listener matches the link state.
-    fn settle(&self, link: Link) {
-        let want = link != Link::Down;
-        let t = Instant::now();
-        while self.st.listening.load(Ordering::SeqCst) != want {
-            assert!(t.elapsed() < WAIT, "proxy listener did not follow {link:?}");
-            std::thread::sleep(Duration::from_millis(2));
-        }
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.st.stop.store(true, Ordering::SeqCst);
-        self.set(Link::Down);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn accept_loop(port: u16, target: u16, st: Arc<ProxyState>) {
-    let mut listener: Option<TcpListener> = None;
-    while !st.stop.load(Ordering::SeqCst) {
-        let link = *st.link.lock().unwrap();
-        if link == Link::Down {
-            listener = None;
-            st.listening.store(false, Ordering::SeqCst);
-            std::thread::sleep(Duration::from_millis(2));
-            continue;
-        }
-        if listener.is_none() {
-            match TcpListener::bind(("127.0.0.1", port)) {
-                Ok(l) => {
-                    l.set_nonblocking(true).expect("nonblocking");
-                    listener = Some(l);
-                    st.listening.store(true, Ordering::SeqCst);
-                }
-                Err(_) => {
-                    std::thread::sleep(Duration::from_millis(5));
-                    continue;
-                }
-            }
-        }
-        let Some(l) = &listener else { continue };
-        match l.accept() {
-            Ok((client, _)) => {
-                let _ = client.set_nonblocking(false);
-                let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
-                    continue;
-                };
-                let _ = client.set_nodelay(true);
-                let _ = server.set_nodelay(true);
-                let dead = Arc::new(AtomicBool::new(*st.link.lock().unwrap() != Link::Up));
-                for (from, to) in [
-                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
-                    (server.try_clone().unwrap(), client.try_clone().unwrap()),
-                ] {
-                    let dead = dead.clone();
-                    std::thread::spawn(move || copy(from, to, dead));
-                }
-                st.pipes.lock().unwrap().push(Pipe {
-                    client,
-                    server,
-                    dead,
-                });
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(2)),
-        }
-    }
-    st.listening.store(false, Ordering::SeqCst);
-}
-
-/// Copies one direction; once `dead`, swallows everything and never passes a close on.
-fn copy(mut from: TcpStream, mut to: TcpStream, dead: Arc<AtomicBool>) {
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = match from.read(&mut buf) {
-            Ok(0) | Err(_) => {
-                if !dead.load(Ordering::SeqCst) {
-                    let _ = to.shutdown(Shutdown::Write);
-                }
-                return;
-            }
-            Ok(n) => n,
-        };
-        if dead.load(Ordering::SeqCst) {
-            continue;
-        }
-        if to.write_all(&buf[..n]).is_err() {
-            return;
-        }
-    }
-}
 
 /// Peak VmRSS sampler for a process.
 struct RssSampler {
@@ -454,9 +215,7 @@ async fn online_forwarding_maps_topics_keeps_order_and_tags_every_message() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backlog_built_while_upstream_down_arrives_complete_in_order() {
     const N: usize = 3000;
-    let mq = Mosquitto::start("");
-    let obs = Observer::start(mq.port, &["edge/#"]).await;
-    let proxy = Proxy::start(mq.port, Link::Down);
+    let (_mq, obs, proxy) = upstream_behind_down_link().await;
     // The session limit of the local broker must not bound the outbox (mosquitto #3472).
     // Paced at 3,000/s so the link can be cut mid-drain.
     let edge = start_edge(edge_config(
@@ -520,9 +279,7 @@ async fn backlog_built_while_upstream_down_arrives_complete_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_burst_and_mid_drain_loses_nothing() {
-    let mq = Mosquitto::start("");
-    let obs = Observer::start(mq.port, &["edge/#"]).await;
-    let proxy = Proxy::start(mq.port, Link::Down);
+    let (_mq, obs, proxy) = upstream_behind_down_link().await;
     let mut edge = start_edge_process(edge_config(
         "",
         &proxy.url(),
@@ -658,9 +415,7 @@ async fn clean_stop_leaves_a_database_sync_status_can_read() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_backlog_under_drop_oldest_drops_the_oldest_and_counts_them() {
     const N: usize = 200;
-    let mq = Mosquitto::start("");
-    let obs = Observer::start(mq.port, &["edge/#"]).await;
-    let proxy = Proxy::start(mq.port, Link::Down);
+    let (_mq, obs, proxy) = upstream_behind_down_link().await;
     let edge = start_edge(edge_config(
         "",
         &proxy.url(),
@@ -703,9 +458,7 @@ async fn full_backlog_under_drop_oldest_drops_the_oldest_and_counts_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_backlog_under_reject_new_refuses_v5_with_0x97_and_disconnects_v311() {
-    let mq = Mosquitto::start("");
-    let obs = Observer::start(mq.port, &["edge/#"]).await;
-    let proxy = Proxy::start(mq.port, Link::Down);
+    let (_mq, obs, proxy) = upstream_behind_down_link().await;
     let edge = start_edge(edge_config(
         "",
         &proxy.url(),
@@ -787,9 +540,7 @@ async fn full_backlog_under_reject_new_refuses_v5_with_0x97_and_disconnects_v311
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_past_their_ttl_are_dropped_counted_and_never_sent() {
-    let mq = Mosquitto::start("");
-    let obs = Observer::start(mq.port, &["edge/#"]).await;
-    let proxy = Proxy::start(mq.port, Link::Down);
+    let (_mq, obs, proxy) = upstream_behind_down_link().await;
     let rules =
         "[[sync.forward]]\nfilter = \"ttl/#\"\nprefix = \"edge/{node_id}/\"\nttl_secs = 1\n\
                  [[sync.forward]]\nfilter = \"keep/#\"\nprefix = \"edge/{node_id}/\"\n";
@@ -921,9 +672,7 @@ async fn memory_and_disk_writes_stay_bounded_with_50_mib_buffered() {
     const CHUNK: usize = 4_000;
     const SIZE: usize = 1700;
     const CACHE_MIB: u64 = 4;
-    let mq = Mosquitto::start("");
-    let obs = Observer::start(mq.port, &["edge/#"]).await;
-    let proxy = Proxy::start(mq.port, Link::Down);
+    let (_mq, obs, proxy) = upstream_behind_down_link().await;
     let edge = start_edge_process(edge_config(
         &format!("[storage]\ncache_size_bytes = {}\n", CACHE_MIB << 20),
         &proxy.url(),
@@ -1072,9 +821,7 @@ async fn tls_upstream_with_generated_ca_is_verified_and_forwards() {
 async fn paced_drain_does_not_flood_the_upstream() {
     const N: usize = 600;
     const RATE: usize = 200;
-    let mq = Mosquitto::start("");
-    let obs = Observer::start(mq.port, &["edge/#"]).await;
-    let proxy = Proxy::start(mq.port, Link::Down);
+    let (_mq, obs, proxy) = upstream_behind_down_link().await;
     let edge = start_edge(edge_config(
         "",
         &proxy.url(),
@@ -1110,9 +857,7 @@ async fn paced_drain_does_not_flood_the_upstream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_link_failure_redelivers_what_was_not_acknowledged() {
     const N: usize = 1500;
-    let mq = Mosquitto::start("");
-    let obs = Observer::start(mq.port, &["edge/#"]).await;
-    let proxy = Proxy::start(mq.port, Link::Down);
+    let (_mq, obs, proxy) = upstream_behind_down_link().await;
     let edge = start_edge(edge_config(
         "",
         &proxy.url(),

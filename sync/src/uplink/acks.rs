@@ -1,9 +1,14 @@
 //! What an acknowledgement does to the bookkeeping: PUBACK/PUBCOMP moves a record from the window
-//! to the removal batch; a refusal either drops it for good (0x90, 0x95, 0x99) or ends the session
-//! so it is retried; a refused downlink subscription is logged and reported as the last error.
+//! to the removal batch; a refusal either drops it for good (the message itself is bad: topic
+//! name invalid 0x90, packet too large 0x95, payload format invalid 0x99) or ends the session so
+//! it is retried; a refused downlink subscription is logged and reported as the last error.
+
+use edge_mqtt::reason::Code;
+use mqtt_proto::v5::{DisconnectReasonCode, PubackReasonCode, SubscribeReasonCode};
 
 use super::removal::Removals;
 use super::window::Window;
+use crate::client::AckCode;
 use crate::error::SyncError;
 use crate::outbox::DropReason;
 use crate::status::Live;
@@ -17,46 +22,63 @@ pub(super) fn acked(window: &mut Window<'_>, removals: &mut Removals, pid: u16) 
     }
 }
 
+/// A refusal that no retry can turn into a success: the message itself is bad.
+fn is_permanent(code: AckCode) -> bool {
+    match code {
+        Code::Known(c) => matches!(
+            c,
+            PubackReasonCode::TopicNameInvalid | PubackReasonCode::PayloadFormatInvalid
+        ),
+        // Packet too large is no PUBACK code in MQTT 5.0, but brokers send it (read leniently).
+        Code::Unknown(b) => b == DisconnectReasonCode::PacketTooLarge as u8,
+    }
+}
+
 /// Error reason in PUBACK/PUBREC: permanent ones drop the record, others end the session so
 /// the record is retried after the backoff.
 pub(super) fn refused(
     window: &mut Window<'_>,
     removals: &mut Removals,
     pid: u16,
-    code: u8,
+    code: AckCode,
     node_id: &str,
 ) -> Result<(), SyncError> {
     let Some(key) = window.complete(pid) else {
         return Ok(());
     };
-    match code {
-        0x90 | 0x95 | 0x99 => {
-            tracing::error!(
-                seq = key.1,
-                code,
-                "upstream refused a message permanently: dropped"
-            );
-            removals.dropped(key, DropReason::Corrupt);
-            Ok(())
-        }
-        _ => Err(SyncError::Protocol(format!(
-            "upstream refused message {node_id}:{} with reason code {code:#04x}; will retry",
-            key.1
-        ))),
+    if is_permanent(code) {
+        tracing::error!(
+            seq = key.1,
+            %code,
+            "upstream refused a message permanently: dropped"
+        );
+        removals.dropped(key, DropReason::Corrupt);
+        return Ok(());
     }
+    Err(SyncError::Protocol(format!(
+        "upstream refused message {node_id}:{} with reason code {code}; will retry",
+        key.1
+    )))
 }
 
 /// SUBACK for the downlink filters (in `downlinks` order).
-pub(super) fn suback(downlinks: &[CompiledDownlink], live: &Live, codes: &[u8]) {
+pub(super) fn suback(
+    downlinks: &[CompiledDownlink],
+    live: &Live,
+    codes: &[Code<SubscribeReasonCode>],
+) {
     for (i, c) in codes.iter().enumerate() {
-        if *c >= 0x80 {
+        if c.is_failure() {
             let f = downlinks.get(i).map(|d| d.filter.as_str()).unwrap_or("?");
             tracing::error!(
                 filter = f,
-                code = c,
+                code = %c,
                 "upstream refused a downlink subscription"
             );
-            live.set_error(format!("downlink subscription `{f}` refused ({c:#04x})"));
+            live.set_error(format!(
+                "downlink subscription `{f}` refused ({:#04x})",
+                c.byte()
+            ));
         }
     }
 }
@@ -90,7 +112,7 @@ mod tests {
             let mut w = Window::new(4, &mut carry);
             let mut r = Removals::new(Instant::now());
             w.sent(1, (0, 5));
-            refused(&mut w, &mut r, 1, code, "n1").unwrap();
+            refused(&mut w, &mut r, 1, Code::from_byte(code), "n1").unwrap();
             assert!(!w.holds((0, 5)));
             let b = r.take(Instant::now()).unwrap();
             assert_eq!(b.dropped, vec![(0, 5, DropReason::Corrupt)]);
@@ -104,14 +126,18 @@ mod tests {
         let mut w = Window::new(4, &mut carry);
         let mut r = Removals::new(Instant::now());
         w.sent(1, (3, 8));
-        let e = refused(&mut w, &mut r, 1, 0x97, "n1").unwrap_err();
+        let e = refused(&mut w, &mut r, 1, Code::from_byte(0x97), "n1").unwrap_err();
         assert!(e.to_string().contains("n1:8"), "{e}");
         assert!(e.to_string().contains("0x97"), "{e}");
         assert!(!w.holds((3, 8)));
         assert!(!r.is_pending((3, 8)), "not removed: read and sent again");
         assert!(r.take(Instant::now()).is_none());
         // Unknown packet id: nothing happens.
-        refused(&mut w, &mut r, 2, 0x97, "n1").unwrap();
+        refused(&mut w, &mut r, 2, Code::from_byte(0x97), "n1").unwrap();
+    }
+
+    fn codes(bytes: &[u8]) -> Vec<Code<SubscribeReasonCode>> {
+        bytes.iter().map(|b| Code::from_byte(*b)).collect()
     }
 
     #[test]
@@ -122,13 +148,13 @@ mod tests {
             qos: 1,
         };
         let live = Live::default();
-        suback(&[rule("a/#"), rule("b/#")], &live, &[1, 0x87]);
+        suback(&[rule("a/#"), rule("b/#")], &live, &codes(&[1, 0x87]));
         assert_eq!(
             live.link().last_error.as_deref(),
             Some("downlink subscription `b/#` refused (0x87)")
         );
         let live = Live::default();
-        suback(&[rule("a/#")], &live, &[0, 1]);
+        suback(&[rule("a/#")], &live, &codes(&[0, 1, 0x03]));
         assert_eq!(live.link().last_error, None);
     }
 }

@@ -14,7 +14,7 @@ use super::reader::Reader;
 use super::removal::{Removals, FLUSH_AFTER};
 use super::scheduler::Lanes;
 use super::window::{Carry, Key, Window};
-use crate::client::{self, ConnAck, Inbound, Proto};
+use crate::client::{self, AckCode, ConnAck, Inbound, Proto};
 use crate::ctx::{Ctx, Writer};
 use crate::error::SyncError;
 use crate::outbox::{now_ms, DropReason, PRIORITIES};
@@ -259,15 +259,15 @@ impl<'a> Drain<'a> {
         match ev {
             Inbound::PubAck { pid, code, offset } => {
                 self.removals.offset(offset);
-                if code >= 0x80 {
+                if code.is_failure() {
                     return self.refused(pid, code);
                 }
                 acks::acked(&mut self.window, &mut self.removals, pid);
             }
             Inbound::PubRec { pid, code, offset } => {
                 self.removals.offset(offset);
-                if code >= 0x80 {
-                    return self.refused(pid, code);
+                if code.is_failure() {
+                    return self.refused(pid, code.cast());
                 }
                 self.window.released(pid);
                 self.out.pubrel(pid).await?;
@@ -276,7 +276,7 @@ impl<'a> Drain<'a> {
             Inbound::SubAck { codes } => acks::suback(&self.ctx.downlinks, &self.ctx.live, &codes),
             Inbound::Disconnect { code, reason } => {
                 return Err(SyncError::Protocol(format!(
-                    "upstream sent DISCONNECT {code:#04x}{}",
+                    "upstream sent DISCONNECT {code}{}",
                     reason.map(|r| format!(": {r}")).unwrap_or_default()
                 )));
             }
@@ -289,7 +289,7 @@ impl<'a> Drain<'a> {
         Ok(())
     }
 
-    fn refused(&mut self, pid: u16, code: u8) -> Result<(), SyncError> {
+    fn refused(&mut self, pid: u16, code: AckCode) -> Result<(), SyncError> {
         let node_id = &self.ctx.cfg.node_id;
         acks::refused(&mut self.window, &mut self.removals, pid, code, node_id)
     }

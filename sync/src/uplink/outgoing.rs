@@ -42,7 +42,7 @@ impl Outgoing {
     /// PINGREQ when nothing was written for a keep-alive period.
     pub async fn ping_if_idle(&mut self, keep_alive: Duration) -> Result<(), SyncError> {
         if self.last_tx.elapsed() >= keep_alive {
-            self.write(&client::encode_pingreq(self.proto)).await?;
+            self.write(&client::encode_pingreq(self.proto)?).await?;
         }
         Ok(())
     }
@@ -50,7 +50,9 @@ impl Outgoing {
     /// DISCONNECT (the upstream keeps the session) and close; best effort.
     pub async fn disconnect(&mut self) {
         let mut w = self.writer.lock().await;
-        let _ = client::write_packet(&mut *w, &client::encode_disconnect(self.proto)).await;
+        if let Ok(b) = client::encode_disconnect(self.proto) {
+            let _ = client::write_packet(&mut *w, &b).await;
+        }
         let _ = futures_lite::io::AsyncWriteExt::close(&mut *w).await;
     }
 }

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use std::time::Duration;
 
+use edge_mqtt::util::lock;
 use event_listener::EventListener;
 use futures_lite::future;
 use futures_lite::io::ReadHalf;
@@ -72,7 +73,7 @@ impl Reader {
                 }
                 .await;
                 if let Err(e) = res {
-                    *error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+                    *lock(&error) = Some(e.to_string());
                 }
             })
         };
@@ -137,10 +138,7 @@ impl Reader {
 
     /// Why the acknowledgement channel closed: the read error, or the connection's end.
     fn gone(&self) -> SyncError {
-        let e = self
-            .error
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        let e = lock(&self.error)
             .take()
             .unwrap_or_else(|| "upstream connection closed".into());
         SyncError::Protocol(e)

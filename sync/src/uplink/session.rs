@@ -5,7 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use edge_mqtt::reason::Code;
 use futures_lite::future;
+use mqtt_proto::v5::ConnectReasonCode;
 
 use super::drain::Drain;
 use super::reader::Reader;
@@ -130,11 +132,12 @@ async fn open(ctx: &Arc<Ctx>, up: &Upstream, proto: Proto) -> Result<Opened, Syn
             )))
         }
     };
-    if ack.wants_older_protocol || (proto == Proto::V5 && ack.code == 0x84) {
+    if proto == Proto::V5 && ack.code == Code::Known(ConnectReasonCode::UnsupportedProtocolVersion)
+    {
         return Ok(Opened::FallBackTo311);
     }
-    if ack.code != 0 {
-        let mut text = client::connect_reason_text(proto, ack.code);
+    if ack.code != Code::Known(ConnectReasonCode::Success) {
+        let mut text = client::connect_refusal(ack.code);
         if let Some(r) = &ack.reason {
             text.push_str(&format!(": {r}"));
         }

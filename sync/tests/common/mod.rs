@@ -49,8 +49,26 @@ pub fn cfg(extra: &str) -> SyncConfig {
     SyncConfig::from_toml_str(&s).unwrap()
 }
 
-pub fn now_ms() -> u64 {
-    edge_sync::outbox::now_ms()
+pub use edge_mqtt::util::now_ms;
+
+/// A sync configuration for the upstream at 127.0.0.1:`port` with no rate limits and short
+/// backoffs, followed by `extra` (rules, overrides).
+pub fn sync_cfg(port: u16, extra: &str) -> SyncConfig {
+    let s = format!(
+        "node_id = \"n1\"\nupstreams = [\"tcp://127.0.0.1:{port}\"]\nstatus_interval_secs = 1\n\
+         max_messages_per_sec = 0\nmax_bytes_per_sec = 0\nmax_inflight = 128\n\
+         backoff = {{ initial_ms = 100, max_ms = 400 }}\n{extra}"
+    );
+    SyncConfig::from_toml_str(&s).unwrap()
+}
+
+/// Captures `(topic, payload)` pairs built at run time, all at QoS 1, in one transaction.
+pub fn capture_owned(ob: &Outbox, db: &redb::Database, msgs: &[(String, Vec<u8>)]) {
+    let refs: Vec<_> = msgs
+        .iter()
+        .map(|(t, p)| (t.as_str(), p.clone(), 1))
+        .collect();
+    capture(ob, db, &refs);
 }
 
 /// Captures messages `(topic, payload, qos)` in one broker-like transaction.
@@ -235,6 +253,16 @@ impl Subscriber {
         }
         got.lock().unwrap().retain(|m| m.topic != "probe/x");
         Subscriber { child, got }
+    }
+
+    /// The payloads received so far, in arrival order.
+    pub fn payloads(&self) -> Vec<String> {
+        self.got
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|g| g.payload.clone())
+            .collect()
     }
 
     pub fn wait_for(&self, n: usize, within: Duration) -> Vec<Got> {

@@ -1,7 +1,8 @@
 //! Helpers shared by the sync end-to-end tests (`sync_e2e.rs` against mosquitto,
 //! `sync_robustmq.rs` against a real RobustMQ): an MQTT 5 observer on the upstream that reads
 //! the `edge-msg-id` of every forwarded message, the edge's `[sync]` config, `sync status`
-//! reading, and QoS 1 publishers on the edge.
+//! reading (serde_json), QoS 1 publishers on the edge, and (`upstream`) mosquitto behind a
+//! proxy that stands for the link.
 //!
 //! Each test binary uses only part of it.
 #![allow(dead_code)]
@@ -18,6 +19,10 @@ use robustmq_edge_e2e::rumqttc::{self, QoS};
 use robustmq_edge_e2e::*;
 
 use rumqttc::v5::mqttbytes::QoS as Q5;
+
+mod upstream;
+#[allow(unused_imports)] // sync_robustmq.rs runs its own upstream
+pub use upstream::*;
 
 /// `node_id` of the edge in most tests.
 pub const NODE: &str = "gw1";
@@ -350,49 +355,37 @@ pub fn sync_status(data_dir: &Path) -> String {
     try_sync_status(data_dir).unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// The number after `"key":` in the status JSON (keys used here are unique in it).
+/// The value of `key` anywhere in the status JSON (the keys looked up are unique in it), read
+/// with serde_json; None when the text is no JSON or lacks the key.
+fn json_find(json: &str, key: &str) -> Option<serde_json::Value> {
+    fn find(v: &serde_json::Value, key: &str) -> Option<serde_json::Value> {
+        match v {
+            serde_json::Value::Object(m) => m
+                .get(key)
+                .cloned()
+                .or_else(|| m.values().find_map(|v| find(v, key))),
+            serde_json::Value::Array(a) => a.iter().find_map(|v| find(v, key)),
+            _ => None,
+        }
+    }
+    find(&serde_json::from_str(json).ok()?, key)
+}
+
+/// The number `key` holds in the status JSON.
 pub fn json_u64(json: &str, key: &str) -> u64 {
-    let pat = format!("\"{key}\":");
-    let at = json
-        .find(&pat)
-        .unwrap_or_else(|| panic!("no `{key}` in status: {json}"));
-    let rest = json[at + pat.len()..].trim_start();
-    let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
-    digits
-        .parse()
-        .unwrap_or_else(|_| panic!("`{key}` is not a number in status: {json}"))
+    json_opt_u64(json, key).unwrap_or_else(|| panic!("`{key}` is not a number in status: {json}"))
 }
 
 /// Like [`json_u64`], None when the value is `null` (or not a number).
 pub fn json_opt_u64(json: &str, key: &str) -> Option<u64> {
-    let pat = format!("\"{key}\":");
-    let at = json
-        .find(&pat)
-        .unwrap_or_else(|| panic!("no `{key}` in status: {json}"));
-    let rest = json[at + pat.len()..].trim_start();
-    let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
-    digits.parse().ok()
+    json_find(json, key)
+        .unwrap_or_else(|| panic!("no `{key}` in status: {json}"))
+        .as_u64()
 }
 
+/// The string `key` holds in the status JSON; None when it is `null`, absent or no string.
 pub fn json_str(json: &str, key: &str) -> Option<String> {
-    let pat = format!("\"{key}\":");
-    let at = json.find(&pat)?;
-    let rest = json[at + pat.len()..].trim_start();
-    let rest = rest.strip_prefix('"')?;
-    let mut out = String::new();
-    let mut chars = rest.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => {
-                if let Some(n) = chars.next() {
-                    out.push(n);
-                }
-            }
-            '"' => return Some(out),
-            c => out.push(c),
-        }
-    }
-    None
+    json_find(json, key)?.as_str().map(str::to_string)
 }
 
 /// Polls `sync status` until `done` holds; panics with the last status after `limit`.

@@ -4,7 +4,10 @@
 //! fields (flags, packet id, reason codes) must be well formed, while properties that are unknown,
 //! repeated or out of range are skipped. PUBLISH and PUBREL are never read leniently.
 
-use crate::client::{ConnAck, Inbound};
+use edge_mqtt::reason::Code;
+use mqtt_proto::v5::PacketType;
+
+use super::inbound::{parse_offset, ConnAck, Inbound};
 
 /// How a property's value is laid out (MQTT 5.0, table 2-4).
 #[derive(Clone, Copy)]
@@ -125,7 +128,7 @@ fn text(props: &[(u8, Value)], id: u8) -> Option<String> {
 
 fn offset(props: &[(u8, Value)]) -> Option<u64> {
     props.iter().find_map(|(_, v)| match v {
-        Value::Pair(k, v) if k == "offset" => crate::client::parse_offset(v),
+        Value::Pair(k, v) if k == "offset" => parse_offset(v),
         _ => None,
     })
 }
@@ -159,14 +162,13 @@ pub fn decode_v5(frame: &[u8]) -> Option<Inbound> {
             let max_qos = num(&p, 0x24).filter(|q| *q <= 2).map(|q| q as u8);
             Inbound::ConnAck(ConnAck {
                 session_present: flags & 1 == 1,
-                code,
+                code: Code::from_byte(code),
                 reason: text(&p, 0x1F),
                 receive_max: num(&p, 0x21).filter(|v| *v > 0).map(|v| v as u16),
                 max_qos,
                 max_packet_size: num(&p, 0x27).filter(|v| *v > 0),
                 server_keep_alive: num(&p, 0x13).map(|v| v as u16),
                 session_expiry: num(&p, 0x11),
-                wants_older_protocol: false,
             })
         }
         0x40 | 0x50 | 0x70 => {
@@ -176,30 +178,33 @@ pub fn decode_v5(frame: &[u8]) -> Option<Inbound> {
             match kind {
                 0x40 => Inbound::PubAck {
                     pid,
-                    code,
+                    code: Code::from_byte(code),
                     offset: offset(&p),
                 },
                 0x50 => Inbound::PubRec {
                     pid,
-                    code,
+                    code: Code::from_byte(code),
                     offset: offset(&p),
                 },
-                _ => Inbound::PubComp { pid, code },
+                _ => Inbound::PubComp {
+                    pid,
+                    code: Code::from_byte(code),
+                },
             }
         }
         0x90 => {
             c.u16().filter(|p| *p != 0)?;
             properties(&mut c)?;
             Inbound::SubAck {
-                codes: c.rest().to_vec(),
+                codes: c.rest().iter().map(|b| Code::from_byte(*b)).collect(),
             }
         }
-        0xB0 => Inbound::Other("UNSUBACK"),
+        0xB0 => Inbound::Other(PacketType::Unsuback),
         0xE0 => {
             let code = if c.rest().is_empty() { 0 } else { c.u8()? };
             let p = props(&mut c)?;
             Inbound::Disconnect {
-                code,
+                code: Code::from_byte(code),
                 reason: text(&p, 0x1F),
             }
         }
@@ -210,6 +215,7 @@ pub fn decode_v5(frame: &[u8]) -> Option<Inbound> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mqtt_proto::v5;
 
     #[test]
     fn connack_with_an_unknown_property_keeps_the_known_ones_before_it() {
@@ -218,7 +224,7 @@ mod tests {
         match decode_v5(&f) {
             Some(Inbound::ConnAck(c)) => {
                 assert!(c.session_present);
-                assert_eq!(c.code, 0);
+                assert_eq!(c.code, Code::Known(v5::ConnectReasonCode::Success));
                 assert_eq!(c.receive_max, Some(10));
             }
             other => panic!("{other:?}"),
@@ -255,7 +261,14 @@ mod tests {
         f[1] = (f.len() - 2) as u8;
         match decode_v5(&f) {
             Some(Inbound::PubAck { pid, code, offset }) => {
-                assert_eq!((pid, code, offset), (7, 0x10, Some(9)));
+                assert_eq!(
+                    (pid, code, offset),
+                    (
+                        7,
+                        Code::Known(v5::PubackReasonCode::NoMatchingSubscribers),
+                        Some(9)
+                    )
+                );
             }
             other => panic!("{other:?}"),
         }
@@ -265,7 +278,13 @@ mod tests {
     fn suback_with_an_unknown_reason_code_is_read() {
         let f = [0x90, 0x05, 0x00, 0x02, 0x00, 0x01, 0x03];
         match decode_v5(&f) {
-            Some(Inbound::SubAck { codes }) => assert_eq!(codes, vec![0x01, 0x03]),
+            Some(Inbound::SubAck { codes }) => assert_eq!(
+                codes,
+                vec![
+                    Code::Known(v5::SubscribeReasonCode::GrantedQoS1),
+                    Code::Unknown(0x03)
+                ]
+            ),
             other => panic!("{other:?}"),
         }
     }
