@@ -15,9 +15,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_lite::FutureExt;
 use http_body_util::Full;
-use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Method, Response, StatusCode};
 use smol::lock::Semaphore;
 use smol::{Async, Executor};
 use smol_hyper::rt::{FuturesIo, SmolTimer};
@@ -124,7 +123,20 @@ async fn serve_connection(
     let service = hyper::service::service_fn(move |req| {
         let broker = broker.clone();
         let token = token.clone();
-        async move { Ok::<_, Infallible>(respond(&broker, token.as_deref(), &req)) }
+        async move {
+            let auth = req
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok());
+            let r = respond(
+                &broker,
+                token.as_deref(),
+                req.method(),
+                req.uri().path(),
+                auth,
+            );
+            Ok::<_, Infallible>(r)
+        }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -159,15 +171,21 @@ async fn serve_connection(
     }
 }
 
-/// What one request gets. Bodies are small and built in memory.
-fn respond(broker: &Broker, token: Option<&str>, req: &Request<Incoming>) -> Response<Full<Bytes>> {
-    if req.method() != Method::GET && req.method() != Method::HEAD {
+/// What one request gets (`authorization`: the header's value). Bodies are small and built in
+/// memory.
+fn respond(
+    broker: &Broker,
+    token: Option<&str>,
+    method: &Method,
+    path: &str,
+    authorization: Option<&str>,
+) -> Response<Full<Bytes>> {
+    if method != Method::GET && method != Method::HEAD {
         let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
         r.headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return r;
     }
-    let path = req.uri().path();
     match path {
         "/health/live" => text(StatusCode::OK, "live\n"),
         "/health/ready" => {
@@ -183,7 +201,7 @@ fn respond(broker: &Broker, token: Option<&str>, req: &Request<Incoming>) -> Res
             Bytes::from_static(STATUS_PAGE.as_bytes()),
         ),
         "/metrics" | "/api/v1/status" => {
-            if !authorized(token, req) {
+            if !authorized(token, authorization) {
                 let mut r = text(StatusCode::UNAUTHORIZED, "a bearer token is required\n");
                 r.headers_mut()
                     .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -204,14 +222,11 @@ fn respond(broker: &Broker, token: Option<&str>, req: &Request<Incoming>) -> Res
 }
 
 /// No token configured, or `Authorization: Bearer <token>` matching it (constant time).
-fn authorized(token: Option<&str>, req: &Request<Incoming>) -> bool {
+fn authorized(token: Option<&str>, authorization: Option<&str>) -> bool {
     let Some(want) = token else {
         return true;
     };
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
+    let given = authorization
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
     subtle::ConstantTimeEq::ct_eq(given.as_bytes(), want.as_bytes()).into()
@@ -232,4 +247,116 @@ fn with_type(status: StatusCode, content_type: &'static str, body: Bytes) -> Res
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::storage::Store;
+    use http_body_util::BodyExt;
+
+    fn broker() -> (Arc<Broker>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let cfg = Config {
+            data_dir: dir.path().to_path_buf(),
+            ..Config::default()
+        };
+        let (store, loaded) = Store::open(&cfg).expect("open store");
+        (Broker::new(Arc::new(cfg), store, loaded), dir)
+    }
+
+    fn body(r: Response<Full<Bytes>>) -> String {
+        let bytes = smol::block_on(r.into_body().collect())
+            .expect("in-memory body")
+            .to_bytes();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    const TOKEN: &str = "0123456789abcdef";
+
+    #[test]
+    fn ready_is_503_until_the_broker_serves_and_live_is_always_200() {
+        let (b, _dir) = broker();
+        let get = |path| respond(&b, None, &Method::GET, path, None).status();
+        assert_eq!(get("/health/live"), StatusCode::OK);
+        assert_eq!(get("/health/ready"), StatusCode::SERVICE_UNAVAILABLE);
+        b.stats.set_ready(true);
+        assert_eq!(get("/health/ready"), StatusCode::OK);
+        b.stats.set_ready(false);
+        assert_eq!(get("/health/ready"), StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    #[test]
+    fn metrics_and_status_need_the_bearer_token_when_one_is_set() {
+        let (b, _dir) = broker();
+        for path in ["/metrics", "/api/v1/status"] {
+            let r = respond(&b, Some(TOKEN), &Method::GET, path, None);
+            assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{path}");
+            assert_eq!(r.headers()[header::WWW_AUTHENTICATE], "Bearer");
+            let wrong = respond(
+                &b,
+                Some(TOKEN),
+                &Method::GET,
+                path,
+                Some("Bearer 0123456789abcdeX"),
+            );
+            assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED, "{path}");
+            let right = format!("Bearer {TOKEN}");
+            let ok = respond(&b, Some(TOKEN), &Method::GET, path, Some(&right));
+            assert_eq!(ok.status(), StatusCode::OK, "{path}");
+        }
+        // Probes and the page itself carry no token.
+        for path in ["/health/live", "/"] {
+            let r = respond(&b, Some(TOKEN), &Method::GET, path, None);
+            assert_eq!(r.status(), StatusCode::OK, "{path}");
+        }
+    }
+
+    #[test]
+    fn status_json_holds_broker_figures_and_no_sync_when_sync_is_off() {
+        let (b, _dir) = broker();
+        b.stats.publish_received(1, 42);
+        let r = respond(&b, None, &Method::GET, "/api/v1/status", None);
+        assert_eq!(r.headers()[header::CONTENT_TYPE], "application/json");
+        let v: serde_json::Value = serde_json::from_str(&body(r)).expect("JSON");
+        assert_eq!(v["broker"]["messages"]["received_by_qos"]["1"], 1);
+        assert_eq!(
+            v["broker"]["messages"]["received_payload_bytes_by_qos"]["1"],
+            42
+        );
+        assert!(v["sync"].is_null());
+        assert_eq!(v["history"]["interval_secs"], 10);
+    }
+
+    #[test]
+    fn only_get_and_head_are_served_and_unknown_paths_are_404() {
+        let (b, _dir) = broker();
+        let r = respond(&b, None, &Method::POST, "/metrics", None);
+        assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(r.headers()[header::ALLOW], "GET, HEAD");
+        let r = respond(&b, None, &Method::GET, "/nope", None);
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    }
+
+    #[test]
+    fn metrics_have_help_and_type_for_every_family() {
+        let (b, _dir) = broker();
+        let text = body(respond(&b, None, &Method::GET, "/metrics", None));
+        let mut declared = std::collections::HashSet::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                declared.insert(rest.split(' ').next().unwrap_or("").to_string());
+            } else if !line.starts_with('#') {
+                let name = line.split(['{', ' ']).next().unwrap_or("");
+                assert!(name.starts_with("robustmq_edge_"), "{line}");
+                let family = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|s| name.strip_suffix(s).filter(|f| declared.contains(*f)))
+                    .unwrap_or(name);
+                assert!(declared.contains(family), "no TYPE before {line}");
+            }
+        }
+        assert!(text.contains("robustmq_edge_storage_commit_duration_seconds_bucket{le=\"+Inf\"}"));
+    }
 }
