@@ -262,6 +262,11 @@ impl Store {
         ))
     }
 
+    /// Whether the writer thread still takes commits (false once it stopped).
+    pub fn is_writing(&self) -> bool {
+        !self.shared.stopped.load(Ordering::Acquire)
+    }
+
     /// Durations of the group commits so far.
     pub fn commit_latency(&self) -> crate::stats::HistogramSnapshot {
         self.shared.commit_latency.snapshot()

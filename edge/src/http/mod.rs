@@ -189,7 +189,7 @@ fn respond(
     match path {
         "/health/live" => text(StatusCode::OK, "live\n"),
         "/health/ready" => {
-            if broker.stats.is_ready() {
+            if broker.stats.is_ready() && broker.store.is_writing() {
                 text(StatusCode::OK, "ready\n")
             } else {
                 text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
@@ -276,7 +276,7 @@ mod tests {
     const TOKEN: &str = "0123456789abcdef";
 
     #[test]
-    fn ready_is_503_until_the_broker_serves_and_live_is_always_200() {
+    fn ready_is_503_until_the_broker_serves_and_once_storage_stops() {
         let (b, _dir) = broker();
         let get = |path| respond(&b, None, &Method::GET, path, None).status();
         assert_eq!(get("/health/live"), StatusCode::OK);
@@ -285,6 +285,14 @@ mod tests {
         assert_eq!(get("/health/ready"), StatusCode::OK);
         b.stats.set_ready(false);
         assert_eq!(get("/health/ready"), StatusCode::SERVICE_UNAVAILABLE);
+        b.stats.set_ready(true);
+        b.store.close();
+        assert_eq!(
+            get("/health/ready"),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the storage writer stopped"
+        );
+        assert_eq!(get("/health/live"), StatusCode::OK);
     }
 
     #[test]

@@ -97,7 +97,7 @@ pub fn render(s: &Snapshot) -> String {
     o.single(
         "connections",
         "gauge",
-        "MQTT connections past CONNACK.",
+        "MQTT connections held against limits.max_connections (CONNECT received).",
         s.connections,
     );
     o.single(

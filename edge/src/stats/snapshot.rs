@@ -14,7 +14,7 @@ pub struct Snapshot {
     pub uptime_secs: f64,
     pub started_unix_ms: u64,
     pub ready: bool,
-    /// Connections past CONNACK now.
+    /// Connections held against `limits.max_connections` now.
     pub connections: u64,
     pub counters: Counters,
     pub gauges: Gauges,
@@ -32,7 +32,7 @@ impl Snapshot {
             version: env!("CARGO_PKG_VERSION"),
             uptime_secs: stats.uptime().as_secs_f64(),
             started_unix_ms: stats.started_unix_ms(),
-            ready: stats.is_ready(),
+            ready: stats.is_ready() && broker.store.is_writing(),
             connections: broker.connections.active() as u64,
             counters: stats.counters(),
             gauges: broker.gauges(),
