@@ -58,8 +58,9 @@ impl SysState {
         self.last_round = Some(now);
         let c = &s.counters;
         let g = &s.gauges;
-        self.received.update(c.messages_received(), elapsed);
-        self.sent.update(c.messages_sent(), elapsed);
+        // As mosquitto: `messages` are MQTT packets of every kind, `publish/messages` PUBLISH.
+        self.received.update(c.packets_received, elapsed);
+        self.sent.update(c.packets_sent, elapsed);
         let mut all: Vec<(String, String)> = vec![
             (
                 "version".into(),

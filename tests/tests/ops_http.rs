@@ -509,6 +509,39 @@ fn status_page_shows_the_figures_in_headless_chromium() {
     eprintln!("screenshot: {}", shot.display());
 }
 
+/// With a token, the page reads `/api/v1/status` only with the token from its URL fragment
+/// and says so when it has none.
+#[test]
+fn status_page_sends_the_token_from_its_url_fragment() {
+    let http = free_port();
+    let token = "page-token-0123456789";
+    let _b = Broker::builder()
+        .kind(BrokerKind::Edge)
+        .config_text(format!(
+            "[http]\nbind = \"127.0.0.1:{http}\"\ntoken = \"{token}\"\n"
+        ))
+        .start();
+    wait_http(http);
+    let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ops_http");
+    std::fs::create_dir_all(&out_dir).expect("output dir");
+    let state = |url: &str| -> String {
+        let dom = chromium(url, &out_dir, &["--dump-dom"]);
+        let text = String::from_utf8_lossy(&dom.stdout).into_owned();
+        let start = text.find("id=\"state\"").expect("#state in the page");
+        let rest = &text[start..];
+        let open = rest.find('>').map(|i| i + 1).unwrap_or(0);
+        let close = rest.find('<').unwrap_or(rest.len()).max(open);
+        rest[open..close].trim().to_string()
+    };
+    let base = format!("http://127.0.0.1:{http}/");
+    assert_eq!(state(&base), "token needed");
+    assert_eq!(
+        state(&format!("{base}#token=wrong-token-000000")),
+        "token needed"
+    );
+    assert_eq!(state(&format!("{base}#token={token}")), "ok");
+}
+
 /// Runs headless chromium on `url` with a fresh profile; the virtual time budget lets the
 /// page's fetches finish before the DOM is dumped or the screenshot taken.
 fn chromium(url: &str, out_dir: &Path, args: &[&str]) -> Output {

@@ -67,7 +67,9 @@ impl Broker {
                 from_downlink: true,
                 props: None,
             });
-            st.retained.insert(msg.topic.clone(), msg.clone());
+            if st.retained.insert(msg.topic.clone(), msg.clone()).is_none() {
+                st.sys_retained += 1;
+            }
             self.route(&mut st, msg, &mut ops);
         }
         drop(st);

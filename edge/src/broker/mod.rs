@@ -61,6 +61,9 @@ struct State {
     sessions: HashMap<Arc<str>, Session>,
     subs: SubscriptionTree,
     retained: HashMap<Arc<str>, Arc<Message>>,
+    /// Of `retained`, the broker's own `$SYS` topics (`gauges.rs`): not counted against
+    /// `limits.max_retained_messages`.
+    sys_retained: usize,
     shared_rr: usize,
 }
 
