@@ -25,6 +25,11 @@ need_pkgs=()
 command -v mosquitto_pub >/dev/null 2>&1 || need_pkgs+=(mosquitto-clients)
 # The RobustMQ server of tests/tests/sync_robustmq.rs is unpacked with xz (../shared/robustmq/run.sh).
 command -v xz >/dev/null 2>&1 || need_pkgs+=(xz-utils)
+# tests/tests/ops_http.rs: `promtool check metrics` on /metrics, HTTPS through curl, and the
+# status page in headless chromium.
+command -v promtool >/dev/null 2>&1 || need_pkgs+=(prometheus)
+command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
+command -v chromium >/dev/null 2>&1 || need_pkgs+=(chromium)
 PY="${PYTHON:-python3}"
 if ! command -v "$PY" >/dev/null 2>&1; then
     need_pkgs+=(python3)

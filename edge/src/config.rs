@@ -39,9 +39,43 @@ pub struct Config {
     pub log: LogConfig,
     /// Users and access control (`[auth]`): mosquitto-format password and ACL files.
     pub auth: AuthConfig,
+    /// Seconds between two publications of the `$SYS/broker/...` topics; 0 turns them off.
+    pub sys_interval: u64,
+    /// The operations HTTP listener (`[http]`): metrics, health, status API and page.
+    pub http: HttpConfig,
     /// Store-and-forward to a central cluster (`[sync]`, see `edge_sync::config`); absent
     /// means sync is off.
     pub sync: Option<SyncConfig>,
+}
+
+/// Default address of the operations HTTP listener (`http.bind`).
+pub const DEFAULT_HTTP_BIND: &str = "127.0.0.1:9883";
+
+/// `[http]`: the operations listener. Loopback only by default; any other address needs TLS
+/// and a bearer token (checked by `Config::validate`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// `false` turns the listener off.
+    pub enabled: bool,
+    pub bind: SocketAddr,
+    /// Serve HTTPS (same shape as a listener's `[listeners.tls]`; `client_ca_file` asks for
+    /// client certificates).
+    pub tls: Option<TlsListenerConfig>,
+    /// Requests must carry `Authorization: Bearer <token>` (all but `/health/*` and the page
+    /// itself). Required on a non-loopback `bind`.
+    pub token: Option<String>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            enabled: true,
+            bind: SocketAddr::from(([127, 0, 0, 1], 9883)),
+            tls: None,
+            token: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -179,6 +213,8 @@ impl Default for Config {
             storage: StorageConfig::default(),
             log: LogConfig::default(),
             auth: AuthConfig::default(),
+            sys_interval: 10,
+            http: HttpConfig::default(),
             sync: None,
         }
     }
@@ -337,6 +373,45 @@ impl Config {
         {
             return bad("log.level", "not a valid tracing filter");
         }
+        if self.http.enabled {
+            let h = &self.http;
+            if let Some(tls) = &h.tls {
+                if tls.use_identity_as_username {
+                    return bad(
+                        "http.tls.use_identity_as_username",
+                        "has no meaning for the HTTP listener (it authenticates with `http.token`)",
+                    );
+                }
+            }
+            if let Some(token) = &h.token {
+                if token.len() < 16 || token.chars().any(|c| !c.is_ascii_graphic()) {
+                    return bad(
+                        "http.token",
+                        "must be at least 16 printable ASCII characters without spaces",
+                    );
+                }
+            }
+            if !h.bind.ip().is_loopback() {
+                if h.tls.is_none() {
+                    return bad(
+                        "http.tls",
+                        &format!(
+                            "`http.bind` {} is not a loopback address: TLS is required                              (`[http.tls] cert_file`, `key_file`)",
+                            h.bind
+                        ),
+                    );
+                }
+                if h.token.is_none() {
+                    return bad(
+                        "http.token",
+                        &format!(
+                            "`http.bind` {} is not a loopback address: a bearer token is required",
+                            h.bind
+                        ),
+                    );
+                }
+            }
+        }
         if let Some(sync) = &self.sync {
             // `SyncError::Config` reads "invalid value for `sync.<key>`: ...", as ours do.
             sync.validate().map_err(|e| Error::Config {
@@ -479,6 +554,38 @@ mod tests {
         );
         let ok = text.replace("use_identity", "client_ca_file = \"ca\"\nuse_identity");
         assert!(Config::from_toml(&ok, "t").unwrap().listeners[0].uses_identity());
+    }
+
+    #[test]
+    fn http_listener_defaults_to_loopback_without_tls_or_token() {
+        let cfg = Config::from_toml("", "t").unwrap();
+        assert!(cfg.http.enabled);
+        assert_eq!(cfg.http.bind.to_string(), DEFAULT_HTTP_BIND);
+        assert_eq!(cfg.sys_interval, 10);
+        let off = Config::from_toml("[http]\nenabled = false\n", "t").unwrap();
+        assert!(!off.http.enabled);
+    }
+
+    #[test]
+    fn http_on_a_public_address_needs_tls_and_a_token_naming_the_key() {
+        let public = "[http]\nbind = \"0.0.0.0:9883\"\n";
+        let err = Config::from_toml(public, "t").unwrap_err().to_string();
+        assert!(
+            err.contains("`http.tls`") && err.contains("0.0.0.0:9883"),
+            "{err}"
+        );
+        let tls = format!("{public}[http.tls]\ncert_file = \"c\"\nkey_file = \"k\"\n");
+        let err = Config::from_toml(&tls, "t").unwrap_err().to_string();
+        assert!(err.contains("`http.token`"), "{err}");
+        let short = tls.replace("[http.tls]", "token = \"short\"\n[http.tls]");
+        let err = Config::from_toml(&short, "t").unwrap_err().to_string();
+        assert!(err.contains("`http.token`") && err.contains("16"), "{err}");
+        let ok = tls.replace("[http.tls]", "token = \"0123456789abcdef0123\"\n[http.tls]");
+        let cfg = Config::from_toml(&ok, "t").unwrap();
+        assert!(cfg.http.tls.is_some());
+        // Turned off, a public address is not checked.
+        let off = format!("{public}enabled = false\n");
+        assert!(Config::from_toml(&off, "t").is_ok());
     }
 
     #[test]

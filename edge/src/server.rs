@@ -29,6 +29,8 @@ pub struct Server {
     broker: Arc<Broker>,
     listeners: Vec<(Async<TcpListener>, Option<SharedAcceptor>)>,
     addrs: Vec<SocketAddr>,
+    /// The operations HTTP listener (`[http]`), when enabled and bound.
+    http: Option<crate::http::HttpListener>,
     started: Instant,
     /// Re-read the `[auth]` files and TLS certificates on SIGHUP (the binary; not in-process).
     sighup: Option<async_signal::Signals>,
@@ -66,12 +68,14 @@ impl Server {
             addrs.push(std_listener.local_addr().map_err(bind_err(l.bind))?);
             listeners.push((Async::new(std_listener).map_err(bind_err(l.bind))?, tls));
         }
+        let http = crate::http::HttpListener::bind(&cfg.http)?;
         let broker = Broker::new(Arc::new(cfg), store, loaded);
         broker.set_auth(auth);
         Ok(Server {
             broker,
             listeners,
             addrs,
+            http,
             started,
             sighup: None,
         })
@@ -93,6 +97,12 @@ impl Server {
         &self.addrs
     }
 
+    /// The address of the operations HTTP listener (port 0 resolved); `None` when disabled or
+    /// not bound.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().map(|h| h.local_addr())
+    }
+
     /// Serves until `shutdown` resolves, then stops cleanly: listeners closed, clients sent a
     /// DISCONNECT, sync stopped, pending commits flushed and the database closed. The calling
     /// thread is the first executor thread (`worker_threads` counts it).
@@ -106,6 +116,7 @@ impl Server {
             broker,
             listeners,
             addrs: _,
+            http,
             started,
             sighup,
         } = self;
@@ -197,6 +208,13 @@ impl Server {
                 }
             }));
         }
+        if let Some(http) = http {
+            background.push(ex.spawn(http.serve(broker.clone(), ex.clone())));
+        }
+        background.push(ex.spawn(crate::stats::sampler(broker.clone())));
+        if broker.cfg.sys_interval > 0 {
+            background.push(ex.spawn(crate::sys_topics::run(broker.clone())));
+        }
         background.push(ex.spawn(crate::systemd::watchdog(move || {
             crate::message::now_ms()
                 .saturating_sub(last_tick.load(std::sync::atomic::Ordering::Relaxed))
@@ -206,6 +224,7 @@ impl Server {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "broker started"
         );
+        broker.stats.set_ready(true);
         ready();
         // Listeners bound, storage open: systemd's Type=notify start is complete.
         crate::systemd::notify_ready();
@@ -213,6 +232,7 @@ impl Server {
         smol::block_on(ex.run(async {
             shutdown.await;
             tracing::info!("shutting down");
+            broker.stats.set_ready(false);
             crate::systemd::notify_stopping();
             // Stop accepting and ticking first. Cancelling inside the executor matters: a
             // cancelled task's future is dropped by the executor, and with a single worker
@@ -282,6 +302,7 @@ async fn accept_loop(
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let Some(pending_permit) = pending.try_acquire() else {
+                    broker.stats.refused(crate::stats::Refused::TooManyPending);
                     if crate::ratelog::allowed(&REFUSED) {
                         tracing::warn!(%peer, limit = pending_max,
                             "connection closed: too many connections waiting for CONNECT (logged once a second)");
@@ -306,6 +327,7 @@ async fn accept_loop(
                                 Ok(t) => t,
                                 Err(e) => {
                                     tracing::info!(%peer, error = %e, "connection refused: TLS handshake failed");
+                                    b.stats.refused(crate::stats::Refused::TlsHandshake);
                                     return;
                                 }
                             }
@@ -336,6 +358,7 @@ pub fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> {
 pub fn start(cfg: Config) -> Result<Running> {
     let server = Server::bind(cfg)?;
     let addrs = server.local_addrs().to_vec();
+    let http_addr = server.http_addr();
     let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
     // First message: ready (Ok) or the start-up error; second: the result of the run.
     let (state_tx, state_rx) = async_channel::unbounded::<Result<()>>();
@@ -363,6 +386,7 @@ pub fn start(cfg: Config) -> Result<Running> {
     match state_rx.recv_blocking() {
         Ok(Ok(())) => Ok(Running {
             addrs,
+            http_addr,
             stop: stop_tx,
             state: state_rx,
             thread: Some(thread),
@@ -382,6 +406,7 @@ pub fn start(cfg: Config) -> Result<Running> {
 /// waits for it; [`Running::shutdown`] does the same and returns the result.
 pub struct Running {
     addrs: Vec<SocketAddr>,
+    http_addr: Option<SocketAddr>,
     stop: async_channel::Sender<()>,
     state: async_channel::Receiver<Result<()>>,
     thread: Option<JoinHandle<()>>,
@@ -391,6 +416,11 @@ impl Running {
     /// The bound address of each configured listener, in order.
     pub fn addrs(&self) -> &[SocketAddr] {
         &self.addrs
+    }
+
+    /// The operations HTTP listener's address, when enabled and bound.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
     }
 
     /// Stops the broker as SIGTERM stops the binary and waits until the database is closed.

@@ -68,6 +68,15 @@ pub struct QueueLimits {
     pub max_bytes: usize,
 }
 
+/// A session's queue as the statistics see it ([`Session::queue_figures`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueFigures {
+    pub queued: usize,
+    pub queued_bytes: usize,
+    pub inflight: usize,
+    pub dropped: u64,
+}
+
 /// What a new connection finds when it claims an existing session ([`Session::claim`]).
 #[derive(Debug)]
 pub struct Claim {
@@ -219,6 +228,16 @@ impl Session {
     /// A session record exists on disk: ending the session must delete it.
     pub fn stored(&self) -> bool {
         self.stored
+    }
+
+    /// Messages and bytes waiting, messages in flight, messages dropped so far (statistics).
+    pub fn queue_figures(&self) -> QueueFigures {
+        QueueFigures {
+            queued: self.queue.len(),
+            queued_bytes: self.queued_bytes,
+            inflight: self.inflight.len(),
+            dropped: self.dropped,
+        }
     }
 
     /// Subscribed filters with their options.

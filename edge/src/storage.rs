@@ -176,6 +176,8 @@ struct Shared {
     /// Ticket ranges whose commit failed, newest last (bounded).
     failed: Mutex<VecDeque<(u64, u64)>>,
     stopped: AtomicBool,
+    /// Time of each group commit (write transaction and fsync), for `/metrics`.
+    commit_latency: crate::stats::Histogram,
 }
 
 pub struct Store {
@@ -231,6 +233,7 @@ impl Store {
             committed_event: Event::new(),
             failed: Mutex::new(VecDeque::new()),
             stopped: AtomicBool::new(false),
+            commit_latency: crate::stats::Histogram::default(),
         });
         let hook: Arc<Mutex<Option<Arc<dyn CommitHook>>>> = Arc::new(Mutex::new(None));
         let writer = {
@@ -257,6 +260,16 @@ impl Store {
             },
             loaded,
         ))
+    }
+
+    /// Whether the writer thread still takes commits (false once it stopped).
+    pub fn is_writing(&self) -> bool {
+        !self.shared.stopped.load(Ordering::Acquire)
+    }
+
+    /// Durations of the group commits so far.
+    pub fn commit_latency(&self) -> crate::stats::HistogramSnapshot {
+        self.shared.commit_latency.snapshot()
     }
 
     pub fn database(&self) -> Arc<Database> {
@@ -543,7 +556,9 @@ fn writer_loop(
         let lo = taken.first().map(|b| b.0).unwrap_or(0);
         let hi = taken.last().map(|b| b.0).unwrap_or(0);
         let hook = lock(&hook).clone();
+        let started = std::time::Instant::now();
         let result = commit(&db, &taken, durability, hook.as_deref());
+        shared.commit_latency.observe(started.elapsed());
         if let Some(h) = &hook {
             h.committed(result.is_ok());
         }

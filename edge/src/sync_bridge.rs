@@ -127,5 +127,6 @@ pub fn start(
         broker: Arc::downgrade(broker),
     });
     let handle = edge_sync::start(outbox, cfg, data_dir, bus);
+    broker.set_sync_status(handle.status_reader());
     Ok(Box::pin(handle.shutdown()))
 }

@@ -106,9 +106,26 @@ pub fn start(
     }
 }
 
+/// Reads the live status of running sync tasks for the broker's metrics and HTTP API. Holds
+/// them weakly: it never keeps the outbox (and the database) open after shutdown.
+#[derive(Clone)]
+pub struct StatusReader(std::sync::Weak<Ctx>);
+
+impl StatusReader {
+    /// The current status; `None` once sync has stopped.
+    pub fn read(&self) -> Option<SyncStatus> {
+        let ctx = self.0.upgrade()?;
+        Some(status::snapshot(&ctx.outbox, &ctx.live))
+    }
+}
+
 impl SyncHandle {
     pub fn status(&self) -> SyncStatus {
         status::snapshot(&self.ctx.outbox, &self.ctx.live)
+    }
+
+    pub fn status_reader(&self) -> StatusReader {
+        StatusReader(Arc::downgrade(&self.ctx))
     }
 
     /// Stops the tasks: acknowledged removals are flushed, DISCONNECT is sent (the upstream

@@ -14,9 +14,11 @@
 //! - `subscriptions.rs`: subscribe and unsubscribe.
 //! - `permit.rs`: the connection limit, as permits held by live connections.
 //! - `access.rs`: the `[auth]` state in force, per-address limits, the failure throttle.
+//! - `gauges.rs`: figures for statistics (sessions, queues, retained) and `$SYS` publishing.
 
 mod access;
 mod delivery;
+mod gauges;
 mod lifecycle;
 mod permit;
 mod routing;
@@ -32,6 +34,7 @@ use event_listener::Event;
 
 pub use access::IpPermit;
 pub use delivery::{Congestion, Outgoing};
+pub use gauges::Gauges;
 pub use lifecycle::{ConnectRequest, Connected, Departure};
 pub use permit::{ConnectionPermit, Connections};
 pub use routing::Published;
@@ -58,6 +61,9 @@ struct State {
     sessions: HashMap<Arc<str>, Session>,
     subs: SubscriptionTree,
     retained: HashMap<Arc<str>, Arc<Message>>,
+    /// Of `retained`, the broker's own `$SYS` topics (`gauges.rs`): not counted against
+    /// `limits.max_retained_messages`.
+    sys_retained: usize,
     shared_rr: usize,
 }
 
@@ -90,6 +96,10 @@ pub struct Broker {
     pub shutdown: Event,
     /// Password file, ACL, failure throttle, per-address counts (`access.rs`).
     access: access::AccessState,
+    /// Counters for `/metrics`, `/api/v1/status` and `$SYS` (broker-wide atomics).
+    pub stats: crate::stats::Stats,
+    /// Reads the live sync status (set once when sync starts).
+    sync_status: OnceLock<edge_sync::StatusReader>,
 }
 
 impl Broker {
@@ -128,7 +138,19 @@ impl Broker {
             forwarder: OnceLock::new(),
             shutdown: Event::new(),
             access: access::AccessState::default(),
+            stats: crate::stats::Stats::new(),
+            sync_status: OnceLock::new(),
         })
+    }
+
+    /// Plugs in the reader of the live sync status; only the first call takes effect.
+    pub fn set_sync_status(&self, reader: edge_sync::StatusReader) {
+        let _ = self.sync_status.set(reader);
+    }
+
+    /// The live sync status, `None` when sync is off (or stopped).
+    pub fn sync_status(&self) -> Option<edge_sync::SyncStatus> {
+        self.sync_status.get().and_then(|r| r.read())
     }
 
     /// Plugs in store-and-forward; only the first call takes effect.

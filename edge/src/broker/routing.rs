@@ -45,6 +45,7 @@ impl Broker {
             .filter(|f| !msg.from_downlink && f.wants(&msg.topic, msg.qos));
         if let Some(f) = &forward {
             if !f.admit(&msg.topic, msg.payload.len()) {
+                self.stats.dropped(crate::stats::Dropped::QuotaExceeded);
                 return Published::QuotaExceeded;
             }
         }
@@ -91,10 +92,12 @@ impl Broker {
             return;
         }
         if !st.retained.contains_key(&msg.topic)
-            && st.retained.len() >= self.cfg.limits.max_retained_messages
+            && st.retained.len().saturating_sub(st.sys_retained)
+                >= self.cfg.limits.max_retained_messages
         {
             tracing::warn!(topic = %msg.topic, limit = self.cfg.limits.max_retained_messages,
                 "retained message not stored: limits.max_retained_messages reached");
+            self.stats.dropped(crate::stats::Dropped::RetainedLimit);
             return;
         }
         st.retained.insert(msg.topic.clone(), msg.clone());
@@ -127,9 +130,11 @@ impl Broker {
                 }
                 matched = true;
                 let qos = msg.qos.min(t.qos);
+                let dropped = s.queue_figures().dropped;
                 if s.enqueue(msg.clone(), qos, retain, t.sub_ids, limits, ops) {
                     congested.get_or_insert_with(|| s.congestion());
                 }
+                self.count_queue_drops(dropped, s.queue_figures().dropped);
             }
         }
         for group in shared {
@@ -160,9 +165,11 @@ impl Broker {
             if let Some(s) = st.sessions.get_mut(client) {
                 matched = true;
                 let ids = if opts.id != 0 { vec![opts.id] } else { vec![] };
+                let dropped = s.queue_figures().dropped;
                 if s.enqueue(msg.clone(), msg.qos.min(opts.qos), false, ids, limits, ops) {
                     congested.get_or_insert_with(|| s.congestion());
                 }
+                self.count_queue_drops(dropped, s.queue_figures().dropped);
             }
         }
         (matched, congested)

@@ -181,3 +181,58 @@ fn a_retained_message_is_queued_for_a_new_subscription() {
         [Outgoing::Publish { retain: true, .. }]
     ));
 }
+
+fn broker_with(change: impl FnOnce(&mut Config)) -> TestBroker {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let mut cfg = Config {
+        data_dir: dir.path().to_path_buf(),
+        ..Config::default()
+    };
+    change(&mut cfg);
+    let (store, loaded) = Store::open(&cfg).expect("open store");
+    TestBroker {
+        broker: Broker::new(Arc::new(cfg), store, loaded),
+        _dir: dir,
+    }
+}
+
+#[test]
+fn sys_topics_stay_in_memory_and_do_not_count_against_the_retained_limit() {
+    let t = broker_with(|c| c.limits.max_retained_messages = 1);
+    let b = &t.broker;
+    b.publish_sys(vec![
+        ("$SYS/broker/uptime".into(), "1 seconds".into()),
+        ("$SYS/broker/version".into(), "v".into()),
+    ]);
+    b.publish_sys(vec![("$SYS/broker/uptime".into(), "2 seconds".into())]);
+    assert_eq!(b.store.latest_ticket(), None, "nothing was written");
+    assert!(matches!(
+        publish(b, "user/t", 1, true),
+        Published::Accepted { .. }
+    ));
+    assert_eq!(b.gauges().retained_messages, 3, "user/t was retained");
+    publish(b, "user/u", 1, true);
+    assert_eq!(b.gauges().retained_messages, 3, "the user limit (1) holds");
+    let c = b.stats.counters();
+    assert_eq!(
+        c.dropped[crate::stats::Dropped::RetainedLimit as usize].1,
+        1
+    );
+}
+
+#[test]
+fn messages_beyond_a_full_queue_are_counted_as_queue_full_drops() {
+    let t = broker_with(|c| c.limits.max_queued_messages = 1);
+    let b = &t.broker;
+    connect(b, "slow", 60);
+    subscribe(b, "slow", "q/#");
+    for _ in 0..3 {
+        publish(b, "q/1", 1, false);
+    }
+    let g = b.gauges();
+    assert_eq!(g.queued_messages, 1);
+    assert_eq!(g.sessions_online, 1);
+    assert_eq!(g.subscriptions, 1);
+    let c = b.stats.counters();
+    assert_eq!(c.dropped[crate::stats::Dropped::QueueFull as usize].1, 2);
+}

@@ -19,6 +19,7 @@ use crate::auth::{Access, AuthOutcome, ClientIdentity, Credentials, ListenerPoli
 use crate::broker::{Broker, ConnectRequest, Connected, ConnectionPermit, Departure, IpPermit};
 use crate::codec::{self, FrameError};
 use crate::message::{now_ms, Message};
+use crate::stats::Refused;
 use crate::storage::WillRecord;
 
 /// What the CONNECT handshake leaves for the connection's life.
@@ -46,6 +47,7 @@ pub(super) async fn accept(
 
     let Some(permit) = broker.connections.try_acquire() else {
         tracing::warn!(%peer, limit = limits.max_connections, "connection refused: limits.max_connections reached");
+        broker.stats.refused(Refused::MaxConnections);
         let code = if proto == Protocol::V500 {
             Cr::ServerBusy
         } else {
@@ -55,6 +57,7 @@ pub(super) async fn accept(
         return None;
     };
     let Some(ip_permit) = broker.try_acquire_ip(peer.ip()) else {
+        broker.stats.refused(Refused::MaxConnectionsPerIp);
         if crate::ratelog::allowed(&REFUSED_PER_IP) {
             tracing::warn!(%peer, client_id = %connect.client_id, limit = limits.max_connections_per_ip,
                 "connection refused: limits.max_connections_per_ip reached (further refusals logged once a second)");
@@ -98,14 +101,17 @@ async fn read_connect(
         Ok(f) => f,
         Err(ReadError::Frame(FrameError::TooLarge(n))) => {
             tracing::warn!(%peer, size = n, "connection refused: CONNECT larger than limits.max_packet_size");
+            broker.stats.refused(Refused::ProtocolError);
             return None;
         }
         Err(ReadError::TimedOut) => {
             tracing::info!(%peer, "connection refused: no CONNECT within limits.connect_timeout_secs");
+            broker.stats.refused(Refused::ConnectTimeout);
             return None;
         }
         Err(ReadError::Frame(e)) => {
             tracing::info!(%peer, error = ?e, "connection refused: malformed first packet");
+            broker.stats.refused(Refused::ProtocolError);
             return None;
         }
         Err(ReadError::Closed | ReadError::Io(_)) => {
@@ -113,6 +119,7 @@ async fn read_connect(
             return None;
         }
     };
+    broker.stats.packet_received(frame.len());
     let Ok(Some((h, _))) = codec::fixed_header(frame) else {
         return None;
     };
@@ -120,17 +127,20 @@ async fn read_connect(
         Ok(p) => p,
         Err(FrameError::UnsupportedProtocol(level)) => {
             tracing::warn!(%peer, level, "connection refused: unsupported protocol level");
+            broker.stats.refused(Refused::UnsupportedProtocolVersion);
             // A client of an unknown version understands the MQTT 3 CONNACK best.
             send_connack_error(stream, Protocol::V311, Cr::UnsupportedProtocolVersion, None).await;
             return None;
         }
         Err(e) => {
             tracing::warn!(%peer, error = ?e, "connection refused: first packet is not a valid CONNECT");
+            broker.stats.refused(Refused::ProtocolError);
             return None;
         }
     };
     if let Err(e) = codec::check_connect_flags(frame, h, proto) {
         tracing::warn!(%peer, error = ?e, "connection refused: invalid CONNECT flags");
+        broker.stats.refused(Refused::ProtocolError);
         if proto == Protocol::V500 {
             send_connack_error(stream, proto, Cr::MalformedPacket, None).await;
         }
@@ -138,9 +148,13 @@ async fn read_connect(
     }
     match codec::decode(frame, proto) {
         Ok(Packet::Connect(c)) => Some((proto, c)),
-        Ok(_) => None,
+        Ok(_) => {
+            broker.stats.refused(Refused::ProtocolError);
+            None
+        }
         Err(e) => {
             tracing::warn!(%peer, error = ?e, "connection refused: malformed CONNECT");
+            broker.stats.refused(Refused::ProtocolError);
             if proto == Protocol::V500 {
                 send_connack_error(stream, proto, Cr::MalformedPacket, None).await;
             }
@@ -178,6 +192,7 @@ async fn authenticate(
     match outcome {
         AuthOutcome::Accepted { username } => Some(username.map(Arc::from)),
         refused => {
+            broker.stats.refused(Refused::NotAuthorized);
             // Never the password; rate-limited so that a flood of guesses cannot fill the log.
             if crate::ratelog::allowed(&REFUSED_AUTH) {
                 tracing::warn!(%peer, client_id = %connect.client_id, username = ?creds.username,
@@ -242,12 +257,14 @@ async fn handshake(
     let cp = &connect.properties;
     if cp.auth_method.is_some() {
         tracing::warn!(%peer, "connection refused: enhanced authentication is not supported");
+        broker.stats.refused(Refused::ProtocolError);
         send_connack_error(stream, proto, Cr::BadAuthMethod, None).await;
         return None;
     }
     if cp.receive_max == Some(0) || cp.max_packet_size == Some(0) {
         // [MQTT-3.1.2-...]: both are a Protocol Error when zero.
         tracing::warn!(%peer, "connection refused: Receive Maximum or Maximum Packet Size of 0");
+        broker.stats.refused(Refused::ProtocolError);
         send_connack_error(stream, proto, Cr::ProtocolError, None).await;
         return None;
     }
@@ -257,6 +274,7 @@ async fn handshake(
         let allowed = v5 || (proto == Protocol::V311 && connect.clean_start);
         if !allowed {
             tracing::warn!(%peer, "connection refused: empty client id needs clean session (MQTT 3.1.1) and is not allowed in MQTT 3.1");
+            broker.stats.refused(Refused::ProtocolError);
             send_connack_error(stream, proto, Cr::ClientIdentifierNotValid, None).await;
             return None;
         }
@@ -309,6 +327,7 @@ async fn handshake(
     if let Some(ticket) = connected.ticket {
         if broker.store.wait(ticket).await.is_err() {
             tracing::error!(%peer, %client_id, "connection refused: session could not be stored");
+            broker.stats.refused(Refused::StorageError);
             send_connack_error(stream, proto, Cr::UnspecifiedError, None).await;
             broker
                 .disconnect(&client_id, connected.conn_id, Departure::Abnormal)
@@ -355,6 +374,7 @@ async fn handshake(
         limits.receive_maximum as usize + 64,
         connected.notify.clone(),
     );
+    broker.stats.connection_accepted();
     // CONNACK goes first, ahead of any redelivery.
     replies
         .send(Answer::now(Reply::Other(Box::new(Packet::Connack(

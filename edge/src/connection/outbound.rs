@@ -111,6 +111,9 @@ pub(super) async fn write_loop(
                 } => {
                     if !out.push_publish(&msg, qos_pid, retain, dup, &sub_ids) {
                         // Too large for this client: discarded as if delivered [MQTT-3.1.2-25].
+                        broker
+                            .stats
+                            .dropped(crate::stats::Dropped::TooLargeForClient);
                         if let Some(pid) = qos_pid.pid() {
                             Box::pin(broker.complete(&conn.client_id, pid)).await;
                         }
@@ -166,6 +169,9 @@ impl<'a> Encoder<'a> {
     /// Writes what is buffered; the buffer shrinks back after a burst.
     async fn write(&mut self, stream: &Stream) -> std::io::Result<()> {
         let r = stream.write_all(&self.buf).await;
+        if r.is_ok() {
+            self.conn.broker.stats.bytes_sent(self.buf.len());
+        }
         self.buf.clear();
         if self.buf.capacity() > 256 * 1024 {
             self.buf.shrink_to(4096);
@@ -176,6 +182,7 @@ impl<'a> Encoder<'a> {
     fn push_packet(&mut self, p: &Packet) {
         if let Some(b) = codec::encode(p, self.conn.proto) {
             self.buf.extend_from_slice(&b);
+            self.conn.broker.stats.packets_sent(1);
         }
     }
 
@@ -250,6 +257,9 @@ impl<'a> Encoder<'a> {
             self.aliases.insert(msg.topic.clone(), a);
         }
         self.buf.extend_from_slice(&bytes);
+        let stats = &conn.broker.stats;
+        stats.packets_sent(1);
+        stats.publish_sent(qos_pid.qos() as u8, msg.payload.len());
         true
     }
 }

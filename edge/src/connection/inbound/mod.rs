@@ -46,6 +46,7 @@ pub(super) async fn read_loop(
             Ok(frame) => frame,
             Err(e) => break read_failed(conn, e),
         };
+        conn.broker.stats.packet_received(frame.len());
         let packet = match codec::decode(frame, conn.proto) {
             Ok(p) => p,
             Err(e) => {

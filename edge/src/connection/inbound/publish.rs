@@ -78,6 +78,9 @@ pub(super) async fn handle_publish(
     let limits = &conn.broker.cfg.limits;
     let v5 = conn.proto == Protocol::V500;
     let qos = p.qos_pid.qos();
+    conn.broker
+        .stats
+        .publish_received(qos as u8, p.payload.len());
     if qos != QoS::Level0 {
         let n = conn.incoming_unacked.fetch_add(1, Ordering::AcqRel) + 1;
         if n > limits.receive_maximum as usize {
@@ -98,6 +101,9 @@ pub(super) async fn handle_publish(
         ));
     }
     if !conn.may_write(&topic) {
+        conn.broker
+            .stats
+            .dropped(crate::stats::Dropped::NotAuthorized);
         if crate::ratelog::allowed(&DENIED_LOG) {
             tracing::warn!(peer = %conn.peer, client_id = %conn.client_id, %topic,
                 "publish denied by the ACL (dropped; further denials logged once a second)");

@@ -1,0 +1,129 @@
+//! Everything the operations endpoints show, taken at one moment: counters, gauges read under
+//! the broker lock, storage figures and the live sync status. `/metrics` renders it as
+//! Prometheus text, `/api/v1/status` as JSON (with the history for the chart).
+
+use serde_json::{json, Value};
+
+use super::{Counters, HistogramSnapshot, Sample};
+use crate::broker::{Broker, Gauges};
+
+/// The broker's figures at one moment.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub version: &'static str,
+    pub uptime_secs: f64,
+    pub started_unix_ms: u64,
+    pub ready: bool,
+    /// Connections held against `limits.max_connections` now.
+    pub connections: u64,
+    pub counters: Counters,
+    pub gauges: Gauges,
+    /// Size of `edge.redb`; `None` when it cannot be read.
+    pub storage_file_bytes: Option<u64>,
+    pub commit_latency: HistogramSnapshot,
+    /// `None` when sync is off.
+    pub sync: Option<edge_sync::SyncStatus>,
+}
+
+impl Snapshot {
+    pub fn take(broker: &Broker) -> Snapshot {
+        let stats = &broker.stats;
+        Snapshot {
+            version: env!("CARGO_PKG_VERSION"),
+            uptime_secs: stats.uptime().as_secs_f64(),
+            started_unix_ms: stats.started_unix_ms(),
+            ready: stats.is_ready() && broker.store.is_writing(),
+            connections: broker.connections.active() as u64,
+            counters: stats.counters(),
+            gauges: broker.gauges(),
+            storage_file_bytes: std::fs::metadata(broker.cfg.db_path())
+                .ok()
+                .map(|m| m.len()),
+            commit_latency: broker.store.commit_latency(),
+            sync: broker.sync_status(),
+        }
+    }
+
+    /// The sample the history keeps of this snapshot.
+    pub fn sample(&self) -> Sample {
+        Sample {
+            t_ms: crate::message::now_ms(),
+            connections: self.connections,
+            messages_received: self.counters.messages_received(),
+            messages_sent: self.counters.messages_sent(),
+            sync_backlog_messages: self.sync.as_ref().map_or(0, |s| s.backlog_messages),
+        }
+    }
+
+    /// The `/api/v1/status` document. `history`: the samples of the last hour, oldest first;
+    /// rates are per second since the newest one.
+    pub fn to_json(&self, history: &[Sample]) -> Value {
+        let c = &self.counters;
+        let g = &self.gauges;
+        let now_ms = crate::message::now_ms();
+        let rate = |now: u64, then: Option<(u64, u64)>| -> f64 {
+            match then {
+                Some((v, t)) if now_ms > t => {
+                    now.saturating_sub(v) as f64 * 1000.0 / (now_ms - t) as f64
+                }
+                _ => 0.0,
+            }
+        };
+        let last = history.last();
+        let by_qos = |a: &[u64; 3]| json!({"0": a[0], "1": a[1], "2": a[2]});
+        let reasons = |it: &mut dyn Iterator<Item = (&'static str, u64)>| {
+            Value::Object(it.map(|(k, v)| (k.to_string(), json!(v))).collect())
+        };
+        json!({
+            "version": self.version,
+            "uptime_secs": self.uptime_secs,
+            "started_at_ms": self.started_unix_ms,
+            "ready": self.ready,
+            "broker": {
+                "connections": {
+                    "current": self.connections,
+                    "total": c.connections_total,
+                    "refused": reasons(&mut c.refused.iter().map(|(r, n)| (r.label(), *n))),
+                },
+                "messages": {
+                    "received": c.messages_received(),
+                    "sent": c.messages_sent(),
+                    "received_by_qos": by_qos(&c.received_messages),
+                    "sent_by_qos": by_qos(&c.sent_messages),
+                    "received_payload_bytes_by_qos": by_qos(&c.received_payload_bytes),
+                    "sent_payload_bytes_by_qos": by_qos(&c.sent_payload_bytes),
+                    "dropped": reasons(&mut c.dropped.iter().map(|(d, n)| (d.label(), *n))),
+                    "received_per_sec": rate(c.messages_received(), last.map(|s| (s.messages_received, s.t_ms))),
+                    "sent_per_sec": rate(c.messages_sent(), last.map(|s| (s.messages_sent, s.t_ms))),
+                },
+                "network": {
+                    "packets_received": c.packets_received,
+                    "packets_sent": c.packets_sent,
+                    "bytes_received": c.bytes_received,
+                    "bytes_sent": c.bytes_sent,
+                },
+                "sessions": {
+                    "online": g.sessions_online,
+                    "offline_persistent": g.sessions_offline_persistent,
+                },
+                "subscriptions": g.subscriptions,
+                "queued": {
+                    "messages": g.queued_messages,
+                    "bytes": g.queued_bytes,
+                    "inflight": g.inflight_messages,
+                },
+                "retained_messages": g.retained_messages,
+                "storage": {
+                    "file_bytes": self.storage_file_bytes,
+                    "commits": self.commit_latency.count,
+                    "commit_seconds_sum": self.commit_latency.sum_seconds,
+                },
+            },
+            "sync": self.sync,
+            "history": {
+                "interval_secs": super::history::SAMPLE_INTERVAL.as_secs(),
+                "samples": history,
+            },
+        })
+    }
+}
