@@ -5,6 +5,7 @@ pub mod broker;
 pub mod codec;
 pub mod config;
 pub mod connection;
+pub mod disk_full;
 pub mod error;
 pub mod message;
 pub mod ratelog;
