@@ -7,6 +7,7 @@ pub mod config;
 pub mod connection;
 pub mod disk_full;
 pub mod error;
+pub mod live_limits;
 pub mod message;
 pub mod ratelog;
 pub mod reload;

@@ -91,9 +91,9 @@ impl Broker {
             return;
         }
         if !st.retained.contains_key(&msg.topic)
-            && st.retained.len() >= self.cfg.limits.max_retained_messages
+            && st.retained.len() >= self.live.max_retained_messages()
         {
-            tracing::warn!(topic = %msg.topic, limit = self.cfg.limits.max_retained_messages,
+            tracing::warn!(topic = %msg.topic, limit = self.live.max_retained_messages(),
                 "retained message not stored: limits.max_retained_messages reached");
             return;
         }

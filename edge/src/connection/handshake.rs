@@ -41,11 +41,10 @@ pub(super) async fn accept(
     policy: ListenerPolicy,
 ) -> Option<(Ready, FrameReader)> {
     let mut reader = FrameReader::new();
-    let limits = &broker.cfg.limits;
     let (proto, connect) = read_connect(&mut reader, &stream, peer, &broker).await?;
 
     let Some(permit) = broker.connections.try_acquire() else {
-        tracing::warn!(%peer, limit = limits.max_connections, "connection refused: limits.max_connections reached");
+        tracing::warn!(%peer, limit = broker.connections.max(), "connection refused: limits.max_connections reached");
         let code = if proto == Protocol::V500 {
             Cr::ServerBusy
         } else {
@@ -56,7 +55,7 @@ pub(super) async fn accept(
     };
     let Some(ip_permit) = broker.try_acquire_ip(peer.ip()) else {
         if crate::ratelog::allowed(&REFUSED_PER_IP) {
-            tracing::warn!(%peer, client_id = %connect.client_id, limit = limits.max_connections_per_ip,
+            tracing::warn!(%peer, client_id = %connect.client_id, limit = broker.live.max_connections_per_ip(),
                 "connection refused: limits.max_connections_per_ip reached (further refusals logged once a second)");
         }
         send_connack_error(
@@ -93,7 +92,7 @@ async fn read_connect(
 ) -> Option<(Protocol, v5::Connect)> {
     let limits = &broker.cfg.limits;
     let max_packet = limits.max_packet_size as usize;
-    let timeout = Duration::from_secs(limits.connect_timeout_secs);
+    let timeout = Duration::from_secs(broker.live.connect_timeout_secs());
     let frame = match reader.next(stream, max_packet, Some(timeout)).await {
         Ok(f) => f,
         Err(ReadError::Frame(FrameError::TooLarge(n))) => {
