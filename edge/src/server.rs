@@ -281,9 +281,11 @@ async fn accept_loop(
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
+                // Follows `limits.max_connections` when a reload changes it.
+                pending.set_max(broker.connections.max().saturating_add(PENDING_HEADROOM));
                 let Some(pending_permit) = pending.try_acquire() else {
                     if crate::ratelog::allowed(&REFUSED) {
-                        tracing::warn!(%peer, limit = pending_max,
+                        tracing::warn!(%peer, limit = pending.max(),
                             "connection closed: too many connections waiting for CONNECT (logged once a second)");
                     }
                     drop(stream);

@@ -293,6 +293,18 @@ async fn handshake(
         })
         .map(|w| will_record(w, &client_id));
 
+    if expiry > 0 && broker.store.disk_full().is_full() {
+        // A persistent session is stored before its CONNACK: refused rather than left
+        // waiting for disk space (v5 0x97 Quota exceeded, v3 3 Server unavailable).
+        tracing::warn!(%peer, %client_id, "connection refused: disk full, a persistent session cannot be stored");
+        let code = if v5 {
+            Cr::QuotaExceeded
+        } else {
+            Cr::ServerUnavailable
+        };
+        send_connack_error(stream, proto, code, Some("disk full")).await;
+        return None;
+    }
     let connected = broker
         .connect(ConnectRequest {
             client_id: client_id.clone(),
