@@ -152,7 +152,7 @@ async fn puback_of(c: &mut V5Client, pkid: u16, limit: Duration) -> Option<PubAc
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_disk_refuses_qos1_and_qos2_keeps_qos0_flowing_and_recovers_without_loss() {
-    let mut broker = Broker::builder().process().start();
+    let mut broker = Broker::builder().kind(BrokerKind::Edge).process().start();
     broker.stop();
     let fs = SmallFs::mount(broker.data_dir(), &std::env::temp_dir());
     broker.restart();
@@ -328,7 +328,7 @@ async fn full_disk_refuses_qos1_and_qos2_keeps_qos0_flowing_and_recovers_without
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopping_while_the_disk_is_full_exits_cleanly_and_keeps_every_acknowledged_message() {
-    let mut broker = Broker::builder().process().start();
+    let mut broker = Broker::builder().kind(BrokerKind::Edge).process().start();
     broker.stop();
     let fs = SmallFs::mount(broker.data_dir(), &std::env::temp_dir());
     broker.restart();

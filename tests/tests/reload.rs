@@ -46,7 +46,11 @@ async fn sighup_changes_log_level_and_max_connections_live_and_reports_restart_o
     let dir = tempfile::tempdir().expect("temp dir");
     let file = dir.path().join("edge.toml");
     write(&file, &config(2, "info", 1024));
-    let broker = Broker::builder().config_file(&file).process().start();
+    let broker = Broker::builder()
+        .kind(BrokerKind::Edge)
+        .config_file(&file)
+        .process()
+        .start();
 
     let mut a = V5Client::connect(&broker, &unique("a")).await;
     let mut b = V3Client::connect(&broker, &unique("b"), true).await;
