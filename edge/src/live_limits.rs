@@ -1,9 +1,10 @@
 //! The limits a reload (SIGHUP) may change while the broker serves, kept as atomics that each
 //! check reads: a new value applies from the next check (the next CONNECT, enqueue, SUBSCRIBE,
 //! retained message) and no connection is dropped. `limits.max_connections` lives in
-//! `broker::Connections`. Limits a client is told at CONNACK stay fixed (restart).
+//! `broker::Connections`. `max_packet_size` is told to a client at CONNACK, so a connection
+//! keeps the value it was told; new connections get the new one.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use crate::config::Limits;
 
@@ -15,6 +16,7 @@ pub struct LiveLimits {
     max_queued_bytes: AtomicUsize,
     max_retained_messages: AtomicUsize,
     max_subscriptions_per_session: AtomicUsize,
+    max_packet_size: AtomicU32,
 }
 
 impl LiveLimits {
@@ -26,6 +28,7 @@ impl LiveLimits {
             max_queued_bytes: AtomicUsize::new(l.max_queued_bytes),
             max_retained_messages: AtomicUsize::new(l.max_retained_messages),
             max_subscriptions_per_session: AtomicUsize::new(l.max_subscriptions_per_session),
+            max_packet_size: AtomicU32::new(l.max_packet_size),
         }
     }
 
@@ -42,6 +45,13 @@ impl LiveLimits {
             &self.max_subscriptions_per_session,
             l.max_subscriptions_per_session,
         );
+        self.max_packet_size
+            .store(l.max_packet_size, Ordering::Relaxed);
+    }
+
+    /// For the next CONNECT read and the connections it opens.
+    pub fn max_packet_size(&self) -> u32 {
+        self.max_packet_size.load(Ordering::Relaxed)
     }
 
     pub fn max_connections_per_ip(&self) -> usize {
@@ -83,6 +93,7 @@ mod tests {
             max_queued_bytes: 13,
             max_retained_messages: 17,
             max_subscriptions_per_session: 19,
+            max_packet_size: 23,
             ..Limits::default()
         };
         live.apply(&l);
@@ -93,9 +104,10 @@ mod tests {
                 live.max_queued_messages(),
                 live.max_queued_bytes(),
                 live.max_retained_messages(),
-                live.max_subscriptions_per_session()
+                live.max_subscriptions_per_session(),
+                live.max_packet_size()
             ),
-            (7, 3, 11, 13, 17, 19)
+            (7, 3, 11, 13, 17, 19, 23)
         );
     }
 }

@@ -109,8 +109,9 @@ pub fn changes(old: &Config, new: &Config) -> Vec<Change> {
         max_queued_bytes: Live,
         max_retained_messages: Live,
         max_subscriptions_per_session: Live,
+        // New connections only: a connection keeps the value its CONNACK told.
+        max_packet_size: Live,
         // Told to the client at CONNACK or fixed per connection: restart.
-        max_packet_size: Restart,
         receive_maximum: Restart,
         max_inflight: Restart,
         max_session_expiry_secs: Restart,
@@ -278,6 +279,7 @@ impl Reloader {
         l.max_queued_bytes = n.max_queued_bytes;
         l.max_retained_messages = n.max_retained_messages;
         l.max_subscriptions_per_session = n.max_subscriptions_per_session;
+        l.max_packet_size = n.max_packet_size;
         next.auth = new.auth.clone();
         if next.listeners.len() == new.listeners.len() {
             for (l, n) in next.listeners.iter_mut().zip(&new.listeners) {

@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 
 use robustmq_edge_e2e::*;
 
-fn config(max_connections: usize, level: &str, max_batch: usize) -> String {
+fn config(max_connections: usize, max_packet: u32, level: &str, max_batch: usize) -> String {
     format!(
-        "[limits]\nmax_connections = {max_connections}\n\n[log]\nlevel = \"{level}\"\n\n\
-         [storage]\nmax_batch = {max_batch}\n"
+        "[limits]\nmax_connections = {max_connections}\nmax_packet_size = {max_packet}\n\n\
+         [log]\nlevel = \"{level}\"\n\n[storage]\nmax_batch = {max_batch}\n"
     )
 }
 
@@ -45,7 +45,7 @@ fn write(path: &Path, text: &str) {
 async fn sighup_changes_log_level_and_max_connections_live_and_reports_restart_only_settings() {
     let dir = tempfile::tempdir().expect("temp dir");
     let file = dir.path().join("edge.toml");
-    write(&file, &config(2, "info", 1024));
+    write(&file, &config(2, 2048, "info", 1024));
     let broker = Broker::builder()
         .kind(BrokerKind::Edge)
         .config_file(&file)
@@ -53,6 +53,13 @@ async fn sighup_changes_log_level_and_max_connections_live_and_reports_restart_o
         .start();
 
     let mut a = V5Client::connect(&broker, &unique("a")).await;
+    assert_eq!(
+        a.connack
+            .properties
+            .as_ref()
+            .and_then(|p| p.max_packet_size),
+        Some(2048)
+    );
     let mut b = V3Client::connect(&broker, &unique("b"), true).await;
     assert!(
         V5Client::try_connect_with(v5_options(&broker, &unique("c")))
@@ -65,11 +72,15 @@ async fn sighup_changes_log_level_and_max_connections_live_and_reports_restart_o
         "debug lines logged at log.level = info"
     );
 
-    write(&file, &config(3, "debug", 512));
+    write(&file, &config(3, 8192, "debug", 512));
     sighup(&broker);
     let log = wait_log(&broker, "reload done", 1).await;
     assert!(
         log.contains("reload: limits.max_connections changed: 2 -> 3"),
+        "{log}"
+    );
+    assert!(
+        log.contains("reload: limits.max_packet_size changed: 2048 -> 8192"),
         "{log}"
     );
     assert!(
@@ -83,7 +94,22 @@ async fn sighup_changes_log_level_and_max_connections_live_and_reports_restart_o
     );
 
     // The new limit is in force, the two connections stayed up.
-    let c = V5Client::connect(&broker, &unique("c")).await;
+    // New connections are told (and get) the new packet size; older ones keep theirs.
+    let mut c = V5Client::connect(&broker, &unique("c")).await;
+    assert_eq!(
+        c.connack
+            .properties
+            .as_ref()
+            .and_then(|p| p.max_packet_size),
+        Some(8192)
+    );
+    c.publish(
+        "reload/c",
+        rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+        false,
+        vec![b'x'; 4000],
+    )
+    .await;
     a.publish(
         "reload/a",
         rumqttc::v5::mqttbytes::QoS::AtLeastOnce,

@@ -90,8 +90,7 @@ async fn read_connect(
     peer: SocketAddr,
     broker: &Broker,
 ) -> Option<(Protocol, v5::Connect)> {
-    let limits = &broker.cfg.limits;
-    let max_packet = limits.max_packet_size as usize;
+    let max_packet = broker.live.max_packet_size() as usize;
     let timeout = Duration::from_secs(broker.live.connect_timeout_secs());
     let frame = match reader.next(stream, max_packet, Some(timeout)).await {
         Ok(f) => f,
@@ -237,6 +236,8 @@ async fn handshake(
     username: Option<Arc<str>>,
 ) -> Option<Ready> {
     let limits = &broker.cfg.limits;
+    // Taken once: the value this client is told is the one its packets are checked against.
+    let max_packet = broker.live.max_packet_size();
     let v5 = proto == Protocol::V500;
     let cp = &connect.properties;
     if cp.auth_method.is_some() {
@@ -335,7 +336,7 @@ async fn handshake(
             p.session_expiry_interval = Some(expiry);
         }
         p.receive_max = Some(limits.receive_maximum);
-        p.max_packet_size = Some(limits.max_packet_size);
+        p.max_packet_size = Some(max_packet);
         p.topic_alias_max = Some(limits.topic_alias_maximum);
         p.assigned_client_id = assigned;
         p.server_keep_alive = server_keep_alive;
@@ -355,6 +356,7 @@ async fn handshake(
         conn_id: connected.conn_id,
         client_alias_max: cp.topic_alias_max.unwrap_or(0),
         client_max_packet: cp.max_packet_size.map(|m| m as usize).unwrap_or(usize::MAX),
+        max_packet,
         incoming_unacked: AtomicUsize::new(0),
         problem_info: cp.request_problem_info.unwrap_or(true),
         username,
