@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use futures_lite::StreamExt;
 use robustmq_edge::config::{Config, ListenerConfig, DEFAULT_TOML};
+use robustmq_edge::reload::SetLogLevel;
 
 #[derive(Parser)]
 #[command(
@@ -58,11 +59,40 @@ enum SyncCommand {
     },
 }
 
+/// What the configuration is read from: the file and the command line's overrides. Kept for
+/// SIGHUP, which reads the file again with the same overrides.
+#[derive(Clone)]
+struct Source {
+    config: Option<PathBuf>,
+    listen: Vec<SocketAddr>,
+    data_dir: Option<PathBuf>,
+}
+
 fn load(cli: &Cli) -> Result<Config, robustmq_edge::error::Error> {
-    let mut cfg = match &cli.config {
-        Some(path) => Config::load(path)?,
-        None => Config::from_toml(DEFAULT_TOML, "embedded defaults")?,
-    };
+    source(cli).load()
+}
+
+fn source(cli: &Cli) -> Source {
+    Source {
+        config: cli.config.clone(),
+        listen: cli.listen.clone(),
+        data_dir: cli.data_dir.clone(),
+    }
+}
+
+impl Source {
+    fn load(&self) -> Result<Config, robustmq_edge::error::Error> {
+        let cli = self;
+        let mut cfg = match &cli.config {
+            Some(path) => Config::load(path)?,
+            None => Config::from_toml(DEFAULT_TOML, "embedded defaults")?,
+        };
+        apply_overrides(cli, &mut cfg)?;
+        Ok(cfg)
+    }
+}
+
+fn apply_overrides(cli: &Source, cfg: &mut Config) -> Result<(), robustmq_edge::error::Error> {
     if !cli.listen.is_empty() {
         // The first configured listener's `allow_anonymous` carries over, so that moving a
         // locked-down listener with `--listen` does not open it.
@@ -82,17 +112,33 @@ fn load(cli: &Cli) -> Result<Config, robustmq_edge::error::Error> {
     }
     // `--listen 0.0.0.0:1883` must meet the same rules as a listener in the file.
     cfg.validate("the command line")?;
-    Ok(cfg)
+    Ok(())
 }
 
-fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt()
+/// Sets up logging to stderr and returns what changes its filter on reload (`log.level`),
+/// through tracing-subscriber's reload layer. `RUST_LOG`, when set, wins over `log.level`,
+/// at start and on reload.
+fn init_logging(level: &str) -> SetLogLevel {
+    let from_env = tracing_subscriber::EnvFilter::try_from_default_env().ok();
+    let env_set = from_env.is_some();
+    let filter = from_env.unwrap_or_else(|| tracing_subscriber::EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_filter_reloading();
+    let handle = builder.reload_handle();
+    builder.init();
+    Box::new(move |level: &str| {
+        if env_set {
+            return Err("RUST_LOG is set and overrides log.level".into());
+        }
+        let filter = tracing_subscriber::EnvFilter::try_new(level)
+            .map_err(|e| format!("invalid value for `log.level`: {e}"))?;
+        handle
+            .reload(filter)
+            .map_err(|e| format!("log filter not replaced: {e}"))
+    })
 }
 
 /// glibc gives every thread its own malloc arena; on a small gateway that is mostly
@@ -144,7 +190,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(&cfg.log.level);
+    let set_log_level = init_logging(&cfg.log.level);
+    let src = source(&cli);
+    let reload = robustmq_edge::reload::ReloadSource {
+        load: Box::new(move || src.load()),
+        set_log_level,
+    };
     // Installed before the database is opened: a signal during start-up stops the broker as
     // soon as it serves, instead of killing it half-started.
     let signals =
@@ -161,7 +212,7 @@ fn main() -> ExitCode {
         let sig = signals.next().await;
         tracing::info!(signal = ?sig, "signal received");
     };
-    match robustmq_edge::server::run(cfg, shutdown) {
+    match robustmq_edge::server::run(cfg, reload, shutdown) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");

@@ -22,7 +22,7 @@ use crate::storage::Store;
 use crate::transport::Transport;
 
 use crate::auth::ListenerPolicy;
-use crate::reload::SharedAcceptor;
+use crate::reload::{ReloadSource, Reloader, SharedAcceptor};
 
 /// A broker with its storage open and its listeners bound, not serving yet.
 pub struct Server {
@@ -32,8 +32,8 @@ pub struct Server {
     /// The operations HTTP listener (`[http]`), when enabled and bound.
     http: Option<crate::http::HttpListener>,
     started: Instant,
-    /// Re-read the `[auth]` files and TLS certificates on SIGHUP (the binary; not in-process).
-    sighup: Option<async_signal::Signals>,
+    /// Reload the configuration on SIGHUP (the binary; not in-process).
+    sighup: Option<(async_signal::Signals, ReloadSource)>,
 }
 
 impl Server {
@@ -81,14 +81,14 @@ impl Server {
         })
     }
 
-    /// Re-read the password file, ACL file and TLS certificates on SIGHUP while serving.
-    pub fn reload_on_sighup(mut self) -> Result<Server> {
+    /// Reload the configuration from `source` on SIGHUP while serving (see `reload`).
+    pub fn reload_on_sighup(mut self, source: ReloadSource) -> Result<Server> {
         let signals =
             async_signal::Signals::new([async_signal::Signal::Hup]).map_err(|e| Error::Io {
                 what: "SIGHUP handler".into(),
                 source: e,
             })?;
-        self.sighup = Some(signals);
+        self.sighup = Some((signals, source));
         Ok(self)
     }
 
@@ -181,12 +181,13 @@ impl Server {
             };
             background.push(ex.spawn(accept_loop(broker.clone(), ex.clone(), l, tls, policy)));
         }
-        if let Some(mut signals) = sighup {
+        if let Some((mut signals, source)) = sighup {
             let b = broker.clone();
+            let mut reloader = Reloader::new(source, (*broker.cfg).clone(), acceptors);
             background.push(ex.spawn(async move {
                 while futures_lite::StreamExt::next(&mut signals).await.is_some() {
                     crate::systemd::notify_reloading();
-                    crate::reload::reload(&b, &acceptors);
+                    reloader.reload(&b);
                     crate::systemd::notify_ready();
                 }
             }));
@@ -287,7 +288,6 @@ async fn accept_loop(
     tls: Option<SharedAcceptor>,
     policy: ListenerPolicy,
 ) {
-    let handshake_timeout = Duration::from_secs(broker.cfg.limits.connect_timeout_secs);
     // Connections not yet past CONNACK, bounded: a crowd of sockets that never send CONNECT
     // cannot grow without limit (each also ends at the connect timeout). The headroom keeps
     // probes and clients turned away at CONNECT (with a CONNACK) from crowding out real ones.
@@ -301,10 +301,12 @@ async fn accept_loop(
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
+                // Follows `limits.max_connections` when a reload changes it.
+                pending.set_max(broker.connections.max().saturating_add(PENDING_HEADROOM));
                 let Some(pending_permit) = pending.try_acquire() else {
                     broker.stats.refused(crate::stats::Refused::TooManyPending);
                     if crate::ratelog::allowed(&REFUSED) {
-                        tracing::warn!(%peer, limit = pending_max,
+                        tracing::warn!(%peer, limit = pending.max(),
                             "connection closed: too many connections waiting for CONNECT (logged once a second)");
                     }
                     drop(stream);
@@ -312,6 +314,7 @@ async fn accept_loop(
                 };
                 let _ = stream.get_ref().set_nodelay(true);
                 let b = broker.clone();
+                let handshake_timeout = Duration::from_secs(broker.live.connect_timeout_secs());
                 let tls = tls
                     .as_ref()
                     .map(|t| t.read().unwrap_or_else(|e| e.into_inner()).clone());
@@ -346,10 +349,10 @@ async fn accept_loop(
     }
 }
 
-/// Binds and runs a broker until `shutdown` resolves, re-reading its `[auth]` files and
-/// certificates on SIGHUP (`Server::bind(cfg)?.reload_on_sighup()?.run(shutdown)`).
-pub fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> {
-    Server::bind(cfg)?.reload_on_sighup()?.run(shutdown)
+/// Binds and runs a broker until `shutdown` resolves, reloading from `source` on SIGHUP
+/// (`Server::bind(cfg)?.reload_on_sighup(source)?.run(shutdown)`).
+pub fn run(cfg: Config, source: ReloadSource, shutdown: impl Future<Output = ()>) -> Result<()> {
+    Server::bind(cfg)?.reload_on_sighup(source)?.run(shutdown)
 }
 
 /// Starts a broker on a thread of its own in this process and returns once it serves (or

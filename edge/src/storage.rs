@@ -8,6 +8,8 @@
 //!   and one fsync, then publishes the highest committed ticket. An acknowledgement that
 //!   promises durability waits for its ticket ([`Store::wait`]) before it is sent.
 //! - The queue of batches is bounded by a semaphore taken *before* the broker lock.
+//! - A write that finds the disk full waits for space beneath redb (`disk_full`), so a commit
+//!   is never lost or reordered for lack of space; [`Store::disk_full`] says when it waits.
 
 use std::collections::VecDeque;
 use std::num::NonZeroU64;
@@ -23,6 +25,8 @@ use serde::{Deserialize, Serialize};
 use smol::lock::{Semaphore, SemaphoreGuardArc};
 
 use crate::config::{Config, Durability};
+pub use crate::disk_full::DiskFull;
+use crate::disk_full::SpaceWaitingBackend;
 use crate::error::{Error, Result};
 use crate::message::Message;
 use crate::topic::SubOptions;
@@ -186,6 +190,7 @@ pub struct Store {
     slots: Arc<Semaphore>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     hook: Arc<Mutex<Option<Arc<dyn CommitHook>>>>,
+    disk_full: Arc<DiskFull>,
 }
 
 impl Store {
@@ -203,6 +208,7 @@ impl Store {
         };
         let mut builder = Database::builder();
         builder.set_cache_size(cfg.storage.cache_size_bytes);
+        let disk_full = Arc::new(DiskFull::default());
         let db = if path.exists() {
             // A read-only open first: a file that is not a database (truncated, zeroed, foreign)
             // is refused without a single byte written. `RepairAborted` only means the last
@@ -210,18 +216,20 @@ impl Store {
             match redb::ReadOnlyDatabase::open(&path) {
                 Ok(ro) => {
                     drop(ro);
-                    builder.open(&path)
+                    open_file(&builder, &path, &disk_full)
                 }
-                Err(redb::DatabaseError::RepairAborted) => repair(&builder, &path),
+                Err(redb::DatabaseError::RepairAborted) => repair(&builder, &path, &disk_full),
                 Err(e) => return Err(open_err(e)),
             }
         } else {
-            builder.create(&path)
+            open_file(&builder, &path, &disk_full)
         }
         .map_err(open_err)?;
         let db = Arc::new(db);
         init_tables(&db)?;
         let loaded = load(&db)?;
+        // From here a full disk makes writes wait for space; at open it is an error.
+        disk_full.set_retrying(true);
         let shared = Arc::new(Shared {
             pending: Mutex::new(Pending {
                 batches: VecDeque::new(),
@@ -257,6 +265,7 @@ impl Store {
                 slots: Arc::new(Semaphore::new(QUEUE_SLOTS)),
                 writer: Mutex::new(Some(writer)),
                 hook,
+                disk_full,
             },
             loaded,
         ))
@@ -274,6 +283,11 @@ impl Store {
 
     pub fn database(&self) -> Arc<Database> {
         self.db.clone()
+    }
+
+    /// Whether writes wait for disk space, with its counters (for connections and metrics).
+    pub fn disk_full(&self) -> &Arc<DiskFull> {
+        &self.disk_full
     }
 
     pub fn set_hook(&self, hook: Arc<dyn CommitHook>) {
@@ -335,8 +349,10 @@ impl Store {
         }
     }
 
-    /// Commits what is queued and stops the writer thread.
+    /// Commits what is queued and stops the writer thread. A writer waiting for disk space
+    /// gives up: what it held fails (was never acknowledged) and is logged.
     pub fn close(&self) {
+        self.disk_full.set_retrying(false);
         lock(&self.shared.pending).shutdown = true;
         self.shared.wake.notify_one();
         if let Some(h) = lock(&self.writer).take() {
@@ -357,6 +373,7 @@ impl Drop for Store {
 fn repair(
     builder: &redb::Builder,
     path: &Path,
+    disk_full: &Arc<DiskFull>,
 ) -> std::result::Result<Database, redb::DatabaseError> {
     tracing::warn!(path = %path.display(), "database was not closed cleanly; repairing");
     let backup = path.with_extension("redb.before-repair");
@@ -364,10 +381,12 @@ fn repair(
         Ok(_) => true,
         Err(e) => {
             tracing::warn!(error = %e, "could not copy the database before repair; repairing in place");
+            // A copy cut short by a full disk would keep the space the repair needs.
+            let _ = std::fs::remove_file(&backup);
             false
         }
     };
-    match builder.open(path) {
+    match open_file(builder, path, disk_full) {
         Ok(db) => {
             if copied {
                 let _ = std::fs::remove_file(&backup);
@@ -383,6 +402,22 @@ fn repair(
             Err(e)
         }
     }
+}
+
+/// Opens (or creates) the database file through the backend that waits for disk space.
+fn open_file(
+    builder: &redb::Builder,
+    path: &Path,
+    disk_full: &Arc<DiskFull>,
+) -> std::result::Result<Database, redb::DatabaseError> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)?;
+    let backend = redb::backends::FileBackend::new(file)?;
+    builder.create_with_backend(SpaceWaitingBackend::new(backend, disk_full.clone()))
 }
 
 use edge_mqtt::util::lock;

@@ -105,7 +105,7 @@ impl Broker {
     /// A place under `limits.max_connections_per_ip`, or None when `ip` has them all.
     pub fn try_acquire_ip(&self, ip: IpAddr) -> Option<IpPermit> {
         let key = FailureThrottle::key(ip);
-        let max = self.cfg.limits.max_connections_per_ip;
+        let max = self.live.max_connections_per_ip();
         let mut t = edge_mqtt::util::lock(&self.access.per_ip);
         let n = t.entry(key).or_insert(0);
         if *n >= max {

@@ -90,6 +90,8 @@ pub struct Broker {
     next_conn: AtomicU64,
     /// Live connections, each holding a permit (`limits.max_connections`).
     pub connections: Arc<Connections>,
+    /// The other limits a reload may change while serving.
+    pub live: crate::live_limits::LiveLimits,
     /// Set once at start-up (sync on), read on every publish.
     forwarder: OnceLock<Arc<dyn Forwarder>>,
     /// Fired on shutdown so that every connection task ends.
@@ -127,6 +129,7 @@ impl Broker {
             "state restored from disk"
         );
         let connections = Arc::new(Connections::new(cfg.limits.max_connections));
+        let live = crate::live_limits::LiveLimits::new(&cfg.limits);
         // Wills due now and sessions that expired while the broker was down are handled by
         // the first `tick`, which the server runs at start.
         Arc::new(Broker {
@@ -135,6 +138,7 @@ impl Broker {
             state: Mutex::new(state),
             next_conn: AtomicU64::new(1),
             connections,
+            live,
             forwarder: OnceLock::new(),
             shutdown: Event::new(),
             access: access::AccessState::default(),
@@ -183,8 +187,8 @@ impl Broker {
 
     fn queue_limits(&self) -> QueueLimits {
         QueueLimits {
-            max_messages: self.cfg.limits.max_queued_messages,
-            max_bytes: self.cfg.limits.max_queued_bytes,
+            max_messages: self.live.max_queued_messages(),
+            max_bytes: self.live.max_queued_bytes(),
         }
     }
 }

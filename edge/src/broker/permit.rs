@@ -9,7 +9,8 @@ use std::sync::Arc;
 #[derive(Debug)]
 pub struct Connections {
     active: AtomicUsize,
-    max: usize,
+    /// Changed by a reload; connections over a lowered limit stay, new ones are refused.
+    max: AtomicUsize,
 }
 
 /// One live connection's place under the limit, freed on drop.
@@ -22,15 +23,25 @@ impl Connections {
     pub fn new(max: usize) -> Connections {
         Connections {
             active: AtomicUsize::new(0),
-            max,
+            max: AtomicUsize::new(max),
         }
+    }
+
+    /// The limit now in force.
+    pub fn max(&self) -> usize {
+        self.max.load(Ordering::Relaxed)
+    }
+
+    /// A new limit (reload): applies to the next `try_acquire`.
+    pub fn set_max(&self, max: usize) {
+        self.max.store(max, Ordering::Relaxed);
     }
 
     /// A permit, or `None` when `max` connections already hold one.
     pub fn try_acquire(self: &Arc<Self>) -> Option<ConnectionPermit> {
         self.active
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < self.max).then_some(n + 1)
+                (n < self.max()).then_some(n + 1)
             })
             .ok()?;
         Some(ConnectionPermit {
@@ -68,6 +79,21 @@ mod tests {
             .expect("a freed place is available again");
         drop((b, c));
         assert_eq!(conns.active(), 0);
+    }
+
+    #[test]
+    fn a_raised_limit_admits_more_and_a_lowered_one_keeps_who_is_in() {
+        let conns = Arc::new(Connections::new(1));
+        let a = conns.try_acquire().expect("first");
+        assert!(conns.try_acquire().is_none());
+        conns.set_max(2);
+        let b = conns.try_acquire().expect("room after raising the limit");
+        conns.set_max(1);
+        assert_eq!(conns.active(), 2, "lowering the limit drops nobody");
+        drop(a);
+        assert!(conns.try_acquire().is_none(), "still at the lowered limit");
+        drop(b);
+        assert!(conns.try_acquire().is_some());
     }
 
     #[test]

@@ -93,9 +93,9 @@ impl Broker {
         }
         if !st.retained.contains_key(&msg.topic)
             && st.retained.len().saturating_sub(st.sys_retained)
-                >= self.cfg.limits.max_retained_messages
+                >= self.live.max_retained_messages()
         {
-            tracing::warn!(topic = %msg.topic, limit = self.cfg.limits.max_retained_messages,
+            tracing::warn!(topic = %msg.topic, limit = self.live.max_retained_messages(),
                 "retained message not stored: limits.max_retained_messages reached");
             self.stats.dropped(crate::stats::Dropped::RetainedLimit);
             return;

@@ -32,7 +32,7 @@ impl Broker {
     ) -> (Vec<SubResult>, Option<Ticket>) {
         let now = now_ms();
         let limits = self.queue_limits();
-        let max_subs = self.cfg.limits.max_subscriptions_per_session;
+        let max_subs = self.live.max_subscriptions_per_session();
         let asked = filters.len();
         let (results, ticket) = self
             .commit(|st, ops| {

@@ -42,11 +42,10 @@ pub(super) async fn accept(
     policy: ListenerPolicy,
 ) -> Option<(Ready, FrameReader)> {
     let mut reader = FrameReader::new();
-    let limits = &broker.cfg.limits;
     let (proto, connect) = read_connect(&mut reader, &stream, peer, &broker).await?;
 
     let Some(permit) = broker.connections.try_acquire() else {
-        tracing::warn!(%peer, limit = limits.max_connections, "connection refused: limits.max_connections reached");
+        tracing::warn!(%peer, limit = broker.connections.max(), "connection refused: limits.max_connections reached");
         broker.stats.refused(Refused::MaxConnections);
         let code = if proto == Protocol::V500 {
             Cr::ServerBusy
@@ -59,7 +58,7 @@ pub(super) async fn accept(
     let Some(ip_permit) = broker.try_acquire_ip(peer.ip()) else {
         broker.stats.refused(Refused::MaxConnectionsPerIp);
         if crate::ratelog::allowed(&REFUSED_PER_IP) {
-            tracing::warn!(%peer, client_id = %connect.client_id, limit = limits.max_connections_per_ip,
+            tracing::warn!(%peer, client_id = %connect.client_id, limit = broker.live.max_connections_per_ip(),
                 "connection refused: limits.max_connections_per_ip reached (further refusals logged once a second)");
         }
         send_connack_error(
@@ -94,9 +93,8 @@ async fn read_connect(
     peer: SocketAddr,
     broker: &Broker,
 ) -> Option<(Protocol, v5::Connect)> {
-    let limits = &broker.cfg.limits;
-    let max_packet = limits.max_packet_size as usize;
-    let timeout = Duration::from_secs(limits.connect_timeout_secs);
+    let max_packet = broker.live.max_packet_size() as usize;
+    let timeout = Duration::from_secs(broker.live.connect_timeout_secs());
     let frame = match reader.next(stream, max_packet, Some(timeout)).await {
         Ok(f) => f,
         Err(ReadError::Frame(FrameError::TooLarge(n))) => {
@@ -253,6 +251,8 @@ async fn handshake(
     username: Option<Arc<str>>,
 ) -> Option<Ready> {
     let limits = &broker.cfg.limits;
+    // Taken once: the value this client is told is the one its packets are checked against.
+    let max_packet = broker.live.max_packet_size();
     let v5 = proto == Protocol::V500;
     let cp = &connect.properties;
     if cp.auth_method.is_some() {
@@ -312,6 +312,18 @@ async fn handshake(
         })
         .map(|w| will_record(w, &client_id));
 
+    if expiry > 0 && broker.store.disk_full().is_full() {
+        // A persistent session is stored before its CONNACK: refused rather than left
+        // waiting for disk space (v5 0x97 Quota exceeded, v3 3 Server unavailable).
+        tracing::warn!(%peer, %client_id, "connection refused: disk full, a persistent session cannot be stored");
+        let code = if v5 {
+            Cr::QuotaExceeded
+        } else {
+            Cr::ServerUnavailable
+        };
+        send_connack_error(stream, proto, code, Some("disk full")).await;
+        return None;
+    }
     let connected = broker
         .connect(ConnectRequest {
             client_id: client_id.clone(),
@@ -343,7 +355,7 @@ async fn handshake(
             p.session_expiry_interval = Some(expiry);
         }
         p.receive_max = Some(limits.receive_maximum);
-        p.max_packet_size = Some(limits.max_packet_size);
+        p.max_packet_size = Some(max_packet);
         p.topic_alias_max = Some(limits.topic_alias_maximum);
         p.assigned_client_id = assigned;
         p.server_keep_alive = server_keep_alive;
@@ -363,6 +375,7 @@ async fn handshake(
         conn_id: connected.conn_id,
         client_alias_max: cp.topic_alias_max.unwrap_or(0),
         client_max_packet: cp.max_packet_size.map(|m| m as usize).unwrap_or(usize::MAX),
+        max_packet,
         incoming_unacked: AtomicUsize::new(0),
         problem_info: cp.request_problem_info.unwrap_or(true),
         username,

@@ -41,6 +41,9 @@ struct Conn {
     /// Client's Topic Alias Maximum (server -> client aliases).
     client_alias_max: u16,
     client_max_packet: usize,
+    /// Our maximum packet size, as told to this client at CONNACK (a reload changes it only
+    /// for later connections).
+    max_packet: u32,
     /// QoS 1/2 publishes from the client not yet completed (for our Receive Maximum).
     incoming_unacked: AtomicUsize,
     problem_info: bool,
@@ -235,6 +238,7 @@ impl Conn {
             }));
             conn_id = connected.conn_id;
         }
+        let max_packet = broker.live.max_packet_size();
         Conn {
             broker,
             peer: SocketAddr::from(([127, 0, 0, 1], 1883)),
@@ -243,6 +247,7 @@ impl Conn {
             conn_id,
             client_alias_max: 0,
             client_max_packet: usize::MAX,
+            max_packet,
             incoming_unacked: AtomicUsize::new(0),
             problem_info: true,
             username: None,

@@ -37,7 +37,7 @@ pub(super) async fn read_loop(
     keep_alive: u16,
     replies: &Replies,
 ) -> Close {
-    let max_packet = conn.broker.cfg.limits.max_packet_size as usize;
+    let max_packet = conn.max_packet as usize;
     // One and a half keep alive periods without a packet end the connection.
     let limit = (keep_alive > 0).then(|| Duration::from_millis(keep_alive as u64 * 1500));
     let mut publish_state = publish::PublishState::default();

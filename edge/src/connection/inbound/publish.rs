@@ -131,6 +131,9 @@ pub(super) async fn handle_publish(
             }),
         });
     }
+    if qos != QoS::Level0 && conn.broker.store.disk_full().is_full() {
+        return refuse_disk_full(conn, v5, p.qos_pid);
+    }
     let pr = &p.properties;
     let msg = Arc::new(Message {
         topic,
@@ -194,6 +197,36 @@ pub(super) async fn handle_publish(
                 incoming_done: outcome == Outcome::QuotaExceeded,
             })
         }
+    })
+}
+
+/// A QoS 1/2 publish while storage waits for disk space: it could not be stored, so it is not
+/// acknowledged. v5: PUBACK/PUBREC 0x97 Quota exceeded (a capacity limit the client may retry
+/// after, as for a full sync outbox; 0x80 Unspecified error stays for real storage failures).
+/// MQTT 3 has no negative acknowledgement: the connection is closed without one, as mosquitto
+/// does when it cannot store a message, and the client resends after reconnecting.
+fn refuse_disk_full(conn: &Conn, v5: bool, qos_pid: QosPid) -> Result<Option<Answer>, Close> {
+    conn.broker
+        .store
+        .disk_full()
+        .note_refused_publish(&conn.client_id);
+    if !v5 {
+        return Err(close(Dr::QuotaExceeded, "disk full"));
+    }
+    let outcome = Outcome::QuotaExceeded;
+    Ok(match qos_pid {
+        QosPid::Level0 => None,
+        QosPid::Level1(pid) => Some(Answer {
+            ticket: None,
+            reply: Reply::Puback(pid, outcome.puback()),
+            incoming_done: true,
+        }),
+        // Nothing recorded: the exchange ends at this PUBREC.
+        QosPid::Level2(pid) => Some(Answer {
+            ticket: None,
+            reply: Reply::Pubrec(pid, outcome.pubrec()),
+            incoming_done: true,
+        }),
     })
 }
 
@@ -463,6 +496,58 @@ mod tests {
             publish("a", QosPid::Level2(pid(9)), None),
         );
         assert_eq!(got, Err(Close::Silent));
+    }
+
+    #[test]
+    fn while_the_disk_is_full_qos1_and_qos2_get_quota_exceeded_in_v5_and_qos0_passes() {
+        let t = test_support::conn(Protocol::V500, true);
+        let full = t.conn.broker.store.disk_full().clone();
+        full.mark_full(&std::io::Error::from_raw_os_error(libc::ENOSPC));
+        let mut st = PublishState::default();
+        let got = run(&t.conn, &mut st, publish("a", QosPid::Level1(pid(1)), None));
+        let answer = got.expect("answered").expect("a PUBACK");
+        assert_eq!(
+            answer,
+            Answer {
+                ticket: None,
+                reply: Reply::Puback(pid(1), v5::PubackReasonCode::QuotaExceeded),
+                incoming_done: true,
+            }
+        );
+        let got = run(&t.conn, &mut st, publish("a", QosPid::Level2(pid(2)), None));
+        let answer = got.expect("answered").expect("a PUBREC");
+        assert_eq!(
+            answer.reply,
+            Reply::Pubrec(pid(2), v5::PubrecReasonCode::QuotaExceeded)
+        );
+        assert!(answer.incoming_done, "no PUBREL follows a refused QoS 2");
+        assert_eq!(
+            run(&t.conn, &mut st, publish("a", QosPid::Level0, None)),
+            Ok(None)
+        );
+        assert_eq!(full.refused_publishes_total(), 2);
+        full.mark_space_returned();
+        let got = run(&t.conn, &mut st, publish("a", QosPid::Level1(pid(3)), None));
+        assert!(matches!(
+            got,
+            Ok(Some(Answer {
+                reply: Reply::Puback(_, v5::PubackReasonCode::NoMatchingSubscribers),
+                ..
+            }))
+        ));
+    }
+
+    #[test]
+    fn while_the_disk_is_full_a_v3_qos1_publish_closes_the_connection_without_puback() {
+        let t = test_support::conn(Protocol::V311, true);
+        let full = t.conn.broker.store.disk_full();
+        full.mark_full(&std::io::Error::from_raw_os_error(libc::ENOSPC));
+        let got = run(
+            &t.conn,
+            &mut PublishState::default(),
+            publish("a", QosPid::Level1(pid(1)), None),
+        );
+        assert_eq!(got, Err(close(Dr::QuotaExceeded, "disk full")));
     }
 
     #[test]
