@@ -107,6 +107,15 @@ fn run(cmd: &str, args: &[&str]) -> Result<(), String> {
     }
 }
 
+/// One unlabelled sample of the broker's `/metrics`.
+fn disk_metric(http: u16, name: &str) -> u64 {
+    let (status, text) = http_get(http, "/metrics");
+    assert_eq!(status, 200, "GET /metrics");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
+}
+
 fn payload(i: usize) -> Vec<u8> {
     let mut p = format!("{i}:").into_bytes();
     p.resize(4096, b'.');
@@ -152,10 +161,17 @@ async fn puback_of(c: &mut V5Client, pkid: u16, limit: Duration) -> Option<PubAc
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_disk_refuses_qos1_and_qos2_keeps_qos0_flowing_and_recovers_without_loss() {
-    let mut broker = Broker::builder().kind(BrokerKind::Edge).process().start();
+    let http = free_port();
+    let mut broker = Broker::builder()
+        .kind(BrokerKind::Edge)
+        .config_text(format!("[http]\nbind = \"127.0.0.1:{http}\"\n"))
+        .process()
+        .start();
     broker.stop();
     let fs = SmallFs::mount(broker.data_dir(), &std::env::temp_dir());
     broker.restart();
+    wait_http(http);
+    assert_eq!(disk_metric(http, "robustmq_edge_storage_disk_full"), 0);
 
     // A persistent subscriber that is offline while the disk fills: every accepted message is
     // queued for it on disk. An online clean subscriber for the QoS 0 flow.
@@ -271,6 +287,14 @@ async fn full_disk_refuses_qos1_and_qos2_keeps_qos0_flowing_and_recovers_without
 
     let log = broker.log();
     assert!(log.contains("disk full"), "no disk-full log line:\n{log}");
+    // ... and so do the metrics.
+    assert_eq!(disk_metric(http, "robustmq_edge_storage_disk_full"), 1);
+    assert!(
+        disk_metric(
+            http,
+            "robustmq_edge_storage_disk_full_refused_publishes_total"
+        ) >= 2
+    );
 
     // Space returns: the held publish is acknowledged, then the two refusals, in order.
     fs::remove_file(&filler).expect("remove filler");
@@ -298,6 +322,11 @@ async fn full_disk_refuses_qos1_and_qos2_keeps_qos0_flowing_and_recovers_without
         .await;
     assert_eq!(reason, PubAckReason::Success);
     acked.push(next);
+    assert_eq!(disk_metric(http, "robustmq_edge_storage_disk_full"), 0);
+    assert_eq!(
+        disk_metric(http, "robustmq_edge_storage_disk_full_episodes_total"),
+        1
+    );
     let log = broker.log();
     assert!(
         log.contains("disk space is back"),

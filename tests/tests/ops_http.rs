@@ -11,7 +11,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use robustmq_edge_e2e::*;
 
@@ -27,37 +27,6 @@ fn broker_with_http(extra: &str) -> (Broker, u16) {
         .start();
     wait_http(http);
     (b, http)
-}
-
-fn wait_http(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "HTTP listener on {port} never came up"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// One plain HTTP/1.1 GET (`Connection: close`): status code and body.
-fn get(port: u16, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the HTTP listener");
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send request");
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).expect("read response");
-    let (head, body) = raw.split_once("\r\n\r\n").expect("a header block");
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {head:?}"));
-    (status, body.to_string())
 }
 
 /// Sample values by full series name (`name{labels}`).
@@ -177,7 +146,7 @@ fn connect_with_unknown_protocol(port: u16) {
 #[test]
 fn metrics_pass_promtool_and_move_with_traffic() {
     let (b, http) = broker_with_http("");
-    let (status, before) = get(http, "/metrics");
+    let (status, before) = http_get(http, "/metrics");
     assert_eq!(status, 200);
     promtool_check(&before);
     let m0 = series(&before);
@@ -205,7 +174,7 @@ fn metrics_pass_promtool_and_move_with_traffic() {
     assert_eq!(sub.join().expect("subscriber").len(), 3);
     connect_with_unknown_protocol(port);
 
-    let (_, after) = get(http, "/metrics");
+    let (_, after) = http_get(http, "/metrics");
     promtool_check(&after);
     let m1 = series(&after);
     let grew = |key: &str, by: f64| {
@@ -237,9 +206,12 @@ fn metrics_pass_promtool_and_move_with_traffic() {
 #[test]
 fn health_and_status_api_describe_the_running_broker() {
     let (b, http) = broker_with_http("");
-    assert_eq!(get(http, "/health/live"), (200, "live\n".to_string()));
-    assert_eq!(get(http, "/health/ready"), (200, "ready\n".to_string()));
-    assert_eq!(get(http, "/nothing").0, 404);
+    assert_eq!(http_get(http, "/health/live"), (200, "live\n".to_string()));
+    assert_eq!(
+        http_get(http, "/health/ready"),
+        (200, "ready\n".to_string())
+    );
+    assert_eq!(http_get(http, "/nothing").0, 404);
     // A persistent session left offline with a queued message.
     let port = b.port();
     let mut c = tool("mosquitto_sub");
@@ -247,7 +219,7 @@ fn health_and_status_api_describe_the_running_broker() {
         .args(["-t", "status/#", "-E"]);
     assert!(run(c).status.success());
     mosquitto_pub(port, &["-q", "1", "-t", "status/x", "-m", "queued"]);
-    let (status, body) = get(http, "/api/v1/status");
+    let (status, body) = http_get(http, "/api/v1/status");
     assert_eq!(status, 200);
     let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
     let broker = &v["broker"];
@@ -283,7 +255,7 @@ fn sync_backlog_and_link_state_are_in_metrics_and_status() {
         );
     }
     std::thread::sleep(Duration::from_millis(1100));
-    let (_, text) = get(http, "/metrics");
+    let (_, text) = http_get(http, "/metrics");
     promtool_check(&text);
     let m = series(&text);
     assert_eq!(value(&m, "robustmq_edge_sync_backlog_messages"), 5.0);
@@ -306,7 +278,7 @@ fn sync_backlog_and_link_state_are_in_metrics_and_status() {
         ),
         5.0
     );
-    let (_, body) = get(http, "/api/v1/status");
+    let (_, body) = http_get(http, "/api/v1/status");
     let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
     assert_eq!(v["sync"]["backlog_messages"], 5, "{body}");
     assert_eq!(v["sync"]["node_id"], "gw1");

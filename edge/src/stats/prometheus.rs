@@ -242,6 +242,32 @@ pub fn render(s: &Snapshot) -> String {
     o.value(&format!("{name}_sum"), &[], h.sum_seconds);
     o.value(&format!("{name}_count"), &[], h.count);
 
+    let d = &s.disk;
+    o.single(
+        "storage_disk_full",
+        "gauge",
+        "1 while writes of edge.redb wait for free space (QoS 1/2 publishes are refused).",
+        u8::from(d.full),
+    );
+    o.single(
+        "storage_disk_full_episodes_total",
+        "counter",
+        "Times the disk was found full.",
+        d.episodes,
+    );
+    o.single(
+        "storage_disk_full_write_retries_total",
+        "counter",
+        "Writes tried again because the disk was full.",
+        d.write_retries,
+    );
+    o.single(
+        "storage_disk_full_refused_publishes_total",
+        "counter",
+        "QoS 1/2 publishes refused because the disk was full.",
+        d.refused_publishes,
+    );
+
     if let Some(st) = &s.sync {
         sync(&mut o, st);
     }

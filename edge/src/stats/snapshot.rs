@@ -21,8 +21,32 @@ pub struct Snapshot {
     /// Size of `edge.redb`; `None` when it cannot be read.
     pub storage_file_bytes: Option<u64>,
     pub commit_latency: HistogramSnapshot,
+    /// Writes waiting for free space (README, "Disk full").
+    pub disk: DiskFigures,
     /// `None` when sync is off.
     pub sync: Option<edge_sync::SyncStatus>,
+}
+
+/// The disk-full state of the storage writer ([`crate::disk_full::DiskFull`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DiskFigures {
+    pub full: bool,
+    pub full_since_ms: Option<u64>,
+    pub episodes: u64,
+    pub write_retries: u64,
+    pub refused_publishes: u64,
+}
+
+impl DiskFigures {
+    fn of(d: &crate::disk_full::DiskFull) -> DiskFigures {
+        DiskFigures {
+            full: d.is_full(),
+            full_since_ms: d.full_since_ms(),
+            episodes: d.episodes_total(),
+            write_retries: d.write_retries_total(),
+            refused_publishes: d.refused_publishes_total(),
+        }
+    }
 }
 
 impl Snapshot {
@@ -40,6 +64,7 @@ impl Snapshot {
                 .ok()
                 .map(|m| m.len()),
             commit_latency: broker.store.commit_latency(),
+            disk: DiskFigures::of(broker.store.disk_full()),
             sync: broker.sync_status(),
         }
     }
@@ -117,6 +142,11 @@ impl Snapshot {
                     "file_bytes": self.storage_file_bytes,
                     "commits": self.commit_latency.count,
                     "commit_seconds_sum": self.commit_latency.sum_seconds,
+                    "disk_full": self.disk.full,
+                    "disk_full_since_ms": self.disk.full_since_ms,
+                    "disk_full_episodes": self.disk.episodes,
+                    "disk_full_write_retries": self.disk.write_retries,
+                    "disk_full_refused_publishes": self.disk.refused_publishes,
                 },
             },
             "sync": self.sync,
