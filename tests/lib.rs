@@ -1440,6 +1440,40 @@ pub fn skip_unless_edge(test: &str) -> bool {
     true
 }
 
+/// Waits (up to 10 s) until something listens on `port` (an HTTP listener of the broker).
+pub fn wait_http(port: u16) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "HTTP listener on {port} never came up"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// One plain HTTP/1.1 GET (`Connection: close`) to 127.0.0.1: status code and body.
+pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    let mut s =
+        std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to the HTTP listener");
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    use std::io::{Read, Write};
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send request");
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).expect("read response");
+    let (head, body) = raw.split_once("\r\n\r\n").expect("a header block");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {head:?}"));
+    (status, body.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1473,38 +1507,4 @@ mod tests {
         broker.assert_running();
         assert!(broker.data_dir().join("edge.redb").is_file());
     }
-}
-
-/// Waits (up to 10 s) until something listens on `port` (an HTTP listener of the broker).
-pub fn wait_http(port: u16) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "HTTP listener on {port} never came up"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// One plain HTTP/1.1 GET (`Connection: close`) to 127.0.0.1: status code and body.
-pub fn http_get(port: u16, path: &str) -> (u16, String) {
-    let mut s =
-        std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to the HTTP listener");
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
-    use std::io::{Read, Write};
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send request");
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).expect("read response");
-    let (head, body) = raw.split_once("\r\n\r\n").expect("a header block");
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {head:?}"));
-    (status, body.to_string())
 }
