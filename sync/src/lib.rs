@@ -16,6 +16,7 @@ pub mod error;
 mod lenient;
 pub mod outbox;
 pub mod rules;
+pub mod schedule;
 pub mod status;
 pub mod topic;
 pub mod uplink;
