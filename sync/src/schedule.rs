@@ -104,8 +104,9 @@ pub struct WindowState {
 pub fn time_zone(name: &str) -> Result<TimeZone, String> {
     match name {
         "UTC" | "utc" | "" => Ok(TimeZone::UTC),
-        "local" => TimeZone::try_system()
-            .map_err(|e| format!("the system time zone cannot be read: {e}")),
+        "local" => {
+            TimeZone::try_system().map_err(|e| format!("the system time zone cannot be read: {e}"))
+        }
         _ => TimeZone::get(name).map_err(|e| format!("`{name}`: unknown time zone ({e})")),
     }
 }
@@ -202,8 +203,8 @@ impl Schedule {
     }
 
     fn civil(&self, ms: u64) -> DateTime {
-        let ts = Timestamp::from_millisecond(ms.min(i64::MAX as u64) as i64)
-            .unwrap_or(Timestamp::MAX);
+        let ts =
+            Timestamp::from_millisecond(ms.min(i64::MAX as u64) as i64).unwrap_or(Timestamp::MAX);
         ts.to_zoned_datetime(self.tz.clone()).datetime()
     }
 
@@ -377,6 +378,11 @@ impl Gates {
         })
     }
 
+    /// No rule and no upstream has a schedule or gate.
+    pub fn is_empty(&self) -> bool {
+        !self.any_rule_gated() && self.upstreams.iter().all(Option::is_none)
+    }
+
     pub fn any_rule_gated(&self) -> bool {
         self.rules.iter().any(Option::is_some)
     }
@@ -448,12 +454,46 @@ impl Gates {
             let Some(s) = s else { continue };
             out.push(GateStatus {
                 kind: "upstream".into(),
-                name: cfg.upstreams.get(i).map(|u| u.to_string()).unwrap_or_default(),
+                name: cfg
+                    .upstreams
+                    .get(i)
+                    .map(|u| u.to_string())
+                    .unwrap_or_default(),
                 window: s.state(now_ms),
                 upstreams: Vec::new(),
             });
         }
         out
+    }
+}
+
+impl GateStatus {
+    /// One line for `robustmq-edge sync status`, e.g.
+    /// `rule 2: logs/#  out of window, opens 2026-12-02T01:00:00Z (in 14h 25m)`.
+    pub fn line(&self, now_ms: u64) -> String {
+        let when = |ms: u64| {
+            let t = Timestamp::from_millisecond(ms.min(i64::MAX as u64) as i64)
+                .map(|t| t.to_string())
+                .unwrap_or_else(|_| ms.to_string());
+            let mins = ms.saturating_sub(now_ms) / 60_000;
+            format!("{t} (in {}h {}m)", mins / 60, mins % 60)
+        };
+        let state = match (
+            self.window.in_window,
+            self.window.next_open_ms,
+            self.window.closes_at_ms,
+        ) {
+            (true, _, Some(c)) => format!("in window, closes {}", when(c)),
+            (true, _, None) => "in window".to_string(),
+            (false, Some(o), _) => format!("out of window, opens {}", when(o)),
+            (false, None, _) => "out of window, no window in the next 8 days".to_string(),
+        };
+        let via = if self.upstreams.is_empty() {
+            String::new()
+        } else {
+            format!(", only via {}", self.upstreams.join(", "))
+        };
+        format!("{} {}  {state}{via}", self.kind, self.name)
     }
 }
 
@@ -494,13 +534,19 @@ mod tests {
         assert!(s.is_open(at(5, 1, 59)));
         assert!(!s.is_open(at(5, 2, 0)));
         assert!(!s.is_open(at(5, 23, 0)), "Saturday night is not Friday");
-        assert!(!s.is_open(at(4, 1, 0)), "Friday early morning belongs to Thursday");
+        assert!(
+            !s.is_open(at(4, 1, 0)),
+            "Friday early morning belongs to Thursday"
+        );
         assert_eq!(s.state(at(5, 3, 0)).next_open_ms, Some(at(11, 22, 0)));
     }
 
     #[test]
     fn several_windows_days_ranges_and_seconds() {
-        let s = sched(&["08:00-09:00", "12:00:30-12:01", "23:00-24:00"], &["mon-fri"]);
+        let s = sched(
+            &["08:00-09:00", "12:00:30-12:01", "23:00-24:00"],
+            &["mon-fri"],
+        );
         assert!(s.is_open(at(0, 8, 30)));
         assert!(!s.is_open(at(0, 12, 0)));
         assert!(s.is_open(at(0, 12, 0) + 30_000));
@@ -529,7 +575,14 @@ mod tests {
 
     #[test]
     fn bad_windows_and_days_are_refused() {
-        for w in ["1-5", "01:00", "25:00-26:00", "05:00-05:00", "24:00-01:00", "01:60-02:00"] {
+        for w in [
+            "1-5",
+            "01:00",
+            "25:00-26:00",
+            "05:00-05:00",
+            "24:00-01:00",
+            "01:60-02:00",
+        ] {
             let e = Schedule::compile(&[w.into()], &[], TimeZone::UTC).expect_err(w);
             assert_eq!(e.0, "windows", "{w}");
         }

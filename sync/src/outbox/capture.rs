@@ -7,8 +7,8 @@ use std::sync::atomic::Ordering;
 use redb::WriteTransaction;
 
 use super::{
-    lock, read_meta_w, refresh_oldest, write_meta, LaneMeta, LocalMessage, Meta, Outbox, Pending,
-    Record, DEADBAND_TOPICS, DOWNLINK_MARKER, LANES, PRIORITIES,
+    held, lock, read_meta_w, refresh_oldest, write_meta, LaneMeta, LocalMessage, Meta, Outbox,
+    Pending, Record, DEADBAND_TOPICS, DOWNLINK_MARKER, LANES, PRIORITIES,
 };
 use crate::config::FullPolicy;
 use crate::error::SyncError;
@@ -231,6 +231,9 @@ impl Outbox {
                     let counted = old.map_or(0, |r| msg_size(&r.topic, &r.payload));
                     (v.value().len() as u64, counted)
                 });
+                if removed.is_some() && self.track_held {
+                    held::open(txn)?.remove(old)?;
+                }
                 if let Some((len, counted)) = removed {
                     let lane = &mut m.lanes[l];
                     lane.messages = lane.messages.saturating_sub(1);
@@ -250,9 +253,14 @@ impl Outbox {
                 match victim {
                     Some(l) if l <= prio => {
                         let mut t = txn.open_table(LANES[l])?;
-                        let removed = t.pop_first()?.map(|(_, v)| v.value().len() as u64);
+                        let removed = t
+                            .pop_first()?
+                            .map(|(k, v)| (k.value(), v.value().len() as u64));
                         match removed {
-                            Some(len) => {
+                            Some((seq, len)) => {
+                                if self.track_held {
+                                    held::open(txn)?.remove(seq)?;
+                                }
                                 let lane = &mut m.lanes[l];
                                 lane.messages = lane.messages.saturating_sub(1);
                                 lane.bytes = lane.bytes.saturating_sub(len);
@@ -291,6 +299,9 @@ impl Outbox {
             lane.oldest_seq = seq;
         }
         write_meta(txn, m)?;
+        if rule.gated {
+            held::set(txn, seq, &rule.filter)?;
+        }
         if rule.processing.latest_only {
             latest::set(txn, &record.topic, prio as u8, seq)?;
         }

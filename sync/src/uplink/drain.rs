@@ -1,7 +1,11 @@
 //! The drain loop of one connected session: records go from the priority lanes through the pacer
 //! into the in-flight window; acknowledgements move them to the removal batch. A record is in at
 //! most one of: a lane queue, the window, the pending removals (lane reads skip the other two).
+//! Records of rules whose schedule gate is closed are skipped by lane reads and stay in the
+//! outbox; when a gate opens or closes the lanes are read again from their start, so every rule's
+//! records still go in capture order.
 
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,6 +26,17 @@ use crate::outbox::{now_ms, DropReason, PRIORITIES};
 /// Records read per lane refill, and their byte budget.
 const REFILL_RECORDS: usize = 256;
 const REFILL_BYTES: usize = 1024 * 1024;
+/// Held (gated) records skipped per lane read, without decoding them.
+const REFILL_SKIP: usize = 16_384;
+/// How often the schedule gates are looked at.
+const GATE_CHECK: Duration = Duration::from_millis(100);
+
+/// Why a drain loop ended without an error.
+pub(super) enum Ended {
+    Stopped,
+    /// The session's upstream left its schedule window.
+    UpstreamWindowClosed,
+}
 
 enum Sent {
     Yes,
@@ -43,11 +58,18 @@ pub(super) struct Drain<'a> {
     pacer: Pacer,
     /// Highest sequence ever sent per lane: anything at or below it goes out as DUP.
     sent_upto: &'a mut [u64; PRIORITIES],
+    /// Index of the session's upstream in `sync.upstreams`.
+    upstream: usize,
+    /// Filters of the rules whose gate is closed now (their records are skipped).
+    closed: Arc<HashSet<String>>,
+    /// When the gates were last looked at.
+    gates_at: Option<Instant>,
 }
 
 impl<'a> Drain<'a> {
     pub fn new(
         ctx: &'a Arc<Ctx>,
+        upstream: usize,
         proto: Proto,
         writer: Writer,
         ack: &ConnAck,
@@ -73,17 +95,51 @@ impl<'a> Drain<'a> {
                 now,
             ),
             sent_upto,
+            upstream,
+            closed: Arc::default(),
+            gates_at: None,
         }
     }
 
+    /// Looks at the schedules (every `GATE_CHECK`): false when the session's upstream left its
+    /// window. A change of the closed rules resets the lanes, so they are read again from the
+    /// start: records held so far go now (in order), queued ones of a closed rule wait.
+    fn check_gates(&mut self) -> bool {
+        let now = Instant::now();
+        if self
+            .gates_at
+            .is_some_and(|t| now.duration_since(t) < GATE_CHECK)
+        {
+            return true;
+        }
+        self.gates_at = Some(now);
+        let gates = &self.ctx.gates;
+        let at = self.ctx.clock.now_ms();
+        if !gates.upstream_open(self.upstream, at) {
+            return false;
+        }
+        if gates.any_rule_gated() {
+            let closed = gates.closed_filters(at, Some(self.upstream));
+            if closed != *self.closed {
+                tracing::info!(closed = ?closed, "sync uplink: schedule gates changed");
+                self.closed = Arc::new(closed);
+                self.lanes.reset();
+            }
+        }
+        true
+    }
+
     /// Runs until shutdown (`Ok`) or until the connection fails (`Err`).
-    pub async fn run(&mut self, reader: &Reader, keep_alive: u16) -> Result<(), SyncError> {
+    pub async fn run(&mut self, reader: &Reader, keep_alive: u16) -> Result<Ended, SyncError> {
         self.resume().await?;
         self.subscribe().await?;
         let ka = Duration::from_secs(keep_alive as u64);
         loop {
             if self.ctx.stop.is_set() {
-                return Ok(());
+                return Ok(Ended::Stopped);
+            }
+            if !self.check_gates() {
+                return Ok(Ended::UpstreamWindowClosed);
             }
             while let Some(ev) = reader.try_next()? {
                 self.on_inbound(ev).await?;
@@ -120,10 +176,15 @@ impl<'a> Drain<'a> {
             if new_data && pace.is_none() {
                 continue;
             }
-            let tick = pace.unwrap_or(if self.removals.has_queued() {
-                FLUSH_AFTER
-            } else {
+            let idle = if self.ctx.gates.is_empty() {
                 Duration::from_secs(1)
+            } else {
+                GATE_CHECK
+            };
+            let tick = pace.unwrap_or(if self.removals.has_queued() {
+                FLUSH_AFTER.min(idle)
+            } else {
+                idle
             });
             let wake = pace.is_none().then_some(listener);
             if let Some(ev) = reader.wait(wake, tick, &self.ctx.stop).await? {
@@ -178,14 +239,24 @@ impl<'a> Drain<'a> {
     }
 
     async fn refill(&mut self, l: usize) -> Result<(), SyncError> {
-        let ob = self.ctx.outbox.clone();
-        let after = self.lanes.cursor(l);
-        let batch =
-            smol::unblock(move || ob.read_lane(l, after, REFILL_RECORDS, REFILL_BYTES)).await?;
-        if batch.is_empty() {
-            self.lanes.exhausted(l);
-            return Ok(());
-        }
+        let batch = loop {
+            let ob = self.ctx.outbox.clone();
+            let after = self.lanes.cursor(l);
+            let closed = self.closed.clone();
+            let (batch, last) = smol::unblock(move || {
+                ob.read_lane_open(l, after, REFILL_RECORDS, REFILL_BYTES, &closed, REFILL_SKIP)
+            })
+            .await?;
+            if last == 0 {
+                self.lanes.exhausted(l);
+                return Ok(());
+            }
+            self.lanes.read_upto(l, last);
+            if !batch.is_empty() {
+                break batch;
+            }
+            // Only held records so far: read on past them.
+        };
         for item in batch {
             match item {
                 Ok((seq, rec)) => {

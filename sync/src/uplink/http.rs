@@ -121,12 +121,14 @@ fn login(
         .ok_or_else(|| "login reply without a token".to_string())
 }
 
-/// The next record to send: the oldest of the highest non-empty priority.
-fn next_record(ctx: &Ctx) -> Result<Option<(u8, LaneItem)>, String> {
+/// The next record to send: the oldest of the highest non-empty priority, skipping records of
+/// rules whose schedule gate is closed for upstream `up`.
+fn next_record(ctx: &Ctx, up: usize) -> Result<Option<(u8, LaneItem)>, String> {
+    let closed = ctx.gates.closed_filters(ctx.clock.now_ms(), Some(up));
     for l in (0..PRIORITIES).rev() {
-        let mut items = ctx
+        let (mut items, _) = ctx
             .outbox
-            .read_lane(l, 0, 1, usize::MAX)
+            .read_lane_open(l, 0, 1, usize::MAX, &closed, usize::MAX)
             .map_err(|e| e.to_string())?;
         if let Some(item) = items.pop() {
             return Ok(Some((l as u8, item)));
@@ -161,7 +163,8 @@ pub(crate) async fn run(ctx: Arc<Ctx>) {
         let listener = ctx.outbox.listen();
         let next = {
             let ctx = ctx.clone();
-            smol::unblock(move || next_record(&ctx)).await
+            let up = idx % ups.len().max(1);
+            smol::unblock(move || next_record(&ctx, up)).await
         };
         let (lane, item) = match next {
             Ok(Some(x)) => x,
