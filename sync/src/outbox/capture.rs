@@ -88,11 +88,12 @@ impl Outbox {
         if let Some(w) = &proc.window {
             // The reading's contribution is stored in this very transaction.
             let start = w.start_of(msg.received_at_ms);
-            let mut st = match window::load(txn, msg.topic)? {
+            let key = w.key(ri, msg.topic);
+            let mut st = match window::load(txn, &key)? {
                 Some(st) if st.rule == ri as u32 && start < st.end_ms => st,
                 old => {
                     if let Some(old) = old.filter(|o| o.rule == ri as u32 && o.messages > 0) {
-                        let rec = self.window_record(rule, msg.topic, &old);
+                        let rec = self.window_record(rule, window::key_topic(&key), &old);
                         self.append(txn, &mut p.cur, rule, rec, &mut d)?;
                     }
                     self.next_window_due
@@ -106,7 +107,7 @@ impl Outbox {
                 }
             };
             w.add(&mut st, msg.payload);
-            window::store(txn, msg.topic, &st)?;
+            window::store(txn, &key, &st)?;
             lock(&self.staged).count(ri, &d);
             return Ok(());
         }
@@ -384,7 +385,7 @@ impl Outbox {
                 continue;
             };
             let mut d = Delta::default();
-            let rec = self.window_record(rule, topic, st);
+            let rec = self.window_record(rule, window::key_topic(topic), st);
             self.append(&txn, &mut m, rule, rec, &mut d)?;
             deltas.push((st.rule as usize, d));
         }
