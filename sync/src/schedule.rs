@@ -104,9 +104,11 @@ pub struct WindowState {
 pub fn time_zone(name: &str) -> Result<TimeZone, String> {
     match name {
         "UTC" | "utc" | "" => Ok(TimeZone::UTC),
-        "local" => {
-            TimeZone::try_system().map_err(|e| format!("the system time zone cannot be read: {e}"))
-        }
+        // No zone configured on the system (no TZ, no /etc/localtime) means UTC to libc too.
+        "local" => Ok(TimeZone::try_system().unwrap_or_else(|e| {
+            tracing::warn!("sync.timezone = \"local\": no system time zone ({e}); using UTC");
+            TimeZone::UTC
+        })),
         _ => TimeZone::get(name).map_err(|e| format!("`{name}`: unknown time zone ({e})")),
     }
 }

@@ -282,12 +282,21 @@ fn readme_edge_processing_examples_parse() {
         .skip(1)
         .filter_map(|b| b.split("```").next())
         .collect();
-    assert_eq!(blocks.len(), 4);
+    assert_eq!(blocks.len(), 5);
     for b in blocks {
-        let body = b.replace("[[sync.forward]]", "[[forward]]");
+        let body = b
+            .replace("[[sync.forward]]", "[[forward]]")
+            .replace("[[sync.upstream_schedule]]", "[[upstream_schedule]]");
         let s = match body.strip_prefix("[sync]\n") {
-            // The HTTP uplink example: a whole [sync] table; its CA file does not exist here.
-            Some(table) => table.split("[sync.tls]").next().unwrap_or("").to_string(),
+            // A whole [sync] table (the HTTP uplink's CA file does not exist here).
+            Some(table) => {
+                let table = table.split("[sync.tls]").next().unwrap_or("");
+                if table.contains("node_id") {
+                    table.to_string()
+                } else {
+                    format!("node_id = \"n1\"\n{table}")
+                }
+            }
             None => format!("node_id = \"n1\"\nupstreams = [\"tcp://127.0.0.1:1\"]\n{body}"),
         };
         if let Err(e) = SyncConfig::from_toml_str(&s) {
