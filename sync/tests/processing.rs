@@ -291,7 +291,7 @@ fn readme_edge_processing_examples_parse() {
             // A whole [sync] table (the HTTP uplink's CA file does not exist here).
             Some(table) => {
                 let table = table.split("[sync.tls]").next().unwrap_or("");
-                if table.contains("node_id") {
+                if table.lines().any(|l| l.starts_with("node_id")) {
                     table.to_string()
                 } else {
                     format!("node_id = \"n1\"\n{table}")
