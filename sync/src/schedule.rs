@@ -576,6 +576,21 @@ mod tests {
     }
 
     #[test]
+    fn status_line_says_when_the_window_opens() {
+        let g = GateStatus {
+            kind: "rule".into(),
+            name: "0: logs/#".into(),
+            window: sched(&["01:00-05:00"], &[]).state(at(0, 12, 0)),
+            upstreams: vec!["tcp://10.0.0.5:1883".into()],
+        };
+        assert_eq!(
+            g.line(at(0, 12, 0)),
+            "rule 0: logs/#  out of window, opens 2024-01-02T01:00:00Z (in 13h 0m), \
+             only via tcp://10.0.0.5:1883"
+        );
+    }
+
+    #[test]
     fn bad_windows_and_days_are_refused() {
         for w in [
             "1-5",

@@ -13,6 +13,11 @@
 //! order is the capture order, so per-topic order holds (one topic always maps to one rule, so to
 //! one lane).
 //!
+//! Schedules (`crate::schedule`): records of a rule whose gate is closed (out of its time
+//! windows, or not allowed over the current upstream) are skipped by lane reads and wait in the
+//! outbox; the drain looks at the gates every 100 ms and rereads the lanes when they change. An
+//! upstream outside its own windows is not connected to, and its session ends when they close.
+//!
 //! Every PUBLISH carries the user property `edge-msg-id` = `<node_id>:<sequence>`; the sequence is
 //! per node, strictly increasing in capture order and never reused, so the cloud can drop replays
 //! (same id) and restore the order (sort by sequence) even where the cluster reorders.
