@@ -107,6 +107,10 @@ fn records_outside_the_window_wait_and_go_in_order_when_it_opens() {
         .backlog_messages
         == 0));
     let st = h.status();
+    assert_eq!(
+        st.redelivered, 0,
+        "logs that waited are first deliveries, not DUP"
+    );
     assert!(st.schedules[0].window.in_window);
     assert_eq!(
         st.schedules[0].window.closes_at_ms,

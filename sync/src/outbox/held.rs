@@ -40,26 +40,37 @@ pub struct HeldReader<'a> {
     closed: &'a HashSet<String>,
 }
 
+/// What the index says about one record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    /// Not of a gated rule.
+    None,
+    /// Of a gated rule whose gate is open.
+    Open,
+    /// Of a gated rule whose gate is closed: it waits.
+    Closed,
+}
+
 impl<'a> HeldReader<'a> {
-    /// `closed`: filters of the rules whose gate is closed (empty: nothing is held).
+    /// `closed`: filters of the rules whose gate is closed now.
     pub fn new(txn: &ReadTransaction, closed: &'a HashSet<String>) -> Result<Self, SyncError> {
-        let table = if closed.is_empty() {
-            None
-        } else {
-            match txn.open_table(HELD) {
-                Ok(t) => Some(t),
-                Err(redb::TableError::TableDoesNotExist(_)) => None,
-                Err(e) => return Err(e.into()),
-            }
+        let table = match txn.open_table(HELD) {
+            Ok(t) if t.is_empty()? => None,
+            Ok(t) => Some(t),
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
+            Err(e) => return Err(e.into()),
         };
         Ok(HeldReader { table, closed })
     }
 
-    /// Record `seq` belongs to a rule whose gate is closed.
-    pub fn is_held(&self, seq: u64) -> Result<bool, SyncError> {
+    pub fn gate(&self, seq: u64) -> Result<Gate, SyncError> {
         let Some(t) = &self.table else {
-            return Ok(false);
+            return Ok(Gate::None);
         };
-        Ok(t.get(seq)?.is_some_and(|f| self.closed.contains(f.value())))
+        Ok(match t.get(seq)? {
+            None => Gate::None,
+            Some(f) if self.closed.contains(f.value()) => Gate::Closed,
+            Some(_) => Gate::Open,
+        })
     }
 }

@@ -111,6 +111,15 @@ impl Meta {
 /// A record read from a lane, or the sequence of an undecodable one (to be dropped).
 pub type LaneItem = Result<(u64, Record), u64>;
 
+/// One `read_lane_open`: the records, the highest sequence looked at (0: none), and which of
+/// the records belong to a gated rule (they may sit below records sent long before them).
+#[derive(Debug, Default)]
+pub struct LaneRead {
+    pub items: Vec<LaneItem>,
+    pub last: u64,
+    pub gated: std::collections::HashSet<u64>,
+}
+
 /// Why a record left the outbox without being acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DropReason {
@@ -518,7 +527,7 @@ impl Outbox {
 
     /// Like `read_lane`, skipping (without decoding) the records of rules whose filter is in
     /// `closed` (their gate is shut): they stay in the lane. At most `max_skip` are skipped per
-    /// call. Returns the records and the highest sequence looked at (0: none).
+    /// call.
     pub fn read_lane_open(
         &self,
         prio: usize,
@@ -527,11 +536,12 @@ impl Outbox {
         max_bytes: usize,
         closed: &std::collections::HashSet<String>,
         max_skip: usize,
-    ) -> Result<(Vec<LaneItem>, u64), SyncError> {
+    ) -> Result<LaneRead, SyncError> {
         let txn = self.db.begin_read()?;
         let held = held::HeldReader::new(&txn, closed)?;
         let t = txn.open_table(LANES[prio.min(PRIORITIES - 1)])?;
         let mut out = Vec::with_capacity(max.min(1024));
+        let mut gated = std::collections::HashSet::new();
         let mut bytes = 0usize;
         let mut skipped = 0usize;
         let mut last = 0u64;
@@ -541,9 +551,15 @@ impl Outbox {
             }
             let (k, v) = item?;
             last = k.value();
-            if held.is_held(last)? {
-                skipped += 1;
-                continue;
+            match held.gate(last)? {
+                held::Gate::Closed => {
+                    skipped += 1;
+                    continue;
+                }
+                held::Gate::Open => {
+                    gated.insert(last);
+                }
+                held::Gate::None => {}
             }
             bytes += v.value().len();
             match postcard::from_bytes::<Record>(v.value()) {
@@ -554,7 +570,11 @@ impl Outbox {
                 }
             }
         }
-        Ok((out, last))
+        Ok(LaneRead {
+            items: out,
+            last,
+            gated,
+        })
     }
 
     /// Marks the outbox closed (uplink stops waiting for it).

@@ -64,6 +64,8 @@ pub(super) struct Drain<'a> {
     closed: Arc<HashSet<String>>,
     /// When the gates were last looked at.
     gates_at: Option<Instant>,
+    /// Queued records of gated rules: below `sent_upto` only because they waited, so not DUP.
+    gated: HashSet<(u8, u64)>,
 }
 
 impl<'a> Drain<'a> {
@@ -98,6 +100,7 @@ impl<'a> Drain<'a> {
             upstream,
             closed: Arc::default(),
             gates_at: None,
+            gated: HashSet::new(),
         }
     }
 
@@ -124,6 +127,7 @@ impl<'a> Drain<'a> {
                 tracing::info!(closed = ?closed, "sync uplink: schedule gates changed");
                 self.closed = Arc::new(closed);
                 self.lanes.reset();
+                self.gated.clear();
             }
         }
         true
@@ -243,27 +247,30 @@ impl<'a> Drain<'a> {
             let ob = self.ctx.outbox.clone();
             let after = self.lanes.cursor(l);
             let closed = self.closed.clone();
-            let (batch, last) = smol::unblock(move || {
+            let read = smol::unblock(move || {
                 ob.read_lane_open(l, after, REFILL_RECORDS, REFILL_BYTES, &closed, REFILL_SKIP)
             })
             .await?;
-            if last == 0 {
+            if read.last == 0 {
                 self.lanes.exhausted(l);
                 return Ok(());
             }
-            self.lanes.read_upto(l, last);
-            if !batch.is_empty() {
-                break batch;
+            self.lanes.read_upto(l, read.last);
+            if !read.items.is_empty() {
+                break read;
             }
             // Only held records so far: read on past them.
         };
-        for item in batch {
+        for item in batch.items {
             match item {
                 Ok((seq, rec)) => {
                     self.lanes.read_upto(l, seq);
                     let key = (l as u8, seq);
                     if self.window.holds(key) || self.removals.is_pending(key) {
                         continue;
+                    }
+                    if batch.gated.contains(&seq) {
+                        self.gated.insert(key);
                     }
                     self.lanes.push(l, seq, rec);
                 }
@@ -282,13 +289,15 @@ impl<'a> Drain<'a> {
             return Ok(Sent::Dropped);
         };
         let key: Key = (l as u8, seq);
+        // A gated record below the mark waited for its gate; only a carried one was sent before.
+        let waited = self.gated.remove(&key);
         let now = now_ms();
         if publish::expired(&rec, now) {
             self.removals.dropped(key, DropReason::Ttl);
             return Ok(Sent::Dropped);
         }
         let reserved = self.window.reserved(key);
-        let dup = reserved.is_some() || seq <= self.sent_upto[l];
+        let dup = reserved.is_some() || (seq <= self.sent_upto[l] && !waited);
         let props = publish::properties(&rec, &self.ctx.cfg.node_id, seq);
         let mut out = publish::out(&rec, &props, self.max_qos, reserved.unwrap_or(0), dup, now);
         // Size and validity first (the packet id does not change the length).
@@ -307,6 +316,9 @@ impl<'a> Drain<'a> {
             }
         };
         if let Some(d) = self.pacer.wait_for(len) {
+            if waited {
+                self.gated.insert(key);
+            }
             self.lanes.unpop(l, seq, rec);
             return Ok(Sent::Wait(d));
         }

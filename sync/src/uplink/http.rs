@@ -126,10 +126,11 @@ fn login(
 fn next_record(ctx: &Ctx, up: usize) -> Result<Option<(u8, LaneItem)>, String> {
     let closed = ctx.gates.closed_filters(ctx.clock.now_ms(), Some(up));
     for l in (0..PRIORITIES).rev() {
-        let (mut items, _) = ctx
+        let mut items = ctx
             .outbox
             .read_lane_open(l, 0, 1, usize::MAX, &closed, usize::MAX)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| e.to_string())?
+            .items;
         if let Some(item) = items.pop() {
             return Ok(Some((l as u8, item)));
         }
