@@ -271,6 +271,16 @@ fn schedule_config_errors_name_the_key() {
     assert!(bad("timezone = \"Mars/Olympus\"").contains("sync.timezone"));
     let e = bad("[[upstream_schedule]]\nupstream = \"tcp://other:1\"\nwindows = [\"01:00-02:00\"]");
     assert!(e.contains("sync.upstream_schedule[0].upstream"), "{e}");
+    let e = SyncConfig::from_toml_str(
+        "node_id = \"n1\"\nupstreams = [\"http://127.0.0.1:1\"]\n\
+         [[upstream_schedule]]\nupstream = \"http://127.0.0.1:1\"\nwindows = [\"01:00-02:00\"]",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("sync.upstream_schedule") && e.contains("HTTP"),
+        "{e}"
+    );
     let e = bad("[[upstream_schedule]]\nupstream = \"tcp://127.0.0.1:1\"\nwindows = [\"x\"]");
     assert!(e.contains("sync.upstream_schedule[0].windows"), "{e}");
 }
