@@ -304,3 +304,24 @@ fn readme_edge_processing_examples_parse() {
         }
     }
 }
+
+#[test]
+fn vehicle_example_sync_table_is_valid() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/sync/vehicle.toml"
+    ))
+    .expect("examples/sync/vehicle.toml");
+    let doc: toml::Table = toml::from_str(&text).expect("TOML");
+    let table = doc.get("sync").and_then(|v| v.as_table()).expect("[sync]");
+    let sync = toml::to_string(table).expect("serialize [sync]");
+    let cfg = match SyncConfig::from_toml_str(&sync) {
+        Ok(c) => c,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(cfg.upstream_schedule.len(), 1);
+    assert!(cfg
+        .forward
+        .iter()
+        .any(|r| r.schedule.is_some() && r.upstreams.is_some()));
+}
