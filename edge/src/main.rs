@@ -267,5 +267,8 @@ fn sync_status(cfg: &Config, json: bool) -> ExitCode {
         opt(st.last_offset.map(|o| o.to_string()))
     );
     println!("next_seq           {}", st.next_seq);
+    for g in &st.schedules {
+        println!("schedule           {}", g.line(st.updated_at_ms));
+    }
     ExitCode::SUCCESS
 }

@@ -11,6 +11,7 @@ use crate::bus::LocalBus;
 use crate::client::BoxStream;
 use crate::config::SyncConfig;
 use crate::outbox::Outbox;
+use crate::schedule::{Clock, Gates};
 use crate::status::Live;
 use crate::topic::CompiledDownlink;
 
@@ -69,4 +70,7 @@ pub(crate) struct Ctx {
     pub stop: Arc<Stop>,
     pub downlinks: Vec<CompiledDownlink>,
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Rule and upstream schedules, read against `clock`.
+    pub gates: Gates,
+    pub clock: Arc<dyn Clock>,
 }

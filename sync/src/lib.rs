@@ -15,6 +15,7 @@ pub mod downlink;
 pub mod error;
 pub mod outbox;
 pub mod rules;
+pub mod schedule;
 pub mod status;
 pub mod topic;
 pub mod uplink;
@@ -55,7 +56,28 @@ pub fn start(
     data_dir: PathBuf,
     bus: Arc<dyn LocalBus>,
 ) -> SyncHandle {
+    start_with_clock(outbox, cfg, data_dir, bus, Arc::new(schedule::SystemClock))
+}
+
+/// `start` with the clock schedules are read against (tests drive a `ManualClock`).
+pub fn start_with_clock(
+    outbox: Arc<Outbox>,
+    cfg: SyncConfig,
+    data_dir: PathBuf,
+    bus: Arc<dyn LocalBus>,
+    clock: Arc<dyn schedule::Clock>,
+) -> SyncHandle {
     let live = Arc::new(Live::default());
+    // Validated with the configuration: an error here means validation was skipped, and then
+    // nothing is sent rather than scheduled records out of their windows.
+    let gates = match schedule::Gates::compile(&cfg) {
+        Ok(g) => Some(g),
+        Err((key, message)) => {
+            tracing::error!("sync: {key}: {message}; the uplink is not started");
+            live.set_error(format!("{key}: {message}"));
+            None
+        }
+    };
     let needs_tls = cfg.upstream_list().iter().any(|u| u.tls && !u.http);
     let tls = if needs_tls {
         match client::tls_config(cfg.tls.as_ref()) {
@@ -82,15 +104,17 @@ pub fn start(
         stop: Arc::new(Stop::default()),
         downlinks,
         tls,
+        gates: gates.clone().unwrap_or_default(),
+        clock,
     });
-    let mut tasks = vec![
-        if ctx.cfg.upstreams.iter().any(|u| u.http) {
+    let mut tasks = vec![smol::spawn(status_task(ctx.clone(), data_dir.clone()))];
+    if gates.is_some() {
+        tasks.push(if ctx.cfg.upstreams.iter().any(|u| u.http) {
             smol::spawn(uplink::http::run(ctx.clone()))
         } else {
             smol::spawn(uplink::run(ctx.clone()))
-        },
-        smol::spawn(status_task(ctx.clone(), data_dir.clone())),
-    ];
+        });
+    }
     if ctx
         .cfg
         .forward
@@ -121,7 +145,7 @@ impl StatusReader {
 
 impl SyncHandle {
     pub fn status(&self) -> SyncStatus {
-        status::snapshot(&self.ctx.outbox, &self.ctx.live)
+        snapshot(&self.ctx)
     }
 
     pub fn status_reader(&self) -> StatusReader {
@@ -152,11 +176,17 @@ impl SyncHandle {
         if let Err(e) = smol::unblock(move || ob.flush()).await {
             tracing::warn!("sync outbox final flush: {e}");
         }
-        let s = status::snapshot(&self.ctx.outbox, &self.ctx.live);
+        let s = snapshot(&self.ctx);
         if let Err(e) = status::write_status_file(&self.data_dir, &s) {
             tracing::warn!("sync status file: {e}");
         }
     }
+}
+
+/// The status with the schedules read against the context's clock.
+fn snapshot(ctx: &Ctx) -> SyncStatus {
+    let schedules = ctx.gates.status(&ctx.cfg, ctx.clock.now_ms());
+    status::snapshot(&ctx.outbox, &ctx.live, schedules)
 }
 
 async fn status_task(ctx: Arc<Ctx>, data_dir: PathBuf) {
@@ -168,9 +198,8 @@ async fn status_task(ctx: Arc<Ctx>, data_dir: PathBuf) {
             Err(e) => tracing::warn!("sync TTL sweep: {e}"),
         }
         let s = {
-            let ob = ctx.outbox.clone();
-            let live = ctx.live.clone();
-            smol::unblock(move || status::snapshot(&ob, &live)).await
+            let ctx = ctx.clone();
+            smol::unblock(move || snapshot(&ctx)).await
         };
         let dir = data_dir.clone();
         let s2 = s.clone();

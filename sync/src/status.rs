@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::SyncError;
 use crate::outbox::{self, now_ms, Outbox};
 use crate::rules::RuleStats;
+use crate::schedule::GateStatus;
 
 pub const STATUS_FILE: &str = "sync-status.json";
 pub const DB_FILE: &str = "edge.redb";
@@ -30,6 +31,8 @@ pub enum LinkState {
     Stopped,
     /// Read from a stopped broker's database: no link information.
     Offline,
+    /// Every upstream is outside its schedule window (`sync.upstream_schedule`).
+    OutsideWindow,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -79,6 +82,10 @@ pub struct SyncStatus {
     /// saved. Empty when read from a stopped broker's database.
     #[serde(default)]
     pub rules: Vec<RuleStats>,
+    /// Per scheduled rule and upstream: in or out of its window, and when the next window
+    /// opens (or the current one closes).
+    #[serde(default)]
+    pub schedules: Vec<GateStatus>,
 }
 
 /// Origin of a [`SyncStatus`].
@@ -126,8 +133,9 @@ impl Live {
     }
 }
 
-/// Builds the current status (one O(priorities) read for the oldest record's age).
-pub fn snapshot(outbox: &Outbox, live: &Live) -> SyncStatus {
+/// Builds the current status (one O(priorities) read for the oldest record's age);
+/// `schedules` is the schedule part, computed by the caller from its gates and clock.
+pub fn snapshot(outbox: &Outbox, live: &Live, schedules: Vec<GateStatus>) -> SyncStatus {
     let c = outbox.counters();
     let now = now_ms();
     let oldest = if c.backlog_messages > 0 {
@@ -165,6 +173,7 @@ pub fn snapshot(outbox: &Outbox, live: &Live) -> SyncStatus {
         updated_at_ms: now,
         source: StatusSource::Broker,
         rules: outbox.rule_stats(),
+        schedules,
     }
 }
 

@@ -38,6 +38,8 @@ pub struct CompiledForward {
     pub ttl_ms: Option<u64>,
     pub priority: u8,
     pub processing: Processing,
+    /// Has a `schedule` or `upstreams` gate: its records are registered in `outbox::held`.
+    pub gated: bool,
 }
 
 impl CompiledForward {
@@ -60,6 +62,7 @@ impl CompiledForward {
             ttl_ms: r.ttl_secs.map(|s| s.saturating_mul(1000)),
             priority: r.priority,
             processing: Processing::compile(r, |t| cfg.expand(t))?,
+            gated: r.schedule.is_some() || r.upstreams.is_some(),
         })
     }
 }

@@ -259,16 +259,46 @@ fn readme_edge_processing_examples_parse() {
         .skip(1)
         .filter_map(|b| b.split("```").next())
         .collect();
-    assert_eq!(blocks.len(), 4);
+    assert_eq!(blocks.len(), 5);
     for b in blocks {
-        let body = b.replace("[[sync.forward]]", "[[forward]]");
+        let body = b
+            .replace("[[sync.forward]]", "[[forward]]")
+            .replace("[[sync.upstream_schedule]]", "[[upstream_schedule]]");
         let s = match body.strip_prefix("[sync]\n") {
-            // The HTTP uplink example: a whole [sync] table; its CA file does not exist here.
-            Some(table) => table.split("[sync.tls]").next().unwrap_or("").to_string(),
+            // A whole [sync] table (the HTTP uplink's CA file does not exist here).
+            Some(table) => {
+                let table = table.split("[sync.tls]").next().unwrap_or("");
+                if table.lines().any(|l| l.starts_with("node_id")) {
+                    table.to_string()
+                } else {
+                    format!("node_id = \"n1\"\n{table}")
+                }
+            }
             None => format!("node_id = \"n1\"\nupstreams = [\"tcp://127.0.0.1:1\"]\n{body}"),
         };
         if let Err(e) = SyncConfig::from_toml_str(&s) {
             panic!("{e}\n{body}");
         }
     }
+}
+
+#[test]
+fn vehicle_example_sync_table_is_valid() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/sync/vehicle.toml"
+    ))
+    .expect("examples/sync/vehicle.toml");
+    let doc: toml::Table = toml::from_str(&text).expect("TOML");
+    let table = doc.get("sync").and_then(|v| v.as_table()).expect("[sync]");
+    let sync = toml::to_string(table).expect("serialize [sync]");
+    let cfg = match SyncConfig::from_toml_str(&sync) {
+        Ok(c) => c,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(cfg.upstream_schedule.len(), 1);
+    assert!(cfg
+        .forward
+        .iter()
+        .any(|r| r.schedule.is_some() && r.upstreams.is_some()));
 }

@@ -276,3 +276,56 @@ fn http_upstream_configuration_is_checked() {
         assert!(e.contains(key), "{extra}: {e}");
     }
 }
+
+/// A rule with a schedule over HTTP: its records wait while the others are posted, then go in
+/// order when the window opens (manual clock).
+#[test]
+fn scheduled_rule_records_wait_for_their_window_over_http() {
+    use edge_sync::schedule::ManualClock;
+    const MONDAY_NOON: u64 = 1_704_067_200_000 + 12 * 3_600_000;
+    let api = Arc::new(Api::default());
+    let port = serve(api.clone());
+    let c = http_cfg(
+        port,
+        "[[forward]]\nfilter = \"logs/#\"\nschedule = { windows = [\"01:00-05:00\"] }\n",
+    );
+    let t = TestDb::new();
+    let ob = Outbox::open(t.db.clone(), &c).unwrap();
+    for i in 0..50 {
+        let p = format!("{i}").into_bytes();
+        capture(&ob, &t.db, &[("logs/a", p.clone(), 1), ("m/0", p, 1)]);
+    }
+    let clock = Arc::new(ManualClock::new(MONDAY_NOON));
+    let h = edge_sync::start_with_clock(
+        ob.clone(),
+        c,
+        t.path().to_path_buf(),
+        Arc::new(TestBus::default()),
+        clock.clone(),
+    );
+    let topics = |prefix: &str| -> Vec<String> {
+        let stored = api.stored.lock().unwrap();
+        stored
+            .iter()
+            .filter(|(_, t, _)| t.starts_with(prefix))
+            .map(|(_, _, p)| p.clone())
+            .collect()
+    };
+    assert!(wait_until(Duration::from_secs(20), || topics("edge/m/")
+        .len()
+        == 50));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        topics("logs/").is_empty(),
+        "logs posted out of their window"
+    );
+    assert_eq!(ob.counters().backlog_messages, 50);
+    clock.set(MONDAY_NOON + 14 * 3_600_000);
+    assert!(wait_until(Duration::from_secs(20), || topics("logs/")
+        .len()
+        == 50));
+    let want: Vec<String> = (0..50).map(|i| i.to_string()).collect();
+    assert_eq!(topics("logs/"), want);
+    assert_eq!(topics("edge/m/"), want);
+    smol::block_on(h.shutdown());
+}

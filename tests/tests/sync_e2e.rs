@@ -904,3 +904,80 @@ async fn silent_link_failure_redelivers_what_was_not_acknowledged() {
     })
     .await;
 }
+
+/// Schedules end to end with the real clock: a rule whose window (UTC, to the second) opens
+/// a few seconds after start keeps its records in the outbox while an unscheduled rule's
+/// records flow, then sends them all, in order, once the window is open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_rule_waits_for_its_window_while_live_traffic_flows() {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let mq = Mosquitto::start("");
+    let obs = Observer::start(mq.port, &["#"]).await;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970");
+    let open_s = now.as_secs() + 12;
+    let open_at = Instant::now() + (Duration::from_secs(open_s) - now);
+    let hms = |t: u64| {
+        let d = t % 86_400;
+        format!("{:02}:{:02}:{:02}", d / 3600, d / 60 % 60, d % 60)
+    };
+    let rules = format!(
+        "[[sync.forward]]\nfilter = \"logs/#\"\nprefix = \"edge/{{node_id}}/\"\n\
+         schedule = {{ windows = [\"{}-{}\"] }}\n{SENSORS}",
+        hms(open_s),
+        hms(open_s + 3600)
+    );
+    let edge = start_edge(edge_config(
+        "",
+        &format!("tcp://127.0.0.1:{}", mq.port),
+        UNPACED,
+        &rules,
+    ));
+    wait_status(edge.data_dir(), "link connected", WAIT, |s| {
+        json_str(s, "link_state").as_deref() == Some("connected")
+    })
+    .await;
+    publish_all(edge.port(), "logs/app", 0..100, 0).await;
+    publish_all(edge.port(), "sensors/temp", 100..200, 0).await;
+    obs.wait("live readings", WAIT, |g| {
+        g.iter()
+            .filter(|m| m.topic == "edge/gw1/sensors/temp")
+            .count()
+            == 100
+    })
+    .await;
+    let s = wait_status(edge.data_dir(), "logs waiting", WAIT, |s| {
+        json_u64(s, "backlog_messages") == 100
+    })
+    .await;
+    if Instant::now() < open_at {
+        assert!(s.contains("\"in_window\": false"), "{s}");
+    }
+    let got = obs
+        .wait(
+            "logs after the window opened",
+            Duration::from_secs(60),
+            |g| g.iter().filter(|m| m.topic == "edge/gw1/logs/app").count() >= 100,
+        )
+        .await;
+    let logs: Vec<&Got> = got
+        .iter()
+        .filter(|m| m.topic == "edge/gw1/logs/app")
+        .collect();
+    assert_eq!(
+        logs.iter().map(|m| m.number()).collect::<Vec<_>>(),
+        (0..100).collect::<Vec<_>>(),
+        "logs out of order or duplicated"
+    );
+    // The gate reads the wall clock; allow its 100 ms polling granularity the other way.
+    let early = open_at - Duration::from_millis(100);
+    assert!(
+        logs.iter().all(|m| m.at >= early),
+        "a log arrived before its window opened"
+    );
+    wait_status(edge.data_dir(), "all acknowledged", WAIT, |s| {
+        json_u64(s, "backlog_messages") == 0
+    })
+    .await;
+}

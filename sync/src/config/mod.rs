@@ -13,7 +13,8 @@ use serde::Deserialize;
 
 use crate::error::SyncError;
 pub use crate::rules::{BatchConfig, DeadbandConfig, OnMissing, WindowConfig};
-use crate::{rules, topic};
+pub use crate::schedule::{ScheduleConfig, UpstreamScheduleConfig};
+use crate::{rules, schedule, topic};
 
 /// Highest priority value a forward rule may use (priorities are `0..=MAX_PRIORITY`, higher first).
 pub const MAX_PRIORITY: u8 = 3;
@@ -60,6 +61,11 @@ pub struct SyncConfig {
     pub downlink: Vec<DownlinkRule>,
     /// Default 10.
     pub status_interval_secs: u64,
+    /// Zone of every schedule's windows: "UTC" (default), "local" (the system's zone, with its
+    /// daylight-saving rules) or an IANA name such as "Europe/Berlin".
+    pub timezone: String,
+    /// Upstreams used only inside time windows (`schedule::UpstreamScheduleConfig`).
+    pub upstream_schedule: Vec<UpstreamScheduleConfig>,
 }
 
 impl Default for SyncConfig {
@@ -86,6 +92,8 @@ impl Default for SyncConfig {
             forward: Vec::new(),
             downlink: Vec::new(),
             status_interval_secs: 10,
+            timezone: "UTC".into(),
+            upstream_schedule: Vec::new(),
         }
     }
 }
@@ -175,6 +183,12 @@ pub struct ForwardRule {
     pub window: Option<WindowConfig>,
     /// Several messages of the rule in one upstream PUBLISH.
     pub batch: Option<BatchConfig>,
+    /// Time windows the rule's records may be sent in; outside them they wait in the outbox
+    /// (other rules' records keep flowing).
+    pub schedule: Option<ScheduleConfig>,
+    /// The upstreams (addresses as in `sync.upstreams`) the rule's records may be sent over;
+    /// over the others they wait in the outbox. Default: any.
+    pub upstreams: Option<Vec<String>>,
 }
 
 impl Default for ForwardRule {
@@ -192,6 +206,8 @@ impl Default for ForwardRule {
             latest_only: false,
             window: None,
             batch: None,
+            schedule: None,
+            upstreams: None,
         }
     }
 }
@@ -481,6 +497,15 @@ impl SyncConfig {
             if let Err((key, message)) = rules::validate(i, r) {
                 return bad(key, message);
             }
+        }
+        if self.upstreams.iter().any(|u| u.http) && !self.upstream_schedule.is_empty() {
+            return bad(
+                "sync.upstream_schedule".into(),
+                "not supported with HTTP upstreams (rule schedules are)".into(),
+            );
+        }
+        if let Err((key, message)) = schedule::Gates::compile(self) {
+            return bad(key, message);
         }
         for (i, r) in self.downlink.iter().enumerate() {
             let k = |f: &str| format!("sync.downlink[{i}].{f}");

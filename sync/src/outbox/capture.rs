@@ -7,8 +7,8 @@ use std::sync::atomic::Ordering;
 use redb::WriteTransaction;
 
 use super::{
-    lock, read_meta_w, refresh_oldest, write_meta, LaneMeta, LocalMessage, Meta, Outbox, Pending,
-    Record, DEADBAND_TOPICS, DOWNLINK_MARKER, LANES, PRIORITIES,
+    held, lock, read_meta_w, refresh_oldest, write_meta, LaneMeta, LocalMessage, Meta, Outbox,
+    Pending, Record, DEADBAND_TOPICS, DOWNLINK_MARKER, LANES, PRIORITIES,
 };
 use crate::config::FullPolicy;
 use crate::error::SyncError;
@@ -88,11 +88,12 @@ impl Outbox {
         if let Some(w) = &proc.window {
             // The reading's contribution is stored in this very transaction.
             let start = w.start_of(msg.received_at_ms);
-            let mut st = match window::load(txn, msg.topic)? {
+            let key = w.key(ri, msg.topic);
+            let mut st = match window::load(txn, &key)? {
                 Some(st) if st.rule == ri as u32 && start < st.end_ms => st,
                 old => {
                     if let Some(old) = old.filter(|o| o.rule == ri as u32 && o.messages > 0) {
-                        let rec = self.window_record(rule, msg.topic, &old);
+                        let rec = self.window_record(rule, window::key_topic(&key), &old);
                         self.append(txn, &mut p.cur, rule, rec, &mut d)?;
                     }
                     self.next_window_due
@@ -106,7 +107,7 @@ impl Outbox {
                 }
             };
             w.add(&mut st, msg.payload);
-            window::store(txn, msg.topic, &st)?;
+            window::store(txn, &key, &st)?;
             lock(&self.staged).count(ri, &d);
             return Ok(());
         }
@@ -231,6 +232,9 @@ impl Outbox {
                     let counted = old.map_or(0, |r| msg_size(&r.topic, &r.payload));
                     (v.value().len() as u64, counted)
                 });
+                if removed.is_some() && self.track_held {
+                    held::open(txn)?.remove(old)?;
+                }
                 if let Some((len, counted)) = removed {
                     let lane = &mut m.lanes[l];
                     lane.messages = lane.messages.saturating_sub(1);
@@ -250,9 +254,14 @@ impl Outbox {
                 match victim {
                     Some(l) if l <= prio => {
                         let mut t = txn.open_table(LANES[l])?;
-                        let removed = t.pop_first()?.map(|(_, v)| v.value().len() as u64);
+                        let removed = t
+                            .pop_first()?
+                            .map(|(k, v)| (k.value(), v.value().len() as u64));
                         match removed {
-                            Some(len) => {
+                            Some((seq, len)) => {
+                                if self.track_held {
+                                    held::open(txn)?.remove(seq)?;
+                                }
                                 let lane = &mut m.lanes[l];
                                 lane.messages = lane.messages.saturating_sub(1);
                                 lane.bytes = lane.bytes.saturating_sub(len);
@@ -291,6 +300,9 @@ impl Outbox {
             lane.oldest_seq = seq;
         }
         write_meta(txn, m)?;
+        if rule.gated {
+            held::set(txn, seq, &rule.filter)?;
+        }
         if rule.processing.latest_only {
             latest::set(txn, &record.topic, prio as u8, seq)?;
         }
@@ -373,7 +385,7 @@ impl Outbox {
                 continue;
             };
             let mut d = Delta::default();
-            let rec = self.window_record(rule, topic, st);
+            let rec = self.window_record(rule, window::key_topic(topic), st);
             self.append(&txn, &mut m, rule, rec, &mut d)?;
             deltas.push((st.rule as usize, d));
         }

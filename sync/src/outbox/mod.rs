@@ -18,6 +18,7 @@ use crate::rules::{batch, window, RuleCounters, RuleStats, Staged};
 use crate::topic::{self, CompiledForward};
 
 mod capture;
+pub mod held;
 mod remove;
 
 /// Number of priority lanes (`0..=MAX_PRIORITY`).
@@ -110,6 +111,15 @@ impl Meta {
 /// A record read from a lane, or the sequence of an undecodable one (to be dropped).
 pub type LaneItem = Result<(u64, Record), u64>;
 
+/// One `read_lane_open`: the records, the highest sequence looked at (0: none), and which of
+/// the records belong to a gated rule (they may sit below records sent long before them).
+#[derive(Debug, Default)]
+pub struct LaneRead {
+    pub items: Vec<LaneItem>,
+    pub last: u64,
+    pub gated: std::collections::HashSet<u64>,
+}
+
 /// Why a record left the outbox without being acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DropReason {
@@ -173,6 +183,8 @@ pub struct Outbox {
     /// End of the earliest stored aggregation window (`u64::MAX`: none).
     next_window_due: AtomicU64,
     capture_qos0: bool,
+    /// Some rule is gated: records leaving the outbox are also removed from `held`.
+    track_held: bool,
     policy: FullPolicy,
     max_bytes: u64,
     pending: Mutex<Option<Pending>>,
@@ -307,6 +319,14 @@ impl Outbox {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let track_held = rules.iter().any(|r| r.gated);
+        if !track_held {
+            let txn = db.begin_write()?;
+            if held::clear(&txn)? {
+                tracing::info!("sync: no rule has a schedule any more: held records released");
+            }
+            txn.commit()?;
+        }
         let due = match batch::any_stored(&db)? {
             true => 0, // the first check recomputes it
             false => window::earliest_end(&db)?,
@@ -320,6 +340,7 @@ impl Outbox {
             staged: Mutex::default(),
             next_window_due: AtomicU64::new(due),
             capture_qos0: cfg.capture_qos0,
+            track_held,
             policy: cfg.full_policy,
             max_bytes: cfg.max_backlog_bytes,
             pending: Mutex::new(None),
@@ -502,6 +523,58 @@ impl Outbox {
             }
         }
         Ok(out)
+    }
+
+    /// Like `read_lane`, skipping (without decoding) the records of rules whose filter is in
+    /// `closed` (their gate is shut): they stay in the lane. At most `max_skip` are skipped per
+    /// call.
+    pub fn read_lane_open(
+        &self,
+        prio: usize,
+        after: u64,
+        max: usize,
+        max_bytes: usize,
+        closed: &std::collections::HashSet<String>,
+        max_skip: usize,
+    ) -> Result<LaneRead, SyncError> {
+        let txn = self.db.begin_read()?;
+        let held = held::HeldReader::new(&txn, closed)?;
+        let t = txn.open_table(LANES[prio.min(PRIORITIES - 1)])?;
+        let mut out = Vec::with_capacity(max.min(1024));
+        let mut gated = std::collections::HashSet::new();
+        let mut bytes = 0usize;
+        let mut skipped = 0usize;
+        let mut last = 0u64;
+        for item in t.range(after.saturating_add(1)..)? {
+            if out.len() >= max || bytes >= max_bytes || skipped >= max_skip {
+                break;
+            }
+            let (k, v) = item?;
+            last = k.value();
+            match held.gate(last)? {
+                held::Gate::Closed => {
+                    skipped += 1;
+                    continue;
+                }
+                held::Gate::Open => {
+                    gated.insert(last);
+                }
+                held::Gate::None => {}
+            }
+            bytes += v.value().len();
+            match postcard::from_bytes::<Record>(v.value()) {
+                Ok(r) => out.push(Ok((last, r))),
+                Err(e) => {
+                    tracing::error!(seq = last, lane = prio, "undecodable outbox record: {e}");
+                    out.push(Err(last));
+                }
+            }
+        }
+        Ok(LaneRead {
+            items: out,
+            last,
+            gated,
+        })
     }
 
     /// Marks the outbox closed (uplink stops waiting for it).

@@ -6,8 +6,8 @@ use std::sync::atomic::Ordering;
 use redb::ReadableDatabase;
 
 use super::{
-    lock, now_ms, read_meta_w, refresh_oldest, write_meta, DropReason, Meta, Outbox, Record, LANES,
-    PRIORITIES,
+    held, lock, now_ms, read_meta_w, refresh_oldest, write_meta, DropReason, Meta, Outbox, Record,
+    LANES, PRIORITIES,
 };
 use crate::error::SyncError;
 
@@ -45,6 +45,9 @@ impl Outbox {
                 let l = (prio as usize).min(PRIORITIES - 1);
                 let mut t = txn.open_table(LANES[l])?;
                 let len = t.remove(seq)?.map(|v| v.value().len() as u64);
+                if len.is_some() && self.track_held {
+                    held::open(&txn)?.remove(seq)?;
+                }
                 if let Some(len) = len {
                     let lane = &mut m.lanes[l];
                     lane.messages = lane.messages.saturating_sub(1);

@@ -95,6 +95,9 @@ pub fn validate(i: usize, r: &ForwardRule) -> Result<(), (String, String)> {
                 "cannot be combined with deadband or latest_only".into(),
             ));
         }
+        if let Some(g) = &w.group_by {
+            window::GroupBy::parse(g).map_err(|e| (k("window.group_by"), e))?;
+        }
         if w.topic
             .as_ref()
             .is_some_and(|t| t.contains(['+', '#']) || t.is_empty())

@@ -1,5 +1,6 @@
-//! `window` rules: tumbling-window aggregation per local topic (count, min, max, avg, sum, first,
-//! last of chosen JSON fields). Windows in progress live in the redb table `sync_windows`, updated
+//! `window` rules: tumbling-window aggregation per local topic, or per group of topics
+//! (`group_by`: the first N levels, or a template of levels), of chosen JSON fields (count, min,
+//! max, avg, sum, first, last). Windows in progress live in the redb table `sync_windows`, updated
 //! in the broker's capture transaction, and become one JSON outbox record when they end.
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
@@ -44,9 +45,114 @@ pub struct WindowConfig {
     pub fields: Vec<String>,
     /// Aggregates per field; default all seven.
     pub ops: Vec<AggOp>,
-    /// Remote topic template: `{topic}` = local topic, `{node_id}`; default: the rule's
-    /// mapping (prefix / replace_prefix) of the local topic.
+    /// Remote topic template: `{topic}` = local topic (the group with `group_by`), `{node_id}`;
+    /// default: the rule's mapping (prefix / replace_prefix) of the local topic (or group).
     pub topic: Option<String>,
+    /// One window per group of topics instead of per topic: `"level:N"` groups by the first N
+    /// levels (`factory/line1/sensor7/temp` -> `factory/line1` with `level:2`), a template such
+    /// as `"{1}/{2}/{4}"` builds the group from chosen levels (1 = first; a level the topic lacks
+    /// is empty).
+    pub group_by: Option<String>,
+}
+
+/// Compiled `group_by`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupBy {
+    /// The first N levels.
+    Levels(usize),
+    /// Literal text and level references (0-based).
+    Template(Vec<GroupPart>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupPart {
+    Text(String),
+    Level(usize),
+}
+
+/// Most levels a `group_by` may name.
+const MAX_GROUP_LEVEL: usize = 64;
+
+impl GroupBy {
+    /// Parses `level:N` or a `{N}` template; the error says what is wrong.
+    pub fn parse(s: &str) -> Result<GroupBy, String> {
+        if let Some(n) = s.strip_prefix("level:") {
+            return match n.parse::<usize>() {
+                Ok(n) if (1..=MAX_GROUP_LEVEL).contains(&n) => Ok(GroupBy::Levels(n)),
+                _ => Err(format!("`{s}`: level:N needs N in 1..={MAX_GROUP_LEVEL}")),
+            };
+        }
+        if s.contains(['+', '#']) {
+            return Err(format!("`{s}`: wildcards are not allowed"));
+        }
+        let mut parts = Vec::new();
+        let mut rest = s;
+        while let Some(open) = rest.find('{') {
+            if open > 0 {
+                parts.push(GroupPart::Text(rest[..open].to_string()));
+            }
+            let after = &rest[open + 1..];
+            let close = after
+                .find('}')
+                .ok_or_else(|| format!("`{s}`: unclosed `{{`"))?;
+            let n = after[..close]
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=MAX_GROUP_LEVEL).contains(n))
+                .ok_or_else(|| {
+                    format!(
+                        "`{s}`: `{{{}}}` is not a level number 1..={MAX_GROUP_LEVEL}",
+                        &after[..close]
+                    )
+                })?;
+            parts.push(GroupPart::Level(n - 1));
+            rest = &after[close + 1..];
+        }
+        if !rest.is_empty() {
+            parts.push(GroupPart::Text(rest.to_string()));
+        }
+        if !parts.iter().any(|p| matches!(p, GroupPart::Level(_))) {
+            return Err(format!(
+                "`{s}`: expected level:N or a template naming levels, such as {{1}}/{{2}}"
+            ));
+        }
+        Ok(GroupBy::Template(parts))
+    }
+
+    /// The group of a local topic.
+    pub fn group(&self, topic: &str) -> String {
+        match self {
+            GroupBy::Levels(n) => match topic.match_indices('/').nth(n - 1) {
+                Some((i, _)) => topic[..i].to_string(),
+                None => topic.to_string(),
+            },
+            GroupBy::Template(parts) => {
+                let levels: Vec<&str> = topic.split('/').collect();
+                let mut out = String::with_capacity(topic.len());
+                for p in parts {
+                    match p {
+                        GroupPart::Text(t) => out.push_str(t),
+                        GroupPart::Level(i) => out.push_str(levels.get(*i).copied().unwrap_or("")),
+                    }
+                }
+                out
+            }
+        }
+    }
+}
+
+/// Key of a grouped window in `sync_windows`: NUL (never in an MQTT topic) + rule + NUL + group,
+/// so a group never collides with a topic's own window or another rule's group.
+pub fn group_key(rule: usize, group: &str) -> String {
+    format!("\0{rule}\0{group}")
+}
+
+/// The topic (or group) a `sync_windows` key stands for.
+pub fn key_topic(key: &str) -> &str {
+    match key.strip_prefix('\0').and_then(|k| k.split_once('\0')) {
+        Some((_, group)) => group,
+        None => key,
+    }
 }
 
 /// Compiled `window` of a rule.
@@ -57,6 +163,7 @@ pub struct Window {
     pub ops: Vec<AggOp>,
     /// Template with `{node_id}` already expanded.
     pub topic: Option<String>,
+    pub group_by: Option<GroupBy>,
 }
 
 /// Running aggregate of one field.
@@ -96,6 +203,16 @@ impl Window {
                 c.ops.clone()
             },
             topic: c.topic.as_deref().map(expand),
+            // Validated with the configuration; a bad one here aggregates per topic.
+            group_by: c.group_by.as_deref().and_then(|g| GroupBy::parse(g).ok()),
+        }
+    }
+
+    /// The `sync_windows` key of a local topic's window under rule `rule`.
+    pub fn key(&self, rule: usize, topic: &str) -> String {
+        match &self.group_by {
+            Some(g) => group_key(rule, &g.group(topic)),
+            None => topic.to_string(),
         }
     }
 
@@ -234,6 +351,7 @@ mod tests {
                 fields: vec!["t".into(), "x.y".into()],
                 ops: vec![],
                 topic: None,
+                group_by: None,
             },
             str::to_string,
         );
@@ -256,5 +374,25 @@ mod tests {
         assert_eq!(v["fields"]["t"]["last"], 5.0);
         assert_eq!(v["fields"]["x.y"]["count"], 1);
         assert_eq!(w.start_of(2999), 2000);
+    }
+
+    #[test]
+    fn group_by_levels_and_templates() {
+        let t = "factory/line1/sensor0042/temp";
+        assert_eq!(GroupBy::parse("level:2").unwrap().group(t), "factory/line1");
+        assert_eq!(GroupBy::parse("level:9").unwrap().group(t), t);
+        let g = GroupBy::parse("{1}/{2}/{4}").unwrap();
+        assert_eq!(g.group(t), "factory/line1/temp");
+        assert_eq!(g.group("factory/line2"), "factory/line2/");
+        assert_eq!(GroupBy::parse("lines/{2}").unwrap().group(t), "lines/line1");
+        for bad in [
+            "level:0", "level:x", "{0}", "{1", "plain", "a/+/{1}", "{99}",
+        ] {
+            assert!(GroupBy::parse(bad).is_err(), "{bad}");
+        }
+        let k = group_key(3, "factory/line1");
+        assert_eq!(key_topic(&k), "factory/line1");
+        assert_eq!(key_topic("factory/line1/s1"), "factory/line1/s1");
+        assert_ne!(k, group_key(4, "factory/line1"));
     }
 }

@@ -1,7 +1,11 @@
 //! The drain loop of one connected session: records go from the priority lanes through the pacer
 //! into the in-flight window; acknowledgements move them to the removal batch. A record is in at
 //! most one of: a lane queue, the window, the pending removals (lane reads skip the other two).
+//! Records of rules whose schedule gate is closed are skipped by lane reads and stay in the
+//! outbox; when a gate opens or closes the lanes are read again from their start, so every rule's
+//! records still go in capture order.
 
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,6 +26,17 @@ use crate::outbox::{now_ms, DropReason, PRIORITIES};
 /// Records read per lane refill, and their byte budget.
 const REFILL_RECORDS: usize = 256;
 const REFILL_BYTES: usize = 1024 * 1024;
+/// Held (gated) records skipped per lane read, without decoding them.
+const REFILL_SKIP: usize = 16_384;
+/// How often the schedule gates are looked at.
+const GATE_CHECK: Duration = Duration::from_millis(100);
+
+/// Why a drain loop ended without an error.
+pub(super) enum Ended {
+    Stopped,
+    /// The session's upstream left its schedule window.
+    UpstreamWindowClosed,
+}
 
 enum Sent {
     Yes,
@@ -43,11 +58,20 @@ pub(super) struct Drain<'a> {
     pacer: Pacer,
     /// Highest sequence ever sent per lane: anything at or below it goes out as DUP.
     sent_upto: &'a mut [u64; PRIORITIES],
+    /// Index of the session's upstream in `sync.upstreams`.
+    upstream: usize,
+    /// Filters of the rules whose gate is closed now (their records are skipped).
+    closed: Arc<HashSet<String>>,
+    /// When the gates were last looked at.
+    gates_at: Option<Instant>,
+    /// Queued records of gated rules: below `sent_upto` only because they waited, so not DUP.
+    gated: HashSet<(u8, u64)>,
 }
 
 impl<'a> Drain<'a> {
     pub fn new(
         ctx: &'a Arc<Ctx>,
+        upstream: usize,
         proto: Proto,
         writer: Writer,
         ack: &ConnAck,
@@ -73,17 +97,53 @@ impl<'a> Drain<'a> {
                 now,
             ),
             sent_upto,
+            upstream,
+            closed: Arc::default(),
+            gates_at: None,
+            gated: HashSet::new(),
         }
     }
 
+    /// Looks at the schedules (every `GATE_CHECK`): false when the session's upstream left its
+    /// window. A change of the closed rules resets the lanes, so they are read again from the
+    /// start: records held so far go now (in order), queued ones of a closed rule wait.
+    fn check_gates(&mut self) -> bool {
+        let now = Instant::now();
+        if self
+            .gates_at
+            .is_some_and(|t| now.duration_since(t) < GATE_CHECK)
+        {
+            return true;
+        }
+        self.gates_at = Some(now);
+        let gates = &self.ctx.gates;
+        let at = self.ctx.clock.now_ms();
+        if !gates.upstream_open(self.upstream, at) {
+            return false;
+        }
+        if gates.any_rule_gated() {
+            let closed = gates.closed_filters(at, Some(self.upstream));
+            if closed != *self.closed {
+                tracing::info!(closed = ?closed, "sync uplink: schedule gates changed");
+                self.closed = Arc::new(closed);
+                self.lanes.reset();
+                self.gated.clear();
+            }
+        }
+        true
+    }
+
     /// Runs until shutdown (`Ok`) or until the connection fails (`Err`).
-    pub async fn run(&mut self, reader: &Reader, keep_alive: u16) -> Result<(), SyncError> {
+    pub async fn run(&mut self, reader: &Reader, keep_alive: u16) -> Result<Ended, SyncError> {
         self.resume().await?;
         self.subscribe().await?;
         let ka = Duration::from_secs(keep_alive as u64);
         loop {
             if self.ctx.stop.is_set() {
-                return Ok(());
+                return Ok(Ended::Stopped);
+            }
+            if !self.check_gates() {
+                return Ok(Ended::UpstreamWindowClosed);
             }
             while let Some(ev) = reader.try_next()? {
                 self.on_inbound(ev).await?;
@@ -120,10 +180,15 @@ impl<'a> Drain<'a> {
             if new_data && pace.is_none() {
                 continue;
             }
-            let tick = pace.unwrap_or(if self.removals.has_queued() {
-                FLUSH_AFTER
-            } else {
+            let idle = if self.ctx.gates.is_empty() {
                 Duration::from_secs(1)
+            } else {
+                GATE_CHECK
+            };
+            let tick = pace.unwrap_or(if self.removals.has_queued() {
+                FLUSH_AFTER.min(idle)
+            } else {
+                idle
             });
             let wake = pace.is_none().then_some(listener);
             if let Some(ev) = reader.wait(wake, tick, &self.ctx.stop).await? {
@@ -178,21 +243,34 @@ impl<'a> Drain<'a> {
     }
 
     async fn refill(&mut self, l: usize) -> Result<(), SyncError> {
-        let ob = self.ctx.outbox.clone();
-        let after = self.lanes.cursor(l);
-        let batch =
-            smol::unblock(move || ob.read_lane(l, after, REFILL_RECORDS, REFILL_BYTES)).await?;
-        if batch.is_empty() {
-            self.lanes.exhausted(l);
-            return Ok(());
-        }
-        for item in batch {
+        let batch = loop {
+            let ob = self.ctx.outbox.clone();
+            let after = self.lanes.cursor(l);
+            let closed = self.closed.clone();
+            let read = smol::unblock(move || {
+                ob.read_lane_open(l, after, REFILL_RECORDS, REFILL_BYTES, &closed, REFILL_SKIP)
+            })
+            .await?;
+            if read.last == 0 {
+                self.lanes.exhausted(l);
+                return Ok(());
+            }
+            self.lanes.read_upto(l, read.last);
+            if !read.items.is_empty() {
+                break read;
+            }
+            // Only held records so far: read on past them.
+        };
+        for item in batch.items {
             match item {
                 Ok((seq, rec)) => {
                     self.lanes.read_upto(l, seq);
                     let key = (l as u8, seq);
                     if self.window.holds(key) || self.removals.is_pending(key) {
                         continue;
+                    }
+                    if batch.gated.contains(&seq) {
+                        self.gated.insert(key);
                     }
                     self.lanes.push(l, seq, rec);
                 }
@@ -211,13 +289,15 @@ impl<'a> Drain<'a> {
             return Ok(Sent::Dropped);
         };
         let key: Key = (l as u8, seq);
+        // A gated record below the mark waited for its gate; only a carried one was sent before.
+        let waited = self.gated.remove(&key);
         let now = now_ms();
         if publish::expired(&rec, now) {
             self.removals.dropped(key, DropReason::Ttl);
             return Ok(Sent::Dropped);
         }
         let reserved = self.window.reserved(key);
-        let dup = reserved.is_some() || seq <= self.sent_upto[l];
+        let dup = reserved.is_some() || (seq <= self.sent_upto[l] && !waited);
         let props = publish::properties(&rec, &self.ctx.cfg.node_id, seq);
         let mut out = publish::out(&rec, &props, self.max_qos, reserved.unwrap_or(0), dup, now);
         // Size and validity first (the packet id does not change the length).
@@ -236,6 +316,9 @@ impl<'a> Drain<'a> {
             }
         };
         if let Some(d) = self.pacer.wait_for(len) {
+            if waited {
+                self.gated.insert(key);
+            }
             self.lanes.unpop(l, seq, rec);
             return Ok(Sent::Wait(d));
         }

@@ -6,6 +6,7 @@
 //! own small tokio runtime on one background thread, and one request at a time is what in-order
 //! delivery needs anyway, so no second async runtime has to be driven from smol.
 
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -121,16 +122,42 @@ fn login(
         .ok_or_else(|| "login reply without a token".to_string())
 }
 
-/// The next record to send: the oldest of the highest non-empty priority.
-fn next_record(ctx: &Ctx) -> Result<Option<(u8, LaneItem)>, String> {
+/// Where each lane's reading starts: every record at or below `after[l]` belongs to a rule in
+/// `closed` (records are only ever appended), so a long backlog waiting for its schedule is
+/// skipped once, not before every post. A change of `closed` starts over.
+#[derive(Default)]
+struct Heads {
+    closed: HashSet<String>,
+    after: [u64; PRIORITIES],
+}
+
+/// The next record to send: the oldest of the highest non-empty priority, skipping records of
+/// rules whose schedule gate is closed for upstream `up`.
+fn next_record(ctx: &Ctx, up: usize, heads: &mut Heads) -> Result<Option<(u8, LaneItem)>, String> {
+    let closed = ctx.gates.closed_filters(ctx.clock.now_ms(), Some(up));
+    if closed != heads.closed {
+        *heads = Heads {
+            closed,
+            after: [0; PRIORITIES],
+        };
+    }
     for l in (0..PRIORITIES).rev() {
-        let mut items = ctx
+        let read = ctx
             .outbox
-            .read_lane(l, 0, 1, usize::MAX)
+            .read_lane_open(l, heads.after[l], 1, usize::MAX, &heads.closed, usize::MAX)
             .map_err(|e| e.to_string())?;
+        let mut items = read.items;
         if let Some(item) = items.pop() {
+            let seq = match &item {
+                Ok((seq, _)) => *seq,
+                Err(seq) => *seq,
+            };
+            // The record stays first in line until it is removed.
+            heads.after[l] = seq.saturating_sub(1);
             return Ok(Some((l as u8, item)));
         }
+        // Nothing to send in this lane: whatever was looked at is held.
+        heads.after[l] = heads.after[l].max(read.last);
     }
     Ok(None)
 }
@@ -154,6 +181,7 @@ pub(crate) async fn run(ctx: Arc<Ctx>) {
     let mut idx = 0usize;
     let mut token: Option<String> = None;
     let mut just_logged_in = false;
+    let mut heads = Some(Heads::default());
     while !ctx.stop.is_set() {
         let up = ups[idx % ups.len().max(1)].clone();
         let base = base_url(&up);
@@ -161,7 +189,15 @@ pub(crate) async fn run(ctx: Arc<Ctx>) {
         let listener = ctx.outbox.listen();
         let next = {
             let ctx = ctx.clone();
-            smol::unblock(move || next_record(&ctx)).await
+            let up = idx % ups.len().max(1);
+            let mut h = heads.take().unwrap_or_default();
+            let (next, h) = smol::unblock(move || {
+                let next = next_record(&ctx, up, &mut h);
+                (next, h)
+            })
+            .await;
+            heads = Some(h);
+            next
         };
         let (lane, item) = match next {
             Ok(Some(x)) => x,

@@ -13,6 +13,11 @@
 //! order is the capture order, so per-topic order holds (one topic always maps to one rule, so to
 //! one lane).
 //!
+//! Schedules (`crate::schedule`): records of a rule whose gate is closed (out of its time
+//! windows, or not allowed over the current upstream) are skipped by lane reads and wait in the
+//! outbox; the drain looks at the gates every 100 ms and rereads the lanes when they change. An
+//! upstream outside its own windows is not connected to, and its session ends when they close.
+//!
 //! Every PUBLISH carries the user property `edge-msg-id` = `<node_id>:<sequence>`; the sequence is
 //! per node, strictly increasing in capture order and never reused, so the cloud can drop replays
 //! (same id) and restore the order (sort by sequence) even where the cluster reorders.
@@ -47,6 +52,9 @@ use rotation::Rotation;
 use session::SessionEnd;
 use window::Carry;
 
+/// How often a closed upstream schedule is looked at again while no upstream may be used.
+const WINDOW_POLL: Duration = Duration::from_secs(1);
+
 /// User property carrying the stable message id.
 pub const MSG_ID_PROPERTY: &str = "edge-msg-id";
 
@@ -69,13 +77,30 @@ pub(crate) async fn run(ctx: Arc<Ctx>) {
         if ctx.stop.is_set() {
             break;
         }
-        let up = &ups[rotation.current()];
+        // An upstream outside its schedule window is skipped; none usable: wait for one.
+        let now = ctx.clock.now_ms();
+        let open = (0..ups.len())
+            .map(|k| (rotation.current() + k) % ups.len())
+            .find(|&i| ctx.gates.upstream_open(i, now));
+        let Some(idx) = open else {
+            {
+                let mut l = ctx.live.link();
+                l.state = LinkState::OutsideWindow;
+                l.upstream = None;
+            }
+            if ctx.stop.sleep(WINDOW_POLL).await {
+                break;
+            }
+            continue;
+        };
+        rotation.select(idx);
+        let up = &ups[idx];
         {
             let mut l = ctx.live.link();
             l.state = LinkState::Connecting;
             l.upstream = Some(up.to_string());
         }
-        let end = session::run(&ctx, up, rotation.proto(), &mut carry, &mut sent_upto).await;
+        let end = session::run(&ctx, up, idx, rotation.proto(), &mut carry, &mut sent_upto).await;
         {
             let mut l = ctx.live.link();
             l.connected_since_ms = None;
@@ -83,6 +108,10 @@ pub(crate) async fn run(ctx: Arc<Ctx>) {
         }
         let connected = match end {
             SessionEnd::Stopped => break,
+            SessionEnd::WindowClosed => {
+                tracing::info!(upstream = %up, "sync uplink: the upstream's schedule window closed");
+                continue;
+            }
             SessionEnd::FallBackTo311 => {
                 tracing::warn!(upstream = %up, "upstream does not speak MQTT 5; retrying with 3.1.1");
                 rotation.fall_back();

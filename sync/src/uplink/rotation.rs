@@ -48,6 +48,13 @@ impl Rotation {
         }
     }
 
+    /// Makes address `i` the current one (the others are outside their schedule windows).
+    pub fn select(&mut self, i: usize) {
+        if i != self.current() {
+            self.idx = i;
+        }
+    }
+
     /// The current address does not speak MQTT 5: 3.1.1 from now on, retried at once.
     pub fn fall_back(&mut self) {
         self.v311.insert(self.current());

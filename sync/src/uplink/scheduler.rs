@@ -56,12 +56,20 @@ impl<T> Lanes<T> {
 
     /// Records `seq` as read from lane `l` (queued or skipped).
     pub fn read_upto(&mut self, l: usize, seq: u64) {
-        self.lanes[l].cursor = seq;
+        self.lanes[l].cursor = self.lanes[l].cursor.max(seq);
     }
 
     /// A read of lane `l` found nothing more.
     pub fn exhausted(&mut self, l: usize) {
         self.lanes[l].exhausted = true;
+    }
+
+    /// Forgets the queued records and read positions: every lane is read again from its start
+    /// (records in flight or being removed are skipped by the reader as usual).
+    pub fn reset(&mut self) {
+        for l in &mut self.lanes {
+            *l = Lane::default();
+        }
     }
 
     /// New records were committed: every lane may be read again.

@@ -9,7 +9,7 @@ use edge_mqtt::reason::Code;
 use futures_lite::future;
 use mqtt_proto::v5::ConnectReasonCode;
 
-use super::drain::Drain;
+use super::drain::{Drain, Ended};
 use super::reader::Reader;
 use super::window::Carry;
 use crate::client::{self, BoxStream, ConnAck, FrameReader, Inbound, Proto};
@@ -30,6 +30,8 @@ pub(super) enum SessionEnd {
     /// The connection failed or broke. `connected`: a CONNACK accepted it first (the back-off
     /// starts over and the same address is tried again; otherwise the next address is).
     Lost { connected: bool, error: SyncError },
+    /// The upstream's schedule window closed (DISCONNECT sent, the upstream session kept).
+    WindowClosed,
 }
 
 /// An accepted connection.
@@ -50,6 +52,7 @@ enum Opened {
 pub(super) async fn run(
     ctx: &Arc<Ctx>,
     up: &Upstream,
+    up_idx: usize,
     proto: Proto,
     carry: &mut Carry,
     sent_upto: &mut [u64; PRIORITIES],
@@ -81,7 +84,7 @@ pub(super) async fn run(
     let (reader, down_rx) = Reader::spawn(frames, writer.clone(), proto, acks_capacity);
     let down_task = smol::spawn(downlink::run(ctx.clone(), down_rx, writer.clone(), proto));
 
-    let mut drain = Drain::new(ctx, proto, writer, &ack, carry, sent_upto);
+    let mut drain = Drain::new(ctx, up_idx, proto, writer, &ack, carry, sent_upto);
     let res = drain.run(&reader, keep_alive).await;
     let flushed = drain.finish(res.is_ok()).await;
     reader.stop();
@@ -91,7 +94,8 @@ pub(super) async fn run(
             connected: true,
             error,
         },
-        (Ok(()), Ok(())) => SessionEnd::Stopped,
+        (Ok(()), Ok(Ended::Stopped)) => SessionEnd::Stopped,
+        (Ok(()), Ok(Ended::UpstreamWindowClosed)) => SessionEnd::WindowClosed,
     }
 }
 
