@@ -139,7 +139,7 @@ impl StatusReader {
     /// The current status; `None` once sync has stopped.
     pub fn read(&self) -> Option<SyncStatus> {
         let ctx = self.0.upgrade()?;
-        Some(status::snapshot(&ctx.outbox, &ctx.live))
+        Some(snapshot(&ctx))
     }
 }
 

@@ -54,13 +54,14 @@ fn escape(v: &str) -> String {
 
 const QOS: [&str; 3] = ["0", "1", "2"];
 
-const LINK_STATES: [(LinkState, &str); 6] = [
+const LINK_STATES: [(LinkState, &str); 7] = [
     (LinkState::Disconnected, "disconnected"),
     (LinkState::Connecting, "connecting"),
     (LinkState::Connected, "connected"),
     (LinkState::Backoff, "backoff"),
     (LinkState::Stopped, "stopped"),
     (LinkState::Offline, "offline"),
+    (LinkState::OutsideWindow, "outside_window"),
 ];
 
 /// Renders every metric of `s`.
@@ -286,6 +287,20 @@ fn sync(o: &mut Out, st: &edge_sync::SyncStatus) {
             &[("state", label)],
             u8::from(st.link_state == state),
         );
+    }
+    if !st.schedules.is_empty() {
+        o.family(
+            "sync_schedule_in_window",
+            "gauge",
+            "1 while a scheduled forward rule or upstream is inside its time window.",
+        );
+        for g in &st.schedules {
+            o.value(
+                "sync_schedule_in_window",
+                &[("kind", &g.kind), ("name", &g.name)],
+                u8::from(g.window.in_window),
+            );
+        }
     }
     o.single(
         "sync_backlog_messages",
