@@ -16,3 +16,4 @@ pub mod sync_bridge;
 pub mod systemd;
 pub mod topic;
 pub mod transport;
+pub mod websocket;

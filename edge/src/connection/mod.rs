@@ -183,7 +183,7 @@ async fn run(stream: Stream, ready: Ready, reader: FrameReader) {
     if sent_disconnect {
         graceful_close(&stream).await;
     } else {
-        stream.shutdown();
+        stream.close().await;
     }
     tracing::debug!(peer = %conn.peer, client_id = %conn.client_id, "client disconnected");
 }
@@ -207,7 +207,7 @@ async fn graceful_close(stream: &Stream) {
             smol::Timer::after(Duration::from_millis(500)).await;
         })
         .await;
-    stream.shutdown();
+    stream.close().await;
 }
 
 #[cfg(any(test, feature = "fuzzing"))]
