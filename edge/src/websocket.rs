@@ -143,7 +143,7 @@ where
     {
         Ok(ws) => {
             tracing::debug!(%peer, "WebSocket upgrade accepted");
-            Ok(WsBytes::new(ws))
+            Ok(WsBytes::new(ws, peer))
         }
         Err(WsError::Http(resp)) => Err(io::Error::other(format!(
             "WebSocket upgrade refused with HTTP {}: {}",
@@ -182,18 +182,21 @@ pub struct WsBytes<S> {
     closing: Closing,
     /// The reader saw the end (peer's Close, or ours completed).
     eof: bool,
+    /// For the log line of a refused message.
+    peer: SocketAddr,
 }
 
 impl<S> WsBytes<S>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    fn new(ws: WebSocketStream<S>) -> WsBytes<S> {
+    fn new(ws: WebSocketStream<S>, peer: SocketAddr) -> WsBytes<S> {
         WsBytes {
             ws,
             rx: Bytes::new(),
             closing: Closing::Open,
             eof: false,
+            peer,
         }
     }
 
@@ -204,6 +207,9 @@ where
         reason: &'static str,
         then: Option<(io::ErrorKind, String)>,
     ) {
+        if let Some((_, why)) = &then {
+            tracing::info!(peer = %self.peer, close_code = u16::from(code), "WebSocket connection closed: {why}");
+        }
         if matches!(self.closing, Closing::Open) {
             self.closing = Closing::Pending { code, reason, then };
         } else if then.is_some() {

@@ -514,9 +514,28 @@ fn per_ip_limits_and_anonymous_policy_apply_to_websocket_listeners() {
     let _a = Client::connect(s.ws(), None, "a", 0);
     let _b = Client::connect(s.ws(), None, "b", 0);
     // MQTT 3.1.1 CONNACK 3: server unavailable (v5 would get 0x89 Server busy).
-    let _c = Client::connect(s.ws(), None, "c", 3);
+    let mut c = Client::connect(s.ws(), None, "c", 3);
+    // A refused CONNECT ends with the closing handshake too.
+    assert_eq!(c.expect_close(), CloseCode::Normal);
     drop((_a, _b));
     std::thread::sleep(Duration::from_millis(800));
     // CONNACK 5: not authorised (anonymous on a listener that does not allow it).
-    let _d = Client::connect(s.wss(), Some(&s.ca_pem), "d", 5);
+    let mut d = Client::connect(s.wss(), Some(&s.ca_pem), "d", 5);
+    assert_eq!(d.expect_close(), CloseCode::Normal);
+}
+
+#[test]
+fn broker_shutdown_closes_websocket_clients_with_a_close_frame() {
+    let Setup {
+        broker,
+        ca_pem,
+        _dir,
+    } = start();
+    let mut ws = Client::connect(broker.addrs()[1], None, "stay-ws", 0);
+    let mut wss = Client::connect(broker.addrs()[2], Some(&ca_pem), "stay-wss", 0);
+    let stopping = std::thread::spawn(move || drop(broker));
+    assert_eq!(ws.expect_close(), CloseCode::Normal);
+    assert_eq!(wss.expect_close(), CloseCode::Normal);
+    ws.expect_tcp_closed();
+    stopping.join().expect("broker stopped");
 }

@@ -85,6 +85,7 @@ ${extra}
   return {
     ...ports,
     cert: tls.cert,
+    pid: child.pid,
     log: () => log,
     async stop() {
       if (child.exitCode === null) {

@@ -146,6 +146,7 @@ pub async fn serve(
     // Past the handshake: no longer counted as waiting for CONNECT.
     drop(pending);
     let Some((ready, reader)) = accepted else {
+        stream.close().await;
         return;
     };
     run(stream, ready, reader).await;
