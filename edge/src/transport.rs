@@ -139,7 +139,8 @@ impl Transport {
     }
 
     /// Whether "the socket is readable" means "a read will return data". Not so for TLS,
-    /// which may hold decrypted bytes while the socket has none.
+    /// which may hold decrypted bytes while the socket has none, nor for WebSocket (the rest
+    /// of a message, or a control frame that yields no data).
     pub fn can_wait_readable(&self) -> bool {
         !self.tls && !self.ws
     }
@@ -167,8 +168,8 @@ impl Transport {
         let _ = self.tcp.get_ref().shutdown(std::net::Shutdown::Both);
     }
 
-    /// Ends the connection: `shutdown`, after the WebSocket closing handshake on a WebSocket
-    /// (Close sent, the client's Close awaited), each step bounded by `CLOSE_WAIT`.
+    /// Ends the connection: `shutdown`, preceded on a WebSocket by the closing handshake
+    /// (Close sent, the client's Close awaited, then TLS close_notify), at most `CLOSE_WAIT`.
     pub async fn close(&self) {
         if self.ws {
             let handshake = async {

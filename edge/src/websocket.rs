@@ -210,10 +210,15 @@ where
         if let Some((_, why)) = &then {
             tracing::info!(peer = %self.peer, close_code = u16::from(code), "WebSocket connection closed: {why}");
         }
-        if matches!(self.closing, Closing::Open) {
-            self.closing = Closing::Pending { code, reason, then };
-        } else if then.is_some() {
-            self.closing = Closing::Flushing { then };
+        match &mut self.closing {
+            Closing::Open => self.closing = Closing::Pending { code, reason, then },
+            // A Close is already on its way: it stands, the reader gets this error after it.
+            Closing::Pending { then: t, .. } | Closing::Flushing { then: t } => {
+                if t.is_none() {
+                    *t = then;
+                }
+            }
+            Closing::Done => self.closing = Closing::Flushing { then },
         }
     }
 
