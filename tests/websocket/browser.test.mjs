@@ -1,12 +1,12 @@
 // MQTT.js in a page of headless chromium (Debian's /usr/bin/chromium, driven by playwright-core):
 // the page loads mqtt.min.js from node_modules through a small local static server, connects
 // over ws:// and wss://, subscribes, publishes and receives its own message and one sent by a
-// Node MQTT.js client through the broker.
+// Node MQTT.js client through the broker. Screenshots of the page go to output/.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
-import { readFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { readFileSync, mkdtempSync, mkdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -71,6 +71,9 @@ async function browserRoundTrip(url, label) {
   const got = await result;
   assert.deepEqual(got, { [topic]: 'hello from the page', [inbox]: `hello browser over ${label}` });
   assert.deepEqual(errors, []);
+  // What the page showed, for a look after a failure or a change (output/ is not committed).
+  mkdirSync(join(here, 'output'), { recursive: true });
+  await page.screenshot({ path: join(here, 'output', `browser-${label}.png`) });
   await page.close();
 }
 
@@ -80,4 +83,16 @@ test('MQTT.js in headless chromium publishes and subscribes over ws://', async (
 
 test('MQTT.js in headless chromium publishes and subscribes over wss://', async () => {
   await browserRoundTrip(`wss://127.0.0.1:${broker.wss}/mqtt`, 'wss');
+});
+
+test('a browser WebSocket gets a clean close: 1000 after DISCONNECT, 1002 after a text frame', async () => {
+  const page = await context.newPage();
+  await page.goto(pageUrl);
+  for (const url of [`ws://127.0.0.1:${broker.ws}/mqtt`, `wss://127.0.0.1:${broker.wss}/mqtt`]) {
+    const bye = await page.evaluate(([u]) => window.bareWebSocket(u, 'disconnect'), [url]);
+    assert.deepEqual(bye, { connack: [0x20, 2, 0, 0], code: 1000, reason: '', wasClean: true }, url);
+    const text = await page.evaluate(([u]) => window.bareWebSocket(u, 'text'), [url]);
+    assert.deepEqual(text, { connack: [0x20, 2, 0, 0], code: 1002, reason: 'MQTT needs binary frames', wasClean: true }, url);
+  }
+  await page.close();
 });
