@@ -452,6 +452,17 @@ fn a_message_over_the_bound_is_refused_with_close_1009() {
     // The bound is max(max_packet_size, 64 KiB): 64 KiB + 1 is refused before it is buffered.
     c.send(&vec![0u8; 64 * 1024 + 1]);
     assert_eq!(c.expect_close(), CloseCode::Size);
+    // A fragmented message, each frame under the bound, is refused once the sum passes it.
+    let mut c = Client::connect(s.ws(), None, "big-frag", 0);
+    for opcode in [Data::Binary, Data::Continue] {
+        c.ws.send(Message::Frame(Frame::message(
+            vec![0u8; 40 * 1024],
+            OpCode::Data(opcode),
+            false,
+        )))
+        .unwrap();
+    }
+    assert_eq!(c.expect_close(), CloseCode::Size);
 }
 
 #[test]
