@@ -96,6 +96,23 @@ fn ws_open(
     protocols: Option<&str>,
     ca_pem: Option<&str>,
 ) -> Result<Ws, tungstenite::Error> {
+    ws_open_as(addr, path, protocols, ca_pem, None)
+}
+
+/// A client certificate chain and its key (DER).
+type Identity = (
+    Vec<rustls::pki_types::CertificateDer<'static>>,
+    rustls::pki_types::PrivateKeyDer<'static>,
+);
+
+/// `ws_open`, presenting `identity` as the TLS client certificate.
+fn ws_open_as(
+    addr: SocketAddr,
+    path: &str,
+    protocols: Option<&str>,
+    ca_pem: Option<&str>,
+    identity: Option<Identity>,
+) -> Result<Ws, tungstenite::Error> {
     let scheme = if ca_pem.is_some() { "wss" } else { "ws" };
     let mut request = format!("{scheme}://{addr}{path}")
         .into_client_request()
@@ -115,11 +132,14 @@ fn ws_open(
                 roots.add(c.unwrap()).unwrap();
             }
             let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let config = rustls::ClientConfig::builder_with_provider(provider)
+            let builder = rustls::ClientConfig::builder_with_provider(provider)
                 .with_safe_default_protocol_versions()
                 .unwrap()
-                .with_root_certificates(roots)
-                .with_no_client_auth();
+                .with_root_certificates(roots);
+            let config = match identity {
+                None => builder.with_no_client_auth(),
+                Some((chain, key)) => builder.with_client_auth_cert(chain, key).unwrap(),
+            };
             let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
             let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
             Box::new(rustls::StreamOwned::new(conn, tcp))
@@ -549,4 +569,47 @@ fn broker_shutdown_closes_websocket_clients_with_a_close_frame() {
     assert_eq!(wss.expect_close(), CloseCode::Normal);
     ws.expect_tcp_closed();
     stopping.join().expect("broker stopped");
+}
+
+#[test]
+fn wss_client_certificates_name_the_user() {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let client_key = rcgen::KeyPair::generate().unwrap();
+    let mut client_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    client_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "dashboard-1");
+    let client = client_params.signed_by(&client_key, &ca, &ca_key).unwrap();
+    let ca_pem = ca.pem();
+    let s = start_with(move |cfg, dir| {
+        let ca_file = dir.join("clients-ca.pem");
+        std::fs::write(&ca_file, ca_pem).unwrap();
+        let tls = cfg.listeners[2].tls.as_mut().unwrap();
+        tls.client_ca_file = Some(ca_file);
+        tls.use_identity_as_username = true;
+        cfg.listeners[2].allow_anonymous = Some(false);
+    });
+    let identity: Identity = (
+        vec![client.der().clone()],
+        rustls::pki_types::PrivateKeyDer::try_from(client_key.serialize_der()).unwrap(),
+    );
+    let ws = ws_open_as(
+        s.wss(),
+        "/mqtt",
+        Some("mqtt"),
+        Some(&s.ca_pem),
+        Some(identity),
+    )
+    .expect("upgrade with a client certificate");
+    let mut c = Client {
+        ws,
+        buf: Vec::new(),
+    };
+    c.send(&connect_packet("cert-client"));
+    assert_eq!(c.read(), (0x20, vec![0, 0]), "admitted as dashboard-1");
+    // Without a certificate the TLS handshake (and so the upgrade) fails.
+    assert!(ws_open(s.wss(), "/mqtt", Some("mqtt"), Some(&s.ca_pem)).is_err());
 }
