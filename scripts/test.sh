@@ -10,6 +10,7 @@
 #   SKIP_ARM=1          skip the aarch64 cross build + qemu smoke test (scripts/test-arm.sh)
 #   SKIP_DEB=1          skip the .deb build + scratch-root install test (scripts/test-deb.sh)
 #   PYTEST_ARGS="..."   extra arguments for pytest (e.g. "-k retained -x")
+#   CHROMIUM_BIN        the chromium the WebSocket browser test drives (/usr/bin/chromium)
 #   MQTT_TEST_BROKER    "robustmq" (default) or "mosquitto" for the Python tests
 set -euo pipefail
 
@@ -30,6 +31,11 @@ command -v xz >/dev/null 2>&1 || need_pkgs+=(xz-utils)
 command -v promtool >/dev/null 2>&1 || need_pkgs+=(prometheus)
 command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
 command -v chromium >/dev/null 2>&1 || need_pkgs+=(chromium)
+# The WebSocket tests (tests/websocket): MQTT.js under Node and in headless chromium, openssl
+# for their certificate.
+command -v node >/dev/null 2>&1 || need_pkgs+=(nodejs)
+command -v npm >/dev/null 2>&1 || need_pkgs+=(npm)
+command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)
 PY="${PYTHON:-python3}"
 if ! command -v "$PY" >/dev/null 2>&1; then
     need_pkgs+=(python3)
@@ -129,6 +135,26 @@ case "$rc" in
     5) echo "pytest collected NO tests: treating as a failure"; fail "pytest" ;;
     *) echo "pytest exited with $rc"; fail "pytest" ;;
 esac
+
+# ---------------------------------------------------------------------------------------------
+# MQTT over WebSocket with the real MQTT.js (npm), from Node and from a page in headless
+# chromium, against the broker binary. `npm ci` runs when package-lock.json changed.
+section "WebSocket: MQTT.js from Node and headless chromium (tests/websocket)"
+WSDIR="$ROOT/tests/websocket"
+ws_ok=1
+want="$(sha256sum "$WSDIR/package-lock.json" | cut -d' ' -f1)"
+if [ "$(cat "$WSDIR/node_modules/.lock.sha" 2>/dev/null || true)" != "$want" ]; then
+    if (cd "$WSDIR" && npm ci --no-audit --no-fund); then
+        echo "$want" > "$WSDIR/node_modules/.lock.sha"
+    else
+        ws_ok=0
+    fi
+fi
+if [ "$ws_ok" = 1 ] && (cd "$WSDIR" && ROBUSTMQ_EDGE_BIN="$ROBUSTMQ_EDGE_BIN" npm test); then
+    :
+else
+    fail "websocket (MQTT.js)"
+fi
 
 # ---------------------------------------------------------------------------------------------
 # ARM: the aarch64 binary (cross-built, arm-smoke profile) serves MQTT and keeps data under qemu.

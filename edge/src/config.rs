@@ -96,13 +96,40 @@ pub struct ListenerConfig {
     /// Absent: on for a loopback address, off otherwise (mosquitto 2.0's rule).
     #[serde(default)]
     pub allow_anonymous: Option<bool>,
+    /// `mqtt`: MQTT straight over TCP (or TLS). `websocket`: MQTT in WebSocket binary
+    /// messages (ws://, and wss:// with `tls`).
+    #[serde(default)]
+    pub kind: ListenerKind,
+    /// HTTP path of a WebSocket listener's endpoint (`kind = "websocket"` only); `/mqtt` when
+    /// absent.
+    #[serde(default)]
+    pub websocket_path: Option<String>,
 }
+
+/// What a listener speaks (`[[listeners]] kind`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerKind {
+    #[default]
+    Mqtt,
+    Websocket,
+}
+
+/// The WebSocket path used when `websocket_path` is not set.
+pub const DEFAULT_WEBSOCKET_PATH: &str = "/mqtt";
 
 impl ListenerConfig {
     /// Whether anonymous clients are admitted on this listener (see `allow_anonymous`).
     pub fn allows_anonymous(&self) -> bool {
         self.allow_anonymous
             .unwrap_or_else(|| self.bind.ip().is_loopback())
+    }
+
+    /// The HTTP path of a WebSocket listener (`websocket_path`, default `/mqtt`).
+    pub fn websocket_path(&self) -> &str {
+        self.websocket_path
+            .as_deref()
+            .unwrap_or(DEFAULT_WEBSOCKET_PATH)
     }
 
     /// Whether TLS client certificates name the user (`use_identity_as_username`).
@@ -265,6 +292,8 @@ impl Default for ListenerConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 1883)),
             tls: None,
             allow_anonymous: None,
+            kind: ListenerKind::Mqtt,
+            websocket_path: None,
         }
     }
 }
@@ -333,6 +362,21 @@ impl Config {
             return bad("limits.max_topic_levels", "must be at least 1");
         }
         for (i, listener) in self.listeners.iter().enumerate() {
+            if let Some(path) = &listener.websocket_path {
+                let key = format!("listeners[{i}].websocket_path");
+                if listener.kind != ListenerKind::Websocket {
+                    return bad(&key, "only for a listener with `kind = \"websocket\"`");
+                }
+                if !path.starts_with('/')
+                    || path.contains(['?', '#'])
+                    || path.chars().any(|c| c.is_whitespace() || c.is_control())
+                {
+                    return bad(
+                        &key,
+                        "must be an HTTP path starting with `/`, without spaces, `?` or `#`",
+                    );
+                }
+            }
             if let Some(tls) = &listener.tls {
                 if tls.use_identity_as_username && tls.client_ca_file.is_none() {
                     return bad(
@@ -586,6 +630,43 @@ mod tests {
         // Turned off, a public address is not checked.
         let off = format!("{public}enabled = false\n");
         assert!(Config::from_toml(&off, "t").is_ok());
+    }
+
+    #[test]
+    fn websocket_listeners_default_to_path_mqtt_and_bad_paths_name_the_key() {
+        let text = "[[listeners]]\nbind = \"127.0.0.1:8080\"\nkind = \"websocket\"\n";
+        let cfg = Config::from_toml(text, "t").unwrap();
+        assert_eq!(cfg.listeners[0].kind, ListenerKind::Websocket);
+        assert_eq!(cfg.listeners[0].websocket_path(), "/mqtt");
+        let cfg =
+            Config::from_toml(&format!("{text}websocket_path = \"/ws/mqtt\"\n"), "t").unwrap();
+        assert_eq!(cfg.listeners[0].websocket_path(), "/ws/mqtt");
+        for bad in ["mqtt", "/a b", "/a?b", ""] {
+            let err = Config::from_toml(&format!("{text}websocket_path = \"{bad}\"\n"), "t")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("`listeners[0].websocket_path`"),
+                "{bad}: {err}"
+            );
+        }
+        let err = Config::from_toml(
+            "[[listeners]]\nbind = \"127.0.0.1:1883\"\nwebsocket_path = \"/mqtt\"\n",
+            "t",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("`listeners[0].websocket_path`") && err.contains("websocket"),
+            "{err}"
+        );
+        let err = Config::from_toml(
+            "[[listeners]]\nbind = \"127.0.0.1:1\"\nkind = \"http\"\n",
+            "t",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("key `listeners[0].kind`"), "{err}");
     }
 
     #[test]

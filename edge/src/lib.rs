@@ -21,3 +21,4 @@ pub mod sys_topics;
 pub mod systemd;
 pub mod topic;
 pub mod transport;
+pub mod websocket;

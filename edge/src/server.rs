@@ -16,10 +16,11 @@ use futures_lite::FutureExt;
 use smol::{Async, Executor};
 
 use crate::broker::Broker;
-use crate::config::Config;
+use crate::config::{Config, ListenerKind};
 use crate::error::{Error, Result};
 use crate::storage::Store;
 use crate::transport::Transport;
+use crate::websocket::WsSettings;
 
 use crate::auth::ListenerPolicy;
 use crate::reload::{ReloadSource, Reloader, SharedAcceptor};
@@ -173,13 +174,23 @@ impl Server {
             listeners.iter().map(|(_, t)| t.clone()).collect();
         for (i, (l, tls)) in listeners.into_iter().enumerate() {
             let addr = l.get_ref().local_addr().ok();
-            tracing::info!(listen = ?addr, tls = tls.is_some(), "listening for MQTT");
             let lc = &broker.cfg.listeners[i];
+            let ws = (lc.kind == ListenerKind::Websocket).then(|| {
+                Arc::new(WsSettings::new(
+                    lc.websocket_path(),
+                    broker.cfg.limits.max_packet_size,
+                ))
+            });
+            match &ws {
+                None => tracing::info!(listen = ?addr, tls = tls.is_some(), "listening for MQTT"),
+                Some(ws) => tracing::info!(listen = ?addr, tls = tls.is_some(), path = %ws.path,
+                    "listening for MQTT over WebSocket"),
+            }
             let policy = ListenerPolicy {
                 allow_anonymous: lc.allows_anonymous(),
                 use_identity_as_username: lc.uses_identity(),
             };
-            background.push(ex.spawn(accept_loop(broker.clone(), ex.clone(), l, tls, policy)));
+            background.push(ex.spawn(accept_loop(broker.clone(), ex.clone(), l, tls, ws, policy)));
         }
         if let Some((mut signals, source)) = sighup {
             let b = broker.clone();
@@ -286,6 +297,7 @@ async fn accept_loop(
     ex: Arc<Executor<'static>>,
     listener: Async<TcpListener>,
     tls: Option<SharedAcceptor>,
+    ws: Option<Arc<WsSettings>>,
     policy: ListenerPolicy,
 ) {
     // Connections not yet past CONNACK, bounded: a crowd of sockets that never send CONNECT
@@ -315,13 +327,28 @@ async fn accept_loop(
                 let _ = stream.get_ref().set_nodelay(true);
                 let b = broker.clone();
                 let handshake_timeout = Duration::from_secs(broker.live.connect_timeout_secs());
+                let ws = ws.clone();
                 let tls = tls
                     .as_ref()
                     .map(|t| t.read().unwrap_or_else(|e| e.into_inner()).clone());
                 ex.spawn(async move {
-                    let transport = match tls {
-                        None => Transport::plain(stream),
-                        Some(acceptor) => {
+                    let transport = match (tls, ws) {
+                        (tls, Some(ws)) => {
+                            // TLS (wss://) and the HTTP upgrade share the CONNECT time limit.
+                            let hs = Transport::websocket(stream, tls.as_ref(), &ws, peer).or(async {
+                                smol::Timer::after(handshake_timeout).await;
+                                Err(std::io::ErrorKind::TimedOut.into())
+                            });
+                            match hs.await {
+                                Ok(t) => t,
+                                Err(e) => {
+                                    tracing::info!(%peer, error = %e, "connection refused: WebSocket handshake failed");
+                                    return;
+                                }
+                            }
+                        }
+                        (None, None) => Transport::plain(stream),
+                        (Some(acceptor), None) => {
                             let hs = Transport::tls(stream, &acceptor).or(async {
                                 smol::Timer::after(handshake_timeout).await;
                                 Err(std::io::ErrorKind::TimedOut.into())

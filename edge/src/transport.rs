@@ -1,4 +1,5 @@
-//! The byte stream under one client connection: plain TCP or TLS (rustls), split so that the
+//! The byte stream under one client connection: plain TCP or TLS (rustls), either carrying
+//! MQTT directly or inside WebSocket binary messages (`websocket::WsBytes`), split so that the
 //! connection's reader and writer can use it at the same time.
 
 use std::io;
@@ -8,7 +9,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, FutureExt};
 use smol::lock::Mutex;
 use smol::Async;
 
@@ -23,6 +24,8 @@ pub struct Transport {
     write: Mutex<BoxWrite>,
     tcp: Arc<Async<TcpStream>>,
     tls: bool,
+    /// MQTT over WebSocket: closing sends a WebSocket Close first.
+    ws: bool,
     /// Subject common name of the client's verified certificate (TLS with client certificates).
     peer_cn: Option<String>,
 }
@@ -64,6 +67,7 @@ impl Transport {
             write: Mutex::new(Box::new(TcpHalf(tcp.clone()))),
             tcp,
             tls: false,
+            ws: false,
             peer_cn: None,
         }
     }
@@ -87,6 +91,44 @@ impl Transport {
             write: Mutex::new(Box::new(w)),
             tcp,
             tls: true,
+            ws: false,
+            peer_cn,
+        })
+    }
+
+    /// Runs the TLS handshake when `tls` is given (wss://), then the WebSocket upgrade.
+    pub async fn websocket(
+        tcp: Async<TcpStream>,
+        tls: Option<&futures_rustls::TlsAcceptor>,
+        settings: &crate::websocket::WsSettings,
+        peer: std::net::SocketAddr,
+    ) -> io::Result<Transport> {
+        let tcp = Arc::new(tcp);
+        let (read, write, peer_cn): (BoxRead, BoxWrite, _) = match tls {
+            None => {
+                let ws = crate::websocket::accept(TcpHalf(tcp.clone()), settings, peer).await?;
+                let (r, w) = futures_lite::io::split(ws);
+                (Box::new(r), Box::new(w), None)
+            }
+            Some(acceptor) => {
+                let tls = acceptor.accept(TcpHalf(tcp.clone())).await?;
+                let peer_cn = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .and_then(|c| crate::auth::cert::subject_common_name(c));
+                let ws = crate::websocket::accept(tls, settings, peer).await?;
+                let (r, w) = futures_lite::io::split(ws);
+                (Box::new(r), Box::new(w), peer_cn)
+            }
+        };
+        Ok(Transport {
+            read: Mutex::new(read),
+            write: Mutex::new(write),
+            tcp,
+            tls: tls.is_some(),
+            ws: true,
             peer_cn,
         })
     }
@@ -97,9 +139,10 @@ impl Transport {
     }
 
     /// Whether "the socket is readable" means "a read will return data". Not so for TLS,
-    /// which may hold decrypted bytes while the socket has none.
+    /// which may hold decrypted bytes while the socket has none, nor for WebSocket (the rest
+    /// of a message, or a control frame that yields no data).
     pub fn can_wait_readable(&self) -> bool {
-        !self.tls
+        !self.tls && !self.ws
     }
 
     pub async fn readable(&self) -> io::Result<()> {
@@ -124,7 +167,37 @@ impl Transport {
     pub fn shutdown(&self) {
         let _ = self.tcp.get_ref().shutdown(std::net::Shutdown::Both);
     }
+
+    /// Ends the connection: `shutdown`, preceded on a WebSocket by the closing handshake
+    /// (Close sent, the client's Close awaited, then TLS close_notify), at most `CLOSE_WAIT`.
+    pub async fn close(&self) {
+        if self.ws {
+            let handshake = async {
+                if self.write.lock().await.close().await.is_ok() {
+                    // Reads end (0) once the client's Close arrives; data before it is dropped.
+                    let mut sink = [0u8; 512];
+                    let mut r = self.read.lock().await;
+                    while let Ok(n) = r.read(&mut sink).await {
+                        if n == 0 {
+                            // Handshake done: a second close ends TLS (close_notify) and TCP.
+                            let _ = self.write.lock().await.close().await;
+                            break;
+                        }
+                    }
+                }
+            };
+            handshake
+                .or(async {
+                    smol::Timer::after(CLOSE_WAIT).await;
+                })
+                .await;
+        }
+        self.shutdown();
+    }
 }
+
+/// Longest wait for the client's side of the WebSocket closing handshake.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Builds the rustls server configuration of a TLS listener; errors name the key.
 pub fn acceptor(cfg: &TlsListenerConfig, key_prefix: &str) -> Result<futures_rustls::TlsAcceptor> {

@@ -149,6 +149,7 @@ pub async fn serve(
     // Past the handshake: no longer counted as waiting for CONNECT.
     drop(pending);
     let Some((ready, reader)) = accepted else {
+        stream.close().await;
         return;
     };
     run(stream, ready, reader).await;
@@ -186,7 +187,7 @@ async fn run(stream: Stream, ready: Ready, reader: FrameReader) {
     if sent_disconnect {
         graceful_close(&stream).await;
     } else {
-        stream.shutdown();
+        stream.close().await;
     }
     tracing::debug!(peer = %conn.peer, client_id = %conn.client_id, "client disconnected");
 }
@@ -210,7 +211,7 @@ async fn graceful_close(stream: &Stream) {
             smol::Timer::after(Duration::from_millis(500)).await;
         })
         .await;
-    stream.shutdown();
+    stream.close().await;
 }
 
 #[cfg(any(test, feature = "fuzzing"))]
