@@ -6,6 +6,7 @@ pub mod codec;
 pub mod config;
 pub mod connection;
 pub mod error;
+pub mod memory;
 pub mod message;
 pub mod ratelog;
 pub mod reload;

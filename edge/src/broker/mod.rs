@@ -31,13 +31,14 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use event_listener::Event;
 
 pub use access::IpPermit;
-pub use delivery::{Congestion, Outgoing};
+pub use delivery::{Cause, Congestion, Outgoing};
 pub use lifecycle::{ConnectRequest, Connected, Departure};
 pub use permit::{ConnectionPermit, Connections};
 pub use routing::Published;
 pub use subscriptions::SubResult;
 
 use crate::config::Config;
+use crate::memory::MemoryBudget;
 use crate::message::{now_ms, Message};
 use crate::session::{QueueLimits, Session};
 use crate::storage::{Loaded, Op, Store, Ticket};
@@ -90,6 +91,8 @@ pub struct Broker {
     pub shutdown: Event,
     /// Password file, ACL, failure throttle, per-address counts (`access.rs`).
     access: access::AccessState,
+    /// `limits.max_memory`: publisher pauses, refusals, read-back sizes (`memory.rs`).
+    memory: MemoryBudget,
 }
 
 impl Broker {
@@ -117,6 +120,7 @@ impl Broker {
             "state restored from disk"
         );
         let connections = Arc::new(Connections::new(cfg.limits.max_connections));
+        let cfg_max_memory = cfg.limits.max_memory;
         // Wills due now and sessions that expired while the broker was down are handled by
         // the first `tick`, which the server runs at start.
         Arc::new(Broker {
@@ -128,6 +132,7 @@ impl Broker {
             forwarder: OnceLock::new(),
             shutdown: Event::new(),
             access: access::AccessState::default(),
+            memory: MemoryBudget::new(cfg_max_memory),
         })
     }
 
@@ -163,6 +168,13 @@ impl Broker {
         QueueLimits {
             max_messages: self.cfg.limits.max_queued_messages,
             max_bytes: self.cfg.limits.max_queued_bytes,
+            memory_full: self.memory.exhausted(),
         }
+    }
+
+    /// Replaces the memory meter (tests of the `limits.max_memory` decisions).
+    #[cfg(test)]
+    pub(crate) fn set_memory_meter(&mut self, meter: fn() -> Option<usize>) {
+        self.memory = MemoryBudget::with_meter(self.cfg.limits.max_memory, meter);
     }
 }

@@ -165,6 +165,9 @@ impl Broker {
                 }
             }
         }
+        if congested.is_none() && matched {
+            congested = self.memory_congestion();
+        }
         (matched, congested)
     }
 }

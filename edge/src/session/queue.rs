@@ -1,16 +1,52 @@
 //! The outgoing side of a session: the bounded queue, the in-flight window (at most
 //! `inflight_limit` QoS 1/2 deliveries sent and unacknowledged), packet ids, and the water
 //! marks publishers pause on. A delivery keeps its packet id from first send to completion.
+//!
+//! Memory is a window: an online session holds at most [`WINDOW`] waiting deliveries (plus
+//! its in-flight ones), an offline one none of its stored deliveries. The rest is the
+//! *backlog*: stored deliveries on disk only, all with `seq >= backlog.next`, read back in
+//! order ([`Session::refill_request`] / [`Session::refilled`]) as the client drains the
+//! window. Deliveries that are never stored (QoS 0, non-persistent sessions) arriving behind
+//! a backlog wait in `backlog.later` and are merged back by `seq`, so order is kept.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 
 use mqtt_proto::{Pid, QosPid};
 
 use super::{QueueLimits, Session};
-use crate::broker::{Congestion, Outgoing};
+use crate::broker::{Cause, Congestion, Outgoing};
+use crate::error::Result;
 use crate::message::Message;
 use crate::storage::{DeliveryRecord, Op};
+
+/// Most waiting deliveries an online session keeps in memory; more wait on disk.
+pub const WINDOW: usize = 256;
+/// The window is read up again from disk once it falls under this.
+const REFILL_AT: usize = WINDOW / 2;
+
+/// Stored deliveries that are on disk only (see the module header).
+#[derive(Debug, Default)]
+pub(super) struct Backlog {
+    /// How many; each has `seq >= next`.
+    pub(super) count: usize,
+    pub(super) next: u64,
+    /// Unstored deliveries queued behind the backlog, in `seq` order.
+    pub(super) later: VecDeque<Delivery>,
+    /// (seq, packet id) of backlog deliveries sent before: their ids stay reserved.
+    pub(super) sent: Vec<(u64, u16)>,
+    /// A read of the backlog is under way.
+    pub(super) reading: bool,
+}
+
+/// A read of a session's backlog to run: up to `max` deliveries with `from <= seq < until`.
+/// Every one of them was pushed to the writer before the request was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refill {
+    pub from: u64,
+    pub until: u64,
+    pub max: usize,
+}
 
 /// Where an outgoing delivery stands; QoS 1/2 deliveries carry their packet id once sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,7 +124,7 @@ impl Session {
             return false;
         }
         let weight = msg.weight();
-        if self.queue.len() >= limits.max_messages || self.queued_bytes + weight > limits.max_bytes
+        if self.queued_len() >= limits.max_messages || self.queued_bytes + weight > limits.max_bytes
         {
             self.dropped += 1;
             if self.dropped.is_power_of_two() {
@@ -97,9 +133,17 @@ impl Session {
             }
             return self.online();
         }
+        let persisted = qos > 0 && self.persistent();
+        if !persisted && limits.memory_full {
+            self.dropped += 1;
+            if self.dropped.is_power_of_two() {
+                tracing::warn!(client_id = %self.client_id, dropped = self.dropped, topic = %msg.topic,
+                    "memory bound reached (limits.max_memory): message for this session dropped");
+            }
+            return self.online();
+        }
         let seq = self.next_seq;
         self.next_seq += 1;
-        let persisted = qos > 0 && self.persistent();
         if persisted {
             ops.push(Op::Enqueue {
                 client: self.client_id.clone(),
@@ -111,17 +155,144 @@ impl Session {
             });
         }
         self.queued_bytes += weight;
-        self.queue.push_back(Delivery {
-            seq,
-            msg,
-            qos,
-            retain,
-            sub_ids,
-            state: OutState::Unsent,
-            persisted,
-        });
+        if persisted
+            && (!self.online()
+                || self.backlog.count > 0
+                || self.queue.len() >= WINDOW
+                || limits.memory_full)
+        {
+            // On disk only: read back when the window has room.
+            if self.backlog.count == 0 {
+                self.backlog.next = seq;
+            }
+            self.backlog.count += 1;
+        } else {
+            let d = Delivery {
+                seq,
+                msg,
+                qos,
+                retain,
+                sub_ids,
+                state: OutState::Unsent,
+                persisted,
+            };
+            if self.backlog.count > 0 {
+                self.backlog.later.push_back(d);
+            } else {
+                self.queue.push_back(d);
+            }
+        }
         self.notify();
         self.congested(limits)
+    }
+
+    /// Deliveries waiting (in memory or on disk), not counting those in flight.
+    pub fn queued_len(&self) -> usize {
+        self.queue.len() + self.backlog.count + self.backlog.later.len()
+    }
+
+    /// Waiting deliveries held in memory.
+    pub fn window_len(&self) -> usize {
+        self.queue.len() + self.backlog.later.len()
+    }
+
+    /// A read of the backlog to run now, if the window of this online session is low and
+    /// none is under way: up to `max` deliveries (capped by the window). The caller runs it
+    /// once everything pushed so far is committed, and hands the rows to [`Session::refilled`].
+    pub fn refill_request(&mut self, max: usize) -> Option<Refill> {
+        let b = &self.backlog;
+        if b.count == 0 || b.reading || !self.online() || self.queue.len() >= REFILL_AT {
+            return None;
+        }
+        self.backlog.reading = true;
+        Some(Refill {
+            from: self.backlog.next,
+            until: self.next_seq,
+            max: max.clamp(1, WINDOW - self.queue.len()),
+        })
+    }
+
+    /// The rows read for `r`, appended to the window in `seq` order (with the unstored
+    /// deliveries queued behind them). Ignored when the backlog moved meanwhile (the session
+    /// went offline and gave its window back); a read error leaves the backlog as it was.
+    pub fn refilled(
+        &mut self,
+        r: Refill,
+        rows: Result<Vec<(u64, Option<DeliveryRecord>)>>,
+        ops: &mut Vec<Op>,
+    ) {
+        self.backlog.reading = false;
+        if r.from != self.backlog.next || !self.online() {
+            return;
+        }
+        let rows = match rows {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::error!(client_id = %self.client_id, error = %e, "cannot read the session's queue from disk");
+                return;
+            }
+        };
+        let exhausted = rows.len() < r.max;
+        let mut last = None;
+        for (seq, rec) in rows {
+            last = Some(seq);
+            self.backlog.count = self.backlog.count.saturating_sub(1);
+            while self.backlog.later.front().is_some_and(|d| d.seq < seq) {
+                self.queue.extend(self.backlog.later.pop_front());
+            }
+            match rec {
+                Some(rec) => self.queue.push_back(Delivery::restore(seq, rec)),
+                // Unreadable (logged by the read): dropped, its weight unknown.
+                None => ops.push(Op::Dequeue {
+                    client: self.client_id.clone(),
+                    seq,
+                    weight: 0,
+                }),
+            }
+        }
+        self.backlog.next = match (exhausted, last) {
+            (false, Some(last)) => last + 1,
+            _ => r.until,
+        };
+        if exhausted && self.next_seq == r.until && self.backlog.count > 0 {
+            tracing::warn!(client_id = %self.client_id, missing = self.backlog.count,
+                "fewer messages on disk than counted for this session");
+            self.backlog.count = 0;
+        }
+        let next = self.backlog.next;
+        self.backlog.sent.retain(|(seq, _)| *seq >= next);
+        if self.backlog.count == 0 {
+            self.queue.append(&mut self.backlog.later);
+            self.backlog.sent.clear();
+        }
+        self.notify();
+    }
+
+    /// Gives the window of a session going offline back to disk: its stored deliveries join
+    /// the backlog (sent ones keep their packet ids reserved), unstored ones stay in memory.
+    pub(super) fn evict_window(&mut self) {
+        let mut kept = VecDeque::new();
+        let mut first = None;
+        for d in self.queue.drain(..) {
+            if !d.persisted {
+                kept.push_back(d);
+                continue;
+            }
+            first.get_or_insert(d.seq);
+            if let Some(p) = d.state.pid() {
+                self.backlog.sent.push((d.seq, p.value()));
+            }
+            self.backlog.count += 1;
+        }
+        let Some(first) = first else {
+            self.queue = kept;
+            return;
+        };
+        // Requeued in-flight deliveries sit first and are the oldest: `first` is the lowest.
+        self.backlog.next = first;
+        kept.append(&mut self.backlog.later);
+        kept.make_contiguous().sort_by_key(|d| d.seq);
+        self.backlog.later = kept;
     }
 
     /// Takes up to `max` deliveries to send now, in queue order, stopping at a QoS 1/2 one when
@@ -155,6 +326,7 @@ impl Session {
                     ops.push(Op::Dequeue {
                         client: self.client_id.clone(),
                         seq: d.seq,
+                        weight: d.msg.weight() as u32,
                     });
                 }
                 continue;
@@ -211,6 +383,7 @@ impl Session {
                 ops.push(Op::Dequeue {
                     client: self.client_id.clone(),
                     seq: d.seq,
+                    weight: d.msg.weight() as u32,
                 });
             }
         }
@@ -241,8 +414,9 @@ impl Session {
     }
 
     /// A packet id not used by any in-flight delivery, nor by a requeued one waiting for
-    /// redelivery. Requeued deliveries keep their ids and sit at the head of the queue (see
-    /// `requeue_inflight`), so only that head is scanned: O(in-flight), not O(queue).
+    /// redelivery, in memory or in the backlog. Requeued deliveries keep their ids and sit at
+    /// the head of the queue (see `requeue_inflight`), so only that head is scanned:
+    /// O(in-flight), not O(queue).
     fn alloc_pid(&mut self) -> Pid {
         let used: HashSet<u16> = self
             .inflight
@@ -251,6 +425,7 @@ impl Session {
             // Every delivery here has an id. `map`, not `filter_map`: the set is then sized for
             // the whole window at once instead of growing (and rehashing) per delivery sent.
             .map(|d| d.state.pid().map_or(0, Pid::value))
+            .chain(self.backlog.sent.iter().map(|s| s.1))
             .collect();
         // `None` (all 65,535 ids in use) cannot happen while in-flight is bounded far below it.
         self.pids.next(|p| used.contains(&p)).unwrap_or_default()
@@ -268,13 +443,13 @@ impl Session {
     /// Online with the queue at three quarters of a bound: publishers to it should pause.
     pub fn congested(&self, limits: QueueLimits) -> bool {
         self.online()
-            && (self.queue.len() * 4 >= limits.max_messages * 3
+            && (self.queued_len() * 4 >= limits.max_messages * 3
                 || self.queued_bytes * 4 >= limits.max_bytes * 3)
     }
 
     /// Queue at half of both bounds: paused publishers may go on.
     fn under_low_water(&self, limits: QueueLimits) -> bool {
-        self.queue.len() * 2 <= limits.max_messages && self.queued_bytes * 2 <= limits.max_bytes
+        self.queued_len() * 2 <= limits.max_messages && self.queued_bytes * 2 <= limits.max_bytes
     }
 
     /// Wakes paused publishers if the queue is under its low-water mark.
@@ -287,7 +462,7 @@ impl Session {
     /// This session as something a publisher can wait on.
     pub fn congestion(&self) -> Congestion {
         Congestion {
-            client_id: self.client_id.clone(),
+            cause: Cause::Subscriber(self.client_id.clone()),
             drained: self.drained.clone(),
         }
     }
