@@ -29,7 +29,7 @@ use crate::storage::{LoadedSession, Op, SessionRecord, WillRecord};
 use crate::topic::SubOptions;
 
 use queue::{Backlog, Delivery};
-pub use queue::{Refill, WINDOW};
+pub use queue::{Refill, TakeWait, WINDOW};
 
 /// Why a connection is being closed by the broker from outside its own task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,6 +127,12 @@ pub struct Session {
     /// Queue rows remain on disk although the session record is gone (resumed without
     /// expiry): ending the session must delete them.
     rows_on_disk: bool,
+    /// What the last `take_outgoing` asks the connection to wait for.
+    take_wait: TakeWait,
+    /// The commit covering the packet ids recorded ahead (`None`: not known yet).
+    reserved_ticket: Option<crate::storage::Ticket>,
+    /// Counts the rounds of `take_outgoing` that recorded ids ahead.
+    reserved_round: u64,
 }
 
 static EPOCHS: AtomicU64 = AtomicU64::new(1);
@@ -185,6 +191,9 @@ impl Session {
             identity: None,
             epoch: EPOCHS.fetch_add(1, Ordering::Relaxed),
             rows_on_disk: false,
+            take_wait: TakeWait::default(),
+            reserved_ticket: None,
+            reserved_round: 0,
         }
     }
 

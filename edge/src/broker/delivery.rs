@@ -10,7 +10,7 @@ use mqtt_proto::{Pid, QosPid};
 
 use super::Broker;
 use crate::message::{now_ms, Message};
-use crate::session::Refill;
+use crate::session::{Refill, TakeWait};
 use crate::storage::Ticket;
 
 /// Why a publisher should pause.
@@ -60,20 +60,38 @@ impl Broker {
         let now = now_ms();
         let limits = self.queue_limits();
         let refill_max = self.memory.refill_size();
-        let ((out, refill), ticket) = self
+        let ((out, refill, wait, earlier), ticket) = self
             .commit(|st, ops| match st.sessions.get_mut(client) {
                 Some(s) if s.is_attached_to(conn_id) => {
+                    // The ids recorded ahead in earlier rounds: their commit, or, while it is
+                    // not known, everything pushed before this round.
+                    let earlier = s
+                        .reservations_ticket()
+                        .or_else(|| self.store.latest_ticket());
                     let out = s.take_outgoing(max, now, limits, ops);
-                    (out, s.refill_request(refill_max).map(|r| (s.epoch(), r)))
+                    let refill = s.refill_request(refill_max).map(|r| (s.epoch(), r));
+                    (out, refill, s.take_wait(), earlier)
                 }
-                _ => (Vec::new(), None),
+                _ => (Vec::new(), None, TakeWait::default(), None),
             })
             .await;
+        if wait.reserved_now {
+            if let Some(s) = self.lock().sessions.get_mut(client) {
+                s.reservations_committed_by(wait.reserved_round, ticket);
+            }
+        }
         if let Some((epoch, r)) = refill {
             self.refill(client.clone(), epoch, r);
         }
         self.memory.notify_if_relieved();
-        (out, ticket)
+        // Ids assigned now must be on disk before sending; ids recorded ahead were pushed in an
+        // earlier round, whose commit is normally done by now: no fsync to wait for.
+        let wait_for = match (wait.fresh_ids, wait.reserved_ids) {
+            (true, _) => ticket,
+            (false, true) => earlier,
+            (false, false) => None,
+        };
+        (out, wait_for)
     }
 
     /// Reads the next part of a session's queue from disk on a blocking thread, once every op

@@ -20,6 +20,22 @@ use crate::error::Result;
 use crate::message::Message;
 use crate::storage::{DeliveryRecord, Op};
 
+/// Most packet ids recorded ahead of sending (see `OutState::Reserved`).
+const RESERVE_AHEAD: usize = 64;
+
+/// What the connection must wait for before sending what `take_outgoing` returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TakeWait {
+    /// Packet ids were assigned in this call: wait for its own commit.
+    pub fresh_ids: bool,
+    /// Deliveries whose ids were recorded ahead were taken: wait for the commit of those ids.
+    pub reserved_ids: bool,
+    /// Ids were recorded ahead in this call, as reservation round `reserved_round`
+    /// ([`Session::reservations_committed_by`] names the ticket covering them once known).
+    pub reserved_now: bool,
+    pub reserved_round: u64,
+}
+
 /// Most waiting deliveries an online session keeps in memory; more wait on disk.
 pub const WINDOW: usize = 256;
 /// The window is read up again from disk once it falls under this.
@@ -52,6 +68,9 @@ pub struct Refill {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum OutState {
     Unsent,
+    /// Not sent yet, but its packet id is recorded ahead (a crash makes it a redelivery with
+    /// DUP, which means "might have been sent"), so that sending it later waits for no commit.
+    Reserved(Pid),
     /// PUBLISH sent (QoS 1 waits for PUBACK, QoS 2 for PUBREC).
     Sent(Pid),
     /// QoS 2: PUBREL sent, waiting for PUBCOMP.
@@ -62,7 +81,7 @@ impl OutState {
     pub(super) fn pid(self) -> Option<Pid> {
         match self {
             OutState::Unsent => None,
-            OutState::Sent(p) | OutState::Released(p) => Some(p),
+            OutState::Reserved(p) | OutState::Sent(p) | OutState::Released(p) => Some(p),
         }
     }
 }
@@ -308,6 +327,8 @@ impl Session {
         ops: &mut Vec<Op>,
     ) -> Vec<Outgoing> {
         let mut out = Vec::new();
+        let mut wait = TakeWait::default();
+        let mut used = None;
         while out.len() < max {
             let inflight_full = self.inflight.len() >= self.inflight_limit;
             let Some(front) = self.queue.front() else {
@@ -321,7 +342,8 @@ impl Session {
             };
             self.queued_bytes = self.queued_bytes.saturating_sub(d.msg.weight());
             // Expired messages are dropped unless already sent once (the receiver may hold it).
-            if d.state == OutState::Unsent && d.msg.is_expired(now_ms) {
+            let unsent = matches!(d.state, OutState::Unsent | OutState::Reserved(_));
+            if unsent && d.msg.is_expired(now_ms) {
                 if d.persisted {
                     ops.push(Op::Dequeue {
                         client: self.client_id.clone(),
@@ -343,7 +365,8 @@ impl Session {
             }
             match d.state {
                 OutState::Unsent => {
-                    let pid = self.alloc_pid();
+                    let pid = self.alloc_pid(&mut used);
+                    wait.fresh_ids |= d.persisted;
                     d.state = OutState::Sent(pid);
                     if d.persisted {
                         ops.push(Op::MarkSent {
@@ -355,6 +378,11 @@ impl Session {
                     }
                     out.push(d.publish(pid, false));
                 }
+                OutState::Reserved(pid) => {
+                    wait.reserved_ids = true;
+                    d.state = OutState::Sent(pid);
+                    out.push(d.publish(pid, false));
+                }
                 // Sent before (on an earlier connection): again, with DUP and the same id.
                 OutState::Sent(pid) => out.push(d.publish(pid, true)),
                 OutState::Released(pid) => out.push(Outgoing::Pubrel(pid)),
@@ -364,7 +392,74 @@ impl Session {
         if !out.is_empty() {
             self.notify_if_drained(limits);
         }
+        wait.reserved_now = self.reserve_ahead(&mut used, ops);
+        wait.reserved_round = self.reserved_round;
+        self.take_wait = wait;
         out
+    }
+
+    /// What the last `take_outgoing` asks the connection to wait for.
+    pub fn take_wait(&self) -> TakeWait {
+        self.take_wait
+    }
+
+    /// The ticket that covers the ids recorded ahead so far: `None` while unknown (the caller
+    /// then waits for everything pushed before).
+    pub fn reservations_ticket(&self) -> Option<crate::storage::Ticket> {
+        self.reserved_ticket
+    }
+
+    /// The ids recorded ahead in reservation round `round` are in the commit of `ticket`;
+    /// ignored when a later round has reserved more since (its ticket is not known yet).
+    pub fn reservations_committed_by(
+        &mut self,
+        round: u64,
+        ticket: Option<crate::storage::Ticket>,
+    ) {
+        if round == self.reserved_round {
+            self.reserved_ticket = ticket;
+        }
+    }
+
+    /// Records packet ids ahead for the next stored QoS 1/2 deliveries at the head of the
+    /// queue (at most `RESERVE_AHEAD` and the in-flight limit), so that the next round sends
+    /// them without waiting for a commit. They stay a prefix of the queue (after requeued
+    /// ones): reservation stops at the first delivery that is not stored. Whether any was made.
+    fn reserve_ahead(&mut self, used: &mut Option<HashSet<u16>>, ops: &mut Vec<Op>) -> bool {
+        let want = self.inflight_limit.min(RESERVE_AHEAD);
+        let mut have = 0;
+        let mut made = false;
+        for i in 0..self.queue.len() {
+            if have >= want {
+                break;
+            }
+            let d = &self.queue[i];
+            match d.state {
+                OutState::Sent(_) | OutState::Released(_) => continue,
+                OutState::Reserved(_) => {
+                    have += 1;
+                    continue;
+                }
+                OutState::Unsent if !d.persisted || d.qos == 0 => break,
+                OutState::Unsent => {}
+            }
+            let pid = self.alloc_pid(used);
+            let d = &mut self.queue[i];
+            d.state = OutState::Reserved(pid);
+            ops.push(Op::MarkSent {
+                client: self.client_id.clone(),
+                seq: d.seq,
+                pid,
+                released: false,
+            });
+            have += 1;
+            made = true;
+        }
+        if made {
+            self.reserved_ticket = None;
+            self.reserved_round += 1;
+        }
+        made
     }
 
     /// PUBACK (QoS 1) or PUBCOMP (QoS 2): the in-flight delivery with `pid` is complete and
@@ -417,18 +512,22 @@ impl Session {
     /// redelivery, in memory or in the backlog. Requeued deliveries keep their ids and sit at
     /// the head of the queue (see `requeue_inflight`), so only that head is scanned:
     /// O(in-flight), not O(queue).
-    fn alloc_pid(&mut self) -> Pid {
-        let used: HashSet<u16> = self
-            .inflight
-            .iter()
-            .chain(self.queue.iter().take_while(|d| d.state.pid().is_some()))
-            // Every delivery here has an id. `map`, not `filter_map`: the set is then sized for
-            // the whole window at once instead of growing (and rehashing) per delivery sent.
-            .map(|d| d.state.pid().map_or(0, Pid::value))
-            .chain(self.backlog.sent.iter().map(|s| s.1))
-            .collect();
+    /// `used` is built on the first call of a round and kept up to date by the following ones.
+    fn alloc_pid(&mut self, used: &mut Option<HashSet<u16>>) -> Pid {
+        let used = used.get_or_insert_with(|| {
+            self.inflight
+                .iter()
+                .chain(self.queue.iter().take_while(|d| d.state.pid().is_some()))
+                // Every delivery here has an id. `map`, not `filter_map`: the set is then sized
+                // for the whole window at once instead of growing (and rehashing) per id.
+                .map(|d| d.state.pid().map_or(0, Pid::value))
+                .chain(self.backlog.sent.iter().map(|s| s.1))
+                .collect()
+        });
         // `None` (all 65,535 ids in use) cannot happen while in-flight is bounded far below it.
-        self.pids.next(|p| used.contains(&p)).unwrap_or_default()
+        let pid = self.pids.next(|p| used.contains(&p)).unwrap_or_default();
+        used.insert(pid.value());
+        pid
     }
 
     /// Puts in-flight deliveries back at the head of the queue, in order, so the next

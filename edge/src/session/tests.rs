@@ -628,7 +628,11 @@ fn going_offline_gives_the_window_back_to_disk_and_keeps_sent_ids_reserved() {
         (0, 3),
         "nothing queued in memory"
     );
-    assert_eq!(s.backlog.sent, vec![(1, 1), (2, 2)]);
+    assert_eq!(
+        s.backlog.sent,
+        vec![(1, 1), (2, 2), (3, 3)],
+        "c's id was recorded ahead of its send"
+    );
     enqueue(&mut s, "d", 1, &mut ops);
     assert!(s.claim(false, now_ms()).resumable);
     s.attach(request(60, None), link(2), &mut ops);
@@ -645,7 +649,45 @@ fn going_offline_gives_the_window_back_to_disk_and_keeps_sent_ids_reserved() {
     assert!(s.complete(pid(1), &mut ops));
     assert_eq!(
         take(&mut s, &mut ops),
-        vec![publish("c", QosPid::Level1(pid(3)), false)]
+        vec![publish("c", QosPid::Level1(pid(3)), true)],
+        "its id was on disk, so it might have been sent: DUP"
+    );
+}
+
+#[test]
+fn ids_are_recorded_a_round_ahead_so_the_next_send_waits_for_no_commit() {
+    let mut s = online(60, None);
+    let mut ops = Vec::new();
+    for t in ["a", "b", "c", "d", "e"] {
+        enqueue(&mut s, t, 1, &mut ops);
+    }
+    ops.clear();
+    take(&mut s, &mut ops); // a, b: in flight (window of 2); c, d: ids recorded ahead
+    let w = s.take_wait();
+    assert!(w.fresh_ids && !w.reserved_ids && w.reserved_now);
+    let marked: Vec<(u64, u16)> = ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::MarkSent { seq, pid, .. } => Some((*seq, pid.value())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(marked, vec![(1, 1), (2, 2), (3, 3), (4, 4)]);
+    assert!(s.complete(pid(1), &mut ops) && s.complete(pid(2), &mut ops));
+    ops.clear();
+    assert_eq!(
+        take(&mut s, &mut ops),
+        vec![
+            publish("c", QosPid::Level1(pid(3)), false),
+            publish("d", QosPid::Level1(pid(4)), false),
+        ],
+        "first sends: no DUP, the ids recorded before"
+    );
+    let w = s.take_wait();
+    assert!(!w.fresh_ids && w.reserved_ids, "nothing new to wait for");
+    assert!(
+        matches!(ops.as_slice(), [Op::MarkSent { seq: 5, .. }]),
+        "e's id is recorded ahead in turn: {ops:?}"
     );
 }
 
