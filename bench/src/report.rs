@@ -388,7 +388,7 @@ pub fn tables(r: &Results) -> String {
     let mut rows = Vec::new();
     for n in ["10000", "100000", "1000000"] {
         // Targets (issue 9): fill and drain at 1.5x mosquitto's rate.
-        let what: [(&str, &str, &'static str, Option<(f64, bool)>); 6] = [
+        let what = [
             (
                 "fill, QoS 1 64 B (msg/s)",
                 "fill",
