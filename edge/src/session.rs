@@ -129,8 +129,8 @@ pub struct Session {
     rows_on_disk: bool,
     /// What the last `take_outgoing` asks the connection to wait for.
     take_wait: TakeWait,
-    /// The commit covering the packet ids recorded ahead (`None`: not known yet).
-    reserved_ticket: Option<crate::storage::Ticket>,
+    /// Per round of ids recorded ahead, the commit holding them (`None`: not known yet).
+    reserve_tickets: VecDeque<(u64, Option<crate::storage::Ticket>)>,
     /// Counts the rounds of `take_outgoing` that recorded ids ahead.
     reserved_round: u64,
 }
@@ -192,7 +192,7 @@ impl Session {
             epoch: EPOCHS.fetch_add(1, Ordering::Relaxed),
             rows_on_disk: false,
             take_wait: TakeWait::default(),
-            reserved_ticket: None,
+            reserve_tickets: VecDeque::new(),
             reserved_round: 0,
         }
     }

@@ -63,12 +63,14 @@ impl Broker {
         let ((out, refill, wait, earlier), ticket) = self
             .commit(|st, ops| match st.sessions.get_mut(client) {
                 Some(s) if s.is_attached_to(conn_id) => {
-                    // The ids recorded ahead in earlier rounds: their commit, or, while it is
-                    // not known, everything pushed before this round.
-                    let earlier = s
-                        .reservations_ticket()
-                        .or_else(|| self.store.latest_ticket());
                     let out = s.take_outgoing(max, now, limits, ops);
+                    // The commit of the ids recorded ahead that are sent now, or, while it is
+                    // not known, everything pushed before this round.
+                    let w = s.take_wait();
+                    let earlier = match w.reserved_ids {
+                        true => w.reserved_ticket.or_else(|| self.store.latest_ticket()),
+                        false => None,
+                    };
                     let refill = s.refill_request(refill_max).map(|r| (s.epoch(), r));
                     (out, refill, s.take_wait(), earlier)
                 }
@@ -94,22 +96,29 @@ impl Broker {
         (out, wait_for)
     }
 
-    /// Reads the next part of a session's queue from disk on a blocking thread, once every op
-    /// pushed so far (the backlog's records among them) is committed, and hands it to the
-    /// session under the lock. Only one read per session runs at a time (`refill_request`).
+    /// Reads the next part of a session's queue from disk on a blocking thread and hands it to
+    /// the session under the lock. What is committed is read at once; only when that is
+    /// nothing (or the read must see recorded packet ids, `Refill::must_wait`) does it first
+    /// wait until every op pushed so far is committed. Only one read per session runs at a
+    /// time (`refill_request`).
     fn refill(self: &Arc<Self>, client: Arc<str>, epoch: u64, r: Refill) {
         let broker = self.clone();
         let pushed = self.store.latest_ticket();
         smol::unblock(move || {
-            let committed = match pushed {
-                Some(t) => smol::block_on(broker.store.wait(t)),
-                None => Ok(()),
-            };
-            let rows =
-                committed.and_then(|()| broker.store.read_queue(&client, r.from, r.until, r.max));
+            let read = || broker.store.read_queue(&client, r.from, r.until, r.max);
+            let mut rows = if r.must_wait { Ok(Vec::new()) } else { read() };
+            let mut waited = false;
+            if rows.as_ref().is_ok_and(|v| v.is_empty()) {
+                let committed = match pushed {
+                    Some(t) => smol::block_on(broker.store.wait(t)),
+                    None => Ok(()),
+                };
+                rows = committed.and_then(|()| read());
+                waited = true;
+            }
             smol::block_on(broker.commit(|st, ops| {
                 if let Some(s) = st.sessions.get_mut(&client).filter(|s| s.epoch() == epoch) {
-                    s.refilled(r, rows, ops);
+                    s.refilled(r, waited, rows, ops);
                 }
             }));
         })

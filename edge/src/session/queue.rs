@@ -28,8 +28,10 @@ const RESERVE_AHEAD: usize = 64;
 pub struct TakeWait {
     /// Packet ids were assigned in this call: wait for its own commit.
     pub fresh_ids: bool,
-    /// Deliveries whose ids were recorded ahead were taken: wait for the commit of those ids.
+    /// Deliveries whose ids were recorded ahead were taken: wait for the commit of those ids,
+    /// `reserved_ticket` (`None` while not known: then for everything pushed before).
     pub reserved_ids: bool,
+    pub reserved_ticket: Option<crate::storage::Ticket>,
     /// Ids were recorded ahead in this call, as reservation round `reserved_round`
     /// ([`Session::reservations_committed_by`] names the ticket covering them once known).
     pub reserved_now: bool,
@@ -56,12 +58,16 @@ pub(super) struct Backlog {
 }
 
 /// A read of a session's backlog to run: up to `max` deliveries with `from <= seq < until`.
-/// Every one of them was pushed to the writer before the request was made.
+/// Every one of them was pushed to the writer before the request was made, in `seq` order, so
+/// what is committed of them is a prefix: a read that does not wait for the writer returns
+/// that prefix. `must_wait`: the packet ids of some were recorded and may not be committed
+/// yet, so the read must come after every op pushed before the request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Refill {
     pub from: u64,
     pub until: u64,
     pub max: usize,
+    pub must_wait: bool,
 }
 
 /// Where an outgoing delivery stands; QoS 1/2 deliveries carry their packet id once sent.
@@ -70,7 +76,7 @@ pub(super) enum OutState {
     Unsent,
     /// Not sent yet, but its packet id is recorded ahead (a crash makes it a redelivery with
     /// DUP, which means "might have been sent"), so that sending it later waits for no commit.
-    Reserved(Pid),
+    Reserved(Pid, u64),
     /// PUBLISH sent (QoS 1 waits for PUBACK, QoS 2 for PUBREC).
     Sent(Pid),
     /// QoS 2: PUBREL sent, waiting for PUBCOMP.
@@ -81,7 +87,7 @@ impl OutState {
     pub(super) fn pid(self) -> Option<Pid> {
         match self {
             OutState::Unsent => None,
-            OutState::Reserved(p) | OutState::Sent(p) | OutState::Released(p) => Some(p),
+            OutState::Reserved(p, _) | OutState::Sent(p) | OutState::Released(p) => Some(p),
         }
     }
 }
@@ -228,15 +234,18 @@ impl Session {
             from: self.backlog.next,
             until: self.next_seq,
             max: max.clamp(1, WINDOW - self.queue.len()),
+            must_wait: !self.backlog.sent.is_empty(),
         })
     }
 
     /// The rows read for `r`, appended to the window in `seq` order (with the unstored
     /// deliveries queued behind them). Ignored when the backlog moved meanwhile (the session
     /// went offline and gave its window back); a read error leaves the backlog as it was.
+    /// `waited`: the read came after every op pushed before the request was committed.
     pub fn refilled(
         &mut self,
         r: Refill,
+        waited: bool,
         rows: Result<Vec<(u64, Option<DeliveryRecord>)>>,
         ops: &mut Vec<Op>,
     ) {
@@ -269,11 +278,10 @@ impl Session {
                 }),
             }
         }
-        self.backlog.next = match (exhausted, last) {
-            (false, Some(last)) => last + 1,
-            _ => r.until,
-        };
-        if exhausted && self.next_seq == r.until && self.backlog.count > 0 {
+        if let Some(last) = last {
+            self.backlog.next = last + 1;
+        }
+        if waited && exhausted && self.next_seq == r.until && self.backlog.count > 0 {
             tracing::warn!(client_id = %self.client_id, missing = self.backlog.count,
                 "fewer messages on disk than counted for this session");
             self.backlog.count = 0;
@@ -329,6 +337,7 @@ impl Session {
         let mut out = Vec::new();
         let mut wait = TakeWait::default();
         let mut used = None;
+        let mut newest_round = 0;
         while out.len() < max {
             let inflight_full = self.inflight.len() >= self.inflight_limit;
             let Some(front) = self.queue.front() else {
@@ -342,7 +351,7 @@ impl Session {
             };
             self.queued_bytes = self.queued_bytes.saturating_sub(d.msg.weight());
             // Expired messages are dropped unless already sent once (the receiver may hold it).
-            let unsent = matches!(d.state, OutState::Unsent | OutState::Reserved(_));
+            let unsent = matches!(d.state, OutState::Unsent | OutState::Reserved(..));
             if unsent && d.msg.is_expired(now_ms) {
                 if d.persisted {
                     ops.push(Op::Dequeue {
@@ -378,8 +387,9 @@ impl Session {
                     }
                     out.push(d.publish(pid, false));
                 }
-                OutState::Reserved(pid) => {
+                OutState::Reserved(pid, round) => {
                     wait.reserved_ids = true;
+                    newest_round = newest_round.max(round);
                     d.state = OutState::Sent(pid);
                     out.push(d.publish(pid, false));
                 }
@@ -392,8 +402,22 @@ impl Session {
         if !out.is_empty() {
             self.notify_if_drained(limits);
         }
+        if wait.reserved_ids {
+            wait.reserved_ticket = self
+                .reserve_tickets
+                .iter()
+                .find(|r| r.0 == newest_round)
+                .and_then(|r| r.1);
+        }
         wait.reserved_now = self.reserve_ahead(&mut used, ops);
         wait.reserved_round = self.reserved_round;
+        // Rounds older than the oldest reservation still waiting are not asked for any more.
+        let oldest = self.queue.iter().find_map(|d| match d.state {
+            OutState::Reserved(_, round) => Some(round),
+            _ => None,
+        });
+        let oldest = oldest.unwrap_or(u64::MAX);
+        self.reserve_tickets.retain(|r| r.0 >= oldest);
         self.take_wait = wait;
         out
     }
@@ -403,21 +427,14 @@ impl Session {
         self.take_wait
     }
 
-    /// The ticket that covers the ids recorded ahead so far: `None` while unknown (the caller
-    /// then waits for everything pushed before).
-    pub fn reservations_ticket(&self) -> Option<crate::storage::Ticket> {
-        self.reserved_ticket
-    }
-
-    /// The ids recorded ahead in reservation round `round` are in the commit of `ticket`;
-    /// ignored when a later round has reserved more since (its ticket is not known yet).
+    /// The ids recorded ahead in reservation round `round` are in the commit of `ticket`.
     pub fn reservations_committed_by(
         &mut self,
         round: u64,
         ticket: Option<crate::storage::Ticket>,
     ) {
-        if round == self.reserved_round {
-            self.reserved_ticket = ticket;
+        if let Some(r) = self.reserve_tickets.iter_mut().find(|r| r.0 == round) {
+            r.1 = ticket;
         }
     }
 
@@ -429,6 +446,7 @@ impl Session {
         let want = self.inflight_limit.min(RESERVE_AHEAD);
         let mut have = 0;
         let mut made = false;
+        let round = self.reserved_round + 1;
         for i in 0..self.queue.len() {
             if have >= want {
                 break;
@@ -436,7 +454,7 @@ impl Session {
             let d = &self.queue[i];
             match d.state {
                 OutState::Sent(_) | OutState::Released(_) => continue,
-                OutState::Reserved(_) => {
+                OutState::Reserved(..) => {
                     have += 1;
                     continue;
                 }
@@ -445,7 +463,7 @@ impl Session {
             }
             let pid = self.alloc_pid(used);
             let d = &mut self.queue[i];
-            d.state = OutState::Reserved(pid);
+            d.state = OutState::Reserved(pid, round);
             ops.push(Op::MarkSent {
                 client: self.client_id.clone(),
                 seq: d.seq,
@@ -456,8 +474,8 @@ impl Session {
             made = true;
         }
         if made {
-            self.reserved_ticket = None;
-            self.reserved_round += 1;
+            self.reserved_round = round;
+            self.reserve_tickets.push_back((round, None));
         }
         made
     }

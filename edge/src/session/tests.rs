@@ -86,7 +86,7 @@ impl Disk {
         let Some(r) = s.refill_request(usize::MAX) else {
             return false;
         };
-        s.refilled(r, self.read(r), ops);
+        s.refilled(r, true, self.read(r), ops);
         self.apply(ops);
         true
     }
@@ -707,7 +707,7 @@ fn a_read_started_before_going_offline_is_not_applied() {
     assert_eq!(s.refill_request(usize::MAX), None, "one read at a time");
     let rows = disk.read(r);
     s.detach(now_ms(), Departure::Abnormal, 3600);
-    s.refilled(r, rows, &mut ops);
+    s.refilled(r, true, rows, &mut ops);
     assert_eq!(
         (s.window_len(), s.queued_len()),
         (0, 2),
@@ -746,7 +746,7 @@ fn a_take_over_during_a_read_gets_the_rows_after_the_requeued_deliveries() {
     s.claim(false, now_ms());
     s.attach(request(60, None), link(2), &mut ops);
     s.inflight_limit = 64;
-    s.refilled(r, rows, &mut ops);
+    s.refilled(r, true, rows, &mut ops);
     let got = drain(&mut s, &mut disk, &mut ops);
     let want: Vec<String> = (192..WINDOW + 5).map(|i| i.to_string()).collect();
     assert_eq!(got, want, "resent in flight first, then the rest in order");
@@ -827,4 +827,28 @@ fn a_restored_session_resumes_its_queue_without_reusing_packet_ids() {
             publish("r", QosPid::Level2(pid(3)), false),
         ]
     );
+}
+
+#[test]
+fn a_read_that_does_not_wait_takes_the_committed_prefix_and_reads_the_rest_later() {
+    let mut s = online(60, None);
+    let mut ops = Vec::new();
+    let mut disk = Disk::default();
+    s.detach(now_ms(), Departure::Abnormal, 3600);
+    for t in ["a", "b", "c"] {
+        enqueue(&mut s, t, 1, &mut ops);
+    }
+    s.claim(false, now_ms());
+    s.attach(request(60, None), link(2), &mut ops);
+    disk.apply(&mut ops);
+    let c = disk.rows.remove(&3).expect("c stored"); // not committed yet
+    let r = s.refill_request(usize::MAX).expect("a read");
+    s.refilled(r, false, disk.read(r), &mut ops);
+    assert_eq!(
+        (s.window_len(), s.queued_len()),
+        (2, 3),
+        "a and b in memory"
+    );
+    disk.rows.insert(3, c);
+    assert_eq!(drain(&mut s, &mut disk, &mut ops), ["a", "b", "c"]);
 }
