@@ -134,8 +134,8 @@ pub struct Limits {
     pub topic_alias_maximum: u16,
     pub max_retained_messages: usize,
     pub max_subscriptions_per_session: usize,
-    /// Broker-wide bound on heap memory, bytes (0: none): publishers pause past 5/8 of it,
-    /// deliveries that would live in memory only are refused past 3/4.
+    /// Broker-wide bound on heap memory, bytes (0: none): publishers pause past 1/2 of it,
+    /// deliveries that would live in memory only are refused past 5/8.
     pub max_memory: usize,
 }
 

@@ -1,8 +1,9 @@
 //! The broker-wide memory bound, `limits.max_memory`. The heap in use is counted by the
 //! allocator the binary installs ([`CountingAlloc`]: one relaxed atomic add per allocation and
-//! free); [`MemoryBudget`] turns it into three decisions: pause publishers (5/8 of the bound),
-//! refuse deliveries that would only live in memory (3/4), read session queues back from disk
-//! in small steps (past 1/2). Without the counting allocator (the library inside tests) nothing
+//! free); [`MemoryBudget`] turns it into three decisions: pause publishers (1/2 of the bound),
+//! refuse deliveries that would only live in memory (5/8), read session queues back from disk
+//! in small steps (past 3/8). The margin above 5/8 is for what the heap does not count: code,
+//! stacks, allocator fragmentation. Without the counting allocator (the library inside tests) nothing
 //! is measured and the bound never applies.
 //!
 //! Hand-written rather than a crate: what is needed is one counter around the system
@@ -77,7 +78,7 @@ pub struct MemoryBudget {
     /// 0: no bound.
     max: usize,
     meter: fn() -> Option<usize>,
-    /// Fired when usage falls back under half the bound: paused publishers go on.
+    /// Fired when usage falls back under 3/8 of the bound: paused publishers go on.
     relieved: Arc<Event>,
 }
 
@@ -103,28 +104,28 @@ impl MemoryBudget {
         }
     }
 
-    /// Publishers should stop reading until usage is back under half the bound.
+    /// Publishers should stop reading until usage is back under 3/8 of the bound.
     pub fn pressed(&self) -> bool {
-        self.above(5, 8)
+        self.above(1, 2)
     }
 
     /// Deliveries that would live in memory only (QoS 0, non-persistent sessions) are refused.
     pub fn exhausted(&self) -> bool {
-        self.above(3, 4)
+        self.above(5, 8)
     }
 
     /// How many deliveries a session's window may read back from disk at once.
     pub fn refill_size(&self) -> usize {
-        if self.above(1, 2) {
+        if self.above(3, 8) {
             SMALL_REFILL
         } else {
             usize::MAX
         }
     }
 
-    /// Usage is at or under half the bound (or there is no bound).
+    /// Usage is at or under 3/8 of the bound (or there is no bound).
     pub fn relieved(&self) -> bool {
-        !self.above(1, 2)
+        !self.above(3, 8)
     }
 
     /// The event paused publishers wait on.
@@ -132,7 +133,7 @@ impl MemoryBudget {
         self.relieved.clone()
     }
 
-    /// Wakes paused publishers once usage is at or under half the bound.
+    /// Wakes paused publishers once usage is at or under 3/8 of the bound.
     pub fn notify_if_relieved(&self) {
         if self.relieved() {
             self.relieved.notify(usize::MAX);
@@ -152,24 +153,24 @@ mod tests {
     }
 
     #[test]
-    fn pressure_starts_at_five_eighths_refusal_at_three_quarters_relief_at_half() {
+    fn pressure_starts_at_half_refusal_at_five_eighths_relief_at_three_eighths() {
         let b = MemoryBudget::with_meter(800, meter);
-        USED.store(400, Ordering::Relaxed);
+        USED.store(300, Ordering::Relaxed);
         assert!(!b.pressed() && !b.exhausted());
         assert_eq!(b.refill_size(), usize::MAX);
-        USED.store(450, Ordering::Relaxed);
+        USED.store(350, Ordering::Relaxed);
         assert!(!b.pressed());
-        assert_eq!(b.refill_size(), SMALL_REFILL, "past half: small reads");
-        USED.store(501, Ordering::Relaxed);
+        assert_eq!(b.refill_size(), SMALL_REFILL, "past 3/8: small reads");
+        USED.store(401, Ordering::Relaxed);
         assert!(b.pressed() && !b.exhausted());
-        USED.store(601, Ordering::Relaxed);
+        USED.store(501, Ordering::Relaxed);
         assert!(b.pressed() && b.exhausted());
         let relieved = b.relieved_event().listen();
         b.notify_if_relieved();
         assert!(
             futures_lite::future::block_on(futures_lite::future::poll_once(relieved)).is_none()
         );
-        USED.store(400, Ordering::Relaxed);
+        USED.store(300, Ordering::Relaxed);
         let relieved = b.relieved_event().listen();
         b.notify_if_relieved();
         assert!(

@@ -18,7 +18,7 @@ use crate::storage::Ticket;
 pub enum Cause {
     /// This online subscriber's queue passed its high-water mark.
     Subscriber(Arc<str>),
-    /// The broker's memory passed 5/8 of `limits.max_memory`.
+    /// The broker's memory passed half of `limits.max_memory`.
     Memory,
 }
 
@@ -168,7 +168,7 @@ impl Broker {
     }
 
     /// Whether the cause of a congestion still holds: a session over its high-water mark, or
-    /// memory over half its bound (publishers re-check after registering for `drained`, so
+    /// memory over 3/8 of its bound (publishers re-check after registering for `drained`, so
     /// that no wake-up is lost).
     pub fn congested(&self, c: &Congestion) -> bool {
         match &c.cause {
@@ -183,7 +183,7 @@ impl Broker {
         }
     }
 
-    /// Memory over 5/8 of its bound: the publisher of the message just routed waits.
+    /// Memory over half its bound: the publisher of the message just routed waits.
     pub(super) fn memory_congestion(&self) -> Option<Congestion> {
         self.memory.pressed().then(|| Congestion {
             cause: Cause::Memory,

@@ -327,12 +327,12 @@ fn the_memory_bound_pauses_publishers_and_refuses_deliveries_kept_in_memory_only
         other => panic!("not accepted: {other:?}"),
     };
     assert_eq!(congested(publish(&t.broker, "t", 1, false)), None);
-    USED.store(max / 8 * 5 + 1, Ordering::Relaxed);
+    USED.store(max / 2 + 1, Ordering::Relaxed);
     assert_eq!(
         congested(publish(&t.broker, "t", 1, false)),
         Some(Cause::Memory)
     );
-    USED.store(max / 4 * 3 + 1, Ordering::Relaxed);
+    USED.store(max / 8 * 5 + 1, Ordering::Relaxed);
     publish(&t.broker, "t", 1, false);
     let (out, _) = smol::block_on(t.broker.take_outgoing(&"sub".into(), sub.conn_id, 64));
     assert_eq!(out.len(), 2, "the third, for a clean session, was refused");
@@ -341,5 +341,5 @@ fn the_memory_bound_pauses_publishers_and_refuses_deliveries_kept_in_memory_only
         cause: Cause::Memory,
         drained: Arc::new(event_listener::Event::new()),
     };
-    assert!(!t.broker.congested(&c), "relieved under half");
+    assert!(!t.broker.congested(&c), "relieved under 3/8");
 }
