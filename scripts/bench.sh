@@ -3,8 +3,10 @@
 # each broker in turn on 127.0.0.1, runs the same edge-bench measurements against it and prints a table
 # (metric, ours, mosquitto, ratio, target). Raw JSON lines and the tables land in the --out folder.
 #
-# Usage: scripts/bench.sh [--quick] [--out DIR] [--no-build] [--only ours|mosquitto]
-#   --quick     message counts / 4, 5 s latency runs, 100k backlog (a few minutes)
+# Usage: scripts/bench.sh [--quick] [--out DIR] [--no-build] [--only ours|mosquitto] [--backlog-only]
+#   --quick     message counts / 4, 5 s latency runs, backlogs of 10k and 100k (a few minutes)
+#   --backlog-only  only the "memory vs backlog" table: 10k / 100k / 1M queued for an offline
+#               session, both brokers (fill rate, RSS after fill and restart, start-up, drain)
 #   --out DIR   where results.jsonl, table.md and broker logs go (default: a new /tmp folder)
 # Env: CARGO_TARGET_DIR (default: <repo>/target), BENCH_PORT_OURS (21883), BENCH_PORT_MOSQ (21884).
 set -euo pipefail
@@ -19,12 +21,14 @@ QUICK=0
 BUILD=1
 ONLY=""
 OUT=""
+BACKLOG_ONLY=0""
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) QUICK=1 ;;
         --no-build) BUILD=0 ;;
         --out) OUT=$2; shift ;;
         --only) ONLY=$2; shift ;;
+        --backlog-only) BACKLOG_ONLY=1 ;;
         -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
@@ -49,7 +53,7 @@ declare -A COUNT=(
 )
 CONNS=10000
 LAT_RATE=10000
-if [ $QUICK = 1 ]; then LAT_SECS=5; BACKLOG=100000; else LAT_SECS=10; BACKLOG=1000000; fi
+if [ $QUICK = 1 ]; then LAT_SECS=5; BACKLOGS="10000 100000"; else LAT_SECS=10; BACKLOGS="10000 100000 1000000"; fi
 LAT_ROUNDS=3
 RUN_TIMEOUT=600   # seconds, hard cap for one edge-bench invocation
 
@@ -199,17 +203,33 @@ basics() { # name: start-up on an empty state, idle RSS, idle connections
     stop_broker
 }
 
-backlog_runs() { # name port start-command-for-persistent-broker
-    local name=$1 port=$2 cmd=$3
-    start_broker "$name:bk-start-empty" "$port" "$cmd"
-    bench "$name:bk-fill" backlog-fill --port "$port" --broker-pid "$BROKER_PID" --client-id "eb-backlog" \
-        --messages $BACKLOG --qos 1 --payload 64 --deadline-secs $((RUN_TIMEOUT - 60))
+# One backlog of $4 messages: fill an offline session (RSS after fill in the fill result), restart
+# (start-up time, RSS after restart), drain (rate, peak RSS). Labels name:bk<N>:...
+backlog_runs() { # name port start-command-for-persistent-broker messages
+    local name=$1 port=$2 cmd=$3 n=$4
+    start_broker "$name:bk$n:start-empty" "$port" "$cmd"
+    bench "$name:bk$n:fill" backlog-fill --port "$port" --broker-pid "$BROKER_PID" --client-id "eb-backlog" \
+        --messages "$n" --qos 1 --payload 64 --deadline-secs $((RUN_TIMEOUT - 60))
     stop_broker
-    start_broker "$name:startup-stored" "$port" "$cmd"
-    idle_rss "$name:rss-stored"
-    bench "$name:bk-drain" backlog-drain --port "$port" --broker-pid "$BROKER_PID" --client-id "eb-backlog" \
-        --messages $BACKLOG --qos 1 --payload 64 --cleanup --deadline-secs $((RUN_TIMEOUT - 60))
+    start_broker "$name:bk$n:startup" "$port" "$cmd"
+    idle_rss "$name:bk$n:rss-restart"
+    bench "$name:bk$n:drain" backlog-drain --port "$port" --broker-pid "$BROKER_PID" --client-id "eb-backlog" \
+        --messages "$n" --qos 1 --payload 64 --cleanup --deadline-secs $((RUN_TIMEOUT - 60))
     stop_broker
+}
+
+backlogs() { # name: every size of BACKLOGS, each from an empty data dir
+    local name=$1 n
+    for n in $BACKLOGS; do
+        log "$name: $n messages stored for an offline session (fill, restart with them, drain)"
+        if [ "$name" = ours ]; then
+            rm -rf "$WORK/data-ours-backlog"
+            backlog_runs ours $PORT_OURS "$EDGE --config $WORK/ours-durable.toml --listen 127.0.0.1:$PORT_OURS --data-dir $WORK/data-ours-backlog" "$n"
+        else
+            rm -rf "$WORK/mosq-data"; mkdir -p "$WORK/mosq-data"
+            backlog_runs mosq $PORT_MOSQ "$MOSQUITTO -c $WORK/mosquitto-persist.conf" "$n"
+        fi
+    done
 }
 
 suite() { # name
@@ -229,29 +249,27 @@ suite() { # name
         tp ours-none fanin 1 64
         lat ours-none 1 1
     fi
-    log "$name: $BACKLOG messages stored for an offline session (start-up with them, drain)"
-    if [ "$name" = ours ]; then
-        rm -rf "$WORK/data-ours-backlog"
-        backlog_runs ours $PORT_OURS "$EDGE --config $WORK/ours-durable.toml --listen 127.0.0.1:$PORT_OURS --data-dir $WORK/data-ours-backlog"
-    else
-        rm -rf "$WORK/mosq-data"; mkdir -p "$WORK/mosq-data"
-        backlog_runs mosq $PORT_MOSQ "$MOSQUITTO -c $WORK/mosquitto-persist.conf"
-    fi
+    backlogs "$name"
 }
 
 log "results in $OUT (load before: $(cut -d' ' -f1-3 /proc/loadavg))"
 START=$(date +%s)
-[ "$ONLY" = mosquitto ] || suite ours
-[ "$ONLY" = ours ] || suite mosq
-# Latency is the measure most hurt by other load on the machine: both brokers alternate, 3 rounds,
-# and the table shows the median.
-log "latency at $LAT_RATE msg/s, $LAT_ROUNDS rounds, brokers alternating"
-for round in $(seq 1 $LAT_ROUNDS); do
-    for qos in 0 1; do
-        [ "$ONLY" = mosquitto ] || lat ours $qos "$round"
-        [ "$ONLY" = ours ] || lat mosq $qos "$round"
+if [ $BACKLOG_ONLY = 1 ]; then
+    [ "$ONLY" = mosquitto ] || backlogs ours
+    [ "$ONLY" = ours ] || backlogs mosq
+else
+    [ "$ONLY" = mosquitto ] || suite ours
+    [ "$ONLY" = ours ] || suite mosq
+    # Latency is the measure most hurt by other load on the machine: both brokers alternate, 3
+    # rounds, and the table shows the median.
+    log "latency at $LAT_RATE msg/s, $LAT_ROUNDS rounds, brokers alternating"
+    for round in $(seq 1 $LAT_ROUNDS); do
+        for qos in 0 1; do
+            [ "$ONLY" = mosquitto ] || lat ours $qos "$round"
+            [ "$ONLY" = ours ] || lat mosq $qos "$round"
+        done
     done
-done
+fi
 log "done in $(( $(date +%s) - START )) s (load now: $(cut -d' ' -f1-3 /proc/loadavg))"
 
 # ---- table -------------------------------------------------------------------------------------

@@ -210,6 +210,9 @@ pub struct Limits {
     pub topic_alias_maximum: u16,
     pub max_retained_messages: usize,
     pub max_subscriptions_per_session: usize,
+    /// Broker-wide bound on heap memory, bytes (0: none): publishers pause past 1/2 of it,
+    /// deliveries that would live in memory only are refused past 5/8.
+    pub max_memory: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -265,6 +268,7 @@ impl Default for Limits {
             topic_alias_maximum: 32,
             max_retained_messages: 100_000,
             max_subscriptions_per_session: 1000,
+            max_memory: 256 * 1024 * 1024,
         }
     }
 }
@@ -405,6 +409,18 @@ impl Config {
         }
         if l.connect_timeout_secs == 0 {
             return bad("limits.connect_timeout_secs", "must be at least 1");
+        }
+        if l.max_memory != 0 && l.max_memory < 16 * 1024 * 1024 {
+            return bad(
+                "limits.max_memory",
+                "must be 0 (no bound) or at least 16777216",
+            );
+        }
+        if l.max_memory != 0 && self.storage.cache_size_bytes > l.max_memory / 4 {
+            return bad(
+                "limits.max_memory",
+                "must be at least 4 times storage.cache_size_bytes (the page cache is part of it)",
+            );
         }
         if self.storage.max_batch == 0 {
             return bad("storage.max_batch", "must be at least 1");

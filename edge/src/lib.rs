@@ -9,6 +9,7 @@ pub mod disk_full;
 pub mod error;
 pub mod http;
 pub mod live_limits;
+pub mod memory;
 pub mod message;
 pub mod ratelog;
 pub mod reload;

@@ -10,7 +10,12 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use futures_lite::StreamExt;
 use robustmq_edge::config::{Config, ListenerConfig, DEFAULT_TOML};
+use robustmq_edge::memory::CountingAlloc;
 use robustmq_edge::reload::SetLogLevel;
+
+/// Counts the heap in use for `limits.max_memory` (see `memory.rs`).
+#[global_allocator]
+static ALLOC: CountingAlloc = CountingAlloc;
 
 #[derive(Parser)]
 #[command(
@@ -154,6 +159,7 @@ fn limit_malloc_arenas() {
 
 fn main() -> ExitCode {
     limit_malloc_arenas();
+    ALLOC.activate();
     let cli = Cli::parse();
     match cli.command {
         Some(Command::PrintConfig) => {

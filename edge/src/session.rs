@@ -5,17 +5,18 @@
 //!
 //! Invariants:
 //! - A delivery of a persistent session with QoS > 0 has `persisted = true` and a record in
-//!   `session_queue` until it is acknowledged (or dropped), under the same `seq`.
+//!   `session_queue` until it is acknowledged (or dropped), under the same `seq`. Only a
+//!   bounded window of the queue is in memory; the rest is read back from disk (`queue.rs`).
 //! - `stored` is true exactly when a session record is on disk (or queued to be written).
 //! - A connection is attached (`conn`) or the session knows when it was cut off
 //!   (`disconnected_ms`), never both.
 
-mod queue; // outgoing deliveries: queue, in-flight window, packet ids, water marks
+mod queue; // outgoing deliveries: queue window and disk backlog, in-flight, packet ids, water marks
 #[cfg(test)]
 mod tests;
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use event_listener::Event;
@@ -27,7 +28,8 @@ use crate::broker::{ConnectRequest, Departure};
 use crate::storage::{LoadedSession, Op, SessionRecord, WillRecord};
 use crate::topic::SubOptions;
 
-use queue::Delivery;
+use queue::{Backlog, Delivery};
+pub use queue::{Refill, TakeWait, WINDOW};
 
 /// Why a connection is being closed by the broker from outside its own task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +68,9 @@ pub fn kicked(flag: &AtomicU8) -> Option<Kick> {
 pub struct QueueLimits {
     pub max_messages: usize,
     pub max_bytes: usize,
+    /// Memory is short (`limits.max_memory`): deliveries that would live in memory only are
+    /// refused, stored ones go straight to disk.
+    pub memory_full: bool,
 }
 
 /// A session's queue as the statistics see it ([`Session::queue_figures`]).
@@ -93,8 +98,12 @@ pub struct Session {
     expiry_secs: u32,
     /// Full filter (with any `$share/group/` prefix) -> options.
     subs: HashMap<Arc<str>, SubOptions>,
-    /// Waiting deliveries; requeued ones (already sent, keeping their packet id) at the head.
+    /// Waiting deliveries in memory (the window); requeued ones (already sent, keeping their
+    /// packet id) at the head.
     queue: VecDeque<Delivery>,
+    /// Waiting deliveries on disk only, read back into `queue` as it drains.
+    backlog: Backlog,
+    /// Bytes (`Message::weight`) of every waiting delivery, in memory or on disk.
     queued_bytes: usize,
     /// Sent and not yet acknowledged, at most `inflight_limit`, all with QoS > 0.
     inflight: VecDeque<Delivery>,
@@ -121,7 +130,21 @@ pub struct Session {
     /// The user name of its last connection (`Some(None)`: anonymous), stored with the
     /// session; None only for a session stored by a version that did not record it.
     identity: Option<Option<Arc<str>>>,
+    /// Unique per session object: a backlog read started before the session ended (and was
+    /// created anew under the same client id) is not applied to the new one.
+    epoch: u64,
+    /// Queue rows remain on disk although the session record is gone (resumed without
+    /// expiry): ending the session must delete them.
+    rows_on_disk: bool,
+    /// What the last `take_outgoing` asks the connection to wait for.
+    take_wait: TakeWait,
+    /// Per round of ids recorded ahead, the commit holding them (`None`: not known yet).
+    reserve_tickets: VecDeque<(u64, Option<crate::storage::Ticket>)>,
+    /// Counts the rounds of `take_outgoing` that recorded ids ahead.
+    reserved_round: u64,
 }
+
+static EPOCHS: AtomicU64 = AtomicU64::new(1);
 
 impl Session {
     /// The user name of the session's last connection, if known (see `identity`).
@@ -158,6 +181,7 @@ impl Session {
             expiry_secs,
             subs: HashMap::new(),
             queue: VecDeque::new(),
+            backlog: Backlog::default(),
             queued_bytes: 0,
             inflight: VecDeque::new(),
             qos2_in: HashSet::new(),
@@ -174,10 +198,21 @@ impl Session {
             read_acl: ClientAcl::unrestricted(),
             read_cache: None,
             identity: None,
+            epoch: EPOCHS.fetch_add(1, Ordering::Relaxed),
+            rows_on_disk: false,
+            take_wait: TakeWait::default(),
+            reserve_tickets: VecDeque::new(),
+            reserved_round: 0,
         }
     }
 
-    /// A session read back from disk. One stored as connected was cut off by a crash or power
+    /// Tells this session object apart from a later one of the same client id.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// A session read back from disk, its queue by its shape only (the messages stay on disk
+    /// until the client drains them). One stored as connected was cut off by a crash or power
     /// loss at about `cut_off_ms` (the last commit of that run); its will is due from then.
     pub fn restore(client_id: Arc<str>, loaded: LoadedSession, cut_off_ms: u64) -> Session {
         let rec = loaded.record;
@@ -192,12 +227,12 @@ impl Session {
         for (f, o) in rec.subscriptions {
             s.subs.insert(Arc::from(f.as_str()), o);
         }
-        for (seq, d) in loaded.queue {
-            s.next_seq = s.next_seq.max(seq + 1);
-            let d = Delivery::restore(seq, d);
-            s.queued_bytes += d.msg.weight();
-            s.queue.push_back(d);
-        }
+        let q = loaded.queue;
+        s.next_seq = q.next_seq.max(1);
+        s.queued_bytes = q.bytes;
+        s.backlog.count = q.messages;
+        s.backlog.next = q.first_seq;
+        s.backlog.sent = q.sent;
         s.qos2_in = loaded.qos2_in.into_iter().collect();
         s.stored = true;
         s
@@ -225,9 +260,9 @@ impl Session {
         self.conn.as_ref().is_some_and(|c| c.id == conn_id)
     }
 
-    /// A session record exists on disk: ending the session must delete it.
+    /// A session record or queue rows exist on disk: ending the session must delete them.
     pub fn stored(&self) -> bool {
-        self.stored
+        self.stored || self.rows_on_disk
     }
 
     /// Messages and bytes waiting, messages in flight, messages dropped so far (statistics).
@@ -320,11 +355,11 @@ impl Session {
                 ));
             }
         } else if self.stored {
+            // The record goes now; the queue rows stay until they are delivered or the
+            // session ends (a crash in between: removed at start as rows without a session).
             self.stored = false;
-            ops.push(Op::DeleteSession(self.client_id.clone()));
-            for d in self.queue.iter_mut() {
-                d.persisted = false;
-            }
+            self.rows_on_disk = true;
+            ops.push(Op::ForgetSession(self.client_id.clone()));
         }
     }
 
@@ -336,6 +371,7 @@ impl Session {
         self.conn = None;
         self.disconnected_ms = Some(now_ms);
         self.requeue_inflight();
+        self.evict_window();
         if let Departure::Graceful { send_will, expiry } = how {
             if let Some(e) = expiry {
                 self.expiry_secs = e.min(max_expiry);

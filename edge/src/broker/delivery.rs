@@ -10,12 +10,23 @@ use mqtt_proto::{Pid, QosPid};
 
 use super::Broker;
 use crate::message::{now_ms, Message};
+use crate::session::{Refill, TakeWait};
 use crate::storage::Ticket;
 
-/// A subscriber that cannot keep up, for the publisher to wait on.
+/// Why a publisher should pause.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cause {
+    /// This online subscriber's queue passed its high-water mark.
+    Subscriber(Arc<str>),
+    /// The broker's memory passed half of `limits.max_memory`.
+    Memory,
+}
+
+/// Something that cannot keep up, for the publisher to wait on: `drained` fires when it has
+/// caught up.
 #[derive(Debug, Clone)]
 pub struct Congestion {
-    pub client_id: Arc<str>,
+    pub cause: Cause,
     pub drained: Arc<Event>,
 }
 
@@ -37,31 +48,96 @@ impl Broker {
     /// send now. The ticket covers the packet ids recorded for them: wait for it before
     /// sending, so that after a crash a redelivery carries DUP and the same packet id
     /// [MQTT-4.3.3-5].
+    ///
+    /// When the session's window runs low, the next part of its queue is read from disk in
+    /// the background ([`Broker::refill`]); the connection is woken when it is in.
     pub async fn take_outgoing(
-        &self,
+        self: &Arc<Self>,
         client: &Arc<str>,
         conn_id: u64,
         max: usize,
     ) -> (Vec<Outgoing>, Option<Ticket>) {
         let now = now_ms();
         let limits = self.queue_limits();
-        self.commit(|st, ops| match st.sessions.get_mut(client) {
-            Some(s) if s.is_attached_to(conn_id) => s.take_outgoing(max, now, limits, ops),
-            _ => Vec::new(),
+        let refill_max = self.memory.refill_size();
+        let ((out, refill, wait, earlier), ticket) = self
+            .commit(|st, ops| match st.sessions.get_mut(client) {
+                Some(s) if s.is_attached_to(conn_id) => {
+                    let out = s.take_outgoing(max, now, limits, ops);
+                    // The commit of the ids recorded ahead that are sent now, or, while it is
+                    // not known, everything pushed before this round.
+                    let w = s.take_wait();
+                    let earlier = match w.reserved_ids {
+                        true => w.reserved_ticket.or_else(|| self.store.latest_ticket()),
+                        false => None,
+                    };
+                    let refill = s.refill_request(refill_max).map(|r| (s.epoch(), r));
+                    (out, refill, s.take_wait(), earlier)
+                }
+                _ => (Vec::new(), None, TakeWait::default(), None),
+            })
+            .await;
+        if wait.reserved_now {
+            if let Some(s) = self.lock().sessions.get_mut(client) {
+                s.reservations_committed_by(wait.reserved_round, ticket);
+            }
+        }
+        if let Some((epoch, r)) = refill {
+            self.refill(client.clone(), epoch, r);
+        }
+        self.memory.notify_if_relieved();
+        // Ids assigned now must be on disk before sending; ids recorded ahead were pushed in an
+        // earlier round, whose commit is normally done by now: no fsync to wait for.
+        let wait_for = match (wait.fresh_ids, wait.reserved_ids) {
+            (true, _) => ticket,
+            (false, true) => earlier,
+            (false, false) => None,
+        };
+        (out, wait_for)
+    }
+
+    /// Reads the next part of a session's queue from disk on a blocking thread and hands it to
+    /// the session under the lock. What is committed is read at once; only when that is
+    /// nothing (or the read must see recorded packet ids, `Refill::must_wait`) does it first
+    /// wait until every op pushed so far is committed. Only one read per session runs at a
+    /// time (`refill_request`).
+    fn refill(self: &Arc<Self>, client: Arc<str>, epoch: u64, r: Refill) {
+        let broker = self.clone();
+        let pushed = self.store.latest_ticket();
+        smol::unblock(move || {
+            let read = || broker.store.read_queue(&client, r.from, r.until, r.max);
+            let mut rows = if r.must_wait { Ok(Vec::new()) } else { read() };
+            let mut waited = false;
+            if rows.as_ref().is_ok_and(|v| v.is_empty()) {
+                let committed = match pushed {
+                    Some(t) => smol::block_on(broker.store.wait(t)),
+                    None => Ok(()),
+                };
+                rows = committed.and_then(|()| read());
+                waited = true;
+            }
+            smol::block_on(broker.commit(|st, ops| {
+                if let Some(s) = st.sessions.get_mut(&client).filter(|s| s.epoch() == epoch) {
+                    s.refilled(r, waited, rows, ops);
+                }
+            }));
         })
-        .await
+        .detach();
     }
 
     /// PUBACK (QoS 1) or PUBCOMP (QoS 2) from the client: the delivery is complete.
     /// Also used to drop a delivery the client cannot receive (too large for it).
     pub async fn complete(&self, client: &Arc<str>, pid: Pid) -> bool {
-        self.commit(|st, ops| {
-            st.sessions
-                .get_mut(client)
-                .is_some_and(|s| s.complete(pid, ops))
-        })
-        .await
-        .0
+        let done = self
+            .commit(|st, ops| {
+                st.sessions
+                    .get_mut(client)
+                    .is_some_and(|s| s.complete(pid, ops))
+            })
+            .await
+            .0;
+        self.memory.notify_if_relieved();
+        done
     }
 
     /// PUBREC from the client: the QoS 2 delivery moves to its release phase.
@@ -91,13 +167,27 @@ impl Broker {
         .await
     }
 
-    /// Whether a session is still over its high-water mark (publishers re-check after
-    /// registering for `drained`, so that no wake-up is lost).
-    pub fn congested(&self, client: &Arc<str>) -> bool {
-        let limits = self.queue_limits();
-        self.lock()
-            .sessions
-            .get(client)
-            .is_some_and(|s| s.congested(limits))
+    /// Whether the cause of a congestion still holds: a session over its high-water mark, or
+    /// memory over 3/8 of its bound (publishers re-check after registering for `drained`, so
+    /// that no wake-up is lost).
+    pub fn congested(&self, c: &Congestion) -> bool {
+        match &c.cause {
+            Cause::Subscriber(client) => {
+                let limits = self.queue_limits();
+                self.lock()
+                    .sessions
+                    .get(client)
+                    .is_some_and(|s| s.congested(limits))
+            }
+            Cause::Memory => !self.memory.relieved(),
+        }
+    }
+
+    /// Memory over half its bound: the publisher of the message just routed waits.
+    pub(super) fn memory_congestion(&self) -> Option<Congestion> {
+        self.memory.pressed().then(|| Congestion {
+            cause: Cause::Memory,
+            drained: self.memory.relieved_event(),
+        })
     }
 }

@@ -127,6 +127,7 @@ impl Broker {
 
     /// Periodic work: due wills, expired sessions, expired retained messages.
     pub async fn tick(&self) {
+        self.memory.notify_if_relieved();
         let now = now_ms();
         self.commit(|st, ops| {
             let mut wills = Vec::new();

@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use event_listener::Event;
 
 pub use access::IpPermit;
-pub use delivery::{Congestion, Outgoing};
+pub use delivery::{Cause, Congestion, Outgoing};
 pub use gauges::Gauges;
 pub use lifecycle::{ConnectRequest, Connected, Departure};
 pub use permit::{ConnectionPermit, Connections};
@@ -41,6 +41,7 @@ pub use routing::Published;
 pub use subscriptions::SubResult;
 
 use crate::config::Config;
+use crate::memory::MemoryBudget;
 use crate::message::{now_ms, Message};
 use crate::session::{QueueLimits, Session};
 use crate::storage::{Loaded, Op, Store, Ticket};
@@ -102,6 +103,8 @@ pub struct Broker {
     pub stats: crate::stats::Stats,
     /// Reads the live sync status (set once when sync starts).
     sync_status: OnceLock<edge_sync::StatusReader>,
+    /// `limits.max_memory`: publisher pauses, refusals, read-back sizes (`memory.rs`).
+    memory: MemoryBudget,
 }
 
 impl Broker {
@@ -130,6 +133,7 @@ impl Broker {
         );
         let connections = Arc::new(Connections::new(cfg.limits.max_connections));
         let live = crate::live_limits::LiveLimits::new(&cfg.limits);
+        let cfg_max_memory = cfg.limits.max_memory;
         // Wills due now and sessions that expired while the broker was down are handled by
         // the first `tick`, which the server runs at start.
         Arc::new(Broker {
@@ -144,6 +148,7 @@ impl Broker {
             access: access::AccessState::default(),
             stats: crate::stats::Stats::new(),
             sync_status: OnceLock::new(),
+            memory: MemoryBudget::new(cfg_max_memory),
         })
     }
 
@@ -189,6 +194,13 @@ impl Broker {
         QueueLimits {
             max_messages: self.live.max_queued_messages(),
             max_bytes: self.live.max_queued_bytes(),
+            memory_full: self.memory.exhausted(),
         }
+    }
+
+    /// Replaces the memory meter (tests of the `limits.max_memory` decisions).
+    #[cfg(test)]
+    pub(crate) fn set_memory_meter(&mut self, meter: fn() -> Option<usize>) {
+        self.memory = MemoryBudget::with_meter(self.cfg.limits.max_memory, meter);
     }
 }

@@ -172,6 +172,9 @@ impl Broker {
                 self.count_queue_drops(dropped, s.queue_figures().dropped);
             }
         }
+        if congested.is_none() && matched {
+            congested = self.memory_congestion();
+        }
         (matched, congested)
     }
 }

@@ -220,6 +220,112 @@ fn sys_topics_stay_in_memory_and_do_not_count_against_the_retained_limit() {
     );
 }
 
+fn broker_in(dir: &std::path::Path) -> Arc<Broker> {
+    let cfg = Config {
+        data_dir: dir.to_path_buf(),
+        limits: crate::config::Limits {
+            max_queued_messages: 100_000,
+            ..Default::default()
+        },
+        ..Config::default()
+    };
+    let (store, loaded) = Store::open(&cfg).expect("open store");
+    Broker::new(Arc::new(cfg), store, loaded)
+}
+
+/// Drains the session of connection `c` through the broker, acknowledging every delivery,
+/// until `n` messages came or nothing more comes within a second: their payloads in order.
+/// Stops early (leaving the last batch unacknowledged) after `stop_after` messages.
+fn drain(b: &Arc<Broker>, id: &str, c: &Connected, n: usize, stop_after: usize) -> Vec<String> {
+    let id: Arc<str> = id.into();
+    let mut got = Vec::new();
+    while got.len() < n {
+        let listener = c.notify.listen();
+        let (out, ticket) = smol::block_on(b.take_outgoing(&id, c.conn_id, 64));
+        if let Some(t) = ticket {
+            smol::block_on(b.store.wait(t)).expect("committed");
+        }
+        if out.is_empty() {
+            let woke = smol::block_on(futures_lite::future::or(
+                async {
+                    listener.await;
+                    true
+                },
+                async {
+                    smol::Timer::after(std::time::Duration::from_secs(1)).await;
+                    false
+                },
+            ));
+            if !woke {
+                break;
+            }
+            continue;
+        }
+        let mut pids = Vec::new();
+        for o in out {
+            if let Outgoing::Publish { msg, qos_pid, .. } = o {
+                got.push(String::from_utf8_lossy(&msg.payload).into_owned());
+                pids.extend(qos_pid.pid());
+            }
+        }
+        if got.len() >= stop_after {
+            return got;
+        }
+        for p in pids {
+            assert!(smol::block_on(b.complete(&id, p)));
+        }
+    }
+    got
+}
+
+fn publish_numbered(b: &Broker, topic: &str, range: std::ops::Range<usize>) {
+    for i in range {
+        let msg = Arc::new(Message {
+            topic: topic.into(),
+            payload: Bytes::from(i.to_string()),
+            qos: 1,
+            retain: false,
+            received_ms: now_ms(),
+            expiry_secs: None,
+            publisher: "publisher".into(),
+            from_downlink: false,
+            props: None,
+        });
+        if let Published::Accepted {
+            ticket: Some(t), ..
+        } = smol::block_on(b.publish(msg, None))
+        {
+            smol::block_on(b.store.wait(t)).expect("committed");
+        }
+    }
+}
+
+fn numbers(r: std::ops::Range<usize>) -> Vec<String> {
+    r.map(|i| i.to_string()).collect()
+}
+
+#[test]
+fn a_backlog_longer_than_the_window_is_read_back_in_order_after_a_restart() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let n = 3 * crate::session::WINDOW + 17;
+    {
+        let b = broker_in(dir.path());
+        let c = connect(&b, "sub", 600);
+        subscribe(&b, "sub", "t");
+        smol::block_on(b.disconnect(&"sub".into(), c.conn_id, Departure::Abnormal));
+        publish_numbered(&b, "t", 0..n);
+        b.store.close();
+    }
+    let b = broker_in(dir.path());
+    let c = connect(&b, "sub", 600);
+    assert!(c.session_present);
+    assert_eq!(drain(&b, "sub", &c, n, usize::MAX), numbers(0..n));
+    assert!(
+        drain(&b, "sub", &c, 1, usize::MAX).is_empty(),
+        "nothing twice"
+    );
+}
+
 #[test]
 fn messages_beyond_a_full_queue_are_counted_as_queue_full_drops() {
     let t = broker_with(|c| c.limits.max_queued_messages = 1);
@@ -235,4 +341,60 @@ fn messages_beyond_a_full_queue_are_counted_as_queue_full_drops() {
     assert_eq!(g.subscriptions, 1);
     let c = b.stats.counters();
     assert_eq!(c.dropped[crate::stats::Dropped::QueueFull as usize].1, 2);
+}
+
+#[test]
+fn a_take_over_in_the_middle_of_a_backlog_resends_in_flight_then_reads_on() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let b = broker_in(dir.path());
+    let n = 2 * crate::session::WINDOW + 5;
+    let c = connect(&b, "sub", 600);
+    subscribe(&b, "sub", "t");
+    smol::block_on(b.disconnect(&"sub".into(), c.conn_id, Departure::Abnormal));
+    publish_numbered(&b, "t", 0..n);
+    let first = connect(&b, "sub", 600);
+    let early = drain(&b, "sub", &first, n, 300);
+    assert_eq!(early, numbers(0..early.len()));
+    let second = connect(&b, "sub", 600);
+    let unacked = early.len() % 16;
+    let unacked = if unacked == 0 { 16 } else { unacked };
+    let rest = drain(&b, "sub", &second, n, usize::MAX);
+    assert_eq!(
+        rest,
+        numbers(early.len() - unacked..n),
+        "the unacknowledged batch again, then the rest in order"
+    );
+}
+
+#[test]
+fn the_memory_bound_pauses_publishers_and_refuses_deliveries_kept_in_memory_only() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static USED: AtomicUsize = AtomicUsize::new(0);
+    let mut t = broker();
+    Arc::get_mut(&mut t.broker)
+        .expect("not shared yet")
+        .set_memory_meter(|| Some(USED.load(Ordering::Relaxed)));
+    let max = t.broker.cfg.limits.max_memory;
+    let sub = connect(&t.broker, "sub", 0);
+    subscribe(&t.broker, "sub", "t");
+    let congested = |p: Published| match p {
+        Published::Accepted { congested, .. } => congested.map(|c| c.cause),
+        other => panic!("not accepted: {other:?}"),
+    };
+    assert_eq!(congested(publish(&t.broker, "t", 1, false)), None);
+    USED.store(max / 2 + 1, Ordering::Relaxed);
+    assert_eq!(
+        congested(publish(&t.broker, "t", 1, false)),
+        Some(Cause::Memory)
+    );
+    USED.store(max / 8 * 5 + 1, Ordering::Relaxed);
+    publish(&t.broker, "t", 1, false);
+    let (out, _) = smol::block_on(t.broker.take_outgoing(&"sub".into(), sub.conn_id, 64));
+    assert_eq!(out.len(), 2, "the third, for a clean session, was refused");
+    USED.store(0, Ordering::Relaxed);
+    let c = Congestion {
+        cause: Cause::Memory,
+        drained: Arc::new(event_listener::Event::new()),
+    };
+    assert!(!t.broker.congested(&c), "relieved under 3/8");
 }

@@ -1,21 +1,82 @@
 //! The outgoing side of a session: the bounded queue, the in-flight window (at most
 //! `inflight_limit` QoS 1/2 deliveries sent and unacknowledged), packet ids, and the water
 //! marks publishers pause on. A delivery keeps its packet id from first send to completion.
+//!
+//! Memory is a window: an online session holds at most [`WINDOW`] waiting deliveries (plus
+//! its in-flight ones), an offline one none of its stored deliveries. The rest is the
+//! *backlog*: stored deliveries on disk only, all with `seq >= backlog.next`, read back in
+//! order ([`Session::refill_request`] / [`Session::refilled`]) as the client drains the
+//! window. Deliveries that are never stored (QoS 0, non-persistent sessions) arriving behind
+//! a backlog wait in `backlog.later` and are merged back by `seq`, so order is kept.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 
 use mqtt_proto::{Pid, QosPid};
 
 use super::{QueueLimits, Session};
-use crate::broker::{Congestion, Outgoing};
+use crate::broker::{Cause, Congestion, Outgoing};
+use crate::error::Result;
 use crate::message::Message;
 use crate::storage::{DeliveryRecord, Op};
+
+/// Most packet ids recorded ahead of sending (see `OutState::Reserved`).
+const RESERVE_AHEAD: usize = 64;
+
+/// What the connection must wait for before sending what `take_outgoing` returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TakeWait {
+    /// Packet ids were assigned in this call: wait for its own commit.
+    pub fresh_ids: bool,
+    /// Deliveries whose ids were recorded ahead were taken: wait for the commit of those ids,
+    /// `reserved_ticket` (`None` while not known: then for everything pushed before).
+    pub reserved_ids: bool,
+    pub reserved_ticket: Option<crate::storage::Ticket>,
+    /// Ids were recorded ahead in this call, as reservation round `reserved_round`
+    /// ([`Session::reservations_committed_by`] names the ticket covering them once known).
+    pub reserved_now: bool,
+    pub reserved_round: u64,
+}
+
+/// Most waiting deliveries an online session keeps in memory; more wait on disk.
+pub const WINDOW: usize = 256;
+/// The window is read up again from disk once it falls under this.
+const REFILL_AT: usize = WINDOW / 2;
+
+/// Stored deliveries that are on disk only (see the module header).
+#[derive(Debug, Default)]
+pub(super) struct Backlog {
+    /// How many; each has `seq >= next`.
+    pub(super) count: usize,
+    pub(super) next: u64,
+    /// Unstored deliveries queued behind the backlog, in `seq` order.
+    pub(super) later: VecDeque<Delivery>,
+    /// (seq, packet id) of backlog deliveries sent before: their ids stay reserved.
+    pub(super) sent: Vec<(u64, u16)>,
+    /// A read of the backlog is under way.
+    pub(super) reading: bool,
+}
+
+/// A read of a session's backlog to run: up to `max` deliveries with `from <= seq < until`.
+/// Every one of them was pushed to the writer before the request was made, in `seq` order, so
+/// what is committed of them is a prefix: a read that does not wait for the writer returns
+/// that prefix. `must_wait`: the packet ids of some were recorded and may not be committed
+/// yet, so the read must come after every op pushed before the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refill {
+    pub from: u64,
+    pub until: u64,
+    pub max: usize,
+    pub must_wait: bool,
+}
 
 /// Where an outgoing delivery stands; QoS 1/2 deliveries carry their packet id once sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum OutState {
     Unsent,
+    /// Not sent yet, but its packet id is recorded ahead (a crash makes it a redelivery with
+    /// DUP, which means "might have been sent"), so that sending it later waits for no commit.
+    Reserved(Pid, u64),
     /// PUBLISH sent (QoS 1 waits for PUBACK, QoS 2 for PUBREC).
     Sent(Pid),
     /// QoS 2: PUBREL sent, waiting for PUBCOMP.
@@ -26,7 +87,7 @@ impl OutState {
     pub(super) fn pid(self) -> Option<Pid> {
         match self {
             OutState::Unsent => None,
-            OutState::Sent(p) | OutState::Released(p) => Some(p),
+            OutState::Reserved(p, _) | OutState::Sent(p) | OutState::Released(p) => Some(p),
         }
     }
 }
@@ -88,7 +149,7 @@ impl Session {
             return false;
         }
         let weight = msg.weight();
-        if self.queue.len() >= limits.max_messages || self.queued_bytes + weight > limits.max_bytes
+        if self.queued_len() >= limits.max_messages || self.queued_bytes + weight > limits.max_bytes
         {
             self.dropped += 1;
             if self.dropped.is_power_of_two() {
@@ -97,9 +158,17 @@ impl Session {
             }
             return self.online();
         }
+        let persisted = qos > 0 && self.persistent();
+        if !persisted && limits.memory_full {
+            self.dropped += 1;
+            if self.dropped.is_power_of_two() {
+                tracing::warn!(client_id = %self.client_id, dropped = self.dropped, topic = %msg.topic,
+                    "memory bound reached (limits.max_memory): message for this session dropped");
+            }
+            return self.online();
+        }
         let seq = self.next_seq;
         self.next_seq += 1;
-        let persisted = qos > 0 && self.persistent();
         if persisted {
             ops.push(Op::Enqueue {
                 client: self.client_id.clone(),
@@ -111,17 +180,146 @@ impl Session {
             });
         }
         self.queued_bytes += weight;
-        self.queue.push_back(Delivery {
-            seq,
-            msg,
-            qos,
-            retain,
-            sub_ids,
-            state: OutState::Unsent,
-            persisted,
-        });
+        if persisted
+            && (!self.online()
+                || self.backlog.count > 0
+                || self.queue.len() >= WINDOW
+                || limits.memory_full)
+        {
+            // On disk only: read back when the window has room.
+            if self.backlog.count == 0 {
+                self.backlog.next = seq;
+            }
+            self.backlog.count += 1;
+        } else {
+            let d = Delivery {
+                seq,
+                msg,
+                qos,
+                retain,
+                sub_ids,
+                state: OutState::Unsent,
+                persisted,
+            };
+            if self.backlog.count > 0 {
+                self.backlog.later.push_back(d);
+            } else {
+                self.queue.push_back(d);
+            }
+        }
         self.notify();
         self.congested(limits)
+    }
+
+    /// Deliveries waiting (in memory or on disk), not counting those in flight.
+    pub fn queued_len(&self) -> usize {
+        self.queue.len() + self.backlog.count + self.backlog.later.len()
+    }
+
+    /// Waiting deliveries held in memory.
+    pub fn window_len(&self) -> usize {
+        self.queue.len() + self.backlog.later.len()
+    }
+
+    /// A read of the backlog to run now, if the window of this online session is low and
+    /// none is under way: up to `max` deliveries (capped by the window). The caller runs it
+    /// once everything pushed so far is committed, and hands the rows to [`Session::refilled`].
+    pub fn refill_request(&mut self, max: usize) -> Option<Refill> {
+        let b = &self.backlog;
+        if b.count == 0 || b.reading || !self.online() || self.queue.len() >= REFILL_AT {
+            return None;
+        }
+        self.backlog.reading = true;
+        Some(Refill {
+            from: self.backlog.next,
+            until: self.next_seq,
+            max: max.clamp(1, WINDOW - self.queue.len()),
+            must_wait: !self.backlog.sent.is_empty(),
+        })
+    }
+
+    /// The rows read for `r`, appended to the window in `seq` order (with the unstored
+    /// deliveries queued behind them). Ignored when the backlog moved meanwhile (the session
+    /// went offline and gave its window back); a read error leaves the backlog as it was.
+    /// `waited`: the read came after every op pushed before the request was committed.
+    pub fn refilled(
+        &mut self,
+        r: Refill,
+        waited: bool,
+        rows: Result<Vec<(u64, Option<DeliveryRecord>)>>,
+        ops: &mut Vec<Op>,
+    ) {
+        self.backlog.reading = false;
+        if r.from != self.backlog.next || !self.online() {
+            return;
+        }
+        let rows = match rows {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::error!(client_id = %self.client_id, error = %e, "cannot read the session's queue from disk");
+                return;
+            }
+        };
+        let exhausted = rows.len() < r.max;
+        let mut last = None;
+        for (seq, rec) in rows {
+            last = Some(seq);
+            self.backlog.count = self.backlog.count.saturating_sub(1);
+            while self.backlog.later.front().is_some_and(|d| d.seq < seq) {
+                self.queue.extend(self.backlog.later.pop_front());
+            }
+            match rec {
+                Some(rec) => self.queue.push_back(Delivery::restore(seq, rec)),
+                // Unreadable (logged by the read): dropped, its weight unknown.
+                None => ops.push(Op::Dequeue {
+                    client: self.client_id.clone(),
+                    seq,
+                    weight: 0,
+                }),
+            }
+        }
+        if let Some(last) = last {
+            self.backlog.next = last + 1;
+        }
+        if waited && exhausted && self.next_seq == r.until && self.backlog.count > 0 {
+            tracing::warn!(client_id = %self.client_id, missing = self.backlog.count,
+                "fewer messages on disk than counted for this session");
+            self.backlog.count = 0;
+        }
+        let next = self.backlog.next;
+        self.backlog.sent.retain(|(seq, _)| *seq >= next);
+        if self.backlog.count == 0 {
+            self.queue.append(&mut self.backlog.later);
+            self.backlog.sent.clear();
+        }
+        self.notify();
+    }
+
+    /// Gives the window of a session going offline back to disk: its stored deliveries join
+    /// the backlog (sent ones keep their packet ids reserved), unstored ones stay in memory.
+    pub(super) fn evict_window(&mut self) {
+        let mut kept = VecDeque::new();
+        let mut first = None;
+        for d in self.queue.drain(..) {
+            if !d.persisted {
+                kept.push_back(d);
+                continue;
+            }
+            first.get_or_insert(d.seq);
+            if let Some(p) = d.state.pid() {
+                self.backlog.sent.push((d.seq, p.value()));
+            }
+            self.backlog.count += 1;
+        }
+        let Some(first) = first else {
+            self.queue = kept;
+            return;
+        };
+        // Requeued in-flight deliveries sit first and are the oldest: `first` is the lowest.
+        self.backlog.next = first;
+        kept.append(&mut self.backlog.later);
+        kept.make_contiguous().sort_by_key(|d| d.seq);
+        self.backlog.later = kept;
     }
 
     /// Takes up to `max` deliveries to send now, in queue order, stopping at a QoS 1/2 one when
@@ -137,6 +335,9 @@ impl Session {
         ops: &mut Vec<Op>,
     ) -> Vec<Outgoing> {
         let mut out = Vec::new();
+        let mut wait = TakeWait::default();
+        let mut used = None;
+        let mut newest_round = 0;
         while out.len() < max {
             let inflight_full = self.inflight.len() >= self.inflight_limit;
             let Some(front) = self.queue.front() else {
@@ -150,11 +351,13 @@ impl Session {
             };
             self.queued_bytes = self.queued_bytes.saturating_sub(d.msg.weight());
             // Expired messages are dropped unless already sent once (the receiver may hold it).
-            if d.state == OutState::Unsent && d.msg.is_expired(now_ms) {
+            let unsent = matches!(d.state, OutState::Unsent | OutState::Reserved(..));
+            if unsent && d.msg.is_expired(now_ms) {
                 if d.persisted {
                     ops.push(Op::Dequeue {
                         client: self.client_id.clone(),
                         seq: d.seq,
+                        weight: d.msg.weight() as u32,
                     });
                 }
                 continue;
@@ -171,7 +374,8 @@ impl Session {
             }
             match d.state {
                 OutState::Unsent => {
-                    let pid = self.alloc_pid();
+                    let pid = self.alloc_pid(&mut used);
+                    wait.fresh_ids |= d.persisted;
                     d.state = OutState::Sent(pid);
                     if d.persisted {
                         ops.push(Op::MarkSent {
@@ -183,6 +387,12 @@ impl Session {
                     }
                     out.push(d.publish(pid, false));
                 }
+                OutState::Reserved(pid, round) => {
+                    wait.reserved_ids = true;
+                    newest_round = newest_round.max(round);
+                    d.state = OutState::Sent(pid);
+                    out.push(d.publish(pid, false));
+                }
                 // Sent before (on an earlier connection): again, with DUP and the same id.
                 OutState::Sent(pid) => out.push(d.publish(pid, true)),
                 OutState::Released(pid) => out.push(Outgoing::Pubrel(pid)),
@@ -192,7 +402,82 @@ impl Session {
         if !out.is_empty() {
             self.notify_if_drained(limits);
         }
+        if wait.reserved_ids {
+            wait.reserved_ticket = self
+                .reserve_tickets
+                .iter()
+                .find(|r| r.0 == newest_round)
+                .and_then(|r| r.1);
+        }
+        wait.reserved_now = self.reserve_ahead(&mut used, ops);
+        wait.reserved_round = self.reserved_round;
+        // Rounds older than the oldest reservation still waiting are not asked for any more.
+        let oldest = self.queue.iter().find_map(|d| match d.state {
+            OutState::Reserved(_, round) => Some(round),
+            _ => None,
+        });
+        let oldest = oldest.unwrap_or(u64::MAX);
+        self.reserve_tickets.retain(|r| r.0 >= oldest);
+        self.take_wait = wait;
         out
+    }
+
+    /// What the last `take_outgoing` asks the connection to wait for.
+    pub fn take_wait(&self) -> TakeWait {
+        self.take_wait
+    }
+
+    /// The ids recorded ahead in reservation round `round` are in the commit of `ticket`.
+    pub fn reservations_committed_by(
+        &mut self,
+        round: u64,
+        ticket: Option<crate::storage::Ticket>,
+    ) {
+        if let Some(r) = self.reserve_tickets.iter_mut().find(|r| r.0 == round) {
+            r.1 = ticket;
+        }
+    }
+
+    /// Records packet ids ahead for the next stored QoS 1/2 deliveries at the head of the
+    /// queue (at most `RESERVE_AHEAD` and the in-flight limit), so that the next round sends
+    /// them without waiting for a commit. They stay a prefix of the queue (after requeued
+    /// ones): reservation stops at the first delivery that is not stored. Whether any was made.
+    fn reserve_ahead(&mut self, used: &mut Option<HashSet<u16>>, ops: &mut Vec<Op>) -> bool {
+        let want = self.inflight_limit.min(RESERVE_AHEAD);
+        let mut have = 0;
+        let mut made = false;
+        let round = self.reserved_round + 1;
+        for i in 0..self.queue.len() {
+            if have >= want {
+                break;
+            }
+            let d = &self.queue[i];
+            match d.state {
+                OutState::Sent(_) | OutState::Released(_) => continue,
+                OutState::Reserved(..) => {
+                    have += 1;
+                    continue;
+                }
+                OutState::Unsent if !d.persisted || d.qos == 0 => break,
+                OutState::Unsent => {}
+            }
+            let pid = self.alloc_pid(used);
+            let d = &mut self.queue[i];
+            d.state = OutState::Reserved(pid, round);
+            ops.push(Op::MarkSent {
+                client: self.client_id.clone(),
+                seq: d.seq,
+                pid,
+                released: false,
+            });
+            have += 1;
+            made = true;
+        }
+        if made {
+            self.reserved_round = round;
+            self.reserve_tickets.push_back((round, None));
+        }
+        made
     }
 
     /// PUBACK (QoS 1) or PUBCOMP (QoS 2): the in-flight delivery with `pid` is complete and
@@ -211,6 +496,7 @@ impl Session {
                 ops.push(Op::Dequeue {
                     client: self.client_id.clone(),
                     seq: d.seq,
+                    weight: d.msg.weight() as u32,
                 });
             }
         }
@@ -241,19 +527,25 @@ impl Session {
     }
 
     /// A packet id not used by any in-flight delivery, nor by a requeued one waiting for
-    /// redelivery. Requeued deliveries keep their ids and sit at the head of the queue (see
-    /// `requeue_inflight`), so only that head is scanned: O(in-flight), not O(queue).
-    fn alloc_pid(&mut self) -> Pid {
-        let used: HashSet<u16> = self
-            .inflight
-            .iter()
-            .chain(self.queue.iter().take_while(|d| d.state.pid().is_some()))
-            // Every delivery here has an id. `map`, not `filter_map`: the set is then sized for
-            // the whole window at once instead of growing (and rehashing) per delivery sent.
-            .map(|d| d.state.pid().map_or(0, Pid::value))
-            .collect();
+    /// redelivery, in memory or in the backlog. Requeued deliveries keep their ids and sit at
+    /// the head of the queue (see `requeue_inflight`), so only that head is scanned:
+    /// O(in-flight), not O(queue).
+    /// `used` is built on the first call of a round and kept up to date by the following ones.
+    fn alloc_pid(&mut self, used: &mut Option<HashSet<u16>>) -> Pid {
+        let used = used.get_or_insert_with(|| {
+            self.inflight
+                .iter()
+                .chain(self.queue.iter().take_while(|d| d.state.pid().is_some()))
+                // Every delivery here has an id. `map`, not `filter_map`: the set is then sized
+                // for the whole window at once instead of growing (and rehashing) per id.
+                .map(|d| d.state.pid().map_or(0, Pid::value))
+                .chain(self.backlog.sent.iter().map(|s| s.1))
+                .collect()
+        });
         // `None` (all 65,535 ids in use) cannot happen while in-flight is bounded far below it.
-        self.pids.next(|p| used.contains(&p)).unwrap_or_default()
+        let pid = self.pids.next(|p| used.contains(&p)).unwrap_or_default();
+        used.insert(pid.value());
+        pid
     }
 
     /// Puts in-flight deliveries back at the head of the queue, in order, so the next
@@ -268,13 +560,13 @@ impl Session {
     /// Online with the queue at three quarters of a bound: publishers to it should pause.
     pub fn congested(&self, limits: QueueLimits) -> bool {
         self.online()
-            && (self.queue.len() * 4 >= limits.max_messages * 3
+            && (self.queued_len() * 4 >= limits.max_messages * 3
                 || self.queued_bytes * 4 >= limits.max_bytes * 3)
     }
 
     /// Queue at half of both bounds: paused publishers may go on.
     fn under_low_water(&self, limits: QueueLimits) -> bool {
-        self.queue.len() * 2 <= limits.max_messages && self.queued_bytes * 2 <= limits.max_bytes
+        self.queued_len() * 2 <= limits.max_messages && self.queued_bytes * 2 <= limits.max_bytes
     }
 
     /// Wakes paused publishers if the queue is under its low-water mark.
@@ -287,7 +579,7 @@ impl Session {
     /// This session as something a publisher can wait on.
     pub fn congestion(&self) -> Congestion {
         Congestion {
-            client_id: self.client_id.clone(),
+            cause: Cause::Subscriber(self.client_id.clone()),
             drained: self.drained.clone(),
         }
     }

@@ -14,7 +14,106 @@ use crate::storage::DeliveryRecord;
 const LIMITS: QueueLimits = QueueLimits {
     max_messages: 8,
     max_bytes: 1 << 20,
+    memory_full: false,
 };
+
+/// Room for more than a window.
+const ROOMY: QueueLimits = QueueLimits {
+    max_messages: 100_000,
+    max_bytes: 1 << 30,
+    memory_full: false,
+};
+
+/// The session's queue as the writer would store it: applies the ops a session pushes and
+/// answers backlog reads as `Store::read_queue` does.
+#[derive(Default)]
+struct Disk {
+    rows: std::collections::BTreeMap<u64, DeliveryRecord>,
+}
+
+impl Disk {
+    fn apply(&mut self, ops: &mut Vec<Op>) {
+        for op in ops.drain(..) {
+            match op {
+                Op::Enqueue {
+                    seq,
+                    msg,
+                    qos,
+                    retain,
+                    sub_ids,
+                    ..
+                } => {
+                    self.rows.insert(
+                        seq,
+                        DeliveryRecord {
+                            msg: (*msg).clone(),
+                            qos,
+                            retain,
+                            sub_ids,
+                            pid: 0,
+                            released: false,
+                        },
+                    );
+                }
+                Op::MarkSent {
+                    seq, pid, released, ..
+                } => {
+                    if let Some(r) = self.rows.get_mut(&seq) {
+                        r.pid = pid.value();
+                        r.released = released;
+                    }
+                }
+                Op::Dequeue { seq, .. } => {
+                    self.rows.remove(&seq);
+                }
+                Op::DeleteSession(_) => self.rows.clear(),
+                _ => {}
+            }
+        }
+    }
+
+    fn read(&self, r: Refill) -> crate::error::Result<Vec<(u64, Option<DeliveryRecord>)>> {
+        Ok(self
+            .rows
+            .range(r.from..r.until)
+            .take(r.max)
+            .map(|(s, d)| (*s, Some(d.clone())))
+            .collect())
+    }
+
+    /// Runs the refill the session asks for, if any; whether there was one.
+    fn refill(&mut self, s: &mut Session, ops: &mut Vec<Op>) -> bool {
+        let Some(r) = s.refill_request(usize::MAX) else {
+            return false;
+        };
+        s.refilled(r, true, self.read(r), ops);
+        self.apply(ops);
+        true
+    }
+}
+
+/// Takes everything, acknowledging as it goes, refilling from `disk`: the topics received.
+fn drain(s: &mut Session, disk: &mut Disk, ops: &mut Vec<Op>) -> Vec<String> {
+    let mut got = Vec::new();
+    loop {
+        disk.apply(ops);
+        disk.refill(s, ops);
+        let out = s.take_outgoing(64, now_ms(), ROOMY, ops);
+        disk.apply(ops);
+        if out.is_empty() {
+            return got;
+        }
+        for o in out {
+            if let Outgoing::Publish { msg, qos_pid, .. } = o {
+                got.push(msg.topic.to_string());
+                if let Some(p) = qos_pid.pid() {
+                    assert!(s.complete(p, ops));
+                }
+            }
+        }
+        disk.apply(ops);
+    }
+}
 
 fn pid(n: u16) -> Pid {
     Pid::try_from(n).expect("non-zero")
@@ -99,11 +198,30 @@ fn publish(topic: &str, qos_pid: QosPid, dup: bool) -> Sent {
     Sent::Publish(topic.into(), qos_pid, dup)
 }
 
-/// The connection drops and comes back (as a CONNECT resuming the session).
+/// The connection drops and comes back (as a CONNECT resuming the session); the session's
+/// window, given back to disk when it went offline, is read back.
 fn reconnect(s: &mut Session, ops: &mut Vec<Op>) {
+    let mut disk = Disk::default();
+    for d in s
+        .inflight
+        .iter()
+        .chain(s.queue.iter())
+        .filter(|d| d.persisted)
+    {
+        let rec = DeliveryRecord {
+            msg: (*d.msg).clone(),
+            qos: d.qos,
+            retain: d.retain,
+            sub_ids: d.sub_ids.clone(),
+            pid: d.state.pid().map_or(0, Pid::value),
+            released: matches!(d.state, OutState::Released(_)),
+        };
+        disk.rows.insert(d.seq, rec);
+    }
     assert_eq!(s.detach(now_ms(), Departure::Abnormal, 3600), None);
     assert!(s.claim(false, now_ms()).resumable);
     s.attach(request(s.expiry_secs(), None), link(2), ops);
+    disk.refill(s, ops);
 }
 
 #[test]
@@ -111,9 +229,10 @@ fn qos0_is_queued_only_while_online() {
     let mut s = Session::new("client".into(), 5, 60);
     let mut ops = Vec::new();
     assert!(!enqueue(&mut s, "a", 0, &mut ops));
-    assert!(s.queue.is_empty());
+    assert_eq!(s.queued_len(), 0);
     enqueue(&mut s, "a", 1, &mut ops);
-    assert_eq!(s.queue.len(), 1);
+    assert_eq!(s.queued_len(), 1);
+    assert_eq!(s.window_len(), 0, "offline: on disk only");
 }
 
 #[test]
@@ -148,6 +267,7 @@ fn a_full_queue_drops_the_message_and_counts_it() {
     let small = QueueLimits {
         max_messages: 100,
         max_bytes: 100,
+        memory_full: false,
     };
     let mut s = online(0, None);
     s.enqueue(msg("a"), 1, false, vec![], small, &mut ops);
@@ -301,9 +421,7 @@ fn an_expired_message_is_dropped_before_its_first_send_only() {
     soon.expiry_secs = Some(1);
     s.enqueue(Arc::new(soon), 1, false, vec![], LIMITS, &mut ops);
     take(&mut s, &mut ops);
-    s.detach(now_ms(), Departure::Abnormal, 3600);
-    s.claim(false, now_ms());
-    s.attach(request(60, None), link(2), &mut ops);
+    reconnect(&mut s, &mut ops);
     let later = now_ms() + 5_000;
     let out = s.take_outgoing(16, later, LIMITS, &mut ops);
     assert_eq!(
@@ -427,15 +545,211 @@ fn resuming_with_expiry_zero_deletes_the_stored_session() {
     s.claim(false, now_ms());
     ops.clear();
     s.attach(request(0, None), link(2), &mut ops);
-    assert!(matches!(ops.as_slice(), [Op::DeleteSession(_)]));
-    assert!(!s.stored());
+    assert!(
+        matches!(ops.as_slice(), [Op::ForgetSession(_)]),
+        "the record goes at once, {ops:?}"
+    );
+    assert!(
+        s.stored(),
+        "its queue rows stay until delivered or the session ends"
+    );
+    let mut disk = Disk::default();
+    disk.rows.insert(1, record_of("a"));
+    ops.clear();
+    assert!(disk.refill(&mut s, &mut ops));
     take(&mut s, &mut ops);
     assert!(s.complete(pid(1), &mut ops));
+    assert!(matches!(
+        ops.as_slice(),
+        [Op::MarkSent { .. }, Op::Dequeue { seq: 1, .. }]
+    ));
+}
+
+fn record_of(topic: &str) -> DeliveryRecord {
+    DeliveryRecord {
+        msg: message(topic),
+        qos: 1,
+        retain: false,
+        sub_ids: vec![],
+        pid: 0,
+        released: false,
+    }
+}
+
+#[test]
+fn an_online_session_keeps_a_window_in_memory_and_the_rest_on_disk() {
+    let mut s = online(60, None);
+    s.inflight_limit = 64;
+    let mut ops = Vec::new();
+    let mut disk = Disk::default();
+    for i in 0..WINDOW + 100 {
+        s.enqueue(msg(&i.to_string()), 1, false, vec![], ROOMY, &mut ops);
+    }
+    assert_eq!(s.window_len(), WINDOW);
+    assert_eq!(s.queued_len(), WINDOW + 100);
+    assert_eq!(ops.len(), WINDOW + 100, "every one is written");
+    let got = drain(&mut s, &mut disk, &mut ops);
+    let want: Vec<String> = (0..WINDOW + 100).map(|i| i.to_string()).collect();
+    assert_eq!(got, want, "in order, none lost, none twice");
+    assert_eq!(s.queued_len(), 0);
+    assert!(disk.rows.is_empty(), "every delivery dequeued");
+}
+
+#[test]
+fn qos0_behind_a_backlog_keeps_its_place_in_order() {
+    let mut s = online(60, None);
+    s.inflight_limit = 64;
+    let mut ops = Vec::new();
+    let mut disk = Disk::default();
+    for i in 0..WINDOW + 10 {
+        s.enqueue(msg(&format!("q1-{i}")), 1, false, vec![], ROOMY, &mut ops);
+    }
+    s.enqueue(msg("q0"), 0, false, vec![], ROOMY, &mut ops);
+    s.enqueue(msg("last"), 1, false, vec![], ROOMY, &mut ops);
+    assert_eq!(s.backlog.later.len(), 1);
+    let got = drain(&mut s, &mut disk, &mut ops);
+    assert_eq!(got.len(), WINDOW + 12);
+    assert_eq!(&got[WINDOW + 9..], ["q1-265", "q0", "last"]);
+}
+
+#[test]
+fn going_offline_gives_the_window_back_to_disk_and_keeps_sent_ids_reserved() {
+    let mut s = online(60, None);
+    let mut ops = Vec::new();
+    let mut disk = Disk::default();
+    for t in ["a", "b", "c"] {
+        enqueue(&mut s, t, 1, &mut ops);
+    }
+    take(&mut s, &mut ops); // a and b in flight (window of 2)
+    disk.apply(&mut ops);
+    s.detach(now_ms(), Departure::Abnormal, 3600);
     assert_eq!(
-        ops.len(),
-        1,
-        "the delivery is no longer on disk: no dequeue"
+        (s.window_len(), s.queued_len()),
+        (0, 3),
+        "nothing queued in memory"
     );
+    assert_eq!(
+        s.backlog.sent,
+        vec![(1, 1), (2, 2), (3, 3)],
+        "c's id was recorded ahead of its send"
+    );
+    enqueue(&mut s, "d", 1, &mut ops);
+    assert!(s.claim(false, now_ms()).resumable);
+    s.attach(request(60, None), link(2), &mut ops);
+    assert_eq!(take(&mut s, &mut ops), vec![], "nothing before the read");
+    disk.apply(&mut ops);
+    assert!(disk.refill(&mut s, &mut ops));
+    assert_eq!(
+        take(&mut s, &mut ops),
+        vec![
+            publish("a", QosPid::Level1(pid(1)), true),
+            publish("b", QosPid::Level1(pid(2)), true),
+        ]
+    );
+    assert!(s.complete(pid(1), &mut ops));
+    assert_eq!(
+        take(&mut s, &mut ops),
+        vec![publish("c", QosPid::Level1(pid(3)), true)],
+        "its id was on disk, so it might have been sent: DUP"
+    );
+}
+
+#[test]
+fn ids_are_recorded_a_round_ahead_so_the_next_send_waits_for_no_commit() {
+    let mut s = online(60, None);
+    let mut ops = Vec::new();
+    for t in ["a", "b", "c", "d", "e"] {
+        enqueue(&mut s, t, 1, &mut ops);
+    }
+    ops.clear();
+    take(&mut s, &mut ops); // a, b: in flight (window of 2); c, d: ids recorded ahead
+    let w = s.take_wait();
+    assert!(w.fresh_ids && !w.reserved_ids && w.reserved_now);
+    let marked: Vec<(u64, u16)> = ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::MarkSent { seq, pid, .. } => Some((*seq, pid.value())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(marked, vec![(1, 1), (2, 2), (3, 3), (4, 4)]);
+    assert!(s.complete(pid(1), &mut ops) && s.complete(pid(2), &mut ops));
+    ops.clear();
+    assert_eq!(
+        take(&mut s, &mut ops),
+        vec![
+            publish("c", QosPid::Level1(pid(3)), false),
+            publish("d", QosPid::Level1(pid(4)), false),
+        ],
+        "first sends: no DUP, the ids recorded before"
+    );
+    let w = s.take_wait();
+    assert!(!w.fresh_ids && w.reserved_ids, "nothing new to wait for");
+    assert!(
+        matches!(ops.as_slice(), [Op::MarkSent { seq: 5, .. }]),
+        "e's id is recorded ahead in turn: {ops:?}"
+    );
+}
+
+#[test]
+fn a_read_started_before_going_offline_is_not_applied() {
+    let mut s = online(60, None);
+    let mut ops = Vec::new();
+    let mut disk = Disk::default();
+    s.detach(now_ms(), Departure::Abnormal, 3600);
+    for t in ["a", "b"] {
+        enqueue(&mut s, t, 1, &mut ops);
+    }
+    s.claim(false, now_ms());
+    s.attach(request(60, None), link(2), &mut ops);
+    disk.apply(&mut ops);
+    let r = s.refill_request(usize::MAX).expect("a read");
+    assert_eq!(s.refill_request(usize::MAX), None, "one read at a time");
+    let rows = disk.read(r);
+    s.detach(now_ms(), Departure::Abnormal, 3600);
+    s.refilled(r, true, rows, &mut ops);
+    assert_eq!(
+        (s.window_len(), s.queued_len()),
+        (0, 2),
+        "still on disk only"
+    );
+    s.claim(false, now_ms());
+    s.attach(request(60, None), link(3), &mut ops);
+    assert_eq!(drain(&mut s, &mut disk, &mut ops), ["a", "b"]);
+}
+
+#[test]
+fn a_take_over_during_a_read_gets_the_rows_after_the_requeued_deliveries() {
+    let mut s = online(60, None);
+    s.inflight_limit = 64;
+    let mut ops = Vec::new();
+    let mut disk = Disk::default();
+    for i in 0..WINDOW + 5 {
+        s.enqueue(msg(&i.to_string()), 1, false, vec![], ROOMY, &mut ops);
+    }
+    disk.apply(&mut ops);
+    // The first connection sends a batch, then asks for more while it is taken over.
+    let mut first = Vec::new();
+    for _ in 0..3 {
+        first.extend(s.take_outgoing(64, now_ms(), ROOMY, &mut ops));
+        for o in &first {
+            if let Outgoing::Publish { qos_pid, .. } = o {
+                s.complete(qos_pid.pid().unwrap(), &mut ops);
+            }
+        }
+        first.clear();
+    }
+    first.extend(s.take_outgoing(64, now_ms(), ROOMY, &mut ops)); // in flight, not acked
+    disk.apply(&mut ops);
+    let r = s.refill_request(usize::MAX).expect("window under half");
+    let rows = disk.read(r);
+    s.claim(false, now_ms());
+    s.attach(request(60, None), link(2), &mut ops);
+    s.inflight_limit = 64;
+    s.refilled(r, true, rows, &mut ops);
+    let got = drain(&mut s, &mut disk, &mut ops);
+    let want: Vec<String> = (192..WINDOW + 5).map(|i| i.to_string()).collect();
+    assert_eq!(got, want, "resent in flight first, then the rest in order");
 }
 
 #[test]
@@ -479,13 +793,19 @@ fn a_restored_session_resumes_its_queue_without_reusing_packet_ids() {
             disconnected_ms: None,
             will: Some(will(5)),
         },
-        queue: vec![
-            (4, record(1, false)),
-            (7, record(2, true)),
-            (9, record(0, false)),
-        ],
+        queue: crate::storage::QueueShape {
+            messages: 3,
+            bytes: 3 * message("r").weight(),
+            first_seq: 4,
+            next_seq: 10,
+            sent: vec![(4, 1), (7, 2)],
+        },
         qos2_in: vec![pid(3)],
     };
+    let mut disk = Disk::default();
+    disk.rows.insert(4, record(1, false));
+    disk.rows.insert(7, record(2, true));
+    disk.rows.insert(9, record(0, false));
     let mut s = Session::restore("client".into(), loaded, 50_000);
     assert!(s.stored());
     assert_eq!(s.disconnected_ms, Some(50_000), "cut off by the crash");
@@ -496,6 +816,9 @@ fn a_restored_session_resumes_its_queue_without_reusing_packet_ids() {
     s.claim(false, 50_001);
     s.attach(request(60, None), link(1), &mut ops);
     s.inflight_limit = 3;
+    assert_eq!(s.window_len(), 0, "nothing read at start");
+    assert_eq!(s.queued_len(), 3);
+    assert!(disk.refill(&mut s, &mut ops));
     assert_eq!(
         take(&mut s, &mut ops),
         vec![
@@ -504,4 +827,28 @@ fn a_restored_session_resumes_its_queue_without_reusing_packet_ids() {
             publish("r", QosPid::Level2(pid(3)), false),
         ]
     );
+}
+
+#[test]
+fn a_read_that_does_not_wait_takes_the_committed_prefix_and_reads_the_rest_later() {
+    let mut s = online(60, None);
+    let mut ops = Vec::new();
+    let mut disk = Disk::default();
+    s.detach(now_ms(), Departure::Abnormal, 3600);
+    for t in ["a", "b", "c"] {
+        enqueue(&mut s, t, 1, &mut ops);
+    }
+    s.claim(false, now_ms());
+    s.attach(request(60, None), link(2), &mut ops);
+    disk.apply(&mut ops);
+    let c = disk.rows.remove(&3).expect("c stored"); // not committed yet
+    let r = s.refill_request(usize::MAX).expect("a read");
+    s.refilled(r, false, disk.read(r), &mut ops);
+    assert_eq!(
+        (s.window_len(), s.queued_len()),
+        (2, 3),
+        "a and b in memory"
+    );
+    disk.rows.insert(3, c);
+    assert_eq!(drain(&mut s, &mut disk, &mut ops), ["a", "b", "c"]);
 }

@@ -263,7 +263,7 @@ pub(super) async fn wait_if_congested(conn: &Conn, st: &mut PublishState) {
         return;
     };
     let drained = c.drained.listen();
-    if conn.broker.congested(&c.client_id) {
+    if conn.broker.congested(&c) {
         drained
             .or(async {
                 smol::Timer::after(CONGESTION_WAIT).await;

@@ -1,5 +1,10 @@
 //! Durable state in one redb file, written by one thread with group commit.
 //!
+//! - `tables.rs`: the tables and the schema version; `records.rs`: what they hold.
+//! - `ops.rs`: the changes ([`Op`]) and how a batch of them is applied.
+//! - `load.rs`: what start-up reads (sessions and the shape of their queues, not the queues).
+//! - `queue.rs`: queued deliveries read back as a client drains its session.
+//!
 //! Invariants:
 //! - Every change is an [`Op`] pushed while the broker lock is held, so the order of ops on
 //!   disk is the order of decisions in memory. A pushed batch gets a [`Ticket`]; an empty one
@@ -11,6 +16,12 @@
 //! - A write that finds the disk full waits for space beneath redb (`disk_full`), so a commit
 //!   is never lost or reordered for lack of space; [`Store::disk_full`] says when it waits.
 
+mod load;
+mod ops;
+mod queue;
+mod records;
+mod tables;
+
 use std::collections::VecDeque;
 use std::num::NonZeroU64;
 use std::path::Path;
@@ -19,9 +30,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use event_listener::Event;
-use mqtt_proto::Pid;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
-use serde::{Deserialize, Serialize};
+use redb::{Database, WriteTransaction};
 use smol::lock::{Semaphore, SemaphoreGuardArc};
 
 use crate::config::{Config, Durability};
@@ -29,115 +38,13 @@ pub use crate::disk_full::DiskFull;
 use crate::disk_full::SpaceWaitingBackend;
 use crate::error::{Error, Result};
 use crate::message::Message;
-use crate::topic::SubOptions;
 
-const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
-const QUEUE: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("session_queue");
-/// Packet id and release flag of deliveries sent at least once: `pid | released << 16`. Kept
-/// apart from the record so that marking a send writes 4 bytes, not the whole message again.
-const QUEUE_STATE: TableDefinition<(&str, u64), u32> = TableDefinition::new("session_queue_state");
-const QOS2_IN: TableDefinition<(&str, u16), ()> = TableDefinition::new("session_qos2_in");
-const RETAINED: TableDefinition<&str, &[u8]> = TableDefinition::new("retained");
-/// Client id -> the user name (postcard `Option<String>`, None = anonymous) of the session's
-/// last connection, so a session restored from disk is routed under its user's ACL. Kept
-/// apart from `sessions` so records written by earlier versions still decode.
-const SESSION_USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("session_users");
-const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+pub use load::{Loaded, LoadedSession, QueueShape};
+pub use ops::Op;
+pub use records::{DeliveryRecord, SessionRecord, WillRecord};
 
-const SCHEMA_VERSION: u64 = 1;
 /// Batches that may wait for the writer; submitters wait for a slot beyond this.
 const QUEUE_SLOTS: usize = 4096;
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct WillRecord {
-    pub msg: Message,
-    pub delay_secs: u32,
-}
-
-/// A persistent session as stored. Only sessions that outlive their connection are stored.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SessionRecord {
-    pub protocol: u8,
-    pub expiry_secs: u32,
-    pub subscriptions: Vec<(String, SubOptions)>,
-    /// `None` while connected; when the broker starts and finds `None`, the broker stopped
-    /// while the client was connected, so its will is due.
-    pub disconnected_ms: Option<u64>,
-    pub will: Option<WillRecord>,
-}
-
-/// A message waiting for, or in flight to, one session.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DeliveryRecord {
-    pub msg: Message,
-    pub qos: u8,
-    pub retain: bool,
-    pub sub_ids: Vec<u32>,
-    /// Packet id once sent (0 = not sent yet); kept so redelivery reuses it. Stored in
-    /// `session_queue_state`, filled in when the queue is loaded.
-    pub pid: u16,
-    /// QoS 2: PUBREC received, PUBREL sent; only the PUBCOMP is missing.
-    pub released: bool,
-}
-
-/// What was on disk when the broker started.
-#[derive(Debug, Default)]
-pub struct Loaded {
-    pub sessions: Vec<LoadedSession>,
-    pub retained: Vec<Message>,
-    /// Unix ms of the last commit of the previous run: the best estimate of when a crash cut
-    /// off the clients that were still connected.
-    pub last_commit_ms: Option<u64>,
-}
-
-#[derive(Debug)]
-pub struct LoadedSession {
-    pub client_id: String,
-    pub record: SessionRecord,
-    /// The user of its last connection (`Some(None)`: anonymous); None when not recorded.
-    pub user: Option<Option<String>>,
-    pub queue: Vec<(u64, DeliveryRecord)>,
-    pub qos2_in: Vec<Pid>,
-}
-
-/// One change to durable state.
-#[derive(Debug)]
-pub enum Op {
-    PutSession(Arc<str>, Box<SessionRecord>),
-    /// The user name of the session's connection (None: anonymous), stored with the session.
-    SessionUser(Arc<str>, Option<Arc<str>>),
-    /// Removes the session with its queue and QoS 2 state.
-    DeleteSession(Arc<str>),
-    Enqueue {
-        client: Arc<str>,
-        seq: u64,
-        msg: Arc<Message>,
-        qos: u8,
-        retain: bool,
-        sub_ids: Vec<u32>,
-    },
-    MarkSent {
-        client: Arc<str>,
-        seq: u64,
-        pid: Pid,
-        released: bool,
-    },
-    Dequeue {
-        client: Arc<str>,
-        seq: u64,
-    },
-    Qos2In {
-        client: Arc<str>,
-        pid: Pid,
-        present: bool,
-    },
-    Retain {
-        topic: Arc<str>,
-        msg: Option<Arc<Message>>,
-    },
-    /// Hand a message to the commit hook (store-and-forward capture) in this transaction.
-    Capture(Arc<Message>),
-}
 
 /// Called by the writer inside each transaction: the sync outbox's capture lives here, so a
 /// forwarded message enters the outbox in the very commit that acknowledges it.
@@ -226,8 +133,8 @@ impl Store {
         }
         .map_err(open_err)?;
         let db = Arc::new(db);
-        init_tables(&db)?;
-        let loaded = load(&db)?;
+        tables::init_tables(&db)?;
+        let loaded = load::load(&db)?;
         // From here a full disk makes writes wait for space; at open it is an error.
         disk_full.set_retrying(true);
         let shared = Arc::new(Shared {
@@ -288,6 +195,18 @@ impl Store {
     /// Whether writes wait for disk space, with its counters (for connections and metrics).
     pub fn disk_full(&self) -> &Arc<DiskFull> {
         &self.disk_full
+    }
+
+    /// Up to `max` queued deliveries of `client` with `from <= seq < until`, in order, read
+    /// from what is committed (see `queue.rs`); `None` for an unreadable record.
+    pub fn read_queue(
+        &self,
+        client: &str,
+        from: u64,
+        until: u64,
+        max: usize,
+    ) -> Result<Vec<(u64, Option<DeliveryRecord>)>> {
+        queue::read(&self.db, client, from, until, max)
     }
 
     pub fn set_hook(&self, hook: Arc<dyn CommitHook>) {
@@ -422,122 +341,6 @@ fn open_file(
 
 use edge_mqtt::util::lock;
 
-fn init_tables(db: &Database) -> Result<()> {
-    let txn = db.begin_write()?;
-    {
-        txn.open_table(SESSIONS)?;
-        txn.open_table(QUEUE)?;
-        txn.open_table(QUEUE_STATE)?;
-        txn.open_table(QOS2_IN)?;
-        txn.open_table(RETAINED)?;
-        txn.open_table(SESSION_USERS)?;
-        let mut meta = txn.open_table(META)?;
-        let version = meta.get("schema_version")?.map(|v| v.value());
-        match version {
-            None => {
-                meta.insert("schema_version", SCHEMA_VERSION)?;
-            }
-            Some(SCHEMA_VERSION) => {}
-            Some(v) => {
-                return Err(Error::SchemaVersion {
-                    found: v,
-                    expected: SCHEMA_VERSION,
-                })
-            }
-        }
-    }
-    txn.commit()?;
-    Ok(())
-}
-
-fn decode<T: for<'a> Deserialize<'a>>(table: &'static str, bytes: &[u8]) -> Result<T> {
-    postcard::from_bytes(bytes).map_err(|source| Error::Corrupt { table, source })
-}
-
-fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>> {
-    postcard::to_allocvec(v).map_err(Error::Encode)
-}
-
-fn load(db: &Database) -> Result<Loaded> {
-    let txn = db.begin_read()?;
-    let sessions = txn.open_table(SESSIONS)?;
-    let users = txn.open_table(SESSION_USERS)?;
-    let queue = txn.open_table(QUEUE)?;
-    let queue_state = txn.open_table(QUEUE_STATE)?;
-    let qos2 = txn.open_table(QOS2_IN)?;
-    let retained = txn.open_table(RETAINED)?;
-    let meta = txn.open_table(META)?;
-    let mut out = Loaded {
-        last_commit_ms: meta.get("last_commit_ms")?.map(|v| v.value()),
-        ..Loaded::default()
-    };
-    for row in sessions.iter()? {
-        let (k, v) = row?;
-        let client_id = k.value().to_string();
-        let record: SessionRecord = match decode("sessions", v.value()) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(client_id, error = %e, "skipping unreadable session record");
-                continue;
-            }
-        };
-        let user = match users.get(client_id.as_str())? {
-            Some(v) => match decode::<Option<String>>("session_users", v.value()) {
-                Ok(u) => Some(u),
-                Err(e) => {
-                    tracing::error!(client_id, error = %e, "unreadable session user: ACL of an unknown user until it reconnects");
-                    None
-                }
-            },
-            None => None,
-        };
-        let mut sent = std::collections::HashMap::new();
-        for row in queue_state.range((client_id.as_str(), 0u64)..=(client_id.as_str(), u64::MAX))? {
-            let (k, v) = row?;
-            sent.insert(k.value().1, v.value());
-        }
-        let mut q = Vec::new();
-        for row in queue.range((client_id.as_str(), 0u64)..=(client_id.as_str(), u64::MAX))? {
-            let (k, v) = row?;
-            match decode::<DeliveryRecord>("session_queue", v.value()) {
-                Ok(mut d) => {
-                    let seq = k.value().1;
-                    if let Some(st) = sent.get(&seq) {
-                        d.pid = (*st & 0xffff) as u16;
-                        d.released = st >> 16 != 0;
-                    }
-                    q.push((seq, d))
-                }
-                Err(e) => {
-                    tracing::error!(client_id, error = %e, "skipping unreadable queued message")
-                }
-            }
-        }
-        let mut pids = Vec::new();
-        for row in qos2.range((client_id.as_str(), 0u16)..=(client_id.as_str(), u16::MAX))? {
-            // Only packet ids are stored, never 0.
-            pids.extend(Pid::try_from(row?.0.value().1).ok());
-        }
-        out.sessions.push(LoadedSession {
-            client_id,
-            record,
-            user,
-            queue: q,
-            qos2_in: pids,
-        });
-    }
-    for row in retained.iter()? {
-        let (k, v) = row?;
-        match decode::<Message>("retained", v.value()) {
-            Ok(m) => out.retained.push(m),
-            Err(e) => {
-                tracing::error!(topic = k.value(), error = %e, "skipping unreadable retained message")
-            }
-        }
-    }
-    Ok(out)
-}
-
 fn writer_loop(
     db: Arc<Database>,
     shared: Arc<Shared>,
@@ -634,84 +437,7 @@ fn commit(
         Durability::Immediate => redb::Durability::Immediate,
         Durability::None => redb::Durability::None,
     })?;
-    {
-        let mut sessions = txn.open_table(SESSIONS)?;
-        let mut queue = txn.open_table(QUEUE)?;
-        let mut queue_state = txn.open_table(QUEUE_STATE)?;
-        let mut qos2 = txn.open_table(QOS2_IN)?;
-        let mut retained = txn.open_table(RETAINED)?;
-        let mut users = txn.open_table(SESSION_USERS)?;
-        txn.open_table(META)?
-            .insert("last_commit_ms", crate::message::now_ms())?;
-        for op in batches.iter().flat_map(|b| b.1.iter()) {
-            match op {
-                Op::PutSession(id, rec) => {
-                    sessions.insert(&**id, encode(rec)?.as_slice())?;
-                }
-                Op::SessionUser(id, user) => {
-                    users.insert(&**id, encode(&user.as_deref())?.as_slice())?;
-                }
-                Op::DeleteSession(id) => {
-                    sessions.remove(&**id)?;
-                    users.remove(&**id)?;
-                    queue.retain_in((&**id, 0u64)..=(&**id, u64::MAX), |_, _| false)?;
-                    queue_state.retain_in((&**id, 0u64)..=(&**id, u64::MAX), |_, _| false)?;
-                    qos2.retain_in((&**id, 0u16)..=(&**id, u16::MAX), |_, _| false)?;
-                }
-                Op::Enqueue {
-                    client,
-                    seq,
-                    msg,
-                    qos,
-                    retain,
-                    sub_ids,
-                } => {
-                    let rec = DeliveryRecord {
-                        msg: (**msg).clone(),
-                        qos: *qos,
-                        retain: *retain,
-                        sub_ids: sub_ids.clone(),
-                        pid: 0,
-                        released: false,
-                    };
-                    queue.insert((&**client, *seq), encode(&rec)?.as_slice())?;
-                }
-                Op::MarkSent {
-                    client,
-                    seq,
-                    pid,
-                    released,
-                } => {
-                    let state = pid.value() as u32 | (*released as u32) << 16;
-                    queue_state.insert((&**client, *seq), state)?;
-                }
-                Op::Dequeue { client, seq } => {
-                    queue.remove((&**client, *seq))?;
-                    queue_state.remove((&**client, *seq))?;
-                }
-                Op::Qos2In {
-                    client,
-                    pid,
-                    present,
-                } => {
-                    if *present {
-                        qos2.insert((&**client, pid.value()), ())?;
-                    } else {
-                        qos2.remove((&**client, pid.value()))?;
-                    }
-                }
-                Op::Retain { topic, msg } => match msg {
-                    Some(m) => {
-                        retained.insert(&**topic, encode(&**m)?.as_slice())?;
-                    }
-                    None => {
-                        retained.remove(&**topic)?;
-                    }
-                },
-                Op::Capture(_) => {}
-            }
-        }
-    }
+    ops::apply(&txn, batches.iter().flat_map(|b| b.1.iter()))?;
     if let Some(hook) = hook {
         for op in batches.iter().flat_map(|b| b.1.iter()) {
             if let Op::Capture(msg) = op {
@@ -777,11 +503,12 @@ mod tests {
                 ops.push(Op::Dequeue {
                     client: c.clone(),
                     seq: 2,
+                    weight: msg("a").weight() as u32,
                 });
                 ops.push(Op::MarkSent {
                     client: c.clone(),
                     seq: 3,
-                    pid: Pid::try_from(9).unwrap(),
+                    pid: mqtt_proto::Pid::try_from(9).unwrap(),
                     released: true,
                 });
                 ops.push(Op::Retain {
@@ -795,17 +522,31 @@ mod tests {
                 store.wait(t).await.unwrap();
             });
         }
-        let (_store, loaded) = Store::open(&cfg(dir.path())).unwrap();
+        let (store, loaded) = Store::open(&cfg(dir.path())).unwrap();
         assert_eq!(loaded.sessions.len(), 1);
-        let seqs: Vec<u64> = loaded.sessions[0].queue.iter().map(|q| q.0).collect();
-        assert_eq!(seqs, vec![1, 3]);
-        assert_eq!(loaded.sessions[0].queue[0].1.sub_ids, vec![7]);
-        let (first, third) = (
-            &loaded.sessions[0].queue[0].1,
-            &loaded.sessions[0].queue[1].1,
+        let shape = &loaded.sessions[0].queue;
+        assert_eq!(
+            (shape.messages, shape.bytes, shape.first_seq, shape.next_seq),
+            (2, 2 * msg("a").weight(), 1, 4),
+            "the queue's shape is read, not its messages"
         );
+        assert_eq!(shape.sent, vec![(3, 9)]);
+        let rows = store.read_queue("client", 1, 4, 10).unwrap();
+        let seqs: Vec<u64> = rows.iter().map(|q| q.0).collect();
+        assert_eq!(seqs, vec![1, 3]);
+        let (first, third) = (rows[0].1.as_ref().unwrap(), rows[1].1.as_ref().unwrap());
+        assert_eq!(first.sub_ids, vec![7]);
         assert_eq!((first.pid, first.released), (0, false));
         assert_eq!((third.pid, third.released), (9, true));
+        assert_eq!(
+            store.read_queue("client", 2, 4, 1).unwrap()[0].0,
+            3,
+            "from 2, at most 1"
+        );
+        assert!(
+            store.read_queue("client", 1, 3, 10).unwrap().len() == 1,
+            "until is exclusive"
+        );
         assert_eq!(loaded.retained.len(), 1);
     }
 
@@ -849,9 +590,37 @@ mod tests {
             let t = store.push(store.reserve().await, ops).expect("a ticket");
             store.wait(t).await.unwrap();
         });
-        let loaded = load(&store.database()).unwrap();
+        let loaded = load::load(&store.database()).unwrap();
         assert_eq!(loaded.sessions.len(), 1);
         assert_eq!(loaded.sessions[0].client_id, "b");
-        assert_eq!(loaded.sessions[0].queue.len(), 1);
+        assert_eq!(loaded.sessions[0].queue.messages, 1);
+        assert!(store.read_queue("a", 0, u64::MAX, 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_queue_left_without_its_session_is_removed_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (store, _) = Store::open(&cfg(dir.path())).unwrap();
+            smol::block_on(async {
+                let ops = vec![Op::Enqueue {
+                    client: "gone".into(),
+                    seq: 1,
+                    msg: msg("x"),
+                    qos: 1,
+                    retain: false,
+                    sub_ids: vec![],
+                }];
+                let t = store.push(store.reserve().await, ops).expect("a ticket");
+                store.wait(t).await.unwrap();
+            });
+            assert_eq!(store.read_queue("gone", 0, u64::MAX, 10).unwrap().len(), 1);
+        }
+        let (store, loaded) = Store::open(&cfg(dir.path())).unwrap();
+        assert!(loaded.sessions.is_empty());
+        assert!(store
+            .read_queue("gone", 0, u64::MAX, 10)
+            .unwrap()
+            .is_empty());
     }
 }

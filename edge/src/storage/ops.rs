@@ -1,0 +1,192 @@
+//! The changes to durable state ([`Op`]) and how the writer applies a batch of them inside its
+//! write transaction. Queue changes also update `session_queue_meta` (count and bytes per
+//! session), folded into one row write per session per commit.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use mqtt_proto::Pid;
+use redb::{ReadableTable, WriteTransaction};
+
+use super::records::{encode, encode_into, DeliveryRef, SessionRecord};
+use super::tables::*;
+use crate::error::Result;
+use crate::message::Message;
+
+/// One change to durable state.
+#[derive(Debug)]
+pub enum Op {
+    PutSession(Arc<str>, Box<SessionRecord>),
+    /// The user name of the session's connection (None: anonymous), stored with the session.
+    SessionUser(Arc<str>, Option<Arc<str>>),
+    /// Removes the session with its queue and QoS 2 state.
+    DeleteSession(Arc<str>),
+    /// Removes the session record and user only: the queue rows stay until `DeleteSession`
+    /// (or, after a crash, until start-up finds them without a session).
+    ForgetSession(Arc<str>),
+    Enqueue {
+        client: Arc<str>,
+        seq: u64,
+        msg: Arc<Message>,
+        qos: u8,
+        retain: bool,
+        sub_ids: Vec<u32>,
+    },
+    MarkSent {
+        client: Arc<str>,
+        seq: u64,
+        pid: Pid,
+        released: bool,
+    },
+    /// Removes a queued delivery; `weight` is its message's `Message::weight` (the bytes the
+    /// queue's meta row counted for it).
+    Dequeue {
+        client: Arc<str>,
+        seq: u64,
+        weight: u32,
+    },
+    Qos2In {
+        client: Arc<str>,
+        pid: Pid,
+        present: bool,
+    },
+    Retain {
+        topic: Arc<str>,
+        msg: Option<Arc<Message>>,
+    },
+    /// Hand a message to the commit hook (store-and-forward capture) in this transaction.
+    Capture(Arc<Message>),
+}
+
+/// Change of one session's queue meta row within a commit.
+#[derive(Default)]
+struct MetaDelta {
+    /// The queue was deleted first: the row starts from zero, not from what is stored.
+    reset: bool,
+    messages: i64,
+    bytes: i64,
+}
+
+/// Applies every op of `ops`, in order, to the tables of `txn`.
+pub(super) fn apply<'a>(txn: &WriteTransaction, ops: impl Iterator<Item = &'a Op>) -> Result<()> {
+    let mut sessions = txn.open_table(SESSIONS)?;
+    let mut queue = txn.open_table(QUEUE)?;
+    let mut queue_state = txn.open_table(QUEUE_STATE)?;
+    let mut qos2 = txn.open_table(QOS2_IN)?;
+    let mut retained = txn.open_table(RETAINED)?;
+    let mut users = txn.open_table(SESSION_USERS)?;
+    txn.open_table(META)?
+        .insert("last_commit_ms", crate::message::now_ms())?;
+    let mut deltas: HashMap<&Arc<str>, MetaDelta> = HashMap::new();
+    let mut buf = Vec::new();
+    for op in ops {
+        match op {
+            Op::PutSession(id, rec) => {
+                sessions.insert(&**id, encode(rec)?.as_slice())?;
+            }
+            Op::SessionUser(id, user) => {
+                users.insert(&**id, encode(&user.as_deref())?.as_slice())?;
+            }
+            Op::ForgetSession(id) => {
+                sessions.remove(&**id)?;
+                users.remove(&**id)?;
+            }
+            Op::DeleteSession(id) => {
+                sessions.remove(&**id)?;
+                users.remove(&**id)?;
+                queue.retain_in((&**id, 0u64)..=(&**id, u64::MAX), |_, _| false)?;
+                queue_state.retain_in((&**id, 0u64)..=(&**id, u64::MAX), |_, _| false)?;
+                qos2.retain_in((&**id, 0u16)..=(&**id, u16::MAX), |_, _| false)?;
+                deltas.insert(
+                    id,
+                    MetaDelta {
+                        reset: true,
+                        ..MetaDelta::default()
+                    },
+                );
+            }
+            Op::Enqueue {
+                client,
+                seq,
+                msg,
+                qos,
+                retain,
+                sub_ids,
+            } => {
+                let rec = DeliveryRef {
+                    msg,
+                    qos: *qos,
+                    retain: *retain,
+                    sub_ids,
+                    pid: 0,
+                    released: false,
+                };
+                encode_into(&rec, &mut buf)?;
+                if queue.insert((&**client, *seq), buf.as_slice())?.is_none() {
+                    let d = deltas.entry(client).or_default();
+                    d.messages += 1;
+                    d.bytes += msg.weight() as i64;
+                }
+            }
+            Op::MarkSent {
+                client,
+                seq,
+                pid,
+                released,
+            } => {
+                let state = pid.value() as u32 | (*released as u32) << 16;
+                queue_state.insert((&**client, *seq), state)?;
+            }
+            Op::Dequeue {
+                client,
+                seq,
+                weight,
+            } => {
+                if queue.remove((&**client, *seq))?.is_some() {
+                    let d = deltas.entry(client).or_default();
+                    d.messages -= 1;
+                    d.bytes -= *weight as i64;
+                }
+                queue_state.remove((&**client, *seq))?;
+            }
+            Op::Qos2In {
+                client,
+                pid,
+                present,
+            } => {
+                if *present {
+                    qos2.insert((&**client, pid.value()), ())?;
+                } else {
+                    qos2.remove((&**client, pid.value()))?;
+                }
+            }
+            Op::Retain { topic, msg } => match msg {
+                Some(m) => {
+                    retained.insert(&**topic, encode(&**m)?.as_slice())?;
+                }
+                None => {
+                    retained.remove(&**topic)?;
+                }
+            },
+            Op::Capture(_) => {}
+        }
+    }
+    if deltas.is_empty() {
+        return Ok(());
+    }
+    let mut meta = txn.open_table(QUEUE_META)?;
+    for (client, d) in deltas {
+        let (n, bytes) = match d.reset {
+            true => (0, 0),
+            false => meta.get(&**client)?.map(|v| v.value()).unwrap_or((0, 0)),
+        };
+        let n = (n as i64 + d.messages).max(0) as u64;
+        let bytes = (bytes as i64 + d.bytes).max(0) as u64;
+        if n == 0 {
+            meta.remove(&**client)?;
+        } else {
+            meta.insert(&**client, (n, bytes))?;
+        }
+    }
+    Ok(())
+}
