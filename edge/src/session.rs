@@ -268,7 +268,8 @@ impl Session {
     /// Messages and bytes waiting, messages in flight, messages dropped so far (statistics).
     pub fn queue_figures(&self) -> QueueFigures {
         QueueFigures {
-            queued: self.queue.len(),
+            // Held in memory and read back from disk alike.
+            queued: self.queued_len(),
             queued_bytes: self.queued_bytes,
             inflight: self.inflight.len(),
             dropped: self.dropped,

@@ -172,6 +172,8 @@ async fn full_disk_refuses_qos1_and_qos2_keeps_qos0_flowing_and_recovers_without
     broker.restart();
     wait_http(http);
     assert_eq!(disk_metric(http, "robustmq_edge_storage_disk_full"), 0);
+    // The binary counts its heap (limits.max_memory); tests in process do not.
+    assert!(disk_metric(http, "robustmq_edge_heap_bytes") > 0);
 
     // A persistent subscriber that is offline while the disk fills: every accepted message is
     // queued for it on disk. An online clean subscriber for the QoS 0 flow.

@@ -151,6 +151,10 @@ fn metrics_pass_promtool_and_move_with_traffic() {
     promtool_check(&before);
     let m0 = series(&before);
     assert_eq!(value(&m0, "robustmq_edge_ready"), 1.0);
+    assert_eq!(
+        value(&m0, "robustmq_edge_max_memory_bytes"),
+        (256u64 << 20) as f64
+    );
 
     // A subscriber, three retained QoS 1 publishes (retained: stored, so committed), one
     // refused connection.

@@ -243,6 +243,20 @@ pub fn render(s: &Snapshot) -> String {
     o.value(&format!("{name}_sum"), &[], h.sum_seconds);
     o.value(&format!("{name}_count"), &[], h.count);
 
+    if let Some(heap) = s.heap_bytes {
+        o.single(
+            "heap_bytes",
+            "gauge",
+            "Heap in use, counted by the broker's allocator (what limits.max_memory bounds).",
+            heap,
+        );
+    }
+    o.single(
+        "max_memory_bytes",
+        "gauge",
+        "limits.max_memory: publishers pause past half of it (0: no bound).",
+        s.max_memory_bytes,
+    );
     let d = &s.disk;
     o.single(
         "storage_disk_full",

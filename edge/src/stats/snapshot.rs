@@ -23,6 +23,10 @@ pub struct Snapshot {
     pub commit_latency: HistogramSnapshot,
     /// Writes waiting for free space (README, "Disk full").
     pub disk: DiskFigures,
+    /// Heap in use as counted by the broker's allocator (`None` inside tests, where it is not
+    /// installed) and `limits.max_memory` (0: no bound).
+    pub heap_bytes: Option<usize>,
+    pub max_memory_bytes: usize,
     /// `None` when sync is off.
     pub sync: Option<edge_sync::SyncStatus>,
 }
@@ -65,6 +69,8 @@ impl Snapshot {
                 .map(|m| m.len()),
             commit_latency: broker.store.commit_latency(),
             disk: DiskFigures::of(broker.store.disk_full()),
+            heap_bytes: crate::memory::heap_in_use(),
+            max_memory_bytes: broker.cfg.limits.max_memory,
             sync: broker.sync_status(),
         }
     }
@@ -138,6 +144,10 @@ impl Snapshot {
                     "inflight": g.inflight_messages,
                 },
                 "retained_messages": g.retained_messages,
+                "memory": {
+                    "heap_bytes": self.heap_bytes,
+                    "max_memory_bytes": self.max_memory_bytes,
+                },
                 "storage": {
                     "file_bytes": self.storage_file_bytes,
                     "commits": self.commit_latency.count,
