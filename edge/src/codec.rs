@@ -219,6 +219,64 @@ pub fn encode(p: &Packet, proto: Protocol) -> Option<Vec<u8>> {
     Some(v3p.encode().ok()?.as_ref().to_vec())
 }
 
+/// Largest remaining length the fixed header can carry (MQTT 1.5.5).
+const MAX_REMAINING_LEN: usize = 268_435_455;
+
+/// Appends to `out` a PUBLISH for a client using `proto`, all but its payload: fixed header,
+/// topic, packet id and (v5) properties, with the remaining length counting a payload of
+/// `payload_len` bytes that the caller sends right after, from the message's shared buffer
+/// (no copy of the payload per subscriber). `p.payload` is ignored. Returns the whole packet's
+/// length, or `None` (nothing appended) when it cannot be encoded.
+pub fn encode_publish_head(
+    mut p: v5::Publish,
+    payload_len: usize,
+    proto: Protocol,
+    out: &mut Vec<u8>,
+) -> Option<usize> {
+    use mqtt_proto::Encodable;
+    let mut control = match p.qos_pid {
+        mqtt_proto::QosPid::Level0 => 0x30,
+        mqtt_proto::QosPid::Level1(_) => 0x32,
+        mqtt_proto::QosPid::Level2(_) => 0x34,
+    };
+    if p.dup {
+        control |= 0x08;
+    }
+    if p.retain {
+        control |= 0x01;
+    }
+    // The codec encodes the body; an empty payload makes it write everything but the payload.
+    let head = |body_len: usize, out: &mut Vec<u8>| -> Option<usize> {
+        let remaining = body_len.checked_add(payload_len)?;
+        if remaining > MAX_REMAINING_LEN {
+            return None;
+        }
+        out.push(control);
+        edge_mqtt::frame::write_var_int(remaining, out);
+        Some(1 + mqtt_proto::var_int_len(remaining).ok()? + remaining)
+    };
+    let start = out.len();
+    p.payload = bytes::Bytes::new();
+    let total = if proto == Protocol::V500 {
+        let total = head(p.encode_len(), out)?;
+        p.encode(out).ok().map(|_| total)
+    } else {
+        let body = v3::Publish {
+            dup: p.dup,
+            retain: p.retain,
+            qos_pid: p.qos_pid,
+            topic_name: p.topic_name,
+            payload: bytes::Bytes::new(),
+        };
+        let total = head(body.encode_len(), out)?;
+        body.encode(out).ok().map(|_| total)
+    };
+    if total.is_none() {
+        out.truncate(start);
+    }
+    total
+}
+
 fn connack_v3(code: v5::ConnectReasonCode) -> v3::ConnectReturnCode {
     use v3::ConnectReturnCode as C3;
     use v5::ConnectReasonCode as C5;
@@ -267,6 +325,48 @@ mod tests {
             Packet::Publish(back) => assert_eq!(back, publ),
             other => panic!("{other:?}"),
         }
+    }
+
+    /// Head plus the payload appended apart is byte for byte the packet the codec encodes
+    /// whole, for both versions and across the remaining length's one- to three-byte forms.
+    #[test]
+    fn a_publish_head_followed_by_its_payload_is_the_whole_packet() {
+        for proto in [Protocol::V311, Protocol::V500] {
+            for len in [0, 1, 100, 121, 127, 128, 4096, 16_383, 16_384, 70_000] {
+                let publ = v5::Publish {
+                    dup: len % 2 == 0,
+                    retain: true,
+                    qos_pid: QosPid::Level1(Pid::try_from(9).unwrap()),
+                    topic_name: TopicName::try_from("a/b").unwrap(),
+                    payload: bytes::Bytes::from(vec![7u8; len]),
+                    properties: v5::PublishProperties {
+                        message_expiry_interval: Some(30),
+                        ..Default::default()
+                    },
+                };
+                let whole = encode(&Packet::Publish(publ.clone()), proto).unwrap();
+                let mut out = vec![0xAA];
+                let total = encode_publish_head(publ.clone(), len, proto, &mut out).unwrap();
+                out.extend_from_slice(&publ.payload);
+                assert_eq!(total, whole.len(), "{proto:?} {len}");
+                assert_eq!(&out[1..], &whole[..], "{proto:?} {len}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_publish_over_the_remaining_length_limit_is_not_encoded() {
+        let publ = v5::Publish::new(
+            QosPid::Level0,
+            TopicName::try_from("t").unwrap(),
+            bytes::Bytes::new(),
+        );
+        let mut out = vec![1, 2];
+        assert_eq!(
+            encode_publish_head(publ, MAX_REMAINING_LEN, Protocol::V500, &mut out),
+            None
+        );
+        assert_eq!(out, vec![1, 2]);
     }
 
     #[test]

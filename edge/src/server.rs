@@ -298,7 +298,9 @@ async fn accept_loop(
                     let transport = match tls {
                         None => Transport::plain(stream),
                         Some(acceptor) => {
-                            let hs = Transport::tls(stream, &acceptor).or(async {
+                            // Boxed: the TLS handshake's state would otherwise widen every
+                            // connection task, plain or TLS, for the connection's life.
+                            let hs = Box::pin(Transport::tls(stream, &acceptor)).or(async {
                                 smol::Timer::after(handshake_timeout).await;
                                 Err(std::io::ErrorKind::TimedOut.into())
                             });

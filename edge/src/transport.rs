@@ -48,6 +48,13 @@ impl AsyncWrite for TcpHalf {
     ) -> Poll<io::Result<usize>> {
         Pin::new(&mut &*self.0).poll_write(cx, buf)
     }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut &*self.0).poll_write_vectored(cx, bufs)
+    }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut &*self.0).poll_flush(cx)
     }
@@ -102,8 +109,20 @@ impl Transport {
         !self.tls
     }
 
+    /// Waits until the socket has bytes to read. Through the socket's one read waker slot
+    /// (`poll_readable`), not `Async::readable`, whose waker list allocates in every idle
+    /// connection's reactor entry.
     pub async fn readable(&self) -> io::Result<()> {
-        self.tcp.readable().await
+        futures_lite::future::poll_fn(|cx| self.tcp.poll_readable(cx)).await
+    }
+
+    /// Reads what the socket already holds without waiting: `WouldBlock` when it holds
+    /// nothing. Only where [`Transport::can_wait_readable`] (TLS always says `WouldBlock`).
+    pub fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        if !self.can_wait_readable() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        io::Read::read(&mut self.tcp.get_ref(), buf)
     }
 
     pub async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
@@ -114,6 +133,25 @@ impl Transport {
     pub async fn write_all(&self, buf: &[u8]) -> io::Result<()> {
         let mut w = self.write.lock().await;
         w.write_all(buf).await?;
+        w.flush().await
+    }
+
+    /// Writes every slice in order and flushes: one `writev` for several packets and the
+    /// shared payloads between them (TLS takes them one at a time).
+    pub async fn write_all_vectored(&self, mut bufs: &mut [io::IoSlice<'_>]) -> io::Result<()> {
+        /// Linux's IOV_MAX: a `writev` takes at most this many slices.
+        const MAX_SLICES: usize = 1024;
+        let mut w = self.write.lock().await;
+        io::IoSlice::advance_slices(&mut bufs, 0);
+        while !bufs.is_empty() {
+            let n = w
+                .write_vectored(&bufs[..bufs.len().min(MAX_SLICES)])
+                .await?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            io::IoSlice::advance_slices(&mut bufs, n);
+        }
         w.flush().await
     }
 

@@ -1,6 +1,7 @@
 //! Reads whole MQTT frames off the socket. A frame over the size limit is refused from its fixed
-//! header, before its body is buffered; the buffer grows to the frame being read, shrinks back
-//! after a large one, and is freed while the connection waits for input.
+//! header, before its body is buffered; the buffer grows to the frame being read (room for a few
+//! more of that size, up to 64 KiB), shrinks back after a larger one, and is freed while the
+//! connection waits for input: a read that finds nothing makes it idle.
 
 use std::time::Duration;
 
@@ -10,6 +11,8 @@ use super::Stream;
 use crate::codec::{self, FrameError};
 
 const READ_CHUNK: usize = 2048;
+/// A buffer grown past this for a large frame is given back once that frame is read.
+const KEEP_BUF: usize = 64 * 1024;
 
 /// Why no frame was read.
 pub(super) enum ReadError {
@@ -58,6 +61,53 @@ impl FrameReader {
         Ok(&self.buf[range.0..range.1])
     }
 
+    /// Whether bytes of a next frame are already buffered.
+    pub(super) fn has_input(&self) -> bool {
+        self.start < self.end
+    }
+
+    /// The idle state of a connection: returns once input is buffered or the socket is
+    /// readable, holding no buffer while it waits (most connections of a gateway are idle
+    /// most of the time). Bytes already waiting are read at once, into the buffer still held.
+    /// TLS, which may hold decrypted bytes the socket does not show, returns at once.
+    pub(super) async fn wait_input(
+        &mut self,
+        stream: &Stream,
+        limit: Option<Duration>,
+    ) -> Result<(), ReadError> {
+        if self.has_input() || !stream.can_wait_readable() {
+            return Ok(());
+        }
+        self.start = 0;
+        self.end = 0;
+        if !self.buf.is_empty() && self.buf.len() <= KEEP_BUF {
+            match stream.try_read(&mut self.buf) {
+                Ok(0) => return Err(ReadError::Closed),
+                Ok(n) => {
+                    self.end = n;
+                    return Ok(());
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(ReadError::Io(e)),
+            }
+        }
+        self.buf = Vec::new();
+        // The futures are built where they are awaited: one kept in a local first would be
+        // given room of its own in the connection's task as well.
+        match limit {
+            None => stream.readable().await.map_err(ReadError::Io),
+            Some(limit) => {
+                async { stream.readable().await.map_err(ReadError::Io) }
+                    .or(async {
+                        smol::Timer::after(limit).await;
+                        Err(ReadError::TimedOut)
+                    })
+                    .await
+            }
+        }
+    }
+
     /// Reads until one whole frame is buffered; returns its range in `buf`.
     async fn fill(&mut self, stream: &Stream, max: usize) -> Result<(usize, usize), ReadError> {
         loop {
@@ -73,24 +123,28 @@ impl FrameReader {
                     return Ok(r);
                 }
                 if self.buf.len() - self.start < total {
-                    // Compact, then grow to exactly what this frame needs.
+                    // Compact, then grow to what this frame needs.
                     self.buf.copy_within(self.start..self.end, 0);
                     self.end -= self.start;
                     self.start = 0;
                     if self.buf.len() < total {
-                        self.buf.resize(total, 0);
+                        // Room for a few such frames per read while they keep coming.
+                        let room = if total <= KEEP_BUF / 4 {
+                            4 * total
+                        } else {
+                            total
+                        };
+                        self.buf.resize(room, 0);
                     }
                 }
             }
             if self.start == self.end {
-                self.start = 0;
-                self.end = 0;
-                // Idle: hold no buffer while waiting for the next bytes (most connections of
-                // a gateway are idle most of the time).
-                if stream.can_wait_readable() {
-                    self.buf = Vec::new();
-                    stream.readable().await.map_err(ReadError::Io)?;
-                } else if self.buf.len() > 4 * READ_CHUNK {
+                self.wait_input(stream, None).await?;
+                if self.has_input() {
+                    continue;
+                }
+                if self.buf.len() > 8 * READ_CHUNK {
+                    // TLS may hold decrypted bytes: it keeps a buffer, a small one.
                     self.buf.truncate(READ_CHUNK);
                     self.buf.shrink_to_fit();
                 }

@@ -21,16 +21,22 @@ use crate::codec::{self, FrameError};
 use crate::message::{now_ms, Message};
 use crate::storage::WillRecord;
 
-/// What the CONNECT handshake leaves for the connection's life.
+/// What the CONNECT handshake leaves for the connection's life (one heap block, referred to
+/// by the connection's task for as long as it runs).
 pub(super) struct Ready {
     pub(super) conn: Arc<Conn>,
     pub(super) connected: Connected,
     pub(super) keep_alive: u16,
     pub(super) replies: Replies,
-    /// The connection's place under `limits.max_connections`, held until it ends.
+    /// The connection's place under `limits.max_connections`, held until it ends (only
+    /// dropped, never read).
+    #[allow(dead_code)]
     pub(super) permit: ConnectionPermit,
     /// Its place under `limits.max_connections_per_ip`.
+    #[allow(dead_code)]
     pub(super) ip_permit: IpPermit,
+    /// The socket's reader, with any bytes the client sent after its CONNECT.
+    pub(super) reader: FrameReader,
 }
 
 /// Reads and checks CONNECT, takes a connection permit and attaches the session.
@@ -39,7 +45,7 @@ pub(super) async fn accept(
     stream: Stream,
     peer: SocketAddr,
     policy: ListenerPolicy,
-) -> Option<(Ready, FrameReader)> {
+) -> Option<Box<Ready>> {
     let mut reader = FrameReader::new();
     let limits = &broker.cfg.limits;
     let (proto, connect) = read_connect(&mut reader, &stream, peer, &broker).await?;
@@ -81,7 +87,7 @@ pub(super) async fn accept(
         username,
     )
     .await?;
-    Some((ready, reader))
+    Some(Box::new(Ready { reader, ..ready }))
 }
 
 /// The first packet, which must be a well-formed CONNECT within `limits.connect_timeout_secs`.
@@ -368,5 +374,6 @@ async fn handshake(
         replies,
         permit,
         ip_permit,
+        reader: FrameReader::new(),
     })
 }

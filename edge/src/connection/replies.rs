@@ -1,6 +1,7 @@
 //! The queue from the reader to the writer: replies leave in the order they were queued, and a
 //! reply is never dropped (the reader waits for room instead). The queue is bounded, woken
-//! through the session's notify event, and allocates only while it holds replies.
+//! through the session's notify event, and allocates only while it holds replies (the writer
+//! releases it when it goes idle).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -106,6 +107,14 @@ impl Replies {
     pub(super) fn close(&self, close: Close) {
         self.lock().push_back(Control::Close(close));
         self.notify.notify(usize::MAX);
+    }
+
+    /// Gives the queue's memory back when it is empty (the writer is going idle).
+    pub(super) fn release(&self) {
+        let mut q = self.lock();
+        if q.is_empty() && q.capacity() > 0 {
+            *q = VecDeque::new();
+        }
     }
 
     pub(super) fn pop(&self) -> Option<Control> {
