@@ -22,6 +22,10 @@ pub struct Transport {
     read: Mutex<BoxRead>,
     write: Mutex<BoxWrite>,
     tcp: Arc<Async<TcpStream>>,
+    /// Plain TCP: read and written straight through `&Async<TcpStream>` (safe concurrently),
+    /// not through the locked halves, which are then zero-sized placeholders. Saves each
+    /// connection two boxes and the two lock events (an event allocates on first use).
+    direct: bool,
     tls: bool,
     /// Subject common name of the client's verified certificate (TLS with client certificates).
     peer_cn: Option<String>,
@@ -65,11 +69,11 @@ impl AsyncWrite for TcpHalf {
 
 impl Transport {
     pub fn plain(tcp: Async<TcpStream>) -> Transport {
-        let tcp = Arc::new(tcp);
         Transport {
-            read: Mutex::new(Box::new(TcpHalf(tcp.clone()))),
-            write: Mutex::new(Box::new(TcpHalf(tcp.clone()))),
-            tcp,
+            read: Mutex::new(Box::new(futures_lite::io::empty())),
+            write: Mutex::new(Box::new(futures_lite::io::sink())),
+            tcp: Arc::new(tcp),
+            direct: true,
             tls: false,
             peer_cn: None,
         }
@@ -93,6 +97,7 @@ impl Transport {
             read: Mutex::new(Box::new(r)),
             write: Mutex::new(Box::new(w)),
             tcp,
+            direct: false,
             tls: true,
             peer_cn,
         })
@@ -119,18 +124,24 @@ impl Transport {
     /// Reads what the socket already holds without waiting: `WouldBlock` when it holds
     /// nothing. Only where [`Transport::can_wait_readable`] (TLS always says `WouldBlock`).
     pub fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        if !self.can_wait_readable() {
+        if !self.direct {
             return Err(io::ErrorKind::WouldBlock.into());
         }
         io::Read::read(&mut self.tcp.get_ref(), buf)
     }
 
     pub async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.direct {
+            return (&*self.tcp).read(buf).await;
+        }
         self.read.lock().await.read(buf).await
     }
 
     /// Writes and flushes (TLS buffers records until flushed).
     pub async fn write_all(&self, buf: &[u8]) -> io::Result<()> {
+        if self.direct {
+            return (&*self.tcp).write_all(buf).await;
+        }
         let mut w = self.write.lock().await;
         w.write_all(buf).await?;
         w.flush().await
@@ -141,21 +152,33 @@ impl Transport {
     pub async fn write_all_vectored(&self, mut bufs: &mut [io::IoSlice<'_>]) -> io::Result<()> {
         /// Linux's IOV_MAX: a `writev` takes at most this many slices.
         const MAX_SLICES: usize = 1024;
-        let mut w = self.write.lock().await;
+        let mut direct = &*self.tcp;
+        let mut locked = None;
+        if !self.direct {
+            locked = Some(self.write.lock().await);
+        }
         io::IoSlice::advance_slices(&mut bufs, 0);
         while !bufs.is_empty() {
-            let n = w
-                .write_vectored(&bufs[..bufs.len().min(MAX_SLICES)])
-                .await?;
+            let slices = &bufs[..bufs.len().min(MAX_SLICES)];
+            let n = match &mut locked {
+                Some(w) => w.write_vectored(slices).await?,
+                None => direct.write_vectored(slices).await?,
+            };
             if n == 0 {
                 return Err(io::ErrorKind::WriteZero.into());
             }
             io::IoSlice::advance_slices(&mut bufs, n);
         }
-        w.flush().await
+        match locked {
+            Some(mut w) => w.flush().await,
+            None => Ok(()),
+        }
     }
 
     pub async fn flush(&self) -> io::Result<()> {
+        if self.direct {
+            return Ok(());
+        }
         self.write.lock().await.flush().await
     }
 

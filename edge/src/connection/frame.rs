@@ -66,10 +66,10 @@ impl FrameReader {
         self.start < self.end
     }
 
-    /// The idle state of a connection: returns once input is buffered or the socket is
-    /// readable, holding no buffer while it waits (most connections of a gateway are idle
-    /// most of the time). Bytes already waiting are read at once, into the buffer still held.
-    /// TLS, which may hold decrypted bytes the socket does not show, returns at once.
+    /// The idle state of a connection: returns once input is buffered (or, for TLS, at once),
+    /// holding no buffer while it waits (most connections of a gateway are idle most of the
+    /// time). Bytes already waiting are read at once, into the buffer still held; a wake-up
+    /// that finds nothing to read goes back to waiting.
     pub(super) async fn wait_input(
         &mut self,
         stream: &Stream,
@@ -80,31 +80,37 @@ impl FrameReader {
         }
         self.start = 0;
         self.end = 0;
-        if !self.buf.is_empty() && self.buf.len() <= KEEP_BUF {
-            match stream.try_read(&mut self.buf) {
-                Ok(0) => return Err(ReadError::Closed),
-                Ok(n) => {
-                    self.end = n;
-                    return Ok(());
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(ReadError::Io(e)),
-            }
+        if self.buf.len() > KEEP_BUF {
+            self.buf = Vec::new();
         }
-        self.buf = Vec::new();
-        // The futures are built where they are awaited: one kept in a local first would be
-        // given room of its own in the connection's task as well.
-        match limit {
-            None => stream.readable().await.map_err(ReadError::Io),
-            Some(limit) => {
-                async { stream.readable().await.map_err(ReadError::Io) }
-                    .or(async {
-                        smol::Timer::after(limit).await;
-                        Err(ReadError::TimedOut)
-                    })
-                    .await
+        loop {
+            if !self.buf.is_empty() {
+                match stream.try_read(&mut self.buf) {
+                    Ok(0) => return Err(ReadError::Closed),
+                    Ok(n) => {
+                        self.end = n;
+                        return Ok(());
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(ReadError::Io(e)),
+                }
             }
+            self.buf = Vec::new();
+            // The futures are built where they are awaited: one kept in a local first would
+            // be given room of its own in the connection's task as well.
+            match limit {
+                None => stream.readable().await.map_err(ReadError::Io)?,
+                Some(limit) => {
+                    async { stream.readable().await.map_err(ReadError::Io) }
+                        .or(async {
+                            smol::Timer::after(limit).await;
+                            Err(ReadError::TimedOut)
+                        })
+                        .await?
+                }
+            }
+            self.buf.resize(READ_CHUNK, 0);
         }
     }
 
