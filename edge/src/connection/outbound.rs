@@ -1,6 +1,7 @@
 //! The write loop: the reader's replies first, in order (each after its storage ticket), then
-//! the session's deliveries, batched into few socket writes. A delivery too large for the client
-//! is dropped as if delivered; server -> client topic aliases are assigned here.
+//! the session's deliveries, batched into few socket writes; large payloads go out from the
+//! message's shared buffer (vectored write), never copied per subscriber. A delivery too large
+//! for the client is dropped as if delivered; server -> client topic aliases are assigned here.
 
 use std::collections::HashMap;
 use std::io::IoSlice;
