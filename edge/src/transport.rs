@@ -118,7 +118,12 @@ impl Transport {
     /// (`poll_readable`), not `Async::readable`, whose waker list allocates in every idle
     /// connection's reactor entry.
     pub async fn readable(&self) -> io::Result<()> {
-        futures_lite::future::poll_fn(|cx| self.tcp.poll_readable(cx)).await
+        futures_lite::future::poll_fn(|cx| self.poll_readable(cx)).await
+    }
+
+    /// [`Transport::readable`] as a poll function.
+    pub fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.tcp.poll_readable(cx)
     }
 
     /// Reads what the socket already holds without waiting: `WouldBlock` when it holds

@@ -3,9 +3,12 @@
 //! more of that size, up to 64 KiB), shrinks back after a larger one, and is freed while the
 //! connection waits for input: a read that finds nothing makes it idle.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::Duration;
 
-use futures_lite::FutureExt;
+use futures_lite::{future, FutureExt};
 
 use super::Stream;
 use crate::codec::{self, FrameError};
@@ -97,19 +100,20 @@ impl FrameReader {
                 }
             }
             self.buf = Vec::new();
-            // The futures are built where they are awaited: one kept in a local first would
-            // be given room of its own in the connection's task as well.
-            match limit {
-                None => stream.readable().await.map_err(ReadError::Io)?,
-                Some(limit) => {
-                    async { stream.readable().await.map_err(ReadError::Io) }
-                        .or(async {
-                            smol::Timer::after(limit).await;
-                            Err(ReadError::TimedOut)
-                        })
-                        .await?
+            // One poll function over the socket and the timer: the smallest waiting state.
+            let mut timer = limit.map(smol::Timer::after);
+            future::poll_fn(|cx| {
+                if let Poll::Ready(r) = stream.poll_readable(cx) {
+                    return Poll::Ready(r.map_err(ReadError::Io));
                 }
-            }
+                if let Some(t) = &mut timer {
+                    if Pin::new(t).poll(cx).is_ready() {
+                        return Poll::Ready(Err(ReadError::TimedOut));
+                    }
+                }
+                Poll::Pending
+            })
+            .await?;
             self.buf.resize(READ_CHUNK, 0);
         }
     }
