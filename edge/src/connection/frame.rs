@@ -177,3 +177,98 @@ impl FrameReader {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::sync::Arc;
+
+    fn pair() -> (std::net::TcpStream, Stream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let client = std::net::TcpStream::connect(listener.local_addr().expect("addr")).unwrap();
+        let (server, _) = listener.accept().expect("accept");
+        let stream = crate::transport::Transport::plain(smol::Async::new(server).unwrap());
+        (client, Arc::new(stream))
+    }
+
+    /// A PUBLISH frame (QoS 0, topic "t") with `n` payload bytes.
+    fn publish(n: usize) -> Vec<u8> {
+        let mut f = vec![0x30];
+        edge_mqtt::frame::write_var_int(3 + n, &mut f);
+        f.extend_from_slice(&[0, 1, b't']);
+        f.extend(std::iter::repeat_n(7u8, n));
+        f
+    }
+
+    #[test]
+    fn a_reader_waiting_for_input_holds_no_buffer() {
+        let (mut client, stream) = pair();
+        let mut reader = FrameReader::new();
+        client.write_all(&publish(10)).unwrap();
+        smol::block_on(async {
+            let frame = reader.next(&stream, 1 << 20, None).await.ok().unwrap();
+            assert_eq!(frame.len(), 15);
+            assert!(!reader.has_input());
+            let waited = future::poll_once(reader.wait_input(&stream, None)).await;
+            assert!(waited.is_none(), "nothing was sent: still waiting");
+        });
+        assert_eq!(reader.buf.capacity(), 0);
+        client.write_all(&publish(1)).unwrap();
+        smol::block_on(async {
+            reader.wait_input(&stream, None).await.ok().unwrap();
+            assert!(reader.has_input());
+            assert_eq!(
+                reader
+                    .next(&stream, 1 << 20, None)
+                    .await
+                    .ok()
+                    .unwrap()
+                    .len(),
+                6
+            );
+        });
+    }
+
+    #[test]
+    fn large_frames_get_room_for_several_per_read_and_a_huge_one_is_let_go() {
+        let (mut client, stream) = pair();
+        let mut reader = FrameReader::new();
+        let frame = publish(4096);
+        for _ in 0..3 {
+            client.write_all(&frame).unwrap();
+        }
+        smol::block_on(async {
+            for _ in 0..3 {
+                let got = reader.next(&stream, 1 << 20, None).await.ok().unwrap();
+                assert_eq!(got.len(), frame.len());
+            }
+        });
+        assert!(reader.buf.len() >= 3 * frame.len(), "{}", reader.buf.len());
+        assert!(reader.buf.len() <= KEEP_BUF);
+        let huge = publish(200_000);
+        let len = huge.len();
+        // From a thread: the socket may not take it all before it is read.
+        let writer = std::thread::spawn(move || client.write_all(&huge).map(|_| client));
+        smol::block_on(async {
+            let got = reader.next(&stream, 1 << 20, None).await.ok().unwrap();
+            assert_eq!(got.len(), len);
+            let waited = future::poll_once(reader.wait_input(&stream, None)).await;
+            assert!(waited.is_none());
+        });
+        assert_eq!(
+            reader.buf.capacity(),
+            0,
+            "the huge frame's buffer is given back"
+        );
+        let _client = writer.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn a_silent_client_times_out_while_idle() {
+        let (_client, stream) = pair();
+        let mut reader = FrameReader::new();
+        let r = smol::block_on(reader.wait_input(&stream, Some(Duration::from_millis(50))));
+        assert!(matches!(r, Err(ReadError::TimedOut)));
+    }
+}
