@@ -1,5 +1,6 @@
 //! The byte stream under one client connection: plain TCP or TLS (rustls), split so that the
-//! connection's reader and writer can use it at the same time.
+//! connection's reader and writer can use it at the same time. Plain TCP is used straight
+//! through the socket (no locks, no boxes); several buffers go out in one vectored write.
 
 use std::io;
 use std::net::TcpStream;

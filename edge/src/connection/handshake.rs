@@ -24,7 +24,8 @@ use crate::storage::WillRecord;
 /// What the CONNECT handshake leaves for the connection's life (one heap block, referred to
 /// by the connection's task for as long as it runs).
 pub(super) struct Ready {
-    pub(super) conn: Arc<Conn>,
+    /// Inline: the reader and writer borrow it from here (one allocation for both).
+    pub(super) conn: Conn,
     pub(super) connected: Connected,
     pub(super) keep_alive: u16,
     pub(super) replies: Replies,
@@ -342,7 +343,7 @@ async fn handshake(
             p.response_info = Some(Arc::from(format!("response/{client_id}")));
         }
     }
-    let conn = Arc::new(Conn {
+    let conn = Conn {
         broker: broker.clone(),
         peer,
         proto,
@@ -354,7 +355,7 @@ async fn handshake(
         problem_info: cp.request_problem_info.unwrap_or(true),
         username,
         acl: super::ConnAcl::new(acl),
-    });
+    };
     tracing::debug!(%peer, %client_id, protocol = ?proto, keep_alive, session_present = connected.session_present, "client connected");
 
     let replies = Replies::new(
