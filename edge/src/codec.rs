@@ -96,6 +96,9 @@ pub fn check_connect_flags(
 /// Decodes one complete frame sent by a client using `proto`, as a v5 packet.
 pub fn decode(frame: &[u8], proto: Protocol) -> Result<Packet, FrameError> {
     let malformed = |e: String| FrameError::Malformed(e);
+    if frame.first().is_some_and(|b| b >> 4 == 3) {
+        return decode_publish(frame, proto);
+    }
     if proto == Protocol::V500 {
         return match Packet::decode(frame) {
             Ok(Some(p)) => Ok(p),
@@ -169,6 +172,41 @@ pub fn decode(frame: &[u8], proto: Protocol) -> Result<Packet, FrameError> {
             )))
         }
     })
+}
+
+/// PUBLISH, the hot path, through the codec's slice decoders: `Packet::decode` runs its async
+/// decoder, which zero-fills a new buffer for the payload before copying into it (measured:
+/// ~4,700 instructions per 4 KB message). Same checks, same result.
+fn decode_publish(frame: &[u8], proto: Protocol) -> Result<Packet, FrameError> {
+    let malformed = |e: String| FrameError::Malformed(e);
+    let Some((header_len, remaining)) = fixed_header(frame)? else {
+        return Err(malformed("packet shorter than its length".into()));
+    };
+    if frame.len() < header_len + remaining {
+        return Err(malformed("packet shorter than its length".into()));
+    }
+    let frame = &frame[..header_len + remaining];
+    let (remaining, var_int_len) = (remaining as u32, header_len as u32 - 1);
+    let mut offset = header_len;
+    if proto == Protocol::V500 {
+        let header = v5::Header::new_with(frame[0], remaining, var_int_len)
+            .map_err(|e| malformed(e.to_string()))?;
+        return v5::Publish::decode(frame, &mut offset, header)
+            .map(Packet::Publish)
+            .map_err(|e| malformed(e.to_string()));
+    }
+    let header = v3::Header::new_with(frame[0], remaining, var_int_len)
+        .map_err(|e| malformed(e.to_string()))?;
+    let p =
+        v3::Publish::decode(frame, &mut offset, header).map_err(|e| malformed(e.to_string()))?;
+    Ok(Packet::Publish(v5::Publish {
+        dup: p.dup,
+        retain: p.retain,
+        qos_pid: p.qos_pid,
+        topic_name: p.topic_name,
+        payload: p.payload,
+        properties: Default::default(),
+    }))
 }
 
 /// Encodes a v5 packet for a client using `proto`. `None` when the packet has no MQTT 3 form
@@ -396,6 +434,70 @@ mod tests {
         ));
         let out = encode(&suback, Protocol::V311).unwrap();
         assert_eq!(out, vec![0x90, 0x04, 0x00, 0x09, 0x01, 0x80]);
+    }
+
+    /// The PUBLISH fast path decodes exactly what the codec's general decoder does (same
+    /// packet, same accept / refuse), on valid and mutated frames of both versions.
+    #[test]
+    fn publish_fast_path_agrees_with_the_codec() {
+        let mut rng = fastrand::Rng::with_seed(0xfa57);
+        let v5p = v5::Packet::Publish(v5::Publish {
+            dup: false,
+            retain: true,
+            qos_pid: QosPid::Level1(Pid::try_from(5).unwrap()),
+            topic_name: TopicName::try_from("a/b").unwrap(),
+            payload: bytes::Bytes::from(vec![1u8; 300]),
+            properties: v5::PublishProperties {
+                payload_is_utf8: Some(false),
+                subscription_ids: vec![v5::VarByteInt::try_from(3).unwrap()],
+                user_properties: vec![v5::UserProperty {
+                    name: "k".into(),
+                    value: "v".into(),
+                }],
+                ..Default::default()
+            },
+        });
+        let v3p = v3::Packet::Publish(v3::Publish::new(
+            QosPid::Level2(Pid::try_from(9).unwrap()),
+            TopicName::try_from("x/y/z").unwrap(),
+            bytes::Bytes::from(vec![2u8; 200]),
+        ));
+        let seeds = [
+            (Protocol::V500, v5p.encode().unwrap().as_ref().to_vec()),
+            (Protocol::V311, v3p.encode().unwrap().as_ref().to_vec()),
+        ];
+        for i in 0..50_000 {
+            let (proto, seed) = &seeds[i % 2];
+            let mut f = seed.clone();
+            if i >= 2 {
+                for _ in 0..rng.usize(1..4) {
+                    let at = rng.usize(..f.len());
+                    f[at] = rng.u8(..);
+                }
+                f[0] = 0x30 | (f[0] & 0x0f);
+            }
+            let general = if *proto == Protocol::V500 {
+                v5::Packet::decode(&f).ok().flatten()
+            } else {
+                v3::Packet::decode(&f).ok().flatten().and_then(|p| match p {
+                    v3::Packet::Publish(p) => Some(Packet::Publish(v5::Publish {
+                        dup: p.dup,
+                        retain: p.retain,
+                        qos_pid: p.qos_pid,
+                        topic_name: p.topic_name,
+                        payload: p.payload,
+                        properties: Default::default(),
+                    })),
+                    _ => None,
+                })
+            };
+            // The general decoder reads a prefix; the fast path takes only whole frames.
+            let whole = matches!(fixed_header(&f), Ok(Some((h, r))) if h + r == f.len());
+            if !whole {
+                continue;
+            }
+            assert_eq!(decode(&f, *proto).ok(), general, "{proto:?} {f:?}");
+        }
     }
 
     /// Random and mutated frames never panic the decoder, whatever the protocol version.
