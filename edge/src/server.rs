@@ -335,7 +335,8 @@ async fn accept_loop(
                     let transport = match (tls, ws) {
                         (tls, Some(ws)) => {
                             // TLS (wss://) and the HTTP upgrade share the CONNECT time limit.
-                            let hs = Transport::websocket(stream, tls.as_ref(), &ws, peer).or(async {
+                            // Boxed, like the TLS handshake below.
+                            let hs = Box::pin(Transport::websocket(stream, tls.as_ref(), &ws, peer)).or(async {
                                 smol::Timer::after(handshake_timeout).await;
                                 Err(std::io::ErrorKind::TimedOut.into())
                             });
@@ -349,7 +350,9 @@ async fn accept_loop(
                         }
                         (None, None) => Transport::plain(stream),
                         (Some(acceptor), None) => {
-                            let hs = Transport::tls(stream, &acceptor).or(async {
+                            // Boxed: the TLS handshake's state would otherwise widen every
+                            // connection task, plain or TLS, for the connection's life.
+                            let hs = Box::pin(Transport::tls(stream, &acceptor)).or(async {
                                 smol::Timer::after(handshake_timeout).await;
                                 Err(std::io::ErrorKind::TimedOut.into())
                             });

@@ -1,6 +1,7 @@
 //! The byte stream under one client connection: plain TCP or TLS (rustls), either carrying
 //! MQTT directly or inside WebSocket binary messages (`websocket::WsBytes`), split so that the
-//! connection's reader and writer can use it at the same time.
+//! connection's reader and writer can use it at the same time. Plain TCP is used straight
+//! through the socket (no locks, no boxes); several buffers go out in one vectored write.
 
 use std::io;
 use std::net::TcpStream;
@@ -23,6 +24,10 @@ pub struct Transport {
     read: Mutex<BoxRead>,
     write: Mutex<BoxWrite>,
     tcp: Arc<Async<TcpStream>>,
+    /// Plain TCP: read and written straight through `&Async<TcpStream>` (safe concurrently),
+    /// not through the locked halves, which are then zero-sized placeholders. Saves each
+    /// connection two boxes and the two lock events (an event allocates on first use).
+    direct: bool,
     tls: bool,
     /// MQTT over WebSocket: closing sends a WebSocket Close first.
     ws: bool,
@@ -51,6 +56,13 @@ impl AsyncWrite for TcpHalf {
     ) -> Poll<io::Result<usize>> {
         Pin::new(&mut &*self.0).poll_write(cx, buf)
     }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut &*self.0).poll_write_vectored(cx, bufs)
+    }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut &*self.0).poll_flush(cx)
     }
@@ -61,11 +73,11 @@ impl AsyncWrite for TcpHalf {
 
 impl Transport {
     pub fn plain(tcp: Async<TcpStream>) -> Transport {
-        let tcp = Arc::new(tcp);
         Transport {
-            read: Mutex::new(Box::new(TcpHalf(tcp.clone()))),
-            write: Mutex::new(Box::new(TcpHalf(tcp.clone()))),
-            tcp,
+            read: Mutex::new(Box::new(futures_lite::io::empty())),
+            write: Mutex::new(Box::new(futures_lite::io::sink())),
+            tcp: Arc::new(tcp),
+            direct: true,
             tls: false,
             ws: false,
             peer_cn: None,
@@ -90,6 +102,7 @@ impl Transport {
             read: Mutex::new(Box::new(r)),
             write: Mutex::new(Box::new(w)),
             tcp,
+            direct: false,
             tls: true,
             ws: false,
             peer_cn,
@@ -127,6 +140,8 @@ impl Transport {
             read: Mutex::new(read),
             write: Mutex::new(write),
             tcp,
+            // Bytes go through the WebSocket stream, never straight through the socket.
+            direct: false,
             tls: tls.is_some(),
             ws: true,
             peer_cn,
@@ -145,22 +160,76 @@ impl Transport {
         !self.tls && !self.ws
     }
 
+    /// Waits until the socket has bytes to read. Through the socket's one read waker slot
+    /// (`poll_readable`), not `Async::readable`, whose waker list allocates in every idle
+    /// connection's reactor entry.
     pub async fn readable(&self) -> io::Result<()> {
-        self.tcp.readable().await
+        futures_lite::future::poll_fn(|cx| self.poll_readable(cx)).await
+    }
+
+    /// [`Transport::readable`] as a poll function.
+    pub fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.tcp.poll_readable(cx)
+    }
+
+    /// Reads what the socket already holds without waiting: `WouldBlock` when it holds
+    /// nothing. Only where [`Transport::can_wait_readable`] (TLS always says `WouldBlock`).
+    pub fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        if !self.direct {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        io::Read::read(&mut self.tcp.get_ref(), buf)
     }
 
     pub async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.direct {
+            return (&*self.tcp).read(buf).await;
+        }
         self.read.lock().await.read(buf).await
     }
 
     /// Writes and flushes (TLS buffers records until flushed).
     pub async fn write_all(&self, buf: &[u8]) -> io::Result<()> {
+        if self.direct {
+            return (&*self.tcp).write_all(buf).await;
+        }
         let mut w = self.write.lock().await;
         w.write_all(buf).await?;
         w.flush().await
     }
 
+    /// Writes every slice in order and flushes: one `writev` for several packets and the
+    /// shared payloads between them (TLS takes them one at a time).
+    pub async fn write_all_vectored(&self, mut bufs: &mut [io::IoSlice<'_>]) -> io::Result<()> {
+        /// Linux's IOV_MAX: a `writev` takes at most this many slices.
+        const MAX_SLICES: usize = 1024;
+        let mut direct = &*self.tcp;
+        let mut locked = None;
+        if !self.direct {
+            locked = Some(self.write.lock().await);
+        }
+        io::IoSlice::advance_slices(&mut bufs, 0);
+        while !bufs.is_empty() {
+            let slices = &bufs[..bufs.len().min(MAX_SLICES)];
+            let n = match &mut locked {
+                Some(w) => w.write_vectored(slices).await?,
+                None => direct.write_vectored(slices).await?,
+            };
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            io::IoSlice::advance_slices(&mut bufs, n);
+        }
+        match locked {
+            Some(mut w) => w.flush().await,
+            None => Ok(()),
+        }
+    }
+
     pub async fn flush(&self) -> io::Result<()> {
+        if self.direct {
+            return Ok(());
+        }
         self.write.lock().await.flush().await
     }
 

@@ -291,3 +291,78 @@ async fn a_flood_towards_a_subscriber_that_does_not_read_stays_under_max_memory(
         MAX_MEMORY / 1024
     );
 }
+
+/// Idle connections opened for the per-connection measurement.
+const IDLE_CONNECTIONS: usize = 2000;
+/// Allowed RSS per idle MQTT 3.1.1 connection (plain TCP, no subscription, keep alive 0): a
+/// regression guard for the debug binary the tests run (2,357 bytes measured here; the release
+/// build and its numbers are in BENCHMARKS.md; 4.5 KB before the idle-memory work).
+const MAX_BYTES_PER_IDLE_CONNECTION: u64 = 3072;
+
+/// Opens one MQTT 3.1.1 connection (clean session, keep alive 0) and waits for its CONNACK.
+fn idle_client(addr: std::net::SocketAddr, id: &str) -> std::net::TcpStream {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(WAIT)).expect("read timeout");
+    let mut body = vec![0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02, 0x00, 0x00];
+    body.extend_from_slice(&(id.len() as u16).to_be_bytes());
+    body.extend_from_slice(id.as_bytes());
+    let mut connect = vec![0x10, body.len() as u8];
+    connect.extend_from_slice(&body);
+    s.write_all(&connect).expect("send CONNECT");
+    let mut connack = [0u8; 4];
+    s.read_exact(&mut connack).expect("read CONNACK");
+    assert_eq!(connack, [0x20, 0x02, 0x00, 0x00], "CONNACK for {id}");
+    s
+}
+
+/// Raises this process's open-file limit (inherited by the broker process) to hold `n` sockets.
+fn raise_open_files(n: u64) {
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed to them.
+    unsafe {
+        let mut r = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < n {
+            r.rlim_cur = r.rlim_max.min(n.max(r.rlim_cur));
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+        }
+    }
+}
+
+#[test]
+fn an_idle_connection_costs_the_broker_little_memory() {
+    if skip_unless_edge("an_idle_connection_costs_the_broker_little_memory") {
+        // Takes a config file (all clients share 127.0.0.1 under max_connections_per_ip).
+        return;
+    }
+    raise_open_files(IDLE_CONNECTIONS as u64 + 512);
+    let mut broker = Broker::builder()
+        .process()
+        .config_text("[limits]\nmax_connections_per_ip = 10000\n")
+        .start();
+    let addr = broker.addr();
+    let tag = std::process::id();
+    // One connection first: the allocator, reactor and tables have warmed up.
+    let _first = idle_client(addr, &format!("idle-{tag}-first"));
+    std::thread::sleep(Duration::from_millis(300));
+    let before = broker.rss_kib();
+    let conns: Vec<_> = (0..IDLE_CONNECTIONS)
+        .map(|i| idle_client(addr, &format!("idle-{tag}-{i}")))
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    broker.assert_running();
+    let after = broker.rss_kib();
+    let per_conn = after.saturating_sub(before) * 1024 / IDLE_CONNECTIONS as u64;
+    eprintln!(
+        "RSS {before} KiB with 1 connection, {after} KiB with {} more: {per_conn} bytes each \
+         (limit {MAX_BYTES_PER_IDLE_CONNECTION})",
+        conns.len()
+    );
+    assert!(
+        per_conn < MAX_BYTES_PER_IDLE_CONNECTION,
+        "{per_conn} bytes of RSS per idle connection ({before} -> {after} KiB over {} connections)",
+        conns.len()
+    );
+}

@@ -75,7 +75,7 @@ impl Broker {
                 let s = st
                     .sessions
                     .entry(id.clone())
-                    .or_insert_with(|| Session::new(id, req.protocol, req.expiry_secs));
+                    .or_insert_with(|| Box::new(Session::new(id, req.protocol, req.expiry_secs)));
                 s.attach(req, link, ops);
                 if let Some(w) = will_now {
                     self.publish_will(st, w, ops);

@@ -59,7 +59,9 @@ pub trait Forwarder: Send + Sync + 'static {
 /// tree; [`State::remove_session`] keeps the two in step when a session ends.
 #[derive(Default)]
 struct State {
-    sessions: HashMap<Arc<str>, Session>,
+    /// Boxed: the table keeps a pointer per slot (a large session inline in every slot,
+    /// empty ones included, cost hundreds of bytes per connection).
+    sessions: HashMap<Arc<str>, Box<Session>>,
     subs: SubscriptionTree,
     retained: HashMap<Arc<str>, Arc<Message>>,
     /// Of `retained`, the broker's own `$SYS` topics (`gauges.rs`): not counted against
@@ -73,7 +75,7 @@ impl State {
     /// and QoS 2 state with it) deleted from disk if it has one. The one way a session ends:
     /// clean start, expiry, disconnection with expiry 0.
     fn remove_session(&mut self, id: &Arc<str>, ops: &mut Vec<Op>) -> Option<Session> {
-        let s = self.sessions.remove(id)?;
+        let s = *self.sessions.remove(id)?;
         for (f, _) in s.subscriptions() {
             self.subs.remove(id, f);
         }
@@ -124,7 +126,7 @@ impl Broker {
             for (f, o) in s.subscriptions() {
                 state.subs.insert(&id, f, *o);
             }
-            state.sessions.insert(id, s);
+            state.sessions.insert(id, Box::new(s));
         }
         tracing::info!(
             sessions = state.sessions.len(),

@@ -1,15 +1,21 @@
 //! Reads whole MQTT frames off the socket. A frame over the size limit is refused from its fixed
-//! header, before its body is buffered; the buffer grows to the frame being read, shrinks back
-//! after a large one, and is freed while the connection waits for input.
+//! header, before its body is buffered; the buffer grows to the frame being read (room for a few
+//! more of that size, up to 64 KiB), shrinks back after a larger one, and is freed while the
+//! connection waits for input: a read that finds nothing makes it idle.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::Duration;
 
-use futures_lite::FutureExt;
+use futures_lite::{future, FutureExt};
 
 use super::Stream;
 use crate::codec::{self, FrameError};
 
 const READ_CHUNK: usize = 2048;
+/// A buffer grown past this for a large frame is given back once that frame is read.
+const KEEP_BUF: usize = 64 * 1024;
 
 /// Why no frame was read.
 pub(super) enum ReadError {
@@ -58,6 +64,60 @@ impl FrameReader {
         Ok(&self.buf[range.0..range.1])
     }
 
+    /// Whether bytes of a next frame are already buffered.
+    pub(super) fn has_input(&self) -> bool {
+        self.start < self.end
+    }
+
+    /// The idle state of a connection: returns once input is buffered (or, for TLS, at once),
+    /// holding no buffer while it waits (most connections of a gateway are idle most of the
+    /// time). Bytes already waiting are read at once, into the buffer still held; a wake-up
+    /// that finds nothing to read goes back to waiting.
+    pub(super) async fn wait_input(
+        &mut self,
+        stream: &Stream,
+        limit: Option<Duration>,
+    ) -> Result<(), ReadError> {
+        if self.has_input() || !stream.can_wait_readable() {
+            return Ok(());
+        }
+        self.start = 0;
+        self.end = 0;
+        if self.buf.len() > KEEP_BUF {
+            self.buf = Vec::new();
+        }
+        loop {
+            if !self.buf.is_empty() {
+                match stream.try_read(&mut self.buf) {
+                    Ok(0) => return Err(ReadError::Closed),
+                    Ok(n) => {
+                        self.end = n;
+                        return Ok(());
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(ReadError::Io(e)),
+                }
+            }
+            self.buf = Vec::new();
+            // One poll function over the socket and the timer: the smallest waiting state.
+            let mut timer = limit.map(smol::Timer::after);
+            future::poll_fn(|cx| {
+                if let Poll::Ready(r) = stream.poll_readable(cx) {
+                    return Poll::Ready(r.map_err(ReadError::Io));
+                }
+                if let Some(t) = &mut timer {
+                    if Pin::new(t).poll(cx).is_ready() {
+                        return Poll::Ready(Err(ReadError::TimedOut));
+                    }
+                }
+                Poll::Pending
+            })
+            .await?;
+            self.buf.resize(READ_CHUNK, 0);
+        }
+    }
+
     /// Reads until one whole frame is buffered; returns its range in `buf`.
     async fn fill(&mut self, stream: &Stream, max: usize) -> Result<(usize, usize), ReadError> {
         loop {
@@ -73,24 +133,28 @@ impl FrameReader {
                     return Ok(r);
                 }
                 if self.buf.len() - self.start < total {
-                    // Compact, then grow to exactly what this frame needs.
+                    // Compact, then grow to what this frame needs.
                     self.buf.copy_within(self.start..self.end, 0);
                     self.end -= self.start;
                     self.start = 0;
                     if self.buf.len() < total {
-                        self.buf.resize(total, 0);
+                        // Room for a few such frames per read while they keep coming.
+                        let room = if total <= KEEP_BUF / 4 {
+                            4 * total
+                        } else {
+                            total
+                        };
+                        self.buf.resize(room, 0);
                     }
                 }
             }
             if self.start == self.end {
-                self.start = 0;
-                self.end = 0;
-                // Idle: hold no buffer while waiting for the next bytes (most connections of
-                // a gateway are idle most of the time).
-                if stream.can_wait_readable() {
-                    self.buf = Vec::new();
-                    stream.readable().await.map_err(ReadError::Io)?;
-                } else if self.buf.len() > 4 * READ_CHUNK {
+                self.wait_input(stream, None).await?;
+                if self.has_input() {
+                    continue;
+                }
+                if self.buf.len() > 8 * READ_CHUNK {
+                    // TLS may hold decrypted bytes: it keeps a buffer, a small one.
                     self.buf.truncate(READ_CHUNK);
                     self.buf.shrink_to_fit();
                 }
@@ -111,5 +175,100 @@ impl FrameReader {
             }
             self.end += n;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::sync::Arc;
+
+    fn pair() -> (std::net::TcpStream, Stream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let client = std::net::TcpStream::connect(listener.local_addr().expect("addr")).unwrap();
+        let (server, _) = listener.accept().expect("accept");
+        let stream = crate::transport::Transport::plain(smol::Async::new(server).unwrap());
+        (client, Arc::new(stream))
+    }
+
+    /// A PUBLISH frame (QoS 0, topic "t") with `n` payload bytes.
+    fn publish(n: usize) -> Vec<u8> {
+        let mut f = vec![0x30];
+        edge_mqtt::frame::write_var_int(3 + n, &mut f);
+        f.extend_from_slice(&[0, 1, b't']);
+        f.extend(std::iter::repeat_n(7u8, n));
+        f
+    }
+
+    #[test]
+    fn a_reader_waiting_for_input_holds_no_buffer() {
+        let (mut client, stream) = pair();
+        let mut reader = FrameReader::new();
+        client.write_all(&publish(10)).unwrap();
+        smol::block_on(async {
+            let frame = reader.next(&stream, 1 << 20, None).await.ok().unwrap();
+            assert_eq!(frame.len(), 15);
+            assert!(!reader.has_input());
+            let waited = future::poll_once(reader.wait_input(&stream, None)).await;
+            assert!(waited.is_none(), "nothing was sent: still waiting");
+        });
+        assert_eq!(reader.buf.capacity(), 0);
+        client.write_all(&publish(1)).unwrap();
+        smol::block_on(async {
+            reader.wait_input(&stream, None).await.ok().unwrap();
+            assert!(reader.has_input());
+            assert_eq!(
+                reader
+                    .next(&stream, 1 << 20, None)
+                    .await
+                    .ok()
+                    .unwrap()
+                    .len(),
+                6
+            );
+        });
+    }
+
+    #[test]
+    fn large_frames_get_room_for_several_per_read_and_a_huge_one_is_let_go() {
+        let (mut client, stream) = pair();
+        let mut reader = FrameReader::new();
+        let frame = publish(4096);
+        for _ in 0..3 {
+            client.write_all(&frame).unwrap();
+        }
+        smol::block_on(async {
+            for _ in 0..3 {
+                let got = reader.next(&stream, 1 << 20, None).await.ok().unwrap();
+                assert_eq!(got.len(), frame.len());
+            }
+        });
+        assert!(reader.buf.len() >= 3 * frame.len(), "{}", reader.buf.len());
+        assert!(reader.buf.len() <= KEEP_BUF);
+        let huge = publish(200_000);
+        let len = huge.len();
+        // From a thread: the socket may not take it all before it is read.
+        let writer = std::thread::spawn(move || client.write_all(&huge).map(|_| client));
+        smol::block_on(async {
+            let got = reader.next(&stream, 1 << 20, None).await.ok().unwrap();
+            assert_eq!(got.len(), len);
+            let waited = future::poll_once(reader.wait_input(&stream, None)).await;
+            assert!(waited.is_none());
+        });
+        assert_eq!(
+            reader.buf.capacity(),
+            0,
+            "the huge frame's buffer is given back"
+        );
+        let _client = writer.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn a_silent_client_times_out_while_idle() {
+        let (_client, stream) = pair();
+        let mut reader = FrameReader::new();
+        let r = smol::block_on(reader.wait_input(&stream, Some(Duration::from_millis(50))));
+        assert!(matches!(r, Err(ReadError::TimedOut)));
     }
 }

@@ -22,16 +22,23 @@ use crate::message::{now_ms, Message};
 use crate::stats::Refused;
 use crate::storage::WillRecord;
 
-/// What the CONNECT handshake leaves for the connection's life.
+/// What the CONNECT handshake leaves for the connection's life (one heap block, referred to
+/// by the connection's task for as long as it runs).
 pub(super) struct Ready {
-    pub(super) conn: Arc<Conn>,
+    /// Inline: the reader and writer borrow it from here (one allocation for both).
+    pub(super) conn: Conn,
     pub(super) connected: Connected,
     pub(super) keep_alive: u16,
     pub(super) replies: Replies,
-    /// The connection's place under `limits.max_connections`, held until it ends.
+    /// The connection's place under `limits.max_connections`, held until it ends (only
+    /// dropped, never read).
+    #[allow(dead_code)]
     pub(super) permit: ConnectionPermit,
     /// Its place under `limits.max_connections_per_ip`.
+    #[allow(dead_code)]
     pub(super) ip_permit: IpPermit,
+    /// The socket's reader, with any bytes the client sent after its CONNECT.
+    pub(super) reader: FrameReader,
 }
 
 /// Reads and checks CONNECT, takes a connection permit and attaches the session.
@@ -40,7 +47,7 @@ pub(super) async fn accept(
     stream: Stream,
     peer: SocketAddr,
     policy: ListenerPolicy,
-) -> Option<(Ready, FrameReader)> {
+) -> Option<Box<Ready>> {
     let mut reader = FrameReader::new();
     let (proto, connect) = read_connect(&mut reader, &stream, peer, &broker).await?;
 
@@ -83,7 +90,7 @@ pub(super) async fn accept(
         username,
     )
     .await?;
-    Some((ready, reader))
+    Some(Box::new(Ready { reader, ..ready }))
 }
 
 /// The first packet, which must be a well-formed CONNECT within `limits.connect_timeout_secs`.
@@ -367,7 +374,7 @@ async fn handshake(
             p.response_info = Some(Arc::from(format!("response/{client_id}")));
         }
     }
-    let conn = Arc::new(Conn {
+    let conn = Conn {
         broker: broker.clone(),
         peer,
         proto,
@@ -380,7 +387,7 @@ async fn handshake(
         problem_info: cp.request_problem_info.unwrap_or(true),
         username,
         acl: super::ConnAcl::new(acl),
-    });
+    };
     tracing::debug!(%peer, %client_id, protocol = ?proto, keep_alive, session_present = connected.session_present, "client connected");
 
     let replies = Replies::new(
@@ -401,5 +408,6 @@ async fn handshake(
         replies,
         permit,
         ip_permit,
+        reader: FrameReader::new(),
     })
 }

@@ -1,6 +1,7 @@
 //! The queue from the reader to the writer: replies leave in the order they were queued, and a
 //! reply is never dropped (the reader waits for room instead). The queue is bounded, woken
-//! through the session's notify event, and allocates only while it holds replies.
+//! through the session's notify event, and allocates only while it holds replies (the writer
+//! releases it when it goes idle).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -88,8 +89,10 @@ impl Replies {
     /// Queues `answer`, waiting while the queue is full.
     pub(super) async fn send(&self, answer: Answer) {
         let mut item = Some(Control::Answer(answer));
+        // The room event is listened to only when the queue is full (an event allocates its
+        // state the first time it is used, so an idle connection's never is).
+        let mut room = None;
         loop {
-            let room = self.room.listen();
             {
                 let mut q = self.lock();
                 if q.len() < self.cap {
@@ -97,7 +100,11 @@ impl Replies {
                     break;
                 }
             }
-            room.await;
+            match room.take() {
+                Some(listener) => listener.await,
+                // Listening before looking again: a reply taken in between is seen then.
+                None => room = Some(self.room.listen()),
+            }
         }
         self.notify.notify(usize::MAX);
     }
@@ -108,14 +115,22 @@ impl Replies {
         self.notify.notify(usize::MAX);
     }
 
+    /// Gives the queue's memory back when it is empty (the writer is going idle).
+    pub(super) fn release(&self) {
+        let mut q = self.lock();
+        if q.is_empty() && q.capacity() > 0 {
+            *q = VecDeque::new();
+        }
+    }
+
     pub(super) fn pop(&self) -> Option<Control> {
         let mut q = self.lock();
         let c = q.pop_front();
         if q.is_empty() && q.capacity() > 16 {
             q.shrink_to_fit();
         }
-        drop(q);
-        if c.is_some() {
+        // Checked under the queue lock: a sender registers before its last look at the queue.
+        if c.is_some() && self.room.total_listeners() > 0 {
             self.room.notify(1);
         }
         c

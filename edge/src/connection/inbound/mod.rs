@@ -29,38 +29,25 @@ pub(in crate::connection) fn topic_fits(topic: &str, limits: &crate::config::Lim
         && topic.bytes().filter(|b| *b == b'/').count() < limits.max_topic_levels
 }
 
-/// Reads packets until the connection ends; returns how it ended.
+/// Reads packets until the connection ends; returns how it ended. Between bursts of input
+/// the loop only waits for the socket (a small future, no buffer); a burst is read and handled
+/// in a box freed when the input runs dry.
 pub(super) async fn read_loop(
     conn: &Conn,
     stream: &Stream,
-    mut reader: FrameReader,
+    reader: &mut FrameReader,
     keep_alive: u16,
     replies: &Replies,
 ) -> Close {
-    let max_packet = conn.max_packet as usize;
     // One and a half keep alive periods without a packet end the connection.
     let limit = (keep_alive > 0).then(|| Duration::from_millis(keep_alive as u64 * 1500));
     let mut publish_state = publish::PublishState::default();
     let close = loop {
-        let frame = match reader.next(stream, max_packet, limit).await {
-            Ok(frame) => frame,
-            Err(e) => break read_failed(conn, e),
-        };
-        conn.broker.stats.packet_received(frame.len());
-        let packet = match codec::decode(frame, conn.proto) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::info!(peer = %conn.peer, client_id = %conn.client_id, error = ?e, "malformed packet");
-                break Close::Broker {
-                    code: Dr::MalformedPacket,
-                    why: "malformed packet",
-                };
-            }
-        };
-        // Boxed: the large per-packet state exists only while a packet is being handled, not
-        // in every idle connection's task.
-        let handled = Box::pin(handle_packet(conn, packet, &mut publish_state, replies)).await;
-        if let Err(close) = handled {
+        if let Err(e) = reader.wait_input(stream, limit).await {
+            break read_failed(conn, e);
+        }
+        let burst = read_burst(conn, stream, reader, limit, &mut publish_state, replies);
+        if let Err(close) = Box::pin(burst).await {
             break close;
         }
     };
@@ -68,6 +55,40 @@ pub(super) async fn read_loop(
         tracing::info!(peer = %conn.peer, client_id = %conn.client_id, reason = why, "closing connection");
     }
     close
+}
+
+/// Reads and handles frames until none is left buffered (a frame begun is read to its end).
+async fn read_burst(
+    conn: &Conn,
+    stream: &Stream,
+    reader: &mut FrameReader,
+    limit: Option<Duration>,
+    publish_state: &mut publish::PublishState,
+    replies: &Replies,
+) -> Result<(), Close> {
+    // The size this connection's CONNACK announced (limits.max_packet_size may be reloaded).
+    let max_packet = conn.max_packet as usize;
+    loop {
+        let frame = match reader.next(stream, max_packet, limit).await {
+            Ok(frame) => frame,
+            Err(e) => return Err(read_failed(conn, e)),
+        };
+        conn.broker.stats.packet_received(frame.len());
+        let packet = match codec::decode(frame, conn.proto) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::info!(peer = %conn.peer, client_id = %conn.client_id, error = ?e, "malformed packet");
+                return Err(Close::Broker {
+                    code: Dr::MalformedPacket,
+                    why: "malformed packet",
+                });
+            }
+        };
+        handle_packet(conn, packet, publish_state, replies).await?;
+        if !reader.has_input() {
+            return Ok(());
+        }
+    }
 }
 
 fn read_failed(conn: &Conn, e: ReadError) -> Close {

@@ -25,8 +25,10 @@ const CONGESTION_WAIT: Duration = Duration::from_secs(5);
 /// What the reader keeps from one PUBLISH to the next.
 #[derive(Default)]
 pub(super) struct PublishState {
-    /// Client -> server topic aliases.
-    aliases: HashMap<u16, Arc<str>>,
+    /// Client -> server topic aliases; allocated by the first alias the client sets. Boxed:
+    /// 8 bytes instead of an empty map's 48 in every idle connection.
+    #[allow(clippy::box_collection)]
+    aliases: Option<Box<HashMap<u16, Arc<str>>>>,
     /// A subscriber of the last message that is falling behind, to wait for before reading on.
     congested: Option<Congestion>,
 }
@@ -231,21 +233,24 @@ fn refuse_disk_full(conn: &Conn, v5: bool, qos_pid: QosPid) -> Result<Option<Ans
 }
 
 /// The topic of `p`, through its topic alias (client -> server) when it carries one.
+#[allow(clippy::box_collection)] // see `PublishState::aliases`
 fn resolve_topic(
-    aliases: &mut HashMap<u16, Arc<str>>,
+    aliases: &mut Option<Box<HashMap<u16, Arc<str>>>>,
     alias_max: u16,
     p: &v5::Publish,
 ) -> Result<Arc<str>, Close> {
     match p.properties.topic_alias {
         Some(0) => Err(close(Dr::TopicAliasInvalid, "topic alias 0")),
         Some(a) if a > alias_max => Err(close(Dr::TopicAliasInvalid, "topic alias above maximum")),
-        Some(a) if p.topic_name.is_empty() => match aliases.get(&a) {
+        Some(a) if p.topic_name.is_empty() => match aliases.as_ref().and_then(|m| m.get(&a)) {
             Some(t) => Ok(t.clone()),
             None => Err(close(Dr::ProtocolError, "unknown topic alias")),
         },
         Some(a) => {
             let t: Arc<str> = Arc::from(&*p.topic_name);
-            aliases.insert(a, t.clone());
+            aliases
+                .get_or_insert_with(Default::default)
+                .insert(a, t.clone());
             Ok(t)
         }
         None if p.topic_name.is_empty() => {
@@ -411,7 +416,7 @@ mod tests {
 
     #[test]
     fn an_alias_set_by_one_publish_names_the_topic_of_the_next() {
-        let mut aliases = HashMap::new();
+        let mut aliases = None;
         let first = publish("sensors/t", QosPid::Level0, Some(2));
         assert_eq!(
             &*resolve_topic(&mut aliases, 10, &first).unwrap(),
