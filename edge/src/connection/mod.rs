@@ -161,8 +161,9 @@ async fn serve_shared(
     // Past the handshake: no longer counted as waiting for CONNECT.
     drop(pending);
     let Some(ready) = accepted else {
-        // A refused CONNECT: WebSocket and TLS end with their closing handshakes.
-        stream.close().await;
+        // A refused CONNECT: WebSocket and TLS end with their closing handshakes. Boxed: the
+        // WebSocket close holds a read buffer, which would otherwise widen every idle task.
+        Box::pin(stream.close()).await;
         return;
     };
     run(stream, ready).await;
@@ -197,7 +198,7 @@ async fn run(stream: Stream, mut ready: Box<Ready>) {
     if sent_disconnect {
         Box::pin(graceful_close(&stream)).await;
     } else {
-        stream.close().await;
+        Box::pin(stream.close()).await;
     }
     tracing::debug!(peer = %conn.peer, client_id = %conn.client_id, "client disconnected");
 }
