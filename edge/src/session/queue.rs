@@ -412,12 +412,21 @@ impl Session {
         wait.reserved_now = self.reserve_ahead(&mut used, ops);
         wait.reserved_round = self.reserved_round;
         // Rounds older than the oldest reservation still waiting are not asked for any more.
-        let oldest = self.queue.iter().find_map(|d| match d.state {
-            OutState::Reserved(_, round) => Some(round),
-            _ => None,
-        });
-        let oldest = oldest.unwrap_or(u64::MAX);
-        self.reserve_tickets.retain(|r| r.0 >= oldest);
+        // Reservations sit in the queue's prefix (after requeued deliveries, before the first
+        // unsent one, see `reserve_ahead`): only that prefix is looked at, never the whole
+        // queue (a scan per round made draining a long in-memory queue quadratic).
+        if !self.reserve_tickets.is_empty() {
+            let oldest = self
+                .queue
+                .iter()
+                .take_while(|d| d.state != OutState::Unsent)
+                .find_map(|d| match d.state {
+                    OutState::Reserved(_, round) => Some(round),
+                    _ => None,
+                });
+            let oldest = oldest.unwrap_or(u64::MAX);
+            self.reserve_tickets.retain(|r| r.0 >= oldest);
+        }
         self.take_wait = wait;
         out
     }
