@@ -111,67 +111,18 @@ pub fn decode(frame: &[u8], proto: Protocol) -> Result<Packet, FrameError> {
         Ok(None) => return Err(malformed("packet shorter than its length".into())),
         Err(e) => return Err(malformed(e.to_string())),
     };
-    Ok(match p {
-        v3::Packet::Connect(c) => Packet::Connect(v5::Connect {
-            protocol: c.protocol,
-            clean_start: c.clean_session,
-            keep_alive: c.keep_alive,
-            properties: v5::ConnectProperties {
-                // MQTT 3: a persistent session never expires by itself; the broker caps it.
-                session_expiry_interval: Some(if c.clean_session { 0 } else { u32::MAX }),
-                ..Default::default()
-            },
-            client_id: c.client_id,
-            last_will: c.last_will.map(|w| v5::LastWill {
-                qos: w.qos,
-                retain: w.retain,
-                topic_name: w.topic_name,
-                payload: w.message,
-                properties: Default::default(),
-            }),
-            username: c.username,
-            password: c.password,
-        }),
-        v3::Packet::Publish(p) => Packet::Publish(v5::Publish {
-            dup: p.dup,
-            retain: p.retain,
-            qos_pid: p.qos_pid,
-            topic_name: p.topic_name,
-            payload: p.payload,
-            properties: Default::default(),
-        }),
-        v3::Packet::Puback(pid) => Packet::Puback(v5::Puback::new_success(pid)),
-        v3::Packet::Pubrec(pid) => Packet::Pubrec(v5::Pubrec::new_success(pid)),
-        v3::Packet::Pubrel(pid) => Packet::Pubrel(v5::Pubrel::new_success(pid)),
-        v3::Packet::Pubcomp(pid) => Packet::Pubcomp(v5::Pubcomp::new_success(pid)),
-        v3::Packet::Subscribe(s) => Packet::Subscribe(v5::Subscribe {
-            pid: s.pid,
-            properties: Default::default(),
-            topics: s
-                .topics
-                .into_iter()
-                .map(|(f, qos)| {
-                    // MQTT 3 semantics: retain flag cleared on normal delivery.
-                    let mut o = v5::SubscriptionOptions::new(qos);
-                    o.retain_as_published = false;
-                    (f, o)
-                })
-                .collect(),
-        }),
-        v3::Packet::Unsubscribe(u) => Packet::Unsubscribe(v5::Unsubscribe {
-            pid: u.pid,
-            properties: Default::default(),
-            topics: u.topics,
-        }),
-        v3::Packet::Pingreq => Packet::Pingreq,
-        v3::Packet::Disconnect => Packet::Disconnect(v5::Disconnect::new_normal()),
-        other => {
-            return Err(FrameError::Malformed(format!(
-                "{:?} is not sent by clients",
-                other.get_type()
-            )))
-        }
-    })
+    // Packets only a server sends are malformed from a client; the rest is lifted to its v5
+    // form in the one place that does so for every user of the codec (edge_mqtt::version).
+    match p {
+        v3::Packet::Connack(_)
+        | v3::Packet::Suback(_)
+        | v3::Packet::Unsuback(_)
+        | v3::Packet::Pingresp => Err(FrameError::Malformed(format!(
+            "{:?} is not sent by clients",
+            p.get_type()
+        ))),
+        p => Ok(edge_mqtt::version::lift(p)),
+    }
 }
 
 /// PUBLISH, the hot path, through the codec's slice decoders: `Packet::decode` runs its async
@@ -222,37 +173,11 @@ pub fn encode(p: &Packet, proto: Protocol) -> Option<Vec<u8>> {
         }
         return Some(p.encode().ok()?.as_ref().to_vec());
     }
+    // MQTT 3 has no server DISCONNECT (the connection is just closed) and no AUTH; the rest is
+    // lowered by edge_mqtt::version.
     let v3p = match p {
-        Packet::Connack(c) => v3::Packet::Connack(v3::Connack {
-            session_present: c.session_present,
-            code: connack_v3(c.reason_code),
-        }),
-        Packet::Publish(p) => v3::Packet::Publish(v3::Publish {
-            dup: p.dup,
-            retain: p.retain,
-            qos_pid: p.qos_pid,
-            topic_name: p.topic_name.clone(),
-            payload: p.payload.clone(),
-        }),
-        Packet::Puback(a) => v3::Packet::Puback(a.pid),
-        Packet::Pubrec(a) => v3::Packet::Pubrec(a.pid),
-        Packet::Pubrel(a) => v3::Packet::Pubrel(a.pid),
-        Packet::Pubcomp(a) => v3::Packet::Pubcomp(a.pid),
-        Packet::Suback(s) => v3::Packet::Suback(v3::Suback::new(
-            s.pid,
-            s.topics
-                .iter()
-                .map(|c| match c {
-                    v5::SubscribeReasonCode::GrantedQoS0 => v3::SubscribeReturnCode::MaxLevel0,
-                    v5::SubscribeReasonCode::GrantedQoS1 => v3::SubscribeReturnCode::MaxLevel1,
-                    v5::SubscribeReasonCode::GrantedQoS2 => v3::SubscribeReturnCode::MaxLevel2,
-                    _ => v3::SubscribeReturnCode::Failure,
-                })
-                .collect(),
-        )),
-        Packet::Unsuback(u) => v3::Packet::Unsuback(u.pid),
-        Packet::Pingresp => v3::Packet::Pingresp,
-        _ => return None,
+        Packet::Disconnect(_) | Packet::Auth(_) => return None,
+        p => edge_mqtt::version::lower(p)?,
     };
     Some(v3p.encode().ok()?.as_ref().to_vec())
 }
@@ -313,19 +238,6 @@ pub fn encode_publish_head(
         out.truncate(start);
     }
     total
-}
-
-fn connack_v3(code: v5::ConnectReasonCode) -> v3::ConnectReturnCode {
-    use v3::ConnectReturnCode as C3;
-    use v5::ConnectReasonCode as C5;
-    match code {
-        C5::Success => C3::Accepted,
-        C5::UnsupportedProtocolVersion => C3::UnacceptableProtocolVersion,
-        C5::ClientIdentifierNotValid => C3::IdentifierRejected,
-        C5::BadUserNameOrPassword => C3::BadUserNameOrPassword,
-        C5::NotAuthorized | C5::Banned => C3::NotAuthorized,
-        _ => C3::ServerUnavailable,
-    }
 }
 
 #[cfg(test)]
