@@ -151,23 +151,33 @@ async fn rss_after_a_restart_does_not_grow_with_an_offline_backlog() {
     );
 }
 
+/// A raw MQTT 3.1.1 client (clean session, `keep_alive` seconds) connected to 127.0.0.1:`port`,
+/// its CONNACK read and checked. The memory tests talk raw MQTT: the harness's clients keep
+/// every event and are too slow for hundreds of thousands of messages.
+fn raw_v311_client(port: u16, id: &str, keep_alive: u16) -> std::net::TcpStream {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("read timeout");
+    let mut body = vec![0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02];
+    body.extend_from_slice(&keep_alive.to_be_bytes());
+    body.extend_from_slice(&(id.len() as u16).to_be_bytes());
+    body.extend_from_slice(id.as_bytes());
+    let mut connect = vec![0x10, body.len() as u8];
+    connect.extend_from_slice(&body);
+    s.write_all(&connect).expect("send CONNECT");
+    let mut connack = [0u8; 4];
+    s.read_exact(&mut connack).expect("read CONNACK");
+    assert_eq!(connack, [0x20, 0x02, 0x00, 0x00], "CONNACK for {id}");
+    s
+}
+
 /// Publishes `n` QoS 1 messages (payload: the number, 64 digits) on `topic` over a raw socket,
 /// 100 in flight at a time, and reads every PUBACK (the test harness's clients keep every event
 /// and are too slow for hundreds of thousands).
 fn fill_qos1(port: u16, topic: &str, n: usize) {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("read timeout");
-    let id = b"backlog-pub";
-    let mut connect = vec![0x10, (12 + id.len()) as u8, 0, 4];
-    connect.extend_from_slice(b"MQTT");
-    connect.extend_from_slice(&[4, 0x02, 0, 60, 0, id.len() as u8]);
-    connect.extend_from_slice(id);
-    s.write_all(&connect).expect("CONNECT");
-    let mut connack = [0u8; 4];
-    s.read_exact(&mut connack).expect("CONNACK");
-    assert_eq!(connack, [0x20, 2, 0, 0]);
+    let mut s = raw_v311_client(port, "backlog-pub", 60);
     let mut sent = 0;
     while sent < n {
         let batch = (n - sent).min(100);
@@ -193,16 +203,7 @@ const MAX_MEMORY: u64 = 64 * 1024 * 1024;
 /// A subscriber that connects (clean session), subscribes at QoS 0 and never reads again.
 fn stuck_subscriber(port: u16, filter: &str) -> std::net::TcpStream {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    let id = b"stuck";
-    let mut connect = vec![0x10, (12 + id.len()) as u8, 0, 4];
-    connect.extend_from_slice(b"MQTT");
-    connect.extend_from_slice(&[4, 0x02, 0, 60, 0, id.len() as u8]);
-    connect.extend_from_slice(id);
-    s.write_all(&connect).expect("CONNECT");
-    let mut connack = [0u8; 4];
-    s.read_exact(&mut connack).expect("CONNACK");
-    assert_eq!(connack, [0x20, 2, 0, 0]);
+    let mut s = raw_v311_client(port, "stuck", 60);
     let mut subscribe = vec![0x82, (5 + filter.len()) as u8, 0, 1, 0, filter.len() as u8];
     subscribe.extend_from_slice(filter.as_bytes());
     subscribe.push(0);
@@ -215,16 +216,8 @@ fn stuck_subscriber(port: u16, filter: &str) -> std::net::TcpStream {
 /// Publishes 4 KiB QoS 0 messages on `flood/<p>` until `deadline` over a raw socket (the
 /// broker may stop reading it: writes then time out and are retried); how many were written.
 fn flood_publisher(port: u16, p: usize, deadline: Instant) -> u64 {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    let id = format!("flood-{p}");
-    let mut connect = vec![0x10, (12 + id.len()) as u8, 0, 4];
-    connect.extend_from_slice(b"MQTT");
-    connect.extend_from_slice(&[4, 0x02, 0, 60, 0, id.len() as u8]);
-    connect.extend_from_slice(id.as_bytes());
-    s.write_all(&connect).expect("CONNECT");
-    let mut connack = [0u8; 4];
-    s.read_exact(&mut connack).expect("CONNACK");
+    use std::io::Write;
+    let mut s = raw_v311_client(port, &format!("flood-{p}"), 60);
     let topic = format!("flood/{p}");
     let len = 2 + topic.len() + 4096;
     let mut publish = vec![0x30, (len & 0x7f) as u8 | 0x80, (len >> 7) as u8];
@@ -301,19 +294,7 @@ const MAX_BYTES_PER_IDLE_CONNECTION: u64 = 3072;
 
 /// Opens one MQTT 3.1.1 connection (clean session, keep alive 0) and waits for its CONNACK.
 fn idle_client(addr: std::net::SocketAddr, id: &str) -> std::net::TcpStream {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(WAIT)).expect("read timeout");
-    let mut body = vec![0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02, 0x00, 0x00];
-    body.extend_from_slice(&(id.len() as u16).to_be_bytes());
-    body.extend_from_slice(id.as_bytes());
-    let mut connect = vec![0x10, body.len() as u8];
-    connect.extend_from_slice(&body);
-    s.write_all(&connect).expect("send CONNECT");
-    let mut connack = [0u8; 4];
-    s.read_exact(&mut connack).expect("read CONNACK");
-    assert_eq!(connack, [0x20, 0x02, 0x00, 0x00], "CONNACK for {id}");
-    s
+    raw_v311_client(addr.port(), id, 0)
 }
 
 /// Raises this process's open-file limit (inherited by the broker process) to hold `n` sockets.
