@@ -221,6 +221,8 @@ pub struct Reloader {
     /// The configuration in force: the start one with every live change applied since.
     current: Config,
     acceptors: Vec<Option<SharedAcceptor>>,
+    /// The operations listener's HTTPS acceptor (`[http.tls]`), when it runs with TLS.
+    http_tls: Option<SharedAcceptor>,
 }
 
 impl Reloader {
@@ -233,7 +235,14 @@ impl Reloader {
             source,
             current,
             acceptors,
+            http_tls: None,
         }
+    }
+
+    /// Also re-reads `[http.tls]` on SIGHUP, into this acceptor.
+    pub fn with_http_tls(mut self, http_tls: Option<SharedAcceptor>) -> Self {
+        self.http_tls = http_tls;
+        self
     }
 
     /// The configuration in force.
@@ -292,6 +301,7 @@ impl Reloader {
         }
         self.current = next;
         reload_files(broker, &self.current, &self.acceptors);
+        reload_http_tls(&self.current, self.http_tls.as_ref());
         tracing::info!(changed = found.len(), "reload done");
         found
     }
@@ -328,6 +338,23 @@ pub fn reload_files(broker: &Broker, cfg: &Config, acceptors: &[Option<SharedAcc
             Err(e) => {
                 tracing::error!(error = %e, "reload: TLS certificate not reloaded, the previous one stays in force")
             }
+        }
+    }
+}
+
+/// Re-reads the operations listener's `[http.tls]` files; on an error the previous certificate
+/// stays in force (and the error is logged, naming the key).
+pub fn reload_http_tls(cfg: &Config, shared: Option<&SharedAcceptor>) {
+    let (Some(tls), Some(shared)) = (&cfg.http.tls, shared) else {
+        return;
+    };
+    match crate::transport::acceptor(tls, "http.tls") {
+        Ok(a) => {
+            *shared.write().unwrap_or_else(|e| e.into_inner()) = a;
+            tracing::info!("reload: HTTPS certificate of the operations listener re-read");
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "reload: HTTPS certificate not reloaded, the previous one stays in force")
         }
     }
 }

@@ -194,7 +194,8 @@ impl Server {
         }
         if let Some((mut signals, source)) = sighup {
             let b = broker.clone();
-            let mut reloader = Reloader::new(source, (*broker.cfg).clone(), acceptors);
+            let mut reloader = Reloader::new(source, (*broker.cfg).clone(), acceptors)
+                .with_http_tls(http.as_ref().and_then(|h| h.shared_tls()));
             background.push(ex.spawn(async move {
                 while futures_lite::StreamExt::next(&mut signals).await.is_some() {
                     crate::systemd::notify_reloading();

@@ -546,3 +546,64 @@ fn chromium(url: &str, out_dir: &Path, args: &[&str]) -> Output {
     );
     out
 }
+
+/// SIGHUP re-reads `[http.tls]`: after the certificate files are replaced by ones from another
+/// CA, new HTTPS connections are served with the new certificate (verified against the new CA
+/// only), without a restart.
+#[test]
+fn sighup_reloads_the_https_certificate() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (ca1, cert1, key1) = sync_support::make_pki("ops-http-old");
+    let (ca2, cert2, key2) = sync_support::make_pki("ops-http-new");
+    let ca1_path = sync_support::write_pem(dir.path(), "ca1.pem", &ca1);
+    let ca2_path = sync_support::write_pem(dir.path(), "ca2.pem", &ca2);
+    let cert_path = sync_support::write_pem(dir.path(), "server.pem", &cert1);
+    let key_path = sync_support::write_pem(dir.path(), "server.key", &key1);
+    let http = free_port();
+    let text = format!(
+        "[http]\nbind = \"127.0.0.1:{http}\"\ntoken = \"s3cret-token-0123456789\"\n[http.tls]\n\
+         cert_file = \"{}\"\nkey_file = \"{}\"\n",
+        cert_path.display(),
+        key_path.display()
+    );
+    let b = Broker::builder()
+        .kind(BrokerKind::Edge)
+        .process()
+        .config_text(text)
+        .start();
+    wait_http(http);
+    let ready_with = |ca: &Path| -> String {
+        let mut c = tool("curl");
+        c.args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "10",
+        ])
+        .arg("--cacert")
+        .arg(ca)
+        .arg(format!("https://localhost:{http}/health/ready"));
+        String::from_utf8_lossy(&run(c).stdout).into_owned()
+    };
+    assert_eq!(ready_with(&ca1_path), "200");
+    assert_ne!(ready_with(&ca2_path), "200", "not yet the new certificate");
+    sync_support::write_pem(dir.path(), "server.pem", &cert2);
+    sync_support::write_pem(dir.path(), "server.key", &key2);
+    let before = b.log().matches("reload done").count();
+    // SAFETY: signalling our own child process.
+    assert_eq!(unsafe { libc::kill(b.pid() as i32, libc::SIGHUP) }, 0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while b.log().matches("reload done").count() == before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no reload:\n{}",
+            b.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(ready_with(&ca2_path), "200", "{}", b.log());
+    assert_ne!(ready_with(&ca1_path), "200", "the old certificate is gone");
+}

@@ -7,6 +7,7 @@
 //! connections are bounded in number and lifetime. hyper 1 (HTTP/1.1) runs on the broker's smol
 //! executor through smol-hyper's adapters: no second async runtime.
 
+use crate::reload::SharedAcceptor;
 use std::convert::Infallible;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
@@ -39,7 +40,8 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct HttpListener {
     listener: Async<TcpListener>,
     addr: SocketAddr,
-    tls: Option<futures_rustls::TlsAcceptor>,
+    /// Replaced in place when SIGHUP re-reads `[http.tls]`.
+    tls: Option<SharedAcceptor>,
     token: Option<Arc<str>>,
 }
 
@@ -55,7 +57,8 @@ impl HttpListener {
             .tls
             .as_ref()
             .map(|t| crate::transport::acceptor(t, "http.tls"))
-            .transpose()?;
+            .transpose()?
+            .map(|a| Arc::new(std::sync::RwLock::new(a)));
         let bound = TcpListener::bind(cfg.bind).and_then(|l| {
             let addr = l.local_addr()?;
             Ok((Async::new(l)?, addr))
@@ -79,6 +82,11 @@ impl HttpListener {
         self.addr
     }
 
+    /// The HTTPS acceptor, for SIGHUP to swap in re-read certificate files.
+    pub fn shared_tls(&self) -> Option<SharedAcceptor> {
+        self.tls.clone()
+    }
+
     /// Accepts and serves connections for as long as the task lives.
     pub async fn serve(self, broker: Arc<Broker>, ex: Arc<Executor<'static>>) {
         tracing::info!(listen = %self.addr, tls = self.tls.is_some(), token = self.token.is_some(),
@@ -98,7 +106,11 @@ impl HttpListener {
                 continue;
             };
             let broker = broker.clone();
-            let tls = self.tls.clone();
+            // The acceptor in force when the connection came (a reload swaps it for later ones).
+            let tls = self
+                .tls
+                .as_ref()
+                .map(|t| t.read().unwrap_or_else(|e| e.into_inner()).clone());
             let token = self.token.clone();
             ex.spawn(async move {
                 serve_connection(stream, peer, tls, broker, token)
