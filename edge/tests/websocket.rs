@@ -613,3 +613,30 @@ fn wss_client_certificates_name_the_user() {
     // Without a certificate the TLS handshake (and so the upgrade) fails.
     assert!(ws_open(s.wss(), "/mqtt", Some("mqtt"), Some(&s.ca_pem)).is_err());
 }
+
+/// Large packets one after another over ws and wss: the reader's buffer grows for a large
+/// frame and shrinks back once it is handled, while TLS and WebSocket keep their own buffers
+/// (a broker panic once the buffer shrank under the old read position, seen with a 200 KiB
+/// MQTT.js publish).
+#[test]
+fn large_packets_in_a_row_cross_ws_and_wss() {
+    let s = start();
+    let big: Vec<u8> = (0..200 * 1024).map(|i| (i % 251) as u8).collect();
+    for (addr, ca) in [(s.ws(), None), (s.wss(), Some(s.ca_pem.as_str()))] {
+        let mut sub = Client::connect(addr, ca, "big-sub", 0);
+        sub.subscribe(1, "big/#");
+        let mut publisher = Client::connect(addr, ca, "big-pub", 0);
+        publisher.publish_qos1(1, "big/1", &big[..70 * 1024]);
+        publisher.publish_qos1(2, "big/2", &big);
+        publisher.publish_qos1(3, "big/3", b"small after large");
+        assert_eq!(
+            sub.receive(),
+            ("big/1".to_string(), big[..70 * 1024].to_vec())
+        );
+        assert_eq!(sub.receive(), ("big/2".to_string(), big.clone()));
+        assert_eq!(
+            sub.receive(),
+            ("big/3".to_string(), b"small after large".to_vec())
+        );
+    }
+}

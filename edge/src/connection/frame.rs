@@ -153,6 +153,11 @@ impl FrameReader {
                 if self.has_input() {
                     continue;
                 }
+                // Nothing buffered: read from the front (for TLS and WebSocket `wait_input`
+                // returns at once and leaves the old positions, which may lie past the
+                // shrunk buffer below).
+                self.start = 0;
+                self.end = 0;
                 if self.buf.len() > 8 * READ_CHUNK {
                     // TLS may hold decrypted bytes: it keeps a buffer, a small one.
                     self.buf.truncate(READ_CHUNK);
