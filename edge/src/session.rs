@@ -11,9 +11,14 @@
 //! - A connection is attached (`conn`) or the session knows when it was cut off
 //!   (`disconnected_ms`), never both.
 
+mod flow; // publisher flow control: water marks and wake-ups
+#[cfg(test)]
+mod lifecycle_tests;
 mod queue; // outgoing deliveries: queue window and disk backlog, in-flight, packet ids, water marks
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod window_tests;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};

@@ -11,14 +11,14 @@ use crate::broker::Outgoing;
 use crate::message::{now_ms, Message};
 use crate::storage::DeliveryRecord;
 
-const LIMITS: QueueLimits = QueueLimits {
+pub(super) const LIMITS: QueueLimits = QueueLimits {
     max_messages: 8,
     max_bytes: 1 << 20,
     memory_full: false,
 };
 
 /// Room for more than a window.
-const ROOMY: QueueLimits = QueueLimits {
+pub(super) const ROOMY: QueueLimits = QueueLimits {
     max_messages: 100_000,
     max_bytes: 1 << 30,
     memory_full: false,
@@ -27,12 +27,12 @@ const ROOMY: QueueLimits = QueueLimits {
 /// The session's queue as the writer would store it: applies the ops a session pushes and
 /// answers backlog reads as `Store::read_queue` does.
 #[derive(Default)]
-struct Disk {
-    rows: std::collections::BTreeMap<u64, DeliveryRecord>,
+pub(super) struct Disk {
+    pub(super) rows: std::collections::BTreeMap<u64, DeliveryRecord>,
 }
 
 impl Disk {
-    fn apply(&mut self, ops: &mut Vec<Op>) {
+    pub(super) fn apply(&mut self, ops: &mut Vec<Op>) {
         for op in ops.drain(..) {
             match op {
                 Op::Enqueue {
@@ -72,7 +72,10 @@ impl Disk {
         }
     }
 
-    fn read(&self, r: Refill) -> crate::error::Result<Vec<(u64, Option<DeliveryRecord>)>> {
+    pub(super) fn read(
+        &self,
+        r: Refill,
+    ) -> crate::error::Result<Vec<(u64, Option<DeliveryRecord>)>> {
         Ok(self
             .rows
             .range(r.from..r.until)
@@ -82,7 +85,7 @@ impl Disk {
     }
 
     /// Runs the refill the session asks for, if any; whether there was one.
-    fn refill(&mut self, s: &mut Session, ops: &mut Vec<Op>) -> bool {
+    pub(super) fn refill(&mut self, s: &mut Session, ops: &mut Vec<Op>) -> bool {
         let Some(r) = s.refill_request(usize::MAX) else {
             return false;
         };
@@ -93,7 +96,7 @@ impl Disk {
 }
 
 /// Takes everything, acknowledging as it goes, refilling from `disk`: the topics received.
-fn drain(s: &mut Session, disk: &mut Disk, ops: &mut Vec<Op>) -> Vec<String> {
+pub(super) fn drain(s: &mut Session, disk: &mut Disk, ops: &mut Vec<Op>) -> Vec<String> {
     let mut got = Vec::new();
     loop {
         disk.apply(ops);
@@ -115,11 +118,11 @@ fn drain(s: &mut Session, disk: &mut Disk, ops: &mut Vec<Op>) -> Vec<String> {
     }
 }
 
-fn pid(n: u16) -> Pid {
+pub(super) fn pid(n: u16) -> Pid {
     Pid::try_from(n).expect("non-zero")
 }
 
-fn message(topic: &str) -> Message {
+pub(super) fn message(topic: &str) -> Message {
     Message {
         topic: topic.into(),
         payload: Bytes::from_static(b"payload"),
@@ -133,17 +136,17 @@ fn message(topic: &str) -> Message {
     }
 }
 
-fn msg(topic: &str) -> Arc<Message> {
+pub(super) fn msg(topic: &str) -> Arc<Message> {
     Arc::new(message(topic))
 }
 
-fn will(delay_secs: u32) -> WillRecord {
+pub(super) fn will(delay_secs: u32) -> WillRecord {
     let mut msg = message("will");
     msg.received_ms = 1;
     WillRecord { msg, delay_secs }
 }
 
-fn request(expiry_secs: u32, will: Option<WillRecord>) -> ConnectRequest {
+pub(super) fn request(expiry_secs: u32, will: Option<WillRecord>) -> ConnectRequest {
     ConnectRequest {
         client_id: "client".into(),
         protocol: 5,
@@ -156,7 +159,7 @@ fn request(expiry_secs: u32, will: Option<WillRecord>) -> ConnectRequest {
     }
 }
 
-fn link(id: u64) -> ConnLink {
+pub(super) fn link(id: u64) -> ConnLink {
     ConnLink {
         id,
         notify: Arc::new(Event::new()),
@@ -165,24 +168,24 @@ fn link(id: u64) -> ConnLink {
 }
 
 /// A session with connection 1 attached, as after CONNECT (in-flight window of 2).
-fn online(expiry_secs: u32, will: Option<WillRecord>) -> Session {
+pub(super) fn online(expiry_secs: u32, will: Option<WillRecord>) -> Session {
     let mut s = Session::new("client".into(), 5, expiry_secs);
     s.attach(request(expiry_secs, will), link(1), &mut Vec::new());
     s
 }
 
-fn enqueue(s: &mut Session, topic: &str, qos: u8, ops: &mut Vec<Op>) -> bool {
+pub(super) fn enqueue(s: &mut Session, topic: &str, qos: u8, ops: &mut Vec<Op>) -> bool {
     s.enqueue(msg(topic), qos, false, vec![], LIMITS, ops)
 }
 
 /// What `take_outgoing` hands the connection, reduced to what the rules decide.
 #[derive(Debug, PartialEq)]
-enum Sent {
+pub(super) enum Sent {
     Publish(String, QosPid, bool),
     Pubrel(Pid),
 }
 
-fn take(s: &mut Session, ops: &mut Vec<Op>) -> Vec<Sent> {
+pub(super) fn take(s: &mut Session, ops: &mut Vec<Op>) -> Vec<Sent> {
     s.take_outgoing(16, now_ms(), LIMITS, ops)
         .into_iter()
         .map(|o| match o {
@@ -194,13 +197,13 @@ fn take(s: &mut Session, ops: &mut Vec<Op>) -> Vec<Sent> {
         .collect()
 }
 
-fn publish(topic: &str, qos_pid: QosPid, dup: bool) -> Sent {
+pub(super) fn publish(topic: &str, qos_pid: QosPid, dup: bool) -> Sent {
     Sent::Publish(topic.into(), qos_pid, dup)
 }
 
 /// The connection drops and comes back (as a CONNECT resuming the session); the session's
 /// window, given back to disk when it went offline, is read back.
-fn reconnect(s: &mut Session, ops: &mut Vec<Op>) {
+pub(super) fn reconnect(s: &mut Session, ops: &mut Vec<Op>) {
     let mut disk = Disk::default();
     for d in s
         .inflight
@@ -450,93 +453,6 @@ fn qos2_packet_ids_are_duplicates_until_released() {
 }
 
 #[test]
-fn a_will_without_delay_is_published_when_the_connection_drops() {
-    let mut s = online(60, Some(will(0)));
-    assert_eq!(s.detach(1_000, Departure::Abnormal, 3600), Some(will(0)));
-    assert!(s.will.is_none());
-}
-
-#[test]
-fn a_delayed_will_is_due_after_its_delay_capped_by_the_expiry() {
-    let mut s = online(10, Some(will(60)));
-    let mut ops = Vec::new();
-    assert_eq!(s.detach(1_000, Departure::Abnormal, 3600), None);
-    assert_eq!(s.take_due_will(10_999, &mut ops), None);
-    assert_eq!(s.take_due_will(11_000, &mut ops), Some(will(60)));
-    assert!(matches!(ops.as_slice(), [Op::PutSession(..)]));
-    assert_eq!(s.take_due_will(12_000, &mut ops), None, "only once");
-}
-
-#[test]
-fn a_graceful_disconnect_discards_the_will_and_may_change_the_expiry() {
-    let mut s = online(60, Some(will(0)));
-    let how = Departure::Graceful {
-        send_will: false,
-        expiry: Some(100_000),
-    };
-    assert_eq!(s.detach(1_000, how, 3600), None);
-    assert_eq!(s.expiry_secs(), 3600, "capped");
-    let mut s = online(60, Some(will(0)));
-    let how = Departure::Graceful {
-        send_will: true,
-        expiry: None,
-    };
-    assert_eq!(s.detach(1_000, how, 3600), Some(will(0)), "reason 0x04");
-}
-
-#[test]
-fn expiry_counts_from_the_disconnection() {
-    let mut s = online(10, None);
-    assert!(!s.expired(u64::MAX / 2), "online");
-    s.detach(1_000, Departure::Abnormal, 3600);
-    assert!(!s.expired(10_999));
-    assert!(s.expired(11_000));
-}
-
-#[test]
-fn a_take_over_kicks_the_old_connection_and_requeues_its_deliveries() {
-    let mut s = online(60, Some(will(30)));
-    let old = s.conn.clone().expect("attached");
-    let mut ops = Vec::new();
-    enqueue(&mut s, "a", 1, &mut ops);
-    take(&mut s, &mut ops);
-    let claim = s.claim(false, now_ms());
-    assert_eq!(kicked(&old.kick), Some(Kick::TakenOver));
-    assert!(claim.resumable);
-    assert_eq!(
-        claim.will_now, None,
-        "a delayed will is cancelled by the resumption"
-    );
-    assert!(s.inflight.is_empty());
-    assert!(matches!(s.queue.front().map(|d| d.state), Some(OutState::Sent(p)) if p == pid(1)));
-}
-
-#[test]
-fn a_take_over_publishes_a_will_without_delay() {
-    let mut s = online(60, Some(will(0)));
-    let claim = s.claim(false, now_ms());
-    assert_eq!(claim.will_now, Some(will(0)));
-}
-
-#[test]
-fn a_clean_start_ends_the_session_and_publishes_its_will() {
-    let mut s = online(60, Some(will(30)));
-    s.detach(1_000, Departure::Abnormal, 3600);
-    let claim = s.claim(true, 2_000);
-    assert!(!claim.resumable);
-    assert_eq!(claim.will_now, Some(will(30)));
-}
-
-#[test]
-fn an_expired_session_is_not_resumed() {
-    let mut s = online(10, None);
-    s.detach(1_000, Departure::Abnormal, 3600);
-    assert!(s.claim(false, 10_999).resumable);
-    s.detach(1_000, Departure::Abnormal, 3600);
-    assert!(!s.claim(false, 11_000).resumable);
-}
-
-#[test]
 fn resuming_with_expiry_zero_deletes_the_stored_session() {
     let mut s = online(60, None);
     let mut ops = Vec::new();
@@ -565,7 +481,7 @@ fn resuming_with_expiry_zero_deletes_the_stored_session() {
     ));
 }
 
-fn record_of(topic: &str) -> DeliveryRecord {
+pub(super) fn record_of(topic: &str) -> DeliveryRecord {
     DeliveryRecord {
         msg: message(topic),
         qos: 1,
@@ -574,182 +490,6 @@ fn record_of(topic: &str) -> DeliveryRecord {
         pid: 0,
         released: false,
     }
-}
-
-#[test]
-fn an_online_session_keeps_a_window_in_memory_and_the_rest_on_disk() {
-    let mut s = online(60, None);
-    s.inflight_limit = 64;
-    let mut ops = Vec::new();
-    let mut disk = Disk::default();
-    for i in 0..WINDOW + 100 {
-        s.enqueue(msg(&i.to_string()), 1, false, vec![], ROOMY, &mut ops);
-    }
-    assert_eq!(s.window_len(), WINDOW);
-    assert_eq!(s.queued_len(), WINDOW + 100);
-    assert_eq!(ops.len(), WINDOW + 100, "every one is written");
-    let got = drain(&mut s, &mut disk, &mut ops);
-    let want: Vec<String> = (0..WINDOW + 100).map(|i| i.to_string()).collect();
-    assert_eq!(got, want, "in order, none lost, none twice");
-    assert_eq!(s.queued_len(), 0);
-    assert!(disk.rows.is_empty(), "every delivery dequeued");
-}
-
-#[test]
-fn qos0_behind_a_backlog_keeps_its_place_in_order() {
-    let mut s = online(60, None);
-    s.inflight_limit = 64;
-    let mut ops = Vec::new();
-    let mut disk = Disk::default();
-    for i in 0..WINDOW + 10 {
-        s.enqueue(msg(&format!("q1-{i}")), 1, false, vec![], ROOMY, &mut ops);
-    }
-    s.enqueue(msg("q0"), 0, false, vec![], ROOMY, &mut ops);
-    s.enqueue(msg("last"), 1, false, vec![], ROOMY, &mut ops);
-    assert_eq!(s.backlog.later.len(), 1);
-    let got = drain(&mut s, &mut disk, &mut ops);
-    assert_eq!(got.len(), WINDOW + 12);
-    assert_eq!(&got[WINDOW + 9..], ["q1-265", "q0", "last"]);
-}
-
-#[test]
-fn going_offline_gives_the_window_back_to_disk_and_keeps_sent_ids_reserved() {
-    let mut s = online(60, None);
-    let mut ops = Vec::new();
-    let mut disk = Disk::default();
-    for t in ["a", "b", "c"] {
-        enqueue(&mut s, t, 1, &mut ops);
-    }
-    take(&mut s, &mut ops); // a and b in flight (window of 2)
-    disk.apply(&mut ops);
-    s.detach(now_ms(), Departure::Abnormal, 3600);
-    assert_eq!(
-        (s.window_len(), s.queued_len()),
-        (0, 3),
-        "nothing queued in memory"
-    );
-    assert_eq!(
-        s.backlog.sent,
-        vec![(1, 1), (2, 2), (3, 3)],
-        "c's id was recorded ahead of its send"
-    );
-    enqueue(&mut s, "d", 1, &mut ops);
-    assert!(s.claim(false, now_ms()).resumable);
-    s.attach(request(60, None), link(2), &mut ops);
-    assert_eq!(take(&mut s, &mut ops), vec![], "nothing before the read");
-    disk.apply(&mut ops);
-    assert!(disk.refill(&mut s, &mut ops));
-    assert_eq!(
-        take(&mut s, &mut ops),
-        vec![
-            publish("a", QosPid::Level1(pid(1)), true),
-            publish("b", QosPid::Level1(pid(2)), true),
-        ]
-    );
-    assert!(s.complete(pid(1), &mut ops));
-    assert_eq!(
-        take(&mut s, &mut ops),
-        vec![publish("c", QosPid::Level1(pid(3)), true)],
-        "its id was on disk, so it might have been sent: DUP"
-    );
-}
-
-#[test]
-fn ids_are_recorded_a_round_ahead_so_the_next_send_waits_for_no_commit() {
-    let mut s = online(60, None);
-    let mut ops = Vec::new();
-    for t in ["a", "b", "c", "d", "e"] {
-        enqueue(&mut s, t, 1, &mut ops);
-    }
-    ops.clear();
-    take(&mut s, &mut ops); // a, b: in flight (window of 2); c, d: ids recorded ahead
-    let w = s.take_wait();
-    assert!(w.fresh_ids && !w.reserved_ids && w.reserved_now);
-    let marked: Vec<(u64, u16)> = ops
-        .iter()
-        .filter_map(|op| match op {
-            Op::MarkSent { seq, pid, .. } => Some((*seq, pid.value())),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(marked, vec![(1, 1), (2, 2), (3, 3), (4, 4)]);
-    assert!(s.complete(pid(1), &mut ops) && s.complete(pid(2), &mut ops));
-    ops.clear();
-    assert_eq!(
-        take(&mut s, &mut ops),
-        vec![
-            publish("c", QosPid::Level1(pid(3)), false),
-            publish("d", QosPid::Level1(pid(4)), false),
-        ],
-        "first sends: no DUP, the ids recorded before"
-    );
-    let w = s.take_wait();
-    assert!(!w.fresh_ids && w.reserved_ids, "nothing new to wait for");
-    assert!(
-        matches!(ops.as_slice(), [Op::MarkSent { seq: 5, .. }]),
-        "e's id is recorded ahead in turn: {ops:?}"
-    );
-}
-
-#[test]
-fn a_read_started_before_going_offline_is_not_applied() {
-    let mut s = online(60, None);
-    let mut ops = Vec::new();
-    let mut disk = Disk::default();
-    s.detach(now_ms(), Departure::Abnormal, 3600);
-    for t in ["a", "b"] {
-        enqueue(&mut s, t, 1, &mut ops);
-    }
-    s.claim(false, now_ms());
-    s.attach(request(60, None), link(2), &mut ops);
-    disk.apply(&mut ops);
-    let r = s.refill_request(usize::MAX).expect("a read");
-    assert_eq!(s.refill_request(usize::MAX), None, "one read at a time");
-    let rows = disk.read(r);
-    s.detach(now_ms(), Departure::Abnormal, 3600);
-    s.refilled(r, true, rows, &mut ops);
-    assert_eq!(
-        (s.window_len(), s.queued_len()),
-        (0, 2),
-        "still on disk only"
-    );
-    s.claim(false, now_ms());
-    s.attach(request(60, None), link(3), &mut ops);
-    assert_eq!(drain(&mut s, &mut disk, &mut ops), ["a", "b"]);
-}
-
-#[test]
-fn a_take_over_during_a_read_gets_the_rows_after_the_requeued_deliveries() {
-    let mut s = online(60, None);
-    s.inflight_limit = 64;
-    let mut ops = Vec::new();
-    let mut disk = Disk::default();
-    for i in 0..WINDOW + 5 {
-        s.enqueue(msg(&i.to_string()), 1, false, vec![], ROOMY, &mut ops);
-    }
-    disk.apply(&mut ops);
-    // The first connection sends a batch, then asks for more while it is taken over.
-    let mut first = Vec::new();
-    for _ in 0..3 {
-        first.extend(s.take_outgoing(64, now_ms(), ROOMY, &mut ops));
-        for o in &first {
-            if let Outgoing::Publish { qos_pid, .. } = o {
-                s.complete(qos_pid.pid().unwrap(), &mut ops);
-            }
-        }
-        first.clear();
-    }
-    first.extend(s.take_outgoing(64, now_ms(), ROOMY, &mut ops)); // in flight, not acked
-    disk.apply(&mut ops);
-    let r = s.refill_request(usize::MAX).expect("window under half");
-    let rows = disk.read(r);
-    s.claim(false, now_ms());
-    s.attach(request(60, None), link(2), &mut ops);
-    s.inflight_limit = 64;
-    s.refilled(r, true, rows, &mut ops);
-    let got = drain(&mut s, &mut disk, &mut ops);
-    let want: Vec<String> = (192..WINDOW + 5).map(|i| i.to_string()).collect();
-    assert_eq!(got, want, "resent in flight first, then the rest in order");
 }
 
 #[test]

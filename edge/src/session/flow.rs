@@ -1,0 +1,42 @@
+//! Publisher flow control on one session: the water marks of its queue (publishers pause at
+//! three quarters of a bound and go on under half) and the events that wake paused publishers
+//! and the attached connection's writer.
+
+use super::{QueueLimits, Session};
+use crate::broker::{Cause, Congestion};
+
+impl Session {
+    /// Online with the queue at three quarters of a bound: publishers to it should pause.
+    pub fn congested(&self, limits: QueueLimits) -> bool {
+        self.online()
+            && (self.queued_len() * 4 >= limits.max_messages * 3
+                || self.queued_bytes * 4 >= limits.max_bytes * 3)
+    }
+
+    /// Queue at half of both bounds: paused publishers may go on.
+    fn under_low_water(&self, limits: QueueLimits) -> bool {
+        self.queued_len() * 2 <= limits.max_messages && self.queued_bytes * 2 <= limits.max_bytes
+    }
+
+    /// Wakes paused publishers if the queue is under its low-water mark.
+    pub fn notify_if_drained(&self, limits: QueueLimits) {
+        if self.under_low_water(limits) {
+            self.drained.notify(usize::MAX);
+        }
+    }
+
+    /// This session as something a publisher can wait on.
+    pub fn congestion(&self) -> Congestion {
+        Congestion {
+            cause: Cause::Subscriber(self.client_id.clone()),
+            drained: self.drained.clone(),
+        }
+    }
+
+    /// Wakes the attached connection's writer (deliveries or a free in-flight slot).
+    pub fn notify(&self) {
+        if let Some(c) = &self.conn {
+            c.notify.notify(1);
+        }
+    }
+}

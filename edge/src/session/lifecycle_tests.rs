@@ -1,0 +1,94 @@
+//! Unit tests of the session's life: wills with and without delay, expiry from the
+//! disconnection, take-over and clean start (helpers shared with `tests.rs`).
+
+use super::queue::OutState;
+use super::tests::*;
+use super::*;
+use crate::message::now_ms;
+
+#[test]
+fn a_will_without_delay_is_published_when_the_connection_drops() {
+    let mut s = online(60, Some(will(0)));
+    assert_eq!(s.detach(1_000, Departure::Abnormal, 3600), Some(will(0)));
+    assert!(s.will.is_none());
+}
+
+#[test]
+fn a_delayed_will_is_due_after_its_delay_capped_by_the_expiry() {
+    let mut s = online(10, Some(will(60)));
+    let mut ops = Vec::new();
+    assert_eq!(s.detach(1_000, Departure::Abnormal, 3600), None);
+    assert_eq!(s.take_due_will(10_999, &mut ops), None);
+    assert_eq!(s.take_due_will(11_000, &mut ops), Some(will(60)));
+    assert!(matches!(ops.as_slice(), [Op::PutSession(..)]));
+    assert_eq!(s.take_due_will(12_000, &mut ops), None, "only once");
+}
+
+#[test]
+fn a_graceful_disconnect_discards_the_will_and_may_change_the_expiry() {
+    let mut s = online(60, Some(will(0)));
+    let how = Departure::Graceful {
+        send_will: false,
+        expiry: Some(100_000),
+    };
+    assert_eq!(s.detach(1_000, how, 3600), None);
+    assert_eq!(s.expiry_secs(), 3600, "capped");
+    let mut s = online(60, Some(will(0)));
+    let how = Departure::Graceful {
+        send_will: true,
+        expiry: None,
+    };
+    assert_eq!(s.detach(1_000, how, 3600), Some(will(0)), "reason 0x04");
+}
+
+#[test]
+fn expiry_counts_from_the_disconnection() {
+    let mut s = online(10, None);
+    assert!(!s.expired(u64::MAX / 2), "online");
+    s.detach(1_000, Departure::Abnormal, 3600);
+    assert!(!s.expired(10_999));
+    assert!(s.expired(11_000));
+}
+
+#[test]
+fn a_take_over_kicks_the_old_connection_and_requeues_its_deliveries() {
+    let mut s = online(60, Some(will(30)));
+    let old = s.conn.clone().expect("attached");
+    let mut ops = Vec::new();
+    enqueue(&mut s, "a", 1, &mut ops);
+    take(&mut s, &mut ops);
+    let claim = s.claim(false, now_ms());
+    assert_eq!(kicked(&old.kick), Some(Kick::TakenOver));
+    assert!(claim.resumable);
+    assert_eq!(
+        claim.will_now, None,
+        "a delayed will is cancelled by the resumption"
+    );
+    assert!(s.inflight.is_empty());
+    assert!(matches!(s.queue.front().map(|d| d.state), Some(OutState::Sent(p)) if p == pid(1)));
+}
+
+#[test]
+fn a_take_over_publishes_a_will_without_delay() {
+    let mut s = online(60, Some(will(0)));
+    let claim = s.claim(false, now_ms());
+    assert_eq!(claim.will_now, Some(will(0)));
+}
+
+#[test]
+fn a_clean_start_ends_the_session_and_publishes_its_will() {
+    let mut s = online(60, Some(will(30)));
+    s.detach(1_000, Departure::Abnormal, 3600);
+    let claim = s.claim(true, 2_000);
+    assert!(!claim.resumable);
+    assert_eq!(claim.will_now, Some(will(30)));
+}
+
+#[test]
+fn an_expired_session_is_not_resumed() {
+    let mut s = online(10, None);
+    s.detach(1_000, Departure::Abnormal, 3600);
+    assert!(s.claim(false, 10_999).resumable);
+    s.detach(1_000, Departure::Abnormal, 3600);
+    assert!(!s.claim(false, 11_000).resumable);
+}

@@ -1,0 +1,185 @@
+//! Unit tests of the session's queue window: what stays in memory, what is read back from
+//! disk and in which order, packet ids recorded ahead, and reads racing a disconnect or a
+//! take-over (helpers shared with `tests.rs`).
+
+use super::tests::*;
+use super::*;
+use crate::broker::Outgoing;
+use crate::message::now_ms;
+use mqtt_proto::QosPid;
+
+#[test]
+fn an_online_session_keeps_a_window_in_memory_and_the_rest_on_disk() {
+    let mut s = online(60, None);
+    s.inflight_limit = 64;
+    let mut ops = Vec::new();
+    let mut disk = Disk::default();
+    for i in 0..WINDOW + 100 {
+        s.enqueue(msg(&i.to_string()), 1, false, vec![], ROOMY, &mut ops);
+    }
+    assert_eq!(s.window_len(), WINDOW);
+    assert_eq!(s.queued_len(), WINDOW + 100);
+    assert_eq!(ops.len(), WINDOW + 100, "every one is written");
+    let got = drain(&mut s, &mut disk, &mut ops);
+    let want: Vec<String> = (0..WINDOW + 100).map(|i| i.to_string()).collect();
+    assert_eq!(got, want, "in order, none lost, none twice");
+    assert_eq!(s.queued_len(), 0);
+    assert!(disk.rows.is_empty(), "every delivery dequeued");
+}
+
+#[test]
+fn qos0_behind_a_backlog_keeps_its_place_in_order() {
+    let mut s = online(60, None);
+    s.inflight_limit = 64;
+    let mut ops = Vec::new();
+    let mut disk = Disk::default();
+    for i in 0..WINDOW + 10 {
+        s.enqueue(msg(&format!("q1-{i}")), 1, false, vec![], ROOMY, &mut ops);
+    }
+    s.enqueue(msg("q0"), 0, false, vec![], ROOMY, &mut ops);
+    s.enqueue(msg("last"), 1, false, vec![], ROOMY, &mut ops);
+    assert_eq!(s.backlog.later.len(), 1);
+    let got = drain(&mut s, &mut disk, &mut ops);
+    assert_eq!(got.len(), WINDOW + 12);
+    assert_eq!(&got[WINDOW + 9..], ["q1-265", "q0", "last"]);
+}
+
+#[test]
+fn going_offline_gives_the_window_back_to_disk_and_keeps_sent_ids_reserved() {
+    let mut s = online(60, None);
+    let mut ops = Vec::new();
+    let mut disk = Disk::default();
+    for t in ["a", "b", "c"] {
+        enqueue(&mut s, t, 1, &mut ops);
+    }
+    take(&mut s, &mut ops); // a and b in flight (window of 2)
+    disk.apply(&mut ops);
+    s.detach(now_ms(), Departure::Abnormal, 3600);
+    assert_eq!(
+        (s.window_len(), s.queued_len()),
+        (0, 3),
+        "nothing queued in memory"
+    );
+    assert_eq!(
+        s.backlog.sent,
+        vec![(1, 1), (2, 2), (3, 3)],
+        "c's id was recorded ahead of its send"
+    );
+    enqueue(&mut s, "d", 1, &mut ops);
+    assert!(s.claim(false, now_ms()).resumable);
+    s.attach(request(60, None), link(2), &mut ops);
+    assert_eq!(take(&mut s, &mut ops), vec![], "nothing before the read");
+    disk.apply(&mut ops);
+    assert!(disk.refill(&mut s, &mut ops));
+    assert_eq!(
+        take(&mut s, &mut ops),
+        vec![
+            publish("a", QosPid::Level1(pid(1)), true),
+            publish("b", QosPid::Level1(pid(2)), true),
+        ]
+    );
+    assert!(s.complete(pid(1), &mut ops));
+    assert_eq!(
+        take(&mut s, &mut ops),
+        vec![publish("c", QosPid::Level1(pid(3)), true)],
+        "its id was on disk, so it might have been sent: DUP"
+    );
+}
+
+#[test]
+fn ids_are_recorded_a_round_ahead_so_the_next_send_waits_for_no_commit() {
+    let mut s = online(60, None);
+    let mut ops = Vec::new();
+    for t in ["a", "b", "c", "d", "e"] {
+        enqueue(&mut s, t, 1, &mut ops);
+    }
+    ops.clear();
+    take(&mut s, &mut ops); // a, b: in flight (window of 2); c, d: ids recorded ahead
+    let w = s.take_wait();
+    assert!(w.fresh_ids && !w.reserved_ids && w.reserved_now);
+    let marked: Vec<(u64, u16)> = ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::MarkSent { seq, pid, .. } => Some((*seq, pid.value())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(marked, vec![(1, 1), (2, 2), (3, 3), (4, 4)]);
+    assert!(s.complete(pid(1), &mut ops) && s.complete(pid(2), &mut ops));
+    ops.clear();
+    assert_eq!(
+        take(&mut s, &mut ops),
+        vec![
+            publish("c", QosPid::Level1(pid(3)), false),
+            publish("d", QosPid::Level1(pid(4)), false),
+        ],
+        "first sends: no DUP, the ids recorded before"
+    );
+    let w = s.take_wait();
+    assert!(!w.fresh_ids && w.reserved_ids, "nothing new to wait for");
+    assert!(
+        matches!(ops.as_slice(), [Op::MarkSent { seq: 5, .. }]),
+        "e's id is recorded ahead in turn: {ops:?}"
+    );
+}
+
+#[test]
+fn a_read_started_before_going_offline_is_not_applied() {
+    let mut s = online(60, None);
+    let mut ops = Vec::new();
+    let mut disk = Disk::default();
+    s.detach(now_ms(), Departure::Abnormal, 3600);
+    for t in ["a", "b"] {
+        enqueue(&mut s, t, 1, &mut ops);
+    }
+    s.claim(false, now_ms());
+    s.attach(request(60, None), link(2), &mut ops);
+    disk.apply(&mut ops);
+    let r = s.refill_request(usize::MAX).expect("a read");
+    assert_eq!(s.refill_request(usize::MAX), None, "one read at a time");
+    let rows = disk.read(r);
+    s.detach(now_ms(), Departure::Abnormal, 3600);
+    s.refilled(r, true, rows, &mut ops);
+    assert_eq!(
+        (s.window_len(), s.queued_len()),
+        (0, 2),
+        "still on disk only"
+    );
+    s.claim(false, now_ms());
+    s.attach(request(60, None), link(3), &mut ops);
+    assert_eq!(drain(&mut s, &mut disk, &mut ops), ["a", "b"]);
+}
+
+#[test]
+fn a_take_over_during_a_read_gets_the_rows_after_the_requeued_deliveries() {
+    let mut s = online(60, None);
+    s.inflight_limit = 64;
+    let mut ops = Vec::new();
+    let mut disk = Disk::default();
+    for i in 0..WINDOW + 5 {
+        s.enqueue(msg(&i.to_string()), 1, false, vec![], ROOMY, &mut ops);
+    }
+    disk.apply(&mut ops);
+    // The first connection sends a batch, then asks for more while it is taken over.
+    let mut first = Vec::new();
+    for _ in 0..3 {
+        first.extend(s.take_outgoing(64, now_ms(), ROOMY, &mut ops));
+        for o in &first {
+            if let Outgoing::Publish { qos_pid, .. } = o {
+                s.complete(qos_pid.pid().unwrap(), &mut ops);
+            }
+        }
+        first.clear();
+    }
+    first.extend(s.take_outgoing(64, now_ms(), ROOMY, &mut ops)); // in flight, not acked
+    disk.apply(&mut ops);
+    let r = s.refill_request(usize::MAX).expect("window under half");
+    let rows = disk.read(r);
+    s.claim(false, now_ms());
+    s.attach(request(60, None), link(2), &mut ops);
+    s.inflight_limit = 64;
+    s.refilled(r, true, rows, &mut ops);
+    let got = drain(&mut s, &mut disk, &mut ops);
+    let want: Vec<String> = (192..WINDOW + 5).map(|i| i.to_string()).collect();
+    assert_eq!(got, want, "resent in flight first, then the rest in order");
+}
