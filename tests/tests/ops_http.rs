@@ -288,6 +288,28 @@ fn sync_backlog_and_link_state_are_in_metrics_and_status() {
     assert_eq!(v["sync"]["node_id"], "gw1");
 }
 
+/// The HTTP status code curl gets for `url`, trusting only `ca` (and sending `token` as a
+/// bearer token when given).
+fn curl_status(url: &str, ca: &Path, token: Option<&str>) -> String {
+    let mut c = tool("curl");
+    c.args([
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--max-time",
+        "10",
+    ])
+    .arg("--cacert")
+    .arg(ca)
+    .arg(url);
+    if let Some(t) = token {
+        c.args(["-H", &format!("Authorization: Bearer {t}")]);
+    }
+    String::from_utf8_lossy(&run(c).stdout).into_owned()
+}
+
 #[test]
 fn https_listener_wants_the_bearer_token() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -309,23 +331,11 @@ fn https_listener_wants_the_bearer_token() {
         .start();
     wait_http(http);
     let curl = |path: &str, auth: Option<&str>, scheme: &str| -> String {
-        let mut c = tool("curl");
-        c.args([
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "--max-time",
-            "10",
-        ])
-        .arg("--cacert")
-        .arg(&ca_path)
-        .arg(format!("{scheme}://localhost:{http}{path}"));
-        if let Some(t) = auth {
-            c.args(["-H", &format!("Authorization: Bearer {t}")]);
-        }
-        String::from_utf8_lossy(&run(c).stdout).into_owned()
+        curl_status(
+            &format!("{scheme}://localhost:{http}{path}"),
+            &ca_path,
+            auth,
+        )
     };
     assert_eq!(curl("/metrics", None, "https"), "401");
     assert_eq!(
@@ -572,22 +582,8 @@ fn sighup_reloads_the_https_certificate() {
         .config_text(text)
         .start();
     wait_http(http);
-    let ready_with = |ca: &Path| -> String {
-        let mut c = tool("curl");
-        c.args([
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "--max-time",
-            "10",
-        ])
-        .arg("--cacert")
-        .arg(ca)
-        .arg(format!("https://localhost:{http}/health/ready"));
-        String::from_utf8_lossy(&run(c).stdout).into_owned()
-    };
+    let ready_with =
+        |ca: &Path| curl_status(&format!("https://localhost:{http}/health/ready"), ca, None);
     assert_eq!(ready_with(&ca1_path), "200");
     assert_ne!(ready_with(&ca2_path), "200", "not yet the new certificate");
     sync_support::write_pem(dir.path(), "server.pem", &cert2);
