@@ -150,14 +150,7 @@ fn decode_publish(frame: &[u8], proto: Protocol) -> Result<Packet, FrameError> {
         .map_err(|e| malformed(e.to_string()))?;
     let p =
         v3::Publish::decode(frame, &mut offset, header).map_err(|e| malformed(e.to_string()))?;
-    Ok(Packet::Publish(v5::Publish {
-        dup: p.dup,
-        retain: p.retain,
-        qos_pid: p.qos_pid,
-        topic_name: p.topic_name,
-        payload: p.payload,
-        properties: Default::default(),
-    }))
+    Ok(edge_mqtt::version::lift(v3::Packet::Publish(p)))
 }
 
 /// Encodes a v5 packet for a client using `proto`. `None` when the packet has no MQTT 3 form

@@ -65,6 +65,21 @@ impl Outcome {
     }
 }
 
+/// The answer to a publish the broker took without storing anything: PUBACK or PUBREC with
+/// `outcome` (the exchange of our Receive Maximum ends there), nothing for QoS 0.
+fn not_stored(qos_pid: QosPid, outcome: Outcome) -> Option<Answer> {
+    let reply = match qos_pid {
+        QosPid::Level0 => return None,
+        QosPid::Level1(pid) => Reply::Puback(pid, outcome.puback()),
+        QosPid::Level2(pid) => Reply::Pubrec(pid, outcome.pubrec()),
+    };
+    Some(Answer {
+        ticket: None,
+        reply,
+        incoming_done: true,
+    })
+}
+
 /// Last log of a denied publish (rate limit).
 static DENIED_LOG: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
@@ -117,21 +132,9 @@ pub(super) async fn handle_publish(
         } else {
             Outcome::Success
         };
-        return Ok(match p.qos_pid {
-            QosPid::Level0 => None,
-            QosPid::Level1(pid) => Some(Answer {
-                ticket: None,
-                reply: Reply::Puback(pid, outcome.puback()),
-                incoming_done: true,
-            }),
-            // The exchange ends here for our Receive Maximum: nothing was recorded, so the
-            // v3 client's PUBREL is answered as an unknown packet id (a PUBCOMP all the same).
-            QosPid::Level2(pid) => Some(Answer {
-                ticket: None,
-                reply: Reply::Pubrec(pid, outcome.pubrec()),
-                incoming_done: true,
-            }),
-        });
+        // Nothing is recorded: for a v3 QoS 2 publish the client's PUBREL is then answered as
+        // an unknown packet id (a PUBCOMP all the same).
+        return Ok(not_stored(p.qos_pid, outcome));
     }
     if qos != QoS::Level0 && conn.broker.store.disk_full().is_full() {
         return refuse_disk_full(conn, v5, p.qos_pid);
@@ -215,21 +218,7 @@ fn refuse_disk_full(conn: &Conn, v5: bool, qos_pid: QosPid) -> Result<Option<Ans
     if !v5 {
         return Err(close(Dr::QuotaExceeded, "disk full"));
     }
-    let outcome = Outcome::QuotaExceeded;
-    Ok(match qos_pid {
-        QosPid::Level0 => None,
-        QosPid::Level1(pid) => Some(Answer {
-            ticket: None,
-            reply: Reply::Puback(pid, outcome.puback()),
-            incoming_done: true,
-        }),
-        // Nothing recorded: the exchange ends at this PUBREC.
-        QosPid::Level2(pid) => Some(Answer {
-            ticket: None,
-            reply: Reply::Pubrec(pid, outcome.pubrec()),
-            incoming_done: true,
-        }),
-    })
+    Ok(not_stored(qos_pid, Outcome::QuotaExceeded))
 }
 
 /// The topic of `p`, through its topic alias (client -> server) when it carries one.
