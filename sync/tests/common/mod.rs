@@ -120,11 +120,14 @@ pub struct Mosquitto {
 
 impl Mosquitto {
     /// Starts mosquitto with `extra` config lines after a plain anonymous listener on `port`.
+    /// Per-client queues are unbounded (`max_queued_messages 0`): with mosquitto's default of
+    /// 1,000 a test subscriber that falls behind under load silently lost every message past
+    /// the 1,021st although the uplink had them acknowledged (seen in a CI-like run).
     pub fn start_on(port: u16, extra: &str) -> Mosquitto {
         let dir = tempfile::tempdir().unwrap();
         let conf = dir.path().join("mosquitto.conf");
         let text = format!(
-            "per_listener_settings true\nlistener {port} 127.0.0.1\nallow_anonymous true\n{extra}\n"
+            "per_listener_settings true\nmax_queued_messages 0\nlistener {port} 127.0.0.1\nallow_anonymous true\n{extra}\n"
         );
         std::fs::write(&conf, text).unwrap();
         let child = Command::new("/usr/sbin/mosquitto")
