@@ -5,26 +5,14 @@ for the sync decoder, and the repository's example configs, password file and AC
 Run from the repository root: python3 fuzz/seeds.py"""
 import os
 import shutil
+import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CORPUS = os.path.join(ROOT, "fuzz", "corpus")
 
-
-def varint(n):
-    out = bytearray()
-    while True:
-        b = n % 128
-        n //= 128
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
-def s(x):
-    x = x.encode() if isinstance(x, str) else x
-    return len(x).to_bytes(2, "big") + x
+# The Python test suite's MQTT encoders: one variable byte integer and string writer.
+sys.path.insert(0, os.path.join(ROOT, "tests", "python"))
+from rawmqtt import utf8 as s, varint  # noqa: E402
 
 
 def pkt(first, body):

@@ -111,16 +111,24 @@ if [ "$STAGED" = 0 ]; then
     fi
 fi
 
-# 2. Binary (atomic replace, so a running broker keeps its old inode until restarted).
-mkdir -p "$(dirname "$BIN_DST")"
-if [ -f "$BIN_DST" ] && cmp -s "$BINARY" "$BIN_DST"; then
-    log "binary unchanged: $BIN_DST"
-else
-    install -m 0755 "$BINARY" "$BIN_DST.tmp"
-    mv -f "$BIN_DST.tmp" "$BIN_DST"
-    CHANGED=1
-    log "installed $BIN_DST from $BINARY"
-fi
+# install_replacing WHAT MODE SRC DST: installs SRC as DST unless DST already has its bytes.
+# Atomic replace (a temporary file renamed over DST), so a running broker keeps the inode of
+# its old binary until restarted.
+install_replacing() {
+    local what="$1" mode="$2" src="$3" dst="$4"
+    mkdir -p "$(dirname "$dst")"
+    if [ -f "$dst" ] && cmp -s "$src" "$dst"; then
+        log "$what unchanged: $dst"
+    else
+        install -m "$mode" "$src" "$dst.tmp"
+        mv -f "$dst.tmp" "$dst"
+        CHANGED=1
+        log "installed $dst from $src"
+    fi
+}
+
+# 2. Binary.
+install_replacing binary 0755 "$BINARY" "$BIN_DST"
 
 # 3. Config (never overwrite local edits).
 mkdir -p "$CONF_DIR"
@@ -206,14 +214,7 @@ else
 fi
 
 # 5. systemd unit.
-mkdir -p "$(dirname "$UNIT_DST")"
-if [ -f "$UNIT_DST" ] && cmp -s "$UNIT_SRC" "$UNIT_DST"; then
-    log "unit unchanged: $UNIT_DST"
-else
-    install -m 0644 "$UNIT_SRC" "$UNIT_DST"
-    CHANGED=1
-    log "installed $UNIT_DST"
-fi
+install_replacing unit 0644 "$UNIT_SRC" "$UNIT_DST"
 
 if [ "$STAGED" = 1 ] || ! command -v systemctl >/dev/null || [ ! -d /run/systemd/system ]; then
     log "systemd not managed here (staged install or no systemd); done"

@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 use mqtt_proto::QoS;
 
 use crate::conn::{watchdog, Conn, ConnectOpts, Result, Version};
+use crate::executor::block_on;
 use crate::procmem;
-use crate::run::{self, block_on};
+use crate::run::{self, PublishPlan};
 use crate::tracker::{self, Counts, Tracker};
 
 #[derive(Clone, Debug)]
@@ -70,19 +71,18 @@ pub fn fill(o: BacklogOpts) -> Result<FillResult> {
         let start = Instant::now();
         let deadline = start + o.deadline;
         let progress = p.watch();
-        let t = topic(&o.client_id);
-        let body = run::publish_loop(
-            &mut p,
-            0,
-            o.messages,
-            &t,
-            o.qos,
-            o.payload,
+        let plan = PublishPlan {
+            id: 0,
+            count: o.messages,
+            topic: topic(&o.client_id),
+            qos: o.qos,
+            payload_len: o.payload,
             window,
-            None,
-            tracker::now_ns(),
+            rate: None,
+            start_ns: tracker::now_ns(),
             deadline,
-        );
+        };
+        let body = run::publish_loop(&mut p, &plan);
         let rejected =
             futures_lite::future::or(body, async { Err(watchdog(progress, o.io_timeout).await) })
                 .await?;

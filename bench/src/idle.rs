@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use smol::Timer;
 
 use crate::conn::{Conn, ConnectOpts, Version};
+use crate::executor::{block_on, EX};
 use crate::procmem;
-use crate::run::{block_on, EX};
 
 #[derive(Clone, Debug)]
 pub struct IdleOpts {

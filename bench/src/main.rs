@@ -4,6 +4,7 @@
 
 mod backlog;
 mod conn;
+mod executor;
 mod idle;
 mod procmem;
 mod report;

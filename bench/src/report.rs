@@ -117,15 +117,51 @@ fn show(c: &Cell, scale: f64) -> String {
     }
 }
 
-/// One comparison row. `target` is a ratio bound on ours/mosquitto: `Some((bound, true))` means
-/// ratio >= bound, `Some((bound, false))` means ratio <= bound.
+/// One comparison row: the field `path` of the run labelled `{ours}:{label}` against that of
+/// `mosq:{label}`. `target` is a ratio bound on ours/mosquitto: `Some((bound, true))` means ratio >= bound,
+/// `Some((bound, false))` means ratio <= bound.
 struct Row<'a> {
     name: String,
-    ours: String,
-    mosq: String,
+    label: String,
+    ours: &'static str,
     path: &'a str,
     scale: f64,
     target: Option<(f64, bool)>,
+}
+
+impl<'a> Row<'a> {
+    /// Compares `ours:{label}` with `mosq:{label}`, unscaled and without a target.
+    fn new(name: impl Into<String>, label: &str, path: &'a str) -> Self {
+        Row {
+            name: name.into(),
+            label: label.to_string(),
+            ours: "ours",
+            path,
+            scale: 1.0,
+            target: None,
+        }
+    }
+
+    /// Takes our side from the runs labelled `{prefix}:{label}` instead of `ours:{label}`.
+    fn ours_from(mut self, prefix: &'static str) -> Self {
+        self.ours = prefix;
+        self
+    }
+
+    fn at_least(mut self, bound: f64) -> Self {
+        self.target = Some((bound, true));
+        self
+    }
+
+    fn at_most(mut self, bound: f64) -> Self {
+        self.target = Some((bound, false));
+        self
+    }
+
+    fn scaled(mut self, scale: f64) -> Self {
+        self.scale = scale;
+        self
+    }
 }
 
 fn render(r: &Results, rows: &[Row]) -> String {
@@ -133,8 +169,8 @@ fn render(r: &Results, rows: &[Row]) -> String {
         String::from("| metric | robustmq-edge | mosquitto | ours / mosquitto | target |\n");
     s.push_str("|---|---:|---:|---:|---|\n");
     for row in rows {
-        let o = cell(r, &row.ours, row.path);
-        let m = cell(r, &row.mosq, row.path);
+        let o = cell(r, &format!("{}:{}", row.ours, row.label), row.path);
+        let m = cell(r, &format!("mosq:{}", row.label), row.path);
         let ratio = match (&o, &m) {
             (Cell::Num(a), Cell::Num(b)) if *b != 0.0 => Some(a / b),
             _ => None,
@@ -182,88 +218,63 @@ fn size_name(size: &str) -> &'static str {
     }
 }
 
+/// The three throughput shapes and two payload sizes of scripts/bench.sh, as label parts and names.
+const SHAPES: [&str; 3] = ["1-1", "fanin", "fanout"];
+const SIZES: [&str; 2] = ["64", "4096"];
+
 pub fn tables(r: &Results) -> String {
-    let row = |name: String, ours: &str, mosq: &str, path: &'static str, scale: f64, target| Row {
-        name,
-        ours: ours.to_string(),
-        mosq: mosq.to_string(),
-        path,
-        scale,
-        target,
-    };
     let mut out = String::new();
+    let mut section = |title: &str, rows: Vec<Row>| {
+        out.push_str(title);
+        out.push_str(&render(r, &rows));
+    };
 
     // Headline targets.
     let mut rows = vec![
-        row(
-            "QoS 0 throughput, 1 -> 1, 64 B (msg/s)".into(),
-            "ours:tp:1-1:q0:64",
-            "mosq:tp:1-1:q0:64",
+        Row::new(
+            "QoS 0 throughput, 1 -> 1, 64 B (msg/s)",
+            "tp:1-1:q0:64",
             "delivered_per_s",
-            1.0,
-            Some((2.0, true)),
-        ),
-        row(
-            "QoS 1 throughput, durable, 1 -> 1, 64 B (msg/s)".into(),
-            "ours:tp:1-1:q1:64",
-            "mosq:tp:1-1:q1:64",
+        )
+        .at_least(2.0),
+        Row::new(
+            "QoS 1 throughput, durable, 1 -> 1, 64 B (msg/s)",
+            "tp:1-1:q1:64",
             "delivered_per_s",
-            1.0,
-            Some((1.5, true)),
-        ),
+        )
+        .at_least(1.5),
     ];
     for q in ["0", "1"] {
-        rows.push(row(
-            format!("latency p99, QoS {q}, 10k msg/s (us)"),
-            &format!("ours:lat:q{q}"),
-            &format!("mosq:lat:q{q}"),
-            "latency_us.p99",
-            1.0,
-            Some((1.0, false)),
-        ));
+        let name = format!("latency p99, QoS {q}, 10k msg/s (us)");
+        rows.push(Row::new(name, &format!("lat:q{q}"), "latency_us.p99").at_most(1.0));
     }
-    rows.push(row(
-        "memory per idle connection (bytes)".into(),
-        "ours:conns",
-        "mosq:conns",
-        "bytes_per_conn",
-        1.0,
-        Some((2.0, false)),
-    ));
-    rows.push(row(
-        "idle RSS (kB)".into(),
-        "ours:rss-idle",
-        "mosq:rss-idle",
-        "rss_kb",
-        1.0,
-        Some((1.0, false)),
-    ));
-    out.push_str("### Targets\n\n");
-    out.push_str(&render(r, &rows));
+    rows.push(
+        Row::new(
+            "memory per idle connection (bytes)",
+            "conns",
+            "bytes_per_conn",
+        )
+        .at_most(2.0),
+    );
+    rows.push(Row::new("idle RSS (kB)", "rss-idle", "rss_kb").at_most(1.0));
+    section("### Targets\n\n", rows);
 
     // Throughput matrix.
     let mut rows = Vec::new();
-    for shape in ["1-1", "fanin", "fanout"] {
-        for size in ["64", "4096"] {
+    for shape in SHAPES {
+        for size in SIZES {
             for q in ["0", "1", "2"] {
-                let l = format!("tp:{shape}:q{q}:{size}");
-                rows.push(row(
-                    format!(
-                        "QoS {q}, {}, {} (msg/s delivered)",
-                        shape_name(shape),
-                        size_name(size)
-                    ),
-                    &format!("ours:{l}"),
-                    &format!("mosq:{l}"),
-                    "delivered_per_s",
-                    1.0,
-                    None,
-                ));
+                let (shape_s, size_s) = (shape_name(shape), size_name(size));
+                let name = format!("QoS {q}, {shape_s}, {size_s} (msg/s delivered)");
+                let label = format!("tp:{shape}:q{q}:{size}");
+                rows.push(Row::new(name, &label, "delivered_per_s"));
             }
         }
     }
-    out.push_str("\n### Throughput (messages/s counted at the subscribers)\n\n");
-    out.push_str(&render(r, &rows));
+    section(
+        "\n### Throughput (messages/s counted at the subscribers)\n\n",
+        rows,
+    );
 
     // Durability cost.
     let mut rows = Vec::new();
@@ -272,128 +283,82 @@ pub fn tables(r: &Results) -> String {
         ("tp:1-1:q1:4096", "QoS 1, 1 -> 1, 4 KB (msg/s)"),
         ("tp:fanin:q1:64", "QoS 1, 100 pubs -> 1 sub, 64 B (msg/s)"),
     ] {
-        rows.push(row(
+        rows.push(Row::new(
             format!("{name}, ours durable"),
-            &format!("ours:{l}"),
-            &format!("mosq:{l}"),
+            l,
             "delivered_per_s",
-            1.0,
-            None,
         ));
-        rows.push(row(
-            format!("{name}, ours durability = \"none\""),
-            &format!("ours-none:{l}"),
-            &format!("mosq:{l}"),
-            "delivered_per_s",
-            1.0,
-            None,
-        ));
+        let none = format!("{name}, ours durability = \"none\"");
+        rows.push(Row::new(none, l, "delivered_per_s").ours_from("ours-none"));
     }
-    rows.push(row(
-        "latency p99, QoS 1, 10k msg/s, ours durable (us)".into(),
-        "ours:lat:q1",
-        "mosq:lat:q1",
+    let lat = "latency p99, QoS 1, 10k msg/s";
+    rows.push(Row::new(
+        format!("{lat}, ours durable (us)"),
+        "lat:q1",
         "latency_us.p99",
-        1.0,
-        None,
     ));
-    rows.push(row(
-        "latency p99, QoS 1, 10k msg/s, ours durability = \"none\" (us)".into(),
-        "ours-none:lat:q1",
-        "mosq:lat:q1",
-        "latency_us.p99",
-        1.0,
-        None,
-    ));
-    out.push_str("\n### Durability cost (mosquitto acknowledges from memory, persistence off)\n\n");
-    out.push_str(&render(r, &rows));
+    rows.push(
+        Row::new(
+            format!("{lat}, ours durability = \"none\" (us)"),
+            "lat:q1",
+            "latency_us.p99",
+        )
+        .ours_from("ours-none"),
+    );
+    section(
+        "\n### Durability cost (mosquitto acknowledges from memory, persistence off)\n\n",
+        rows,
+    );
 
     // Latency detail.
     let mut rows = Vec::new();
     for q in ["0", "1"] {
-        for (p, n) in [
-            ("p50", "p50"),
-            ("p99", "p99"),
-            ("p999", "p99.9"),
-            ("max", "max"),
+        for (path, n) in [
+            ("latency_us.p50", "p50"),
+            ("latency_us.p99", "p99"),
+            ("latency_us.p999", "p99.9"),
+            ("latency_us.max", "max"),
         ] {
-            let path: &'static str = match p {
-                "p50" => "latency_us.p50",
-                "p99" => "latency_us.p99",
-                "p999" => "latency_us.p999",
-                _ => "latency_us.max",
-            };
-            rows.push(row(
+            rows.push(Row::new(
                 format!("QoS {q} {n} (us)"),
-                &format!("ours:lat:q{q}"),
-                &format!("mosq:lat:q{q}"),
+                &format!("lat:q{q}"),
                 path,
-                1.0,
-                None,
             ));
         }
     }
-    out.push_str(
+    section(
         "\n### Latency, publish to delivery, 1 -> 1, 64 B, 10,000 msg/s (median of the rounds)\n\n",
+        rows,
     );
-    out.push_str(&render(r, &rows));
 
     // Memory and start-up.
-    let rows = vec![
-        row(
-            "idle RSS after start (kB)".into(),
-            "ours:rss-idle",
-            "mosq:rss-idle",
-            "rss_kb",
-            1.0,
-            None,
-        ),
-        row(
-            "RSS with idle connections (kB)".into(),
-            "ours:conns",
-            "mosq:conns",
-            "rss_after_kb",
-            1.0,
-            None,
-        ),
-        row(
-            "idle connections opened".into(),
-            "ours:conns",
-            "mosq:conns",
-            "connected",
-            1.0,
-            None,
-        ),
-        row(
-            "memory per idle connection (bytes)".into(),
-            "ours:conns",
-            "mosq:conns",
+    let rows = [
+        ("idle RSS after start (kB)", "rss-idle", "rss_kb"),
+        ("RSS with idle connections (kB)", "conns", "rss_after_kb"),
+        ("idle connections opened", "conns", "connected"),
+        (
+            "memory per idle connection (bytes)",
+            "conns",
             "bytes_per_conn",
-            1.0,
-            None,
         ),
-        row(
-            "start-up, empty data dir (ms to first CONNACK)".into(),
-            "ours:startup-empty",
-            "mosq:startup-empty",
+        (
+            "start-up, empty data dir (ms to first CONNACK)",
+            "startup-empty",
             "ready_ms",
-            1.0,
-            None,
         ),
     ];
-    out.push_str("\n### Memory and start-up\n\n");
-    out.push_str(&render(r, &rows));
+    let rows = rows.map(|(name, label, path)| Row::new(name, label, path));
+    section("\n### Memory and start-up\n\n", rows.into());
 
-    // Memory vs backlog.
+    // Memory vs backlog. Targets (issue 9): fill and drain at 1.5x mosquitto's rate.
     let mut rows = Vec::new();
     for n in ["10000", "100000", "1000000"] {
-        // Targets (issue 9): fill and drain at 1.5x mosquitto's rate.
         let what = [
             (
                 "fill, QoS 1 64 B (msg/s)",
                 "fill",
                 "published_per_s",
-                Some((1.5, true)),
+                Some(1.5),
             ),
             ("RSS after fill (kB)", "fill", "rss_after_kb", None),
             (
@@ -403,47 +368,41 @@ pub fn tables(r: &Results) -> String {
                 None,
             ),
             ("RSS after restart (kB)", "rss-restart", "rss_kb", None),
-            (
-                "drain (msg/s)",
-                "drain",
-                "delivered_per_s",
-                Some((1.5, true)),
-            ),
+            ("drain (msg/s)", "drain", "delivered_per_s", Some(1.5)),
             ("peak RSS while draining (kB)", "drain", "peak_rss_kb", None),
         ];
-        for (name, step, path, target) in what {
-            rows.push(row(
+        for (name, step, path, at_least) in what {
+            let row = Row::new(
                 format!("{n} queued: {name}"),
-                &format!("ours:bk{n}:{step}"),
-                &format!("mosq:bk{n}:{step}"),
+                &format!("bk{n}:{step}"),
                 path,
-                1.0,
-                target,
-            ));
+            );
+            rows.push(match at_least {
+                Some(bound) => row.at_least(bound),
+                None => row,
+            });
         }
     }
-    out.push_str("\n### Memory vs backlog (one offline persistent session, durable)\n\n");
-    out.push_str(&render(r, &rows));
+    section(
+        "\n### Memory vs backlog (one offline persistent session, durable)\n\n",
+        rows,
+    );
 
     // Peak RSS under load.
     let mut rows = Vec::new();
-    for shape in ["1-1", "fanin", "fanout"] {
-        for size in ["64", "4096"] {
+    for shape in SHAPES {
+        for size in SIZES {
             for q in ["0", "1", "2"] {
-                let l = format!("tp:{shape}:q{q}:{size}");
-                rows.push(row(
-                    format!("QoS {q}, {}, {}", shape_name(shape), size_name(size)),
-                    &format!("ours:{l}"),
-                    &format!("mosq:{l}"),
-                    "peak_rss_kb",
-                    1.0 / 1024.0,
-                    None,
-                ));
+                let name = format!("QoS {q}, {}, {}", shape_name(shape), size_name(size));
+                let label = format!("tp:{shape}:q{q}:{size}");
+                rows.push(Row::new(name, &label, "peak_rss_kb").scaled(1.0 / 1024.0));
             }
         }
     }
-    out.push_str("\n### Peak broker RSS during each throughput run (MB)\n\n");
-    out.push_str(&render(r, &rows));
+    section(
+        "\n### Peak broker RSS during each throughput run (MB)\n\n",
+        rows,
+    );
     out
 }
 

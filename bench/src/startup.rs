@@ -5,8 +5,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::conn::{Conn, ConnectOpts, Version};
+use crate::executor::block_on;
 use crate::procmem;
-use crate::run::block_on;
 
 #[derive(Debug)]
 pub struct StartupResult {

@@ -8,75 +8,46 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use crate::config::Limits;
 
-#[derive(Debug)]
-pub struct LiveLimits {
-    max_connections_per_ip: AtomicUsize,
-    connect_timeout_secs: AtomicU64,
-    max_queued_messages: AtomicUsize,
-    max_queued_bytes: AtomicUsize,
-    max_retained_messages: AtomicUsize,
-    max_subscriptions_per_session: AtomicUsize,
-    max_packet_size: AtomicU32,
+/// Declares `LiveLimits` from one list of `Limits` fields, so that `new`, `apply` and the
+/// getter of a field cannot fall out of step (a field added here is always reloaded).
+macro_rules! live_limits {
+    ($($(#[$doc:meta])* $name:ident: $atomic:ty => $value:ty,)*) => {
+        #[derive(Debug)]
+        pub struct LiveLimits {
+            $($name: $atomic,)*
+        }
+
+        impl LiveLimits {
+            pub fn new(l: &Limits) -> LiveLimits {
+                LiveLimits {
+                    $($name: <$atomic>::new(l.$name),)*
+                }
+            }
+
+            /// Puts the live-changeable values of `l` in force.
+            pub fn apply(&self, l: &Limits) {
+                $(self.$name.store(l.$name, Ordering::Relaxed);)*
+            }
+
+            $(
+                $(#[$doc])*
+                pub fn $name(&self) -> $value {
+                    self.$name.load(Ordering::Relaxed)
+                }
+            )*
+        }
+    };
 }
 
-impl LiveLimits {
-    pub fn new(l: &Limits) -> LiveLimits {
-        LiveLimits {
-            max_connections_per_ip: AtomicUsize::new(l.max_connections_per_ip),
-            connect_timeout_secs: AtomicU64::new(l.connect_timeout_secs),
-            max_queued_messages: AtomicUsize::new(l.max_queued_messages),
-            max_queued_bytes: AtomicUsize::new(l.max_queued_bytes),
-            max_retained_messages: AtomicUsize::new(l.max_retained_messages),
-            max_subscriptions_per_session: AtomicUsize::new(l.max_subscriptions_per_session),
-            max_packet_size: AtomicU32::new(l.max_packet_size),
-        }
-    }
-
-    /// Puts the live-changeable values of `l` in force.
-    pub fn apply(&self, l: &Limits) {
-        let set = |a: &AtomicUsize, v| a.store(v, Ordering::Relaxed);
-        set(&self.max_connections_per_ip, l.max_connections_per_ip);
-        self.connect_timeout_secs
-            .store(l.connect_timeout_secs, Ordering::Relaxed);
-        set(&self.max_queued_messages, l.max_queued_messages);
-        set(&self.max_queued_bytes, l.max_queued_bytes);
-        set(&self.max_retained_messages, l.max_retained_messages);
-        set(
-            &self.max_subscriptions_per_session,
-            l.max_subscriptions_per_session,
-        );
-        self.max_packet_size
-            .store(l.max_packet_size, Ordering::Relaxed);
-    }
-
+live_limits! {
+    max_connections_per_ip: AtomicUsize => usize,
+    connect_timeout_secs: AtomicU64 => u64,
+    max_queued_messages: AtomicUsize => usize,
+    max_queued_bytes: AtomicUsize => usize,
+    max_retained_messages: AtomicUsize => usize,
+    max_subscriptions_per_session: AtomicUsize => usize,
     /// For the next CONNECT read and the connections it opens.
-    pub fn max_packet_size(&self) -> u32 {
-        self.max_packet_size.load(Ordering::Relaxed)
-    }
-
-    pub fn max_connections_per_ip(&self) -> usize {
-        self.max_connections_per_ip.load(Ordering::Relaxed)
-    }
-
-    pub fn connect_timeout_secs(&self) -> u64 {
-        self.connect_timeout_secs.load(Ordering::Relaxed)
-    }
-
-    pub fn max_queued_messages(&self) -> usize {
-        self.max_queued_messages.load(Ordering::Relaxed)
-    }
-
-    pub fn max_queued_bytes(&self) -> usize {
-        self.max_queued_bytes.load(Ordering::Relaxed)
-    }
-
-    pub fn max_retained_messages(&self) -> usize {
-        self.max_retained_messages.load(Ordering::Relaxed)
-    }
-
-    pub fn max_subscriptions_per_session(&self) -> usize {
-        self.max_subscriptions_per_session.load(Ordering::Relaxed)
-    }
+    max_packet_size: AtomicU32 => u32,
 }
 
 #[cfg(test)]

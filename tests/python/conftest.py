@@ -262,7 +262,9 @@ def broker(broker_factory) -> Broker:
 @pytest.fixture
 def clients(request):
     """clients(broker, client_id="", version=5, **kw) -> connected-later paho Client; all closed at teardown.
-    Also clients.raw(broker, version) -> RawClient."""
+    Also clients.connected(...) (connected), clients.subscriber(broker, client_id, version, topic,
+    qos) (connected and subscribed), clients.raw(broker, version) -> RawClient, and
+    clients.persistent_raw / clients.fresh_persistent_raw (RawClient on a persistent session)."""
     made: list = []
 
     class Factory:
@@ -271,10 +273,39 @@ def clients(request):
             made.append(c)
             return c
 
+        def connected(self, b: Broker, client_id: str = "", version: int = 5, **kw) -> Client:
+            """A client connected with the default CONNECT (clean start, keep-alive 60)."""
+            c = self(b, client_id, version, **kw)
+            c.connect()
+            return c
+
+        def subscriber(self, b: Broker, client_id: str, version: int, topic: str, qos: int = 0,
+                       **sub_kw) -> Client:
+            """A connected client whose SUBSCRIBE to `topic` was acknowledged (`sub_kw` go to
+            `Client.subscribe`)."""
+            c = self.connected(b, client_id, version)
+            c.subscribe(topic, qos=qos, **sub_kw)
+            return c
+
         def raw(self, b: Broker, version: int = 5, timeout: float = 5.0) -> RawClient:
             c = b.raw(version, timeout)
             made.append(c)
             return c
+
+        def persistent_raw(self, b: Broker, version: int, client_id: str, clean: bool = False,
+                           expiry: int = 300):
+            """A RawClient connected with clean start/session off (unless `clean`) and, for v5, a
+            session expiry of `expiry` s; returns it and the CONNACK."""
+            c = self.raw(b, version)
+            props = {"SessionExpiryInterval": expiry} if version == 5 else None
+            return c, c.connect(client_id, clean=clean, props=props)
+
+        def fresh_persistent_raw(self, b: Broker, version: int, client_id: str, expiry: int = 300) -> RawClient:
+            """A RawClient on a new, empty persistent session: connected clean (dropping any old
+            session), closed, and connected again with the session kept."""
+            c, _ = self.persistent_raw(b, version, client_id, clean=True, expiry=expiry)
+            c.close()
+            return self.persistent_raw(b, version, client_id, expiry=expiry)[0]
 
     yield Factory()
     for c in made:

@@ -19,6 +19,16 @@ def _run(args, cwd=None, timeout=20):
     return subprocess.run([str(robustmq_bin())] + args, capture_output=True, text=True, timeout=timeout, cwd=cwd)
 
 
+def _assert_startup_fails_naming(tmp_path, doc, key):
+    """Starts the broker with `doc` as its config file and data dir tmp_path/d: it must exit with
+    an error that names `key`."""
+    cfg = tmp_path / "edge.toml"
+    cfg.write_text(doc)
+    proc = _run(["--config", str(cfg), "--listen", f"127.0.0.1:{free_port()}", "--data-dir", str(tmp_path / "d")])
+    assert proc.returncode != 0
+    assert key in proc.stderr, proc.stderr
+
+
 @pytest.mark.parametrize("doc,key", [
     ("[limits]\nmax_conections = 3\n", "max_conections"),
     ("bogus_top_level = 1\n", "bogus_top_level"),
@@ -27,11 +37,7 @@ def _run(args, cwd=None, timeout=20):
     ("[limitz]\nmax_connections = 3\n", "limitz"),
 ])
 def test_unknown_config_key_fails_startup_naming_the_key(tmp_path, doc, key):
-    cfg = tmp_path / "edge.toml"
-    cfg.write_text(doc)
-    proc = _run(["--config", str(cfg), "--listen", f"127.0.0.1:{free_port()}", "--data-dir", str(tmp_path / "d")])
-    assert proc.returncode != 0
-    assert key in proc.stderr, proc.stderr
+    _assert_startup_fails_naming(tmp_path, doc, key)
 
 
 @pytest.mark.parametrize("doc,key", [
@@ -43,11 +49,7 @@ def test_unknown_config_key_fails_startup_naming_the_key(tmp_path, doc, key):
     ("[log]\nlevel = \"[[[\"\n", "level"),
 ])
 def test_invalid_config_value_fails_startup_naming_the_key(tmp_path, doc, key):
-    cfg = tmp_path / "edge.toml"
-    cfg.write_text(doc)
-    proc = _run(["--config", str(cfg), "--listen", f"127.0.0.1:{free_port()}", "--data-dir", str(tmp_path / "d")])
-    assert proc.returncode != 0
-    assert key in proc.stderr, proc.stderr
+    _assert_startup_fails_naming(tmp_path, doc, key)
     assert not (tmp_path / "d" / "edge.redb").exists(), "nothing should be created for a bad config"
 
 
@@ -218,8 +220,7 @@ def test_max_queued_messages_bounds_the_offline_queue(broker_factory, clients, u
     s.connect(f"s-{uid}", clean=True, props={"SessionExpiryInterval": 300})
     s.subscribe(f"{uid}/t", qos=1)
     s.disconnect()
-    pub = clients(b, f"p-{uid}", 5)
-    pub.connect()
+    pub = clients.connected(b, f"p-{uid}", 5)
     for i in range(12):
         pub.publish(f"{uid}/t", str(i).encode(), qos=1)
     s2 = clients.raw(b, 5)
@@ -241,8 +242,7 @@ def test_max_queued_bytes_bounds_the_offline_queue(broker_factory, clients, uid)
     s.connect(f"s-{uid}", clean=False)
     s.subscribe(f"{uid}/t", qos=1)
     s.disconnect()
-    pub = clients(b, f"p-{uid}", 4)
-    pub.connect()
+    pub = clients.connected(b, f"p-{uid}", 4)
     for i in range(10):
         pub.publish(f"{uid}/t", bytes([65 + i]) * 3000, qos=1)
     s2 = clients.raw(b, 4)
@@ -263,8 +263,7 @@ def test_max_inflight_limits_unacknowledged_messages_towards_a_client(broker_fac
     s = clients.raw(b, 4)
     s.connect(f"s-{uid}")
     s.subscribe(f"{uid}/t", qos=1)
-    pub = clients(b, f"p-{uid}", 4)
-    pub.connect()
+    pub = clients.connected(b, f"p-{uid}", 4)
     for i in range(6):
         pub.publish(f"{uid}/t", str(i).encode(), qos=1)
     first = [s.expect(r.PUBLISH) for _ in range(3)]

@@ -28,9 +28,7 @@ def test_keep_alive_zero_is_accepted_and_connection_stays_usable(broker, clients
 
 @pytest.mark.mosquitto_deviation("2.0.11 checks keep alives on a coarse timer: a 1 s keep alive closes after ~5.5 s")
 def test_keep_alive_timeout_closes_connection_after_one_and_a_half_times_and_sends_will(broker, clients, version, uid):
-    watcher = clients(broker, f"w-{uid}", version)
-    watcher.connect()
-    watcher.subscribe(f"{uid}/will", qos=1)
+    watcher = clients.subscriber(broker, f"w-{uid}", version, f"{uid}/will", qos=1)
     silent = clients.raw(broker, version)
     silent.connect(f"silent-{uid}", keepalive=1, will={"topic": f"{uid}/will", "payload": b"gone", "qos": 1})
     start = time.monotonic()
@@ -135,9 +133,7 @@ def test_v5_session_takeover_sends_disconnect_0x8e_to_the_old_connection(broker,
 
 
 def test_session_takeover_publishes_the_old_connections_will(broker, clients, version, uid):
-    watcher = clients(broker, f"w-{uid}", version)
-    watcher.connect()
-    watcher.subscribe(f"{uid}/will", qos=1)
+    watcher = clients.subscriber(broker, f"w-{uid}", version, f"{uid}/will", qos=1)
     old = clients.raw(broker, version)
     old.connect(f"dup-{uid}", will={"topic": f"{uid}/will", "payload": b"old gone", "qos": 1})
     new = clients.raw(broker, version)
@@ -149,9 +145,7 @@ def test_session_takeover_publishes_the_old_connections_will(broker, clients, ve
 
 
 def test_v5_takeover_resuming_session_within_will_delay_does_not_send_will(broker, clients, uid):
-    watcher = clients(broker, f"w-{uid}", 5)
-    watcher.connect()
-    watcher.subscribe(f"{uid}/will", qos=1)
+    watcher = clients.subscriber(broker, f"w-{uid}", 5, f"{uid}/will", qos=1)
     old = clients.raw(broker, 5)
     old.connect(f"dup-{uid}", clean=False, props={"SessionExpiryInterval": 60},
                 will={"topic": f"{uid}/will", "payload": b"x", "qos": 1, "props": {"WillDelayInterval": 2}})
@@ -164,9 +158,7 @@ def test_v5_takeover_resuming_session_within_will_delay_does_not_send_will(broke
 
 @pytest.mark.mosquitto_deviation("2.0.11 keeps waiting for the will delay although the session ended")
 def test_v5_takeover_with_clean_start_ends_session_and_sends_will_despite_delay(broker, clients, uid):
-    watcher = clients(broker, f"w-{uid}", 5)
-    watcher.connect()
-    watcher.subscribe(f"{uid}/will", qos=1)
+    watcher = clients.subscriber(broker, f"w-{uid}", 5, f"{uid}/will", qos=1)
     old = clients.raw(broker, 5)
     old.connect(f"dup-{uid}", clean=False, props={"SessionExpiryInterval": 60},
                 will={"topic": f"{uid}/will", "payload": b"ended", "qos": 1, "props": {"WillDelayInterval": 30}})
@@ -200,8 +192,7 @@ def test_persistent_session_keeps_subscriptions_and_queues_messages_while_offlin
     _connect_persistent(sub, version)
     sub.subscribe(f"{uid}/t", qos=1)
     sub.disconnect()
-    pub = clients(broker, f"pub-{uid}", version)
-    pub.connect()
+    pub = clients.connected(broker, f"pub-{uid}", version)
     for i in range(5):
         pub.publish(f"{uid}/t", f"m{i}".encode(), qos=1)
     sub2 = _persistent(clients, broker, f"p-{uid}", version)
@@ -222,8 +213,7 @@ def test_clean_session_discards_the_previous_session(broker, clients, version, u
     again = clients(broker, f"p-{uid}", version)
     ack = again.connect(clean_start=True) if version == 5 else again.connect()
     assert not ack.session_present
-    pub = clients(broker, f"pub-{uid}", version)
-    pub.connect()
+    pub = clients.connected(broker, f"pub-{uid}", version)
     pub.publish(f"{uid}/t", b"nobody", qos=1)
     again.expect_no_message(0.5)
 
@@ -257,8 +247,7 @@ def test_v5_session_is_kept_for_session_expiry_interval_then_discarded(broker, c
     time.sleep(3.2)
     c3 = clients(broker, f"e2-{uid}", 5)
     assert not _connect_persistent(c3, 5, expiry=2).session_present, "session must be gone 3 s after a 2 s expiry"
-    pub = clients(broker, f"pub-{uid}", 5)
-    pub.connect()
+    pub = clients.connected(broker, f"pub-{uid}", 5)
     pub.publish(f"{uid}/t", b"x", qos=1)
     c3.expect_no_message(0.5)
 

@@ -14,24 +14,15 @@ from conftest import robustmq_bin
 pytestmark = [pytest.mark.robustmq_only, pytest.mark.timeout(60)]
 
 
-def _persistent_raw(broker, clients, version, cid, clean=False):
-    c = clients.raw(broker, version)
-    p = {"SessionExpiryInterval": 3600} if version == 5 else None
-    return c, c.connect(cid, clean=clean, props=p)
-
-
 def _offline_subscriber(broker, clients, version, cid, topic, qos=1):
-    c, _ = _persistent_raw(broker, clients, version, cid, clean=True)
-    c.close()
-    c, _ = _persistent_raw(broker, clients, version, cid)
+    c = clients.fresh_persistent_raw(broker, version, cid, expiry=3600)
     assert c.subscribe(topic, qos=qos).codes == [qos]
     c.disconnect()
 
 
 def test_queued_qos1_messages_for_offline_persistent_session_are_all_delivered_after_kill9(broker, clients, version, uid):
     _offline_subscriber(broker, clients, version, f"s-{uid}", f"{uid}/t")
-    pub = clients(broker, f"p-{uid}", version)
-    pub.connect()
+    pub = clients.connected(broker, f"p-{uid}", version)
     n = 200
     for i in range(n):
         pub.c.publish(f"{uid}/t", str(i).encode(), 1)
@@ -39,7 +30,7 @@ def test_queued_qos1_messages_for_offline_persistent_session_are_all_delivered_a
     pub.publish(f"{uid}/t", b"last", qos=1)
     pub.drop()
     broker.kill9_and_restart()
-    s, ack = _persistent_raw(broker, clients, version, f"s-{uid}")
+    s, ack = clients.persistent_raw(broker, version, f"s-{uid}", expiry=3600)
     assert ack.session_present, "persistent session lost by kill -9"
     got = []
     for _ in range(n + 1):
@@ -53,26 +44,22 @@ def test_queued_qos1_messages_for_offline_persistent_session_are_all_delivered_a
 def test_subscriptions_of_persistent_session_survive_kill9(broker, clients, version, uid):
     _offline_subscriber(broker, clients, version, f"s-{uid}", f"{uid}/+/t", qos=2)
     broker.kill9_and_restart()
-    pub = clients(broker, f"p-{uid}", version)
-    pub.connect()
+    pub = clients.connected(broker, f"p-{uid}", version)
     pub.publish(f"{uid}/x/t", b"after restart", qos=2)
-    s, ack = _persistent_raw(broker, clients, version, f"s-{uid}")
+    s, ack = clients.persistent_raw(broker, version, f"s-{uid}", expiry=3600)
     assert ack.session_present
     p = s.expect(r.PUBLISH)
     assert (p.payload, p.qos) == (b"after restart", 2)
 
 
 def test_retained_messages_survive_kill9(broker, clients, version, uid):
-    pub = clients(broker, f"p-{uid}", version)
-    pub.connect()
+    pub = clients.connected(broker, f"p-{uid}", version)
     for i in range(20):
         pub.publish(f"{uid}/r/{i}", f"v{i}".encode(), qos=1, retain=True)
     pub.publish(f"{uid}/r/0", b"", qos=1, retain=True)  # deleted before the crash
     pub.drop()
     broker.kill9_and_restart()
-    sub = clients(broker, f"s-{uid}", version)
-    sub.connect()
-    sub.subscribe(f"{uid}/r/#", qos=1)
+    sub = clients.subscriber(broker, f"s-{uid}", version, f"{uid}/r/#", qos=1)
     got = sorted((m.topic, m.payload) for m in sub.expect_messages(19))
     assert got == sorted((f"{uid}/r/{i}", f"v{i}".encode()) for i in range(1, 20))
     sub.expect_no_message(0.5)
@@ -89,7 +76,7 @@ def test_publish_acknowledged_just_before_kill9_is_not_lost(broker, clients, ver
     broker.kill9()  # immediately after PUBACK / PUBREC
     assert acks == {1, 2}
     broker.start()
-    s, ack = _persistent_raw(broker, clients, version, f"s-{uid}")
+    s, ack = clients.persistent_raw(broker, version, f"s-{uid}", expiry=3600)
     assert ack.session_present
     p = s.expect(r.PUBLISH)
     assert p.payload == b"acked"
@@ -99,17 +86,14 @@ def test_publish_acknowledged_just_before_kill9_is_not_lost(broker, clients, ver
 
 
 def test_unacknowledged_inflight_message_is_redelivered_with_dup_after_kill9(broker, clients, version, uid):
-    s, _ = _persistent_raw(broker, clients, version, f"s-{uid}", clean=True)
-    s.close()
-    s, _ = _persistent_raw(broker, clients, version, f"s-{uid}")
+    s = clients.fresh_persistent_raw(broker, version, f"s-{uid}", expiry=3600)
     s.subscribe(f"{uid}/t", qos=1)
-    pub = clients(broker, f"p-{uid}", version)
-    pub.connect()
+    pub = clients.connected(broker, f"p-{uid}", version)
     pub.publish(f"{uid}/t", b"inflight", qos=1)
     first = s.expect(r.PUBLISH)  # never acknowledged
     pub.drop()
     broker.kill9_and_restart()
-    s2, ack = _persistent_raw(broker, clients, version, f"s-{uid}")
+    s2, ack = clients.persistent_raw(broker, version, f"s-{uid}", expiry=3600)
     assert ack.session_present
     again = s2.expect(r.PUBLISH)
     assert (again.payload, again.dup, again.pid) == (b"inflight", True, first.pid)
@@ -117,17 +101,15 @@ def test_unacknowledged_inflight_message_is_redelivered_with_dup_after_kill9(bro
 
 def test_qos2_received_but_not_released_survives_kill9_without_duplicate(broker, clients, version, uid):
     _offline_subscriber(broker, clients, version, f"s-{uid}", f"{uid}/t", qos=2)
-    c, _ = _persistent_raw(broker, clients, version, f"p-{uid}", clean=True)
-    c.close()
-    c, _ = _persistent_raw(broker, clients, version, f"p-{uid}")
+    c = clients.fresh_persistent_raw(broker, version, f"p-{uid}", expiry=3600)
     c.send(r.publish_packet(f"{uid}/t", b"q2", qos=2, pid=5, version=version))
     assert c.expect(r.PUBREC).pid == 5
     broker.kill9_and_restart()
-    c2, ack = _persistent_raw(broker, clients, version, f"p-{uid}")
+    c2, ack = clients.persistent_raw(broker, version, f"p-{uid}", expiry=3600)
     assert ack.session_present
     c2.send(r.ack_packet(r.PUBREL, 5, version=version))
     assert c2.expect(r.PUBCOMP).pid == 5
-    s, _ = _persistent_raw(broker, clients, version, f"s-{uid}")
+    s, _ = clients.persistent_raw(broker, version, f"s-{uid}", expiry=3600)
     p = s.expect(r.PUBLISH)
     s.ack(p)
     assert p.payload == b"q2"
@@ -136,14 +118,13 @@ def test_qos2_received_but_not_released_survives_kill9_without_duplicate(broker,
 
 def test_sigterm_exits_0_and_restart_restores_sessions(broker, clients, version, uid):
     _offline_subscriber(broker, clients, version, f"s-{uid}", f"{uid}/t")
-    pub = clients(broker, f"p-{uid}", version)
-    pub.connect()
+    pub = clients.connected(broker, f"p-{uid}", version)
     pub.publish(f"{uid}/t", b"queued", qos=1)
     online = clients.raw(broker, version)
     online.connect(f"online-{uid}")
     assert broker.stop() == 0, "SIGTERM must exit 0"
     broker.start()
-    s, ack = _persistent_raw(broker, clients, version, f"s-{uid}")
+    s, ack = clients.persistent_raw(broker, version, f"s-{uid}", expiry=3600)
     assert ack.session_present
     assert s.expect(r.PUBLISH).payload == b"queued"
 
@@ -160,7 +141,7 @@ def test_clean_session_state_is_not_kept_across_restart(broker, clients, version
     c.connect(f"c-{uid}", clean=True)
     c.subscribe(f"{uid}/t", qos=1)
     broker.kill9_and_restart()
-    c2, ack = _persistent_raw(broker, clients, version, f"c-{uid}")
+    c2, ack = clients.persistent_raw(broker, version, f"c-{uid}", expiry=3600)
     assert not ack.session_present
 
 
@@ -216,9 +197,7 @@ def test_unwritable_data_dir_is_reported(broker_factory, tmp_path):
 
 def test_durability_none_is_accepted_and_serves(broker_factory, clients, uid):
     b = broker_factory(config={"durability": "none"})
-    c = clients(b, f"c-{uid}", 5)
-    c.connect()
-    c.subscribe(f"{uid}/t", qos=1)
+    c = clients.subscriber(b, f"c-{uid}", 5, f"{uid}/t", qos=1)
     c.publish(f"{uid}/t", b"fast", qos=1)
     assert c.expect_message().payload == b"fast"
 
@@ -233,7 +212,7 @@ def test_pending_delayed_will_is_still_sent_after_kill9(broker, clients, uid):
               will={"topic": f"{uid}/will", "payload": b"delayed", "qos": 1, "props": {"WillDelayInterval": 2}})
     c.close()  # connection lost: the will is due in 2 s
     broker.kill9_and_restart()
-    w2, ack = _persistent_raw(broker, clients, 5, f"w-{uid}")
+    w2, ack = clients.persistent_raw(broker, 5, f"w-{uid}", expiry=3600)
     assert ack.session_present
     p = w2.expect(r.PUBLISH, timeout=6)
     assert p.payload == b"delayed"

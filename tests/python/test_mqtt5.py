@@ -13,11 +13,8 @@ pytestmark = pytest.mark.timeout(30)
 
 
 def _pair(broker, clients, uid, sub_filter=None, qos=1, **sub_kw):
-    sub = clients(broker, f"s-{uid}", 5)
-    sub.connect()
-    sub.subscribe(sub_filter or f"{uid}/t", qos=qos, **sub_kw)
-    pub = clients(broker, f"p-{uid}", 5)
-    pub.connect()
+    sub = clients.subscriber(broker, f"s-{uid}", 5, sub_filter or f"{uid}/t", qos=qos, **sub_kw)
+    pub = clients.connected(broker, f"p-{uid}", 5)
     return sub, pub
 
 
@@ -30,8 +27,7 @@ def test_v5_connack_success_has_reason_code_0(broker, clients, uid):
 
 
 def test_v5_puback_for_topic_without_subscribers_is_success_or_no_matching_subscribers(broker, clients, uid):
-    c = clients(broker, f"c-{uid}", 5)
-    c.connect()
+    c = clients.connected(broker, f"c-{uid}", 5)
     assert c.publish(f"{uid}/nobody", b"x", qos=1) in (0x00, 0x10)
     assert c.publish(f"{uid}/nobody", b"x", qos=2) in (0x00, 0x10)
 
@@ -88,12 +84,8 @@ def test_v5_payload_format_indicator_and_content_type_are_forwarded(broker, clie
 
 
 def test_v5_response_topic_and_correlation_data_make_request_response_work(broker, clients, uid):
-    responder = clients(broker, f"resp-{uid}", 5)
-    responder.connect()
-    responder.subscribe(f"{uid}/req", qos=1)
-    requester = clients(broker, f"req-{uid}", 5)
-    requester.connect()
-    requester.subscribe(f"{uid}/reply", qos=1)
+    responder = clients.subscriber(broker, f"resp-{uid}", 5, f"{uid}/req", qos=1)
+    requester = clients.subscriber(broker, f"req-{uid}", 5, f"{uid}/reply", qos=1)
     requester.publish(f"{uid}/req", b"2+2", qos=1,
                       properties=props("PUBLISH", ResponseTopic=f"{uid}/reply", CorrelationData=b"\x00req-7"))
     req = responder.expect_message()
@@ -150,8 +142,7 @@ def _reconnect(broker, clients, uid):
 
 def test_v5_expired_messages_are_not_delivered_to_an_offline_session(broker, clients, uid):
     _offline_subscriber(broker, clients, uid, f"{uid}/t")
-    pub = clients(broker, f"p-{uid}", 5)
-    pub.connect()
+    pub = clients.connected(broker, f"p-{uid}", 5)
     pub.publish(f"{uid}/t", b"expires", qos=1, properties=props("PUBLISH", MessageExpiryInterval=1))
     pub.publish(f"{uid}/t", b"stays", qos=1)
     time.sleep(2.2)
@@ -162,8 +153,7 @@ def test_v5_expired_messages_are_not_delivered_to_an_offline_session(broker, cli
 
 def test_v5_message_expiry_interval_is_decreased_by_the_time_spent_waiting(broker, clients, uid):
     _offline_subscriber(broker, clients, uid, f"{uid}/t")
-    pub = clients(broker, f"p-{uid}", 5)
-    pub.connect()
+    pub = clients.connected(broker, f"p-{uid}", 5)
     pub.publish(f"{uid}/t", b"aging", qos=1, properties=props("PUBLISH", MessageExpiryInterval=30))
     time.sleep(2.2)
     s = _reconnect(broker, clients, uid)
@@ -173,14 +163,11 @@ def test_v5_message_expiry_interval_is_decreased_by_the_time_spent_waiting(broke
 
 
 def test_v5_expired_retained_message_is_not_delivered(broker, clients, uid):
-    pub = clients(broker, f"p-{uid}", 5)
-    pub.connect()
+    pub = clients.connected(broker, f"p-{uid}", 5)
     pub.publish(f"{uid}/r", b"short", qos=1, retain=True, properties=props("PUBLISH", MessageExpiryInterval=1))
     pub.publish(f"{uid}/r2", b"long", qos=1, retain=True, properties=props("PUBLISH", MessageExpiryInterval=60))
     time.sleep(2.2)
-    sub = clients(broker, f"s-{uid}", 5)
-    sub.connect()
-    sub.subscribe(f"{uid}/+", qos=1)
+    sub = clients.subscriber(broker, f"s-{uid}", 5, f"{uid}/+", qos=1)
     m = sub.expect_message()
     assert m.payload == b"long"
     assert 50 <= prop(m.properties, "MessageExpiryInterval") <= 58
@@ -190,9 +177,7 @@ def test_v5_expired_retained_message_is_not_delivered(broker, clients, uid):
 # ---------------------------------------------------------------------------- topic aliases
 
 def test_v5_client_topic_alias_is_resolved_by_the_broker(broker, clients, uid):
-    sub = clients(broker, f"s-{uid}", 5)
-    sub.connect()
-    sub.subscribe(f"{uid}/#", qos=1)
+    sub = clients.subscriber(broker, f"s-{uid}", 5, f"{uid}/#", qos=1)
     c = clients.raw(broker, 5)
     ack = c.connect(f"c-{uid}")
     assert ack.props.get("TopicAliasMaximum", 0) >= 2
@@ -244,8 +229,7 @@ def _resolve(s, n):
 
 def test_v5_broker_never_uses_topic_aliases_when_client_allows_none(broker, clients, uid):
     s = _alias_subscriber(broker, clients, uid, None)
-    pub = clients(broker, f"p-{uid}", 5)
-    pub.connect()
+    pub = clients.connected(broker, f"p-{uid}", 5)
     for i in range(5):
         pub.publish(f"{uid}/same", str(i).encode(), qos=1)
     for topic, payload, alias, _ in _resolve(s, 5):
@@ -254,8 +238,7 @@ def test_v5_broker_never_uses_topic_aliases_when_client_allows_none(broker, clie
 
 def test_v5_broker_topic_aliases_stay_within_the_clients_maximum_and_resolve_correctly(broker, clients, uid):
     s = _alias_subscriber(broker, clients, uid, 2)
-    pub = clients(broker, f"p-{uid}", 5)
-    pub.connect()
+    pub = clients.connected(broker, f"p-{uid}", 5)
     topics = [f"{uid}/{n}" for n in ("a", "b", "c", "a", "b", "c", "a", "a")]
     for i, t in enumerate(topics):
         pub.publish(t, str(i).encode(), qos=1)
@@ -267,8 +250,7 @@ def test_v5_broker_topic_aliases_stay_within_the_clients_maximum_and_resolve_cor
 @pytest.mark.mosquitto_deviation("2.0.11 never sends topic aliases to clients")
 def test_v5_broker_sends_topic_aliases_when_the_client_allows_them(broker, clients, uid):
     s = _alias_subscriber(broker, clients, uid, 4)
-    pub = clients(broker, f"p-{uid}", 5)
-    pub.connect()
+    pub = clients.connected(broker, f"p-{uid}", 5)
     for i in range(4):
         pub.publish(f"{uid}/long/topic/name", str(i).encode(), qos=1)
     got = _resolve(s, 4)
@@ -277,13 +259,18 @@ def test_v5_broker_sends_topic_aliases_when_the_client_allows_them(broker, clien
 
 # ------------------------------------------------------------------------ flow control
 
+def _receive_maximum_pair(broker, clients, uid, maximum, qos):
+    """A raw subscriber to {uid}/t (at `qos`) that announced Receive Maximum `maximum`, and a
+    connected publisher."""
+    s = clients.raw(broker, 5)
+    s.connect(f"s-{uid}", props={"ReceiveMaximum": maximum})
+    s.subscribe(f"{uid}/t", qos=qos)
+    return s, clients.connected(broker, f"p-{uid}", 5)
+
+
 @pytest.mark.mosquitto_deviation("2.0.11 sends a 3rd unacknowledged message to a client with Receive Maximum 2 after the first PUBACK")
 def test_v5_broker_respects_the_clients_receive_maximum(broker, clients, uid):
-    s = clients.raw(broker, 5)
-    s.connect(f"s-{uid}", props={"ReceiveMaximum": 2})
-    s.subscribe(f"{uid}/t", qos=1)
-    pub = clients(broker, f"p-{uid}", 5)
-    pub.connect()
+    s, pub = _receive_maximum_pair(broker, clients, uid, 2, qos=1)
     for i in range(6):
         pub.publish(f"{uid}/t", str(i).encode(), qos=1)
     first = [s.expect(r.PUBLISH) for _ in range(2)]
@@ -304,11 +291,7 @@ def test_v5_broker_respects_the_clients_receive_maximum(broker, clients, uid):
 
 
 def test_v5_receive_maximum_counts_qos2_until_pubcomp(broker, clients, uid):
-    s = clients.raw(broker, 5)
-    s.connect(f"s-{uid}", props={"ReceiveMaximum": 1})
-    s.subscribe(f"{uid}/t", qos=2)
-    pub = clients(broker, f"p-{uid}", 5)
-    pub.connect()
+    s, pub = _receive_maximum_pair(broker, clients, uid, 1, qos=2)
     pub.publish(f"{uid}/t", b"0", qos=2)
     pub.publish(f"{uid}/t", b"1", qos=2)
     p0 = s.expect(r.PUBLISH)
@@ -320,11 +303,7 @@ def test_v5_receive_maximum_counts_qos2_until_pubcomp(broker, clients, uid):
 
 
 def test_v5_qos0_messages_are_not_limited_by_receive_maximum(broker, clients, uid):
-    s = clients.raw(broker, 5)
-    s.connect(f"s-{uid}", props={"ReceiveMaximum": 1})
-    s.subscribe(f"{uid}/t", qos=0)
-    pub = clients(broker, f"p-{uid}", 5)
-    pub.connect()
+    s, pub = _receive_maximum_pair(broker, clients, uid, 1, qos=0)
     for i in range(5):
         pub.publish(f"{uid}/t", str(i).encode(), qos=0)
     assert [s.expect(r.PUBLISH).payload for _ in range(5)] == [str(i).encode() for i in range(5)]
@@ -336,11 +315,8 @@ def test_v5_message_larger_than_the_clients_maximum_packet_size_is_dropped_for_t
     small = clients.raw(broker, 5)
     small.connect(f"small-{uid}", props={"MaximumPacketSize": 200})
     small.subscribe(f"{uid}/t", qos=1)
-    big = clients(broker, f"big-{uid}", 5)
-    big.connect()
-    big.subscribe(f"{uid}/t", qos=1)
-    pub = clients(broker, f"p-{uid}", 5)
-    pub.connect()
+    big = clients.subscriber(broker, f"big-{uid}", 5, f"{uid}/t", qos=1)
+    pub = clients.connected(broker, f"p-{uid}", 5)
     pub.publish(f"{uid}/t", b"a" * 20, qos=1)
     pub.publish(f"{uid}/t", b"B" * 500, qos=1)
     pub.publish(f"{uid}/t", b"c" * 20, qos=1)
@@ -393,11 +369,8 @@ def test_v5_default_server_keep_alive_limit_is_3600(broker, clients, uid):
 # -------------------------------------------------------------------- subscription options
 
 def test_v5_no_local_does_not_echo_the_clients_own_messages(broker, clients, uid):
-    c = clients(broker, f"c-{uid}", 5)
-    c.connect()
-    c.subscribe(f"{uid}/t", qos=1, no_local=True)
-    other = clients(broker, f"o-{uid}", 5)
-    other.connect()
+    c = clients.subscriber(broker, f"c-{uid}", 5, f"{uid}/t", qos=1, no_local=True)
+    other = clients.connected(broker, f"o-{uid}", 5)
     c.publish(f"{uid}/t", b"mine", qos=1)
     other.publish(f"{uid}/t", b"theirs", qos=1)
     assert c.expect_message().payload == b"theirs"
@@ -405,22 +378,15 @@ def test_v5_no_local_does_not_echo_the_clients_own_messages(broker, clients, uid
 
 
 def test_v5_without_no_local_the_client_receives_its_own_messages(broker, clients, uid):
-    c = clients(broker, f"c-{uid}", 5)
-    c.connect()
-    c.subscribe(f"{uid}/t", qos=1)
+    c = clients.subscriber(broker, f"c-{uid}", 5, f"{uid}/t", qos=1)
     c.publish(f"{uid}/t", b"mine", qos=1)
     assert c.expect_message().payload == b"mine"
 
 
 def test_v5_retain_as_published_keeps_the_retain_flag_on_live_messages(broker, clients, uid):
-    rap = clients(broker, f"rap-{uid}", 5)
-    rap.connect()
-    rap.subscribe(f"{uid}/t", qos=1, retain_as_published=True)
-    plain = clients(broker, f"plain-{uid}", 5)
-    plain.connect()
-    plain.subscribe(f"{uid}/t", qos=1)
-    pub = clients(broker, f"p-{uid}", 5)
-    pub.connect()
+    rap = clients.subscriber(broker, f"rap-{uid}", 5, f"{uid}/t", qos=1, retain_as_published=True)
+    plain = clients.subscriber(broker, f"plain-{uid}", 5, f"{uid}/t", qos=1)
+    pub = clients.connected(broker, f"p-{uid}", 5)
     pub.publish(f"{uid}/t", b"r", qos=1, retain=True)
     pub.publish(f"{uid}/t", b"n", qos=1, retain=False)
     assert [(m.payload, m.retain) for m in rap.expect_messages(2)] == [(b"r", True), (b"n", False)]
@@ -428,16 +394,13 @@ def test_v5_retain_as_published_keeps_the_retain_flag_on_live_messages(broker, c
 
 
 def _retained(broker, clients, uid):
-    pub = clients(broker, f"p-{uid}", 5)
-    pub.connect()
+    pub = clients.connected(broker, f"p-{uid}", 5)
     pub.publish(f"{uid}/r", b"retained", qos=1, retain=True)
 
 
 def test_v5_retain_handling_0_sends_retained_messages_on_every_subscribe(broker, clients, uid):
     _retained(broker, clients, uid)
-    c = clients(broker, f"c-{uid}", 5)
-    c.connect()
-    c.subscribe(f"{uid}/r", qos=1, retain_handling=0)
+    c = clients.subscriber(broker, f"c-{uid}", 5, f"{uid}/r", qos=1, retain_handling=0)
     assert c.expect_message().retain
     c.subscribe(f"{uid}/r", qos=1, retain_handling=0)
     assert c.expect_message().retain
@@ -445,9 +408,7 @@ def test_v5_retain_handling_0_sends_retained_messages_on_every_subscribe(broker,
 
 def test_v5_retain_handling_1_sends_retained_messages_only_for_a_new_subscription(broker, clients, uid):
     _retained(broker, clients, uid)
-    c = clients(broker, f"c-{uid}", 5)
-    c.connect()
-    c.subscribe(f"{uid}/r", qos=1, retain_handling=1)
+    c = clients.subscriber(broker, f"c-{uid}", 5, f"{uid}/r", qos=1, retain_handling=1)
     assert c.expect_message().payload == b"retained"
     c.subscribe(f"{uid}/r", qos=1, retain_handling=1)  # already exists
     c.expect_no_message(0.5)
@@ -455,22 +416,17 @@ def test_v5_retain_handling_1_sends_retained_messages_only_for_a_new_subscriptio
 
 def test_v5_retain_handling_2_never_sends_retained_messages(broker, clients, uid):
     _retained(broker, clients, uid)
-    c = clients(broker, f"c-{uid}", 5)
-    c.connect()
-    c.subscribe(f"{uid}/r", qos=1, retain_handling=2)
+    c = clients.subscriber(broker, f"c-{uid}", 5, f"{uid}/r", qos=1, retain_handling=2)
     c.expect_no_message(0.5)
     # ...but live messages still arrive.
-    pub = clients(broker, f"p2-{uid}", 5)
-    pub.connect()
+    pub = clients.connected(broker, f"p2-{uid}", 5)
     pub.publish(f"{uid}/r", b"live", qos=1)
     assert c.expect_message().payload == b"live"
 
 
 def test_v5_retained_message_sent_on_subscribe_always_has_retain_flag(broker, clients, uid):
     _retained(broker, clients, uid)
-    c = clients(broker, f"c-{uid}", 5)
-    c.connect()
-    c.subscribe(f"{uid}/r", qos=1, retain_as_published=False)
+    c = clients.subscriber(broker, f"c-{uid}", 5, f"{uid}/r", qos=1, retain_as_published=False)
     assert c.expect_message().retain  # [MQTT-3.3.1-9]
 
 
@@ -479,9 +435,7 @@ def test_v5_retained_message_sent_on_subscribe_always_has_retain_flag(broker, cl
 def test_v5_client_disconnect_with_reason_string_and_user_properties_is_accepted(broker, clients, uid):
     c = clients.raw(broker, 5)
     c.connect(f"c-{uid}", will={"topic": f"{uid}/will", "payload": b"x"})
-    w = clients(broker, f"w-{uid}", 5)
-    w.connect()
-    w.subscribe(f"{uid}/will", qos=1)
+    w = clients.subscriber(broker, f"w-{uid}", 5, f"{uid}/will", qos=1)
     c.send(r.disconnect_packet(0x00, {"ReasonString": "bye", "UserProperty": [("why", "test")]}))
     assert c.wait_closed() == []
     w.expect_no_message(0.5)
@@ -498,10 +452,8 @@ def test_v5_broker_sends_disconnect_0x8b_to_clients_when_shutting_down(broker, c
 
 
 def test_v5_disconnect_from_broker_is_seen_by_paho_with_its_reason(broker, clients, uid):
-    old = clients(broker, f"dup-{uid}", 5)
-    old.connect()
-    new = clients(broker, f"dup-{uid}", 5)
-    new.connect()
+    old = clients.connected(broker, f"dup-{uid}", 5)
+    new = clients.connected(broker, f"dup-{uid}", 5)
     d = old.expect_disconnect()
     if broker.kind == "robustmq":
         assert d.rc == 0x8E, d

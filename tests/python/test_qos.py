@@ -10,11 +10,9 @@ pytestmark = pytest.mark.timeout(30)
 @pytest.mark.parametrize("pub_qos", [0, 1, 2])
 @pytest.mark.parametrize("sub_qos", [0, 1, 2])
 def test_message_is_delivered_at_the_lower_of_publish_and_subscription_qos(broker, clients, version, uid, pub_qos, sub_qos):
-    sub = clients(broker, f"s-{uid}", version)
-    sub.connect()
+    sub = clients.connected(broker, f"s-{uid}", version)
     assert sub.subscribe(f"{uid}/t", qos=sub_qos) == [sub_qos]
-    pub = clients(broker, f"p-{uid}", version)
-    pub.connect()
+    pub = clients.connected(broker, f"p-{uid}", version)
     rc = pub.publish(f"{uid}/t", b"payload", qos=pub_qos)
     assert rc in (0, 0x10) if version == 5 else rc == 0
     msg = sub.expect_message()
@@ -24,11 +22,8 @@ def test_message_is_delivered_at_the_lower_of_publish_and_subscription_qos(broke
 
 @pytest.mark.parametrize("qos", [1, 2])
 def test_qos_messages_arrive_in_publish_order(broker, clients, version, uid, qos):
-    sub = clients(broker, f"s-{uid}", version)
-    sub.connect()
-    sub.subscribe(f"{uid}/t", qos=qos)
-    pub = clients(broker, f"p-{uid}", version)
-    pub.connect()
+    sub = clients.subscriber(broker, f"s-{uid}", version, f"{uid}/t", qos=qos)
+    pub = clients.connected(broker, f"p-{uid}", version)
     for i in range(50):
         pub.c.publish(f"{uid}/t", str(i).encode(), qos)  # pipelined, not one at a time
     got = [int(m.payload) for m in sub.expect_messages(50, timeout=15)]
@@ -44,9 +39,7 @@ def test_raw_qos1_publish_gets_puback_with_same_packet_id(broker, clients, versi
 
 
 def test_raw_qos2_publish_flow_pubrec_pubrel_pubcomp(broker, clients, version, uid):
-    sub = clients(broker, f"s-{uid}", version)
-    sub.connect()
-    sub.subscribe(f"{uid}/t", qos=2)
+    sub = clients.subscriber(broker, f"s-{uid}", version, f"{uid}/t", qos=2)
     c = clients.raw(broker, version)
     c.connect(f"r-{uid}")
     c.send(r.publish_packet(f"{uid}/t", b"exactly once", qos=2, pid=77, version=version))
@@ -60,24 +53,13 @@ def test_raw_qos2_publish_flow_pubrec_pubrel_pubcomp(broker, clients, version, u
     sub.expect_no_message(0.5)
 
 
-def _persistent_raw(clients, broker, version, cid, clean=False):
-    c = clients.raw(broker, version)
-    p = {"SessionExpiryInterval": 300} if version == 5 else None
-    ack = c.connect(cid, clean=clean, props=p)
-    return c, ack
-
-
 def test_qos2_inbound_flow_completes_after_publisher_reconnects(broker, clients, version, uid):
-    sub = clients(broker, f"s-{uid}", version)
-    sub.connect()
-    sub.subscribe(f"{uid}/t", qos=2)
-    c, _ = _persistent_raw(clients, broker, version, f"r-{uid}", clean=True)
-    c.close()
-    c, _ = _persistent_raw(clients, broker, version, f"r-{uid}")
+    sub = clients.subscriber(broker, f"s-{uid}", version, f"{uid}/t", qos=2)
+    c = clients.fresh_persistent_raw(broker, version, f"r-{uid}")
     c.send(r.publish_packet(f"{uid}/t", b"once", qos=2, pid=9, version=version))
     assert c.expect(r.PUBREC).pid == 9
     c.close()  # PUBREL never sent on this connection
-    c2, ack = _persistent_raw(clients, broker, version, f"r-{uid}")
+    c2, ack = clients.persistent_raw(broker, version, f"r-{uid}")
     assert ack.session_present
     c2.send(r.ack_packet(r.PUBREL, 9, version=version))
     comp = c2.expect(r.PUBCOMP)
@@ -88,18 +70,15 @@ def test_qos2_inbound_flow_completes_after_publisher_reconnects(broker, clients,
 
 @pytest.mark.parametrize("qos", [1, 2])
 def test_unacknowledged_publish_is_redelivered_with_dup_and_same_packet_id_after_reconnect(broker, clients, version, uid, qos):
-    sub, _ = _persistent_raw(clients, broker, version, f"s-{uid}", clean=True)
-    sub.close()
-    sub, _ = _persistent_raw(clients, broker, version, f"s-{uid}")
+    sub = clients.fresh_persistent_raw(broker, version, f"s-{uid}")
     assert sub.subscribe(f"{uid}/t", qos=qos).codes == [qos]
-    pub = clients(broker, f"p-{uid}", version)
-    pub.connect()
+    pub = clients.connected(broker, f"p-{uid}", version)
     pub.publish(f"{uid}/t", b"redeliver me", qos=qos)
     first = sub.expect(r.PUBLISH)
     assert first.qos == qos and not first.dup and first.payload == b"redeliver me"
     sub.close()  # no PUBACK / PUBREC
 
-    sub2, ack = _persistent_raw(clients, broker, version, f"s-{uid}")
+    sub2, ack = clients.persistent_raw(broker, version, f"s-{uid}")
     assert ack.session_present
     again = sub2.expect(r.PUBLISH)
     assert (again.pid, again.dup, again.qos, again.payload, again.topic) == \
@@ -109,25 +88,22 @@ def test_unacknowledged_publish_is_redelivered_with_dup_and_same_packet_id_after
     sub2.close()
 
     # Acknowledged now: a further reconnect redelivers nothing.
-    sub3, ack = _persistent_raw(clients, broker, version, f"s-{uid}")
+    sub3, ack = clients.persistent_raw(broker, version, f"s-{uid}")
     assert ack.session_present
     sub3.expect_nothing(0.5)
 
 
 def test_qos2_pubrel_is_resent_after_reconnect_when_pubcomp_was_missing(broker, clients, version, uid):
-    sub, _ = _persistent_raw(clients, broker, version, f"s-{uid}", clean=True)
-    sub.close()
-    sub, _ = _persistent_raw(clients, broker, version, f"s-{uid}")
+    sub = clients.fresh_persistent_raw(broker, version, f"s-{uid}")
     sub.subscribe(f"{uid}/t", qos=2)
-    pub = clients(broker, f"p-{uid}", version)
-    pub.connect()
+    pub = clients.connected(broker, f"p-{uid}", version)
     pub.publish(f"{uid}/t", b"q2", qos=2)
     p = sub.expect(r.PUBLISH)
     sub.send(r.ack_packet(r.PUBREC, p.pid, version=version))
     assert sub.expect(r.PUBREL).pid == p.pid
     sub.close()  # no PUBCOMP
 
-    sub2, ack = _persistent_raw(clients, broker, version, f"s-{uid}")
+    sub2, ack = clients.persistent_raw(broker, version, f"s-{uid}")
     assert ack.session_present
     rel = sub2.expect(r.PUBREL)  # not the PUBLISH again [MQTT-4.4.0-1]
     assert rel.pid == p.pid
@@ -136,16 +112,13 @@ def test_qos2_pubrel_is_resent_after_reconnect_when_pubcomp_was_missing(broker, 
 
 
 def test_messages_queued_for_offline_session_are_first_sent_without_dup(broker, clients, version, uid):
-    sub, _ = _persistent_raw(clients, broker, version, f"s-{uid}", clean=True)
-    sub.close()
-    sub, _ = _persistent_raw(clients, broker, version, f"s-{uid}")
+    sub = clients.fresh_persistent_raw(broker, version, f"s-{uid}")
     sub.subscribe(f"{uid}/t", qos=1)
     sub.disconnect()
-    pub = clients(broker, f"p-{uid}", version)
-    pub.connect()
+    pub = clients.connected(broker, f"p-{uid}", version)
     for i in range(3):
         pub.publish(f"{uid}/t", f"q1-{i}".encode(), qos=1)
-    sub2, ack = _persistent_raw(clients, broker, version, f"s-{uid}")
+    sub2, ack = clients.persistent_raw(broker, version, f"s-{uid}")
     assert ack.session_present
     got = []
     for _ in range(3):
@@ -160,8 +133,7 @@ def test_broker_packet_ids_of_unacknowledged_messages_are_distinct(broker, clien
     sub = clients.raw(broker, version)
     sub.connect(f"s-{uid}")
     sub.subscribe(f"{uid}/t", qos=1)
-    pub = clients(broker, f"p-{uid}", version)
-    pub.connect()
+    pub = clients.connected(broker, f"p-{uid}", version)
     for i in range(10):
         pub.publish(f"{uid}/t", str(i).encode(), qos=1)
     ids = [sub.expect(r.PUBLISH).pid for _ in range(10)]
@@ -169,12 +141,9 @@ def test_broker_packet_ids_of_unacknowledged_messages_are_distinct(broker, clien
 
 
 def test_redelivered_then_queued_messages_arrive_in_order_after_reconnect(broker, clients, version, uid):
-    sub, _ = _persistent_raw(clients, broker, version, f"s-{uid}", clean=True)
-    sub.close()
-    sub, _ = _persistent_raw(clients, broker, version, f"s-{uid}")
+    sub = clients.fresh_persistent_raw(broker, version, f"s-{uid}")
     sub.subscribe(f"{uid}/t", qos=1)
-    pub = clients(broker, f"p-{uid}", version)
-    pub.connect()
+    pub = clients.connected(broker, f"p-{uid}", version)
     for i in range(4):
         pub.publish(f"{uid}/t", str(i).encode(), qos=1)
     got = [sub.expect(r.PUBLISH) for _ in range(4)]
@@ -183,7 +152,7 @@ def test_redelivered_then_queued_messages_arrive_in_order_after_reconnect(broker
     sub.close()
     for i in range(4, 7):
         pub.publish(f"{uid}/t", str(i).encode(), qos=1)
-    sub2, ack = _persistent_raw(clients, broker, version, f"s-{uid}")
+    sub2, ack = clients.persistent_raw(broker, version, f"s-{uid}")
     assert ack.session_present
     again = []
     for _ in range(6):
@@ -195,9 +164,7 @@ def test_redelivered_then_queued_messages_arrive_in_order_after_reconnect(broker
 
 
 def test_packet_id_is_reusable_after_the_qos2_flow_completes(broker, clients, version, uid):
-    sub = clients(broker, f"s-{uid}", version)
-    sub.connect()
-    sub.subscribe(f"{uid}/t", qos=2)
+    sub = clients.subscriber(broker, f"s-{uid}", version, f"{uid}/t", qos=2)
     c = clients.raw(broker, version)
     c.connect(f"r-{uid}")
     c.publish(f"{uid}/t", b"first", qos=2, pid=1)
@@ -206,15 +173,12 @@ def test_packet_id_is_reusable_after_the_qos2_flow_completes(broker, clients, ve
 
 
 def test_session_takeover_keeps_the_persistent_session_and_its_unacknowledged_messages(broker, clients, version, uid):
-    old, _ = _persistent_raw(clients, broker, version, f"s-{uid}", clean=True)
-    old.close()
-    old, _ = _persistent_raw(clients, broker, version, f"s-{uid}")
+    old = clients.fresh_persistent_raw(broker, version, f"s-{uid}")
     old.subscribe(f"{uid}/t", qos=1)
-    pub = clients(broker, f"p-{uid}", version)
-    pub.connect()
+    pub = clients.connected(broker, f"p-{uid}", version)
     pub.publish(f"{uid}/t", b"unacked", qos=1)
     first = old.expect(r.PUBLISH)
-    new, ack = _persistent_raw(clients, broker, version, f"s-{uid}")  # old is still connected
+    new, ack = clients.persistent_raw(broker, version, f"s-{uid}")  # old is still connected
     assert ack.session_present
     again = new.expect(r.PUBLISH)
     assert (again.payload, again.pid, again.dup) == (b"unacked", first.pid, True)
@@ -225,11 +189,8 @@ def test_session_takeover_keeps_the_persistent_session_and_its_unacknowledged_me
 
 @pytest.mark.parametrize("size", [100_000, 900_000])
 def test_large_payload_round_trip(broker, clients, version, uid, size):
-    sub = clients(broker, f"s-{uid}", version)
-    sub.connect()
-    sub.subscribe(f"{uid}/big", qos=1)
-    pub = clients(broker, f"p-{uid}", version)
-    pub.connect()
+    sub = clients.subscriber(broker, f"s-{uid}", version, f"{uid}/big", qos=1)
+    pub = clients.connected(broker, f"p-{uid}", version)
     payload = bytes(range(256)) * (size // 256)
     pub.publish(f"{uid}/big", payload, qos=1, timeout=15)
     assert sub.expect_message(timeout=15).payload == payload
@@ -238,12 +199,9 @@ def test_large_payload_round_trip(broker, clients, version, uid, size):
 def test_message_fans_out_to_every_subscriber(broker, clients, version, uid):
     subs = []
     for i in range(20):
-        s = clients(broker, f"s{i}-{uid}", version)
-        s.connect()
-        s.subscribe(f"{uid}/fan", qos=1)
+        s = clients.subscriber(broker, f"s{i}-{uid}", version, f"{uid}/fan", qos=1)
         subs.append(s)
-    pub = clients(broker, f"p-{uid}", version)
-    pub.connect()
+    pub = clients.connected(broker, f"p-{uid}", version)
     pub.publish(f"{uid}/fan", b"all", qos=1)
     for s in subs:
         assert s.expect_message().payload == b"all"
@@ -251,11 +209,8 @@ def test_message_fans_out_to_every_subscriber(broker, clients, version, uid):
 
 def test_utf8_topic_names_and_payloads_round_trip(broker, clients, version, uid):
     topic = f"{uid}/温度/ß/🙂"
-    sub = clients(broker, f"s-{uid}", version)
-    sub.connect()
-    sub.subscribe(f"{uid}/温度/+/🙂", qos=1)
-    pub = clients(broker, f"p-{uid}", version)
-    pub.connect()
+    sub = clients.subscriber(broker, f"s-{uid}", version, f"{uid}/温度/+/🙂", qos=1)
+    pub = clients.connected(broker, f"p-{uid}", version)
     pub.publish(topic, "22,5 °C".encode(), qos=1)
     m = sub.expect_message()
     assert (m.topic, m.payload.decode()) == (topic, "22,5 °C")

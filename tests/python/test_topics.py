@@ -17,11 +17,8 @@ def _received_topics(sub, n_expected, quiet=0.4):
 
 
 def _matches(broker, clients, uid, version, filt, topics):
-    sub = clients(broker, f"s-{uid}", version)
-    sub.connect()
-    sub.subscribe(filt, qos=1)
-    pub = clients(broker, f"p-{uid}", version)
-    pub.connect()
+    sub = clients.subscriber(broker, f"s-{uid}", version, filt, qos=1)
+    pub = clients.connected(broker, f"p-{uid}", version)
     for t in topics:
         pub.publish(t, t.encode(), qos=1)
     return sub
@@ -54,20 +51,11 @@ def test_topics_are_case_sensitive_and_match_exactly(broker, clients, version, u
 
 
 def test_dollar_topics_are_not_matched_by_hash_or_plus_at_the_first_level(broker, clients, version, uid):
-    hash_sub = clients(broker, f"h-{uid}", version)
-    hash_sub.connect()
-    hash_sub.subscribe("#", qos=1)
-    plus_sub = clients(broker, f"pl-{uid}", version)
-    plus_sub.connect()
-    plus_sub.subscribe(f"+/{uid}", qos=1)
-    explicit = clients(broker, f"e-{uid}", version)
-    explicit.connect()
-    explicit.subscribe(f"$edge/{uid}", qos=1)
-    explicit_plus = clients(broker, f"ep-{uid}", version)
-    explicit_plus.connect()
-    explicit_plus.subscribe("$edge/+", qos=1)
-    pub = clients(broker, f"p-{uid}", version)
-    pub.connect()
+    hash_sub = clients.subscriber(broker, f"h-{uid}", version, "#", qos=1)
+    plus_sub = clients.subscriber(broker, f"pl-{uid}", version, f"+/{uid}", qos=1)
+    explicit = clients.subscriber(broker, f"e-{uid}", version, f"$edge/{uid}", qos=1)
+    explicit_plus = clients.subscriber(broker, f"ep-{uid}", version, "$edge/+", qos=1)
+    pub = clients.connected(broker, f"p-{uid}", version)
     pub.publish(f"$edge/{uid}", b"dollar", qos=1)
     assert explicit.expect_message().payload == b"dollar"
     assert explicit_plus.expect_message().payload == b"dollar"
@@ -82,8 +70,7 @@ def test_dollar_topics_are_not_matched_by_hash_or_plus_at_the_first_level(broker
 def _shared_members(broker, clients, uid, version, group, n, filt=None):
     members = []
     for i in range(n):
-        m = clients(broker, f"{group}{i}-{uid}", version)
-        m.connect()
+        m = clients.connected(broker, f"{group}{i}-{uid}", version)
         assert m.subscribe(f"$share/{group}/{filt or uid + '/s/+'}", qos=1) == [1]
         members.append(m)
     return members
@@ -106,8 +93,7 @@ def _drain(members, quiet=0.5):
 
 def test_shared_subscription_delivers_each_message_to_exactly_one_member(broker, clients, version, uid):
     members = _shared_members(broker, clients, uid, version, "g", 3)
-    pub = clients(broker, f"p-{uid}", version)
-    pub.connect()
+    pub = clients.connected(broker, f"p-{uid}", version)
     for i in range(30):
         pub.publish(f"{uid}/s/x", str(i).encode(), qos=1)
     counts, payloads = _drain(members)
@@ -118,11 +104,8 @@ def test_shared_subscription_delivers_each_message_to_exactly_one_member(broker,
 def test_every_shared_subscription_group_gets_every_message(broker, clients, version, uid):
     g1 = _shared_members(broker, clients, uid, version, "g1", 2)
     g2 = _shared_members(broker, clients, uid, version, "g2", 2)
-    plain = clients(broker, f"plain-{uid}", version)
-    plain.connect()
-    plain.subscribe(f"{uid}/s/+", qos=1)
-    pub = clients(broker, f"p-{uid}", version)
-    pub.connect()
+    plain = clients.subscriber(broker, f"plain-{uid}", version, f"{uid}/s/+", qos=1)
+    pub = clients.connected(broker, f"p-{uid}", version)
     for i in range(10):
         pub.publish(f"{uid}/s/x", str(i).encode(), qos=1)
     _, p1 = _drain(g1)
@@ -137,8 +120,7 @@ def test_every_shared_subscription_group_gets_every_message(broker, clients, ver
 def test_shared_subscription_message_goes_to_remaining_member_after_one_leaves(broker, clients, version, uid):
     a, b = _shared_members(broker, clients, uid, version, "g", 2)
     a.unsubscribe(f"$share/g/{uid}/s/+")
-    pub = clients(broker, f"p-{uid}", version)
-    pub.connect()
+    pub = clients.connected(broker, f"p-{uid}", version)
     for i in range(5):
         pub.publish(f"{uid}/s/x", str(i).encode(), qos=1)
     assert [m.payload for m in b.expect_messages(5)] == [str(i).encode() for i in range(5)]
@@ -147,13 +129,10 @@ def test_shared_subscription_message_goes_to_remaining_member_after_one_leaves(b
 
 @pytest.mark.mosquitto_deviation("2.0.11 sends one copy per matching subscription (allowed by the spec, not by our requirements)")
 def test_overlapping_subscriptions_deliver_one_copy_at_the_highest_qos(broker, clients, version, uid):
-    sub = clients(broker, f"s-{uid}", version)
-    sub.connect()
-    sub.subscribe(f"{uid}/#", qos=0)
+    sub = clients.subscriber(broker, f"s-{uid}", version, f"{uid}/#", qos=0)
     sub.subscribe(f"{uid}/a/+", qos=2)
     sub.subscribe(f"{uid}/a/b", qos=1)
-    pub = clients(broker, f"p-{uid}", version)
-    pub.connect()
+    pub = clients.connected(broker, f"p-{uid}", version)
     pub.publish(f"{uid}/a/b", b"once", qos=2)
     m = sub.expect_message()
     assert (m.payload, m.qos) == (b"once", 2)
@@ -162,13 +141,10 @@ def test_overlapping_subscriptions_deliver_one_copy_at_the_highest_qos(broker, c
 
 @pytest.mark.mosquitto_deviation("2.0.11 sends one copy per matching subscription, each with its own identifier")
 def test_v5_overlapping_subscriptions_list_all_matching_subscription_identifiers(broker, clients, uid):
-    sub = clients(broker, f"s-{uid}", 5)
-    sub.connect()
-    sub.subscribe(f"{uid}/#", qos=1, properties=props("SUBSCRIBE", SubscriptionIdentifier=11))
+    sub = clients.subscriber(broker, f"s-{uid}", 5, f"{uid}/#", qos=1, properties=props("SUBSCRIBE", SubscriptionIdentifier=11))
     sub.subscribe(f"{uid}/a/+", qos=1, properties=props("SUBSCRIBE", SubscriptionIdentifier=22))
     sub.subscribe(f"{uid}/zzz", qos=1, properties=props("SUBSCRIBE", SubscriptionIdentifier=33))
-    pub = clients(broker, f"p-{uid}", 5)
-    pub.connect()
+    pub = clients.connected(broker, f"p-{uid}", 5)
     pub.publish(f"{uid}/a/b", b"ids", qos=1)
     m = sub.expect_message()
     assert sorted(prop(m.properties, "SubscriptionIdentifier", [])) == [11, 22]
@@ -176,12 +152,9 @@ def test_v5_overlapping_subscriptions_list_all_matching_subscription_identifiers
 
 
 def test_v5_subscription_identifier_is_sent_with_matching_messages(broker, clients, uid):
-    sub = clients(broker, f"s-{uid}", 5)
-    sub.connect()
-    sub.subscribe(f"{uid}/a", qos=1, properties=props("SUBSCRIBE", SubscriptionIdentifier=268435455))
+    sub = clients.subscriber(broker, f"s-{uid}", 5, f"{uid}/a", qos=1, properties=props("SUBSCRIBE", SubscriptionIdentifier=268435455))
     sub.subscribe(f"{uid}/b", qos=1)  # no identifier
-    pub = clients(broker, f"p-{uid}", 5)
-    pub.connect()
+    pub = clients.connected(broker, f"p-{uid}", 5)
     pub.publish(f"{uid}/a", b"a", qos=1)
     pub.publish(f"{uid}/b", b"b", qos=1)
     ma, mb = sub.expect_messages(2)
@@ -190,13 +163,10 @@ def test_v5_subscription_identifier_is_sent_with_matching_messages(broker, clien
 
 
 def test_unsubscribe_stops_delivery(broker, clients, version, uid):
-    sub = clients(broker, f"s-{uid}", version)
-    sub.connect()
-    sub.subscribe(f"{uid}/t", qos=1)
+    sub = clients.subscriber(broker, f"s-{uid}", version, f"{uid}/t", qos=1)
     sub.subscribe(f"{uid}/keep", qos=1)
     sub.unsubscribe(f"{uid}/t")
-    pub = clients(broker, f"p-{uid}", version)
-    pub.connect()
+    pub = clients.connected(broker, f"p-{uid}", version)
     pub.publish(f"{uid}/t", b"gone", qos=1)
     pub.publish(f"{uid}/keep", b"kept", qos=1)
     assert sub.expect_message().payload == b"kept"
@@ -204,37 +174,28 @@ def test_unsubscribe_stops_delivery(broker, clients, version, uid):
 
 
 def test_unsubscribe_filter_must_match_the_subscription_literally(broker, clients, version, uid):
-    sub = clients(broker, f"s-{uid}", version)
-    sub.connect()
-    sub.subscribe(f"{uid}/+", qos=1)
+    sub = clients.subscriber(broker, f"s-{uid}", version, f"{uid}/+", qos=1)
     sub.unsubscribe(f"{uid}/x")  # not the same filter: the wildcard subscription stays
-    pub = clients(broker, f"p-{uid}", version)
-    pub.connect()
+    pub = clients.connected(broker, f"p-{uid}", version)
     pub.publish(f"{uid}/x", b"still", qos=1)
     assert sub.expect_message().payload == b"still"
 
 
 def test_v5_unsuback_reason_codes_report_success_and_no_subscription_existed(broker, clients, uid):
-    sub = clients(broker, f"s-{uid}", 5)
-    sub.connect()
-    sub.subscribe(f"{uid}/a", qos=1)
+    sub = clients.subscriber(broker, f"s-{uid}", 5, f"{uid}/a", qos=1)
     codes = sub.unsubscribe([f"{uid}/a", f"{uid}/never"])
     assert codes == [0x00, 0x11]
 
 
 def test_v311_unsubscribe_of_unknown_filter_is_still_acknowledged(broker, clients, uid):
-    sub = clients(broker, f"s-{uid}", 4)
-    sub.connect()
+    sub = clients.connected(broker, f"s-{uid}", 4)
     sub.unsubscribe(f"{uid}/never")  # waits for UNSUBACK
 
 
 def test_subscribing_again_replaces_the_subscription_qos(broker, clients, version, uid):
-    sub = clients(broker, f"s-{uid}", version)
-    sub.connect()
-    sub.subscribe(f"{uid}/t", qos=2)
+    sub = clients.subscriber(broker, f"s-{uid}", version, f"{uid}/t", qos=2)
     sub.subscribe(f"{uid}/t", qos=0)
-    pub = clients(broker, f"p-{uid}", version)
-    pub.connect()
+    pub = clients.connected(broker, f"p-{uid}", version)
     pub.publish(f"{uid}/t", b"x", qos=2)
     m = sub.expect_message()
     assert m.qos == 0
@@ -242,8 +203,7 @@ def test_subscribing_again_replaces_the_subscription_qos(broker, clients, versio
 
 
 def test_suback_grants_the_requested_qos_for_each_filter(broker, clients, version, uid):
-    sub = clients(broker, f"s-{uid}", version)
-    sub.connect()
+    sub = clients.connected(broker, f"s-{uid}", version)
     if version == 5:
         from paho.mqtt.subscribeoptions import SubscribeOptions
         filters = [(f"{uid}/{q}", SubscribeOptions(qos=q)) for q in (0, 1, 2)]
@@ -256,12 +216,9 @@ def test_v5_client_with_shared_and_plain_subscription_gets_one_copy_for_each(bro
     """MQTT 5 section 4.8.2: a copy by virtue of the non-shared subscription, and the group's copy
     (its only member), never more."""
     version = 5
-    m = clients(broker, f"m-{uid}", version)
-    m.connect()
-    m.subscribe(f"$share/g/{uid}/t", qos=1)
+    m = clients.subscriber(broker, f"m-{uid}", version, f"$share/g/{uid}/t", qos=1)
     m.subscribe(f"{uid}/t", qos=1)
-    pub = clients(broker, f"p-{uid}", version)
-    pub.connect()
+    pub = clients.connected(broker, f"p-{uid}", version)
     pub.publish(f"{uid}/t", b"two", qos=1)
     got = [x.payload for x in m.expect_messages(2)]
     assert got == [b"two", b"two"]
@@ -270,19 +227,14 @@ def test_v5_client_with_shared_and_plain_subscription_gets_one_copy_for_each(bro
 
 @pytest.mark.mosquitto_deviation("2.0.11 sends retained messages to a new shared subscription (MQTT 5 3.3.1.3: only non-shared subscriptions get them)")
 def test_v5_retained_messages_are_not_sent_to_a_new_shared_subscription(broker, clients, uid):
-    pub = clients(broker, f"p-{uid}", 5)
-    pub.connect()
+    pub = clients.connected(broker, f"p-{uid}", 5)
     pub.publish(f"{uid}/s/x", b"retained", qos=1, retain=True)
-    m = clients(broker, f"m-{uid}", 5)
-    m.connect()
-    m.subscribe(f"$share/g/{uid}/s/+", qos=1)
+    m = clients.subscriber(broker, f"m-{uid}", 5, f"$share/g/{uid}/s/+", qos=1)
     m.expect_no_message(0.5)  # MQTT 5 3.3.1.3: retained messages go to new non-shared subscriptions
     pub.publish(f"{uid}/s/x", b"live", qos=1)
     assert m.expect_message().payload == b"live"
 
 
 def test_v5_shared_subscription_unsubscribe_reports_success(broker, clients, uid):
-    m = clients(broker, f"m-{uid}", 5)
-    m.connect()
-    m.subscribe(f"$share/g/{uid}/t", qos=1)
+    m = clients.subscriber(broker, f"m-{uid}", 5, f"$share/g/{uid}/t", qos=1)
     assert m.unsubscribe([f"$share/g/{uid}/t", f"$share/other/{uid}/t"]) == [0x00, 0x11]

@@ -12,16 +12,19 @@ pytestmark = pytest.mark.timeout(30)
 
 
 def _watch(broker, clients, uid, version=4, topic=None):
-    w = clients(broker, f"w-{uid}", version)
-    w.connect()
-    w.subscribe(topic or f"{uid}/will", qos=2)
-    return w
+    return clients.subscriber(broker, f"w-{uid}", version, topic or f"{uid}/will", qos=2)
+
+
+def _with_will(broker, clients, uid, version, payload, **will_kw):
+    """A client, not connected yet, whose will is `payload` on {uid}/will at QoS 1."""
+    c = clients(broker, f"c-{uid}", version)
+    c.will_set(f"{uid}/will", payload, qos=1, **will_kw)
+    return c
 
 
 def test_will_is_sent_when_the_connection_drops(broker, clients, version, uid):
     w = _watch(broker, clients, uid, version)
-    c = clients(broker, f"c-{uid}", version)
-    c.will_set(f"{uid}/will", b"lost", qos=1)
+    c = _with_will(broker, clients, uid, version, b"lost")
     c.connect()
     c.drop()
     msg = w.expect_message()
@@ -31,8 +34,7 @@ def test_will_is_sent_when_the_connection_drops(broker, clients, version, uid):
 
 def test_will_is_not_sent_on_a_normal_disconnect(broker, clients, version, uid):
     w = _watch(broker, clients, uid, version)
-    c = clients(broker, f"c-{uid}", version)
-    c.will_set(f"{uid}/will", b"should not", qos=1)
+    c = _with_will(broker, clients, uid, version, b"should not")
     c.connect()
     c.disconnect()
     w.expect_no_message(1.0)
@@ -60,8 +62,7 @@ def test_will_is_sent_when_the_broker_closes_the_connection_for_a_protocol_error
 
 def test_v5_will_is_sent_on_disconnect_with_reason_0x04(broker, clients, uid):
     w = _watch(broker, clients, uid, 5)
-    c = clients(broker, f"c-{uid}", 5)
-    c.will_set(f"{uid}/will", b"as asked", qos=1)
+    c = _with_will(broker, clients, uid, 5, b"as asked")
     c.connect()
     c.disconnect(reason=0x04)
     assert w.expect_message().payload == b"as asked"
@@ -69,8 +70,7 @@ def test_v5_will_is_sent_on_disconnect_with_reason_0x04(broker, clients, uid):
 
 def test_v5_will_is_not_sent_on_disconnect_with_reason_0x00(broker, clients, uid):
     w = _watch(broker, clients, uid, 5)
-    c = clients(broker, f"c-{uid}", 5)
-    c.will_set(f"{uid}/will", b"no", qos=1)
+    c = _with_will(broker, clients, uid, 5, b"no")
     c.connect()
     c.disconnect(reason=0x00)
     w.expect_no_message(1.0)
@@ -78,8 +78,7 @@ def test_v5_will_is_not_sent_on_disconnect_with_reason_0x00(broker, clients, uid
 
 def test_v5_will_delay_interval_delays_the_will(broker, clients, uid):
     w = _watch(broker, clients, uid, 5)
-    c = clients(broker, f"c-{uid}", 5)
-    c.will_set(f"{uid}/will", b"late", qos=1, properties=props("WILLMESSAGE", WillDelayInterval=2))
+    c = _with_will(broker, clients, uid, 5, b"late", properties=props("WILLMESSAGE", WillDelayInterval=2))
     c.connect(properties=props("CONNECT", SessionExpiryInterval=60))
     dropped = time.monotonic()
     c.drop()
@@ -92,8 +91,7 @@ def test_v5_will_delay_interval_delays_the_will(broker, clients, uid):
 
 def test_v5_reconnect_within_will_delay_cancels_the_will(broker, clients, uid):
     w = _watch(broker, clients, uid, 5)
-    c = clients(broker, f"c-{uid}", 5)
-    c.will_set(f"{uid}/will", b"cancelled", qos=1, properties=props("WILLMESSAGE", WillDelayInterval=2))
+    c = _with_will(broker, clients, uid, 5, b"cancelled", properties=props("WILLMESSAGE", WillDelayInterval=2))
     c.connect(properties=props("CONNECT", SessionExpiryInterval=60))
     c.drop()
     c2 = clients(broker, f"c-{uid}", 5)
@@ -103,8 +101,7 @@ def test_v5_reconnect_within_will_delay_cancels_the_will(broker, clients, uid):
 
 def test_v5_will_is_sent_when_session_expires_before_the_will_delay(broker, clients, uid):
     w = _watch(broker, clients, uid, 5)
-    c = clients(broker, f"c-{uid}", 5)
-    c.will_set(f"{uid}/will", b"session over", qos=1, properties=props("WILLMESSAGE", WillDelayInterval=60))
+    c = _with_will(broker, clients, uid, 5, b"session over", properties=props("WILLMESSAGE", WillDelayInterval=60))
     c.connect(properties=props("CONNECT", SessionExpiryInterval=1))
     c.drop()
     msg = w.expect_message(timeout=4)  # at session end (1 s), not after 60 s [MQTT-3.1.2-8]

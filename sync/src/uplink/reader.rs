@@ -117,16 +117,10 @@ impl Reader {
                 }
                 None
             }),
-            future::or(
-                async {
-                    smol::Timer::after(tick).await;
-                    None
-                },
-                async {
-                    stop.wait().await;
-                    None
-                },
-            ),
+            async {
+                stop.sleep(tick).await; // the tick or the stop, whichever comes first
+                None
+            },
         )
         .await;
         match ev {

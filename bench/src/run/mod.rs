@@ -1,37 +1,24 @@
 //! The publish/subscribe engine behind `throughput` and `latency`: N publishers (windowed QoS 1/2,
 //! optional fixed rate) and M subscribers on one executor; subscribers count every message with a
 //! `Tracker`, record publish-to-delivery latency in an HDR histogram, and the broker's RSS is sampled.
+//! This file connects the clients and turns their outcomes into a `RunResult`; `publisher.rs`
+//! and `subscriber.rs` hold the two sides (also used by the backlog benchmark).
+
+mod publisher;
+mod subscriber;
 
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use edge_mqtt::pid::PidAllocator;
 use hdrhistogram::Histogram;
-use mqtt_proto::{QoS, TopicName};
-use smol::{Executor, Timer};
+use mqtt_proto::QoS;
 
-use crate::conn::{watchdog, Conn, ConnectOpts, Incoming, Result, Version};
+use crate::conn::{Conn, ConnectOpts, Result, Version};
+use crate::executor::{block_on, EX};
 use crate::procmem;
 use crate::tracker::{self, Counts, Tracker};
-
-pub static EX: Executor<'static> = Executor::new();
-
-/// Runs `fut` on the shared executor with `threads` OS threads (the caller's thread included).
-pub fn block_on<T>(threads: usize, fut: impl std::future::Future<Output = T>) -> T {
-    let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
-    let handles: Vec<_> = (1..threads.max(1))
-        .map(|_| {
-            let rx = stop_rx.clone();
-            std::thread::spawn(move || smol::block_on(EX.run(rx.recv())))
-        })
-        .collect();
-    let out = smol::block_on(EX.run(fut));
-    drop(stop_tx);
-    for h in handles {
-        let _ = h.join();
-    }
-    out
-}
+pub(crate) use publisher::{publish_loop, PublishPlan};
+use publisher::{publisher, PubOut};
+pub(crate) use subscriber::{subscriber, SubOut};
 
 #[derive(Clone, Debug)]
 pub struct RunOpts {
@@ -122,19 +109,6 @@ pub fn split(total: u64, n: usize) -> Vec<u64> {
     (0..n64)
         .map(|i| total / n64 + u64::from(i < total % n64))
         .collect()
-}
-
-pub(crate) struct SubOut {
-    pub tracker: Tracker,
-    pub hist: Histogram<u64>,
-    pub last_ns: Option<u64>,
-    pub err: Option<String>,
-}
-
-struct PubOut {
-    done_ns: Option<u64>,
-    err: Option<String>,
-    rejected: u64,
 }
 
 pub fn run(o: RunOpts, threads: usize) -> RunResult {
@@ -242,9 +216,18 @@ async fn run_async(o: RunOpts) -> RunResult {
             let topic = topic_for(&prefix, fan_in, i);
             let window = rm.map_or(o.window, |r| o.window.min(r as usize)).max(1);
             let rate = o.rate.map(|r| r / o.publishers as f64);
-            EX.spawn(publisher(
-                c, i as u32, per_pub[i], topic, o.qos, o.payload, window, rate, start_ns, deadline,
-            ))
+            let plan = PublishPlan {
+                id: i as u32,
+                count: per_pub[i],
+                topic,
+                qos: o.qos,
+                payload_len: o.payload,
+                window,
+                rate,
+                start_ns,
+                deadline,
+            };
+            EX.spawn(publisher(c, plan))
         })
         .collect();
 
@@ -354,256 +337,6 @@ fn finish(
     }
 }
 
-pub(crate) async fn subscriber(mut c: Conn, mut tr: Tracker, deadline: Instant) -> SubOut {
-    let mut hist = new_histogram();
-    let mut last_ns = None;
-    let progress = c.watch();
-    let idle = c.io_timeout;
-    let body = receive(&mut c, &mut tr, &mut hist, &mut last_ns, deadline);
-    let r = futures_lite::future::or(body, async { Err(watchdog(progress, idle).await) }).await;
-    let err = r.err().map(|e| {
-        let got = tr.counts();
-        let (b, w) = (c.buffered(), c.pending_write());
-        format!(
-            "{e} (after {} of {} messages; {b} bytes undecoded, {w} unsent)",
-            got.unique, got.expected
-        )
-    });
-    c.unwatch();
-    c.close().await;
-    SubOut {
-        tracker: tr,
-        hist,
-        last_ns,
-        err,
-    }
-}
-
-async fn receive(
-    c: &mut Conn,
-    tr: &mut Tracker,
-    hist: &mut Histogram<u64>,
-    last_ns: &mut Option<u64>,
-    deadline: Instant,
-) -> Result<()> {
-    loop {
-        // Packets may already be buffered (e.g. queued PUBLISHes that arrived with the CONNACK).
-        while let Some(p) = c.try_next()? {
-            match p {
-                Incoming::Publish { qos, pid, payload } => {
-                    let now = tracker::now_ns();
-                    if let (_, Some(h)) = tr.record_payload(&payload) {
-                        let us = (now.saturating_sub(h.sent_ns) / 1000).max(1);
-                        let _ = hist.record(us);
-                        *last_ns = Some(now);
-                    }
-                    match (qos, pid) {
-                        (QoS::Level1, Some(pid)) => c.send_puback(pid)?,
-                        (QoS::Level2, Some(pid)) => c.send_pubrec(pid)?,
-                        _ => {}
-                    }
-                }
-                Incoming::Pubrel { pid } => c.send_pubcomp(pid)?,
-                Incoming::Disconnect { code } => {
-                    return Err(format!("broker sent DISCONNECT ({code:?})"))
-                }
-                _ => {}
-            }
-        }
-        c.flush().await?;
-        if tr.complete() {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            return Err("run deadline reached before every message arrived".into());
-        }
-        c.fill().await?;
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn publisher(
-    mut c: Conn,
-    id: u32,
-    count: u64,
-    topic: String,
-    qos: QoS,
-    payload_len: usize,
-    window: usize,
-    rate: Option<f64>,
-    start_ns: u64,
-    deadline: Instant,
-) -> PubOut {
-    let r = publish_loop(
-        &mut c,
-        id,
-        count,
-        &topic,
-        qos,
-        payload_len,
-        window,
-        rate,
-        start_ns,
-        deadline,
-    )
-    .await;
-    let done_ns = tracker::now_ns();
-    c.close().await;
-    match r {
-        Ok(rejected) => PubOut {
-            done_ns: Some(done_ns),
-            err: None,
-            rejected,
-        },
-        Err(e) => PubOut {
-            done_ns: None,
-            err: Some(e),
-            rejected: 0,
-        },
-    }
-}
-
-const BATCH_BYTES: usize = 64 * 1024;
-
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn publish_loop(
-    c: &mut Conn,
-    id: u32,
-    count: u64,
-    topic: &str,
-    qos: QoS,
-    payload_len: usize,
-    window: usize,
-    rate: Option<f64>,
-    start_ns: u64,
-    deadline: Instant,
-) -> Result<u64> {
-    let topic = TopicName::try_from(topic).map_err(|e| format!("topic: {e}"))?;
-    let payload_len = payload_len.max(tracker::HEADER_LEN);
-    let mut buf = vec![0u8; payload_len];
-    for (i, b) in buf.iter_mut().enumerate().skip(tracker::HEADER_LEN) {
-        *b = b'a' + (i % 26) as u8;
-    }
-    let mut in_use = vec![false; 65536];
-    let mut pids = PidAllocator::default();
-    let mut inflight = 0usize;
-    let mut seq = 0u64;
-    let mut rejected = 0u64;
-    let window = if qos == QoS::Level0 {
-        usize::MAX
-    } else {
-        window
-    };
-    // Refill as soon as any acknowledgement frees a slot. (Refilling only at half a window saves
-    // syscalls but stalls on brokers that leave Nagle on: their PUBACKs wait for our delayed ACK.)
-    let refill_at = window - 1;
-    while seq < count || inflight > 0 {
-        if Instant::now() > deadline {
-            return Err(format!(
-                "run deadline reached with {} unsent, {inflight} unacknowledged",
-                count - seq
-            ));
-        }
-        // Queue as many publishes as the window, the rate and the batch size allow.
-        let mut wait_until: Option<u64> = None;
-        let mut batch_full = false;
-        if inflight <= refill_at {
-            while seq < count && inflight < window {
-                if c.pending_write() >= BATCH_BYTES {
-                    batch_full = true;
-                    break;
-                }
-                if let Some(r) = rate {
-                    let due_ns = start_ns + (seq as f64 * 1e9 / r) as u64;
-                    if tracker::now_ns() < due_ns {
-                        wait_until = Some(due_ns);
-                        break;
-                    }
-                }
-                let pid = if qos == QoS::Level0 {
-                    0
-                } else {
-                    let pid = pids
-                        .next(|p| in_use[p as usize])
-                        .ok_or("all 65,535 packet ids in flight")?
-                        .value();
-                    in_use[pid as usize] = true;
-                    inflight += 1;
-                    pid
-                };
-                tracker::write_header(&mut buf, id, seq, tracker::now_ns());
-                c.send_publish(&topic, qos, pid, Bytes::copy_from_slice(&buf))?;
-                seq += 1;
-            }
-        }
-        c.flush().await?;
-        if qos == QoS::Level0 {
-            // Nothing to read back: let other tasks on this thread run.
-            futures_lite::future::yield_now().await;
-        }
-        if batch_full && inflight <= refill_at {
-            continue;
-        }
-        if inflight == 0 {
-            if let Some(t) = wait_until {
-                let now = tracker::now_ns();
-                if t > now {
-                    Timer::after(Duration::from_nanos(t - now)).await;
-                }
-            }
-            continue;
-        }
-        // Window full, rate-limited or done sending: wait for acknowledgements. With a rate
-        // limit and room in the window, do not block past the next due time.
-        let must_read = inflight > refill_at || seq >= count || wait_until.is_none();
-        if must_read {
-            c.fill().await?;
-        } else if let Some(t) = wait_until {
-            let now = tracker::now_ns();
-            let d = Duration::from_nanos(t.saturating_sub(now));
-            let got = futures_lite::future::or(async { Some(c.fill().await) }, async {
-                Timer::after(d).await;
-                None
-            })
-            .await;
-            if let Some(r) = got {
-                r?;
-            }
-        }
-        while let Some(p) = c.try_next()? {
-            match p {
-                Incoming::Puback { pid, ok } if qos == QoS::Level1 => {
-                    release(&mut in_use, &mut inflight, pid)?;
-                    if !ok {
-                        rejected += 1;
-                    }
-                }
-                Incoming::Pubrec { pid, ok } if qos == QoS::Level2 => {
-                    if !ok {
-                        rejected += 1;
-                        release(&mut in_use, &mut inflight, pid)?;
-                    } else {
-                        c.send_pubrel(pid)?;
-                    }
-                }
-                Incoming::Pubcomp { pid } if qos == QoS::Level2 => {
-                    release(&mut in_use, &mut inflight, pid)?
-                }
-                Incoming::Disconnect { code } => {
-                    return Err(format!("broker sent DISCONNECT ({code:?})"))
-                }
-                other @ (Incoming::Puback { .. }
-                | Incoming::Pubrec { .. }
-                | Incoming::Pubcomp { .. }) => {
-                    return Err(format!("unexpected {other:?} for QoS {}", qos as u8))
-                }
-                _ => {}
-            }
-        }
-    }
-    Ok(rejected)
-}
-
 /// Collapses repeated error messages into "message (xN)".
 fn dedup(errors: Vec<String>) -> Vec<String> {
     let mut out: Vec<(String, usize)> = Vec::new();
@@ -616,17 +349,6 @@ fn dedup(errors: Vec<String>) -> Vec<String> {
     out.into_iter()
         .map(|(m, n)| if n > 1 { format!("{m} (x{n})") } else { m })
         .collect()
-}
-
-fn release(in_use: &mut [bool], inflight: &mut usize, pid: u16) -> Result<()> {
-    if !in_use[pid as usize] {
-        return Err(format!(
-            "acknowledgement for packet id {pid} that is not in flight"
-        ));
-    }
-    in_use[pid as usize] = false;
-    *inflight -= 1;
-    Ok(())
 }
 
 #[cfg(test)]
