@@ -719,6 +719,20 @@ pub async fn within<T>(
     }
 }
 
+/// Runs a test body on a fresh default broker ([`Broker::start`]) in a tokio runtime of its own
+/// (the one `#[tokio::test]` would build), failing the test when the body takes longer than
+/// `limit`. The body owns the broker; it is stopped when the body ends.
+pub fn broker_test<F: Future<Output = ()>>(limit: Duration, body: impl FnOnce(Broker) -> F) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime for the test");
+    runtime.block_on(async {
+        let broker = Broker::start();
+        within(limit, "test", body(broker)).await
+    })
+}
+
 /// Events of one client connection, with a queue of those not consumed yet.
 pub struct Events<E> {
     rx: mpsc::UnboundedReceiver<Result<E, String>>,
@@ -804,7 +818,7 @@ impl<E: Debug> Events<E> {
 /// (`rumqttc::Event` for MQTT 3.1.1, `rumqttc::v5::Event` for 5.0).
 pub trait MqttEvent: Debug + Send + 'static {
     /// The PUBLISH packet of this version.
-    type Publish: Debug + Clone;
+    type Publish: Debug + Clone + ReceivedPublish;
     /// The PUBLISH of an incoming PUBLISH event.
     fn incoming_publish(&self) -> Option<&Self::Publish>;
     /// True when our DISCONNECT was written to the socket.
@@ -1133,11 +1147,127 @@ impl<C: ClientApi> Client<C> {
 }
 
 // ------------------------------------------------------------------------------------------
+// Either version, seen the same way
+// ------------------------------------------------------------------------------------------
+
+/// A received PUBLISH of either version, read the same way by the behaviours tested for both
+/// versions (QoS as `rumqttc::QoS`).
+pub trait ReceivedPublish {
+    fn topic(&self) -> String;
+    fn payload(&self) -> &[u8];
+    fn qos(&self) -> rumqttc::QoS;
+    fn retain(&self) -> bool;
+    fn dup(&self) -> bool;
+}
+
+impl ReceivedPublish for rumqttc::Publish {
+    fn topic(&self) -> String {
+        self.topic.clone()
+    }
+    fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+    fn qos(&self) -> rumqttc::QoS {
+        self.qos
+    }
+    fn retain(&self) -> bool {
+        self.retain
+    }
+    fn dup(&self) -> bool {
+        self.dup
+    }
+}
+
+impl ReceivedPublish for v5bytes::Publish {
+    fn topic(&self) -> String {
+        String::from_utf8(self.topic.to_vec()).expect("utf-8 topic")
+    }
+    fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+    fn qos(&self) -> rumqttc::QoS {
+        v3_qos(self.qos)
+    }
+    fn retain(&self) -> bool {
+        self.retain
+    }
+    fn dup(&self) -> bool {
+        self.dup
+    }
+}
+
+/// The MQTT 5 QoS as the MQTT 3.1.1 one (the same three levels).
+pub fn v3_qos(qos: rumqttc::v5::mqttbytes::QoS) -> rumqttc::QoS {
+    use rumqttc::v5::mqttbytes::QoS as Q5;
+    match qos {
+        Q5::AtMostOnce => rumqttc::QoS::AtMostOnce,
+        Q5::AtLeastOnce => rumqttc::QoS::AtLeastOnce,
+        Q5::ExactlyOnce => rumqttc::QoS::ExactlyOnce,
+    }
+}
+
+/// The MQTT 3.1.1 QoS as the MQTT 5 one.
+pub fn v5_qos(qos: rumqttc::QoS) -> rumqttc::v5::mqttbytes::QoS {
+    use rumqttc::v5::mqttbytes::QoS as Q5;
+    match qos {
+        rumqttc::QoS::AtMostOnce => Q5::AtMostOnce,
+        rumqttc::QoS::AtLeastOnce => Q5::AtLeastOnce,
+        rumqttc::QoS::ExactlyOnce => Q5::ExactlyOnce,
+    }
+}
+
+/// What a behaviour tested for both versions does with a client ([`V3Client`] or
+/// [`V5Client`]) besides the methods of [`Client`]: a clean connection, SUBSCRIBE, PUBLISH,
+/// with QoS as `rumqttc::QoS`. Generic code names the client `Client<C>` with
+/// `where Client<C>: AnyClient`; code of one version calls its own methods of the same names.
+pub trait AnyClient: Sized {
+    /// Connects `id` with a clean session (3.1.1) / clean start (5.0).
+    fn connect_clean(broker: &Broker, id: &str) -> impl Future<Output = Self>;
+    /// Subscribes and asserts the broker granted `qos`.
+    fn subscribe_ok(&mut self, filter: &str, qos: rumqttc::QoS) -> impl Future<Output = ()>;
+    /// Publishes and waits for the end of its flow.
+    fn publish(
+        &mut self,
+        topic: &str,
+        qos: rumqttc::QoS,
+        retain: bool,
+        payload: Vec<u8>,
+    ) -> impl Future<Output = ()>;
+}
+
+impl AnyClient for V3Client {
+    async fn connect_clean(broker: &Broker, id: &str) -> V3Client {
+        V3Client::connect(broker, id, true).await
+    }
+    async fn subscribe_ok(&mut self, filter: &str, qos: rumqttc::QoS) {
+        V3Client::subscribe_ok(self, filter, qos).await
+    }
+    async fn publish(&mut self, topic: &str, qos: rumqttc::QoS, retain: bool, payload: Vec<u8>) {
+        V3Client::publish(self, topic, qos, retain, payload).await
+    }
+}
+
+impl AnyClient for V5Client {
+    async fn connect_clean(broker: &Broker, id: &str) -> V5Client {
+        V5Client::connect(broker, id).await
+    }
+    async fn subscribe_ok(&mut self, filter: &str, qos: rumqttc::QoS) {
+        V5Client::subscribe_ok(self, filter, v5_qos(qos)).await
+    }
+    async fn publish(&mut self, topic: &str, qos: rumqttc::QoS, retain: bool, payload: Vec<u8>) {
+        V5Client::publish(self, topic, v5_qos(qos), retain, payload).await
+    }
+}
+
+// ------------------------------------------------------------------------------------------
 // MQTT 3.1.1 client
 // ------------------------------------------------------------------------------------------
 
+/// rumqttc's MQTT 3.1.1 client, the parameter of [`V3Client`] (and of generic tests).
+pub type V3Api = rumqttc::AsyncClient;
+
 /// A connected rumqttc MQTT 3.1.1 client.
-pub type V3Client = Client<rumqttc::AsyncClient>;
+pub type V3Client = Client<V3Api>;
 
 /// MQTT 3.1.1 options for `id` against `broker` (keep alive 30 s, 1 MiB packets).
 pub fn v3_options(broker: &Broker, id: &str, clean_session: bool) -> rumqttc::MqttOptions {
@@ -1244,8 +1374,11 @@ impl V3Client {
 
 pub use rumqttc::v5::mqttbytes::v5 as v5bytes;
 
+/// rumqttc's MQTT 5.0 client, the parameter of [`V5Client`] (and of generic tests).
+pub type V5Api = rumqttc::v5::AsyncClient;
+
 /// A connected rumqttc MQTT 5.0 client.
-pub type V5Client = Client<rumqttc::v5::AsyncClient>;
+pub type V5Client = Client<V5Api>;
 
 /// MQTT 5 options for `id` (keep alive 30 s, clean start, 1 MiB incoming packets).
 pub fn v5_options(broker: &Broker, id: &str) -> rumqttc::v5::MqttOptions {

@@ -5,8 +5,8 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use robustmq_edge_e2e::rumqttc::QoS;
 use edge_mqtt::frame::write_var_int;
+use robustmq_edge_e2e::rumqttc::QoS;
 use robustmq_edge_e2e::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
