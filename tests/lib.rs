@@ -1351,6 +1351,26 @@ impl V3Client {
             .await
     }
 
+    /// Publishes at QoS 1 a message the broker must refuse: MQTT 3.1.1 has no negative
+    /// PUBACK, so the broker closes the connection without acknowledging it. Panics, naming
+    /// `when`, if the connection stays open or a PUBACK arrives.
+    pub async fn publish_refused_by_close(&mut self, topic: &str, payload: Vec<u8>, when: &str) {
+        self.client
+            .publish(topic, rumqttc::QoS::AtLeastOnce, false, payload)
+            .await
+            .expect("queue PUBLISH");
+        if let Err(e) = self.events.wait_closed(WAIT).await {
+            panic!("v3.1.1 publisher not disconnected {when}: {e}");
+        }
+        let puback = self
+            .events
+            .try_wait_for(Duration::ZERO, |e| {
+                matches!(e, rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))).then_some(())
+            })
+            .await;
+        assert!(puback.is_err(), "v3.1.1 publisher got a PUBACK {when}");
+    }
+
     /// Publishes and waits for the end of its flow: the packet written (QoS 0), PUBACK
     /// (QoS 1) or PUBCOMP (QoS 2). Only one publish of this client may be outstanding.
     pub async fn publish(

@@ -63,13 +63,8 @@ fn unmatched_and_qos0_messages_follow_the_rules() {
     ob.capture(
         &txn,
         &LocalMessage {
-            topic: "a/x",
-            payload: b"loop",
-            qos: 1,
-            retain: false,
             user_properties: &[(edge_sync::DOWNLINK_MARKER.to_string(), "n1".to_string())],
-            content_type: None,
-            received_at_ms: now_ms(),
+            ..local_message("a/x", b"loop", 1, now_ms())
         },
     )
     .unwrap();
@@ -218,22 +213,7 @@ fn rollback_leaves_counters_and_records_untouched() {
     let c = cfg("[[forward]]\nfilter = \"#\"\n");
     let ob = Outbox::open(t.db.clone(), &c).unwrap();
     capture(&ob, &t.db, &[("a", b"1".to_vec(), 1)]);
-    let txn = t.db.begin_write().unwrap();
-    ob.capture(
-        &txn,
-        &LocalMessage {
-            topic: "a",
-            payload: b"2",
-            qos: 1,
-            retain: false,
-            user_properties: &[],
-            content_type: None,
-            received_at_ms: now_ms(),
-        },
-    )
-    .unwrap();
-    txn.abort().unwrap();
-    ob.committed(false);
+    capture_rolled_back(&ob, &t.db, "a", b"2");
     assert_eq!(ob.counters().backlog_messages, 1);
     capture(&ob, &t.db, &[("a", b"3".to_vec(), 1)]);
     assert_eq!(
@@ -285,19 +265,8 @@ fn open_time_does_not_grow_with_backlog() {
         let mut txn = t.db.begin_write().unwrap();
         txn.set_durability(redb::Durability::None).unwrap();
         for _ in 0..10_000 {
-            ob.capture(
-                &txn,
-                &LocalMessage {
-                    topic: "sensors/1/temp",
-                    payload: &p,
-                    qos: 1,
-                    retain: false,
-                    user_properties: &[],
-                    content_type: None,
-                    received_at_ms: now_ms(),
-                },
-            )
-            .unwrap();
+            ob.capture(&txn, &local_message("sensors/1/temp", &p, 1, now_ms()))
+                .unwrap();
         }
         txn.commit().unwrap();
         ob.committed(true);

@@ -122,21 +122,7 @@ fn a_rolled_back_transaction_changes_no_rule_state() {
     let t = TestDb::new();
     let rule = "[[forward]]\nfilter = \"line/#\"\ndeadband = { field = \"v\", absolute = 1.0 }\n";
     let ob = Outbox::open(t.db.clone(), &cfg(rule)).unwrap();
-    {
-        let txn = t.db.begin_write().unwrap();
-        let m = edge_sync::LocalMessage {
-            topic: "line/a",
-            payload: b"{\"v\":5}",
-            qos: 1,
-            retain: false,
-            user_properties: &[],
-            content_type: None,
-            received_at_ms: now_ms(),
-        };
-        ob.capture(&txn, &m).unwrap();
-        txn.abort().unwrap();
-        ob.committed(false);
-    }
+    capture_rolled_back(&ob, &t.db, "line/a", b"{\"v\":5}");
     assert_eq!(ob.rule_stats()[0].messages_in, 0);
     // The aborted value was not remembered: 5.5 is the topic's first value and is sent.
     capture(&ob, &t.db, &[("line/a", b"{\"v\":5.5}".to_vec(), 1)]);

@@ -29,14 +29,33 @@ fn buffered_json(ob: &Outbox) -> Vec<(String, Value)> {
     out
 }
 
+/// The readings of one window, in order, from which the test computes the aggregates the rule
+/// should report.
 #[derive(Default, Debug)]
-struct Exp {
-    n: u64,
-    min: f64,
-    max: f64,
-    sum: f64,
-    first: f64,
-    last: f64,
+struct Exp(Vec<f64>);
+
+impl Exp {
+    fn add(&mut self, v: f64) {
+        self.0.push(v);
+    }
+    fn n(&self) -> u64 {
+        self.0.len() as u64
+    }
+    fn min(&self) -> f64 {
+        self.0.iter().copied().fold(f64::INFINITY, f64::min)
+    }
+    fn max(&self) -> f64 {
+        self.0.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+    }
+    fn sum(&self) -> f64 {
+        self.0.iter().sum()
+    }
+    fn first(&self) -> f64 {
+        self.0[0]
+    }
+    fn last(&self) -> f64 {
+        self.0[self.0.len() - 1]
+    }
 }
 
 fn close(a: &Value, b: f64) -> bool {
@@ -58,15 +77,9 @@ fn ten_thousand_readings_give_the_right_aggregates() {
             let at = t0 + (i / 10) as u64 * 7;
             let temp = ((i * 37) % 1000) as f64 / 10.0 - 20.0;
             let topic = format!("line/s{sensor}/v");
-            let e = exp.entry((topic.clone(), at - at % 1000)).or_default();
-            if e.n == 0 {
-                (e.min, e.max, e.first) = (temp, temp, temp);
-            }
-            e.n += 1;
-            e.min = e.min.min(temp);
-            e.max = e.max.max(temp);
-            e.sum += temp;
-            e.last = temp;
+            exp.entry((topic.clone(), at - at % 1000))
+                .or_default()
+                .add(temp);
             msgs.push((topic, at, format!("{{\"temp\":{temp},\"rpm\":{i}}}")));
         }
         // Each reading in its own broker-like transaction, at its own time.
@@ -88,19 +101,22 @@ fn ten_thousand_readings_give_the_right_aggregates() {
         assert_eq!(v["window_end_ms"].as_u64().unwrap(), start + 1000);
         let e = &exp[&(local, start)];
         let f = &v["fields"]["temp"];
-        assert_eq!(v["messages"].as_u64().unwrap(), e.n);
-        assert_eq!(f["count"].as_u64().unwrap(), e.n);
-        assert!(close(&f["min"], e.min) && close(&f["max"], e.max), "{v}");
+        assert_eq!(v["messages"].as_u64().unwrap(), e.n());
+        assert_eq!(f["count"].as_u64().unwrap(), e.n());
         assert!(
-            close(&f["sum"], e.sum) && close(&f["avg"], e.sum / e.n as f64),
+            close(&f["min"], e.min()) && close(&f["max"], e.max()),
             "{v}"
         );
         assert!(
-            close(&f["first"], e.first) && close(&f["last"], e.last),
+            close(&f["sum"], e.sum()) && close(&f["avg"], e.sum() / e.n() as f64),
             "{v}"
         );
-        assert_eq!(v["fields"]["rpm"]["count"].as_u64().unwrap(), e.n);
-        total += e.n;
+        assert!(
+            close(&f["first"], e.first()) && close(&f["last"], e.last()),
+            "{v}"
+        );
+        assert_eq!(v["fields"]["rpm"]["count"].as_u64().unwrap(), e.n());
+        total += e.n();
     }
     assert_eq!(total, 10_000);
     let s = &ob.rule_stats()[0];
@@ -184,15 +200,9 @@ fn group_by_level_aggregates_a_line_of_sensors_per_second() {
         for s in 0..1000u64 {
             let line = format!("factory/line{}", s % 10);
             let temp = ((s * 7 + tick * 13) % 100) as f64 / 4.0;
-            let e = exp.entry((line.clone(), at - at % 1000)).or_default();
-            if e.n == 0 {
-                (e.min, e.max, e.first) = (temp, temp, temp);
-            }
-            e.n += 1;
-            e.min = e.min.min(temp);
-            e.max = e.max.max(temp);
-            e.sum += temp;
-            e.last = temp;
+            exp.entry((line.clone(), at - at % 1000))
+                .or_default()
+                .add(temp);
             msgs.push((
                 format!("{line}/sensor{s:04}/temp"),
                 format!("{{\"temp\":{temp}}}"),
@@ -215,11 +225,14 @@ fn group_by_level_aggregates_a_line_of_sensors_per_second() {
         let e = &exp[&(group, v["window_start_ms"].as_u64().unwrap())];
         assert_eq!(v["messages"].as_u64().unwrap(), 1000);
         let f = &v["fields"]["temp"];
-        assert_eq!(f["count"].as_u64().unwrap(), e.n);
-        assert!(close(&f["min"], e.min) && close(&f["max"], e.max), "{v}");
-        assert!(close(&f["avg"], e.sum / e.n as f64), "{v}");
+        assert_eq!(f["count"].as_u64().unwrap(), e.n());
         assert!(
-            close(&f["first"], e.first) && close(&f["last"], e.last),
+            close(&f["min"], e.min()) && close(&f["max"], e.max()),
+            "{v}"
+        );
+        assert!(close(&f["avg"], e.sum() / e.n() as f64), "{v}");
+        assert!(
+            close(&f["first"], e.first()) && close(&f["last"], e.last()),
             "{v}"
         );
     }

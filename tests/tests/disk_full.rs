@@ -248,25 +248,8 @@ async fn full_disk_refuses_qos1_and_qos2_keeps_qos0_flowing_and_recovers_without
 
     // MQTT 3.1.1: no negative PUBACK, so the connection is closed without one.
     let mut v3 = V3Client::connect(&broker, &unique("pub3"), true).await;
-    v3.client
-        .publish("data/v3", rumqttc::QoS::AtLeastOnce, false, payload(90_002))
-        .await
-        .expect("queue PUBLISH");
-    v3.events
-        .wait_closed(WAIT)
-        .await
-        .expect("v3.1.1 publisher not disconnected while the disk is full");
-    assert!(
-        v3.events
-            .try_wait_for(Duration::ZERO, |e| matches!(
-                e,
-                rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))
-            )
-            .then_some(()))
-            .await
-            .is_err(),
-        "v3.1.1 publisher got a PUBACK while the disk was full"
-    );
+    v3.publish_refused_by_close("data/v3", payload(90_002), "while the disk is full")
+        .await;
 
     // A persistent session cannot be stored: its CONNECT is refused, not left waiting.
     let mut persistent = v5_options(&broker, &unique("persist5"));
@@ -315,14 +298,11 @@ async fn full_disk_refuses_qos1_and_qos2_keeps_qos0_flowing_and_recovers_without
     // Accepted again.
     let next = stuck.0 + 3;
     let pkid = send_qos1(&mut other, &format!("data/{next}"), payload(next)).await;
-    let reason = other
-        .events
-        .wait_for("PUBACK after space returned", WAIT, |e| match e {
-            V5Event::Incoming(V5Packet::PubAck(a)) if a.pkid == pkid => Some(a.reason),
-            _ => None,
-        })
-        .await;
-    assert_eq!(reason, PubAckReason::Success);
+    assert_eq!(
+        puback_of(&mut other, pkid, WAIT).await,
+        Some(PubAckReason::Success),
+        "PUBACK after space returned"
+    );
     acked.push(next);
     assert_eq!(disk_metric(http, "robustmq_edge_storage_disk_full"), 0);
     assert_eq!(

@@ -118,6 +118,22 @@ async fn publish_v5(v5: &mut V5Client, i: usize) -> v5bytes::PubAckReason {
         .await
 }
 
+/// The edge forwarding by `rules` straight to mosquitto on 127.0.0.1:`port` (no proxy, no
+/// pacing), returned once its status reports the link connected.
+async fn start_edge_connected(port: u16, rules: &str) -> Broker {
+    let edge = start_edge(edge_config(
+        "",
+        &format!("tcp://127.0.0.1:{port}"),
+        UNPACED,
+        rules,
+    ));
+    wait_status(edge.data_dir(), "link connected", WAIT, |s| {
+        json_str(s, "link_state").as_deref() == Some("connected")
+    })
+    .await;
+    edge
+}
+
 // ------------------------------------------------------------------------------------------
 // Tests
 // ------------------------------------------------------------------------------------------
@@ -130,16 +146,7 @@ async fn online_forwarding_maps_topics_keeps_order_and_tags_every_message() {
         "{SENSORS}[[sync.forward]]\nfilter = \"plant/#\"\nqos = 2\n\
          replace_prefix = {{ from = \"plant/\", to = \"site/{{node_id}}/\" }}\n"
     );
-    let edge = start_edge(edge_config(
-        "",
-        &format!("tcp://127.0.0.1:{}", mq.port),
-        UNPACED,
-        &rules,
-    ));
-    wait_status(edge.data_dir(), "link connected", WAIT, |s| {
-        json_str(s, "link_state").as_deref() == Some("connected")
-    })
-    .await;
+    let edge = start_edge_connected(mq.port, &rules).await;
 
     // 200 QoS 1 messages from an MQTT 3.1.1 publisher.
     publish_all(edge.port(), "sensors/temp", 0..200, 0).await;
@@ -488,25 +495,12 @@ async fn full_backlog_under_reject_new_refuses_v5_with_0x97_and_disconnects_v311
     }
     // MQTT 3.1.1 has no negative PUBACK: the publisher is disconnected, never acknowledged.
     let mut v3 = V3Client::connect(&edge, &unique("rej3"), true).await;
-    v3.client
-        .publish("sensors/cap", QoS::AtLeastOnce, false, payload(2000, 100))
-        .await
-        .expect("queue PUBLISH");
-    v3.events
-        .wait_closed(WAIT)
-        .await
-        .expect("v3.1.1 publisher not disconnected on a full reject_new outbox");
-    assert!(
-        v3.events
-            .try_wait_for(Duration::ZERO, |e| matches!(
-                e,
-                rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))
-            )
-            .then_some(()))
-            .await
-            .is_err(),
-        "v3.1.1 publisher got a PUBACK for a refused message"
-    );
+    v3.publish_refused_by_close(
+        "sensors/cap",
+        payload(2000, 100),
+        "on a full reject_new outbox",
+    )
+    .await;
     let s = wait_status(edge.data_dir(), "rejections counted", WAIT, |s| {
         json_u64(s, "rejected") >= 5
     })
@@ -928,16 +922,7 @@ async fn scheduled_rule_waits_for_its_window_while_live_traffic_flows() {
         hms(open_s),
         hms(open_s + 3600)
     );
-    let edge = start_edge(edge_config(
-        "",
-        &format!("tcp://127.0.0.1:{}", mq.port),
-        UNPACED,
-        &rules,
-    ));
-    wait_status(edge.data_dir(), "link connected", WAIT, |s| {
-        json_str(s, "link_state").as_deref() == Some("connected")
-    })
-    .await;
+    let edge = start_edge_connected(mq.port, &rules).await;
     publish_all(edge.port(), "logs/app", 0..100, 0).await;
     publish_all(edge.port(), "sensors/temp", 100..200, 0).await;
     obs.wait("live readings", WAIT, |g| {

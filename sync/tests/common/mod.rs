@@ -76,27 +76,39 @@ pub fn capture(ob: &Outbox, db: &redb::Database, msgs: &[(&str, Vec<u8>, u8)]) {
     capture_at(ob, db, msgs, now_ms());
 }
 
+/// A local message as the broker hands it to the outbox: not retained, no properties.
+pub fn local_message<'a>(topic: &'a str, payload: &'a [u8], qos: u8, at: u64) -> LocalMessage<'a> {
+    LocalMessage {
+        topic,
+        payload,
+        qos,
+        retain: false,
+        user_properties: &[],
+        content_type: None,
+        received_at_ms: at,
+    }
+}
+
+/// Captures messages `(topic, payload, qos)` received at `at` (ms) in one broker-like
+/// transaction.
 pub fn capture_at(ob: &Outbox, db: &redb::Database, msgs: &[(&str, Vec<u8>, u8)], at: u64) {
     let txn = db.begin_write().unwrap();
     for (t, p, q) in msgs {
         if ob.wants(t, *q) && ob.admit(t, p.len()).is_ok() {
-            ob.capture(
-                &txn,
-                &LocalMessage {
-                    topic: t,
-                    payload: p,
-                    qos: *q,
-                    retain: false,
-                    user_properties: &[],
-                    content_type: None,
-                    received_at_ms: at,
-                },
-            )
-            .unwrap();
+            ob.capture(&txn, &local_message(t, p, *q, at)).unwrap();
         }
     }
     txn.commit().unwrap();
     ob.committed(true);
+}
+
+/// Captures one QoS 1 message in a broker transaction that is then rolled back.
+pub fn capture_rolled_back(ob: &Outbox, db: &redb::Database, topic: &str, payload: &[u8]) {
+    let txn = db.begin_write().unwrap();
+    ob.capture(&txn, &local_message(topic, payload, 1, now_ms()))
+        .unwrap();
+    txn.abort().unwrap();
+    ob.committed(false);
 }
 
 /// `count` messages on `topic`, payload `i` as text, captured in batches of 500.
