@@ -821,13 +821,31 @@ pub trait MqttEvent: Debug + Send + 'static {
     type Publish: Debug + Clone + ReceivedPublish;
     /// The PUBLISH of an incoming PUBLISH event.
     fn incoming_publish(&self) -> Option<&Self::Publish>;
-    /// True when our DISCONNECT was written to the socket.
-    fn is_outgoing_disconnect(&self) -> bool;
-    /// True for the event ending a publish flow at QoS `qos`: the PUBLISH written (0),
-    /// PUBACK (1), PUBCOMP (2).
-    fn ends_publish_flow(&self, qos: u8) -> bool;
+    /// What an outgoing event wrote (the same type for both versions).
+    fn outgoing(&self) -> Option<&rumqttc::Outgoing>;
+    /// True for an incoming PUBCOMP.
+    fn is_incoming_pubcomp(&self) -> bool;
     /// For an incoming PUBACK: Ok, or Err describing a failure reason code.
     fn puback(&self) -> Option<Result<(), String>>;
+    /// The UNSUBACK packet of this version.
+    type UnsubAck: Debug + Clone;
+    /// The UNSUBACK of an incoming UNSUBACK event.
+    fn unsuback(&self) -> Option<Self::UnsubAck>;
+
+    /// True when our DISCONNECT was written to the socket.
+    fn is_outgoing_disconnect(&self) -> bool {
+        matches!(self.outgoing(), Some(rumqttc::Outgoing::Disconnect))
+    }
+
+    /// True for the event ending a publish flow at QoS `qos`: the PUBLISH written (0),
+    /// PUBACK (1), PUBCOMP (2).
+    fn ends_publish_flow(&self, qos: u8) -> bool {
+        match qos {
+            0 => matches!(self.outgoing(), Some(rumqttc::Outgoing::Publish(_))),
+            1 => self.puback().is_some(),
+            _ => self.is_incoming_pubcomp(),
+        }
+    }
 }
 
 impl MqttEvent for rumqttc::Event {
@@ -840,21 +858,23 @@ impl MqttEvent for rumqttc::Event {
         }
     }
 
-    fn is_outgoing_disconnect(&self) -> bool {
-        matches!(
-            self,
-            rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect)
-        )
+    fn outgoing(&self) -> Option<&rumqttc::Outgoing> {
+        match self {
+            rumqttc::Event::Outgoing(o) => Some(o),
+            _ => None,
+        }
     }
 
-    fn ends_publish_flow(&self, qos: u8) -> bool {
-        use rumqttc::{Event, Outgoing, Packet};
-        matches!(
-            (qos, self),
-            (0, Event::Outgoing(Outgoing::Publish(_)))
-                | (1, Event::Incoming(Packet::PubAck(_)))
-                | (2, Event::Incoming(Packet::PubComp(_)))
-        )
+    fn is_incoming_pubcomp(&self) -> bool {
+        matches!(self, rumqttc::Event::Incoming(rumqttc::Packet::PubComp(_)))
+    }
+
+    type UnsubAck = rumqttc::UnsubAck;
+    fn unsuback(&self) -> Option<rumqttc::UnsubAck> {
+        match self {
+            rumqttc::Event::Incoming(rumqttc::Packet::UnsubAck(u)) => Some(u.clone()),
+            _ => None,
+        }
     }
 
     fn puback(&self) -> Option<Result<(), String>> {
@@ -875,22 +895,23 @@ impl MqttEvent for rumqttc::v5::Event {
         }
     }
 
-    fn is_outgoing_disconnect(&self) -> bool {
-        matches!(
-            self,
-            rumqttc::v5::Event::Outgoing(rumqttc::Outgoing::Disconnect)
-        )
+    fn outgoing(&self) -> Option<&rumqttc::Outgoing> {
+        match self {
+            rumqttc::v5::Event::Outgoing(o) => Some(o),
+            _ => None,
+        }
     }
 
-    fn ends_publish_flow(&self, qos: u8) -> bool {
-        use rumqttc::v5::Event;
-        use rumqttc::Outgoing;
-        matches!(
-            (qos, self),
-            (0, Event::Outgoing(Outgoing::Publish(_)))
-                | (1, Event::Incoming(V5Packet::PubAck(_)))
-                | (2, Event::Incoming(V5Packet::PubComp(_)))
-        )
+    fn is_incoming_pubcomp(&self) -> bool {
+        matches!(self, rumqttc::v5::Event::Incoming(V5Packet::PubComp(_)))
+    }
+
+    type UnsubAck = v5bytes::UnsubAck;
+    fn unsuback(&self) -> Option<v5bytes::UnsubAck> {
+        match self {
+            rumqttc::v5::Event::Incoming(V5Packet::UnsubAck(u)) => Some(u.clone()),
+            _ => None,
+        }
     }
 
     fn puback(&self) -> Option<Result<(), String>> {
@@ -1057,6 +1078,8 @@ pub trait ClientApi: Send + 'static {
     fn publish_qos1(&self, topic: &str, payload: Vec<u8>) -> impl Future<Output = ()> + Send;
     /// Queues DISCONNECT.
     fn queue_disconnect(&self) -> impl Future<Output = ()> + Send;
+    /// Queues UNSUBSCRIBE from `filter`.
+    fn queue_unsubscribe(&self, filter: &str) -> impl Future<Output = ()> + Send;
 }
 
 impl ClientApi for rumqttc::AsyncClient {
@@ -1069,6 +1092,9 @@ impl ClientApi for rumqttc::AsyncClient {
     }
     async fn queue_disconnect(&self) {
         self.disconnect().await.expect("queue DISCONNECT")
+    }
+    async fn queue_unsubscribe(&self, filter: &str) {
+        self.unsubscribe(filter).await.expect("queue UNSUBSCRIBE")
     }
 }
 
@@ -1087,6 +1113,9 @@ impl ClientApi for rumqttc::v5::AsyncClient {
     }
     async fn queue_disconnect(&self) {
         self.disconnect().await.expect("queue DISCONNECT")
+    }
+    async fn queue_unsubscribe(&self, filter: &str) {
+        self.unsubscribe(filter).await.expect("queue UNSUBSCRIBE")
     }
 }
 
@@ -1122,6 +1151,14 @@ impl<C: ClientApi> Client<C> {
     /// Asserts no PUBLISH arrives within `limit`.
     pub async fn expect_no_publish(&mut self, limit: Duration, context: &str) {
         self.events.expect_no_publish(limit, context).await
+    }
+
+    /// Unsubscribes from `filter` and returns the UNSUBACK.
+    pub async fn unsubscribe(&mut self, filter: &str) -> <C::Event as MqttEvent>::UnsubAck {
+        self.client.queue_unsubscribe(filter).await;
+        self.events
+            .wait_for(&format!("UNSUBACK for {filter}"), WAIT, |e| e.unsuback())
+            .await
     }
 
     /// Sends DISCONNECT, then closes the connection as the spec asks of clients.
@@ -1338,19 +1375,6 @@ impl V3Client {
         );
     }
 
-    pub async fn unsubscribe(&mut self, filter: &str) {
-        self.client
-            .unsubscribe(filter)
-            .await
-            .expect("queue UNSUBSCRIBE");
-        self.events
-            .wait_for(&format!("UNSUBACK for {filter}"), WAIT, |e| match e {
-                rumqttc::Event::Incoming(rumqttc::Packet::UnsubAck(_)) => Some(()),
-                _ => None,
-            })
-            .await
-    }
-
     /// Publishes at QoS 1 a message the broker must refuse: MQTT 3.1.1 has no negative
     /// PUBACK, so the broker closes the connection without acknowledging it. Panics, naming
     /// `when`, if the connection stays open or a PUBACK arrives.
@@ -1472,19 +1496,6 @@ impl V5Client {
             vec![v5bytes::SubscribeReasonCode::Success(qos)],
             "SUBACK for {filter}"
         );
-    }
-
-    pub async fn unsubscribe(&mut self, filter: &str) -> v5bytes::UnsubAck {
-        self.client
-            .unsubscribe(filter)
-            .await
-            .expect("queue UNSUBSCRIBE");
-        self.events
-            .wait_for(&format!("UNSUBACK for {filter}"), WAIT, |e| match e {
-                rumqttc::v5::Event::Incoming(V5Packet::UnsubAck(u)) => Some(u.clone()),
-                _ => None,
-            })
-            .await
     }
 
     /// Publishes with properties and waits for the end of its flow (see [`V3Client::publish`]).

@@ -149,6 +149,28 @@ async fn send(c: &mut V5Client, topic: &str, qos: Q5, body: Vec<u8>) -> u16 {
         .await
 }
 
+/// A persistent v5 session (expiry 1 h) subscribed to `data/#` at QoS 1, left offline to
+/// keep every message; returns its options for [`reconnect_keeper`].
+async fn keeper_session(broker: &Broker) -> rumqttc::v5::MqttOptions {
+    let mut opts = v5_options(broker, &unique("keeper"));
+    opts.set_session_expiry_interval(Some(3600));
+    let mut keeper = V5Client::connect_with(opts.clone()).await;
+    keeper.subscribe_ok("data/#", Q5::AtLeastOnce).await;
+    keeper.disconnect().await;
+    opts
+}
+
+/// Connects the keeper again, asserting its session (and so its queue) is still there.
+async fn reconnect_keeper(mut opts: rumqttc::v5::MqttOptions) -> V5Client {
+    opts.set_clean_start(false);
+    let keeper = V5Client::connect_with(opts).await;
+    assert!(
+        keeper.connack.session_present,
+        "the keeper's session was lost"
+    );
+    keeper
+}
+
 async fn puback_of(c: &mut V5Client, pkid: u16, limit: Duration) -> Option<PubAckReason> {
     c.events
         .try_wait_for(limit, |e| match e {
@@ -177,12 +199,7 @@ async fn full_disk_refuses_qos1_and_qos2_keeps_qos0_flowing_and_recovers_without
 
     // A persistent subscriber that is offline while the disk fills: every accepted message is
     // queued for it on disk. An online clean subscriber for the QoS 0 flow.
-    let keeper_id = unique("keeper");
-    let mut keeper_opts = v5_options(&broker, &keeper_id);
-    keeper_opts.set_session_expiry_interval(Some(3600));
-    let mut keeper = V5Client::connect_with(keeper_opts.clone()).await;
-    keeper.subscribe_ok("data/#", Q5::AtLeastOnce).await;
-    keeper.disconnect().await;
+    let keeper_opts = keeper_session(&broker).await;
     let mut live = V5Client::connect(&broker, &unique("live")).await;
     live.subscribe_ok("live/#", Q5::AtMostOnce).await;
 
@@ -316,12 +333,7 @@ async fn full_disk_refuses_qos1_and_qos2_keeps_qos0_flowing_and_recovers_without
     );
 
     // Every acknowledged message reaches the persistent subscriber, in order; no refused one.
-    keeper_opts.set_clean_start(false);
-    let mut keeper = V5Client::connect_with(keeper_opts).await;
-    assert!(
-        keeper.connack.session_present,
-        "the keeper's session was lost"
-    );
+    let mut keeper = reconnect_keeper(keeper_opts).await;
     let mut got = Vec::new();
     while got.len() < acked.len() {
         let p = keeper.recv(WAIT).await;
@@ -343,11 +355,7 @@ async fn stopping_while_the_disk_is_full_exits_cleanly_and_keeps_every_acknowled
     broker.stop();
     let fs = SmallFs::mount(broker.data_dir(), &std::env::temp_dir());
     broker.restart();
-    let mut keeper_opts = v5_options(&broker, &unique("keeper"));
-    keeper_opts.set_session_expiry_interval(Some(3600));
-    let mut keeper = V5Client::connect_with(keeper_opts.clone()).await;
-    keeper.subscribe_ok("data/#", Q5::AtLeastOnce).await;
-    keeper.disconnect().await;
+    let keeper_opts = keeper_session(&broker).await;
     let filler = fs.fill(256 << 10);
 
     let mut publisher = V5Client::connect(&broker, &unique("pub")).await;
@@ -373,12 +381,7 @@ async fn stopping_while_the_disk_is_full_exits_cleanly_and_keeps_every_acknowled
     // Space back, started again: the file is repaired and every acknowledged message is there.
     fs::remove_file(&filler).expect("remove filler");
     broker.restart();
-    keeper_opts.set_clean_start(false);
-    let mut keeper = V5Client::connect_with(keeper_opts).await;
-    assert!(
-        keeper.connack.session_present,
-        "the keeper's session was lost"
-    );
+    let mut keeper = reconnect_keeper(keeper_opts).await;
     let mut got = Vec::new();
     while let Some(p) = keeper.try_recv(Duration::from_secs(2)).await {
         got.push(number(&p.payload));
