@@ -1531,6 +1531,15 @@ impl V5Client {
     }
 }
 
+/// Asserts a connection attempt (the result of a `try_connect_with`) was refused with a
+/// reason naming `code` (e.g. `"NotAuthorized"`); `case` names the attempt in the failure.
+pub fn assert_refused<C>(attempt: Result<C, String>, code: &str, case: &str) {
+    match attempt {
+        Ok(_) => panic!("{case}: accepted, expected a refusal with {code}"),
+        Err(e) => assert!(e.contains(code), "{case}: expected {code}, got: {e}"),
+    }
+}
+
 /// `Vec<u8>` payloads "0".."n-1" used by the bulk tests.
 pub fn numbered_payloads(n: usize) -> Vec<Vec<u8>> {
     (0..n).map(|i| i.to_string().into_bytes()).collect()

@@ -30,7 +30,7 @@ fn start(
     cfg: SyncConfig,
     clock: &Arc<ManualClock>,
 ) -> (Arc<Outbox>, edge_sync::SyncHandle) {
-    let ob = Outbox::open(t.db.clone(), &cfg).unwrap();
+    let ob = t.outbox(&cfg);
     let h = start_with_clock(
         ob.clone(),
         cfg,

@@ -65,7 +65,7 @@ fn close(a: &Value, b: f64) -> bool {
 #[test]
 fn ten_thousand_readings_give_the_right_aggregates() {
     let t = TestDb::new();
-    let ob = Outbox::open(t.db.clone(), &cfg(RULE)).unwrap();
+    let ob = t.outbox(&cfg(RULE));
     let t0 = 1_700_000_000_000u64;
     let mut exp: BTreeMap<(String, u64), Exp> = BTreeMap::new();
     // 10 sensors, 1,000 readings each, one every 7 ms: ~7 windows per sensor.
@@ -128,15 +128,13 @@ fn ten_thousand_readings_give_the_right_aggregates() {
 fn windows_in_progress_survive_a_restart() {
     let t = TestDb::new();
     let c = cfg(RULE);
-    let ob = Outbox::open(t.db.clone(), &c).unwrap();
+    let ob = t.outbox(&c);
     let t0 = 1_700_000_000_000u64;
     for i in 0..10 {
         let p = format!("{{\"temp\":{i}}}").into_bytes();
         capture_at(&ob, &t.db, &[("line/a", p, 1)], t0 + i);
     }
-    drop(ob);
-    let t = t.reopen();
-    let ob = Outbox::open(t.db.clone(), &c).unwrap();
+    let (t, ob) = t.reopen_outbox(ob, &c);
     assert_eq!(ob.next_window_due(), t0 + 1000);
     capture_at(
         &ob,
@@ -191,7 +189,7 @@ fn group_by_level_aggregates_a_line_of_sensors_per_second() {
     let t = TestDb::new();
     let rule = "[[forward]]\nfilter = \"factory/#\"\n\
         window = { secs = 1, fields = [\"temp\"], group_by = \"level:2\", topic = \"agg/{topic}\" }\n";
-    let ob = Outbox::open(t.db.clone(), &cfg(rule)).unwrap();
+    let ob = t.outbox(&cfg(rule));
     let t0 = 1_700_000_000_000u64;
     let mut exp: BTreeMap<(String, u64), Exp> = BTreeMap::new();
     for tick in 0..30u64 {
@@ -247,7 +245,7 @@ fn grouped_windows_survive_a_restart() {
     let rule = "[[forward]]\nfilter = \"factory/#\"\n\
         window = { secs = 1, fields = [\"temp\"], group_by = \"{1}/{2}/{4}\" }\n";
     let c = cfg(rule);
-    let ob = Outbox::open(t.db.clone(), &c).unwrap();
+    let ob = t.outbox(&c);
     let t0 = 1_700_000_000_000u64;
     for i in 0..10u64 {
         let topic = format!("factory/l1/s{i}/temp");
@@ -258,9 +256,7 @@ fn grouped_windows_survive_a_restart() {
             t0 + i,
         );
     }
-    drop(ob);
-    let t = t.reopen();
-    let ob = Outbox::open(t.db.clone(), &c).unwrap();
+    let (t, ob) = t.reopen_outbox(ob, &c);
     capture_at(
         &ob,
         &t.db,

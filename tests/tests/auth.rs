@@ -122,26 +122,14 @@ fn v5(b: &Broker, id: &str, user: Option<(&str, &str)>) -> rumqttc::v5::MqttOpti
 }
 
 async fn refusals(b: &Broker) {
-    let e = V3Client::try_connect_with(v3(b, "x1", Some(("s1", "wrong"))))
-        .await
-        .err()
-        .expect("wrong password refused");
-    assert!(e.contains("BadUserNamePassword"), "v3 wrong password: {e}");
-    let e = V3Client::try_connect_with(v3(b, "x2", None))
-        .await
-        .err()
-        .expect("anonymous refused");
-    assert!(e.contains("NotAuthorized"), "v3 anonymous: {e}");
-    let e = V5Client::try_connect_with(v5(b, "x3", Some(("nobody", "x"))))
-        .await
-        .err()
-        .expect("unknown user refused");
-    assert!(e.contains("BadUserNamePassword"), "v5 unknown user: {e}");
-    let e = V5Client::try_connect_with(v5(b, "x4", None))
-        .await
-        .err()
-        .expect("anonymous refused");
-    assert!(e.contains("NotAuthorized"), "v5 anonymous: {e}");
+    let wrong_password = V3Client::try_connect_with(v3(b, "x1", Some(("s1", "wrong")))).await;
+    assert_refused(wrong_password, "BadUserNamePassword", "v3 wrong password");
+    let anonymous = V3Client::try_connect_with(v3(b, "x2", None)).await;
+    assert_refused(anonymous, "NotAuthorized", "v3 anonymous");
+    let unknown_user = V5Client::try_connect_with(v5(b, "x3", Some(("nobody", "x")))).await;
+    assert_refused(unknown_user, "BadUserNamePassword", "v5 unknown user");
+    let anonymous = V5Client::try_connect_with(v5(b, "x4", None)).await;
+    assert_refused(anonymous, "NotAuthorized", "v5 anonymous");
 }
 
 #[tokio::test]

@@ -271,16 +271,16 @@ async fn full_disk_refuses_qos1_and_qos2_keeps_qos0_flowing_and_recovers_without
     // A persistent session cannot be stored: its CONNECT is refused, not left waiting.
     let mut persistent = v5_options(&broker, &unique("persist5"));
     persistent.set_session_expiry_interval(Some(600));
-    let err = V5Client::try_connect_with(persistent)
-        .await
-        .err()
-        .expect("a v5 persistent session was accepted while the disk is full");
-    assert!(err.contains("QuotaExceeded"), "{err}");
-    let err = V3Client::try_connect_with(v3_options(&broker, &unique("persist3"), false))
-        .await
-        .err()
-        .expect("a v3.1.1 persistent session was accepted while the disk is full");
-    assert!(err.contains("ServiceUnavailable"), "{err}");
+    assert_refused(
+        V5Client::try_connect_with(persistent).await,
+        "QuotaExceeded",
+        "a v5 persistent session while the disk is full",
+    );
+    assert_refused(
+        V3Client::try_connect_with(v3_options(&broker, &unique("persist3"), false)).await,
+        "ServiceUnavailable",
+        "a v3.1.1 persistent session while the disk is full",
+    );
 
     // QoS 0 keeps flowing to the online subscriber.
     send(&mut other, "live/t", Q5::AtMostOnce, b"still here".to_vec()).await;

@@ -586,21 +586,15 @@ async fn downlink_delivers_with_qos_and_retain_and_never_loops_back_up() {
     o.set_keep_alive(Duration::from_secs(30))
         .set_clean_start(true);
     let mut cloud = V5Client::connect_with(o).await;
-    // Until the edge's upstream subscription is in place, probes are lost: send them until one
-    // comes down.
-    let t = Instant::now();
-    loop {
-        cloud
-            .publish("cmd/gw1/probe", Q5::AtMostOnce, false, "p")
-            .await;
-        if local.try_recv(Duration::from_millis(200)).await.is_some() {
-            break;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(15),
-            "downlink never delivered a probe"
-        );
-    }
+    probe_downlink(
+        &mut cloud,
+        &mut local,
+        "cmd/gw1/probe",
+        Q5::AtMostOnce,
+        Duration::from_millis(200),
+        Duration::from_secs(15),
+    )
+    .await;
 
     cloud
         .publish("cmd/gw1/reboot", Q5::AtLeastOnce, true, "now")

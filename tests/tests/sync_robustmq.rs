@@ -706,17 +706,15 @@ async fn downlink_carries_robustmq_commands_to_local_subscribers() {
     let mut o = observer_options(rmq.port);
     o.set_credentials(USER, PASSWORD);
     let mut cloud = V5Client::connect_with(o).await;
-    // The edge subscribes upstream right after its CONNACK: probe until one comes down.
-    let t = Instant::now();
-    loop {
-        cloud
-            .publish("cmd/rmq-cmd/probe", Q5::AtLeastOnce, false, "p")
-            .await;
-        if local.try_recv(Duration::from_millis(500)).await.is_some() {
-            break;
-        }
-        assert!(t.elapsed() < LONG, "downlink never delivered a probe");
-    }
+    probe_downlink(
+        &mut cloud,
+        &mut local,
+        "cmd/rmq-cmd/probe",
+        Q5::AtLeastOnce,
+        Duration::from_millis(500),
+        LONG,
+    )
+    .await;
 
     cloud
         .publish("cmd/rmq-cmd/reboot", Q5::AtLeastOnce, false, "now")

@@ -34,6 +34,17 @@ impl TestDb {
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
+    /// The outbox on this database for `cfg`.
+    pub fn outbox(&self, cfg: &SyncConfig) -> Arc<Outbox> {
+        Outbox::open(self.db.clone(), cfg).unwrap()
+    }
+    /// A restart: drops `ob` and the database, opens both again from the file.
+    pub fn reopen_outbox(self, ob: Arc<Outbox>, cfg: &SyncConfig) -> (TestDb, Arc<Outbox>) {
+        drop(ob);
+        let t = self.reopen();
+        let ob = t.outbox(cfg);
+        (t, ob)
+    }
     /// Drops the database (all Arcs must be gone) and opens it again.
     pub fn reopen(self) -> TestDb {
         let TestDb { dir, db } = self;
@@ -426,14 +437,19 @@ pub fn data_dir(p: &Path) -> PathBuf {
 
 /// Opens the outbox of `cfg` in `t` and starts sync on it with a collecting [`TestBus`].
 pub fn start_sync(t: &TestDb, cfg: SyncConfig) -> (Arc<Outbox>, edge_sync::SyncHandle) {
-    let ob = Outbox::open(t.db.clone(), &cfg).unwrap();
-    let h = edge_sync::start(
+    let ob = t.outbox(&cfg);
+    let h = start_uplink(t, &ob, cfg);
+    (ob, h)
+}
+
+/// Starts sync (uplink and downlink) on the outbox `ob` of `t`, with a test [`LocalBus`].
+pub fn start_uplink(t: &TestDb, ob: &Arc<Outbox>, cfg: SyncConfig) -> edge_sync::SyncHandle {
+    edge_sync::start(
         ob.clone(),
         cfg,
         t.path().to_path_buf(),
         Arc::new(TestBus::default()),
-    );
-    (ob, h)
+    )
 }
 
 /// Waits up to 10 s for the uplink to report `Connected`.

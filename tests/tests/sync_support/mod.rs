@@ -516,6 +516,27 @@ pub async fn publish_qos1(
     Published { acked, error }
 }
 
+/// Publishes probes (`qos`, payload "p") on `topic` from `cloud` until one comes down to
+/// `local` within `poll`, panicking after `limit`: the edge subscribes upstream only after its
+/// CONNACK, and probes sent before that are lost.
+pub async fn probe_downlink(
+    cloud: &mut V5Client,
+    local: &mut V5Client,
+    topic: &str,
+    qos: Q5,
+    poll: Duration,
+    limit: Duration,
+) {
+    let t = Instant::now();
+    loop {
+        cloud.publish(topic, qos, false, "p").await;
+        if local.try_recv(poll).await.is_some() {
+            return;
+        }
+        assert!(t.elapsed() < limit, "downlink never delivered a probe");
+    }
+}
+
 /// Publishes and asserts every message was acknowledged.
 pub async fn publish_all(port: u16, topic: &str, numbers: std::ops::Range<usize>, size: usize) {
     let n = numbers.len();
