@@ -1153,6 +1153,26 @@ impl<C: ClientApi> Client<C> {
         self.events.expect_no_publish(limit, context).await
     }
 
+    /// The topics and (UTF-8) payloads of the next `n` PUBLISHes, sorted; panics, naming the
+    /// receiver `who` and listing what came, when one does not arrive within `limit`.
+    pub async fn recv_sorted(
+        &mut self,
+        n: usize,
+        limit: Duration,
+        who: &str,
+    ) -> Vec<(String, String)> {
+        let mut got = Vec::new();
+        while got.len() < n {
+            let p = self
+                .try_recv(limit)
+                .await
+                .unwrap_or_else(|| panic!("{who} received only {got:?} of {n} messages"));
+            got.push((p.topic(), String::from_utf8_lossy(p.payload()).into_owned()));
+        }
+        got.sort();
+        got
+    }
+
     /// Unsubscribes from `filter` and returns the UNSUBACK.
     pub async fn unsubscribe(&mut self, filter: &str) -> <C::Event as MqttEvent>::UnsubAck {
         self.client.queue_unsubscribe(filter).await;

@@ -605,15 +605,11 @@ async fn downlink_delivers_with_qos_and_retain_and_never_loops_back_up() {
     cloud
         .publish("cmd/gw1/q2", Q5::ExactlyOnce, false, "two")
         .await;
-    let mut seen = HashMap::new();
-    while seen.len() < 3 {
-        let p = local.recv(WAIT).await;
-        let topic = String::from_utf8_lossy(&p.topic).into_owned();
-        if topic == "cmd/gw1/probe" {
-            continue;
-        }
-        seen.insert(topic, (p.qos, p.retain, p.payload.clone()));
-    }
+    let seen: HashMap<_, _> = recv_by_topic(&mut local, 3, "cmd/gw1/probe", WAIT)
+        .await
+        .into_iter()
+        .map(|(topic, p)| (topic, (p.qos, p.retain, p.payload)))
+        .collect();
     assert_eq!(
         seen["cmd/gw1/reboot"],
         (Q5::AtLeastOnce, true, Bytes::from("now"))
