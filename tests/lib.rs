@@ -1506,13 +1506,22 @@ impl V5Client {
             .await
     }
 
+    /// Subscribes to `filter` with default options and returns the SUBACK reason codes.
+    pub async fn subscribe(
+        &mut self,
+        filter: &str,
+        qos: rumqttc::v5::mqttbytes::QoS,
+    ) -> Vec<v5bytes::SubscribeReasonCode> {
+        self.subscribe_with(v5bytes::Filter::new(filter, qos), None)
+            .await
+            .return_codes
+    }
+
     /// Subscribes and asserts the broker granted `qos`.
     pub async fn subscribe_ok(&mut self, filter: &str, qos: rumqttc::v5::mqttbytes::QoS) {
-        let ack = self
-            .subscribe_with(v5bytes::Filter::new(filter, qos), None)
-            .await;
+        let codes = self.subscribe(filter, qos).await;
         assert_eq!(
-            ack.return_codes,
+            codes,
             vec![v5bytes::SubscribeReasonCode::Success(qos)],
             "SUBACK for {filter}"
         );

@@ -145,8 +145,7 @@ fn batch_keys_are_validated() {
 
 #[test]
 fn batches_reach_mosquitto_as_one_publish_each() {
-    let mq = Mosquitto::start();
-    let sub = Subscriber::start(mq.port, "batch/#");
+    let (mq, sub) = Mosquitto::with_subscriber("batch/#");
     let t = TestDb::new();
     let c = sync_cfg(
         mq.port,

@@ -158,8 +158,7 @@ fn latest_only_keeps_one_record_per_topic_across_restarts() {
 
 #[test]
 fn where_rule_end_to_end_delivers_only_out_of_range_readings() {
-    let mq = Mosquitto::start();
-    let sub = Subscriber::start(mq.port, "fridge/#");
+    let (mq, sub) = Mosquitto::with_subscriber("fridge/#");
     let t = TestDb::new();
     let c = sync_cfg(mq.port, WHERE_RULE);
     let (ob, h) = start_sync(&t, c);
@@ -186,8 +185,7 @@ fn where_rule_end_to_end_delivers_only_out_of_range_readings() {
 
 #[test]
 fn latest_only_during_an_outage_delivers_one_record_per_topic() {
-    let mq = Mosquitto::start();
-    let sub = Subscriber::start(mq.port, "stores/#");
+    let (mq, sub) = Mosquitto::with_subscriber("stores/#");
     let mut link = Proxy::new(mq.port);
     let t = TestDb::new();
     let rule =

@@ -32,8 +32,7 @@ fn assert_complete_in_order(got: &[Got], n: u64) {
 
 #[test]
 fn online_messages_are_forwarded_with_edge_msg_id() {
-    let mq = Mosquitto::start();
-    let sub = Subscriber::start(mq.port, "#");
+    let (mq, sub) = Mosquitto::with_subscriber("#");
     let t = TestDb::new();
     let c = sync_cfg(mq.port, FWD);
     let ob = t.outbox(&c);
@@ -68,8 +67,7 @@ fn online_messages_are_forwarded_with_edge_msg_id() {
 
 #[test]
 fn backlog_built_while_upstream_down_arrives_complete_and_in_order() {
-    let mq = Mosquitto::start();
-    let sub = Subscriber::start(mq.port, "stores/#");
+    let (mq, sub) = Mosquitto::with_subscriber("stores/#");
     let mut link = Proxy::new(mq.port);
     let t = TestDb::new();
     let c = sync_cfg(link.port, FWD);
@@ -92,8 +90,7 @@ fn backlog_built_while_upstream_down_arrives_complete_and_in_order() {
 
 #[test]
 fn link_cut_mid_drain_redelivers_with_no_id_missing() {
-    let mq = Mosquitto::start();
-    let sub = Subscriber::start(mq.port, "stores/#");
+    let (mq, sub) = Mosquitto::with_subscriber("stores/#");
     let mut link = Proxy::new(mq.port);
     let t = TestDb::new();
     // Paced so the cut lands in the middle of the drain.
@@ -121,8 +118,7 @@ fn link_cut_mid_drain_redelivers_with_no_id_missing() {
 
 #[test]
 fn restart_with_backlog_loses_nothing_and_counters_are_exact() {
-    let mq = Mosquitto::start();
-    let sub = Subscriber::start(mq.port, "stores/#");
+    let (mq, sub) = Mosquitto::with_subscriber("stores/#");
     let mut link = Proxy::new(mq.port);
     let t = TestDb::new();
     let c = sync_cfg(link.port, FWD);
@@ -165,8 +161,7 @@ fn status_of_a_stopped_broker_is_read_from_the_database() {
 
 #[test]
 fn pacing_caps_the_drain_rate() {
-    let mq = Mosquitto::start();
-    let sub = Subscriber::start(mq.port, "stores/#");
+    let (mq, sub) = Mosquitto::with_subscriber("stores/#");
     let t = TestDb::new();
     let mut c = sync_cfg(mq.port, FWD);
     c.max_messages_per_sec = 200;
@@ -187,8 +182,7 @@ fn pacing_caps_the_drain_rate() {
 
 #[test]
 fn high_priority_live_traffic_overtakes_a_low_priority_backlog() {
-    let mq = Mosquitto::start();
-    let sub = Subscriber::start(mq.port, "#");
+    let (mq, sub) = Mosquitto::with_subscriber("#");
     let mut link = Proxy::new(mq.port);
     let t = TestDb::new();
     let mut c = sync_cfg(
@@ -301,8 +295,7 @@ fn bad_credentials_give_a_clear_last_error() {
 
 #[test]
 fn mqtt311_protocol_forwards() {
-    let mq = Mosquitto::start();
-    let sub = Subscriber::start(mq.port, "stores/#");
+    let (mq, sub) = Mosquitto::with_subscriber("stores/#");
     let t = TestDb::new();
     let c = sync_cfg(mq.port, &format!("protocol = \"3.1.1\"\n{FWD}"));
     let ob = t.outbox(&c);

@@ -274,8 +274,7 @@ fn grouped_windows_survive_a_restart() {
 
 #[test]
 fn window_aggregates_reach_mosquitto() {
-    let mq = Mosquitto::start();
-    let sub = Subscriber::start(mq.port, "agg/#");
+    let (mq, sub) = Mosquitto::with_subscriber("agg/#");
     let t = TestDb::new();
     let c = sync_cfg(mq.port, RULE);
     let (ob, h) = start_sync(&t, c);

@@ -166,6 +166,13 @@ impl Mosquitto {
     pub fn start() -> Mosquitto {
         Mosquitto::start_on(free_port(), "")
     }
+    /// A fresh mosquitto and a `mosquitto_sub` on it reading `filter` (what reached the
+    /// upstream).
+    pub fn with_subscriber(filter: &str) -> (Mosquitto, Subscriber) {
+        let mq = Mosquitto::start();
+        let sub = Subscriber::start(mq.port, filter);
+        (mq, sub)
+    }
 }
 
 impl Drop for Mosquitto {
@@ -175,15 +182,12 @@ impl Drop for Mosquitto {
     }
 }
 
+/// Waits (up to 10 s) until something accepts TCP connections on 127.0.0.1:`port`.
 pub fn wait_port(port: u16) {
-    let t = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "port {port} never opened"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let open = wait_until(Duration::from_secs(10), || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    assert!(open, "port {port} never opened");
 }
 
 /// One received message as printed by `mosquitto_sub -F '%t|%P|%p'`.
