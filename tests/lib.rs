@@ -35,7 +35,10 @@
 //! [`V3Client`] and [`V5Client`] wrap rumqttc's MQTT 3.1.1 and 5.0 clients: a task polls the
 //! event loop and forwards every event; helpers wait, with a timeout, for the events a test
 //! expects, keeping the others for later waits. What the two share is written once, generic
-//! over [`MqttEvent`].
+//! over [`MqttEvent`] in [`Client`]; [`AnyClient`] and [`ReceivedPublish`] let one test body
+//! check a behaviour for both versions (`tests/tests/both_versions`).
+//!
+//! [`broker_test`] runs a test body on a fresh broker within a time limit.
 
 use std::collections::VecDeque;
 use std::fmt::Debug;
