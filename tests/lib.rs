@@ -1085,42 +1085,40 @@ pub trait ClientApi: Send + 'static {
     fn queue_unsubscribe(&self, filter: &str) -> impl Future<Output = ()> + Send;
 }
 
-impl ClientApi for rumqttc::AsyncClient {
-    type Event = rumqttc::Event;
-    type ConnAck = rumqttc::ConnAck;
-    async fn publish_qos1(&self, topic: &str, payload: Vec<u8>) {
-        self.publish(topic, rumqttc::QoS::AtLeastOnce, false, payload)
-            .await
-            .expect("queue PUBLISH")
-    }
-    async fn queue_disconnect(&self) {
-        self.disconnect().await.expect("queue DISCONNECT")
-    }
-    async fn queue_unsubscribe(&self, filter: &str) {
-        self.unsubscribe(filter).await.expect("queue UNSUBSCRIBE")
-    }
+/// `ClientApi` for one of rumqttc's two clients: their request methods have the same names and
+/// shapes, with the QoS type of their version.
+macro_rules! client_api {
+    ($client:ty, $event:ty, $connack:ty, $qos1:expr) => {
+        impl ClientApi for $client {
+            type Event = $event;
+            type ConnAck = $connack;
+            async fn publish_qos1(&self, topic: &str, payload: Vec<u8>) {
+                self.publish(topic, $qos1, false, payload)
+                    .await
+                    .expect("queue PUBLISH")
+            }
+            async fn queue_disconnect(&self) {
+                self.disconnect().await.expect("queue DISCONNECT")
+            }
+            async fn queue_unsubscribe(&self, filter: &str) {
+                self.unsubscribe(filter).await.expect("queue UNSUBSCRIBE")
+            }
+        }
+    };
 }
 
-impl ClientApi for rumqttc::v5::AsyncClient {
-    type Event = rumqttc::v5::Event;
-    type ConnAck = v5bytes::ConnAck;
-    async fn publish_qos1(&self, topic: &str, payload: Vec<u8>) {
-        self.publish(
-            topic,
-            rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
-            false,
-            payload,
-        )
-        .await
-        .expect("queue PUBLISH")
-    }
-    async fn queue_disconnect(&self) {
-        self.disconnect().await.expect("queue DISCONNECT")
-    }
-    async fn queue_unsubscribe(&self, filter: &str) {
-        self.unsubscribe(filter).await.expect("queue UNSUBSCRIBE")
-    }
-}
+client_api!(
+    rumqttc::AsyncClient,
+    rumqttc::Event,
+    rumqttc::ConnAck,
+    rumqttc::QoS::AtLeastOnce
+);
+client_api!(
+    rumqttc::v5::AsyncClient,
+    rumqttc::v5::Event,
+    v5bytes::ConnAck,
+    rumqttc::v5::mqttbytes::QoS::AtLeastOnce
+);
 
 /// A connected rumqttc client ([`V3Client`] or [`V5Client`]): the methods here are the same
 /// for both versions, those of one version are on its alias.
@@ -1342,6 +1340,17 @@ pub fn v3_options(broker: &Broker, id: &str, clean_session: bool) -> rumqttc::Mq
 impl V3Client {
     pub async fn connect(broker: &Broker, id: &str, clean_session: bool) -> V3Client {
         Self::connect_with(v3_options(broker, id, clean_session)).await
+    }
+
+    /// Connects `id` again with a persistent session (clean session 0) and asserts the broker
+    /// still had it (CONNACK session present), naming `context` when it did not.
+    pub async fn resume(broker: &Broker, id: &str, context: &str) -> V3Client {
+        let c = Self::connect(broker, id, false).await;
+        assert!(
+            c.connack.session_present,
+            "{context} (no session present for {id})"
+        );
+        c
     }
 
     /// Connects and waits for a successful CONNACK.

@@ -103,11 +103,12 @@ async fn qos1_messages_queued_for_an_offline_v311_session_survive_kill9() {
     broker.restart();
 
     within(TEST_LIMIT, "redelivery phase", async {
-        let mut sub = V3Client::connect(&broker, &sub_id, false).await;
-        assert!(
-            sub.connack.session_present,
-            "persistent session lost across {how}"
-        );
+        let mut sub = V3Client::resume(
+            &broker,
+            &sub_id,
+            &format!("persistent session lost across {how}"),
+        )
+        .await;
         let got = collect(&mut sub, N, Duration::from_secs(60)).await;
         got.assert_complete(N, &format!("v3.1.1 offline queue across {how}"));
     })
@@ -333,11 +334,12 @@ async fn every_acknowledged_message_survives_kill9_in_the_middle_of_a_publish_bu
     broker.restart();
 
     within(TEST_LIMIT, "redelivery", async {
-        let mut sub = V3Client::connect(&broker, &sub_id, false).await;
-        assert!(
-            sub.connack.session_present,
-            "persistent session lost across {how}"
-        );
+        let mut sub = V3Client::resume(
+            &broker,
+            &sub_id,
+            &format!("persistent session lost across {how}"),
+        )
+        .await;
         let mut got = Received::new();
         while let Some(p) = sub.try_recv(Duration::from_secs(2)).await {
             got.add(payload_number(&p.payload), p.dup);
@@ -394,11 +396,8 @@ async fn delivered_messages_are_not_redelivered_after_a_clean_restart() {
     }
     broker.restart();
     within(TEST_LIMIT, "after restart", async {
-        let mut sub = V3Client::connect(&broker, &sub_id, false).await;
-        assert!(
-            sub.connack.session_present,
-            "session kept across a clean restart"
-        );
+        let mut sub =
+            V3Client::resume(&broker, &sub_id, "session kept across a clean restart").await;
         sub.expect_no_publish(Duration::from_secs(1), "acknowledged deliveries came again")
             .await;
         // The subscription itself survived.

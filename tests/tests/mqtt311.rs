@@ -186,11 +186,7 @@ fn persistent_session_receives_qos1_messages_queued_while_offline() {
             .publish(&topic, QoS::AtMostOnce, false, "qos0-while-offline")
             .await;
 
-        let mut sub = V3Client::connect(&broker, &id, false).await;
-        assert!(
-            sub.connack.session_present,
-            "session must be present on reconnect"
-        );
+        let mut sub = V3Client::resume(&broker, &id, "session must be present on reconnect").await;
         let mut got = Vec::new();
         while let Some(p) = sub.try_recv(Duration::from_secs(1)).await {
             if p.qos == QoS::AtLeastOnce {
@@ -249,11 +245,7 @@ fn second_connection_with_the_same_client_id_takes_over_the_session() {
         let topic = unique("takeover-topic");
         let mut first = V3Client::connect(&broker, &id, false).await;
         first.subscribe_ok(&topic, QoS::AtLeastOnce).await;
-        let mut second = V3Client::connect(&broker, &id, false).await;
-        assert!(
-            second.connack.session_present,
-            "the taken-over session is kept"
-        );
+        let mut second = V3Client::resume(&broker, &id, "the taken-over session is kept").await;
         first
             .events
             .wait_closed(WAIT)

@@ -768,10 +768,16 @@ async fn tls_upstream_with_generated_ca_is_verified_and_forwards() {
     publish_all(edge.port(), "sensors/tls", 0..100, 0).await;
     let got = obs.wait_distinct(100, WAIT).await;
     check_delivery(&got, &range_set(0..100), &BTreeSet::new());
-    let s = sync_status(edge.data_dir());
+    // The status file is written every second: it may still be the one from before the link
+    // came up.
+    let upstream = format!("tls://127.0.0.1:{tls_port}");
+    let s = wait_status(edge.data_dir(), "TLS upstream in the status", WAIT, |s| {
+        json_str(s, "current_upstream").is_some()
+    })
+    .await;
     assert_eq!(
         json_str(&s, "current_upstream").as_deref(),
-        Some(format!("tls://127.0.0.1:{tls_port}").as_str()),
+        Some(upstream.as_str()),
         "{s}"
     );
 
