@@ -35,7 +35,10 @@
 //! [`V3Client`] and [`V5Client`] wrap rumqttc's MQTT 3.1.1 and 5.0 clients: a task polls the
 //! event loop and forwards every event; helpers wait, with a timeout, for the events a test
 //! expects, keeping the others for later waits. What the two share is written once, generic
-//! over [`MqttEvent`].
+//! over [`MqttEvent`] in [`Client`]; [`AnyClient`] and [`ReceivedPublish`] let one test body
+//! check a behaviour for both versions (`tests/tests/both_versions`).
+//!
+//! [`broker_test`] runs a test body on a fresh broker within a time limit.
 
 use std::collections::VecDeque;
 use std::fmt::Debug;
@@ -719,6 +722,20 @@ pub async fn within<T>(
     }
 }
 
+/// Runs a test body on a fresh default broker ([`Broker::start`]) in a tokio runtime of its own
+/// (the one `#[tokio::test]` would build), failing the test when the body takes longer than
+/// `limit`. The body owns the broker; it is stopped when the body ends.
+pub fn broker_test<F: Future<Output = ()>>(limit: Duration, body: impl FnOnce(Broker) -> F) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime for the test");
+    runtime.block_on(async {
+        let broker = Broker::start();
+        within(limit, "test", body(broker)).await
+    })
+}
+
 /// Events of one client connection, with a queue of those not consumed yet.
 pub struct Events<E> {
     rx: mpsc::UnboundedReceiver<Result<E, String>>,
@@ -804,16 +821,34 @@ impl<E: Debug> Events<E> {
 /// (`rumqttc::Event` for MQTT 3.1.1, `rumqttc::v5::Event` for 5.0).
 pub trait MqttEvent: Debug + Send + 'static {
     /// The PUBLISH packet of this version.
-    type Publish: Debug + Clone;
+    type Publish: Debug + Clone + ReceivedPublish;
     /// The PUBLISH of an incoming PUBLISH event.
     fn incoming_publish(&self) -> Option<&Self::Publish>;
-    /// True when our DISCONNECT was written to the socket.
-    fn is_outgoing_disconnect(&self) -> bool;
-    /// True for the event ending a publish flow at QoS `qos`: the PUBLISH written (0),
-    /// PUBACK (1), PUBCOMP (2).
-    fn ends_publish_flow(&self, qos: u8) -> bool;
+    /// What an outgoing event wrote (the same type for both versions).
+    fn outgoing(&self) -> Option<&rumqttc::Outgoing>;
+    /// True for an incoming PUBCOMP.
+    fn is_incoming_pubcomp(&self) -> bool;
     /// For an incoming PUBACK: Ok, or Err describing a failure reason code.
     fn puback(&self) -> Option<Result<(), String>>;
+    /// The UNSUBACK packet of this version.
+    type UnsubAck: Debug + Clone;
+    /// The UNSUBACK of an incoming UNSUBACK event.
+    fn unsuback(&self) -> Option<Self::UnsubAck>;
+
+    /// True when our DISCONNECT was written to the socket.
+    fn is_outgoing_disconnect(&self) -> bool {
+        matches!(self.outgoing(), Some(rumqttc::Outgoing::Disconnect))
+    }
+
+    /// True for the event ending a publish flow at QoS `qos`: the PUBLISH written (0),
+    /// PUBACK (1), PUBCOMP (2).
+    fn ends_publish_flow(&self, qos: u8) -> bool {
+        match qos {
+            0 => matches!(self.outgoing(), Some(rumqttc::Outgoing::Publish(_))),
+            1 => self.puback().is_some(),
+            _ => self.is_incoming_pubcomp(),
+        }
+    }
 }
 
 impl MqttEvent for rumqttc::Event {
@@ -826,21 +861,23 @@ impl MqttEvent for rumqttc::Event {
         }
     }
 
-    fn is_outgoing_disconnect(&self) -> bool {
-        matches!(
-            self,
-            rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect)
-        )
+    fn outgoing(&self) -> Option<&rumqttc::Outgoing> {
+        match self {
+            rumqttc::Event::Outgoing(o) => Some(o),
+            _ => None,
+        }
     }
 
-    fn ends_publish_flow(&self, qos: u8) -> bool {
-        use rumqttc::{Event, Outgoing, Packet};
-        matches!(
-            (qos, self),
-            (0, Event::Outgoing(Outgoing::Publish(_)))
-                | (1, Event::Incoming(Packet::PubAck(_)))
-                | (2, Event::Incoming(Packet::PubComp(_)))
-        )
+    fn is_incoming_pubcomp(&self) -> bool {
+        matches!(self, rumqttc::Event::Incoming(rumqttc::Packet::PubComp(_)))
+    }
+
+    type UnsubAck = rumqttc::UnsubAck;
+    fn unsuback(&self) -> Option<rumqttc::UnsubAck> {
+        match self {
+            rumqttc::Event::Incoming(rumqttc::Packet::UnsubAck(u)) => Some(u.clone()),
+            _ => None,
+        }
     }
 
     fn puback(&self) -> Option<Result<(), String>> {
@@ -861,22 +898,23 @@ impl MqttEvent for rumqttc::v5::Event {
         }
     }
 
-    fn is_outgoing_disconnect(&self) -> bool {
-        matches!(
-            self,
-            rumqttc::v5::Event::Outgoing(rumqttc::Outgoing::Disconnect)
-        )
+    fn outgoing(&self) -> Option<&rumqttc::Outgoing> {
+        match self {
+            rumqttc::v5::Event::Outgoing(o) => Some(o),
+            _ => None,
+        }
     }
 
-    fn ends_publish_flow(&self, qos: u8) -> bool {
-        use rumqttc::v5::Event;
-        use rumqttc::Outgoing;
-        matches!(
-            (qos, self),
-            (0, Event::Outgoing(Outgoing::Publish(_)))
-                | (1, Event::Incoming(V5Packet::PubAck(_)))
-                | (2, Event::Incoming(V5Packet::PubComp(_)))
-        )
+    fn is_incoming_pubcomp(&self) -> bool {
+        matches!(self, rumqttc::v5::Event::Incoming(V5Packet::PubComp(_)))
+    }
+
+    type UnsubAck = v5bytes::UnsubAck;
+    fn unsuback(&self) -> Option<v5bytes::UnsubAck> {
+        match self {
+            rumqttc::v5::Event::Incoming(V5Packet::UnsubAck(u)) => Some(u.clone()),
+            _ => None,
+        }
     }
 
     fn puback(&self) -> Option<Result<(), String>> {
@@ -1043,38 +1081,44 @@ pub trait ClientApi: Send + 'static {
     fn publish_qos1(&self, topic: &str, payload: Vec<u8>) -> impl Future<Output = ()> + Send;
     /// Queues DISCONNECT.
     fn queue_disconnect(&self) -> impl Future<Output = ()> + Send;
+    /// Queues UNSUBSCRIBE from `filter`.
+    fn queue_unsubscribe(&self, filter: &str) -> impl Future<Output = ()> + Send;
 }
 
-impl ClientApi for rumqttc::AsyncClient {
-    type Event = rumqttc::Event;
-    type ConnAck = rumqttc::ConnAck;
-    async fn publish_qos1(&self, topic: &str, payload: Vec<u8>) {
-        self.publish(topic, rumqttc::QoS::AtLeastOnce, false, payload)
-            .await
-            .expect("queue PUBLISH")
-    }
-    async fn queue_disconnect(&self) {
-        self.disconnect().await.expect("queue DISCONNECT")
-    }
+/// `ClientApi` for one of rumqttc's two clients: their request methods have the same names and
+/// shapes, with the QoS type of their version.
+macro_rules! client_api {
+    ($client:ty, $event:ty, $connack:ty, $qos1:expr) => {
+        impl ClientApi for $client {
+            type Event = $event;
+            type ConnAck = $connack;
+            async fn publish_qos1(&self, topic: &str, payload: Vec<u8>) {
+                self.publish(topic, $qos1, false, payload)
+                    .await
+                    .expect("queue PUBLISH")
+            }
+            async fn queue_disconnect(&self) {
+                self.disconnect().await.expect("queue DISCONNECT")
+            }
+            async fn queue_unsubscribe(&self, filter: &str) {
+                self.unsubscribe(filter).await.expect("queue UNSUBSCRIBE")
+            }
+        }
+    };
 }
 
-impl ClientApi for rumqttc::v5::AsyncClient {
-    type Event = rumqttc::v5::Event;
-    type ConnAck = v5bytes::ConnAck;
-    async fn publish_qos1(&self, topic: &str, payload: Vec<u8>) {
-        self.publish(
-            topic,
-            rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
-            false,
-            payload,
-        )
-        .await
-        .expect("queue PUBLISH")
-    }
-    async fn queue_disconnect(&self) {
-        self.disconnect().await.expect("queue DISCONNECT")
-    }
-}
+client_api!(
+    rumqttc::AsyncClient,
+    rumqttc::Event,
+    rumqttc::ConnAck,
+    rumqttc::QoS::AtLeastOnce
+);
+client_api!(
+    rumqttc::v5::AsyncClient,
+    rumqttc::v5::Event,
+    v5bytes::ConnAck,
+    rumqttc::v5::mqttbytes::QoS::AtLeastOnce
+);
 
 /// A connected rumqttc client ([`V3Client`] or [`V5Client`]): the methods here are the same
 /// for both versions, those of one version are on its alias.
@@ -1110,6 +1154,34 @@ impl<C: ClientApi> Client<C> {
         self.events.expect_no_publish(limit, context).await
     }
 
+    /// The topics and (UTF-8) payloads of the next `n` PUBLISHes, sorted; panics, naming the
+    /// receiver `who` and listing what came, when one does not arrive within `limit`.
+    pub async fn recv_sorted(
+        &mut self,
+        n: usize,
+        limit: Duration,
+        who: &str,
+    ) -> Vec<(String, String)> {
+        let mut got = Vec::new();
+        while got.len() < n {
+            let p = self
+                .try_recv(limit)
+                .await
+                .unwrap_or_else(|| panic!("{who} received only {got:?} of {n} messages"));
+            got.push((p.topic(), String::from_utf8_lossy(p.payload()).into_owned()));
+        }
+        got.sort();
+        got
+    }
+
+    /// Unsubscribes from `filter` and returns the UNSUBACK.
+    pub async fn unsubscribe(&mut self, filter: &str) -> <C::Event as MqttEvent>::UnsubAck {
+        self.client.queue_unsubscribe(filter).await;
+        self.events
+            .wait_for(&format!("UNSUBACK for {filter}"), WAIT, |e| e.unsuback())
+            .await
+    }
+
     /// Sends DISCONNECT, then closes the connection as the spec asks of clients.
     pub async fn disconnect(mut self) {
         self.client.queue_disconnect().await;
@@ -1133,11 +1205,127 @@ impl<C: ClientApi> Client<C> {
 }
 
 // ------------------------------------------------------------------------------------------
+// Either version, seen the same way
+// ------------------------------------------------------------------------------------------
+
+/// A received PUBLISH of either version, read the same way by the behaviours tested for both
+/// versions (QoS as `rumqttc::QoS`).
+pub trait ReceivedPublish {
+    fn topic(&self) -> String;
+    fn payload(&self) -> &[u8];
+    fn qos(&self) -> rumqttc::QoS;
+    fn retain(&self) -> bool;
+    fn dup(&self) -> bool;
+}
+
+impl ReceivedPublish for rumqttc::Publish {
+    fn topic(&self) -> String {
+        self.topic.clone()
+    }
+    fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+    fn qos(&self) -> rumqttc::QoS {
+        self.qos
+    }
+    fn retain(&self) -> bool {
+        self.retain
+    }
+    fn dup(&self) -> bool {
+        self.dup
+    }
+}
+
+impl ReceivedPublish for v5bytes::Publish {
+    fn topic(&self) -> String {
+        String::from_utf8(self.topic.to_vec()).expect("utf-8 topic")
+    }
+    fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+    fn qos(&self) -> rumqttc::QoS {
+        v3_qos(self.qos)
+    }
+    fn retain(&self) -> bool {
+        self.retain
+    }
+    fn dup(&self) -> bool {
+        self.dup
+    }
+}
+
+/// The MQTT 5 QoS as the MQTT 3.1.1 one (the same three levels).
+pub fn v3_qos(qos: rumqttc::v5::mqttbytes::QoS) -> rumqttc::QoS {
+    use rumqttc::v5::mqttbytes::QoS as Q5;
+    match qos {
+        Q5::AtMostOnce => rumqttc::QoS::AtMostOnce,
+        Q5::AtLeastOnce => rumqttc::QoS::AtLeastOnce,
+        Q5::ExactlyOnce => rumqttc::QoS::ExactlyOnce,
+    }
+}
+
+/// The MQTT 3.1.1 QoS as the MQTT 5 one.
+pub fn v5_qos(qos: rumqttc::QoS) -> rumqttc::v5::mqttbytes::QoS {
+    use rumqttc::v5::mqttbytes::QoS as Q5;
+    match qos {
+        rumqttc::QoS::AtMostOnce => Q5::AtMostOnce,
+        rumqttc::QoS::AtLeastOnce => Q5::AtLeastOnce,
+        rumqttc::QoS::ExactlyOnce => Q5::ExactlyOnce,
+    }
+}
+
+/// What a behaviour tested for both versions does with a client ([`V3Client`] or
+/// [`V5Client`]) besides the methods of [`Client`]: a clean connection, SUBSCRIBE, PUBLISH,
+/// with QoS as `rumqttc::QoS`. Generic code names the client `Client<C>` with
+/// `where Client<C>: AnyClient`; code of one version calls its own methods of the same names.
+pub trait AnyClient: Sized {
+    /// Connects `id` with a clean session (3.1.1) / clean start (5.0).
+    fn connect_clean(broker: &Broker, id: &str) -> impl Future<Output = Self>;
+    /// Subscribes and asserts the broker granted `qos`.
+    fn subscribe_ok(&mut self, filter: &str, qos: rumqttc::QoS) -> impl Future<Output = ()>;
+    /// Publishes and waits for the end of its flow.
+    fn publish(
+        &mut self,
+        topic: &str,
+        qos: rumqttc::QoS,
+        retain: bool,
+        payload: Vec<u8>,
+    ) -> impl Future<Output = ()>;
+}
+
+impl AnyClient for V3Client {
+    async fn connect_clean(broker: &Broker, id: &str) -> V3Client {
+        V3Client::connect(broker, id, true).await
+    }
+    async fn subscribe_ok(&mut self, filter: &str, qos: rumqttc::QoS) {
+        V3Client::subscribe_ok(self, filter, qos).await
+    }
+    async fn publish(&mut self, topic: &str, qos: rumqttc::QoS, retain: bool, payload: Vec<u8>) {
+        V3Client::publish(self, topic, qos, retain, payload).await
+    }
+}
+
+impl AnyClient for V5Client {
+    async fn connect_clean(broker: &Broker, id: &str) -> V5Client {
+        V5Client::connect(broker, id).await
+    }
+    async fn subscribe_ok(&mut self, filter: &str, qos: rumqttc::QoS) {
+        V5Client::subscribe_ok(self, filter, v5_qos(qos)).await
+    }
+    async fn publish(&mut self, topic: &str, qos: rumqttc::QoS, retain: bool, payload: Vec<u8>) {
+        V5Client::publish(self, topic, v5_qos(qos), retain, payload).await
+    }
+}
+
+// ------------------------------------------------------------------------------------------
 // MQTT 3.1.1 client
 // ------------------------------------------------------------------------------------------
 
+/// rumqttc's MQTT 3.1.1 client, the parameter of [`V3Client`] (and of generic tests).
+pub type V3Api = rumqttc::AsyncClient;
+
 /// A connected rumqttc MQTT 3.1.1 client.
-pub type V3Client = Client<rumqttc::AsyncClient>;
+pub type V3Client = Client<V3Api>;
 
 /// MQTT 3.1.1 options for `id` against `broker` (keep alive 30 s, 1 MiB packets).
 pub fn v3_options(broker: &Broker, id: &str, clean_session: bool) -> rumqttc::MqttOptions {
@@ -1152,6 +1340,17 @@ pub fn v3_options(broker: &Broker, id: &str, clean_session: bool) -> rumqttc::Mq
 impl V3Client {
     pub async fn connect(broker: &Broker, id: &str, clean_session: bool) -> V3Client {
         Self::connect_with(v3_options(broker, id, clean_session)).await
+    }
+
+    /// Connects `id` again with a persistent session (clean session 0) and asserts the broker
+    /// still had it (CONNACK session present), naming `context` when it did not.
+    pub async fn resume(broker: &Broker, id: &str, context: &str) -> V3Client {
+        let c = Self::connect(broker, id, false).await;
+        assert!(
+            c.connack.session_present,
+            "{context} (no session present for {id})"
+        );
+        c
     }
 
     /// Connects and waits for a successful CONNACK.
@@ -1208,17 +1407,24 @@ impl V3Client {
         );
     }
 
-    pub async fn unsubscribe(&mut self, filter: &str) {
+    /// Publishes at QoS 1 a message the broker must refuse: MQTT 3.1.1 has no negative
+    /// PUBACK, so the broker closes the connection without acknowledging it. Panics, naming
+    /// `when`, if the connection stays open or a PUBACK arrives.
+    pub async fn publish_refused_by_close(&mut self, topic: &str, payload: Vec<u8>, when: &str) {
         self.client
-            .unsubscribe(filter)
+            .publish(topic, rumqttc::QoS::AtLeastOnce, false, payload)
             .await
-            .expect("queue UNSUBSCRIBE");
-        self.events
-            .wait_for(&format!("UNSUBACK for {filter}"), WAIT, |e| match e {
-                rumqttc::Event::Incoming(rumqttc::Packet::UnsubAck(_)) => Some(()),
-                _ => None,
+            .expect("queue PUBLISH");
+        if let Err(e) = self.events.wait_closed(WAIT).await {
+            panic!("v3.1.1 publisher not disconnected {when}: {e}");
+        }
+        let puback = self
+            .events
+            .try_wait_for(Duration::ZERO, |e| {
+                matches!(e, rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))).then_some(())
             })
-            .await
+            .await;
+        assert!(puback.is_err(), "v3.1.1 publisher got a PUBACK {when}");
     }
 
     /// Publishes and waits for the end of its flow: the packet written (QoS 0), PUBACK
@@ -1244,8 +1450,11 @@ impl V3Client {
 
 pub use rumqttc::v5::mqttbytes::v5 as v5bytes;
 
+/// rumqttc's MQTT 5.0 client, the parameter of [`V5Client`] (and of generic tests).
+pub type V5Api = rumqttc::v5::AsyncClient;
+
 /// A connected rumqttc MQTT 5.0 client.
-pub type V5Client = Client<rumqttc::v5::AsyncClient>;
+pub type V5Client = Client<V5Api>;
 
 /// MQTT 5 options for `id` (keep alive 30 s, clean start, 1 MiB incoming packets).
 pub fn v5_options(broker: &Broker, id: &str) -> rumqttc::v5::MqttOptions {
@@ -1309,29 +1518,25 @@ impl V5Client {
             .await
     }
 
+    /// Subscribes to `filter` with default options and returns the SUBACK reason codes.
+    pub async fn subscribe(
+        &mut self,
+        filter: &str,
+        qos: rumqttc::v5::mqttbytes::QoS,
+    ) -> Vec<v5bytes::SubscribeReasonCode> {
+        self.subscribe_with(v5bytes::Filter::new(filter, qos), None)
+            .await
+            .return_codes
+    }
+
     /// Subscribes and asserts the broker granted `qos`.
     pub async fn subscribe_ok(&mut self, filter: &str, qos: rumqttc::v5::mqttbytes::QoS) {
-        let ack = self
-            .subscribe_with(v5bytes::Filter::new(filter, qos), None)
-            .await;
+        let codes = self.subscribe(filter, qos).await;
         assert_eq!(
-            ack.return_codes,
+            codes,
             vec![v5bytes::SubscribeReasonCode::Success(qos)],
             "SUBACK for {filter}"
         );
-    }
-
-    pub async fn unsubscribe(&mut self, filter: &str) -> v5bytes::UnsubAck {
-        self.client
-            .unsubscribe(filter)
-            .await
-            .expect("queue UNSUBSCRIBE");
-        self.events
-            .wait_for(&format!("UNSUBACK for {filter}"), WAIT, |e| match e {
-                rumqttc::v5::Event::Incoming(V5Packet::UnsubAck(u)) => Some(u.clone()),
-                _ => None,
-            })
-            .await
     }
 
     /// Publishes with properties and waits for the end of its flow (see [`V3Client::publish`]).
@@ -1364,6 +1569,15 @@ impl V5Client {
         payload: impl Into<Bytes>,
     ) {
         self.publish_with(topic, qos, retain, payload, None).await
+    }
+}
+
+/// Asserts a connection attempt (the result of a `try_connect_with`) was refused with a
+/// reason naming `code` (e.g. `"NotAuthorized"`); `case` names the attempt in the failure.
+pub fn assert_refused<C>(attempt: Result<C, String>, code: &str, case: &str) {
+    match attempt {
+        Ok(_) => panic!("{case}: accepted, expected a refusal with {code}"),
+        Err(e) => assert!(e.contains(code), "{case}: expected {code}, got: {e}"),
     }
 }
 

@@ -4,7 +4,7 @@
 //! Without mosquitto installed each test prints why it skips; with CI set it fails instead.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 
 use robustmq_edge::auth::acl::{Access, Acl, ClientIdentity};
 use robustmq_edge::auth::password_file::{HashKind, PasswordFile};
+
+mod common;
+use common::free_port;
 
 const MOSQUITTO: &str = "/usr/sbin/mosquitto";
 const MOSQUITTO_PASSWD: &str = "/usr/bin/mosquitto_passwd";
@@ -63,14 +66,6 @@ fn edge_passwd(args: &[&str], stdin: &str) -> Output {
         .write_all(stdin.as_bytes())
         .unwrap();
     child.wait_with_output().unwrap()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A mosquitto broker on 127.0.0.1, stopped on drop.

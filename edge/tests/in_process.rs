@@ -10,6 +10,9 @@ use std::time::Duration;
 use robustmq_edge::config::{Config, ListenerConfig};
 use robustmq_edge::server::{self, Running};
 
+mod common;
+use common::{mqtt_str, packet, read_packet};
+
 const WAIT: Duration = Duration::from_secs(10);
 
 fn config(data_dir: &Path) -> Config {
@@ -28,51 +31,6 @@ fn start(data_dir: &Path) -> Running {
     assert_eq!(broker.addrs().len(), 1);
     assert_ne!(broker.addrs()[0].port(), 0, "port 0 is resolved");
     broker
-}
-
-/// An MQTT string: two length bytes, then the bytes.
-fn mqtt_str(s: &str) -> Vec<u8> {
-    let mut v = (s.len() as u16).to_be_bytes().to_vec();
-    v.extend_from_slice(s.as_bytes());
-    v
-}
-
-/// Fixed header byte + remaining length (var-int) + body.
-fn packet(first: u8, body: &[u8]) -> Vec<u8> {
-    let mut v = vec![first];
-    let mut len = body.len();
-    loop {
-        let mut b = (len % 128) as u8;
-        len /= 128;
-        if len > 0 {
-            b |= 0x80;
-        }
-        v.push(b);
-        if len == 0 {
-            break;
-        }
-    }
-    v.extend_from_slice(body);
-    v
-}
-
-/// Reads one packet: (first byte, body).
-fn read_packet(s: &mut TcpStream) -> (u8, Vec<u8>) {
-    let mut first = [0u8; 1];
-    s.read_exact(&mut first).expect("packet header");
-    let (mut len, mut mult) = (0usize, 1usize);
-    loop {
-        let mut b = [0u8; 1];
-        s.read_exact(&mut b).expect("remaining length");
-        len += (b[0] & 0x7f) as usize * mult;
-        mult *= 128;
-        if b[0] & 0x80 == 0 {
-            break;
-        }
-    }
-    let mut body = vec![0u8; len];
-    s.read_exact(&mut body).expect("packet body");
-    (first[0], body)
 }
 
 /// MQTT 3.1.1 CONNECT; returns the stream and the CONNACK's session-present flag.

@@ -2,13 +2,16 @@
 //! Certificates are generated here; the broker binary is started as a user would start it.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+
+mod common;
+use common::{free_port, pem_identity, tls_client_config};
 
 struct Pki {
     ca_pem: String,
@@ -40,12 +43,13 @@ impl Pki {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// Writes `server.pem` and `server.key` (issued by `pki` for `localhost`) and `clients-ca.pem`
+/// (the CA's certificate) into `dir`, for the `[listeners.tls]` tables of the tests.
+fn write_server_files(dir: &Path, pki: &Pki) {
+    let (cert, key) = pki.issue("localhost");
+    std::fs::write(dir.join("server.pem"), cert).unwrap();
+    std::fs::write(dir.join("server.key"), key).unwrap();
+    std::fs::write(dir.join("clients-ca.pem"), &pki.ca_pem).unwrap();
 }
 
 struct Broker {
@@ -84,27 +88,10 @@ fn start(dir: &Path, tls_table: &str) -> Broker {
 }
 
 fn client_config(ca_pem: &str, identity: Option<(String, String)>) -> Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let b = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots);
-    Arc::new(match identity {
-        Some((cert, key)) => {
-            let chain = rustls_pemfile::certs(&mut cert.as_bytes())
-                .collect::<Result<Vec<_>, _>>()
-                .unwrap();
-            let key = rustls_pemfile::private_key(&mut key.as_bytes())
-                .unwrap()
-                .unwrap();
-            b.with_client_auth_cert(chain, key).unwrap()
-        }
-        None => b.with_no_client_auth(),
-    })
+    tls_client_config(
+        ca_pem,
+        identity.map(|(cert, key)| pem_identity(&cert, &key)),
+    )
 }
 
 /// Sends an MQTT 3.1.1 CONNECT over TLS; returns the CONNACK bytes or the error.
@@ -128,9 +115,7 @@ fn connect_over_tls(port: u16, cfg: Arc<rustls::ClientConfig>) -> Result<Vec<u8>
 fn a_tls_listener_accepts_mqtt_from_a_client_that_trusts_its_ca() {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new();
-    let (cert, key) = pki.issue("localhost");
-    std::fs::write(dir.path().join("server.pem"), cert).unwrap();
-    std::fs::write(dir.path().join("server.key"), key).unwrap();
+    write_server_files(dir.path(), &pki);
     let table = format!(
         "[listeners.tls]\ncert_file = \"{0}/server.pem\"\nkey_file = \"{0}/server.key\"",
         dir.path().display()
@@ -147,10 +132,7 @@ fn a_tls_listener_accepts_mqtt_from_a_client_that_trusts_its_ca() {
 fn mutual_tls_requires_a_client_certificate_from_the_configured_ca() {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new();
-    let (cert, key) = pki.issue("localhost");
-    std::fs::write(dir.path().join("server.pem"), cert).unwrap();
-    std::fs::write(dir.path().join("server.key"), key).unwrap();
-    std::fs::write(dir.path().join("clients-ca.pem"), &pki.ca_pem).unwrap();
+    write_server_files(dir.path(), &pki);
     let table = format!(
         "[listeners.tls]\ncert_file = \"{0}/server.pem\"\nkey_file = \"{0}/server.key\"\nclient_ca_file = \"{0}/clients-ca.pem\"",
         dir.path().display()
@@ -191,10 +173,7 @@ fn a_missing_certificate_file_is_a_startup_error_naming_the_key() {
 fn use_identity_as_username_takes_the_user_from_the_certificate_common_name() {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new();
-    let (cert, key) = pki.issue("localhost");
-    std::fs::write(dir.path().join("server.pem"), cert).unwrap();
-    std::fs::write(dir.path().join("server.key"), key).unwrap();
-    std::fs::write(dir.path().join("clients-ca.pem"), &pki.ca_pem).unwrap();
+    write_server_files(dir.path(), &pki);
     let table = format!(
         "allow_anonymous = false\n[listeners.tls]\ncert_file = \"{0}/server.pem\"\n\
          key_file = \"{0}/server.key\"\nclient_ca_file = \"{0}/clients-ca.pem\"\n\

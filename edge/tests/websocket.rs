@@ -7,7 +7,6 @@
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use robustmq_edge::config::{Config, ListenerConfig, ListenerKind, TlsListenerConfig};
@@ -16,6 +15,9 @@ use tungstenite::client::IntoClientRequest;
 use tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use tungstenite::protocol::frame::Frame;
 use tungstenite::{Message, WebSocket};
+
+mod common;
+use common::{mqtt_str, packet, take_packet, tls_client_config, Identity};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -99,12 +101,6 @@ fn ws_open(
     ws_open_as(addr, path, protocols, ca_pem, None)
 }
 
-/// A client certificate chain and its key (DER).
-type Identity = (
-    Vec<rustls::pki_types::CertificateDer<'static>>,
-    rustls::pki_types::PrivateKeyDer<'static>,
-);
-
 /// `ws_open`, presenting `identity` as the TLS client certificate.
 fn ws_open_as(
     addr: SocketAddr,
@@ -127,21 +123,9 @@ fn ws_open_as(
     let stream: Box<dyn ReadWrite> = match ca_pem {
         None => Box::new(tcp),
         Some(pem) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for c in rustls_pemfile::certs(&mut pem.as_bytes()) {
-                roots.add(c.unwrap()).unwrap();
-            }
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let builder = rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_root_certificates(roots);
-            let config = match identity {
-                None => builder.with_no_client_auth(),
-                Some((chain, key)) => builder.with_client_auth_cert(chain, key).unwrap(),
-            };
+            let config = tls_client_config(pem, identity);
             let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
-            let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+            let conn = rustls::ClientConnection::new(config, name).unwrap();
             Box::new(rustls::StreamOwned::new(conn, tcp))
         }
     };
@@ -167,30 +151,6 @@ struct Client {
     buf: Vec<u8>,
 }
 
-fn mqtt_str(s: &str) -> Vec<u8> {
-    let mut v = (s.len() as u16).to_be_bytes().to_vec();
-    v.extend_from_slice(s.as_bytes());
-    v
-}
-
-fn packet(first: u8, body: &[u8]) -> Vec<u8> {
-    let mut v = vec![first];
-    let mut len = body.len();
-    loop {
-        let mut b = (len % 128) as u8;
-        len /= 128;
-        if len > 0 {
-            b |= 0x80;
-        }
-        v.push(b);
-        if len == 0 {
-            break;
-        }
-    }
-    v.extend_from_slice(body);
-    v
-}
-
 fn connect_packet(client_id: &str) -> Vec<u8> {
     let mut body = mqtt_str("MQTT");
     body.extend_from_slice(&[4, 0x02]);
@@ -213,27 +173,6 @@ fn publish_packet(topic: &str, qos1_pid: Option<u16>, payload: &[u8]) -> Vec<u8>
     }
     body.extend_from_slice(payload);
     packet(if qos1_pid.is_some() { 0x32 } else { 0x30 }, &body)
-}
-
-/// Splits one whole packet off the front of `buf`, if there is one.
-fn take_packet(buf: &mut Vec<u8>) -> Option<(u8, Vec<u8>)> {
-    let (mut len, mut mult, mut i) = (0usize, 1usize, 1usize);
-    loop {
-        let b = *buf.get(i)?;
-        len += (b & 0x7f) as usize * mult;
-        mult *= 128;
-        i += 1;
-        if b & 0x80 == 0 {
-            break;
-        }
-    }
-    if buf.len() < i + len {
-        return None;
-    }
-    let first = buf[0];
-    let body = buf[i..i + len].to_vec();
-    buf.drain(..i + len);
-    Some((first, body))
 }
 
 impl Client {

@@ -51,7 +51,7 @@ fn envelopes_decode_back_to_the_same_messages() {
              max_ms = 5000, topic = \"batch/{{node_id}}\", format = \"{format}\", \
              compression = \"{compression}\" }}\n"
         );
-        let ob = Outbox::open(t.db.clone(), &cfg(&rule)).unwrap();
+        let ob = t.outbox(&cfg(&rule));
         let t0 = 1_700_000_000_000u64;
         let mut sent = Vec::new();
         for chunk in (0..1050).collect::<Vec<_>>().chunks(70) {
@@ -99,16 +99,14 @@ fn batches_in_progress_survive_a_restart() {
     let rule = "[[forward]]\nfilter = \"m/#\"\n\
                 batch = { max_messages = 10, max_ms = 1000, topic = \"b\" }\n";
     let c = cfg(rule);
-    let ob = Outbox::open(t.db.clone(), &c).unwrap();
+    let ob = t.outbox(&c);
     capture_at(
         &ob,
         &t.db,
         &[("m/a", b"1".to_vec(), 1), ("m/a", b"2".to_vec(), 1)],
         5000,
     );
-    drop(ob);
-    let t = t.reopen();
-    let ob = Outbox::open(t.db.clone(), &c).unwrap();
+    let (_t, ob) = t.reopen_outbox(ob, &c);
     assert_eq!(ob.next_window_due(), 0);
     assert_eq!(ob.flush_due(5500).unwrap(), 0);
     assert_eq!(ob.next_window_due(), 6000);
@@ -147,8 +145,7 @@ fn batch_keys_are_validated() {
 
 #[test]
 fn batches_reach_mosquitto_as_one_publish_each() {
-    let mq = Mosquitto::start();
-    let sub = Subscriber::start(mq.port, "batch/#");
+    let (mq, sub) = Mosquitto::with_subscriber("batch/#");
     let t = TestDb::new();
     let c = sync_cfg(
         mq.port,

@@ -29,7 +29,7 @@ fn payloads(ob: &Outbox, lane: usize) -> Vec<String> {
 fn records_keep_capture_order_and_topic_mapping() {
     let t = TestDb::new();
     let c = cfg("[[forward]]\nfilter = \"pos/#\"\nprefix = \"stores/{node_id}/\"\n");
-    let ob = Outbox::open(t.db.clone(), &c).unwrap();
+    let ob = t.outbox(&c);
     capture_n(&ob, &t.db, "pos/1/sale", 0, 1200);
     let recs = ob.read_lane(0, 0, 10_000, usize::MAX).unwrap();
     assert_eq!(recs.len(), 1200);
@@ -50,7 +50,7 @@ fn records_keep_capture_order_and_topic_mapping() {
 fn unmatched_and_qos0_messages_follow_the_rules() {
     let t = TestDb::new();
     let c = cfg("capture_qos0 = false\n[[forward]]\nfilter = \"a/+\"\n");
-    let ob = Outbox::open(t.db.clone(), &c).unwrap();
+    let ob = t.outbox(&c);
     assert!(ob.wants("a/x", 1));
     assert!(
         !ob.wants("a/x", 0),
@@ -63,13 +63,8 @@ fn unmatched_and_qos0_messages_follow_the_rules() {
     ob.capture(
         &txn,
         &LocalMessage {
-            topic: "a/x",
-            payload: b"loop",
-            qos: 1,
-            retain: false,
             user_properties: &[(edge_sync::DOWNLINK_MARKER.to_string(), "n1".to_string())],
-            content_type: None,
-            received_at_ms: now_ms(),
+            ..local_message("a/x", b"loop", 1, now_ms())
         },
     )
     .unwrap();
@@ -84,7 +79,7 @@ fn priorities_have_separate_ordered_lanes() {
     let c = cfg(
         "[[forward]]\nfilter = \"alarm/#\"\npriority = 3\n[[forward]]\nfilter = \"#\"\npriority = 0\n",
     );
-    let ob = Outbox::open(t.db.clone(), &c).unwrap();
+    let ob = t.outbox(&c);
     capture(
         &ob,
         &t.db,
@@ -107,7 +102,7 @@ fn byte_cap_drop_oldest_evicts_oldest_and_counts_every_drop() {
     let c = cfg(
         "max_backlog_bytes = 4096\nfull_policy = \"drop_oldest\"\n[[forward]]\nfilter = \"#\"\n",
     );
-    let ob = Outbox::open(t.db.clone(), &c).unwrap();
+    let ob = t.outbox(&c);
     let payload = vec![b'x'; 100];
     for i in 0..200 {
         let topic = format!("t/{i}");
@@ -127,9 +122,7 @@ fn byte_cap_drop_oldest_evicts_oldest_and_counts_every_drop() {
     assert_eq!(s.len() as u64, k.backlog_messages);
     assert!(s.windows(2).all(|w| w[1] == w[0] + 1));
     // Counters survive a restart exactly.
-    drop(ob);
-    let t = t.reopen();
-    let ob = Outbox::open(t.db.clone(), &c).unwrap();
+    let (_t, ob) = t.reopen_outbox(ob, &c);
     assert_eq!(ob.counters().dropped_full, k.dropped_full);
     assert_eq!(ob.counters().backlog_bytes, k.backlog_bytes);
 }
@@ -140,7 +133,7 @@ fn drop_oldest_evicts_low_priority_before_high() {
     let c = cfg(
         "max_backlog_bytes = 4096\n[[forward]]\nfilter = \"hi/#\"\npriority = 2\n[[forward]]\nfilter = \"#\"\n",
     );
-    let ob = Outbox::open(t.db.clone(), &c).unwrap();
+    let ob = t.outbox(&c);
     let p = vec![b'x'; 100];
     for _ in 0..10 {
         capture(&ob, &t.db, &[("hi/a", p.clone(), 1)]);
@@ -163,7 +156,7 @@ fn byte_cap_reject_new_refuses_and_counts() {
     let c = cfg(
         "max_backlog_bytes = 4096\nfull_policy = \"reject_new\"\n[[forward]]\nfilter = \"#\"\n",
     );
-    let ob = Outbox::open(t.db.clone(), &c).unwrap();
+    let ob = t.outbox(&c);
     let p = vec![b'x'; 100];
     let mut rejected = 0;
     for _ in 0..100 {
@@ -184,9 +177,7 @@ fn byte_cap_reject_new_refuses_and_counts() {
     // Rejections are persisted with the next commit (here: an ack removal).
     ob.remove(&[(0, 1)], &[], None, None).unwrap();
     let rejected_now = ob.counters().rejected;
-    drop(ob);
-    let t = t.reopen();
-    let ob = Outbox::open(t.db.clone(), &c).unwrap();
+    let (_t, ob) = t.reopen_outbox(ob, &c);
     assert_eq!(ob.counters().rejected, rejected_now);
     assert_eq!(ob.counters().acked, 1);
 }
@@ -195,7 +186,7 @@ fn byte_cap_reject_new_refuses_and_counts() {
 fn ttl_expired_records_are_dropped_and_counted() {
     let t = TestDb::new();
     let c = cfg("[[forward]]\nfilter = \"short/#\"\nttl_secs = 60\n[[forward]]\nfilter = \"#\"\n");
-    let ob = Outbox::open(t.db.clone(), &c).unwrap();
+    let ob = t.outbox(&c);
     let old = now_ms() - 120_000;
     capture_at(
         &ob,
@@ -216,24 +207,9 @@ fn ttl_expired_records_are_dropped_and_counted() {
 fn rollback_leaves_counters_and_records_untouched() {
     let t = TestDb::new();
     let c = cfg("[[forward]]\nfilter = \"#\"\n");
-    let ob = Outbox::open(t.db.clone(), &c).unwrap();
+    let ob = t.outbox(&c);
     capture(&ob, &t.db, &[("a", b"1".to_vec(), 1)]);
-    let txn = t.db.begin_write().unwrap();
-    ob.capture(
-        &txn,
-        &LocalMessage {
-            topic: "a",
-            payload: b"2",
-            qos: 1,
-            retain: false,
-            user_properties: &[],
-            content_type: None,
-            received_at_ms: now_ms(),
-        },
-    )
-    .unwrap();
-    txn.abort().unwrap();
-    ob.committed(false);
+    capture_rolled_back(&ob, &t.db, "a", b"2");
     assert_eq!(ob.counters().backlog_messages, 1);
     capture(&ob, &t.db, &[("a", b"3".to_vec(), 1)]);
     assert_eq!(
@@ -248,7 +224,7 @@ fn rollback_leaves_counters_and_records_untouched() {
 fn reopen_recovers_exact_counters_without_scanning() {
     let t = TestDb::new();
     let c = cfg("[[forward]]\nfilter = \"hi/#\"\npriority = 1\n[[forward]]\nfilter = \"#\"\n");
-    let ob = Outbox::open(t.db.clone(), &c).unwrap();
+    let ob = t.outbox(&c);
     capture_n(&ob, &t.db, "x/y", 0, 700);
     capture_n(&ob, &t.db, "hi/y", 0, 300);
     let acked: Vec<(u8, u64)> = (1..=100).map(|s| (0u8, s)).collect();
@@ -259,9 +235,7 @@ fn reopen_recovers_exact_counters_without_scanning() {
     assert_eq!(before.acked, 100);
     assert_eq!(before.dropped_ttl, 1);
     assert_eq!(before.last_offset, Some(42));
-    drop(ob);
-    let t = t.reopen();
-    let ob = Outbox::open(t.db.clone(), &c).unwrap();
+    let (t, ob) = t.reopen_outbox(ob, &c);
     assert_eq!(
         ob.counters(),
         before,
@@ -278,26 +252,15 @@ fn open_time_does_not_grow_with_backlog() {
     // outbox_open_bench`); open reads one meta row, so it must stay far below a second.
     let t = TestDb::new();
     let c = cfg("[[forward]]\nfilter = \"#\"\n");
-    let ob = Outbox::open(t.db.clone(), &c).unwrap();
+    let ob = t.outbox(&c);
     let p = vec![b'p'; 32];
     let mut n = 0;
     while n < 200_000 {
         let mut txn = t.db.begin_write().unwrap();
         txn.set_durability(redb::Durability::None).unwrap();
         for _ in 0..10_000 {
-            ob.capture(
-                &txn,
-                &LocalMessage {
-                    topic: "sensors/1/temp",
-                    payload: &p,
-                    qos: 1,
-                    retain: false,
-                    user_properties: &[],
-                    content_type: None,
-                    received_at_ms: now_ms(),
-                },
-            )
-            .unwrap();
+            ob.capture(&txn, &local_message("sensors/1/temp", &p, 1, now_ms()))
+                .unwrap();
         }
         txn.commit().unwrap();
         ob.committed(true);
@@ -307,7 +270,7 @@ fn open_time_does_not_grow_with_backlog() {
     drop(ob);
     let t = t.reopen();
     let start = Instant::now();
-    let ob = Outbox::open(t.db.clone(), &c).unwrap();
+    let ob = t.outbox(&c);
     let took = start.elapsed();
     println!("open with 200000 buffered records: {took:?}");
     assert_eq!(ob.counters().backlog_messages, 200_000);

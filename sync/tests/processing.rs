@@ -36,7 +36,7 @@ const WHERE_RULE: &str = "[[forward]]\nfilter = \"fridge/#\"\nwhere = \"temp < 2
 #[test]
 fn where_rule_keeps_exactly_the_out_of_range_readings() {
     let t = TestDb::new();
-    let ob = Outbox::open(t.db.clone(), &cfg(WHERE_RULE)).unwrap();
+    let ob = t.outbox(&cfg(WHERE_RULE));
     for chunk in (0..10_000).collect::<Vec<_>>().chunks(500) {
         let msgs: Vec<_> = chunk
             .iter()
@@ -70,7 +70,7 @@ fn where_rule_keeps_exactly_the_out_of_range_readings() {
 fn on_missing_pass_forwards_non_json() {
     let t = TestDb::new();
     let rule = format!("{WHERE_RULE}on_missing = \"pass\"\n");
-    let ob = Outbox::open(t.db.clone(), &cfg(&rule)).unwrap();
+    let ob = t.outbox(&cfg(&rule));
     capture(
         &ob,
         &t.db,
@@ -87,7 +87,7 @@ fn deadband_sends_moves_and_heartbeats() {
     let t = TestDb::new();
     let rule = "[[forward]]\nfilter = \"line/#\"\n\
                 deadband = { field = \"v\", absolute = 1.0, max_silence_secs = 60 }\n";
-    let ob = Outbox::open(t.db.clone(), &cfg(rule)).unwrap();
+    let ob = t.outbox(&cfg(rule));
     let t0 = 1_000_000_000;
     let series = [
         (0, 10.0, true),    // first value of the topic
@@ -121,22 +121,8 @@ fn deadband_sends_moves_and_heartbeats() {
 fn a_rolled_back_transaction_changes_no_rule_state() {
     let t = TestDb::new();
     let rule = "[[forward]]\nfilter = \"line/#\"\ndeadband = { field = \"v\", absolute = 1.0 }\n";
-    let ob = Outbox::open(t.db.clone(), &cfg(rule)).unwrap();
-    {
-        let txn = t.db.begin_write().unwrap();
-        let m = edge_sync::LocalMessage {
-            topic: "line/a",
-            payload: b"{\"v\":5}",
-            qos: 1,
-            retain: false,
-            user_properties: &[],
-            content_type: None,
-            received_at_ms: now_ms(),
-        };
-        ob.capture(&txn, &m).unwrap();
-        txn.abort().unwrap();
-        ob.committed(false);
-    }
+    let ob = t.outbox(&cfg(rule));
+    capture_rolled_back(&ob, &t.db, "line/a", b"{\"v\":5}");
     assert_eq!(ob.rule_stats()[0].messages_in, 0);
     // The aborted value was not remembered: 5.5 is the topic's first value and is sent.
     capture(&ob, &t.db, &[("line/a", b"{\"v\":5.5}".to_vec(), 1)]);
@@ -148,7 +134,7 @@ fn latest_only_keeps_one_record_per_topic_across_restarts() {
     let t = TestDb::new();
     let rule = "[[forward]]\nfilter = \"shelf/#\"\nlatest_only = true\npriority = 1\n";
     let c = cfg(rule);
-    let ob = Outbox::open(t.db.clone(), &c).unwrap();
+    let ob = t.outbox(&c);
     for round in 0..20 {
         let msgs: Vec<_> = (0..10)
             .map(|s| {
@@ -160,9 +146,7 @@ fn latest_only_keeps_one_record_per_topic_across_restarts() {
     }
     assert_eq!(ob.counters().backlog_messages, 10);
     assert_eq!(ob.rule_stats()[0].conflated, 190);
-    drop(ob);
-    let t = t.reopen();
-    let ob = Outbox::open(t.db.clone(), &c).unwrap();
+    let (t, ob) = t.reopen_outbox(ob, &c);
     capture(&ob, &t.db, &[("shelf/3/stock", b"final".to_vec(), 1)]);
     let mut got = buffered(&ob);
     got.sort();
@@ -174,8 +158,7 @@ fn latest_only_keeps_one_record_per_topic_across_restarts() {
 
 #[test]
 fn where_rule_end_to_end_delivers_only_out_of_range_readings() {
-    let mq = Mosquitto::start();
-    let sub = Subscriber::start(mq.port, "fridge/#");
+    let (mq, sub) = Mosquitto::with_subscriber("fridge/#");
     let t = TestDb::new();
     let c = sync_cfg(mq.port, WHERE_RULE);
     let (ob, h) = start_sync(&t, c);
@@ -202,8 +185,7 @@ fn where_rule_end_to_end_delivers_only_out_of_range_readings() {
 
 #[test]
 fn latest_only_during_an_outage_delivers_one_record_per_topic() {
-    let mq = Mosquitto::start();
-    let sub = Subscriber::start(mq.port, "stores/#");
+    let (mq, sub) = Mosquitto::with_subscriber("stores/#");
     let mut link = Proxy::new(mq.port);
     let t = TestDb::new();
     let rule =

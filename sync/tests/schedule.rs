@@ -30,7 +30,7 @@ fn start(
     cfg: SyncConfig,
     clock: &Arc<ManualClock>,
 ) -> (Arc<Outbox>, edge_sync::SyncHandle) {
-    let ob = Outbox::open(t.db.clone(), &cfg).unwrap();
+    let ob = t.outbox(&cfg);
     let h = start_with_clock(
         ob.clone(),
         cfg,
@@ -63,8 +63,7 @@ fn capture_interleaved(ob: &Outbox, db: &redb::Database, range: std::ops::Range<
 
 #[test]
 fn records_outside_the_window_wait_and_go_in_order_when_it_opens() {
-    let mq = Mosquitto::start();
-    let sub = Subscriber::start(mq.port, "#");
+    let (mq, sub) = Mosquitto::with_subscriber("#");
     let t = TestDb::new();
     let clock = Arc::new(ManualClock::new(MONDAY + 12 * HOUR));
     let cfg = sync_cfg(&format!("\"tcp://127.0.0.1:{}\"", mq.port), RULES);
@@ -132,8 +131,7 @@ fn records_outside_the_window_wait_and_go_in_order_when_it_opens() {
 
 #[test]
 fn held_records_survive_a_restart_and_wait_for_their_window() {
-    let mq = Mosquitto::start();
-    let sub = Subscriber::start(mq.port, "logs/#");
+    let (mq, sub) = Mosquitto::with_subscriber("logs/#");
     let t = TestDb::new();
     let clock = Arc::new(ManualClock::new(MONDAY + 12 * HOUR));
     let up = format!("\"tcp://127.0.0.1:{}\"", mq.port);
@@ -202,8 +200,7 @@ fn a_rule_limited_to_one_upstream_waits_for_it() {
 
 #[test]
 fn an_upstream_with_a_schedule_is_used_only_inside_its_window() {
-    let mq = Mosquitto::start();
-    let sub = Subscriber::start(mq.port, "#");
+    let (mq, sub) = Mosquitto::with_subscriber("#");
     let t = TestDb::new();
     let clock = Arc::new(ManualClock::new(MONDAY + 12 * HOUR));
     let up = format!("tcp://127.0.0.1:{}", mq.port);

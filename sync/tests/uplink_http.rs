@@ -129,7 +129,7 @@ fn run_until_stored(
     n: usize,
 ) -> (TestDb, Arc<Outbox>, edge_sync::SyncHandle) {
     let t = TestDb::new();
-    let ob = Outbox::open(t.db.clone(), &c).unwrap();
+    let ob = t.outbox(&c);
     let msgs: Vec<(String, Vec<u8>)> = (0..n)
         .map(|i| {
             (
@@ -218,7 +218,7 @@ fn payloads_the_api_cannot_carry_are_dropped_as_invalid() {
     let port = serve(api.clone());
     let c = http_cfg(port, "max_backlog_bytes = 16777216");
     let t = TestDb::new();
-    let ob = Outbox::open(t.db.clone(), &c).unwrap();
+    let ob = t.outbox(&c);
     let big = vec![b'x'; 1024 * 1024 + 1];
     capture(
         &ob,
@@ -230,12 +230,7 @@ fn payloads_the_api_cannot_carry_are_dropped_as_invalid() {
             ("m/a", b"last".to_vec(), 1),
         ],
     );
-    let h = start(
-        ob.clone(),
-        c,
-        t.path().to_path_buf(),
-        Arc::new(TestBus::default()),
-    );
+    let h = start_uplink(&t, &ob, c);
     assert!(wait_until(Duration::from_secs(10), || ob
         .counters()
         .backlog_messages
@@ -290,7 +285,7 @@ fn scheduled_rule_records_wait_for_their_window_over_http() {
         "[[forward]]\nfilter = \"logs/#\"\nschedule = { windows = [\"01:00-05:00\"] }\n",
     );
     let t = TestDb::new();
-    let ob = Outbox::open(t.db.clone(), &c).unwrap();
+    let ob = t.outbox(&c);
     for i in 0..50 {
         let p = format!("{i}").into_bytes();
         capture(&ob, &t.db, &[("logs/a", p.clone(), 1), ("m/0", p, 1)]);

@@ -32,11 +32,10 @@ fn assert_complete_in_order(got: &[Got], n: u64) {
 
 #[test]
 fn online_messages_are_forwarded_with_edge_msg_id() {
-    let mq = Mosquitto::start();
-    let sub = Subscriber::start(mq.port, "#");
+    let (mq, sub) = Mosquitto::with_subscriber("#");
     let t = TestDb::new();
     let c = sync_cfg(mq.port, FWD);
-    let ob = Outbox::open(t.db.clone(), &c).unwrap();
+    let ob = t.outbox(&c);
     let bus = Arc::new(TestBus::default());
     let h = start(ob.clone(), c, t.path().to_path_buf(), bus.clone());
     assert!(wait_connected(&h));
@@ -68,8 +67,7 @@ fn online_messages_are_forwarded_with_edge_msg_id() {
 
 #[test]
 fn backlog_built_while_upstream_down_arrives_complete_and_in_order() {
-    let mq = Mosquitto::start();
-    let sub = Subscriber::start(mq.port, "stores/#");
+    let (mq, sub) = Mosquitto::with_subscriber("stores/#");
     let mut link = Proxy::new(mq.port);
     let t = TestDb::new();
     let c = sync_cfg(link.port, FWD);
@@ -92,22 +90,16 @@ fn backlog_built_while_upstream_down_arrives_complete_and_in_order() {
 
 #[test]
 fn link_cut_mid_drain_redelivers_with_no_id_missing() {
-    let mq = Mosquitto::start();
-    let sub = Subscriber::start(mq.port, "stores/#");
+    let (mq, sub) = Mosquitto::with_subscriber("stores/#");
     let mut link = Proxy::new(mq.port);
     let t = TestDb::new();
     // Paced so the cut lands in the middle of the drain.
     let mut c = sync_cfg(link.port, FWD);
     c.max_messages_per_sec = 1000;
-    let ob = Outbox::open(t.db.clone(), &c).unwrap();
+    let ob = t.outbox(&c);
     capture_n(&ob, &t.db, "pos/1/sale", 0, 3000);
     link.up();
-    let h = start(
-        ob.clone(),
-        c,
-        t.path().to_path_buf(),
-        Arc::new(TestBus::default()),
-    );
+    let h = start_uplink(&t, &ob, c);
     sub.wait_for(800, Duration::from_secs(20));
     link.down();
     std::thread::sleep(Duration::from_millis(500));
@@ -126,18 +118,12 @@ fn link_cut_mid_drain_redelivers_with_no_id_missing() {
 
 #[test]
 fn restart_with_backlog_loses_nothing_and_counters_are_exact() {
-    let mq = Mosquitto::start();
-    let sub = Subscriber::start(mq.port, "stores/#");
+    let (mq, sub) = Mosquitto::with_subscriber("stores/#");
     let mut link = Proxy::new(mq.port);
     let t = TestDb::new();
     let c = sync_cfg(link.port, FWD);
-    let ob = Outbox::open(t.db.clone(), &c).unwrap();
-    let h = start(
-        ob.clone(),
-        c.clone(),
-        t.path().to_path_buf(),
-        Arc::new(TestBus::default()),
-    );
+    let ob = t.outbox(&c);
+    let h = start_uplink(&t, &ob, c.clone());
     capture_n(&ob, &t.db, "pos/1/sale", 0, 1000);
     smol::block_on(h.shutdown());
     let before = ob.counters();
@@ -147,16 +133,11 @@ fn restart_with_backlog_loses_nothing_and_counters_are_exact() {
     let st = edge_sync::read_status(t.path());
     // (the database is open again here, so the file is what the command sees)
     assert!(st.is_ok());
-    let ob = Outbox::open(t.db.clone(), &c).unwrap();
+    let ob = t.outbox(&c);
     assert_eq!(ob.counters(), before);
     assert_eq!(ob.counters().backlog_messages, 1000);
     link.up();
-    let h = start(
-        ob.clone(),
-        c,
-        t.path().to_path_buf(),
-        Arc::new(TestBus::default()),
-    );
+    let h = start_uplink(&t, &ob, c);
     let got = sub.wait_for(1000, Duration::from_secs(30));
     assert_complete_in_order(&got, 1000);
     smol::block_on(h.shutdown());
@@ -166,7 +147,7 @@ fn restart_with_backlog_loses_nothing_and_counters_are_exact() {
 fn status_of_a_stopped_broker_is_read_from_the_database() {
     let t = TestDb::new();
     let c = sync_cfg(1, FWD);
-    let ob = Outbox::open(t.db.clone(), &c).unwrap();
+    let ob = t.outbox(&c);
     capture_n(&ob, &t.db, "pos/1/sale", 0, 42);
     drop(ob);
     let dir = t.path().to_path_buf();
@@ -180,20 +161,14 @@ fn status_of_a_stopped_broker_is_read_from_the_database() {
 
 #[test]
 fn pacing_caps_the_drain_rate() {
-    let mq = Mosquitto::start();
-    let sub = Subscriber::start(mq.port, "stores/#");
+    let (mq, sub) = Mosquitto::with_subscriber("stores/#");
     let t = TestDb::new();
     let mut c = sync_cfg(mq.port, FWD);
     c.max_messages_per_sec = 200;
-    let ob = Outbox::open(t.db.clone(), &c).unwrap();
+    let ob = t.outbox(&c);
     capture_n(&ob, &t.db, "pos/1/sale", 0, 600);
     let t0 = Instant::now();
-    let h = start(
-        ob.clone(),
-        c,
-        t.path().to_path_buf(),
-        Arc::new(TestBus::default()),
-    );
+    let h = start_uplink(&t, &ob, c);
     let got = sub.wait_for(600, Duration::from_secs(30));
     let took = t0.elapsed();
     assert_eq!(got.len(), 600);
@@ -207,8 +182,7 @@ fn pacing_caps_the_drain_rate() {
 
 #[test]
 fn high_priority_live_traffic_overtakes_a_low_priority_backlog() {
-    let mq = Mosquitto::start();
-    let sub = Subscriber::start(mq.port, "#");
+    let (mq, sub) = Mosquitto::with_subscriber("#");
     let mut link = Proxy::new(mq.port);
     let t = TestDb::new();
     let mut c = sync_cfg(
@@ -216,16 +190,11 @@ fn high_priority_live_traffic_overtakes_a_low_priority_backlog() {
         "[[forward]]\nfilter = \"alarm/#\"\npriority = 3\n[[forward]]\nfilter = \"bulk/#\"\npriority = 0\n",
     );
     c.max_messages_per_sec = 500;
-    let ob = Outbox::open(t.db.clone(), &c).unwrap();
+    let ob = t.outbox(&c);
     capture_n(&ob, &t.db, "bulk/log", 0, 2000);
     capture_n(&ob, &t.db, "alarm/door", 0, 20);
     link.up();
-    let h = start(
-        ob.clone(),
-        c,
-        t.path().to_path_buf(),
-        Arc::new(TestBus::default()),
-    );
+    let h = start_uplink(&t, &ob, c);
     let got = sub.wait_for(2020, Duration::from_secs(30));
     assert_eq!(got.len(), 2020);
     let last_alarm = got.iter().rposition(|g| g.topic == "alarm/door").unwrap();
@@ -251,7 +220,7 @@ fn downlink_delivers_cloud_messages_locally_with_qos_and_retain() {
         mq.port,
         "[[downlink]]\nfilter = \"cmd/{node_id}/#\"\nreplace_prefix = { from = \"cmd/{node_id}/\", to = \"cloud/cmd/\" }\nqos = 1\n",
     );
-    let ob = Outbox::open(t.db.clone(), &c).unwrap();
+    let ob = t.outbox(&c);
     let bus = Arc::new(TestBus::default());
     let h = start(ob.clone(), c, t.path().to_path_buf(), bus.clone());
     assert!(wait_connected(&h));
@@ -326,18 +295,12 @@ fn bad_credentials_give_a_clear_last_error() {
 
 #[test]
 fn mqtt311_protocol_forwards() {
-    let mq = Mosquitto::start();
-    let sub = Subscriber::start(mq.port, "stores/#");
+    let (mq, sub) = Mosquitto::with_subscriber("stores/#");
     let t = TestDb::new();
     let c = sync_cfg(mq.port, &format!("protocol = \"3.1.1\"\n{FWD}"));
-    let ob = Outbox::open(t.db.clone(), &c).unwrap();
+    let ob = t.outbox(&c);
     capture_n(&ob, &t.db, "pos/1/sale", 0, 50);
-    let h = start(
-        ob.clone(),
-        c,
-        t.path().to_path_buf(),
-        Arc::new(TestBus::default()),
-    );
+    let h = start_uplink(&t, &ob, c);
     let got = sub.wait_for(50, Duration::from_secs(10));
     assert_eq!(got.len(), 50);
     assert!(wait_until(Duration::from_secs(5), || ob
@@ -417,14 +380,9 @@ fn tls_upstream_with_generated_ca_and_client_certificate() {
          tls = {{ ca_file = \"{ca}\", client_cert_file = \"{cc}\", client_key_file = \"{ck}\", server_name = \"localhost\" }}\n{FWD}"
     );
     let c = SyncConfig::from_toml_str(&toml).unwrap();
-    let ob = Outbox::open(t.db.clone(), &c).unwrap();
+    let ob = t.outbox(&c);
     capture_n(&ob, &t.db, "pos/1/sale", 0, 100);
-    let h = start(
-        ob.clone(),
-        c,
-        t.path().to_path_buf(),
-        Arc::new(TestBus::default()),
-    );
+    let h = start_uplink(&t, &ob, c);
     let got = sub.wait_for(100, Duration::from_secs(20));
     assert_eq!(got.len(), 100, "status: {:?}", h.status());
     assert_complete_in_order(&got, 100);

@@ -29,14 +29,33 @@ fn buffered_json(ob: &Outbox) -> Vec<(String, Value)> {
     out
 }
 
+/// The readings of one window, in order, from which the test computes the aggregates the rule
+/// should report.
 #[derive(Default, Debug)]
-struct Exp {
-    n: u64,
-    min: f64,
-    max: f64,
-    sum: f64,
-    first: f64,
-    last: f64,
+struct Exp(Vec<f64>);
+
+impl Exp {
+    fn add(&mut self, v: f64) {
+        self.0.push(v);
+    }
+    fn n(&self) -> u64 {
+        self.0.len() as u64
+    }
+    fn min(&self) -> f64 {
+        self.0.iter().copied().fold(f64::INFINITY, f64::min)
+    }
+    fn max(&self) -> f64 {
+        self.0.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+    }
+    fn sum(&self) -> f64 {
+        self.0.iter().sum()
+    }
+    fn first(&self) -> f64 {
+        self.0[0]
+    }
+    fn last(&self) -> f64 {
+        self.0[self.0.len() - 1]
+    }
 }
 
 fn close(a: &Value, b: f64) -> bool {
@@ -46,7 +65,7 @@ fn close(a: &Value, b: f64) -> bool {
 #[test]
 fn ten_thousand_readings_give_the_right_aggregates() {
     let t = TestDb::new();
-    let ob = Outbox::open(t.db.clone(), &cfg(RULE)).unwrap();
+    let ob = t.outbox(&cfg(RULE));
     let t0 = 1_700_000_000_000u64;
     let mut exp: BTreeMap<(String, u64), Exp> = BTreeMap::new();
     // 10 sensors, 1,000 readings each, one every 7 ms: ~7 windows per sensor.
@@ -58,15 +77,9 @@ fn ten_thousand_readings_give_the_right_aggregates() {
             let at = t0 + (i / 10) as u64 * 7;
             let temp = ((i * 37) % 1000) as f64 / 10.0 - 20.0;
             let topic = format!("line/s{sensor}/v");
-            let e = exp.entry((topic.clone(), at - at % 1000)).or_default();
-            if e.n == 0 {
-                (e.min, e.max, e.first) = (temp, temp, temp);
-            }
-            e.n += 1;
-            e.min = e.min.min(temp);
-            e.max = e.max.max(temp);
-            e.sum += temp;
-            e.last = temp;
+            exp.entry((topic.clone(), at - at % 1000))
+                .or_default()
+                .add(temp);
             msgs.push((topic, at, format!("{{\"temp\":{temp},\"rpm\":{i}}}")));
         }
         // Each reading in its own broker-like transaction, at its own time.
@@ -88,19 +101,22 @@ fn ten_thousand_readings_give_the_right_aggregates() {
         assert_eq!(v["window_end_ms"].as_u64().unwrap(), start + 1000);
         let e = &exp[&(local, start)];
         let f = &v["fields"]["temp"];
-        assert_eq!(v["messages"].as_u64().unwrap(), e.n);
-        assert_eq!(f["count"].as_u64().unwrap(), e.n);
-        assert!(close(&f["min"], e.min) && close(&f["max"], e.max), "{v}");
+        assert_eq!(v["messages"].as_u64().unwrap(), e.n());
+        assert_eq!(f["count"].as_u64().unwrap(), e.n());
         assert!(
-            close(&f["sum"], e.sum) && close(&f["avg"], e.sum / e.n as f64),
+            close(&f["min"], e.min()) && close(&f["max"], e.max()),
             "{v}"
         );
         assert!(
-            close(&f["first"], e.first) && close(&f["last"], e.last),
+            close(&f["sum"], e.sum()) && close(&f["avg"], e.sum() / e.n() as f64),
             "{v}"
         );
-        assert_eq!(v["fields"]["rpm"]["count"].as_u64().unwrap(), e.n);
-        total += e.n;
+        assert!(
+            close(&f["first"], e.first()) && close(&f["last"], e.last()),
+            "{v}"
+        );
+        assert_eq!(v["fields"]["rpm"]["count"].as_u64().unwrap(), e.n());
+        total += e.n();
     }
     assert_eq!(total, 10_000);
     let s = &ob.rule_stats()[0];
@@ -112,15 +128,13 @@ fn ten_thousand_readings_give_the_right_aggregates() {
 fn windows_in_progress_survive_a_restart() {
     let t = TestDb::new();
     let c = cfg(RULE);
-    let ob = Outbox::open(t.db.clone(), &c).unwrap();
+    let ob = t.outbox(&c);
     let t0 = 1_700_000_000_000u64;
     for i in 0..10 {
         let p = format!("{{\"temp\":{i}}}").into_bytes();
         capture_at(&ob, &t.db, &[("line/a", p, 1)], t0 + i);
     }
-    drop(ob);
-    let t = t.reopen();
-    let ob = Outbox::open(t.db.clone(), &c).unwrap();
+    let (t, ob) = t.reopen_outbox(ob, &c);
     assert_eq!(ob.next_window_due(), t0 + 1000);
     capture_at(
         &ob,
@@ -175,7 +189,7 @@ fn group_by_level_aggregates_a_line_of_sensors_per_second() {
     let t = TestDb::new();
     let rule = "[[forward]]\nfilter = \"factory/#\"\n\
         window = { secs = 1, fields = [\"temp\"], group_by = \"level:2\", topic = \"agg/{topic}\" }\n";
-    let ob = Outbox::open(t.db.clone(), &cfg(rule)).unwrap();
+    let ob = t.outbox(&cfg(rule));
     let t0 = 1_700_000_000_000u64;
     let mut exp: BTreeMap<(String, u64), Exp> = BTreeMap::new();
     for tick in 0..30u64 {
@@ -184,15 +198,9 @@ fn group_by_level_aggregates_a_line_of_sensors_per_second() {
         for s in 0..1000u64 {
             let line = format!("factory/line{}", s % 10);
             let temp = ((s * 7 + tick * 13) % 100) as f64 / 4.0;
-            let e = exp.entry((line.clone(), at - at % 1000)).or_default();
-            if e.n == 0 {
-                (e.min, e.max, e.first) = (temp, temp, temp);
-            }
-            e.n += 1;
-            e.min = e.min.min(temp);
-            e.max = e.max.max(temp);
-            e.sum += temp;
-            e.last = temp;
+            exp.entry((line.clone(), at - at % 1000))
+                .or_default()
+                .add(temp);
             msgs.push((
                 format!("{line}/sensor{s:04}/temp"),
                 format!("{{\"temp\":{temp}}}"),
@@ -215,11 +223,14 @@ fn group_by_level_aggregates_a_line_of_sensors_per_second() {
         let e = &exp[&(group, v["window_start_ms"].as_u64().unwrap())];
         assert_eq!(v["messages"].as_u64().unwrap(), 1000);
         let f = &v["fields"]["temp"];
-        assert_eq!(f["count"].as_u64().unwrap(), e.n);
-        assert!(close(&f["min"], e.min) && close(&f["max"], e.max), "{v}");
-        assert!(close(&f["avg"], e.sum / e.n as f64), "{v}");
+        assert_eq!(f["count"].as_u64().unwrap(), e.n());
         assert!(
-            close(&f["first"], e.first) && close(&f["last"], e.last),
+            close(&f["min"], e.min()) && close(&f["max"], e.max()),
+            "{v}"
+        );
+        assert!(close(&f["avg"], e.sum() / e.n() as f64), "{v}");
+        assert!(
+            close(&f["first"], e.first()) && close(&f["last"], e.last()),
             "{v}"
         );
     }
@@ -234,7 +245,7 @@ fn grouped_windows_survive_a_restart() {
     let rule = "[[forward]]\nfilter = \"factory/#\"\n\
         window = { secs = 1, fields = [\"temp\"], group_by = \"{1}/{2}/{4}\" }\n";
     let c = cfg(rule);
-    let ob = Outbox::open(t.db.clone(), &c).unwrap();
+    let ob = t.outbox(&c);
     let t0 = 1_700_000_000_000u64;
     for i in 0..10u64 {
         let topic = format!("factory/l1/s{i}/temp");
@@ -245,9 +256,7 @@ fn grouped_windows_survive_a_restart() {
             t0 + i,
         );
     }
-    drop(ob);
-    let t = t.reopen();
-    let ob = Outbox::open(t.db.clone(), &c).unwrap();
+    let (t, ob) = t.reopen_outbox(ob, &c);
     capture_at(
         &ob,
         &t.db,
@@ -265,8 +274,7 @@ fn grouped_windows_survive_a_restart() {
 
 #[test]
 fn window_aggregates_reach_mosquitto() {
-    let mq = Mosquitto::start();
-    let sub = Subscriber::start(mq.port, "agg/#");
+    let (mq, sub) = Mosquitto::with_subscriber("agg/#");
     let t = TestDb::new();
     let c = sync_cfg(mq.port, RULE);
     let (ob, h) = start_sync(&t, c);

@@ -200,29 +200,20 @@ async fn store_gateway_example_forwards_upstream_and_delivers_downlink() {
 
         // Uplink: local publishes reach the cloud under the rules' remote topics.
         let mut local_pub = V3Client::connect(&edge, &unique("till"), true).await;
-        local_pub
-            .publish("sensors/fridge-1/temp", QoS::AtLeastOnce, false, "4.2")
-            .await;
-        local_pub
-            .publish("pos/till-3/transactions", QoS::AtLeastOnce, false, "tx-1")
-            .await;
-        local_pub
-            .publish("alarms/door", QoS::AtLeastOnce, false, "open")
-            .await;
-        local_pub
-            .publish("other/topic", QoS::AtLeastOnce, false, "stays local")
-            .await;
-        let mut got = Vec::new();
-        while got.len() < 3 {
-            let p = cloud_sub
-                .try_recv(Duration::from_secs(15))
-                .await
-                .unwrap_or_else(|| panic!("cloud received only {got:?}"));
-            got.push((p.topic, String::from_utf8_lossy(&p.payload).into_owned()));
+        for (topic, payload) in [
+            ("sensors/fridge-1/temp", "4.2"),
+            ("pos/till-3/transactions", "tx-1"),
+            ("alarms/door", "open"),
+            ("other/topic", "stays local"),
+        ] {
+            local_pub
+                .publish(topic, QoS::AtLeastOnce, false, payload)
+                .await;
         }
-        got.sort();
         assert_eq!(
-            got,
+            cloud_sub
+                .recv_sorted(3, Duration::from_secs(15), "cloud")
+                .await,
             vec![
                 (
                     "retail/store-0042/pos/till-3/transactions".to_string(),
@@ -244,31 +235,19 @@ async fn store_gateway_example_forwards_upstream_and_delivers_downlink() {
 
         // Downlink: cloud commands for this store arrive locally with the prefix replaced.
         let mut cloud_pub = V3Client::connect(&cloud, &unique("cloud-pub"), true).await;
-        cloud_pub
-            .publish("commands/store-0042/doors", QoS::AtLeastOnce, false, "lock")
-            .await;
-        cloud_pub
-            .publish(
-                "commands/store-0099/doors",
-                QoS::AtLeastOnce,
-                false,
-                "other",
-            )
-            .await;
-        cloud_pub
-            .publish("broadcast/prices/milk", QoS::AtLeastOnce, false, "1.09")
-            .await;
-        let mut down = Vec::new();
-        while down.len() < 2 {
-            let p = local_sub
-                .try_recv(Duration::from_secs(15))
-                .await
-                .unwrap_or_else(|| panic!("local side received only {down:?}"));
-            down.push((p.topic, String::from_utf8_lossy(&p.payload).into_owned()));
+        for (topic, payload) in [
+            ("commands/store-0042/doors", "lock"),
+            ("commands/store-0099/doors", "other"),
+            ("broadcast/prices/milk", "1.09"),
+        ] {
+            cloud_pub
+                .publish(topic, QoS::AtLeastOnce, false, payload)
+                .await;
         }
-        down.sort();
         assert_eq!(
-            down,
+            local_sub
+                .recv_sorted(2, Duration::from_secs(15), "local side")
+                .await,
             vec![
                 ("commands/doors".to_string(), "lock".to_string()),
                 ("prices/milk".to_string(), "1.09".to_string()),

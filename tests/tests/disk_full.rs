@@ -149,6 +149,28 @@ async fn send(c: &mut V5Client, topic: &str, qos: Q5, body: Vec<u8>) -> u16 {
         .await
 }
 
+/// A persistent v5 session (expiry 1 h) subscribed to `data/#` at QoS 1, left offline to
+/// keep every message; returns its options for [`reconnect_keeper`].
+async fn keeper_session(broker: &Broker) -> rumqttc::v5::MqttOptions {
+    let mut opts = v5_options(broker, &unique("keeper"));
+    opts.set_session_expiry_interval(Some(3600));
+    let mut keeper = V5Client::connect_with(opts.clone()).await;
+    keeper.subscribe_ok("data/#", Q5::AtLeastOnce).await;
+    keeper.disconnect().await;
+    opts
+}
+
+/// Connects the keeper again, asserting its session (and so its queue) is still there.
+async fn reconnect_keeper(mut opts: rumqttc::v5::MqttOptions) -> V5Client {
+    opts.set_clean_start(false);
+    let keeper = V5Client::connect_with(opts).await;
+    assert!(
+        keeper.connack.session_present,
+        "the keeper's session was lost"
+    );
+    keeper
+}
+
 async fn puback_of(c: &mut V5Client, pkid: u16, limit: Duration) -> Option<PubAckReason> {
     c.events
         .try_wait_for(limit, |e| match e {
@@ -177,12 +199,7 @@ async fn full_disk_refuses_qos1_and_qos2_keeps_qos0_flowing_and_recovers_without
 
     // A persistent subscriber that is offline while the disk fills: every accepted message is
     // queued for it on disk. An online clean subscriber for the QoS 0 flow.
-    let keeper_id = unique("keeper");
-    let mut keeper_opts = v5_options(&broker, &keeper_id);
-    keeper_opts.set_session_expiry_interval(Some(3600));
-    let mut keeper = V5Client::connect_with(keeper_opts.clone()).await;
-    keeper.subscribe_ok("data/#", Q5::AtLeastOnce).await;
-    keeper.disconnect().await;
+    let keeper_opts = keeper_session(&broker).await;
     let mut live = V5Client::connect(&broker, &unique("live")).await;
     live.subscribe_ok("live/#", Q5::AtMostOnce).await;
 
@@ -248,39 +265,22 @@ async fn full_disk_refuses_qos1_and_qos2_keeps_qos0_flowing_and_recovers_without
 
     // MQTT 3.1.1: no negative PUBACK, so the connection is closed without one.
     let mut v3 = V3Client::connect(&broker, &unique("pub3"), true).await;
-    v3.client
-        .publish("data/v3", rumqttc::QoS::AtLeastOnce, false, payload(90_002))
-        .await
-        .expect("queue PUBLISH");
-    v3.events
-        .wait_closed(WAIT)
-        .await
-        .expect("v3.1.1 publisher not disconnected while the disk is full");
-    assert!(
-        v3.events
-            .try_wait_for(Duration::ZERO, |e| matches!(
-                e,
-                rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))
-            )
-            .then_some(()))
-            .await
-            .is_err(),
-        "v3.1.1 publisher got a PUBACK while the disk was full"
-    );
+    v3.publish_refused_by_close("data/v3", payload(90_002), "while the disk is full")
+        .await;
 
     // A persistent session cannot be stored: its CONNECT is refused, not left waiting.
     let mut persistent = v5_options(&broker, &unique("persist5"));
     persistent.set_session_expiry_interval(Some(600));
-    let err = V5Client::try_connect_with(persistent)
-        .await
-        .err()
-        .expect("a v5 persistent session was accepted while the disk is full");
-    assert!(err.contains("QuotaExceeded"), "{err}");
-    let err = V3Client::try_connect_with(v3_options(&broker, &unique("persist3"), false))
-        .await
-        .err()
-        .expect("a v3.1.1 persistent session was accepted while the disk is full");
-    assert!(err.contains("ServiceUnavailable"), "{err}");
+    assert_refused(
+        V5Client::try_connect_with(persistent).await,
+        "QuotaExceeded",
+        "a v5 persistent session while the disk is full",
+    );
+    assert_refused(
+        V3Client::try_connect_with(v3_options(&broker, &unique("persist3"), false)).await,
+        "ServiceUnavailable",
+        "a v3.1.1 persistent session while the disk is full",
+    );
 
     // QoS 0 keeps flowing to the online subscriber.
     send(&mut other, "live/t", Q5::AtMostOnce, b"still here".to_vec()).await;
@@ -315,14 +315,11 @@ async fn full_disk_refuses_qos1_and_qos2_keeps_qos0_flowing_and_recovers_without
     // Accepted again.
     let next = stuck.0 + 3;
     let pkid = send_qos1(&mut other, &format!("data/{next}"), payload(next)).await;
-    let reason = other
-        .events
-        .wait_for("PUBACK after space returned", WAIT, |e| match e {
-            V5Event::Incoming(V5Packet::PubAck(a)) if a.pkid == pkid => Some(a.reason),
-            _ => None,
-        })
-        .await;
-    assert_eq!(reason, PubAckReason::Success);
+    assert_eq!(
+        puback_of(&mut other, pkid, WAIT).await,
+        Some(PubAckReason::Success),
+        "PUBACK after space returned"
+    );
     acked.push(next);
     assert_eq!(disk_metric(http, "robustmq_edge_storage_disk_full"), 0);
     assert_eq!(
@@ -336,12 +333,7 @@ async fn full_disk_refuses_qos1_and_qos2_keeps_qos0_flowing_and_recovers_without
     );
 
     // Every acknowledged message reaches the persistent subscriber, in order; no refused one.
-    keeper_opts.set_clean_start(false);
-    let mut keeper = V5Client::connect_with(keeper_opts).await;
-    assert!(
-        keeper.connack.session_present,
-        "the keeper's session was lost"
-    );
+    let mut keeper = reconnect_keeper(keeper_opts).await;
     let mut got = Vec::new();
     while got.len() < acked.len() {
         let p = keeper.recv(WAIT).await;
@@ -363,11 +355,7 @@ async fn stopping_while_the_disk_is_full_exits_cleanly_and_keeps_every_acknowled
     broker.stop();
     let fs = SmallFs::mount(broker.data_dir(), &std::env::temp_dir());
     broker.restart();
-    let mut keeper_opts = v5_options(&broker, &unique("keeper"));
-    keeper_opts.set_session_expiry_interval(Some(3600));
-    let mut keeper = V5Client::connect_with(keeper_opts.clone()).await;
-    keeper.subscribe_ok("data/#", Q5::AtLeastOnce).await;
-    keeper.disconnect().await;
+    let keeper_opts = keeper_session(&broker).await;
     let filler = fs.fill(256 << 10);
 
     let mut publisher = V5Client::connect(&broker, &unique("pub")).await;
@@ -393,12 +381,7 @@ async fn stopping_while_the_disk_is_full_exits_cleanly_and_keeps_every_acknowled
     // Space back, started again: the file is repaired and every acknowledged message is there.
     fs::remove_file(&filler).expect("remove filler");
     broker.restart();
-    keeper_opts.set_clean_start(false);
-    let mut keeper = V5Client::connect_with(keeper_opts).await;
-    assert!(
-        keeper.connack.session_present,
-        "the keeper's session was lost"
-    );
+    let mut keeper = reconnect_keeper(keeper_opts).await;
     let mut got = Vec::new();
     while let Some(p) = keeper.try_recv(Duration::from_secs(2)).await {
         got.push(number(&p.payload));

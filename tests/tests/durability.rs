@@ -94,15 +94,8 @@ async fn qos1_messages_queued_for_an_offline_v311_session_survive_kill9() {
     let sub_id = unique("crash-sub");
 
     within(TEST_LIMIT, "queue phase", async {
-        let mut sub = V3Client::connect(&broker, &sub_id, false).await;
-        sub.subscribe_ok(&topic, QoS::AtLeastOnce).await;
-        sub.disconnect().await;
-        let mut publisher = V3Client::connect(&broker, &unique("crash-pub"), true).await;
-        publisher
-            .publish_all_qos1(&topic, &numbered_payloads(N), Duration::from_secs(60))
-            .await;
-        // Every PUBACK is in: each of the N messages is acknowledged, hence durable.
-        publisher.drop_connection();
+        let sub = V3Client::connect(&broker, &sub_id, false).await;
+        queue_while_offline(&broker, sub, &topic, N).await;
     })
     .await;
 
@@ -110,12 +103,13 @@ async fn qos1_messages_queued_for_an_offline_v311_session_survive_kill9() {
     broker.restart();
 
     within(TEST_LIMIT, "redelivery phase", async {
-        let mut sub = V3Client::connect(&broker, &sub_id, false).await;
-        assert!(
-            sub.connack.session_present,
-            "persistent session lost across {how}"
-        );
-        let got = collect_v3(&mut sub, N, Duration::from_secs(60)).await;
+        let mut sub = V3Client::resume(
+            &broker,
+            &sub_id,
+            &format!("persistent session lost across {how}"),
+        )
+        .await;
+        let got = collect(&mut sub, N, Duration::from_secs(60)).await;
         got.assert_complete(N, &format!("v3.1.1 offline queue across {how}"));
     })
     .await;
@@ -136,15 +130,8 @@ async fn qos1_messages_queued_for_an_expiring_v5_session_survive_kill9() {
     o.set_session_expiry_interval(Some(3600));
 
     within(TEST_LIMIT, "queue phase", async {
-        let mut sub = V5Client::connect_with(o.clone()).await;
-        sub.subscribe_ok(&topic, rumqttc::v5::mqttbytes::QoS::AtLeastOnce)
-            .await;
-        sub.disconnect().await;
-        let mut publisher = V5Client::connect(&broker, &unique("crash-pub5")).await;
-        publisher
-            .publish_all_qos1(&topic, &numbered_payloads(N), Duration::from_secs(60))
-            .await;
-        publisher.drop_connection();
+        let sub = V5Client::connect_with(o.clone()).await;
+        queue_while_offline(&broker, sub, &topic, N).await;
     })
     .await;
 
@@ -155,39 +142,73 @@ async fn qos1_messages_queued_for_an_expiring_v5_session_survive_kill9() {
         o.set_clean_start(false);
         let mut sub = V5Client::connect_with(o).await;
         assert!(sub.connack.session_present, "v5 session lost across {how}");
-        let mut got = Received::new();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while got.deliveries.len() < N && Instant::now() < deadline {
-            match sub.try_recv(Duration::from_secs(5)).await {
-                Some(p) => got.add(payload_number(&p.payload), p.dup),
-                None => break,
-            }
-        }
-        while let Some(p) = sub.try_recv(QUIET).await {
-            got.add(payload_number(&p.payload), p.dup);
-        }
+        let got = collect(&mut sub, N, Duration::from_secs(60)).await;
         got.assert_complete(N, &format!("v5 offline queue across {how}"));
     })
     .await;
 }
 
-async fn collect_v3(sub: &mut V3Client, n: usize, limit: Duration) -> Received {
+/// Subscribes the persistent session `sub` to `topic` at QoS 1 and disconnects it, then
+/// publishes numbered payloads 0..n at QoS 1 to it from another client, dropped once every
+/// PUBACK is in: each of the n messages is acknowledged, hence durable.
+async fn queue_while_offline<C: ClientApi>(
+    broker: &Broker,
+    mut sub: Client<C>,
+    topic: &str,
+    n: usize,
+) where
+    Client<C>: AnyClient,
+{
+    sub.subscribe_ok(topic, QoS::AtLeastOnce).await;
+    sub.disconnect().await;
+    let mut publisher = Client::<C>::connect_clean(broker, &unique("crash-pub")).await;
+    publisher
+        .publish_all_qos1(topic, &numbered_payloads(n), Duration::from_secs(60))
+        .await;
+    publisher.drop_connection();
+}
+
+/// Receives numbered QoS 1 payloads until all of 0..n came or `limit` passed, then anything
+/// more (duplicates) within a short quiet period.
+async fn collect<C: ClientApi>(sub: &mut Client<C>, n: usize, limit: Duration) -> Received {
     let mut got = Received::new();
     let deadline = Instant::now() + limit;
     while got.deliveries.len() < n && Instant::now() < deadline {
         match sub.try_recv(Duration::from_secs(5)).await {
             Some(p) => {
-                assert_eq!(p.qos, QoS::AtLeastOnce, "queued at QoS 1");
-                got.add(payload_number(&p.payload), p.dup);
+                assert_eq!(p.qos(), QoS::AtLeastOnce, "queued at QoS 1");
+                got.add(payload_number(p.payload()), p.dup());
             }
             None => break,
         }
     }
-    // Anything more (duplicates) within a short quiet period.
     while let Some(p) = sub.try_recv(QUIET).await {
-        got.add(payload_number(&p.payload), p.dup);
+        got.add(payload_number(p.payload()), p.dup());
     }
     got
+}
+
+/// A new subscriber's retained message on `topic` (subscribed at `qos`) after the broker
+/// came back from `how`: it must come, carry RETAIN and `payload`.
+async fn retained_after<C: ClientApi>(
+    broker: &Broker,
+    topic: &str,
+    qos: QoS,
+    payload: &str,
+    how: &str,
+) -> <C::Event as MqttEvent>::Publish
+where
+    Client<C>: AnyClient,
+{
+    let mut sub = Client::<C>::connect_clean(broker, &unique("sub")).await;
+    sub.subscribe_ok(topic, qos).await;
+    let p = sub
+        .try_recv(WAIT)
+        .await
+        .unwrap_or_else(|| panic!("acknowledged retained message {payload:?} lost across {how}"));
+    assert_eq!(p.payload(), payload.as_bytes());
+    assert!(p.retain());
+    p
 }
 
 #[tokio::test]
@@ -205,14 +226,7 @@ async fn retained_qos1_message_is_durable_once_acknowledged() {
     let how = broker.crash();
     broker.restart();
     within(TEST_LIMIT, "check", async {
-        let mut sub = V3Client::connect(&broker, &unique("sub"), true).await;
-        sub.subscribe_ok(&topic, QoS::AtLeastOnce).await;
-        let p = sub
-            .try_recv(WAIT)
-            .await
-            .unwrap_or_else(|| panic!("acknowledged retained message lost across {how}"));
-        assert_eq!(p.payload, "survives".as_bytes());
-        assert!(p.retain);
+        retained_after::<V3Api>(&broker, &topic, QoS::AtLeastOnce, "survives", how).await;
     })
     .await;
 }
@@ -243,15 +257,8 @@ async fn retained_qos2_v5_message_with_properties_is_durable_once_completed() {
     let how = broker.crash();
     broker.restart();
     within(TEST_LIMIT, "check", async {
-        let mut sub = V5Client::connect(&broker, &unique("sub5")).await;
-        sub.subscribe_ok(&topic, rumqttc::v5::mqttbytes::QoS::ExactlyOnce)
-            .await;
-        let p = sub
-            .try_recv(WAIT)
-            .await
-            .unwrap_or_else(|| panic!("completed QoS 2 retained message lost across {how}"));
-        assert_eq!(p.payload, "v5-survives".as_bytes());
-        assert!(p.retain);
+        let p =
+            retained_after::<V5Api>(&broker, &topic, QoS::ExactlyOnce, "v5-survives", how).await;
         assert_eq!(p.qos, rumqttc::v5::mqttbytes::QoS::ExactlyOnce);
         let props = p.properties.unwrap_or_default();
         assert_eq!(
@@ -327,11 +334,12 @@ async fn every_acknowledged_message_survives_kill9_in_the_middle_of_a_publish_bu
     broker.restart();
 
     within(TEST_LIMIT, "redelivery", async {
-        let mut sub = V3Client::connect(&broker, &sub_id, false).await;
-        assert!(
-            sub.connack.session_present,
-            "persistent session lost across {how}"
-        );
+        let mut sub = V3Client::resume(
+            &broker,
+            &sub_id,
+            &format!("persistent session lost across {how}"),
+        )
+        .await;
         let mut got = Received::new();
         while let Some(p) = sub.try_recv(Duration::from_secs(2)).await {
             got.add(payload_number(&p.payload), p.dup);
@@ -374,7 +382,7 @@ async fn delivered_messages_are_not_redelivered_after_a_clean_restart() {
         publisher
             .publish_all_qos1(&topic, &numbered_payloads(50), WAIT)
             .await;
-        let got = collect_v3(&mut sub, 50, WAIT).await;
+        let got = collect(&mut sub, 50, WAIT).await;
         got.assert_complete(50, "live delivery");
         sub.disconnect().await;
     })
@@ -388,11 +396,8 @@ async fn delivered_messages_are_not_redelivered_after_a_clean_restart() {
     }
     broker.restart();
     within(TEST_LIMIT, "after restart", async {
-        let mut sub = V3Client::connect(&broker, &sub_id, false).await;
-        assert!(
-            sub.connack.session_present,
-            "session kept across a clean restart"
-        );
+        let mut sub =
+            V3Client::resume(&broker, &sub_id, "session kept across a clean restart").await;
         sub.expect_no_publish(Duration::from_secs(1), "acknowledged deliveries came again")
             .await;
         // The subscription itself survived.

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use edge_mqtt::frame::write_var_int;
 use robustmq_edge_e2e::rumqttc::QoS;
 use robustmq_edge_e2e::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -37,20 +38,10 @@ fn utf8_field(s: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(s);
 }
 
+/// Fixed header byte + remaining length (the broker's own var-int writer) + body.
 fn packet(first: u8, body: &[u8]) -> Vec<u8> {
     let mut out = vec![first];
-    let mut n = body.len();
-    loop {
-        let mut b = (n % 128) as u8;
-        n /= 128;
-        if n > 0 {
-            b |= 0x80;
-        }
-        out.push(b);
-        if n == 0 {
-            break;
-        }
-    }
+    write_var_int(body.len(), &mut out);
     out.extend_from_slice(body);
     out
 }
@@ -175,22 +166,25 @@ async fn every_hostile_client_at_once_while_a_clean_pair_loses_nothing() {
     });
     // 5. Invalid UTF-8 in a topic, too long a topic, too deep a filter, too many filters.
     hostile.spawn(async move {
-        let mut s = raw_client([127, 0, 0, 6], addr, "bad-utf8").await;
-        s.write_all(&publish(&[b'a', 0xff, 0xfe], 0, 0, b"x"))
-            .await
-            .expect("write");
-        assert!(
-            closed_within(&mut s, Duration::from_secs(5)).await,
-            "invalid UTF-8"
-        );
-        let mut s = raw_client([127, 0, 0, 6], addr, "long-topic").await;
-        s.write_all(&publish(&[b'a'; 300], 1, 1, b"x"))
-            .await
-            .expect("write");
-        assert!(
-            closed_within(&mut s, Duration::from_secs(5)).await,
-            "long topic"
-        );
+        for (id, bad_publish, case) in [
+            (
+                "bad-utf8",
+                publish(&[b'a', 0xff, 0xfe], 0, 0, b"x"),
+                "invalid UTF-8",
+            ),
+            (
+                "long-topic",
+                publish(&[b'a'; 300], 1, 1, b"x"),
+                "long topic",
+            ),
+        ] {
+            let mut s = raw_client([127, 0, 0, 6], addr, id).await;
+            s.write_all(&bad_publish).await.expect("write");
+            assert!(
+                closed_within(&mut s, Duration::from_secs(5)).await,
+                "{case}"
+            );
+        }
         let mut s = raw_client([127, 0, 0, 6], addr, "deep").await;
         let deep = vec!["d"; 40].join("/");
         s.write_all(&subscribe(1, deep.as_bytes(), 0))

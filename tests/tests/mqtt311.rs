@@ -6,41 +6,18 @@ use std::time::Duration;
 use robustmq_edge_e2e::rumqttc::{LastWill, QoS};
 use robustmq_edge_e2e::*;
 
+mod both_versions;
+
 const TEST_LIMIT: Duration = Duration::from_secs(60);
 
-#[tokio::test]
-async fn qos0_qos1_qos2_publishes_round_trip_at_the_granted_qos() {
-    let broker = Broker::start();
-    within(TEST_LIMIT, "test", async {
-        let topic = unique("rt");
-        let mut sub = V3Client::connect(&broker, &unique("sub"), true).await;
-        sub.subscribe_ok(&topic, QoS::ExactlyOnce).await;
-        let mut publisher = V3Client::connect(&broker, &unique("pub"), true).await;
-        for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
-            let payload = format!("payload at {qos:?}");
-            publisher.publish(&topic, qos, false, payload.clone()).await;
-            let p = sub.recv(WAIT).await;
-            assert_eq!(p.topic, topic);
-            assert_eq!(p.payload, payload.as_bytes());
-            assert_eq!(
-                p.qos, qos,
-                "delivered at the publish QoS (subscription is QoS 2)"
-            );
-            assert!(!p.retain, "live message must not carry RETAIN");
-            assert!(!p.dup, "first delivery must not carry DUP");
-        }
-        sub.expect_no_publish(QUIET, "exactly one delivery each")
-            .await;
-        publisher.disconnect().await;
-        sub.disconnect().await;
-    })
-    .await;
+#[test]
+fn qos0_qos1_qos2_publishes_round_trip_at_the_granted_qos() {
+    both_versions::publishes_round_trip_at_each_qos::<V3Api>()
 }
 
-#[tokio::test]
-async fn delivery_qos_is_downgraded_to_the_subscription_qos() {
-    let broker = Broker::start();
-    within(TEST_LIMIT, "test", async {
+#[test]
+fn delivery_qos_is_downgraded_to_the_subscription_qos() {
+    broker_test(TEST_LIMIT, |broker| async move {
         let topic = unique("down");
         let mut sub0 = V3Client::connect(&broker, &unique("s0"), true).await;
         sub0.subscribe_ok(&topic, QoS::AtMostOnce).await;
@@ -53,13 +30,11 @@ async fn delivery_qos_is_downgraded_to_the_subscription_qos() {
         assert_eq!(sub0.recv(WAIT).await.qos, QoS::AtMostOnce);
         assert_eq!(sub1.recv(WAIT).await.qos, QoS::AtLeastOnce);
     })
-    .await;
 }
 
-#[tokio::test]
-async fn retained_message_is_delivered_to_a_later_subscriber_and_empty_payload_clears_it() {
-    let broker = Broker::start();
-    within(TEST_LIMIT, "test", async {
+#[test]
+fn retained_message_is_delivered_to_a_later_subscriber_and_empty_payload_clears_it() {
+    broker_test(TEST_LIMIT, |broker| async move {
         let topic = unique("retained");
         let mut publisher = V3Client::connect(&broker, &unique("pub"), true).await;
         publisher
@@ -105,13 +80,11 @@ async fn retained_message_is_delivered_to_a_later_subscriber_and_empty_payload_c
             .expect_no_publish(QUIET, "retained message was deleted")
             .await;
     })
-    .await;
 }
 
-#[tokio::test]
-async fn wildcards_match_levels_and_keep_dollar_topics_out() {
-    let broker = Broker::start();
-    within(TEST_LIMIT, "test", async {
+#[test]
+fn wildcards_match_levels_and_keep_dollar_topics_out() {
+    broker_test(TEST_LIMIT, |broker| async move {
         let root = unique("wild");
         let mut plus = V3Client::connect(&broker, &unique("plus"), true).await;
         plus.subscribe_ok(&format!("{root}/+/temp"), QoS::AtLeastOnce)
@@ -169,13 +142,11 @@ async fn wildcards_match_levels_and_keep_dollar_topics_out() {
             "`#` gets every non-$ topic once: {got_all:?}"
         );
     })
-    .await;
 }
 
-#[tokio::test]
-async fn unsubscribe_stops_delivery() {
-    let broker = Broker::start();
-    within(TEST_LIMIT, "test", async {
+#[test]
+fn unsubscribe_stops_delivery() {
+    broker_test(TEST_LIMIT, |broker| async move {
         let topic = unique("unsub");
         let mut sub = V3Client::connect(&broker, &unique("sub"), true).await;
         sub.subscribe_ok(&topic, QoS::AtLeastOnce).await;
@@ -190,64 +161,17 @@ async fn unsubscribe_stops_delivery() {
             .await;
         sub.expect_no_publish(QUIET, "after UNSUBSCRIBE").await;
     })
-    .await;
 }
 
-#[tokio::test]
-async fn shared_subscription_splits_messages_among_members() {
-    let broker = Broker::start();
-    within(TEST_LIMIT, "test", async {
-        let topic = unique("shared");
-        let filter = format!("$share/workers/{topic}");
-        let mut a = V3Client::connect(&broker, &unique("a"), true).await;
-        a.subscribe_ok(&filter, QoS::AtLeastOnce).await;
-        let mut b = V3Client::connect(&broker, &unique("b"), true).await;
-        b.subscribe_ok(&filter, QoS::AtLeastOnce).await;
-        let mut plain = V3Client::connect(&broker, &unique("plain"), true).await;
-        plain.subscribe_ok(&topic, QoS::AtLeastOnce).await;
-
-        let n = 40;
-        let mut publisher = V3Client::connect(&broker, &unique("pub"), true).await;
-        publisher
-            .publish_all_qos1(&topic, &numbered_payloads(n), WAIT)
-            .await;
-
-        let mut seen = Vec::new();
-        let (mut count_a, mut count_b) = (0, 0);
-        while let Some(p) = a.try_recv(QUIET).await {
-            seen.push(payload_number(&p.payload));
-            count_a += 1;
-        }
-        while let Some(p) = b.try_recv(QUIET).await {
-            seen.push(payload_number(&p.payload));
-            count_b += 1;
-        }
-        seen.sort_unstable();
-        assert_eq!(
-            seen,
-            (0..n).collect::<Vec<_>>(),
-            "each message to exactly one group member"
-        );
-        assert!(
-            count_a > 0 && count_b > 0,
-            "both members get messages: a={count_a} b={count_b}"
-        );
-        let mut plain_count = 0;
-        while plain.try_recv(QUIET).await.is_some() {
-            plain_count += 1;
-        }
-        assert_eq!(
-            plain_count, n,
-            "a non-shared subscriber still gets every message"
-        );
-    })
-    .await;
+#[test]
+fn shared_subscription_splits_messages_among_members() {
+    // Two members and a plain subscriber, 40 messages.
+    both_versions::shared_subscription_splits_messages::<V3Api>(2, 40)
 }
 
-#[tokio::test]
-async fn persistent_session_receives_qos1_messages_queued_while_offline() {
-    let broker = Broker::start();
-    within(TEST_LIMIT, "test", async {
+#[test]
+fn persistent_session_receives_qos1_messages_queued_while_offline() {
+    broker_test(TEST_LIMIT, |broker| async move {
         let topic = unique("offline");
         let id = unique("persistent");
         let mut sub = V3Client::connect(&broker, &id, false).await;
@@ -262,11 +186,7 @@ async fn persistent_session_receives_qos1_messages_queued_while_offline() {
             .publish(&topic, QoS::AtMostOnce, false, "qos0-while-offline")
             .await;
 
-        let mut sub = V3Client::connect(&broker, &id, false).await;
-        assert!(
-            sub.connack.session_present,
-            "session must be present on reconnect"
-        );
+        let mut sub = V3Client::resume(&broker, &id, "session must be present on reconnect").await;
         let mut got = Vec::new();
         while let Some(p) = sub.try_recv(Duration::from_secs(1)).await {
             if p.qos == QoS::AtLeastOnce {
@@ -287,13 +207,11 @@ async fn persistent_session_receives_qos1_messages_queued_while_offline() {
             "clean session starts without state"
         );
     })
-    .await;
 }
 
-#[tokio::test]
-async fn will_is_published_when_a_client_drops_without_disconnect() {
-    let broker = Broker::start();
-    within(TEST_LIMIT, "test", async {
+#[test]
+fn will_is_published_when_a_client_drops_without_disconnect() {
+    broker_test(TEST_LIMIT, |broker| async move {
         let will_topic = unique("will");
         let mut watcher = V3Client::connect(&broker, &unique("watcher"), true).await;
         watcher.subscribe_ok(&will_topic, QoS::AtLeastOnce).await;
@@ -318,22 +236,16 @@ async fn will_is_published_when_a_client_drops_without_disconnect() {
         let p = watcher.recv(WAIT).await;
         assert_eq!(p.payload, "gone".as_bytes());
     })
-    .await;
 }
 
-#[tokio::test]
-async fn second_connection_with_the_same_client_id_takes_over_the_session() {
-    let broker = Broker::start();
-    within(TEST_LIMIT, "test", async {
+#[test]
+fn second_connection_with_the_same_client_id_takes_over_the_session() {
+    broker_test(TEST_LIMIT, |broker| async move {
         let id = unique("takeover");
         let topic = unique("takeover-topic");
         let mut first = V3Client::connect(&broker, &id, false).await;
         first.subscribe_ok(&topic, QoS::AtLeastOnce).await;
-        let mut second = V3Client::connect(&broker, &id, false).await;
-        assert!(
-            second.connack.session_present,
-            "the taken-over session is kept"
-        );
+        let mut second = V3Client::resume(&broker, &id, "the taken-over session is kept").await;
         first
             .events
             .wait_closed(WAIT)
@@ -345,15 +257,13 @@ async fn second_connection_with_the_same_client_id_takes_over_the_session() {
             .await;
         assert_eq!(second.recv(WAIT).await.payload, "to-second".as_bytes());
     })
-    .await;
 }
 
-#[tokio::test]
-async fn overlapping_subscriptions_deliver_one_copy() {
+#[test]
+fn overlapping_subscriptions_deliver_one_copy() {
     // A robustmq-edge requirement (issue 2): one copy at the highest granted QoS. MQTT 3.1.1
     // also allows one copy per subscription, so mosquitto may differ here.
-    let broker = Broker::start();
-    within(TEST_LIMIT, "test", async {
+    broker_test(TEST_LIMIT, |broker| async move {
         let root = unique("overlap");
         let mut sub = V3Client::connect(&broker, &unique("sub"), true).await;
         sub.subscribe_ok(&format!("{root}/#"), QoS::AtMostOnce)
@@ -378,24 +288,9 @@ async fn overlapping_subscriptions_deliver_one_copy() {
             assert!(extra.is_empty(), "delivered more than once: {extra:?}");
         }
     })
-    .await;
 }
 
-#[tokio::test]
-async fn broker_closes_the_connection_promptly_after_client_disconnect() {
-    // MQTT 3.1.1 3.14.4: on DISCONNECT the server SHOULD close the connection if the client has
-    // not. rumqttc's event loop waits for that close, so a slow close holds up every rumqttc
-    // `disconnect()` (and keeps the connection's resources alive meanwhile).
-    let broker = Broker::start();
-    within(TEST_LIMIT, "test", async {
-        for _ in 0..3 {
-            let c = V3Client::connect(&broker, &unique("bye"), true).await;
-            let delay = c.disconnect_and_time_server_close().await;
-            assert!(
-                delay < Duration::from_millis(250),
-                "broker closed the connection {delay:?} after DISCONNECT"
-            );
-        }
-    })
-    .await;
+#[test]
+fn broker_closes_the_connection_promptly_after_client_disconnect() {
+    both_versions::broker_closes_the_connection_promptly_after_disconnect::<V3Api>()
 }

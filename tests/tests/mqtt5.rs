@@ -9,41 +9,18 @@ use robustmq_edge_e2e::v5bytes::{
 };
 use robustmq_edge_e2e::*;
 
+mod both_versions;
+
 const TEST_LIMIT: Duration = Duration::from_secs(60);
 
-fn topic_of(p: &v5bytes::Publish) -> String {
-    String::from_utf8(p.topic.to_vec()).expect("utf-8 topic")
+#[test]
+fn v5_qos0_qos1_qos2_publishes_round_trip() {
+    both_versions::publishes_round_trip_at_each_qos::<V5Api>()
 }
 
-#[tokio::test]
-async fn v5_qos0_qos1_qos2_publishes_round_trip() {
-    let broker = Broker::start();
-    within(TEST_LIMIT, "test", async {
-        let topic = unique("v5rt");
-        let mut sub = V5Client::connect(&broker, &unique("sub")).await;
-        sub.subscribe_ok(&topic, QoS::ExactlyOnce).await;
-        let mut publisher = V5Client::connect(&broker, &unique("pub")).await;
-        for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
-            let payload = format!("v5 at {qos:?}");
-            publisher.publish(&topic, qos, false, payload.clone()).await;
-            let p = sub.recv(WAIT).await;
-            assert_eq!(topic_of(&p), topic);
-            assert_eq!(p.payload, payload.as_bytes());
-            assert_eq!(p.qos, qos);
-            assert!(!p.retain && !p.dup);
-        }
-        sub.expect_no_publish(QUIET, "exactly one delivery each")
-            .await;
-        publisher.disconnect().await;
-        sub.disconnect().await;
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn v5_user_properties_and_request_response_properties_pass_through() {
-    let broker = Broker::start();
-    within(TEST_LIMIT, "test", async {
+#[test]
+fn v5_user_properties_and_request_response_properties_pass_through() {
+    broker_test(TEST_LIMIT, |broker| async move {
         let topic = unique("v5props");
         let mut sub = V5Client::connect(&broker, &unique("sub")).await;
         sub.subscribe_ok(&topic, QoS::AtLeastOnce).await;
@@ -73,13 +50,11 @@ async fn v5_user_properties_and_request_response_properties_pass_through() {
         assert_eq!(got.response_topic, Some(format!("{topic}/reply")));
         assert_eq!(got.correlation_data.as_deref(), Some(&b"\x00\x01corr"[..]));
     })
-    .await;
 }
 
-#[tokio::test]
-async fn v5_retained_message_and_subscription_retain_options() {
-    let broker = Broker::start();
-    within(TEST_LIMIT, "test", async {
+#[test]
+fn v5_retained_message_and_subscription_retain_options() {
+    broker_test(TEST_LIMIT, |broker| async move {
         let topic = unique("v5ret");
         let mut publisher = V5Client::connect(&broker, &unique("pub")).await;
         publisher
@@ -122,13 +97,11 @@ async fn v5_retained_message_and_subscription_retain_options() {
             "without retain-as-published RETAIN is cleared on live delivery"
         );
     })
-    .await;
 }
 
-#[tokio::test]
-async fn v5_no_local_subscription_does_not_echo_own_messages() {
-    let broker = Broker::start();
-    within(TEST_LIMIT, "test", async {
+#[test]
+fn v5_no_local_subscription_does_not_echo_own_messages() {
+    broker_test(TEST_LIMIT, |broker| async move {
         let topic = unique("v5nolocal");
         let mut c = V5Client::connect(&broker, &unique("self")).await;
         let mut f = Filter::new(&topic, QoS::AtLeastOnce);
@@ -142,13 +115,11 @@ async fn v5_no_local_subscription_does_not_echo_own_messages() {
             .await;
         assert_eq!(c.recv(WAIT).await.payload, "theirs".as_bytes());
     })
-    .await;
 }
 
-#[tokio::test]
-async fn v5_wildcards_and_subscription_identifiers() {
-    let broker = Broker::start();
-    within(TEST_LIMIT, "test", async {
+#[test]
+fn v5_wildcards_and_subscription_identifiers() {
+    broker_test(TEST_LIMIT, |broker| async move {
         let root = unique("v5wild");
         let mut sub = V5Client::connect(&broker, &unique("sub")).await;
         let ack = sub
@@ -224,54 +195,17 @@ async fn v5_wildcards_and_subscription_identifiers() {
             assert_eq!(all, vec![7, 42], "each identifier listed: {both:?}");
         }
     })
-    .await;
 }
 
-#[tokio::test]
-async fn v5_shared_subscription_splits_messages_among_members() {
-    let broker = Broker::start();
-    within(TEST_LIMIT, "test", async {
-        let topic = unique("v5shared");
-        let filter = format!("$share/g1/{topic}");
-        let mut members = Vec::new();
-        for _ in 0..3 {
-            let mut m = V5Client::connect(&broker, &unique("member")).await;
-            m.subscribe_ok(&filter, QoS::AtLeastOnce).await;
-            members.push(m);
-        }
-        let n = 60;
-        let mut publisher = V5Client::connect(&broker, &unique("pub")).await;
-        publisher
-            .publish_all_qos1(&topic, &numbered_payloads(n), WAIT)
-            .await;
-        let mut seen = Vec::new();
-        let mut per_member = Vec::new();
-        for m in &mut members {
-            let mut count = 0;
-            while let Some(p) = m.try_recv(QUIET).await {
-                seen.push(payload_number(&p.payload));
-                count += 1;
-            }
-            per_member.push(count);
-        }
-        seen.sort_unstable();
-        assert_eq!(
-            seen,
-            (0..n).collect::<Vec<_>>(),
-            "each message to exactly one member"
-        );
-        assert!(
-            per_member.iter().filter(|&&c| c > 0).count() >= 2,
-            "split: {per_member:?}"
-        );
-    })
-    .await;
+#[test]
+fn v5_shared_subscription_splits_messages_among_members() {
+    // Three members and a plain subscriber, 60 messages.
+    both_versions::shared_subscription_splits_messages::<V5Api>(3, 60)
 }
 
-#[tokio::test]
-async fn v5_session_expiry_keeps_queued_messages_and_message_expiry_drops_stale_ones() {
-    let broker = Broker::start();
-    within(TEST_LIMIT, "test", async {
+#[test]
+fn v5_session_expiry_keeps_queued_messages_and_message_expiry_drops_stale_ones() {
+    broker_test(TEST_LIMIT, |broker| async move {
         let topic = unique("v5exp");
         let id = unique("v5persist");
         let mut o = v5_options(&broker, &id);
@@ -330,13 +264,11 @@ async fn v5_session_expiry_keeps_queued_messages_and_message_expiry_drops_stale_
             "expiry interval reduced by the time spent queued: {remaining}"
         );
     })
-    .await;
 }
 
-#[tokio::test]
-async fn v5_unsubscribe_reports_missing_subscriptions() {
-    let broker = Broker::start();
-    within(TEST_LIMIT, "test", async {
+#[test]
+fn v5_unsubscribe_reports_missing_subscriptions() {
+    broker_test(TEST_LIMIT, |broker| async move {
         let topic = unique("v5unsub");
         let mut c = V5Client::connect(&broker, &unique("c")).await;
         c.subscribe_ok(&topic, QoS::AtLeastOnce).await;
@@ -345,13 +277,11 @@ async fn v5_unsubscribe_reports_missing_subscriptions() {
         let ack = c.unsubscribe(&topic).await;
         assert_eq!(ack.reasons, vec![UnsubAckReason::NoSubscriptionExisted]);
     })
-    .await;
 }
 
-#[tokio::test]
-async fn v5_session_takeover_disconnects_the_old_connection_with_reason() {
-    let broker = Broker::start();
-    within(TEST_LIMIT, "test", async {
+#[test]
+fn v5_session_takeover_disconnects_the_old_connection_with_reason() {
+    broker_test(TEST_LIMIT, |broker| async move {
         let id = unique("v5takeover");
         let mut first = V5Client::connect(&broker, &id).await;
         let _second = V5Client::connect(&broker, &id).await;
@@ -371,13 +301,11 @@ async fn v5_session_takeover_disconnects_the_old_connection_with_reason() {
             );
         }
     })
-    .await;
 }
 
-#[tokio::test]
-async fn v5_will_delay_is_cancelled_by_a_reconnect_and_sent_otherwise() {
-    let broker = Broker::start();
-    within(TEST_LIMIT, "test", async {
+#[test]
+fn v5_will_delay_is_cancelled_by_a_reconnect_and_sent_otherwise() {
+    broker_test(TEST_LIMIT, |broker| async move {
         let will_topic = unique("v5will");
         let mut watcher = V5Client::connect(&broker, &unique("watcher")).await;
         watcher.subscribe_ok(&will_topic, QoS::AtLeastOnce).await;
@@ -423,21 +351,9 @@ async fn v5_will_delay_is_cancelled_by_a_reconnect_and_sent_otherwise() {
         let p = watcher.recv(Duration::from_secs(5)).await;
         assert_eq!(p.payload, "gone".as_bytes());
     })
-    .await;
 }
 
-#[tokio::test]
-async fn v5_broker_closes_the_connection_promptly_after_client_disconnect() {
-    let broker = Broker::start();
-    within(TEST_LIMIT, "test", async {
-        for _ in 0..3 {
-            let c = V5Client::connect(&broker, &unique("bye5")).await;
-            let delay = c.disconnect_and_time_server_close().await;
-            assert!(
-                delay < Duration::from_millis(250),
-                "broker closed the connection {delay:?} after DISCONNECT"
-            );
-        }
-    })
-    .await;
+#[test]
+fn v5_broker_closes_the_connection_promptly_after_client_disconnect() {
+    both_versions::broker_closes_the_connection_promptly_after_disconnect::<V5Api>()
 }

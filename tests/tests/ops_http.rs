@@ -65,6 +65,17 @@ fn run(mut c: Command) -> Output {
     c.stdin(Stdio::null()).output().expect("run tool")
 }
 
+/// [`run`], asserting the tool succeeded; `what` names it, with its stderr, when it did not.
+fn run_ok(c: Command, what: &str) -> Output {
+    let out = run(c);
+    assert!(
+        out.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// `promtool check metrics` on `text`: panics with its complaints.
 fn promtool_check(text: &str) {
     let mut child = tool("promtool")
@@ -93,12 +104,7 @@ fn mosquitto_pub(port: u16, args: &[&str]) {
     let mut c = tool("mosquitto_pub");
     c.args(["-h", "127.0.0.1", "-p", &port.to_string()])
         .args(args);
-    let out = run(c);
-    assert!(
-        out.status.success(),
-        "mosquitto_pub {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(c, &format!("mosquitto_pub {args:?}"));
 }
 
 /// `mosquitto_sub -q 1` until `count` messages or `secs` seconds: (topic, payload) pairs.
@@ -221,7 +227,7 @@ fn health_and_status_api_describe_the_running_broker() {
     let mut c = tool("mosquitto_sub");
     c.args(["-p", &port.to_string(), "-i", "keeper", "-c", "-q", "1"])
         .args(["-t", "status/#", "-E"]);
-    assert!(run(c).status.success());
+    run_ok(c, "mosquitto_sub -c (persistent session)");
     mosquitto_pub(port, &["-q", "1", "-t", "status/x", "-m", "queued"]);
     let (status, body) = http_get(http, "/api/v1/status");
     assert_eq!(status, 200);
@@ -457,7 +463,7 @@ fn status_page_shows_the_figures_in_headless_chromium() {
         "1",
     ])
     .args(["-t", "page/#", "-E"]);
-    assert!(run(c).status.success());
+    run_ok(c, "mosquitto_sub -c (persistent session)");
     let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ops_http");
     std::fs::create_dir_all(&out_dir).expect("output dir");
     let url = format!("http://127.0.0.1:{http}/");
@@ -548,13 +554,7 @@ fn chromium(url: &str, out_dir: &Path, args: &[&str]) -> Output {
     .arg(format!("--user-data-dir={}", profile.path().display()))
     .args(args)
     .arg(url);
-    let out = run(c);
-    assert!(
-        out.status.success(),
-        "chromium failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    run_ok(c, "chromium")
 }
 
 /// SIGHUP re-reads `[http.tls]`: after the certificate files are replaced by ones from another

@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use robustmq_edge_e2e::rumqttc::v5::mqttbytes::QoS as Q5;
 use robustmq_edge_e2e::*;
 
 fn config(max_connections: usize, max_packet: u32, level: &str, max_batch: usize) -> String {
@@ -12,6 +13,14 @@ fn config(max_connections: usize, max_packet: u32, level: &str, max_batch: usize
         "[limits]\nmax_connections = {max_connections}\nmax_packet_size = {max_packet}\n\n\
          [log]\nlevel = \"{level}\"\n\n[storage]\nmax_batch = {max_batch}\n"
     )
+}
+
+/// The maximum packet size the broker announced in `c`'s CONNACK.
+fn max_packet_size(c: &V5Client) -> Option<u32> {
+    c.connack
+        .properties
+        .as_ref()
+        .and_then(|p| p.max_packet_size)
 }
 
 fn sighup(broker: &Broker) {
@@ -53,13 +62,7 @@ async fn sighup_changes_log_level_and_max_connections_live_and_reports_restart_o
         .start();
 
     let mut a = V5Client::connect(&broker, &unique("a")).await;
-    assert_eq!(
-        a.connack
-            .properties
-            .as_ref()
-            .and_then(|p| p.max_packet_size),
-        Some(2048)
-    );
+    assert_eq!(max_packet_size(&a), Some(2048));
     let mut b = V3Client::connect(&broker, &unique("b"), true).await;
     assert!(
         V5Client::try_connect_with(v5_options(&broker, &unique("c")))
@@ -96,27 +99,10 @@ async fn sighup_changes_log_level_and_max_connections_live_and_reports_restart_o
     // The new limit is in force, the two connections stayed up.
     // New connections are told (and get) the new packet size; older ones keep theirs.
     let mut c = V5Client::connect(&broker, &unique("c")).await;
-    assert_eq!(
-        c.connack
-            .properties
-            .as_ref()
-            .and_then(|p| p.max_packet_size),
-        Some(8192)
-    );
-    c.publish(
-        "reload/c",
-        rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
-        false,
-        vec![b'x'; 4000],
-    )
-    .await;
-    a.publish(
-        "reload/a",
-        rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
-        false,
-        "x",
-    )
-    .await;
+    assert_eq!(max_packet_size(&c), Some(8192));
+    c.publish("reload/c", Q5::AtLeastOnce, false, vec![b'x'; 4000])
+        .await;
+    a.publish("reload/a", Q5::AtLeastOnce, false, "x").await;
     b.publish("reload/b", rumqttc::QoS::AtLeastOnce, false, "y")
         .await;
     if rust_log {
@@ -138,12 +124,6 @@ async fn sighup_changes_log_level_and_max_connections_live_and_reports_restart_o
             .is_err(),
         "max_connections is still 3 after a broken file"
     );
-    a.publish(
-        "reload/a",
-        rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
-        false,
-        "z",
-    )
-    .await;
+    a.publish("reload/a", Q5::AtLeastOnce, false, "z").await;
     drop(c);
 }

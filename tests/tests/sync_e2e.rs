@@ -118,6 +118,22 @@ async fn publish_v5(v5: &mut V5Client, i: usize) -> v5bytes::PubAckReason {
         .await
 }
 
+/// The edge forwarding by `rules` straight to mosquitto on 127.0.0.1:`port` (no proxy, no
+/// pacing), returned once its status reports the link connected.
+async fn start_edge_connected(port: u16, rules: &str) -> Broker {
+    let edge = start_edge(edge_config(
+        "",
+        &format!("tcp://127.0.0.1:{port}"),
+        UNPACED,
+        rules,
+    ));
+    wait_status(edge.data_dir(), "link connected", WAIT, |s| {
+        json_str(s, "link_state").as_deref() == Some("connected")
+    })
+    .await;
+    edge
+}
+
 // ------------------------------------------------------------------------------------------
 // Tests
 // ------------------------------------------------------------------------------------------
@@ -130,16 +146,7 @@ async fn online_forwarding_maps_topics_keeps_order_and_tags_every_message() {
         "{SENSORS}[[sync.forward]]\nfilter = \"plant/#\"\nqos = 2\n\
          replace_prefix = {{ from = \"plant/\", to = \"site/{{node_id}}/\" }}\n"
     );
-    let edge = start_edge(edge_config(
-        "",
-        &format!("tcp://127.0.0.1:{}", mq.port),
-        UNPACED,
-        &rules,
-    ));
-    wait_status(edge.data_dir(), "link connected", WAIT, |s| {
-        json_str(s, "link_state").as_deref() == Some("connected")
-    })
-    .await;
+    let edge = start_edge_connected(mq.port, &rules).await;
 
     // 200 QoS 1 messages from an MQTT 3.1.1 publisher.
     publish_all(edge.port(), "sensors/temp", 0..200, 0).await;
@@ -488,25 +495,12 @@ async fn full_backlog_under_reject_new_refuses_v5_with_0x97_and_disconnects_v311
     }
     // MQTT 3.1.1 has no negative PUBACK: the publisher is disconnected, never acknowledged.
     let mut v3 = V3Client::connect(&edge, &unique("rej3"), true).await;
-    v3.client
-        .publish("sensors/cap", QoS::AtLeastOnce, false, payload(2000, 100))
-        .await
-        .expect("queue PUBLISH");
-    v3.events
-        .wait_closed(WAIT)
-        .await
-        .expect("v3.1.1 publisher not disconnected on a full reject_new outbox");
-    assert!(
-        v3.events
-            .try_wait_for(Duration::ZERO, |e| matches!(
-                e,
-                rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))
-            )
-            .then_some(()))
-            .await
-            .is_err(),
-        "v3.1.1 publisher got a PUBACK for a refused message"
-    );
+    v3.publish_refused_by_close(
+        "sensors/cap",
+        payload(2000, 100),
+        "on a full reject_new outbox",
+    )
+    .await;
     let s = wait_status(edge.data_dir(), "rejections counted", WAIT, |s| {
         json_u64(s, "rejected") >= 5
     })
@@ -592,21 +586,15 @@ async fn downlink_delivers_with_qos_and_retain_and_never_loops_back_up() {
     o.set_keep_alive(Duration::from_secs(30))
         .set_clean_start(true);
     let mut cloud = V5Client::connect_with(o).await;
-    // Until the edge's upstream subscription is in place, probes are lost: send them until one
-    // comes down.
-    let t = Instant::now();
-    loop {
-        cloud
-            .publish("cmd/gw1/probe", Q5::AtMostOnce, false, "p")
-            .await;
-        if local.try_recv(Duration::from_millis(200)).await.is_some() {
-            break;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(15),
-            "downlink never delivered a probe"
-        );
-    }
+    probe_downlink(
+        &mut cloud,
+        &mut local,
+        "cmd/gw1/probe",
+        Q5::AtMostOnce,
+        Duration::from_millis(200),
+        Duration::from_secs(15),
+    )
+    .await;
 
     cloud
         .publish("cmd/gw1/reboot", Q5::AtLeastOnce, true, "now")
@@ -617,15 +605,11 @@ async fn downlink_delivers_with_qos_and_retain_and_never_loops_back_up() {
     cloud
         .publish("cmd/gw1/q2", Q5::ExactlyOnce, false, "two")
         .await;
-    let mut seen = HashMap::new();
-    while seen.len() < 3 {
-        let p = local.recv(WAIT).await;
-        let topic = String::from_utf8_lossy(&p.topic).into_owned();
-        if topic == "cmd/gw1/probe" {
-            continue;
-        }
-        seen.insert(topic, (p.qos, p.retain, p.payload.clone()));
-    }
+    let seen: HashMap<_, _> = recv_by_topic(&mut local, 3, "cmd/gw1/probe", WAIT)
+        .await
+        .into_iter()
+        .map(|(topic, p)| (topic, (p.qos, p.retain, p.payload)))
+        .collect();
     assert_eq!(
         seen["cmd/gw1/reboot"],
         (Q5::AtLeastOnce, true, Bytes::from("now"))
@@ -784,10 +768,16 @@ async fn tls_upstream_with_generated_ca_is_verified_and_forwards() {
     publish_all(edge.port(), "sensors/tls", 0..100, 0).await;
     let got = obs.wait_distinct(100, WAIT).await;
     check_delivery(&got, &range_set(0..100), &BTreeSet::new());
-    let s = sync_status(edge.data_dir());
+    // The status file is written every second: it may still be the one from before the link
+    // came up.
+    let upstream = format!("tls://127.0.0.1:{tls_port}");
+    let s = wait_status(edge.data_dir(), "TLS upstream in the status", WAIT, |s| {
+        json_str(s, "current_upstream").is_some()
+    })
+    .await;
     assert_eq!(
         json_str(&s, "current_upstream").as_deref(),
-        Some(format!("tls://127.0.0.1:{tls_port}").as_str()),
+        Some(upstream.as_str()),
         "{s}"
     );
 
@@ -928,16 +918,7 @@ async fn scheduled_rule_waits_for_its_window_while_live_traffic_flows() {
         hms(open_s),
         hms(open_s + 3600)
     );
-    let edge = start_edge(edge_config(
-        "",
-        &format!("tcp://127.0.0.1:{}", mq.port),
-        UNPACED,
-        &rules,
-    ));
-    wait_status(edge.data_dir(), "link connected", WAIT, |s| {
-        json_str(s, "link_state").as_deref() == Some("connected")
-    })
-    .await;
+    let edge = start_edge_connected(mq.port, &rules).await;
     publish_all(edge.port(), "logs/app", 0..100, 0).await;
     publish_all(edge.port(), "sensors/temp", 100..200, 0).await;
     obs.wait("live readings", WAIT, |g| {

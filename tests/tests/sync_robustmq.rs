@@ -706,17 +706,15 @@ async fn downlink_carries_robustmq_commands_to_local_subscribers() {
     let mut o = observer_options(rmq.port);
     o.set_credentials(USER, PASSWORD);
     let mut cloud = V5Client::connect_with(o).await;
-    // The edge subscribes upstream right after its CONNACK: probe until one comes down.
-    let t = Instant::now();
-    loop {
-        cloud
-            .publish("cmd/rmq-cmd/probe", Q5::AtLeastOnce, false, "p")
-            .await;
-        if local.try_recv(Duration::from_millis(500)).await.is_some() {
-            break;
-        }
-        assert!(t.elapsed() < LONG, "downlink never delivered a probe");
-    }
+    probe_downlink(
+        &mut cloud,
+        &mut local,
+        "cmd/rmq-cmd/probe",
+        Q5::AtLeastOnce,
+        Duration::from_millis(500),
+        LONG,
+    )
+    .await;
 
     cloud
         .publish("cmd/rmq-cmd/reboot", Q5::AtLeastOnce, false, "now")
@@ -724,14 +722,11 @@ async fn downlink_carries_robustmq_commands_to_local_subscribers() {
     cloud
         .publish("cmd/rmq-cmd/price/7", Q5::AtLeastOnce, false, "3.99")
         .await;
-    let mut seen = BTreeMap::new();
-    while seen.len() < 2 {
-        let p = local.recv(LONG).await;
-        let topic = String::from_utf8_lossy(&p.topic).into_owned();
-        if topic != "cmd/rmq-cmd/probe" {
-            seen.insert(topic, (p.qos, p.payload.clone()));
-        }
-    }
+    let seen: BTreeMap<_, _> = recv_by_topic(&mut local, 2, "cmd/rmq-cmd/probe", LONG)
+        .await
+        .into_iter()
+        .map(|(topic, p)| (topic, (p.qos, p.payload)))
+        .collect();
     assert_eq!(
         seen["cmd/rmq-cmd/reboot"],
         (Q5::AtLeastOnce, Bytes::from("now"))

@@ -34,6 +34,17 @@ impl TestDb {
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
+    /// The outbox on this database for `cfg`.
+    pub fn outbox(&self, cfg: &SyncConfig) -> Arc<Outbox> {
+        Outbox::open(self.db.clone(), cfg).unwrap()
+    }
+    /// A restart: drops `ob` and the database, opens both again from the file.
+    pub fn reopen_outbox(self, ob: Arc<Outbox>, cfg: &SyncConfig) -> (TestDb, Arc<Outbox>) {
+        drop(ob);
+        let t = self.reopen();
+        let ob = t.outbox(cfg);
+        (t, ob)
+    }
     /// Drops the database (all Arcs must be gone) and opens it again.
     pub fn reopen(self) -> TestDb {
         let TestDb { dir, db } = self;
@@ -76,27 +87,39 @@ pub fn capture(ob: &Outbox, db: &redb::Database, msgs: &[(&str, Vec<u8>, u8)]) {
     capture_at(ob, db, msgs, now_ms());
 }
 
+/// A local message as the broker hands it to the outbox: not retained, no properties.
+pub fn local_message<'a>(topic: &'a str, payload: &'a [u8], qos: u8, at: u64) -> LocalMessage<'a> {
+    LocalMessage {
+        topic,
+        payload,
+        qos,
+        retain: false,
+        user_properties: &[],
+        content_type: None,
+        received_at_ms: at,
+    }
+}
+
+/// Captures messages `(topic, payload, qos)` received at `at` (ms) in one broker-like
+/// transaction.
 pub fn capture_at(ob: &Outbox, db: &redb::Database, msgs: &[(&str, Vec<u8>, u8)], at: u64) {
     let txn = db.begin_write().unwrap();
     for (t, p, q) in msgs {
         if ob.wants(t, *q) && ob.admit(t, p.len()).is_ok() {
-            ob.capture(
-                &txn,
-                &LocalMessage {
-                    topic: t,
-                    payload: p,
-                    qos: *q,
-                    retain: false,
-                    user_properties: &[],
-                    content_type: None,
-                    received_at_ms: at,
-                },
-            )
-            .unwrap();
+            ob.capture(&txn, &local_message(t, p, *q, at)).unwrap();
         }
     }
     txn.commit().unwrap();
     ob.committed(true);
+}
+
+/// Captures one QoS 1 message in a broker transaction that is then rolled back.
+pub fn capture_rolled_back(ob: &Outbox, db: &redb::Database, topic: &str, payload: &[u8]) {
+    let txn = db.begin_write().unwrap();
+    ob.capture(&txn, &local_message(topic, payload, 1, now_ms()))
+        .unwrap();
+    txn.abort().unwrap();
+    ob.committed(false);
 }
 
 /// `count` messages on `topic`, payload `i` as text, captured in batches of 500.
@@ -143,6 +166,13 @@ impl Mosquitto {
     pub fn start() -> Mosquitto {
         Mosquitto::start_on(free_port(), "")
     }
+    /// A fresh mosquitto and a `mosquitto_sub` on it reading `filter` (what reached the
+    /// upstream).
+    pub fn with_subscriber(filter: &str) -> (Mosquitto, Subscriber) {
+        let mq = Mosquitto::start();
+        let sub = Subscriber::start(mq.port, filter);
+        (mq, sub)
+    }
 }
 
 impl Drop for Mosquitto {
@@ -152,15 +182,12 @@ impl Drop for Mosquitto {
     }
 }
 
+/// Waits (up to 10 s) until something accepts TCP connections on 127.0.0.1:`port`.
 pub fn wait_port(port: u16) {
-    let t = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "port {port} never opened"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let open = wait_until(Duration::from_secs(10), || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    assert!(open, "port {port} never opened");
 }
 
 /// One received message as printed by `mosquitto_sub -F '%t|%P|%p'`.
@@ -414,14 +441,19 @@ pub fn data_dir(p: &Path) -> PathBuf {
 
 /// Opens the outbox of `cfg` in `t` and starts sync on it with a collecting [`TestBus`].
 pub fn start_sync(t: &TestDb, cfg: SyncConfig) -> (Arc<Outbox>, edge_sync::SyncHandle) {
-    let ob = Outbox::open(t.db.clone(), &cfg).unwrap();
-    let h = edge_sync::start(
+    let ob = t.outbox(&cfg);
+    let h = start_uplink(t, &ob, cfg);
+    (ob, h)
+}
+
+/// Starts sync (uplink and downlink) on the outbox `ob` of `t`, with a test [`LocalBus`].
+pub fn start_uplink(t: &TestDb, ob: &Arc<Outbox>, cfg: SyncConfig) -> edge_sync::SyncHandle {
+    edge_sync::start(
         ob.clone(),
         cfg,
         t.path().to_path_buf(),
         Arc::new(TestBus::default()),
-    );
-    (ob, h)
+    )
 }
 
 /// Waits up to 10 s for the uplink to report `Connected`.

@@ -7,7 +7,7 @@
 //! Each test binary uses only part of it.
 #![allow(dead_code)]
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -514,6 +514,46 @@ pub async fn publish_qos1(
     feeder.abort();
     drop(client);
     Published { acked, error }
+}
+
+/// The next `n` messages `local` receives on topics other than `probe` (late probes of
+/// [`probe_downlink`] are skipped), by topic; each wait is up to `limit`.
+pub async fn recv_by_topic(
+    local: &mut V5Client,
+    n: usize,
+    probe: &str,
+    limit: Duration,
+) -> BTreeMap<String, v5bytes::Publish> {
+    let mut seen = BTreeMap::new();
+    while seen.len() < n {
+        let p = local.recv(limit).await;
+        let topic = String::from_utf8_lossy(&p.topic).into_owned();
+        if topic != probe {
+            seen.insert(topic, p);
+        }
+    }
+    seen
+}
+
+/// Publishes probes (`qos`, payload "p") on `topic` from `cloud` until one comes down to
+/// `local` within `poll`, panicking after `limit`: the edge subscribes upstream only after its
+/// CONNACK, and probes sent before that are lost.
+pub async fn probe_downlink(
+    cloud: &mut V5Client,
+    local: &mut V5Client,
+    topic: &str,
+    qos: Q5,
+    poll: Duration,
+    limit: Duration,
+) {
+    let t = Instant::now();
+    loop {
+        cloud.publish(topic, qos, false, "p").await;
+        if local.try_recv(poll).await.is_some() {
+            return;
+        }
+        assert!(t.elapsed() < limit, "downlink never delivered a probe");
+    }
 }
 
 /// Publishes and asserts every message was acknowledged.
