@@ -1,12 +1,15 @@
-//! One client connection: the CONNECT handshake, then a reader and a writer running together
-//! until one ends it. Once the session is attached only the writer writes to the socket, in
-//! reply order; an acknowledgement that promises durability waits for its storage commit.
+//! One client connection: the CONNECT handshake, then one task that waits idle (no buffers)
+//! and, woken, runs a reader and a writer together until one ends it. Once the session is
+//! attached only the writer writes to the socket, in reply order; an acknowledgement that
+//! promises durability waits for its storage commit. A panic in the task is caught, logged,
+//! counted, and the session detached as for a broken connection.
 
 mod frame; // whole frames off the socket
 mod handshake; // CONNECT to CONNACK
 mod inbound; // the read loop and one handler per packet kind
 mod outbound; // the write loop: replies, then the session's deliveries
 mod replies; // the bounded queue from the reader to the writer
+mod task; // the one task: idle wait, busy phases, panic containment, the end
 
 /// Entry point of the connection fuzz target (not part of the API).
 #[cfg(feature = "fuzzing")]
@@ -17,7 +20,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_lite::{future, FutureExt};
+use futures_lite::FutureExt;
 use mqtt_proto::v5::DisconnectReasonCode as Dr;
 use mqtt_proto::Protocol;
 
@@ -166,41 +169,7 @@ async fn serve_shared(
         Box::pin(stream.close()).await;
         return;
     };
-    run(stream, ready).await;
-}
-
-/// Runs the reader and the writer until one ends, then detaches the session and closes. The
-/// connection permit is given back when this returns (or is dropped).
-async fn run(stream: Stream, mut ready: Box<Ready>) {
-    let departure = std::sync::Mutex::new(Departure::Abnormal);
-    let r = &mut *ready;
-    let (conn, connected, replies) = (&r.conn, &r.connected, &r.replies);
-    let sent_disconnect = async {
-        let close = inbound::read_loop(conn, &stream, &mut r.reader, r.keep_alive, replies).await;
-        *departure.lock().unwrap_or_else(|e| e.into_inner()) = close.departure();
-        replies.close(close);
-        future::pending::<bool>().await
-    }
-    .or(outbound::write_loop(conn, &stream, replies, connected))
-    .await;
-    let dep = std::mem::replace(
-        &mut *departure.lock().unwrap_or_else(|e| e.into_inner()),
-        Departure::Abnormal,
-    );
-    // The session ends (or detaches) before the socket closes: a client that reconnects the
-    // moment it sees the close must find the session as this connection left it. Boxed, like
-    // the close: the task reserves room for its largest state, and these are never idle.
-    Box::pin(
-        conn.broker
-            .disconnect(&conn.client_id, connected.conn_id, dep),
-    )
-    .await;
-    if sent_disconnect {
-        Box::pin(graceful_close(&stream)).await;
-    } else {
-        Box::pin(stream.close()).await;
-    }
-    tracing::debug!(peer = %conn.peer, client_id = %conn.client_id, "client disconnected");
+    task::run(stream, ready).await;
 }
 
 /// After the broker sent a DISCONNECT: closes so that the DISCONNECT just written is read by the

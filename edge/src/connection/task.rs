@@ -1,0 +1,519 @@
+//! A connection's one task after the CONNECT handshake. Idle, it waits in one small poll
+//! function for the socket to become readable, the session's wake-up (reply, delivery, kick) or
+//! the keep-alive deadline, and holds no buffer. Woken, it runs a busy phase in a box, freed when
+//! both sides are idle again: the reader handles bursts of input while the writer sends replies
+//! (in order, each after its storage ticket) and deliveries, concurrently, so neither waits on
+//! the other (a client that writes while we write to it is still read). A panic in either side
+//! is caught: logged, counted, and the session detached as for a broken connection.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use event_listener::EventListener;
+use futures_lite::{future, FutureExt};
+use mqtt_proto::v5::DisconnectReasonCode as Dr;
+
+use super::frame::{FrameReader, ReadError};
+use super::handshake::Ready;
+use super::inbound::{self, PublishState};
+use super::outbound::{self, Encoder, Round};
+use super::{Close, Conn, Stream};
+use crate::broker::Departure;
+
+/// A value shared by the two sides of the one task (a `Mutex`, never contended: a `Cell`
+/// would make the task's future `!Send`).
+struct Slot<T>(Mutex<Option<T>>);
+
+impl<T> Default for Slot<T> {
+    fn default() -> Self {
+        Slot(Mutex::new(None))
+    }
+}
+
+impl<T> Slot<T> {
+    fn set(&self, v: Option<T>) {
+        *edge_mqtt::util::lock(&self.0) = v;
+    }
+
+    fn take(&self) -> Option<T> {
+        edge_mqtt::util::lock(&self.0).take()
+    }
+}
+
+impl<T: Copy> Slot<T> {
+    fn get(&self) -> Option<T> {
+        *edge_mqtt::util::lock(&self.0)
+    }
+}
+
+/// How a busy phase ended.
+enum Busy {
+    /// Both sides ran out of work; the listener was registered before the writer's last look.
+    Idle(Option<EventListener>),
+    /// The connection ends; `true` when the client was sent a DISCONNECT.
+    End(bool),
+}
+
+/// What ended an idle wait.
+enum Wake {
+    Readable,
+    Notified,
+    KeepAlive,
+}
+
+/// The time of the last input plus one and a half keep-alive periods.
+struct KeepAlive {
+    limit: Option<Duration>,
+    deadline: Slot<Instant>,
+}
+
+impl KeepAlive {
+    fn new(keep_alive: u16) -> KeepAlive {
+        // One and a half keep-alive periods without a packet end the connection.
+        let limit = (keep_alive > 0).then(|| Duration::from_millis(keep_alive as u64 * 1500));
+        let k = KeepAlive {
+            limit,
+            deadline: Slot::default(),
+        };
+        k.touch();
+        k
+    }
+
+    /// Input arrived: the deadline moves.
+    fn touch(&self) {
+        self.deadline.set(self.limit.map(|l| Instant::now() + l));
+    }
+
+    fn timer(&self) -> Option<smol::Timer> {
+        self.deadline.get().map(smol::Timer::at)
+    }
+}
+
+/// Runs the connection until it ends, then detaches the session and closes the socket. The
+/// connection permit is given back when this returns (or is dropped).
+pub(super) async fn run(stream: Stream, mut ready: Box<Ready>) {
+    let r = &mut *ready;
+    let conn = &r.conn;
+    // How the reader ended the connection; none: abnormally (network, panic, kick).
+    let closed: Slot<Close> = Slot::default();
+    let served = AssertUnwindSafe(serve_phases(
+        conn,
+        &stream,
+        &mut r.reader,
+        &r.replies,
+        &r.connected,
+        r.keep_alive,
+        &closed,
+    ))
+    .catch_unwind()
+    .await;
+    let sent_disconnect = match served {
+        Ok(sent) => sent,
+        Err(panic) => {
+            let what = panic_message(&*panic);
+            tracing::error!(peer = %conn.peer, client_id = %conn.client_id, panic = what,
+                "connection task panicked: session detached, connection closed");
+            conn.broker.stats.connection_panicked();
+            closed.set(None);
+            false
+        }
+    };
+    let departure = closed.take().map_or(Departure::Abnormal, |c| c.departure());
+    // The session ends (or detaches) before the socket closes: a client that reconnects the
+    // moment it sees the close must find the session as this connection left it. Boxed, like
+    // the close: the task reserves room for its largest state, and these are never idle.
+    Box::pin(
+        conn.broker
+            .disconnect(&conn.client_id, r.connected.conn_id, departure),
+    )
+    .await;
+    if sent_disconnect {
+        Box::pin(super::graceful_close(&stream)).await;
+    } else {
+        Box::pin(stream.close()).await;
+    }
+    tracing::debug!(peer = %conn.peer, client_id = %conn.client_id, "client disconnected");
+}
+
+/// A panic's message, when it has one.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    if let Some(s) = panic.downcast_ref::<&'static str>() {
+        s
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s
+    } else {
+        "(no message)"
+    }
+}
+
+/// Alternates idle waits and busy phases; returns whether the client was sent a DISCONNECT.
+async fn serve_phases(
+    conn: &Conn,
+    stream: &Stream,
+    reader: &mut FrameReader,
+    replies: &super::replies::Replies,
+    connected: &crate::broker::Connected,
+    keep_alive: u16,
+    closed: &Slot<Close>,
+) -> bool {
+    let keep_alive = KeepAlive::new(keep_alive);
+    let mut publish_state = PublishState::default();
+    let mut out = Encoder::new(conn);
+    let mut parts = Parts {
+        conn,
+        stream,
+        reader,
+        replies,
+        connected,
+        keep_alive: &keep_alive,
+        publish_state: &mut publish_state,
+        out: &mut out,
+        closed,
+    };
+    // The CONNACK (and any packets sent behind the CONNECT) are waiting.
+    let mut readable = false;
+    loop {
+        let listener = match Box::pin(busy(&mut parts, readable)).await {
+            Busy::End(sent_disconnect) => return sent_disconnect,
+            Busy::Idle(Some(listener)) => listener,
+            // Not expected: the writer registers before it goes idle. Look again.
+            Busy::Idle(None) => {
+                readable = false;
+                continue;
+            }
+        };
+        readable = match idle(stream, listener, &keep_alive).await {
+            Wake::Readable => true,
+            Wake::Notified => false,
+            Wake::KeepAlive => {
+                let close = Close::Broker {
+                    code: Dr::KeepAliveTimeout,
+                    why: "keep alive timeout",
+                };
+                end_reading(conn, replies, closed, close);
+                // The writer sends the DISCONNECT; the reader is done.
+                return match Box::pin(finish_writing(&mut parts)).await {
+                    Busy::End(sent) => sent,
+                    Busy::Idle(_) => false,
+                };
+            }
+        };
+    }
+}
+
+/// What the busy phase borrows (one pointer in the idle state's boxed call).
+struct Parts<'a, 'b> {
+    conn: &'a Conn,
+    stream: &'a Stream,
+    reader: &'a mut FrameReader,
+    replies: &'a super::replies::Replies,
+    connected: &'a crate::broker::Connected,
+    keep_alive: &'a KeepAlive,
+    publish_state: &'a mut PublishState,
+    out: &'a mut Encoder<'b>,
+    closed: &'a Slot<Close>,
+}
+
+/// The reader ended the connection: the writer sends what is queued, then `close`.
+fn end_reading(conn: &Conn, replies: &super::replies::Replies, closed: &Slot<Close>, close: Close) {
+    if let Close::Broker { why, .. } = close {
+        tracing::info!(peer = %conn.peer, client_id = %conn.client_id, reason = why, "closing connection");
+    }
+    closed.set(Some(close));
+    replies.close(close);
+}
+
+/// The idle state: waits for input, a wake-up of the session's event or the keep-alive
+/// deadline, in one poll function (no buffer, one timer).
+async fn idle(stream: &Stream, mut listener: EventListener, keep_alive: &KeepAlive) -> Wake {
+    let mut timer = keep_alive.timer();
+    future::poll_fn(|cx| {
+        // A read error is found by the read that follows.
+        if stream.poll_readable(cx).is_ready() {
+            return Poll::Ready(Wake::Readable);
+        }
+        if Pin::new(&mut listener).poll(cx).is_ready() {
+            return Poll::Ready(Wake::Notified);
+        }
+        if let Some(t) = &mut timer {
+            if Pin::new(t).poll(cx).is_ready() {
+                return Poll::Ready(Wake::KeepAlive);
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// Which side of a busy phase has run out of work (the one that runs out second ends it).
+#[derive(Default)]
+struct Sides {
+    reader_idle: AtomicBool,
+    writer_idle: AtomicBool,
+    /// Registered before the writer's last look for work.
+    listener: Slot<EventListener>,
+}
+
+/// Reader and writer together until both are idle or the connection ends. `readable`: the
+/// socket was seen readable.
+async fn busy(p: &mut Parts<'_, '_>, readable: bool) -> Busy {
+    let sides = Sides::default();
+    let (conn, replies, closed) = (p.conn, p.replies, p.closed);
+    let mut read = pin!(read_side(
+        conn,
+        p.stream,
+        p.reader,
+        replies,
+        p.keep_alive,
+        p.publish_state,
+        readable,
+        &sides,
+    ));
+    let mut write = pin!(write_side(
+        conn,
+        p.stream,
+        replies,
+        p.connected,
+        p.out,
+        &sides
+    ));
+    let mut reading = true;
+    let end = future::poll_fn(|cx| {
+        if reading {
+            if let Poll::Ready(r) = read.as_mut().poll(cx) {
+                match r {
+                    Ok(()) => return Poll::Ready(None),
+                    Err(close) => {
+                        end_reading(conn, replies, closed, close);
+                        reading = false;
+                    }
+                }
+            }
+        }
+        write.as_mut().poll(cx).map(Some)
+    })
+    .await;
+    match end {
+        Some(Some(sent_disconnect)) => Busy::End(sent_disconnect),
+        _ => Busy::Idle(sides.listener.take()),
+    }
+}
+
+/// The writer alone, after the reader ended the connection.
+async fn finish_writing(p: &mut Parts<'_, '_>) -> Busy {
+    let sides = Sides::default();
+    match write_side(p.conn, p.stream, p.replies, p.connected, p.out, &sides).await {
+        Some(sent) => Busy::End(sent),
+        None => Busy::Idle(None),
+    }
+}
+
+/// Reads and handles bursts of input; `Ok` once there is none and the writer is idle too.
+#[allow(clippy::too_many_arguments)]
+async fn read_side(
+    conn: &Conn,
+    stream: &Stream,
+    reader: &mut FrameReader,
+    replies: &super::replies::Replies,
+    keep_alive: &KeepAlive,
+    publish_state: &mut PublishState,
+    mut readable: bool,
+    sides: &Sides,
+) -> Result<(), Close> {
+    loop {
+        match reader.try_input(stream, readable) {
+            Ok(true) => {
+                let burst = inbound::read_burst(
+                    conn,
+                    stream,
+                    reader,
+                    keep_alive.limit,
+                    publish_state,
+                    replies,
+                );
+                burst.await?;
+                keep_alive.touch();
+                // A buffer still held is tried first; nothing seen readable yet.
+                readable = false;
+                continue;
+            }
+            Ok(false) => {}
+            Err(e) => return Err(inbound::read_failed(conn, e)),
+        }
+        if sides.writer_idle.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        sides.reader_idle.store(true, Ordering::Relaxed);
+        let mut timer = keep_alive.timer();
+        let waited = future::poll_fn(|cx| {
+            if stream.poll_readable(cx).is_ready() {
+                return Poll::Ready(Ok(()));
+            }
+            if let Some(t) = &mut timer {
+                if Pin::new(t).poll(cx).is_ready() {
+                    return Poll::Ready(Err(ReadError::TimedOut));
+                }
+            }
+            Poll::Pending
+        })
+        .await;
+        sides.reader_idle.store(false, Ordering::Relaxed);
+        if let Err(e) = waited {
+            return Err(inbound::read_failed(conn, e));
+        }
+        readable = true;
+    }
+}
+
+/// Writes replies and deliveries; `None` once there is nothing to write and the reader is
+/// idle too, `Some(sent_disconnect)` when the connection ends.
+async fn write_side(
+    conn: &Conn,
+    stream: &Stream,
+    replies: &super::replies::Replies,
+    connected: &crate::broker::Connected,
+    out: &mut Encoder<'_>,
+    sides: &Sides,
+) -> Option<bool> {
+    loop {
+        // Registered before the checks: a reply, delivery or kick after them wakes it.
+        sides.listener.set(Some(connected.notify.listen()));
+        match outbound::write_round(conn, stream, replies, connected, out).await {
+            Round::Again => continue,
+            Round::Idle => {}
+            Round::End(sent_disconnect) => return Some(sent_disconnect),
+        }
+        out.release();
+        replies.release();
+        if sides.reader_idle.load(Ordering::Relaxed) {
+            return None;
+        }
+        sides.writer_idle.store(true, Ordering::Relaxed);
+        future::poll_fn(|cx| {
+            let Some(mut l) = sides.listener.take() else {
+                return Poll::Ready(());
+            };
+            if Pin::new(&mut l).poll(cx).is_ready() {
+                return Poll::Ready(());
+            }
+            sides.listener.set(Some(l));
+            Poll::Pending
+        })
+        .await;
+        sides.writer_idle.store(false, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::Arc;
+
+    use mqtt_proto::Protocol;
+
+    use crate::auth::ListenerPolicy;
+    use crate::broker::{Broker, Connections};
+    use crate::connection::{inbound::PANIC_TOPIC, serve, test_support};
+    use crate::transport::Transport;
+
+    /// Serves the next connection of `listener` on a thread of its own.
+    fn serve_next(broker: &Arc<Broker>, listener: &TcpListener) -> std::thread::JoinHandle<()> {
+        let (server, peer) = listener.accept().expect("accept");
+        let stream = Transport::plain(smol::Async::new(server).expect("async socket"));
+        let policy = ListenerPolicy {
+            allow_anonymous: true,
+            use_identity_as_username: false,
+        };
+        let permit = Arc::new(Connections::new(1)).try_acquire().expect("permit");
+        let fut = serve(broker.clone(), stream, peer, policy, permit);
+        std::thread::spawn(move || smol::block_on(fut))
+    }
+
+    /// MQTT 3.1.1 CONNECT of a persistent session (clean session 0, keep alive 0), with a
+    /// retained will on `will/<id>` when `will` is set.
+    fn connect_packet(id: &str, will: bool) -> Vec<u8> {
+        let mut body = vec![0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04];
+        body.push(if will { 0x24 } else { 0x00 });
+        body.extend_from_slice(&[0, 0]);
+        let mut field = |b: &[u8]| {
+            body.extend_from_slice(&(b.len() as u16).to_be_bytes());
+            body.extend_from_slice(b);
+        };
+        field(id.as_bytes());
+        if will {
+            field(format!("will/{id}").as_bytes());
+            field(b"gone");
+        }
+        let mut p = vec![0x10, body.len() as u8];
+        p.extend_from_slice(&body);
+        p
+    }
+
+    /// Connects and sends CONNECT (the CONNACK comes once the connection is served).
+    fn connect(addr: std::net::SocketAddr, id: &str, will: bool) -> TcpStream {
+        let mut c = TcpStream::connect(addr).expect("connect");
+        c.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .expect("timeout");
+        c.write_all(&connect_packet(id, will)).expect("CONNECT");
+        c
+    }
+
+    /// Reads a CONNACK Success; whether it says session present.
+    fn read_connack(c: &mut TcpStream) -> bool {
+        let mut ack = [0u8; 4];
+        c.read_exact(&mut ack).expect("CONNACK");
+        assert_eq!(
+            [ack[0], ack[1], ack[3]],
+            [0x20, 0x02, 0x00],
+            "CONNACK {ack:?}"
+        );
+        ack[2] == 1
+    }
+
+    /// A panic in a connection's task is caught: counted, the session detached as for a broken
+    /// connection (the will published, the persistent session kept), the socket closed, and the
+    /// client gets its session back when it reconnects.
+    #[test]
+    fn a_panicking_connection_detaches_its_session_and_the_client_can_resume_it() {
+        let t = test_support::conn(Protocol::V311, false);
+        let broker = t.conn.broker.clone();
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("address");
+
+        let mut c = connect(addr, "panicky", true);
+        let task = serve_next(&broker, &listener);
+        assert!(!read_connack(&mut c), "a new session");
+        assert_eq!(broker.gauges().sessions_online, 1);
+        // A QoS 0 PUBLISH on the topic whose handler panics (test builds only).
+        let topic = PANIC_TOPIC.as_bytes();
+        let mut publish = vec![0x30, (2 + topic.len() + 1) as u8, 0, topic.len() as u8];
+        publish.extend_from_slice(topic);
+        publish.push(b'!');
+        c.write_all(&publish).expect("PUBLISH");
+        task.join()
+            .expect("the panic does not escape the connection's task");
+        let mut rest = Vec::new();
+        let _ = c.read_to_end(&mut rest);
+        assert!(rest.is_empty(), "closed without a packet: {rest:?}");
+
+        assert_eq!(broker.stats.counters().connection_panics, 1);
+        let g = broker.gauges();
+        assert_eq!(g.sessions_online, 0, "the session is detached");
+        assert_eq!(g.sessions_offline_persistent, 1, "and kept");
+        assert_eq!(g.retained_messages, 1, "the will (retained) was published");
+
+        let mut again = connect(addr, "panicky", false);
+        let task = serve_next(&broker, &listener);
+        assert!(read_connack(&mut again), "session present");
+        assert_eq!(broker.gauges().sessions_online, 1);
+        drop(again);
+        task.join().expect("connection task");
+        assert_eq!(broker.stats.counters().connection_panics, 1);
+    }
+}
