@@ -144,6 +144,11 @@ pub(super) async fn write_round(
     }
 }
 
+/// Server -> client topic aliases: topic -> alias, allocated for the clients that accept
+/// aliases (boxed: 8 bytes instead of an empty map's 48 in every idle connection).
+#[allow(clippy::box_collection)]
+pub(super) type Aliases = Option<Box<HashMap<Arc<str>, u16>>>;
+
 /// Payloads of at least this many bytes are not copied into the write buffer: they go out
 /// from the message's shared buffer in the same vectored write. Smaller ones are cheaper to copy
 /// than to give a slice of their own.
@@ -159,10 +164,8 @@ pub(super) struct Encoder<'a> {
     /// Shared payloads, each written after `buf[..at]` (in order of `at`).
     payloads: Vec<(usize, Bytes)>,
     payload_bytes: usize,
-    /// Topic -> alias; allocated for the clients that accept aliases (boxed: 8 bytes instead
-    /// of an empty map's 48 in every idle connection).
-    #[allow(clippy::box_collection)]
-    aliases: Option<Box<HashMap<Arc<str>, u16>>>,
+    /// Topic -> alias; kept by the connection between busy phases.
+    pub(super) aliases: Aliases,
 }
 
 impl<'a> Encoder<'a> {

@@ -94,24 +94,36 @@ impl KeepAlive {
     }
 }
 
+/// What the task keeps between busy phases, in the connection's heap block ([`Ready`]) so
+/// that the idle future holds only pointers, the listener and the keep-alive timer.
+pub(super) struct State {
+    keep_alive: KeepAlive,
+    publish: PublishState,
+    /// Server -> client topic aliases (the encoder lives only in busy phases).
+    aliases: outbound::Aliases,
+    /// How the reader ended the connection; none: abnormally (network, panic, kick).
+    closed: Slot<Close>,
+}
+
+impl State {
+    pub(super) fn new(keep_alive: u16) -> State {
+        State {
+            keep_alive: KeepAlive::new(keep_alive),
+            publish: PublishState::default(),
+            aliases: None,
+            closed: Slot::default(),
+        }
+    }
+}
+
 /// Runs the connection until it ends, then detaches the session and closes the socket. The
 /// connection permit is given back when this returns (or is dropped).
 pub(super) async fn run(stream: Stream, mut ready: Box<Ready>) {
-    let r = &mut *ready;
+    let served = AssertUnwindSafe(serve_phases(&stream, &mut ready))
+        .catch_unwind()
+        .await;
+    let r = &*ready;
     let conn = &r.conn;
-    // How the reader ended the connection; none: abnormally (network, panic, kick).
-    let closed: Slot<Close> = Slot::default();
-    let served = AssertUnwindSafe(serve_phases(
-        conn,
-        &stream,
-        &mut r.reader,
-        &r.replies,
-        &r.connected,
-        r.keep_alive,
-        &closed,
-    ))
-    .catch_unwind()
-    .await;
     let sent_disconnect = match served {
         Ok(sent) => sent,
         Err(panic) => {
@@ -119,11 +131,15 @@ pub(super) async fn run(stream: Stream, mut ready: Box<Ready>) {
             tracing::error!(peer = %conn.peer, client_id = %conn.client_id, panic = what,
                 "connection task panicked: session detached, connection closed");
             conn.broker.stats.connection_panicked();
-            closed.set(None);
+            r.state.closed.set(None);
             false
         }
     };
-    let departure = closed.take().map_or(Departure::Abnormal, |c| c.departure());
+    let departure = r
+        .state
+        .closed
+        .take()
+        .map_or(Departure::Abnormal, |c| c.departure());
     // The session ends (or detaches) before the socket closes: a client that reconnects the
     // moment it sees the close must find the session as this connection left it. Boxed, like
     // the close: the task reserves room for its largest state, and these are never idle.
@@ -152,33 +168,11 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
 }
 
 /// Alternates idle waits and busy phases; returns whether the client was sent a DISCONNECT.
-async fn serve_phases(
-    conn: &Conn,
-    stream: &Stream,
-    reader: &mut FrameReader,
-    replies: &super::replies::Replies,
-    connected: &crate::broker::Connected,
-    keep_alive: u16,
-    closed: &Slot<Close>,
-) -> bool {
-    let keep_alive = KeepAlive::new(keep_alive);
-    let mut publish_state = PublishState::default();
-    let mut out = Encoder::new(conn);
-    let mut parts = Parts {
-        conn,
-        stream,
-        reader,
-        replies,
-        connected,
-        keep_alive: &keep_alive,
-        publish_state: &mut publish_state,
-        out: &mut out,
-        closed,
-    };
+async fn serve_phases(stream: &Stream, ready: &mut Ready) -> bool {
     // The CONNACK (and any packets sent behind the CONNECT) are waiting.
     let mut readable = false;
     loop {
-        let listener = match Box::pin(busy(&mut parts, readable)).await {
+        let listener = match Box::pin(busy(stream, ready, readable, true)).await {
             Busy::End(sent_disconnect) => return sent_disconnect,
             Busy::Idle(Some(listener)) => listener,
             // Not expected: the writer registers before it goes idle. Look again.
@@ -187,7 +181,7 @@ async fn serve_phases(
                 continue;
             }
         };
-        readable = match idle(stream, listener, &keep_alive).await {
+        readable = match idle(stream, listener, &ready.state.keep_alive).await {
             Wake::Readable => true,
             Wake::Notified => false,
             Wake::KeepAlive => {
@@ -195,28 +189,15 @@ async fn serve_phases(
                     code: Dr::KeepAliveTimeout,
                     why: "keep alive timeout",
                 };
-                end_reading(conn, replies, closed, close);
+                end_reading(&ready.conn, &ready.replies, &ready.state.closed, close);
                 // The writer sends the DISCONNECT; the reader is done.
-                return match Box::pin(finish_writing(&mut parts)).await {
+                return match Box::pin(busy(stream, ready, false, false)).await {
                     Busy::End(sent) => sent,
                     Busy::Idle(_) => false,
                 };
             }
         };
     }
-}
-
-/// What the busy phase borrows (one pointer in the idle state's boxed call).
-struct Parts<'a, 'b> {
-    conn: &'a Conn,
-    stream: &'a Stream,
-    reader: &'a mut FrameReader,
-    replies: &'a super::replies::Replies,
-    connected: &'a crate::broker::Connected,
-    keep_alive: &'a KeepAlive,
-    publish_state: &'a mut PublishState,
-    out: &'a mut Encoder<'b>,
-    closed: &'a Slot<Close>,
 }
 
 /// The reader ended the connection: the writer sends what is queued, then `close`.
@@ -260,56 +241,56 @@ struct Sides {
 }
 
 /// Reader and writer together until both are idle or the connection ends. `readable`: the
-/// socket was seen readable.
-async fn busy(p: &mut Parts<'_, '_>, readable: bool) -> Busy {
+/// socket was seen readable; `reading`: false once the reader has ended the connection (the
+/// writer alone sends what is queued and the close).
+async fn busy(stream: &Stream, ready: &mut Ready, readable: bool, mut reading: bool) -> Busy {
     let sides = Sides::default();
-    let (conn, replies, closed) = (p.conn, p.replies, p.closed);
-    let mut read = pin!(read_side(
+    let Ready {
         conn,
-        p.stream,
-        p.reader,
+        connected,
         replies,
-        p.keep_alive,
-        p.publish_state,
-        readable,
-        &sides,
-    ));
-    let mut write = pin!(write_side(
-        conn,
-        p.stream,
-        replies,
-        p.connected,
-        p.out,
-        &sides
-    ));
-    let mut reading = true;
-    let end = future::poll_fn(|cx| {
-        if reading {
-            if let Poll::Ready(r) = read.as_mut().poll(cx) {
-                match r {
-                    Ok(()) => return Poll::Ready(None),
-                    Err(close) => {
-                        end_reading(conn, replies, closed, close);
-                        reading = false;
+        reader,
+        state,
+        ..
+    } = ready;
+    let (conn, replies) = (&*conn, &*replies);
+    let mut out = Encoder::new(conn);
+    out.aliases = state.aliases.take();
+    let end = {
+        let mut read = pin!(read_side(
+            conn,
+            stream,
+            reader,
+            replies,
+            &state.keep_alive,
+            &mut state.publish,
+            readable,
+            &sides,
+        ));
+        let mut write = pin!(write_side(
+            conn, stream, replies, connected, &mut out, &sides
+        ));
+        let closed = &state.closed;
+        future::poll_fn(|cx| {
+            if reading {
+                if let Poll::Ready(r) = read.as_mut().poll(cx) {
+                    match r {
+                        Ok(()) => return Poll::Ready(None),
+                        Err(close) => {
+                            end_reading(conn, replies, closed, close);
+                            reading = false;
+                        }
                     }
                 }
             }
-        }
-        write.as_mut().poll(cx).map(Some)
-    })
-    .await;
+            write.as_mut().poll(cx).map(Some)
+        })
+        .await
+    };
+    state.aliases = out.aliases.take();
     match end {
         Some(Some(sent_disconnect)) => Busy::End(sent_disconnect),
         _ => Busy::Idle(sides.listener.take()),
-    }
-}
-
-/// The writer alone, after the reader ended the connection.
-async fn finish_writing(p: &mut Parts<'_, '_>) -> Busy {
-    let sides = Sides::default();
-    match write_side(p.conn, p.stream, p.replies, p.connected, p.out, &sides).await {
-        Some(sent) => Busy::End(sent),
-        None => Busy::Idle(None),
     }
 }
 
