@@ -2,6 +2,15 @@
 //! header, before its body is buffered; the buffer grows to the frame being read (room for a few
 //! more of that size, up to 64 KiB), shrinks back after a larger one, and is freed while the
 //! connection waits for input: a read that finds nothing makes it idle.
+//!
+//! Why not `edge_mqtt::frame::FrameBuffer` (sync's reader): the fixed header is parsed by the
+//! shared code (`codec::fixed_header`), but the buffer policy here is the broker's own. It frees
+//! the buffer whenever a look finds no input (`try_input`, the idle state of 10,000 connections),
+//! reads plain TCP without waiting (`try_read`), keeps room for four frames of the size it last
+//! grew to (4 KB payloads: one read per four frames instead of one per frame) and shrinks back
+//! after a large frame. `FrameBuffer` grows to exactly one frame and never gives memory back, and
+//! would add its `chunk` field (8 bytes) to every connection; giving it these policies would
+//! change the sync client's reader as well (issue 7: revisit if the two readers' needs meet).
 
 use std::future::Future;
 use std::pin::Pin;
