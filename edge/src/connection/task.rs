@@ -68,16 +68,16 @@ enum Wake {
 
 /// The time of the last input plus one and a half keep-alive periods.
 struct KeepAlive {
-    limit: Option<Duration>,
+    /// One and a half keep-alive periods in milliseconds; 0: no keep-alive.
+    limit_ms: u32,
     deadline: Slot<Instant>,
 }
 
 impl KeepAlive {
     fn new(keep_alive: u16) -> KeepAlive {
         // One and a half keep-alive periods without a packet end the connection.
-        let limit = (keep_alive > 0).then(|| Duration::from_millis(keep_alive as u64 * 1500));
         let k = KeepAlive {
-            limit,
+            limit_ms: keep_alive as u32 * 1500,
             deadline: Slot::default(),
         };
         k.touch();
@@ -86,7 +86,11 @@ impl KeepAlive {
 
     /// Input arrived: the deadline moves.
     fn touch(&self) {
-        self.deadline.set(self.limit.map(|l| Instant::now() + l));
+        self.deadline.set(self.limit().map(|l| Instant::now() + l));
+    }
+
+    fn limit(&self) -> Option<Duration> {
+        (self.limit_ms > 0).then(|| Duration::from_millis(self.limit_ms as u64))
     }
 
     fn timer(&self) -> Option<smol::Timer> {
@@ -101,8 +105,8 @@ pub(super) struct State {
     publish: PublishState,
     /// Server -> client topic aliases (the encoder lives only in busy phases).
     aliases: outbound::Aliases,
-    /// How the reader ended the connection; none: abnormally (network, panic, kick).
-    closed: Slot<Close>,
+    /// How the session sees the end the reader chose; none: abnormal (network, panic, kick).
+    departure: Slot<Departure>,
 }
 
 impl State {
@@ -111,7 +115,7 @@ impl State {
             keep_alive: KeepAlive::new(keep_alive),
             publish: PublishState::default(),
             aliases: None,
-            closed: Slot::default(),
+            departure: Slot::default(),
         }
     }
 }
@@ -131,15 +135,11 @@ pub(super) async fn run(stream: Stream, mut ready: Box<Ready>) {
             tracing::error!(peer = %conn.peer, client_id = %conn.client_id, panic = what,
                 "connection task panicked: session detached, connection closed");
             conn.broker.stats.connection_panicked();
-            r.state.closed.set(None);
+            r.state.departure.set(None);
             false
         }
     };
-    let departure = r
-        .state
-        .closed
-        .take()
-        .map_or(Departure::Abnormal, |c| c.departure());
+    let departure = r.state.departure.take().unwrap_or(Departure::Abnormal);
     // The session ends (or detaches) before the socket closes: a client that reconnects the
     // moment it sees the close must find the session as this connection left it. Boxed, like
     // the close: the task reserves room for its largest state, and these are never idle.
@@ -189,7 +189,7 @@ async fn serve_phases(stream: &Stream, ready: &mut Ready) -> bool {
                     code: Dr::KeepAliveTimeout,
                     why: "keep alive timeout",
                 };
-                end_reading(&ready.conn, &ready.replies, &ready.state.closed, close);
+                end_reading(&ready.conn, &ready.replies, &ready.state.departure, close);
                 // The writer sends the DISCONNECT; the reader is done.
                 return match Box::pin(busy(stream, ready, false, false)).await {
                     Busy::End(sent) => sent,
@@ -201,11 +201,16 @@ async fn serve_phases(stream: &Stream, ready: &mut Ready) -> bool {
 }
 
 /// The reader ended the connection: the writer sends what is queued, then `close`.
-fn end_reading(conn: &Conn, replies: &super::replies::Replies, closed: &Slot<Close>, close: Close) {
+fn end_reading(
+    conn: &Conn,
+    replies: &super::replies::Replies,
+    departure: &Slot<Departure>,
+    close: Close,
+) {
     if let Close::Broker { why, .. } = close {
         tracing::info!(peer = %conn.peer, client_id = %conn.client_id, reason = why, "closing connection");
     }
-    closed.set(Some(close));
+    departure.set(Some(close.departure()));
     replies.close(close);
 }
 
@@ -270,14 +275,14 @@ async fn busy(stream: &Stream, ready: &mut Ready, readable: bool, mut reading: b
         let mut write = pin!(write_side(
             conn, stream, replies, connected, &mut out, &sides
         ));
-        let closed = &state.closed;
+        let departure = &state.departure;
         future::poll_fn(|cx| {
             if reading {
                 if let Poll::Ready(r) = read.as_mut().poll(cx) {
                     match r {
                         Ok(()) => return Poll::Ready(None),
                         Err(close) => {
-                            end_reading(conn, replies, closed, close);
+                            end_reading(conn, replies, departure, close);
                             reading = false;
                         }
                     }
@@ -313,7 +318,7 @@ async fn read_side(
                     conn,
                     stream,
                     reader,
-                    keep_alive.limit,
+                    keep_alive.limit(),
                     publish_state,
                     replies,
                 );
