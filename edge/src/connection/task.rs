@@ -462,6 +462,70 @@ mod tests {
         ack[2] == 1
     }
 
+    /// Deliveries wake the connection but are not input: a client that only receives still
+    /// times out one and a half keep-alive periods after its last packet.
+    #[test]
+    fn deliveries_do_not_count_as_keep_alive_activity() {
+        use crate::message::{now_ms, Message};
+        use std::time::{Duration, Instant};
+
+        let t = test_support::conn(Protocol::V311, false);
+        let broker = t.conn.broker.clone();
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let mut c = TcpStream::connect(listener.local_addr().expect("address")).expect("connect");
+        c.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        // CONNECT: clean session, keep alive 1 s, client id "ka".
+        c.write_all(&[
+            0x10, 14, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 1, 0, 2, b'k', b'a',
+        ])
+        .expect("CONNECT");
+        let task = serve_next(&broker, &listener);
+        assert!(!read_connack(&mut c));
+        c.write_all(&[0x82, 9, 0, 1, 0, 4, b'k', b'a', b'/', b't', 0])
+            .expect("SUBSCRIBE");
+        let mut suback = [0u8; 5];
+        c.read_exact(&mut suback).expect("SUBACK");
+        let last_input = Instant::now();
+        let publisher = {
+            let broker = broker.clone();
+            std::thread::spawn(move || {
+                while last_input.elapsed() < Duration::from_secs(5) {
+                    let msg = Message {
+                        topic: "ka/t".into(),
+                        payload: bytes::Bytes::from_static(b"x"),
+                        qos: 0,
+                        retain: false,
+                        received_ms: now_ms(),
+                        expiry_secs: None,
+                        publisher: "test".into(),
+                        from_downlink: false,
+                        props: None,
+                    };
+                    smol::block_on(broker.publish(Arc::new(msg), None));
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            })
+        };
+        let mut received = 0;
+        let mut buf = [0u8; 256];
+        loop {
+            match c.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => received += n,
+            }
+        }
+        let closed_after = last_input.elapsed();
+        task.join().expect("connection task");
+        publisher.join().expect("publisher");
+        assert!(received >= 5 * 9, "deliveries arrived: {received} bytes");
+        // 1.5 s of keep-alive, then up to 0.5 s of graceful close.
+        assert!(
+            closed_after >= Duration::from_millis(1400) && closed_after < Duration::from_secs(3),
+            "closed {closed_after:?} after the last input"
+        );
+    }
+
     /// A panic in a connection's task is caught: counted, the session detached as for a broken
     /// connection (the will published, the persistent session kept), the socket closed, and the
     /// client gets its session back when it reconnects.
