@@ -23,7 +23,7 @@ use super::handshake::Ready;
 use super::inbound::{self, PublishState};
 use super::outbound::{self, Encoder, Round};
 use super::{Close, Conn, Stream};
-use crate::broker::Departure;
+use crate::broker::{ConnectionPermit, Departure};
 
 /// A value shared by the two sides of the one task (a `Mutex`, never contended: a `Cell`
 /// would make the task's future `!Send`).
@@ -120,40 +120,62 @@ impl State {
     }
 }
 
-/// Runs the connection until it ends, then detaches the session and closes the socket. The
-/// connection permit is given back when this returns (or is dropped).
-pub(super) async fn run(stream: Stream, mut ready: Box<Ready>) {
-    let served = AssertUnwindSafe(serve_phases(&stream, &mut ready))
-        .catch_unwind()
+/// Runs the connection: the CONNECT handshake, then the phases until it ends, then detaches
+/// the session and closes the socket. The connection permit is given back when this returns
+/// (or is dropped); `pending` (waiting for CONNECT) once the handshake is done.
+///
+/// One async block for the connection's life rather than nested async fns: an async fn keeps
+/// its arguments twice (as arguments and as locals) and each level adds its own padding, in
+/// every idle connection's task (`the_connection_future_stays_small`).
+// Not an async fn on purpose (see above).
+#[allow(clippy::manual_async_fn)]
+pub(super) fn run(
+    stream: Stream,
+    handshake: Pin<Box<impl Future<Output = Option<Box<Ready>>> + Send>>,
+    pending: ConnectionPermit,
+) -> impl Future<Output = ()> + Send {
+    async move {
+        let accepted = handshake.await;
+        // Past the handshake: no longer counted as waiting for CONNECT.
+        drop(pending);
+        let Some(mut ready) = accepted else {
+            // A refused CONNECT: WebSocket and TLS end with their closing handshakes. Boxed: the
+            // WebSocket close holds a read buffer, which would otherwise widen every idle task.
+            Box::pin(stream.close()).await;
+            return;
+        };
+        let served = AssertUnwindSafe(serve_phases(&stream, &mut ready))
+            .catch_unwind()
+            .await;
+        let r = &*ready;
+        let conn = &r.conn;
+        let sent_disconnect = match served {
+            Ok(sent) => sent,
+            Err(panic) => {
+                let what = panic_message(&*panic);
+                tracing::error!(peer = %conn.peer, client_id = %conn.client_id, panic = what,
+                    "connection task panicked: session detached, connection closed");
+                conn.broker.stats.connection_panicked();
+                r.state.departure.set(None);
+                false
+            }
+        };
+        let departure = r.state.departure.take().unwrap_or(Departure::Abnormal);
+        // The session ends (or detaches) before the socket closes: a client that reconnects the
+        // moment it sees the close must find the session as this connection left it. Boxed, like
+        // the close: the task reserves room for its largest state, and these are never idle.
+        Box::pin(
+            conn.broker
+                .disconnect(&conn.client_id, r.connected.conn_id, departure),
+        )
         .await;
-    let r = &*ready;
-    let conn = &r.conn;
-    let sent_disconnect = match served {
-        Ok(sent) => sent,
-        Err(panic) => {
-            let what = panic_message(&*panic);
-            tracing::error!(peer = %conn.peer, client_id = %conn.client_id, panic = what,
-                "connection task panicked: session detached, connection closed");
-            conn.broker.stats.connection_panicked();
-            r.state.departure.set(None);
-            false
+        if sent_disconnect {
+            Box::pin(super::graceful_close(&stream)).await;
+        } else {
+            Box::pin(stream.close()).await;
         }
-    };
-    let departure = r.state.departure.take().unwrap_or(Departure::Abnormal);
-    // The session ends (or detaches) before the socket closes: a client that reconnects the
-    // moment it sees the close must find the session as this connection left it. Boxed, like
-    // the close: the task reserves room for its largest state, and these are never idle.
-    Box::pin(
-        conn.broker
-            .disconnect(&conn.client_id, r.connected.conn_id, departure),
-    )
-    .await;
-    if sent_disconnect {
-        Box::pin(super::graceful_close(&stream)).await;
-    } else {
-        Box::pin(stream.close()).await;
+        tracing::debug!(peer = %conn.peer, client_id = %conn.client_id, "client disconnected");
     }
-    tracing::debug!(peer = %conn.peer, client_id = %conn.client_id, "client disconnected");
 }
 
 /// A panic's message, when it has one.
@@ -168,35 +190,39 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
 }
 
 /// Alternates idle waits and busy phases; returns whether the client was sent a DISCONNECT.
-async fn serve_phases(stream: &Stream, ready: &mut Ready) -> bool {
-    // The CONNACK (and any packets sent behind the CONNECT) are waiting.
-    let mut readable = false;
-    loop {
-        let listener = match Box::pin(busy(stream, ready, readable, true)).await {
-            Busy::End(sent_disconnect) => return sent_disconnect,
-            Busy::Idle(Some(listener)) => listener,
-            // Not expected: the writer registers before it goes idle. Look again.
-            Busy::Idle(None) => {
-                readable = false;
-                continue;
-            }
-        };
-        readable = match idle(stream, listener, &ready.state.keep_alive).await {
-            Wake::Readable => true,
-            Wake::Notified => false,
-            Wake::KeepAlive => {
-                let close = Close::Broker {
-                    code: Dr::KeepAliveTimeout,
-                    why: "keep alive timeout",
-                };
-                end_reading(&ready.conn, &ready.replies, &ready.state.departure, close);
-                // The writer sends the DISCONNECT; the reader is done.
-                return match Box::pin(busy(stream, ready, false, false)).await {
-                    Busy::End(sent) => sent,
-                    Busy::Idle(_) => false,
-                };
-            }
-        };
+// An async block, not an async fn: its borrowed arguments are stored once.
+#[allow(clippy::manual_async_fn)]
+fn serve_phases<'a>(stream: &'a Stream, ready: &'a mut Ready) -> impl Future<Output = bool> + 'a {
+    async move {
+        // The CONNACK (and any packets sent behind the CONNECT) are waiting.
+        let mut readable = false;
+        loop {
+            let listener = match Box::pin(busy(stream, ready, readable, true)).await {
+                Busy::End(sent_disconnect) => return sent_disconnect,
+                Busy::Idle(Some(listener)) => listener,
+                // Not expected: the writer registers before it goes idle. Look again.
+                Busy::Idle(None) => {
+                    readable = false;
+                    continue;
+                }
+            };
+            readable = match idle(stream, listener, &ready.state.keep_alive).await {
+                Wake::Readable => true,
+                Wake::Notified => false,
+                Wake::KeepAlive => {
+                    let close = Close::Broker {
+                        code: Dr::KeepAliveTimeout,
+                        why: "keep alive timeout",
+                    };
+                    end_reading(&ready.conn, &ready.replies, &ready.state.departure, close);
+                    // The writer sends the DISCONNECT; the reader is done.
+                    return match Box::pin(busy(stream, ready, false, false)).await {
+                        Busy::End(sent) => sent,
+                        Busy::Idle(_) => false,
+                    };
+                }
+            };
+        }
     }
 }
 
@@ -216,9 +242,13 @@ fn end_reading(
 
 /// The idle state: waits for input, a wake-up of the session's event or the keep-alive
 /// deadline, in one poll function (no buffer, one timer).
-async fn idle(stream: &Stream, mut listener: EventListener, keep_alive: &KeepAlive) -> Wake {
+fn idle<'a>(
+    stream: &'a Stream,
+    mut listener: EventListener,
+    keep_alive: &KeepAlive,
+) -> impl Future<Output = Wake> + 'a {
     let mut timer = keep_alive.timer();
-    future::poll_fn(|cx| {
+    future::poll_fn(move |cx| {
         // A read error is found by the read that follows.
         if stream.poll_readable(cx).is_ready() {
             return Poll::Ready(Wake::Readable);
@@ -233,7 +263,6 @@ async fn idle(stream: &Stream, mut listener: EventListener, keep_alive: &KeepAli
         }
         Poll::Pending
     })
-    .await
 }
 
 /// Which side of a busy phase has run out of work (the one that runs out second ends it).
