@@ -332,6 +332,7 @@ async fn accept_loop(
                 let tls = tls
                     .as_ref()
                     .map(|t| t.read().unwrap_or_else(|e| e.into_inner()).clone());
+                let connection_ex = ex.clone();
                 ex.spawn(async move {
                     let transport = match (tls, ws) {
                         (tls, Some(ws)) => {
@@ -367,7 +368,11 @@ async fn accept_loop(
                             }
                         }
                     };
-                    crate::connection::serve(b, transport, peer, policy, pending_permit).await;
+                    // The connection runs in a task of its own, which holds only the connection's
+                    // future: this one's captures and handshake state are freed now.
+                    connection_ex
+                        .spawn(crate::connection::serve(b, transport, peer, policy, pending_permit))
+                        .detach();
                 })
                 .detach();
             }

@@ -112,13 +112,16 @@ pub struct Session {
     queued_bytes: usize,
     /// Sent and not yet acknowledged, at most `inflight_limit`, all with QoS > 0.
     inflight: VecDeque<Delivery>,
-    /// QoS 2 packet ids received and PUBREC'd, awaiting PUBREL.
-    qos2_in: HashSet<Pid>,
+    /// QoS 2 packet ids received and PUBREC'd, awaiting PUBREL. Boxed, allocated by the first
+    /// one: most sessions never receive QoS 2 (8 bytes instead of an empty set's 48).
+    #[allow(clippy::box_collection)]
+    qos2_in: Option<Box<HashSet<Pid>>>,
     pids: edge_mqtt::pid::PidAllocator,
     next_seq: u64,
     conn: Option<ConnLink>,
     disconnected_ms: Option<u64>,
-    will: Option<WillRecord>,
+    /// Boxed: most connections have none (8 bytes instead of 104 in every session).
+    will: Option<Box<WillRecord>>,
     /// When the will of a disconnected session is due (unix ms).
     will_due_ms: Option<u64>,
     inflight_limit: usize,
@@ -189,7 +192,7 @@ impl Session {
             backlog: Backlog::default(),
             queued_bytes: 0,
             inflight: VecDeque::new(),
-            qos2_in: HashSet::new(),
+            qos2_in: None,
             pids: edge_mqtt::pid::PidAllocator::default(),
             next_seq: 1,
             conn: None,
@@ -227,7 +230,7 @@ impl Session {
         s.disconnected_ms = Some(disconnected);
         if let Some(w) = rec.will {
             s.will_due_ms = Some(disconnected + 1000 * w.delay_secs.min(s.expiry_secs) as u64);
-            s.will = Some(w);
+            s.will = Some(Box::new(w));
         }
         for (f, o) in rec.subscriptions {
             s.subs.insert(Arc::from(f.as_str()), o);
@@ -238,7 +241,9 @@ impl Session {
         s.backlog.count = q.messages;
         s.backlog.next = q.first_seq;
         s.backlog.sent = q.sent;
-        s.qos2_in = loaded.qos2_in.into_iter().collect();
+        if !loaded.qos2_in.is_empty() {
+            s.qos2_in = Some(Box::new(loaded.qos2_in.into_iter().collect()));
+        }
         s.stored = true;
         s
     }
@@ -292,7 +297,7 @@ impl Session {
             expiry_secs: self.expiry_secs,
             subscriptions: self.subs.iter().map(|(f, o)| (f.to_string(), *o)).collect(),
             disconnected_ms: self.disconnected_ms,
-            will: self.will.clone(),
+            will: self.will.as_deref().cloned(),
         }
     }
 
@@ -322,7 +327,7 @@ impl Session {
             self.requeue_inflight();
         }
         let mut will_now = None;
-        if let Some(w) = self.will.take() {
+        if let Some(w) = self.will.take().map(|w| *w) {
             let ends = self.expiry_secs == 0 || clean_start;
             if (taken_over.is_some() && w.delay_secs == 0) || ends {
                 will_now = Some(w);
@@ -342,7 +347,7 @@ impl Session {
     pub fn attach(&mut self, req: ConnectRequest, link: ConnLink, ops: &mut Vec<Op>) {
         self.protocol = req.protocol;
         self.expiry_secs = req.expiry_secs;
-        self.will = req.will;
+        self.will = req.will.map(Box::new);
         self.will_due_ms = None;
         self.disconnected_ms = None;
         self.inflight_limit = req.inflight_limit;
@@ -388,7 +393,7 @@ impl Session {
         }
         let w = self.will.as_ref()?;
         if w.delay_secs == 0 || self.expiry_secs == 0 {
-            return self.will.take();
+            return self.will.take().map(|w| *w);
         }
         self.will_due_ms = Some(now_ms + 1000 * w.delay_secs.min(self.expiry_secs) as u64);
         None
@@ -401,7 +406,7 @@ impl Session {
             return None;
         }
         self.will_due_ms = None;
-        let w = self.will.take()?;
+        let w = *self.will.take()?;
         if self.persistent() {
             self.save(ops);
         }
@@ -416,7 +421,7 @@ impl Session {
 
     /// The will a session still holds when it ends.
     pub fn into_will(self) -> Option<WillRecord> {
-        self.will
+        self.will.map(|w| *w)
     }
 
     /// Asks the attached connection, if any, to close.
@@ -450,7 +455,11 @@ impl Session {
     /// An incoming QoS 2 PUBLISH: records its packet id until PUBREL. `false` for an id
     /// already recorded, i.e. a resent duplicate that must not be routed again.
     pub fn receive_qos2(&mut self, pid: Pid, ops: &mut Vec<Op>) -> bool {
-        if !self.qos2_in.insert(pid) {
+        if !self
+            .qos2_in
+            .get_or_insert_with(Default::default)
+            .insert(pid)
+        {
             return false;
         }
         if self.persistent() {
@@ -465,7 +474,10 @@ impl Session {
 
     /// PUBREL for an incoming QoS 2 message: forgets its packet id; whether it was known.
     pub fn release_qos2(&mut self, pid: Pid, ops: &mut Vec<Op>) -> bool {
-        let known = self.qos2_in.remove(&pid);
+        let known = self.qos2_in.as_mut().is_some_and(|q| q.remove(&pid));
+        if self.qos2_in.as_ref().is_some_and(|q| q.is_empty()) {
+            self.qos2_in = None;
+        }
         if known && self.persistent() {
             ops.push(Op::Qos2In {
                 client: self.client_id.clone(),

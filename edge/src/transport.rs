@@ -1,7 +1,9 @@
 //! The byte stream under one client connection: plain TCP or TLS (rustls), either carrying
 //! MQTT directly or inside WebSocket binary messages (`websocket::WsBytes`), split so that the
 //! connection's reader and writer can use it at the same time. Plain TCP is used straight
-//! through the socket (no locks, no boxes); several buffers go out in one vectored write.
+//! through the socket, held inline (no locks, no boxes: the most common connection is the
+//! smallest); TLS and WebSocket streams live in one box; several buffers go out in one
+//! vectored write.
 
 use std::io;
 use std::net::TcpStream;
@@ -20,14 +22,19 @@ use crate::error::{Error, Result};
 type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
 type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
 
-pub struct Transport {
+pub struct Transport(Kind);
+
+enum Kind {
+    /// Read and written straight through `&Async<TcpStream>` (safe concurrently): 16 bytes.
+    Plain(Async<TcpStream>),
+    /// TLS and/or WebSocket: locked halves over a shared socket.
+    Wrapped(Box<Wrapped>),
+}
+
+struct Wrapped {
     read: Mutex<BoxRead>,
     write: Mutex<BoxWrite>,
     tcp: Arc<Async<TcpStream>>,
-    /// Plain TCP: read and written straight through `&Async<TcpStream>` (safe concurrently),
-    /// not through the locked halves, which are then zero-sized placeholders. Saves each
-    /// connection two boxes and the two lock events (an event allocates on first use).
-    direct: bool,
     tls: bool,
     /// MQTT over WebSocket: closing sends a WebSocket Close first.
     ws: bool,
@@ -73,14 +80,21 @@ impl AsyncWrite for TcpHalf {
 
 impl Transport {
     pub fn plain(tcp: Async<TcpStream>) -> Transport {
-        Transport {
-            read: Mutex::new(Box::new(futures_lite::io::empty())),
-            write: Mutex::new(Box::new(futures_lite::io::sink())),
-            tcp: Arc::new(tcp),
-            direct: true,
-            tls: false,
-            ws: false,
-            peer_cn: None,
+        Transport(Kind::Plain(tcp))
+    }
+
+    fn tcp(&self) -> &Async<TcpStream> {
+        match &self.0 {
+            Kind::Plain(tcp) => tcp,
+            Kind::Wrapped(w) => &w.tcp,
+        }
+    }
+
+    /// The TLS or WebSocket stream; `None` for plain TCP.
+    fn wrapped(&self) -> Option<&Wrapped> {
+        match &self.0 {
+            Kind::Plain(_) => None,
+            Kind::Wrapped(w) => Some(w),
         }
     }
 
@@ -98,15 +112,14 @@ impl Transport {
             .and_then(|c| c.first())
             .and_then(|c| crate::auth::cert::subject_common_name(c));
         let (r, w) = futures_lite::io::split(tls);
-        Ok(Transport {
+        Ok(Transport(Kind::Wrapped(Box::new(Wrapped {
             read: Mutex::new(Box::new(r)),
             write: Mutex::new(Box::new(w)),
             tcp,
-            direct: false,
             tls: true,
             ws: false,
             peer_cn,
-        })
+        }))))
     }
 
     /// Runs the TLS handshake when `tls` is given (wss://), then the WebSocket upgrade.
@@ -136,28 +149,27 @@ impl Transport {
                 (Box::new(r), Box::new(w), peer_cn)
             }
         };
-        Ok(Transport {
+        // Bytes go through the WebSocket stream, never straight through the socket.
+        Ok(Transport(Kind::Wrapped(Box::new(Wrapped {
             read: Mutex::new(read),
             write: Mutex::new(write),
             tcp,
-            // Bytes go through the WebSocket stream, never straight through the socket.
-            direct: false,
             tls: tls.is_some(),
             ws: true,
             peer_cn,
-        })
+        }))))
     }
 
     /// The common name of the client's verified TLS certificate, if it presented one.
     pub fn peer_common_name(&self) -> Option<String> {
-        self.peer_cn.clone()
+        self.wrapped().and_then(|w| w.peer_cn.clone())
     }
 
     /// Whether "the socket is readable" means "a read will return data". Not so for TLS,
     /// which may hold decrypted bytes while the socket has none, nor for WebSocket (the rest
     /// of a message, or a control frame that yields no data).
     pub fn can_wait_readable(&self) -> bool {
-        !self.tls && !self.ws
+        self.wrapped().is_none_or(|w| !w.tls && !w.ws)
     }
 
     /// Waits until the socket has bytes to read. Through the socket's one read waker slot
@@ -169,31 +181,32 @@ impl Transport {
 
     /// [`Transport::readable`] as a poll function.
     pub fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.tcp.poll_readable(cx)
+        self.tcp().poll_readable(cx)
     }
 
     /// Reads what the socket already holds without waiting: `WouldBlock` when it holds
     /// nothing. Only where [`Transport::can_wait_readable`] (TLS always says `WouldBlock`).
     pub fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        if !self.direct {
-            return Err(io::ErrorKind::WouldBlock.into());
+        match &self.0 {
+            Kind::Plain(tcp) => io::Read::read(&mut tcp.get_ref(), buf),
+            Kind::Wrapped(_) => Err(io::ErrorKind::WouldBlock.into()),
         }
-        io::Read::read(&mut self.tcp.get_ref(), buf)
     }
 
     pub async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.direct {
-            return (&*self.tcp).read(buf).await;
+        match &self.0 {
+            Kind::Plain(tcp) => (&*tcp).read(buf).await,
+            Kind::Wrapped(w) => w.read.lock().await.read(buf).await,
         }
-        self.read.lock().await.read(buf).await
     }
 
     /// Writes and flushes (TLS buffers records until flushed).
     pub async fn write_all(&self, buf: &[u8]) -> io::Result<()> {
-        if self.direct {
-            return (&*self.tcp).write_all(buf).await;
-        }
-        let mut w = self.write.lock().await;
+        let w = match &self.0 {
+            Kind::Plain(tcp) => return (&*tcp).write_all(buf).await,
+            Kind::Wrapped(w) => w,
+        };
+        let mut w = w.write.lock().await;
         w.write_all(buf).await?;
         w.flush().await
     }
@@ -203,10 +216,10 @@ impl Transport {
     pub async fn write_all_vectored(&self, mut bufs: &mut [io::IoSlice<'_>]) -> io::Result<()> {
         /// Linux's IOV_MAX: a `writev` takes at most this many slices.
         const MAX_SLICES: usize = 1024;
-        let mut direct = &*self.tcp;
+        let mut direct = self.tcp();
         let mut locked = None;
-        if !self.direct {
-            locked = Some(self.write.lock().await);
+        if let Some(w) = self.wrapped() {
+            locked = Some(w.write.lock().await);
         }
         io::IoSlice::advance_slices(&mut bufs, 0);
         while !bufs.is_empty() {
@@ -227,29 +240,29 @@ impl Transport {
     }
 
     pub async fn flush(&self) -> io::Result<()> {
-        if self.direct {
-            return Ok(());
+        match self.wrapped() {
+            None => Ok(()),
+            Some(w) => w.write.lock().await.flush().await,
         }
-        self.write.lock().await.flush().await
     }
 
     pub fn shutdown(&self) {
-        let _ = self.tcp.get_ref().shutdown(std::net::Shutdown::Both);
+        let _ = self.tcp().get_ref().shutdown(std::net::Shutdown::Both);
     }
 
     /// Ends the connection: `shutdown`, preceded on a WebSocket by the closing handshake
     /// (Close sent, the client's Close awaited, then TLS close_notify), at most `CLOSE_WAIT`.
     pub async fn close(&self) {
-        if self.ws {
+        if let Some(w) = self.wrapped().filter(|w| w.ws) {
             let handshake = async {
-                if self.write.lock().await.close().await.is_ok() {
+                if w.write.lock().await.close().await.is_ok() {
                     // Reads end (0) once the client's Close arrives; data before it is dropped.
                     let mut sink = [0u8; 512];
-                    let mut r = self.read.lock().await;
+                    let mut r = w.read.lock().await;
                     while let Ok(n) = r.read(&mut sink).await {
                         if n == 0 {
                             // Handshake done: a second close ends TLS (close_notify) and TCP.
-                            let _ = self.write.lock().await.close().await;
+                            let _ = w.write.lock().await.close().await;
                             break;
                         }
                     }

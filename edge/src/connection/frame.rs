@@ -2,6 +2,15 @@
 //! header, before its body is buffered; the buffer grows to the frame being read (room for a few
 //! more of that size, up to 64 KiB), shrinks back after a larger one, and is freed while the
 //! connection waits for input: a read that finds nothing makes it idle.
+//!
+//! Why not `edge_mqtt::frame::FrameBuffer` (sync's reader): the fixed header is parsed by the
+//! shared code (`codec::fixed_header`), but the buffer policy here is the broker's own. It frees
+//! the buffer whenever a look finds no input (`try_input`, the idle state of 10,000 connections),
+//! reads plain TCP without waiting (`try_read`), keeps room for four frames of the size it last
+//! grew to (4 KB payloads: one read per four frames instead of one per frame) and shrinks back
+//! after a large frame. `FrameBuffer` grows to exactly one frame and never gives memory back, and
+//! would add its `chunk` field (8 bytes) to every connection; giving it these policies would
+//! change the sync client's reader as well (issue 7: revisit if the two readers' needs meet).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -69,39 +78,54 @@ impl FrameReader {
         self.start < self.end
     }
 
-    /// The idle state of a connection: returns once input is buffered (or, for TLS, at once),
-    /// holding no buffer while it waits (most connections of a gateway are idle most of the
-    /// time). Bytes already waiting are read at once, into the buffer still held; a wake-up
-    /// that finds nothing to read goes back to waiting.
-    pub(super) async fn wait_input(
-        &mut self,
-        stream: &Stream,
-        limit: Option<Duration>,
-    ) -> Result<(), ReadError> {
+    /// Takes what the socket holds without waiting: `true` when input is buffered (always for
+    /// TLS and WebSocket, whose reads wait in [`FrameReader::next`]). `readable`: the socket was
+    /// seen readable, so a buffer is taken to read into; otherwise only a buffer still held
+    /// from the last burst is tried. A look that finds nothing frees the buffer: an idle
+    /// connection holds none (most connections of a gateway are idle most of the time).
+    pub(super) fn try_input(&mut self, stream: &Stream, readable: bool) -> Result<bool, ReadError> {
         if self.has_input() || !stream.can_wait_readable() {
-            return Ok(());
+            return Ok(true);
         }
         self.start = 0;
         self.end = 0;
         if self.buf.len() > KEEP_BUF {
             self.buf = Vec::new();
         }
-        loop {
-            if !self.buf.is_empty() {
-                match stream.try_read(&mut self.buf) {
-                    Ok(0) => return Err(ReadError::Closed),
-                    Ok(n) => {
-                        self.end = n;
-                        return Ok(());
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(ReadError::Io(e)),
-                }
+        if self.buf.is_empty() {
+            if !readable {
+                return Ok(false);
             }
-            self.buf = Vec::new();
+            self.buf.resize(READ_CHUNK, 0);
+        }
+        loop {
+            match stream.try_read(&mut self.buf) {
+                Ok(0) => return Err(ReadError::Closed),
+                Ok(n) => {
+                    self.end = n;
+                    return Ok(true);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    self.buf = Vec::new();
+                    return Ok(false);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(ReadError::Io(e)),
+            }
+        }
+    }
+
+    /// Returns once input is buffered (or, for TLS, at once), holding no buffer while it
+    /// waits; bytes already waiting are read at once, into the buffer still held.
+    pub(super) async fn wait_input(
+        &mut self,
+        stream: &Stream,
+        limit: Option<Duration>,
+    ) -> Result<(), ReadError> {
+        let mut readable = false;
+        let mut timer = limit.map(smol::Timer::after);
+        while !self.try_input(stream, readable)? {
             // One poll function over the socket and the timer: the smallest waiting state.
-            let mut timer = limit.map(smol::Timer::after);
             future::poll_fn(|cx| {
                 if let Poll::Ready(r) = stream.poll_readable(cx) {
                     return Poll::Ready(r.map_err(ReadError::Io));
@@ -114,8 +138,9 @@ impl FrameReader {
                 Poll::Pending
             })
             .await?;
-            self.buf.resize(READ_CHUNK, 0);
+            readable = true;
         }
+        Ok(())
     }
 
     /// Reads until one whole frame is buffered; returns its range in `buf`.

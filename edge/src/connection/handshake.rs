@@ -28,7 +28,6 @@ pub(super) struct Ready {
     /// Inline: the reader and writer borrow it from here (one allocation for both).
     pub(super) conn: Conn,
     pub(super) connected: Connected,
-    pub(super) keep_alive: u16,
     pub(super) replies: Replies,
     /// The connection's place under `limits.max_connections`, held until it ends (only
     /// dropped, never read).
@@ -39,6 +38,8 @@ pub(super) struct Ready {
     pub(super) ip_permit: IpPermit,
     /// The socket's reader, with any bytes the client sent after its CONNECT.
     pub(super) reader: FrameReader,
+    /// What the connection's task keeps between its busy phases.
+    pub(super) state: super::task::State,
 }
 
 /// Reads and checks CONNECT, takes a connection permit and attaches the session.
@@ -404,10 +405,10 @@ async fn handshake(
     Some(Ready {
         conn,
         connected,
-        keep_alive,
         replies,
         permit,
         ip_permit,
         reader: FrameReader::new(),
+        state: super::task::State::new(keep_alive),
     })
 }

@@ -1,12 +1,15 @@
-//! One client connection: the CONNECT handshake, then a reader and a writer running together
-//! until one ends it. Once the session is attached only the writer writes to the socket, in
-//! reply order; an acknowledgement that promises durability waits for its storage commit.
+//! One client connection: the CONNECT handshake, then one task that waits idle (no buffers)
+//! and, woken, runs a reader and a writer together until one ends it. Once the session is
+//! attached only the writer writes to the socket, in reply order; an acknowledgement that
+//! promises durability waits for its storage commit. A panic in the task is caught, logged,
+//! counted, and the session detached as for a broken connection.
 
 mod frame; // whole frames off the socket
 mod handshake; // CONNECT to CONNACK
 mod inbound; // the read loop and one handler per packet kind
 mod outbound; // the write loop: replies, then the session's deliveries
 mod replies; // the bounded queue from the reader to the writer
+mod task; // the one task: idle wait, busy phases, panic containment, the end
 
 /// Entry point of the connection fuzz target (not part of the API).
 #[cfg(feature = "fuzzing")]
@@ -17,15 +20,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_lite::{future, FutureExt};
+use futures_lite::FutureExt;
 use mqtt_proto::v5::DisconnectReasonCode as Dr;
 use mqtt_proto::Protocol;
 
 use crate::auth::{Access, ClientAcl, ClientIdentity, ListenerPolicy};
 use crate::broker::{Broker, ConnectionPermit, Departure};
 use crate::transport::Transport;
-
-use handshake::Ready;
 
 type Stream = Arc<Transport>;
 
@@ -138,8 +139,9 @@ impl Close {
 /// The task's future is as large as its largest state, and an async fn keeps its arguments
 /// for its whole life: so the transport is moved into its `Arc` before the async part, the
 /// handshake's result is one heap block passed by pointer, and the phases that are never idle
-/// (handshake, packet handling, writes, close) run in boxes. What an idle connection's task
-/// holds is then its reader and writer loops' waiting state (`the_connection_future_stays_small`).
+/// (handshake, busy phases, close) run in boxes. What an idle connection's task holds is then
+/// one poll function over the socket, the session's listener and the keep-alive timer
+/// (`task.rs`, `the_connection_future_stays_small`).
 pub fn serve(
     broker: Arc<Broker>,
     stream: Transport,
@@ -149,58 +151,7 @@ pub fn serve(
 ) -> impl std::future::Future<Output = ()> + Send {
     let stream = Arc::new(stream);
     let handshake = Box::pin(handshake::accept(broker, stream.clone(), peer, policy));
-    serve_shared(stream, handshake, pending)
-}
-
-async fn serve_shared(
-    stream: Stream,
-    handshake: std::pin::Pin<Box<impl std::future::Future<Output = Option<Box<Ready>>>>>,
-    pending: ConnectionPermit,
-) {
-    let accepted = handshake.await;
-    // Past the handshake: no longer counted as waiting for CONNECT.
-    drop(pending);
-    let Some(ready) = accepted else {
-        // A refused CONNECT: WebSocket and TLS end with their closing handshakes. Boxed: the
-        // WebSocket close holds a read buffer, which would otherwise widen every idle task.
-        Box::pin(stream.close()).await;
-        return;
-    };
-    run(stream, ready).await;
-}
-
-/// Runs the reader and the writer until one ends, then detaches the session and closes. The
-/// connection permit is given back when this returns (or is dropped).
-async fn run(stream: Stream, mut ready: Box<Ready>) {
-    let departure = std::sync::Mutex::new(Departure::Abnormal);
-    let r = &mut *ready;
-    let (conn, connected, replies) = (&r.conn, &r.connected, &r.replies);
-    let sent_disconnect = async {
-        let close = inbound::read_loop(conn, &stream, &mut r.reader, r.keep_alive, replies).await;
-        *departure.lock().unwrap_or_else(|e| e.into_inner()) = close.departure();
-        replies.close(close);
-        future::pending::<bool>().await
-    }
-    .or(outbound::write_loop(conn, &stream, replies, connected))
-    .await;
-    let dep = std::mem::replace(
-        &mut *departure.lock().unwrap_or_else(|e| e.into_inner()),
-        Departure::Abnormal,
-    );
-    // The session ends (or detaches) before the socket closes: a client that reconnects the
-    // moment it sees the close must find the session as this connection left it. Boxed, like
-    // the close: the task reserves room for its largest state, and these are never idle.
-    Box::pin(
-        conn.broker
-            .disconnect(&conn.client_id, connected.conn_id, dep),
-    )
-    .await;
-    if sent_disconnect {
-        Box::pin(graceful_close(&stream)).await;
-    } else {
-        Box::pin(stream.close()).await;
-    }
-    tracing::debug!(peer = %conn.peer, client_id = %conn.client_id, "client disconnected");
+    task::run(stream, handshake, pending)
 }
 
 /// After the broker sent a DISCONNECT: closes so that the DISCONNECT just written is read by the
@@ -320,8 +271,10 @@ mod tests {
         let fut = serve(t.conn.broker.clone(), stream, peer, policy, permit);
         let size = std::mem::size_of_val(&fut);
         eprintln!("serve future: {size} bytes");
-        // 592 bytes in a debug build (rustc 1.95); 1,368 before the arguments and the handshake's
-        // result were kept by pointer.
-        assert!(size <= 800, "the connection future is {size} bytes");
+        // 168 bytes in a debug build (rustc 1.95): one task idle in one poll function, one async
+        // block for the connection's life (272 with nested async fns, which keep their
+        // arguments twice); 592 with a reader and a writer loop each waiting; 1,368 before the
+        // arguments and the handshake's result were kept by pointer.
+        assert!(size <= 216, "the connection future is {size} bytes");
     }
 }

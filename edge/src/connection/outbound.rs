@@ -1,4 +1,4 @@
-//! The write loop: the reader's replies first, in order (each after its storage ticket), then
+//! The writer's rounds: the reader's replies first, in order (each after its storage ticket), then
 //! the session's deliveries, batched into few socket writes; large payloads go out from the
 //! message's shared buffer (vectored write), never copied per subscriber. A delivery too large
 //! for the client is dropped as if delivered; server -> client topic aliases are assigned here.
@@ -25,7 +25,7 @@ const BATCH: usize = 64;
 const FLUSH_AT: usize = 64 * 1024;
 
 /// What one round of the writer leaves to do.
-enum Round {
+pub(super) enum Round {
     /// Something was written or taken: look again before sleeping.
     Again,
     /// Nothing to do: sleep until woken.
@@ -34,35 +34,9 @@ enum Round {
     End(bool),
 }
 
-/// Writes replies and deliveries until told to close, kicked, or the socket fails. Returns
-/// whether it sent the client a DISCONNECT. While idle it keeps only its encoder (buffers
-/// released) and one listener; the work of each wake-up runs in a box.
-pub(super) async fn write_loop(
-    conn: &Conn,
-    stream: &Stream,
-    replies: &Replies,
-    connected: &Connected,
-) -> bool {
-    let mut out = Encoder::new(conn);
-    loop {
-        let listener = connected.notify.listen();
-        match Box::pin(write_round(conn, stream, replies, connected, &mut out)).await {
-            Round::Again => continue,
-            Round::Idle => {}
-            Round::End(sent_disconnect) => return sent_disconnect,
-        }
-        out.release();
-        replies.release();
-        // Sleep until a delivery, a reply or a kick (shutdown kicks every session), all of
-        // which notify the session's event, which `listener` was registered on before the
-        // checks.
-        listener.await;
-    }
-}
-
 /// The reader's replies first, in order (each after its storage ticket), then a close or a
 /// kick, then one batch of the session's deliveries.
-async fn write_round(
+pub(super) async fn write_round(
     conn: &Conn,
     stream: &Stream,
     replies: &Replies,
@@ -170,6 +144,11 @@ async fn write_round(
     }
 }
 
+/// Server -> client topic aliases: topic -> alias, allocated for the clients that accept
+/// aliases (boxed: 8 bytes instead of an empty map's 48 in every idle connection).
+#[allow(clippy::box_collection)]
+pub(super) type Aliases = Option<Box<HashMap<Arc<str>, u16>>>;
+
 /// Payloads of at least this many bytes are not copied into the write buffer: they go out
 /// from the message's shared buffer in the same vectored write. Smaller ones are cheaper to copy
 /// than to give a slice of their own.
@@ -179,20 +158,18 @@ const SHARE_PAYLOAD_FROM: usize = 512;
 /// large payloads stay in the message's shared buffer and are written between the encoded
 /// bytes with one vectored write. Keeps the server -> client topic aliases, assigned first
 /// come first served until the client's Topic Alias Maximum.
-struct Encoder<'a> {
+pub(super) struct Encoder<'a> {
     conn: &'a Conn,
     buf: Vec<u8>,
     /// Shared payloads, each written after `buf[..at]` (in order of `at`).
     payloads: Vec<(usize, Bytes)>,
     payload_bytes: usize,
-    /// Topic -> alias; allocated for the clients that accept aliases (boxed: 8 bytes instead
-    /// of an empty map's 48 in every idle connection).
-    #[allow(clippy::box_collection)]
-    aliases: Option<Box<HashMap<Arc<str>, u16>>>,
+    /// Topic -> alias; kept by the connection between busy phases.
+    pub(super) aliases: Aliases,
 }
 
 impl<'a> Encoder<'a> {
-    fn new(conn: &'a Conn) -> Self {
+    pub(super) fn new(conn: &'a Conn) -> Self {
         Encoder {
             conn,
             buf: Vec::new(),
@@ -348,7 +325,7 @@ impl<'a> Encoder<'a> {
     }
 
     /// Gives the buffers back (the writer is going idle).
-    fn release(&mut self) {
+    pub(super) fn release(&mut self) {
         if self.is_empty() {
             self.buf = Vec::new();
             self.payloads = Vec::new();

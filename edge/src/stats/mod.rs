@@ -195,6 +195,8 @@ pub struct Stats {
     ready: AtomicBool,
     connections_total: AtomicU64,
     refused: [AtomicU64; Refused::ALL.len()],
+    /// Connection tasks that panicked (caught; the session was detached as on a broken link).
+    connection_panics: AtomicU64,
     /// PUBLISH packets from clients (before ACL and routing).
     pub received: ByQos,
     /// PUBLISH packets written to clients.
@@ -222,6 +224,7 @@ impl Stats {
             ready: AtomicBool::new(false),
             connections_total: AtomicU64::new(0),
             refused: Default::default(),
+            connection_panics: AtomicU64::new(0),
             received: ByQos::default(),
             sent: ByQos::default(),
             packets_received: AtomicU64::new(0),
@@ -256,6 +259,11 @@ impl Stats {
 
     pub fn refused(&self, why: Refused) {
         self.refused[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A connection's task panicked; it was caught and the connection closed.
+    pub fn connection_panicked(&self) {
+        self.connection_panics.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn dropped(&self, why: Dropped) {
@@ -299,6 +307,7 @@ impl Stats {
         Counters {
             connections_total: load(&self.connections_total),
             refused: Refused::ALL.map(|r| (r, load(&self.refused[r as usize]))),
+            connection_panics: load(&self.connection_panics),
             received_messages: self.received.messages(),
             received_payload_bytes: self.received.payload_bytes(),
             sent_messages: self.sent.messages(),
@@ -317,6 +326,7 @@ impl Stats {
 pub struct Counters {
     pub connections_total: u64,
     pub refused: [(Refused, u64); Refused::ALL.len()],
+    pub connection_panics: u64,
     pub received_messages: [u64; 3],
     pub received_payload_bytes: [u64; 3],
     pub sent_messages: [u64; 3],

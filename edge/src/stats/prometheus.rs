@@ -115,6 +115,12 @@ pub fn render(s: &Snapshot) -> String {
     for (r, n) in &c.refused {
         o.value("connections_refused_total", &[("reason", r.label())], n);
     }
+    o.single(
+        "connection_panics_total",
+        "counter",
+        "Connection tasks that panicked (caught: logged, session detached, connection closed).",
+        c.connection_panics,
+    );
 
     let per_qos = |o: &mut Out, name: &str, help: &str, v: &[u64; 3]| {
         o.family(name, "counter", help);

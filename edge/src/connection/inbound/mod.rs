@@ -1,4 +1,4 @@
-//! The read loop and the dispatch of each packet to its handler (one file per packet kind).
+//! The reader's bursts and the dispatch of each packet to its handler (one file per packet kind).
 //! A handler answers with at most one reply for the writer, or ends the connection with a typed
 //! [`Close`]; replies are queued in packet order, so acknowledgements keep the client's order.
 
@@ -21,6 +21,7 @@ use super::{Close, Conn, Stream};
 use crate::codec::{self, FrameError};
 
 pub(super) use publish::message_props;
+pub(super) use publish::PublishState;
 
 /// A topic name or filter within `limits.max_topic_length` bytes and `limits.max_topic_levels`
 /// levels.
@@ -29,36 +30,8 @@ pub(in crate::connection) fn topic_fits(topic: &str, limits: &crate::config::Lim
         && topic.bytes().filter(|b| *b == b'/').count() < limits.max_topic_levels
 }
 
-/// Reads packets until the connection ends; returns how it ended. Between bursts of input
-/// the loop only waits for the socket (a small future, no buffer); a burst is read and handled
-/// in a box freed when the input runs dry.
-pub(super) async fn read_loop(
-    conn: &Conn,
-    stream: &Stream,
-    reader: &mut FrameReader,
-    keep_alive: u16,
-    replies: &Replies,
-) -> Close {
-    // One and a half keep alive periods without a packet end the connection.
-    let limit = (keep_alive > 0).then(|| Duration::from_millis(keep_alive as u64 * 1500));
-    let mut publish_state = publish::PublishState::default();
-    let close = loop {
-        if let Err(e) = reader.wait_input(stream, limit).await {
-            break read_failed(conn, e);
-        }
-        let burst = read_burst(conn, stream, reader, limit, &mut publish_state, replies);
-        if let Err(close) = Box::pin(burst).await {
-            break close;
-        }
-    };
-    if let Close::Broker { why, .. } = close {
-        tracing::info!(peer = %conn.peer, client_id = %conn.client_id, reason = why, "closing connection");
-    }
-    close
-}
-
 /// Reads and handles frames until none is left buffered (a frame begun is read to its end).
-async fn read_burst(
+pub(super) async fn read_burst(
     conn: &Conn,
     stream: &Stream,
     reader: &mut FrameReader,
@@ -91,7 +64,7 @@ async fn read_burst(
     }
 }
 
-fn read_failed(conn: &Conn, e: ReadError) -> Close {
+pub(super) fn read_failed(conn: &Conn, e: ReadError) -> Close {
     let (code, why) = match e {
         ReadError::Closed => return Close::Silent,
         ReadError::Io(e) => {
@@ -107,6 +80,10 @@ fn read_failed(conn: &Conn, e: ReadError) -> Close {
     Close::Broker { code, why }
 }
 
+/// A PUBLISH on this topic makes its handler panic (test builds only: panic containment).
+#[cfg(test)]
+pub(in crate::connection) const PANIC_TOPIC: &str = "test/panic-in-handler";
+
 /// Handles one packet from the client: runs its handler, queues the answer, and then applies
 /// the publisher flow control the handler may have asked for.
 async fn handle_packet(
@@ -115,6 +92,10 @@ async fn handle_packet(
     publish_state: &mut publish::PublishState,
     replies: &Replies,
 ) -> Result<(), Close> {
+    #[cfg(test)]
+    if matches!(&packet, Packet::Publish(p) if &*p.topic_name == PANIC_TOPIC) {
+        panic!("test hook: a PUBLISH on {PANIC_TOPIC}");
+    }
     let answer = match packet {
         Packet::Publish(p) => publish::handle_publish(conn, publish_state, p).await?,
         Packet::Pubrel(r) => pubrel::handle_pubrel(conn, r).await?,

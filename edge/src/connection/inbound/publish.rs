@@ -24,7 +24,7 @@ const CONGESTION_WAIT: Duration = Duration::from_secs(5);
 
 /// What the reader keeps from one PUBLISH to the next.
 #[derive(Default)]
-pub(super) struct PublishState {
+pub(in crate::connection) struct PublishState {
     /// Client -> server topic aliases; allocated by the first alias the client sets. Boxed:
     /// 8 bytes instead of an empty map's 48 in every idle connection.
     #[allow(clippy::box_collection)]
