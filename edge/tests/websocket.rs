@@ -453,6 +453,31 @@ fn the_upgrade_checks_path_and_subprotocol() {
 }
 
 #[test]
+fn a_plain_http_request_gets_an_http_error_with_the_reason() {
+    let s = start();
+    let ask = |request: &str| {
+        let mut tcp = TcpStream::connect(s.ws()).unwrap();
+        tcp.set_read_timeout(Some(WAIT)).unwrap();
+        tcp.write_all(request.as_bytes()).unwrap();
+        let mut reply = String::new();
+        tcp.read_to_string(&mut reply).unwrap();
+        reply
+    };
+    // What curl, a browser or a load balancer's health check sends.
+    let reply = ask("GET /mqtt HTTP/1.1\r\nHost: gw\r\n\r\n");
+    assert!(
+        reply.starts_with("HTTP/1.1 426 Upgrade Required\r\n"),
+        "{reply}"
+    );
+    assert!(reply.ends_with("MQTT over WebSocket only\n"), "{reply}");
+    let reply = ask("GET /status HTTP/1.1\r\nHost: gw\r\n\r\n");
+    assert!(reply.starts_with("HTTP/1.1 404 Not Found\r\n"), "{reply}");
+    // MQTT sent to the WebSocket port by mistake.
+    let reply = ask("\u{10}\u{c}\u{0}\u{4}MQTT\u{4}\u{2}\u{0}<\u{0}\u{0}");
+    assert!(reply.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{reply}");
+}
+
+#[test]
 fn disconnect_ends_with_the_websocket_closing_handshake() {
     let s = start();
     let mut c = Client::connect(s.ws(), None, "leaver", 0);

@@ -1,19 +1,22 @@
-//! MQTT over WebSocket (RFC 6455, MQTT 5.0 §6) for `kind = "websocket"` listeners: the HTTP
-//! upgrade (path check, subprotocol `mqtt` or `mqttv3.1`) and [`WsBytes`], which turns binary
-//! messages into the plain byte stream the connection code reads, so an MQTT packet may span
-//! messages and a message may hold several packets. Text frames and protocol errors end the
-//! connection with a WebSocket Close (1002); every message and frame is bounded in size.
+//! MQTT over WebSocket (RFC 6455, MQTT 5.0 §6) for `kind = "websocket"` listeners: the listener's
+//! settings, the HTTP upgrade (`upgrade`: path, subprotocol `mqtt` or `mqttv3.1`, an HTTP error
+//! reply to anything else) and [`WsBytes`], which turns binary messages into the plain byte stream
+//! the connection code reads, so an MQTT packet may span messages and a message may hold several
+//! packets. Text frames and protocol errors end the connection with a WebSocket Close (1002);
+//! every message and frame is bounded in size.
 //!
 //! The WebSocket protocol itself is async-tungstenite's (runtime-neutral, works on any
 //! `futures-io` stream, so on smol's sockets and futures-rustls streams alike).
+
+mod upgrade;
+
+pub use upgrade::{accept, choose_subprotocol};
 
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use async_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
-use async_tungstenite::tungstenite::http::{header, HeaderValue, StatusCode};
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use async_tungstenite::tungstenite::{Bytes, Error as WsError, Message};
@@ -57,100 +60,6 @@ impl WsSettings {
             .write_buffer_size(0)
             .max_message_size(Some(self.max_message))
             .max_frame_size(Some(self.max_message))
-    }
-}
-
-/// Why an upgrade request was turned away (logged, and the HTTP status sent back).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    /// The request's path is not the listener's `websocket_path` (404).
-    WrongPath,
-    /// The client offered neither `mqtt` nor `mqttv3.1` in `Sec-WebSocket-Protocol` (400).
-    NoMqttSubprotocol,
-}
-
-impl Refusal {
-    fn status(self) -> StatusCode {
-        match self {
-            Refusal::WrongPath => StatusCode::NOT_FOUND,
-            Refusal::NoMqttSubprotocol => StatusCode::BAD_REQUEST,
-        }
-    }
-
-    fn text(self) -> &'static str {
-        match self {
-            Refusal::WrongPath => "no MQTT endpoint at this path",
-            Refusal::NoMqttSubprotocol => {
-                "Sec-WebSocket-Protocol must offer `mqtt` (or `mqttv3.1`)"
-            }
-        }
-    }
-}
-
-/// The subprotocol to answer with: the first of [`SUBPROTOCOLS`] the client offered. The
-/// header may be repeated and each holds a comma-separated list.
-pub fn choose_subprotocol<'a>(offered: impl Iterator<Item = &'a str>) -> Option<&'static str> {
-    let offered: Vec<&str> = offered.flat_map(|h| h.split(',')).map(str::trim).collect();
-    SUBPROTOCOLS
-        .into_iter()
-        .find(|p| offered.iter().any(|o| o == p))
-}
-
-/// Checks the upgrade request against the listener's settings; on success the response
-/// carries the chosen subprotocol.
-fn check_request(
-    settings: &WsSettings,
-    request: &Request,
-    mut response: Response,
-) -> Result<Response, Refusal> {
-    if request.uri().path() != settings.path {
-        return Err(Refusal::WrongPath);
-    }
-    let offered = request
-        .headers()
-        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
-        .iter()
-        .filter_map(|v| v.to_str().ok());
-    let chosen = choose_subprotocol(offered).ok_or(Refusal::NoMqttSubprotocol)?;
-    response.headers_mut().insert(
-        header::SEC_WEBSOCKET_PROTOCOL,
-        HeaderValue::from_static(chosen),
-    );
-    Ok(response)
-}
-
-/// Runs the server side of the upgrade over `stream` (TCP or TLS). A refusal answers with its
-/// HTTP status and is returned as an error saying why; the caller logs it.
-pub async fn accept<S>(stream: S, settings: &WsSettings, peer: SocketAddr) -> io::Result<WsBytes<S>>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    // The callback's type (and its large error, an HTTP response) is tungstenite's.
-    #[allow(clippy::result_large_err)]
-    let callback = |request: &Request, response: Response| {
-        check_request(settings, request, response).map_err(|r| {
-            let mut e = ErrorResponse::new(Some(r.text().to_string()));
-            *e.status_mut() = r.status();
-            e
-        })
-    };
-    match async_tungstenite::accept_hdr_async_with_config(
-        stream,
-        callback,
-        Some(settings.protocol_config()),
-    )
-    .await
-    {
-        Ok(ws) => {
-            tracing::debug!(%peer, "WebSocket upgrade accepted");
-            Ok(WsBytes::new(ws, peer))
-        }
-        Err(WsError::Http(resp)) => Err(io::Error::other(format!(
-            "WebSocket upgrade refused with HTTP {}: {}",
-            resp.status().as_u16(),
-            String::from_utf8_lossy(resp.body().as_deref().unwrap_or_default())
-        ))),
-        Err(e) => Err(io::Error::other(format!("WebSocket upgrade failed: {e}"))),
     }
 }
 
@@ -379,55 +288,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn mqtt_is_preferred_and_mqttv31_accepted() {
-        assert_eq!(
-            choose_subprotocol(["mqttv3.1, mqtt"].into_iter()),
-            Some("mqtt")
-        );
-        assert_eq!(
-            choose_subprotocol(["foo", "mqttv3.1"].into_iter()),
-            Some("mqttv3.1")
-        );
-        assert_eq!(choose_subprotocol(["foo, MQTT"].into_iter()), None);
-        assert_eq!(choose_subprotocol(std::iter::empty()), None);
-    }
-
-    #[test]
     fn the_message_bound_covers_one_whole_packet_and_is_at_least_64_kib() {
         assert_eq!(WsSettings::new("/mqtt", 1000).max_message, 64 * 1024);
         assert_eq!(WsSettings::new("/mqtt", 1 << 20).max_message, 1 << 20,);
-    }
-
-    #[test]
-    fn a_wrong_path_or_missing_subprotocol_is_refused() {
-        let settings = WsSettings::new("/mqtt", 1 << 20);
-        let req = |path: &str, proto: Option<&str>| {
-            let mut b = Request::builder().uri(path);
-            if let Some(p) = proto {
-                b = b.header("Sec-WebSocket-Protocol", p);
-            }
-            b.body(()).expect("request")
-        };
-        let ok = check_request(&settings, &req("/mqtt", Some("mqtt")), Response::new(()))
-            .expect("accepted");
-        assert_eq!(ok.headers()["sec-websocket-protocol"], "mqtt");
-        assert_eq!(
-            check_request(&settings, &req("/other", Some("mqtt")), Response::new(())).err(),
-            Some(Refusal::WrongPath)
-        );
-        assert_eq!(
-            check_request(&settings, &req("/mqtt", None), Response::new(())).err(),
-            Some(Refusal::NoMqttSubprotocol)
-        );
-        assert_eq!(
-            check_request(
-                &settings,
-                &req("/mqtt?x=1", Some("mqttv3.1")),
-                Response::new(())
-            )
-            .map(|r| r.headers()["sec-websocket-protocol"].clone())
-            .ok(),
-            Some(HeaderValue::from_static("mqttv3.1"))
-        );
     }
 }
