@@ -17,11 +17,12 @@ mod lifecycle_tests;
 mod queue; // outgoing deliveries: queue window and disk backlog, in-flight, packet ids, water marks
 #[cfg(test)]
 mod tests;
+mod wakeup; // the connection's wake-up: flag, kick, one waker slot
 #[cfg(test)]
 mod window_tests;
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use event_listener::Event;
@@ -36,35 +37,19 @@ use crate::topic::SubOptions;
 use queue::{Backlog, Delivery};
 pub use queue::{Refill, TakeWait, WINDOW};
 
-/// Why a connection is being closed by the broker from outside its own task.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kick {
-    TakenOver = 1,
-    Shutdown = 2,
-}
+pub use wakeup::{Kick, Wakeup};
 
-/// The live connection attached to a session. Kicks are a flag plus a wake-up of the
-/// connection's writer: no channel (and no allocation) per connection.
+/// The live connection attached to a session: its id and its wake-up (deliveries, kicks), one
+/// small allocation shared with the connection's task.
 #[derive(Debug, Clone)]
 pub struct ConnLink {
     pub id: u64,
-    pub notify: Arc<Event>,
-    pub kick: Arc<AtomicU8>,
+    pub wakeup: Arc<Wakeup>,
 }
 
 impl ConnLink {
     pub fn kick(&self, why: Kick) {
-        self.kick.store(why as u8, Ordering::Release);
-        self.notify.notify(usize::MAX);
-    }
-}
-
-/// Reads a kick flag set by [`ConnLink::kick`].
-pub fn kicked(flag: &AtomicU8) -> Option<Kick> {
-    match flag.load(Ordering::Acquire) {
-        1 => Some(Kick::TakenOver),
-        2 => Some(Kick::Shutdown),
-        _ => None,
+        self.wakeup.kick(why);
     }
 }
 

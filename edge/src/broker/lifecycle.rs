@@ -2,14 +2,12 @@
 //! expiry, wills, and shutdown. Each change is one [`Broker::commit`]; a session ends only
 //! through `State::remove_session`, and a will is published through routing like a message.
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-
-use event_listener::Event;
 
 use super::{Broker, State};
 use crate::message::now_ms;
-use crate::session::{ConnLink, Kick, Session};
+use crate::session::{ConnLink, Kick, Session, Wakeup};
 use crate::storage::{Op, Ticket, WillRecord};
 
 /// What CONNECT asks of the session layer (already validated by the connection).
@@ -29,8 +27,8 @@ pub struct ConnectRequest {
 pub struct Connected {
     pub session_present: bool,
     pub conn_id: u64,
-    pub notify: Arc<Event>,
-    pub kick: Arc<AtomicU8>,
+    /// Shared with the session: woken by deliveries and replies, set by kicks.
+    pub wakeup: Arc<Wakeup>,
     /// Wait for it before CONNACK: the session record is stored.
     pub ticket: Option<Ticket>,
 }
@@ -50,12 +48,10 @@ impl Broker {
     /// Attaches a new connection to its session (creating, resuming or taking it over).
     pub async fn connect(&self, req: ConnectRequest) -> Connected {
         let conn_id = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        let notify = Arc::new(Event::new());
-        let kick = Arc::new(AtomicU8::new(0));
+        let wakeup = Arc::new(Wakeup::default());
         let link = ConnLink {
             id: conn_id,
-            notify: notify.clone(),
-            kick: kick.clone(),
+            wakeup: wakeup.clone(),
         };
         let now = now_ms();
         let (session_present, ticket) = self
@@ -86,8 +82,7 @@ impl Broker {
         Connected {
             session_present,
             conn_id,
-            notify,
-            kick,
+            wakeup,
             ticket,
         }
     }

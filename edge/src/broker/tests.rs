@@ -6,7 +6,7 @@ use mqtt_proto::v5::SubscribeReasonCode;
 use mqtt_proto::{Pid, QoS, QosPid};
 
 use super::*;
-use crate::session::{kicked, Kick};
+use crate::session::Kick;
 use crate::topic::SubOptions;
 
 struct TestBroker {
@@ -139,7 +139,7 @@ fn a_second_connection_takes_the_session_over() {
     let first = connect(&t.broker, "c", 60);
     let second = connect(&t.broker, "c", 60);
     assert!(second.session_present);
-    assert_eq!(kicked(&first.kick), Some(Kick::TakenOver));
+    assert_eq!(first.wakeup.kicked(), Some(Kick::TakenOver));
     subscribe(&t.broker, "c", "t");
     publish(&t.broker, "t", 1, false);
     let id: Arc<str> = "c".into();
@@ -240,7 +240,8 @@ fn drain(b: &Arc<Broker>, id: &str, c: &Connected, n: usize, stop_after: usize) 
     let id: Arc<str> = id.into();
     let mut got = Vec::new();
     while got.len() < n {
-        let listener = c.notify.listen();
+        // Taken before looking: a wake-up after the look is kept for the wait below.
+        c.wakeup.take();
         let (out, ticket) = smol::block_on(b.take_outgoing(&id, c.conn_id, 64));
         if let Some(t) = ticket {
             smol::block_on(b.store.wait(t)).expect("committed");
@@ -248,7 +249,7 @@ fn drain(b: &Arc<Broker>, id: &str, c: &Connected, n: usize, stop_after: usize) 
         if out.is_empty() {
             let woke = smol::block_on(futures_lite::future::or(
                 async {
-                    listener.await;
+                    futures_lite::future::poll_fn(|cx| c.wakeup.poll_woken(cx)).await;
                     true
                 },
                 async {

@@ -393,7 +393,7 @@ async fn handshake(
 
     let replies = Replies::new(
         limits.receive_maximum as usize + 64,
-        connected.notify.clone(),
+        connected.wakeup.clone(),
     );
     broker.stats.connection_accepted();
     // CONNACK goes first, ahead of any redelivery.

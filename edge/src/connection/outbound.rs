@@ -88,7 +88,7 @@ pub(super) async fn write_round(
         let _ = out.write(stream).await;
         return Round::End(true);
     }
-    if let Some(k) = crate::session::kicked(&connected.kick) {
+    if let Some(k) = connected.wakeup.kicked() {
         let code = match k {
             Kick::TakenOver => Dr::SessionTakenOver,
             Kick::Shutdown => Dr::ServerShuttingDown,

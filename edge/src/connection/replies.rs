@@ -7,6 +7,8 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use event_listener::Event;
+
+use crate::session::Wakeup;
 use mqtt_proto::v5::{self, Packet};
 use mqtt_proto::Pid;
 
@@ -68,17 +70,17 @@ pub(super) struct Replies {
     queue: Mutex<VecDeque<Control>>,
     room: Event,
     cap: usize,
-    notify: Arc<Event>,
+    wakeup: Arc<Wakeup>,
 }
 
 impl Replies {
-    /// A queue of at most `cap` replies that wakes the writer through `notify`.
-    pub(super) fn new(cap: usize, notify: Arc<Event>) -> Replies {
+    /// A queue of at most `cap` replies that wakes the writer through `wakeup`.
+    pub(super) fn new(cap: usize, wakeup: Arc<Wakeup>) -> Replies {
         Replies {
             queue: Mutex::new(VecDeque::new()),
             room: Event::new(),
             cap,
-            notify,
+            wakeup,
         }
     }
 
@@ -106,13 +108,13 @@ impl Replies {
                 None => room = Some(self.room.listen()),
             }
         }
-        self.notify.notify(usize::MAX);
+        self.wakeup.wake();
     }
 
     /// Queues the end of the connection (never waits: the reader is done).
     pub(super) fn close(&self, close: Close) {
         self.lock().push_back(Control::Close(close));
-        self.notify.notify(usize::MAX);
+        self.wakeup.wake();
     }
 
     /// Gives the queue's memory back when it is empty (the writer is going idle).
@@ -144,7 +146,7 @@ mod tests {
 
     #[test]
     fn replies_leave_in_order_and_the_close_after_them() {
-        let replies = Replies::new(4, Arc::new(Event::new()));
+        let replies = Replies::new(4, Arc::default());
         smol::block_on(async {
             replies.send(Answer::now(Reply::Pingresp)).await;
             replies
@@ -168,7 +170,7 @@ mod tests {
 
     #[test]
     fn a_full_queue_makes_the_sender_wait_until_a_reply_is_taken() {
-        let replies = Replies::new(1, Arc::new(Event::new()));
+        let replies = Replies::new(1, Arc::default());
         smol::block_on(async {
             replies.send(Answer::now(Reply::Pingresp)).await;
             let blocked = async {

@@ -1,6 +1,7 @@
 //! A connection's one task after the CONNECT handshake. Idle, it waits in one small poll
-//! function for the socket to become readable, the session's wake-up (reply, delivery, kick) or
-//! the keep-alive deadline, and holds no buffer. Woken, it runs a busy phase in a box, freed when
+//! function for the socket to become readable, the session's wake-up (reply, delivery, kick:
+//! one flag and one waker slot, `session/wakeup.rs`) or the keep-alive deadline, and holds no
+//! buffer. Woken, it runs a busy phase in a box, freed when
 //! both sides are idle again: the reader handles bursts of input while the writer sends replies
 //! (in order, each after its storage ticket) and deliveries, concurrently, so neither waits on
 //! the other (a client that writes while we write to it is still read). A panic in either side
@@ -14,7 +15,6 @@ use std::sync::Mutex;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use event_listener::EventListener;
 use futures_lite::{future, FutureExt};
 use mqtt_proto::v5::DisconnectReasonCode as Dr;
 
@@ -24,6 +24,7 @@ use super::inbound::{self, PublishState};
 use super::outbound::{self, Encoder, Round};
 use super::{Close, Conn, Stream};
 use crate::broker::{ConnectionPermit, Departure};
+use crate::session::Wakeup;
 
 /// A value shared by the two sides of the one task (a `Mutex`, never contended: a `Cell`
 /// would make the task's future `!Send`).
@@ -53,8 +54,8 @@ impl<T: Copy> Slot<T> {
 
 /// How a busy phase ended.
 enum Busy {
-    /// Both sides ran out of work; the listener was registered before the writer's last look.
-    Idle(Option<EventListener>),
+    /// Both sides ran out of work; the wake-up flag was taken before the writer's last look.
+    Idle,
     /// The connection ends; `true` when the client was sent a DISCONNECT.
     End(bool),
 }
@@ -99,7 +100,7 @@ impl KeepAlive {
 }
 
 /// What the task keeps between busy phases, in the connection's heap block ([`Ready`]) so
-/// that the idle future holds only pointers, the listener and the keep-alive timer.
+/// that the idle future holds only pointers and the keep-alive timer.
 pub(super) struct State {
     keep_alive: KeepAlive,
     publish: PublishState,
@@ -197,16 +198,12 @@ fn serve_phases<'a>(stream: &'a Stream, ready: &'a mut Ready) -> impl Future<Out
         // The CONNACK (and any packets sent behind the CONNECT) are waiting.
         let mut readable = false;
         loop {
-            let listener = match Box::pin(busy(stream, ready, readable, true)).await {
-                Busy::End(sent_disconnect) => return sent_disconnect,
-                Busy::Idle(Some(listener)) => listener,
-                // Not expected: the writer registers before it goes idle. Look again.
-                Busy::Idle(None) => {
-                    readable = false;
-                    continue;
-                }
-            };
-            readable = match idle(stream, listener, &ready.state.keep_alive).await {
+            if let Busy::End(sent_disconnect) = Box::pin(busy(stream, ready, readable, true)).await
+            {
+                return sent_disconnect;
+            }
+            let wakeup = &ready.connected.wakeup;
+            readable = match idle(stream, wakeup, &ready.state.keep_alive).await {
                 Wake::Readable => true,
                 Wake::Notified => false,
                 Wake::KeepAlive => {
@@ -218,7 +215,7 @@ fn serve_phases<'a>(stream: &'a Stream, ready: &'a mut Ready) -> impl Future<Out
                     // The writer sends the DISCONNECT; the reader is done.
                     return match Box::pin(busy(stream, ready, false, false)).await {
                         Busy::End(sent) => sent,
-                        Busy::Idle(_) => false,
+                        Busy::Idle => false,
                     };
                 }
             };
@@ -240,11 +237,12 @@ fn end_reading(
     replies.close(close);
 }
 
-/// The idle state: waits for input, a wake-up of the session's event or the keep-alive
-/// deadline, in one poll function (no buffer, one timer).
+/// The idle state: waits for input, the connection's wake-up or the keep-alive deadline, in
+/// one poll function (no buffer, one timer). A wake-up since the writer's last look (the flag
+/// taken before it) ends the wait at once.
 fn idle<'a>(
     stream: &'a Stream,
-    mut listener: EventListener,
+    wakeup: &'a Wakeup,
     keep_alive: &KeepAlive,
 ) -> impl Future<Output = Wake> + 'a {
     let mut timer = keep_alive.timer();
@@ -253,7 +251,7 @@ fn idle<'a>(
         if stream.poll_readable(cx).is_ready() {
             return Poll::Ready(Wake::Readable);
         }
-        if Pin::new(&mut listener).poll(cx).is_ready() {
+        if wakeup.poll_woken(cx).is_ready() {
             return Poll::Ready(Wake::Notified);
         }
         if let Some(t) = &mut timer {
@@ -270,8 +268,6 @@ fn idle<'a>(
 struct Sides {
     reader_idle: AtomicBool,
     writer_idle: AtomicBool,
-    /// Registered before the writer's last look for work.
-    listener: Slot<EventListener>,
 }
 
 /// Reader and writer together until both are idle or the connection ends. `readable`: the
@@ -324,7 +320,7 @@ async fn busy(stream: &Stream, ready: &mut Ready, readable: bool, mut reading: b
     state.aliases = out.aliases.take();
     match end {
         Some(Some(sent_disconnect)) => Busy::End(sent_disconnect),
-        _ => Busy::Idle(sides.listener.take()),
+        _ => Busy::Idle,
     }
 }
 
@@ -396,8 +392,8 @@ async fn write_side(
     sides: &Sides,
 ) -> Option<bool> {
     loop {
-        // Registered before the checks: a reply, delivery or kick after them wakes it.
-        sides.listener.set(Some(connected.notify.listen()));
+        // Taken before the checks: a reply, delivery or kick after them is kept for the wait.
+        connected.wakeup.take();
         match outbound::write_round(conn, stream, replies, connected, out).await {
             Round::Again => continue,
             Round::Idle => {}
@@ -409,17 +405,7 @@ async fn write_side(
             return None;
         }
         sides.writer_idle.store(true, Ordering::Relaxed);
-        future::poll_fn(|cx| {
-            let Some(mut l) = sides.listener.take() else {
-                return Poll::Ready(());
-            };
-            if Pin::new(&mut l).poll(cx).is_ready() {
-                return Poll::Ready(());
-            }
-            sides.listener.set(Some(l));
-            Poll::Pending
-        })
-        .await;
+        future::poll_fn(|cx| connected.wakeup.poll_woken(cx)).await;
         sides.writer_idle.store(false, Ordering::Relaxed);
     }
 }

@@ -36,7 +36,7 @@ impl Session {
     /// Wakes the attached connection's writer (deliveries or a free in-flight slot).
     pub fn notify(&self) {
         if let Some(c) = &self.conn {
-            c.notify.notify(1);
+            c.wakeup.wake();
         }
     }
 }

@@ -58,7 +58,7 @@ fn a_take_over_kicks_the_old_connection_and_requeues_its_deliveries() {
     enqueue(&mut s, "a", 1, &mut ops);
     take(&mut s, &mut ops);
     let claim = s.claim(false, now_ms());
-    assert_eq!(kicked(&old.kick), Some(Kick::TakenOver));
+    assert_eq!(old.wakeup.kicked(), Some(Kick::TakenOver));
     assert!(claim.resumable);
     assert_eq!(
         claim.will_now, None,

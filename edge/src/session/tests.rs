@@ -162,8 +162,7 @@ pub(super) fn request(expiry_secs: u32, will: Option<WillRecord>) -> ConnectRequ
 pub(super) fn link(id: u64) -> ConnLink {
     ConnLink {
         id,
-        notify: Arc::new(Event::new()),
-        kick: Arc::new(AtomicU8::new(0)),
+        wakeup: Arc::default(),
     }
 }
 

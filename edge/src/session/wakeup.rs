@@ -1,0 +1,157 @@
+//! The wake-up shared by a session and its connection's task: a "look again" flag, the kick
+//! (taken over, shutdown) and one waker slot, in one small allocation per connection. A wake-up
+//! is never lost: the task takes the flag before it looks for work and registers its waker
+//! before it checks the flag again, so a wake-up in between is found by that check.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::task::{Context, Poll};
+
+// `atomic-waker` (smol-rs): the lock-free single-waker slot this needs, already in the tree
+// through smol; an `event_listener::Event` allocates a listener list and a listener per wait.
+use atomic_waker::AtomicWaker;
+
+/// Why a connection is being closed by the broker from outside its own task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kick {
+    TakenOver = 1,
+    Shutdown = 2,
+}
+
+/// Set by [`Wakeup::wake`], taken by [`Wakeup::take`] and [`Wakeup::poll_woken`].
+const WOKEN: u8 = 1;
+/// The kick, if any, in the bits above [`WOKEN`] (`Kick as u8`, never cleared).
+const KICK_SHIFT: u32 = 1;
+
+/// One connection's wake-up: replies from its reader, deliveries or a free in-flight slot
+/// from its session, and kicks all go through it.
+#[derive(Debug, Default)]
+pub struct Wakeup {
+    state: AtomicU8,
+    waker: AtomicWaker,
+}
+
+impl Wakeup {
+    /// There may be work: the task looks again (now, or at its next wait).
+    pub fn wake(&self) {
+        self.state.fetch_or(WOKEN, Ordering::SeqCst);
+        self.waker.wake();
+    }
+
+    /// Asks the connection to close; the kick stays set, the first one wins.
+    pub fn kick(&self, why: Kick) {
+        let bits = (why as u8) << KICK_SHIFT;
+        let _ = self
+            .state
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |s| {
+                (s >> KICK_SHIFT == 0).then_some(s | bits | WOKEN)
+            });
+        self.waker.wake();
+    }
+
+    /// The kick, if the connection was asked to close.
+    pub fn kicked(&self) -> Option<Kick> {
+        match self.state.load(Ordering::SeqCst) >> KICK_SHIFT {
+            1 => Some(Kick::TakenOver),
+            2 => Some(Kick::Shutdown),
+            _ => None,
+        }
+    }
+
+    /// Takes the flag before looking for work: a wake-up from now on is kept for the next
+    /// wait. Whether it was set.
+    pub fn take(&self) -> bool {
+        self.state.fetch_and(!WOKEN, Ordering::SeqCst) & WOKEN != 0
+    }
+
+    /// Ready (and the flag taken) once woken since the last [`Wakeup::take`]; otherwise the
+    /// task's waker is registered first, then the flag checked again.
+    pub fn poll_woken(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.take() {
+            return Poll::Ready(());
+        }
+        self.waker.register(cx.waker());
+        match self.take() {
+            true => Poll::Ready(()),
+            false => Poll::Pending,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    /// Polls `w` once with a waker that counts its wake-ups.
+    fn poll_counting(w: &Wakeup, count: &Arc<std::sync::atomic::AtomicUsize>) -> Poll<()> {
+        struct Counter(Arc<std::sync::atomic::AtomicUsize>);
+        impl std::task::Wake for Counter {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let waker = std::task::Waker::from(Arc::new(Counter(count.clone())));
+        w.poll_woken(&mut Context::from_waker(&waker))
+    }
+
+    #[test]
+    fn a_wake_up_between_taking_the_flag_and_waiting_is_not_lost() {
+        let w = Wakeup::default();
+        assert!(!w.take());
+        // The task looked for work and found none; a delivery comes before it waits.
+        w.wake();
+        let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        assert_eq!(poll_counting(&w, &count), Poll::Ready(()));
+        assert_eq!(poll_counting(&w, &count), Poll::Pending, "taken once");
+    }
+
+    #[test]
+    fn a_wake_up_after_the_task_waits_wakes_its_waker_once() {
+        let w = Wakeup::default();
+        let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        assert_eq!(poll_counting(&w, &count), Poll::Pending);
+        w.wake();
+        w.wake();
+        assert_eq!(
+            count.load(Ordering::SeqCst),
+            1,
+            "the waker is taken by the first"
+        );
+        assert_eq!(poll_counting(&w, &count), Poll::Ready(()));
+    }
+
+    #[test]
+    fn a_kick_wakes_the_task_and_stays_set_and_the_first_kick_wins() {
+        let w = Wakeup::default();
+        let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        assert_eq!(poll_counting(&w, &count), Poll::Pending);
+        assert_eq!(w.kicked(), None);
+        w.kick(Kick::TakenOver);
+        w.kick(Kick::Shutdown);
+        assert_eq!(count.load(Ordering::SeqCst), 1);
+        assert_eq!(poll_counting(&w, &count), Poll::Ready(()));
+        assert!(!w.take());
+        assert_eq!(w.kicked(), Some(Kick::TakenOver));
+    }
+
+    #[test]
+    fn wake_ups_from_another_thread_reach_a_waiting_task() {
+        let w = Arc::new(Wakeup::default());
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (waker, stop) = (w.clone(), done.clone());
+        let t = std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                waker.wake();
+                std::thread::sleep(Duration::from_micros(20));
+            }
+        });
+        smol::block_on(async {
+            for _ in 0..100 {
+                futures_lite::future::poll_fn(|cx| w.poll_woken(cx)).await;
+            }
+        });
+        done.store(true, Ordering::SeqCst);
+        t.join().expect("waking thread");
+    }
+}
