@@ -13,10 +13,20 @@ pub struct Connections {
     max: AtomicUsize,
 }
 
-/// One live connection's place under the limit, freed on drop.
+/// One live connection's place under the limit, freed on drop, or handed over to a holder
+/// that frees it with [`Connections::release`].
 #[derive(Debug)]
 pub struct ConnectionPermit {
-    conns: Arc<Connections>,
+    /// None once handed over.
+    conns: Option<Arc<Connections>>,
+}
+
+impl ConnectionPermit {
+    /// The holder now frees the place itself, with [`Connections::release`] (an accepted
+    /// connection's block reaches the broker's `Connections` anyway: 8 bytes less each).
+    pub fn hand_over(mut self) {
+        self.conns = None;
+    }
 }
 
 impl Connections {
@@ -45,8 +55,13 @@ impl Connections {
             })
             .ok()?;
         Some(ConnectionPermit {
-            conns: self.clone(),
+            conns: Some(self.clone()),
         })
+    }
+
+    /// Frees the place of a [`ConnectionPermit`] handed over.
+    pub fn release(&self) {
+        self.active.fetch_sub(1, Ordering::AcqRel);
     }
 
     /// Connections holding a permit now.
@@ -57,7 +72,9 @@ impl Connections {
 
 impl Drop for ConnectionPermit {
     fn drop(&mut self) {
-        self.conns.active.fetch_sub(1, Ordering::AcqRel);
+        if let Some(c) = &self.conns {
+            c.release();
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 //! allows one and holds no permit; an accepted one holds a `ConnectionPermit` for its life.
 
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,30 +16,53 @@ use super::inbound::topic_fits;
 use super::replies::{Answer, Replies, Reply};
 use super::{Conn, Stream};
 use crate::auth::{Access, AuthOutcome, ClientIdentity, Credentials, ListenerPolicy};
-use crate::broker::{Broker, ConnectRequest, Connected, ConnectionPermit, Departure, IpPermit};
+use crate::broker::{Broker, ConnectRequest, ConnectionPermit, Departure, IpPermit};
 use crate::codec::{self, FrameError};
 use crate::message::{now_ms, Message};
 use crate::stats::Refused;
 use crate::storage::WillRecord;
 
 /// What the CONNECT handshake leaves for the connection's life (one heap block, referred to
-/// by the connection's task for as long as it runs).
+/// by the connection's task for as long as it runs). It holds the connection's places under
+/// `limits.max_connections` and `limits.max_connections_per_ip` (handed over by their permits,
+/// given back when it is dropped: no permit fields in every connection).
 pub(super) struct Ready {
     /// Inline: the reader and writer borrow it from here (one allocation for both).
     pub(super) conn: Conn,
-    pub(super) connected: Connected,
+    /// Also holds the connection's wake-up ([`Replies::wakeup`]).
     pub(super) replies: Replies,
-    /// The connection's place under `limits.max_connections`, held until it ends (only
-    /// dropped, never read).
-    #[allow(dead_code)]
-    pub(super) permit: ConnectionPermit,
-    /// Its place under `limits.max_connections_per_ip`.
-    #[allow(dead_code)]
-    pub(super) ip_permit: IpPermit,
     /// The socket's reader, with any bytes the client sent after its CONNECT.
     pub(super) reader: FrameReader,
     /// What the connection's task keeps between its busy phases.
     pub(super) state: super::task::State,
+}
+
+impl Ready {
+    /// Takes over the places of `permits` (given back on drop).
+    fn new(
+        conn: Conn,
+        replies: Replies,
+        (permit, ip_permit): (ConnectionPermit, IpPermit),
+        state: super::task::State,
+    ) -> Ready {
+        permit.hand_over();
+        ip_permit.hand_over();
+        Ready {
+            conn,
+            replies,
+            reader: FrameReader::new(),
+            state,
+        }
+    }
+}
+
+impl Drop for Ready {
+    fn drop(&mut self) {
+        let broker = &self.conn.broker;
+        broker.connections.release();
+        // The same address the permit was taken for (`accept`).
+        broker.release_ip(self.conn.peer.ip());
+    }
 }
 
 /// Reads and checks CONNECT, takes a connection permit and attaches the session.
@@ -91,7 +114,9 @@ pub(super) async fn accept(
         username,
     )
     .await?;
-    Some(Box::new(Ready { reader, ..ready }))
+    let mut ready = Box::new(ready);
+    ready.reader = reader;
+    Some(ready)
 }
 
 /// The first packet, which must be a well-formed CONNECT within `limits.connect_timeout_secs`.
@@ -255,7 +280,7 @@ async fn handshake(
     peer: SocketAddr,
     proto: Protocol,
     connect: v5::Connect,
-    (permit, ip_permit): (ConnectionPermit, IpPermit),
+    permits: (ConnectionPermit, IpPermit),
     username: Option<Arc<str>>,
 ) -> Option<Ready> {
     let limits = &broker.cfg.limits;
@@ -382,9 +407,9 @@ async fn handshake(
         client_id: client_id.clone(),
         conn_id: connected.conn_id,
         client_alias_max: cp.topic_alias_max.unwrap_or(0),
-        client_max_packet: cp.max_packet_size.map(|m| m as usize).unwrap_or(usize::MAX),
+        client_max_packet: cp.max_packet_size.unwrap_or(u32::MAX),
         max_packet,
-        incoming_unacked: AtomicUsize::new(0),
+        incoming_unacked: AtomicU32::new(0),
         problem_info: cp.request_problem_info.unwrap_or(true),
         username,
         acl: super::ConnAcl::new(acl),
@@ -402,13 +427,10 @@ async fn handshake(
             connack,
         )))))
         .await;
-    Some(Ready {
+    Some(Ready::new(
         conn,
-        connected,
         replies,
-        permit,
-        ip_permit,
-        reader: FrameReader::new(),
-        state: super::task::State::new(keep_alive),
-    })
+        permits,
+        super::task::State::new(keep_alive),
+    ))
 }

@@ -16,7 +16,7 @@ mod task; // the one task: idle wait, busy phases, panic containment, the end
 pub use inbound::fuzzing;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,12 +40,13 @@ struct Conn {
     conn_id: u64,
     /// Client's Topic Alias Maximum (server -> client aliases).
     client_alias_max: u16,
-    client_max_packet: usize,
+    /// The client's Maximum Packet Size (u32::MAX: none given).
+    client_max_packet: u32,
     /// Our maximum packet size, as told to this client at CONNACK (a reload changes it only
     /// for later connections).
     max_packet: u32,
     /// QoS 1/2 publishes from the client not yet completed (for our Receive Maximum).
-    incoming_unacked: AtomicUsize,
+    incoming_unacked: AtomicU32,
     problem_info: bool,
     /// The authenticated user name (None: anonymous).
     username: Option<Arc<str>>,
@@ -209,9 +210,9 @@ impl Conn {
             client_id,
             conn_id,
             client_alias_max: 0,
-            client_max_packet: usize::MAX,
+            client_max_packet: u32::MAX,
             max_packet,
-            incoming_unacked: AtomicUsize::new(0),
+            incoming_unacked: AtomicU32::new(0),
             problem_info: true,
             username: None,
             acl: ConnAcl::new(ClientAcl::unrestricted()),

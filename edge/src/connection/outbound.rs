@@ -14,10 +14,10 @@ use mqtt_proto::{Protocol, QosPid, TopicName};
 
 use super::replies::{Control, Replies};
 use super::{Close, Conn, Stream};
-use crate::broker::{Connected, Outgoing};
+use crate::broker::Outgoing;
 use crate::codec;
 use crate::message::{now_ms, Message};
-use crate::session::Kick;
+use crate::session::{Kick, Wakeup};
 
 /// Most deliveries taken from the session per round.
 const BATCH: usize = 64;
@@ -40,7 +40,7 @@ pub(super) async fn write_round(
     conn: &Conn,
     stream: &Stream,
     replies: &Replies,
-    connected: &Connected,
+    wakeup: &Wakeup,
     out: &mut Encoder<'_>,
 ) -> Round {
     let broker = &conn.broker;
@@ -88,7 +88,7 @@ pub(super) async fn write_round(
         let _ = out.write(stream).await;
         return Round::End(true);
     }
-    if let Some(k) = connected.wakeup.kicked() {
+    if let Some(k) = wakeup.kicked() {
         let code = match k {
             Kick::TakenOver => Dr::SessionTakenOver,
             Kick::Shutdown => Dr::ServerShuttingDown,
@@ -290,7 +290,7 @@ impl<'a> Encoder<'a> {
         else {
             return false;
         };
-        if size > conn.client_max_packet {
+        if size > conn.client_max_packet as usize {
             self.buf.truncate(start);
             tracing::debug!(client_id = %conn.client_id, size, "message larger than the client's maximum packet size: not sent");
             return false;

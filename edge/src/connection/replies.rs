@@ -84,6 +84,11 @@ impl Replies {
         }
     }
 
+    /// The connection's wake-up, which this queue wakes (shared with the session).
+    pub(super) fn wakeup(&self) -> &Wakeup {
+        &self.wakeup
+    }
+
     fn lock(&self) -> MutexGuard<'_, VecDeque<Control>> {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }

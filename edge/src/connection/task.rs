@@ -10,8 +10,8 @@
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::{pin, Pin};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -26,29 +26,38 @@ use super::{Close, Conn, Stream};
 use crate::broker::{ConnectionPermit, Departure};
 use crate::session::Wakeup;
 
-/// A value shared by the two sides of the one task (a `Mutex`, never contended: a `Cell`
-/// would make the task's future `!Send`).
-struct Slot<T>(Mutex<Option<T>>);
+/// How the session sees the end the reader chose, shared by the two sides of the one task in
+/// one atomic word (8 bytes; a `Mutex<Option<Departure>>` takes 24 in every connection):
+/// 0 none, 1 abnormal, 2 graceful (bit 2: send the will, bit 3: `expiry` in the high half).
+#[derive(Default)]
+struct DepartureSlot(AtomicU64);
 
-impl<T> Default for Slot<T> {
-    fn default() -> Self {
-        Slot(Mutex::new(None))
+impl DepartureSlot {
+    fn set(&self, d: Option<Departure>) {
+        let bits = match d {
+            None => 0,
+            Some(Departure::Abnormal) => 1,
+            Some(Departure::Graceful { send_will, expiry }) => {
+                let will = if send_will { 4 } else { 0 };
+                match expiry {
+                    Some(e) => 2 | will | 8 | (e as u64) << 32,
+                    None => 2 | will,
+                }
+            }
+        };
+        self.0.store(bits, Ordering::Relaxed);
     }
-}
 
-impl<T> Slot<T> {
-    fn set(&self, v: Option<T>) {
-        *edge_mqtt::util::lock(&self.0) = v;
-    }
-
-    fn take(&self) -> Option<T> {
-        edge_mqtt::util::lock(&self.0).take()
-    }
-}
-
-impl<T: Copy> Slot<T> {
-    fn get(&self) -> Option<T> {
-        *edge_mqtt::util::lock(&self.0)
+    fn take(&self) -> Option<Departure> {
+        let bits = self.0.swap(0, Ordering::Relaxed);
+        match bits & 3 {
+            1 => Some(Departure::Abnormal),
+            2 => Some(Departure::Graceful {
+                send_will: bits & 4 != 0,
+                expiry: (bits & 8 != 0).then_some((bits >> 32) as u32),
+            }),
+            _ => None,
+        }
     }
 }
 
@@ -71,7 +80,15 @@ enum Wake {
 struct KeepAlive {
     /// One and a half keep-alive periods in milliseconds; 0: no keep-alive.
     limit_ms: u32,
-    deadline: Slot<Instant>,
+    /// The deadline in milliseconds after [`base`] (rounded up), 0: none. An atomic (8 bytes,
+    /// shared by the two sides) rather than a `Mutex<Option<Instant>>` (24).
+    deadline_ms: AtomicU64,
+}
+
+/// The instant keep-alive deadlines count from (the first connection's).
+fn base() -> Instant {
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    *BASE.get_or_init(Instant::now)
 }
 
 impl KeepAlive {
@@ -79,7 +96,7 @@ impl KeepAlive {
         // One and a half keep-alive periods without a packet end the connection.
         let k = KeepAlive {
             limit_ms: keep_alive as u32 * 1500,
-            deadline: Slot::default(),
+            deadline_ms: AtomicU64::new(0),
         };
         k.touch();
         k
@@ -87,7 +104,12 @@ impl KeepAlive {
 
     /// Input arrived: the deadline moves.
     fn touch(&self) {
-        self.deadline.set(self.limit().map(|l| Instant::now() + l));
+        let deadline = match self.limit() {
+            // + 1: never 0, and never before the limit has passed.
+            Some(l) => (base().elapsed() + l).as_millis() as u64 + 1,
+            None => 0,
+        };
+        self.deadline_ms.store(deadline, Ordering::Relaxed);
     }
 
     fn limit(&self) -> Option<Duration> {
@@ -95,7 +117,10 @@ impl KeepAlive {
     }
 
     fn timer(&self) -> Option<smol::Timer> {
-        self.deadline.get().map(smol::Timer::at)
+        match self.deadline_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(smol::Timer::at(base() + Duration::from_millis(ms))),
+        }
     }
 }
 
@@ -107,7 +132,7 @@ pub(super) struct State {
     /// Server -> client topic aliases (the encoder lives only in busy phases).
     aliases: outbound::Aliases,
     /// How the session sees the end the reader chose; none: abnormal (network, panic, kick).
-    departure: Slot<Departure>,
+    departure: DepartureSlot,
 }
 
 impl State {
@@ -116,7 +141,7 @@ impl State {
             keep_alive: KeepAlive::new(keep_alive),
             publish: PublishState::default(),
             aliases: None,
-            departure: Slot::default(),
+            departure: DepartureSlot::default(),
         }
     }
 }
@@ -167,7 +192,7 @@ pub(super) fn run(
         // the close: the task reserves room for its largest state, and these are never idle.
         Box::pin(
             conn.broker
-                .disconnect(&conn.client_id, r.connected.conn_id, departure),
+                .disconnect(&conn.client_id, conn.conn_id, departure),
         )
         .await;
         if sent_disconnect {
@@ -202,7 +227,7 @@ fn serve_phases<'a>(stream: &'a Stream, ready: &'a mut Ready) -> impl Future<Out
             {
                 return sent_disconnect;
             }
-            let wakeup = &ready.connected.wakeup;
+            let wakeup = ready.replies.wakeup();
             readable = match idle(stream, wakeup, &ready.state.keep_alive).await {
                 Wake::Readable => true,
                 Wake::Notified => false,
@@ -227,7 +252,7 @@ fn serve_phases<'a>(stream: &'a Stream, ready: &'a mut Ready) -> impl Future<Out
 fn end_reading(
     conn: &Conn,
     replies: &super::replies::Replies,
-    departure: &Slot<Departure>,
+    departure: &DepartureSlot,
     close: Close,
 ) {
     if let Close::Broker { why, .. } = close {
@@ -277,7 +302,6 @@ async fn busy(stream: &Stream, ready: &mut Ready, readable: bool, mut reading: b
     let sides = Sides::default();
     let Ready {
         conn,
-        connected,
         replies,
         reader,
         state,
@@ -297,9 +321,7 @@ async fn busy(stream: &Stream, ready: &mut Ready, readable: bool, mut reading: b
             readable,
             &sides,
         ));
-        let mut write = pin!(write_side(
-            conn, stream, replies, connected, &mut out, &sides
-        ));
+        let mut write = pin!(write_side(conn, stream, replies, &mut out, &sides));
         let departure = &state.departure;
         future::poll_fn(|cx| {
             if reading {
@@ -387,14 +409,14 @@ async fn write_side(
     conn: &Conn,
     stream: &Stream,
     replies: &super::replies::Replies,
-    connected: &crate::broker::Connected,
     out: &mut Encoder<'_>,
     sides: &Sides,
 ) -> Option<bool> {
     loop {
         // Taken before the checks: a reply, delivery or kick after them is kept for the wait.
-        connected.wakeup.take();
-        match outbound::write_round(conn, stream, replies, connected, out).await {
+        let wakeup = replies.wakeup();
+        wakeup.take();
+        match outbound::write_round(conn, stream, replies, wakeup, out).await {
             Round::Again => continue,
             Round::Idle => {}
             Round::End(sent_disconnect) => return Some(sent_disconnect),
@@ -405,7 +427,7 @@ async fn write_side(
             return None;
         }
         sides.writer_idle.store(true, Ordering::Relaxed);
-        future::poll_fn(|cx| connected.wakeup.poll_woken(cx)).await;
+        future::poll_fn(|cx| wakeup.poll_woken(cx)).await;
         sides.writer_idle.store(false, Ordering::Relaxed);
     }
 }
@@ -475,6 +497,68 @@ mod tests {
             "CONNACK {ack:?}"
         );
         ack[2] == 1
+    }
+
+    /// Every departure the reader can choose comes back as it was set, once.
+    #[test]
+    fn the_departure_slot_gives_back_what_was_set_once() {
+        use super::DepartureSlot;
+        use crate::broker::Departure;
+        let slot = DepartureSlot::default();
+        assert!(slot.take().is_none());
+        for (send_will, expiry) in [
+            (false, None),
+            (true, None),
+            (false, Some(0)),
+            (true, Some(u32::MAX)),
+        ] {
+            slot.set(Some(Departure::Graceful { send_will, expiry }));
+            match slot.take() {
+                Some(Departure::Graceful {
+                    send_will: w,
+                    expiry: e,
+                }) => assert_eq!((w, e), (send_will, expiry)),
+                _ => panic!("graceful ({send_will}, {expiry:?}) lost"),
+            }
+            assert!(slot.take().is_none(), "taken once");
+        }
+        slot.set(Some(Departure::Abnormal));
+        assert!(matches!(slot.take(), Some(Departure::Abnormal)));
+        slot.set(Some(Departure::Abnormal));
+        slot.set(None);
+        assert!(slot.take().is_none());
+    }
+
+    /// The connection's block holds its places under `limits.max_connections` and
+    /// `limits.max_connections_per_ip` (handed over by the permits) and gives both back when
+    /// the connection ends.
+    #[test]
+    fn an_ended_connection_gives_back_its_places_under_both_connection_limits() {
+        let t = test_support::conn(Protocol::V311, false);
+        let broker = t.conn.broker.clone();
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let ip = addr.ip();
+        let per_ip = broker.live.max_connections_per_ip();
+        // Every place of 127.0.0.1 but one taken: the connection takes the last one.
+        let others: Vec<_> = (1..per_ip)
+            .map(|_| broker.try_acquire_ip(ip).expect("a place"))
+            .collect();
+
+        let mut c = connect(addr, "places", false);
+        let task = serve_next(&broker, &listener);
+        assert!(!read_connack(&mut c));
+        assert_eq!(broker.connections.active(), 1);
+        assert!(
+            broker.try_acquire_ip(ip).is_none(),
+            "the connection holds the last place"
+        );
+        drop(c);
+        task.join().expect("connection task");
+        assert_eq!(broker.connections.active(), 0);
+        let again = broker.try_acquire_ip(ip);
+        assert!(again.is_some(), "its place is free again");
+        drop((again, others));
     }
 
     /// Deliveries wake the connection but are not input: a client that only receives still

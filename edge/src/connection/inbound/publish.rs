@@ -30,7 +30,8 @@ pub(in crate::connection) struct PublishState {
     #[allow(clippy::box_collection)]
     aliases: Option<Box<HashMap<u16, Arc<str>>>>,
     /// A subscriber of the last message that is falling behind, to wait for before reading on.
-    congested: Option<Congestion>,
+    /// Boxed: 8 bytes instead of 24 in every idle connection, allocated only when congested.
+    congested: Option<Box<Congestion>>,
 }
 
 /// How the broker took a publish, as the reason code of PUBACK or PUBREC.
@@ -100,7 +101,7 @@ pub(super) async fn handle_publish(
         .publish_received(qos as u8, p.payload.len());
     if qos != QoS::Level0 {
         let n = conn.incoming_unacked.fetch_add(1, Ordering::AcqRel) + 1;
-        if n > limits.receive_maximum as usize {
+        if n > limits.receive_maximum as u32 {
             return Err(close(
                 Dr::ReceiveMaximumExceeded,
                 "receive maximum exceeded",
@@ -168,7 +169,7 @@ pub(super) async fn handle_publish(
             matched,
             congested,
         } => {
-            st.congested = congested;
+            st.congested = congested.map(Box::new);
             let outcome = if matched {
                 Outcome::Success
             } else {
@@ -449,7 +450,7 @@ mod tests {
     #[test]
     fn qos1_publish_past_receive_maximum_closes_with_receive_maximum_exceeded() {
         let t = test_support::conn(Protocol::V500, true);
-        let max = t.conn.broker.cfg.limits.receive_maximum as usize;
+        let max = t.conn.broker.cfg.limits.receive_maximum as u32;
         t.conn.incoming_unacked.store(max, Ordering::Release);
         let got = run(
             &t.conn,
