@@ -22,6 +22,7 @@ mod wakeup; // the connection's wake-up: flag, kick, one waker slot
 mod window_tests;
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::num::NonZeroU64;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -104,25 +105,29 @@ pub struct Session {
     pids: edge_mqtt::pid::PidAllocator,
     next_seq: u64,
     conn: Option<ConnLink>,
-    disconnected_ms: Option<u64>,
-    /// Boxed: most connections have none (8 bytes instead of 104 in every session).
-    will: Option<Box<WillRecord>>,
-    /// When the will of a disconnected session is due (unix ms).
-    will_due_ms: Option<u64>,
+    /// When the last connection was cut off (unix ms, at least 1: 8 bytes with the niche).
+    disconnected_ms: Option<NonZeroU64>,
+    /// The will and when it is due. Boxed: most connections have none (8 bytes instead of 120
+    /// in every session).
+    will: Option<Box<PendingWill>>,
     inflight_limit: usize,
     dropped: u64,
     /// A session record exists on disk (must be deleted when the session ends).
     stored: bool,
     /// Fired when the queue falls back under its low-water mark (publishers wait on it).
-    drained: Arc<Event>,
+    /// Created by the first publisher that has to wait ([`Session::congestion`]).
+    drained: Option<Arc<Event>>,
     /// What this session may receive, checked when a message is routed to it.
     read_acl: ClientAcl,
-    /// The last topic checked against `read_acl` and the answer (a subscriber mostly gets
-    /// the same few topics again and again).
-    read_cache: Option<(Arc<str>, bool)>,
-    /// The user name of its last connection (`Some(None)`: anonymous), stored with the
-    /// session; None only for a session stored by a version that did not record it.
-    identity: Option<Option<Arc<str>>>,
+    /// The last topic checked against `read_acl` and the answer, `read_cache_ok` (a
+    /// subscriber mostly gets the same few topics again and again).
+    read_cache: Option<Arc<str>>,
+    read_cache_ok: bool,
+    /// The user name of its last connection (None: anonymous), stored with the session, when
+    /// `user_known`: false only for a session stored by a version that did not record it.
+    /// (Two fields: the flag packs with the other small ones, `Option<Option<..>>` takes 24.)
+    user: Option<Arc<str>>,
+    user_known: bool,
     /// Unique per session object: a backlog read started before the session ended (and was
     /// created anew under the same client id) is not applied to the new one.
     epoch: u64,
@@ -137,12 +142,34 @@ pub struct Session {
     reserved_round: u64,
 }
 
+/// A session's will: what its connection left, and once that connection is gone, when it
+/// is due (unix ms).
+#[derive(Debug)]
+struct PendingWill {
+    record: WillRecord,
+    due_ms: Option<u64>,
+}
+
+impl PendingWill {
+    fn new(record: WillRecord) -> Box<PendingWill> {
+        Box::new(PendingWill {
+            record,
+            due_ms: None,
+        })
+    }
+}
+
+/// A disconnection time as stored (0, never a real one, is read as 1).
+fn cut_off(ms: u64) -> NonZeroU64 {
+    NonZeroU64::new(ms).unwrap_or(NonZeroU64::MIN)
+}
+
 static EPOCHS: AtomicU64 = AtomicU64::new(1);
 
 impl Session {
     /// The user name of the session's last connection, if known (see `identity`).
     pub fn identity(&self) -> Option<Option<Arc<str>>> {
-        self.identity.clone()
+        self.user_known.then(|| self.user.clone())
     }
 
     pub fn set_read_acl(&mut self, acl: ClientAcl) {
@@ -157,13 +184,14 @@ impl Session {
 
     /// [`Session::may_read`], remembering the last answer.
     pub fn may_read_cached(&mut self, topic: &Arc<str>) -> bool {
-        if let Some((t, ok)) = &self.read_cache {
+        if let Some(t) = &self.read_cache {
             if Arc::ptr_eq(t, topic) || **t == **topic {
-                return *ok;
+                return self.read_cache_ok;
             }
         }
         let ok = self.read_acl.check(topic, Access::Read);
-        self.read_cache = Some((topic.clone(), ok));
+        self.read_cache = Some(topic.clone());
+        self.read_cache_ok = ok;
         ok
     }
 
@@ -183,14 +211,15 @@ impl Session {
             conn: None,
             disconnected_ms: None,
             will: None,
-            will_due_ms: None,
             inflight_limit: 1,
             dropped: 0,
             stored: false,
-            drained: Arc::new(Event::new()),
+            drained: None,
             read_acl: ClientAcl::unrestricted(),
             read_cache: None,
-            identity: None,
+            read_cache_ok: false,
+            user: None,
+            user_known: false,
             epoch: EPOCHS.fetch_add(1, Ordering::Relaxed),
             rows_on_disk: false,
             take_wait: TakeWait::default(),
@@ -210,12 +239,17 @@ impl Session {
     pub fn restore(client_id: Arc<str>, loaded: LoadedSession, cut_off_ms: u64) -> Session {
         let rec = loaded.record;
         let mut s = Session::new(client_id, rec.protocol, rec.expiry_secs);
-        s.identity = loaded.user.map(|u| u.map(Arc::from));
+        if let Some(user) = loaded.user {
+            s.user = user.map(Arc::from);
+            s.user_known = true;
+        }
         let disconnected = rec.disconnected_ms.unwrap_or(cut_off_ms);
-        s.disconnected_ms = Some(disconnected);
+        s.disconnected_ms = Some(cut_off(disconnected));
         if let Some(w) = rec.will {
-            s.will_due_ms = Some(disconnected + 1000 * w.delay_secs.min(s.expiry_secs) as u64);
-            s.will = Some(Box::new(w));
+            let due_ms = disconnected + 1000 * w.delay_secs.min(s.expiry_secs) as u64;
+            let mut w = PendingWill::new(w);
+            w.due_ms = Some(due_ms);
+            s.will = Some(w);
         }
         for (f, o) in rec.subscriptions {
             s.subs.insert(Arc::from(f.as_str()), o);
@@ -281,8 +315,8 @@ impl Session {
             protocol: self.protocol,
             expiry_secs: self.expiry_secs,
             subscriptions: self.subs.iter().map(|(f, o)| (f.to_string(), *o)).collect(),
-            disconnected_ms: self.disconnected_ms,
-            will: self.will.as_deref().cloned(),
+            disconnected_ms: self.disconnected_ms.map(NonZeroU64::get),
+            will: self.will.as_ref().map(|w| w.record.clone()),
         }
     }
 
@@ -294,9 +328,9 @@ impl Session {
             self.client_id.clone(),
             Box::new(self.record()),
         ));
-        if let Some(user) = self.identity.as_ref().filter(|_| first) {
+        if first && self.user_known {
             // Stored with the session the first time it is written (see `attach`).
-            ops.push(Op::SessionUser(self.client_id.clone(), user.clone()));
+            ops.push(Op::SessionUser(self.client_id.clone(), self.user.clone()));
         }
     }
 
@@ -312,13 +346,12 @@ impl Session {
             self.requeue_inflight();
         }
         let mut will_now = None;
-        if let Some(w) = self.will.take().map(|w| *w) {
+        if let Some(w) = self.will.take().map(|w| w.record) {
             let ends = self.expiry_secs == 0 || clean_start;
             if (taken_over.is_some() && w.delay_secs == 0) || ends {
                 will_now = Some(w);
             }
         }
-        self.will_due_ms = None;
         let expired = taken_over.is_none() && self.expired(now_ms);
         Claim {
             will_now,
@@ -332,13 +365,13 @@ impl Session {
     pub fn attach(&mut self, req: ConnectRequest, link: ConnLink, ops: &mut Vec<Op>) {
         self.protocol = req.protocol;
         self.expiry_secs = req.expiry_secs;
-        self.will = req.will.map(Box::new);
-        self.will_due_ms = None;
+        self.will = req.will.map(PendingWill::new);
         self.disconnected_ms = None;
         self.inflight_limit = req.inflight_limit;
         self.read_acl = req.acl;
         self.read_cache = None;
-        self.identity = Some(req.username.clone());
+        self.user = req.username.clone();
+        self.user_known = true;
         self.conn = Some(link);
         if self.persistent() {
             let resumed = self.stored;
@@ -365,7 +398,7 @@ impl Session {
     /// or the session ends now. The caller saves or removes the session.
     pub fn detach(&mut self, now_ms: u64, how: Departure, max_expiry: u32) -> Option<WillRecord> {
         self.conn = None;
-        self.disconnected_ms = Some(now_ms);
+        self.disconnected_ms = Some(cut_off(now_ms));
         self.requeue_inflight();
         self.evict_window();
         if let Departure::Graceful { send_will, expiry } = how {
@@ -376,22 +409,24 @@ impl Session {
                 self.will = None;
             }
         }
-        let w = self.will.as_ref()?;
-        if w.delay_secs == 0 || self.expiry_secs == 0 {
-            return self.will.take().map(|w| *w);
+        let delay_secs = self.will.as_ref()?.record.delay_secs;
+        if delay_secs == 0 || self.expiry_secs == 0 {
+            return self.will.take().map(|w| w.record);
         }
-        self.will_due_ms = Some(now_ms + 1000 * w.delay_secs.min(self.expiry_secs) as u64);
+        if let Some(w) = &mut self.will {
+            w.due_ms = Some(now_ms + 1000 * delay_secs.min(self.expiry_secs) as u64);
+        }
         None
     }
 
     /// The will of a disconnected session once its delay has passed (the record is saved
     /// without it); `None` before, or when there is none.
     pub fn take_due_will(&mut self, now_ms: u64, ops: &mut Vec<Op>) -> Option<WillRecord> {
-        if self.online() || self.will_due_ms.is_none_or(|d| now_ms < d) {
+        let due = self.will.as_ref().and_then(|w| w.due_ms);
+        if self.online() || due.is_none_or(|d| now_ms < d) {
             return None;
         }
-        self.will_due_ms = None;
-        let w = *self.will.take()?;
+        let w = self.will.take()?.record;
         if self.persistent() {
             self.save(ops);
         }
@@ -401,12 +436,12 @@ impl Session {
     /// Disconnected for longer than its expiry interval.
     pub fn expired(&self, now_ms: u64) -> bool {
         self.disconnected_ms
-            .is_some_and(|d| now_ms >= d + 1000 * self.expiry_secs as u64)
+            .is_some_and(|d| now_ms >= d.get() + 1000 * self.expiry_secs as u64)
     }
 
     /// The will a session still holds when it ends.
     pub fn into_will(self) -> Option<WillRecord> {
-        self.will.map(|w| *w)
+        self.will.map(|w| w.record)
     }
 
     /// Asks the attached connection, if any, to close.

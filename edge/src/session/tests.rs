@@ -287,14 +287,14 @@ fn congestion_starts_at_three_quarters_and_ends_at_half() {
         assert_eq!(congested, i == 5, "after {} of 8", i + 1);
     }
     assert!(s.congested(LIMITS));
-    let drained = s.drained.listen();
+    let drained = s.congestion().drained.listen();
     s.take_outgoing(1, now_ms(), LIMITS, &mut ops);
     assert!(!s.congested(LIMITS), "5 of 8");
     assert!(
         future::block_on(future::poll_once(drained)).is_none(),
         "5 of 8 is not under half: publishers stay paused"
     );
-    let drained = s.drained.listen();
+    let drained = s.congestion().drained.listen();
     s.take_outgoing(1, now_ms(), LIMITS, &mut ops);
     assert!(
         future::block_on(future::poll_once(drained)).is_some(),
@@ -547,8 +547,12 @@ fn a_restored_session_resumes_its_queue_without_reusing_packet_ids() {
     disk.rows.insert(9, record(0, false));
     let mut s = Session::restore("client".into(), loaded, 50_000);
     assert!(s.stored());
-    assert_eq!(s.disconnected_ms, Some(50_000), "cut off by the crash");
-    assert_eq!(s.will_due_ms, Some(55_000));
+    assert_eq!(
+        s.disconnected_ms.map(|d| d.get()),
+        Some(50_000),
+        "cut off by the crash"
+    );
+    assert_eq!(s.will.as_ref().and_then(|w| w.due_ms), Some(55_000));
     assert_eq!(s.next_seq, 10);
     let mut ops = Vec::new();
     assert!(!s.receive_qos2(pid(3), &mut ops), "still awaiting PUBREL");
