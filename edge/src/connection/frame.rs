@@ -212,14 +212,13 @@ impl FrameReader {
 mod tests {
     use super::*;
     use std::io::Write;
-    use std::sync::Arc;
 
     fn pair() -> (std::net::TcpStream, Stream) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let client = std::net::TcpStream::connect(listener.local_addr().expect("addr")).unwrap();
         let (server, _) = listener.accept().expect("accept");
         let stream = crate::transport::Transport::plain(smol::Async::new(server).unwrap());
-        (client, Arc::new(stream))
+        (client, stream)
     }
 
     /// A PUBLISH frame (QoS 0, topic "t") with `n` payload bytes.

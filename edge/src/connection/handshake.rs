@@ -22,12 +22,15 @@ use crate::message::{now_ms, Message};
 use crate::stats::Refused;
 use crate::storage::WillRecord;
 
-/// What the CONNECT handshake leaves for the connection's life (one heap block, referred to
-/// by the connection's task for as long as it runs). It holds the connection's places under
-/// `limits.max_connections` and `limits.max_connections_per_ip` (handed over by their permits,
-/// given back when it is dropped: no permit fields in every connection).
+/// What the CONNECT handshake leaves for the connection's life, held inline by the
+/// connection's task (one heap block for the task and the connection: `task::run`). It holds
+/// the connection's places under `limits.max_connections` and `limits.max_connections_per_ip`
+/// (handed over by their permits, given back when it is dropped: no permit fields in every
+/// connection).
 pub(super) struct Ready {
-    /// Inline: the reader and writer borrow it from here (one allocation for both).
+    /// The socket (plain TCP inline, TLS and WebSocket boxed).
+    pub(super) stream: Stream,
+    /// The reader and writer borrow it from here.
     pub(super) conn: Conn,
     /// Also holds the connection's wake-up ([`Replies::wakeup`]).
     pub(super) replies: Replies,
@@ -37,21 +40,26 @@ pub(super) struct Ready {
     pub(super) state: super::task::State,
 }
 
+/// An accepted CONNECT: everything of [`Ready`] but the socket and the reader.
+struct Accepted {
+    conn: Conn,
+    replies: Replies,
+    permits: (ConnectionPermit, IpPermit),
+    state: super::task::State,
+}
+
 impl Ready {
-    /// Takes over the places of `permits` (given back on drop).
-    fn new(
-        conn: Conn,
-        replies: Replies,
-        (permit, ip_permit): (ConnectionPermit, IpPermit),
-        state: super::task::State,
-    ) -> Ready {
+    /// Takes over the places of the permits (given back on drop).
+    fn new(a: Accepted, reader: FrameReader, stream: Stream) -> Ready {
+        let (permit, ip_permit) = a.permits;
         permit.hand_over();
         ip_permit.hand_over();
         Ready {
-            conn,
-            replies,
-            reader: FrameReader::new(),
-            state,
+            stream,
+            conn: a.conn,
+            replies: a.replies,
+            reader,
+            state: a.state,
         }
     }
 }
@@ -65,15 +73,34 @@ impl Drop for Ready {
     }
 }
 
-/// Reads and checks CONNECT, takes a connection permit and attaches the session.
+/// Reads and checks CONNECT, takes a connection permit and attaches the session: the
+/// connection, or none when the client was refused (its socket is closed here: WebSocket
+/// and TLS end with their closing handshakes).
 pub(super) async fn accept(
     broker: Arc<Broker>,
     stream: Stream,
     peer: SocketAddr,
     policy: ListenerPolicy,
-) -> Option<Box<Ready>> {
+) -> Option<Ready> {
     let mut reader = FrameReader::new();
-    let (proto, connect) = read_connect(&mut reader, &stream, peer, &broker).await?;
+    match accept_on(broker, &stream, &mut reader, peer, policy).await {
+        Some(accepted) => Some(Ready::new(accepted, reader, stream)),
+        None => {
+            stream.close().await;
+            None
+        }
+    }
+}
+
+/// [`accept`] on a borrowed socket.
+async fn accept_on(
+    broker: Arc<Broker>,
+    stream: &Stream,
+    reader: &mut FrameReader,
+    peer: SocketAddr,
+    policy: ListenerPolicy,
+) -> Option<Accepted> {
+    let (proto, connect) = read_connect(reader, stream, peer, &broker).await?;
 
     let Some(permit) = broker.connections.try_acquire() else {
         tracing::warn!(%peer, limit = broker.connections.max(), "connection refused: limits.max_connections reached");
@@ -83,7 +110,7 @@ pub(super) async fn accept(
         } else {
             Cr::ServerUnavailable
         };
-        send_connack_error(&stream, proto, code, Some("limits.max_connections reached")).await;
+        send_connack_error(stream, proto, code, Some("limits.max_connections reached")).await;
         return None;
     };
     let Some(ip_permit) = broker.try_acquire_ip(peer.ip()) else {
@@ -93,7 +120,7 @@ pub(super) async fn accept(
                 "connection refused: limits.max_connections_per_ip reached (further refusals logged once a second)");
         }
         send_connack_error(
-            &stream,
+            stream,
             proto,
             Cr::ServerBusy,
             Some("limits.max_connections_per_ip reached"),
@@ -101,22 +128,19 @@ pub(super) async fn accept(
         .await;
         return None;
     };
-    let username = authenticate(&broker, &stream, peer, proto, &connect, policy).await?;
+    let username = authenticate(&broker, stream, peer, proto, &connect, policy).await?;
     // A refused handshake drops the permits with it.
     let permits = (permit, ip_permit);
-    let ready = handshake(
+    handshake(
         broker.clone(),
-        &stream,
+        stream,
         peer,
         proto,
         connect,
         permits,
         username,
     )
-    .await?;
-    let mut ready = Box::new(ready);
-    ready.reader = reader;
-    Some(ready)
+    .await
 }
 
 /// The first packet, which must be a well-formed CONNECT within `limits.connect_timeout_secs`.
@@ -282,7 +306,7 @@ async fn handshake(
     connect: v5::Connect,
     permits: (ConnectionPermit, IpPermit),
     username: Option<Arc<str>>,
-) -> Option<Ready> {
+) -> Option<Accepted> {
     let limits = &broker.cfg.limits;
     // Taken once: the value this client is told is the one its packets are checked against.
     let max_packet = broker.live.max_packet_size();
@@ -427,10 +451,10 @@ async fn handshake(
             connack,
         )))))
         .await;
-    Some(Ready::new(
+    Some(Accepted {
         conn,
         replies,
         permits,
-        super::task::State::new(keep_alive),
-    ))
+        state: super::task::State::new(keep_alive),
+    })
 }

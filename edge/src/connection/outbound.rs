@@ -440,9 +440,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, _) = listener.accept().unwrap();
-        let stream: Stream = Arc::new(crate::transport::Transport::plain(
-            smol::Async::new(server).unwrap(),
-        ));
+        let stream: Stream = crate::transport::Transport::plain(smol::Async::new(server).unwrap());
         let mut out = Encoder::new(&t.conn);
         let sizes = [10, 600, 70_000, 3, 4096, 0, 512];
         for (i, n) in sizes.iter().enumerate() {

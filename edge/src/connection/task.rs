@@ -124,8 +124,8 @@ impl KeepAlive {
     }
 }
 
-/// What the task keeps between busy phases, in the connection's heap block ([`Ready`]) so
-/// that the idle future holds only pointers and the keep-alive timer.
+/// What the task keeps between busy phases, in [`Ready`] (held by the task) so that the idle
+/// wait holds only pointers and the keep-alive timer.
 pub(super) struct State {
     keep_alive: KeepAlive,
     publish: PublishState,
@@ -147,33 +147,35 @@ impl State {
 }
 
 /// Runs the connection: the CONNECT handshake, then the phases until it ends, then detaches
-/// the session and closes the socket. The connection permit is given back when this returns
-/// (or is dropped); `pending` (waiting for CONNECT) once the handshake is done.
+/// the session and closes the socket. The connection's places under the limits are given
+/// back when this returns (or is dropped); `pending` (waiting for CONNECT) once the handshake
+/// is done.
 ///
 /// One async block for the connection's life rather than nested async fns: an async fn keeps
 /// its arguments twice (as arguments and as locals) and each level adds its own padding, in
-/// every idle connection's task (`the_connection_future_stays_small`).
+/// every idle connection's task (`the_connection_future_stays_small`). It holds the
+/// connection ([`Ready`], socket included) inline: the task's heap block is the connection's
+/// only one, besides the session and the reactor's entry.
 // Not an async fn on purpose (see above).
 #[allow(clippy::manual_async_fn)]
 pub(super) fn run(
-    stream: Stream,
-    handshake: Pin<Box<impl Future<Output = Option<Box<Ready>>> + Send>>,
+    handshake: Pin<Box<impl Future<Output = Option<Ready>> + Send>>,
     pending: ConnectionPermit,
 ) -> impl Future<Output = ()> + Send {
     async move {
-        let accepted = handshake.await;
-        // Past the handshake: no longer counted as waiting for CONNECT.
-        drop(pending);
-        let Some(mut ready) = accepted else {
-            // A refused CONNECT: WebSocket and TLS end with their closing handshakes. Boxed: the
-            // WebSocket close holds a read buffer, which would otherwise widen every idle task.
-            Box::pin(stream.close()).await;
+        // Not bound to a name first: a named result would keep a second copy of the connection
+        // in every idle task (its storage lives to the end of the block). A refused client's
+        // socket was closed by the handshake.
+        let Some(mut ready) = handshake.await else {
             return;
         };
-        let served = AssertUnwindSafe(serve_phases(&stream, &mut ready))
+        // Past the handshake: no longer counted as waiting for CONNECT.
+        drop(pending);
+        let served = AssertUnwindSafe(serve_phases(&mut ready))
             .catch_unwind()
             .await;
-        let r = &*ready;
+        let r = &ready;
+        let stream = &r.stream;
         let conn = &r.conn;
         let sent_disconnect = match served {
             Ok(sent) => sent,
@@ -196,7 +198,7 @@ pub(super) fn run(
         )
         .await;
         if sent_disconnect {
-            Box::pin(super::graceful_close(&stream)).await;
+            Box::pin(super::graceful_close(stream)).await;
         } else {
             Box::pin(stream.close()).await;
         }
@@ -218,17 +220,16 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
 /// Alternates idle waits and busy phases; returns whether the client was sent a DISCONNECT.
 // An async block, not an async fn: its borrowed arguments are stored once.
 #[allow(clippy::manual_async_fn)]
-fn serve_phases<'a>(stream: &'a Stream, ready: &'a mut Ready) -> impl Future<Output = bool> + 'a {
+fn serve_phases(ready: &mut Ready) -> impl Future<Output = bool> + '_ {
     async move {
         // The CONNACK (and any packets sent behind the CONNECT) are waiting.
         let mut readable = false;
         loop {
-            if let Busy::End(sent_disconnect) = Box::pin(busy(stream, ready, readable, true)).await
-            {
+            if let Busy::End(sent_disconnect) = Box::pin(busy(ready, readable, true)).await {
                 return sent_disconnect;
             }
             let wakeup = ready.replies.wakeup();
-            readable = match idle(stream, wakeup, &ready.state.keep_alive).await {
+            readable = match idle(&ready.stream, wakeup, &ready.state.keep_alive).await {
                 Wake::Readable => true,
                 Wake::Notified => false,
                 Wake::KeepAlive => {
@@ -238,7 +239,7 @@ fn serve_phases<'a>(stream: &'a Stream, ready: &'a mut Ready) -> impl Future<Out
                     };
                     end_reading(&ready.conn, &ready.replies, &ready.state.departure, close);
                     // The writer sends the DISCONNECT; the reader is done.
-                    return match Box::pin(busy(stream, ready, false, false)).await {
+                    return match Box::pin(busy(ready, false, false)).await {
                         Busy::End(sent) => sent,
                         Busy::Idle => false,
                     };
@@ -298,16 +299,17 @@ struct Sides {
 /// Reader and writer together until both are idle or the connection ends. `readable`: the
 /// socket was seen readable; `reading`: false once the reader has ended the connection (the
 /// writer alone sends what is queued and the close).
-async fn busy(stream: &Stream, ready: &mut Ready, readable: bool, mut reading: bool) -> Busy {
+async fn busy(ready: &mut Ready, readable: bool, mut reading: bool) -> Busy {
     let sides = Sides::default();
     let Ready {
+        stream,
         conn,
         replies,
         reader,
         state,
         ..
     } = ready;
-    let (conn, replies) = (&*conn, &*replies);
+    let (stream, conn, replies) = (&*stream, &*conn, &*replies);
     let mut out = Encoder::new(conn);
     out.aliases = state.aliases.take();
     let end = {
