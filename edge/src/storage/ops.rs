@@ -8,7 +8,8 @@ use std::sync::Arc;
 use mqtt_proto::Pid;
 use redb::{ReadableTable, WriteTransaction};
 
-use super::records::{encode, encode_into, DeliveryRef, SessionRecord};
+use super::queue_writes::QueueWrites;
+use super::records::{encode, DeliveryRef, SessionRecord};
 use super::tables::*;
 use crate::error::Result;
 use crate::message::Message;
@@ -60,11 +61,11 @@ pub enum Op {
 
 /// Change of one session's queue meta row within a commit.
 #[derive(Default)]
-struct MetaDelta {
+pub(super) struct MetaDelta {
     /// The queue was deleted first: the row starts from zero, not from what is stored.
     reset: bool,
-    messages: i64,
-    bytes: i64,
+    pub(super) messages: i64,
+    pub(super) bytes: i64,
 }
 
 /// Applies every op of `ops`, in order, to the tables of `txn`.
@@ -78,7 +79,8 @@ pub(super) fn apply<'a>(txn: &WriteTransaction, ops: impl Iterator<Item = &'a Op
     txn.open_table(META)?
         .insert("last_commit_ms", crate::message::now_ms())?;
     let mut deltas: HashMap<&Arc<str>, MetaDelta> = HashMap::new();
-    let mut buf = Vec::new();
+    // Queue rows are written in key order at the end (or before a session's deletion).
+    let mut writes = QueueWrites::default();
     for op in ops {
         match op {
             Op::PutSession(id, rec) => {
@@ -92,6 +94,7 @@ pub(super) fn apply<'a>(txn: &WriteTransaction, ops: impl Iterator<Item = &'a Op
                 users.remove(&**id)?;
             }
             Op::DeleteSession(id) => {
+                writes.flush(&mut queue, &mut queue_state, &mut deltas)?;
                 sessions.remove(&**id)?;
                 users.remove(&**id)?;
                 queue.retain_in((&**id, 0u64)..=(&**id, u64::MAX), |_, _| false)?;
@@ -121,12 +124,7 @@ pub(super) fn apply<'a>(txn: &WriteTransaction, ops: impl Iterator<Item = &'a Op
                     pid: 0,
                     released: false,
                 };
-                encode_into(&rec, &mut buf)?;
-                if queue.insert((&**client, *seq), buf.as_slice())?.is_none() {
-                    let d = deltas.entry(client).or_default();
-                    d.messages += 1;
-                    d.bytes += msg.weight() as i64;
-                }
+                writes.enqueue(client, *seq, &rec, msg.weight() as u32)?;
             }
             Op::MarkSent {
                 client,
@@ -135,20 +133,13 @@ pub(super) fn apply<'a>(txn: &WriteTransaction, ops: impl Iterator<Item = &'a Op
                 released,
             } => {
                 let state = pid.value() as u32 | (*released as u32) << 16;
-                queue_state.insert((&**client, *seq), state)?;
+                writes.mark_sent(client, *seq, state);
             }
             Op::Dequeue {
                 client,
                 seq,
                 weight,
-            } => {
-                if queue.remove((&**client, *seq))?.is_some() {
-                    let d = deltas.entry(client).or_default();
-                    d.messages -= 1;
-                    d.bytes -= *weight as i64;
-                }
-                queue_state.remove((&**client, *seq))?;
-            }
+            } => writes.dequeue(client, *seq, *weight),
             Op::Qos2In {
                 client,
                 pid,
@@ -170,6 +161,9 @@ pub(super) fn apply<'a>(txn: &WriteTransaction, ops: impl Iterator<Item = &'a Op
             },
             Op::Capture(_) => {}
         }
+    }
+    if !writes.is_empty() {
+        writes.flush(&mut queue, &mut queue_state, &mut deltas)?;
     }
     if deltas.is_empty() {
         return Ok(());
