@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use mqtt_proto::Pid;
-use redb::{ReadableTable, WriteTransaction};
+use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
 
 use super::queue_writes::QueueWrites;
 use super::records::{encode, DeliveryRef, SessionRecord};
@@ -68,38 +68,62 @@ pub(super) struct MetaDelta {
     pub(super) bytes: i64,
 }
 
-/// Applies every op of `ops`, in order, to the tables of `txn`.
-pub(super) fn apply<'a>(txn: &WriteTransaction, ops: impl Iterator<Item = &'a Op>) -> Result<()> {
-    let mut sessions = txn.open_table(SESSIONS)?;
-    let mut queue = txn.open_table(QUEUE)?;
-    let mut queue_state = txn.open_table(QUEUE_STATE)?;
-    let mut qos2 = txn.open_table(QOS2_IN)?;
-    let mut retained = txn.open_table(RETAINED)?;
-    let mut users = txn.open_table(SESSION_USERS)?;
-    txn.open_table(META)?
-        .insert("last_commit_ms", crate::message::now_ms())?;
+/// `slot`'s table, opened in `txn` on first use: a commit only pays for the tables it changes.
+fn open<'s, 't, K: redb::Key + 'static, V: redb::Value + 'static>(
+    txn: &'t WriteTransaction,
+    slot: &'s mut Option<Table<'t, K, V>>,
+    def: TableDefinition<K, V>,
+) -> Result<&'s mut Table<'t, K, V>> {
+    let table = match slot.take() {
+        Some(t) => t,
+        None => txn.open_table(def)?,
+    };
+    Ok(slot.insert(table))
+}
+
+/// Applies every op of `ops`, in order, to the tables of `txn`. `stamp`: also record the time
+/// of this commit (`last_commit_ms`, which dates a crash at the next start; the writer stamps
+/// at most about once a second, see `STAMP_EVERY`).
+pub(super) fn apply<'a>(
+    txn: &WriteTransaction,
+    ops: impl Iterator<Item = &'a Op>,
+    stamp: bool,
+) -> Result<()> {
+    let (mut sessions, mut queue, mut queue_state) = (None, None, None);
+    let (mut qos2, mut retained, mut users) = (None, None, None);
+    if stamp {
+        txn.open_table(META)?
+            .insert("last_commit_ms", crate::message::now_ms())?;
+    }
     let mut deltas: HashMap<&Arc<str>, MetaDelta> = HashMap::new();
     // Queue rows are written in key order at the end (or before a session's deletion).
     let mut writes = QueueWrites::default();
     for op in ops {
         match op {
             Op::PutSession(id, rec) => {
-                sessions.insert(&**id, encode(rec)?.as_slice())?;
+                open(txn, &mut sessions, SESSIONS)?.insert(&**id, encode(rec)?.as_slice())?;
             }
             Op::SessionUser(id, user) => {
-                users.insert(&**id, encode(&user.as_deref())?.as_slice())?;
+                open(txn, &mut users, SESSION_USERS)?
+                    .insert(&**id, encode(&user.as_deref())?.as_slice())?;
             }
             Op::ForgetSession(id) => {
-                sessions.remove(&**id)?;
-                users.remove(&**id)?;
+                open(txn, &mut sessions, SESSIONS)?.remove(&**id)?;
+                open(txn, &mut users, SESSION_USERS)?.remove(&**id)?;
             }
             Op::DeleteSession(id) => {
-                writes.flush(&mut queue, &mut queue_state, &mut deltas)?;
-                sessions.remove(&**id)?;
-                users.remove(&**id)?;
-                queue.retain_in((&**id, 0u64)..=(&**id, u64::MAX), |_, _| false)?;
-                queue_state.retain_in((&**id, 0u64)..=(&**id, u64::MAX), |_, _| false)?;
-                qos2.retain_in((&**id, 0u16)..=(&**id, u16::MAX), |_, _| false)?;
+                if !writes.is_empty() {
+                    let q = open(txn, &mut queue, QUEUE)?;
+                    writes.flush(q, open(txn, &mut queue_state, QUEUE_STATE)?, &mut deltas)?;
+                }
+                open(txn, &mut sessions, SESSIONS)?.remove(&**id)?;
+                open(txn, &mut users, SESSION_USERS)?.remove(&**id)?;
+                open(txn, &mut queue, QUEUE)?
+                    .retain_in((&**id, 0u64)..=(&**id, u64::MAX), |_, _| false)?;
+                open(txn, &mut queue_state, QUEUE_STATE)?
+                    .retain_in((&**id, 0u64)..=(&**id, u64::MAX), |_, _| false)?;
+                open(txn, &mut qos2, QOS2_IN)?
+                    .retain_in((&**id, 0u16)..=(&**id, u16::MAX), |_, _| false)?;
                 deltas.insert(
                     id,
                     MetaDelta {
@@ -146,24 +170,26 @@ pub(super) fn apply<'a>(txn: &WriteTransaction, ops: impl Iterator<Item = &'a Op
                 present,
             } => {
                 if *present {
-                    qos2.insert((&**client, pid.value()), ())?;
+                    open(txn, &mut qos2, QOS2_IN)?.insert((&**client, pid.value()), ())?;
                 } else {
-                    qos2.remove((&**client, pid.value()))?;
+                    open(txn, &mut qos2, QOS2_IN)?.remove((&**client, pid.value()))?;
                 }
             }
             Op::Retain { topic, msg } => match msg {
                 Some(m) => {
-                    retained.insert(&**topic, encode(&**m)?.as_slice())?;
+                    open(txn, &mut retained, RETAINED)?
+                        .insert(&**topic, encode(&**m)?.as_slice())?;
                 }
                 None => {
-                    retained.remove(&**topic)?;
+                    open(txn, &mut retained, RETAINED)?.remove(&**topic)?;
                 }
             },
             Op::Capture(_) => {}
         }
     }
     if !writes.is_empty() {
-        writes.flush(&mut queue, &mut queue_state, &mut deltas)?;
+        let q = open(txn, &mut queue, QUEUE)?;
+        writes.flush(q, open(txn, &mut queue_state, QUEUE_STATE)?, &mut deltas)?;
     }
     if deltas.is_empty() {
         return Ok(());

@@ -408,7 +408,7 @@ mod tests {
     /// Commits `ops`, which `model` has seen already, and compares.
     fn commit(db: &Database, model: &Model, ops: &[Op]) {
         let txn = db.begin_write().unwrap();
-        apply(&txn, ops.iter()).unwrap();
+        apply(&txn, ops.iter(), true).unwrap();
         txn.commit().unwrap();
         check(db, model);
     }
