@@ -7,7 +7,7 @@
 //! - `queue_writes.rs`: how a commit writes the queue tables (sorted runs, see below).
 //!
 //! Cost per message (issue 9): a backlog fill inserts one `session_queue` row per message, a
-//! drain one `session_queue_state` row (its packet id, recorded one round ahead of the send)
+//! drain one `session_queue_state` row (its packet id, recorded ahead of the send)
 //! and deletes both rows once acknowledged. Written one by one, each of these descended the
 //! B-tree and rewrote a leaf (~70% of a drain's instructions). A commit now collects them,
 //! sorts them by key and writes runs: appends through one redb cursor (a leaf rewritten per

@@ -1,11 +1,11 @@
 //! The queue tables' share of a commit, written in key order: the ops of a batch that touch
 //! `session_queue` and `session_queue_state` are collected, sorted by key, and written as runs
 //! (ops on different keys commute; the rare key touched twice in one commit, which the broker
-//! does not do, is written op by op in push order). Rows appended to a
-//! session's queue go in through one redb cursor, whose inserts are spliced into the tree a
-//! leaf at a time; rows removed (acknowledged deliveries, mostly contiguous seqs) go in one
-//! `retain_in` scan per run of nearby seqs, which rewrites each leaf once. Row by row, every
-//! insert and delete descended the B-tree and rewrote its leaf: ~70% of a drain's instructions.
+//! does not do, is written op by op in push order). Rows appended to a session's queue go in
+//! through one redb cursor, whose inserts are spliced into the tree a leaf at a time; rows
+//! removed (acknowledged deliveries, mostly contiguous seqs) go in one `retain_in` scan per run
+//! of nearby seqs, which rewrites each leaf once. Row by row, every insert and delete descended
+//! the B-tree and rewrote its leaf: ~70% of a drain's instructions.
 //!
 //! Invariant: the tables end up exactly as if each op had been applied in push order, and the
 //! count deltas of `session_queue_meta` only count rows that were really added or removed.
