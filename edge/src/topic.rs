@@ -28,12 +28,45 @@ struct Entry {
 #[derive(Default, Debug)]
 struct Node {
     children: HashMap<Box<str>, Node>,
+    /// The `+` and `#` children, kept apart from the map: matching looks for both at every
+    /// level of every published topic, and a field costs no hashing.
+    plus: Option<Box<Node>>,
+    hash: Option<Box<Node>>,
     entries: Vec<Entry>,
 }
 
 impl Node {
     fn is_empty(&self) -> bool {
-        self.children.is_empty() && self.entries.is_empty()
+        self.children.is_empty()
+            && self.plus.is_none()
+            && self.hash.is_none()
+            && self.entries.is_empty()
+    }
+
+    fn child_mut(&mut self, level: &str) -> Option<&mut Node> {
+        match level {
+            "+" => self.plus.as_deref_mut(),
+            "#" => self.hash.as_deref_mut(),
+            _ => self.children.get_mut(level),
+        }
+    }
+
+    fn child_or_new(&mut self, level: &str) -> &mut Node {
+        match level {
+            "+" => self.plus.get_or_insert_with(Box::default),
+            "#" => self.hash.get_or_insert_with(Box::default),
+            _ => self.children.entry(level.into()).or_default(),
+        }
+    }
+
+    fn remove_child(&mut self, level: &str) {
+        match level {
+            "+" => self.plus = None,
+            "#" => self.hash = None,
+            _ => {
+                self.children.remove(level);
+            }
+        }
     }
 }
 
@@ -67,7 +100,7 @@ impl SubscriptionTree {
         let (group, f) = split_shared(filter);
         let mut node = &mut self.root;
         for level in f.split('/') {
-            node = node.children.entry(level.into()).or_default();
+            node = node.child_or_new(level);
         }
         let group: Option<Arc<str>> = group.map(Arc::from);
         if let Some(e) = node
@@ -101,12 +134,12 @@ impl SubscriptionTree {
                 before != node.entries.len()
             }
             Some((first, rest)) => {
-                let Some(child) = node.children.get_mut(*first) else {
+                let Some(child) = node.child_mut(first) else {
                     return false;
                 };
                 let removed = Self::remove_at(child, rest, client, group);
                 if child.is_empty() {
-                    node.children.remove(*first);
+                    node.remove_child(first);
                 }
                 removed
             }
@@ -118,7 +151,6 @@ impl SubscriptionTree {
     pub fn collect(&self, topic: &str) -> (HashMap<Arc<str>, Target>, Vec<SharedMatch>) {
         let mut direct: HashMap<Arc<str>, Target> = HashMap::new();
         let mut groups: HashMap<(Arc<str>, usize), SharedMatch> = HashMap::new();
-        let levels: Vec<&str> = topic.split('/').collect();
         let dollar = topic.starts_with('$');
         let mut visit = |node: &Node| {
             for e in &node.entries {
@@ -152,32 +184,36 @@ impl SubscriptionTree {
                 }
             }
         };
-        Self::walk(&self.root, &levels, 0, dollar, &mut visit);
+        Self::walk(&self.root, topic.split('/'), 0, dollar, &mut visit);
         (direct, groups.into_values().collect())
     }
 
+    /// Visits the nodes matching the topic levels `levels` (an iterator, so that matching a
+    /// publish allocates no list of its levels).
     fn walk(
         node: &Node,
-        levels: &[&str],
+        mut levels: std::str::Split<'_, char>,
         depth: usize,
         dollar: bool,
         visit: &mut impl FnMut(&Node),
     ) {
         let wild_ok = !(dollar && depth == 0);
         if wild_ok {
-            if let Some(n) = node.children.get("#") {
+            if let Some(n) = node.hash.as_deref() {
                 visit(n);
             }
         }
-        match levels.split_first() {
+        match levels.next() {
             None => visit(node),
-            Some((first, rest)) => {
-                if let Some(n) = node.children.get(*first) {
-                    Self::walk(n, rest, depth + 1, dollar, visit);
+            Some(first) => {
+                // A topic level is never `+` or `#` (topic names cannot hold wildcards), so
+                // the map holds only literal levels.
+                if let Some(n) = node.children.get(first) {
+                    Self::walk(n, levels.clone(), depth + 1, dollar, visit);
                 }
                 if wild_ok {
-                    if let Some(n) = node.children.get("+") {
-                        Self::walk(n, rest, depth + 1, dollar, visit);
+                    if let Some(n) = node.plus.as_deref() {
+                        Self::walk(n, levels, depth + 1, dollar, visit);
                     }
                 }
             }
@@ -188,6 +224,8 @@ impl SubscriptionTree {
     fn node_count(&self) -> usize {
         fn count(n: &Node) -> usize {
             1 + n.children.values().map(count).sum::<usize>()
+                + n.plus.as_deref().map_or(0, count)
+                + n.hash.as_deref().map_or(0, count)
         }
         count(&self.root)
     }
@@ -273,6 +311,33 @@ mod tests {
             assert!(t.remove("c", &format!("a/{i}/b/#")));
         }
         assert!(!t.remove("c", "a/1/b/#"));
+        assert_eq!(t.node_count(), 1);
+    }
+
+    /// `+` and `#` children live in their own slots: filters mixing them with literal levels
+    /// match as the spec says and unsubscribing every one of them leaves only the root.
+    #[test]
+    fn wildcard_levels_match_and_are_pruned_like_literal_ones() {
+        let mut t = SubscriptionTree::default();
+        let filters = ["+/+/#", "a/+/c", "a/#", "+", "#", "a/b/+", "+/b/c"];
+        for (i, f) in filters.iter().enumerate() {
+            t.insert(&Arc::from(format!("c{i}")), f, opts(1, 0));
+        }
+        for topic in ["a/b/c", "a", "x/b/c", "a/b", "a/b/c/d", "/b/c", "a//c"] {
+            let mut got: Vec<String> = t.collect(topic).0.keys().map(|c| c.to_string()).collect();
+            got.sort();
+            let mut want: Vec<String> = filters
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| matches(f, topic))
+                .map(|(i, _)| format!("c{i}"))
+                .collect();
+            want.sort();
+            assert_eq!(got, want, "topic {topic}");
+        }
+        for (i, f) in filters.iter().enumerate() {
+            assert!(t.remove(&format!("c{i}"), f), "{f}");
+        }
         assert_eq!(t.node_count(), 1);
     }
 }

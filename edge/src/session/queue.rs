@@ -20,8 +20,14 @@ use crate::error::Result;
 use crate::message::Message;
 use crate::storage::{DeliveryRecord, Op};
 
-/// Most packet ids recorded ahead of sending (see `OutState::Reserved`).
-const RESERVE_AHEAD: usize = 64;
+/// Most packet ids recorded ahead of sending (see `OutState::Reserved`): up to
+/// `RESERVE_ROUNDS` in-flight windows, topped up once half of them are sent. With only one
+/// window recorded ahead, a drain sent at most one window per commit (fsync): 135k msg/s here
+/// against 336k without fsync. Several windows per commit keep the sends going while the
+/// next ids are committed; after a crash the ids recorded but never sent are sent with DUP,
+/// which only says "might have been sent before".
+const RESERVE_AHEAD: usize = 256;
+const RESERVE_ROUNDS: usize = 4;
 
 /// What the connection must wait for before sending what `take_outgoing` returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -448,15 +454,28 @@ impl Session {
     }
 
     /// Records packet ids ahead for the next stored QoS 1/2 deliveries at the head of the
-    /// queue (at most `RESERVE_AHEAD` and the in-flight limit), so that the next round sends
+    /// queue (`RESERVE_ROUNDS` in-flight windows, at most `RESERVE_AHEAD`, topped up once half
+    /// of them are sent), so that the next rounds send
     /// them without waiting for a commit. They stay a prefix of the queue (after requeued
     /// ones): reservation stops at the first delivery that is not stored. Whether any was made.
     fn reserve_ahead(&mut self, used: &mut Option<HashSet<u16>>, ops: &mut Vec<Op>) -> bool {
-        let want = self.inflight_limit.min(RESERVE_AHEAD);
+        let want = (self.inflight_limit * RESERVE_ROUNDS).clamp(1, RESERVE_AHEAD);
+        // The reserved deliveries follow the requeued ones (sent before) at the head of the
+        // queue. While at least half of `want` are left, nothing is done: ids are recorded a
+        // batch at a time, and a round costs no scan of the reserved ones.
+        let start = self
+            .queue
+            .iter()
+            .take_while(|d| matches!(d.state, OutState::Sent(_) | OutState::Released(_)))
+            .count();
+        let half = self.queue.get(start + want.div_ceil(2) - 1);
+        if half.is_some_and(|d| matches!(d.state, OutState::Reserved(..))) {
+            return false;
+        }
         let mut have = 0;
         let mut made = false;
         let round = self.reserved_round + 1;
-        for i in 0..self.queue.len() {
+        for i in start..self.queue.len() {
             if have >= want {
                 break;
             }

@@ -90,36 +90,55 @@ fn going_offline_gives_the_window_back_to_disk_and_keeps_sent_ids_reserved() {
 fn ids_are_recorded_a_round_ahead_so_the_next_send_waits_for_no_commit() {
     let mut s = online(60, None);
     let mut ops = Vec::new();
-    for t in ["a", "b", "c", "d", "e"] {
-        enqueue(&mut s, t, 1, &mut ops);
+    let marked = |ops: &[Op]| -> Vec<u64> {
+        ops.iter()
+            .filter_map(|op| match op {
+                Op::MarkSent { seq, .. } => Some(*seq),
+                _ => None,
+            })
+            .collect()
+    };
+    for i in 0..20 {
+        s.enqueue(msg(&format!("m{i}")), 1, false, vec![], ROOMY, &mut ops);
     }
     ops.clear();
-    take(&mut s, &mut ops); // a, b: in flight (window of 2); c, d: ids recorded ahead
+    take(&mut s, &mut ops); // 1, 2: in flight (window of 2); 3..=10: ids recorded ahead
     let w = s.take_wait();
     assert!(w.fresh_ids && !w.reserved_ids && w.reserved_now);
-    let marked: Vec<(u64, u16)> = ops
-        .iter()
-        .filter_map(|op| match op {
-            Op::MarkSent { seq, pid, .. } => Some((*seq, pid.value())),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(marked, vec![(1, 1), (2, 2), (3, 3), (4, 4)]);
+    assert_eq!(
+        marked(&ops),
+        (1..=10).collect::<Vec<_>>(),
+        "the two sent and four windows (of 2) ahead"
+    );
     assert!(s.complete(pid(1), &mut ops) && s.complete(pid(2), &mut ops));
     ops.clear();
     assert_eq!(
         take(&mut s, &mut ops),
         vec![
-            publish("c", QosPid::Level1(pid(3)), false),
-            publish("d", QosPid::Level1(pid(4)), false),
+            publish("m2", QosPid::Level1(pid(3)), false),
+            publish("m3", QosPid::Level1(pid(4)), false),
         ],
         "first sends: no DUP, the ids recorded before"
     );
     let w = s.take_wait();
     assert!(!w.fresh_ids && w.reserved_ids, "nothing new to wait for");
+    assert!(ops.is_empty(), "6 of 8 still ahead: no top-up yet: {ops:?}");
+    for p in [3, 4] {
+        assert!(s.complete(pid(p), &mut ops));
+        take(&mut s, &mut ops);
+    }
     assert!(
-        matches!(ops.as_slice(), [Op::MarkSent { seq: 5, .. }]),
-        "e's id is recorded ahead in turn: {ops:?}"
+        marked(&ops).is_empty(),
+        "sent 1..=6, 7..=10 (half of 8) still ahead"
+    );
+    ops.clear();
+    assert!(s.complete(pid(5), &mut ops));
+    take(&mut s, &mut ops);
+    // Sent 1..=7: 8, 9 and 10 left ahead, under half of 8: topped up to 8 ahead again.
+    assert_eq!(marked(&ops), (11..=15).collect::<Vec<_>>());
+    assert!(
+        !s.take_wait().fresh_ids,
+        "the sends themselves used ids recorded before"
     );
 }
 

@@ -6,9 +6,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use mqtt_proto::Pid;
-use redb::{ReadableTable, WriteTransaction};
+use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
 
-use super::records::{encode, encode_into, DeliveryRef, SessionRecord};
+use super::queue_writes::QueueWrites;
+use super::records::{encode, DeliveryRef, SessionRecord};
 use super::tables::*;
 use crate::error::Result;
 use crate::message::Message;
@@ -60,43 +61,69 @@ pub enum Op {
 
 /// Change of one session's queue meta row within a commit.
 #[derive(Default)]
-struct MetaDelta {
+pub(super) struct MetaDelta {
     /// The queue was deleted first: the row starts from zero, not from what is stored.
     reset: bool,
-    messages: i64,
-    bytes: i64,
+    pub(super) messages: i64,
+    pub(super) bytes: i64,
 }
 
-/// Applies every op of `ops`, in order, to the tables of `txn`.
-pub(super) fn apply<'a>(txn: &WriteTransaction, ops: impl Iterator<Item = &'a Op>) -> Result<()> {
-    let mut sessions = txn.open_table(SESSIONS)?;
-    let mut queue = txn.open_table(QUEUE)?;
-    let mut queue_state = txn.open_table(QUEUE_STATE)?;
-    let mut qos2 = txn.open_table(QOS2_IN)?;
-    let mut retained = txn.open_table(RETAINED)?;
-    let mut users = txn.open_table(SESSION_USERS)?;
-    txn.open_table(META)?
-        .insert("last_commit_ms", crate::message::now_ms())?;
+/// `slot`'s table, opened in `txn` on first use: a commit only pays for the tables it changes.
+fn open<'s, 't, K: redb::Key + 'static, V: redb::Value + 'static>(
+    txn: &'t WriteTransaction,
+    slot: &'s mut Option<Table<'t, K, V>>,
+    def: TableDefinition<K, V>,
+) -> Result<&'s mut Table<'t, K, V>> {
+    let table = match slot.take() {
+        Some(t) => t,
+        None => txn.open_table(def)?,
+    };
+    Ok(slot.insert(table))
+}
+
+/// Applies every op of `ops`, in order, to the tables of `txn`. `stamp`: also record the time
+/// of this commit (`last_commit_ms`, which dates a crash at the next start; the writer stamps
+/// at most about once a second, see `STAMP_EVERY`).
+pub(super) fn apply<'a>(
+    txn: &WriteTransaction,
+    ops: impl Iterator<Item = &'a Op>,
+    stamp: bool,
+) -> Result<()> {
+    let (mut sessions, mut queue, mut queue_state) = (None, None, None);
+    let (mut qos2, mut retained, mut users) = (None, None, None);
+    if stamp {
+        txn.open_table(META)?
+            .insert("last_commit_ms", crate::message::now_ms())?;
+    }
     let mut deltas: HashMap<&Arc<str>, MetaDelta> = HashMap::new();
-    let mut buf = Vec::new();
+    // Queue rows are written in key order at the end (or before a session's deletion).
+    let mut writes = QueueWrites::default();
     for op in ops {
         match op {
             Op::PutSession(id, rec) => {
-                sessions.insert(&**id, encode(rec)?.as_slice())?;
+                open(txn, &mut sessions, SESSIONS)?.insert(&**id, encode(rec)?.as_slice())?;
             }
             Op::SessionUser(id, user) => {
-                users.insert(&**id, encode(&user.as_deref())?.as_slice())?;
+                open(txn, &mut users, SESSION_USERS)?
+                    .insert(&**id, encode(&user.as_deref())?.as_slice())?;
             }
             Op::ForgetSession(id) => {
-                sessions.remove(&**id)?;
-                users.remove(&**id)?;
+                open(txn, &mut sessions, SESSIONS)?.remove(&**id)?;
+                open(txn, &mut users, SESSION_USERS)?.remove(&**id)?;
             }
             Op::DeleteSession(id) => {
-                sessions.remove(&**id)?;
-                users.remove(&**id)?;
-                queue.retain_in((&**id, 0u64)..=(&**id, u64::MAX), |_, _| false)?;
-                queue_state.retain_in((&**id, 0u64)..=(&**id, u64::MAX), |_, _| false)?;
-                qos2.retain_in((&**id, 0u16)..=(&**id, u16::MAX), |_, _| false)?;
+                if !writes.is_empty() {
+                    let q = open(txn, &mut queue, QUEUE)?;
+                    writes.flush(q, open(txn, &mut queue_state, QUEUE_STATE)?, &mut deltas)?;
+                }
+                open(txn, &mut sessions, SESSIONS)?.remove(&**id)?;
+                open(txn, &mut users, SESSION_USERS)?.remove(&**id)?;
+                open(txn, &mut queue, QUEUE)?
+                    .retain_in((&**id, 0u64)..=(&**id, u64::MAX), |_, _| false)?;
+                open(txn, &mut queue_state, QUEUE_STATE)?
+                    .retain_in((&**id, 0u64)..=(&**id, u64::MAX), |_, _| false)?;
+                open(txn, &mut qos2, QOS2_IN)?
+                    .retain_in((&**id, 0u16)..=(&**id, u16::MAX), |_, _| false)?;
                 deltas.insert(
                     id,
                     MetaDelta {
@@ -121,12 +148,7 @@ pub(super) fn apply<'a>(txn: &WriteTransaction, ops: impl Iterator<Item = &'a Op
                     pid: 0,
                     released: false,
                 };
-                encode_into(&rec, &mut buf)?;
-                if queue.insert((&**client, *seq), buf.as_slice())?.is_none() {
-                    let d = deltas.entry(client).or_default();
-                    d.messages += 1;
-                    d.bytes += msg.weight() as i64;
-                }
+                writes.enqueue(client, *seq, &rec, msg.weight() as u32)?;
             }
             Op::MarkSent {
                 client,
@@ -135,41 +157,39 @@ pub(super) fn apply<'a>(txn: &WriteTransaction, ops: impl Iterator<Item = &'a Op
                 released,
             } => {
                 let state = pid.value() as u32 | (*released as u32) << 16;
-                queue_state.insert((&**client, *seq), state)?;
+                writes.mark_sent(client, *seq, state);
             }
             Op::Dequeue {
                 client,
                 seq,
                 weight,
-            } => {
-                if queue.remove((&**client, *seq))?.is_some() {
-                    let d = deltas.entry(client).or_default();
-                    d.messages -= 1;
-                    d.bytes -= *weight as i64;
-                }
-                queue_state.remove((&**client, *seq))?;
-            }
+            } => writes.dequeue(client, *seq, *weight),
             Op::Qos2In {
                 client,
                 pid,
                 present,
             } => {
                 if *present {
-                    qos2.insert((&**client, pid.value()), ())?;
+                    open(txn, &mut qos2, QOS2_IN)?.insert((&**client, pid.value()), ())?;
                 } else {
-                    qos2.remove((&**client, pid.value()))?;
+                    open(txn, &mut qos2, QOS2_IN)?.remove((&**client, pid.value()))?;
                 }
             }
             Op::Retain { topic, msg } => match msg {
                 Some(m) => {
-                    retained.insert(&**topic, encode(&**m)?.as_slice())?;
+                    open(txn, &mut retained, RETAINED)?
+                        .insert(&**topic, encode(&**m)?.as_slice())?;
                 }
                 None => {
-                    retained.remove(&**topic)?;
+                    open(txn, &mut retained, RETAINED)?.remove(&**topic)?;
                 }
             },
             Op::Capture(_) => {}
         }
+    }
+    if !writes.is_empty() {
+        let q = open(txn, &mut queue, QUEUE)?;
+        writes.flush(q, open(txn, &mut queue_state, QUEUE_STATE)?, &mut deltas)?;
     }
     if deltas.is_empty() {
         return Ok(());

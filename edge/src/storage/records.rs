@@ -59,9 +59,8 @@ pub(super) fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>> {
     postcard::to_allocvec(v).map_err(Error::Encode)
 }
 
-/// Encodes `v` into `buf` (cleared first), reusing its allocation.
-pub(super) fn encode_into<T: Serialize>(v: &T, buf: &mut Vec<u8>) -> Result<()> {
-    buf.clear();
+/// Appends the encoding of `v` to `buf` (records of a commit share one buffer).
+pub(super) fn encode_append<T: Serialize>(v: &T, buf: &mut Vec<u8>) -> Result<()> {
     let taken = std::mem::take(buf);
     *buf = postcard::to_extend(v, taken).map_err(Error::Encode)?;
     Ok(())
@@ -100,9 +99,10 @@ mod tests {
             released: false,
         };
         let mut buf = vec![1, 2, 3];
-        encode_into(&borrowed, &mut buf).unwrap();
-        assert_eq!(buf, encode(&rec).unwrap());
-        let back: DeliveryRecord = decode("session_queue", &buf).unwrap();
+        encode_append(&borrowed, &mut buf).unwrap();
+        assert_eq!(buf[..3], [1, 2, 3], "appended, what was there is kept");
+        assert_eq!(buf[3..], encode(&rec).unwrap());
+        let back: DeliveryRecord = decode("session_queue", &buf[3..]).unwrap();
         assert_eq!(back, rec);
     }
 }

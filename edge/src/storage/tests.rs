@@ -172,3 +172,53 @@ fn a_queue_left_without_its_session_is_removed_at_start() {
         .unwrap()
         .is_empty());
 }
+
+fn last_commit_ms(store: &Store) -> Option<u64> {
+    use redb::ReadableDatabase;
+    let txn = store.database().begin_read().unwrap();
+    let meta = txn.open_table(tables::META).unwrap();
+    meta.get("last_commit_ms").unwrap().map(|v| v.value())
+}
+
+/// The time of the last commit dates a crash at the next start; it is written by the first
+/// commit and then at most once per `STAMP_EVERY`, not by every commit.
+#[test]
+fn the_commit_time_is_recorded_at_most_once_a_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(&cfg(dir.path())).unwrap();
+    let retain = |topic: &str| Op::Retain {
+        topic: topic.into(),
+        msg: Some(msg(topic)),
+    };
+    let before = crate::message::now_ms();
+    let started = std::time::Instant::now();
+    smol::block_on(async {
+        let t = store
+            .push(store.reserve().await, vec![retain("a")])
+            .unwrap();
+        store.wait(t).await.unwrap();
+    });
+    let first = last_commit_ms(&store).expect("the first commit records its time");
+    assert!(first >= before);
+    smol::block_on(async {
+        let t = store
+            .push(store.reserve().await, vec![retain("b")])
+            .unwrap();
+        store.wait(t).await.unwrap();
+    });
+    if started.elapsed() < STAMP_EVERY {
+        assert_eq!(
+            last_commit_ms(&store),
+            Some(first),
+            "not written again so soon"
+        );
+    }
+    std::thread::sleep(STAMP_EVERY);
+    smol::block_on(async {
+        let t = store
+            .push(store.reserve().await, vec![retain("c")])
+            .unwrap();
+        store.wait(t).await.unwrap();
+    });
+    assert!(last_commit_ms(&store).unwrap() >= first + 1000);
+}
