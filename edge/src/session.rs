@@ -35,7 +35,7 @@ use crate::broker::{ConnectRequest, Departure};
 use crate::storage::{LoadedSession, Op, SessionRecord, WillRecord};
 use crate::topic::SubOptions;
 
-use queue::{Backlog, Delivery};
+use queue::{Delivery, Durable};
 pub use queue::{Refill, TakeWait, WINDOW};
 
 pub use wakeup::{Kick, Wakeup};
@@ -92,8 +92,10 @@ pub struct Session {
     /// Waiting deliveries in memory (the window); requeued ones (already sent, keeping their
     /// packet id) at the head.
     queue: VecDeque<Delivery>,
-    /// Waiting deliveries on disk only, read back into `queue` as it drains.
-    backlog: Backlog,
+    /// The backlog (waiting deliveries on disk only, read back into `queue` as it drains) and
+    /// the packet ids recorded ahead; boxed, allocated by the first stored delivery that needs
+    /// it (a clean session never does): 8 bytes instead of 144 in every session.
+    durable: Option<Box<Durable>>,
     /// Bytes (`Message::weight`) of every waiting delivery, in memory or on disk.
     queued_bytes: usize,
     /// Sent and not yet acknowledged, at most `inflight_limit`, all with QoS > 0.
@@ -110,7 +112,8 @@ pub struct Session {
     /// The will and when it is due. Boxed: most connections have none (8 bytes instead of 120
     /// in every session).
     will: Option<Box<PendingWill>>,
-    inflight_limit: usize,
+    /// The client's Receive Maximum (at most 65,535 packet ids exist anyway).
+    inflight_limit: u16,
     dropped: u64,
     /// A session record exists on disk (must be deleted when the session ends).
     stored: bool,
@@ -134,12 +137,6 @@ pub struct Session {
     /// Queue rows remain on disk although the session record is gone (resumed without
     /// expiry): ending the session must delete them.
     rows_on_disk: bool,
-    /// What the last `take_outgoing` asks the connection to wait for.
-    take_wait: TakeWait,
-    /// Per round of ids recorded ahead, the commit holding them (`None`: not known yet).
-    reserve_tickets: VecDeque<(u64, Option<crate::storage::Ticket>)>,
-    /// Counts the rounds of `take_outgoing` that recorded ids ahead.
-    reserved_round: u64,
 }
 
 /// A session's will: what its connection left, and once that connection is gone, when it
@@ -202,7 +199,7 @@ impl Session {
             expiry_secs,
             subs: HashMap::new(),
             queue: VecDeque::new(),
-            backlog: Backlog::default(),
+            durable: None,
             queued_bytes: 0,
             inflight: VecDeque::new(),
             qos2_in: None,
@@ -222,9 +219,6 @@ impl Session {
             user_known: false,
             epoch: EPOCHS.fetch_add(1, Ordering::Relaxed),
             rows_on_disk: false,
-            take_wait: TakeWait::default(),
-            reserve_tickets: VecDeque::new(),
-            reserved_round: 0,
         }
     }
 
@@ -257,9 +251,12 @@ impl Session {
         let q = loaded.queue;
         s.next_seq = q.next_seq.max(1);
         s.queued_bytes = q.bytes;
-        s.backlog.count = q.messages;
-        s.backlog.next = q.first_seq;
-        s.backlog.sent = q.sent;
+        if q.messages > 0 || !q.sent.is_empty() {
+            let b = &mut Durable::of(&mut s.durable).backlog;
+            b.count = q.messages;
+            b.next = q.first_seq;
+            b.sent = q.sent;
+        }
         if !loaded.qos2_in.is_empty() {
             s.qos2_in = Some(Box::new(loaded.qos2_in.into_iter().collect()));
         }
@@ -367,7 +364,7 @@ impl Session {
         self.expiry_secs = req.expiry_secs;
         self.will = req.will.map(PendingWill::new);
         self.disconnected_ms = None;
-        self.inflight_limit = req.inflight_limit;
+        self.inflight_limit = req.inflight_limit.min(u16::MAX as usize) as u16;
         self.read_acl = req.acl;
         self.read_cache = None;
         self.user = req.username.clone();

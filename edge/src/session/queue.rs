@@ -49,6 +49,48 @@ pub const WINDOW: usize = 256;
 /// The window is read up again from disk once it falls under this.
 const REFILL_AT: usize = WINDOW / 2;
 
+/// The parts of the outgoing side that only a session with stored deliveries uses: the backlog
+/// and the packet ids recorded ahead with the commits holding them. One box, allocated the
+/// first time one of them is set ([`Durable::of`]); a session without reads [`NO_DURABLE`].
+#[derive(Debug, Default)]
+pub(super) struct Durable {
+    pub(super) backlog: Backlog,
+    /// What the last `take_outgoing` asks the connection to wait for.
+    take_wait: TakeWait,
+    /// Per round of ids recorded ahead, the commit holding them (`None`: not known yet).
+    reserve_tickets: VecDeque<(u64, Option<crate::storage::Ticket>)>,
+    /// Counts the rounds of `take_outgoing` that recorded ids ahead.
+    reserved_round: u64,
+}
+
+/// What a session without a [`Durable`] box reads: no backlog, nothing recorded ahead.
+static NO_DURABLE: Durable = Durable {
+    backlog: Backlog {
+        count: 0,
+        next: 0,
+        later: VecDeque::new(),
+        sent: Vec::new(),
+        reading: false,
+    },
+    take_wait: TakeWait {
+        fresh_ids: false,
+        reserved_ids: false,
+        reserved_ticket: None,
+        reserved_now: false,
+        reserved_round: 0,
+    },
+    reserve_tickets: VecDeque::new(),
+    reserved_round: 0,
+};
+
+impl Durable {
+    /// The box in `slot`, allocated now if there is none yet. (A function of the field, not a
+    /// method of the session: the session's other fields stay borrowable alongside.)
+    pub(super) fn of(slot: &mut Option<Box<Durable>>) -> &mut Durable {
+        slot.get_or_insert_with(Default::default)
+    }
+}
+
 /// Stored deliveries that are on disk only (see the module header).
 #[derive(Debug, Default)]
 pub(super) struct Backlog {
@@ -108,6 +150,13 @@ pub(super) struct Delivery {
     pub(super) state: OutState,
     /// Has a `session_queue` record under `seq` (see the module invariants).
     pub(super) persisted: bool,
+}
+
+impl Session {
+    /// The backlog and the ids recorded ahead ([`NO_DURABLE`] while there is no box).
+    pub(super) fn durable(&self) -> &Durable {
+        self.durable.as_deref().unwrap_or(&NO_DURABLE)
+    }
 }
 
 impl Delivery {
@@ -188,15 +237,16 @@ impl Session {
         self.queued_bytes += weight;
         if persisted
             && (!self.online()
-                || self.backlog.count > 0
+                || self.durable().backlog.count > 0
                 || self.queue.len() >= WINDOW
                 || limits.memory_full)
         {
             // On disk only: read back when the window has room.
-            if self.backlog.count == 0 {
-                self.backlog.next = seq;
+            let b = &mut Durable::of(&mut self.durable).backlog;
+            if b.count == 0 {
+                b.next = seq;
             }
-            self.backlog.count += 1;
+            b.count += 1;
         } else {
             let d = Delivery {
                 seq,
@@ -207,10 +257,9 @@ impl Session {
                 state: OutState::Unsent,
                 persisted,
             };
-            if self.backlog.count > 0 {
-                self.backlog.later.push_back(d);
-            } else {
-                self.queue.push_back(d);
+            match self.durable.as_mut().filter(|x| x.backlog.count > 0) {
+                Some(x) => x.backlog.later.push_back(d),
+                None => self.queue.push_back(d),
             }
         }
         self.notify();
@@ -219,28 +268,30 @@ impl Session {
 
     /// Deliveries waiting (in memory or on disk), not counting those in flight.
     pub fn queued_len(&self) -> usize {
-        self.queue.len() + self.backlog.count + self.backlog.later.len()
+        let b = &self.durable().backlog;
+        self.queue.len() + b.count + b.later.len()
     }
 
     /// Waiting deliveries held in memory.
     pub fn window_len(&self) -> usize {
-        self.queue.len() + self.backlog.later.len()
+        self.queue.len() + self.durable().backlog.later.len()
     }
 
     /// A read of the backlog to run now, if the window of this online session is low and
     /// none is under way: up to `max` deliveries (capped by the window). The caller runs it
     /// once everything pushed so far is committed, and hands the rows to [`Session::refilled`].
     pub fn refill_request(&mut self, max: usize) -> Option<Refill> {
-        let b = &self.backlog;
+        let b = &self.durable().backlog;
         if b.count == 0 || b.reading || !self.online() || self.queue.len() >= REFILL_AT {
             return None;
         }
-        self.backlog.reading = true;
+        let b = &mut Durable::of(&mut self.durable).backlog;
+        b.reading = true;
         Some(Refill {
-            from: self.backlog.next,
+            from: b.next,
             until: self.next_seq,
             max: max.clamp(1, WINDOW - self.queue.len()),
-            must_wait: !self.backlog.sent.is_empty(),
+            must_wait: !b.sent.is_empty(),
         })
     }
 
@@ -255,8 +306,14 @@ impl Session {
         rows: Result<Vec<(u64, Option<DeliveryRecord>)>>,
         ops: &mut Vec<Op>,
     ) {
-        self.backlog.reading = false;
-        if r.from != self.backlog.next || !self.online() {
+        let online = self.online();
+        // Made by `refill_request`, which this answers.
+        let Some(dur) = self.durable.as_deref_mut() else {
+            return;
+        };
+        let b = &mut dur.backlog;
+        b.reading = false;
+        if r.from != b.next || !online {
             return;
         }
         let rows = match rows {
@@ -270,9 +327,9 @@ impl Session {
         let mut last = None;
         for (seq, rec) in rows {
             last = Some(seq);
-            self.backlog.count = self.backlog.count.saturating_sub(1);
-            while self.backlog.later.front().is_some_and(|d| d.seq < seq) {
-                self.queue.extend(self.backlog.later.pop_front());
+            b.count = b.count.saturating_sub(1);
+            while b.later.front().is_some_and(|d| d.seq < seq) {
+                self.queue.extend(b.later.pop_front());
             }
             match rec {
                 Some(rec) => self.queue.push_back(Delivery::restore(seq, rec)),
@@ -285,18 +342,18 @@ impl Session {
             }
         }
         if let Some(last) = last {
-            self.backlog.next = last + 1;
+            b.next = last + 1;
         }
-        if waited && exhausted && self.next_seq == r.until && self.backlog.count > 0 {
-            tracing::warn!(client_id = %self.client_id, missing = self.backlog.count,
+        if waited && exhausted && self.next_seq == r.until && b.count > 0 {
+            tracing::warn!(client_id = %self.client_id, missing = b.count,
                 "fewer messages on disk than counted for this session");
-            self.backlog.count = 0;
+            b.count = 0;
         }
-        let next = self.backlog.next;
-        self.backlog.sent.retain(|(seq, _)| *seq >= next);
-        if self.backlog.count == 0 {
-            self.queue.append(&mut self.backlog.later);
-            self.backlog.sent.clear();
+        let next = b.next;
+        b.sent.retain(|(seq, _)| *seq >= next);
+        if b.count == 0 {
+            self.queue.append(&mut b.later);
+            b.sent.clear();
         }
         self.notify();
     }
@@ -304,6 +361,11 @@ impl Session {
     /// Gives the window of a session going offline back to disk: its stored deliveries join
     /// the backlog (sent ones keep their packet ids reserved), unstored ones stay in memory.
     pub(super) fn evict_window(&mut self) {
+        if !self.queue.iter().any(|d| d.persisted) {
+            // Nothing goes to disk: the window stays as it is.
+            return;
+        }
+        let b = &mut Durable::of(&mut self.durable).backlog;
         let mut kept = VecDeque::new();
         let mut first = None;
         for d in self.queue.drain(..) {
@@ -313,19 +375,19 @@ impl Session {
             }
             first.get_or_insert(d.seq);
             if let Some(p) = d.state.pid() {
-                self.backlog.sent.push((d.seq, p.value()));
+                b.sent.push((d.seq, p.value()));
             }
-            self.backlog.count += 1;
+            b.count += 1;
         }
         let Some(first) = first else {
             self.queue = kept;
             return;
         };
         // Requeued in-flight deliveries sit first and are the oldest: `first` is the lowest.
-        self.backlog.next = first;
-        kept.append(&mut self.backlog.later);
+        b.next = first;
+        kept.append(&mut b.later);
         kept.make_contiguous().sort_by_key(|d| d.seq);
-        self.backlog.later = kept;
+        b.later = kept;
     }
 
     /// Takes up to `max` deliveries to send now, in queue order, stopping at a QoS 1/2 one when
@@ -345,7 +407,7 @@ impl Session {
         let mut used = None;
         let mut newest_round = 0;
         while out.len() < max {
-            let inflight_full = self.inflight.len() >= self.inflight_limit;
+            let inflight_full = self.inflight.len() >= self.inflight_limit as usize;
             let Some(front) = self.queue.front() else {
                 break;
             };
@@ -410,18 +472,20 @@ impl Session {
         }
         if wait.reserved_ids {
             wait.reserved_ticket = self
+                .durable()
                 .reserve_tickets
                 .iter()
                 .find(|r| r.0 == newest_round)
                 .and_then(|r| r.1);
         }
         wait.reserved_now = self.reserve_ahead(&mut used, ops);
-        wait.reserved_round = self.reserved_round;
+        wait.reserved_round = self.durable().reserved_round;
         // Rounds older than the oldest reservation still waiting are not asked for any more.
         // Reservations sit in the queue's prefix (after requeued deliveries, before the first
         // unsent one, see `reserve_ahead`): only that prefix is looked at, never the whole
         // queue (a scan per round made draining a long in-memory queue quadratic).
-        if !self.reserve_tickets.is_empty() {
+        let tickets = self.durable.as_deref_mut();
+        if let Some(dur) = tickets.filter(|d| !d.reserve_tickets.is_empty()) {
             let oldest = self
                 .queue
                 .iter()
@@ -431,15 +495,18 @@ impl Session {
                     _ => None,
                 });
             let oldest = oldest.unwrap_or(u64::MAX);
-            self.reserve_tickets.retain(|r| r.0 >= oldest);
+            dur.reserve_tickets.retain(|r| r.0 >= oldest);
         }
-        self.take_wait = wait;
+        // A session that records no ids needs no box for the default.
+        if wait != TakeWait::default() || self.durable.is_some() {
+            Durable::of(&mut self.durable).take_wait = wait;
+        }
         out
     }
 
     /// What the last `take_outgoing` asks the connection to wait for.
     pub fn take_wait(&self) -> TakeWait {
-        self.take_wait
+        self.durable().take_wait
     }
 
     /// The ids recorded ahead in reservation round `round` are in the commit of `ticket`.
@@ -448,7 +515,8 @@ impl Session {
         round: u64,
         ticket: Option<crate::storage::Ticket>,
     ) {
-        if let Some(r) = self.reserve_tickets.iter_mut().find(|r| r.0 == round) {
+        let tickets = self.durable.as_mut().map(|d| &mut d.reserve_tickets);
+        if let Some(r) = tickets.and_then(|t| t.iter_mut().find(|r| r.0 == round)) {
             r.1 = ticket;
         }
     }
@@ -459,7 +527,7 @@ impl Session {
     /// them without waiting for a commit. They stay a prefix of the queue (after requeued
     /// ones): reservation stops at the first delivery that is not stored. Whether any was made.
     fn reserve_ahead(&mut self, used: &mut Option<HashSet<u16>>, ops: &mut Vec<Op>) -> bool {
-        let want = (self.inflight_limit * RESERVE_ROUNDS).clamp(1, RESERVE_AHEAD);
+        let want = (self.inflight_limit as usize * RESERVE_ROUNDS).clamp(1, RESERVE_AHEAD);
         // The reserved deliveries follow the requeued ones (sent before) at the head of the
         // queue. While at least half of `want` are left, nothing is done: ids are recorded a
         // batch at a time, and a round costs no scan of the reserved ones.
@@ -474,7 +542,7 @@ impl Session {
         }
         let mut have = 0;
         let mut made = false;
-        let round = self.reserved_round + 1;
+        let round = self.durable().reserved_round + 1;
         for i in start..self.queue.len() {
             if have >= want {
                 break;
@@ -502,8 +570,9 @@ impl Session {
             made = true;
         }
         if made {
-            self.reserved_round = round;
-            self.reserve_tickets.push_back((round, None));
+            let dur = Durable::of(&mut self.durable);
+            dur.reserved_round = round;
+            dur.reserve_tickets.push_back((round, None));
         }
         made
     }
@@ -567,7 +636,7 @@ impl Session {
                 // Every delivery here has an id. `map`, not `filter_map`: the set is then sized
                 // for the whole window at once instead of growing (and rehashing) per id.
                 .map(|d| d.state.pid().map_or(0, Pid::value))
-                .chain(self.backlog.sent.iter().map(|s| s.1))
+                .chain(self.durable().backlog.sent.iter().map(|s| s.1))
                 .collect()
         });
         // `None` (all 65,535 ids in use) cannot happen while in-flight is bounded far below it.

@@ -38,7 +38,7 @@ fn qos0_behind_a_backlog_keeps_its_place_in_order() {
     }
     s.enqueue(msg("q0"), 0, false, vec![], ROOMY, &mut ops);
     s.enqueue(msg("last"), 1, false, vec![], ROOMY, &mut ops);
-    assert_eq!(s.backlog.later.len(), 1);
+    assert_eq!(s.durable().backlog.later.len(), 1);
     let got = drain(&mut s, &mut disk, &mut ops);
     assert_eq!(got.len(), WINDOW + 12);
     assert_eq!(&got[WINDOW + 9..], ["q1-265", "q0", "last"]);
@@ -61,7 +61,7 @@ fn going_offline_gives_the_window_back_to_disk_and_keeps_sent_ids_reserved() {
         "nothing queued in memory"
     );
     assert_eq!(
-        s.backlog.sent,
+        s.durable().backlog.sent,
         vec![(1, 1), (2, 2), (3, 3)],
         "c's id was recorded ahead of its send"
     );
@@ -201,4 +201,39 @@ fn a_take_over_during_a_read_gets_the_rows_after_the_requeued_deliveries() {
     let got = drain(&mut s, &mut disk, &mut ops);
     let want: Vec<String> = (192..WINDOW + 5).map(|i| i.to_string()).collect();
     assert_eq!(got, want, "resent in flight first, then the rest in order");
+}
+
+/// The backlog and the ids recorded ahead live in one box that only a session with stored
+/// deliveries allocates: a clean session delivering QoS 0 and 1 never does, a persistent one
+/// gets it with its first stored delivery and keeps its backlog there.
+#[test]
+fn only_a_session_with_stored_deliveries_allocates_the_durable_box() {
+    let mut ops = Vec::new();
+    let mut clean = online(0, None);
+    for qos in [0, 1, 1] {
+        enqueue(&mut clean, "a", qos, &mut ops);
+    }
+    assert_eq!(
+        take(&mut clean, &mut ops).len(),
+        3,
+        "QoS 0 and two QoS 1 in flight"
+    );
+    assert!(clean.complete(pid(1), &mut ops));
+    assert!(clean.complete(pid(2), &mut ops));
+    clean.detach(now_ms(), Departure::Abnormal, 3600);
+    assert!(clean.durable.is_none(), "a clean session needs no box");
+    assert_eq!(clean.take_wait(), TakeWait::default());
+
+    let mut stored = online(60, None);
+    enqueue(&mut stored, "a", 0, &mut ops);
+    assert!(stored.durable.is_none(), "QoS 0 is not stored");
+    stored.detach(now_ms(), Departure::Abnormal, 3600);
+    assert!(
+        stored.durable.is_none(),
+        "nothing stored to give back to disk"
+    );
+    enqueue(&mut stored, "b", 1, &mut ops);
+    assert_eq!(stored.durable().backlog.count, 1, "offline: on disk only");
+    assert!(stored.durable.is_some());
+    assert_eq!(stored.queued_len(), 2, "the QoS 0 one stays in memory");
 }
