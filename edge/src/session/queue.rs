@@ -7,7 +7,9 @@
 //! *backlog*: stored deliveries on disk only, all with `seq >= backlog.next`, read back in
 //! order ([`Session::refill_request`] / [`Session::refilled`]) as the client drains the
 //! window. Deliveries that are never stored (QoS 0, non-persistent sessions) arriving behind
-//! a backlog wait in `backlog.later` and are merged back by `seq`, so order is kept.
+//! a backlog wait in `backlog.later` and are merged back by `seq`, so order is kept. The
+//! backlog and the ids recorded ahead live in a box ([`Durable`]) that only a session with
+//! stored deliveries allocates.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
