@@ -138,11 +138,12 @@ impl Close {
 /// Serves one accepted TCP connection to its end. Never panics on client input.
 ///
 /// The task's future is as large as its largest state, and an async fn keeps its arguments
-/// for its whole life: so the transport is moved into its `Arc` before the async part, the
-/// handshake's result is one heap block passed by pointer, and the phases that are never idle
-/// (handshake, busy phases, close) run in boxes. What an idle connection's task holds is then
-/// one poll function over the socket, the session's listener and the keep-alive timer
-/// (`task.rs`, `the_connection_future_stays_small`).
+/// for its whole life: so the transport goes into the boxed handshake, which hands it back in
+/// the connection (`handshake::Ready`) that the task then holds inline, and the phases that
+/// are never idle (handshake, busy phases, close) run in boxes. What an idle connection's task
+/// holds is then the connection and one poll function over the socket, the connection's
+/// wake-up and the keep-alive timer (`task.rs`,
+/// `the_connection_future_holds_the_connection_once_and_stays_small`).
 pub fn serve(
     broker: Arc<Broker>,
     stream: Transport,

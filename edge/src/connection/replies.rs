@@ -1,7 +1,7 @@
 //! The queue from the reader to the writer: replies leave in the order they were queued, and a
-//! reply is never dropped (the reader waits for room instead). The queue is bounded, woken
-//! through the session's notify event, and allocates only while it holds replies (the writer
-//! releases it when it goes idle).
+//! reply is never dropped (the reader waits for room instead). The queue is bounded, wakes the
+//! writer through the connection's wake-up (shared with the session), and allocates only while
+//! it holds replies (the writer releases it when it goes idle).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
