@@ -39,8 +39,10 @@ pub(super) enum ReadError {
 
 pub(super) struct FrameReader {
     buf: Vec<u8>,
-    start: usize,
-    end: usize,
+    /// The unread bytes are `buf[start..end]`; u32: a frame is at most 256 MiB and the buffer
+    /// at most four of the small ones (8 bytes less in every connection).
+    start: u32,
+    end: u32,
 }
 
 impl FrameReader {
@@ -102,7 +104,7 @@ impl FrameReader {
             match stream.try_read(&mut self.buf) {
                 Ok(0) => return Err(ReadError::Closed),
                 Ok(n) => {
-                    self.end = n;
+                    self.end = n as u32;
                     return Ok(true);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -146,20 +148,21 @@ impl FrameReader {
     /// Reads until one whole frame is buffered; returns its range in `buf`.
     async fn fill(&mut self, stream: &Stream, max: usize) -> Result<(usize, usize), ReadError> {
         loop {
-            let avail = &self.buf[self.start..self.end];
+            let (start, end) = (self.start as usize, self.end as usize);
+            let avail = &self.buf[start..end];
             if let Some((h, rem)) = codec::fixed_header(avail).map_err(ReadError::Frame)? {
                 let total = h + rem;
                 if total > max {
                     return Err(ReadError::Frame(FrameError::TooLarge(total)));
                 }
                 if avail.len() >= total {
-                    let r = (self.start, self.start + total);
-                    self.start += total;
+                    let r = (start, start + total);
+                    self.start = (start + total) as u32;
                     return Ok(r);
                 }
-                if self.buf.len() - self.start < total {
+                if self.buf.len() - start < total {
                     // Compact, then grow to what this frame needs.
-                    self.buf.copy_within(self.start..self.end, 0);
+                    self.buf.copy_within(start..end, 0);
                     self.end -= self.start;
                     self.start = 0;
                     if self.buf.len() < total {
@@ -191,19 +194,20 @@ impl FrameReader {
                 if self.buf.len() < READ_CHUNK {
                     self.buf.resize(READ_CHUNK, 0);
                 }
-            } else if self.end == self.buf.len() {
-                self.buf.copy_within(self.start..self.end, 0);
+            } else if self.end as usize == self.buf.len() {
+                self.buf
+                    .copy_within(self.start as usize..self.end as usize, 0);
                 self.end -= self.start;
                 self.start = 0;
             }
             let n = stream
-                .read(&mut self.buf[self.end..])
+                .read(&mut self.buf[self.end as usize..])
                 .await
                 .map_err(ReadError::Io)?;
             if n == 0 {
                 return Err(ReadError::Closed);
             }
-            self.end += n;
+            self.end += n as u32;
         }
     }
 }

@@ -440,16 +440,14 @@ async fn handshake(
     };
     tracing::debug!(%peer, %client_id, protocol = ?proto, keep_alive, session_present = connected.session_present, "client connected");
 
-    let replies = Replies::new(
-        limits.receive_maximum as usize + 64,
-        connected.wakeup.clone(),
-    );
+    let replies = Replies::new(connected.wakeup.clone());
     broker.stats.connection_accepted();
     // CONNACK goes first, ahead of any redelivery.
     replies
-        .send(Answer::now(Reply::Other(Box::new(Packet::Connack(
-            connack,
-        )))))
+        .send(
+            Answer::now(Reply::Other(Box::new(Packet::Connack(connack)))),
+            conn.reply_cap(),
+        )
         .await;
     Some(Accepted {
         conn,

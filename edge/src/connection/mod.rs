@@ -101,6 +101,12 @@ impl Conn {
         ok
     }
 
+    /// How many replies the reader may queue for the writer before it waits: every QoS 1/2
+    /// exchange our Receive Maximum allows, and room for the rest.
+    fn reply_cap(&self) -> usize {
+        self.broker.cfg.limits.receive_maximum as usize + 64
+    }
+
     /// One incoming QoS 1/2 exchange finished. Saturating: a PUBREL for a message received on
     /// an earlier connection of the session was never counted on this one.
     fn incoming_done(&self) {

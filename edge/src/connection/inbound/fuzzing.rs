@@ -52,7 +52,7 @@ pub fn run_connection(data: &[u8]) {
     let broker = broker().clone();
     let max_packet = broker.cfg.limits.max_packet_size as usize;
     let conn = Conn::detached(broker, proto, "fuzz", attached);
-    let replies = Replies::new(64, Default::default());
+    let replies = Replies::new(Default::default());
     let mut st = publish::PublishState::default();
     smol::block_on(async {
         while let Ok(Some(len)) = edge_mqtt::frame::complete_frame_len(stream, max_packet) {

@@ -111,7 +111,7 @@ async fn handle_packet(
         _ => return Err(protocol_error("packet type not sent by clients")),
     };
     if let Some(answer) = answer {
-        replies.send(answer).await;
+        replies.send(answer, conn.reply_cap()).await;
     }
     publish::wait_if_congested(conn, publish_state).await;
     Ok(())
@@ -139,7 +139,7 @@ mod tests {
     #[test]
     fn a_second_connect_is_a_protocol_error() {
         let t = test_support::conn(Protocol::V500, false);
-        let replies = Replies::new(8, Default::default());
+        let replies = Replies::new(Default::default());
         let connect = mqtt_proto::v5::Connect::new("again".into(), 10);
         let got = handle(&t.conn, Packet::Connect(connect), &replies);
         assert_eq!(got, Err(protocol_error("second CONNECT")));
@@ -148,7 +148,7 @@ mod tests {
     #[test]
     fn pingreq_is_answered_with_pingresp() {
         let t = test_support::conn(Protocol::V311, false);
-        let replies = Replies::new(8, Default::default());
+        let replies = Replies::new(Default::default());
         assert_eq!(handle(&t.conn, Packet::Pingreq, &replies), Ok(()));
         assert!(matches!(
             replies.pop(),
@@ -159,7 +159,7 @@ mod tests {
     #[test]
     fn a_server_only_packet_from_the_client_is_a_protocol_error() {
         let t = test_support::conn(Protocol::V500, false);
-        let replies = Replies::new(8, Default::default());
+        let replies = Replies::new(Default::default());
         let got = handle(&t.conn, Packet::Pingresp, &replies);
         assert!(matches!(
             got,
