@@ -288,7 +288,7 @@ async fn a_flood_towards_a_subscriber_that_does_not_read_stays_under_max_memory(
 /// Idle connections opened for the per-connection measurement.
 const IDLE_CONNECTIONS: usize = 2000;
 /// Allowed RSS per idle MQTT 3.1.1 connection (plain TCP, no subscription, keep alive 0): a
-/// regression guard for the debug binary the tests run, with a 20% margin: 1,245 bytes measured
+/// regression guard for the debug binary the tests run, with a 20% margin: 1,230 bytes measured
 /// here with the connection inside its task's block, a waker slot as its wake-up and the
 /// session's backlog state boxed (1,814 with a separate connection block, an event-listener
 /// wake-up and a 464-byte session, 2,357 with a reader and a writer loop, 4.5 KB before the
