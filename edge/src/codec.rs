@@ -384,17 +384,11 @@ mod tests {
             let general = if *proto == Protocol::V500 {
                 v5::Packet::decode(&f).ok().flatten()
             } else {
-                v3::Packet::decode(&f).ok().flatten().and_then(|p| match p {
-                    v3::Packet::Publish(p) => Some(Packet::Publish(v5::Publish {
-                        dup: p.dup,
-                        retain: p.retain,
-                        qos_pid: p.qos_pid,
-                        topic_name: p.topic_name,
-                        payload: p.payload,
-                        properties: Default::default(),
-                    })),
-                    _ => None,
-                })
+                v3::Packet::decode(&f)
+                    .ok()
+                    .flatten()
+                    .map(edge_mqtt::version::lift)
+                    .filter(|p| matches!(p, Packet::Publish(_)))
             };
             // The general decoder reads a prefix; the fast path takes only whole frames.
             let whole = matches!(fixed_header(&f), Ok(Some((h, r))) if h + r == f.len());

@@ -110,7 +110,9 @@ pub(super) fn load(db: &Database) -> Result<Loaded> {
             }
             for row in queue_state.range((id, 0u64)..=(id, u64::MAX))? {
                 let (k, v) = row?;
-                shape.sent.push((k.value().1, (v.value() & 0xffff) as u16));
+                shape
+                    .sent
+                    .push((k.value().1, unpack_sent_state(v.value()).0));
             }
         }
         let mut pids = Vec::new();

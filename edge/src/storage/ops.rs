@@ -156,7 +156,7 @@ pub(super) fn apply<'a>(
                 pid,
                 released,
             } => {
-                let state = pid.value() as u32 | (*released as u32) << 16;
+                let state = pack_sent_state(pid.value(), *released);
                 writes.mark_sent(client, *seq, state);
             }
             Op::Dequeue {

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use redb::{Database, ReadableDatabase};
 
 use super::records::{decode, DeliveryRecord};
-use super::tables::{QUEUE, QUEUE_STATE};
+use super::tables::{unpack_sent_state, QUEUE, QUEUE_STATE};
 use crate::error::Result;
 
 /// Up to `max` queued deliveries of `client` with `from <= seq < until`, in order. An
@@ -49,8 +49,7 @@ pub(super) fn read(
     if !sent.is_empty() {
         for (seq, d) in out.iter_mut() {
             if let (Some(st), Some(d)) = (sent.get(seq), d.as_mut()) {
-                d.pid = (*st & 0xffff) as u16;
-                d.released = st >> 16 != 0;
+                (d.pid, d.released) = unpack_sent_state(*st);
             }
         }
     }

@@ -270,7 +270,7 @@ mod tests {
 
     use super::super::ops::{apply, Op};
     use super::super::records::{decode, DeliveryRecord};
-    use super::super::tables::{init_tables, QUEUE, QUEUE_META, QUEUE_STATE};
+    use super::super::tables::{init_tables, pack_sent_state, QUEUE, QUEUE_META, QUEUE_STATE};
     use super::*;
     use crate::message::Message;
 
@@ -322,7 +322,7 @@ mod tests {
                     pid,
                     released,
                 } => {
-                    let state = pid.value() as u32 | (*released as u32) << 16;
+                    let state = pack_sent_state(pid.value(), *released);
                     self.states.insert((client.to_string(), *seq), state);
                 }
                 Op::Dequeue {

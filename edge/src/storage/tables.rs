@@ -14,6 +14,16 @@ pub(super) const QUEUE: TableDefinition<(&str, u64), &[u8]> = TableDefinition::n
 /// apart from the record so that marking a send writes 4 bytes, not the whole message again.
 pub(super) const QUEUE_STATE: TableDefinition<(&str, u64), u32> =
     TableDefinition::new("session_queue_state");
+/// A [`QUEUE_STATE`] value: the packet id in the low 16 bits, the release flag above.
+pub(super) fn pack_sent_state(pid: u16, released: bool) -> u32 {
+    u32::from(pid) | u32::from(released) << 16
+}
+
+/// The packet id and release flag of a [`QUEUE_STATE`] value.
+pub(super) fn unpack_sent_state(state: u32) -> (u16, bool) {
+    ((state & 0xffff) as u16, state >> 16 != 0)
+}
+
 /// Client id -> (messages, bytes) in its `session_queue` range; bytes as `Message::weight`.
 pub(super) const QUEUE_META: TableDefinition<&str, (u64, u64)> =
     TableDefinition::new("session_queue_meta");
