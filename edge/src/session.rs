@@ -11,10 +11,11 @@
 //! - A connection is attached (`conn`) or the session knows when it was cut off
 //!   (`disconnected_ms`), never both.
 
+mod backlog; // stored deliveries on disk only: evicted when offline, read up again as the client drains
 mod flow; // publisher flow control: water marks and wake-ups
 #[cfg(test)]
 mod lifecycle_tests;
-mod queue; // outgoing deliveries: queue window and disk backlog, in-flight, packet ids, water marks
+mod queue; // outgoing deliveries: queue window, in-flight, packet ids recorded ahead, water marks
 #[cfg(test)]
 mod tests;
 mod wakeup; // the connection's wake-up: flag, kick, one waker slot
@@ -35,8 +36,9 @@ use crate::broker::{ConnectRequest, Departure};
 use crate::storage::{LoadedSession, Op, SessionRecord, WillRecord};
 use crate::topic::SubOptions;
 
+pub use backlog::Refill;
 use queue::{Delivery, Durable};
-pub use queue::{Refill, TakeWait, WINDOW};
+pub use queue::{TakeWait, WINDOW};
 
 pub use wakeup::{Kick, Wakeup};
 

@@ -1,0 +1,153 @@
+//! A session's backlog: stored deliveries that are on disk only. A session going offline gives
+//! its window back to disk ([`Session::evict_window`]); an online one reads the backlog up again
+//! in `seq` order as the client drains its window ([`Session::refill_request`], then
+//! [`Session::refilled`] with the rows), merging in the unstored deliveries queued behind it.
+
+use std::collections::VecDeque;
+
+use super::queue::{Delivery, Durable, REFILL_AT, WINDOW};
+use super::Session;
+use crate::error::Result;
+use crate::storage::{DeliveryRecord, Op};
+
+/// Stored deliveries that are on disk only (see the module header).
+#[derive(Debug, Default)]
+pub(super) struct Backlog {
+    /// How many; each has `seq >= next`.
+    pub(super) count: usize,
+    pub(super) next: u64,
+    /// Unstored deliveries queued behind the backlog, in `seq` order.
+    pub(super) later: VecDeque<Delivery>,
+    /// (seq, packet id) of backlog deliveries sent before: their ids stay reserved.
+    pub(super) sent: Vec<(u64, u16)>,
+    /// A read of the backlog is under way.
+    pub(super) reading: bool,
+}
+
+/// A read of a session's backlog to run: up to `max` deliveries with `from <= seq < until`.
+/// Every one of them was pushed to the writer before the request was made, in `seq` order, so
+/// what is committed of them is a prefix: a read that does not wait for the writer returns
+/// that prefix. `must_wait`: the packet ids of some were recorded and may not be committed
+/// yet, so the read must come after every op pushed before the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refill {
+    pub from: u64,
+    pub until: u64,
+    pub max: usize,
+    pub must_wait: bool,
+}
+
+impl Session {
+    /// A read of the backlog to run now, if the window of this online session is low and
+    /// none is under way: up to `max` deliveries (capped by the window). The caller runs it
+    /// once everything pushed so far is committed, and hands the rows to [`Session::refilled`].
+    pub fn refill_request(&mut self, max: usize) -> Option<Refill> {
+        let b = &self.durable().backlog;
+        if b.count == 0 || b.reading || !self.online() || self.queue.len() >= REFILL_AT {
+            return None;
+        }
+        let b = &mut Durable::of(&mut self.durable).backlog;
+        b.reading = true;
+        Some(Refill {
+            from: b.next,
+            until: self.next_seq,
+            max: max.clamp(1, WINDOW - self.queue.len()),
+            must_wait: !b.sent.is_empty(),
+        })
+    }
+
+    /// The rows read for `r`, appended to the window in `seq` order (with the unstored
+    /// deliveries queued behind them). Ignored when the backlog moved meanwhile (the session
+    /// went offline and gave its window back); a read error leaves the backlog as it was.
+    /// `waited`: the read came after every op pushed before the request was committed.
+    pub fn refilled(
+        &mut self,
+        r: Refill,
+        waited: bool,
+        rows: Result<Vec<(u64, Option<DeliveryRecord>)>>,
+        ops: &mut Vec<Op>,
+    ) {
+        let online = self.online();
+        // Made by `refill_request`, which this answers.
+        let Some(dur) = self.durable.as_deref_mut() else {
+            return;
+        };
+        let b = &mut dur.backlog;
+        b.reading = false;
+        if r.from != b.next || !online {
+            return;
+        }
+        let rows = match rows {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::error!(client_id = %self.client_id, error = %e, "cannot read the session's queue from disk");
+                return;
+            }
+        };
+        let exhausted = rows.len() < r.max;
+        let mut last = None;
+        for (seq, rec) in rows {
+            last = Some(seq);
+            b.count = b.count.saturating_sub(1);
+            while b.later.front().is_some_and(|d| d.seq < seq) {
+                self.queue.extend(b.later.pop_front());
+            }
+            match rec {
+                Some(rec) => self.queue.push_back(Delivery::restore(seq, rec)),
+                // Unreadable (logged by the read): dropped, its weight unknown.
+                None => ops.push(Op::Dequeue {
+                    client: self.client_id.clone(),
+                    seq,
+                    weight: 0,
+                }),
+            }
+        }
+        if let Some(last) = last {
+            b.next = last + 1;
+        }
+        if waited && exhausted && self.next_seq == r.until && b.count > 0 {
+            tracing::warn!(client_id = %self.client_id, missing = b.count,
+                "fewer messages on disk than counted for this session");
+            b.count = 0;
+        }
+        let next = b.next;
+        b.sent.retain(|(seq, _)| *seq >= next);
+        if b.count == 0 {
+            self.queue.append(&mut b.later);
+            b.sent.clear();
+        }
+        self.notify();
+    }
+
+    /// Gives the window of a session going offline back to disk: its stored deliveries join
+    /// the backlog (sent ones keep their packet ids reserved), unstored ones stay in memory.
+    pub(super) fn evict_window(&mut self) {
+        if !self.queue.iter().any(|d| d.persisted) {
+            // Nothing goes to disk: the window stays as it is.
+            return;
+        }
+        let b = &mut Durable::of(&mut self.durable).backlog;
+        let mut kept = VecDeque::new();
+        let mut first = None;
+        for d in self.queue.drain(..) {
+            if !d.persisted {
+                kept.push_back(d);
+                continue;
+            }
+            first.get_or_insert(d.seq);
+            if let Some(p) = d.state.pid() {
+                b.sent.push((d.seq, p.value()));
+            }
+            b.count += 1;
+        }
+        let Some(first) = first else {
+            self.queue = kept;
+            return;
+        };
+        // Requeued in-flight deliveries sit first and are the oldest: `first` is the lowest.
+        b.next = first;
+        kept.append(&mut b.later);
+        kept.make_contiguous().sort_by_key(|d| d.seq);
+        b.later = kept;
+    }
+}
