@@ -53,6 +53,29 @@ impl Message {
 
 pub use edge_mqtt::util::now_ms;
 
+/// Messages for unit tests: received now from `publisher`, no expiry, no properties.
+#[cfg(test)]
+impl Message {
+    pub(crate) fn test(
+        topic: impl Into<Arc<str>>,
+        payload: impl Into<Bytes>,
+        qos: u8,
+        publisher: impl Into<Arc<str>>,
+    ) -> Message {
+        Message {
+            topic: topic.into(),
+            payload: payload.into(),
+            qos,
+            retain: false,
+            received_ms: now_ms(),
+            expiry_secs: None,
+            publisher: publisher.into(),
+            from_downlink: false,
+            props: None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -231,11 +231,10 @@ impl SubscriptionTree {
     }
 }
 
+/// Options for unit tests: `qos` and subscription id `id`, the rest as a plain subscription.
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn opts(qos: u8, id: u32) -> SubOptions {
+impl SubOptions {
+    pub(crate) fn test(qos: u8, id: u32) -> SubOptions {
         SubOptions {
             qos,
             no_local: false,
@@ -243,6 +242,15 @@ mod tests {
             retain_handling: 0,
             id,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(qos: u8, id: u32) -> SubOptions {
+        SubOptions::test(qos, id)
     }
 
     #[test]

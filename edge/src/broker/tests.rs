@@ -41,13 +41,7 @@ fn connect(b: &Broker, id: &str, expiry_secs: u32) -> Connected {
 }
 
 fn subscribe(b: &Broker, id: &str, filter: &str) -> Vec<SubResult> {
-    let opts = SubOptions {
-        qos: 1,
-        no_local: false,
-        retain_as_published: false,
-        retain_handling: 0,
-        id: 0,
-    };
+    let opts = SubOptions::test(1, 0);
     smol::block_on(b.subscribe(&id.into(), vec![(filter.into(), opts)])).0
 }
 
@@ -112,17 +106,12 @@ fn a_qos2_publish_resent_before_pubrel_is_not_routed_again() {
     let sub = connect(&t.broker, "sub", 0);
     subscribe(&t.broker, "sub", "t");
     let publisher: Arc<str> = "publisher".into();
-    let msg = Arc::new(Message {
-        topic: "t".into(),
-        payload: Bytes::from_static(b"x"),
-        qos: 2,
-        retain: false,
-        received_ms: now_ms(),
-        expiry_secs: None,
-        publisher: publisher.clone(),
-        from_downlink: false,
-        props: None,
-    });
+    let msg = Arc::new(Message::test(
+        "t",
+        Bytes::from_static(b"x"),
+        2,
+        publisher.clone(),
+    ));
     let first = smol::block_on(t.broker.publish(msg.clone(), Some((&publisher, pid(7)))));
     assert!(matched(first));
     let again = smol::block_on(t.broker.publish(msg, Some((&publisher, pid(7)))));
@@ -281,17 +270,12 @@ fn drain(b: &Arc<Broker>, id: &str, c: &Connected, n: usize, stop_after: usize) 
 
 fn publish_numbered(b: &Broker, topic: &str, range: std::ops::Range<usize>) {
     for i in range {
-        let msg = Arc::new(Message {
-            topic: topic.into(),
-            payload: Bytes::from(i.to_string()),
-            qos: 1,
-            retain: false,
-            received_ms: now_ms(),
-            expiry_secs: None,
-            publisher: "publisher".into(),
-            from_downlink: false,
-            props: None,
-        });
+        let msg = Arc::new(Message::test(
+            topic,
+            Bytes::from(i.to_string()),
+            1,
+            "publisher",
+        ));
         if let Published::Accepted {
             ticket: Some(t), ..
         } = smol::block_on(b.publish(msg, None))

@@ -347,17 +347,7 @@ mod tests {
     use mqtt_proto::Pid;
 
     fn message(topic: &str) -> Message {
-        Message {
-            topic: topic.into(),
-            payload: bytes::Bytes::from_static(b"payload"),
-            qos: 0,
-            retain: false,
-            received_ms: now_ms(),
-            expiry_secs: None,
-            publisher: "p".into(),
-            from_downlink: false,
-            props: None,
-        }
+        Message::test(topic, bytes::Bytes::from_static(b"payload"), 0, "p")
     }
 
     fn decode(conn: &Conn, buf: &[u8]) -> v5::Publish {

@@ -129,7 +129,7 @@ fn an_ended_connection_gives_back_its_places_under_both_connection_limits() {
 /// times out one and a half keep-alive periods after its last packet.
 #[test]
 fn deliveries_do_not_count_as_keep_alive_activity() {
-    use crate::message::{now_ms, Message};
+    use crate::message::Message;
     use std::time::{Duration, Instant};
 
     let t = test_support::conn(Protocol::V311, false);
@@ -154,17 +154,7 @@ fn deliveries_do_not_count_as_keep_alive_activity() {
         let broker = broker.clone();
         std::thread::spawn(move || {
             while last_input.elapsed() < Duration::from_secs(5) {
-                let msg = Message {
-                    topic: "ka/t".into(),
-                    payload: bytes::Bytes::from_static(b"x"),
-                    qos: 0,
-                    retain: false,
-                    received_ms: now_ms(),
-                    expiry_secs: None,
-                    publisher: "test".into(),
-                    from_downlink: false,
-                    props: None,
-                };
+                let msg = Message::test("ka/t", bytes::Bytes::from_static(b"x"), 0, "test");
                 smol::block_on(broker.publish(Arc::new(msg), None));
                 std::thread::sleep(Duration::from_millis(100));
             }

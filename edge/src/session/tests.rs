@@ -123,17 +123,7 @@ pub(super) fn pid(n: u16) -> Pid {
 }
 
 pub(super) fn message(topic: &str) -> Message {
-    Message {
-        topic: topic.into(),
-        payload: Bytes::from_static(b"payload"),
-        qos: 2,
-        retain: false,
-        received_ms: now_ms(),
-        expiry_secs: None,
-        publisher: "p".into(),
-        from_downlink: false,
-        props: None,
-    }
+    Message::test(topic, Bytes::from_static(b"payload"), 2, "p")
 }
 
 pub(super) fn msg(topic: &str) -> Arc<Message> {
@@ -494,13 +484,7 @@ pub(super) fn record_of(topic: &str) -> DeliveryRecord {
 #[test]
 fn subscriptions_are_bounded_per_session_but_may_be_replaced() {
     let mut s = online(0, None);
-    let opts = SubOptions {
-        qos: 1,
-        no_local: false,
-        retain_as_published: false,
-        retain_handling: 0,
-        id: 0,
-    };
+    let opts = SubOptions::test(1, 0);
     assert_eq!(s.subscribe("a".into(), opts, 2), Ok(false));
     assert_eq!(s.subscribe("b".into(), opts, 2), Ok(false));
     assert_eq!(

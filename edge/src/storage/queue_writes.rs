@@ -276,15 +276,8 @@ mod tests {
 
     fn msg(payload: usize) -> Arc<Message> {
         Arc::new(Message {
-            topic: "t".into(),
-            payload: bytes::Bytes::from(vec![7u8; payload]),
-            qos: 1,
-            retain: false,
             received_ms: 1,
-            expiry_secs: None,
-            publisher: "p".into(),
-            from_downlink: false,
-            props: None,
+            ..Message::test("t", bytes::Bytes::from(vec![7u8; payload]), 1, "p")
         })
     }
 

@@ -11,15 +11,8 @@ fn cfg(dir: &Path) -> Config {
 
 fn msg(topic: &str) -> Arc<Message> {
     Arc::new(Message {
-        topic: topic.into(),
-        payload: bytes::Bytes::from_static(b"hello"),
-        qos: 1,
-        retain: false,
         received_ms: 1,
-        expiry_secs: None,
-        publisher: "p".into(),
-        from_downlink: false,
-        props: None,
+        ..Message::test(topic, bytes::Bytes::from_static(b"hello"), 1, "p")
     })
 }
 
