@@ -252,12 +252,29 @@ mod test_support {
             _dir: dir,
         }
     }
+
+    /// The `serve` future of the next connection `listener` accepts (plain TCP, anonymous
+    /// clients allowed, a connection limit of its own).
+    pub(super) fn serve_accepted(
+        broker: &Arc<Broker>,
+        listener: &std::net::TcpListener,
+    ) -> impl std::future::Future<Output = ()> + Send {
+        let (server, peer) = listener.accept().expect("accept");
+        let stream = Transport::plain(smol::Async::new(server).expect("async socket"));
+        let policy = ListenerPolicy {
+            allow_anonymous: true,
+            use_identity_as_username: false,
+        };
+        let permit = Arc::new(crate::broker::Connections::new(1))
+            .try_acquire()
+            .expect("permit");
+        serve(broker.clone(), stream, peer, policy, permit)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::broker::Connections;
 
     /// The task of an idle connection holds the whole `serve` future (the compiler reserves
     /// room for its largest state): the connection itself ([`handshake::Ready`], inline: one
@@ -269,14 +286,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("address");
         let _client = std::net::TcpStream::connect(addr).expect("connect");
-        let (server, peer) = listener.accept().expect("accept");
-        let stream = Transport::plain(smol::Async::new(server).expect("async socket"));
-        let policy = ListenerPolicy {
-            allow_anonymous: true,
-            use_identity_as_username: false,
-        };
-        let permit = Arc::new(Connections::new(1)).try_acquire().expect("permit");
-        let fut = serve(t.conn.broker.clone(), stream, peer, policy, permit);
+        let fut = test_support::serve_accepted(&t.conn.broker, &listener);
         let size = std::mem::size_of_val(&fut);
         let ready = std::mem::size_of::<handshake::Ready>();
         eprintln!("serve future: {size} bytes, of which the connection {ready}");

@@ -4,21 +4,12 @@ use std::sync::Arc;
 
 use mqtt_proto::Protocol;
 
-use crate::auth::ListenerPolicy;
-use crate::broker::{Broker, Connections};
-use crate::connection::{inbound::PANIC_TOPIC, serve, test_support};
-use crate::transport::Transport;
+use crate::broker::Broker;
+use crate::connection::{inbound::PANIC_TOPIC, test_support};
 
 /// Serves the next connection of `listener` on a thread of its own.
 fn serve_next(broker: &Arc<Broker>, listener: &TcpListener) -> std::thread::JoinHandle<()> {
-    let (server, peer) = listener.accept().expect("accept");
-    let stream = Transport::plain(smol::Async::new(server).expect("async socket"));
-    let policy = ListenerPolicy {
-        allow_anonymous: true,
-        use_identity_as_username: false,
-    };
-    let permit = Arc::new(Connections::new(1)).try_acquire().expect("permit");
-    let fut = serve(broker.clone(), stream, peer, policy, permit);
+    let fut = test_support::serve_accepted(broker, listener);
     std::thread::spawn(move || smol::block_on(fut))
 }
 
