@@ -49,7 +49,12 @@ pub(super) async fn write_round(
         match c {
             Control::Answer(a) => {
                 if let Some(ticket) = a.ticket {
-                    if !out.is_empty() && out.write(stream).await.is_err() {
+                    // What is encoded goes out before a wait, not before every ticket: the
+                    // acknowledgements of one commit leave in one write.
+                    if !out.is_empty()
+                        && !broker.store.reached(ticket)
+                        && out.write(stream).await.is_err()
+                    {
                         return Round::End(false);
                     }
                     if broker.store.wait(ticket).await.is_err() {

@@ -258,6 +258,11 @@ impl Store {
         NonZeroU64::new(next - 1).map(Ticket)
     }
 
+    /// Whether `ticket`'s commit has ended (committed or failed): [`Store::wait`] would not wait.
+    pub fn reached(&self, ticket: Ticket) -> bool {
+        self.shared.committed.load(Ordering::Acquire) >= ticket.0.get()
+    }
+
     /// Resolves once the batch with `ticket` (and so every earlier one) is on disk; an error if
     /// its commit failed.
     pub async fn wait(&self, ticket: Ticket) -> Result<()> {
