@@ -45,7 +45,7 @@ use std::fmt::Debug;
 use std::fs::{self, File};
 use std::future::Future;
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -611,13 +611,7 @@ fn terminate(child: &mut Child, grace: Duration) -> ExitStatus {
     }
 }
 
-/// A port that was free a moment ago on 127.0.0.1.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
-}
+pub use test_support::{free_port, run_with_stdin, wait_port};
 
 /// Root of the cargo workspace (the parent of this crate).
 pub fn workspace_root() -> PathBuf {
@@ -1652,18 +1646,6 @@ pub fn skip_unless_edge(test: &str) -> bool {
     }
     eprintln!("{test}: skipped under the mosquitto reference (checks robustmq-edge itself)");
     true
-}
-
-/// Waits (up to 10 s) until something listens on `port` (an HTTP listener of the broker).
-pub fn wait_http(port: u16) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "HTTP listener on {port} never came up"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// One plain HTTP/1.1 GET (`Connection: close`) to 127.0.0.1: status code and body.

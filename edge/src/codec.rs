@@ -341,27 +341,42 @@ mod tests {
         assert_eq!(out, vec![0x90, 0x04, 0x00, 0x09, 0x01, 0x80]);
     }
 
+    /// A retained v5 PUBLISH (not DUP) with `properties` and the user property k = v.
+    fn retained_v5_publish(
+        qos_pid: QosPid,
+        topic: &str,
+        payload: bytes::Bytes,
+        mut properties: v5::PublishProperties,
+    ) -> v5::Packet {
+        properties.user_properties.push(v5::UserProperty {
+            name: "k".into(),
+            value: "v".into(),
+        });
+        v5::Packet::Publish(v5::Publish {
+            dup: false,
+            retain: true,
+            qos_pid,
+            topic_name: TopicName::try_from(topic).unwrap(),
+            payload,
+            properties,
+        })
+    }
+
     /// The PUBLISH fast path decodes exactly what the codec's general decoder does (same
     /// packet, same accept / refuse), on valid and mutated frames of both versions.
     #[test]
     fn publish_fast_path_agrees_with_the_codec() {
         let mut rng = fastrand::Rng::with_seed(0xfa57);
-        let v5p = v5::Packet::Publish(v5::Publish {
-            dup: false,
-            retain: true,
-            qos_pid: QosPid::Level1(Pid::try_from(5).unwrap()),
-            topic_name: TopicName::try_from("a/b").unwrap(),
-            payload: bytes::Bytes::from(vec![1u8; 300]),
-            properties: v5::PublishProperties {
+        let v5p = retained_v5_publish(
+            QosPid::Level1(Pid::try_from(5).unwrap()),
+            "a/b",
+            bytes::Bytes::from(vec![1u8; 300]),
+            v5::PublishProperties {
                 payload_is_utf8: Some(false),
                 subscription_ids: vec![v5::VarByteInt::try_from(3).unwrap()],
-                user_properties: vec![v5::UserProperty {
-                    name: "k".into(),
-                    value: "v".into(),
-                }],
                 ..Default::default()
             },
-        });
+        );
         let v3p = v3::Packet::Publish(v3::Publish::new(
             QosPid::Level2(Pid::try_from(9).unwrap()),
             TopicName::try_from("x/y/z").unwrap(),
@@ -403,20 +418,12 @@ mod tests {
     #[test]
     fn arbitrary_bytes_never_panic_the_decoder() {
         let mut rng = fastrand::Rng::with_seed(0x5eed);
-        let publish = v5::Packet::Publish(v5::Publish {
-            dup: false,
-            retain: true,
-            qos_pid: QosPid::Level2(Pid::try_from(77).unwrap()),
-            topic_name: TopicName::try_from("a/b/c").unwrap(),
-            payload: bytes::Bytes::from_static(b"payload"),
-            properties: v5::PublishProperties {
-                user_properties: vec![v5::UserProperty {
-                    name: "k".into(),
-                    value: "v".into(),
-                }],
-                ..Default::default()
-            },
-        });
+        let publish = retained_v5_publish(
+            QosPid::Level2(Pid::try_from(77).unwrap()),
+            "a/b/c",
+            bytes::Bytes::from_static(b"payload"),
+            v5::PublishProperties::default(),
+        );
         let seeds: Vec<Vec<u8>> = vec![
             publish.encode().unwrap().as_ref().to_vec(),
             v5::Packet::Connect(v5::Connect::new("cid".into(), 30))

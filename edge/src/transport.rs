@@ -45,6 +45,15 @@ struct Wrapped {
 /// One half of a shared TCP socket (`&Async<TcpStream>` reads and writes concurrently).
 struct TcpHalf(Arc<Async<TcpStream>>);
 
+/// The common name of the client certificate of an accepted TLS connection (none without one).
+fn client_common_name(tls: &futures_rustls::server::TlsStream<TcpHalf>) -> Option<String> {
+    tls.get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(|c| crate::auth::cert::subject_common_name(c))
+}
+
 impl AsyncRead for TcpHalf {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -105,12 +114,7 @@ impl Transport {
     ) -> io::Result<Transport> {
         let tcp = Arc::new(tcp);
         let tls = acceptor.accept(TcpHalf(tcp.clone())).await?;
-        let peer_cn = tls
-            .get_ref()
-            .1
-            .peer_certificates()
-            .and_then(|c| c.first())
-            .and_then(|c| crate::auth::cert::subject_common_name(c));
+        let peer_cn = client_common_name(&tls);
         let (r, w) = futures_lite::io::split(tls);
         Ok(Transport(Kind::Wrapped(Box::new(Wrapped {
             read: Mutex::new(Box::new(r)),
@@ -138,12 +142,7 @@ impl Transport {
             }
             Some(acceptor) => {
                 let tls = acceptor.accept(TcpHalf(tcp.clone())).await?;
-                let peer_cn = tls
-                    .get_ref()
-                    .1
-                    .peer_certificates()
-                    .and_then(|c| c.first())
-                    .and_then(|c| crate::auth::cert::subject_common_name(c));
+                let peer_cn = client_common_name(&tls);
                 let ws = crate::websocket::accept(tls, settings, peer).await?;
                 let (r, w) = futures_lite::io::split(ws);
                 (Box::new(r), Box::new(w), peer_cn)

@@ -3,8 +3,7 @@
 //! into a real mosquitto, and mosquitto delivers to a `#` subscriber exactly what `Acl` predicts.
 //! Without mosquitto installed each test prints why it skips; with CI set it fails instead.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
@@ -14,7 +13,7 @@ use robustmq_edge::auth::acl::{Access, Acl, ClientIdentity};
 use robustmq_edge::auth::password_file::{HashKind, PasswordFile};
 
 mod common;
-use common::free_port;
+use common::{free_port, run_with_stdin, wait_port_or};
 
 const MOSQUITTO: &str = "/usr/sbin/mosquitto";
 const MOSQUITTO_PASSWD: &str = "/usr/bin/mosquitto_passwd";
@@ -51,21 +50,12 @@ fn run(cmd: &mut Command) -> Output {
 }
 
 fn edge_passwd(args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_robustmq-edge"))
-        .arg("passwd")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start robustmq-edge passwd");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    run_with_stdin(
+        Command::new(env!("CARGO_BIN_EXE_robustmq-edge"))
+            .arg("passwd")
+            .args(args),
+        stdin.as_bytes(),
+    )
 }
 
 /// A mosquitto broker on 127.0.0.1, stopped on drop.
@@ -97,15 +87,7 @@ impl Mosquitto {
             .spawn()
             .expect("start mosquitto");
         let m = Mosquitto { child, port, log };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "mosquitto did not listen on {port}: {}",
-                m.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_port_or(port, || format!("mosquitto (log: {})", m.log_text()));
         m
     }
 

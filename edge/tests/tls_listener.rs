@@ -6,12 +6,12 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
 
 mod common;
-use common::{free_port, pem_identity, tls_client_config};
+use common::{free_port, pem_identity, tls_client_config, wait_port};
 
 struct Pki {
     ca_pem: String,
@@ -79,11 +79,7 @@ fn start(dir: &Path, tls_table: &str) -> Broker {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "broker did not listen");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_port(port, "broker");
     Broker { child, port }
 }
 

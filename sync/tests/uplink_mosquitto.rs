@@ -371,7 +371,7 @@ fn tls_upstream_with_generated_ca_and_client_certificate() {
              keyfile {sk}\nrequire_certificate true\n"
         ),
     );
-    wait_port(tls_port);
+    wait_port(tls_port, "mosquitto TLS listener");
     let sub = Subscriber::start(mq.port, "stores/#");
     let t = TestDb::new();
     let toml = format!(

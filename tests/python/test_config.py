@@ -30,25 +30,19 @@ def _assert_startup_fails_naming(tmp_path, doc, key):
 
 
 @pytest.mark.parametrize("doc,key", [
-    ("[limits]\nmax_conections = 3\n", "max_conections"),
-    ("bogus_top_level = 1\n", "bogus_top_level"),
-    ("[storage]\ncache_sise_bytes = 1\n", "cache_sise_bytes"),
-    ("[[listeners]]\nbind = \"127.0.0.1:1\"\nport = 3\n", "port"),
-    ("[limitz]\nmax_connections = 3\n", "limitz"),
+    pytest.param("[limits]\nmax_conections = 3\n", "max_conections", id="unknown_key"),
+    pytest.param("bogus_top_level = 1\n", "bogus_top_level", id="unknown_top_level_key"),
+    pytest.param("[storage]\ncache_sise_bytes = 1\n", "cache_sise_bytes", id="unknown_storage_key"),
+    pytest.param("[[listeners]]\nbind = \"127.0.0.1:1\"\nport = 3\n", "port", id="unknown_listener_key"),
+    pytest.param("[limitz]\nmax_connections = 3\n", "limitz", id="unknown_table"),
+    pytest.param("[limits]\nreceive_maximum = 0\n", "receive_maximum", id="zero_receive_maximum"),
+    pytest.param("durability = \"sometimes\"\n", "durability", id="unknown_durability"),
+    pytest.param("[limits]\nmax_packet_size = \"big\"\n", "max_packet_size", id="string_for_number"),
+    pytest.param("[[listeners]]\nbind = \"not an address\"\n", "bind", id="bad_bind_address"),
+    pytest.param("[limits]\nmax_connections = -1\n", "max_connections", id="negative_number"),
+    pytest.param("[log]\nlevel = \"[[[\"\n", "level", id="bad_log_filter"),
 ])
-def test_unknown_config_key_fails_startup_naming_the_key(tmp_path, doc, key):
-    _assert_startup_fails_naming(tmp_path, doc, key)
-
-
-@pytest.mark.parametrize("doc,key", [
-    ("[limits]\nreceive_maximum = 0\n", "receive_maximum"),
-    ("durability = \"sometimes\"\n", "durability"),
-    ("[limits]\nmax_packet_size = \"big\"\n", "max_packet_size"),
-    ("[[listeners]]\nbind = \"not an address\"\n", "bind"),
-    ("[limits]\nmax_connections = -1\n", "max_connections"),
-    ("[log]\nlevel = \"[[[\"\n", "level"),
-])
-def test_invalid_config_value_fails_startup_naming_the_key(tmp_path, doc, key):
+def test_bad_config_fails_startup_naming_the_key_and_creates_nothing(tmp_path, doc, key):
     _assert_startup_fails_naming(tmp_path, doc, key)
     assert not (tmp_path / "d" / "edge.redb").exists(), "nothing should be created for a bad config"
 

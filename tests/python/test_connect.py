@@ -144,30 +144,27 @@ def test_session_takeover_publishes_the_old_connections_will(broker, clients, ve
     watcher.expect_no_message(0.3)
 
 
-def test_v5_takeover_resuming_session_within_will_delay_does_not_send_will(broker, clients, uid):
-    watcher = clients.subscriber(broker, f"w-{uid}", 5, f"{uid}/will", qos=1)
-    old = clients.raw(broker, 5)
-    old.connect(f"dup-{uid}", clean=False, props={"SessionExpiryInterval": 60},
-                will={"topic": f"{uid}/will", "payload": b"x", "qos": 1, "props": {"WillDelayInterval": 2}})
-    new = clients.raw(broker, 5)
-    ack = new.connect(f"dup-{uid}", clean=False, props={"SessionExpiryInterval": 60})
-    assert ack.session_present
-    old.wait_closed()
-    watcher.expect_no_message(3.0)  # past the 2 s will delay
-
-
-@pytest.mark.mosquitto_deviation("2.0.11 keeps waiting for the will delay although the session ended")
-def test_v5_takeover_with_clean_start_ends_session_and_sends_will_despite_delay(broker, clients, uid):
-    watcher = clients.subscriber(broker, f"w-{uid}", 5, f"{uid}/will", qos=1)
-    old = clients.raw(broker, 5)
-    old.connect(f"dup-{uid}", clean=False, props={"SessionExpiryInterval": 60},
-                will={"topic": f"{uid}/will", "payload": b"ended", "qos": 1, "props": {"WillDelayInterval": 30}})
-    new = clients.raw(broker, 5)
-    ack = new.connect(f"dup-{uid}", clean=True)
-    assert not ack.session_present
-    old.wait_closed()
+@pytest.mark.parametrize("clean,will_delay", [
+    # Resumed within the 2 s will delay: the session lives on, no will (waited past the delay).
+    pytest.param(False, 2, id="resuming_session_within_will_delay_sends_no_will"),
     # The old session ended (clean start), so the will is due now, not in 30 s [MQTT-3.1.2-8].
-    assert watcher.expect_message(timeout=3).payload == b"ended"
+    pytest.param(True, 30, id="clean_start_ends_session_and_sends_will_despite_delay", marks=pytest.mark.mosquitto_deviation(
+        "2.0.11 keeps waiting for the will delay although the session ended")),
+])
+def test_v5_takeover_sends_the_delayed_will_only_when_the_session_ends(broker, clients, uid, clean, will_delay):
+    watcher = clients.subscriber(broker, f"w-{uid}", 5, f"{uid}/will", qos=1)
+    old = clients.raw(broker, 5)
+    old.connect(f"dup-{uid}", clean=False, props={"SessionExpiryInterval": 60},
+                will={"topic": f"{uid}/will", "payload": b"ended", "qos": 1,
+                      "props": {"WillDelayInterval": will_delay}})
+    new = clients.raw(broker, 5)
+    ack = new.connect(f"dup-{uid}", clean=clean, props=None if clean else {"SessionExpiryInterval": 60})
+    assert ack.session_present is not clean
+    old.wait_closed()
+    if clean:
+        assert watcher.expect_message(timeout=3).payload == b"ended"
+    else:
+        watcher.expect_no_message(3.0)
 
 
 def _persistent(clients, broker, cid, version, expiry=300):

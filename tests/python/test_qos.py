@@ -7,6 +7,16 @@ import rawmqtt as r
 pytestmark = pytest.mark.timeout(30)
 
 
+def _first_delivery_to_persistent(broker, clients, version, uid, qos, payload):
+    """A fresh persistent raw subscriber s-{uid} on {uid}/t at `qos` (granted), and a publisher
+    that sends it `payload` at `qos`: (subscriber, publisher, the PUBLISH the subscriber got)."""
+    sub = clients.fresh_persistent_raw(broker, version, f"s-{uid}")
+    assert sub.subscribe(f"{uid}/t", qos=qos).codes == [qos]
+    pub = clients.connected(broker, f"p-{uid}", version)
+    pub.publish(f"{uid}/t", payload, qos=qos)
+    return sub, pub, sub.expect(r.PUBLISH)
+
+
 @pytest.mark.parametrize("pub_qos", [0, 1, 2])
 @pytest.mark.parametrize("sub_qos", [0, 1, 2])
 def test_message_is_delivered_at_the_lower_of_publish_and_subscription_qos(broker, clients, version, uid, pub_qos, sub_qos):
@@ -70,11 +80,7 @@ def test_qos2_inbound_flow_completes_after_publisher_reconnects(broker, clients,
 
 @pytest.mark.parametrize("qos", [1, 2])
 def test_unacknowledged_publish_is_redelivered_with_dup_and_same_packet_id_after_reconnect(broker, clients, version, uid, qos):
-    sub = clients.fresh_persistent_raw(broker, version, f"s-{uid}")
-    assert sub.subscribe(f"{uid}/t", qos=qos).codes == [qos]
-    pub = clients.connected(broker, f"p-{uid}", version)
-    pub.publish(f"{uid}/t", b"redeliver me", qos=qos)
-    first = sub.expect(r.PUBLISH)
+    sub, _pub, first = _first_delivery_to_persistent(broker, clients, version, uid, qos, b"redeliver me")
     assert first.qos == qos and not first.dup and first.payload == b"redeliver me"
     sub.close()  # no PUBACK / PUBREC
 
@@ -94,11 +100,7 @@ def test_unacknowledged_publish_is_redelivered_with_dup_and_same_packet_id_after
 
 
 def test_qos2_pubrel_is_resent_after_reconnect_when_pubcomp_was_missing(broker, clients, version, uid):
-    sub = clients.fresh_persistent_raw(broker, version, f"s-{uid}")
-    sub.subscribe(f"{uid}/t", qos=2)
-    pub = clients.connected(broker, f"p-{uid}", version)
-    pub.publish(f"{uid}/t", b"q2", qos=2)
-    p = sub.expect(r.PUBLISH)
+    sub, _pub, p = _first_delivery_to_persistent(broker, clients, version, uid, 2, b"q2")
     sub.send(r.ack_packet(r.PUBREC, p.pid, version=version))
     assert sub.expect(r.PUBREL).pid == p.pid
     sub.close()  # no PUBCOMP
@@ -173,11 +175,7 @@ def test_packet_id_is_reusable_after_the_qos2_flow_completes(broker, clients, ve
 
 
 def test_session_takeover_keeps_the_persistent_session_and_its_unacknowledged_messages(broker, clients, version, uid):
-    old = clients.fresh_persistent_raw(broker, version, f"s-{uid}")
-    old.subscribe(f"{uid}/t", qos=1)
-    pub = clients.connected(broker, f"p-{uid}", version)
-    pub.publish(f"{uid}/t", b"unacked", qos=1)
-    first = old.expect(r.PUBLISH)
+    old, pub, first = _first_delivery_to_persistent(broker, clients, version, uid, 1, b"unacked")
     new, ack = clients.persistent_raw(broker, version, f"s-{uid}")  # old is still connected
     assert ack.session_present
     again = new.expect(r.PUBLISH)

@@ -6,54 +6,35 @@ import pytest
 pytestmark = pytest.mark.timeout(30)
 
 
-def test_retained_message_is_delivered_on_subscribe_with_retain_flag(broker, clients, version, uid):
+@pytest.mark.parametrize("publishes,kept", [
+    pytest.param([(b"last known", True)], b"last known", id="delivered_with_retain_flag"),
+    pytest.param([(b"old", True), (b"new", True)], b"new", id="replaced_by_a_newer_one"),
+    pytest.param([(b"soon gone", True), (b"", True)], None, id="deleted_by_an_empty_payload"),
+    pytest.param([(b"kept", True), (b"transient", False)], b"kept", id="not_replaced_by_a_non_retained_publish"),
+])
+def test_new_subscriber_gets_the_last_retained_message_with_retain_flag(broker, clients, version, uid, publishes, kept):
+    """`publishes` are (payload, retain) in order on one topic; a later subscriber gets `kept`
+    (None: nothing) at QoS 1 with the retain flag set, and nothing else."""
     pub = clients.connected(broker, f"p-{uid}", version)
-    pub.publish(f"{uid}/r", b"last known", qos=1, retain=True)
+    for payload, retain in publishes:
+        pub.publish(f"{uid}/r", payload, qos=1, retain=retain)
     sub = clients.subscriber(broker, f"s-{uid}", version, f"{uid}/r", qos=1)
+    if kept is not None:
+        msg = sub.expect_message()
+        assert (msg.topic, msg.payload, msg.retain, msg.qos) == (f"{uid}/r", kept, True, 1)
+    sub.expect_no_message(0.5 if kept is None else 0.3)
+
+
+@pytest.mark.parametrize("payload", [
+    pytest.param(b"", id="empty_payload_is_still_forwarded"),
+    pytest.param(b"live", id="live_message"),
+])
+def test_retained_publish_reaches_current_subscribers_without_retain_flag(broker, clients, version, uid, payload):
+    sub = clients.subscriber(broker, f"s-{uid}", version, f"{uid}/r", qos=1)
+    pub = clients.connected(broker, f"p-{uid}", version)
+    pub.publish(f"{uid}/r", payload, qos=1, retain=True)
     msg = sub.expect_message()
-    assert (msg.topic, msg.payload, msg.retain, msg.qos) == (f"{uid}/r", b"last known", True, 1)
-    sub.expect_no_message(0.3)
-
-
-def test_retained_message_is_replaced_by_a_newer_one(broker, clients, version, uid):
-    pub = clients.connected(broker, f"p-{uid}", version)
-    pub.publish(f"{uid}/r", b"old", qos=1, retain=True)
-    pub.publish(f"{uid}/r", b"new", qos=1, retain=True)
-    sub = clients.subscriber(broker, f"s-{uid}", version, f"{uid}/r", qos=1)
-    assert sub.expect_message().payload == b"new"
-    sub.expect_no_message(0.3)
-
-
-def test_retained_message_with_empty_payload_is_deleted(broker, clients, version, uid):
-    pub = clients.connected(broker, f"p-{uid}", version)
-    pub.publish(f"{uid}/r", b"soon gone", qos=1, retain=True)
-    pub.publish(f"{uid}/r", b"", qos=1, retain=True)
-    sub = clients.subscriber(broker, f"s-{uid}", version, f"{uid}/r", qos=1)
-    sub.expect_no_message(0.5)
-
-
-def test_empty_retained_publish_is_still_forwarded_to_current_subscribers(broker, clients, version, uid):
-    sub = clients.subscriber(broker, f"s-{uid}", version, f"{uid}/r", qos=1)
-    pub = clients.connected(broker, f"p-{uid}", version)
-    pub.publish(f"{uid}/r", b"", qos=1, retain=True)
-    msg = sub.expect_message()
-    assert msg.payload == b"" and msg.topic == f"{uid}/r"
-
-
-def test_message_published_while_subscribed_is_delivered_without_retain_flag(broker, clients, version, uid):
-    sub = clients.subscriber(broker, f"s-{uid}", version, f"{uid}/r", qos=1)
-    pub = clients.connected(broker, f"p-{uid}", version)
-    pub.publish(f"{uid}/r", b"live", qos=1, retain=True)
-    msg = sub.expect_message()
-    assert msg.payload == b"live" and msg.retain is False
-
-
-def test_non_retained_publish_does_not_replace_the_retained_message(broker, clients, version, uid):
-    pub = clients.connected(broker, f"p-{uid}", version)
-    pub.publish(f"{uid}/r", b"kept", qos=1, retain=True)
-    pub.publish(f"{uid}/r", b"transient", qos=1, retain=False)
-    sub = clients.subscriber(broker, f"s-{uid}", version, f"{uid}/r", qos=1)
-    assert sub.expect_message().payload == b"kept"
+    assert (msg.topic, msg.payload, msg.retain) == (f"{uid}/r", payload, False)
 
 
 def test_retained_messages_matching_a_wildcard_subscription_are_all_delivered(broker, clients, version, uid):

@@ -60,20 +60,19 @@ def test_will_is_sent_when_the_broker_closes_the_connection_for_a_protocol_error
     assert w.expect_message().payload == b"broken"
 
 
-def test_v5_will_is_sent_on_disconnect_with_reason_0x04(broker, clients, uid):
+@pytest.mark.parametrize("reason,sent", [
+    pytest.param(0x04, True, id="sent_on_0x04_disconnect_with_will"),
+    pytest.param(0x00, False, id="not_sent_on_0x00_normal_disconnect"),
+])
+def test_v5_disconnect_reason_decides_whether_the_will_is_sent(broker, clients, uid, reason, sent):
     w = _watch(broker, clients, uid, 5)
     c = _with_will(broker, clients, uid, 5, b"as asked")
     c.connect()
-    c.disconnect(reason=0x04)
-    assert w.expect_message().payload == b"as asked"
-
-
-def test_v5_will_is_not_sent_on_disconnect_with_reason_0x00(broker, clients, uid):
-    w = _watch(broker, clients, uid, 5)
-    c = _with_will(broker, clients, uid, 5, b"no")
-    c.connect()
-    c.disconnect(reason=0x00)
-    w.expect_no_message(1.0)
+    c.disconnect(reason=reason)
+    if sent:
+        assert w.expect_message().payload == b"as asked"
+    else:
+        w.expect_no_message(1.0)
 
 
 def test_v5_will_delay_interval_delays_the_will(broker, clients, uid):

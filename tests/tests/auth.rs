@@ -3,7 +3,7 @@
 //! the ACL on publish, subscribe, wills, routed and retained delivery, and reload on SIGHUP.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use robustmq_edge_e2e::rumqttc::v5::mqttbytes::QoS as Q5;
@@ -36,20 +36,12 @@ fn edge_passwd(dir: &Path) -> PathBuf {
         if i == 0 {
             cmd.arg("-c");
         }
-        let mut child = cmd
-            .arg("--password-stdin")
-            .arg(&file)
-            .arg(user)
-            .stdin(Stdio::piped())
-            .spawn()
-            .expect("run robustmq-edge passwd");
-        use std::io::Write;
-        let mut stdin = child.stdin.take().expect("stdin");
-        writeln!(stdin, "{pw}").expect("write password");
-        drop(stdin);
+        cmd.arg("--password-stdin").arg(&file).arg(user);
+        let out = run_with_stdin(&mut cmd, format!("{pw}\n").as_bytes());
         assert!(
-            child.wait().expect("wait").success(),
-            "robustmq-edge passwd"
+            out.status.success(),
+            "robustmq-edge passwd: {}",
+            String::from_utf8_lossy(&out.stderr)
         );
     }
     file

@@ -192,7 +192,7 @@ async fn full_disk_refuses_qos1_and_qos2_keeps_qos0_flowing_and_recovers_without
     broker.stop();
     let fs = SmallFs::mount(broker.data_dir(), &std::env::temp_dir());
     broker.restart();
-    wait_http(http);
+    wait_port(http, "HTTP listener");
     assert_eq!(disk_metric(http, "robustmq_edge_storage_disk_full"), 0);
     // The binary counts its heap (limits.max_memory); tests in process do not.
     assert!(disk_metric(http, "robustmq_edge_heap_bytes") > 0);

@@ -25,7 +25,7 @@ fn broker_with_http(extra: &str) -> (Broker, u16) {
         .kind(BrokerKind::Edge)
         .config_text(text)
         .start();
-    wait_http(http);
+    wait_port(http, "HTTP listener");
     (b, http)
 }
 
@@ -78,20 +78,7 @@ fn run_ok(c: Command, what: &str) -> Output {
 
 /// `promtool check metrics` on `text`: panics with its complaints.
 fn promtool_check(text: &str) {
-    let mut child = tool("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start promtool");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(text.as_bytes())
-        .expect("feed promtool");
-    let out = child.wait_with_output().expect("promtool");
+    let out = run_with_stdin(tool("promtool").args(["check", "metrics"]), text.as_bytes());
     assert!(
         out.status.success(),
         "promtool check metrics failed:\n{}{}",
@@ -335,7 +322,7 @@ fn https_listener_wants_the_bearer_token() {
         .kind(BrokerKind::Edge)
         .config_text(text)
         .start();
-    wait_http(http);
+    wait_port(http, "HTTP listener");
     let curl = |path: &str, auth: Option<&str>, scheme: &str| -> String {
         curl_status(
             &format!("{scheme}://localhost:{http}{path}"),
@@ -513,7 +500,7 @@ fn status_page_sends_the_token_from_its_url_fragment() {
             "[http]\nbind = \"127.0.0.1:{http}\"\ntoken = \"{token}\"\n"
         ))
         .start();
-    wait_http(http);
+    wait_port(http, "HTTP listener");
     let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ops_http");
     std::fs::create_dir_all(&out_dir).expect("output dir");
     let state = |url: &str| -> String {
@@ -581,7 +568,7 @@ fn sighup_reloads_the_https_certificate() {
         .process()
         .config_text(text)
         .start();
-    wait_http(http);
+    wait_port(http, "HTTP listener");
     let ready_with =
         |ca: &Path| curl_status(&format!("https://localhost:{http}/health/ready"), ca, None);
     assert_eq!(ready_with(&ca1_path), "200");

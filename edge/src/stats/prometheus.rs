@@ -43,6 +43,19 @@ impl Out {
         self.family(name, kind, help);
         self.value(name, &[], v);
     }
+
+    /// A family with one value per value of the label `key` (a reason, a QoS, a state).
+    fn labelled<'a, V: Display>(
+        &mut self,
+        (name, kind, help): (&str, &str, &str),
+        key: &str,
+        values: impl IntoIterator<Item = (&'a str, V)>,
+    ) {
+        self.family(name, kind, help);
+        for (label, v) in values {
+            self.value(name, &[(key, label)], v);
+        }
+    }
 }
 
 /// Label values escape backslash, double quote and line feed.
@@ -107,14 +120,15 @@ pub fn render(s: &Snapshot) -> String {
         "Connections accepted (CONNACK Success) since start.",
         c.connections_total,
     );
-    o.family(
-        "connections_refused_total",
-        "counter",
-        "Connections turned away before or at CONNECT, by reason.",
+    o.labelled(
+        (
+            "connections_refused_total",
+            "counter",
+            "Connections turned away before or at CONNECT, by reason.",
+        ),
+        "reason",
+        c.refused.iter().map(|(r, n)| (r.label(), n)),
     );
-    for (r, n) in &c.refused {
-        o.value("connections_refused_total", &[("reason", r.label())], n);
-    }
     o.single(
         "connection_panics_total",
         "counter",
@@ -123,10 +137,7 @@ pub fn render(s: &Snapshot) -> String {
     );
 
     let per_qos = |o: &mut Out, name: &str, help: &str, v: &[u64; 3]| {
-        o.family(name, "counter", help);
-        for (q, n) in QOS.iter().zip(v) {
-            o.value(name, &[("qos", q)], n);
-        }
+        o.labelled((name, "counter", help), "qos", QOS.into_iter().zip(v));
     };
     per_qos(
         &mut o,
@@ -176,14 +187,15 @@ pub fn render(s: &Snapshot) -> String {
         "Bytes written to connected clients.",
         c.bytes_sent,
     );
-    o.family(
-        "messages_dropped_total",
-        "counter",
-        "Application messages not delivered or not stored, by reason.",
+    o.labelled(
+        (
+            "messages_dropped_total",
+            "counter",
+            "Application messages not delivered or not stored, by reason.",
+        ),
+        "reason",
+        c.dropped.iter().map(|(d, n)| (d.label(), n)),
     );
-    for (d, n) in &c.dropped {
-        o.value("messages_dropped_total", &[("reason", d.label())], n);
-    }
 
     o.family(
         "sessions",
@@ -364,20 +376,21 @@ fn sync(o: &mut Out, st: &edge_sync::SyncStatus) {
         "Messages from the upstream delivered locally by this process.",
         st.downlink_delivered,
     );
-    o.family(
-        "sync_dropped_total",
-        "counter",
-        "Outbox messages dropped, by reason (all time).",
-    );
     let d = &st.dropped;
-    for (reason, n) in [
-        ("full", d.full),
-        ("ttl", d.ttl),
-        ("rejected", d.rejected),
-        ("invalid", d.invalid),
-    ] {
-        o.value("sync_dropped_total", &[("reason", reason)], n);
-    }
+    o.labelled(
+        (
+            "sync_dropped_total",
+            "counter",
+            "Outbox messages dropped, by reason (all time).",
+        ),
+        "reason",
+        [
+            ("full", d.full),
+            ("ttl", d.ttl),
+            ("rejected", d.rejected),
+            ("invalid", d.invalid),
+        ],
+    );
     if st.rules.is_empty() {
         return;
     }

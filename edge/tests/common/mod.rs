@@ -4,16 +4,13 @@
 #![allow(dead_code)]
 
 use std::io::Read;
-use std::net::TcpListener;
 use std::sync::Arc;
 
 use edge_mqtt::frame::{read_var_int, write_var_int};
 
-/// A port on 127.0.0.1 that was free a moment ago.
-pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("bound address").port()
-}
+// Each test binary uses only part of them.
+#[allow(unused_imports)]
+pub use test_support::{free_port, run_with_stdin, wait_port, wait_port_or};
 
 /// An MQTT string: two length bytes, then the bytes.
 pub fn mqtt_str(s: &str) -> Vec<u8> {

@@ -12,13 +12,7 @@ use std::time::{Duration, Instant};
 
 use edge_sync::{DownMessage, LocalBus, LocalMessage, Outbox, SyncConfig};
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use test_support::{free_port, wait_port};
 
 pub struct TestDb {
     pub dir: tempfile::TempDir,
@@ -160,7 +154,7 @@ impl Mosquitto {
             .stderr(Stdio::null())
             .spawn()
             .expect("mosquitto installed at /usr/sbin/mosquitto");
-        wait_port(port);
+        wait_port(port, "mosquitto");
         Mosquitto { child, port, dir }
     }
     pub fn start() -> Mosquitto {
@@ -180,14 +174,6 @@ impl Drop for Mosquitto {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// Waits (up to 10 s) until something accepts TCP connections on 127.0.0.1:`port`.
-pub fn wait_port(port: u16) {
-    let open = wait_until(Duration::from_secs(10), || {
-        TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-    assert!(open, "port {port} never opened");
 }
 
 /// One received message as printed by `mosquitto_sub -F '%t|%P|%p'`.

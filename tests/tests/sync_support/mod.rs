@@ -8,7 +8,6 @@
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,18 +25,6 @@ pub use upstream::*;
 
 /// `node_id` of the edge in most tests.
 pub const NODE: &str = "gw1";
-
-/// Waits (up to 10 s) until something accepts TCP connections on 127.0.0.1:`port`.
-pub fn wait_port(port: u16, what: &str) {
-    let t = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "{what}: port {port} never opened"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// One message seen on the upstream.
 #[derive(Debug, Clone)]
