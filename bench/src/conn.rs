@@ -154,6 +154,16 @@ async fn with_timeout<T>(
         .map_err(|e| io_err(what, e))
 }
 
+/// `Conn` methods that queue one successful v5 acknowledgement (lowered for 3.1.1) of a packet id.
+macro_rules! send_ack {
+    ($($name:ident => $kind:ident),*) => {$(
+        pub fn $name(&mut self, pid: u16) -> Result<()> {
+            let p = Self::pid(pid)?;
+            self.queue(&v5::Packet::$kind(v5::$kind::new_success(p)))
+        }
+    )*};
+}
+
 impl Conn {
     /// Opens a TCP connection (TCP_NODELAY) without sending anything.
     pub async fn tcp(addr: &str, version: Version, io_timeout: Duration) -> Result<Conn> {
@@ -258,25 +268,13 @@ impl Conn {
         Pid::try_from(pid).map_err(|e| io_err("pid", e))
     }
 
-    pub fn send_puback(&mut self, pid: u16) -> Result<()> {
-        let p = Self::pid(pid)?;
-        self.queue(&v5::Packet::Puback(v5::Puback::new_success(p)))
-    }
-
-    pub fn send_pubrec(&mut self, pid: u16) -> Result<()> {
-        let p = Self::pid(pid)?;
-        self.queue(&v5::Packet::Pubrec(v5::Pubrec::new_success(p)))
-    }
-
-    pub fn send_pubrel(&mut self, pid: u16) -> Result<()> {
-        let p = Self::pid(pid)?;
-        self.queue(&v5::Packet::Pubrel(v5::Pubrel::new_success(p)))
-    }
-
-    pub fn send_pubcomp(&mut self, pid: u16) -> Result<()> {
-        let p = Self::pid(pid)?;
-        self.queue(&v5::Packet::Pubcomp(v5::Pubcomp::new_success(p)))
-    }
+    // send_puback, send_pubrec, send_pubrel, send_pubcomp: one successful acknowledgement.
+    send_ack!(
+        send_puback => Puback,
+        send_pubrec => Pubrec,
+        send_pubrel => Pubrel,
+        send_pubcomp => Pubcomp
+    );
 
     pub fn send_disconnect(&mut self) -> Result<()> {
         self.queue(&v5::Packet::Disconnect(v5::Disconnect::new_normal()))

@@ -410,19 +410,24 @@ pub fn tables(r: &Results) -> String {
 mod tests {
     use super::*;
 
+    /// The row of the report tables made from `results` (JSON lines) that starts with `start`.
+    fn table_row(results: &[&str], start: &str) -> String {
+        let t = tables(&load(&results.join("\n")));
+        t.lines()
+            .find(|l| l.starts_with(start))
+            .unwrap_or_else(|| panic!("no row `{start}` in\n{t}"))
+            .to_string()
+    }
+
     #[test]
     fn invalid_runs_never_show_a_number() {
-        let r = load(concat!(
-            r#"{"label":"ours:tp:1-1:q0:64","test":"throughput","valid":true,"delivered_per_s":300000.0}"#,
-            "\n",
-            r#"{"label":"mosq:tp:1-1:q0:64","test":"throughput","valid":false,"missing":12,"duplicates":0,"delivered_per_s":null}"#,
-            "\n"
-        ));
-        let t = tables(&r);
-        let line = t
-            .lines()
-            .find(|l| l.starts_with("| QoS 0 throughput, 1 -> 1, 64 B"))
-            .unwrap();
+        let line = table_row(
+            &[
+                r#"{"label":"ours:tp:1-1:q0:64","test":"throughput","valid":true,"delivered_per_s":300000.0}"#,
+                r#"{"label":"mosq:tp:1-1:q0:64","test":"throughput","valid":false,"missing":12,"duplicates":0,"delivered_per_s":null}"#,
+            ],
+            "| QoS 0 throughput, 1 -> 1, 64 B",
+        );
         assert!(line.contains("300,000"), "{line}");
         assert!(line.contains("INVALID (missing 12, dup 0)"), "{line}");
         assert!(line.contains("no valid number"), "{line}");
@@ -450,17 +455,13 @@ mod tests {
 
     #[test]
     fn ratio_and_target_status() {
-        let r = load(concat!(
-            r#"{"label":"ours:rss-idle","test":"mem","rss_kb":3000}"#,
-            "\n",
-            r#"{"label":"mosq:rss-idle","test":"mem","rss_kb":6000}"#,
-            "\n"
-        ));
-        let t = tables(&r);
-        let line = t
-            .lines()
-            .find(|l| l.starts_with("| idle RSS (kB)"))
-            .unwrap();
+        let line = table_row(
+            &[
+                r#"{"label":"ours:rss-idle","test":"mem","rss_kb":3000}"#,
+                r#"{"label":"mosq:rss-idle","test":"mem","rss_kb":6000}"#,
+            ],
+            "| idle RSS (kB)",
+        );
         assert!(line.contains("0.50x") && line.contains("**met**"), "{line}");
         assert_eq!(fmt_num(1234567.0), "1,234,567");
         assert_eq!(fmt_num(12.345), "12.3");

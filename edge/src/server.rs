@@ -292,6 +292,31 @@ impl Server {
 /// Connections that may wait for their CONNACK beyond `limits.max_connections`.
 const PENDING_HEADROOM: usize = 256;
 
+/// Runs a boxed TLS or WebSocket handshake within `limit` (the CONNECT time limit); on failure
+/// or timeout logs why the connection of `peer` is refused and gives None. The caller boxes the
+/// handshake: its state would otherwise widen every connection task for the connection's life.
+async fn handshake<F>(
+    hs: std::pin::Pin<Box<F>>,
+    limit: Duration,
+    peer: SocketAddr,
+    kind: &str,
+) -> Option<Transport>
+where
+    F: Future<Output = std::io::Result<Transport>>,
+{
+    let timeout = async {
+        smol::Timer::after(limit).await;
+        Err(std::io::ErrorKind::TimedOut.into())
+    };
+    match hs.or(timeout).await {
+        Ok(t) => Some(t),
+        Err(e) => {
+            tracing::info!(%peer, error = %e, "connection refused: {kind} handshake failed");
+            None
+        }
+    }
+}
+
 /// Accepts connections on one listener for as long as the task lives.
 async fn accept_loop(
     broker: Arc<Broker>,
@@ -338,40 +363,37 @@ async fn accept_loop(
                         (tls, Some(ws)) => {
                             // TLS (wss://) and the HTTP upgrade share the CONNECT time limit.
                             // Boxed, like the TLS handshake below.
-                            let hs = Box::pin(Transport::websocket(stream, tls.as_ref(), &ws, peer)).or(async {
-                                smol::Timer::after(handshake_timeout).await;
-                                Err(std::io::ErrorKind::TimedOut.into())
-                            });
-                            match hs.await {
-                                Ok(t) => t,
-                                Err(e) => {
-                                    tracing::info!(%peer, error = %e, "connection refused: WebSocket handshake failed");
-                                    return;
-                                }
-                            }
+                            let hs =
+                                Box::pin(Transport::websocket(stream, tls.as_ref(), &ws, peer));
+                            let Some(t) = handshake(hs, handshake_timeout, peer, "WebSocket").await
+                            else {
+                                return;
+                            };
+                            t
                         }
                         (None, None) => Transport::plain(stream),
                         (Some(acceptor), None) => {
                             // Boxed: the TLS handshake's state would otherwise widen every
                             // connection task, plain or TLS, for the connection's life.
-                            let hs = Box::pin(Transport::tls(stream, &acceptor)).or(async {
-                                smol::Timer::after(handshake_timeout).await;
-                                Err(std::io::ErrorKind::TimedOut.into())
-                            });
-                            match hs.await {
-                                Ok(t) => t,
-                                Err(e) => {
-                                    tracing::info!(%peer, error = %e, "connection refused: TLS handshake failed");
-                                    b.stats.refused(crate::stats::Refused::TlsHandshake);
-                                    return;
-                                }
-                            }
+                            let hs = Box::pin(Transport::tls(stream, &acceptor));
+                            let Some(t) = handshake(hs, handshake_timeout, peer, "TLS").await
+                            else {
+                                b.stats.refused(crate::stats::Refused::TlsHandshake);
+                                return;
+                            };
+                            t
                         }
                     };
                     // The connection runs in a task of its own, which holds only the connection's
                     // future: this one's captures and handshake state are freed now.
                     connection_ex
-                        .spawn(crate::connection::serve(b, transport, peer, policy, pending_permit))
+                        .spawn(crate::connection::serve(
+                            b,
+                            transport,
+                            peer,
+                            policy,
+                            pending_permit,
+                        ))
                         .detach();
                 })
                 .detach();

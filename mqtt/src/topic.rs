@@ -66,6 +66,12 @@ mod tests {
         assert!(!matches("a/+", "a/b/c"));
         assert!(!matches("a/b", "a/b/c"));
         assert!(matches("a//c", "a//c"));
+        // The examples of the spec (section 4.7.1).
+        assert!(matches("sport/#", "sport"));
+        assert!(matches("sport/#", "sport/tennis/player1"));
+        assert!(matches("sport/+/player1", "sport/tennis/player1"));
+        assert!(!matches("sport/+", "sport"));
+        assert!(matches("+/+", "/finance"));
     }
 
     #[test]

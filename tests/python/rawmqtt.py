@@ -471,6 +471,17 @@ class RawClient:
             self._expect_ack(PUBREL, p.pid)
             self.send(ack_packet(PUBCOMP, p.pid, version=self.version))
 
+    def receive_acking(self, quiet: float = 0.7) -> list[Packet]:
+        """Receives and acknowledges packets until none comes for `quiet` seconds; returns them."""
+        got = []
+        while True:
+            try:
+                p = self.recv(quiet)
+            except Timeout:
+                return got
+            self.ack(p)
+            got.append(p)
+
     def disconnect(self, rc: int = 0, props=None) -> None:
         self.send(disconnect_packet(rc, props, self.version))
         self.close()

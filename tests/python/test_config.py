@@ -219,14 +219,7 @@ def test_max_queued_messages_bounds_the_offline_queue(broker_factory, clients, u
         pub.publish(f"{uid}/t", str(i).encode(), qos=1)
     s2 = clients.raw(b, 5)
     assert s2.connect(f"s-{uid}", clean=False, props={"SessionExpiryInterval": 300}).session_present
-    got = []
-    while True:
-        try:
-            p = s2.recv(0.7)
-        except r.Timeout:
-            break
-        s2.ack(p)
-        got.append(p.payload)
+    got = [p.payload for p in s2.receive_acking()]
     assert got == [str(i).encode() for i in range(5)], f"expected the first 5 kept, newer dropped: {got}"
 
 
@@ -241,14 +234,7 @@ def test_max_queued_bytes_bounds_the_offline_queue(broker_factory, clients, uid)
         pub.publish(f"{uid}/t", bytes([65 + i]) * 3000, qos=1)
     s2 = clients.raw(b, 4)
     assert s2.connect(f"s-{uid}", clean=False).session_present
-    got = []
-    while True:
-        try:
-            p = s2.recv(0.7)
-        except r.Timeout:
-            break
-        s2.ack(p)
-        got.append(p.payload[:1])
+    got = [p.payload[:1] for p in s2.receive_acking()]
     assert 1 <= len(got) <= 4 and got == [bytes([65 + i]) for i in range(len(got))], got
 
 

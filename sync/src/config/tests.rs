@@ -26,36 +26,64 @@ fn minimal_config_gets_defaults() {
     assert!(c.capture_qos0);
 }
 
+/// Every refused config names what is wrong: (config, texts its error must contain).
 #[test]
-fn bad_forward_qos_names_the_indexed_key() {
-    let s = format!("{MIN}[[forward]]\nfilter = \"a/#\"\n[[forward]]\nfilter = \"b/#\"\nqos = 0\n");
-    let e = refused(&s);
-    assert!(e.contains("sync.forward[1].qos"), "{e}");
-}
-
-#[test]
-fn unknown_key_is_named() {
-    let s = format!("{MIN}[[forward]]\nfilter = \"a/#\"\nqoss = 1\n");
-    let e = refused(&s);
-    assert!(e.contains("sync.forward[0]"), "{e}");
-    assert!(e.contains("qoss"), "{e}");
-    let e = refused(&format!("{MIN}bogus = 1\n"));
-    assert!(e.contains("bogus"), "{e}");
-}
-
-#[test]
-fn wrong_type_names_the_key() {
-    let s = format!("{MIN}[backoff]\ninitial_ms = \"soon\"\n");
-    let e = refused(&s);
-    assert!(e.contains("sync.backoff.initial_ms"), "{e}");
-    let e = refused(&format!("{MIN}full_policy = \"drop_newest\"\n"));
-    assert!(e.contains("sync.full_policy"), "{e}");
-}
-
-#[test]
-fn bad_upstream_scheme_is_named() {
-    let e = refused("node_id = \"n\"\nupstreams = [\"tcp://a:1\", \"ws://b:1883\"]\n");
-    assert!(e.contains("sync.upstreams[1]"), "{e}");
+fn a_refused_config_names_the_key() {
+    let cases: Vec<(String, &[&str])> = vec![
+        // Indexed keys of rules.
+        (
+            format!("{MIN}[[forward]]\nfilter = \"a/#\"\n[[forward]]\nfilter = \"b/#\"\nqos = 0\n"),
+            &["sync.forward[1].qos"],
+        ),
+        (
+            format!("{MIN}[[forward]]\nfilter = \"a/#\"\npriority = 4\n"),
+            &["sync.forward[0].priority"],
+        ),
+        (
+            format!("{MIN}[[forward]]\nfilter = \"a/#/b\"\n"),
+            &["sync.forward[0].filter"],
+        ),
+        (
+            format!("{MIN}[[downlink]]\nfilter = \"cmd/{{node_id}}/#\"\nqos = 3\n"),
+            &["sync.downlink[0].qos"],
+        ),
+        // Unknown keys.
+        (
+            format!("{MIN}[[forward]]\nfilter = \"a/#\"\nqoss = 1\n"),
+            &["sync.forward[0]", "qoss"],
+        ),
+        (format!("{MIN}bogus = 1\n"), &["bogus"]),
+        // Wrong types and values.
+        (
+            format!("{MIN}[backoff]\ninitial_ms = \"soon\"\n"),
+            &["sync.backoff.initial_ms"],
+        ),
+        (
+            format!("{MIN}full_policy = \"drop_newest\"\n"),
+            &["sync.full_policy"],
+        ),
+        (
+            "node_id = \"n\"\nupstreams = [\"tcp://a:1\", \"ws://b:1883\"]\n".into(),
+            &["sync.upstreams[1]"],
+        ),
+        // Required keys: missing, or present but empty by default.
+        ("upstreams = [\"tcp://a:1\"]\n".into(), &["node_id"]),
+        ("node_id = \"n\"\n".into(), &["sync.upstreams"]),
+        (
+            format!("{MIN}[[forward]]\nqos = 2\n"),
+            &["sync.forward[0].filter"],
+        ),
+        (
+            format!("{MIN}[[downlink]]\nqos = 2\n"),
+            &["sync.downlink[0].filter"],
+        ),
+    ];
+    for (config, keys) in cases {
+        let e = refused(&config);
+        for key in keys {
+            assert!(e.contains(key), "{config:?}: {e} does not name {key}");
+        }
+    }
 }
 
 #[test]
@@ -80,16 +108,6 @@ fn upstreams_are_parsed_once_when_read() {
 }
 
 #[test]
-fn required_keys_default_to_empty_and_are_refused_empty() {
-    let e = refused("node_id = \"n\"\n");
-    assert!(e.contains("sync.upstreams"), "{e}");
-    let e = refused(&format!("{MIN}[[forward]]\nqos = 2\n"));
-    assert!(e.contains("sync.forward[0].filter"), "{e}");
-    let e = refused(&format!("{MIN}[[downlink]]\nqos = 2\n"));
-    assert!(e.contains("sync.downlink[0].filter"), "{e}");
-}
-
-#[test]
 fn defaults_are_the_documented_ones() {
     let c = parse(MIN).unwrap();
     let d = SyncConfig::default();
@@ -104,22 +122,6 @@ fn defaults_are_the_documented_ones() {
     .unwrap();
     assert_eq!((c.forward[0].qos, c.forward[0].priority), (1, 0));
     assert_eq!(c.downlink[0].qos, 1);
-}
-
-#[test]
-fn missing_required_key_is_named() {
-    let e = refused("upstreams = [\"tcp://a:1\"]\n");
-    assert!(e.contains("node_id"), "{e}");
-}
-
-#[test]
-fn priority_and_filter_are_checked() {
-    let s = format!("{MIN}[[forward]]\nfilter = \"a/#\"\npriority = 4\n");
-    assert!(refused(&s).contains("sync.forward[0].priority"));
-    let s = format!("{MIN}[[forward]]\nfilter = \"a/#/b\"\n");
-    assert!(refused(&s).contains("sync.forward[0].filter"));
-    let s = format!("{MIN}[[downlink]]\nfilter = \"cmd/{{node_id}}/#\"\nqos = 3\n");
-    assert!(refused(&s).contains("sync.downlink[0].qos"));
 }
 
 #[test]

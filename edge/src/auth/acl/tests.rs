@@ -360,24 +360,36 @@ fn each_parsed_acl_has_its_own_generation_for_stale_client_views() {
 
 #[test]
 fn filter_relations() {
-    assert!(intersects("a/+", "+/b"));
-    assert!(intersects("a/#", "a"));
-    assert!(intersects("#", "x/y"));
-    assert!(!intersects("a/b", "a/c"));
-    assert!(!intersects("a/b/c", "a/b"));
-    assert!(!intersects("#", "$SYS/x"));
-    assert!(intersects("$SYS/#", "$SYS/+"));
-    assert!(!intersects("+/x", "$SYS/x"));
-    assert!(covers("a/#", "a"));
-    assert!(covers("a/#", "a/+/c"));
-    assert!(covers("a/+", "a/b"));
-    assert!(covers("+/+", "+/b"));
-    assert!(!covers("a/+", "a/#"));
-    assert!(!covers("a/b", "a/+"));
-    assert!(!covers("#", "$SYS/a"));
-    assert!(covers("#", "#"));
-    assert!(!covers("a/b", "a/b/c"));
-    assert!(!covers("a/b/#", "a"));
+    // (a, b, some topic matches both a and b)
+    let intersecting = [
+        ("a/+", "+/b", true),
+        ("a/#", "a", true),
+        ("#", "x/y", true),
+        ("a/b", "a/c", false),
+        ("a/b/c", "a/b", false),
+        ("#", "$SYS/x", false),
+        ("$SYS/#", "$SYS/+", true),
+        ("+/x", "$SYS/x", false),
+    ];
+    for (a, b, want) in intersecting {
+        assert_eq!(intersects(a, b), want, "intersects({a:?}, {b:?})");
+    }
+    // (a, b, every topic b matches is matched by a)
+    let covering = [
+        ("a/#", "a", true),
+        ("a/#", "a/+/c", true),
+        ("a/+", "a/b", true),
+        ("+/+", "+/b", true),
+        ("a/+", "a/#", false),
+        ("a/b", "a/+", false),
+        ("#", "$SYS/a", false),
+        ("#", "#", true),
+        ("a/b", "a/b/c", false),
+        ("a/b/#", "a", false),
+    ];
+    for (a, b, want) in covering {
+        assert_eq!(covers(a, b), want, "covers({a:?}, {b:?})");
+    }
 }
 
 #[test]
