@@ -57,6 +57,30 @@ struct Broker {
     port: u16,
 }
 
+/// A broker whose one listener is TLS with the server files of a fresh `Pki` in a temporary
+/// directory: `listener_keys` go in the listener table, `client_ca` asks for client certificates
+/// of the Pki's CA, `tls_keys` go in the `tls` table. The directory lives as long as the broker.
+fn start_tls(
+    listener_keys: &str,
+    client_ca: bool,
+    tls_keys: &str,
+) -> (tempfile::TempDir, Pki, Broker) {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new();
+    write_server_files(dir.path(), &pki);
+    let d = dir.path().display();
+    let ca = if client_ca {
+        format!("client_ca_file = \"{d}/clients-ca.pem\"\n")
+    } else {
+        String::new()
+    };
+    let table = format!(
+        "{listener_keys}[listeners.tls]\ncert_file = \"{d}/server.pem\"\nkey_file = \"{d}/server.key\"\n{ca}{tls_keys}"
+    );
+    let broker = start(dir.path(), &table);
+    (dir, pki, broker)
+}
+
 impl Drop for Broker {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -109,14 +133,7 @@ fn connect_over_tls(port: u16, cfg: Arc<rustls::ClientConfig>) -> Result<Vec<u8>
 
 #[test]
 fn a_tls_listener_accepts_mqtt_from_a_client_that_trusts_its_ca() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new();
-    write_server_files(dir.path(), &pki);
-    let table = format!(
-        "[listeners.tls]\ncert_file = \"{0}/server.pem\"\nkey_file = \"{0}/server.key\"",
-        dir.path().display()
-    );
-    let broker = start(dir.path(), &table);
+    let (_dir, pki, broker) = start_tls("", false, "");
     let ack = connect_over_tls(broker.port, client_config(&pki.ca_pem, None)).unwrap();
     assert_eq!(ack, vec![0x20, 0x02, 0x00, 0x00]);
     // A client trusting another CA is refused by its own verification.
@@ -126,14 +143,7 @@ fn a_tls_listener_accepts_mqtt_from_a_client_that_trusts_its_ca() {
 
 #[test]
 fn mutual_tls_requires_a_client_certificate_from_the_configured_ca() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new();
-    write_server_files(dir.path(), &pki);
-    let table = format!(
-        "[listeners.tls]\ncert_file = \"{0}/server.pem\"\nkey_file = \"{0}/server.key\"\nclient_ca_file = \"{0}/clients-ca.pem\"",
-        dir.path().display()
-    );
-    let broker = start(dir.path(), &table);
+    let (_dir, pki, broker) = start_tls("", true, "");
     assert!(
         connect_over_tls(broker.port, client_config(&pki.ca_pem, None)).is_err(),
         "a client without a certificate must not get a CONNACK"
@@ -167,16 +177,11 @@ fn a_missing_certificate_file_is_a_startup_error_naming_the_key() {
 
 #[test]
 fn use_identity_as_username_takes_the_user_from_the_certificate_common_name() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new();
-    write_server_files(dir.path(), &pki);
-    let table = format!(
-        "allow_anonymous = false\n[listeners.tls]\ncert_file = \"{0}/server.pem\"\n\
-         key_file = \"{0}/server.key\"\nclient_ca_file = \"{0}/clients-ca.pem\"\n\
-         use_identity_as_username = true",
-        dir.path().display()
+    let (_dir, pki, broker) = start_tls(
+        "allow_anonymous = false\n",
+        true,
+        "use_identity_as_username = true\n",
     );
-    let broker = start(dir.path(), &table);
     // A certificate naming `sensor-1` as its common name: accepted without a password.
     let named = {
         let key = KeyPair::generate().unwrap();

@@ -200,62 +200,55 @@ async fn store_gateway_example_forwards_upstream_and_delivers_downlink() {
 
         // Uplink: local publishes reach the cloud under the rules' remote topics.
         let mut local_pub = V3Client::connect(&edge, &unique("till"), true).await;
-        for (topic, payload) in [
+        let sent = [
             ("sensors/fridge-1/temp", "4.2"),
             ("pos/till-3/transactions", "tx-1"),
             ("alarms/door", "open"),
             ("other/topic", "stays local"),
-        ] {
-            local_pub
-                .publish(topic, QoS::AtLeastOnce, false, payload)
-                .await;
-        }
-        assert_eq!(
-            cloud_sub
-                .recv_sorted(3, Duration::from_secs(15), "cloud")
-                .await,
-            vec![
-                (
-                    "retail/store-0042/pos/till-3/transactions".to_string(),
-                    "tx-1".to_string()
-                ),
-                (
-                    "stores/store-0042/alarms/door".to_string(),
-                    "open".to_string()
-                ),
-                (
-                    "stores/store-0042/sensors/fridge-1/temp".to_string(),
-                    "4.2".to_string()
-                ),
-            ]
-        );
-        cloud_sub
-            .expect_no_publish(QUIET, "a topic without a forward rule")
-            .await;
+        ];
+        let expected = [
+            ("retail/store-0042/pos/till-3/transactions", "tx-1"),
+            ("stores/store-0042/alarms/door", "open"),
+            ("stores/store-0042/sensors/fridge-1/temp", "4.2"),
+        ];
+        let to = (&mut cloud_sub, "cloud", "a topic without a forward rule");
+        assert_forwarded(&mut local_pub, &sent, to, &expected).await;
 
         // Downlink: cloud commands for this store arrive locally with the prefix replaced.
         let mut cloud_pub = V3Client::connect(&cloud, &unique("cloud-pub"), true).await;
-        for (topic, payload) in [
+        let sent = [
             ("commands/store-0042/doors", "lock"),
             ("commands/store-0099/doors", "other"),
             ("broadcast/prices/milk", "1.09"),
-        ] {
-            cloud_pub
-                .publish(topic, QoS::AtLeastOnce, false, payload)
-                .await;
-        }
-        assert_eq!(
-            local_sub
-                .recv_sorted(2, Duration::from_secs(15), "local side")
-                .await,
-            vec![
-                ("commands/doors".to_string(), "lock".to_string()),
-                ("prices/milk".to_string(), "1.09".to_string()),
-            ]
-        );
-        local_sub
-            .expect_no_publish(QUIET, "another store's command")
-            .await;
+        ];
+        let expected = [("commands/doors", "lock"), ("prices/milk", "1.09")];
+        let to = (&mut local_sub, "local side", "another store's command");
+        assert_forwarded(&mut cloud_pub, &sent, to, &expected).await;
     })
     .await;
+}
+
+/// `publisher` publishes every `(topic, payload)` of `sent` at QoS 1; the subscriber of `to`
+/// (client, side, what it must not get) receives exactly `expected` (sorted by topic) within
+/// 15 s, and then nothing more.
+async fn assert_forwarded(
+    publisher: &mut V3Client,
+    sent: &[(&str, &str)],
+    (subscriber, side, not_forwarded): (&mut V3Client, &str, &str),
+    expected: &[(&str, &str)],
+) {
+    for (topic, payload) in sent {
+        publisher
+            .publish(topic, QoS::AtLeastOnce, false, *payload)
+            .await;
+    }
+    let want: Vec<(String, String)> = expected
+        .iter()
+        .map(|(t, p)| (t.to_string(), p.to_string()))
+        .collect();
+    let got = subscriber
+        .recv_sorted(expected.len(), Duration::from_secs(15), side)
+        .await;
+    assert_eq!(got, want);
+    subscriber.expect_no_publish(QUIET, not_forwarded).await;
 }

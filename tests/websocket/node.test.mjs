@@ -23,17 +23,25 @@ const nextMessage = (client) => new Promise((resolve, reject) => {
   });
 });
 
+/**
+ * `sub` subscribes to `filter` (default: `topic`), `pub` publishes `payload` on `topic`, both at
+ * QoS 1: `sub` gets exactly that at QoS 1. Both clients are closed afterwards.
+ */
+const roundTrip = async (sub, pub, topic, payload, filter = topic) => {
+  await sub.subscribeAsync(filter, { qos: 1 });
+  const got = nextMessage(sub);
+  await pub.publishAsync(topic, payload, { qos: 1 });
+  assert.deepEqual(await got, { topic, payload, qos: 1 });
+  await pub.endAsync();
+  await sub.endAsync();
+};
+
 test('MQTT.js over ws:// publishes and subscribes (3.1.1 and 5.0)', async () => {
   const url = `ws://127.0.0.1:${broker.ws}/mqtt`;
   for (const protocolVersion of [4, 5]) {
     const sub = await connect(url, { protocolVersion, clientId: `ws-sub-${protocolVersion}` });
     const pub = await connect(url, { protocolVersion, clientId: `ws-pub-${protocolVersion}` });
-    await sub.subscribeAsync('node/ws/#', { qos: 1 });
-    const got = nextMessage(sub);
-    await pub.publishAsync(`node/ws/${protocolVersion}`, `hello v${protocolVersion}`, { qos: 1 });
-    assert.deepEqual(await got, { topic: `node/ws/${protocolVersion}`, payload: `hello v${protocolVersion}`, qos: 1 });
-    await pub.endAsync();
-    await sub.endAsync();
+    await roundTrip(sub, pub, `node/ws/${protocolVersion}`, `hello v${protocolVersion}`, 'node/ws/#');
   }
 });
 
@@ -41,12 +49,7 @@ test('MQTT.js over wss:// publishes and subscribes, the certificate verified', a
   const url = `wss://127.0.0.1:${broker.wss}/mqtt`;
   const sub = await connect(url, { ca: broker.cert, clientId: 'wss-sub' });
   const pub = await connect(url, { ca: broker.cert, clientId: 'wss-pub', protocolVersion: 5 });
-  await sub.subscribeAsync('node/wss', { qos: 1 });
-  const got = nextMessage(sub);
-  await pub.publishAsync('node/wss', 'secret', { qos: 1 });
-  assert.deepEqual(await got, { topic: 'node/wss', payload: 'secret', qos: 1 });
-  await pub.endAsync();
-  await sub.endAsync();
+  await roundTrip(sub, pub, 'node/wss', 'secret');
 });
 
 test('MQTT.js refuses a wss:// server it cannot verify', async () => {
@@ -55,15 +58,10 @@ test('MQTT.js refuses a wss:// server it cannot verify', async () => {
 
 test('MQTT 3.1 (subprotocol mqttv3.1) on ws:// reaches a 5.0 client on wss://', async () => {
   const sub = await connect(`wss://127.0.0.1:${broker.wss}/mqtt`, { ca: broker.cert, protocolVersion: 5, clientId: 'cross-sub' });
-  await sub.subscribeAsync('node/cross', { qos: 1 });
   const pub = await connect(`ws://127.0.0.1:${broker.ws}/mqtt`, {
     protocolId: 'MQIsdp', protocolVersion: 3, clientId: 'cross-pub',
   });
-  const got = nextMessage(sub);
-  await pub.publishAsync('node/cross', 'from 3.1', { qos: 1 });
-  assert.deepEqual(await got, { topic: 'node/cross', payload: 'from 3.1', qos: 1 });
-  await pub.endAsync();
-  await sub.endAsync();
+  await roundTrip(sub, pub, 'node/cross', 'from 3.1');
 });
 
 test('a large payload (200 KiB) crosses in both directions', async () => {
