@@ -88,12 +88,23 @@ fn assert_closed_cleanly(data_dir: &Path) {
     redb::ReadOnlyDatabase::open(data_dir.join("edge.redb")).expect("database closed cleanly");
 }
 
+/// Starts the broker on `data_dir`, runs `clients` against its address, shuts the broker down
+/// and checks that it closed its database cleanly; gives back what `clients` returned.
+fn serve_once<T>(data_dir: &Path, clients: impl FnOnce(SocketAddr) -> T) -> T {
+    let out = smol::block_on(async {
+        let broker = start(data_dir);
+        let out = clients(broker.addrs()[0]);
+        broker.shutdown().await.expect("clean shutdown");
+        out
+    });
+    assert_closed_cleanly(data_dir);
+    out
+}
+
 #[test]
 fn publish_subscribe_then_clean_shutdown_in_process() {
     let dir = tempfile::tempdir().unwrap();
-    smol::block_on(async {
-        let broker = start(dir.path());
-        let addr = broker.addrs()[0];
+    let mut sub = serve_once(dir.path(), |addr| {
         let (mut sub, present) = connect(addr, "sub", true);
         assert!(!present);
         subscribe(&mut sub, 1, "sensors/+/temp", 1);
@@ -105,28 +116,21 @@ fn publish_subscribe_then_clean_shutdown_in_process() {
         );
         disconnect(publisher);
         // `sub` stays connected: shutdown must disconnect it and still close the file.
-        broker.shutdown().await.expect("clean shutdown");
-        // The server closes the client's socket on the way out.
-        let mut rest = Vec::new();
-        let _ = sub.read_to_end(&mut rest);
+        sub
     });
-    assert_closed_cleanly(dir.path());
+    // The server closed the client's socket on the way out.
+    let mut rest = Vec::new();
+    let _ = sub.read_to_end(&mut rest);
     // The same folder serves again.
-    smol::block_on(async {
-        let broker = start(dir.path());
-        let (s, _) = connect(broker.addrs()[0], "again", true);
-        disconnect(s);
-        broker.shutdown().await.expect("clean shutdown");
+    serve_once(dir.path(), |addr| {
+        disconnect(connect(addr, "again", true).0)
     });
-    assert_closed_cleanly(dir.path());
 }
 
 #[test]
 fn persistent_session_and_its_queue_survive_an_in_process_restart() {
     let dir = tempfile::tempdir().unwrap();
-    smol::block_on(async {
-        let broker = start(dir.path());
-        let addr = broker.addrs()[0];
+    serve_once(dir.path(), |addr| {
         let (mut s, _) = connect(addr, "keeper", false);
         subscribe(&mut s, 1, "orders/#", 1);
         disconnect(s);
@@ -134,21 +138,16 @@ fn persistent_session_and_its_queue_survive_an_in_process_restart() {
         let (mut p, _) = connect(addr, "pos", true);
         publish_qos1(&mut p, 1, "orders/42", b"paid");
         disconnect(p);
-        broker.shutdown().await.expect("clean shutdown");
     });
-    assert_closed_cleanly(dir.path());
-    smol::block_on(async {
-        let broker = start(dir.path());
-        let (mut s, present) = connect(broker.addrs()[0], "keeper", false);
+    serve_once(dir.path(), |addr| {
+        let (mut s, present) = connect(addr, "keeper", false);
         assert!(present, "session restored from the data folder");
         assert_eq!(
             receive_qos1(&mut s),
             ("orders/42".to_string(), b"paid".to_vec())
         );
         disconnect(s);
-        broker.shutdown().await.expect("clean shutdown");
     });
-    assert_closed_cleanly(dir.path());
 }
 
 #[test]

@@ -145,15 +145,9 @@ fn batch_keys_are_validated() {
 
 #[test]
 fn batches_reach_mosquitto_as_one_publish_each() {
-    let (mq, sub) = Mosquitto::with_subscriber("batch/#");
-    let t = TestDb::new();
-    let c = sync_cfg(
-        mq.port,
-        "[[forward]]\nfilter = \"m/#\"\n\
-         batch = { max_messages = 50, max_ms = 300, topic = \"batch/{node_id}\" }\n",
-    );
-    let (ob, h) = start_sync(&t, c);
-    assert!(wait_connected(&h));
+    let rule = "[[forward]]\nfilter = \"m/#\"\n\
+         batch = { max_messages = 50, max_ms = 300, topic = \"batch/{node_id}\" }\n";
+    let (_mq, sub, t, ob, h) = connected_sync("batch/#", rule);
     let msgs: Vec<(String, Vec<u8>)> = (0..120)
         .map(|i| (format!("m/{i}"), format!("reading {i}").into_bytes()))
         .collect();

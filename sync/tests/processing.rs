@@ -158,11 +158,7 @@ fn latest_only_keeps_one_record_per_topic_across_restarts() {
 
 #[test]
 fn where_rule_end_to_end_delivers_only_out_of_range_readings() {
-    let (mq, sub) = Mosquitto::with_subscriber("fridge/#");
-    let t = TestDb::new();
-    let c = sync_cfg(mq.port, WHERE_RULE);
-    let (ob, h) = start_sync(&t, c);
-    assert!(wait_connected(&h));
+    let (_mq, sub, t, ob, h) = connected_sync("fridge/#", WHERE_RULE);
     let msgs: Vec<_> = (0..1400)
         .map(|i| ("fridge/1/temp", reading(i), 1))
         .collect();
@@ -185,8 +181,7 @@ fn where_rule_end_to_end_delivers_only_out_of_range_readings() {
 
 #[test]
 fn latest_only_during_an_outage_delivers_one_record_per_topic() {
-    let (mq, sub) = Mosquitto::with_subscriber("stores/#");
-    let mut link = Proxy::new(mq.port);
+    let (_mq, sub, mut link) = Mosquitto::behind_proxy("stores/#");
     let t = TestDb::new();
     let rule =
         "[[forward]]\nfilter = \"shelf/#\"\nprefix = \"stores/{node_id}/\"\nlatest_only = true\n";

@@ -61,6 +61,23 @@ fn capture_interleaved(ob: &Outbox, db: &redb::Database, range: std::ops::Range<
     }
 }
 
+/// Captures `logs/a` and `live/a` 0..n interleaved: `sub` gets the n live readings in order
+/// and, half a second later, still no log (`held` says why they must wait).
+fn assert_live_flows_while_logs_wait(
+    ob: &Outbox,
+    db: &redb::Database,
+    sub: &Subscriber,
+    n: u64,
+    held: &str,
+) {
+    capture_interleaved(ob, db, 0..n);
+    let got = sub.wait_for(n as usize, Duration::from_secs(20));
+    assert_eq!(payloads(&got, "live/"), (0..n).collect::<Vec<_>>());
+    std::thread::sleep(Duration::from_millis(500));
+    let got = sub.got.lock().unwrap().clone();
+    assert!(payloads(&got, "logs/").is_empty(), "{held}");
+}
+
 #[test]
 fn records_outside_the_window_wait_and_go_in_order_when_it_opens() {
     let (mq, sub) = Mosquitto::with_subscriber("#");
@@ -71,15 +88,7 @@ fn records_outside_the_window_wait_and_go_in_order_when_it_opens() {
     assert!(wait_connected(&h));
 
     // Out of the window: live readings flow past the waiting logs of the same lane.
-    capture_interleaved(&ob, &t.db, 0..200);
-    let got = sub.wait_for(200, Duration::from_secs(20));
-    assert_eq!(payloads(&got, "live/"), (0..200).collect::<Vec<_>>());
-    std::thread::sleep(Duration::from_millis(500));
-    let got = sub.got.lock().unwrap().clone();
-    assert!(
-        payloads(&got, "logs/").is_empty(),
-        "logs sent out of window"
-    );
+    assert_live_flows_while_logs_wait(&ob, &t.db, &sub, 200, "logs sent out of window");
     let st = h.status();
     assert_eq!(st.backlog_messages, 200, "the logs wait in the outbox");
     let rule = &st.schedules[0];
@@ -173,15 +182,7 @@ fn a_rule_limited_to_one_upstream_waits_for_it() {
     );
     let (ob, h) = start(&t, sync_cfg(&ups, &rules), &clock);
     assert!(wait_connected(&h));
-    capture_interleaved(&ob, &t.db, 0..100);
-    let got = cell_sub.wait_for(100, Duration::from_secs(20));
-    assert_eq!(payloads(&got, "live/"), (0..100).collect::<Vec<_>>());
-    std::thread::sleep(Duration::from_millis(500));
-    let got = cell_sub.got.lock().unwrap().clone();
-    assert!(
-        payloads(&got, "logs/").is_empty(),
-        "logs sent over cellular"
-    );
+    assert_live_flows_while_logs_wait(&ob, &t.db, &cell_sub, 100, "logs sent over cellular");
     assert_eq!(h.status().schedules[0].upstreams, vec![depot.clone()]);
 
     // Back at the depot: cellular is gone, the depot link comes up, the logs go there.

@@ -67,8 +67,7 @@ fn online_messages_are_forwarded_with_edge_msg_id() {
 
 #[test]
 fn backlog_built_while_upstream_down_arrives_complete_and_in_order() {
-    let (mq, sub) = Mosquitto::with_subscriber("stores/#");
-    let mut link = Proxy::new(mq.port);
+    let (_mq, sub, mut link) = Mosquitto::behind_proxy("stores/#");
     let t = TestDb::new();
     let c = sync_cfg(link.port, FWD);
     let (ob, h) = start_sync(&t, c);
@@ -90,8 +89,7 @@ fn backlog_built_while_upstream_down_arrives_complete_and_in_order() {
 
 #[test]
 fn link_cut_mid_drain_redelivers_with_no_id_missing() {
-    let (mq, sub) = Mosquitto::with_subscriber("stores/#");
-    let mut link = Proxy::new(mq.port);
+    let (_mq, sub, mut link) = Mosquitto::behind_proxy("stores/#");
     let t = TestDb::new();
     // Paced so the cut lands in the middle of the drain.
     let mut c = sync_cfg(link.port, FWD);
@@ -118,8 +116,7 @@ fn link_cut_mid_drain_redelivers_with_no_id_missing() {
 
 #[test]
 fn restart_with_backlog_loses_nothing_and_counters_are_exact() {
-    let (mq, sub) = Mosquitto::with_subscriber("stores/#");
-    let mut link = Proxy::new(mq.port);
+    let (_mq, sub, mut link) = Mosquitto::behind_proxy("stores/#");
     let t = TestDb::new();
     let c = sync_cfg(link.port, FWD);
     let ob = t.outbox(&c);
@@ -182,8 +179,7 @@ fn pacing_caps_the_drain_rate() {
 
 #[test]
 fn high_priority_live_traffic_overtakes_a_low_priority_backlog() {
-    let (mq, sub) = Mosquitto::with_subscriber("#");
-    let mut link = Proxy::new(mq.port);
+    let (_mq, sub, mut link) = Mosquitto::behind_proxy("#");
     let t = TestDb::new();
     let mut c = sync_cfg(
         link.port,

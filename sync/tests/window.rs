@@ -125,31 +125,6 @@ fn ten_thousand_readings_give_the_right_aggregates() {
 }
 
 #[test]
-fn windows_in_progress_survive_a_restart() {
-    let t = TestDb::new();
-    let c = cfg(RULE);
-    let ob = t.outbox(&c);
-    let t0 = 1_700_000_000_000u64;
-    for i in 0..10 {
-        let p = format!("{{\"temp\":{i}}}").into_bytes();
-        capture_at(&ob, &t.db, &[("line/a", p, 1)], t0 + i);
-    }
-    let (t, ob) = t.reopen_outbox(ob, &c);
-    assert_eq!(ob.next_window_due(), t0 + 1000);
-    capture_at(
-        &ob,
-        &t.db,
-        &[("line/a", b"{\"temp\":10}".to_vec(), 1)],
-        t0 + 20,
-    );
-    ob.flush_due(t0 + 1000).unwrap();
-    let got = buffered_json(&ob);
-    assert_eq!(got.len(), 1);
-    assert_eq!(got[0].1["messages"], 11);
-    assert_eq!(got[0].1["fields"]["temp"]["sum"], 55.0);
-}
-
-#[test]
 fn window_keys_are_validated() {
     assert_rule_errors(&[
         (
@@ -238,47 +213,52 @@ fn group_by_level_aggregates_a_line_of_sensors_per_second() {
     assert_eq!((s.messages_in, s.messages_out), (30_000, 30));
 }
 
-/// Grouped windows in progress are stored like per-topic ones: a restart loses nothing.
+/// Windows in progress, per topic or grouped (stored like per-topic ones), survive a restart:
+/// ten readings before it and one after make one window of 11.
 #[test]
-fn grouped_windows_survive_a_restart() {
-    let t = TestDb::new();
-    let rule = "[[forward]]\nfilter = \"factory/#\"\n\
+fn windows_in_progress_survive_a_restart() {
+    let grouped = "[[forward]]\nfilter = \"factory/#\"\n\
         window = { secs = 1, fields = [\"temp\"], group_by = \"{1}/{2}/{4}\" }\n";
-    let c = cfg(rule);
-    let ob = t.outbox(&c);
-    let t0 = 1_700_000_000_000u64;
-    for i in 0..10u64 {
-        let topic = format!("factory/l1/s{i}/temp");
-        capture_at(
-            &ob,
-            &t.db,
-            &[(topic.as_str(), format!("{{\"temp\":{i}}}").into_bytes(), 1)],
-            t0 + i,
-        );
+    /// The local topic of reading i.
+    type TopicOf = fn(u64) -> String;
+    // (rule, local topic of reading i, of the reading after the restart, remote topic)
+    let cases: [(&str, TopicOf, &str, Option<&str>); 2] = [
+        (RULE, |_| "line/a".to_string(), "line/a", None),
+        (
+            grouped,
+            |i| format!("factory/l1/s{i}/temp"),
+            "factory/l1/s99/temp",
+            Some("factory/l1/temp"),
+        ),
+    ];
+    for (rule, topic_of, late_topic, remote) in cases {
+        let t = TestDb::new();
+        let c = cfg(rule);
+        let ob = t.outbox(&c);
+        let t0 = 1_700_000_000_000u64;
+        for i in 0..10u64 {
+            let p = format!("{{\"temp\":{i}}}").into_bytes();
+            capture_at(&ob, &t.db, &[(topic_of(i).as_str(), p, 1)], t0 + i);
+        }
+        let (t, ob) = t.reopen_outbox(ob, &c);
+        assert_eq!(ob.next_window_due(), t0 + 1000, "{rule}");
+        let late = (late_topic, b"{\"temp\":10}".to_vec(), 1);
+        capture_at(&ob, &t.db, &[late], t0 + 20);
+        ob.flush_due(t0 + 1000).unwrap();
+        let got = buffered_json(&ob);
+        assert_eq!(got.len(), 1, "{rule}");
+        if let Some(remote) = remote {
+            assert_eq!(got[0].0, remote);
+            assert_eq!(got[0].1["topic"], remote);
+        }
+        assert_eq!(got[0].1["messages"], 11, "{rule}");
+        assert_eq!(got[0].1["fields"]["temp"]["sum"], 55.0, "{rule}");
     }
-    let (t, ob) = t.reopen_outbox(ob, &c);
-    capture_at(
-        &ob,
-        &t.db,
-        &[("factory/l1/s99/temp", b"{\"temp\":10}".to_vec(), 1)],
-        t0 + 20,
-    );
-    ob.flush_due(t0 + 1000).unwrap();
-    let got = buffered_json(&ob);
-    assert_eq!(got.len(), 1);
-    assert_eq!(got[0].0, "factory/l1/temp");
-    assert_eq!(got[0].1["topic"], "factory/l1/temp");
-    assert_eq!(got[0].1["messages"], 11);
-    assert_eq!(got[0].1["fields"]["temp"]["sum"], 55.0);
 }
 
 #[test]
 fn window_aggregates_reach_mosquitto() {
-    let (mq, sub) = Mosquitto::with_subscriber("agg/#");
-    let t = TestDb::new();
-    let c = sync_cfg(mq.port, RULE);
-    let (ob, h) = start_sync(&t, c);
-    assert!(wait_connected(&h));
+    let (_mq, sub, t, ob, h) = connected_sync("agg/#", RULE);
     // 10,000 readings of 4 sensors, in batches as a broker would commit them.
     for b in 0..20 {
         let msgs: Vec<(String, Vec<u8>)> = (0..500)

@@ -86,6 +86,15 @@ impl Received {
     }
 }
 
+/// Kills the broker (kill -9), restarts it on the same data and resumes the persistent
+/// MQTT 3.1.1 session `sub_id`; also says how the broker went down.
+async fn resume_after_crash(broker: &mut Broker, sub_id: &str) -> (V3Client, &'static str) {
+    let how = broker.crash();
+    broker.restart();
+    let context = format!("persistent session lost across {how}");
+    (V3Client::resume(broker, sub_id, &context).await, how)
+}
+
 #[tokio::test]
 async fn qos1_messages_queued_for_an_offline_v311_session_survive_kill9() {
     const N: usize = 500;
@@ -99,16 +108,8 @@ async fn qos1_messages_queued_for_an_offline_v311_session_survive_kill9() {
     })
     .await;
 
-    let how = broker.crash();
-    broker.restart();
-
     within(TEST_LIMIT, "redelivery phase", async {
-        let mut sub = V3Client::resume(
-            &broker,
-            &sub_id,
-            &format!("persistent session lost across {how}"),
-        )
-        .await;
+        let (mut sub, how) = resume_after_crash(&mut broker, &sub_id).await;
         let got = collect(&mut sub, N, Duration::from_secs(60)).await;
         got.assert_complete(N, &format!("v3.1.1 offline queue across {how}"));
     })
@@ -330,16 +331,8 @@ async fn every_acknowledged_message_survives_kill9_in_the_middle_of_a_publish_bu
     })
     .await;
 
-    let how = broker.crash();
-    broker.restart();
-
     within(TEST_LIMIT, "redelivery", async {
-        let mut sub = V3Client::resume(
-            &broker,
-            &sub_id,
-            &format!("persistent session lost across {how}"),
-        )
-        .await;
+        let (mut sub, how) = resume_after_crash(&mut broker, &sub_id).await;
         let mut got = Received::new();
         while let Some(p) = sub.try_recv(Duration::from_secs(2)).await {
             got.add(payload_number(&p.payload), p.dup);

@@ -167,6 +167,12 @@ impl Mosquitto {
         let sub = Subscriber::start(mq.port, filter);
         (mq, sub)
     }
+    /// [`Mosquitto::with_subscriber`], and a link to it that is down until `Proxy::up`.
+    pub fn behind_proxy(filter: &str) -> (Mosquitto, Subscriber, Proxy) {
+        let (mq, sub) = Mosquitto::with_subscriber(filter);
+        let link = Proxy::new(mq.port);
+        (mq, sub, link)
+    }
 }
 
 impl Drop for Mosquitto {
@@ -440,6 +446,25 @@ pub fn start_uplink(t: &TestDb, ob: &Arc<Outbox>, cfg: SyncConfig) -> edge_sync:
         t.path().to_path_buf(),
         Arc::new(TestBus::default()),
     )
+}
+
+/// A fresh mosquitto with a subscriber on `filter`, and sync (config [`sync_cfg`] with
+/// `extra`) connected to it from a new test database.
+pub fn connected_sync(
+    filter: &str,
+    extra: &str,
+) -> (
+    Mosquitto,
+    Subscriber,
+    TestDb,
+    Arc<Outbox>,
+    edge_sync::SyncHandle,
+) {
+    let (mq, sub) = Mosquitto::with_subscriber(filter);
+    let t = TestDb::new();
+    let (ob, h) = start_sync(&t, sync_cfg(mq.port, extra));
+    assert!(wait_connected(&h), "sync never connected to mosquitto");
+    (mq, sub, t, ob, h)
 }
 
 /// Waits up to 10 s for the uplink to report `Connected`.
