@@ -170,6 +170,13 @@ fn ip(n: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(192, 0, 2, n))
 }
 
+/// Records `times` failed logins of `addr` at `at`.
+fn fail(t: &mut FailureThrottle, addr: IpAddr, times: usize, at: Instant) {
+    for _ in 0..times {
+        t.record_failure(addr, at);
+    }
+}
+
 fn throttle() -> FailureThrottle {
     FailureThrottle::new(
         4,
@@ -198,9 +205,7 @@ fn throttle_delay_doubles_per_failure_up_to_the_cap() {
         Duration::ZERO,
         "other addresses unaffected"
     );
-    for _ in 0..100 {
-        t.record_failure(ip(1), now);
-    }
+    fail(&mut t, ip(1), 100, now);
     assert_eq!(t.delay(ip(1), now), Duration::from_secs(10));
     // Counting stops at 20 failures, so 20 quiet minutes forget even a long attack.
     let later = now + Duration::from_secs(20 * 60);
@@ -211,9 +216,7 @@ fn throttle_delay_doubles_per_failure_up_to_the_cap() {
 fn throttle_forgets_one_failure_per_quiet_period() {
     let mut t = throttle();
     let t0 = Instant::now();
-    for _ in 0..3 {
-        t.record_failure(ip(1), t0);
-    }
+    fail(&mut t, ip(1), 3, t0);
     assert_eq!(t.delay(ip(1), t0), Duration::from_millis(400));
     assert_eq!(
         t.delay(ip(1), t0 + Duration::from_secs(61)),
@@ -235,9 +238,7 @@ fn throttle_forgets_one_failure_per_quiet_period() {
 fn throttle_success_halves_failures_rather_than_clearing_them() {
     let mut t = throttle();
     let now = Instant::now();
-    for _ in 0..6 {
-        t.record_failure(ip(1), now);
-    }
+    fail(&mut t, ip(1), 6, now);
     t.record_success(ip(1), now);
     assert_eq!(t.delay(ip(1), now), Duration::from_millis(400));
     t.record_success(ip(1), now);
@@ -273,9 +274,7 @@ fn throttle_eviction_prefers_fully_forgotten_entries() {
     let mut t = throttle();
     let t0 = Instant::now();
     for n in 2..=4u8 {
-        for _ in 0..5 {
-            t.record_failure(ip(n), t0);
-        }
+        fail(&mut t, ip(n), 5, t0);
     }
     // More recent than the others, but with one failure it is forgotten after 60 s.
     t.record_failure(ip(1), t0 + Duration::from_secs(30));

@@ -91,49 +91,53 @@ mod tests {
     use crate::topic::TopicMap;
     use crate::uplink::window::Carry;
 
-    #[test]
-    fn an_ack_moves_the_record_from_the_window_to_the_batch() {
+    /// Runs `f` on a window of 4 in which packet id `pid` carries `record`, and an empty
+    /// removal batch.
+    fn with_one_sent(pid: u16, record: (u8, u64), f: impl FnOnce(&mut Window, &mut Removals)) {
         let mut carry = Carry::default();
         let mut w = Window::new(4, &mut carry);
         let mut r = Removals::new(Instant::now());
-        w.sent(7, (2, 30));
-        acked(&mut w, &mut r, 7);
-        assert!(!w.holds((2, 30)));
-        assert!(r.is_pending((2, 30)));
-        acked(&mut w, &mut r, 7); // a second ack is ignored
-        let b = r.take(Instant::now()).unwrap();
-        assert_eq!(b.acked, vec![(2, 30)]);
+        w.sent(pid, record);
+        f(&mut w, &mut r)
+    }
+
+    #[test]
+    fn an_ack_moves_the_record_from_the_window_to_the_batch() {
+        with_one_sent(7, (2, 30), |w, r| {
+            acked(w, r, 7);
+            assert!(!w.holds((2, 30)));
+            assert!(r.is_pending((2, 30)));
+            acked(w, r, 7); // a second ack is ignored
+            let b = r.take(Instant::now()).unwrap();
+            assert_eq!(b.acked, vec![(2, 30)]);
+        });
     }
 
     #[test]
     fn permanent_refusals_drop_the_record() {
         for code in [0x90, 0x95, 0x99] {
-            let mut carry = Carry::default();
-            let mut w = Window::new(4, &mut carry);
-            let mut r = Removals::new(Instant::now());
-            w.sent(1, (0, 5));
-            refused(&mut w, &mut r, 1, Code::from_byte(code), "n1").unwrap();
-            assert!(!w.holds((0, 5)));
-            let b = r.take(Instant::now()).unwrap();
-            assert_eq!(b.dropped, vec![(0, 5, DropReason::Corrupt)]);
-            assert!(b.acked.is_empty());
+            with_one_sent(1, (0, 5), |w, r| {
+                refused(w, r, 1, Code::from_byte(code), "n1").unwrap();
+                assert!(!w.holds((0, 5)));
+                let b = r.take(Instant::now()).unwrap();
+                assert_eq!(b.dropped, vec![(0, 5, DropReason::Corrupt)]);
+                assert!(b.acked.is_empty());
+            });
         }
     }
 
     #[test]
     fn other_refusals_end_the_session_and_keep_the_record() {
-        let mut carry = Carry::default();
-        let mut w = Window::new(4, &mut carry);
-        let mut r = Removals::new(Instant::now());
-        w.sent(1, (3, 8));
-        let e = refused(&mut w, &mut r, 1, Code::from_byte(0x97), "n1").unwrap_err();
-        assert!(e.to_string().contains("n1:8"), "{e}");
-        assert!(e.to_string().contains("0x97"), "{e}");
-        assert!(!w.holds((3, 8)));
-        assert!(!r.is_pending((3, 8)), "not removed: read and sent again");
-        assert!(r.take(Instant::now()).is_none());
-        // Unknown packet id: nothing happens.
-        refused(&mut w, &mut r, 2, Code::from_byte(0x97), "n1").unwrap();
+        with_one_sent(1, (3, 8), |w, r| {
+            let e = refused(w, r, 1, Code::from_byte(0x97), "n1").unwrap_err();
+            assert!(e.to_string().contains("n1:8"), "{e}");
+            assert!(e.to_string().contains("0x97"), "{e}");
+            assert!(!w.holds((3, 8)));
+            assert!(!r.is_pending((3, 8)), "not removed: read and sent again");
+            assert!(r.take(Instant::now()).is_none());
+            // Unknown packet id: nothing happens.
+            refused(w, r, 2, Code::from_byte(0x97), "n1").unwrap();
+        });
     }
 
     fn codes(bytes: &[u8]) -> Vec<Code<SubscribeReasonCode>> {

@@ -103,6 +103,15 @@ mod tests {
         got.is_some_and(|g| g.abs_diff(want) <= Duration::from_micros(1))
     }
 
+    /// A pacer of `msgs_per_sec` (no byte cap) whose message bucket was emptied at `t0`.
+    fn drained(msgs_per_sec: u64, t0: Instant) -> Pacer {
+        let mut p = Pacer::new(msgs_per_sec, 0, t0);
+        for _ in 0..msgs_per_sec {
+            p.take(1);
+        }
+        p
+    }
+
     #[test]
     fn unlimited_never_waits() {
         let t0 = Instant::now();
@@ -131,10 +140,7 @@ mod tests {
     #[test]
     fn refill_is_capped_at_one_second() {
         let t0 = Instant::now();
-        let mut p = Pacer::new(5, 0, t0);
-        for _ in 0..5 {
-            p.take(1);
-        }
+        let mut p = drained(5, t0);
         // A long idle time gives back one second's worth, not more.
         let later = t0 + Duration::from_secs(60);
         for _ in 0..5 {
@@ -158,10 +164,7 @@ mod tests {
     #[test]
     fn a_wait_is_at_least_one_millisecond() {
         let t0 = Instant::now();
-        let mut p = Pacer::new(1_000_000, 0, t0);
-        for _ in 0..1_000_000 {
-            p.take(1);
-        }
+        let mut p = drained(1_000_000, t0);
         assert_eq!(p.wait_for_at(1, t0), Some(ms(1)));
     }
 }
