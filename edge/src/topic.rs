@@ -267,33 +267,39 @@ mod tests {
         assert_eq!(t.collect("$SYS/x").0.len(), 1);
     }
 
+    /// A tree with each (client, filter, QoS, subscription id) subscribed.
+    fn tree(subs: &[(&str, &str, u8, u32)]) -> SubscriptionTree {
+        let mut t = SubscriptionTree::default();
+        for (client, filter, qos, id) in subs {
+            t.insert(&Arc::from(*client), filter, opts(*qos, *id));
+        }
+        t
+    }
+
+    fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
+        v.sort();
+        v
+    }
+
     #[test]
     fn overlapping_subscriptions_merge_to_highest_qos_with_all_ids() {
-        let mut t = SubscriptionTree::default();
-        let c: Arc<str> = "c".into();
-        t.insert(&c, "a/#", opts(0, 1));
-        t.insert(&c, "a/+", opts(2, 2));
-        t.insert(&c, "a/b", opts(1, 0));
+        let t = tree(&[("c", "a/#", 0, 1), ("c", "a/+", 2, 2), ("c", "a/b", 1, 0)]);
         let (direct, _) = t.collect("a/b");
-        let target = &direct[&c];
+        let target = &direct["c"];
         assert_eq!(target.qos, 2);
-        let mut ids = target.sub_ids.clone();
-        ids.sort();
-        assert_eq!(ids, vec![1, 2]);
+        assert_eq!(sorted(target.sub_ids.to_vec()), vec![1, 2]);
     }
 
     #[test]
     fn shared_groups_are_reported_per_group() {
-        let mut t = SubscriptionTree::default();
-        let a: Arc<str> = "a".into();
-        let b: Arc<str> = "b".into();
-        t.insert(&a, "$share/g1/s/+", opts(1, 0));
-        t.insert(&b, "$share/g1/s/+", opts(1, 0));
-        t.insert(&b, "$share/g2/s/+", opts(1, 0));
+        let t = tree(&[
+            ("a", "$share/g1/s/+", 1, 0),
+            ("b", "$share/g1/s/+", 1, 0),
+            ("b", "$share/g2/s/+", 1, 0),
+        ]);
         let (direct, shared) = t.collect("s/x");
         assert!(direct.is_empty());
-        let mut sizes: Vec<usize> = shared.iter().map(|g| g.members.len()).collect();
-        sizes.sort();
+        let sizes = sorted(shared.iter().map(|g| g.members.len()).collect());
         assert_eq!(sizes, vec![1, 2]);
     }
 

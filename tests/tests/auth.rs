@@ -97,6 +97,16 @@ fn start(passwd: impl FnOnce(&Path) -> Option<PathBuf>, process: bool) -> Option
     })
 }
 
+/// [`start`] with the password file of `robustmq-edge passwd` (always available).
+fn start_edge_passwd(process: bool) -> AuthBroker {
+    start(|d| Some(edge_passwd(d)), process).expect("broker")
+}
+
+/// The MQTT 5 client `app`, logged in as the user `app`.
+async fn app_v5(b: &Broker) -> V5Client {
+    V5Client::connect_with(v5(b, "app", Some(("app", "app-secret")))).await
+}
+
 fn v3(b: &Broker, id: &str, user: Option<(&str, &str)>) -> rumqttc::MqttOptions {
     let mut o = v3_options(b, id, true);
     if let Some((u, p)) = user {
@@ -135,7 +145,7 @@ async fn both_password_file_formats_authenticate_and_refuse_with_the_right_codes
         within(TEST_LIMIT, "test", async {
             let c = V3Client::connect_with(v3(b, "s1", Some(("s1", "s1-secret")))).await;
             c.disconnect().await;
-            let c = V5Client::connect_with(v5(b, "app", Some(("app", "app-secret")))).await;
+            let c = app_v5(b).await;
             c.disconnect().await;
             refusals(b).await;
         })
@@ -150,11 +160,11 @@ async fn both_password_file_formats_authenticate_and_refuse_with_the_right_codes
 
 #[tokio::test]
 async fn acl_filters_publish_subscribe_retained_routed_and_wills() {
-    let ab = start(|d| Some(edge_passwd(d)), false).expect("broker");
+    let ab = start_edge_passwd(false);
     let b = &ab.broker;
     within(TEST_LIMIT, "test", async {
         // The app reads everything it may under `#`.
-        let mut app = V5Client::connect_with(v5(b, "app", Some(("app", "app-secret")))).await;
+        let mut app = app_v5(b).await;
         let mut app3 = V3Client::connect_with(v3(b, "app3", Some(("app", "app-secret")))).await;
         app3.subscribe_ok("#", QoS::AtLeastOnce).await;
         app.subscribe_ok("#", Q5::AtLeastOnce).await;
@@ -244,10 +254,10 @@ async fn acl_filters_publish_subscribe_retained_routed_and_wills() {
 
 #[tokio::test]
 async fn sighup_reloads_the_acl_without_dropping_connections_and_keeps_it_when_broken() {
-    let ab = start(|d| Some(edge_passwd(d)), true).expect("broker");
+    let ab = start_edge_passwd(true);
     let b = &ab.broker;
     within(TEST_LIMIT, "test", async {
-        let mut app = V5Client::connect_with(v5(b, "app", Some(("app", "app-secret")))).await;
+        let mut app = app_v5(b).await;
         app.subscribe_ok("#", Q5::AtLeastOnce).await;
         let mut s1 = V5Client::connect_with(v5(b, "s1", Some(("s1", "s1-secret")))).await;
         s1.publish("sensors/s1/a", Q5::AtLeastOnce, false, "1")
@@ -301,7 +311,7 @@ async fn hup(b: &Broker) {
 /// published while its client is away (after the restart) is queued for it.
 #[tokio::test]
 async fn a_restored_persistent_session_is_routed_under_its_users_acl() {
-    let mut ab = start(|d| Some(edge_passwd(d)), false).expect("broker");
+    let mut ab = start_edge_passwd(false);
     within(TEST_LIMIT, "test", async {
         let b = &ab.broker;
         let mut o = v3_options(b, "app-persistent", false);
