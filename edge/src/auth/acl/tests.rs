@@ -360,35 +360,32 @@ fn each_parsed_acl_has_its_own_generation_for_stale_client_views() {
 
 #[test]
 fn filter_relations() {
-    // (a, b, some topic matches both a and b)
-    let intersecting = [
-        ("a/+", "+/b", true),
-        ("a/#", "a", true),
-        ("#", "x/y", true),
-        ("a/b", "a/c", false),
-        ("a/b/c", "a/b", false),
-        ("#", "$SYS/x", false),
-        ("$SYS/#", "$SYS/+", true),
-        ("+/x", "$SYS/x", false),
+    // intersects(a, b): some topic matches both; covers(a, b): a matches every topic b does.
+    type Relation = fn(&str, &str) -> bool;
+    let i: (&str, Relation) = ("intersects", intersects);
+    let c: (&str, Relation) = ("covers", covers);
+    let cases = [
+        (i, "a/+", "+/b", true),
+        (i, "a/#", "a", true),
+        (i, "#", "x/y", true),
+        (i, "a/b", "a/c", false),
+        (i, "a/b/c", "a/b", false),
+        (i, "#", "$SYS/x", false),
+        (i, "$SYS/#", "$SYS/+", true),
+        (i, "+/x", "$SYS/x", false),
+        (c, "a/#", "a", true),
+        (c, "a/#", "a/+/c", true),
+        (c, "a/+", "a/b", true),
+        (c, "+/+", "+/b", true),
+        (c, "a/+", "a/#", false),
+        (c, "a/b", "a/+", false),
+        (c, "#", "$SYS/a", false),
+        (c, "#", "#", true),
+        (c, "a/b", "a/b/c", false),
+        (c, "a/b/#", "a", false),
     ];
-    for (a, b, want) in intersecting {
-        assert_eq!(intersects(a, b), want, "intersects({a:?}, {b:?})");
-    }
-    // (a, b, every topic b matches is matched by a)
-    let covering = [
-        ("a/#", "a", true),
-        ("a/#", "a/+/c", true),
-        ("a/+", "a/b", true),
-        ("+/+", "+/b", true),
-        ("a/+", "a/#", false),
-        ("a/b", "a/+", false),
-        ("#", "$SYS/a", false),
-        ("#", "#", true),
-        ("a/b", "a/b/c", false),
-        ("a/b/#", "a", false),
-    ];
-    for (a, b, want) in covering {
-        assert_eq!(covers(a, b), want, "covers({a:?}, {b:?})");
+    for ((name, relation), a, b, want) in cases {
+        assert_eq!(relation(a, b), want, "{name}({a:?}, {b:?})");
     }
 }
 
