@@ -6,30 +6,33 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use edge_sync::outbox::{DropReason, Outbox};
+use edge_sync::outbox::{DropReason, Outbox, Record};
 use edge_sync::LocalMessage;
 
-fn seqs(ob: &Outbox, lane: usize) -> Vec<u64> {
+/// Every record of priority lane `lane`: (sequence, record).
+fn lane(ob: &Outbox, lane: usize) -> Vec<(u64, Record)> {
     ob.read_lane(lane, 0, 1_000_000, usize::MAX)
         .unwrap()
         .into_iter()
-        .map(|r| r.unwrap().0)
+        .map(|r| r.unwrap())
         .collect()
 }
 
-fn payloads(ob: &Outbox, lane: usize) -> Vec<String> {
-    ob.read_lane(lane, 0, 1_000_000, usize::MAX)
-        .unwrap()
+fn seqs(ob: &Outbox, n: usize) -> Vec<u64> {
+    lane(ob, n).into_iter().map(|(seq, _)| seq).collect()
+}
+
+fn payloads(ob: &Outbox, n: usize) -> Vec<String> {
+    lane(ob, n)
         .into_iter()
-        .map(|r| String::from_utf8(r.unwrap().1.payload).unwrap())
+        .map(|(_, r)| String::from_utf8(r.payload).unwrap())
         .collect()
 }
 
 #[test]
 fn records_keep_capture_order_and_topic_mapping() {
-    let t = TestDb::new();
-    let c = cfg("[[forward]]\nfilter = \"pos/#\"\nprefix = \"stores/{node_id}/\"\n");
-    let ob = t.outbox(&c);
+    let (t, _c, ob) =
+        TestDb::with_outbox("[[forward]]\nfilter = \"pos/#\"\nprefix = \"stores/{node_id}/\"\n");
     capture_n(&ob, &t.db, "pos/1/sale", 0, 1200);
     let recs = ob.read_lane(0, 0, 10_000, usize::MAX).unwrap();
     assert_eq!(recs.len(), 1200);
@@ -48,9 +51,7 @@ fn records_keep_capture_order_and_topic_mapping() {
 
 #[test]
 fn unmatched_and_qos0_messages_follow_the_rules() {
-    let t = TestDb::new();
-    let c = cfg("capture_qos0 = false\n[[forward]]\nfilter = \"a/+\"\n");
-    let ob = t.outbox(&c);
+    let (t, _c, ob) = TestDb::with_outbox("capture_qos0 = false\n[[forward]]\nfilter = \"a/+\"\n");
     assert!(ob.wants("a/x", 1));
     assert!(
         !ob.wants("a/x", 0),
@@ -75,11 +76,7 @@ fn unmatched_and_qos0_messages_follow_the_rules() {
 
 #[test]
 fn priorities_have_separate_ordered_lanes() {
-    let t = TestDb::new();
-    let c = cfg(
-        "[[forward]]\nfilter = \"alarm/#\"\npriority = 3\n[[forward]]\nfilter = \"#\"\npriority = 0\n",
-    );
-    let ob = t.outbox(&c);
+    let (t, _c, ob) = TestDb::with_outbox("[[forward]]\nfilter = \"alarm/#\"\npriority = 3\n[[forward]]\nfilter = \"#\"\npriority = 0\n",);
     capture(
         &ob,
         &t.db,
@@ -98,11 +95,9 @@ fn priorities_have_separate_ordered_lanes() {
 
 #[test]
 fn byte_cap_drop_oldest_evicts_oldest_and_counts_every_drop() {
-    let t = TestDb::new();
-    let c = cfg(
+    let (t, c, ob) = TestDb::with_outbox(
         "max_backlog_bytes = 4096\nfull_policy = \"drop_oldest\"\n[[forward]]\nfilter = \"#\"\n",
     );
-    let ob = t.outbox(&c);
     let payload = vec![b'x'; 100];
     for i in 0..200 {
         let topic = format!("t/{i}");
@@ -129,11 +124,7 @@ fn byte_cap_drop_oldest_evicts_oldest_and_counts_every_drop() {
 
 #[test]
 fn drop_oldest_evicts_low_priority_before_high() {
-    let t = TestDb::new();
-    let c = cfg(
-        "max_backlog_bytes = 4096\n[[forward]]\nfilter = \"hi/#\"\npriority = 2\n[[forward]]\nfilter = \"#\"\n",
-    );
-    let ob = t.outbox(&c);
+    let (t, _c, ob) = TestDb::with_outbox("max_backlog_bytes = 4096\n[[forward]]\nfilter = \"hi/#\"\npriority = 2\n[[forward]]\nfilter = \"#\"\n",);
     let p = vec![b'x'; 100];
     for _ in 0..10 {
         capture(&ob, &t.db, &[("hi/a", p.clone(), 1)]);
@@ -152,11 +143,9 @@ fn drop_oldest_evicts_low_priority_before_high() {
 
 #[test]
 fn byte_cap_reject_new_refuses_and_counts() {
-    let t = TestDb::new();
-    let c = cfg(
+    let (t, c, ob) = TestDb::with_outbox(
         "max_backlog_bytes = 4096\nfull_policy = \"reject_new\"\n[[forward]]\nfilter = \"#\"\n",
     );
-    let ob = t.outbox(&c);
     let p = vec![b'x'; 100];
     let mut rejected = 0;
     for _ in 0..100 {
@@ -184,9 +173,9 @@ fn byte_cap_reject_new_refuses_and_counts() {
 
 #[test]
 fn ttl_expired_records_are_dropped_and_counted() {
-    let t = TestDb::new();
-    let c = cfg("[[forward]]\nfilter = \"short/#\"\nttl_secs = 60\n[[forward]]\nfilter = \"#\"\n");
-    let ob = t.outbox(&c);
+    let (t, _c, ob) = TestDb::with_outbox(
+        "[[forward]]\nfilter = \"short/#\"\nttl_secs = 60\n[[forward]]\nfilter = \"#\"\n",
+    );
     let old = now_ms() - 120_000;
     capture_at(
         &ob,
@@ -205,9 +194,7 @@ fn ttl_expired_records_are_dropped_and_counted() {
 
 #[test]
 fn rollback_leaves_counters_and_records_untouched() {
-    let t = TestDb::new();
-    let c = cfg("[[forward]]\nfilter = \"#\"\n");
-    let ob = t.outbox(&c);
+    let (t, _c, ob) = TestDb::with_outbox("[[forward]]\nfilter = \"#\"\n");
     capture(&ob, &t.db, &[("a", b"1".to_vec(), 1)]);
     capture_rolled_back(&ob, &t.db, "a", b"2");
     assert_eq!(ob.counters().backlog_messages, 1);
@@ -222,9 +209,9 @@ fn rollback_leaves_counters_and_records_untouched() {
 
 #[test]
 fn reopen_recovers_exact_counters_without_scanning() {
-    let t = TestDb::new();
-    let c = cfg("[[forward]]\nfilter = \"hi/#\"\npriority = 1\n[[forward]]\nfilter = \"#\"\n");
-    let ob = t.outbox(&c);
+    let (t, c, ob) = TestDb::with_outbox(
+        "[[forward]]\nfilter = \"hi/#\"\npriority = 1\n[[forward]]\nfilter = \"#\"\n",
+    );
     capture_n(&ob, &t.db, "x/y", 0, 700);
     capture_n(&ob, &t.db, "hi/y", 0, 300);
     let acked: Vec<(u8, u64)> = (1..=100).map(|s| (0u8, s)).collect();
@@ -250,9 +237,7 @@ fn reopen_recovers_exact_counters_without_scanning() {
 fn open_time_does_not_grow_with_backlog() {
     // A backlog of 200,000 records (the 1,000,000 case: `cargo run --release --example
     // outbox_open_bench`); open reads one meta row, so it must stay far below a second.
-    let t = TestDb::new();
-    let c = cfg("[[forward]]\nfilter = \"#\"\n");
-    let ob = t.outbox(&c);
+    let (t, c, ob) = TestDb::with_outbox("[[forward]]\nfilter = \"#\"\n");
     let p = vec![b'p'; 32];
     let mut n = 0;
     while n < 200_000 {

@@ -29,6 +29,13 @@ impl TestDb {
         self.dir.path()
     }
     /// The outbox on this database for `cfg`.
+    /// A new database and an outbox on it, configured by [`cfg`] with `extra`.
+    pub fn with_outbox(extra: &str) -> (TestDb, SyncConfig, Arc<Outbox>) {
+        let t = TestDb::new();
+        let c = cfg(extra);
+        let ob = t.outbox(&c);
+        (t, c, ob)
+    }
     pub fn outbox(&self, cfg: &SyncConfig) -> Arc<Outbox> {
         Outbox::open(self.db.clone(), cfg).unwrap()
     }
