@@ -61,6 +61,14 @@ fn capture_interleaved(ob: &Outbox, db: &redb::Database, range: std::ops::Range<
     }
 }
 
+/// A fresh mosquitto with a subscriber on `filter`, a new test database, and a clock at
+/// Monday 12:00 UTC.
+fn monday_noon(filter: &str) -> (Mosquitto, Subscriber, TestDb, Arc<ManualClock>) {
+    let (mq, sub) = Mosquitto::with_subscriber(filter);
+    let clock = Arc::new(ManualClock::new(MONDAY + 12 * HOUR));
+    (mq, sub, TestDb::new(), clock)
+}
+
 /// Captures `logs/a` and `live/a` 0..n interleaved: `sub` gets the n live readings in order
 /// and, half a second later, still no log (`held` says why they must wait).
 fn assert_live_flows_while_logs_wait(
@@ -80,9 +88,7 @@ fn assert_live_flows_while_logs_wait(
 
 #[test]
 fn records_outside_the_window_wait_and_go_in_order_when_it_opens() {
-    let (mq, sub) = Mosquitto::with_subscriber("#");
-    let t = TestDb::new();
-    let clock = Arc::new(ManualClock::new(MONDAY + 12 * HOUR));
+    let (mq, sub, t, clock) = monday_noon("#");
     let cfg = sync_cfg(&format!("\"tcp://127.0.0.1:{}\"", mq.port), RULES);
     let (ob, h) = start(&t, cfg, &clock);
     assert!(wait_connected(&h));
@@ -110,10 +116,7 @@ fn records_outside_the_window_wait_and_go_in_order_when_it_opens() {
         logs_seq.windows(2).all(|w| w[0] < w[1]),
         "logs out of order"
     );
-    assert!(wait_until(Duration::from_secs(10), || h
-        .status()
-        .backlog_messages
-        == 0));
+    assert!(wait_backlog(&h, 0));
     let st = h.status();
     assert_eq!(
         st.redelivered, 0,
@@ -140,16 +143,11 @@ fn records_outside_the_window_wait_and_go_in_order_when_it_opens() {
 
 #[test]
 fn held_records_survive_a_restart_and_wait_for_their_window() {
-    let (mq, sub) = Mosquitto::with_subscriber("logs/#");
-    let t = TestDb::new();
-    let clock = Arc::new(ManualClock::new(MONDAY + 12 * HOUR));
+    let (mq, sub, t, clock) = monday_noon("logs/#");
     let up = format!("\"tcp://127.0.0.1:{}\"", mq.port);
     let (ob, h) = start(&t, sync_cfg(&up, RULES), &clock);
     capture_interleaved(&ob, &t.db, 0..100);
-    assert!(wait_until(Duration::from_secs(10), || h
-        .status()
-        .backlog_messages
-        == 100));
+    assert!(wait_backlog(&h, 100));
     smol::block_on(h.shutdown());
     drop(ob);
     let t = t.reopen();
@@ -191,19 +189,14 @@ fn a_rule_limited_to_one_upstream_waits_for_it() {
     drop(cell);
     let got = depot_sub.wait_for(100, Duration::from_secs(30));
     assert_eq!(payloads(&got, "logs/"), (0..100).collect::<Vec<_>>());
-    assert!(wait_until(Duration::from_secs(10), || h
-        .status()
-        .backlog_messages
-        == 0));
+    assert!(wait_backlog(&h, 0));
     smol::block_on(h.shutdown());
     drop(depot_mq);
 }
 
 #[test]
 fn an_upstream_with_a_schedule_is_used_only_inside_its_window() {
-    let (mq, sub) = Mosquitto::with_subscriber("#");
-    let t = TestDb::new();
-    let clock = Arc::new(ManualClock::new(MONDAY + 12 * HOUR));
+    let (mq, sub, t, clock) = monday_noon("#");
     let up = format!("tcp://127.0.0.1:{}", mq.port);
     let extra = format!(
         "[[upstream_schedule]]\nupstream = \"{up}\"\nwindows = [\"22:00-02:00\"]\n\

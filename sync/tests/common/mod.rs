@@ -474,6 +474,11 @@ pub fn connected_sync(
     (mq, sub, t, ob, h)
 }
 
+/// Waits up to 10 s for the status of `h` to report `n` messages in the outbox.
+pub fn wait_backlog(h: &edge_sync::SyncHandle, n: u64) -> bool {
+    wait_until(Duration::from_secs(10), || h.status().backlog_messages == n)
+}
+
 /// Waits up to 10 s for the uplink to report `Connected`.
 pub fn wait_connected(h: &edge_sync::SyncHandle) -> bool {
     wait_until(Duration::from_secs(10), || {
