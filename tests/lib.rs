@@ -1391,6 +1391,19 @@ impl V3Client {
             .await
     }
 
+    /// A new client `unique(name)` with a clean session, subscribed to `filter` at `qos`
+    /// (granted).
+    pub async fn subscribed(
+        broker: &Broker,
+        name: &str,
+        filter: &str,
+        qos: rumqttc::QoS,
+    ) -> V3Client {
+        let mut c = V3Client::connect(broker, &unique(name), true).await;
+        c.subscribe_ok(filter, qos).await;
+        c
+    }
+
     /// Subscribes and asserts the broker granted `qos`.
     pub async fn subscribe_ok(&mut self, filter: &str, qos: rumqttc::QoS) {
         let codes = self.subscribe(filter, qos).await;
@@ -1521,6 +1534,19 @@ impl V5Client {
         self.subscribe_with(v5bytes::Filter::new(filter, qos), None)
             .await
             .return_codes
+    }
+
+    /// A new client `unique(name)` with a clean start, subscribed to `filter` at `qos`
+    /// (granted).
+    pub async fn subscribed(
+        broker: &Broker,
+        name: &str,
+        filter: &str,
+        qos: rumqttc::v5::mqttbytes::QoS,
+    ) -> V5Client {
+        let mut c = V5Client::connect(broker, &unique(name)).await;
+        c.subscribe_ok(filter, qos).await;
+        c
     }
 
     /// Subscribes and asserts the broker granted `qos`.

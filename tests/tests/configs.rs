@@ -28,8 +28,7 @@ fn target_configs() -> Vec<PathBuf> {
 
 async fn round_trip(broker: &Broker, what: &str) {
     let topic = unique("cfg");
-    let mut sub = V3Client::connect(broker, &unique("sub"), true).await;
-    sub.subscribe_ok(&topic, QoS::AtLeastOnce).await;
+    let mut sub = V3Client::subscribed(broker, "sub", &topic, QoS::AtLeastOnce).await;
     let mut publisher = V3Client::connect(broker, &unique("pub"), true).await;
     publisher
         .publish(&topic, QoS::AtLeastOnce, false, what.to_string())
@@ -191,11 +190,11 @@ async fn store_gateway_example_forwards_upstream_and_delivers_downlink() {
     let edge = Broker::builder().config_file(&file).start();
 
     within(TEST_LIMIT, "store gateway", async {
-        let mut cloud_sub = V3Client::connect(&cloud, &unique("cloud-sub"), true).await;
-        cloud_sub.subscribe_ok("stores/#", QoS::AtLeastOnce).await;
+        let mut cloud_sub =
+            V3Client::subscribed(&cloud, "cloud-sub", "stores/#", QoS::AtLeastOnce).await;
         cloud_sub.subscribe_ok("retail/#", QoS::AtLeastOnce).await;
-        let mut local_sub = V3Client::connect(&edge, &unique("local-sub"), true).await;
-        local_sub.subscribe_ok("commands/#", QoS::AtLeastOnce).await;
+        let mut local_sub =
+            V3Client::subscribed(&edge, "local-sub", "commands/#", QoS::AtLeastOnce).await;
         local_sub.subscribe_ok("prices/#", QoS::AtLeastOnce).await;
 
         // Uplink: local publishes reach the cloud under the rules' remote topics.

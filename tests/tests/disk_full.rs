@@ -200,8 +200,7 @@ async fn full_disk_refuses_qos1_and_qos2_keeps_qos0_flowing_and_recovers_without
     // A persistent subscriber that is offline while the disk fills: every accepted message is
     // queued for it on disk. An online clean subscriber for the QoS 0 flow.
     let keeper_opts = keeper_session(&broker).await;
-    let mut live = V5Client::connect(&broker, &unique("live")).await;
-    live.subscribe_ok("live/#", Q5::AtMostOnce).await;
+    let mut live = V5Client::subscribed(&broker, "live", "live/#", Q5::AtMostOnce).await;
 
     let filler = fs.fill(256 << 10);
 

@@ -19,10 +19,8 @@ fn qos0_qos1_qos2_publishes_round_trip_at_the_granted_qos() {
 fn delivery_qos_is_downgraded_to_the_subscription_qos() {
     broker_test(TEST_LIMIT, |broker| async move {
         let topic = unique("down");
-        let mut sub0 = V3Client::connect(&broker, &unique("s0"), true).await;
-        sub0.subscribe_ok(&topic, QoS::AtMostOnce).await;
-        let mut sub1 = V3Client::connect(&broker, &unique("s1"), true).await;
-        sub1.subscribe_ok(&topic, QoS::AtLeastOnce).await;
+        let mut sub0 = V3Client::subscribed(&broker, "s0", &topic, QoS::AtMostOnce).await;
+        let mut sub1 = V3Client::subscribed(&broker, "s1", &topic, QoS::AtLeastOnce).await;
         let mut publisher = V3Client::connect(&broker, &unique("pub"), true).await;
         publisher
             .publish(&topic, QoS::ExactlyOnce, false, "x")
@@ -44,8 +42,7 @@ fn retained_message_is_delivered_to_a_later_subscriber_and_empty_payload_clears_
             .publish(&topic, QoS::AtLeastOnce, true, "kept")
             .await;
 
-        let mut late = V3Client::connect(&broker, &unique("late"), true).await;
-        late.subscribe_ok(&topic, QoS::AtLeastOnce).await;
+        let mut late = V3Client::subscribed(&broker, "late", &topic, QoS::AtLeastOnce).await;
         let p = late.recv(WAIT).await;
         assert_eq!(
             p.payload,
@@ -74,8 +71,7 @@ fn retained_message_is_delivered_to_a_later_subscriber_and_empty_payload_clears_
         // Empty payload deletes the retained message.
         publisher.publish(&topic, QoS::AtLeastOnce, true, "").await;
         let _ = late.try_recv(QUIET).await; // the (empty) live delivery, if any
-        let mut later = V3Client::connect(&broker, &unique("later"), true).await;
-        later.subscribe_ok(&topic, QoS::AtLeastOnce).await;
+        let mut later = V3Client::subscribed(&broker, "later", &topic, QoS::AtLeastOnce).await;
         later
             .expect_no_publish(QUIET, "retained message was deleted")
             .await;
@@ -86,14 +82,12 @@ fn retained_message_is_delivered_to_a_later_subscriber_and_empty_payload_clears_
 fn wildcards_match_levels_and_keep_dollar_topics_out() {
     broker_test(TEST_LIMIT, |broker| async move {
         let root = unique("wild");
-        let mut plus = V3Client::connect(&broker, &unique("plus"), true).await;
-        plus.subscribe_ok(&format!("{root}/+/temp"), QoS::AtLeastOnce)
-            .await;
-        let mut hash = V3Client::connect(&broker, &unique("hash"), true).await;
-        hash.subscribe_ok(&format!("{root}/#"), QoS::AtLeastOnce)
-            .await;
-        let mut all = V3Client::connect(&broker, &unique("all"), true).await;
-        all.subscribe_ok("#", QoS::AtLeastOnce).await;
+        let mut plus =
+            V3Client::subscribed(&broker, "plus", &format!("{root}/+/temp"), QoS::AtLeastOnce)
+                .await;
+        let mut hash =
+            V3Client::subscribed(&broker, "hash", &format!("{root}/#"), QoS::AtLeastOnce).await;
+        let mut all = V3Client::subscribed(&broker, "all", "#", QoS::AtLeastOnce).await;
         all.subscribe_ok("+/x", QoS::AtLeastOnce).await;
 
         let mut publisher = V3Client::connect(&broker, &unique("pub"), true).await;
@@ -148,8 +142,7 @@ fn wildcards_match_levels_and_keep_dollar_topics_out() {
 fn unsubscribe_stops_delivery() {
     broker_test(TEST_LIMIT, |broker| async move {
         let topic = unique("unsub");
-        let mut sub = V3Client::connect(&broker, &unique("sub"), true).await;
-        sub.subscribe_ok(&topic, QoS::AtLeastOnce).await;
+        let mut sub = V3Client::subscribed(&broker, "sub", &topic, QoS::AtLeastOnce).await;
         let mut publisher = V3Client::connect(&broker, &unique("pub"), true).await;
         publisher
             .publish(&topic, QoS::AtLeastOnce, false, "before")
@@ -213,8 +206,8 @@ fn persistent_session_receives_qos1_messages_queued_while_offline() {
 fn will_is_published_when_a_client_drops_without_disconnect() {
     broker_test(TEST_LIMIT, |broker| async move {
         let will_topic = unique("will");
-        let mut watcher = V3Client::connect(&broker, &unique("watcher"), true).await;
-        watcher.subscribe_ok(&will_topic, QoS::AtLeastOnce).await;
+        let mut watcher =
+            V3Client::subscribed(&broker, "watcher", &will_topic, QoS::AtLeastOnce).await;
 
         // Closed cleanly with DISCONNECT: no will.
         let mut o = v3_options(&broker, &unique("polite"), true);
@@ -265,9 +258,8 @@ fn overlapping_subscriptions_deliver_one_copy() {
     // also allows one copy per subscription, so mosquitto may differ here.
     broker_test(TEST_LIMIT, |broker| async move {
         let root = unique("overlap");
-        let mut sub = V3Client::connect(&broker, &unique("sub"), true).await;
-        sub.subscribe_ok(&format!("{root}/#"), QoS::AtMostOnce)
-            .await;
+        let mut sub =
+            V3Client::subscribed(&broker, "sub", &format!("{root}/#"), QoS::AtMostOnce).await;
         sub.subscribe_ok(&format!("{root}/+"), QoS::AtLeastOnce)
             .await;
         let mut publisher = V3Client::connect(&broker, &unique("pub"), true).await;

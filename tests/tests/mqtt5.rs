@@ -22,8 +22,7 @@ fn v5_qos0_qos1_qos2_publishes_round_trip() {
 fn v5_user_properties_and_request_response_properties_pass_through() {
     broker_test(TEST_LIMIT, |broker| async move {
         let topic = unique("v5props");
-        let mut sub = V5Client::connect(&broker, &unique("sub")).await;
-        sub.subscribe_ok(&topic, QoS::AtLeastOnce).await;
+        let mut sub = V5Client::subscribed(&broker, "sub", &topic, QoS::AtLeastOnce).await;
         let mut publisher = V5Client::connect(&broker, &unique("pub")).await;
         let user_properties = vec![
             ("sensor".to_string(), "t-17".to_string()),
@@ -62,8 +61,7 @@ fn v5_retained_message_and_subscription_retain_options() {
             .await;
 
         // Plain subscription: retained message sent with RETAIN set.
-        let mut late = V5Client::connect(&broker, &unique("late")).await;
-        late.subscribe_ok(&topic, QoS::AtLeastOnce).await;
+        let mut late = V5Client::subscribed(&broker, "late", &topic, QoS::AtLeastOnce).await;
         let p = late.recv(WAIT).await;
         assert_eq!(p.payload, "stored".as_bytes());
         assert!(p.retain);
@@ -270,8 +268,7 @@ fn v5_session_expiry_keeps_queued_messages_and_message_expiry_drops_stale_ones()
 fn v5_unsubscribe_reports_missing_subscriptions() {
     broker_test(TEST_LIMIT, |broker| async move {
         let topic = unique("v5unsub");
-        let mut c = V5Client::connect(&broker, &unique("c")).await;
-        c.subscribe_ok(&topic, QoS::AtLeastOnce).await;
+        let mut c = V5Client::subscribed(&broker, "c", &topic, QoS::AtLeastOnce).await;
         let ack = c.unsubscribe(&topic).await;
         assert_eq!(ack.reasons, vec![UnsubAckReason::Success]);
         let ack = c.unsubscribe(&topic).await;
@@ -307,8 +304,8 @@ fn v5_session_takeover_disconnects_the_old_connection_with_reason() {
 fn v5_will_delay_is_cancelled_by_a_reconnect_and_sent_otherwise() {
     broker_test(TEST_LIMIT, |broker| async move {
         let will_topic = unique("v5will");
-        let mut watcher = V5Client::connect(&broker, &unique("watcher")).await;
-        watcher.subscribe_ok(&will_topic, QoS::AtLeastOnce).await;
+        let mut watcher =
+            V5Client::subscribed(&broker, "watcher", &will_topic, QoS::AtLeastOnce).await;
 
         let will = |payload: &str| {
             LastWill::new(

@@ -138,6 +138,18 @@ async fn start_edge_connected(port: u16, rules: &str) -> Broker {
 // Tests
 // ------------------------------------------------------------------------------------------
 
+/// The start of most tests here: [`upstream_behind_down_link`], and the edge broker (in this
+/// process) forwarding `rules` through the link, with `top` and `sync_extra` in its config.
+async fn edge_behind_down_link(
+    top: &str,
+    sync_extra: &str,
+    rules: &str,
+) -> (Mosquitto, Observer, Proxy, Broker) {
+    let (mq, obs, proxy) = upstream_behind_down_link().await;
+    let edge = start_edge(edge_config(top, &proxy.url(), sync_extra, rules));
+    (mq, obs, proxy, edge)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn online_forwarding_maps_topics_keeps_order_and_tags_every_message() {
     let mq = Mosquitto::start("");
@@ -222,15 +234,14 @@ async fn online_forwarding_maps_topics_keeps_order_and_tags_every_message() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backlog_built_while_upstream_down_arrives_complete_in_order() {
     const N: usize = 3000;
-    let (_mq, obs, proxy) = upstream_behind_down_link().await;
     // The session limit of the local broker must not bound the outbox (mosquitto #3472).
     // Paced at 3,000/s so the link can be cut mid-drain.
-    let edge = start_edge(edge_config(
+    let (_mq, obs, proxy, edge) = edge_behind_down_link(
         "[limits]\nmax_queued_messages = 100\n",
-        &proxy.url(),
         "max_messages_per_sec = 3000\nmax_bytes_per_sec = 0\n",
         SENSORS,
-    ));
+    )
+    .await;
     let t = Instant::now();
     publish_all(edge.port(), "sensors/bulk", 0..N, 0).await;
     eprintln!("{N} QoS 1 publishes acknowledged in {:?}", t.elapsed());
@@ -422,13 +433,12 @@ async fn clean_stop_leaves_a_database_sync_status_can_read() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_backlog_under_drop_oldest_drops_the_oldest_and_counts_them() {
     const N: usize = 200;
-    let (_mq, obs, proxy) = upstream_behind_down_link().await;
-    let edge = start_edge(edge_config(
+    let (_mq, obs, proxy, edge) = edge_behind_down_link(
         "",
-        &proxy.url(),
         &format!("{UNPACED}max_backlog_bytes = 8192\nfull_policy = \"drop_oldest\"\n"),
         SENSORS,
-    ));
+    )
+    .await;
     publish_all(edge.port(), "sensors/cap", 0..N, 100).await;
     let s = wait_status(
         edge.data_dir(),
@@ -465,13 +475,12 @@ async fn full_backlog_under_drop_oldest_drops_the_oldest_and_counts_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_backlog_under_reject_new_refuses_v5_with_0x97_and_disconnects_v311() {
-    let (_mq, obs, proxy) = upstream_behind_down_link().await;
-    let edge = start_edge(edge_config(
+    let (_mq, obs, proxy, edge) = edge_behind_down_link(
         "",
-        &proxy.url(),
         &format!("{UNPACED}max_backlog_bytes = 8192\nfull_policy = \"reject_new\"\n"),
         SENSORS,
-    ));
+    )
+    .await;
     let mut v5 = V5Client::connect(&edge, &unique("rej5")).await;
     let mut accepted = 0;
     loop {
@@ -534,11 +543,10 @@ async fn full_backlog_under_reject_new_refuses_v5_with_0x97_and_disconnects_v311
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_past_their_ttl_are_dropped_counted_and_never_sent() {
-    let (_mq, obs, proxy) = upstream_behind_down_link().await;
     let rules =
         "[[sync.forward]]\nfilter = \"ttl/#\"\nprefix = \"edge/{node_id}/\"\nttl_secs = 1\n\
                  [[sync.forward]]\nfilter = \"keep/#\"\nprefix = \"edge/{node_id}/\"\n";
-    let edge = start_edge(edge_config("", &proxy.url(), UNPACED, rules));
+    let (_mq, obs, proxy, edge) = edge_behind_down_link("", UNPACED, rules).await;
     publish_all(edge.port(), "ttl/a", 0..20, 0).await;
     publish_all(edge.port(), "keep/a", 20..40, 0).await;
     let s = wait_status(
@@ -623,8 +631,7 @@ async fn downlink_delivers_with_qos_and_retain_and_never_loops_back_up() {
         (Q5::ExactlyOnce, false, Bytes::from("two"))
     );
     // The retained command is kept locally for later subscribers.
-    let mut late = V3Client::connect(&edge, &unique("late"), true).await;
-    late.subscribe_ok("cmd/gw1/reboot", QoS::AtLeastOnce).await;
+    let mut late = V3Client::subscribed(&edge, "late", "cmd/gw1/reboot", QoS::AtLeastOnce).await;
     let r = late.recv(WAIT).await;
     assert!(r.retain && r.payload == "now", "{r:?}");
 
@@ -811,13 +818,12 @@ async fn tls_upstream_with_generated_ca_is_verified_and_forwards() {
 async fn paced_drain_does_not_flood_the_upstream() {
     const N: usize = 600;
     const RATE: usize = 200;
-    let (_mq, obs, proxy) = upstream_behind_down_link().await;
-    let edge = start_edge(edge_config(
+    let (_mq, obs, proxy, edge) = edge_behind_down_link(
         "",
-        &proxy.url(),
         &format!("max_messages_per_sec = {RATE}\nmax_bytes_per_sec = 0\n"),
         SENSORS,
-    ));
+    )
+    .await;
     publish_all(edge.port(), "sensors/paced", 0..N, 0).await;
     wait_status(edge.data_dir(), "buffered", WAIT, |s| {
         json_u64(s, "backlog_messages") == N as u64
@@ -847,13 +853,12 @@ async fn paced_drain_does_not_flood_the_upstream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_link_failure_redelivers_what_was_not_acknowledged() {
     const N: usize = 1500;
-    let (_mq, obs, proxy) = upstream_behind_down_link().await;
-    let edge = start_edge(edge_config(
+    let (_mq, obs, proxy, edge) = edge_behind_down_link(
         "",
-        &proxy.url(),
         "max_messages_per_sec = 1000\nmax_bytes_per_sec = 0\nkeep_alive_secs = 1\n",
         SENSORS,
-    ));
+    )
+    .await;
     publish_all(edge.port(), "sensors/silent", 0..N, 0).await;
     proxy.set(Link::Up);
     obs.wait("300 forwarded", Duration::from_secs(20), |g| g.len() >= 300)

@@ -699,8 +699,7 @@ async fn downlink_carries_robustmq_commands_to_local_subscribers() {
         &login(""),
         rules,
     ));
-    let mut local = V5Client::connect(&edge, &unique("local")).await;
-    local.subscribe_ok("cmd/rmq-cmd/#", Q5::AtLeastOnce).await;
+    let mut local = V5Client::subscribed(&edge, "local", "cmd/rmq-cmd/#", Q5::AtLeastOnce).await;
     wait_status(edge.data_dir(), "link connected", LONG, is_connected).await;
 
     let mut o = observer_options(rmq.port);
