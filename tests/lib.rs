@@ -1404,6 +1404,14 @@ impl V3Client {
         c
     }
 
+    /// A new persistent session `id` (clean session off) subscribed to `filter` at QoS 1
+    /// (granted).
+    pub async fn persistent_subscriber(broker: &Broker, id: &str, filter: &str) -> V3Client {
+        let mut c = V3Client::connect(broker, id, false).await;
+        c.subscribe_ok(filter, rumqttc::QoS::AtLeastOnce).await;
+        c
+    }
+
     /// Subscribes and asserts the broker granted `qos`.
     pub async fn subscribe_ok(&mut self, filter: &str, qos: rumqttc::QoS) {
         let codes = self.subscribe(filter, qos).await;

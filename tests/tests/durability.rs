@@ -279,8 +279,7 @@ async fn every_acknowledged_message_survives_kill9_in_the_middle_of_a_publish_bu
     let sub_id = unique("burst-sub");
 
     let acked: Vec<usize> = within(TEST_LIMIT, "burst", async {
-        let mut sub = V3Client::connect(&broker, &sub_id, false).await;
-        sub.subscribe_ok(&topic, QoS::AtLeastOnce).await;
+        let sub = V3Client::persistent_subscriber(&broker, &sub_id, &topic).await;
         sub.disconnect().await;
 
         let mut publisher = V3Client::connect(&broker, &unique("burst-pub"), true).await;
@@ -369,8 +368,7 @@ async fn delivered_messages_are_not_redelivered_after_a_clean_restart() {
     let topic = unique("clean-restart");
     let sub_id = unique("cr-sub");
     within(TEST_LIMIT, "deliver", async {
-        let mut sub = V3Client::connect(&broker, &sub_id, false).await;
-        sub.subscribe_ok(&topic, QoS::AtLeastOnce).await;
+        let mut sub = V3Client::persistent_subscriber(&broker, &sub_id, &topic).await;
         let mut publisher = V3Client::connect(&broker, &unique("cr-pub"), true).await;
         publisher
             .publish_all_qos1(&topic, &numbered_payloads(50), WAIT)

@@ -167,8 +167,7 @@ fn persistent_session_receives_qos1_messages_queued_while_offline() {
     broker_test(TEST_LIMIT, |broker| async move {
         let topic = unique("offline");
         let id = unique("persistent");
-        let mut sub = V3Client::connect(&broker, &id, false).await;
-        sub.subscribe_ok(&topic, QoS::AtLeastOnce).await;
+        let sub = V3Client::persistent_subscriber(&broker, &id, &topic).await;
         sub.disconnect().await;
 
         let mut publisher = V3Client::connect(&broker, &unique("pub"), true).await;
@@ -236,8 +235,7 @@ fn second_connection_with_the_same_client_id_takes_over_the_session() {
     broker_test(TEST_LIMIT, |broker| async move {
         let id = unique("takeover");
         let topic = unique("takeover-topic");
-        let mut first = V3Client::connect(&broker, &id, false).await;
-        first.subscribe_ok(&topic, QoS::AtLeastOnce).await;
+        let mut first = V3Client::persistent_subscriber(&broker, &id, &topic).await;
         let mut second = V3Client::resume(&broker, &id, "the taken-over session is kept").await;
         first
             .events

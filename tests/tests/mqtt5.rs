@@ -214,20 +214,16 @@ fn v5_session_expiry_keeps_queued_messages_and_message_expiry_drops_stale_ones()
         sub.disconnect().await;
 
         let mut publisher = V5Client::connect(&broker, &unique("pub")).await;
-        let expiring = PublishProperties {
-            message_expiry_interval: Some(1),
-            ..Default::default()
-        };
-        publisher
-            .publish_with(&topic, QoS::AtLeastOnce, false, "stale", Some(expiring))
-            .await;
-        let lasting = PublishProperties {
-            message_expiry_interval: Some(600),
-            ..Default::default()
-        };
-        publisher
-            .publish_with(&topic, QoS::AtLeastOnce, false, "fresh", Some(lasting))
-            .await;
+        // One message expiring after 1 s, one after 600 s.
+        for (payload, secs) in [("stale", 1), ("fresh", 600)] {
+            let expiry = PublishProperties {
+                message_expiry_interval: Some(secs),
+                ..Default::default()
+            };
+            publisher
+                .publish_with(&topic, QoS::AtLeastOnce, false, payload, Some(expiry))
+                .await;
+        }
         publisher
             .publish(&topic, QoS::AtLeastOnce, false, "no-expiry")
             .await;
