@@ -362,20 +362,28 @@ mod tests {
         })
     }
 
+    /// Changes one to three random bytes of `frame` (not empty).
+    fn mutate(rng: &mut fastrand::Rng, frame: &mut [u8]) {
+        for _ in 0..rng.usize(1..4) {
+            let at = rng.usize(..frame.len());
+            frame[at] = rng.u8(..);
+        }
+    }
+
     /// The PUBLISH fast path decodes exactly what the codec's general decoder does (same
     /// packet, same accept / refuse), on valid and mutated frames of both versions.
     #[test]
     fn publish_fast_path_agrees_with_the_codec() {
-        let mut rng = fastrand::Rng::with_seed(0xfa57);
+        let properties = v5::PublishProperties {
+            payload_is_utf8: Some(false),
+            subscription_ids: vec![v5::VarByteInt::try_from(3).unwrap()],
+            ..Default::default()
+        };
         let v5p = retained_v5_publish(
             QosPid::Level1(Pid::try_from(5).unwrap()),
             "a/b",
             bytes::Bytes::from(vec![1u8; 300]),
-            v5::PublishProperties {
-                payload_is_utf8: Some(false),
-                subscription_ids: vec![v5::VarByteInt::try_from(3).unwrap()],
-                ..Default::default()
-            },
+            properties,
         );
         let v3p = v3::Packet::Publish(v3::Publish::new(
             QosPid::Level2(Pid::try_from(9).unwrap()),
@@ -386,14 +394,12 @@ mod tests {
             (Protocol::V500, v5p.encode().unwrap().as_ref().to_vec()),
             (Protocol::V311, v3p.encode().unwrap().as_ref().to_vec()),
         ];
+        let mut rng = fastrand::Rng::with_seed(0xfa57);
         for i in 0..50_000 {
             let (proto, seed) = &seeds[i % 2];
             let mut f = seed.clone();
             if i >= 2 {
-                for _ in 0..rng.usize(1..4) {
-                    let at = rng.usize(..f.len());
-                    f[at] = rng.u8(..);
-                }
+                mutate(&mut rng, &mut f);
                 f[0] = 0x30 | (f[0] & 0x0f);
             }
             let general = if *proto == Protocol::V500 {
@@ -443,10 +449,7 @@ mod tests {
                 (0..len).map(|_| rng.u8(..)).collect::<Vec<u8>>()
             } else {
                 let mut f = seeds[rng.usize(..seeds.len())].clone();
-                for _ in 0..rng.usize(1..4) {
-                    let at = rng.usize(..f.len());
-                    f[at] = rng.u8(..);
-                }
+                mutate(&mut rng, &mut f);
                 f
             };
             if rng.bool() && !frame.is_empty() {
