@@ -23,7 +23,7 @@ use super::handshake::Ready;
 use super::inbound::{self, PublishState};
 use super::outbound::{self, Encoder, Round};
 use super::{Close, Conn, Stream};
-use crate::broker::{ConnectionPermit, Departure};
+use crate::broker::Departure;
 use crate::session::Wakeup;
 
 /// How the session sees the end the reader chose, shared by the two sides of the one task in
@@ -116,11 +116,28 @@ impl KeepAlive {
         (self.limit_ms > 0).then(|| Duration::from_millis(self.limit_ms as u64))
     }
 
-    fn timer(&self) -> Option<smol::Timer> {
+    fn deadline(&self) -> Option<Instant> {
         match self.deadline_ms.load(Ordering::Relaxed) {
             0 => None,
-            ms => Some(smol::Timer::at(base() + Duration::from_millis(ms))),
+            ms => Some(base() + Duration::from_millis(ms)),
         }
+    }
+
+    fn timer(&self) -> Option<smol::Timer> {
+        self.deadline().map(smol::Timer::at)
+    }
+
+    /// The idle wait's timer set to the deadline: `slot` keeps one timer for the connection's
+    /// life, allocated at its first idle wait with a keep-alive (none without), so that the
+    /// task's idle state holds a pointer rather than a 56-byte timer.
+    fn idle_timer<'a>(
+        &self,
+        slot: &'a mut Option<Box<smol::Timer>>,
+    ) -> Option<&'a mut smol::Timer> {
+        let at = self.deadline()?;
+        let t = slot.get_or_insert_with(|| Box::new(smol::Timer::never()));
+        t.set_at(at);
+        Some(t)
     }
 }
 
@@ -128,6 +145,8 @@ impl KeepAlive {
 /// wait holds only pointers and the keep-alive timer.
 pub(super) struct State {
     keep_alive: KeepAlive,
+    /// The idle wait's keep-alive timer ([`KeepAlive::idle_timer`]).
+    idle_timer: Option<Box<smol::Timer>>,
     publish: PublishState,
     /// Server -> client topic aliases (the encoder lives only in busy phases).
     aliases: outbound::Aliases,
@@ -139,6 +158,7 @@ impl State {
     pub(super) fn new(keep_alive: u16) -> State {
         State {
             keep_alive: KeepAlive::new(keep_alive),
+            idle_timer: None,
             publish: PublishState::default(),
             aliases: None,
             departure: DepartureSlot::default(),
@@ -148,8 +168,8 @@ impl State {
 
 /// Runs the connection: the CONNECT handshake, then the phases until it ends, then detaches
 /// the session and closes the socket. The connection's places under the limits are given
-/// back when this returns (or is dropped); `pending` (waiting for CONNECT) once the handshake
-/// is done.
+/// back when this returns (or is dropped); its place among those waiting for CONNECT, held
+/// by the handshake, when the handshake is done.
 ///
 /// One async block for the connection's life rather than nested async fns: an async fn keeps
 /// its arguments twice (as arguments and as locals) and each level adds its own padding, in
@@ -160,7 +180,6 @@ impl State {
 #[allow(clippy::manual_async_fn)]
 pub(super) fn run(
     handshake: Pin<Box<impl Future<Output = Option<Ready>> + Send>>,
-    pending: ConnectionPermit,
 ) -> impl Future<Output = ()> + Send {
     async move {
         // Not bound to a name first: a named result would keep a second copy of the connection
@@ -169,8 +188,6 @@ pub(super) fn run(
         let Some(mut ready) = handshake.await else {
             return;
         };
-        // Past the handshake: no longer counted as waiting for CONNECT.
-        drop(pending);
         let served = AssertUnwindSafe(serve_phases(&mut ready))
             .catch_unwind()
             .await;
@@ -229,7 +246,9 @@ fn serve_phases(ready: &mut Ready) -> impl Future<Output = bool> + '_ {
                 return sent_disconnect;
             }
             let wakeup = ready.replies.wakeup();
-            readable = match idle(&ready.stream, wakeup, &ready.state.keep_alive).await {
+            let state = &mut ready.state;
+            let timer = state.keep_alive.idle_timer(&mut state.idle_timer);
+            readable = match idle(&ready.stream, wakeup, timer).await {
                 Wake::Readable => true,
                 Wake::Notified => false,
                 Wake::KeepAlive => {
@@ -269,9 +288,8 @@ fn end_reading(
 fn idle<'a>(
     stream: &'a Stream,
     wakeup: &'a Wakeup,
-    keep_alive: &KeepAlive,
+    mut timer: Option<&'a mut smol::Timer>,
 ) -> impl Future<Output = Wake> + 'a {
-    let mut timer = keep_alive.timer();
     future::poll_fn(move |cx| {
         // A read error is found by the read that follows.
         if stream.poll_readable(cx).is_ready() {
@@ -281,7 +299,7 @@ fn idle<'a>(
             return Poll::Ready(Wake::Notified);
         }
         if let Some(t) = &mut timer {
-            if Pin::new(t).poll(cx).is_ready() {
+            if Pin::new(&mut **t).poll(cx).is_ready() {
                 return Poll::Ready(Wake::KeepAlive);
             }
         }

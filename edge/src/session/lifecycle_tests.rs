@@ -10,7 +10,7 @@ use crate::message::now_ms;
 fn a_will_without_delay_is_published_when_the_connection_drops() {
     let mut s = online(60, Some(will(0)));
     assert_eq!(s.detach(1_000, Departure::Abnormal, 3600), Some(will(0)));
-    assert!(s.will.is_none());
+    assert!(s.will().is_none());
 }
 
 #[test]
@@ -91,4 +91,56 @@ fn an_expired_session_is_not_resumed() {
     assert!(s.claim(false, 10_999).resumable);
     s.detach(1_000, Departure::Abnormal, 3600);
     assert!(!s.claim(false, 11_000).resumable);
+}
+
+#[test]
+fn subscriptions_are_kept_sorted_replaced_in_place_and_freed_when_the_last_goes() {
+    let mut s = Session::new("c".into(), 5, 0);
+    for f in ["b/#", "a", "$share/g/x", "c/+"] {
+        assert_eq!(s.subscribe(f.into(), SubOptions::test(0, 0), 10), Ok(false));
+    }
+    assert_eq!(
+        s.subscribe("a".into(), SubOptions::test(2, 7), 10),
+        Ok(true),
+        "replaced"
+    );
+    let listed: Vec<(String, u8)> = s
+        .subscriptions()
+        .map(|(f, o)| (f.to_string(), o.qos))
+        .collect();
+    assert_eq!(
+        listed,
+        [("$share/g/x", 0), ("a", 2), ("b/#", 0), ("c/+", 0)].map(|(f, q)| (f.to_string(), q))
+    );
+    assert!(!s.unsubscribe("nope"));
+    for f in ["c/+", "a", "$share/g/x", "b/#"] {
+        assert!(s.unsubscribe(f), "{f}");
+    }
+    assert_eq!(s.subscriptions().count(), 0);
+    assert_eq!(s.subs.capacity(), 0, "an idle session keeps no list");
+}
+
+#[test]
+fn the_extras_box_exists_only_while_a_will_or_qos2_id_or_publisher_event_does() {
+    let mut s = online(60, None);
+    assert!(
+        s.extras.is_none(),
+        "no will, nothing received, nobody waiting"
+    );
+    let mut ops = Vec::new();
+    assert!(s.receive_qos2(pid(1), &mut ops));
+    assert!(!s.receive_qos2(pid(1), &mut ops), "a duplicate");
+    assert!(s.extras.is_some());
+    assert!(s.release_qos2(pid(1), &mut ops));
+    assert!(s.extras.is_none(), "freed with the last packet id");
+
+    let mut s = online(60, Some(will(0)));
+    assert!(s.extras.is_some());
+    assert_eq!(s.detach(1_000, Departure::Abnormal, 3600), Some(will(0)));
+    assert!(s.extras.is_none(), "freed with the will");
+    assert!(
+        std::mem::size_of::<Session>() <= 216,
+        "session {} bytes",
+        std::mem::size_of::<Session>()
+    );
 }
