@@ -430,7 +430,7 @@ async fn handshake(
     }
     let conn = Conn {
         broker: broker.clone(),
-        peer,
+        peer: peer.into(),
         proto,
         client_id: client_id.clone(),
         conn_id: connected.conn_id,

@@ -24,7 +24,6 @@ use super::inbound::{self, PublishState};
 use super::outbound::{self, Encoder, Round};
 use super::{Close, Conn, Stream};
 use crate::broker::Departure;
-use crate::session::Wakeup;
 
 /// How the session sees the end the reader chose, shared by the two sides of the one task in
 /// one atomic word (8 bytes; a `Mutex<Option<Departure>>` takes 24 in every connection):
@@ -127,17 +126,14 @@ impl KeepAlive {
         self.deadline().map(smol::Timer::at)
     }
 
-    /// The idle wait's timer set to the deadline: `slot` keeps one timer for the connection's
+    /// Sets the idle wait's timer to the deadline: `slot` keeps one timer for the connection's
     /// life, allocated at its first idle wait with a keep-alive (none without), so that the
-    /// task's idle state holds a pointer rather than a 56-byte timer.
-    fn idle_timer<'a>(
-        &self,
-        slot: &'a mut Option<Box<smol::Timer>>,
-    ) -> Option<&'a mut smol::Timer> {
-        let at = self.deadline()?;
-        let t = slot.get_or_insert_with(|| Box::new(smol::Timer::never()));
-        t.set_at(at);
-        Some(t)
+    /// task's idle state holds no 56-byte timer.
+    fn idle_timer(&self, slot: &mut Option<Box<smol::Timer>>) {
+        if let Some(at) = self.deadline() {
+            slot.get_or_insert_with(|| Box::new(smol::Timer::never()))
+                .set_at(at);
+        }
     }
 }
 
@@ -245,10 +241,7 @@ fn serve_phases(ready: &mut Ready) -> impl Future<Output = bool> + '_ {
             if let Busy::End(sent_disconnect) = Box::pin(busy(ready, readable, true)).await {
                 return sent_disconnect;
             }
-            let wakeup = ready.replies.wakeup();
-            let state = &mut ready.state;
-            let timer = state.keep_alive.idle_timer(&mut state.idle_timer);
-            readable = match idle(&ready.stream, wakeup, timer).await {
+            readable = match idle(ready).await {
                 Wake::Readable => true,
                 Wake::Notified => false,
                 Wake::KeepAlive => {
@@ -283,22 +276,22 @@ fn end_reading(
 }
 
 /// The idle state: waits for input, the connection's wake-up or the keep-alive deadline, in
-/// one poll function (no buffer, one timer). A wake-up since the writer's last look (the flag
+/// one poll function (no buffer, the connection's one timer) that holds one pointer: every
+/// idle connection's task has room for it. A wake-up since the writer's last look (the flag
 /// taken before it) ends the wait at once.
-fn idle<'a>(
-    stream: &'a Stream,
-    wakeup: &'a Wakeup,
-    mut timer: Option<&'a mut smol::Timer>,
-) -> impl Future<Output = Wake> + 'a {
+fn idle(ready: &mut Ready) -> impl Future<Output = Wake> + '_ {
+    let state = &mut ready.state;
+    // Leaves the slot empty without a keep-alive.
+    state.keep_alive.idle_timer(&mut state.idle_timer);
     future::poll_fn(move |cx| {
         // A read error is found by the read that follows.
-        if stream.poll_readable(cx).is_ready() {
+        if ready.stream.poll_readable(cx).is_ready() {
             return Poll::Ready(Wake::Readable);
         }
-        if wakeup.poll_woken(cx).is_ready() {
+        if ready.replies.wakeup().poll_woken(cx).is_ready() {
             return Poll::Ready(Wake::Notified);
         }
-        if let Some(t) = &mut timer {
+        if let Some(t) = &mut ready.state.idle_timer {
             if Pin::new(&mut **t).poll(cx).is_ready() {
                 return Poll::Ready(Wake::KeepAlive);
             }
