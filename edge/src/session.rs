@@ -40,7 +40,7 @@ pub use backlog::Refill;
 use queue::{Delivery, Durable};
 pub use queue::{TakeWait, WINDOW};
 
-pub use wakeup::{Kick, Wakeup};
+pub use wakeup::{DepartureSlot, Kick, Wakeup};
 
 /// The live connection attached to a session: its id and its wake-up (deliveries, kicks), one
 /// small allocation shared with the connection's task.

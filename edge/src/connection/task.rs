@@ -25,41 +25,6 @@ use super::outbound::{self, Encoder, Round};
 use super::{Close, Conn, Stream};
 use crate::broker::Departure;
 
-/// How the session sees the end the reader chose, shared by the two sides of the one task in
-/// one atomic word (8 bytes; a `Mutex<Option<Departure>>` takes 24 in every connection):
-/// 0 none, 1 abnormal, 2 graceful (bit 2: send the will, bit 3: `expiry` in the high half).
-#[derive(Default)]
-struct DepartureSlot(AtomicU64);
-
-impl DepartureSlot {
-    fn set(&self, d: Option<Departure>) {
-        let bits = match d {
-            None => 0,
-            Some(Departure::Abnormal) => 1,
-            Some(Departure::Graceful { send_will, expiry }) => {
-                let will = if send_will { 4 } else { 0 };
-                match expiry {
-                    Some(e) => 2 | will | 8 | (e as u64) << 32,
-                    None => 2 | will,
-                }
-            }
-        };
-        self.0.store(bits, Ordering::Relaxed);
-    }
-
-    fn take(&self) -> Option<Departure> {
-        let bits = self.0.swap(0, Ordering::Relaxed);
-        match bits & 3 {
-            1 => Some(Departure::Abnormal),
-            2 => Some(Departure::Graceful {
-                send_will: bits & 4 != 0,
-                expiry: (bits & 8 != 0).then_some((bits >> 32) as u32),
-            }),
-            _ => None,
-        }
-    }
-}
-
 /// How a busy phase ended.
 enum Busy {
     /// Both sides ran out of work; the wake-up flag was taken before the writer's last look.
@@ -75,14 +40,16 @@ enum Wake {
     KeepAlive,
 }
 
-/// The time of the last input plus one and a half keep-alive periods.
-struct KeepAlive {
-    /// One and a half keep-alive periods in milliseconds; 0: no keep-alive.
-    limit_ms: u32,
-    /// The deadline in milliseconds after [`base`] (rounded up), 0: none. An atomic (8 bytes,
-    /// shared by the two sides) rather than a `Mutex<Option<Instant>>` (24).
-    deadline_ms: AtomicU64,
-}
+/// The time of the last input plus one and a half keep-alive periods, shared by the two
+/// sides in one atomic word (8 bytes; a limit and a `Mutex<Option<Instant>>` took 32): the
+/// keep-alive times 3 (the limit in half seconds, at most 196,605) in the top [`LIMIT_BITS`]
+/// bits, the deadline in milliseconds after [`base`] (rounded up; 0: none) in the rest
+/// (2^46 ms: over 2,000 years).
+struct KeepAlive(AtomicU64);
+
+const LIMIT_BITS: u32 = 18;
+const DEADLINE_BITS: u32 = 64 - LIMIT_BITS;
+const DEADLINE_MASK: u64 = (1 << DEADLINE_BITS) - 1;
 
 /// The instant keep-alive deadlines count from (the first connection's).
 fn base() -> Instant {
@@ -93,30 +60,30 @@ fn base() -> Instant {
 impl KeepAlive {
     fn new(keep_alive: u16) -> KeepAlive {
         // One and a half keep-alive periods without a packet end the connection.
-        let k = KeepAlive {
-            limit_ms: keep_alive as u32 * 1500,
-            deadline_ms: AtomicU64::new(0),
-        };
+        let k = KeepAlive(AtomicU64::new((keep_alive as u64 * 3) << DEADLINE_BITS));
         k.touch();
         k
     }
 
     /// Input arrived: the deadline moves.
     fn touch(&self) {
+        let word = self.0.load(Ordering::Relaxed);
         let deadline = match self.limit() {
             // + 1: never 0, and never before the limit has passed.
-            Some(l) => (base().elapsed() + l).as_millis() as u64 + 1,
+            Some(l) => ((base().elapsed() + l).as_millis() as u64 + 1) & DEADLINE_MASK,
             None => 0,
         };
-        self.deadline_ms.store(deadline, Ordering::Relaxed);
+        self.0
+            .store(word & !DEADLINE_MASK | deadline, Ordering::Relaxed);
     }
 
     fn limit(&self) -> Option<Duration> {
-        (self.limit_ms > 0).then(|| Duration::from_millis(self.limit_ms as u64))
+        let half_seconds = self.0.load(Ordering::Relaxed) >> DEADLINE_BITS;
+        (half_seconds > 0).then(|| Duration::from_millis(half_seconds * 500))
     }
 
     fn deadline(&self) -> Option<Instant> {
-        match self.deadline_ms.load(Ordering::Relaxed) {
+        match self.0.load(Ordering::Relaxed) & DEADLINE_MASK {
             0 => None,
             ms => Some(base() + Duration::from_millis(ms)),
         }
@@ -146,8 +113,6 @@ pub(super) struct State {
     publish: PublishState,
     /// Server -> client topic aliases (the encoder lives only in busy phases).
     aliases: outbound::Aliases,
-    /// How the session sees the end the reader chose; none: abnormal (network, panic, kick).
-    departure: DepartureSlot,
 }
 
 impl State {
@@ -157,7 +122,6 @@ impl State {
             idle_timer: None,
             publish: PublishState::default(),
             aliases: None,
-            departure: DepartureSlot::default(),
         }
     }
 }
@@ -187,36 +151,44 @@ pub(super) fn run(
         let served = AssertUnwindSafe(serve_phases(&mut ready))
             .catch_unwind()
             .await;
-        let r = &ready;
-        let stream = &r.stream;
-        let conn = &r.conn;
         let sent_disconnect = match served {
             Ok(sent) => sent,
             Err(panic) => {
                 let what = panic_message(&*panic);
+                let conn = &ready.conn;
                 tracing::error!(peer = %conn.peer, client_id = %conn.client_id, panic = what,
                     "connection task panicked: session detached, connection closed");
                 conn.broker.stats.connection_panicked();
-                r.state.departure.set(None);
+                ready.replies.wakeup().departure().set(None);
                 false
             }
         };
-        let departure = r.state.departure.take().unwrap_or(Departure::Abnormal);
-        // The session ends (or detaches) before the socket closes: a client that reconnects the
-        // moment it sees the close must find the session as this connection left it. Boxed, like
-        // the close: the task reserves room for its largest state, and these are never idle.
-        Box::pin(
-            conn.broker
-                .disconnect(&conn.client_id, conn.conn_id, departure),
-        )
-        .await;
-        if sent_disconnect {
-            Box::pin(super::graceful_close(stream)).await;
-        } else {
-            Box::pin(stream.close()).await;
-        }
-        tracing::debug!(peer = %conn.peer, client_id = %conn.client_id, "client disconnected");
+        // Boxed, like the phases: the task reserves room for its largest state, and the end
+        // is never idle (its pointers held inline took more room than the idle wait).
+        Box::pin(finish(&ready, sent_disconnect)).await;
     }
+}
+
+/// The end of a connection: the session ends (or detaches) before the socket closes, so that
+/// a client that reconnects the moment it sees the close finds the session as this
+/// connection left it.
+async fn finish(ready: &Ready, sent_disconnect: bool) {
+    let (stream, conn) = (&ready.stream, &ready.conn);
+    let departure = ready
+        .replies
+        .wakeup()
+        .departure()
+        .take()
+        .unwrap_or(Departure::Abnormal);
+    conn.broker
+        .disconnect(&conn.client_id, conn.conn_id, departure)
+        .await;
+    if sent_disconnect {
+        super::graceful_close(stream).await;
+    } else {
+        stream.close().await;
+    }
+    tracing::debug!(peer = %conn.peer, client_id = %conn.client_id, "client disconnected");
 }
 
 /// A panic's message, when it has one.
@@ -249,7 +221,7 @@ fn serve_phases(ready: &mut Ready) -> impl Future<Output = bool> + '_ {
                         code: Dr::KeepAliveTimeout,
                         why: "keep alive timeout",
                     };
-                    end_reading(&ready.conn, &ready.replies, &ready.state.departure, close);
+                    end_reading(&ready.conn, &ready.replies, close);
                     // The writer sends the DISCONNECT; the reader is done.
                     return match Box::pin(busy(ready, false, false)).await {
                         Busy::End(sent) => sent,
@@ -262,16 +234,11 @@ fn serve_phases(ready: &mut Ready) -> impl Future<Output = bool> + '_ {
 }
 
 /// The reader ended the connection: the writer sends what is queued, then `close`.
-fn end_reading(
-    conn: &Conn,
-    replies: &super::replies::Replies,
-    departure: &DepartureSlot,
-    close: Close,
-) {
+fn end_reading(conn: &Conn, replies: &super::replies::Replies, close: Close) {
     if let Close::Broker { why, .. } = close {
         tracing::info!(peer = %conn.peer, client_id = %conn.client_id, reason = why, "closing connection");
     }
-    departure.set(Some(close.departure()));
+    replies.wakeup().departure().set(Some(close.departure()));
     replies.close(close);
 }
 
@@ -335,14 +302,13 @@ async fn busy(ready: &mut Ready, readable: bool, mut reading: bool) -> Busy {
             &sides,
         ));
         let mut write = pin!(write_side(conn, stream, replies, &mut out, &sides));
-        let departure = &state.departure;
         future::poll_fn(|cx| {
             if reading {
                 if let Poll::Ready(r) = read.as_mut().poll(cx) {
                     match r {
                         Ok(()) => return Poll::Ready(None),
                         Err(close) => {
-                            end_reading(conn, replies, departure, close);
+                            end_reading(conn, replies, close);
                             reading = false;
                         }
                     }
