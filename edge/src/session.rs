@@ -24,7 +24,7 @@ mod window_tests;
 
 use std::collections::{HashSet, VecDeque};
 use std::num::NonZeroU64;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use event_listener::Event;
@@ -89,10 +89,11 @@ pub struct Session {
     client_id: Arc<str>,
     protocol: u8,
     expiry_secs: u32,
-    /// Full filter (with any `$share/group/` prefix) and options, sorted by filter: 24 bytes
-    /// and no allocation for a session without subscriptions (a `HashMap` takes 48), and no
-    /// hash table per subscriber (at most `limits.max_subscriptions_per_session` entries).
-    subs: Vec<(Arc<str>, SubOptions)>,
+    /// Full filter (with any `$share/group/` prefix) and options, sorted by filter: 16 bytes
+    /// and no allocation for a session without subscriptions (a `HashMap` takes 48, a `Vec`
+    /// 24), and no hash table per subscriber. A boxed slice, reallocated by each subscribe and
+    /// unsubscribe (rare, and at most `limits.max_subscriptions_per_session` entries).
+    subs: Box<[(Arc<str>, SubOptions)]>,
     /// Waiting deliveries in memory (the window); requeued ones (already sent, keeping their
     /// packet id) at the head.
     queue: VecDeque<Delivery>,
@@ -128,7 +129,9 @@ pub struct Session {
     user_known: bool,
     /// Unique per session object: a backlog read started before the session ended (and was
     /// created anew under the same client id) is not applied to the new one.
-    epoch: u64,
+    /// A u32 (it packs with the small fields): it repeats after 4 billion session objects,
+    /// far beyond the life of a backlog read.
+    epoch: u32,
     /// Queue rows remain on disk although the session record is gone (resumed without
     /// expiry): ending the session must delete them.
     rows_on_disk: bool,
@@ -175,7 +178,7 @@ fn cut_off(ms: u64) -> NonZeroU64 {
     NonZeroU64::new(ms).unwrap_or(NonZeroU64::MIN)
 }
 
-static EPOCHS: AtomicU64 = AtomicU64::new(1);
+static EPOCHS: AtomicU32 = AtomicU32::new(1);
 
 impl Session {
     /// The extras, allocated if there are none yet.
@@ -233,7 +236,7 @@ impl Session {
             client_id,
             protocol,
             expiry_secs,
-            subs: Vec::new(),
+            subs: Box::default(),
             queue: VecDeque::new(),
             durable: None,
             queued_bytes: 0,
@@ -256,7 +259,7 @@ impl Session {
 
     /// Tells this session object apart from a later one of the same client id.
     pub fn epoch(&self) -> u64 {
-        self.epoch
+        self.epoch as u64
     }
 
     /// A session read back from disk, its queue by its shape only (the messages stay on disk
@@ -277,9 +280,18 @@ impl Session {
             w.due_ms = Some(due_ms);
             s.set_will(Some(w));
         }
-        for (f, o) in rec.subscriptions {
-            s.set_subscription(Arc::from(f.as_str()), o);
-        }
+        let mut subs: Vec<(Arc<str>, SubOptions)> = rec
+            .subscriptions
+            .into_iter()
+            .map(|(f, o)| (Arc::from(f.as_str()), o))
+            .collect();
+        // Sorted and one per filter, as `set_subscription` keeps them (the last one stored
+        // wins, as inserting them one by one would).
+        subs.sort_by(|a, b| a.0.cmp(&b.0));
+        subs.reverse();
+        subs.dedup_by(|a, b| a.0 == b.0);
+        subs.reverse();
+        s.subs = subs.into_boxed_slice();
         let q = loaded.queue;
         s.next_seq = q.next_seq.max(1);
         s.queued_bytes = q.bytes;
@@ -352,7 +364,10 @@ impl Session {
                 true
             }
             Err(i) => {
-                self.subs.insert(i, (filter, opts));
+                let mut v = std::mem::take(&mut self.subs).into_vec();
+                v.reserve_exact(1);
+                v.insert(i, (filter, opts));
+                self.subs = v.into_boxed_slice();
                 false
             }
         }
@@ -517,11 +532,10 @@ impl Session {
     pub fn unsubscribe(&mut self, filter: &str) -> bool {
         match self.find_subscription(filter) {
             Ok(i) => {
-                self.subs.remove(i);
-                // An emptied list gives its memory back (an idle session keeps none).
-                if self.subs.is_empty() {
-                    self.subs = Vec::new();
-                }
+                let mut v = std::mem::take(&mut self.subs).into_vec();
+                v.remove(i);
+                // Shrunk to fit: an emptied list keeps no memory.
+                self.subs = v.into_boxed_slice();
                 true
             }
             Err(_) => false,

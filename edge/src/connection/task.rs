@@ -105,14 +105,14 @@ impl KeepAlive {
 }
 
 /// What the task keeps between busy phases, in [`Ready`] (held by the task) so that the idle
-/// wait holds only pointers and the keep-alive timer.
+/// wait holds only a pointer.
 pub(super) struct State {
     keep_alive: KeepAlive,
     /// The idle wait's keep-alive timer ([`KeepAlive::idle_timer`]).
     idle_timer: Option<Box<smol::Timer>>,
+    /// Topic aliases both ways and the reader's congestion wait (the encoder, which uses the
+    /// server -> client aliases, lives only in busy phases).
     publish: PublishState,
-    /// Server -> client topic aliases (the encoder lives only in busy phases).
-    aliases: outbound::Aliases,
 }
 
 impl State {
@@ -121,7 +121,6 @@ impl State {
             keep_alive: KeepAlive::new(keep_alive),
             idle_timer: None,
             publish: PublishState::default(),
-            aliases: None,
         }
     }
 }
@@ -289,7 +288,7 @@ async fn busy(ready: &mut Ready, readable: bool, mut reading: bool) -> Busy {
     } = ready;
     let (stream, conn, replies) = (&*stream, &*conn, &*replies);
     let mut out = Encoder::new(conn);
-    out.aliases = state.aliases.take();
+    out.aliases = state.publish.take_out_aliases();
     let end = {
         let mut read = pin!(read_side(
             conn,
@@ -318,7 +317,7 @@ async fn busy(ready: &mut Ready, readable: bool, mut reading: bool) -> Busy {
         })
         .await
     };
-    state.aliases = out.aliases.take();
+    state.publish.put_out_aliases(out.aliases.take());
     match end {
         Some(Some(sent_disconnect)) => Busy::End(sent_disconnect),
         _ => Busy::Idle,
