@@ -18,7 +18,7 @@ mod lifecycle_tests;
 mod queue; // outgoing deliveries: queue window, in-flight, packet ids recorded ahead, water marks
 #[cfg(test)]
 mod tests;
-mod wakeup; // the connection's wake-up: flag, kick, one waker slot
+mod wakeup; // the connection's wake-up: flag, kick, one waker slot, its chosen departure
 #[cfg(test)]
 mod window_tests;
 

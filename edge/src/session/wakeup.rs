@@ -1,7 +1,8 @@
 //! The wake-up shared by a session and its connection's task: a "look again" flag, the kick
-//! (taken over, shutdown) and one waker slot, in one small allocation per connection. A wake-up
-//! is never lost: the task takes the flag before it looks for work and registers its waker
-//! before it checks the flag again, so a wake-up in between is found by that check.
+//! (taken over, shutdown) and one waker slot, in one small allocation per connection, which
+//! also carries the departure the connection's reader chose. A wake-up is never lost: the task
+//! takes the flag before it looks for work and registers its waker before it checks the flag
+//! again, so a wake-up in between is found by that check.
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
