@@ -18,13 +18,13 @@ mod lifecycle_tests;
 mod queue; // outgoing deliveries: queue window, in-flight, packet ids recorded ahead, water marks
 #[cfg(test)]
 mod tests;
-mod wakeup; // the connection's wake-up: flag, kick, one waker slot
+mod wakeup; // the connection's wake-up: flag, kick, one waker slot, its chosen departure
 #[cfg(test)]
 mod window_tests;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::num::NonZeroU64;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use event_listener::Event;
@@ -40,7 +40,7 @@ pub use backlog::Refill;
 use queue::{Delivery, Durable};
 pub use queue::{TakeWait, WINDOW};
 
-pub use wakeup::{Kick, Wakeup};
+pub use wakeup::{DepartureSlot, Kick, Wakeup};
 
 /// The live connection attached to a session: its id and its wake-up (deliveries, kicks), one
 /// small allocation shared with the connection's task.
@@ -89,8 +89,11 @@ pub struct Session {
     client_id: Arc<str>,
     protocol: u8,
     expiry_secs: u32,
-    /// Full filter (with any `$share/group/` prefix) -> options.
-    subs: HashMap<Arc<str>, SubOptions>,
+    /// Full filter (with any `$share/group/` prefix) and options, sorted by filter: 16 bytes
+    /// and no allocation for a session without subscriptions (a `HashMap` takes 48, a `Vec`
+    /// 24), and no hash table per subscriber. A boxed slice, reallocated by each subscribe and
+    /// unsubscribe (rare, and at most `limits.max_subscriptions_per_session` entries).
+    subs: Box<[(Arc<str>, SubOptions)]>,
     /// Waiting deliveries in memory (the window); requeued ones (already sent, keeping their
     /// packet id) at the head.
     queue: VecDeque<Delivery>,
@@ -102,32 +105,23 @@ pub struct Session {
     queued_bytes: usize,
     /// Sent and not yet acknowledged, at most `inflight_limit`, all with QoS > 0.
     inflight: VecDeque<Delivery>,
-    /// QoS 2 packet ids received and PUBREC'd, awaiting PUBREL. Boxed, allocated by the first
-    /// one: most sessions never receive QoS 2 (8 bytes instead of an empty set's 48).
-    #[allow(clippy::box_collection)]
-    qos2_in: Option<Box<HashSet<Pid>>>,
+    /// The will, QoS 2 packet ids received and paused publishers' event: most sessions have
+    /// none of them, so one box for the three, allocated by the first one needed and freed
+    /// when none is left (8 bytes in every session instead of 24).
+    extras: Option<Box<Extras>>,
     pids: edge_mqtt::pid::PidAllocator,
     next_seq: u64,
     conn: Option<ConnLink>,
     /// When the last connection was cut off (unix ms, at least 1: 8 bytes with the niche).
     disconnected_ms: Option<NonZeroU64>,
-    /// The will and when it is due. Boxed: most connections have none (8 bytes instead of 120
-    /// in every session).
-    will: Option<Box<PendingWill>>,
     /// The client's Receive Maximum (at most 65,535 packet ids exist anyway).
     inflight_limit: u16,
     dropped: u64,
     /// A session record exists on disk (must be deleted when the session ends).
     stored: bool,
-    /// Fired when the queue falls back under its low-water mark (publishers wait on it).
-    /// Created by the first publisher that has to wait ([`Session::congestion`]).
-    drained: Option<Arc<Event>>,
-    /// What this session may receive, checked when a message is routed to it.
+    /// What this session may receive, checked when a message is routed to it (the last
+    /// answer is cached inside it when there are rules: [`ClientAcl::check_cached`]).
     read_acl: ClientAcl,
-    /// The last topic checked against `read_acl` and the answer, `read_cache_ok` (a
-    /// subscriber mostly gets the same few topics again and again).
-    read_cache: Option<Arc<str>>,
-    read_cache_ok: bool,
     /// The user name of its last connection (None: anonymous), stored with the session, when
     /// `user_known`: false only for a session stored by a version that did not record it.
     /// (Two fields: the flag packs with the other small ones, `Option<Option<..>>` takes 24.)
@@ -135,10 +129,31 @@ pub struct Session {
     user_known: bool,
     /// Unique per session object: a backlog read started before the session ended (and was
     /// created anew under the same client id) is not applied to the new one.
-    epoch: u64,
+    /// A u32 (it packs with the small fields): it repeats after 4 billion session objects,
+    /// far beyond the life of a backlog read.
+    epoch: u32,
     /// Queue rows remain on disk although the session record is gone (resumed without
     /// expiry): ending the session must delete them.
     rows_on_disk: bool,
+}
+
+/// What few sessions hold ([`Session::extras`]).
+#[derive(Debug, Default)]
+struct Extras {
+    /// The will and when it is due.
+    will: Option<PendingWill>,
+    /// QoS 2 packet ids received and PUBREC'd, awaiting PUBREL.
+    qos2_in: HashSet<Pid>,
+    /// Fired when the queue falls back under its low-water mark (publishers wait on it).
+    /// Created by the first publisher that has to wait ([`Session::congestion`]); kept from
+    /// then on (publishers hold it).
+    drained: Option<Arc<Event>>,
+}
+
+impl Extras {
+    fn is_empty(&self) -> bool {
+        self.will.is_none() && self.qos2_in.is_empty() && self.drained.is_none()
+    }
 }
 
 /// A session's will: what its connection left, and once that connection is gone, when it
@@ -150,11 +165,11 @@ struct PendingWill {
 }
 
 impl PendingWill {
-    fn new(record: WillRecord) -> Box<PendingWill> {
-        Box::new(PendingWill {
+    fn new(record: WillRecord) -> PendingWill {
+        PendingWill {
             record,
             due_ms: None,
-        })
+        }
     }
 }
 
@@ -163,9 +178,40 @@ fn cut_off(ms: u64) -> NonZeroU64 {
     NonZeroU64::new(ms).unwrap_or(NonZeroU64::MIN)
 }
 
-static EPOCHS: AtomicU64 = AtomicU64::new(1);
+static EPOCHS: AtomicU32 = AtomicU32::new(1);
 
 impl Session {
+    /// The extras, allocated if there are none yet.
+    fn extras_mut(&mut self) -> &mut Extras {
+        self.extras.get_or_insert_with(Default::default)
+    }
+
+    /// Frees the extras once none is left.
+    fn trim_extras(&mut self) {
+        if self.extras.as_ref().is_some_and(|e| e.is_empty()) {
+            self.extras = None;
+        }
+    }
+
+    fn will(&self) -> Option<&PendingWill> {
+        self.extras.as_ref()?.will.as_ref()
+    }
+
+    fn take_will(&mut self) -> Option<PendingWill> {
+        let w = self.extras.as_mut()?.will.take();
+        self.trim_extras();
+        w
+    }
+
+    fn set_will(&mut self, will: Option<PendingWill>) {
+        match will {
+            Some(w) => self.extras_mut().will = Some(w),
+            None => {
+                self.take_will();
+            }
+        }
+    }
+
     /// The user name of the session's last connection, if known (see `identity`).
     pub fn identity(&self) -> Option<Option<Arc<str>>> {
         self.user_known.then(|| self.user.clone())
@@ -173,7 +219,6 @@ impl Session {
 
     pub fn set_read_acl(&mut self, acl: ClientAcl) {
         self.read_acl = acl;
-        self.read_cache = None;
     }
 
     /// May a message on `topic` be delivered to this session?
@@ -183,15 +228,7 @@ impl Session {
 
     /// [`Session::may_read`], remembering the last answer.
     pub fn may_read_cached(&mut self, topic: &Arc<str>) -> bool {
-        if let Some(t) = &self.read_cache {
-            if Arc::ptr_eq(t, topic) || **t == **topic {
-                return self.read_cache_ok;
-            }
-        }
-        let ok = self.read_acl.check(topic, Access::Read);
-        self.read_cache = Some(topic.clone());
-        self.read_cache_ok = ok;
-        ok
+        self.read_acl.check_cached(topic, Access::Read)
     }
 
     pub fn new(client_id: Arc<str>, protocol: u8, expiry_secs: u32) -> Session {
@@ -199,24 +236,20 @@ impl Session {
             client_id,
             protocol,
             expiry_secs,
-            subs: HashMap::new(),
+            subs: Box::default(),
             queue: VecDeque::new(),
             durable: None,
             queued_bytes: 0,
             inflight: VecDeque::new(),
-            qos2_in: None,
+            extras: None,
             pids: edge_mqtt::pid::PidAllocator::default(),
             next_seq: 1,
             conn: None,
             disconnected_ms: None,
-            will: None,
             inflight_limit: 1,
             dropped: 0,
             stored: false,
-            drained: None,
             read_acl: ClientAcl::unrestricted(),
-            read_cache: None,
-            read_cache_ok: false,
             user: None,
             user_known: false,
             epoch: EPOCHS.fetch_add(1, Ordering::Relaxed),
@@ -226,7 +259,7 @@ impl Session {
 
     /// Tells this session object apart from a later one of the same client id.
     pub fn epoch(&self) -> u64 {
-        self.epoch
+        self.epoch as u64
     }
 
     /// A session read back from disk, its queue by its shape only (the messages stay on disk
@@ -245,11 +278,20 @@ impl Session {
             let due_ms = disconnected + 1000 * w.delay_secs.min(s.expiry_secs) as u64;
             let mut w = PendingWill::new(w);
             w.due_ms = Some(due_ms);
-            s.will = Some(w);
+            s.set_will(Some(w));
         }
-        for (f, o) in rec.subscriptions {
-            s.subs.insert(Arc::from(f.as_str()), o);
-        }
+        let mut subs: Vec<(Arc<str>, SubOptions)> = rec
+            .subscriptions
+            .into_iter()
+            .map(|(f, o)| (Arc::from(f.as_str()), o))
+            .collect();
+        // Sorted and one per filter, as `set_subscription` keeps them (the last one stored
+        // wins, as inserting them one by one would).
+        subs.sort_by(|a, b| a.0.cmp(&b.0));
+        subs.reverse();
+        subs.dedup_by(|a, b| a.0 == b.0);
+        subs.reverse();
+        s.subs = subs.into_boxed_slice();
         let q = loaded.queue;
         s.next_seq = q.next_seq.max(1);
         s.queued_bytes = q.bytes;
@@ -260,7 +302,7 @@ impl Session {
             b.sent = q.sent;
         }
         if !loaded.qos2_in.is_empty() {
-            s.qos2_in = Some(Box::new(loaded.qos2_in.into_iter().collect()));
+            s.extras_mut().qos2_in = loaded.qos2_in.into_iter().collect();
         }
         s.stored = true;
         s
@@ -306,7 +348,29 @@ impl Session {
 
     /// Subscribed filters with their options.
     pub fn subscriptions(&self) -> impl Iterator<Item = (&Arc<str>, &SubOptions)> {
-        self.subs.iter()
+        self.subs.iter().map(|(f, o)| (f, o))
+    }
+
+    /// Where `filter` is in the sorted `subs`: `Ok(index)`, or `Err(where it would go)`.
+    fn find_subscription(&self, filter: &str) -> Result<usize, usize> {
+        self.subs.binary_search_by(|(f, _)| (**f).cmp(filter))
+    }
+
+    /// Adds or replaces the subscription to `filter`; whether it existed.
+    fn set_subscription(&mut self, filter: Arc<str>, opts: SubOptions) -> bool {
+        match self.find_subscription(&filter) {
+            Ok(i) => {
+                self.subs[i].1 = opts;
+                true
+            }
+            Err(i) => {
+                let mut v = std::mem::take(&mut self.subs).into_vec();
+                v.reserve_exact(1);
+                v.insert(i, (filter, opts));
+                self.subs = v.into_boxed_slice();
+                false
+            }
+        }
     }
 
     pub fn record(&self) -> SessionRecord {
@@ -315,7 +379,7 @@ impl Session {
             expiry_secs: self.expiry_secs,
             subscriptions: self.subs.iter().map(|(f, o)| (f.to_string(), *o)).collect(),
             disconnected_ms: self.disconnected_ms.map(NonZeroU64::get),
-            will: self.will.as_ref().map(|w| w.record.clone()),
+            will: self.will().map(|w| w.record.clone()),
         }
     }
 
@@ -345,7 +409,7 @@ impl Session {
             self.requeue_inflight();
         }
         let mut will_now = None;
-        if let Some(w) = self.will.take().map(|w| w.record) {
+        if let Some(w) = self.take_will().map(|w| w.record) {
             let ends = self.expiry_secs == 0 || clean_start;
             if (taken_over.is_some() && w.delay_secs == 0) || ends {
                 will_now = Some(w);
@@ -364,11 +428,10 @@ impl Session {
     pub fn attach(&mut self, req: ConnectRequest, link: ConnLink, ops: &mut Vec<Op>) {
         self.protocol = req.protocol;
         self.expiry_secs = req.expiry_secs;
-        self.will = req.will.map(PendingWill::new);
+        self.set_will(req.will.map(PendingWill::new));
         self.disconnected_ms = None;
         self.inflight_limit = req.inflight_limit.min(u16::MAX as usize) as u16;
         self.read_acl = req.acl;
-        self.read_cache = None;
         self.user = req.username.clone();
         self.user_known = true;
         self.conn = Some(link);
@@ -405,14 +468,14 @@ impl Session {
                 self.expiry_secs = e.min(max_expiry);
             }
             if !send_will {
-                self.will = None;
+                self.set_will(None);
             }
         }
-        let delay_secs = self.will.as_ref()?.record.delay_secs;
+        let delay_secs = self.will()?.record.delay_secs;
         if delay_secs == 0 || self.expiry_secs == 0 {
-            return self.will.take().map(|w| w.record);
+            return self.take_will().map(|w| w.record);
         }
-        if let Some(w) = &mut self.will {
+        if let Some(w) = self.extras.as_mut().and_then(|e| e.will.as_mut()) {
             w.due_ms = Some(now_ms + 1000 * delay_secs.min(self.expiry_secs) as u64);
         }
         None
@@ -421,11 +484,11 @@ impl Session {
     /// The will of a disconnected session once its delay has passed (the record is saved
     /// without it); `None` before, or when there is none.
     pub fn take_due_will(&mut self, now_ms: u64, ops: &mut Vec<Op>) -> Option<WillRecord> {
-        let due = self.will.as_ref().and_then(|w| w.due_ms);
+        let due = self.will().and_then(|w| w.due_ms);
         if self.online() || due.is_none_or(|d| now_ms < d) {
             return None;
         }
-        let w = self.will.take()?.record;
+        let w = self.take_will()?.record;
         if self.persistent() {
             self.save(ops);
         }
@@ -440,7 +503,7 @@ impl Session {
 
     /// The will a session still holds when it ends.
     pub fn into_will(self) -> Option<WillRecord> {
-        self.will.map(|w| w.record)
+        self.extras?.will.map(|w| w.record)
     }
 
     /// Asks the attached connection, if any, to close.
@@ -458,27 +521,31 @@ impl Session {
         opts: SubOptions,
         max: usize,
     ) -> Result<bool, SubscribeReasonCode> {
-        let existed = self.subs.contains_key(&filter);
+        let existed = self.find_subscription(&filter).is_ok();
         if !existed && self.subs.len() >= max {
             return Err(SubscribeReasonCode::QuotaExceeded);
         }
-        self.subs.insert(filter, opts);
-        Ok(existed)
+        Ok(self.set_subscription(filter, opts))
     }
 
     /// Removes the subscription to `filter`; whether it existed.
     pub fn unsubscribe(&mut self, filter: &str) -> bool {
-        self.subs.remove(filter).is_some()
+        match self.find_subscription(filter) {
+            Ok(i) => {
+                let mut v = std::mem::take(&mut self.subs).into_vec();
+                v.remove(i);
+                // Shrunk to fit: an emptied list keeps no memory.
+                self.subs = v.into_boxed_slice();
+                true
+            }
+            Err(_) => false,
+        }
     }
 
     /// An incoming QoS 2 PUBLISH: records its packet id until PUBREL. `false` for an id
     /// already recorded, i.e. a resent duplicate that must not be routed again.
     pub fn receive_qos2(&mut self, pid: Pid, ops: &mut Vec<Op>) -> bool {
-        if !self
-            .qos2_in
-            .get_or_insert_with(Default::default)
-            .insert(pid)
-        {
+        if !self.extras_mut().qos2_in.insert(pid) {
             return false;
         }
         if self.persistent() {
@@ -493,10 +560,8 @@ impl Session {
 
     /// PUBREL for an incoming QoS 2 message: forgets its packet id; whether it was known.
     pub fn release_qos2(&mut self, pid: Pid, ops: &mut Vec<Op>) -> bool {
-        let known = self.qos2_in.as_mut().is_some_and(|q| q.remove(&pid));
-        if self.qos2_in.as_ref().is_some_and(|q| q.is_empty()) {
-            self.qos2_in = None;
-        }
+        let known = self.extras.as_mut().is_some_and(|e| e.qos2_in.remove(&pid));
+        self.trim_extras();
         if known && self.persistent() {
             ops.push(Op::Qos2In {
                 client: self.client_id.clone(),

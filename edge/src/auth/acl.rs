@@ -427,12 +427,13 @@ impl Acl {
             }
         }
         ClientAcl {
-            generation: self.generation,
             rules: Some(Box::new(ClientRules {
+                generation: self.generation,
                 user: self.user_rules(client).cloned(),
                 patterns,
                 has_patterns,
                 dangerous,
+                last: None,
             })),
         }
     }
@@ -440,36 +441,38 @@ impl Acl {
 
 #[derive(Debug, Clone)]
 struct ClientRules {
+    /// The [`Acl::generation`] these were built from (never 0).
+    generation: u64,
     user: Option<Arc<RuleSet>>,
     /// Substituted for this client; empty when the ACL has none or the client is `dangerous`.
     patterns: RuleSet,
     has_patterns: bool,
     dangerous: bool,
+    /// The last topic [`ClientAcl::check_cached`] was asked about, the access and the answer
+    /// (a client mostly publishes, or is sent, the same few topics). Here rather than in every
+    /// connection and session: without rules a check is a prefix test and needs no cache.
+    last: Option<(Arc<str>, Access, bool)>,
 }
 
 /// One client's view of an ACL (or of no ACL at all), for the per-message checks.
 #[derive(Debug, Clone)]
 pub struct ClientAcl {
-    /// The [`Acl::generation`] this was built from; 0 for [`ClientAcl::unrestricted`].
-    generation: u64,
-    /// None: no ACL file, everything allowed but the built-in `$SYS`/`$share` denials. Boxed:
-    /// every connection and session holds a `ClientAcl`, most of them without rules.
+    /// None: no ACL file, everything allowed but the built-in `$SYS`/`$share` denials. Boxed
+    /// with the generation: every connection and session holds a `ClientAcl` (8 bytes), most
+    /// of them without rules.
     rules: Option<Box<ClientRules>>,
 }
 
 impl ClientAcl {
     /// A client on a broker without an ACL file: only the built-in denials apply.
     pub fn unrestricted() -> ClientAcl {
-        ClientAcl {
-            generation: 0,
-            rules: None,
-        }
+        ClientAcl { rules: None }
     }
 
     /// The generation of the [`Acl`] this was built from (0: none). After a reload, a
     /// connection whose `ClientAcl` has another generation than the current ACL rebuilds it.
     pub fn generation(&self) -> u64 {
-        self.generation
+        self.rules.as_ref().map_or(0, |r| r.generation)
     }
 
     /// `acl.client(identity)`, or [`ClientAcl::unrestricted`] when there is no ACL.
@@ -521,6 +524,23 @@ impl ClientAcl {
         }
         let flags = r.patterns.tree.collect(topic.split('/'), dollar);
         flags & DENY == 0 && flags & bit != 0
+    }
+
+    /// [`ClientAcl::check`] remembering the last answer when there are rules to walk.
+    pub fn check_cached(&mut self, topic: &Arc<str>, access: Access) -> bool {
+        let answer = match &self.rules {
+            None => return self.check(topic, access),
+            Some(r) => match &r.last {
+                Some((t, a, ok)) if *a == access && (Arc::ptr_eq(t, topic) || **t == **topic) => {
+                    return *ok
+                }
+                _ => self.check(topic, access),
+            },
+        };
+        if let Some(r) = &mut self.rules {
+            r.last = Some((topic.clone(), access, answer));
+        }
+        answer
     }
 }
 

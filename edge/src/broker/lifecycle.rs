@@ -68,10 +68,9 @@ impl Broker {
                         st.remove_session(&id, ops);
                     }
                 }
-                let s = st
-                    .sessions
-                    .entry(id.clone())
-                    .or_insert_with(|| Box::new(Session::new(id, req.protocol, req.expiry_secs)));
+                let s = st.sessions.get_or_insert_with(&id.clone(), || {
+                    Box::new(Session::new(id, req.protocol, req.expiry_secs))
+                });
                 s.attach(req, link, ops);
                 if let Some(w) = will_now {
                     self.publish_will(st, w, ops);
@@ -127,13 +126,13 @@ impl Broker {
         self.commit(|st, ops| {
             let mut wills = Vec::new();
             let mut gone = Vec::new();
-            for (id, s) in st.sessions.iter_mut() {
+            for s in st.sessions.values_mut() {
                 if s.online() {
                     continue;
                 }
                 wills.extend(s.take_due_will(now, ops));
                 if s.expired(now) {
-                    gone.push(id.clone());
+                    gone.push(s.client_id().clone());
                 }
             }
             for id in gone {

@@ -15,6 +15,7 @@
 //! - `permit.rs`: the connection limit, as permits held by live connections.
 //! - `access.rs`: the `[auth]` state in force, per-address limits, the failure throttle.
 //! - `gauges.rs`: figures for statistics (sessions, queues, retained) and `$SYS` publishing.
+//! - `session_table.rs`: the sessions by client id.
 
 mod access;
 mod delivery;
@@ -22,6 +23,7 @@ mod gauges;
 mod lifecycle;
 mod permit;
 mod routing;
+mod session_table;
 mod subscriptions;
 #[cfg(test)]
 mod tests;
@@ -60,8 +62,8 @@ pub trait Forwarder: Send + Sync + 'static {
 #[derive(Default)]
 struct State {
     /// Boxed: the table keeps a pointer per slot (a large session inline in every slot,
-    /// empty ones included, cost hundreds of bytes per connection).
-    sessions: HashMap<Arc<str>, Box<Session>>,
+    /// empty ones included, cost hundreds of bytes per connection), and no copy of the id.
+    sessions: session_table::SessionTable,
     subs: SubscriptionTree,
     retained: HashMap<Arc<str>, Arc<Message>>,
     /// Of `retained`, the broker's own `$SYS` topics (`gauges.rs`): not counted against
@@ -126,7 +128,7 @@ impl Broker {
             for (f, o) in s.subscriptions() {
                 state.subs.insert(&id, f, *o);
             }
-            state.sessions.insert(id, Box::new(s));
+            state.sessions.insert(Box::new(s));
         }
         tracing::info!(
             sessions = state.sessions.len(),

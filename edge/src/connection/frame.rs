@@ -38,7 +38,9 @@ pub(super) enum ReadError {
 }
 
 pub(super) struct FrameReader {
-    buf: Vec<u8>,
+    /// A boxed slice, all of it usable: 16 bytes in every connection where a `Vec` takes 24
+    /// (its capacity is its length; [`FrameReader::resize`] reallocates).
+    buf: Box<[u8]>,
     /// The unread bytes are `buf[start..end]`; u32: a frame is at most 256 MiB and the buffer
     /// at most four of the small ones (8 bytes less in every connection).
     start: u32,
@@ -48,7 +50,7 @@ pub(super) struct FrameReader {
 impl FrameReader {
     pub(super) fn new() -> Self {
         FrameReader {
-            buf: Vec::new(),
+            buf: Box::default(),
             start: 0,
             end: 0,
         }
@@ -75,6 +77,15 @@ impl FrameReader {
         Ok(&self.buf[range.0..range.1])
     }
 
+    /// Makes the buffer `len` bytes long, keeping what fits (new bytes are zero).
+    fn resize(&mut self, len: usize) {
+        let mut v = std::mem::take(&mut self.buf).into_vec();
+        // Exactly `len`: the boxed slice below is then made without another reallocation.
+        v.reserve_exact(len.saturating_sub(v.len()));
+        v.resize(len, 0);
+        self.buf = v.into_boxed_slice();
+    }
+
     /// Whether bytes of a next frame are already buffered.
     pub(super) fn has_input(&self) -> bool {
         self.start < self.end
@@ -92,13 +103,13 @@ impl FrameReader {
         self.start = 0;
         self.end = 0;
         if self.buf.len() > KEEP_BUF {
-            self.buf = Vec::new();
+            self.buf = Box::default();
         }
         if self.buf.is_empty() {
             if !readable {
                 return Ok(false);
             }
-            self.buf.resize(READ_CHUNK, 0);
+            self.resize(READ_CHUNK);
         }
         loop {
             match stream.try_read(&mut self.buf) {
@@ -108,7 +119,7 @@ impl FrameReader {
                     return Ok(true);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    self.buf = Vec::new();
+                    self.buf = Box::default();
                     return Ok(false);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -172,7 +183,7 @@ impl FrameReader {
                         } else {
                             total
                         };
-                        self.buf.resize(room, 0);
+                        self.resize(room);
                     }
                 }
             }
@@ -188,11 +199,10 @@ impl FrameReader {
                 self.end = 0;
                 if self.buf.len() > 8 * READ_CHUNK {
                     // TLS may hold decrypted bytes: it keeps a buffer, a small one.
-                    self.buf.truncate(READ_CHUNK);
-                    self.buf.shrink_to_fit();
+                    self.resize(READ_CHUNK);
                 }
                 if self.buf.len() < READ_CHUNK {
-                    self.buf.resize(READ_CHUNK, 0);
+                    self.resize(READ_CHUNK);
                 }
             } else if self.end as usize == self.buf.len() {
                 self.buf
@@ -246,7 +256,7 @@ mod tests {
             let waited = future::poll_once(reader.wait_input(&stream, None)).await;
             assert!(waited.is_none(), "nothing was sent: still waiting");
         });
-        assert_eq!(reader.buf.capacity(), 0);
+        assert_eq!(reader.buf.len(), 0);
         client.write_all(&publish(1)).unwrap();
         smol::block_on(async {
             reader.wait_input(&stream, None).await.ok().unwrap();
@@ -289,11 +299,7 @@ mod tests {
             let waited = future::poll_once(reader.wait_input(&stream, None)).await;
             assert!(waited.is_none());
         });
-        assert_eq!(
-            reader.buf.capacity(),
-            0,
-            "the huge frame's buffer is given back"
-        );
+        assert_eq!(reader.buf.len(), 0, "the huge frame's buffer is given back");
         let _client = writer.join().unwrap().unwrap();
     }
 

@@ -81,9 +81,13 @@ pub(super) async fn accept(
     stream: Stream,
     peer: SocketAddr,
     policy: ListenerPolicy,
+    pending: ConnectionPermit,
 ) -> Option<Ready> {
     let mut reader = FrameReader::new();
-    match accept_on(broker, &stream, &mut reader, peer, policy).await {
+    let accepted = accept_on(broker, &stream, &mut reader, peer, policy).await;
+    // Past the handshake: no longer counted as waiting for CONNECT.
+    drop(pending);
+    match accepted {
         Some(accepted) => Some(Ready::new(accepted, reader, stream)),
         None => {
             stream.close().await;
@@ -426,7 +430,7 @@ async fn handshake(
     }
     let conn = Conn {
         broker: broker.clone(),
-        peer,
+        peer: peer.into(),
         proto,
         client_id: client_id.clone(),
         conn_id: connected.conn_id,
@@ -436,7 +440,7 @@ async fn handshake(
         incoming_unacked: AtomicU32::new(0),
         problem_info: cp.request_problem_info.unwrap_or(true),
         username,
-        acl: super::ConnAcl::new(acl),
+        acl: std::sync::Mutex::new(acl),
     };
     tracing::debug!(%peer, %client_id, protocol = ?proto, keep_alive, session_present = connected.session_present, "client connected");
 

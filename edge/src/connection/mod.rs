@@ -15,7 +15,7 @@ mod task; // the one task: idle wait, busy phases, panic containment, the end
 #[cfg(feature = "fuzzing")]
 pub use inbound::fuzzing;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,7 +34,7 @@ type Stream = Transport;
 /// so that the packet handlers can be run without one).
 struct Conn {
     broker: Arc<Broker>,
-    peer: SocketAddr,
+    peer: Peer,
     proto: Protocol,
     client_id: Arc<str>,
     conn_id: u64,
@@ -50,55 +50,61 @@ struct Conn {
     problem_info: bool,
     /// The authenticated user name (None: anonymous).
     username: Option<Arc<str>>,
-    /// This client's ACL; rebuilt when the broker's ACL generation changes (SIGHUP).
-    acl: std::sync::Mutex<ConnAcl>,
+    /// This client's ACL; rebuilt when the broker's ACL generation changes (SIGHUP). Its
+    /// last publish decision is kept inside it, only when there are rules to walk.
+    acl: std::sync::Mutex<ClientAcl>,
 }
 
-/// A connection's ACL and its last publish decision (a publisher mostly repeats its topics).
-struct ConnAcl {
-    acl: ClientAcl,
-    last_write: Option<(Arc<str>, bool)>,
+/// The client's address for logs and the per-address count: 20 bytes where a `SocketAddr`
+/// takes 32 (an IPv6 address's flow info and scope id are not kept).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Peer {
+    ip: IpAddr,
+    port: u16,
 }
 
-impl ConnAcl {
-    fn new(acl: ClientAcl) -> std::sync::Mutex<ConnAcl> {
-        std::sync::Mutex::new(ConnAcl {
-            acl,
-            last_write: None,
-        })
+impl Peer {
+    fn ip(&self) -> IpAddr {
+        self.ip
+    }
+}
+
+impl From<SocketAddr> for Peer {
+    fn from(a: SocketAddr) -> Peer {
+        Peer {
+            ip: a.ip(),
+            port: a.port(),
+        }
+    }
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        SocketAddr::new(self.ip, self.port).fmt(f)
     }
 }
 
 impl Conn {
     /// This connection's ACL, rebuilt first when it was reloaded.
-    fn acl(&self) -> std::sync::MutexGuard<'_, ConnAcl> {
+    fn acl(&self) -> std::sync::MutexGuard<'_, ClientAcl> {
         let mut a = edge_mqtt::util::lock(&self.acl);
-        if a.acl.generation() != self.broker.acl_generation() {
-            a.acl = self.broker.auth().client_acl(&ClientIdentity {
+        if a.generation() != self.broker.acl_generation() {
+            *a = self.broker.auth().client_acl(&ClientIdentity {
                 username: self.username.as_deref(),
                 client_id: &self.client_id,
             });
-            a.last_write = None;
         }
         a
     }
 
     /// May this client do `access` on `topic`?
     fn may(&self, topic: &str, access: Access) -> bool {
-        self.acl().acl.check(topic, access)
+        self.acl().check(topic, access)
     }
 
     /// May this client publish on `topic`? Remembers the last answer.
     fn may_write(&self, topic: &Arc<str>) -> bool {
-        let mut a = self.acl();
-        if let Some((t, ok)) = &a.last_write {
-            if Arc::ptr_eq(t, topic) || **t == **topic {
-                return *ok;
-            }
-        }
-        let ok = a.acl.check(topic, Access::Write);
-        a.last_write = Some((topic.clone(), ok));
-        ok
+        self.acl().check_cached(topic, Access::Write)
     }
 
     /// How many replies the reader may queue for the writer before it waits: every QoS 1/2
@@ -157,8 +163,8 @@ pub fn serve(
     policy: ListenerPolicy,
     pending: ConnectionPermit,
 ) -> impl std::future::Future<Output = ()> + Send {
-    let handshake = Box::pin(handshake::accept(broker, stream, peer, policy));
-    task::run(handshake, pending)
+    let handshake = Box::pin(handshake::accept(broker, stream, peer, policy, pending));
+    task::run(handshake)
 }
 
 /// After the broker sent a DISCONNECT: closes so that the DISCONNECT just written is read by the
@@ -211,7 +217,7 @@ impl Conn {
         let max_packet = broker.live.max_packet_size();
         Conn {
             broker,
-            peer: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            peer: SocketAddr::from(([127, 0, 0, 1], 1883)).into(),
             proto,
             client_id,
             conn_id,
@@ -221,7 +227,7 @@ impl Conn {
             incoming_unacked: AtomicU32::new(0),
             problem_info: true,
             username: None,
-            acl: ConnAcl::new(ClientAcl::unrestricted()),
+            acl: std::sync::Mutex::new(ClientAcl::unrestricted()),
         }
     }
 }
@@ -290,16 +296,17 @@ mod tests {
         let size = std::mem::size_of_val(&fut);
         let ready = std::mem::size_of::<handshake::Ready>();
         eprintln!("serve future: {size} bytes, of which the connection {ready}");
-        // Debug build (rustc 1.95): 456 bytes, the connection 312 of them (socket, `Conn`, reply
-        // queue, frame reader, task state; it was 424 without the socket, which had a block of
-        // its own, with a copy of the CONNECT result and the permits) and 144 for the task: one async block idle in one poll
-        // function. Before the connection moved in, the future was 168 bytes with pointers to
-        // it (272 with nested async fns, which keep their arguments twice; 592 with a reader
-        // and a writer loop each waiting; 1,368 before the handshake's result was boxed). A
-        // named handshake result kept the connection twice (768).
-        assert!(ready <= 336, "the connection block is {ready} bytes");
+        // Debug build (rustc 1.95): 280 bytes, the connection 224 of them (socket, `Conn`, reply
+        // queue, frame reader, task state) and 56 for the task: one async block idle in one poll
+        // function that holds one pointer (the keep-alive timer is boxed in the task state, the
+        // CONNECT-wait permit lives in the handshake's box, the end runs in a box). It was 456
+        // (296 + 160) with the timer inline, the permit in the task and the ACL caches in every
+        // connection; 424 for the connection alone when the socket had a block of its own; 592
+        // with a reader and a writer loop each waiting; 1,368 before the handshake's result was
+        // boxed. A named handshake result kept the connection twice (768).
+        assert!(ready <= 232, "the connection block is {ready} bytes");
         assert!(
-            size - ready <= 184,
+            size - ready <= 64,
             "the connection future is {size} bytes, {ready} of them the connection"
         );
     }

@@ -23,43 +23,7 @@ use super::handshake::Ready;
 use super::inbound::{self, PublishState};
 use super::outbound::{self, Encoder, Round};
 use super::{Close, Conn, Stream};
-use crate::broker::{ConnectionPermit, Departure};
-use crate::session::Wakeup;
-
-/// How the session sees the end the reader chose, shared by the two sides of the one task in
-/// one atomic word (8 bytes; a `Mutex<Option<Departure>>` takes 24 in every connection):
-/// 0 none, 1 abnormal, 2 graceful (bit 2: send the will, bit 3: `expiry` in the high half).
-#[derive(Default)]
-struct DepartureSlot(AtomicU64);
-
-impl DepartureSlot {
-    fn set(&self, d: Option<Departure>) {
-        let bits = match d {
-            None => 0,
-            Some(Departure::Abnormal) => 1,
-            Some(Departure::Graceful { send_will, expiry }) => {
-                let will = if send_will { 4 } else { 0 };
-                match expiry {
-                    Some(e) => 2 | will | 8 | (e as u64) << 32,
-                    None => 2 | will,
-                }
-            }
-        };
-        self.0.store(bits, Ordering::Relaxed);
-    }
-
-    fn take(&self) -> Option<Departure> {
-        let bits = self.0.swap(0, Ordering::Relaxed);
-        match bits & 3 {
-            1 => Some(Departure::Abnormal),
-            2 => Some(Departure::Graceful {
-                send_will: bits & 4 != 0,
-                expiry: (bits & 8 != 0).then_some((bits >> 32) as u32),
-            }),
-            _ => None,
-        }
-    }
-}
+use crate::broker::Departure;
 
 /// How a busy phase ended.
 enum Busy {
@@ -76,14 +40,16 @@ enum Wake {
     KeepAlive,
 }
 
-/// The time of the last input plus one and a half keep-alive periods.
-struct KeepAlive {
-    /// One and a half keep-alive periods in milliseconds; 0: no keep-alive.
-    limit_ms: u32,
-    /// The deadline in milliseconds after [`base`] (rounded up), 0: none. An atomic (8 bytes,
-    /// shared by the two sides) rather than a `Mutex<Option<Instant>>` (24).
-    deadline_ms: AtomicU64,
-}
+/// The time of the last input plus one and a half keep-alive periods, shared by the two
+/// sides in one atomic word (8 bytes; a limit and a `Mutex<Option<Instant>>` took 32): the
+/// keep-alive times 3 (the limit in half seconds, at most 196,605) in the top [`LIMIT_BITS`]
+/// bits, the deadline in milliseconds after [`base`] (rounded up; 0: none) in the rest
+/// (2^46 ms: over 2,000 years).
+struct KeepAlive(AtomicU64);
+
+const LIMIT_BITS: u32 = 18;
+const DEADLINE_BITS: u32 = 64 - LIMIT_BITS;
+const DEADLINE_MASK: u64 = (1 << DEADLINE_BITS) - 1;
 
 /// The instant keep-alive deadlines count from (the first connection's).
 fn base() -> Instant {
@@ -94,62 +60,75 @@ fn base() -> Instant {
 impl KeepAlive {
     fn new(keep_alive: u16) -> KeepAlive {
         // One and a half keep-alive periods without a packet end the connection.
-        let k = KeepAlive {
-            limit_ms: keep_alive as u32 * 1500,
-            deadline_ms: AtomicU64::new(0),
-        };
+        let k = KeepAlive(AtomicU64::new((keep_alive as u64 * 3) << DEADLINE_BITS));
         k.touch();
         k
     }
 
     /// Input arrived: the deadline moves.
     fn touch(&self) {
+        let word = self.0.load(Ordering::Relaxed);
         let deadline = match self.limit() {
             // + 1: never 0, and never before the limit has passed.
-            Some(l) => (base().elapsed() + l).as_millis() as u64 + 1,
+            Some(l) => ((base().elapsed() + l).as_millis() as u64 + 1) & DEADLINE_MASK,
             None => 0,
         };
-        self.deadline_ms.store(deadline, Ordering::Relaxed);
+        self.0
+            .store(word & !DEADLINE_MASK | deadline, Ordering::Relaxed);
     }
 
     fn limit(&self) -> Option<Duration> {
-        (self.limit_ms > 0).then(|| Duration::from_millis(self.limit_ms as u64))
+        let half_seconds = self.0.load(Ordering::Relaxed) >> DEADLINE_BITS;
+        (half_seconds > 0).then(|| Duration::from_millis(half_seconds * 500))
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        match self.0.load(Ordering::Relaxed) & DEADLINE_MASK {
+            0 => None,
+            ms => Some(base() + Duration::from_millis(ms)),
+        }
     }
 
     fn timer(&self) -> Option<smol::Timer> {
-        match self.deadline_ms.load(Ordering::Relaxed) {
-            0 => None,
-            ms => Some(smol::Timer::at(base() + Duration::from_millis(ms))),
+        self.deadline().map(smol::Timer::at)
+    }
+
+    /// Sets the idle wait's timer to the deadline: `slot` keeps one timer for the connection's
+    /// life, allocated at its first idle wait with a keep-alive (none without), so that the
+    /// task's idle state holds no 56-byte timer.
+    fn idle_timer(&self, slot: &mut Option<Box<smol::Timer>>) {
+        if let Some(at) = self.deadline() {
+            slot.get_or_insert_with(|| Box::new(smol::Timer::never()))
+                .set_at(at);
         }
     }
 }
 
 /// What the task keeps between busy phases, in [`Ready`] (held by the task) so that the idle
-/// wait holds only pointers and the keep-alive timer.
+/// wait holds only a pointer.
 pub(super) struct State {
     keep_alive: KeepAlive,
+    /// The idle wait's keep-alive timer ([`KeepAlive::idle_timer`]).
+    idle_timer: Option<Box<smol::Timer>>,
+    /// Topic aliases both ways and the reader's congestion wait (the encoder, which uses the
+    /// server -> client aliases, lives only in busy phases).
     publish: PublishState,
-    /// Server -> client topic aliases (the encoder lives only in busy phases).
-    aliases: outbound::Aliases,
-    /// How the session sees the end the reader chose; none: abnormal (network, panic, kick).
-    departure: DepartureSlot,
 }
 
 impl State {
     pub(super) fn new(keep_alive: u16) -> State {
         State {
             keep_alive: KeepAlive::new(keep_alive),
+            idle_timer: None,
             publish: PublishState::default(),
-            aliases: None,
-            departure: DepartureSlot::default(),
         }
     }
 }
 
 /// Runs the connection: the CONNECT handshake, then the phases until it ends, then detaches
 /// the session and closes the socket. The connection's places under the limits are given
-/// back when this returns (or is dropped); `pending` (waiting for CONNECT) once the handshake
-/// is done.
+/// back when this returns (or is dropped); its place among those waiting for CONNECT, held
+/// by the handshake, when the handshake is done.
 ///
 /// One async block for the connection's life rather than nested async fns: an async fn keeps
 /// its arguments twice (as arguments and as locals) and each level adds its own padding, in
@@ -160,7 +139,6 @@ impl State {
 #[allow(clippy::manual_async_fn)]
 pub(super) fn run(
     handshake: Pin<Box<impl Future<Output = Option<Ready>> + Send>>,
-    pending: ConnectionPermit,
 ) -> impl Future<Output = ()> + Send {
     async move {
         // Not bound to a name first: a named result would keep a second copy of the connection
@@ -169,41 +147,47 @@ pub(super) fn run(
         let Some(mut ready) = handshake.await else {
             return;
         };
-        // Past the handshake: no longer counted as waiting for CONNECT.
-        drop(pending);
         let served = AssertUnwindSafe(serve_phases(&mut ready))
             .catch_unwind()
             .await;
-        let r = &ready;
-        let stream = &r.stream;
-        let conn = &r.conn;
         let sent_disconnect = match served {
             Ok(sent) => sent,
             Err(panic) => {
                 let what = panic_message(&*panic);
+                let conn = &ready.conn;
                 tracing::error!(peer = %conn.peer, client_id = %conn.client_id, panic = what,
                     "connection task panicked: session detached, connection closed");
                 conn.broker.stats.connection_panicked();
-                r.state.departure.set(None);
+                ready.replies.wakeup().departure().set(None);
                 false
             }
         };
-        let departure = r.state.departure.take().unwrap_or(Departure::Abnormal);
-        // The session ends (or detaches) before the socket closes: a client that reconnects the
-        // moment it sees the close must find the session as this connection left it. Boxed, like
-        // the close: the task reserves room for its largest state, and these are never idle.
-        Box::pin(
-            conn.broker
-                .disconnect(&conn.client_id, conn.conn_id, departure),
-        )
-        .await;
-        if sent_disconnect {
-            Box::pin(super::graceful_close(stream)).await;
-        } else {
-            Box::pin(stream.close()).await;
-        }
-        tracing::debug!(peer = %conn.peer, client_id = %conn.client_id, "client disconnected");
+        // Boxed, like the phases: the task reserves room for its largest state, and the end
+        // is never idle (its pointers held inline took more room than the idle wait).
+        Box::pin(finish(&ready, sent_disconnect)).await;
     }
+}
+
+/// The end of a connection: the session ends (or detaches) before the socket closes, so that
+/// a client that reconnects the moment it sees the close finds the session as this
+/// connection left it.
+async fn finish(ready: &Ready, sent_disconnect: bool) {
+    let (stream, conn) = (&ready.stream, &ready.conn);
+    let departure = ready
+        .replies
+        .wakeup()
+        .departure()
+        .take()
+        .unwrap_or(Departure::Abnormal);
+    conn.broker
+        .disconnect(&conn.client_id, conn.conn_id, departure)
+        .await;
+    if sent_disconnect {
+        super::graceful_close(stream).await;
+    } else {
+        stream.close().await;
+    }
+    tracing::debug!(peer = %conn.peer, client_id = %conn.client_id, "client disconnected");
 }
 
 /// A panic's message, when it has one.
@@ -228,8 +212,7 @@ fn serve_phases(ready: &mut Ready) -> impl Future<Output = bool> + '_ {
             if let Busy::End(sent_disconnect) = Box::pin(busy(ready, readable, true)).await {
                 return sent_disconnect;
             }
-            let wakeup = ready.replies.wakeup();
-            readable = match idle(&ready.stream, wakeup, &ready.state.keep_alive).await {
+            readable = match idle(ready).await {
                 Wake::Readable => true,
                 Wake::Notified => false,
                 Wake::KeepAlive => {
@@ -237,7 +220,7 @@ fn serve_phases(ready: &mut Ready) -> impl Future<Output = bool> + '_ {
                         code: Dr::KeepAliveTimeout,
                         why: "keep alive timeout",
                     };
-                    end_reading(&ready.conn, &ready.replies, &ready.state.departure, close);
+                    end_reading(&ready.conn, &ready.replies, close);
                     // The writer sends the DISCONNECT; the reader is done.
                     return match Box::pin(busy(ready, false, false)).await {
                         Busy::End(sent) => sent,
@@ -250,38 +233,32 @@ fn serve_phases(ready: &mut Ready) -> impl Future<Output = bool> + '_ {
 }
 
 /// The reader ended the connection: the writer sends what is queued, then `close`.
-fn end_reading(
-    conn: &Conn,
-    replies: &super::replies::Replies,
-    departure: &DepartureSlot,
-    close: Close,
-) {
+fn end_reading(conn: &Conn, replies: &super::replies::Replies, close: Close) {
     if let Close::Broker { why, .. } = close {
         tracing::info!(peer = %conn.peer, client_id = %conn.client_id, reason = why, "closing connection");
     }
-    departure.set(Some(close.departure()));
+    replies.wakeup().departure().set(Some(close.departure()));
     replies.close(close);
 }
 
 /// The idle state: waits for input, the connection's wake-up or the keep-alive deadline, in
-/// one poll function (no buffer, one timer). A wake-up since the writer's last look (the flag
+/// one poll function (no buffer, the connection's one timer) that holds one pointer: every
+/// idle connection's task has room for it. A wake-up since the writer's last look (the flag
 /// taken before it) ends the wait at once.
-fn idle<'a>(
-    stream: &'a Stream,
-    wakeup: &'a Wakeup,
-    keep_alive: &KeepAlive,
-) -> impl Future<Output = Wake> + 'a {
-    let mut timer = keep_alive.timer();
+fn idle(ready: &mut Ready) -> impl Future<Output = Wake> + '_ {
+    let state = &mut ready.state;
+    // Leaves the slot empty without a keep-alive.
+    state.keep_alive.idle_timer(&mut state.idle_timer);
     future::poll_fn(move |cx| {
         // A read error is found by the read that follows.
-        if stream.poll_readable(cx).is_ready() {
+        if ready.stream.poll_readable(cx).is_ready() {
             return Poll::Ready(Wake::Readable);
         }
-        if wakeup.poll_woken(cx).is_ready() {
+        if ready.replies.wakeup().poll_woken(cx).is_ready() {
             return Poll::Ready(Wake::Notified);
         }
-        if let Some(t) = &mut timer {
-            if Pin::new(t).poll(cx).is_ready() {
+        if let Some(t) = &mut ready.state.idle_timer {
+            if Pin::new(&mut **t).poll(cx).is_ready() {
                 return Poll::Ready(Wake::KeepAlive);
             }
         }
@@ -311,7 +288,7 @@ async fn busy(ready: &mut Ready, readable: bool, mut reading: bool) -> Busy {
     } = ready;
     let (stream, conn, replies) = (&*stream, &*conn, &*replies);
     let mut out = Encoder::new(conn);
-    out.aliases = state.aliases.take();
+    out.aliases = state.publish.take_out_aliases();
     let end = {
         let mut read = pin!(read_side(
             conn,
@@ -324,14 +301,13 @@ async fn busy(ready: &mut Ready, readable: bool, mut reading: bool) -> Busy {
             &sides,
         ));
         let mut write = pin!(write_side(conn, stream, replies, &mut out, &sides));
-        let departure = &state.departure;
         future::poll_fn(|cx| {
             if reading {
                 if let Poll::Ready(r) = read.as_mut().poll(cx) {
                     match r {
                         Ok(()) => return Poll::Ready(None),
                         Err(close) => {
-                            end_reading(conn, replies, departure, close);
+                            end_reading(conn, replies, close);
                             reading = false;
                         }
                     }
@@ -341,7 +317,7 @@ async fn busy(ready: &mut Ready, readable: bool, mut reading: bool) -> Busy {
         })
         .await
     };
-    state.aliases = out.aliases.take();
+    state.publish.put_out_aliases(out.aliases.take());
     match end {
         Some(Some(sent_disconnect)) => Busy::End(sent_disconnect),
         _ => Busy::Idle,

@@ -54,36 +54,6 @@ fn read_connack(c: &mut TcpStream) -> bool {
     ack[2] == 1
 }
 
-/// Every departure the reader can choose comes back as it was set, once.
-#[test]
-fn the_departure_slot_gives_back_what_was_set_once() {
-    use super::DepartureSlot;
-    use crate::broker::Departure;
-    let slot = DepartureSlot::default();
-    assert!(slot.take().is_none());
-    for (send_will, expiry) in [
-        (false, None),
-        (true, None),
-        (false, Some(0)),
-        (true, Some(u32::MAX)),
-    ] {
-        slot.set(Some(Departure::Graceful { send_will, expiry }));
-        match slot.take() {
-            Some(Departure::Graceful {
-                send_will: w,
-                expiry: e,
-            }) => assert_eq!((w, e), (send_will, expiry)),
-            _ => panic!("graceful ({send_will}, {expiry:?}) lost"),
-        }
-        assert!(slot.take().is_none(), "taken once");
-    }
-    slot.set(Some(Departure::Abnormal));
-    assert!(matches!(slot.take(), Some(Departure::Abnormal)));
-    slot.set(Some(Departure::Abnormal));
-    slot.set(None);
-    assert!(slot.take().is_none());
-}
-
 /// The connection's block holds its places under `limits.max_connections` and
 /// `limits.max_connections_per_ip` (handed over by the permits) and gives both back when
 /// the connection ends.
@@ -209,4 +179,28 @@ fn a_panicking_connection_detaches_its_session_and_the_client_can_resume_it() {
     drop(again);
     task.join().expect("connection task");
     assert_eq!(broker.stats.counters().connection_panics, 1);
+}
+
+/// The keep-alive limit and deadline share one word: moving the deadline keeps the limit, up
+/// to the largest keep-alive (65,535 s), and no keep-alive has neither.
+#[test]
+fn the_keep_alive_word_keeps_its_limit_when_the_deadline_moves() {
+    use super::KeepAlive;
+    use std::time::{Duration, Instant};
+    assert!(KeepAlive::new(0).limit().is_none());
+    assert!(KeepAlive::new(0).deadline().is_none());
+    for secs in [1u16, 60, u16::MAX] {
+        let k = KeepAlive::new(secs);
+        let limit = Duration::from_millis(secs as u64 * 1500);
+        assert_eq!(k.limit(), Some(limit));
+        let before = Instant::now();
+        k.touch();
+        let deadline = k.deadline().expect("a deadline");
+        assert!(
+            deadline >= before + limit,
+            "{secs} s: deadline before the limit"
+        );
+        assert!(deadline <= Instant::now() + limit + Duration::from_millis(2));
+        assert_eq!(k.limit(), Some(limit), "{secs} s: limit kept");
+    }
 }

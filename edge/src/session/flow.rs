@@ -21,8 +21,9 @@ impl Session {
     /// Wakes paused publishers if the queue is under its low-water mark.
     pub fn notify_if_drained(&self, limits: QueueLimits) {
         if let Some(d) = self
-            .drained
+            .extras
             .as_ref()
+            .and_then(|e| e.drained.as_ref())
             .filter(|_| self.under_low_water(limits))
         {
             d.notify(usize::MAX);
@@ -32,7 +33,11 @@ impl Session {
     /// This session as something a publisher can wait on (its `drained` event is created
     /// here, by the first publisher that has to wait: most sessions never need one).
     pub fn congestion(&mut self) -> Congestion {
-        let drained = self.drained.get_or_insert_with(Default::default).clone();
+        let drained = self
+            .extras_mut()
+            .drained
+            .get_or_insert_with(Default::default)
+            .clone();
         Congestion {
             cause: Cause::Subscriber(self.client_id.clone()),
             drained,

@@ -10,7 +10,7 @@ use crate::message::now_ms;
 fn a_will_without_delay_is_published_when_the_connection_drops() {
     let mut s = online(60, Some(will(0)));
     assert_eq!(s.detach(1_000, Departure::Abnormal, 3600), Some(will(0)));
-    assert!(s.will.is_none());
+    assert!(s.will().is_none());
 }
 
 #[test]
@@ -91,4 +91,92 @@ fn an_expired_session_is_not_resumed() {
     assert!(s.claim(false, 10_999).resumable);
     s.detach(1_000, Departure::Abnormal, 3600);
     assert!(!s.claim(false, 11_000).resumable);
+}
+
+#[test]
+fn subscriptions_are_kept_sorted_replaced_in_place_and_freed_when_the_last_goes() {
+    let mut s = Session::new("c".into(), 5, 0);
+    for f in ["b/#", "a", "$share/g/x", "c/+"] {
+        assert_eq!(s.subscribe(f.into(), SubOptions::test(0, 0), 10), Ok(false));
+    }
+    assert_eq!(
+        s.subscribe("a".into(), SubOptions::test(2, 7), 10),
+        Ok(true),
+        "replaced"
+    );
+    let listed: Vec<(String, u8)> = s
+        .subscriptions()
+        .map(|(f, o)| (f.to_string(), o.qos))
+        .collect();
+    assert_eq!(
+        listed,
+        [("$share/g/x", 0), ("a", 2), ("b/#", 0), ("c/+", 0)].map(|(f, q)| (f.to_string(), q))
+    );
+    assert!(!s.unsubscribe("nope"));
+    for f in ["c/+", "a", "$share/g/x", "b/#"] {
+        assert!(s.unsubscribe(f), "{f}");
+    }
+    assert_eq!(s.subscriptions().count(), 0);
+    assert!(s.subs.is_empty(), "an idle session keeps no list");
+}
+
+#[test]
+fn the_extras_box_exists_only_while_a_will_or_qos2_id_or_publisher_event_does() {
+    let mut s = online(60, None);
+    assert!(
+        s.extras.is_none(),
+        "no will, nothing received, nobody waiting"
+    );
+    let mut ops = Vec::new();
+    assert!(s.receive_qos2(pid(1), &mut ops));
+    assert!(!s.receive_qos2(pid(1), &mut ops), "a duplicate");
+    assert!(s.extras.is_some());
+    assert!(s.release_qos2(pid(1), &mut ops));
+    assert!(s.extras.is_none(), "freed with the last packet id");
+
+    let mut s = online(60, Some(will(0)));
+    assert!(s.extras.is_some());
+    assert_eq!(s.detach(1_000, Departure::Abnormal, 3600), Some(will(0)));
+    assert!(s.extras.is_none(), "freed with the will");
+    assert!(
+        std::mem::size_of::<Session>() <= 200,
+        "session {} bytes",
+        std::mem::size_of::<Session>()
+    );
+}
+
+#[test]
+fn a_restored_session_finds_its_stored_subscriptions_in_any_stored_order() {
+    use crate::storage::{LoadedSession, SessionRecord};
+    let loaded = LoadedSession {
+        client_id: "client".into(),
+        user: None,
+        record: SessionRecord {
+            protocol: 5,
+            expiry_secs: 60,
+            subscriptions: ["z/#", "a/b", "m", "a/b"]
+                .iter()
+                .enumerate()
+                .map(|(i, f)| (f.to_string(), SubOptions::test(0, i as u32)))
+                .collect(),
+            disconnected_ms: None,
+            will: None,
+        },
+        queue: Default::default(),
+        qos2_in: vec![],
+    };
+    let mut s = Session::restore("client".into(), loaded, 1_000);
+    let listed: Vec<String> = s.subscriptions().map(|(f, _)| f.to_string()).collect();
+    assert_eq!(listed, ["a/b", "m", "z/#"], "sorted, one per filter");
+    let a = s
+        .subscriptions()
+        .find(|(f, _)| &***f == "a/b")
+        .map(|(_, o)| *o);
+    assert_eq!(a, Some(SubOptions::test(0, 3)), "the last stored wins");
+    assert_eq!(
+        s.subscribe("m".into(), SubOptions::test(1, 0), 10),
+        Ok(true)
+    );
+    assert!(s.unsubscribe("z/#"));
+    assert!(!s.unsubscribe("z/#"));
 }

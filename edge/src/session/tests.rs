@@ -536,7 +536,7 @@ fn a_restored_session_resumes_its_queue_without_reusing_packet_ids() {
         Some(50_000),
         "cut off by the crash"
     );
-    assert_eq!(s.will.as_ref().and_then(|w| w.due_ms), Some(55_000));
+    assert_eq!(s.will().and_then(|w| w.due_ms), Some(55_000));
     assert_eq!(s.next_seq, 10);
     let mut ops = Vec::new();
     assert!(!s.receive_qos2(pid(3), &mut ops), "still awaiting PUBREL");

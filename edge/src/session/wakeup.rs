@@ -1,9 +1,12 @@
 //! The wake-up shared by a session and its connection's task: a "look again" flag, the kick
-//! (taken over, shutdown) and one waker slot, in one small allocation per connection. A wake-up
-//! is never lost: the task takes the flag before it looks for work and registers its waker
-//! before it checks the flag again, so a wake-up in between is found by that check.
+//! (taken over, shutdown) and one waker slot, in one small allocation per connection, which
+//! also carries the departure the connection's reader chose. A wake-up is never lost: the task
+//! takes the flag before it looks for work and registers its waker before it checks the flag
+//! again, so a wake-up in between is found by that check.
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+
+use crate::broker::Departure;
 use std::task::{Context, Poll};
 
 // `atomic-waker` (smol-rs): the lock-free single-waker slot this needs, already in the tree
@@ -23,14 +26,22 @@ const WOKEN: u8 = 1;
 const KICK_SHIFT: u32 = 1;
 
 /// One connection's wake-up: replies from its reader, deliveries or a free in-flight slot
-/// from its session, and kicks all go through it.
+/// from its session, and kicks all go through it. It also carries the connection's end as
+/// its reader chose it: the allocation has room for those 8 bytes (48 -> 56 of a 64-byte
+/// block), which would otherwise take 8 in every connection's task.
 #[derive(Debug, Default)]
 pub struct Wakeup {
     state: AtomicU8,
     waker: AtomicWaker,
+    departure: DepartureSlot,
 }
 
 impl Wakeup {
+    /// The connection's end as its reader chose it.
+    pub fn departure(&self) -> &DepartureSlot {
+        &self.departure
+    }
+
     /// There may be work: the task looks again (now, or at its next wait).
     pub fn wake(&self) {
         self.state.fetch_or(WOKEN, Ordering::SeqCst);
@@ -73,6 +84,41 @@ impl Wakeup {
         match self.take() {
             true => Poll::Ready(()),
             false => Poll::Pending,
+        }
+    }
+}
+
+/// How the session will see the end the connection's reader chose (none: abnormal: network,
+/// panic, kick), shared by the two sides of the connection's task in one atomic word (8 bytes; a `Mutex<Option<Departure>>` takes 24 in every connection):
+/// 0 none, 1 abnormal, 2 graceful (bit 2: send the will, bit 3: `expiry` in the high half).
+#[derive(Debug, Default)]
+pub struct DepartureSlot(AtomicU64);
+
+impl DepartureSlot {
+    pub fn set(&self, d: Option<Departure>) {
+        let bits = match d {
+            None => 0,
+            Some(Departure::Abnormal) => 1,
+            Some(Departure::Graceful { send_will, expiry }) => {
+                let will = if send_will { 4 } else { 0 };
+                match expiry {
+                    Some(e) => 2 | will | 8 | (e as u64) << 32,
+                    None => 2 | will,
+                }
+            }
+        };
+        self.0.store(bits, Ordering::Relaxed);
+    }
+
+    pub fn take(&self) -> Option<Departure> {
+        let bits = self.0.swap(0, Ordering::Relaxed);
+        match bits & 3 {
+            1 => Some(Departure::Abnormal),
+            2 => Some(Departure::Graceful {
+                send_will: bits & 4 != 0,
+                expiry: (bits & 8 != 0).then_some((bits >> 32) as u32),
+            }),
+            _ => None,
         }
     }
 }
@@ -153,5 +199,33 @@ mod tests {
         });
         done.store(true, Ordering::SeqCst);
         t.join().expect("waking thread");
+    }
+
+    /// Every departure the reader can choose comes back as it was set, once.
+    #[test]
+    fn the_departure_slot_gives_back_what_was_set_once() {
+        let slot = DepartureSlot::default();
+        assert!(slot.take().is_none());
+        for (send_will, expiry) in [
+            (false, None),
+            (true, None),
+            (false, Some(0)),
+            (true, Some(u32::MAX)),
+        ] {
+            slot.set(Some(Departure::Graceful { send_will, expiry }));
+            match slot.take() {
+                Some(Departure::Graceful {
+                    send_will: w,
+                    expiry: e,
+                }) => assert_eq!((w, e), (send_will, expiry)),
+                _ => panic!("graceful ({send_will}, {expiry:?}) lost"),
+            }
+            assert!(slot.take().is_none(), "taken once");
+        }
+        slot.set(Some(Departure::Abnormal));
+        assert!(matches!(slot.take(), Some(Departure::Abnormal)));
+        slot.set(Some(Departure::Abnormal));
+        slot.set(None);
+        assert!(slot.take().is_none());
     }
 }

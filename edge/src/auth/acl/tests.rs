@@ -455,3 +455,34 @@ fn per_client_tree_agrees_with_the_reference_walk() {
     }
     assert!(outcomes[0] > 1000 && outcomes[1] > 1000, "{outcomes:?}");
 }
+
+#[test]
+fn cached_checks_answer_as_uncached_ones_for_each_topic_and_access() {
+    let a = acl("user alice\ntopic read r/#\ntopic write w/#\ntopic deny w/secret\n");
+    let mut c = a.client(&user("alice", "c1"));
+    let fresh = a.client(&user("alice", "c1"));
+    let topics: Vec<Arc<str>> = ["w/a", "w/a", "w/secret", "r/x", "w/a", "$SYS/x", "r/x"]
+        .iter()
+        .map(|t| Arc::from(*t))
+        .collect();
+    for t in &topics {
+        for access in [Read, Write, Read] {
+            assert_eq!(
+                c.check_cached(t, access),
+                fresh.check(t, access),
+                "{t} {access:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_client_acl_without_rules_is_one_pointer_and_generation_zero() {
+    let mut c = ClientAcl::unrestricted();
+    assert_eq!(std::mem::size_of::<ClientAcl>(), 8);
+    assert_eq!(c.generation(), 0);
+    assert!(c.check_cached(&Arc::from("a/b"), Write));
+    assert!(!c.check_cached(&Arc::from("$SYS/x"), Write));
+    let a = acl("topic a/#\n");
+    assert_ne!(a.client(&anon("c")).generation(), 0);
+}

@@ -22,16 +22,77 @@ use crate::message::{now_ms, Message, MessageProps};
 /// applies (messages beyond it are dropped and logged).
 const CONGESTION_WAIT: Duration = Duration::from_secs(5);
 
-/// What the reader keeps from one PUBLISH to the next.
+/// What the connection keeps from one PUBLISH to the next, and its topic aliases both ways:
+/// one box, allocated by the first alias or congestion and freed when none is left (8 bytes
+/// in every idle connection; the three apart took 24).
 #[derive(Default)]
 pub(in crate::connection) struct PublishState {
-    /// Client -> server topic aliases; allocated by the first alias the client sets. Boxed:
-    /// 8 bytes instead of an empty map's 48 in every idle connection.
-    #[allow(clippy::box_collection)]
-    aliases: Option<Box<HashMap<u16, Arc<str>>>>,
+    rare: Option<Box<Rare>>,
+}
+
+#[derive(Default)]
+struct Rare {
+    /// Client -> server topic aliases.
+    aliases: HashMap<u16, Arc<str>>,
     /// A subscriber of the last message that is falling behind, to wait for before reading on.
-    /// Boxed: 8 bytes instead of 24 in every idle connection, allocated only when congested.
-    congested: Option<Box<Congestion>>,
+    congested: Option<Congestion>,
+    /// Server -> client topic aliases, lent to the encoder during busy phases.
+    out_aliases: crate::connection::outbound::Aliases,
+}
+
+impl Rare {
+    fn is_empty(&self) -> bool {
+        self.aliases.is_empty() && self.congested.is_none() && self.out_aliases.is_none()
+    }
+}
+
+impl PublishState {
+    fn rare_mut(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_with(Default::default)
+    }
+
+    fn trim(&mut self) {
+        if self.rare.as_ref().is_some_and(|r| r.is_empty()) {
+            self.rare = None;
+        }
+    }
+
+    /// The server -> client aliases, for the encoder of a busy phase.
+    pub(in crate::connection) fn take_out_aliases(
+        &mut self,
+    ) -> crate::connection::outbound::Aliases {
+        let a = self.rare.as_mut().and_then(|r| r.out_aliases.take());
+        self.trim();
+        a
+    }
+
+    /// The server -> client aliases back from the encoder.
+    pub(in crate::connection) fn put_out_aliases(
+        &mut self,
+        a: crate::connection::outbound::Aliases,
+    ) {
+        if a.is_some() {
+            self.rare_mut().out_aliases = a;
+        }
+    }
+
+    fn set_congested(&mut self, c: Option<Congestion>) {
+        match c {
+            Some(c) => self.rare_mut().congested = Some(c),
+            None => {
+                if let Some(r) = &mut self.rare {
+                    r.congested = None;
+                }
+                self.trim();
+            }
+        }
+    }
+
+    fn take_congested(&mut self) -> Option<Congestion> {
+        let c = self.rare.as_mut()?.congested.take();
+        self.trim();
+        c
+    }
 }
 
 /// How the broker took a publish, as the reason code of PUBACK or PUBREC.
@@ -108,7 +169,7 @@ pub(super) async fn handle_publish(
             ));
         }
     }
-    let topic = resolve_topic(&mut st.aliases, limits.topic_alias_maximum, &p)?;
+    let topic = resolve_topic(st, limits.topic_alias_maximum, &p)?;
     if topic.starts_with("$share/") && v5 {
         return Err(close(Dr::TopicNameInvalid, "publish to a $share topic"));
     }
@@ -169,7 +230,7 @@ pub(super) async fn handle_publish(
             matched,
             congested,
         } => {
-            st.congested = congested.map(Box::new);
+            st.set_congested(congested);
             let outcome = if matched {
                 Outcome::Success
             } else {
@@ -223,24 +284,23 @@ fn refuse_disk_full(conn: &Conn, v5: bool, qos_pid: QosPid) -> Result<Option<Ans
 }
 
 /// The topic of `p`, through its topic alias (client -> server) when it carries one.
-#[allow(clippy::box_collection)] // see `PublishState::aliases`
 fn resolve_topic(
-    aliases: &mut Option<Box<HashMap<u16, Arc<str>>>>,
+    st: &mut PublishState,
     alias_max: u16,
     p: &v5::Publish,
 ) -> Result<Arc<str>, Close> {
     match p.properties.topic_alias {
         Some(0) => Err(close(Dr::TopicAliasInvalid, "topic alias 0")),
         Some(a) if a > alias_max => Err(close(Dr::TopicAliasInvalid, "topic alias above maximum")),
-        Some(a) if p.topic_name.is_empty() => match aliases.as_ref().and_then(|m| m.get(&a)) {
-            Some(t) => Ok(t.clone()),
-            None => Err(close(Dr::ProtocolError, "unknown topic alias")),
-        },
+        Some(a) if p.topic_name.is_empty() => {
+            match st.rare.as_ref().and_then(|r| r.aliases.get(&a)) {
+                Some(t) => Ok(t.clone()),
+                None => Err(close(Dr::ProtocolError, "unknown topic alias")),
+            }
+        }
         Some(a) => {
             let t: Arc<str> = Arc::from(&*p.topic_name);
-            aliases
-                .get_or_insert_with(Default::default)
-                .insert(a, t.clone());
+            st.rare_mut().aliases.insert(a, t.clone());
             Ok(t)
         }
         None if p.topic_name.is_empty() => {
@@ -254,7 +314,7 @@ fn resolve_topic(
 /// this publisher until it catches up (bounded wait), so that an online subscriber's queue
 /// does not overflow and drop messages.
 pub(super) async fn wait_if_congested(conn: &Conn, st: &mut PublishState) {
-    let Some(c) = st.congested.take() else {
+    let Some(c) = st.take_congested() else {
         return;
     };
     let drained = c.drained.listen();
@@ -406,16 +466,37 @@ mod tests {
 
     #[test]
     fn an_alias_set_by_one_publish_names_the_topic_of_the_next() {
-        let mut aliases = None;
+        let mut st = PublishState::default();
         let first = publish("sensors/t", QosPid::Level0, Some(2));
-        assert_eq!(
-            &*resolve_topic(&mut aliases, 10, &first).unwrap(),
-            "sensors/t"
-        );
+        assert_eq!(&*resolve_topic(&mut st, 10, &first).unwrap(), "sensors/t");
         let second = publish("", QosPid::Level0, Some(2));
-        assert_eq!(
-            &*resolve_topic(&mut aliases, 10, &second).unwrap(),
-            "sensors/t"
+        assert_eq!(&*resolve_topic(&mut st, 10, &second).unwrap(), "sensors/t");
+    }
+
+    /// The aliases both ways and the congestion wait share one box, there only while one of
+    /// them is.
+    #[test]
+    fn the_publish_state_box_exists_only_while_an_alias_or_congestion_does() {
+        let mut st = PublishState::default();
+        assert!(st.rare.is_none());
+        st.set_congested(None);
+        assert!(st.rare.is_none(), "no congestion: nothing allocated");
+        let mut out: crate::connection::outbound::Aliases = Some(Default::default());
+        if let Some(m) = &mut out {
+            m.insert(Arc::from("t"), 1);
+        }
+        st.put_out_aliases(out);
+        assert!(st.rare.is_some());
+        let lent = st.take_out_aliases();
+        assert!(lent.as_ref().is_some_and(|m| m.len() == 1));
+        assert!(st.rare.is_none(), "freed while lent to the encoder");
+        st.put_out_aliases(None);
+        assert!(st.rare.is_none());
+        st.put_out_aliases(lent);
+        assert!(st.take_congested().is_none());
+        assert!(
+            st.take_out_aliases().is_some(),
+            "kept across a congestion check"
         );
     }
 
