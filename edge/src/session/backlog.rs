@@ -60,28 +60,31 @@ impl Session {
     /// deliveries queued behind them). Ignored when the backlog moved meanwhile (the session
     /// went offline and gave its window back); a read error leaves the backlog as it was.
     /// `waited`: the read came after every op pushed before the request was committed.
+    ///
+    /// The packet ids of the rows read are recorded now, in the commit that applies the read
+    /// (the reservation round returned, for [`Session::reservations_committed_by`]): they
+    /// reach the head of the window `REFILL_AT` sends later, by when that commit is done, so
+    /// a drain sends without waiting for a commit (see `queue.rs`, `RESERVE_AHEAD`).
     pub fn refilled(
         &mut self,
         r: Refill,
         waited: bool,
         rows: Result<Vec<(u64, Option<DeliveryRecord>)>>,
         ops: &mut Vec<Op>,
-    ) {
+    ) -> Option<u64> {
         let online = self.online();
         // Made by `refill_request`, which this answers.
-        let Some(dur) = self.durable.as_deref_mut() else {
-            return;
-        };
+        let dur = self.durable.as_deref_mut()?;
         let b = &mut dur.backlog;
         b.reading = false;
         if r.from != b.next || !online {
-            return;
+            return None;
         }
         let rows = match rows {
             Ok(rows) => rows,
             Err(e) => {
                 tracing::error!(client_id = %self.client_id, error = %e, "cannot read the session's queue from disk");
-                return;
+                return None;
             }
         };
         let exhausted = rows.len() < r.max;
@@ -116,7 +119,9 @@ impl Session {
             self.queue.append(&mut b.later);
             b.sent.clear();
         }
+        let round = self.record_ids_ahead(&mut None, ops);
         self.notify();
+        round
     }
 
     /// Gives the window of a session going offline back to disk: its stored deliveries join
