@@ -124,7 +124,7 @@ impl Broker {
         if let Some(t) = wait_for.filter(|t| !self.store.reached(*t)) {
             self.drain_waits.take.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(client_id = %client, fresh_ids = wait.fresh_ids, ticket = ?t,
-                "deliveries wait for the commit of their packet ids");
+                deliveries = out.len(), "deliveries wait for the commit of their packet ids");
         }
         (out, wait_for)
     }

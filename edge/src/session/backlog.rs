@@ -87,6 +87,9 @@ impl Session {
                 return None;
             }
         };
+        // `ahead`: deliveries still to send before these; their ids' commit has that long.
+        tracing::debug!(client_id = %self.client_id, ahead = self.queue.len(), rows = rows.len(),
+            "backlog read applied");
         let exhausted = rows.len() < r.max;
         let mut last = None;
         for (seq, rec) in rows {

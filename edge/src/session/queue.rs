@@ -11,7 +11,7 @@
 //! backlog and the ids recorded ahead live in a box ([`Durable`]) that only a session with
 //! stored deliveries allocates.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use mqtt_proto::{Pid, QosPid};
@@ -49,9 +49,10 @@ pub struct TakeWait {
 }
 
 /// Most waiting deliveries an online session keeps in memory; more wait on disk. Also bounds
-/// how far ahead packet ids are recorded (see `RESERVE_AHEAD`): 1,024 64-byte deliveries are
-/// ~300 KB, and only while a backlog drains (`limits.max_memory` shrinks the reads).
-pub const WINDOW: usize = 1024;
+/// how far ahead packet ids are recorded (see `RESERVE_AHEAD`): a window of 64-byte
+/// deliveries is ~0.6 MB, held only while a backlog drains (`limits.max_memory` shrinks the
+/// reads).
+pub const WINDOW: usize = 2048;
 /// The window is read up again from disk once it falls under this: the read (and the commit
 /// of the ids recorded for it) has `REFILL_AT` sends' time to land before the window runs dry.
 pub(super) const REFILL_AT: usize = WINDOW / 4 * 3;
@@ -156,6 +157,27 @@ impl Delivery {
             state,
             persisted: true,
         }
+    }
+}
+
+/// The packet ids in use, one bit each (8 KB, zeroed by the allocator): built once per round
+/// that assigns ids, with up to a window of reserved ids in it (a hash set of a window's ids
+/// cost a hash per id and rehashes: about a tenth of the backlog read thread's samples).
+pub(super) struct PidsInUse(Box<[u64]>);
+
+impl Default for PidsInUse {
+    fn default() -> Self {
+        PidsInUse(vec![0; 1 << 10].into_boxed_slice())
+    }
+}
+
+impl PidsInUse {
+    fn insert(&mut self, p: u16) {
+        self.0[usize::from(p >> 6)] |= 1 << (p & 63);
+    }
+
+    fn contains(&self, p: u16) -> bool {
+        self.0[usize::from(p >> 6)] & (1 << (p & 63)) != 0
     }
 }
 
@@ -391,7 +413,7 @@ impl Session {
     /// Records packet ids ahead for the next stored QoS 1/2 deliveries at the head of the
     /// queue (up to `RESERVE_AHEAD`, topped up once half of them are sent), so that the next
     /// rounds send them without waiting for a commit. Whether any was made.
-    fn reserve_ahead(&mut self, used: &mut Option<HashSet<u16>>, ops: &mut Vec<Op>) -> bool {
+    fn reserve_ahead(&mut self, used: &mut Option<PidsInUse>, ops: &mut Vec<Op>) -> bool {
         // The reserved deliveries follow the requeued ones (sent before) at the head of the
         // queue. While at least half of `RESERVE_AHEAD` are left, nothing is done: ids are
         // recorded a batch at a time, and a round costs no scan of the reserved ones.
@@ -414,7 +436,7 @@ impl Session {
     /// ops with [`Session::reservations_committed_by`].
     pub(super) fn record_ids_ahead(
         &mut self,
-        used: &mut Option<HashSet<u16>>,
+        used: &mut Option<PidsInUse>,
         ops: &mut Vec<Op>,
     ) -> Option<u64> {
         let mut have = 0;
@@ -506,19 +528,22 @@ impl Session {
     /// the head of the queue (see `requeue_inflight`), so only that head is scanned:
     /// O(in-flight), not O(queue).
     /// `used` is built on the first call of a round and kept up to date by the following ones.
-    fn alloc_pid(&mut self, used: &mut Option<HashSet<u16>>) -> Pid {
+    fn alloc_pid(&mut self, used: &mut Option<PidsInUse>) -> Pid {
         let used = used.get_or_insert_with(|| {
-            self.inflight
+            let mut set = PidsInUse::default();
+            let ids = self
+                .inflight
                 .iter()
                 .chain(self.queue.iter().take_while(|d| d.state.pid().is_some()))
-                // Every delivery here has an id. `map`, not `filter_map`: the set is then sized
-                // for the whole window at once instead of growing (and rehashing) per id.
-                .map(|d| d.state.pid().map_or(0, Pid::value))
-                .chain(self.durable().backlog.sent.iter().map(|s| s.1))
-                .collect()
+                .filter_map(|d| d.state.pid().map(Pid::value))
+                .chain(self.durable().backlog.sent.iter().map(|s| s.1));
+            for p in ids {
+                set.insert(p);
+            }
+            set
         });
         // `None` (all 65,535 ids in use) cannot happen while in-flight is bounded far below it.
-        let pid = self.pids.next(|p| used.contains(&p)).unwrap_or_default();
+        let pid = self.pids.next(|p| used.contains(p)).unwrap_or_default();
         used.insert(pid.value());
         pid
     }
