@@ -2,6 +2,8 @@
 //! its window back to disk ([`Session::evict_window`]); an online one reads the backlog up again
 //! in `seq` order as the client drains its window ([`Session::refill_request`], then
 //! [`Session::refilled`] with the rows), merging in the unstored deliveries queued behind it.
+//! The read is asked for when the window is under 3/4 full, and the commit applying it records
+//! the packet ids of what it brought in, so they are durable long before they are sent.
 
 use std::collections::VecDeque;
 

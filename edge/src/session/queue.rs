@@ -9,7 +9,8 @@
 //! window. Deliveries that are never stored (QoS 0, non-persistent sessions) arriving behind
 //! a backlog wait in `backlog.later` and are merged back by `seq`, so order is kept. The
 //! backlog and the ids recorded ahead live in a box ([`Durable`]) that only a session with
-//! stored deliveries allocates.
+//! stored deliveries allocates. Every stored delivery of the window has its packet id recorded
+//! ahead of its send (`RESERVE_AHEAD`), so a drain sends without waiting for the disk.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -23,13 +24,16 @@ use crate::message::Message;
 use crate::storage::{DeliveryRecord, Op};
 
 /// Most packet ids recorded ahead of sending (see `OutState::Reserved`): every stored
-/// delivery of the window. A send must not wait for the commit of its id, and a commit takes
-/// one fsync plus the work of everything queued behind the one under way (~0.6 ms for ~90
-/// messages here, so ~1.2 ms from push to durable): at 300k-450k msg/s an id must be recorded
-/// 400-600 deliveries before it is sent. With four in-flight windows (256) ahead, a drain
-/// caught up with its reservations every window and waited for a commit: 0.5x mosquitto. The
-/// ids of a refill are recorded in the commit that applies it (`Session::refilled`), at least
-/// `REFILL_AT` deliveries before they reach the head. After a crash the ids recorded but never
+/// delivery of the window. A send must not wait for the commit of its id, and an id pushed
+/// while a commit is under way is durable after that commit and its own (two fsyncs plus the
+/// work of everything queued meanwhile: 1-3 ms on a busy disk): at 300k-500k msg/s an id must
+/// be recorded 500-1,500 deliveries before it is sent. With four in-flight windows (256)
+/// ahead, a drain caught up with its reservations every window and waited for a commit (0.5x
+/// mosquitto). The ids of a read of the backlog are recorded in the commit that applies it
+/// (`Session::refilled`), `REFILL_AT` (1,536) deliveries before they reach the head, less
+/// the time the read takes (~150 sends, `backlog read applied` at debug level). A disk whose
+/// fsync is slower than that still makes the drain wait (counted in
+/// `robustmq_edge_delivery_commit_waits_total`). After a crash the ids recorded but never
 /// sent are sent with DUP, which only says "might have been sent before".
 const RESERVE_AHEAD: usize = WINDOW;
 
