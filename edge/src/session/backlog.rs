@@ -2,12 +2,13 @@
 //! its window back to disk ([`Session::evict_window`]); an online one reads the backlog up again
 //! in `seq` order as the client drains its window ([`Session::refill_request`], then
 //! [`Session::refilled`] with the rows), merging in the unstored deliveries queued behind it.
-//! The read is asked for when the window is under 3/4 full, and the commit applying it records
-//! the packet ids of what it brought in, so they are durable long before they are sent.
+//! The read is asked for when the window is under 3/4 full ([`Session::window_cap`]), and the
+//! commit applying it records the packet ids of what it brought in, so they are durable long
+//! before they are sent.
 
 use std::collections::VecDeque;
 
-use super::queue::{Delivery, Durable, REFILL_AT, WINDOW};
+use super::queue::{Delivery, Durable};
 use super::Session;
 use crate::error::Result;
 use crate::storage::{DeliveryRecord, Op};
@@ -45,7 +46,13 @@ impl Session {
     /// once everything pushed so far is committed, and hands the rows to [`Session::refilled`].
     pub fn refill_request(&mut self, max: usize) -> Option<Refill> {
         let b = &self.durable().backlog;
-        if b.count == 0 || b.reading || !self.online() || self.queue.len() >= REFILL_AT {
+        if b.count == 0 || b.reading || !self.online() {
+            return None;
+        }
+        // Under 3/4 of the window: the read, and the commit of the ids recorded for what it
+        // brings in, have the sends of the 3/4 still in memory to land.
+        let cap = self.window_cap();
+        if self.queue.len() >= cap / 4 * 3 {
             return None;
         }
         let b = &mut Durable::of(&mut self.durable).backlog;
@@ -53,7 +60,7 @@ impl Session {
         Some(Refill {
             from: b.next,
             until: self.next_seq,
-            max: max.clamp(1, WINDOW - self.queue.len()),
+            max: max.clamp(1, cap - self.queue.len()),
             must_wait: !b.sent.is_empty(),
         })
     }
@@ -65,7 +72,7 @@ impl Session {
     ///
     /// The packet ids of the rows read are recorded now, in the commit that applies the read
     /// (the reservation round returned, for [`Session::reservations_committed_by`]): they
-    /// reach the head of the window `REFILL_AT` sends later, by when that commit is done, so
+    /// reach the head of the window 3/4 of a window later, by when that commit is done, so
     /// a drain sends without waiting for a commit (see `queue.rs`, `RESERVE_AHEAD`).
     pub fn refilled(
         &mut self,

@@ -26,15 +26,16 @@ use crate::storage::{DeliveryRecord, Op};
 /// Most packet ids recorded ahead of sending (see `OutState::Reserved`): every stored
 /// delivery of the window. A send must not wait for the commit of its id, and an id pushed
 /// while a commit is under way is durable after that commit and its own (two fsyncs plus the
-/// work of everything queued meanwhile: 1-3 ms on a busy disk): at 300k-500k msg/s an id must
-/// be recorded 500-1,500 deliveries before it is sent. With four in-flight windows (256)
+/// work of everything queued meanwhile: 1-8 ms on a busy disk): at 300k-500k msg/s an id must
+/// be recorded thousands of deliveries before it is sent. With four in-flight windows (256)
 /// ahead, a drain caught up with its reservations every window and waited for a commit (0.5x
 /// mosquitto). The ids of a read of the backlog are recorded in the commit that applies it
-/// (`Session::refilled`), `REFILL_AT` (1,536) deliveries before they reach the head, less
-/// the time the read takes (~150 sends, `backlog read applied` at debug level). A disk whose
-/// fsync is slower than that still makes the drain wait (counted in
-/// `robustmq_edge_delivery_commit_waits_total`). After a crash the ids recorded but never
-/// sent are sent with DUP, which only says "might have been sent before".
+/// (`Session::refilled`), which is asked for once the window is under 3/4 full: 6,144
+/// deliveries (small messages) before they reach the head, less the time the read takes
+/// (~150 sends, `backlog read applied` at debug level). A window of 2,048 (ids ~1,400 ahead)
+/// still waited ~100 times per 100k on a disk whose fsync took 3-4 ms; 8,192: once. Waits
+/// are counted in `robustmq_edge_delivery_commit_waits_total`. After a crash the ids
+/// recorded but never sent are sent with DUP, which only says "might have been sent before".
 const RESERVE_AHEAD: usize = WINDOW;
 
 /// What the connection must wait for before sending what `take_outgoing` returned.
@@ -52,14 +53,26 @@ pub struct TakeWait {
     pub reserved_round: u64,
 }
 
-/// Most waiting deliveries an online session keeps in memory; more wait on disk. Also bounds
-/// how far ahead packet ids are recorded (see `RESERVE_AHEAD`): a window of 64-byte
-/// deliveries is ~0.6 MB, held only while a backlog drains (`limits.max_memory` shrinks the
-/// reads).
-pub const WINDOW: usize = 2048;
-/// The window is read up again from disk once it falls under this: the read (and the commit
-/// of the ids recorded for it) has `REFILL_AT` sends' time to land before the window runs dry.
-pub(super) const REFILL_AT: usize = WINDOW / 4 * 3;
+/// Most waiting deliveries an online session keeps in memory; more wait on disk. Fewer when
+/// its messages are large: the window holds `WINDOW_BYTES` of them by `Message::weight`, but
+/// never fewer than `MIN_WINDOW` ([`Session::window_cap`]). The window also bounds how far
+/// ahead packet ids are recorded (see `RESERVE_AHEAD`): 8,192 64-byte deliveries are ~7 MB
+/// of RSS, held only while a backlog drains (`limits.max_memory` shrinks the reads).
+pub const WINDOW: usize = 8192;
+/// The window's bound in `Message::weight` bytes (what large messages are held to).
+pub(super) const WINDOW_BYTES: usize = 1 << 20;
+/// The window of a session with large messages (the window of every session before the drain
+/// change): 4 KB messages get 256, as before.
+pub(super) const MIN_WINDOW: usize = 256;
+
+impl Session {
+    /// How many waiting deliveries this session keeps in memory: `WINDOW_BYTES` at the average
+    /// weight of its waiting deliveries, within `MIN_WINDOW..=WINDOW`.
+    pub(super) fn window_cap(&self) -> usize {
+        let avg = self.queued_bytes / self.queued_len().max(1);
+        (WINDOW_BYTES / avg.max(1)).clamp(MIN_WINDOW, WINDOW)
+    }
+}
 
 /// The parts of the outgoing side that only a session with stored deliveries uses: the backlog
 /// and the packet ids recorded ahead with the commits holding them. One box, allocated the
@@ -244,7 +257,7 @@ impl Session {
         if persisted
             && (!self.online()
                 || self.durable().backlog.count > 0
-                || self.queue.len() >= WINDOW
+                || self.queue.len() >= self.window_cap()
                 || limits.memory_full)
         {
             // On disk only: read back when the window has room.
