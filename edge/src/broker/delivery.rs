@@ -2,16 +2,42 @@
 //! the client's acknowledgements (both directions of QoS 1/2), and publisher flow control. The
 //! queue and in-flight rules themselves are `Session` methods; these entry points only find
 //! the session (ignoring a connection that was taken over) and commit what it changed.
+//!
+//! A drain must not wait for commits: the packet ids of a session's deliveries are recorded
+//! well ahead of their send (`session/queue.rs`), and the ticket of each reservation round is
+//! named under the lock that pushed it. [`DrainWaits`] counts the sends and reads that did
+//! wait (logged at debug), so that tests and a profile can tell.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use event_listener::Event;
 use mqtt_proto::{Pid, QosPid};
 
-use super::Broker;
+use super::{Broker, State};
 use crate::message::{now_ms, Message};
 use crate::session::{Refill, TakeWait};
-use crate::storage::Ticket;
+use crate::storage::{Op, Ticket};
+
+/// How often delivering had to wait for a commit still under way: a batch of deliveries whose
+/// packet ids were not yet on disk when taken (`take`), a read of a backlog that first waited
+/// for the writer (`refill`). In a steady drain both stay near zero (the first batch of a
+/// connection waits for the commit of its ids).
+#[derive(Debug, Default)]
+pub struct DrainWaits {
+    take: AtomicU64,
+    refill: AtomicU64,
+}
+
+impl DrainWaits {
+    /// (sends, reads) that waited for a commit so far.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.take.load(Ordering::Relaxed),
+            self.refill.load(Ordering::Relaxed),
+        )
+    }
+}
 
 /// Why a publisher should pause.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,27 +87,29 @@ impl Broker {
         let limits = self.queue_limits();
         let refill_max = self.memory.refill_size();
         let ((out, refill, wait, earlier), ticket) = self
-            .commit(|st, ops| match st.sessions.get_mut(client) {
-                Some(s) if s.is_attached_to(conn_id) => {
-                    let out = s.take_outgoing(max, now, limits, ops);
-                    // The commit of the ids recorded ahead that are sent now, or, while it is
-                    // not known, everything pushed before this round.
-                    let w = s.take_wait();
-                    let earlier = match w.reserved_ids {
-                        true => w.reserved_ticket.or_else(|| self.store.latest_ticket()),
-                        false => None,
-                    };
-                    let refill = s.refill_request(refill_max).map(|r| (s.epoch(), r));
-                    (out, refill, s.take_wait(), earlier)
-                }
-                _ => (Vec::new(), None, TakeWait::default(), None),
-            })
+            .commit_then(
+                |st, ops| match st.sessions.get_mut(client) {
+                    Some(s) if s.is_attached_to(conn_id) => {
+                        let out = s.take_outgoing(max, now, limits, ops);
+                        // The commit of the ids recorded ahead that are sent now, or, while it
+                        // is not known, everything pushed before this round.
+                        let w = s.take_wait();
+                        let earlier = match w.reserved_ids {
+                            true => w.reserved_ticket.or_else(|| self.store.latest_ticket()),
+                            false => None,
+                        };
+                        let refill = s.refill_request(refill_max).map(|r| (s.epoch(), r));
+                        (out, refill, w, earlier)
+                    }
+                    _ => (Vec::new(), None, TakeWait::default(), None),
+                },
+                |st, (_, _, wait, _), ticket| {
+                    if let Some(s) = st.sessions.get_mut(client).filter(|_| wait.reserved_now) {
+                        s.reservations_committed_by(wait.reserved_round, ticket);
+                    }
+                },
+            )
             .await;
-        if wait.reserved_now {
-            if let Some(s) = self.lock().sessions.get_mut(client) {
-                s.reservations_committed_by(wait.reserved_round, ticket);
-            }
-        }
         if let Some((epoch, r)) = refill {
             self.refill(client.clone(), epoch, r);
         }
@@ -93,7 +121,30 @@ impl Broker {
             (false, true) => earlier,
             (false, false) => None,
         };
+        if let Some(t) = wait_for.filter(|t| !self.store.reached(*t)) {
+            self.drain_waits.take.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(client_id = %client, fresh_ids = wait.fresh_ids, ticket = ?t,
+                deliveries = out.len(), "deliveries wait for the commit of their packet ids");
+        }
         (out, wait_for)
+    }
+
+    /// [`Broker::commit`], and then, still under the lock, `then` with what `build` returned
+    /// and the ticket of its ops: packet ids recorded ahead get the ticket of their commit
+    /// before any other round can take them.
+    async fn commit_then<R>(
+        &self,
+        build: impl FnOnce(&mut State, &mut Vec<Op>) -> R,
+        then: impl FnOnce(&mut State, &R, Option<Ticket>),
+    ) -> (R, Option<Ticket>) {
+        let slot = self.store.reserve().await;
+        let mut ops = Vec::new();
+        let mut st = self.lock();
+        let r = build(&mut st, &mut ops);
+        let ticket = self.store.push(slot, ops);
+        then(&mut st, &r, ticket);
+        drop(st);
+        (r, ticket)
     }
 
     /// Reads the next part of a session's queue from disk on a blocking thread and hands it to
@@ -110,17 +161,35 @@ impl Broker {
             let mut waited = false;
             if rows.as_ref().is_ok_and(|v| v.is_empty()) {
                 let committed = match pushed {
-                    Some(t) => smol::block_on(broker.store.wait(t)),
+                    Some(t) => {
+                        if !broker.store.reached(t) {
+                            broker.drain_waits.refill.fetch_add(1, Ordering::Relaxed);
+                            tracing::debug!(client_id = %client, must_wait = r.must_wait,
+                                "a read of the backlog waits for the writer");
+                        }
+                        smol::block_on(broker.store.wait(t))
+                    }
                     None => Ok(()),
                 };
                 rows = committed.and_then(|()| read());
                 waited = true;
             }
-            smol::block_on(broker.commit(|st, ops| {
-                if let Some(s) = st.sessions.get_mut(&client).filter(|s| s.epoch() == epoch) {
-                    s.refilled(r, waited, rows, ops);
-                }
-            }));
+            // The ids recorded for the rows are named by this commit's ticket (`refilled`).
+            smol::block_on(broker.commit_then(
+                |st, ops| {
+                    let s = st
+                        .sessions
+                        .get_mut(&client)
+                        .filter(|s| s.epoch() == epoch)?;
+                    s.refilled(r, waited, rows, ops)
+                },
+                |st, round, ticket| {
+                    let s = st.sessions.get_mut(&client).filter(|s| s.epoch() == epoch);
+                    if let (Some(s), Some(round)) = (s, *round) {
+                        s.reservations_committed_by(round, ticket);
+                    }
+                },
+            ));
         })
         .detach();
     }

@@ -109,6 +109,8 @@ pub struct Broker {
     sync_status: OnceLock<edge_sync::StatusReader>,
     /// `limits.max_memory`: publisher pauses, refusals, read-back sizes (`memory.rs`).
     memory: MemoryBudget,
+    /// Deliveries and backlog reads that waited for a commit (`delivery.rs`).
+    pub drain_waits: delivery::DrainWaits,
 }
 
 impl Broker {
@@ -153,6 +155,7 @@ impl Broker {
             stats: crate::stats::Stats::new(),
             sync_status: OnceLock::new(),
             memory: MemoryBudget::new(cfg_max_memory),
+            drain_waits: Default::default(),
         })
     }
 

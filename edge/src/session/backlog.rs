@@ -2,10 +2,13 @@
 //! its window back to disk ([`Session::evict_window`]); an online one reads the backlog up again
 //! in `seq` order as the client drains its window ([`Session::refill_request`], then
 //! [`Session::refilled`] with the rows), merging in the unstored deliveries queued behind it.
+//! The read is asked for when the window is under 3/4 full ([`Session::window_cap`]), and the
+//! commit applying it records the packet ids of what it brought in, so they are durable long
+//! before they are sent.
 
 use std::collections::VecDeque;
 
-use super::queue::{Delivery, Durable, REFILL_AT, WINDOW};
+use super::queue::{Delivery, Durable};
 use super::Session;
 use crate::error::Result;
 use crate::storage::{DeliveryRecord, Op};
@@ -43,7 +46,13 @@ impl Session {
     /// once everything pushed so far is committed, and hands the rows to [`Session::refilled`].
     pub fn refill_request(&mut self, max: usize) -> Option<Refill> {
         let b = &self.durable().backlog;
-        if b.count == 0 || b.reading || !self.online() || self.queue.len() >= REFILL_AT {
+        if b.count == 0 || b.reading || !self.online() {
+            return None;
+        }
+        // Under 3/4 of the window: the read, and the commit of the ids recorded for what it
+        // brings in, have the sends of the 3/4 still in memory to land.
+        let cap = self.window_cap();
+        if self.queue.len() >= cap / 4 * 3 {
             return None;
         }
         let b = &mut Durable::of(&mut self.durable).backlog;
@@ -51,7 +60,7 @@ impl Session {
         Some(Refill {
             from: b.next,
             until: self.next_seq,
-            max: max.clamp(1, WINDOW - self.queue.len()),
+            max: max.clamp(1, cap - self.queue.len()),
             must_wait: !b.sent.is_empty(),
         })
     }
@@ -60,30 +69,36 @@ impl Session {
     /// deliveries queued behind them). Ignored when the backlog moved meanwhile (the session
     /// went offline and gave its window back); a read error leaves the backlog as it was.
     /// `waited`: the read came after every op pushed before the request was committed.
+    ///
+    /// The packet ids of the rows read are recorded now, in the commit that applies the read
+    /// (the reservation round returned, for [`Session::reservations_committed_by`]): they
+    /// reach the head of the window 3/4 of a window later, by when that commit is done, so
+    /// a drain sends without waiting for a commit (see `queue.rs`, `RESERVE_AHEAD`).
     pub fn refilled(
         &mut self,
         r: Refill,
         waited: bool,
         rows: Result<Vec<(u64, Option<DeliveryRecord>)>>,
         ops: &mut Vec<Op>,
-    ) {
+    ) -> Option<u64> {
         let online = self.online();
         // Made by `refill_request`, which this answers.
-        let Some(dur) = self.durable.as_deref_mut() else {
-            return;
-        };
+        let dur = self.durable.as_deref_mut()?;
         let b = &mut dur.backlog;
         b.reading = false;
         if r.from != b.next || !online {
-            return;
+            return None;
         }
         let rows = match rows {
             Ok(rows) => rows,
             Err(e) => {
                 tracing::error!(client_id = %self.client_id, error = %e, "cannot read the session's queue from disk");
-                return;
+                return None;
             }
         };
+        // `ahead`: deliveries still to send before these; their ids' commit has that long.
+        tracing::debug!(client_id = %self.client_id, ahead = self.queue.len(), rows = rows.len(),
+            "backlog read applied");
         let exhausted = rows.len() < r.max;
         let mut last = None;
         for (seq, rec) in rows {
@@ -116,7 +131,9 @@ impl Session {
             self.queue.append(&mut b.later);
             b.sent.clear();
         }
+        let round = self.record_ids_ahead(&mut None, ops);
         self.notify();
+        round
     }
 
     /// Gives the window of a session going offline back to disk: its stored deliveries join

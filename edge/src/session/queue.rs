@@ -9,9 +9,10 @@
 //! window. Deliveries that are never stored (QoS 0, non-persistent sessions) arriving behind
 //! a backlog wait in `backlog.later` and are merged back by `seq`, so order is kept. The
 //! backlog and the ids recorded ahead live in a box ([`Durable`]) that only a session with
-//! stored deliveries allocates.
+//! stored deliveries allocates. Every stored delivery of the window has its packet id recorded
+//! ahead of its send (`RESERVE_AHEAD`), so a drain sends without waiting for the disk.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use mqtt_proto::{Pid, QosPid};
@@ -22,14 +23,22 @@ use crate::broker::Outgoing;
 use crate::message::Message;
 use crate::storage::{DeliveryRecord, Op};
 
-/// Most packet ids recorded ahead of sending (see `OutState::Reserved`): up to
-/// `RESERVE_ROUNDS` in-flight windows, topped up once half of them are sent. With only one
-/// window recorded ahead, a drain sent at most one window per commit (fsync): 135k msg/s here
-/// against 336k without fsync. Several windows per commit keep the sends going while the
-/// next ids are committed; after a crash the ids recorded but never sent are sent with DUP,
-/// which only says "might have been sent before".
-const RESERVE_AHEAD: usize = 256;
-const RESERVE_ROUNDS: usize = 4;
+/// Most packet ids recorded ahead of sending (see `OutState::Reserved`): every stored
+/// delivery of the window. A send must not wait for the commit of its id, and an id pushed
+/// while a commit is under way is durable after that commit and its own (two fsyncs plus the
+/// work of everything queued meanwhile: 1-8 ms on a busy disk): at 300k-500k msg/s an id must
+/// be recorded thousands of deliveries before it is sent. With four in-flight windows (256)
+/// ahead, a drain caught up with its reservations every window and waited for a commit (0.5x
+/// mosquitto). The ids of a read of the backlog are recorded in the commit that applies it
+/// (`Session::refilled`), which is asked for once the window is under 3/4 full: 6,144
+/// deliveries (small messages) before they reach the head, less the time the read takes
+/// (~150 sends, `backlog read applied` at debug level). A window of 2,048 (ids ~1,400 ahead)
+/// still waited ~100 times per 100k on a disk whose fsync took 3-4 ms; 8,192: once. Waits
+/// are counted in `robustmq_edge_delivery_commit_waits_total`. After a crash the ids
+/// recorded but never sent are sent with DUP, which only says "might have been sent before";
+/// a session cut off mid-drain keeps them reserved (`Backlog::sent`, 16 bytes each) until its
+/// client drains past them.
+const RESERVE_AHEAD: usize = WINDOW;
 
 /// What the connection must wait for before sending what `take_outgoing` returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -46,10 +55,26 @@ pub struct TakeWait {
     pub reserved_round: u64,
 }
 
-/// Most waiting deliveries an online session keeps in memory; more wait on disk.
-pub const WINDOW: usize = 256;
-/// The window is read up again from disk once it falls under this.
-pub(super) const REFILL_AT: usize = WINDOW / 2;
+/// Most waiting deliveries an online session keeps in memory; more wait on disk. Fewer when
+/// its messages are large: the window holds `WINDOW_BYTES` of them by `Message::weight`, but
+/// never fewer than `MIN_WINDOW` ([`Session::window_cap`]). The window also bounds how far
+/// ahead packet ids are recorded (see `RESERVE_AHEAD`): 8,192 64-byte deliveries are ~7 MB
+/// of RSS, held only while a backlog drains (`limits.max_memory` shrinks the reads).
+pub const WINDOW: usize = 8192;
+/// The window's bound in `Message::weight` bytes (what large messages are held to).
+pub(super) const WINDOW_BYTES: usize = 1 << 20;
+/// The window of a session with large messages (the window of every session before the drain
+/// change): 4 KB messages get 256, as before.
+pub(super) const MIN_WINDOW: usize = 256;
+
+impl Session {
+    /// How many waiting deliveries this session keeps in memory: `WINDOW_BYTES` at the average
+    /// weight of its waiting deliveries, within `MIN_WINDOW..=WINDOW`.
+    pub(super) fn window_cap(&self) -> usize {
+        let avg = self.queued_bytes / self.queued_len().max(1);
+        (WINDOW_BYTES / avg.max(1)).clamp(MIN_WINDOW, WINDOW)
+    }
+}
 
 /// The parts of the outgoing side that only a session with stored deliveries uses: the backlog
 /// and the packet ids recorded ahead with the commits holding them. One box, allocated the
@@ -154,6 +179,27 @@ impl Delivery {
     }
 }
 
+/// The packet ids in use, one bit each (8 KB, zeroed by the allocator): built once per round
+/// that assigns ids, with up to a window of reserved ids in it (a hash set of a window's ids
+/// cost a hash per id and rehashes: about a tenth of the backlog read thread's samples).
+pub(super) struct PidsInUse(Box<[u64]>);
+
+impl Default for PidsInUse {
+    fn default() -> Self {
+        PidsInUse(vec![0; 1 << 10].into_boxed_slice())
+    }
+}
+
+impl PidsInUse {
+    fn insert(&mut self, p: u16) {
+        self.0[usize::from(p >> 6)] |= 1 << (p & 63);
+    }
+
+    fn contains(&self, p: u16) -> bool {
+        self.0[usize::from(p >> 6)] & (1 << (p & 63)) != 0
+    }
+}
+
 fn qos_pid(qos: u8, pid: Pid) -> QosPid {
     if qos == 1 {
         QosPid::Level1(pid)
@@ -213,7 +259,7 @@ impl Session {
         if persisted
             && (!self.online()
                 || self.durable().backlog.count > 0
-                || self.queue.len() >= WINDOW
+                || self.queue.len() >= self.window_cap()
                 || limits.memory_full)
         {
             // On disk only: read back when the window has room.
@@ -384,29 +430,39 @@ impl Session {
     }
 
     /// Records packet ids ahead for the next stored QoS 1/2 deliveries at the head of the
-    /// queue (`RESERVE_ROUNDS` in-flight windows, at most `RESERVE_AHEAD`, topped up once half
-    /// of them are sent), so that the next rounds send
-    /// them without waiting for a commit. They stay a prefix of the queue (after requeued
-    /// ones): reservation stops at the first delivery that is not stored. Whether any was made.
-    fn reserve_ahead(&mut self, used: &mut Option<HashSet<u16>>, ops: &mut Vec<Op>) -> bool {
-        let want = (self.inflight_limit as usize * RESERVE_ROUNDS).clamp(1, RESERVE_AHEAD);
+    /// queue (up to `RESERVE_AHEAD`, topped up once half of them are sent), so that the next
+    /// rounds send them without waiting for a commit. Whether any was made.
+    fn reserve_ahead(&mut self, used: &mut Option<PidsInUse>, ops: &mut Vec<Op>) -> bool {
         // The reserved deliveries follow the requeued ones (sent before) at the head of the
-        // queue. While at least half of `want` are left, nothing is done: ids are recorded a
-        // batch at a time, and a round costs no scan of the reserved ones.
+        // queue. While at least half of `RESERVE_AHEAD` are left, nothing is done: ids are
+        // recorded a batch at a time, and a round costs no scan of the reserved ones.
         let start = self
             .queue
             .iter()
             .take_while(|d| matches!(d.state, OutState::Sent(_) | OutState::Released(_)))
             .count();
-        let half = self.queue.get(start + want.div_ceil(2) - 1);
+        let half = self.queue.get(start + RESERVE_AHEAD.div_ceil(2) - 1);
         if half.is_some_and(|d| matches!(d.state, OutState::Reserved(..))) {
             return false;
         }
+        self.record_ids_ahead(used, ops).is_some()
+    }
+
+    /// Records ids for the stored deliveries of the window that have none, up to
+    /// `RESERVE_AHEAD` recorded ahead, as one new reservation round (returned, `None` when
+    /// none was needed). They stay a prefix of the queue (after requeued ones): reservation
+    /// stops at the first delivery that is not stored. The caller names the commit holding the
+    /// ops with [`Session::reservations_committed_by`].
+    pub(super) fn record_ids_ahead(
+        &mut self,
+        used: &mut Option<PidsInUse>,
+        ops: &mut Vec<Op>,
+    ) -> Option<u64> {
         let mut have = 0;
         let mut made = false;
         let round = self.durable().reserved_round + 1;
-        for i in start..self.queue.len() {
-            if have >= want {
+        for i in 0..self.queue.len() {
+            if have >= RESERVE_AHEAD {
                 break;
             }
             let d = &self.queue[i];
@@ -431,12 +487,13 @@ impl Session {
             have += 1;
             made = true;
         }
-        if made {
-            let dur = Durable::of(&mut self.durable);
-            dur.reserved_round = round;
-            dur.reserve_tickets.push_back((round, None));
+        if !made {
+            return None;
         }
-        made
+        let dur = Durable::of(&mut self.durable);
+        dur.reserved_round = round;
+        dur.reserve_tickets.push_back((round, None));
+        Some(round)
     }
 
     /// PUBACK (QoS 1) or PUBCOMP (QoS 2): the in-flight delivery with `pid` is complete and
@@ -490,19 +547,22 @@ impl Session {
     /// the head of the queue (see `requeue_inflight`), so only that head is scanned:
     /// O(in-flight), not O(queue).
     /// `used` is built on the first call of a round and kept up to date by the following ones.
-    fn alloc_pid(&mut self, used: &mut Option<HashSet<u16>>) -> Pid {
+    fn alloc_pid(&mut self, used: &mut Option<PidsInUse>) -> Pid {
         let used = used.get_or_insert_with(|| {
-            self.inflight
+            let mut set = PidsInUse::default();
+            let ids = self
+                .inflight
                 .iter()
                 .chain(self.queue.iter().take_while(|d| d.state.pid().is_some()))
-                // Every delivery here has an id. `map`, not `filter_map`: the set is then sized
-                // for the whole window at once instead of growing (and rehashing) per id.
-                .map(|d| d.state.pid().map_or(0, Pid::value))
-                .chain(self.durable().backlog.sent.iter().map(|s| s.1))
-                .collect()
+                .filter_map(|d| d.state.pid().map(Pid::value))
+                .chain(self.durable().backlog.sent.iter().map(|s| s.1));
+            for p in ids {
+                set.insert(p);
+            }
+            set
         });
         // `None` (all 65,535 ids in use) cannot happen while in-flight is bounded far below it.
-        let pid = self.pids.next(|p| used.contains(&p)).unwrap_or_default();
+        let pid = self.pids.next(|p| used.contains(p)).unwrap_or_default();
         used.insert(pid.value());
         pid
     }

@@ -260,6 +260,14 @@ pub fn render(s: &Snapshot) -> String {
     o.value(&format!("{name}_bucket"), &[("le", "+Inf")], h.count);
     o.value(&format!("{name}_sum"), &[], h.sum_seconds);
     o.value(&format!("{name}_count"), &[], h.count);
+    let name = "delivery_commit_waits_total";
+    o.family(
+        name,
+        "counter",
+        "Batches of deliveries (send) and backlog reads (read) that waited for a commit.",
+    );
+    o.value(name, &[("what", "send")], s.commit_waits.0);
+    o.value(name, &[("what", "read")], s.commit_waits.1);
 
     if let Some(heap) = s.heap_bytes {
         o.single(

@@ -21,6 +21,8 @@ pub struct Snapshot {
     /// Size of `edge.redb`; `None` when it cannot be read.
     pub storage_file_bytes: Option<u64>,
     pub commit_latency: HistogramSnapshot,
+    /// (deliveries, backlog reads) that waited for a commit (`broker::DrainWaits`).
+    pub commit_waits: (u64, u64),
     /// Writes waiting for free space (README, "Disk full").
     pub disk: DiskFigures,
     /// Heap in use as counted by the broker's allocator (`None` inside tests, where it is not
@@ -68,6 +70,7 @@ impl Snapshot {
                 .ok()
                 .map(|m| m.len()),
             commit_latency: broker.store.commit_latency(),
+            commit_waits: broker.drain_waits.counts(),
             disk: DiskFigures::of(broker.store.disk_full()),
             heap_bytes: crate::memory::heap_in_use(),
             max_memory_bytes: broker.cfg.limits.max_memory,
