@@ -195,13 +195,18 @@ impl Broker {
     }
 
     /// PUBACK (QoS 1) or PUBCOMP (QoS 2) from the client: the delivery is complete.
-    /// Also used to drop a delivery the client cannot receive (too large for it).
     pub async fn complete(&self, client: &Arc<str>, pid: Pid) -> bool {
+        self.complete_all(client, &[pid]).await == 1
+    }
+
+    /// The PUBACKs of one socket read, in the order read: one storage batch and one pass
+    /// under the lock for all of them (a draining client acknowledges tens per read). Returns
+    /// how many of them named a delivery in flight.
+    pub async fn complete_all(&self, client: &Arc<str>, pids: &[Pid]) -> usize {
         let done = self
-            .commit(|st, ops| {
-                st.sessions
-                    .get_mut(client)
-                    .is_some_and(|s| s.complete(pid, ops))
+            .commit(|st, ops| match st.sessions.get_mut(client) {
+                Some(s) => pids.iter().filter(|p| s.complete(**p, ops)).count(),
+                None => 0,
             })
             .await
             .0;

@@ -338,6 +338,40 @@ fn a_backlog_drain_reads_without_waiting_for_the_writer() {
 }
 
 #[test]
+fn the_pubacks_of_one_read_complete_their_deliveries_in_one_storage_batch() {
+    let t = broker();
+    let b = &t.broker;
+    let c = connect(b, "sub", 600);
+    subscribe(b, "sub", "t");
+    for _ in 0..3 {
+        publish(b, "t", 1, false);
+    }
+    let (out, _) = smol::block_on(b.take_outgoing(&"sub".into(), c.conn_id, 64));
+    let pids: Vec<Pid> = out
+        .iter()
+        .filter_map(|d| match d {
+            Outgoing::Publish { qos_pid, .. } => qos_pid.pid(),
+            Outgoing::Pubrel(_) => None,
+        })
+        .collect();
+    assert_eq!(pids.len(), 3);
+    let before = b.store.latest_ticket();
+    assert_eq!(smol::block_on(b.complete_all(&"sub".into(), &pids)), 3);
+    let after = b.store.latest_ticket();
+    assert_eq!(
+        after.map(Ticket::number),
+        Some(before.map_or(0, Ticket::number) + 1),
+        "the three removals were pushed as one batch"
+    );
+    assert_eq!(
+        smol::block_on(b.complete_all(&"sub".into(), &pids)),
+        0,
+        "acknowledged once only"
+    );
+    assert_eq!(b.gauges().queued_messages, 0);
+}
+
+#[test]
 fn messages_beyond_a_full_queue_are_counted_as_queue_full_drops() {
     let t = broker_with(|c| c.limits.max_queued_messages = 1);
     let b = &t.broker;

@@ -89,6 +89,12 @@ impl Ticket {
     pub(crate) fn for_test(n: u64) -> Ticket {
         Ticket(NonZeroU64::new(n).expect("tickets are non-zero"))
     }
+
+    /// The ticket's number (tests that count the batches pushed).
+    #[cfg(test)]
+    pub(crate) fn number(self) -> u64 {
+        self.0.get()
+    }
 }
 
 struct Pending {

@@ -1,15 +1,19 @@
 //! PUBACK, PUBREC and PUBCOMP from the client: acknowledgements of our deliveries. Each frees
-//! (or advances) one in-flight message of the session; only a successful PUBREC is answered,
-//! with PUBREL, and a failed one (reason code 0x80 or above) ends that QoS 2 exchange.
+//! (or advances) one in-flight message of the session (the PUBACKs of one read in one batch);
+//! only a successful PUBREC is answered, with PUBREL, and a failed one (reason code 0x80 or
+//! above) ends that QoS 2 exchange.
 
-use mqtt_proto::v5;
+use mqtt_proto::{v5, Pid};
 
 use crate::connection::replies::{Answer, Reply};
 use crate::connection::{Close, Conn};
 
-pub(super) async fn handle_puback(conn: &Conn, a: v5::Puback) -> Result<Option<Answer>, Close> {
-    conn.broker.complete(&conn.client_id, a.pid).await;
-    Ok(None)
+/// PUBACKs read one after another (`pids`, emptied): never answered, applied in one batch.
+pub(super) async fn handle_pubacks(conn: &Conn, pids: &mut Vec<Pid>) {
+    if !pids.is_empty() {
+        conn.broker.complete_all(&conn.client_id, pids).await;
+        pids.clear();
+    }
 }
 
 pub(super) async fn handle_pubrec(conn: &Conn, a: v5::Pubrec) -> Result<Option<Answer>, Close> {

@@ -31,6 +31,9 @@ pub(in crate::connection) fn topic_fits(topic: &str, limits: &crate::config::Lim
 }
 
 /// Reads and handles frames until none is left buffered (a frame begun is read to its end).
+/// PUBACKs that come one after another are applied together ([`acks::handle_pubacks`]: one
+/// storage batch, not one per acknowledgement), before the next other packet and when the
+/// burst ends, however it ends: an acknowledgement read is never dropped.
 pub(super) async fn read_burst(
     conn: &Conn,
     stream: &Stream,
@@ -41,27 +44,38 @@ pub(super) async fn read_burst(
 ) -> Result<(), Close> {
     // The size this connection's CONNACK announced (limits.max_packet_size may be reloaded).
     let max_packet = conn.max_packet as usize;
-    loop {
+    let mut acked = Vec::new();
+    let ended = loop {
         let frame = match reader.next(stream, max_packet, limit).await {
             Ok(frame) => frame,
-            Err(e) => return Err(read_failed(conn, e)),
+            Err(e) => break Err(read_failed(conn, e)),
         };
         conn.broker.stats.packet_received(frame.len());
         let packet = match codec::decode(frame, conn.proto) {
             Ok(p) => p,
             Err(e) => {
                 tracing::info!(peer = %conn.peer, client_id = %conn.client_id, error = ?e, "malformed packet");
-                return Err(Close::Broker {
+                break Err(Close::Broker {
                     code: Dr::MalformedPacket,
                     why: "malformed packet",
                 });
             }
         };
-        handle_packet(conn, packet, publish_state, replies).await?;
-        if !reader.has_input() {
-            return Ok(());
+        match packet {
+            Packet::Puback(a) => acked.push(a.pid),
+            packet => {
+                acks::handle_pubacks(conn, &mut acked).await;
+                if let Err(close) = handle_packet(conn, packet, publish_state, replies).await {
+                    break Err(close);
+                }
+            }
         }
-    }
+        if !reader.has_input() {
+            break Ok(());
+        }
+    };
+    acks::handle_pubacks(conn, &mut acked).await;
+    ended
 }
 
 pub(super) fn read_failed(conn: &Conn, e: ReadError) -> Close {
@@ -99,7 +113,10 @@ async fn handle_packet(
     let answer = match packet {
         Packet::Publish(p) => publish::handle_publish(conn, publish_state, p).await?,
         Packet::Pubrel(r) => pubrel::handle_pubrel(conn, r).await?,
-        Packet::Puback(a) => acks::handle_puback(conn, a).await?,
+        Packet::Puback(a) => {
+            acks::handle_pubacks(conn, &mut vec![a.pid]).await;
+            None
+        }
         Packet::Pubrec(a) => acks::handle_pubrec(conn, a).await?,
         Packet::Pubcomp(a) => acks::handle_pubcomp(conn, a).await?,
         Packet::Subscribe(s) => subscribe::handle_subscribe(conn, s).await?,
