@@ -13,9 +13,21 @@ mod both_versions;
 
 const TEST_LIMIT: Duration = Duration::from_secs(60);
 
-#[test]
-fn v5_qos0_qos1_qos2_publishes_round_trip() {
-    both_versions::publishes_round_trip_at_each_qos::<V5Api>()
+both_versions::tests_for! { V5Api;
+    v5_qos0_qos1_qos2_publishes_round_trip => publishes_round_trip_at_each_qos();
+    v5_delivery_qos_is_downgraded_to_the_subscription_qos
+        => delivery_qos_is_downgraded_to_the_subscription_qos();
+    v5_retained_message_is_delivered_to_a_later_subscriber_and_empty_payload_clears_it
+        => retained_message_is_delivered_to_a_later_subscriber_and_empty_payload_clears_it();
+    v5_wildcards_match_levels_and_keep_dollar_topics_out
+        => wildcards_match_levels_and_keep_dollar_topics_out();
+    v5_unsubscribe_stops_delivery => unsubscribe_stops_delivery();
+    /// Three members and a plain subscriber, 60 messages.
+    v5_shared_subscription_splits_messages_among_members
+        => shared_subscription_splits_messages(3, 60);
+    v5_overlapping_subscriptions_deliver_one_copy => overlapping_subscriptions_deliver_one_copy();
+    v5_broker_closes_the_connection_promptly_after_client_disconnect
+        => broker_closes_the_connection_promptly_after_disconnect();
 }
 
 #[test]
@@ -196,12 +208,6 @@ fn v5_wildcards_and_subscription_identifiers() {
 }
 
 #[test]
-fn v5_shared_subscription_splits_messages_among_members() {
-    // Three members and a plain subscriber, 60 messages.
-    both_versions::shared_subscription_splits_messages::<V5Api>(3, 60)
-}
-
-#[test]
 fn v5_session_expiry_keeps_queued_messages_and_message_expiry_drops_stale_ones() {
     broker_test(TEST_LIMIT, |broker| async move {
         let topic = unique("v5exp");
@@ -344,9 +350,4 @@ fn v5_will_delay_is_cancelled_by_a_reconnect_and_sent_otherwise() {
         let p = watcher.recv(Duration::from_secs(5)).await;
         assert_eq!(p.payload, "gone".as_bytes());
     })
-}
-
-#[test]
-fn v5_broker_closes_the_connection_promptly_after_client_disconnect() {
-    both_versions::broker_closes_the_connection_promptly_after_disconnect::<V5Api>()
 }

@@ -1,7 +1,7 @@
 //! Behaviours MQTT 3.1.1 and 5.0 share, written once generic over the client version
 //! (`Client<C>: AnyClient`, see `tests/lib.rs`), each on a broker of its own: `mqtt311.rs` runs
 //! each with `V3Api` (rumqttc's 3.1.1 client), `mqtt5.rs` with `V5Api`, under the test names
-//! of those files.
+//! of those files, listed with [`tests_for!`].
 
 use std::time::Duration;
 
@@ -9,6 +9,22 @@ use robustmq_edge_e2e::rumqttc::QoS;
 use robustmq_edge_e2e::*;
 
 const TEST_LIMIT: Duration = Duration::from_secs(60);
+
+/// One `#[test]` per entry `test_name => behaviour(args);`, running that behaviour of this
+/// module with the client `$api` (`V3Api` or `V5Api`): how `mqtt311.rs` and `mqtt5.rs` list
+/// the behaviours they share, under their own test names.
+macro_rules! tests_for {
+    ($api:ty; $($(#[$doc:meta])* $test:ident => $behaviour:ident($($arg:expr),*);)*) => {
+        $(
+            $(#[$doc])*
+            #[test]
+            fn $test() {
+                $crate::both_versions::$behaviour::<$api>($($arg),*)
+            }
+        )*
+    };
+}
+pub(crate) use tests_for;
 
 /// A publish at QoS 0, 1 and 2 reaches a QoS 2 subscriber once, at the publish QoS, without
 /// RETAIN or DUP.
@@ -115,6 +131,207 @@ where
                 delay < Duration::from_millis(250),
                 "broker closed the connection {delay:?} after DISCONNECT"
             );
+        }
+    })
+}
+
+/// A new client `unique(name)` with a clean session, subscribed to `filter` at `qos` (granted).
+async fn subscribed<C: ClientApi>(broker: &Broker, name: &str, filter: &str, qos: QoS) -> Client<C>
+where
+    Client<C>: AnyClient,
+{
+    let mut c = Client::<C>::connect_clean(broker, &unique(name)).await;
+    c.subscribe_ok(filter, qos).await;
+    c
+}
+
+/// A QoS 2 publish reaches a QoS 0 and a QoS 1 subscriber at their subscription QoS.
+pub fn delivery_qos_is_downgraded_to_the_subscription_qos<C: ClientApi>()
+where
+    Client<C>: AnyClient,
+{
+    broker_test(TEST_LIMIT, |broker| async move {
+        let topic = unique("down");
+        let mut sub0 = subscribed::<C>(&broker, "s0", &topic, QoS::AtMostOnce).await;
+        let mut sub1 = subscribed::<C>(&broker, "s1", &topic, QoS::AtLeastOnce).await;
+        let mut publisher = Client::<C>::connect_clean(&broker, &unique("pub")).await;
+        publisher
+            .publish(&topic, QoS::ExactlyOnce, false, b"x".to_vec())
+            .await;
+        assert_eq!(sub0.recv(WAIT).await.qos(), QoS::AtMostOnce);
+        assert_eq!(sub1.recv(WAIT).await.qos(), QoS::AtLeastOnce);
+    })
+}
+
+/// Only the last retained message of a topic reaches a later subscriber, with RETAIN; a live
+/// delivery to an existing subscription has RETAIN cleared; an empty retained payload deletes it.
+pub fn retained_message_is_delivered_to_a_later_subscriber_and_empty_payload_clears_it<
+    C: ClientApi,
+>()
+where
+    Client<C>: AnyClient,
+{
+    broker_test(TEST_LIMIT, |broker| async move {
+        let topic = unique("retained");
+        let mut publisher = Client::<C>::connect_clean(&broker, &unique("pub")).await;
+        for payload in ["first", "kept"] {
+            publisher
+                .publish(&topic, QoS::AtLeastOnce, true, payload.into())
+                .await;
+        }
+
+        let mut late = subscribed::<C>(&broker, "late", &topic, QoS::AtLeastOnce).await;
+        let p = late.recv(WAIT).await;
+        assert_eq!(
+            p.payload(),
+            "kept".as_bytes(),
+            "only the last retained message is kept"
+        );
+        assert!(
+            p.retain(),
+            "a retained message sent on subscribe carries RETAIN"
+        );
+        assert_eq!(p.qos(), QoS::AtLeastOnce);
+        late.expect_no_publish(QUIET, "one retained message per topic")
+            .await;
+
+        // A live publish with RETAIN to an existing subscriber is delivered with RETAIN 0.
+        publisher
+            .publish(&topic, QoS::AtLeastOnce, true, b"live".to_vec())
+            .await;
+        let p = late.recv(WAIT).await;
+        assert_eq!(p.payload(), "live".as_bytes());
+        assert!(
+            !p.retain(),
+            "RETAIN is cleared on delivery to established subscriptions"
+        );
+
+        // Empty payload deletes the retained message.
+        publisher
+            .publish(&topic, QoS::AtLeastOnce, true, Vec::new())
+            .await;
+        let _ = late.try_recv(QUIET).await; // the (empty) live delivery, if any
+        let mut later = subscribed::<C>(&broker, "later", &topic, QoS::AtLeastOnce).await;
+        later
+            .expect_no_publish(QUIET, "retained message was deleted")
+            .await;
+    })
+}
+
+/// The topics `sub` receives until it has been quiet for `QUIET`, in arrival order.
+async fn topics_received<C: ClientApi>(sub: &mut Client<C>) -> Vec<String> {
+    let mut topics = Vec::new();
+    while let Some(p) = sub.try_recv(QUIET).await {
+        topics.push(p.topic());
+    }
+    topics
+}
+
+/// `+` matches one level (an empty one too), `#` the level and all below it, and filters
+/// starting with a wildcard do not match `$` topics.
+pub fn wildcards_match_levels_and_keep_dollar_topics_out<C: ClientApi>()
+where
+    Client<C>: AnyClient,
+{
+    broker_test(TEST_LIMIT, |broker| async move {
+        let root = unique("wild");
+        let plus_filter = format!("{root}/+/temp");
+        let mut plus = subscribed::<C>(&broker, "plus", &plus_filter, QoS::AtLeastOnce).await;
+        let hash_filter = format!("{root}/#");
+        let mut hash = subscribed::<C>(&broker, "hash", &hash_filter, QoS::AtLeastOnce).await;
+        let mut all = subscribed::<C>(&broker, "all", "#", QoS::AtLeastOnce).await;
+        all.subscribe_ok("+/x", QoS::AtLeastOnce).await;
+
+        let mut publisher = Client::<C>::connect_clean(&broker, &unique("pub")).await;
+        let topics = [
+            format!("{root}/kitchen/temp"),     // plus, hash
+            format!("{root}/kitchen/humidity"), // hash
+            format!("{root}/a/b/temp"),         // hash only (+ is one level)
+            root.clone(),                       // hash: `#` also matches the parent level
+            format!("{root}//temp"),            // plus (empty level), hash
+        ];
+        for t in &topics {
+            publisher
+                .publish(t, QoS::AtLeastOnce, false, t.clone().into_bytes())
+                .await;
+        }
+        // `$` topics are not matched by filters starting with a wildcard.
+        publisher
+            .publish("$dollar/x", QoS::AtLeastOnce, false, b"dollar".to_vec())
+            .await;
+
+        let got_plus = topics_received(&mut plus).await;
+        let got_hash = topics_received(&mut hash).await;
+        let got_all = topics_received(&mut all).await;
+        assert_eq!(
+            got_plus,
+            vec![topics[0].clone(), topics[4].clone()],
+            "{root}/+/temp"
+        );
+        assert_eq!(got_hash, topics.to_vec(), "{root}/#");
+        assert!(
+            !got_all.iter().any(|t| t.starts_with('$')),
+            "`#` and `+/x` must not match $-topics: {got_all:?}"
+        );
+        assert_eq!(
+            got_all.len(),
+            topics.len(),
+            "`#` gets every non-$ topic once: {got_all:?}"
+        );
+    })
+}
+
+/// After UNSUBSCRIBE the topic is no longer delivered.
+pub fn unsubscribe_stops_delivery<C: ClientApi>()
+where
+    Client<C>: AnyClient,
+{
+    broker_test(TEST_LIMIT, |broker| async move {
+        let topic = unique("unsub");
+        let mut sub = subscribed::<C>(&broker, "sub", &topic, QoS::AtLeastOnce).await;
+        let mut publisher = Client::<C>::connect_clean(&broker, &unique("pub")).await;
+        publisher
+            .publish(&topic, QoS::AtLeastOnce, false, b"before".to_vec())
+            .await;
+        assert_eq!(sub.recv(WAIT).await.payload(), "before".as_bytes());
+        sub.unsubscribe(&topic).await;
+        publisher
+            .publish(&topic, QoS::AtLeastOnce, false, b"after".to_vec())
+            .await;
+        sub.expect_no_publish(QUIET, "after UNSUBSCRIBE").await;
+    })
+}
+
+/// A client whose subscriptions overlap gets one copy of a message, at the highest QoS of the
+/// matching subscriptions. A robustmq-edge requirement (issue 2): MQTT also allows one copy
+/// per subscription, so mosquitto may differ in the number of copies.
+pub fn overlapping_subscriptions_deliver_one_copy<C: ClientApi>()
+where
+    Client<C>: AnyClient,
+{
+    broker_test(TEST_LIMIT, |broker| async move {
+        let root = unique("overlap");
+        let mut sub = subscribed::<C>(&broker, "sub", &format!("{root}/#"), QoS::AtMostOnce).await;
+        sub.subscribe_ok(&format!("{root}/+"), QoS::AtLeastOnce)
+            .await;
+        let mut publisher = Client::<C>::connect_clean(&broker, &unique("pub")).await;
+        publisher
+            .publish(
+                &format!("{root}/x"),
+                QoS::AtLeastOnce,
+                false,
+                b"once".to_vec(),
+            )
+            .await;
+        let p = sub.recv(WAIT).await;
+        assert_eq!(
+            p.qos(),
+            QoS::AtLeastOnce,
+            "highest QoS of the matching subscriptions"
+        );
+        let extra = topics_received(&mut sub).await;
+        if broker.is_edge() {
+            assert!(extra.is_empty(), "delivered more than once: {extra:?}");
         }
     })
 }
