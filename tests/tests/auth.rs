@@ -107,6 +107,13 @@ async fn app_v5(b: &Broker) -> V5Client {
     V5Client::connect_with(v5(b, "app", Some(("app", "app-secret")))).await
 }
 
+/// [`app_v5`] subscribed to `#` at QoS 1: it receives whatever its ACL lets it read.
+async fn app_reading_all(b: &Broker) -> V5Client {
+    let mut app = app_v5(b).await;
+    app.subscribe_ok("#", Q5::AtLeastOnce).await;
+    app
+}
+
 fn v3(b: &Broker, id: &str, user: Option<(&str, &str)>) -> rumqttc::MqttOptions {
     let mut o = v3_options(b, id, true);
     if let Some((u, p)) = user {
@@ -164,10 +171,9 @@ async fn acl_filters_publish_subscribe_retained_routed_and_wills() {
     let b = &ab.broker;
     within(TEST_LIMIT, "test", async {
         // The app reads everything it may under `#`.
-        let mut app = app_v5(b).await;
+        let mut app = app_reading_all(b).await;
         let mut app3 = V3Client::connect_with(v3(b, "app3", Some(("app", "app-secret")))).await;
         app3.subscribe_ok("#", QoS::AtLeastOnce).await;
-        app.subscribe_ok("#", Q5::AtLeastOnce).await;
         // A subscription to a denied topic: SUBACK 0x87 (v5) / 0x80 (v3).
         let codes = app.subscribe("test/nosubscribe", Q5::AtLeastOnce).await;
         assert_eq!(codes, vec![v5bytes::SubscribeReasonCode::NotAuthorized]);
@@ -257,8 +263,7 @@ async fn sighup_reloads_the_acl_without_dropping_connections_and_keeps_it_when_b
     let ab = start_edge_passwd(true);
     let b = &ab.broker;
     within(TEST_LIMIT, "test", async {
-        let mut app = app_v5(b).await;
-        app.subscribe_ok("#", Q5::AtLeastOnce).await;
+        let mut app = app_reading_all(b).await;
         let mut s1 = V5Client::connect_with(v5(b, "s1", Some(("s1", "s1-secret")))).await;
         s1.publish("sensors/s1/a", Q5::AtLeastOnce, false, "1")
             .await;
