@@ -67,9 +67,7 @@ fn persistent_session_receives_qos1_messages_queued_while_offline() {
 #[test]
 fn will_is_published_when_a_client_drops_without_disconnect() {
     broker_test(TEST_LIMIT, |broker| async move {
-        let will_topic = unique("will");
-        let mut watcher =
-            V3Client::subscribed(&broker, "watcher", &will_topic, QoS::AtLeastOnce).await;
+        let (will_topic, mut watcher) = both_versions::will_watcher::<V3Api>(&broker, "will").await;
 
         // Closed cleanly with DISCONNECT: no will.
         let mut o = v3_options(&broker, &unique("polite"), true);

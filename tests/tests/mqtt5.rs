@@ -305,9 +305,8 @@ fn v5_session_takeover_disconnects_the_old_connection_with_reason() {
 #[test]
 fn v5_will_delay_is_cancelled_by_a_reconnect_and_sent_otherwise() {
     broker_test(TEST_LIMIT, |broker| async move {
-        let will_topic = unique("v5will");
-        let mut watcher =
-            V5Client::subscribed(&broker, "watcher", &will_topic, QoS::AtLeastOnce).await;
+        let (will_topic, mut watcher) =
+            both_versions::will_watcher::<V5Api>(&broker, "v5will").await;
 
         let will = |payload: &str| {
             LastWill::new(

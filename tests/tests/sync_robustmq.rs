@@ -499,6 +499,20 @@ fn sensors_config(rmq: &RobustMq, node: &str, sync_extra: &str, test: &str, qos:
     edge_config_for(node, "", &rmq.url(), sync_extra, &sensors_rule(test, qos))
 }
 
+/// An observer on `e2e/{test}/#`, then the edge (in this process) forwarding there as in
+/// [`sensors_config`].
+async fn observed_sensors_edge(
+    rmq: &RobustMq,
+    node: &str,
+    sync_extra: &str,
+    test: &str,
+    qos: u8,
+) -> (Observer, Broker) {
+    let obs = observer(rmq, &format!("e2e/{test}/#")).await;
+    let edge = start_edge(sensors_config(rmq, node, sync_extra, test, qos));
+    (obs, edge)
+}
+
 /// `[sync]` keys for RobustMQ's default user, no drain pacing; `more` may end with tables
 /// such as `[sync.tls]`.
 fn login(more: &str) -> String {
@@ -736,8 +750,7 @@ async fn qos2_forward_rule_delivers_every_message_at_qos2() {
     let rmq = server_or_skip!(shared);
     const NODE: &str = "rmq-q2";
     const N: usize = 100;
-    let obs = observer(&rmq, "e2e/q2/#").await;
-    let edge = start_edge(sensors_config(&rmq, NODE, &login(""), "q2", 2));
+    let (obs, edge) = observed_sensors_edge(&rmq, NODE, &login(""), "q2", 2).await;
     publish_all(edge.port(), "sensors/sale", 0..N, 0).await;
     let got = wait_ids(&obs, N, LONG).await;
     let d = check_complete_by_seq(&got, NODE, 0..N);
@@ -792,14 +805,14 @@ async fn tls_upstream_verified_against_the_ca_forwards() {
 async fn wrong_password_is_reported_as_not_authorized_and_the_backlog_is_kept() {
     let rmq = server_or_skip!(shared);
     const N: usize = 20;
-    let obs = observer(&rmq, "e2e/badpw/#").await;
-    let edge = start_edge(sensors_config(
+    let (obs, edge) = observed_sensors_edge(
         &rmq,
         "rmq-badpw",
         &format!("username = \"{USER}\"\npassword = \"not-the-password\"\n{UNPACED}"),
         "badpw",
         1,
-    ));
+    )
+    .await;
     publish_all(edge.port(), "sensors/x", 0..N, 0).await;
     let s = wait_status(edge.data_dir(), "refusal reported", LONG, |s| {
         json_str(s, "last_error").is_some() && json_u64(s, "backlog_messages") == N as u64
@@ -831,14 +844,14 @@ async fn wrong_password_is_reported_as_not_authorized_and_the_backlog_is_kept() 
 async fn mqtt311_forwarding_logs_in_as_tenant_at_user() {
     let rmq = server_or_skip!(shared);
     const N: usize = 50;
-    let obs = observer(&rmq, "e2e/v311/#").await;
-    let edge = start_edge(sensors_config(
+    let (obs, edge) = observed_sensors_edge(
         &rmq,
         "rmq-v311",
         &login("protocol = \"3.1.1\"\ntenant = \"default\"\n"),
         "v311",
         1,
-    ));
+    )
+    .await;
     publish_all(edge.port(), "sensors/hum", 0..N, 0).await;
     // No properties in 3.1.1: no edge-msg-id, so messages are told apart by payload.
     let got = obs

@@ -145,6 +145,16 @@ where
     c
 }
 
+/// A fresh will topic `unique(prefix)` and a client watching it at QoS 1.
+pub async fn will_watcher<C: ClientApi>(broker: &Broker, prefix: &str) -> (String, Client<C>)
+where
+    Client<C>: AnyClient,
+{
+    let will_topic = unique(prefix);
+    let watcher = subscribed::<C>(broker, "watcher", &will_topic, QoS::AtLeastOnce).await;
+    (will_topic, watcher)
+}
+
 /// A QoS 2 publish reaches a QoS 0 and a QoS 1 subscriber at their subscription QoS.
 pub fn delivery_qos_is_downgraded_to_the_subscription_qos<C: ClientApi>()
 where
