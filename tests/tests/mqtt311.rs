@@ -6,24 +6,9 @@ use robustmq_edge_e2e::rumqttc::{LastWill, QoS};
 use robustmq_edge_e2e::*;
 
 mod both_versions;
+use both_versions::TEST_LIMIT;
 
-const TEST_LIMIT: Duration = Duration::from_secs(60);
-
-both_versions::tests_for! { V3Api;
-    qos0_qos1_qos2_publishes_round_trip_at_the_granted_qos => publishes_round_trip_at_each_qos();
-    delivery_qos_is_downgraded_to_the_subscription_qos
-        => delivery_qos_is_downgraded_to_the_subscription_qos();
-    retained_message_is_delivered_to_a_later_subscriber_and_empty_payload_clears_it
-        => retained_message_is_delivered_to_a_later_subscriber_and_empty_payload_clears_it();
-    wildcards_match_levels_and_keep_dollar_topics_out
-        => wildcards_match_levels_and_keep_dollar_topics_out();
-    unsubscribe_stops_delivery => unsubscribe_stops_delivery();
-    /// Two members and a plain subscriber, 40 messages.
-    shared_subscription_splits_messages_among_members => shared_subscription_splits_messages(2, 40);
-    overlapping_subscriptions_deliver_one_copy => overlapping_subscriptions_deliver_one_copy();
-    broker_closes_the_connection_promptly_after_client_disconnect
-        => broker_closes_the_connection_promptly_after_disconnect();
-}
+both_versions::shared_tests!(v3);
 
 #[test]
 fn persistent_session_receives_qos1_messages_queued_while_offline() {

@@ -10,25 +10,9 @@ use robustmq_edge_e2e::v5bytes::{
 use robustmq_edge_e2e::*;
 
 mod both_versions;
+use both_versions::TEST_LIMIT;
 
-const TEST_LIMIT: Duration = Duration::from_secs(60);
-
-both_versions::tests_for! { V5Api;
-    v5_qos0_qos1_qos2_publishes_round_trip => publishes_round_trip_at_each_qos();
-    v5_delivery_qos_is_downgraded_to_the_subscription_qos
-        => delivery_qos_is_downgraded_to_the_subscription_qos();
-    v5_retained_message_is_delivered_to_a_later_subscriber_and_empty_payload_clears_it
-        => retained_message_is_delivered_to_a_later_subscriber_and_empty_payload_clears_it();
-    v5_wildcards_match_levels_and_keep_dollar_topics_out
-        => wildcards_match_levels_and_keep_dollar_topics_out();
-    v5_unsubscribe_stops_delivery => unsubscribe_stops_delivery();
-    /// Three members and a plain subscriber, 60 messages.
-    v5_shared_subscription_splits_messages_among_members
-        => shared_subscription_splits_messages(3, 60);
-    v5_overlapping_subscriptions_deliver_one_copy => overlapping_subscriptions_deliver_one_copy();
-    v5_broker_closes_the_connection_promptly_after_client_disconnect
-        => broker_closes_the_connection_promptly_after_disconnect();
-}
+both_versions::shared_tests!(v5);
 
 #[test]
 fn v5_user_properties_and_request_response_properties_pass_through() {

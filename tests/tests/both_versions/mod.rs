@@ -1,28 +1,71 @@
 //! Behaviours MQTT 3.1.1 and 5.0 share, written once generic over the client version
 //! (`Client<C>: AnyClient`, see `tests/lib.rs`), each on a broker of its own: `mqtt311.rs` runs
 //! each with `V3Api` (rumqttc's 3.1.1 client), `mqtt5.rs` with `V5Api`, under the test names
-//! of those files, listed with [`tests_for!`].
+//! of those files, listed in [`shared_tests!`].
 
 use std::time::Duration;
 
 use robustmq_edge_e2e::rumqttc::QoS;
 use robustmq_edge_e2e::*;
 
-/// How long one behaviour may take.
+/// How long one test of `mqtt311.rs` or `mqtt5.rs` may take.
 pub(crate) const TEST_LIMIT: Duration = Duration::from_secs(60);
 
-/// One `#[test]` per entry `test_name => behaviour(args);`, running that behaviour of this
-/// module with the client `$api` (`V3Api` or `V5Api`) on a broker of its own (`broker_test`,
-/// within `TEST_LIMIT`): how `mqtt311.rs` and `mqtt5.rs` list the behaviours they share,
-/// under their own test names.
+/// The tests of the behaviours below, one row each: the test's name (and the behaviour's
+/// arguments) in `mqtt311.rs`, then in `mqtt5.rs`, then the behaviour. `shared_tests!(v3)` in
+/// `mqtt311.rs` and `shared_tests!(v5)` in `mqtt5.rs` declare their version's `#[test]`s.
+macro_rules! shared_tests {
+    ($version:ident) => {
+        $crate::both_versions::tests_for! { $version;
+            qos0_qos1_qos2_publishes_round_trip_at_the_granted_qos(),
+            v5_qos0_qos1_qos2_publishes_round_trip()
+                => publishes_round_trip_at_each_qos;
+            delivery_qos_is_downgraded_to_the_subscription_qos(),
+            v5_delivery_qos_is_downgraded_to_the_subscription_qos()
+                => delivery_qos_is_downgraded_to_the_subscription_qos;
+            retained_message_is_delivered_to_a_later_subscriber_and_empty_payload_clears_it(),
+            v5_retained_message_is_delivered_to_a_later_subscriber_and_empty_payload_clears_it()
+                => retained_message_is_delivered_to_a_later_subscriber_and_empty_payload_clears_it;
+            wildcards_match_levels_and_keep_dollar_topics_out(),
+            v5_wildcards_match_levels_and_keep_dollar_topics_out()
+                => wildcards_match_levels_and_keep_dollar_topics_out;
+            unsubscribe_stops_delivery(), v5_unsubscribe_stops_delivery()
+                => unsubscribe_stops_delivery;
+            // 3.1.1: two members and a plain subscriber, 40 messages; 5.0: three members, 60.
+            shared_subscription_splits_messages_among_members(2, 40),
+            v5_shared_subscription_splits_messages_among_members(3, 60)
+                => shared_subscription_splits_messages;
+            overlapping_subscriptions_deliver_one_copy(),
+            v5_overlapping_subscriptions_deliver_one_copy()
+                => overlapping_subscriptions_deliver_one_copy;
+            broker_closes_the_connection_promptly_after_client_disconnect(),
+            v5_broker_closes_the_connection_promptly_after_client_disconnect()
+                => broker_closes_the_connection_promptly_after_disconnect;
+        }
+    };
+}
+pub(crate) use shared_tests;
+
+/// The `#[test]`s of one version (`v3`: `V3Api`, `v5`: `V5Api`) from the rows of
+/// [`shared_tests!`], each running its behaviour on a broker of its own (`broker_test`, within
+/// `TEST_LIMIT`).
 macro_rules! tests_for {
-    ($api:ty; $($(#[$doc:meta])* $test:ident => $behaviour:ident($($arg:expr),*);)*) => {
+    (v3; $($v3:ident($($a3:expr),*), $v5:ident($($a5:expr),*) => $behaviour:ident;)*) => {
         $(
-            $(#[$doc])*
             #[test]
-            fn $test() {
+            fn $v3() {
                 broker_test($crate::both_versions::TEST_LIMIT, |broker| {
-                    $crate::both_versions::$behaviour::<$api>(broker, $($arg),*)
+                    $crate::both_versions::$behaviour::<V3Api>(broker, $($a3),*)
+                })
+            }
+        )*
+    };
+    (v5; $($v3:ident($($a3:expr),*), $v5:ident($($a5:expr),*) => $behaviour:ident;)*) => {
+        $(
+            #[test]
+            fn $v5() {
+                broker_test($crate::both_versions::TEST_LIMIT, |broker| {
+                    $crate::both_versions::$behaviour::<V5Api>(broker, $($a5),*)
                 })
             }
         )*
