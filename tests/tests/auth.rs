@@ -102,6 +102,12 @@ fn start_edge_passwd(process: bool) -> AuthBroker {
     start(|d| Some(edge_passwd(d)), process).expect("broker")
 }
 
+/// Runs `body` within `TEST_LIMIT` against [`start_edge_passwd`]`(process)`.
+async fn with_acl_broker(process: bool, body: impl AsyncFnOnce(&AuthBroker)) {
+    let ab = start_edge_passwd(process);
+    within(TEST_LIMIT, "test", body(&ab)).await
+}
+
 /// The MQTT 5 client `app`, logged in as the user `app`.
 async fn app_v5(b: &Broker) -> V5Client {
     V5Client::connect_with(v5(b, "app", Some(("app", "app-secret")))).await
@@ -177,9 +183,8 @@ async fn both_password_file_formats_authenticate_and_refuse_with_the_right_codes
 
 #[tokio::test]
 async fn acl_filters_publish_subscribe_retained_routed_and_wills() {
-    let ab = start_edge_passwd(false);
-    let b = &ab.broker;
-    within(TEST_LIMIT, "test", async {
+    with_acl_broker(false, async |ab| {
+        let b = &ab.broker;
         // The app reads everything it may under `#`.
         let mut app = app_reading_all(b).await;
         let mut app3 = V3Client::connect_with(v3(b, "app3", Some(("app", "app-secret")))).await;
@@ -270,9 +275,8 @@ async fn acl_filters_publish_subscribe_retained_routed_and_wills() {
 
 #[tokio::test]
 async fn sighup_reloads_the_acl_without_dropping_connections_and_keeps_it_when_broken() {
-    let ab = start_edge_passwd(true);
-    let b = &ab.broker;
-    within(TEST_LIMIT, "test", async {
+    with_acl_broker(true, async |ab| {
+        let b = &ab.broker;
         let mut app = app_reading_all(b).await;
         let mut s1 = s1_v5(b, "s1").await;
         s1.publish("sensors/s1/a", Q5::AtLeastOnce, false, "1")
