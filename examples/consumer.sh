@@ -9,16 +9,11 @@
 # Try it: start it, stop it (Ctrl-C), run examples/sensor.sh -n 5, start it again: the five
 # readings arrive. -5 uses MQTT 5 with a one-day session expiry interval.
 set -euo pipefail
-HOST=127.0.0.1 PORT=1883 FILTER='sensors/#' ID="consumer-$(hostname)" COUNT="" V5=0
-while getopts "h:p:t:c:n:5" opt; do
-    case $opt in
-        h) HOST=$OPTARG ;; p) PORT=$OPTARG ;; t) FILTER=$OPTARG ;;
-        c) ID=$OPTARG ;; n) COUNT=$OPTARG ;; 5) V5=1 ;;
-        *) sed -n '2,11p' "$0"; exit 2 ;;
-    esac
-done
-command -v mosquitto_sub >/dev/null || { echo "needs mosquitto_sub: apt-get install mosquitto-clients" >&2; exit 1; }
-args=(-h "$HOST" -p "$PORT" -q 1 -t "$FILTER" -i "$ID" -v)
+HOST=127.0.0.1 PORT=1883 TOPIC='sensors/#' ID="consumer-$(hostname)" COUNT="" V5=0
+. "$(dirname "$0")/options.sh"
+options "h:p:t:c:n:5" "$@"
+needs mosquitto_sub
+args=(-h "$HOST" -p "$PORT" -q 1 -t "$TOPIC" -i "$ID" -v)
 if [ "$V5" = 1 ]; then
     args+=(-V mqttv5 -x 86400 -c)
 else

@@ -10,14 +10,9 @@
 # content type and a user property.
 set -euo pipefail
 HOST=127.0.0.1 PORT=1883 TOPIC="sensors/$(hostname)/temperature" INTERVAL=1 COUNT=0 V5=0
-while getopts "h:p:t:i:n:5" opt; do
-    case $opt in
-        h) HOST=$OPTARG ;; p) PORT=$OPTARG ;; t) TOPIC=$OPTARG ;;
-        i) INTERVAL=$OPTARG ;; n) COUNT=$OPTARG ;; 5) V5=1 ;;
-        *) sed -n '2,11p' "$0"; exit 2 ;;
-    esac
-done
-command -v mosquitto_pub >/dev/null || { echo "needs mosquitto_pub: apt-get install mosquitto-clients" >&2; exit 1; }
+. "$(dirname "$0")/options.sh"
+options "h:p:t:i:n:5" "$@"
+needs mosquitto_pub
 extra=()
 if [ "$V5" = 1 ]; then
     extra=(-V mqttv5 -D publish content-type application/json -D publish user-property unit celsius)

@@ -214,10 +214,7 @@ fn latest_only_during_an_outage_delivers_one_record_per_topic() {
             Some(&format!("{}", 3900 + s))
         );
     }
-    assert!(wait_until(Duration::from_secs(10), || ob
-        .counters()
-        .backlog_messages
-        == 0));
+    assert!(outbox_drains(&ob, Duration::from_secs(10)));
     assert_eq!(h.status().rules[0].conflated, 50 * 39);
     smol::block_on(h.shutdown());
 }

@@ -147,10 +147,7 @@ fn run_until_stored(
         .unwrap()
         .len()
         >= n));
-    assert!(wait_until(Duration::from_secs(5), || ob
-        .counters()
-        .backlog_messages
-        == 0));
+    assert!(outbox_drains(&ob, Duration::from_secs(5)));
     (t, ob, h)
 }
 
@@ -231,10 +228,7 @@ fn payloads_the_api_cannot_carry_are_dropped_as_invalid() {
         ],
     );
     let h = start_uplink(&t, &ob, c);
-    assert!(wait_until(Duration::from_secs(10), || ob
-        .counters()
-        .backlog_messages
-        == 0));
+    assert!(outbox_drains(&ob, Duration::from_secs(10)));
     let got: Vec<String> = api
         .stored
         .lock()

@@ -50,10 +50,7 @@ fn online_messages_are_forwarded_with_edge_msg_id() {
             Some(format!("n1:{}", i + 1).as_str())
         );
     }
-    assert!(wait_until(Duration::from_secs(5), || ob
-        .counters()
-        .backlog_messages
-        == 0));
+    assert!(outbox_drains(&ob, Duration::from_secs(5)));
     assert_eq!(ob.counters().acked, 20);
     // Status file and $SYS status are produced.
     assert!(wait_until(Duration::from_secs(5), || {
@@ -65,11 +62,17 @@ fn online_messages_are_forwarded_with_edge_msg_id() {
     smol::block_on(h.shutdown());
 }
 
+/// mosquitto behind a proxy whose link starts cut, a subscriber to `stores/#` on it, a new
+/// database and the `FWD` configuration for the proxy's port.
+fn forwarding_behind_cut_link() -> (Mosquitto, Subscriber, Proxy, TestDb, SyncConfig) {
+    let (mq, sub, link) = Mosquitto::behind_proxy("stores/#");
+    let c = sync_cfg(link.port, FWD);
+    (mq, sub, link, TestDb::new(), c)
+}
+
 #[test]
 fn backlog_built_while_upstream_down_arrives_complete_and_in_order() {
-    let (_mq, sub, mut link) = Mosquitto::behind_proxy("stores/#");
-    let t = TestDb::new();
-    let c = sync_cfg(link.port, FWD);
+    let (_mq, sub, mut link, t, c) = forwarding_behind_cut_link();
     let (ob, h) = start_sync(&t, c);
     // Upstream unreachable: thousands of messages are captured meanwhile.
     capture_n(&ob, &t.db, "pos/1/sale", 0, 3000);
@@ -80,19 +83,14 @@ fn backlog_built_while_upstream_down_arrives_complete_and_in_order() {
     link.up();
     let got = sub.wait_for(3000, Duration::from_secs(60));
     assert_complete_in_order(&got, 3000);
-    assert!(wait_until(Duration::from_secs(10), || ob
-        .counters()
-        .backlog_messages
-        == 0));
+    assert!(outbox_drains(&ob, Duration::from_secs(10)));
     smol::block_on(h.shutdown());
 }
 
 #[test]
 fn link_cut_mid_drain_redelivers_with_no_id_missing() {
-    let (_mq, sub, mut link) = Mosquitto::behind_proxy("stores/#");
-    let t = TestDb::new();
+    let (_mq, sub, mut link, t, mut c) = forwarding_behind_cut_link();
     // Paced so the cut lands in the middle of the drain.
-    let mut c = sync_cfg(link.port, FWD);
     c.max_messages_per_sec = 1000;
     let ob = t.outbox(&c);
     capture_n(&ob, &t.db, "pos/1/sale", 0, 3000);
@@ -105,10 +103,7 @@ fn link_cut_mid_drain_redelivers_with_no_id_missing() {
     assert!(mid < 3000, "cut happened before the end ({mid})");
     link.up();
     let got = sub.wait_for(3000, Duration::from_secs(60));
-    assert!(wait_until(Duration::from_secs(20), || ob
-        .counters()
-        .backlog_messages
-        == 0));
+    assert!(outbox_drains(&ob, Duration::from_secs(20)));
     let got = sub.wait_for(got.len(), Duration::from_millis(500));
     assert_complete_in_order(&got, 3000);
     smol::block_on(h.shutdown());
@@ -116,9 +111,7 @@ fn link_cut_mid_drain_redelivers_with_no_id_missing() {
 
 #[test]
 fn restart_with_backlog_loses_nothing_and_counters_are_exact() {
-    let (_mq, sub, mut link) = Mosquitto::behind_proxy("stores/#");
-    let t = TestDb::new();
-    let c = sync_cfg(link.port, FWD);
+    let (_mq, sub, mut link, t, c) = forwarding_behind_cut_link();
     let ob = t.outbox(&c);
     let h = start_uplink(&t, &ob, c.clone());
     capture_n(&ob, &t.db, "pos/1/sale", 0, 1000);
@@ -299,10 +292,7 @@ fn mqtt311_protocol_forwards() {
     let h = start_uplink(&t, &ob, c);
     let got = sub.wait_for(50, Duration::from_secs(10));
     assert_eq!(got.len(), 50);
-    assert!(wait_until(Duration::from_secs(5), || ob
-        .counters()
-        .backlog_messages
-        == 0));
+    assert!(outbox_drains(&ob, Duration::from_secs(5)));
     assert_eq!(h.status().protocol.as_deref(), Some("3.1.1"));
     smol::block_on(h.shutdown());
 }

@@ -102,9 +102,32 @@ fn start_edge_passwd(process: bool) -> AuthBroker {
     start(|d| Some(edge_passwd(d)), process).expect("broker")
 }
 
+/// Runs `body` within `TEST_LIMIT` against [`start_edge_passwd`]`(process)`.
+async fn with_acl_broker(process: bool, body: impl AsyncFnOnce(&AuthBroker)) {
+    let ab = start_edge_passwd(process);
+    within(TEST_LIMIT, "test", body(&ab)).await
+}
+
 /// The MQTT 5 client `app`, logged in as the user `app`.
 async fn app_v5(b: &Broker) -> V5Client {
     V5Client::connect_with(v5(b, "app", Some(("app", "app-secret")))).await
+}
+
+/// [`app_v5`] subscribed to `#` at QoS 1: it receives whatever its ACL lets it read.
+async fn app_reading_all(b: &Broker) -> V5Client {
+    let mut app = app_v5(b).await;
+    app.subscribe_ok("#", Q5::AtLeastOnce).await;
+    app
+}
+
+/// Client `id` of the sensor user `s1` (MQTT 5), which the ACL lets write `sensors/s1/#`.
+async fn s1_v5(b: &Broker, id: &str) -> V5Client {
+    V5Client::connect_with(v5(b, id, Some(("s1", "s1-secret")))).await
+}
+
+/// Client `id` of the sensor user `s1` (MQTT 3.1.1).
+async fn s1_v3(b: &Broker, id: &str) -> V3Client {
+    V3Client::connect_with(v3(b, id, Some(("s1", "s1-secret")))).await
 }
 
 fn v3(b: &Broker, id: &str, user: Option<(&str, &str)>) -> rumqttc::MqttOptions {
@@ -143,7 +166,7 @@ async fn both_password_file_formats_authenticate_and_refuse_with_the_right_codes
         };
         let b = &ab.broker;
         within(TEST_LIMIT, "test", async {
-            let c = V3Client::connect_with(v3(b, "s1", Some(("s1", "s1-secret")))).await;
+            let c = s1_v3(b, "s1").await;
             c.disconnect().await;
             let c = app_v5(b).await;
             c.disconnect().await;
@@ -160,14 +183,12 @@ async fn both_password_file_formats_authenticate_and_refuse_with_the_right_codes
 
 #[tokio::test]
 async fn acl_filters_publish_subscribe_retained_routed_and_wills() {
-    let ab = start_edge_passwd(false);
-    let b = &ab.broker;
-    within(TEST_LIMIT, "test", async {
+    with_acl_broker(false, async |ab| {
+        let b = &ab.broker;
         // The app reads everything it may under `#`.
-        let mut app = app_v5(b).await;
+        let mut app = app_reading_all(b).await;
         let mut app3 = V3Client::connect_with(v3(b, "app3", Some(("app", "app-secret")))).await;
         app3.subscribe_ok("#", QoS::AtLeastOnce).await;
-        app.subscribe_ok("#", Q5::AtLeastOnce).await;
         // A subscription to a denied topic: SUBACK 0x87 (v5) / 0x80 (v3).
         let codes = app.subscribe("test/nosubscribe", Q5::AtLeastOnce).await;
         assert_eq!(codes, vec![v5bytes::SubscribeReasonCode::NotAuthorized]);
@@ -175,7 +196,7 @@ async fn acl_filters_publish_subscribe_retained_routed_and_wills() {
         assert_eq!(codes, vec![rumqttc::SubscribeReasonCode::Failure]);
 
         // The sensor writes under its own name only; v3 denials are acknowledged and dropped.
-        let mut s1 = V3Client::connect_with(v3(b, "s1c", Some(("s1", "s1-secret")))).await;
+        let mut s1 = s1_v3(b, "s1c").await;
         s1.publish("sensors/s1/t", QoS::AtLeastOnce, false, "ok")
             .await;
         s1.publish("sensors/s2/t", QoS::AtLeastOnce, false, "spoof")
@@ -193,7 +214,7 @@ async fn acl_filters_publish_subscribe_retained_routed_and_wills() {
         assert_eq!(app3.recv(WAIT).await.topic, "sensors/s1/t");
 
         // v5: PUBACK 0x87 for a denied QoS 1 publish.
-        let mut s1v5 = V5Client::connect_with(v5(b, "s1v5", Some(("s1", "s1-secret")))).await;
+        let mut s1v5 = s1_v5(b, "s1v5").await;
         s1v5.client
             .publish("apps/cmd", Q5::AtLeastOnce, false, "spoof")
             .await
@@ -214,7 +235,7 @@ async fn acl_filters_publish_subscribe_retained_routed_and_wills() {
             .await;
         app.publish("test/open", Q5::AtLeastOnce, true, "retained open")
             .await;
-        let mut s1sub = V5Client::connect_with(v5(b, "s1sub", Some(("s1", "s1-secret")))).await;
+        let mut s1sub = s1_v5(b, "s1sub").await;
         s1sub.subscribe_ok("#", Q5::AtLeastOnce).await;
         let p = s1sub.recv(WAIT).await;
         assert_eq!(&p.topic[..], b"test/open");
@@ -254,12 +275,10 @@ async fn acl_filters_publish_subscribe_retained_routed_and_wills() {
 
 #[tokio::test]
 async fn sighup_reloads_the_acl_without_dropping_connections_and_keeps_it_when_broken() {
-    let ab = start_edge_passwd(true);
-    let b = &ab.broker;
-    within(TEST_LIMIT, "test", async {
-        let mut app = app_v5(b).await;
-        app.subscribe_ok("#", Q5::AtLeastOnce).await;
-        let mut s1 = V5Client::connect_with(v5(b, "s1", Some(("s1", "s1-secret")))).await;
+    with_acl_broker(true, async |ab| {
+        let b = &ab.broker;
+        let mut app = app_reading_all(b).await;
+        let mut s1 = s1_v5(b, "s1").await;
         s1.publish("sensors/s1/a", Q5::AtLeastOnce, false, "1")
             .await;
         assert_eq!(&app.recv(WAIT).await.topic[..], b"sensors/s1/a");
@@ -325,7 +344,7 @@ async fn a_restored_persistent_session_is_routed_under_its_users_acl() {
     ab.broker.restart();
     within(TEST_LIMIT, "test", async {
         let b = &ab.broker;
-        let mut s1 = V3Client::connect_with(v3(b, "s1-after", Some(("s1", "s1-secret")))).await;
+        let mut s1 = s1_v3(b, "s1-after").await;
         s1.publish("sensors/s1/t", QoS::AtLeastOnce, false, "queued")
             .await;
         let mut o = v3_options(b, "app-persistent", false);

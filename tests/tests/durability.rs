@@ -95,12 +95,16 @@ async fn resume_after_crash(broker: &mut Broker, sub_id: &str) -> (V3Client, &'s
     (V3Client::resume(broker, sub_id, &context).await, how)
 }
 
+/// A broker process the test can kill -9, a fresh topic and a fresh persistent-session id.
+fn killable_broker(topic: &str, sub_id: &str) -> (Broker, String, String) {
+    let broker = Broker::builder().process().start();
+    (broker, unique(topic), unique(sub_id))
+}
+
 #[tokio::test]
 async fn qos1_messages_queued_for_an_offline_v311_session_survive_kill9() {
     const N: usize = 500;
-    let mut broker = Broker::builder().process().start();
-    let topic = unique("crash/v311");
-    let sub_id = unique("crash-sub");
+    let (mut broker, topic, sub_id) = killable_broker("crash/v311", "crash-sub");
 
     within(TEST_LIMIT, "queue phase", async {
         let sub = V3Client::connect(&broker, &sub_id, false).await;
@@ -274,9 +278,7 @@ async fn retained_qos2_v5_message_with_properties_is_durable_once_completed() {
 #[tokio::test]
 async fn every_acknowledged_message_survives_kill9_in_the_middle_of_a_publish_burst() {
     const N: usize = 2000;
-    let mut broker = Broker::builder().process().start();
-    let topic = unique("burst");
-    let sub_id = unique("burst-sub");
+    let (mut broker, topic, sub_id) = killable_broker("burst", "burst-sub");
 
     let acked: Vec<usize> = within(TEST_LIMIT, "burst", async {
         let sub = V3Client::persistent_subscriber(&broker, &sub_id, &topic).await;

@@ -10,13 +10,9 @@ use robustmq_edge_e2e::v5bytes::{
 use robustmq_edge_e2e::*;
 
 mod both_versions;
+use both_versions::TEST_LIMIT;
 
-const TEST_LIMIT: Duration = Duration::from_secs(60);
-
-#[test]
-fn v5_qos0_qos1_qos2_publishes_round_trip() {
-    both_versions::publishes_round_trip_at_each_qos::<V5Api>()
-}
+both_versions::shared_tests!(v5);
 
 #[test]
 fn v5_user_properties_and_request_response_properties_pass_through() {
@@ -196,12 +192,6 @@ fn v5_wildcards_and_subscription_identifiers() {
 }
 
 #[test]
-fn v5_shared_subscription_splits_messages_among_members() {
-    // Three members and a plain subscriber, 60 messages.
-    both_versions::shared_subscription_splits_messages::<V5Api>(3, 60)
-}
-
-#[test]
 fn v5_session_expiry_keeps_queued_messages_and_message_expiry_drops_stale_ones() {
     broker_test(TEST_LIMIT, |broker| async move {
         let topic = unique("v5exp");
@@ -299,9 +289,8 @@ fn v5_session_takeover_disconnects_the_old_connection_with_reason() {
 #[test]
 fn v5_will_delay_is_cancelled_by_a_reconnect_and_sent_otherwise() {
     broker_test(TEST_LIMIT, |broker| async move {
-        let will_topic = unique("v5will");
-        let mut watcher =
-            V5Client::subscribed(&broker, "watcher", &will_topic, QoS::AtLeastOnce).await;
+        let (will_topic, mut watcher) =
+            both_versions::will_watcher::<V5Api>(&broker, "v5will").await;
 
         let will = |payload: &str| {
             LastWill::new(
@@ -344,9 +333,4 @@ fn v5_will_delay_is_cancelled_by_a_reconnect_and_sent_otherwise() {
         let p = watcher.recv(Duration::from_secs(5)).await;
         assert_eq!(p.payload, "gone".as_bytes());
     })
-}
-
-#[test]
-fn v5_broker_closes_the_connection_promptly_after_client_disconnect() {
-    both_versions::broker_closes_the_connection_promptly_after_disconnect::<V5Api>()
 }

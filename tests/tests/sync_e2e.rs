@@ -29,7 +29,7 @@
 //! Plus online forwarding (topic mapping, ids, order), reject_new, TTL, downlink without loops,
 //! and a TLS upstream with a CA generated here.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -150,6 +150,11 @@ async fn edge_behind_down_link(
     (mq, obs, proxy, edge)
 }
 
+/// [`edge_behind_down_link`] forwarding the `SENSORS` rule, with `sync_extra` in `[sync]`.
+async fn sensors_behind_down_link(sync_extra: &str) -> (Mosquitto, Observer, Proxy, Broker) {
+    edge_behind_down_link("", sync_extra, SENSORS).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn online_forwarding_maps_topics_keeps_order_and_tags_every_message() {
     let mq = Mosquitto::start("");
@@ -224,10 +229,7 @@ async fn online_forwarding_maps_topics_keeps_order_and_tags_every_message() {
         .await;
     assert!(r[0].retain && r[0].number() == 202, "{:?}", r[0]);
 
-    let s = wait_status(edge.data_dir(), "all acknowledged", WAIT, |s| {
-        json_u64(s, "backlog_messages") == 0 && json_u64(s, "acked") == 204
-    })
-    .await;
+    let s = wait_drained(edge.data_dir(), WAIT, Some(204)).await;
     assert_eq!(json_u64(&s, "next_seq"), 205, "{s}");
 }
 
@@ -280,10 +282,7 @@ async fn backlog_built_while_upstream_down_arrives_complete_in_order() {
         "{} duplicates after one link cut",
         d.duplicates
     );
-    let s = wait_status(edge.data_dir(), "backlog empty", WAIT, |s| {
-        json_u64(s, "backlog_messages") == 0
-    })
-    .await;
+    let s = wait_drained(edge.data_dir(), WAIT, None).await;
     assert_eq!(json_u64(&s, "acked"), N as u64, "{s}");
     assert_eq!(json_u64(&s, "full"), 0, "{s}");
     // After the drain nothing more: no replays once everything is acknowledged.
@@ -404,10 +403,7 @@ async fn kill_9_mid_burst_and_mid_drain_loses_nothing() {
         d.distinct,
         d.duplicates
     );
-    let s = wait_status(edge.data_dir(), "backlog empty", WAIT, |s| {
-        json_u64(s, "backlog_messages") == 0
-    })
-    .await;
+    let s = wait_drained(edge.data_dir(), WAIT, None).await;
     assert_eq!(json_u64(&s, "acked"), d.distinct as u64, "{s}");
     edge.assert_running();
 }
@@ -433,11 +429,9 @@ async fn clean_stop_leaves_a_database_sync_status_can_read() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_backlog_under_drop_oldest_drops_the_oldest_and_counts_them() {
     const N: usize = 200;
-    let (_mq, obs, proxy, edge) = edge_behind_down_link(
-        "",
-        &format!("{UNPACED}max_backlog_bytes = 8192\nfull_policy = \"drop_oldest\"\n"),
-        SENSORS,
-    )
+    let (_mq, obs, proxy, edge) = sensors_behind_down_link(&format!(
+        "{UNPACED}max_backlog_bytes = 8192\nfull_policy = \"drop_oldest\"\n"
+    ))
     .await;
     publish_all(edge.port(), "sensors/cap", 0..N, 100).await;
     let s = wait_status(
@@ -460,10 +454,7 @@ async fn full_backlog_under_drop_oldest_drops_the_oldest_and_counts_them() {
     // Exactly the newest `kept` survive, in order: the oldest were dropped.
     let d = check_delivery(&got, &range_set(dropped..N), &BTreeSet::new());
     assert_eq!(d.distinct, kept);
-    let s = wait_status(edge.data_dir(), "drained", WAIT, |s| {
-        json_u64(s, "backlog_messages") == 0
-    })
-    .await;
+    let s = wait_drained(edge.data_dir(), WAIT, None).await;
     assert_eq!(
         json_u64(&s, "full") as usize,
         dropped,
@@ -475,11 +466,9 @@ async fn full_backlog_under_drop_oldest_drops_the_oldest_and_counts_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_backlog_under_reject_new_refuses_v5_with_0x97_and_disconnects_v311() {
-    let (_mq, obs, proxy, edge) = edge_behind_down_link(
-        "",
-        &format!("{UNPACED}max_backlog_bytes = 8192\nfull_policy = \"reject_new\"\n"),
-        SENSORS,
-    )
+    let (_mq, obs, proxy, edge) = sensors_behind_down_link(&format!(
+        "{UNPACED}max_backlog_bytes = 8192\nfull_policy = \"reject_new\"\n"
+    ))
     .await;
     let mut v5 = V5Client::connect(&edge, &unique("rej5")).await;
     let mut accepted = 0;
@@ -521,10 +510,7 @@ async fn full_backlog_under_reject_new_refuses_v5_with_0x97_and_disconnects_v311
     proxy.set(Link::Up);
     let got = obs.wait_distinct(accepted, WAIT).await;
     check_delivery(&got, &range_set(0..accepted), &BTreeSet::new());
-    wait_status(edge.data_dir(), "drained", WAIT, |s| {
-        json_u64(s, "backlog_messages") == 0
-    })
-    .await;
+    wait_drained(edge.data_dir(), WAIT, None).await;
     // Room again: accepted and forwarded.
     assert!(matches!(
         publish_v5(&mut v5, 500).await,
@@ -564,10 +550,7 @@ async fn records_past_their_ttl_are_dropped_counted_and_never_sent() {
     let got = obs.wait_distinct(20, WAIT).await;
     check_delivery(&got, &range_set(20..40), &BTreeSet::new());
     assert!(got.iter().all(|g| g.topic == "edge/gw1/keep/a"), "{got:?}");
-    let s = wait_status(edge.data_dir(), "drained", WAIT, |s| {
-        json_u64(s, "backlog_messages") == 0
-    })
-    .await;
+    let s = wait_drained(edge.data_dir(), WAIT, None).await;
     assert_eq!(json_u64(&s, "ttl"), 20, "{s}");
     assert_eq!(json_u64(&s, "acked"), 20, "{s}");
 }
@@ -604,32 +587,12 @@ async fn downlink_delivers_with_qos_and_retain_and_never_loops_back_up() {
     )
     .await;
 
-    cloud
-        .publish("cmd/gw1/reboot", Q5::AtLeastOnce, true, "now")
-        .await;
-    cloud
-        .publish("cmd/gw1/q0", Q5::AtMostOnce, false, "zero")
-        .await;
-    cloud
-        .publish("cmd/gw1/q2", Q5::ExactlyOnce, false, "two")
-        .await;
-    let seen: HashMap<_, _> = recv_by_topic(&mut local, 3, "cmd/gw1/probe", WAIT)
-        .await
-        .into_iter()
-        .map(|(topic, p)| (topic, (p.qos, p.retain, p.payload)))
-        .collect();
-    assert_eq!(
-        seen["cmd/gw1/reboot"],
-        (Q5::AtLeastOnce, true, Bytes::from("now"))
-    );
-    assert_eq!(
-        seen["cmd/gw1/q0"],
-        (Q5::AtMostOnce, false, Bytes::from("zero"))
-    );
-    assert_eq!(
-        seen["cmd/gw1/q2"],
-        (Q5::ExactlyOnce, false, Bytes::from("two"))
-    );
+    let commands = [
+        ("cmd/gw1/reboot", Q5::AtLeastOnce, true, "now"),
+        ("cmd/gw1/q0", Q5::AtMostOnce, false, "zero"),
+        ("cmd/gw1/q2", Q5::ExactlyOnce, false, "two"),
+    ];
+    assert_sent_down(&mut cloud, &mut local, "cmd/gw1/probe", WAIT, &commands).await;
     // The retained command is kept locally for later subscribers.
     let mut late = V3Client::subscribed(&edge, "late", "cmd/gw1/reboot", QoS::AtLeastOnce).await;
     let r = late.recv(WAIT).await;
@@ -818,11 +781,9 @@ async fn tls_upstream_with_generated_ca_is_verified_and_forwards() {
 async fn paced_drain_does_not_flood_the_upstream() {
     const N: usize = 600;
     const RATE: usize = 200;
-    let (_mq, obs, proxy, edge) = edge_behind_down_link(
-        "",
-        &format!("max_messages_per_sec = {RATE}\nmax_bytes_per_sec = 0\n"),
-        SENSORS,
-    )
+    let (_mq, obs, proxy, edge) = sensors_behind_down_link(&format!(
+        "max_messages_per_sec = {RATE}\nmax_bytes_per_sec = 0\n"
+    ))
     .await;
     publish_all(edge.port(), "sensors/paced", 0..N, 0).await;
     wait_status(edge.data_dir(), "buffered", WAIT, |s| {
@@ -853,10 +814,8 @@ async fn paced_drain_does_not_flood_the_upstream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_link_failure_redelivers_what_was_not_acknowledged() {
     const N: usize = 1500;
-    let (_mq, obs, proxy, edge) = edge_behind_down_link(
-        "",
+    let (_mq, obs, proxy, edge) = sensors_behind_down_link(
         "max_messages_per_sec = 1000\nmax_bytes_per_sec = 0\nkeep_alive_secs = 1\n",
-        SENSORS,
     )
     .await;
     publish_all(edge.port(), "sensors/silent", 0..N, 0).await;
@@ -894,10 +853,7 @@ async fn silent_link_failure_redelivers_what_was_not_acknowledged() {
         "{} duplicates after one silent failure",
         d.duplicates
     );
-    wait_status(edge.data_dir(), "drained", WAIT, |s| {
-        json_u64(s, "backlog_messages") == 0 && json_u64(s, "acked") == N as u64
-    })
-    .await;
+    wait_drained(edge.data_dir(), WAIT, Some(N as u64)).await;
 }
 
 /// Schedules end to end with the real clock: a rule whose window (UTC, to the second) opens
@@ -962,8 +918,5 @@ async fn scheduled_rule_waits_for_its_window_while_live_traffic_flows() {
         logs.iter().all(|m| m.at >= early),
         "a log arrived before its window opened"
     );
-    wait_status(edge.data_dir(), "all acknowledged", WAIT, |s| {
-        json_u64(s, "backlog_messages") == 0
-    })
-    .await;
+    wait_drained(edge.data_dir(), WAIT, None).await;
 }

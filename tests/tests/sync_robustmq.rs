@@ -322,14 +322,29 @@ impl<G> Drop for Rmq<G> {
     }
 }
 
-/// `shared(test)` or `exclusive(test)`, returning from the test when it is skipped.
+/// `shared(test)` or `exclusive(test)` for the test it is written in, returning from the test
+/// when it is skipped.
 macro_rules! server_or_skip {
-    ($access:ident, $test:literal) => {
-        match $access($test).await {
+    ($access:ident) => {
+        match $access(test_name!()).await {
             Some(rmq) => rmq,
             None => return,
         }
     };
+}
+
+/// The name of the function it is written in (a test), read from the type name of a function
+/// declared there: `sync_robustmq::NAME::{{closure}}::here` (an async test body is a closure).
+macro_rules! test_name {
+    () => {{
+        fn here() {}
+        let path = std::any::type_name_of_val(&here);
+        path.trim_end_matches("::here")
+            .trim_end_matches("::{{closure}}")
+            .rsplit("::")
+            .next()
+            .unwrap_or(path)
+    }};
 }
 
 async fn shared(test: &str) -> Option<Rmq<RwLockReadGuard<'static, ()>>> {
@@ -478,6 +493,26 @@ fn sensors_rule(test: &str, qos: u8) -> String {
     )
 }
 
+/// The edge's configuration forwarding `sensors/#` at `qos` to `rmq` as node `node` (see
+/// [`sensors_rule`]), with `sync_extra` in `[sync]`.
+fn sensors_config(rmq: &RobustMq, node: &str, sync_extra: &str, test: &str, qos: u8) -> String {
+    edge_config_for(node, "", &rmq.url(), sync_extra, &sensors_rule(test, qos))
+}
+
+/// An observer on `e2e/{test}/#`, then the edge (in this process) forwarding there as in
+/// [`sensors_config`].
+async fn observed_sensors_edge(
+    rmq: &RobustMq,
+    node: &str,
+    sync_extra: &str,
+    test: &str,
+    qos: u8,
+) -> (Observer, Broker) {
+    let obs = observer(rmq, &format!("e2e/{test}/#")).await;
+    let edge = start_edge(sensors_config(rmq, node, sync_extra, test, qos));
+    (obs, edge)
+}
+
 /// `[sync]` keys for RobustMQ's default user, no drain pacing; `more` may end with tables
 /// such as `[sync.tls]`.
 fn login(more: &str) -> String {
@@ -565,12 +600,14 @@ fn is_connected(s: &str) -> bool {
 // Tests
 // ------------------------------------------------------------------------------------------
 
+#[tokio::test]
+async fn skip_messages_name_the_test_they_come_from() {
+    assert_eq!(test_name!(), "skip_messages_name_the_test_they_come_from");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn v5_forwarding_tags_edge_msg_ids_sends_the_tenant_and_records_the_offset() {
-    let rmq = server_or_skip!(
-        shared,
-        "v5_forwarding_tags_edge_msg_ids_sends_the_tenant_and_records_the_offset"
-    );
+    let rmq = server_or_skip!(shared);
     const NODE: &str = "rmq-v5";
     const N: usize = 100;
     // A tenant of its own whose only user is the edge's: logging in proves the tenant was sent
@@ -583,14 +620,14 @@ async fn v5_forwarding_tags_edge_msg_ids_sends_the_tenant_and_records_the_offset
         .set_user_properties(vec![("tenant".into(), tenant.into())]);
     let obs = Observer::start_with(o, &["e2e/v5/#"]).await;
 
-    let edge = start_edge(edge_config_for(
+    let edge = start_edge(sensors_config(
+        &rmq,
         NODE,
-        "",
-        &rmq.url(),
         &format!(
             "username = \"{user}\"\npassword = \"{password}\"\ntenant = \"{tenant}\"\n{UNPACED}"
         ),
-        &sensors_rule("v5", 1),
+        "v5",
+        1,
     ));
     let s = wait_status(edge.data_dir(), "link connected", LONG, is_connected).await;
     assert_eq!(json_str(&s, "protocol").as_deref(), Some("5"), "{s}");
@@ -616,10 +653,7 @@ async fn v5_forwarding_tags_edge_msg_ids_sends_the_tenant_and_records_the_offset
         d.arrived_in_order
     );
 
-    let s = wait_status(edge.data_dir(), "all acknowledged", LONG, |s| {
-        json_u64(s, "backlog_messages") == 0 && json_u64(s, "acked") == N as u64
-    })
-    .await;
+    let s = wait_drained(edge.data_dir(), LONG, Some(N as u64)).await;
     let offset = json_opt_u64(&s, "last_offset");
     assert!(
         offset.is_some(),
@@ -635,19 +669,10 @@ async fn v5_forwarding_tags_edge_msg_ids_sends_the_tenant_and_records_the_offset
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backlog_built_while_robustmq_is_down_survives_edge_kill_9_and_arrives_complete() {
-    let rmq = server_or_skip!(
-        exclusive,
-        "backlog_built_while_robustmq_is_down_survives_edge_kill_9_and_arrives_complete"
-    );
+    let rmq = server_or_skip!(exclusive);
     const NODE: &str = "rmq-down";
     const N: usize = 200;
-    let mut edge = start_edge_process(edge_config_for(
-        NODE,
-        "",
-        &rmq.url(),
-        &login(""),
-        &sensors_rule("down", 1),
-    ));
+    let mut edge = start_edge_process(sensors_config(&rmq, NODE, &login(""), "down", 1));
     wait_status(edge.data_dir(), "link connected", LONG, is_connected).await;
 
     rmq.stop();
@@ -677,20 +702,14 @@ async fn backlog_built_while_robustmq_is_down_survives_edge_kill_9_and_arrives_c
         d.duplicates,
         d.arrived_in_order
     );
-    let s = wait_status(edge.data_dir(), "backlog drained", LONG, |s| {
-        json_u64(s, "backlog_messages") == 0
-    })
-    .await;
+    let s = wait_drained(edge.data_dir(), LONG, None).await;
     assert_eq!(json_u64(&s, "acked"), N as u64, "{s}");
     assert_eq!(json_u64(&s, "full") + json_u64(&s, "ttl"), 0, "{s}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn downlink_carries_robustmq_commands_to_local_subscribers() {
-    let rmq = server_or_skip!(
-        shared,
-        "downlink_carries_robustmq_commands_to_local_subscribers"
-    );
+    let rmq = server_or_skip!(shared);
     let rules = "[[sync.downlink]]\nfilter = \"cmd/{node_id}/#\"\nqos = 1\n";
     let edge = start_edge(edge_config_for(
         "rmq-cmd",
@@ -715,25 +734,11 @@ async fn downlink_carries_robustmq_commands_to_local_subscribers() {
     )
     .await;
 
-    cloud
-        .publish("cmd/rmq-cmd/reboot", Q5::AtLeastOnce, false, "now")
-        .await;
-    cloud
-        .publish("cmd/rmq-cmd/price/7", Q5::AtLeastOnce, false, "3.99")
-        .await;
-    let seen: BTreeMap<_, _> = recv_by_topic(&mut local, 2, "cmd/rmq-cmd/probe", LONG)
-        .await
-        .into_iter()
-        .map(|(topic, p)| (topic, (p.qos, p.payload)))
-        .collect();
-    assert_eq!(
-        seen["cmd/rmq-cmd/reboot"],
-        (Q5::AtLeastOnce, Bytes::from("now"))
-    );
-    assert_eq!(
-        seen["cmd/rmq-cmd/price/7"],
-        (Q5::AtLeastOnce, Bytes::from("3.99"))
-    );
+    let commands = [
+        ("cmd/rmq-cmd/reboot", Q5::AtLeastOnce, false, "now"),
+        ("cmd/rmq-cmd/price/7", Q5::AtLeastOnce, false, "3.99"),
+    ];
+    assert_sent_down(&mut cloud, &mut local, "cmd/rmq-cmd/probe", LONG, &commands).await;
     wait_status(edge.data_dir(), "downlink counted", LONG, |s| {
         json_u64(s, "downlink_delivered") >= 3
     })
@@ -742,17 +747,10 @@ async fn downlink_carries_robustmq_commands_to_local_subscribers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn qos2_forward_rule_delivers_every_message_at_qos2() {
-    let rmq = server_or_skip!(shared, "qos2_forward_rule_delivers_every_message_at_qos2");
+    let rmq = server_or_skip!(shared);
     const NODE: &str = "rmq-q2";
     const N: usize = 100;
-    let obs = observer(&rmq, "e2e/q2/#").await;
-    let edge = start_edge(edge_config_for(
-        NODE,
-        "",
-        &rmq.url(),
-        &login(""),
-        &sensors_rule("q2", 2),
-    ));
+    let (obs, edge) = observed_sensors_edge(&rmq, NODE, &login(""), "q2", 2).await;
     publish_all(edge.port(), "sensors/sale", 0..N, 0).await;
     let got = wait_ids(&obs, N, LONG).await;
     let d = check_complete_by_seq(&got, NODE, 0..N);
@@ -762,10 +760,7 @@ async fn qos2_forward_rule_delivers_every_message_at_qos2() {
         BTreeSet::from([2]),
         "QoS of the copies a QoS 2 subscriber got"
     );
-    let s = wait_status(edge.data_dir(), "all completed", LONG, |s| {
-        json_u64(s, "backlog_messages") == 0 && json_u64(s, "acked") == N as u64
-    })
-    .await;
+    let s = wait_drained(edge.data_dir(), LONG, Some(N as u64)).await;
     assert!(
         json_opt_u64(&s, "last_offset").is_some(),
         "offset of RobustMQ's PUBREC not recorded: {s}"
@@ -778,7 +773,7 @@ async fn qos2_forward_rule_delivers_every_message_at_qos2() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_upstream_verified_against_the_ca_forwards() {
-    let rmq = server_or_skip!(shared, "tls_upstream_verified_against_the_ca_forwards");
+    let rmq = server_or_skip!(shared);
     const NODE: &str = "rmq-tls";
     const N: usize = 50;
     let obs = observer(&rmq, "e2e/tls/#").await;
@@ -808,19 +803,16 @@ async fn tls_upstream_verified_against_the_ca_forwards() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_password_is_reported_as_not_authorized_and_the_backlog_is_kept() {
-    let rmq = server_or_skip!(
-        shared,
-        "wrong_password_is_reported_as_not_authorized_and_the_backlog_is_kept"
-    );
+    let rmq = server_or_skip!(shared);
     const N: usize = 20;
-    let obs = observer(&rmq, "e2e/badpw/#").await;
-    let edge = start_edge(edge_config_for(
+    let (obs, edge) = observed_sensors_edge(
+        &rmq,
         "rmq-badpw",
-        "",
-        &rmq.url(),
         &format!("username = \"{USER}\"\npassword = \"not-the-password\"\n{UNPACED}"),
-        &sensors_rule("badpw", 1),
-    ));
+        "badpw",
+        1,
+    )
+    .await;
     publish_all(edge.port(), "sensors/x", 0..N, 0).await;
     let s = wait_status(edge.data_dir(), "refusal reported", LONG, |s| {
         json_str(s, "last_error").is_some() && json_u64(s, "backlog_messages") == N as u64
@@ -850,16 +842,16 @@ async fn wrong_password_is_reported_as_not_authorized_and_the_backlog_is_kept() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt311_forwarding_logs_in_as_tenant_at_user() {
-    let rmq = server_or_skip!(shared, "mqtt311_forwarding_logs_in_as_tenant_at_user");
+    let rmq = server_or_skip!(shared);
     const N: usize = 50;
-    let obs = observer(&rmq, "e2e/v311/#").await;
-    let edge = start_edge(edge_config_for(
+    let (obs, edge) = observed_sensors_edge(
+        &rmq,
         "rmq-v311",
-        "",
-        &rmq.url(),
         &login("protocol = \"3.1.1\"\ntenant = \"default\"\n"),
-        &sensors_rule("v311", 1),
-    ));
+        "v311",
+        1,
+    )
+    .await;
     publish_all(edge.port(), "sensors/hum", 0..N, 0).await;
     // No properties in 3.1.1: no edge-msg-id, so messages are told apart by payload.
     let got = obs
@@ -873,10 +865,7 @@ async fn mqtt311_forwarding_logs_in_as_tenant_at_user() {
         got.iter().all(|g| g.msg_id().is_none()),
         "edge-msg-id over MQTT 3.1.1?"
     );
-    let s = wait_status(edge.data_dir(), "all acknowledged", LONG, |s| {
-        json_u64(s, "backlog_messages") == 0 && json_u64(s, "acked") == N as u64
-    })
-    .await;
+    let s = wait_drained(edge.data_dir(), LONG, Some(N as u64)).await;
     assert_eq!(json_str(&s, "protocol").as_deref(), Some("3.1.1"), "{s}");
     assert_eq!(json_opt_u64(&s, "last_offset"), None, "{s}");
     let c = live_client("edge-rmq-v311");
@@ -899,10 +888,7 @@ fn json_strings(v: &serde_json::Value, out: &mut Vec<String>) {
 /// acknowledged (2xx and code 0) and stored, as `POST /api/cluster/message/read` shows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_uplink_stores_every_record_through_robustmqs_api() {
-    let _rmq = server_or_skip!(
-        shared,
-        "http_uplink_stores_every_record_through_robustmqs_api"
-    );
+    let _rmq = server_or_skip!(shared);
     const N: usize = 30;
     let edge = start_edge(edge_config_for(
         "rmq-http",
@@ -913,10 +899,7 @@ async fn http_uplink_stores_every_record_through_robustmqs_api() {
     ));
     // Payloads `i|xxxx...` are told apart from the other strings of the read reply.
     publish_all(edge.port(), "sensors/http", 0..N, 16).await;
-    let s = wait_status(edge.data_dir(), "all posted", LONG, |s| {
-        json_u64(s, "backlog_messages") == 0 && json_u64(s, "acked") == N as u64
-    })
-    .await;
+    let s = wait_drained(edge.data_dir(), LONG, Some(N as u64)).await;
     assert_eq!(json_u64(&s, "sent"), N as u64, "{s}");
     let topic = "e2e/http/rmq-http/sensors/http";
     let body = format!("{{\"tenant\":\"default\",\"topic\":\"{topic}\",\"offset\":0}}");

@@ -479,6 +479,11 @@ pub fn wait_backlog(h: &edge_sync::SyncHandle, n: u64) -> bool {
     wait_until(Duration::from_secs(10), || h.status().backlog_messages == n)
 }
 
+/// Waits up to `within` for the outbox `ob` to be empty (every message acknowledged upstream).
+pub fn outbox_drains(ob: &Outbox, within: Duration) -> bool {
+    wait_until(within, || ob.counters().backlog_messages == 0)
+}
+
 /// Waits up to 10 s for the uplink to report `Connected`.
 pub fn wait_connected(h: &edge_sync::SyncHandle) -> bool {
     wait_until(Duration::from_secs(10), || {

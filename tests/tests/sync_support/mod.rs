@@ -375,6 +375,19 @@ pub fn json_str(json: &str, key: &str) -> Option<String> {
     json_find(json, key)?.as_str().map(str::to_string)
 }
 
+/// Waits up to `limit` for the status in `data_dir` to show an empty outbox and, when
+/// `acked` is given, exactly that many messages acknowledged upstream; returns that status.
+pub async fn wait_drained(data_dir: &Path, limit: Duration, acked: Option<u64>) -> String {
+    let what = match acked {
+        Some(n) => format!("backlog empty, {n} acknowledged"),
+        None => "backlog empty".to_string(),
+    };
+    wait_status(data_dir, &what, limit, |s| {
+        json_u64(s, "backlog_messages") == 0 && acked.is_none_or(|n| json_u64(s, "acked") == n)
+    })
+    .await
+}
+
 /// Polls `sync status` until `done` holds; panics with the last status after `limit`.
 pub async fn wait_status(
     data_dir: &Path,
@@ -520,6 +533,31 @@ pub async fn recv_by_topic(
         }
     }
     seen
+}
+
+/// Publishes each `(topic, qos, retain, payload)` of `commands` from `cloud`, then asserts
+/// each comes down to `local` (probes on `probe` aside) with that QoS, RETAIN flag and payload.
+pub async fn assert_sent_down(
+    cloud: &mut V5Client,
+    local: &mut V5Client,
+    probe: &str,
+    limit: Duration,
+    commands: &[(&str, Q5, bool, &str)],
+) {
+    for &(topic, qos, retain, payload) in commands {
+        cloud.publish(topic, qos, retain, payload.to_string()).await;
+    }
+    let seen = recv_by_topic(local, commands.len(), probe, limit).await;
+    for &(topic, qos, retain, payload) in commands {
+        let p = seen
+            .get(topic)
+            .unwrap_or_else(|| panic!("{topic} not sent down: {seen:?}"));
+        assert_eq!(
+            (p.qos, p.retain, &p.payload[..]),
+            (qos, retain, payload.as_bytes()),
+            "{topic}"
+        );
+    }
 }
 
 /// Publishes probes (`qos`, payload "p") on `topic` from `cloud` until one comes down to
