@@ -129,24 +129,6 @@ impl Broker {
         (out, wait_for)
     }
 
-    /// [`Broker::commit`], and then, still under the lock, `then` with what `build` returned
-    /// and the ticket of its ops: packet ids recorded ahead get the ticket of their commit
-    /// before any other round can take them.
-    async fn commit_then<R>(
-        &self,
-        build: impl FnOnce(&mut State, &mut Vec<Op>) -> R,
-        then: impl FnOnce(&mut State, &R, Option<Ticket>),
-    ) -> (R, Option<Ticket>) {
-        let slot = self.store.reserve().await;
-        let mut ops = Vec::new();
-        let mut st = self.lock();
-        let r = build(&mut st, &mut ops);
-        let ticket = self.store.push(slot, ops);
-        then(&mut st, &r, ticket);
-        drop(st);
-        (r, ticket)
-    }
-
     /// Reads the next part of a session's queue from disk on a blocking thread and hands it to
     /// the session under the lock. What is committed is read at once; only when that is
     /// nothing (or the read must see recorded packet ids, `Refill::must_wait`) does it first

@@ -188,11 +188,23 @@ impl Broker {
         &self,
         build: impl FnOnce(&mut State, &mut Vec<Op>) -> R,
     ) -> (R, Option<Ticket>) {
+        self.commit_then(build, |_, _, _| {}).await
+    }
+
+    /// [`Broker::commit`], and then, still under the lock, `then` with what `build` returned
+    /// and the ticket of its ops: packet ids recorded ahead get the ticket of their commit
+    /// before any other round can take them.
+    pub(super) async fn commit_then<R>(
+        &self,
+        build: impl FnOnce(&mut State, &mut Vec<Op>) -> R,
+        then: impl FnOnce(&mut State, &R, Option<Ticket>),
+    ) -> (R, Option<Ticket>) {
         let slot = self.store.reserve().await;
         let mut ops = Vec::new();
         let mut st = self.lock();
         let r = build(&mut st, &mut ops);
         let ticket = self.store.push(slot, ops);
+        then(&mut st, &r, ticket);
         drop(st);
         (r, ticket)
     }

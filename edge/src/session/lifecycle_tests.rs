@@ -147,24 +147,13 @@ fn the_extras_box_exists_only_while_a_will_or_qos2_id_or_publisher_event_does() 
 
 #[test]
 fn a_restored_session_finds_its_stored_subscriptions_in_any_stored_order() {
-    use crate::storage::{LoadedSession, SessionRecord};
-    let loaded = LoadedSession {
-        client_id: "client".into(),
-        user: None,
-        record: SessionRecord {
-            protocol: 5,
-            expiry_secs: 60,
-            subscriptions: ["z/#", "a/b", "m", "a/b"]
-                .iter()
-                .enumerate()
-                .map(|(i, f)| (f.to_string(), SubOptions::test(0, i as u32)))
-                .collect(),
-            disconnected_ms: None,
-            will: None,
-        },
-        queue: Default::default(),
-        qos2_in: vec![],
-    };
+    let loaded = loaded_session(
+        ["z/#", "a/b", "m", "a/b"]
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.to_string(), SubOptions::test(0, i as u32)))
+            .collect(),
+    );
     let mut s = Session::restore("client".into(), loaded, 1_000);
     let listed: Vec<String> = s.subscriptions().map(|(f, _)| f.to_string()).collect();
     assert_eq!(listed, ["a/b", "m", "z/#"], "sorted, one per filter");

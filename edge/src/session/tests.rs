@@ -504,25 +504,16 @@ fn a_restored_session_resumes_its_queue_without_reusing_packet_ids() {
         pid,
         released,
     };
-    let loaded = LoadedSession {
-        client_id: "client".into(),
-        user: None,
-        record: SessionRecord {
-            protocol: 5,
-            expiry_secs: 60,
-            subscriptions: vec![],
-            disconnected_ms: None,
-            will: Some(will(5)),
-        },
-        queue: crate::storage::QueueShape {
-            messages: 3,
-            bytes: 3 * message("r").weight(),
-            first_seq: 4,
-            next_seq: 10,
-            sent: vec![(4, 1), (7, 2)],
-        },
-        qos2_in: vec![pid(3)],
+    let mut loaded = loaded_session(vec![]);
+    loaded.record.will = Some(will(5));
+    loaded.queue = crate::storage::QueueShape {
+        messages: 3,
+        bytes: 3 * message("r").weight(),
+        first_seq: 4,
+        next_seq: 10,
+        sent: vec![(4, 1), (7, 2)],
     };
+    loaded.qos2_in = vec![pid(3)];
     let mut disk = Disk::default();
     disk.rows.insert(4, record(1, false));
     disk.rows.insert(7, record(2, true));
@@ -576,4 +567,22 @@ fn a_read_that_does_not_wait_takes_the_committed_prefix_and_reads_the_rest_later
     );
     disk.rows.insert(3, c);
     assert_eq!(drain(&mut s, &mut disk, &mut ops), ["a", "b", "c"]);
+}
+
+/// What start-up reads of session "client" (MQTT 5, expiry 60 s) with `subscriptions`, no
+/// will and an empty queue.
+pub(super) fn loaded_session(subscriptions: Vec<(String, SubOptions)>) -> LoadedSession {
+    LoadedSession {
+        client_id: "client".into(),
+        user: None,
+        record: SessionRecord {
+            protocol: 5,
+            expiry_secs: 60,
+            subscriptions,
+            disconnected_ms: None,
+            will: None,
+        },
+        queue: Default::default(),
+        qos2_in: vec![],
+    }
 }
