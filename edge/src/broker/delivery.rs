@@ -14,10 +14,10 @@ use std::sync::Arc;
 use event_listener::Event;
 use mqtt_proto::{Pid, QosPid};
 
-use super::{Broker, State};
+use super::Broker;
 use crate::message::{now_ms, Message};
 use crate::session::{Refill, TakeWait};
-use crate::storage::{Op, Ticket};
+use crate::storage::Ticket;
 
 /// How often delivering had to wait for a commit still under way: a batch of deliveries whose
 /// packet ids were not yet on disk when taken (`take`), a read of a backlog that first waited

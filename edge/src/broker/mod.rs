@@ -194,7 +194,7 @@ impl Broker {
     /// [`Broker::commit`], and then, still under the lock, `then` with what `build` returned
     /// and the ticket of its ops: packet ids recorded ahead get the ticket of their commit
     /// before any other round can take them.
-    pub(super) async fn commit_then<R>(
+    async fn commit_then<R>(
         &self,
         build: impl FnOnce(&mut State, &mut Vec<Op>) -> R,
         then: impl FnOnce(&mut State, &R, Option<Ticket>),
