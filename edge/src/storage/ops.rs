@@ -69,7 +69,7 @@ pub(super) struct MetaDelta {
 }
 
 /// `slot`'s table, opened in `txn` on first use: a commit only pays for the tables it changes.
-fn open<'s, 't, K: redb::Key + 'static, V: redb::Value + 'static>(
+pub(super) fn open<'s, 't, K: redb::Key + 'static, V: redb::Value + 'static>(
     txn: &'t WriteTransaction,
     slot: &'s mut Option<Table<'t, K, V>>,
     def: TableDefinition<K, V>,
@@ -113,8 +113,7 @@ pub(super) fn apply<'a>(
             }
             Op::DeleteSession(id) => {
                 if !writes.is_empty() {
-                    let q = open(txn, &mut queue, QUEUE)?;
-                    writes.flush(q, open(txn, &mut queue_state, QUEUE_STATE)?, &mut deltas)?;
+                    writes.flush(txn, &mut queue, &mut queue_state, &mut deltas)?;
                 }
                 open(txn, &mut sessions, SESSIONS)?.remove(&**id)?;
                 open(txn, &mut users, SESSION_USERS)?.remove(&**id)?;
@@ -188,8 +187,7 @@ pub(super) fn apply<'a>(
         }
     }
     if !writes.is_empty() {
-        let q = open(txn, &mut queue, QUEUE)?;
-        writes.flush(q, open(txn, &mut queue_state, QUEUE_STATE)?, &mut deltas)?;
+        writes.flush(txn, &mut queue, &mut queue_state, &mut deltas)?;
     }
     if deltas.is_empty() {
         return Ok(());
