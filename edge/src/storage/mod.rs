@@ -5,6 +5,7 @@
 //! - `load.rs`: what start-up reads (sessions and the shape of their queues, not the queues).
 //! - `queue.rs`: queued deliveries read back as a client drains its session.
 //! - `queue_writes.rs`: how a commit writes the queue tables (sorted runs, see below).
+//! - `writer.rs`: the writer thread (group commit, gathering a publisher's window).
 //!
 //! Cost per message (issue 9): a backlog fill inserts one `session_queue` row per message, a
 //! drain one `session_queue_state` row (its packet id, recorded ahead of the send)
@@ -24,7 +25,7 @@
 //! - The writer folds every queued batch (up to `max_batch` ops) into one write transaction
 //!   and one fsync, then publishes the highest committed ticket. An acknowledgement that
 //!   promises durability waits for its ticket ([`Store::wait`]) before it is sent.
-//! - After a commit of several batches the next one waits, at most [`GATHER_WAIT`], for as
+//! - After a commit of several batches the next one waits, at most `writer::GATHER_WAIT`, for as
 //!   many batches as were in flight (a publisher's window comes back as one group instead of
 //!   two alternating halves, each paying an fsync); never after a lone batch, nor right after
 //!   a wait that timed out. Pushes wake the writer only when it waits for them (`wake_at`).
@@ -38,19 +39,19 @@ mod queue;
 mod queue_writes;
 mod records;
 mod tables;
+mod writer;
 
 use std::collections::VecDeque;
 use std::num::NonZeroU64;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
 
 use event_listener::Event;
 use redb::{Database, WriteTransaction};
 use smol::lock::{Semaphore, SemaphoreGuardArc};
 
-use crate::config::{Config, Durability};
+use crate::config::Config;
 pub use crate::disk_full::DiskFull;
 use crate::disk_full::SpaceWaitingBackend;
 use crate::error::{Error, Result};
@@ -62,20 +63,6 @@ pub use records::{DeliveryRecord, SessionRecord, WillRecord};
 
 /// Batches that may wait for the writer; submitters wait for a slot beyond this.
 const QUEUE_SLOTS: usize = 4096;
-
-/// How often a commit also records its time (`last_commit_ms`, the estimate of when a crash
-/// cut off the clients still connected). Every commit did: one more table written per commit,
-/// about a tenth of a small commit's work, for a time only needed to the second.
-const STAMP_EVERY: Duration = Duration::from_secs(1);
-
-/// Longest wait of a commit for the batches of the previous commit's senders (group commit
-/// with a commit delay, like PostgreSQL's `commit_delay`): a publisher with a window of 64
-/// in flight split into two alternating groups of ~32, each paying a commit (an fdatasync
-/// of ~10 pages and ~150 us of writer CPU, most of it per commit, not per message). Waiting
-/// one round trip for the acknowledged half to come back puts the whole window in one
-/// commit. Only after a commit of more than one batch, and not again right after a wait that
-/// timed out: a lone publisher, or clients that do not answer at once, are not delayed.
-const GATHER_WAIT: Duration = Duration::from_micros(200);
 
 /// Called by the writer inside each transaction: the sync outbox's capture lives here, so a
 /// forwarded message enters the outbox in the very commit that acknowledges it.
@@ -383,175 +370,7 @@ fn open_file(
 }
 
 use edge_mqtt::util::lock;
-
-fn writer_loop(
-    db: Arc<Database>,
-    shared: Arc<Shared>,
-    hook: Arc<Mutex<Option<Arc<dyn CommitHook>>>>,
-    durability: Durability,
-    max_batch: usize,
-) {
-    let mut unsynced = false;
-    let mut stamped: Option<std::time::Instant> = None;
-    // Batches the next commit waits for (see `GATHER_WAIT`); 0: take what is there.
-    let mut expect = 0;
-    loop {
-        let mut taken: Vec<(u64, Vec<Op>, Slot)> = Vec::new();
-        let shutdown;
-        let mut gathered = true;
-        {
-            let mut p = lock(&shared.pending);
-            p.wake_at = 1;
-            while p.batches.is_empty() && !p.shutdown {
-                if unsynced {
-                    // durability = "none": bound the loss window to about a second.
-                    let (g, timeout) = shared
-                        .wake
-                        .wait_timeout(p, Duration::from_secs(1))
-                        .unwrap_or_else(|e| e.into_inner());
-                    p = g;
-                    if timeout.timed_out() && p.batches.is_empty() {
-                        break;
-                    }
-                } else {
-                    p = shared.wake.wait(p).unwrap_or_else(|e| e.into_inner());
-                }
-            }
-            if expect > 1 && p.batches.len() < expect && !p.shutdown {
-                (p, gathered) = gather(&shared, p, expect, GATHER_WAIT);
-            }
-            p.wake_at = usize::MAX;
-            let mut ops = 0;
-            while let Some(b) = p.batches.front() {
-                if !taken.is_empty() && ops + b.1.len() > max_batch {
-                    break;
-                }
-                ops += b.1.len();
-                taken.extend(p.batches.pop_front());
-            }
-            shutdown = p.shutdown && p.batches.is_empty();
-        }
-        if taken.is_empty() {
-            if unsynced || shutdown {
-                if let Err(e) = sync_now(&db) {
-                    tracing::error!(error = %e, "periodic fsync failed");
-                }
-                unsynced = false;
-            }
-            if shutdown {
-                break;
-            }
-            continue;
-        }
-        let lo = taken.first().map(|b| b.0).unwrap_or(0);
-        let carried = taken.len();
-        let hi = taken.last().map(|b| b.0).unwrap_or(0);
-        let hook = lock(&hook).clone();
-        let started = std::time::Instant::now();
-        let stamp = stamped.is_none_or(|t| t.elapsed() >= STAMP_EVERY);
-        let result = commit(&db, &taken, durability, hook.as_deref(), stamp);
-        if stamp && result.is_ok() {
-            stamped = Some(started);
-        }
-        shared.commit_latency.observe(started.elapsed());
-        if let Some(h) = &hook {
-            h.committed(result.is_ok());
-        }
-        match result {
-            Ok(()) => unsynced = durability == Durability::None,
-            Err(e) => {
-                tracing::error!(error = %e, tickets = ?(lo, hi), "commit failed; affected publishes are not acknowledged");
-                let mut f = lock(&shared.failed);
-                f.push_back((lo, hi));
-                while f.len() > 64 {
-                    f.pop_front();
-                }
-            }
-        }
-        shared.committed.store(hi, Ordering::Release);
-        shared.committed_event.notify(usize::MAX);
-        // Dropped once the acknowledgements may leave: for an offline session the ops hold
-        // the last reference to their messages, and freeing them was ~5% of the writer's work.
-        drop(taken);
-        let waiting = lock(&shared.pending).batches.len();
-        expect = next_expect(durability, gathered, carried, waiting, max_batch);
-    }
-    shared.stopped.store(true, Ordering::Release);
-    shared.committed_event.notify(usize::MAX);
-}
-
-/// How many batches the next commit waits for (0: none), after a commit that carried
-/// `carried` batches with `waiting` queued behind it: those plus the ones this commit
-/// releases are what is in flight, and the released ones come back about a round trip later.
-/// None after a gathering that timed out (the senders do not answer acknowledgements at
-/// once), after a lone batch, or without fsync (a commit costs little then).
-fn next_expect(
-    durability: Durability,
-    gathered: bool,
-    carried: usize,
-    waiting: usize,
-    max_batch: usize,
-) -> usize {
-    match durability {
-        Durability::Immediate if gathered && carried > 1 => (carried + waiting).min(max_batch),
-        _ => 0,
-    }
-}
-
-/// Waits, at most `delay` ([`GATHER_WAIT`]), until `expect` batches are queued (or shutdown). Returns
-/// whether they came.
-fn gather<'a>(
-    shared: &'a Shared,
-    mut p: std::sync::MutexGuard<'a, Pending>,
-    expect: usize,
-    delay: Duration,
-) -> (std::sync::MutexGuard<'a, Pending>, bool) {
-    let deadline = std::time::Instant::now() + delay;
-    p.wake_at = expect;
-    while p.batches.len() < expect && !p.shutdown {
-        let now = std::time::Instant::now();
-        if now >= deadline {
-            return (p, false);
-        }
-        p = shared
-            .wake
-            .wait_timeout(p, deadline - now)
-            .unwrap_or_else(|e| e.into_inner())
-            .0;
-    }
-    (p, true)
-}
-
-fn sync_now(db: &Database) -> Result<()> {
-    let mut txn = db.begin_write()?;
-    txn.set_durability(redb::Durability::Immediate)?;
-    txn.commit()?;
-    Ok(())
-}
-
-fn commit(
-    db: &Database,
-    batches: &[(u64, Vec<Op>, Slot)],
-    durability: Durability,
-    hook: Option<&dyn CommitHook>,
-    stamp: bool,
-) -> Result<()> {
-    let mut txn = db.begin_write()?;
-    txn.set_durability(match durability {
-        Durability::Immediate => redb::Durability::Immediate,
-        Durability::None => redb::Durability::None,
-    })?;
-    ops::apply(&txn, batches.iter().flat_map(|b| b.1.iter()), stamp)?;
-    if let Some(hook) = hook {
-        for op in batches.iter().flat_map(|b| b.1.iter()) {
-            if let Op::Capture(msg) = op {
-                hook.capture(&txn, msg)?;
-            }
-        }
-    }
-    txn.commit()?;
-    Ok(())
-}
+use writer::writer_loop;
 
 #[cfg(test)]
 mod tests;

@@ -1,6 +1,9 @@
 //! Unit tests of `storage` (kept apart so that the module stays under 600 lines).
 
+use super::writer::{gather, next_expect, GATHER_WAIT, STAMP_EVERY};
 use super::*;
+use crate::config::Durability;
+use std::time::Duration;
 
 fn cfg(dir: &Path) -> Config {
     Config {
