@@ -46,6 +46,8 @@ use std::num::NonZeroU64;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
+#[cfg(test)]
+use std::time::Duration;
 
 use event_listener::Event;
 use redb::{Database, WriteTransaction};
@@ -110,6 +112,8 @@ struct Shared {
     stopped: AtomicBool,
     /// Time of each group commit (write transaction and fsync), for `/metrics`.
     commit_latency: crate::stats::Histogram,
+    /// Longest wait for a gathering, in µs: `writer::GATHER_WAIT` (tests lengthen it).
+    gather_wait_us: AtomicU64,
 }
 
 pub struct Store {
@@ -171,6 +175,7 @@ impl Store {
             failed: Mutex::new(VecDeque::new()),
             stopped: AtomicBool::new(false),
             commit_latency: crate::stats::Histogram::default(),
+            gather_wait_us: AtomicU64::new(writer::GATHER_WAIT.as_micros() as u64),
         });
         let hook: Arc<Mutex<Option<Arc<dyn CommitHook>>>> = Arc::new(Mutex::new(None));
         let writer = {
@@ -198,6 +203,13 @@ impl Store {
             },
             loaded,
         ))
+    }
+
+    /// Sets the longest wait of a gathering (a machine too loaded for 200 µs in tests).
+    #[cfg(test)]
+    pub(crate) fn set_gather_wait(&self, wait: Duration) {
+        let us = wait.as_micros() as u64;
+        self.shared.gather_wait_us.store(us, Ordering::Relaxed);
     }
 
     /// Whether the writer thread still takes commits (false once it stopped).

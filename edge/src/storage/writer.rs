@@ -126,13 +126,15 @@ pub(super) fn writer_loop(
                 }
             }
         }
+        // Counted before the tickets are published: a batch sent in answer to this commit's
+        // acknowledgements is one of the `carried` coming back, not one more in flight.
+        let waiting = lock(&shared.pending).batches.len();
+        expect = next_expect(durability, gathered, carried, waiting, max_batch);
         shared.committed.store(hi, Ordering::Release);
         shared.committed_event.notify(usize::MAX);
         // Dropped once the acknowledgements may leave: for an offline session the ops hold
         // the last reference to their messages, and freeing them was ~5% of the writer's work.
         drop(taken);
-        let waiting = lock(&shared.pending).batches.len();
-        expect = next_expect(durability, gathered, carried, waiting, max_batch);
     }
     shared.stopped.store(true, Ordering::Release);
     shared.committed_event.notify(usize::MAX);
@@ -274,7 +276,10 @@ fn commit(
             }
         }
         applied = group.taken.len();
-        let deadline = *deadline.get_or_insert_with(|| std::time::Instant::now() + GATHER_WAIT);
+        let deadline = *deadline.get_or_insert_with(|| {
+            let wait = group.shared.gather_wait_us.load(Ordering::Relaxed);
+            std::time::Instant::now() + Duration::from_micros(wait)
+        });
         if !group.gather_more(deadline) && group.taken.len() == applied {
             break;
         }
