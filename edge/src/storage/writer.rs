@@ -4,9 +4,8 @@
 //! Gathering (issue 9, backlog fill): a publisher with a window of 64 in flight came in as
 //! two alternating halves of ~32, each paying a commit (an fdatasync of ~10 pages, and the
 //! writer's CPU). After a commit of several batches the next one now waits, at most
-//! [`GATHER_WAIT`], for as many batches as were in flight, writing each part into the open
-//! transaction as it comes (the writer's work overlaps the senders' round trip). Never after a
-//! lone batch, nor right after a wait that timed out, nor without fsync.
+//! [`GATHER_WAIT`], for as many batches as were in flight. Never after a lone batch, nor right
+//! after a wait that timed out, nor without fsync.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -31,9 +30,6 @@ pub(super) const STAMP_EVERY: Duration = Duration::from_secs(1);
 /// commit. Only after a commit of more than one batch, and not again right after a wait that
 /// timed out: a lone publisher, or clients that do not answer at once, are not delayed.
 pub(super) const GATHER_WAIT: Duration = Duration::from_micros(200);
-
-/// Gathered batches are taken (and written into the open transaction) this many at a time.
-const GATHER_CHUNK: usize = 16;
 
 pub(super) fn writer_loop(
     db: Arc<Database>,
@@ -216,37 +212,31 @@ struct Group<'s> {
 }
 
 impl Group<'_> {
-    /// Waits for the next part of the expected batches and takes what came; false when
-    /// there is nothing more to wait for (all came, the delay passed, the commit is full, or
-    /// shutdown).
-    fn gather_more(&mut self, deadline: std::time::Instant) -> bool {
+    /// Waits for the rest of the expected batches (see [`GATHER_WAIT`]) and takes what came.
+    fn gather_rest(&mut self) {
         let remaining = self.expect.saturating_sub(self.taken.len());
         if remaining == 0 || self.ops >= self.max_batch {
-            return false;
+            return;
         }
         let now = std::time::Instant::now();
         let p = lock(&self.shared.pending);
         if p.shutdown {
-            return false;
+            return;
         }
-        let (mut p, came) = gather(
-            self.shared,
-            p,
-            remaining.min(GATHER_CHUNK),
-            deadline.saturating_duration_since(now),
-        );
+        let wait = Duration::from_micros(self.shared.gather_wait_us.load(Ordering::Relaxed));
+        let (mut p, came) = gather(self.shared, p, remaining, wait);
         p.wake_at = usize::MAX;
         take(&mut p, &mut self.taken, &mut self.ops, self.max_batch);
         drop(p);
-        self.waited += now.elapsed();
+        self.waited = now.elapsed();
         self.gathered = came;
-        came
     }
 }
 
-/// One write transaction: the batches taken, then (see [`GATHER_WAIT`]) the ones gathered
-/// while it is open, each part applied as it comes so that the writer's work overlaps the
-/// senders' round trip; then the commit and its fsync.
+/// One write transaction with the batches taken and (see [`GATHER_WAIT`]) the ones gathered,
+/// written in one pass (each pass over the queue table rewrites its tail leaf and the path
+/// to it: writing the gathered part as it came, 16 at a time, measured slower), then the
+/// commit and its fsync.
 fn commit(
     db: &Database,
     group: &mut Group<'_>,
@@ -259,29 +249,14 @@ fn commit(
         Durability::Immediate => redb::Durability::Immediate,
         Durability::None => redb::Durability::None,
     })?;
-    let mut applied = 0;
-    let mut deadline = None;
-    loop {
-        let part = &group.taken[applied..];
-        ops::apply(
-            &txn,
-            part.iter().flat_map(|b| b.1.iter()),
-            stamp && applied == 0,
-        )?;
-        if let Some(hook) = hook {
-            for op in part.iter().flat_map(|b| b.1.iter()) {
-                if let Op::Capture(msg) = op {
-                    hook.capture(&txn, msg)?;
-                }
+    group.gather_rest();
+    let ops = || group.taken.iter().flat_map(|b| b.1.iter());
+    ops::apply(&txn, ops(), stamp)?;
+    if let Some(hook) = hook {
+        for op in ops() {
+            if let Op::Capture(msg) = op {
+                hook.capture(&txn, msg)?;
             }
-        }
-        applied = group.taken.len();
-        let deadline = *deadline.get_or_insert_with(|| {
-            let wait = group.shared.gather_wait_us.load(Ordering::Relaxed);
-            std::time::Instant::now() + Duration::from_micros(wait)
-        });
-        if !group.gather_more(deadline) && group.taken.len() == applied {
-            break;
         }
     }
     txn.commit()?;
