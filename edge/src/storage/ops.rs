@@ -59,6 +59,20 @@ pub enum Op {
     Capture(Arc<Message>),
 }
 
+impl Op {
+    /// Whether `batch` is a publish the client awaits the acknowledgement of (queued for a
+    /// persistent session, captured for sync, retained, a QoS 2 id): the batches a commit
+    /// gathers (see `writer.rs`); not a drain's removals and packet ids, nor session changes.
+    pub(super) fn acknowledged(batch: &[Op]) -> bool {
+        batch.iter().any(|op| {
+            matches!(
+                op,
+                Op::Enqueue { .. } | Op::Capture(_) | Op::Retain { .. } | Op::Qos2In { .. }
+            )
+        })
+    }
+}
+
 /// Change of one session's queue meta row within a commit.
 #[derive(Default)]
 pub(super) struct MetaDelta {

@@ -329,3 +329,32 @@ fn a_window_of_batches_in_flight_shares_one_commit() {
         "{TOTAL} batches in {commits} commits: fewer than 60 a commit"
     );
 }
+
+#[test]
+fn only_publishes_awaiting_their_acknowledgement_are_gathered() {
+    let c: Arc<str> = "c".into();
+    let enqueue = Op::Enqueue {
+        client: c.clone(),
+        seq: 1,
+        msg: msg("t"),
+        qos: 1,
+        retain: false,
+        sub_ids: vec![],
+    };
+    assert!(Op::acknowledged(&[enqueue]));
+    assert!(Op::acknowledged(&[Op::Capture(msg("t"))]));
+    // A drain's packet ids and removals, and session changes, are not waited for.
+    let mark = Op::MarkSent {
+        client: c.clone(),
+        seq: 1,
+        pid: mqtt_proto::Pid::try_from(1).unwrap(),
+        released: false,
+    };
+    let dequeue = Op::Dequeue {
+        client: c.clone(),
+        seq: 1,
+        weight: 1,
+    };
+    assert!(!Op::acknowledged(&[mark, dequeue]));
+    assert!(!Op::acknowledged(&[Op::DeleteSession(c)]));
+}
