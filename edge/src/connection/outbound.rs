@@ -171,6 +171,9 @@ pub(super) struct Encoder<'a> {
     payload_bytes: usize,
     /// Topic -> alias; kept by the connection between busy phases.
     pub(super) aliases: Aliases,
+    /// Socket writes so far, for tests.
+    #[cfg(test)]
+    writes: usize,
 }
 
 impl<'a> Encoder<'a> {
@@ -181,6 +184,8 @@ impl<'a> Encoder<'a> {
             payloads: Vec::new(),
             payload_bytes: 0,
             aliases: None,
+            #[cfg(test)]
+            writes: 0,
         }
     }
 
@@ -194,6 +199,10 @@ impl<'a> Encoder<'a> {
 
     /// Writes what is buffered; the buffer shrinks back after a burst.
     async fn write(&mut self, stream: &Stream) -> std::io::Result<()> {
+        #[cfg(test)]
+        {
+            self.writes += 1;
+        }
         let r = if self.payloads.is_empty() {
             stream.write_all(&self.buf).await
         } else {
@@ -427,15 +436,63 @@ mod tests {
         assert_eq!((&*p.topic_name, p.payload), ("big", msg.payload.clone()));
     }
 
+    /// A connected pair: the client's blocking end and the broker's stream.
+    fn socket_pair() -> (std::net::TcpStream, Stream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        let stream = crate::transport::Transport::plain(smol::Async::new(server).unwrap());
+        (client, stream)
+    }
+
+    /// The replies of tickets already committed go out together: one socket write for all of
+    /// them (67c837b; before it, the writer flushed ahead of every ticket, one write per PUBACK),
+    /// in the order queued.
+    #[test]
+    fn acknowledgements_of_committed_tickets_leave_in_one_write() {
+        use std::io::Read;
+        let t = test_support::conn(Protocol::V311, false);
+        let store = &t.conn.broker.store;
+        let tickets: Vec<_> = (0..8)
+            .map(|i| {
+                let slot = smol::block_on(store.reserve());
+                let op = crate::storage::Op::Retain {
+                    topic: format!("r/{i}").into(),
+                    msg: None,
+                };
+                store.push(slot, vec![op]).expect("a batch gets a ticket")
+            })
+            .collect();
+        smol::block_on(store.wait(*tickets.last().unwrap())).unwrap();
+        let wakeup = Arc::new(Wakeup::default());
+        let replies = Replies::new(wakeup.clone());
+        for (i, ticket) in tickets.iter().enumerate() {
+            let pid = Pid::try_from(i as u16 + 1).unwrap();
+            let answer = super::super::replies::Answer {
+                ticket: Some(*ticket),
+                reply: super::super::replies::Reply::Puback(pid, v5::PubackReasonCode::Success),
+                incoming_done: false,
+            };
+            smol::block_on(replies.send(answer, 64));
+        }
+        let (mut client, stream) = socket_pair();
+        let mut out = Encoder::new(&t.conn);
+        let round = smol::block_on(write_round(&t.conn, &stream, &replies, &wakeup, &mut out));
+        assert!(matches!(round, Round::Again));
+        assert_eq!(out.writes, 1, "eight acknowledgements, one socket write");
+        let mut got = [0u8; 8 * 4];
+        client.read_exact(&mut got).unwrap();
+        for (i, puback) in got.chunks(4).enumerate() {
+            assert_eq!(puback, &[0x40, 0x02, 0, i as u8 + 1], "PUBACK {i}");
+        }
+    }
+
     /// Small and shared payloads, and other packets, reach the socket in the order pushed.
     #[test]
     fn packets_and_shared_payloads_reach_the_socket_in_order() {
         use std::io::Read;
         let t = test_support::conn(Protocol::V500, false);
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (server, _) = listener.accept().unwrap();
-        let stream: Stream = crate::transport::Transport::plain(smol::Async::new(server).unwrap());
+        let (mut client, stream) = socket_pair();
         let mut out = Encoder::new(&t.conn);
         let sizes = [10, 600, 70_000, 3, 4096, 0, 512];
         for (i, n) in sizes.iter().enumerate() {

@@ -5,6 +5,7 @@
 //! - `load.rs`: what start-up reads (sessions and the shape of their queues, not the queues).
 //! - `queue.rs`: queued deliveries read back as a client drains its session.
 //! - `queue_writes.rs`: how a commit writes the queue tables (sorted runs, see below).
+//! - `writer.rs`: the writer thread (group commit, gathering a publisher's window).
 //!
 //! Cost per message (issue 9): a backlog fill inserts one `session_queue` row per message, a
 //! drain one `session_queue_state` row (its packet id, recorded ahead of the send)
@@ -24,6 +25,10 @@
 //! - The writer folds every queued batch (up to `max_batch` ops) into one write transaction
 //!   and one fsync, then publishes the highest committed ticket. An acknowledgement that
 //!   promises durability waits for its ticket ([`Store::wait`]) before it is sent.
+//! - After a commit of several batches the next one waits, at most `writer::GATHER_WAIT`, for as
+//!   many batches as were in flight (a publisher's window comes back as one group instead of
+//!   two alternating halves, each paying an fsync); never after a lone batch, nor right after
+//!   a wait that timed out. Pushes wake the writer only when it waits for them (`wake_at`).
 //! - The queue of batches is bounded by a semaphore taken *before* the broker lock.
 //! - A write that finds the disk full waits for space beneath redb (`disk_full`), so a commit
 //!   is never lost or reordered for lack of space; [`Store::disk_full`] says when it waits.
@@ -34,19 +39,21 @@ mod queue;
 mod queue_writes;
 mod records;
 mod tables;
+mod writer;
 
 use std::collections::VecDeque;
 use std::num::NonZeroU64;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
+#[cfg(test)]
 use std::time::Duration;
 
 use event_listener::Event;
 use redb::{Database, WriteTransaction};
 use smol::lock::{Semaphore, SemaphoreGuardArc};
 
-use crate::config::{Config, Durability};
+use crate::config::Config;
 pub use crate::disk_full::DiskFull;
 use crate::disk_full::SpaceWaitingBackend;
 use crate::error::{Error, Result};
@@ -58,11 +65,6 @@ pub use records::{DeliveryRecord, SessionRecord, WillRecord};
 
 /// Batches that may wait for the writer; submitters wait for a slot beyond this.
 const QUEUE_SLOTS: usize = 4096;
-
-/// How often a commit also records its time (`last_commit_ms`, the estimate of when a crash
-/// cut off the clients still connected). Every commit did: one more table written per commit,
-/// about a tenth of a small commit's work, for a time only needed to the second.
-const STAMP_EVERY: Duration = Duration::from_secs(1);
 
 /// Called by the writer inside each transaction: the sync outbox's capture lives here, so a
 /// forwarded message enters the outbox in the very commit that acknowledges it.
@@ -101,6 +103,9 @@ struct Pending {
     batches: VecDeque<(u64, Vec<Op>, Slot)>,
     next_ticket: NonZeroU64,
     shutdown: bool,
+    /// The writer sleeps until this many batches are queued (`usize::MAX`: it is committing,
+    /// a push need not wake it). One futex wake per commit instead of one per push.
+    wake_at: usize,
 }
 
 struct Shared {
@@ -113,6 +118,8 @@ struct Shared {
     stopped: AtomicBool,
     /// Time of each group commit (write transaction and fsync), for `/metrics`.
     commit_latency: crate::stats::Histogram,
+    /// Longest wait for a gathering, in µs: `writer::GATHER_WAIT` (tests lengthen it).
+    gather_wait_us: AtomicU64,
 }
 
 pub struct Store {
@@ -166,6 +173,7 @@ impl Store {
                 batches: VecDeque::new(),
                 next_ticket: NonZeroU64::MIN,
                 shutdown: false,
+                wake_at: 1,
             }),
             wake: Condvar::new(),
             committed: AtomicU64::new(0),
@@ -173,6 +181,7 @@ impl Store {
             failed: Mutex::new(VecDeque::new()),
             stopped: AtomicBool::new(false),
             commit_latency: crate::stats::Histogram::default(),
+            gather_wait_us: AtomicU64::new(writer::GATHER_WAIT.as_micros() as u64),
         });
         let hook: Arc<Mutex<Option<Arc<dyn CommitHook>>>> = Arc::new(Mutex::new(None));
         let writer = {
@@ -200,6 +209,13 @@ impl Store {
             },
             loaded,
         ))
+    }
+
+    /// Sets the longest wait of a gathering (a machine too loaded for 200 µs in tests).
+    #[cfg(test)]
+    pub(crate) fn set_gather_wait(&self, wait: Duration) {
+        let us = wait.as_micros() as u64;
+        self.shared.gather_wait_us.store(us, Ordering::Relaxed);
     }
 
     /// Whether the writer thread still takes commits (false once it stopped).
@@ -252,8 +268,11 @@ impl Store {
         let ticket = Ticket(p.next_ticket);
         p.next_ticket = p.next_ticket.saturating_add(1);
         p.batches.push_back((ticket.0.get(), ops, slot));
+        let wake = p.batches.len() >= p.wake_at;
         drop(p);
-        self.shared.wake.notify_one();
+        if wake {
+            self.shared.wake.notify_one();
+        }
         Some(ticket)
     }
 
@@ -369,120 +388,7 @@ fn open_file(
 }
 
 use edge_mqtt::util::lock;
-
-fn writer_loop(
-    db: Arc<Database>,
-    shared: Arc<Shared>,
-    hook: Arc<Mutex<Option<Arc<dyn CommitHook>>>>,
-    durability: Durability,
-    max_batch: usize,
-) {
-    let mut unsynced = false;
-    let mut stamped: Option<std::time::Instant> = None;
-    loop {
-        let mut taken: Vec<(u64, Vec<Op>, Slot)> = Vec::new();
-        let shutdown;
-        {
-            let mut p = lock(&shared.pending);
-            while p.batches.is_empty() && !p.shutdown {
-                if unsynced {
-                    // durability = "none": bound the loss window to about a second.
-                    let (g, timeout) = shared
-                        .wake
-                        .wait_timeout(p, Duration::from_secs(1))
-                        .unwrap_or_else(|e| e.into_inner());
-                    p = g;
-                    if timeout.timed_out() && p.batches.is_empty() {
-                        break;
-                    }
-                } else {
-                    p = shared.wake.wait(p).unwrap_or_else(|e| e.into_inner());
-                }
-            }
-            let mut ops = 0;
-            while let Some(b) = p.batches.front() {
-                if !taken.is_empty() && ops + b.1.len() > max_batch {
-                    break;
-                }
-                ops += b.1.len();
-                taken.extend(p.batches.pop_front());
-            }
-            shutdown = p.shutdown && p.batches.is_empty();
-        }
-        if taken.is_empty() {
-            if unsynced || shutdown {
-                if let Err(e) = sync_now(&db) {
-                    tracing::error!(error = %e, "periodic fsync failed");
-                }
-                unsynced = false;
-            }
-            if shutdown {
-                break;
-            }
-            continue;
-        }
-        let lo = taken.first().map(|b| b.0).unwrap_or(0);
-        let hi = taken.last().map(|b| b.0).unwrap_or(0);
-        let hook = lock(&hook).clone();
-        let started = std::time::Instant::now();
-        let stamp = stamped.is_none_or(|t| t.elapsed() >= STAMP_EVERY);
-        let result = commit(&db, &taken, durability, hook.as_deref(), stamp);
-        if stamp && result.is_ok() {
-            stamped = Some(started);
-        }
-        shared.commit_latency.observe(started.elapsed());
-        if let Some(h) = &hook {
-            h.committed(result.is_ok());
-        }
-        match result {
-            Ok(()) => unsynced = durability == Durability::None,
-            Err(e) => {
-                tracing::error!(error = %e, tickets = ?(lo, hi), "commit failed; affected publishes are not acknowledged");
-                let mut f = lock(&shared.failed);
-                f.push_back((lo, hi));
-                while f.len() > 64 {
-                    f.pop_front();
-                }
-            }
-        }
-        drop(taken);
-        shared.committed.store(hi, Ordering::Release);
-        shared.committed_event.notify(usize::MAX);
-    }
-    shared.stopped.store(true, Ordering::Release);
-    shared.committed_event.notify(usize::MAX);
-}
-
-fn sync_now(db: &Database) -> Result<()> {
-    let mut txn = db.begin_write()?;
-    txn.set_durability(redb::Durability::Immediate)?;
-    txn.commit()?;
-    Ok(())
-}
-
-fn commit(
-    db: &Database,
-    batches: &[(u64, Vec<Op>, Slot)],
-    durability: Durability,
-    hook: Option<&dyn CommitHook>,
-    stamp: bool,
-) -> Result<()> {
-    let mut txn = db.begin_write()?;
-    txn.set_durability(match durability {
-        Durability::Immediate => redb::Durability::Immediate,
-        Durability::None => redb::Durability::None,
-    })?;
-    ops::apply(&txn, batches.iter().flat_map(|b| b.1.iter()), stamp)?;
-    if let Some(hook) = hook {
-        for op in batches.iter().flat_map(|b| b.1.iter()) {
-            if let Op::Capture(msg) = op {
-                hook.capture(&txn, msg)?;
-            }
-        }
-    }
-    txn.commit()?;
-    Ok(())
-}
+use writer::writer_loop;
 
 #[cfg(test)]
 mod tests;

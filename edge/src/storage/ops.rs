@@ -59,6 +59,20 @@ pub enum Op {
     Capture(Arc<Message>),
 }
 
+impl Op {
+    /// Whether `batch` is a publish the client awaits the acknowledgement of (queued for a
+    /// persistent session, captured for sync, retained, a QoS 2 id): the batches a commit
+    /// gathers (see `writer.rs`); not a drain's removals and packet ids, nor session changes.
+    pub(super) fn acknowledged(batch: &[Op]) -> bool {
+        batch.iter().any(|op| {
+            matches!(
+                op,
+                Op::Enqueue { .. } | Op::Capture(_) | Op::Retain { .. } | Op::Qos2In { .. }
+            )
+        })
+    }
+}
+
 /// Change of one session's queue meta row within a commit.
 #[derive(Default)]
 pub(super) struct MetaDelta {
@@ -69,7 +83,7 @@ pub(super) struct MetaDelta {
 }
 
 /// `slot`'s table, opened in `txn` on first use: a commit only pays for the tables it changes.
-fn open<'s, 't, K: redb::Key + 'static, V: redb::Value + 'static>(
+pub(super) fn open<'s, 't, K: redb::Key + 'static, V: redb::Value + 'static>(
     txn: &'t WriteTransaction,
     slot: &'s mut Option<Table<'t, K, V>>,
     def: TableDefinition<K, V>,
@@ -113,8 +127,7 @@ pub(super) fn apply<'a>(
             }
             Op::DeleteSession(id) => {
                 if !writes.is_empty() {
-                    let q = open(txn, &mut queue, QUEUE)?;
-                    writes.flush(q, open(txn, &mut queue_state, QUEUE_STATE)?, &mut deltas)?;
+                    writes.flush(txn, &mut queue, &mut queue_state, &mut deltas)?;
                 }
                 open(txn, &mut sessions, SESSIONS)?.remove(&**id)?;
                 open(txn, &mut users, SESSION_USERS)?.remove(&**id)?;
@@ -188,8 +201,7 @@ pub(super) fn apply<'a>(
         }
     }
     if !writes.is_empty() {
-        let q = open(txn, &mut queue, QUEUE)?;
-        writes.flush(q, open(txn, &mut queue_state, QUEUE_STATE)?, &mut deltas)?;
+        writes.flush(txn, &mut queue, &mut queue_state, &mut deltas)?;
     }
     if deltas.is_empty() {
         return Ok(());

@@ -13,10 +13,11 @@
 use std::ops::Bound;
 use std::sync::Arc;
 
-use redb::{CursorError, Table};
+use redb::{CursorError, Table, WriteTransaction};
 
-use super::ops::MetaDelta;
+use super::ops::{open, MetaDelta};
 use super::records::{encode_append, DeliveryRef};
+use super::tables::{QUEUE, QUEUE_STATE};
 use crate::error::{Error, Result};
 
 /// Removals further apart than this many seqs are separate scans (the rows between them, if
@@ -108,17 +109,27 @@ impl<'o> QueueWrites<'o> {
         });
     }
 
-    /// Writes everything pending and folds the queue count changes into `deltas`.
-    pub(super) fn flush(
+    /// Writes everything pending and folds the queue count changes into `deltas`. Each table
+    /// is opened (into its slot, kept for the rest of the commit) only if it has changes: a
+    /// fill does not open `session_queue_state`.
+    pub(super) fn flush<'t>(
         &mut self,
-        queue: &mut QueueTable<'_>,
-        state: &mut StateTable<'_>,
+        txn: &'t WriteTransaction,
+        queue: &mut Option<QueueTable<'t>>,
+        state: &mut Option<StateTable<'t>>,
         deltas: &mut std::collections::HashMap<&'o Arc<str>, MetaDelta>,
     ) -> Result<()> {
         let records = std::mem::take(&mut self.records);
         let (rows, repeated) = split_repeated(std::mem::take(&mut self.rows));
+        let mut queue = match rows.is_empty() && repeated.is_empty() {
+            true => None,
+            false => Some(open(txn, queue, QUEUE)?),
+        };
         // A repeated key's ops one at a time (single-op runs), in push order.
         for run in runs(&rows).chain(repeated.chunks(1)) {
+            let Some(queue) = queue.as_deref_mut() else {
+                break;
+            };
             let client = run[0].client;
             let (messages, bytes) = if run[0].change.is_put() {
                 put_run(queue, client, run, |(s, e)| &records[s..e])?
@@ -132,7 +143,14 @@ impl<'o> QueueWrites<'o> {
             }
         }
         let (states, repeated) = split_repeated(std::mem::take(&mut self.states));
+        let mut state = match states.is_empty() && repeated.is_empty() {
+            true => None,
+            false => Some(open(txn, state, QUEUE_STATE)?),
+        };
         for run in runs(&states).chain(repeated.chunks(1)) {
+            let Some(state) = state.as_deref_mut() else {
+                break;
+            };
             let client = run[0].client;
             if run[0].change.is_put() {
                 put_run(state, client, run, |v| v)?;

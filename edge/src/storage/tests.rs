@@ -1,6 +1,9 @@
 //! Unit tests of `storage` (kept apart so that the module stays under 600 lines).
 
+use super::writer::{gather, next_expect, GATHER_WAIT, STAMP_EVERY};
 use super::*;
+use crate::config::Durability;
+use std::time::Duration;
 
 fn cfg(dir: &Path) -> Config {
     Config {
@@ -214,4 +217,144 @@ fn the_commit_time_is_recorded_at_most_once_a_second() {
         store.wait(t).await.unwrap();
     });
     assert!(last_commit_ms(&store).unwrap() >= first + 1000);
+}
+
+#[test]
+fn the_next_commit_waits_for_the_batches_in_flight_only_after_a_group() {
+    let imm = Durability::Immediate;
+    // Two halves of a window: 32 committed, 32 queued behind: wait for all 64.
+    assert_eq!(next_expect(imm, true, 32, 32, 1024), 64);
+    // A lone publisher (one batch per commit) is never held back.
+    assert_eq!(next_expect(imm, true, 1, 0, 1024), 0);
+    assert_eq!(next_expect(imm, true, 1, 5, 1024), 0);
+    // After a wait that timed out, the next commit does not wait.
+    assert_eq!(next_expect(imm, false, 32, 32, 1024), 0);
+    // Without fsync a commit is cheap: no waiting.
+    assert_eq!(next_expect(Durability::None, true, 32, 32, 1024), 0);
+    // Never more than a commit may carry.
+    assert_eq!(next_expect(imm, true, 900, 900, 1024), 1024);
+}
+
+fn pending() -> Shared {
+    Shared {
+        pending: Mutex::new(Pending {
+            batches: VecDeque::new(),
+            next_ticket: NonZeroU64::MIN,
+            shutdown: false,
+            wake_at: 1,
+        }),
+        wake: Condvar::new(),
+        committed: AtomicU64::new(0),
+        committed_event: Event::new(),
+        failed: Mutex::new(VecDeque::new()),
+        stopped: AtomicBool::new(false),
+        commit_latency: crate::stats::Histogram::default(),
+        gather_wait_us: AtomicU64::new(GATHER_WAIT.as_micros() as u64),
+    }
+}
+
+#[test]
+fn a_gathering_that_nothing_answers_gives_up_after_the_commit_delay() {
+    let shared = pending();
+    let started = std::time::Instant::now();
+    let (p, gathered) = gather(&shared, lock(&shared.pending), 3, GATHER_WAIT);
+    assert!(!gathered);
+    assert!(p.batches.is_empty());
+    assert!(started.elapsed() >= GATHER_WAIT);
+    // Bounded (generous for a loaded machine): the delay is 200 us.
+    assert!(started.elapsed() < Duration::from_secs(1));
+}
+
+#[test]
+fn a_gathering_ends_when_the_expected_batches_arrive() {
+    let shared = pending();
+    let slots = Arc::new(Semaphore::new(3));
+    std::thread::scope(|s| {
+        let p = lock(&shared.pending);
+        let pusher = s.spawn(|| {
+            for n in 1..=3 {
+                let slot = Slot(slots.try_acquire_arc().expect("a free slot"));
+                let mut p = lock(&shared.pending);
+                p.batches.push_back((n, vec![Op::Capture(msg("g"))], slot));
+                let wake = p.batches.len() >= p.wake_at;
+                drop(p);
+                if wake {
+                    shared.wake.notify_one();
+                }
+            }
+        });
+        // A delay only the arrivals can end in time.
+        let started = std::time::Instant::now();
+        let (p, gathered) = gather(&shared, p, 3, Duration::from_secs(30));
+        assert!(gathered, "all three batches came");
+        assert_eq!(p.batches.len(), 3);
+        assert!(started.elapsed() < Duration::from_secs(30));
+        drop(p);
+        pusher.join().unwrap();
+    });
+}
+
+/// A publisher with 64 batches in flight, sending the next as soon as one is acknowledged
+/// (what a client with a window does): the commits carry the whole window, not two halves
+/// that alternate (about 32 batches a commit before gathering).
+#[test]
+fn a_window_of_batches_in_flight_shares_one_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(&cfg(dir.path())).unwrap();
+    // 200 µs is a round trip on a quiet machine, not under a parallel test run: the waits
+    // are lengthened so that only the gathering decides the count.
+    store.set_gather_wait(Duration::from_millis(50));
+    const WINDOW: usize = 64;
+    const TOTAL: usize = WINDOW * 40;
+    smol::block_on(async {
+        let mut in_flight = VecDeque::new();
+        for sent in 0..TOTAL {
+            if in_flight.len() == WINDOW {
+                let oldest = in_flight.pop_front().expect("a window is in flight");
+                store.wait(oldest).await.unwrap();
+            }
+            let op = Op::Retain {
+                topic: format!("w/{}", sent % 8).into(),
+                msg: None,
+            };
+            in_flight.push_back(store.push(store.reserve().await, vec![op]).unwrap());
+        }
+        for t in in_flight {
+            store.wait(t).await.unwrap();
+        }
+    });
+    let commits = store.commit_latency().count as usize;
+    assert!(
+        commits * 60 <= TOTAL,
+        "{TOTAL} batches in {commits} commits: fewer than 60 a commit"
+    );
+}
+
+#[test]
+fn only_publishes_awaiting_their_acknowledgement_are_gathered() {
+    let c: Arc<str> = "c".into();
+    let enqueue = Op::Enqueue {
+        client: c.clone(),
+        seq: 1,
+        msg: msg("t"),
+        qos: 1,
+        retain: false,
+        sub_ids: vec![],
+    };
+    assert!(Op::acknowledged(&[enqueue]));
+    assert!(Op::acknowledged(&[Op::Capture(msg("t"))]));
+    // A drain's packet ids and removals, and session changes, are not waited for.
+    let mark = Op::MarkSent {
+        client: c.clone(),
+        seq: 1,
+        pid: mqtt_proto::Pid::try_from(1).unwrap(),
+        released: false,
+    };
+    let dequeue = Op::Dequeue {
+        client: c.clone(),
+        seq: 1,
+        weight: 1,
+    };
+    assert!(!Op::acknowledged(&[mark, dequeue]));
+    assert!(!Op::acknowledged(&[Op::DeleteSession(c)]));
 }

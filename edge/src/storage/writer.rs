@@ -1,0 +1,268 @@
+//! The writer thread: group commit. It takes every queued batch (up to `max_batch` ops) into
+//! one write transaction and one fsync, then publishes the highest committed ticket.
+//!
+//! Gathering (issue 9, backlog fill): a publisher with a window of 64 in flight came in as
+//! two alternating halves of ~32, each paying a commit (an fdatasync of ~10 pages, and the
+//! writer's CPU). After a commit of several batches the next one now waits, at most
+//! [`GATHER_WAIT`], for as many batches as were in flight. Never after a lone batch, nor right
+//! after a wait that timed out, nor without fsync.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use redb::Database;
+
+use super::{lock, ops, CommitHook, Op, Pending, Shared, Slot};
+use crate::config::Durability;
+use crate::error::Result;
+
+/// How often a commit also records its time (`last_commit_ms`, the estimate of when a crash
+/// cut off the clients still connected). Every commit did: one more table written per commit,
+/// about a tenth of a small commit's work, for a time only needed to the second.
+pub(super) const STAMP_EVERY: Duration = Duration::from_secs(1);
+
+/// Longest wait of a commit for the batches of the previous commit's senders (group commit
+/// with a commit delay, like PostgreSQL's `commit_delay`): a publisher with a window of 64
+/// in flight split into two alternating groups of ~32, each paying a commit (an fdatasync
+/// of ~10 pages and ~150 us of writer CPU, most of it per commit, not per message). Waiting
+/// one round trip for the acknowledged half to come back puts the whole window in one
+/// commit. Only after a commit of more than one batch, and not again right after a wait that
+/// timed out: a lone publisher, or clients that do not answer at once, are not delayed.
+pub(super) const GATHER_WAIT: Duration = Duration::from_micros(200);
+
+pub(super) fn writer_loop(
+    db: Arc<Database>,
+    shared: Arc<Shared>,
+    hook: Arc<Mutex<Option<Arc<dyn CommitHook>>>>,
+    durability: Durability,
+    max_batch: usize,
+) {
+    let mut unsynced = false;
+    let mut stamped: Option<std::time::Instant> = None;
+    // Batches the next commit waits for (see `GATHER_WAIT`); 0: take what is there.
+    let mut expect = 0;
+    loop {
+        let mut taken: Vec<(u64, Vec<Op>, Slot)> = Vec::new();
+        let mut ops = 0;
+        let shutdown;
+        {
+            let mut p = lock(&shared.pending);
+            p.wake_at = 1;
+            while p.batches.is_empty() && !p.shutdown {
+                if unsynced {
+                    // durability = "none": bound the loss window to about a second.
+                    let (g, timeout) = shared
+                        .wake
+                        .wait_timeout(p, Duration::from_secs(1))
+                        .unwrap_or_else(|e| e.into_inner());
+                    p = g;
+                    if timeout.timed_out() && p.batches.is_empty() {
+                        break;
+                    }
+                } else {
+                    p = shared.wake.wait(p).unwrap_or_else(|e| e.into_inner());
+                }
+            }
+            p.wake_at = usize::MAX;
+            take(&mut p, &mut taken, &mut ops, max_batch);
+            shutdown = p.shutdown && p.batches.is_empty();
+        }
+        if taken.is_empty() {
+            if unsynced || shutdown {
+                if let Err(e) = sync_now(&db) {
+                    tracing::error!(error = %e, "periodic fsync failed");
+                }
+                unsynced = false;
+            }
+            if shutdown {
+                break;
+            }
+            continue;
+        }
+        let hook = lock(&hook).clone();
+        let started = std::time::Instant::now();
+        let stamp = stamped.is_none_or(|t| t.elapsed() >= STAMP_EVERY);
+        let mut group = Group {
+            shared: &shared,
+            taken,
+            ops,
+            max_batch,
+            expect,
+            gathered: true,
+            waited: Duration::ZERO,
+        };
+        let result = commit(&db, &mut group, durability, hook.as_deref(), stamp);
+        let Group {
+            taken,
+            gathered,
+            waited,
+            ..
+        } = group;
+        let lo = taken.first().map(|b| b.0).unwrap_or(0);
+        let carried = taken.iter().filter(|b| Op::acknowledged(&b.1)).count();
+        let hi = taken.last().map(|b| b.0).unwrap_or(0);
+        if stamp && result.is_ok() {
+            stamped = Some(started);
+        }
+        shared
+            .commit_latency
+            .observe(started.elapsed().saturating_sub(waited));
+        if let Some(h) = &hook {
+            h.committed(result.is_ok());
+        }
+        match result {
+            Ok(()) => unsynced = durability == Durability::None,
+            Err(e) => {
+                tracing::error!(error = %e, tickets = ?(lo, hi), "commit failed; affected publishes are not acknowledged");
+                let mut f = lock(&shared.failed);
+                f.push_back((lo, hi));
+                while f.len() > 64 {
+                    f.pop_front();
+                }
+            }
+        }
+        // Counted before the tickets are published: a batch sent in answer to this commit's
+        // acknowledgements is one of the `carried` coming back, not one more in flight.
+        let waiting = (lock(&shared.pending).batches.iter())
+            .filter(|b| Op::acknowledged(&b.1))
+            .count();
+        expect = next_expect(durability, gathered, carried, waiting, max_batch);
+        shared.committed.store(hi, Ordering::Release);
+        shared.committed_event.notify(usize::MAX);
+        // Dropped once the acknowledgements may leave: for an offline session the ops hold
+        // the last reference to their messages, and freeing them was ~5% of the writer's work.
+        drop(taken);
+    }
+    shared.stopped.store(true, Ordering::Release);
+    shared.committed_event.notify(usize::MAX);
+}
+
+/// How many batches the next commit waits for (0: none), after a commit that carried
+/// `carried` publishers' batches ([`Op::acknowledged`]: a drain's acknowledgements and
+/// packet ids are not gathered, waiting for them measured 20% slower) with `waiting` queued
+/// behind it: those plus the ones this commit
+/// releases are what is in flight, and the released ones come back about a round trip later.
+/// None after a gathering that timed out (the senders do not answer acknowledgements at
+/// once), after a lone batch, or without fsync (a commit costs little then).
+pub(super) fn next_expect(
+    durability: Durability,
+    gathered: bool,
+    carried: usize,
+    waiting: usize,
+    max_batch: usize,
+) -> usize {
+    match durability {
+        Durability::Immediate if gathered && carried > 1 => (carried + waiting).min(max_batch),
+        _ => 0,
+    }
+}
+
+/// Waits, at most `delay` ([`GATHER_WAIT`]), until `expect` batches are queued (or shutdown). Returns
+/// whether they came.
+pub(super) fn gather<'a>(
+    shared: &'a Shared,
+    mut p: std::sync::MutexGuard<'a, Pending>,
+    expect: usize,
+    delay: Duration,
+) -> (std::sync::MutexGuard<'a, Pending>, bool) {
+    let deadline = std::time::Instant::now() + delay;
+    p.wake_at = expect;
+    while p.batches.len() < expect && !p.shutdown {
+        let now = std::time::Instant::now();
+        if now >= deadline {
+            return (p, false);
+        }
+        p = shared
+            .wake
+            .wait_timeout(p, deadline - now)
+            .unwrap_or_else(|e| e.into_inner())
+            .0;
+    }
+    (p, true)
+}
+
+fn sync_now(db: &Database) -> Result<()> {
+    let mut txn = db.begin_write()?;
+    txn.set_durability(redb::Durability::Immediate)?;
+    txn.commit()?;
+    Ok(())
+}
+
+/// Moves queued batches into `taken` while the commit stays within `max_batch` ops (a first
+/// batch is always taken, whatever its size).
+fn take(p: &mut Pending, taken: &mut Vec<(u64, Vec<Op>, Slot)>, ops: &mut usize, max_batch: usize) {
+    while let Some(b) = p.batches.front() {
+        if !taken.is_empty() && *ops + b.1.len() > max_batch {
+            break;
+        }
+        *ops += b.1.len();
+        taken.extend(p.batches.pop_front());
+    }
+}
+
+/// The batches of one commit, and how gathering more of them went.
+struct Group<'s> {
+    shared: &'s Shared,
+    taken: Vec<(u64, Vec<Op>, Slot)>,
+    ops: usize,
+    max_batch: usize,
+    /// Batches to gather before committing (see [`GATHER_WAIT`]).
+    expect: usize,
+    /// False when the gathering timed out.
+    gathered: bool,
+    /// Time spent waiting for batches (not part of the commit's latency).
+    waited: Duration,
+}
+
+impl Group<'_> {
+    /// Waits for the rest of the expected batches (see [`GATHER_WAIT`]) and takes what came.
+    fn gather_rest(&mut self) {
+        let remaining = self.expect.saturating_sub(self.taken.len());
+        if remaining == 0 || self.ops >= self.max_batch {
+            return;
+        }
+        let now = std::time::Instant::now();
+        let p = lock(&self.shared.pending);
+        if p.shutdown {
+            return;
+        }
+        let wait = Duration::from_micros(self.shared.gather_wait_us.load(Ordering::Relaxed));
+        let (mut p, came) = gather(self.shared, p, remaining, wait);
+        p.wake_at = usize::MAX;
+        take(&mut p, &mut self.taken, &mut self.ops, self.max_batch);
+        drop(p);
+        self.waited = now.elapsed();
+        self.gathered = came;
+    }
+}
+
+/// One write transaction with the batches taken and (see [`GATHER_WAIT`]) the ones gathered,
+/// written in one pass (each pass over the queue table rewrites its tail leaf and the path
+/// to it: writing the gathered part as it came, 16 at a time, measured slower), then the
+/// commit and its fsync.
+fn commit(
+    db: &Database,
+    group: &mut Group<'_>,
+    durability: Durability,
+    hook: Option<&dyn CommitHook>,
+    stamp: bool,
+) -> Result<()> {
+    let mut txn = db.begin_write()?;
+    txn.set_durability(match durability {
+        Durability::Immediate => redb::Durability::Immediate,
+        Durability::None => redb::Durability::None,
+    })?;
+    group.gather_rest();
+    let ops = || group.taken.iter().flat_map(|b| b.1.iter());
+    ops::apply(&txn, ops(), stamp)?;
+    if let Some(hook) = hook {
+        for op in ops() {
+            if let Op::Capture(msg) = op {
+                hook.capture(&txn, msg)?;
+            }
+        }
+    }
+    txn.commit()?;
+    Ok(())
+}
