@@ -204,7 +204,8 @@ basics() { # name: start-up on an empty state, idle RSS, idle connections
 }
 
 # One backlog of $4 messages: fill an offline session (RSS after fill in the fill result), restart
-# (start-up time, RSS after restart), drain (rate, peak RSS). Labels name:bk<N>:...
+# (start-up time, RSS after restart), drain (rate, peak RSS), then a fill with 256 in flight.
+# Labels name:bk<N>:...
 backlog_runs() { # name port start-command-for-persistent-broker messages
     local name=$1 port=$2 cmd=$3 n=$4
     start_broker "$name:bk$n:start-empty" "$port" "$cmd"
@@ -215,6 +216,12 @@ backlog_runs() { # name port start-command-for-persistent-broker messages
     idle_rss "$name:bk$n:rss-restart"
     bench "$name:bk$n:drain" backlog-drain --port "$port" --broker-pid "$BROKER_PID" --client-id "eb-backlog" \
         --messages "$n" --qos 1 --payload 64 --cleanup --deadline-secs $((RUN_TIMEOUT - 60))
+    stop_broker
+    # The same fill by a publisher keeping 256 in flight (the Receive Maximum our CONNACK
+    # announces): a durable broker's fill rate follows the messages per commit.
+    start_broker "$name:bk$n:start-w256" "$port" "$cmd"
+    bench "$name:bk$n:fill-w256" backlog-fill --port "$port" --broker-pid "$BROKER_PID" --client-id "eb-backlog-w256" \
+        --messages "$n" --qos 1 --payload 64 --window 256 --deadline-secs $((RUN_TIMEOUT - 60))
     stop_broker
 }
 

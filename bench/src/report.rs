@@ -370,6 +370,12 @@ pub fn tables(r: &Results) -> String {
             ("RSS after restart (kB)", "rss-restart", "rss_kb", None),
             ("drain (msg/s)", "drain", "delivered_per_s", Some(1.5)),
             ("peak RSS while draining (kB)", "drain", "peak_rss_kb", None),
+            (
+                "fill, 256 in flight (msg/s)",
+                "fill-w256",
+                "published_per_s",
+                None,
+            ),
         ];
         for (name, step, path, at_least) in what {
             let row = Row::new(
