@@ -122,6 +122,27 @@ struct Shared {
     gather_wait_us: AtomicU64,
 }
 
+impl Shared {
+    /// Nothing queued, nothing committed, the writer not asleep on a count yet.
+    fn new() -> Shared {
+        Shared {
+            pending: Mutex::new(Pending {
+                batches: VecDeque::new(),
+                next_ticket: NonZeroU64::MIN,
+                shutdown: false,
+                wake_at: 1,
+            }),
+            wake: Condvar::new(),
+            committed: AtomicU64::new(0),
+            committed_event: Event::new(),
+            failed: Mutex::new(VecDeque::new()),
+            stopped: AtomicBool::new(false),
+            commit_latency: crate::stats::Histogram::default(),
+            gather_wait_us: AtomicU64::new(writer::GATHER_WAIT.as_micros() as u64),
+        }
+    }
+}
+
 pub struct Store {
     db: Arc<Database>,
     shared: Arc<Shared>,
@@ -168,21 +189,7 @@ impl Store {
         let loaded = load::load(&db)?;
         // From here a full disk makes writes wait for space; at open it is an error.
         disk_full.set_retrying(true);
-        let shared = Arc::new(Shared {
-            pending: Mutex::new(Pending {
-                batches: VecDeque::new(),
-                next_ticket: NonZeroU64::MIN,
-                shutdown: false,
-                wake_at: 1,
-            }),
-            wake: Condvar::new(),
-            committed: AtomicU64::new(0),
-            committed_event: Event::new(),
-            failed: Mutex::new(VecDeque::new()),
-            stopped: AtomicBool::new(false),
-            commit_latency: crate::stats::Histogram::default(),
-            gather_wait_us: AtomicU64::new(writer::GATHER_WAIT.as_micros() as u64),
-        });
+        let shared = Arc::new(Shared::new());
         let hook: Arc<Mutex<Option<Arc<dyn CommitHook>>>> = Arc::new(Mutex::new(None));
         let writer = {
             let db = db.clone();

@@ -235,27 +235,9 @@ fn the_next_commit_waits_for_the_batches_in_flight_only_after_a_group() {
     assert_eq!(next_expect(imm, true, 900, 900, 1024), 1024);
 }
 
-fn pending() -> Shared {
-    Shared {
-        pending: Mutex::new(Pending {
-            batches: VecDeque::new(),
-            next_ticket: NonZeroU64::MIN,
-            shutdown: false,
-            wake_at: 1,
-        }),
-        wake: Condvar::new(),
-        committed: AtomicU64::new(0),
-        committed_event: Event::new(),
-        failed: Mutex::new(VecDeque::new()),
-        stopped: AtomicBool::new(false),
-        commit_latency: crate::stats::Histogram::default(),
-        gather_wait_us: AtomicU64::new(GATHER_WAIT.as_micros() as u64),
-    }
-}
-
 #[test]
 fn a_gathering_that_nothing_answers_gives_up_after_the_commit_delay() {
-    let shared = pending();
+    let shared = Shared::new();
     let started = std::time::Instant::now();
     let (p, gathered) = gather(&shared, lock(&shared.pending), 3, GATHER_WAIT);
     assert!(!gathered);
@@ -267,7 +249,7 @@ fn a_gathering_that_nothing_answers_gives_up_after_the_commit_delay() {
 
 #[test]
 fn a_gathering_ends_when_the_expected_batches_arrive() {
-    let shared = pending();
+    let shared = Shared::new();
     let slots = Arc::new(Semaphore::new(3));
     std::thread::scope(|s| {
         let p = lock(&shared.pending);
