@@ -457,12 +457,19 @@ impl Session {
     /// The attached connection ended: in-flight deliveries go back to the queue, a graceful
     /// DISCONNECT may change the expiry (capped at `max_expiry`) or discard the will, and the
     /// will is scheduled after its delay, or returned to be published now when it has no delay
-    /// or the session ends now. The caller saves or removes the session.
-    pub fn detach(&mut self, now_ms: u64, how: Departure, max_expiry: u32) -> Option<WillRecord> {
+    /// or the session ends now. The caller saves or removes the session; `ops` gets the ids
+    /// recorded ahead that are forgotten (see `evict_window`).
+    pub fn detach(
+        &mut self,
+        now_ms: u64,
+        how: Departure,
+        max_expiry: u32,
+        ops: &mut Vec<Op>,
+    ) -> Option<WillRecord> {
         self.conn = None;
         self.disconnected_ms = Some(cut_off(now_ms));
         self.requeue_inflight();
-        self.evict_window();
+        self.evict_window(ops);
         if let Departure::Graceful { send_will, expiry } = how {
             if let Some(e) = expiry {
                 self.expiry_secs = e.min(max_expiry);

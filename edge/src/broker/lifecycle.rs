@@ -97,7 +97,7 @@ impl Broker {
             if !s.is_attached_to(conn_id) {
                 return;
             }
-            let will_now = s.detach(now, how, max_expiry);
+            let will_now = s.detach(now, how, max_expiry, ops);
             if s.persistent() {
                 s.save(ops);
             } else {

@@ -8,7 +8,7 @@
 
 use std::collections::VecDeque;
 
-use super::queue::{Delivery, Durable};
+use super::queue::{Delivery, Durable, OutState};
 use super::Session;
 use crate::error::Result;
 use crate::storage::{DeliveryRecord, Op};
@@ -23,6 +23,9 @@ pub(super) struct Backlog {
     pub(super) later: VecDeque<Delivery>,
     /// (seq, packet id) of backlog deliveries sent before: their ids stay reserved.
     pub(super) sent: Vec<(u64, u16)>,
+    /// Ids recorded ahead were forgotten ([`Op::Unreserve`]) when the window went back to
+    /// disk: the next read must see that commit, so it waits for the writer.
+    pub(super) unreserved: bool,
     /// A read of the backlog is under way.
     pub(super) reading: bool,
 }
@@ -61,7 +64,7 @@ impl Session {
             from: b.next,
             until: self.next_seq,
             max: max.clamp(1, cap - self.queue.len()),
-            must_wait: !b.sent.is_empty(),
+            must_wait: !b.sent.is_empty() || b.unreserved,
         })
     }
 
@@ -88,6 +91,9 @@ impl Session {
         b.reading = false;
         if r.from != b.next || !online {
             return None;
+        }
+        if r.must_wait {
+            b.unreserved = false;
         }
         let rows = match rows {
             Ok(rows) => rows,
@@ -138,7 +144,11 @@ impl Session {
 
     /// Gives the window of a session going offline back to disk: its stored deliveries join
     /// the backlog (sent ones keep their packet ids reserved), unstored ones stay in memory.
-    pub(super) fn evict_window(&mut self) {
+    /// Ids recorded ahead for deliveries never sent are forgotten ([`Op::Unreserve`]): an
+    /// offline session keeps in memory only the ids of what its client may have received (at
+    /// most its in-flight window, not the 8,192 recorded ahead), and those deliveries go out
+    /// later with fresh ids and without DUP.
+    pub(super) fn evict_window(&mut self, ops: &mut Vec<Op>) {
         if !self.queue.iter().any(|d| d.persisted) {
             // Nothing goes to disk: the window stays as it is.
             return;
@@ -152,8 +162,16 @@ impl Session {
                 continue;
             }
             first.get_or_insert(d.seq);
-            if let Some(p) = d.state.pid() {
-                b.sent.push((d.seq, p.value()));
+            match d.state {
+                OutState::Sent(p) | OutState::Released(p) => b.sent.push((d.seq, p.value())),
+                OutState::Reserved(..) => {
+                    ops.push(Op::Unreserve {
+                        client: self.client_id.clone(),
+                        seq: d.seq,
+                    });
+                    b.unreserved = true;
+                }
+                OutState::Unsent => {}
             }
             b.count += 1;
         }

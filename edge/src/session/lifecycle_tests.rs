@@ -9,7 +9,10 @@ use crate::message::now_ms;
 #[test]
 fn a_will_without_delay_is_published_when_the_connection_drops() {
     let mut s = online(60, Some(will(0)));
-    assert_eq!(s.detach(1_000, Departure::Abnormal, 3600), Some(will(0)));
+    assert_eq!(
+        s.detach(1_000, Departure::Abnormal, 3600, &mut Vec::new()),
+        Some(will(0))
+    );
     assert!(s.will().is_none());
 }
 
@@ -17,7 +20,10 @@ fn a_will_without_delay_is_published_when_the_connection_drops() {
 fn a_delayed_will_is_due_after_its_delay_capped_by_the_expiry() {
     let mut s = online(10, Some(will(60)));
     let mut ops = Vec::new();
-    assert_eq!(s.detach(1_000, Departure::Abnormal, 3600), None);
+    assert_eq!(
+        s.detach(1_000, Departure::Abnormal, 3600, &mut Vec::new()),
+        None
+    );
     assert_eq!(s.take_due_will(10_999, &mut ops), None);
     assert_eq!(s.take_due_will(11_000, &mut ops), Some(will(60)));
     assert!(matches!(ops.as_slice(), [Op::PutSession(..)]));
@@ -31,21 +37,25 @@ fn a_graceful_disconnect_discards_the_will_and_may_change_the_expiry() {
         send_will: false,
         expiry: Some(100_000),
     };
-    assert_eq!(s.detach(1_000, how, 3600), None);
+    assert_eq!(s.detach(1_000, how, 3600, &mut Vec::new()), None);
     assert_eq!(s.expiry_secs(), 3600, "capped");
     let mut s = online(60, Some(will(0)));
     let how = Departure::Graceful {
         send_will: true,
         expiry: None,
     };
-    assert_eq!(s.detach(1_000, how, 3600), Some(will(0)), "reason 0x04");
+    assert_eq!(
+        s.detach(1_000, how, 3600, &mut Vec::new()),
+        Some(will(0)),
+        "reason 0x04"
+    );
 }
 
 #[test]
 fn expiry_counts_from_the_disconnection() {
     let mut s = online(10, None);
     assert!(!s.expired(u64::MAX / 2), "online");
-    s.detach(1_000, Departure::Abnormal, 3600);
+    s.detach(1_000, Departure::Abnormal, 3600, &mut Vec::new());
     assert!(!s.expired(10_999));
     assert!(s.expired(11_000));
 }
@@ -78,7 +88,7 @@ fn a_take_over_publishes_a_will_without_delay() {
 #[test]
 fn a_clean_start_ends_the_session_and_publishes_its_will() {
     let mut s = online(60, Some(will(30)));
-    s.detach(1_000, Departure::Abnormal, 3600);
+    s.detach(1_000, Departure::Abnormal, 3600, &mut Vec::new());
     let claim = s.claim(true, 2_000);
     assert!(!claim.resumable);
     assert_eq!(claim.will_now, Some(will(30)));
@@ -87,9 +97,9 @@ fn a_clean_start_ends_the_session_and_publishes_its_will() {
 #[test]
 fn an_expired_session_is_not_resumed() {
     let mut s = online(10, None);
-    s.detach(1_000, Departure::Abnormal, 3600);
+    s.detach(1_000, Departure::Abnormal, 3600, &mut Vec::new());
     assert!(s.claim(false, 10_999).resumable);
-    s.detach(1_000, Departure::Abnormal, 3600);
+    s.detach(1_000, Departure::Abnormal, 3600, &mut Vec::new());
     assert!(!s.claim(false, 11_000).resumable);
 }
 
@@ -136,7 +146,10 @@ fn the_extras_box_exists_only_while_a_will_or_qos2_id_or_publisher_event_does() 
 
     let mut s = online(60, Some(will(0)));
     assert!(s.extras.is_some());
-    assert_eq!(s.detach(1_000, Departure::Abnormal, 3600), Some(will(0)));
+    assert_eq!(
+        s.detach(1_000, Departure::Abnormal, 3600, &mut Vec::new()),
+        Some(will(0))
+    );
     assert!(s.extras.is_none(), "freed with the will");
     assert!(
         std::mem::size_of::<Session>() <= 200,

@@ -35,9 +35,9 @@ use crate::storage::{DeliveryRecord, Op};
 /// (~150 sends, `backlog read applied` at debug level). A window of 2,048 (ids ~1,400 ahead)
 /// still waited ~100 times per 100k on a disk whose fsync took 3-4 ms; 8,192: once. Waits
 /// are counted in `robustmq_edge_delivery_commit_waits_total`. After a crash the ids
-/// recorded but never sent are sent with DUP, which only says "might have been sent before";
-/// a session cut off mid-drain keeps them reserved (`Backlog::sent`, 16 bytes each) until its
-/// client drains past them.
+/// recorded but never sent are sent with DUP, which only says "might have been sent before",
+/// and stay reserved (`Backlog::sent`, 16 bytes each) until the client drains past them; a
+/// session going offline while running forgets them instead (`Session::evict_window`).
 const RESERVE_AHEAD: usize = WINDOW;
 
 /// What the connection must wait for before sending what `take_outgoing` returned.
@@ -97,6 +97,7 @@ static NO_DURABLE: Durable = Durable {
         next: 0,
         later: VecDeque::new(),
         sent: Vec::new(),
+        unreserved: false,
         reading: false,
     },
     take_wait: TakeWait {

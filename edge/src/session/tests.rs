@@ -63,6 +63,12 @@ impl Disk {
                         r.released = released;
                     }
                 }
+                Op::Unreserve { seq, .. } => {
+                    if let Some(r) = self.rows.get_mut(&seq) {
+                        r.pid = 0;
+                        r.released = false;
+                    }
+                }
                 Op::Dequeue { seq, .. } => {
                     self.rows.remove(&seq);
                 }
@@ -210,7 +216,10 @@ pub(super) fn reconnect(s: &mut Session, ops: &mut Vec<Op>) {
         };
         disk.rows.insert(d.seq, rec);
     }
-    assert_eq!(s.detach(now_ms(), Departure::Abnormal, 3600), None);
+    assert_eq!(
+        s.detach(now_ms(), Departure::Abnormal, 3600, &mut Vec::new()),
+        None
+    );
     assert!(s.claim(false, now_ms()).resumable);
     s.attach(request(s.expiry_secs(), None), link(2), ops);
     disk.refill(s, ops);
@@ -300,7 +309,7 @@ fn an_offline_session_is_never_congested() {
         enqueue(&mut s, "a", 1, &mut ops);
     }
     assert!(s.congested(LIMITS));
-    s.detach(now_ms(), Departure::Abnormal, 3600);
+    s.detach(now_ms(), Departure::Abnormal, 3600, &mut Vec::new());
     assert!(!s.congested(LIMITS));
 }
 
@@ -446,7 +455,7 @@ fn resuming_with_expiry_zero_deletes_the_stored_session() {
     let mut s = online(60, None);
     let mut ops = Vec::new();
     enqueue(&mut s, "a", 1, &mut ops);
-    s.detach(now_ms(), Departure::Abnormal, 3600);
+    s.detach(now_ms(), Departure::Abnormal, 3600, &mut Vec::new());
     s.claim(false, now_ms());
     ops.clear();
     s.attach(request(0, None), link(2), &mut ops);
@@ -550,7 +559,7 @@ fn a_read_that_does_not_wait_takes_the_committed_prefix_and_reads_the_rest_later
     let mut s = online(60, None);
     let mut ops = Vec::new();
     let mut disk = Disk::default();
-    s.detach(now_ms(), Departure::Abnormal, 3600);
+    s.detach(now_ms(), Departure::Abnormal, 3600, &mut Vec::new());
     for t in ["a", "b", "c"] {
         enqueue(&mut s, t, 1, &mut ops);
     }

@@ -87,16 +87,26 @@ fn qos0_behind_a_backlog_keeps_its_place_in_order() {
 }
 
 #[test]
-fn going_offline_gives_the_window_back_to_disk_and_keeps_sent_ids_reserved() {
+fn going_offline_gives_the_window_back_to_disk_keeps_sent_ids_and_forgets_ids_recorded_ahead() {
     let mut s = online(60, None);
     let mut ops = Vec::new();
     let mut disk = Disk::default();
     for t in ["a", "b", "c"] {
         enqueue(&mut s, t, 1, &mut ops);
     }
-    take(&mut s, &mut ops); // a and b in flight (window of 2)
+    take(&mut s, &mut ops); // a and b in flight (window of 2), c's id recorded ahead
     disk.apply(&mut ops);
-    s.detach(now_ms(), Departure::Abnormal, 3600);
+    assert_eq!(
+        disk.rows[&3].pid, 3,
+        "c's id was recorded ahead of its send"
+    );
+    let mut gone = Vec::new();
+    s.detach(now_ms(), Departure::Abnormal, 3600, &mut gone);
+    assert!(
+        matches!(gone.as_slice(), [Op::Unreserve { seq: 3, .. }]),
+        "c was never sent: its recorded id is forgotten, got {gone:?}"
+    );
+    disk.apply(&mut gone);
     assert_eq!(
         (s.window_len(), s.queued_len()),
         (0, 3),
@@ -104,8 +114,8 @@ fn going_offline_gives_the_window_back_to_disk_and_keeps_sent_ids_reserved() {
     );
     assert_eq!(
         s.durable().backlog.sent,
-        vec![(1, 1), (2, 2), (3, 3)],
-        "c's id was recorded ahead of its send"
+        vec![(1, 1), (2, 2)],
+        "only the ids of what the client may have received stay in memory"
     );
     enqueue(&mut s, "d", 1, &mut ops);
     assert!(s.claim(false, now_ms()).resumable);
@@ -123,8 +133,8 @@ fn going_offline_gives_the_window_back_to_disk_and_keeps_sent_ids_reserved() {
     assert!(s.complete(pid(1), &mut ops));
     assert_eq!(
         take(&mut s, &mut ops),
-        vec![publish("c", QosPid::Level1(pid(3)), true)],
-        "its id was on disk, so it might have been sent: DUP"
+        vec![publish("c", QosPid::Level1(pid(4)), false)],
+        "never sent: a fresh id and no DUP"
     );
 }
 
@@ -195,7 +205,7 @@ fn a_drain_sends_ids_recorded_a_refill_ahead_so_it_waits_for_no_commit() {
     let mut s = online(60, None);
     let mut ops = Vec::new();
     let mut disk = Disk::default();
-    s.detach(now_ms(), Departure::Abnormal, 3600);
+    s.detach(now_ms(), Departure::Abnormal, 3600, &mut Vec::new());
     let n = 5 * WINDOW + 7;
     for i in 0..n {
         s.enqueue(msg(&i.to_string()), 1, false, vec![], ROOMY, &mut ops);
@@ -249,7 +259,7 @@ fn a_read_started_before_going_offline_is_not_applied() {
     let mut s = online(60, None);
     let mut ops = Vec::new();
     let mut disk = Disk::default();
-    s.detach(now_ms(), Departure::Abnormal, 3600);
+    s.detach(now_ms(), Departure::Abnormal, 3600, &mut Vec::new());
     for t in ["a", "b"] {
         enqueue(&mut s, t, 1, &mut ops);
     }
@@ -259,7 +269,7 @@ fn a_read_started_before_going_offline_is_not_applied() {
     let r = s.refill_request(usize::MAX).expect("a read");
     assert_eq!(s.refill_request(usize::MAX), None, "one read at a time");
     let rows = disk.read(r);
-    s.detach(now_ms(), Departure::Abnormal, 3600);
+    s.detach(now_ms(), Departure::Abnormal, 3600, &mut Vec::new());
     s.refilled(r, true, rows, &mut ops);
     assert_eq!(
         (s.window_len(), s.queued_len()),
@@ -325,14 +335,14 @@ fn only_a_session_with_stored_deliveries_allocates_the_durable_box() {
     );
     assert!(clean.complete(pid(1), &mut ops));
     assert!(clean.complete(pid(2), &mut ops));
-    clean.detach(now_ms(), Departure::Abnormal, 3600);
+    clean.detach(now_ms(), Departure::Abnormal, 3600, &mut Vec::new());
     assert!(clean.durable.is_none(), "a clean session needs no box");
     assert_eq!(clean.take_wait(), TakeWait::default());
 
     let mut stored = online(60, None);
     enqueue(&mut stored, "a", 0, &mut ops);
     assert!(stored.durable.is_none(), "QoS 0 is not stored");
-    stored.detach(now_ms(), Departure::Abnormal, 3600);
+    stored.detach(now_ms(), Departure::Abnormal, 3600, &mut Vec::new());
     assert!(
         stored.durable.is_none(),
         "nothing stored to give back to disk"

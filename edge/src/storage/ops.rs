@@ -39,6 +39,12 @@ pub enum Op {
         pid: Pid,
         released: bool,
     },
+    /// Forgets the packet id recorded ahead for a delivery that was never sent (its session
+    /// went offline): the delivery stays queued, to be sent later with a fresh id, without DUP.
+    Unreserve {
+        client: Arc<str>,
+        seq: u64,
+    },
     /// Removes a queued delivery; `weight` is its message's `Message::weight` (the bytes the
     /// queue's meta row counted for it).
     Dequeue {
@@ -172,6 +178,7 @@ pub(super) fn apply<'a>(
                 let state = pack_sent_state(pid.value(), *released);
                 writes.mark_sent(client, *seq, state);
             }
+            Op::Unreserve { client, seq } => writes.unreserve(client, *seq),
             Op::Dequeue {
                 client,
                 seq,

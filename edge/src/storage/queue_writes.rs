@@ -95,6 +95,15 @@ impl<'o> QueueWrites<'o> {
         });
     }
 
+    /// Removes the delivery's sent state only (its record stays queued).
+    pub(super) fn unreserve(&mut self, client: &'o Arc<str>, seq: u64) {
+        self.states.push(Keyed {
+            client,
+            seq,
+            change: Change::Del { weight: 0 },
+        });
+    }
+
     /// Removes the delivery's record and its sent state.
     pub(super) fn dequeue(&mut self, client: &'o Arc<str>, seq: u64, weight: u32) {
         self.rows.push(Keyed {
@@ -336,6 +345,9 @@ mod tests {
                     let state = pack_sent_state(pid.value(), *released);
                     self.states.insert((client.to_string(), *seq), state);
                 }
+                Op::Unreserve { client, seq } => {
+                    self.states.remove(&(client.to_string(), *seq));
+                }
                 Op::Dequeue {
                     client,
                     seq,
@@ -425,7 +437,7 @@ mod tests {
     }
 
     /// Random batches of appends, acknowledgements (in order, out of order, far apart), sends,
-    /// re-enqueued keys, removals of absent rows and session deletions, for three sessions:
+    /// re-enqueued keys, forgotten ids, removals of absent rows and session deletions, for three sessions:
     /// after every commit the tables and counts equal those of applying the ops one by one.
     #[test]
     fn queue_writes_in_runs_leave_the_tables_as_ops_applied_one_by_one() {
@@ -469,7 +481,11 @@ mod tests {
                         pid: mqtt_proto::Pid::try_from(rng.below(65535) as u16 + 1).unwrap(),
                         released: rng.below(2) == 0,
                     },
-                    65..=98 => {
+                    65..=69 => Op::Unreserve {
+                        client,
+                        seq: some_seq(&mut rng),
+                    },
+                    70..=98 => {
                         let seq = some_seq(&mut rng);
                         // What the broker passes: the weight counted for the row.
                         let weight = model
