@@ -177,6 +177,7 @@ impl Broker {
     }
 
     /// PUBACK (QoS 1) or PUBCOMP (QoS 2) from the client: the delivery is complete.
+    /// Also used to drop a delivery the client cannot receive (too large for it).
     pub async fn complete(&self, client: &Arc<str>, pid: Pid) -> bool {
         self.complete_all(client, &[pid]).await == 1
     }

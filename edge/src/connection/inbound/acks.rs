@@ -8,11 +8,10 @@ use mqtt_proto::{v5, Pid};
 use crate::connection::replies::{Answer, Reply};
 use crate::connection::{Close, Conn};
 
-/// PUBACKs read one after another (`pids`, emptied): never answered, applied in one batch.
-pub(super) async fn handle_pubacks(conn: &Conn, pids: &mut Vec<Pid>) {
+/// PUBACKs read one after another: never answered, applied in one batch.
+pub(super) async fn handle_pubacks(conn: &Conn, pids: &[Pid]) {
     if !pids.is_empty() {
         conn.broker.complete_all(&conn.client_id, pids).await;
-        pids.clear();
     }
 }
 

@@ -64,7 +64,8 @@ pub(super) async fn read_burst(
         match packet {
             Packet::Puback(a) => acked.push(a.pid),
             packet => {
-                acks::handle_pubacks(conn, &mut acked).await;
+                acks::handle_pubacks(conn, &acked).await;
+                acked.clear();
                 if let Err(close) = handle_packet(conn, packet, publish_state, replies).await {
                     break Err(close);
                 }
@@ -74,7 +75,7 @@ pub(super) async fn read_burst(
             break Ok(());
         }
     };
-    acks::handle_pubacks(conn, &mut acked).await;
+    acks::handle_pubacks(conn, &acked).await;
     ended
 }
 
@@ -114,7 +115,7 @@ async fn handle_packet(
         Packet::Publish(p) => publish::handle_publish(conn, publish_state, p).await?,
         Packet::Pubrel(r) => pubrel::handle_pubrel(conn, r).await?,
         Packet::Puback(a) => {
-            acks::handle_pubacks(conn, &mut vec![a.pid]).await;
+            acks::handle_pubacks(conn, &[a.pid]).await;
             None
         }
         Packet::Pubrec(a) => acks::handle_pubrec(conn, a).await?,
