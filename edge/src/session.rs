@@ -16,6 +16,7 @@ mod flow; // publisher flow control: water marks and wake-ups
 #[cfg(test)]
 mod lifecycle_tests;
 mod queue; // outgoing deliveries: queue window, in-flight, packet ids recorded ahead, water marks
+mod sent_ids; // the reserved packet ids of backlog deliveries, as runs
 #[cfg(test)]
 mod tests;
 mod wakeup; // the connection's wake-up: flag, kick, one waker slot, its chosen departure
@@ -39,6 +40,7 @@ use crate::topic::SubOptions;
 pub use backlog::Refill;
 use queue::{Delivery, Durable};
 pub use queue::{TakeWait, WINDOW};
+pub use sent_ids::SentIds;
 
 pub use wakeup::{DepartureSlot, Kick, Wakeup};
 

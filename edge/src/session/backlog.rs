@@ -9,6 +9,7 @@
 use std::collections::VecDeque;
 
 use super::queue::{Delivery, Durable, OutState};
+use super::sent_ids::SentIds;
 use super::Session;
 use crate::error::Result;
 use crate::storage::{DeliveryRecord, Op};
@@ -21,8 +22,9 @@ pub(super) struct Backlog {
     pub(super) next: u64,
     /// Unstored deliveries queued behind the backlog, in `seq` order.
     pub(super) later: VecDeque<Delivery>,
-    /// (seq, packet id) of backlog deliveries sent before: their ids stay reserved.
-    pub(super) sent: Vec<(u64, u16)>,
+    /// (seq, packet id) of backlog deliveries sent before (or recorded ahead, restored after
+    /// a crash): their ids stay reserved.
+    pub(super) sent: SentIds,
     /// Ids recorded ahead were forgotten ([`Op::Unreserve`]) when the window went back to
     /// disk: the next read must see that commit, so it waits for the writer.
     pub(super) unreserved: bool,
@@ -132,7 +134,7 @@ impl Session {
             b.count = 0;
         }
         let next = b.next;
-        b.sent.retain(|(seq, _)| *seq >= next);
+        b.sent.retain_from(next);
         if b.count == 0 {
             self.queue.append(&mut b.later);
             b.sent.clear();
@@ -163,7 +165,7 @@ impl Session {
             }
             first.get_or_insert(d.seq);
             match d.state {
-                OutState::Sent(p) | OutState::Released(p) => b.sent.push((d.seq, p.value())),
+                OutState::Sent(p) | OutState::Released(p) => b.sent.push(d.seq, p.value()),
                 OutState::Reserved(..) => {
                     ops.push(Op::Unreserve {
                         client: self.client_id.clone(),

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use mqtt_proto::{Pid, QosPid};
 
 use super::backlog::Backlog;
+use super::sent_ids::SentIds;
 use super::{QueueLimits, Session};
 use crate::broker::Outgoing;
 use crate::message::Message;
@@ -36,7 +37,8 @@ use crate::storage::{DeliveryRecord, Op};
 /// still waited ~100 times per 100k on a disk whose fsync took 3-4 ms; 8,192: once. Waits
 /// are counted in `robustmq_edge_delivery_commit_waits_total`. After a crash the ids
 /// recorded but never sent are sent with DUP, which only says "might have been sent before",
-/// and stay reserved (`Backlog::sent`, 16 bytes each) until the client drains past them; a
+/// and stay reserved (`Backlog::sent`, runs of consecutive ids: usually one) until the client
+/// drains past them; a
 /// session going offline while running forgets them instead (`Session::evict_window`).
 const RESERVE_AHEAD: usize = WINDOW;
 
@@ -96,7 +98,7 @@ static NO_DURABLE: Durable = Durable {
         count: 0,
         next: 0,
         later: VecDeque::new(),
-        sent: Vec::new(),
+        sent: SentIds::new(),
         unreserved: false,
         reading: false,
     },
@@ -556,7 +558,7 @@ impl Session {
                 .iter()
                 .chain(self.queue.iter().take_while(|d| d.state.pid().is_some()))
                 .filter_map(|d| d.state.pid().map(Pid::value))
-                .chain(self.durable().backlog.sent.iter().map(|s| s.1));
+                .chain(self.durable().backlog.sent.pids());
             for p in ids {
                 set.insert(p);
             }

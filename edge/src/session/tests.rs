@@ -520,7 +520,7 @@ fn a_restored_session_resumes_its_queue_without_reusing_packet_ids() {
         bytes: 3 * message("r").weight(),
         first_seq: 4,
         next_seq: 10,
-        sent: vec![(4, 1), (7, 2)],
+        sent: [(4, 1), (7, 2)].into_iter().collect(),
     };
     loaded.qos2_in = vec![pid(3)];
     let mut disk = Disk::default();

@@ -10,6 +10,7 @@ use super::records::{decode, SessionRecord};
 use super::tables::*;
 use crate::error::Result;
 use crate::message::Message;
+use crate::session::SentIds;
 
 /// What was on disk when the broker started.
 #[derive(Debug, Default)]
@@ -41,8 +42,9 @@ pub struct QueueShape {
     pub first_seq: u64,
     /// One past the highest queued sequence number (1 when empty).
     pub next_seq: u64,
-    /// (seq, packet id) of deliveries sent at least once: their ids stay reserved.
-    pub sent: Vec<(u64, u16)>,
+    /// (seq, packet id) of deliveries sent at least once (or recorded ahead): their ids stay
+    /// reserved.
+    pub sent: SentIds,
 }
 
 pub(super) fn load(db: &Database) -> Result<Loaded> {
@@ -110,9 +112,7 @@ pub(super) fn load(db: &Database) -> Result<Loaded> {
             }
             for row in queue_state.range((id, 0u64)..=(id, u64::MAX))? {
                 let (k, v) = row?;
-                shape
-                    .sent
-                    .push((k.value().1, unpack_sent_state(v.value()).0));
+                shape.sent.push(k.value().1, unpack_sent_state(v.value()).0);
             }
         }
         let mut pids = Vec::new();

@@ -75,7 +75,7 @@ fn committed_ops_are_read_back_after_reopen() {
         (2, 2 * msg("a").weight(), 1, 4),
         "the queue's shape is read, not its messages"
     );
-    assert_eq!(shape.sent, vec![(3, 9)]);
+    assert_eq!(shape.sent.iter().collect::<Vec<_>>(), vec![(3, 9)]);
     let rows = store.read_queue("client", 1, 4, 10).unwrap();
     let seqs: Vec<u64> = rows.iter().map(|q| q.0).collect();
     assert_eq!(seqs, vec![1, 3]);
@@ -93,6 +93,51 @@ fn committed_ops_are_read_back_after_reopen() {
         "until is exclusive"
     );
     assert_eq!(loaded.retained.len(), 1);
+}
+
+#[test]
+fn ids_recorded_ahead_for_a_whole_window_come_back_after_a_crash_as_one_run() {
+    // What a crash in the middle of a drain leaves: 8,192 deliveries whose ids were recorded
+    // ahead of their sends (consecutive ids, as a drain assigns them).
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (store, _) = Store::open(&cfg(dir.path())).unwrap();
+        let c: Arc<str> = "client".into();
+        let rec = SessionRecord {
+            protocol: 5,
+            expiry_secs: 60,
+            subscriptions: vec![],
+            disconnected_ms: None,
+            will: None,
+        };
+        let mut ops = vec![Op::PutSession(c.clone(), Box::new(rec))];
+        for seq in 1..=8192u64 {
+            ops.push(Op::Enqueue {
+                client: c.clone(),
+                seq,
+                msg: msg("a"),
+                qos: 1,
+                retain: false,
+                sub_ids: vec![],
+            });
+            ops.push(Op::MarkSent {
+                client: c.clone(),
+                seq,
+                pid: mqtt_proto::Pid::try_from(seq as u16 + 10).unwrap(),
+                released: false,
+            });
+        }
+        smol::block_on(async {
+            let slot = store.reserve().await;
+            let t = store.push(slot, ops).expect("a ticket");
+            store.wait(t).await.unwrap();
+        });
+    }
+    let (_store, loaded) = Store::open(&cfg(dir.path())).unwrap();
+    let sent = &loaded.sessions[0].queue.sent;
+    assert_eq!(sent.len(), 8192, "every recorded id stays reserved");
+    assert_eq!(sent.runs(), 1, "held as one run, not 8,192 pairs");
+    assert_eq!(sent.iter().last(), Some((8192, 8202)));
 }
 
 #[test]
