@@ -147,29 +147,29 @@ impl SubscriptionTree {
     }
 
     /// Collects the subscribers of `topic`: direct ones merged per client (highest QoS, every
-    /// subscription identifier), and each matching shared group separately.
-    pub fn collect(&self, topic: &str) -> (HashMap<Arc<str>, Target>, Vec<SharedMatch>) {
-        let mut direct: HashMap<Arc<str>, Target> = HashMap::new();
+    /// subscription identifier, sorted by client id), and each matching shared group
+    /// separately. Direct matches are gathered in a list and merged after a sort: a publish
+    /// usually matches a few clients, and a hash map per publish (its table, a SipHash of
+    /// each client id) was ~2,000 instructions of a backlog fill's ~17,000 per message.
+    pub fn collect(&self, topic: &str) -> (Vec<(Arc<str>, Target)>, Vec<SharedMatch>) {
+        let mut direct: Vec<(Arc<str>, Target)> = Vec::new();
         let mut groups: HashMap<(Arc<str>, usize), SharedMatch> = HashMap::new();
         let dollar = topic.starts_with('$');
         let mut visit = |node: &Node| {
             for e in &node.entries {
                 match &e.group {
-                    None => {
-                        let t = direct.entry(e.client.clone()).or_insert(Target {
-                            qos: 0,
-                            no_local: true,
-                            retain_as_published: false,
-                            sub_ids: Vec::new(),
-                        });
-                        t.qos = t.qos.max(e.opts.qos);
-                        // Delivered unless every overlapping subscription says no-local.
-                        t.no_local &= e.opts.no_local;
-                        t.retain_as_published |= e.opts.retain_as_published;
-                        if e.opts.id != 0 && !t.sub_ids.contains(&e.opts.id) {
-                            t.sub_ids.push(e.opts.id);
-                        }
-                    }
+                    None => direct.push((
+                        e.client.clone(),
+                        Target {
+                            qos: e.opts.qos,
+                            no_local: e.opts.no_local,
+                            retain_as_published: e.opts.retain_as_published,
+                            sub_ids: match e.opts.id {
+                                0 => Vec::new(),
+                                id => vec![id],
+                            },
+                        },
+                    )),
                     Some(g) => {
                         // A group is identified by its name and the node (filter) it sits on.
                         let key = (g.clone(), node as *const Node as usize);
@@ -185,6 +185,26 @@ impl SubscriptionTree {
             }
         };
         Self::walk(&self.root, topic.split('/'), 0, dollar, &mut visit);
+        if direct.len() > 1 {
+            // Stable: a client's subscription ids keep the order their nodes were visited in.
+            direct.sort_by(|a, b| a.0.cmp(&b.0));
+            direct.dedup_by(|later, kept| {
+                if later.0 != kept.0 {
+                    return false;
+                }
+                let (t, later) = (&mut kept.1, &mut later.1);
+                t.qos = t.qos.max(later.qos);
+                // Delivered unless every overlapping subscription says no-local.
+                t.no_local &= later.no_local;
+                t.retain_as_published |= later.retain_as_published;
+                for id in later.sub_ids.drain(..) {
+                    if !t.sub_ids.contains(&id) {
+                        t.sub_ids.push(id);
+                    }
+                }
+                true
+            });
+        }
         (direct, groups.into_values().collect())
     }
 
@@ -285,9 +305,47 @@ mod tests {
     fn overlapping_subscriptions_merge_to_highest_qos_with_all_ids() {
         let t = tree(&[("c", "a/#", 0, 1), ("c", "a/+", 2, 2), ("c", "a/b", 1, 0)]);
         let (direct, _) = t.collect("a/b");
-        let target = &direct["c"];
+        assert_eq!(direct.len(), 1, "one target per client");
+        let target = &direct[0].1;
         assert_eq!(target.qos, 2);
         assert_eq!(sorted(target.sub_ids.to_vec()), vec![1, 2]);
+    }
+
+    #[test]
+    fn each_client_gets_one_target_merged_from_all_its_matching_subscriptions() {
+        let mut t = tree(&[
+            ("b", "a/#", 0, 0),
+            ("a", "a/b", 1, 7),
+            ("b", "a/+", 1, 3),
+            ("c", "x/#", 2, 0),
+            ("a", "+/b", 0, 7),
+        ]);
+        let local = SubOptions {
+            no_local: true,
+            retain_as_published: true,
+            ..opts(2, 0)
+        };
+        t.insert(&Arc::from("a"), "a/+", local);
+        let (direct, _) = t.collect("a/b");
+        let clients: Vec<&str> = direct.iter().map(|(c, _)| &**c).collect();
+        assert_eq!(
+            clients,
+            vec!["a", "b"],
+            "one target per client, c does not match"
+        );
+        let a = &direct[0].1;
+        assert_eq!(
+            (a.qos, a.sub_ids.as_slice()),
+            (2, &[7][..]),
+            "ids once each"
+        );
+        assert!(!a.no_local, "not every subscription of a says no-local");
+        assert!(
+            a.retain_as_published,
+            "one of a's subscriptions keeps RETAIN"
+        );
+        let b = &direct[1].1;
+        assert_eq!((b.qos, b.sub_ids.as_slice()), (1, &[3][..]));
     }
 
     #[test]
@@ -327,7 +385,7 @@ mod tests {
             t.insert(&Arc::from(format!("c{i}")), f, opts(1, 0));
         }
         for topic in ["a/b/c", "a", "x/b/c", "a/b", "a/b/c/d", "/b/c", "a//c"] {
-            let mut got: Vec<String> = t.collect(topic).0.keys().map(|c| c.to_string()).collect();
+            let mut got: Vec<String> = t.collect(topic).0.iter().map(|c| c.0.to_string()).collect();
             got.sort();
             let mut want: Vec<String> = filters
                 .iter()
