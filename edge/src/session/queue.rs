@@ -38,8 +38,8 @@ use crate::storage::{DeliveryRecord, Op};
 /// are counted in `robustmq_edge_delivery_commit_waits_total`. After a crash the ids
 /// recorded but never sent are sent with DUP, which only says "might have been sent before",
 /// and stay reserved (`Backlog::sent`, runs of consecutive ids: usually one) until the client
-/// drains past them; a
-/// session going offline while running forgets them instead (`Session::evict_window`).
+/// drains past them; a session going offline while running forgets them instead
+/// (`Session::evict_window`).
 const RESERVE_AHEAD: usize = WINDOW;
 
 /// What the connection must wait for before sending what `take_outgoing` returned.
