@@ -150,7 +150,8 @@ impl SubscriptionTree {
     /// subscription identifier, sorted by client id), and each matching shared group
     /// separately. Direct matches are gathered in a list and merged after a sort: a publish
     /// usually matches a few clients, and a hash map per publish (its table, a SipHash of
-    /// each client id) was ~2,000 instructions of a backlog fill's ~17,000 per message.
+    /// each client id) cost ~300 of the ~2,000 instructions per message this took in a
+    /// backlog fill (callgrind).
     pub fn collect(&self, topic: &str) -> (Vec<(Arc<str>, Target)>, Vec<SharedMatch>) {
         let mut direct: Vec<(Arc<str>, Target)> = Vec::new();
         let mut groups: HashMap<(Arc<str>, usize), SharedMatch> = HashMap::new();
