@@ -19,6 +19,25 @@ fn msg(topic: &str) -> Arc<Message> {
     })
 }
 
+/// A session record of `protocol` with 60 s expiry and no subscriptions.
+fn session_record(protocol: u8, disconnected_ms: Option<u64>) -> SessionRecord {
+    SessionRecord {
+        protocol,
+        expiry_secs: 60,
+        subscriptions: vec![],
+        disconnected_ms,
+        will: None,
+    }
+}
+
+/// Pushes `ops` as one batch and waits for its commit.
+fn commit_ops(store: &Store, ops: Vec<Op>) {
+    smol::block_on(async {
+        let t = store.push(store.reserve().await, ops).expect("a ticket");
+        store.wait(t).await.unwrap();
+    });
+}
+
 #[test]
 fn committed_ops_are_read_back_after_reopen() {
     let dir = tempfile::tempdir().unwrap();
@@ -26,46 +45,34 @@ fn committed_ops_are_read_back_after_reopen() {
         let (store, loaded) = Store::open(&cfg(dir.path())).unwrap();
         assert!(loaded.sessions.is_empty());
         let c: Arc<str> = "client".into();
-        let rec = SessionRecord {
-            protocol: 5,
-            expiry_secs: 60,
-            subscriptions: vec![],
-            disconnected_ms: Some(5),
-            will: None,
-        };
-        smol::block_on(async {
-            let mut ops = vec![Op::PutSession(c.clone(), Box::new(rec))];
-            for seq in 1..=3 {
-                ops.push(Op::Enqueue {
-                    client: c.clone(),
-                    seq,
-                    msg: msg("a"),
-                    qos: 1,
-                    retain: false,
-                    sub_ids: vec![7],
-                });
-            }
-            ops.push(Op::Dequeue {
+        let rec = session_record(5, Some(5));
+        let mut ops = vec![Op::PutSession(c.clone(), Box::new(rec))];
+        for seq in 1..=3 {
+            ops.push(Op::Enqueue {
                 client: c.clone(),
-                seq: 2,
-                weight: msg("a").weight() as u32,
+                seq,
+                msg: msg("a"),
+                qos: 1,
+                retain: false,
+                sub_ids: vec![7],
             });
-            ops.push(Op::MarkSent {
-                client: c.clone(),
-                seq: 3,
-                pid: mqtt_proto::Pid::try_from(9).unwrap(),
-                released: true,
-            });
-            ops.push(Op::Retain {
-                topic: "r".into(),
-                msg: Some(msg("r")),
-            });
-            let slot = store.reserve().await;
-            let t = store
-                .push(slot, ops)
-                .expect("a ticket for a non-empty batch");
-            store.wait(t).await.unwrap();
+        }
+        ops.push(Op::Dequeue {
+            client: c.clone(),
+            seq: 2,
+            weight: msg("a").weight() as u32,
         });
+        ops.push(Op::MarkSent {
+            client: c.clone(),
+            seq: 3,
+            pid: mqtt_proto::Pid::try_from(9).unwrap(),
+            released: true,
+        });
+        ops.push(Op::Retain {
+            topic: "r".into(),
+            msg: Some(msg("r")),
+        });
+        commit_ops(&store, ops);
     }
     let (store, loaded) = Store::open(&cfg(dir.path())).unwrap();
     assert_eq!(loaded.sessions.len(), 1);
@@ -103,14 +110,7 @@ fn ids_recorded_ahead_for_a_whole_window_come_back_after_a_crash_as_one_run() {
     {
         let (store, _) = Store::open(&cfg(dir.path())).unwrap();
         let c: Arc<str> = "client".into();
-        let rec = SessionRecord {
-            protocol: 5,
-            expiry_secs: 60,
-            subscriptions: vec![],
-            disconnected_ms: None,
-            will: None,
-        };
-        let mut ops = vec![Op::PutSession(c.clone(), Box::new(rec))];
+        let mut ops = vec![Op::PutSession(c.clone(), Box::new(session_record(5, None)))];
         for seq in 1..=8192u64 {
             ops.push(Op::Enqueue {
                 client: c.clone(),
@@ -127,11 +127,7 @@ fn ids_recorded_ahead_for_a_whole_window_come_back_after_a_crash_as_one_run() {
                 released: false,
             });
         }
-        smol::block_on(async {
-            let slot = store.reserve().await;
-            let t = store.push(slot, ops).expect("a ticket");
-            store.wait(t).await.unwrap();
-        });
+        commit_ops(&store, ops);
     }
     let (_store, loaded) = Store::open(&cfg(dir.path())).unwrap();
     let sent = &loaded.sessions[0].queue.sent;
@@ -155,31 +151,22 @@ fn a_garbage_database_file_is_an_error_and_left_untouched() {
 fn deleting_a_session_removes_its_queue_only() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = Store::open(&cfg(dir.path())).unwrap();
-    let rec = SessionRecord {
-        protocol: 4,
-        expiry_secs: 60,
-        subscriptions: vec![],
-        disconnected_ms: None,
-        will: None,
-    };
-    smol::block_on(async {
-        let mut ops = vec![];
-        for c in ["a", "b"] {
-            let c: Arc<str> = c.into();
-            ops.push(Op::PutSession(c.clone(), Box::new(rec.clone())));
-            ops.push(Op::Enqueue {
-                client: c.clone(),
-                seq: 1,
-                msg: msg("x"),
-                qos: 1,
-                retain: false,
-                sub_ids: vec![],
-            });
-        }
-        ops.push(Op::DeleteSession("a".into()));
-        let t = store.push(store.reserve().await, ops).expect("a ticket");
-        store.wait(t).await.unwrap();
-    });
+    let rec = session_record(4, None);
+    let mut ops = vec![];
+    for c in ["a", "b"] {
+        let c: Arc<str> = c.into();
+        ops.push(Op::PutSession(c.clone(), Box::new(rec.clone())));
+        ops.push(Op::Enqueue {
+            client: c.clone(),
+            seq: 1,
+            msg: msg("x"),
+            qos: 1,
+            retain: false,
+            sub_ids: vec![],
+        });
+    }
+    ops.push(Op::DeleteSession("a".into()));
+    commit_ops(&store, ops);
     let loaded = load::load(&store.database()).unwrap();
     assert_eq!(loaded.sessions.len(), 1);
     assert_eq!(loaded.sessions[0].client_id, "b");
@@ -192,18 +179,15 @@ fn a_queue_left_without_its_session_is_removed_at_start() {
     let dir = tempfile::tempdir().unwrap();
     {
         let (store, _) = Store::open(&cfg(dir.path())).unwrap();
-        smol::block_on(async {
-            let ops = vec![Op::Enqueue {
-                client: "gone".into(),
-                seq: 1,
-                msg: msg("x"),
-                qos: 1,
-                retain: false,
-                sub_ids: vec![],
-            }];
-            let t = store.push(store.reserve().await, ops).expect("a ticket");
-            store.wait(t).await.unwrap();
-        });
+        let ops = vec![Op::Enqueue {
+            client: "gone".into(),
+            seq: 1,
+            msg: msg("x"),
+            qos: 1,
+            retain: false,
+            sub_ids: vec![],
+        }];
+        commit_ops(&store, ops);
         assert_eq!(store.read_queue("gone", 0, u64::MAX, 10).unwrap().len(), 1);
     }
     let (store, loaded) = Store::open(&cfg(dir.path())).unwrap();
