@@ -204,3 +204,38 @@ fn the_keep_alive_word_keeps_its_limit_when_the_deadline_moves() {
         assert_eq!(k.limit(), Some(limit), "{secs} s: limit kept");
     }
 }
+
+/// The keep-alive timer is armed once and not moved by input: armed at the first deadline, it
+/// fires there, finds the deadline moved by the input since and waits for the new one.
+#[test]
+fn the_keep_alive_timer_waits_for_the_deadline_input_moved_after_it_was_armed() {
+    use super::KeepAlive;
+    use std::time::{Duration, Instant};
+    let k = KeepAlive::new(1);
+    let mut slot = None;
+    k.arm(&mut slot);
+    let armed_at = k.deadline().expect("a deadline");
+    std::thread::sleep(Duration::from_millis(600));
+    k.touch();
+    let moved_to = k.deadline().expect("a deadline");
+    assert!(moved_to > armed_at + Duration::from_millis(500));
+    smol::block_on(futures_lite::future::poll_fn(|cx| {
+        k.poll_expired(&mut slot, cx)
+    }));
+    let now = Instant::now();
+    assert!(
+        now >= moved_to,
+        "expired {:?} before the moved deadline",
+        moved_to - now
+    );
+    assert!(
+        now < moved_to + Duration::from_millis(500),
+        "expired {:?} late",
+        now - moved_to
+    );
+    // Without a keep-alive nothing is armed and nothing expires.
+    let none = KeepAlive::new(0);
+    let mut slot = None;
+    none.arm(&mut slot);
+    assert!(slot.is_none());
+}
