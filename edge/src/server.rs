@@ -106,13 +106,18 @@ impl Server {
 
     /// Serves until `shutdown` resolves, then stops cleanly: listeners closed, clients sent a
     /// DISCONNECT, sync stopped, pending commits flushed and the database closed. The calling
-    /// thread is the first executor thread (`worker_threads` counts it).
-    pub fn run(self, shutdown: impl Future<Output = ()>) -> Result<()> {
+    /// thread is the first executor thread (`worker_threads` counts it). `shutdown` runs as a
+    /// task of its own (hence `Send + 'static`).
+    pub fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
         self.serve(shutdown, || {})
     }
 
     /// `run`, calling `ready` once sync is started and the accept loops are spawned.
-    fn serve(self, shutdown: impl Future<Output = ()>, ready: impl FnOnce()) -> Result<()> {
+    fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+        ready: impl FnOnce(),
+    ) -> Result<()> {
         let Server {
             broker,
             listeners,
@@ -242,6 +247,10 @@ impl Server {
         // Listeners bound, storage open: systemd's Type=notify start is complete.
         crate::systemd::notify_ready();
 
+        // A task of its own: the future `run` drives is polled every time the executor is
+        // woken, and the signal stream tried a read and re-registered its socket with the
+        // reactor each time (two syscalls per wake-up, i.e. per message on a quiet broker).
+        let shutdown = ex.spawn(shutdown);
         smol::block_on(ex.run(async {
             shutdown.await;
             tracing::info!("shutting down");
@@ -409,7 +418,11 @@ async fn accept_loop(
 
 /// Binds and runs a broker until `shutdown` resolves, reloading from `source` on SIGHUP
 /// (`Server::bind(cfg)?.reload_on_sighup(source)?.run(shutdown)`).
-pub fn run(cfg: Config, source: ReloadSource, shutdown: impl Future<Output = ()>) -> Result<()> {
+pub fn run(
+    cfg: Config,
+    source: ReloadSource,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
     Server::bind(cfg)?.reload_on_sighup(source)?.run(shutdown)
 }
 
