@@ -30,6 +30,18 @@ fn session_record(protocol: u8, disconnected_ms: Option<u64>) -> SessionRecord {
     }
 }
 
+/// Queues a QoS 1 message on `topic` for `client` at `seq`.
+fn enqueue(client: &Arc<str>, seq: u64, topic: &str, sub_ids: Vec<u32>) -> Op {
+    Op::Enqueue {
+        client: client.clone(),
+        seq,
+        msg: msg(topic),
+        qos: 1,
+        retain: false,
+        sub_ids,
+    }
+}
+
 /// Pushes `ops` as one batch and waits for its commit.
 fn commit_ops(store: &Store, ops: Vec<Op>) {
     smol::block_on(async {
@@ -48,14 +60,7 @@ fn committed_ops_are_read_back_after_reopen() {
         let rec = session_record(5, Some(5));
         let mut ops = vec![Op::PutSession(c.clone(), Box::new(rec))];
         for seq in 1..=3 {
-            ops.push(Op::Enqueue {
-                client: c.clone(),
-                seq,
-                msg: msg("a"),
-                qos: 1,
-                retain: false,
-                sub_ids: vec![7],
-            });
+            ops.push(enqueue(&c, seq, "a", vec![7]));
         }
         ops.push(Op::Dequeue {
             client: c.clone(),
@@ -112,14 +117,7 @@ fn ids_recorded_ahead_for_a_whole_window_come_back_after_a_crash_as_one_run() {
         let c: Arc<str> = "client".into();
         let mut ops = vec![Op::PutSession(c.clone(), Box::new(session_record(5, None)))];
         for seq in 1..=8192u64 {
-            ops.push(Op::Enqueue {
-                client: c.clone(),
-                seq,
-                msg: msg("a"),
-                qos: 1,
-                retain: false,
-                sub_ids: vec![],
-            });
+            ops.push(enqueue(&c, seq, "a", vec![]));
             ops.push(Op::MarkSent {
                 client: c.clone(),
                 seq,
@@ -156,14 +154,7 @@ fn deleting_a_session_removes_its_queue_only() {
     for c in ["a", "b"] {
         let c: Arc<str> = c.into();
         ops.push(Op::PutSession(c.clone(), Box::new(rec.clone())));
-        ops.push(Op::Enqueue {
-            client: c.clone(),
-            seq: 1,
-            msg: msg("x"),
-            qos: 1,
-            retain: false,
-            sub_ids: vec![],
-        });
+        ops.push(enqueue(&c, 1, "x", vec![]));
     }
     ops.push(Op::DeleteSession("a".into()));
     commit_ops(&store, ops);
@@ -179,14 +170,7 @@ fn a_queue_left_without_its_session_is_removed_at_start() {
     let dir = tempfile::tempdir().unwrap();
     {
         let (store, _) = Store::open(&cfg(dir.path())).unwrap();
-        let ops = vec![Op::Enqueue {
-            client: "gone".into(),
-            seq: 1,
-            msg: msg("x"),
-            qos: 1,
-            retain: false,
-            sub_ids: vec![],
-        }];
+        let ops = vec![enqueue(&"gone".into(), 1, "x", vec![])];
         commit_ops(&store, ops);
         assert_eq!(store.read_queue("gone", 0, u64::MAX, 10).unwrap().len(), 1);
     }
@@ -344,15 +328,7 @@ fn a_window_of_batches_in_flight_shares_one_commit() {
 #[test]
 fn only_publishes_awaiting_their_acknowledgement_are_gathered() {
     let c: Arc<str> = "c".into();
-    let enqueue = Op::Enqueue {
-        client: c.clone(),
-        seq: 1,
-        msg: msg("t"),
-        qos: 1,
-        retain: false,
-        sub_ids: vec![],
-    };
-    assert!(Op::acknowledged(&[enqueue]));
+    assert!(Op::acknowledged(&[enqueue(&c, 1, "t", vec![])]));
     assert!(Op::acknowledged(&[Op::Capture(msg("t"))]));
     // A drain's packet ids and removals, and session changes, are not waited for.
     let mark = Op::MarkSent {
