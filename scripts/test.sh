@@ -36,6 +36,8 @@ command -v chromium >/dev/null 2>&1 || need_pkgs+=(chromium)
 command -v node >/dev/null 2>&1 || need_pkgs+=(nodejs)
 command -v npm >/dev/null 2>&1 || need_pkgs+=(npm)
 command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)
+# tests/python/test_reverse_proxy.py: WebSocket clients through a real nginx (X-Forwarded-For).
+[ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || need_pkgs+=(nginx-light)
 PY="${PYTHON:-python3}"
 if ! command -v "$PY" >/dev/null 2>&1; then
     need_pkgs+=(python3)

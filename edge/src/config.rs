@@ -104,6 +104,37 @@ pub struct ListenerConfig {
     /// absent.
     #[serde(default)]
     pub websocket_path: Option<String>,
+    /// Reverse proxies (addresses or CIDR ranges) whose `X-Forwarded-For` names the client of
+    /// a WebSocket connection (`kind = "websocket"` only); empty: the header is ignored.
+    #[serde(default)]
+    pub trusted_proxies: Vec<TrustedProxy>,
+}
+
+/// One entry of `trusted_proxies`: an address (`10.0.0.5`, `::1`) or a CIDR range
+/// (`10.0.0.0/8`), as an `ipnet::IpNet` (an address is its own /32 or /128).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrustedProxy(pub ipnet::IpNet);
+
+impl std::str::FromStr for TrustedProxy {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        let s = s.trim();
+        match (s.parse::<ipnet::IpNet>(), s.parse::<std::net::IpAddr>()) {
+            (Ok(net), _) => Ok(TrustedProxy(net.trunc())),
+            (_, Ok(ip)) => Ok(TrustedProxy(ipnet::IpNet::from(ip))),
+            _ => Err(format!(
+                "`{s}` is neither an IP address nor a CIDR range such as `10.0.0.0/8`"
+            )),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for TrustedProxy {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 /// What a listener speaks (`[[listeners]] kind`).
@@ -298,6 +329,7 @@ impl Default for ListenerConfig {
             allow_anonymous: None,
             kind: ListenerKind::Mqtt,
             websocket_path: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -380,6 +412,12 @@ impl Config {
                         "must be an HTTP path starting with `/`, without spaces, `?` or `#`",
                     );
                 }
+            }
+            if !listener.trusted_proxies.is_empty() && listener.kind != ListenerKind::Websocket {
+                return bad(
+                    &format!("listeners[{i}].trusted_proxies"),
+                    "only for a listener with `kind = \"websocket\"` (X-Forwarded-For is an HTTP header)",
+                );
             }
             if let Some(tls) = &listener.tls {
                 if tls.use_identity_as_username && tls.client_ca_file.is_none() {

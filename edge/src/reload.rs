@@ -147,6 +147,21 @@ pub fn changes(old: &Config, new: &Config) -> Vec<Change> {
                 &n.allow_anonymous,
                 Restart,
             );
+            cmp(c, &key("kind"), &o.kind, &n.kind, Restart);
+            cmp(
+                c,
+                &key("websocket_path"),
+                &o.websocket_path,
+                &n.websocket_path,
+                Restart,
+            );
+            cmp(
+                c,
+                &key("trusted_proxies"),
+                &o.trusted_proxies,
+                &n.trusted_proxies,
+                Restart,
+            );
             match (&o.tls, &n.tls) {
                 (Some(ot), Some(nt)) => {
                     cmp(c, &key("tls.cert_file"), &ot.cert_file, &nt.cert_file, Live);
@@ -398,6 +413,29 @@ mod tests {
         let c = &changes(&old, &new)[1];
         assert_eq!((c.old.as_str(), c.new.as_str()), ("10000", "5"));
         assert!(changes(&old, &old.clone()).is_empty());
+    }
+
+    #[test]
+    fn a_listener_s_kind_path_and_trusted_proxies_are_reported_as_needing_a_restart() {
+        let old = Config::default();
+        let new = changed(&old, |c| {
+            let l = &mut c.listeners[0];
+            l.kind = crate::config::ListenerKind::Websocket;
+            l.websocket_path = Some("/ws".into());
+            l.trusted_proxies = vec!["10.0.0.0/8".parse().expect("range")];
+        });
+        let got: Vec<(String, Apply)> = changes(&old, &new)
+            .into_iter()
+            .map(|c| (c.key, c.apply))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("listeners[0].kind".into(), Apply::Restart),
+                ("listeners[0].websocket_path".into(), Apply::Restart),
+                ("listeners[0].trusted_proxies".into(), Apply::Restart),
+            ]
+        );
     }
 
     #[test]

@@ -181,10 +181,10 @@ impl Server {
             let addr = l.get_ref().local_addr().ok();
             let lc = &broker.cfg.listeners[i];
             let ws = (lc.kind == ListenerKind::Websocket).then(|| {
-                Arc::new(WsSettings::new(
-                    lc.websocket_path(),
-                    broker.cfg.limits.max_packet_size,
-                ))
+                Arc::new(
+                    WsSettings::new(lc.websocket_path(), broker.cfg.limits.max_packet_size)
+                        .with_trusted_proxies(&lc.trusted_proxies),
+                )
             });
             match &ws {
                 None => tracing::info!(listen = ?addr, tls = tls.is_some(), "listening for MQTT"),
@@ -304,14 +304,14 @@ const PENDING_HEADROOM: usize = 256;
 /// Runs a boxed TLS or WebSocket handshake within `limit` (the CONNECT time limit); on failure
 /// or timeout logs why the connection of `peer` is refused and gives None. The caller boxes the
 /// handshake: its state would otherwise widen every connection task for the connection's life.
-async fn handshake<F>(
+async fn handshake<F, T>(
     hs: std::pin::Pin<Box<F>>,
     limit: Duration,
     peer: SocketAddr,
     kind: &str,
-) -> Option<Transport>
+) -> Option<T>
 where
-    F: Future<Output = std::io::Result<Transport>>,
+    F: Future<Output = std::io::Result<T>>,
 {
     let timeout = async {
         smol::Timer::after(limit).await;
@@ -368,10 +368,11 @@ async fn accept_loop(
                     .map(|t| t.read().unwrap_or_else(|e| e.into_inner()).clone());
                 let connection_ex = ex.clone();
                 ex.spawn(async move {
-                    let transport = match (tls, ws) {
+                    let (transport, peer) = match (tls, ws) {
                         (tls, Some(ws)) => {
                             // TLS (wss://) and the HTTP upgrade share the CONNECT time limit.
-                            // Boxed, like the TLS handshake below.
+                            // Boxed, like the TLS handshake below. From here on the client's
+                            // address is the one a trusted proxy forwarded, if any.
                             let hs =
                                 Box::pin(Transport::websocket(stream, tls.as_ref(), &ws, peer));
                             let Some(t) = handshake(hs, handshake_timeout, peer, "WebSocket").await
@@ -380,7 +381,7 @@ async fn accept_loop(
                             };
                             t
                         }
-                        (None, None) => Transport::plain(stream),
+                        (None, None) => (Transport::plain(stream), peer),
                         (Some(acceptor), None) => {
                             // Boxed: the TLS handshake's state would otherwise widen every
                             // connection task, plain or TLS, for the connection's life.
@@ -390,7 +391,7 @@ async fn accept_loop(
                                 b.stats.refused(crate::stats::Refused::TlsHandshake);
                                 return;
                             };
-                            t
+                            (t, peer)
                         }
                     };
                     // The connection runs in a task of its own, which holds only the connection's

@@ -126,37 +126,41 @@ impl Transport {
         }))))
     }
 
-    /// Runs the TLS handshake when `tls` is given (wss://), then the WebSocket upgrade.
+    /// Runs the TLS handshake when `tls` is given (wss://), then the WebSocket upgrade. Also
+    /// returns the client's address: `peer`, or behind a trusted proxy the one it forwarded.
     pub async fn websocket(
         tcp: Async<TcpStream>,
         tls: Option<&futures_rustls::TlsAcceptor>,
         settings: &crate::websocket::WsSettings,
         peer: std::net::SocketAddr,
-    ) -> io::Result<Transport> {
+    ) -> io::Result<(Transport, std::net::SocketAddr)> {
         let tcp = Arc::new(tcp);
-        let (read, write, peer_cn): (BoxRead, BoxWrite, _) = match tls {
+        let (read, write, peer_cn, client): (BoxRead, BoxWrite, _, _) = match tls {
             None => {
                 let ws = crate::websocket::accept(TcpHalf(tcp.clone()), settings, peer).await?;
+                let client = ws.peer();
                 let (r, w) = futures_lite::io::split(ws);
-                (Box::new(r), Box::new(w), None)
+                (Box::new(r), Box::new(w), None, client)
             }
             Some(acceptor) => {
                 let tls = acceptor.accept(TcpHalf(tcp.clone())).await?;
                 let peer_cn = client_common_name(&tls);
                 let ws = crate::websocket::accept(tls, settings, peer).await?;
+                let client = ws.peer();
                 let (r, w) = futures_lite::io::split(ws);
-                (Box::new(r), Box::new(w), peer_cn)
+                (Box::new(r), Box::new(w), peer_cn, client)
             }
         };
         // Bytes go through the WebSocket stream, never straight through the socket.
-        Ok(Transport(Kind::Wrapped(Box::new(Wrapped {
+        let transport = Transport(Kind::Wrapped(Box::new(Wrapped {
             read: Mutex::new(read),
             write: Mutex::new(write),
             tcp,
             tls: tls.is_some(),
             ws: true,
             peer_cn,
-        }))))
+        })));
+        Ok((transport, client))
     }
 
     /// The common name of the client's verified TLS certificate, if it presented one.

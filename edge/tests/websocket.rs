@@ -109,6 +109,18 @@ fn ws_open_as(
     ca_pem: Option<&str>,
     identity: Option<Identity>,
 ) -> Result<Ws, tungstenite::Error> {
+    ws_open_with(addr, path, protocols, ca_pem, identity, &[])
+}
+
+/// `ws_open_as`, with `headers` added to the upgrade request.
+fn ws_open_with(
+    addr: SocketAddr,
+    path: &str,
+    protocols: Option<&str>,
+    ca_pem: Option<&str>,
+    identity: Option<Identity>,
+    headers: &[(&'static str, &str)],
+) -> Result<Ws, tungstenite::Error> {
     let scheme = if ca_pem.is_some() { "wss" } else { "ws" };
     let mut request = format!("{scheme}://{addr}{path}")
         .into_client_request()
@@ -117,6 +129,9 @@ fn ws_open_as(
         request
             .headers_mut()
             .insert("Sec-WebSocket-Protocol", p.parse().unwrap());
+    }
+    for (name, value) in headers {
+        request.headers_mut().append(*name, value.parse().unwrap());
     }
     let tcp = TcpStream::connect(addr).unwrap();
     tcp.set_read_timeout(Some(WAIT)).unwrap();
@@ -186,11 +201,29 @@ impl Client {
 
     /// Opens and CONNECTs; asserts the CONNACK return code.
     fn connect(addr: SocketAddr, ca_pem: Option<&str>, id: &str, expect_rc: u8) -> Client {
-        let mut c = Client::open(addr, ca_pem);
-        c.send(&connect_packet(id));
-        let (h, ack) = c.read();
+        let c = Client::open(addr, ca_pem);
+        c.connected(id, expect_rc)
+    }
+
+    /// Opens (ws://) as a reverse proxy would, with `X-Forwarded-For: forwarded_for`, and
+    /// CONNECTs; asserts the CONNACK return code.
+    fn connect_forwarded(addr: SocketAddr, forwarded_for: &str, id: &str, rc: u8) -> Client {
+        let headers = [("X-Forwarded-For", forwarded_for)];
+        let ws = ws_open_with(addr, "/mqtt", Some("mqtt"), None, None, &headers)
+            .expect("WebSocket upgrade");
+        let c = Client {
+            ws,
+            buf: Vec::new(),
+        };
+        c.connected(id, rc)
+    }
+
+    /// Sends CONNECT; asserts the CONNACK return code.
+    fn connected(mut self, id: &str, expect_rc: u8) -> Client {
+        self.send(&connect_packet(id));
+        let (h, ack) = self.read();
         assert_eq!((h, ack[1]), (0x20, expect_rc), "CONNACK of {id}");
-        c
+        self
     }
 
     fn send(&mut self, bytes: &[u8]) {
@@ -517,6 +550,29 @@ fn per_ip_limits_and_anonymous_policy_apply_to_websocket_listeners() {
     // CONNACK 5: not authorised (anonymous on a listener that does not allow it).
     let mut d = Client::connect(s.wss(), Some(&s.ca_pem), "d", 5);
     assert_eq!(d.expect_close(), CloseCode::Normal);
+}
+
+/// Behind a reverse proxy (trusted: 127.0.0.1 on the ws listener) `X-Forwarded-For` names
+/// each client, and the per-IP limit counts those addresses, not the proxy's; a listener
+/// that trusts no proxy ignores the header, whatever a client writes in it.
+#[test]
+fn per_ip_limits_count_the_client_a_trusted_proxy_forwards() {
+    let s = start_with(|cfg, _| {
+        cfg.limits.max_connections_per_ip = 1;
+        cfg.listeners[1].trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+        cfg.listeners.push(listener(ListenerKind::Websocket));
+    });
+    let untrusting = s.broker.addrs()[3];
+    let _a = Client::connect_forwarded(s.ws(), "192.0.2.1", "a", 0);
+    // The client wrote its own entry first; the proxy appended the address it saw.
+    let _b = Client::connect_forwarded(s.ws(), "192.0.2.1, 192.0.2.2", "b", 0);
+    let mut c = Client::connect_forwarded(s.ws(), "192.0.2.1", "c", 3);
+    assert_eq!(c.expect_close(), CloseCode::Normal);
+    // 127.0.0.1 itself has no connection yet: the first from it gets in, a second does not,
+    // though each claims another address.
+    let _d = Client::connect_forwarded(untrusting, "192.0.2.3", "d", 0);
+    let mut e = Client::connect_forwarded(untrusting, "192.0.2.4", "e", 3);
+    assert_eq!(e.expect_close(), CloseCode::Normal);
 }
 
 #[test]

@@ -172,6 +172,42 @@ fn websocket_listeners_default_to_path_mqtt_and_bad_paths_name_the_key() {
 }
 
 #[test]
+fn trusted_proxies_take_addresses_and_ranges_on_websocket_listeners_only() {
+    let text = "[[listeners]]\nbind = \"127.0.0.1:8080\"\nkind = \"websocket\"\n";
+    let cfg = Config::from_toml(
+        &format!("{text}trusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\", \"::1\"]\n"),
+        "t",
+    )
+    .unwrap();
+    let got: Vec<String> = cfg.listeners[0]
+        .trusted_proxies
+        .iter()
+        .map(|p| p.0.to_string())
+        .collect();
+    assert_eq!(got, ["127.0.0.1/32", "10.0.0.0/8", "::1/128"]);
+    let err = Config::from_toml(
+        &format!("{text}trusted_proxies = [\"10.0.0.0/8\", \"nginx\"]\n"),
+        "t",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("listeners[0].trusted_proxies[1]") && err.contains("`nginx`"),
+        "{err}"
+    );
+    let err = Config::from_toml(
+        "[[listeners]]\nbind = \"127.0.0.1:1883\"\ntrusted_proxies = [\"127.0.0.1\"]\n",
+        "t",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("`listeners[0].trusted_proxies`") && err.contains("websocket"),
+        "{err}"
+    );
+}
+
+#[test]
 fn invalid_value_is_an_error_naming_the_key() {
     let err = Config::from_toml("[limits]\nreceive_maximum = 0\n", "t").unwrap_err();
     assert!(err.to_string().contains("limits.receive_maximum"), "{err}");

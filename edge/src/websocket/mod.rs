@@ -1,6 +1,7 @@
 //! MQTT over WebSocket (RFC 6455, MQTT 5.0 §6) for `kind = "websocket"` listeners: the listener's
 //! settings, the HTTP upgrade (`upgrade`: path, subprotocol `mqtt` or `mqttv3.1`, an HTTP error
-//! reply to anything else) and [`WsBytes`], which turns binary messages into the plain byte stream
+//! reply to anything else), the client's address behind a trusted proxy (`forwarded`:
+//! `X-Forwarded-For`) and [`WsBytes`], which turns binary messages into the plain byte stream
 //! the connection code reads, so an MQTT packet may span messages and a message may hold several
 //! packets. Text frames and protocol errors end the connection with a WebSocket Close (1002);
 //! every message and frame is bounded in size.
@@ -8,6 +9,7 @@
 //! The WebSocket protocol itself is async-tungstenite's (runtime-neutral, works on any
 //! `futures-io` stream, so on smol's sockets and futures-rustls streams alike).
 
+pub mod forwarded;
 mod upgrade;
 
 pub use upgrade::{accept, choose_subprotocol};
@@ -39,6 +41,8 @@ pub struct WsSettings {
     pub path: String,
     /// Largest WebSocket message (and frame) accepted, in bytes.
     pub max_message: usize,
+    /// Peers whose `X-Forwarded-For` names the client (`trusted_proxies`; see `forwarded`).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl WsSettings {
@@ -48,7 +52,14 @@ impl WsSettings {
         WsSettings {
             path: path.to_string(),
             max_message: (max_packet_size as usize).max(MIN_MESSAGE_BOUND),
+            trusted_proxies: Vec::new(),
         }
+    }
+
+    /// The listener's `trusted_proxies`.
+    pub fn with_trusted_proxies(mut self, proxies: &[crate::config::TrustedProxy]) -> WsSettings {
+        self.trusted_proxies = proxies.iter().map(|p| p.0).collect();
+        self
     }
 
     fn protocol_config(&self) -> WebSocketConfig {
@@ -91,7 +102,7 @@ pub struct WsBytes<S> {
     closing: Closing,
     /// The reader saw the end (peer's Close, or ours completed).
     eof: bool,
-    /// For the log line of a refused message.
+    /// The client's address (behind a trusted proxy, the one it forwarded); in log lines.
     peer: SocketAddr,
 }
 
@@ -99,6 +110,11 @@ impl<S> WsBytes<S>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    /// The client's address: the TCP peer's, or behind a trusted proxy the one it forwarded.
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
     fn new(ws: WebSocketStream<S>, peer: SocketAddr) -> WsBytes<S> {
         WsBytes {
             ws,

@@ -5,7 +5,8 @@
 //!
 //! The request is parsed by httparse and checked by tungstenite's own `create_response` (method,
 //! version, `Connection`/`Upgrade`, `Sec-WebSocket-Version: 13`, key); bytes the client sent
-//! after the head are handed on to the WebSocket stream.
+//! after the head are handed on to the WebSocket stream. Behind a trusted proxy the request's
+//! `X-Forwarded-For` names the client (`forwarded`).
 
 use std::io;
 use std::net::SocketAddr;
@@ -151,6 +152,20 @@ fn check_request(settings: &WsSettings, request: &Request) -> Result<Response, R
     Ok(response)
 }
 
+/// The client's address (see `forwarded`); a trusted proxy's unreadable header is logged and
+/// the proxy's own address kept.
+fn client_address(request: &Request, peer: SocketAddr, settings: &WsSettings) -> SocketAddr {
+    super::forwarded::client_address(request.headers(), peer, &settings.trusted_proxies)
+        .unwrap_or_else(|e| {
+            static LOGGED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            if crate::ratelog::allowed(&LOGGED) {
+                tracing::warn!(%peer, error = %e,
+                    "X-Forwarded-For from a trusted proxy ignored: the proxy's address is used (logged once a second)");
+            }
+            peer
+        })
+}
+
 /// Parses a request head. `Ok(None)`: not complete yet; `Ok(Some((request, len)))`: the head
 /// is the first `len` bytes.
 fn parse_head(buf: &[u8]) -> Result<Option<(Request, usize)>, Refusal> {
@@ -220,9 +235,12 @@ where
     let mut buf = Vec::new();
     let checked = read_head(&mut stream, &mut buf)
         .await?
-        .and_then(|(request, len)| Ok((check_request(settings, &request)?, len)));
+        .and_then(|(request, len)| {
+            let client = client_address(&request, peer, settings);
+            Ok((check_request(settings, &request)?, len, client))
+        });
     match checked {
-        Ok((response, len)) => {
+        Ok((response, len, client)) => {
             let mut head = Vec::with_capacity(192);
             write_response(&mut head, &response).map_err(io::Error::other)?;
             stream.write_all(&head).await?;
@@ -235,8 +253,8 @@ where
                 Some(settings.protocol_config()),
             )
             .await;
-            tracing::debug!(%peer, "WebSocket upgrade accepted");
-            Ok(WsBytes::new(ws, peer))
+            tracing::debug!(%peer, %client, "WebSocket upgrade accepted");
+            Ok(WsBytes::new(ws, client))
         }
         Err(refusal) => {
             // Best effort: the client may already be gone.
