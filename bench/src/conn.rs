@@ -287,6 +287,11 @@ impl Conn {
         }
     }
 
+    /// Queues any packet (built as v5, lowered for 3.1.1); sent by the next `flush`.
+    pub fn send(&mut self, p: &v5::Packet) -> Result<()> {
+        self.queue(p)
+    }
+
     /// Encodes `p` for this connection's version into the write buffer.
     fn queue(&mut self, p: &v5::Packet) -> Result<()> {
         let b = version::encode(p, self.version.protocol()).map_err(|e| io_err("encode", e))?;

@@ -9,6 +9,7 @@ mod idle;
 mod procmem;
 mod report;
 mod run;
+mod soak;
 mod startup;
 mod tracker;
 
@@ -161,6 +162,22 @@ enum Cmd {
         #[arg(long)]
         cleanup: bool,
     },
+    /// Steady traffic and client churn for a long time, the broker's RSS sampled (soak.rs).
+    Soak {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 600)]
+        duration_secs: u64,
+        /// Seconds between RSS samples.
+        #[arg(long, default_value_t = 10)]
+        sample_secs: u64,
+        /// Messages a second of the steady publisher.
+        #[arg(long, default_value_t = 2000.0)]
+        rate: f64,
+        /// Client lives a second (connect, do one thing, leave), at most 100.
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=100))]
+        churn: u32,
+    },
     /// Prints a process's VmRSS and VmHWM.
     Mem {
         #[arg(long)]
@@ -244,7 +261,8 @@ fn real_main(cli: Cli) -> Result<ExitCode, String> {
         | Cmd::Connections { common, .. }
         | Cmd::Startup { common, .. }
         | Cmd::BacklogFill { common, .. }
-        | Cmd::BacklogDrain { common, .. } => common.json,
+        | Cmd::BacklogDrain { common, .. }
+        | Cmd::Soak { common, .. } => common.json,
         Cmd::Mem { json, .. } => *json,
         Cmd::Report { .. } => false,
     };
@@ -425,6 +443,57 @@ fn real_main(cli: Cli) -> Result<ExitCode, String> {
         Cmd::Report { file } => {
             let text = std::fs::read_to_string(&file).map_err(|e| format!("{file}: {e}"))?;
             print!("{}", report::tables(&report::load(&text)));
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Soak {
+            common,
+            duration_secs,
+            sample_secs,
+            rate,
+            churn,
+        } => {
+            let broker_pid = common
+                .broker_pid
+                .ok_or("soak needs --broker-pid (its RSS is what is measured)")?;
+            let r = soak::run(soak::SoakOpts {
+                addr: common.addr(),
+                broker_pid,
+                duration: Duration::from_secs(duration_secs),
+                sample: Duration::from_secs(sample_secs.max(1)),
+                rate,
+                churn,
+                io_timeout: Duration::from_secs(common.io_timeout_secs),
+            })?;
+            let kb = |f: f64| r.at(f).map(|s| s.1);
+            let slope = r.second_half_slope_kb_per_min().map(round1);
+            if common.json {
+                println!(
+                    "{}",
+                    json!({"test": "soak", "label": common.label, "duration_s": duration_secs,
+                           "rate": rate, "churn": churn, "lives": r.lives, "failed_lives": r.failed_lives,
+                           "published": r.published, "received": r.received,
+                           "rss_kb_10pct": opt(kb(0.1)), "rss_kb_50pct": opt(kb(0.5)),
+                           "rss_kb_end": opt(kb(1.0)), "rss_kb_max": opt(r.max_kb()),
+                           "slope_kb_per_min_second_half": opt(slope),
+                           "samples": r.samples.iter().map(|s| json!([round1(s.0), s.1])).collect::<Vec<_>>()})
+                );
+            }
+            say!(
+                "soak: {duration_secs} s, {rate} msg/s steady, {churn} client lives/s: {} lives ({} failed{}), {} published, {} received",
+                r.lives,
+                r.failed_lives,
+                r.first_error.as_deref().map(|e| format!(", first: {e}")).unwrap_or_default(),
+                r.published,
+                r.received
+            );
+            say!(
+                "  broker RSS kB at 10% {:?}, 50% {:?}, end {:?}, max {:?}; second-half slope {:?} kB/min",
+                kb(0.1),
+                kb(0.5),
+                kb(1.0),
+                r.max_kb(),
+                slope
+            );
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Mem { pid, json, label } => {
