@@ -1,4 +1,5 @@
-//! One MQTT client connection over plain TCP, built on the `mqtt-proto` codec (v3.1.1 or v5).
+//! One MQTT client connection over TCP or WebSocket (`transport`), built on the `mqtt-proto`
+//! codec (v3.1.1 or v5).
 //! Outgoing packets are built as v5 and batched in a write buffer (lowered to 3.1.1 by
 //! `edge_mqtt::version`), flushed explicitly; incoming bytes are framed by `edge_mqtt::frame`,
 //! decoded (3.1.1 lifted to v5) and reduced to a small version-independent `Incoming` enum.
@@ -16,6 +17,8 @@ use edge_mqtt::version;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use mqtt_proto::{v5, Pid, Protocol, QoS, QosPid, TopicFilter, TopicName};
 use smol::{Async, Timer};
+
+use crate::transport::Transport;
 
 /// MQTT protocol level spoken by the benchmark clients.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -110,7 +113,7 @@ pub fn io_err(context: &str, e: impl std::fmt::Display) -> Error {
 }
 
 pub struct Conn {
-    stream: Async<TcpStream>,
+    stream: Transport,
     pub version: Version,
     rbuf: FrameBuffer,
     wbuf: Vec<u8>,
@@ -165,18 +168,28 @@ macro_rules! send_ack {
 }
 
 impl Conn {
-    /// Opens a TCP connection (TCP_NODELAY) without sending anything.
+    /// Opens a TCP connection (TCP_NODELAY) without sending anything; `addr` is `host:port`, or
+    /// `ws://host:port/path` for MQTT over WebSocket (the upgrade is done here).
     pub async fn tcp(addr: &str, version: Version, io_timeout: Duration) -> Result<Conn> {
-        let sa = addr
+        let host_port = match addr.strip_prefix("ws://") {
+            Some(rest) => rest.split('/').next().unwrap_or(rest),
+            None => addr,
+        };
+        let sa = host_port
             .to_socket_addrs()
             .map_err(|e| io_err("resolve", e))?
             .next()
             .ok_or_else(|| format!("cannot resolve {addr}"))?;
-        let stream = with_timeout(io_timeout, "connect", Async::<TcpStream>::connect(sa)).await?;
-        stream
-            .get_ref()
+        let tcp = with_timeout(io_timeout, "connect", Async::<TcpStream>::connect(sa)).await?;
+        tcp.get_ref()
             .set_nodelay(true)
             .map_err(|e| io_err("nodelay", e))?;
+        let stream = if host_port.len() == addr.len() {
+            Transport::Tcp(tcp)
+        } else {
+            let upgrade = async { Ok(crate::transport::websocket(tcp, addr).await) };
+            with_timeout(io_timeout, "WebSocket upgrade", upgrade).await??
+        };
         Ok(Conn {
             stream,
             version,
@@ -320,13 +333,15 @@ impl Conn {
             progress,
             ..
         } = self;
+        // The flush is a no-op on TCP; on WebSocket it sends what the message left queued.
+        let write = async {
+            stream.write_all(wbuf).await?;
+            stream.flush().await
+        };
         if *watched {
-            stream
-                .write_all(wbuf)
-                .await
-                .map_err(|e| io_err("write", e))?;
+            write.await.map_err(|e| io_err("write", e))?;
         } else {
-            with_timeout(*io_timeout, "write", stream.write_all(wbuf)).await?;
+            with_timeout(*io_timeout, "write", write).await?;
         }
         progress.fetch_add(1, Ordering::Relaxed);
         wbuf.clear();

@@ -12,6 +12,7 @@ mod run;
 mod soak;
 mod startup;
 mod tracker;
+mod transport;
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -59,11 +60,18 @@ struct Common {
     /// Free-form label copied into the JSON output.
     #[arg(long)]
     label: Option<String>,
+    /// MQTT over WebSocket (ws://) at this HTTP path (e.g. `/mqtt`) instead of plain TCP.
+    #[arg(long)]
+    websocket: Option<String>,
 }
 
 impl Common {
+    /// `host:port`, or `ws://host:port/path` with `--websocket`.
     fn addr(&self) -> String {
-        format!("{}:{}", self.host, self.port)
+        match &self.websocket {
+            Some(path) => format!("ws://{}:{}{path}", self.host, self.port),
+            None => format!("{}:{}", self.host, self.port),
+        }
     }
 }
 

@@ -7,6 +7,7 @@ pub mod config;
 pub mod connection;
 pub mod disk_full;
 pub mod error;
+pub mod heap_trim;
 pub mod http;
 pub mod live_limits;
 pub mod memory;

@@ -230,6 +230,7 @@ impl Server {
             background.push(ex.spawn(http.serve(broker.clone(), ex.clone())));
         }
         background.push(ex.spawn(crate::stats::sampler(broker.clone())));
+        background.push(ex.spawn(crate::heap_trim::run()));
         if broker.cfg.sys_interval > 0 {
             background.push(ex.spawn(crate::sys_topics::run(broker.clone())));
         }
