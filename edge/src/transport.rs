@@ -19,6 +19,18 @@ use smol::Async;
 use crate::config::TlsListenerConfig;
 use crate::error::{Error, Result};
 
+/// The read and write halves of a TLS or WebSocket stream. futures-util's split, not
+/// futures-lite's: futures-lite's write half drops `poll_write_vectored` (each slice of a
+/// batch became a TLS record or a WebSocket message, and a send, of its own).
+fn split<T: AsyncRead + AsyncWrite>(
+    stream: T,
+) -> (
+    futures_util::io::ReadHalf<T>,
+    futures_util::io::WriteHalf<T>,
+) {
+    futures_util::io::AsyncReadExt::split(stream)
+}
+
 type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
 type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
 
@@ -115,7 +127,7 @@ impl Transport {
         let tcp = Arc::new(tcp);
         let tls = acceptor.accept(TcpHalf(tcp.clone())).await?;
         let peer_cn = client_common_name(&tls);
-        let (r, w) = futures_lite::io::split(tls);
+        let (r, w) = split(tls);
         Ok(Transport(Kind::Wrapped(Box::new(Wrapped {
             read: Mutex::new(Box::new(r)),
             write: Mutex::new(Box::new(w)),
@@ -139,7 +151,7 @@ impl Transport {
             None => {
                 let ws = crate::websocket::accept(TcpHalf(tcp.clone()), settings, peer).await?;
                 let client = ws.peer();
-                let (r, w) = futures_lite::io::split(ws);
+                let (r, w) = split(ws);
                 (Box::new(r), Box::new(w), None, client)
             }
             Some(acceptor) => {
@@ -147,7 +159,7 @@ impl Transport {
                 let peer_cn = client_common_name(&tls);
                 let ws = crate::websocket::accept(tls, settings, peer).await?;
                 let client = ws.peer();
-                let (r, w) = futures_lite::io::split(ws);
+                let (r, w) = split(ws);
                 (Box::new(r), Box::new(w), peer_cn, client)
             }
         };
@@ -215,7 +227,8 @@ impl Transport {
     }
 
     /// Writes every slice in order and flushes: one `writev` for several packets and the
-    /// shared payloads between them (TLS takes them one at a time).
+    /// shared payloads between them (one TLS record or WebSocket message for the batch: see
+    /// `split`).
     pub async fn write_all_vectored(&self, mut bufs: &mut [io::IoSlice<'_>]) -> io::Result<()> {
         /// Linux's IOV_MAX: a `writev` takes at most this many slices.
         const MAX_SLICES: usize = 1024;

@@ -335,6 +335,59 @@ fn publish_and_subscribe_over_ws_and_wss_and_across_to_tcp() {
     }
 }
 
+/// A batch of deliveries goes out as one WebSocket message, not one per slice: payloads of
+/// 512 bytes and more are written from the shared message buffer as slices of their own (a
+/// vectored write), and each slice was a message and a send of its own.
+#[test]
+fn a_batch_of_publishes_with_shared_payloads_is_one_message_not_one_per_slice() {
+    const N: usize = 30;
+    let s = start();
+    let mut subs = [
+        Client::connect(s.ws(), None, "burst-ws", 0),
+        Client::connect(s.wss(), Some(&s.ca_pem), "burst-wss", 0),
+    ];
+    for c in &mut subs {
+        c.send(&subscribe_packet(1, "burst/#", 0));
+        let (h, ack) = c.read();
+        assert_eq!((h, ack), (0x90, vec![0, 1, 0]), "SUBACK");
+    }
+    // N QoS 0 publishes of 1,000 bytes in one TCP write: routed together, sent as one batch.
+    let mut tcp = TcpStream::connect(s.tcp()).unwrap();
+    tcp.set_read_timeout(Some(WAIT)).unwrap();
+    tcp.write_all(&connect_packet("burst-pub")).unwrap();
+    let mut ack = [0u8; 4];
+    tcp.read_exact(&mut ack).unwrap();
+    let burst: Vec<u8> = (0..N)
+        .flat_map(|i| publish_packet(&format!("burst/{i}"), None, &[i as u8; 1000]))
+        .collect();
+    tcp.write_all(&burst).unwrap();
+    for c in &mut subs {
+        let mut messages = 0;
+        let mut got = 0;
+        while got < N {
+            while let Some((h, body)) = take_packet(&mut c.buf) {
+                assert_eq!(h, 0x30, "QoS 0 PUBLISH");
+                assert_eq!(body.len(), 2 + format!("burst/{got}").len() + 1000);
+                got += 1;
+            }
+            if got == N {
+                break;
+            }
+            match c.ws.read().expect("read") {
+                Message::Binary(b) => {
+                    messages += 1;
+                    c.buf.extend_from_slice(&b);
+                }
+                other => panic!("expected a binary message, got {other:?}"),
+            }
+        }
+        assert!(
+            messages <= N,
+            "{messages} messages for {N} publishes: at most one per batch, not one per slice"
+        );
+    }
+}
+
 #[test]
 fn packets_may_span_messages_and_fragmented_frames_and_share_a_message() {
     let s = start();

@@ -34,6 +34,11 @@ pub const SUBPROTOCOLS: [&str; 2] = ["mqtt", "mqttv3.1"];
 /// client may put several small packets in one message.
 const MIN_MESSAGE_BOUND: usize = 64 * 1024;
 
+/// Most bytes gathered from several slices into one outgoing message (a single slice may be
+/// larger): MQTT packets may span WebSocket messages, and clients that bound the size of a
+/// message (Python's `websockets` takes 1 MiB by default) see no more than this from a batch.
+const MAX_GATHERED: usize = 64 * 1024;
+
 /// What the upgrade needs to know about its listener.
 #[derive(Debug, Clone)]
 pub struct WsSettings {
@@ -261,6 +266,42 @@ where
             .start_send(Message::Binary(Bytes::copy_from_slice(buf)))
             .map_err(ws_io)?;
         Poll::Ready(Ok(buf.len()))
+    }
+
+    /// The slices go out as one binary message (up to [`MAX_GATHERED`] bytes of them). The
+    /// connection writes a batch of packets as slices (headers, and payloads shared with other
+    /// subscribers); without this each slice was a message and a send of its own: 4 KB QoS 1
+    /// messages ran at 0.35-0.5x of plain TCP, two `sendto` per message.
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let Some(first) = bufs.iter().position(|b| !b.is_empty()) else {
+            return Poll::Ready(Ok(0));
+        };
+        let me = self.get_mut();
+        ready!(Pin::new(&mut me.ws).poll_ready(cx)).map_err(ws_io)?;
+        // The first slice whole, then whole slices while they fit.
+        let mut total = 0;
+        let taken = bufs[first..]
+            .iter()
+            .take_while(|b| {
+                let fits = total == 0 || total + b.len() <= MAX_GATHERED;
+                if fits {
+                    total += b.len();
+                }
+                fits
+            })
+            .count();
+        let mut data = Vec::with_capacity(total);
+        for b in &bufs[first..first + taken] {
+            data.extend_from_slice(b);
+        }
+        Pin::new(&mut me.ws)
+            .start_send(Message::Binary(Bytes::from(data)))
+            .map_err(ws_io)?;
+        Poll::Ready(Ok(total))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -1,4 +1,5 @@
 use super::*;
+use crate::websocket::MAX_GATHERED;
 
 fn settings() -> WsSettings {
     WsSettings::new("/mqtt", 1 << 20)
@@ -178,5 +179,79 @@ fn accept_answers_a_plain_get_with_426_and_upgrades_with_early_bytes_kept() {
         assert_eq!(&got, b"hi");
         let (reply, _keep_open) = client.await;
         assert!(reply.starts_with("HTTP/1.1 101"), "{reply}");
+    });
+}
+
+/// Upgrades a connection from a raw client; returns the server side and the client's socket
+/// with the 101 response read.
+async fn upgraded_pair() -> (WsBytes<smol::net::TcpStream>, smol::net::TcpStream) {
+    let listener = smol::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let client = smol::spawn(async move {
+        let mut s = smol::net::TcpStream::connect(addr).await.expect("connect");
+        s.write_all(upgrade_head("/mqtt", Some("mqtt")).as_bytes())
+            .await
+            .expect("write");
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8; 1];
+            s.read_exact(&mut byte).await.expect("101 response");
+            head.push(byte[0]);
+        }
+        assert!(head.starts_with(b"HTTP/1.1 101"));
+        s
+    });
+    let (server, peer) = listener.accept().await.expect("accept");
+    let ws = accept(server, &settings(), peer).await.expect("upgraded");
+    (ws, client.await)
+}
+
+#[test]
+fn a_vectored_write_goes_out_as_one_binary_message() {
+    smol::block_on(async {
+        let (mut ws, mut client) = upgraded_pair().await;
+        let slices = [
+            io::IoSlice::new(b""),
+            io::IoSlice::new(b"ab"),
+            io::IoSlice::new(b"cd"),
+            io::IoSlice::new(b"e"),
+        ];
+        let n = ws.write_vectored(&slices).await.expect("write");
+        assert_eq!(n, 5);
+        ws.flush().await.expect("flush");
+        let mut frame = [0u8; 7];
+        client.read_exact(&mut frame).await.expect("frame");
+        assert_eq!(
+            frame,
+            [0x82, 5, b'a', b'b', b'c', b'd', b'e'],
+            "FIN + binary, unmasked"
+        );
+    });
+}
+
+#[test]
+fn a_vectored_write_gathers_at_most_64_kib_into_one_message_but_always_one_slice() {
+    smol::block_on(async {
+        let (mut ws, _client) = upgraded_pair().await;
+        let big = vec![7u8; MAX_GATHERED + 1];
+        let small = [1u8; 100];
+        let n = ws
+            .write_vectored(&[io::IoSlice::new(&big), io::IoSlice::new(&small)])
+            .await
+            .expect("write");
+        assert_eq!(n, big.len(), "a first slice over the bound goes alone");
+        let halves = vec![3u8; MAX_GATHERED / 2];
+        let slices = [
+            io::IoSlice::new(&halves),
+            io::IoSlice::new(&halves),
+            io::IoSlice::new(&small),
+        ];
+        let n = ws.write_vectored(&slices).await.expect("write");
+        assert_eq!(
+            n, MAX_GATHERED,
+            "the third slice waits for the next message"
+        );
     });
 }
