@@ -386,6 +386,14 @@ mod tests {
         c
     }
 
+    /// The keys of the changes from `old` to `new`, with how each applies.
+    fn keys(old: &Config, new: &Config) -> Vec<(String, Apply)> {
+        changes(old, new)
+            .into_iter()
+            .map(|c| (c.key, c.apply))
+            .collect()
+    }
+
     #[test]
     fn live_settings_and_restart_only_settings_are_told_apart_by_key() {
         let old = Config::default();
@@ -396,12 +404,8 @@ mod tests {
             c.storage.max_batch = 7;
             c.durability = crate::config::Durability::None;
         });
-        let got: Vec<(String, Apply)> = changes(&old, &new)
-            .into_iter()
-            .map(|c| (c.key, c.apply))
-            .collect();
         assert_eq!(
-            got,
+            keys(&old, &new),
             vec![
                 ("log.level".into(), Apply::Live),
                 ("limits.max_connections".into(), Apply::Live),
@@ -424,12 +428,8 @@ mod tests {
             l.websocket_path = Some("/ws".into());
             l.trusted_proxies = vec!["10.0.0.0/8".parse().expect("range")];
         });
-        let got: Vec<(String, Apply)> = changes(&old, &new)
-            .into_iter()
-            .map(|c| (c.key, c.apply))
-            .collect();
         assert_eq!(
-            got,
+            keys(&old, &new),
             vec![
                 ("listeners[0].kind".into(), Apply::Restart),
                 ("listeners[0].websocket_path".into(), Apply::Restart),

@@ -65,6 +65,20 @@ def pytest_runtest_makereport(item, call):
             report.sections.append((f"broker {i} ({b.kind}) stderr: {b.stderr_path}", b.stderr_text()[-20000:]))
 
 
+def wait_listening(port: int, proc: subprocess.Popen, why_exited, timeout: float = 20) -> None:
+    """Waits until something accepts on 127.0.0.1:`port`; fails with `why_exited()` (say, the
+    process's log) if `proc` exits first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"exited: {why_exited()}"
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError(f"nothing listening on {port}")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

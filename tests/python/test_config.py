@@ -10,7 +10,7 @@ import tomllib
 import pytest
 
 import rawmqtt as r
-from conftest import Broker, free_port, robustmq_bin, to_toml
+from conftest import Broker, free_port, robustmq_bin, to_toml, wait_listening
 
 pytestmark = [pytest.mark.robustmq_only, pytest.mark.timeout(60)]
 
@@ -92,15 +92,7 @@ class _at:
 
 
 def _wait_port(port, proc, timeout=20):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"broker exited: {proc.stderr.read().decode(errors='replace')}"
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError(f"nothing listening on {port}")
+    wait_listening(port, proc, lambda: proc.stderr.read().decode(errors="replace"), timeout)
 
 
 def test_command_line_listen_and_data_dir_override_the_config_file(tmp_path, clients, uid):

@@ -10,32 +10,18 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
 
-from conftest import free_port, robustmq_bin
+from conftest import free_port, robustmq_bin, wait_listening
 
 pytestmark = pytest.mark.robustmq_only
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
-
-
-def _wait_port(port: int, proc: subprocess.Popen, what: str, log: Path, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"{what} exited: {log.read_text(errors='replace')[-3000:]}"
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError(f"{what}: nothing listening on {port}")
 
 
 def _nginx_conf(prefix: Path, port: int, upstream: int) -> Path:
@@ -124,8 +110,8 @@ trusted_proxies = ["127.0.0.1"]
                              stderr=subprocess.DEVNULL)
     clients = []
     try:
-        _wait_port(ws_port, broker, "broker", log)
-        _wait_port(proxy_port, nginx, "nginx", tmp_path / "error.log")
+        wait_listening(ws_port, broker, lambda: log.read_text(errors="replace")[-3000:])
+        wait_listening(proxy_port, nginx, lambda: (tmp_path / "error.log").read_text(errors="replace"))
         for client_id, source, want in [("a", "127.0.0.2", 0), ("b", "127.0.0.3", 0), ("c", "127.0.0.2", 136)]:
             c = _WsClient(client_id, source)
             clients.append(c)
