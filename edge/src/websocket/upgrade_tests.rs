@@ -17,6 +17,15 @@ fn upgrade_head(path: &str, protocol: Option<&str>) -> String {
     )
 }
 
+/// A listener on a free loopback port, and its address.
+async fn loopback_listener() -> (smol::net::TcpListener, std::net::SocketAddr) {
+    let listener = smol::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    (listener, addr)
+}
+
 /// The refusal (or 101 response) for one request head.
 fn check(head: &str) -> Result<Response, Refusal> {
     let (request, len) = parse_head(head.as_bytes())?.expect("a whole head");
@@ -134,10 +143,7 @@ fn a_refusal_reply_is_complete_http_with_its_status_headers_and_reason() {
 #[test]
 fn accept_answers_a_plain_get_with_426_and_upgrades_with_early_bytes_kept() {
     smol::block_on(async {
-        let listener = smol::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
+        let (listener, addr) = loopback_listener().await;
 
         // A plain HTTP GET, as curl or a health check sends it.
         let client = smol::spawn(async move {
@@ -185,10 +191,7 @@ fn accept_answers_a_plain_get_with_426_and_upgrades_with_early_bytes_kept() {
 /// Upgrades a connection from a raw client; returns the server side and the client's socket
 /// with the 101 response read.
 async fn upgraded_pair() -> (WsBytes<smol::net::TcpStream>, smol::net::TcpStream) {
-    let listener = smol::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
+    let (listener, addr) = loopback_listener().await;
     let client = smol::spawn(async move {
         let mut s = smol::net::TcpStream::connect(addr).await.expect("connect");
         s.write_all(upgrade_head("/mqtt", Some("mqtt")).as_bytes())
