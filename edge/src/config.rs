@@ -246,6 +246,10 @@ pub struct Limits {
     pub max_memory: usize,
 }
 
+/// Bounds of `storage.journal_bytes` (besides 0, no journal).
+const MIN_JOURNAL_BYTES: u64 = 1 << 20;
+const MAX_JOURNAL_BYTES: u64 = 1 << 30;
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
@@ -253,6 +257,9 @@ pub struct StorageConfig {
     pub cache_size_bytes: usize,
     /// Most publishes folded into one commit (one fsync).
     pub max_batch: usize,
+    /// Size of the commit journal `edge.redb-journal` (0: off, every commit syncs the database
+    /// file itself). A durable commit is one sequential write and one fdatasync of it.
+    pub journal_bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -309,6 +316,7 @@ impl Default for StorageConfig {
         StorageConfig {
             cache_size_bytes: 16 * 1024 * 1024,
             max_batch: 1024,
+            journal_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -462,6 +470,13 @@ impl Config {
         }
         if self.storage.max_batch == 0 {
             return bad("storage.max_batch", "must be at least 1");
+        }
+        let j = self.storage.journal_bytes;
+        if j != 0 && !(MIN_JOURNAL_BYTES..=MAX_JOURNAL_BYTES).contains(&j) {
+            return bad(
+                "storage.journal_bytes",
+                "must be 0 (no journal) or from 1048576 (1 MiB) to 1073741824 (1 GiB)",
+            );
         }
         if self
             .log

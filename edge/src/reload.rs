@@ -208,6 +208,13 @@ pub fn changes(old: &Config, new: &Config) -> Vec<Change> {
         &new.storage.max_batch,
         Restart,
     );
+    cmp(
+        c,
+        "storage.journal_bytes",
+        &old.storage.journal_bytes,
+        &new.storage.journal_bytes,
+        Restart,
+    );
     if old.sync != new.sync {
         // The whole table: its rules and link are set up once, at start.
         c.push(Change {

@@ -186,13 +186,21 @@ async fn full_disk_refuses_qos1_and_qos2_keeps_qos0_flowing_and_recovers_without
     let http = free_port();
     let mut broker = Broker::builder()
         .kind(BrokerKind::Edge)
-        .config_text(format!("[http]\nbind = \"127.0.0.1:{http}\"\n"))
+        // A 1 MiB commit journal fits the 8 MiB file system: the journaled commit path (its
+        // records never find the disk full, being preallocated; the database file's writes do).
+        .config_text(format!(
+            "[http]\nbind = \"127.0.0.1:{http}\"\n[storage]\njournal_bytes = 1048576\n"
+        ))
         .process()
         .start();
     broker.stop();
     let fs = SmallFs::mount(broker.data_dir(), &std::env::temp_dir());
     broker.restart();
     wait_port(http, "HTTP listener");
+    assert!(
+        broker.data_dir().join("edge.redb-journal").exists(),
+        "the broker runs with its journal"
+    );
     assert_eq!(disk_metric(http, "robustmq_edge_storage_disk_full"), 0);
     // The binary counts its heap (limits.max_memory); tests in process do not.
     assert!(disk_metric(http, "robustmq_edge_heap_bytes") > 0);
@@ -354,6 +362,13 @@ async fn stopping_while_the_disk_is_full_exits_cleanly_and_keeps_every_acknowled
     broker.stop();
     let fs = SmallFs::mount(broker.data_dir(), &std::env::temp_dir());
     broker.restart();
+    // The default 16 MiB journal does not fit in 8 MiB: the broker runs without it, and says so.
+    assert!(
+        broker.log().contains("no room for the commit journal"),
+        "{}",
+        broker.log()
+    );
+    assert!(!broker.data_dir().join("edge.redb-journal").exists());
     let keeper_opts = keeper_session(&broker).await;
     let filler = fs.fill(256 << 10);
 

@@ -214,3 +214,17 @@ fn invalid_value_is_an_error_naming_the_key() {
     let err = Config::from_toml("durability = \"sometimes\"\n", "t").unwrap_err();
     assert!(err.to_string().contains("durability"), "{err}");
 }
+
+#[test]
+fn the_journal_size_is_zero_or_between_one_mebibyte_and_one_gibibyte() {
+    for ok in ["0", "1048576", "16777216", "1073741824"] {
+        let c = Config::from_toml(&format!("[storage]\njournal_bytes = {ok}\n"), "t").unwrap();
+        assert_eq!(c.storage.journal_bytes.to_string(), ok);
+    }
+    for bad in ["4096", "1048575", "1073741825"] {
+        let err = Config::from_toml(&format!("[storage]\njournal_bytes = {bad}\n"), "t")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("storage.journal_bytes"), "{bad}: {err}");
+    }
+}

@@ -6,6 +6,8 @@
 //! - `queue.rs`: queued deliveries read back as a client drains its session.
 //! - `queue_writes.rs`: how a commit writes the queue tables (sorted runs, see below).
 //! - `writer.rs`: the writer thread (group commit, gathering a publisher's window).
+//! - `journal.rs`: the commit journal beneath redb (a durable commit is one sequential write
+//!   and one fdatasync); `open.rs`: replaying it, then opening (and repairing) the file.
 //!
 //! Cost per message (issue 9): a backlog fill inserts one `session_queue` row per message, a
 //! drain one `session_queue_state` row (its packet id, recorded ahead of the send)
@@ -33,7 +35,9 @@
 //! - A write that finds the disk full waits for space beneath redb (`disk_full`), so a commit
 //!   is never lost or reordered for lack of space; [`Store::disk_full`] says when it waits.
 
+mod journal;
 mod load;
+mod open;
 mod ops;
 mod queue;
 mod queue_writes;
@@ -43,7 +47,6 @@ mod writer;
 
 use std::collections::VecDeque;
 use std::num::NonZeroU64;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 #[cfg(test)]
@@ -55,7 +58,6 @@ use smol::lock::{Semaphore, SemaphoreGuardArc};
 
 use crate::config::Config;
 pub use crate::disk_full::DiskFull;
-use crate::disk_full::SpaceWaitingBackend;
 use crate::error::{Error, Result};
 use crate::message::Message;
 
@@ -160,30 +162,8 @@ impl Store {
             what: format!("data_dir {}", cfg.data_dir.display()),
             source: e,
         })?;
-        let path = cfg.db_path();
-        let open_err = |e| Error::OpenDatabase {
-            path: path.display().to_string(),
-            source: e,
-        };
-        let mut builder = Database::builder();
-        builder.set_cache_size(cfg.storage.cache_size_bytes);
         let disk_full = Arc::new(DiskFull::default());
-        let db = if path.exists() {
-            // A read-only open first: a file that is not a database (truncated, zeroed, foreign)
-            // is refused without a single byte written. `RepairAborted` only means the last
-            // run did not shut down cleanly; the writable open below repairs it.
-            match redb::ReadOnlyDatabase::open(&path) {
-                Ok(ro) => {
-                    drop(ro);
-                    open_file(&builder, &path, &disk_full)
-                }
-                Err(redb::DatabaseError::RepairAborted) => repair(&builder, &path, &disk_full),
-                Err(e) => return Err(open_err(e)),
-            }
-        } else {
-            open_file(&builder, &path, &disk_full)
-        }
-        .map_err(open_err)?;
+        let db = open::open_database(cfg, &disk_full)?;
         let db = Arc::new(db);
         tables::init_tables(&db)?;
         let loaded = load::load(&db)?;
@@ -339,59 +319,6 @@ impl Drop for Store {
     fn drop(&mut self) {
         self.close();
     }
-}
-
-/// Opens a database that was not closed cleanly (crash, power loss), which makes redb repair
-/// it. The file is copied first: if the repair fails, the copy is put back, so a database that
-/// cannot be opened is left exactly as it was found, for inspection.
-fn repair(
-    builder: &redb::Builder,
-    path: &Path,
-    disk_full: &Arc<DiskFull>,
-) -> std::result::Result<Database, redb::DatabaseError> {
-    tracing::warn!(path = %path.display(), "database was not closed cleanly; repairing");
-    let backup = path.with_extension("redb.before-repair");
-    let copied = match std::fs::copy(path, &backup) {
-        Ok(_) => true,
-        Err(e) => {
-            tracing::warn!(error = %e, "could not copy the database before repair; repairing in place");
-            // A copy cut short by a full disk would keep the space the repair needs.
-            let _ = std::fs::remove_file(&backup);
-            false
-        }
-    };
-    match open_file(builder, path, disk_full) {
-        Ok(db) => {
-            if copied {
-                let _ = std::fs::remove_file(&backup);
-            }
-            Ok(db)
-        }
-        Err(e) => {
-            if copied {
-                if let Err(re) = std::fs::rename(&backup, path) {
-                    tracing::error!(error = %re, backup = %backup.display(), "could not put the original database back; it is kept beside it");
-                }
-            }
-            Err(e)
-        }
-    }
-}
-
-/// Opens (or creates) the database file through the backend that waits for disk space.
-fn open_file(
-    builder: &redb::Builder,
-    path: &Path,
-    disk_full: &Arc<DiskFull>,
-) -> std::result::Result<Database, redb::DatabaseError> {
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)?;
-    let backend = redb::backends::FileBackend::new(file)?;
-    builder.create_with_backend(SpaceWaitingBackend::new(backend, disk_full.clone()))
 }
 
 use edge_mqtt::util::lock;

@@ -3,6 +3,7 @@
 use super::writer::{gather, next_expect, GATHER_WAIT, STAMP_EVERY};
 use super::*;
 use crate::config::Durability;
+use std::path::Path;
 use std::time::Duration;
 
 fn cfg(dir: &Path) -> Config {
