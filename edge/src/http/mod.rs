@@ -378,5 +378,12 @@ mod tests {
             }
         }
         assert!(text.contains("robustmq_edge_storage_commit_duration_seconds_bucket{le=\"+Inf\"}"));
+        // The commit journal is on by default; opening the store already made a record.
+        let records = text
+            .lines()
+            .find_map(|l| l.strip_prefix("robustmq_edge_storage_journal_records_total "))
+            .expect("journal records");
+        assert!(records.parse::<u64>().unwrap() > 0, "{records}");
+        assert!(text.contains("robustmq_edge_storage_journal_checkpoints_total "));
     }
 }

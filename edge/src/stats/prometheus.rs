@@ -260,6 +260,20 @@ pub fn render(s: &Snapshot) -> String {
     o.value(&format!("{name}_bucket"), &[("le", "+Inf")], h.count);
     o.value(&format!("{name}_sum"), &[], h.sum_seconds);
     o.value(&format!("{name}_count"), &[], h.count);
+    if let Some((records, checkpoints)) = s.journal {
+        o.single(
+            "storage_journal_records_total",
+            "counter",
+            "Commits made durable by a record of the commit journal edge.redb-journal.",
+            records,
+        );
+        o.single(
+            "storage_journal_checkpoints_total",
+            "counter",
+            "Syncs of edge.redb itself that emptied the commit journal.",
+            checkpoints,
+        );
+    }
     let name = "delivery_commit_waits_total";
     o.family(
         name,

@@ -25,6 +25,8 @@ pub struct Snapshot {
     pub commit_waits: (u64, u64),
     /// Writes waiting for free space (README, "Disk full").
     pub disk: DiskFigures,
+    /// Commit journal (records, checkpoints) since start; `None` without a journal.
+    pub journal: Option<(u64, u64)>,
     /// Heap in use as counted by the broker's allocator (`None` inside tests, where it is not
     /// installed) and `limits.max_memory` (0: no bound).
     pub heap_bytes: Option<usize>,
@@ -72,6 +74,7 @@ impl Snapshot {
             commit_latency: broker.store.commit_latency(),
             commit_waits: broker.drain_waits.counts(),
             disk: DiskFigures::of(broker.store.disk_full()),
+            journal: (broker.store.journal()).map(|j| (j.records_total(), j.checkpoints_total())),
             heap_bytes: crate::memory::heap_in_use(),
             max_memory_bytes: broker.cfg.limits.max_memory,
             sync: broker.sync_status(),
@@ -160,6 +163,8 @@ impl Snapshot {
                     "disk_full_episodes": self.disk.episodes,
                     "disk_full_write_retries": self.disk.write_retries,
                     "disk_full_refused_publishes": self.disk.refused_publishes,
+                    "journal_records": self.journal.map(|j| j.0),
+                    "journal_checkpoints": self.journal.map(|j| j.1),
                 },
             },
             "sync": self.sync,

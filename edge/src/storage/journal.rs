@@ -28,7 +28,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
 use std::ops::Bound;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use redb::{BackendError, StorageBackend};
 
@@ -53,6 +54,25 @@ pub struct Replayed {
     pub bytes: u64,
 }
 
+/// What the journal did since open, for `/metrics` (shared with the `Store`).
+#[derive(Debug, Default)]
+pub struct JournalCounters {
+    records: AtomicU64,
+    checkpoints: AtomicU64,
+}
+
+impl JournalCounters {
+    /// Syncs made durable by a journal record.
+    pub fn records_total(&self) -> u64 {
+        self.records.load(Ordering::Relaxed)
+    }
+
+    /// Syncs of the database file itself (journal full, record too large, clean close).
+    pub fn checkpoints_total(&self) -> u64 {
+        self.checkpoints.load(Ordering::Relaxed)
+    }
+}
+
 /// A redb backend over `main` (the database file) that makes syncs durable through `journal`:
 /// see the module header.
 pub struct Journaled<M, J> {
@@ -60,6 +80,7 @@ pub struct Journaled<M, J> {
     journal: J,
     capacity: u64,
     state: Mutex<State>,
+    counters: Arc<JournalCounters>,
 }
 
 struct State {
@@ -76,7 +97,6 @@ struct State {
     seq: u64,
     /// Where the next record goes in the journal.
     write_at: u64,
-    checkpoints: u64,
 }
 
 impl<M: StorageBackend, J: StorageBackend> Journaled<M, J> {
@@ -116,20 +136,19 @@ impl<M: StorageBackend, J: StorageBackend> Journaled<M, J> {
             generation,
             seq: 0,
             write_at: BLOCK,
-            checkpoints: 0,
         };
         Ok(Journaled {
             main,
             journal,
             capacity,
             state: Mutex::new(state),
+            counters: Arc::default(),
         })
     }
 
-    /// Checkpoints taken since open (tests).
-    #[cfg(test)]
-    fn checkpoints(&self) -> u64 {
-        edge_mqtt::util::lock(&self.state).checkpoints
+    /// Its counters, shared.
+    pub fn counters(&self) -> Arc<JournalCounters> {
+        self.counters.clone()
     }
 
     /// Syncs the database file itself and starts a new, empty generation of the journal.
@@ -140,8 +159,8 @@ impl<M: StorageBackend, J: StorageBackend> Journaled<M, J> {
         self.journal.sync_data()?;
         st.seq = 0;
         st.write_at = BLOCK;
-        st.checkpoints += 1;
         st.clear();
+        self.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
@@ -283,6 +302,7 @@ impl<M: StorageBackend, J: StorageBackend> StorageBackend for Journaled<M, J> {
         st.write_at += record.len() as u64;
         st.seq += 1;
         st.clear();
+        self.counters.records.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 

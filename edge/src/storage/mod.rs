@@ -61,6 +61,7 @@ pub use crate::disk_full::DiskFull;
 use crate::error::{Error, Result};
 use crate::message::Message;
 
+pub use journal::JournalCounters;
 pub use load::{Loaded, LoadedSession, QueueShape};
 pub use ops::Op;
 pub use records::{DeliveryRecord, SessionRecord, WillRecord};
@@ -152,6 +153,8 @@ pub struct Store {
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     hook: Arc<Mutex<Option<Arc<dyn CommitHook>>>>,
     disk_full: Arc<DiskFull>,
+    /// `None` without a commit journal (`storage.journal_bytes = 0`, or no room for it).
+    journal: Option<Arc<JournalCounters>>,
 }
 
 impl Store {
@@ -163,7 +166,7 @@ impl Store {
             source: e,
         })?;
         let disk_full = Arc::new(DiskFull::default());
-        let db = open::open_database(cfg, &disk_full)?;
+        let (db, journal) = open::open_database(cfg, &disk_full)?;
         let db = Arc::new(db);
         tables::init_tables(&db)?;
         let loaded = load::load(&db)?;
@@ -193,6 +196,7 @@ impl Store {
                 writer: Mutex::new(Some(writer)),
                 hook,
                 disk_full,
+                journal,
             },
             loaded,
         ))
@@ -220,6 +224,11 @@ impl Store {
     }
 
     /// Whether writes wait for disk space, with its counters (for connections and metrics).
+    /// What the commit journal did since open; `None` when there is none.
+    pub fn journal(&self) -> Option<&Arc<JournalCounters>> {
+        self.journal.as_ref()
+    }
+
     pub fn disk_full(&self) -> &Arc<DiskFull> {
         &self.disk_full
     }

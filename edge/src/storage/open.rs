@@ -13,7 +13,7 @@ use std::sync::Arc;
 use redb::backends::FileBackend;
 use redb::Database;
 
-use super::journal::{self, Journaled};
+use super::journal::{self, JournalCounters, Journaled};
 use crate::config::Config;
 use crate::disk_full::{DiskFull, SpaceWaitingBackend};
 use crate::error::{Error, Result};
@@ -31,8 +31,11 @@ pub fn journal_path(db_path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Opens (or creates) the database of `cfg`.
-pub(super) fn open_database(cfg: &Config, disk_full: &Arc<DiskFull>) -> Result<Database> {
+/// Opens (or creates) the database of `cfg`; with the counters of its journal when it has one.
+pub(super) fn open_database(
+    cfg: &Config,
+    disk_full: &Arc<DiskFull>,
+) -> Result<(Database, Option<Arc<JournalCounters>>)> {
     let path = cfg.db_path();
     let open_err = |e| Error::OpenDatabase {
         path: path.display().to_string(),
@@ -42,7 +45,11 @@ pub(super) fn open_database(cfg: &Config, disk_full: &Arc<DiskFull>) -> Result<D
     builder.set_cache_size(cfg.storage.cache_size_bytes);
     let existed = path.exists();
     let backend = backend(&path, cfg.storage.journal_bytes, existed)?;
-    if existed {
+    let counters = match &backend {
+        Backend::Journaled(j) => Some(j.counters()),
+        Backend::Plain(_) => None,
+    };
+    let db = if existed {
         // A read-only open first: a file that is not a database (truncated, zeroed, foreign)
         // is refused without a single byte written. `RepairAborted` only means the last
         // run did not shut down cleanly; the writable open below repairs it.
@@ -57,7 +64,8 @@ pub(super) fn open_database(cfg: &Config, disk_full: &Arc<DiskFull>) -> Result<D
     } else {
         open_file(&builder, backend, disk_full)
     }
-    .map_err(open_err)
+    .map_err(open_err)?;
+    Ok((db, counters))
 }
 
 /// The backend of the database at `path`, after replaying its journal (if any) onto it.

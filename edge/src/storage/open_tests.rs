@@ -33,7 +33,11 @@ fn put_session(store: &Store, client: &str) {
 
 fn session_ids(dir: &Path, journal_bytes: u64) -> Vec<String> {
     let (_store, loaded) = Store::open(&cfg(dir, journal_bytes)).expect("opens");
-    let mut ids: Vec<String> = loaded.sessions.iter().map(|s| s.client_id.clone()).collect();
+    let mut ids: Vec<String> = loaded
+        .sessions
+        .iter()
+        .map(|s| s.client_id.clone())
+        .collect();
     ids.sort();
     ids
 }

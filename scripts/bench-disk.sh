@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# The commit journal's effect (issue 9, storage): a backlog fill (QoS 1, 64 B, 64 in flight, into
+# an offline persistent session) against our broker with the journal (`storage.journal_bytes`,
+# default) and without it (`= 0`), and mosquitto, alternated; for each: msg/s, commits and their
+# mean time (ours, from /metrics), and what reached the block device (write requests and MiB,
+# from /sys/block/DEV/stat, the broker stopped cleanly and everything synced).
+#
+# Usage: scripts/bench-disk.sh [--messages N] [--rounds R] [--no-build] [--sd]
+#   --sd   run each broker in a blkio cgroup limited to 500 write IOPS and 20 MB/s, an SD card's
+#          order of magnitude (needs root and cgroup v1 blkio or cgroup v2 io.max)
+# Nothing else heavy may run meanwhile: device counters are machine-wide.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+EDGE=$TARGET/release/robustmq-edge
+BENCH=$TARGET/release/edge-bench
+PORT=${BENCH_PORT_OURS:-21883}
+HTTP=$((PORT + 1000))
+N=200000
+ROUNDS=3
+BUILD=1
+SD=0
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --messages) N=$2; shift ;;
+        --rounds) ROUNDS=$2; shift ;;
+        --no-build) BUILD=0 ;;
+        --sd) SD=1 ;;
+        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+        *) echo "unknown argument: $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+if [ $BUILD = 1 ]; then
+    (cd "$ROOT" && cargo build --release -p robustmq-edge -p robustmq-edge-bench)
+fi
+[ -x "$EDGE" ] && [ -x "$BENCH" ] || die "release binaries missing (build first)"
+MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
+[ -x "$MOSQUITTO" ] || die "mosquitto missing (apt-get install mosquitto)"
+
+WORK=$(mktemp -d /tmp/edge-bench-disk.XXXXXX)
+# The block device holding WORK, for its counters (a partition's counters are under its disk).
+DEV=$(lsblk -no PKNAME "$(df --output=source "$WORK" | tail -1)" 2>/dev/null || true)
+[ -n "$DEV" ] || DEV=$(basename "$(df --output=source "$WORK" | tail -1)")
+STAT=/sys/block/$DEV/stat
+[ -r "$STAT" ] || die "no counters for device $DEV ($STAT)"
+MAJMIN=$(cat "/sys/block/$DEV/dev")
+
+# --sd: a cgroup whose block I/O to DEV is throttled; brokers are started inside it.
+CGROUP_PROCS=""
+if [ $SD = 1 ]; then
+    if [ -d /sys/fs/cgroup/blkio ]; then
+        CG=/sys/fs/cgroup/blkio/edge-bench-sd
+        mkdir -p "$CG"
+        echo "$MAJMIN 500" > "$CG/blkio.throttle.write_iops_device"
+        echo "$MAJMIN 20971520" > "$CG/blkio.throttle.write_bps_device"
+    elif [ -f /sys/fs/cgroup/cgroup.controllers ]; then
+        CG=/sys/fs/cgroup/edge-bench-sd
+        mkdir -p "$CG"
+        echo "+io" > /sys/fs/cgroup/cgroup.subtree_control 2>/dev/null || true
+        echo "$MAJMIN wiops=500 wbps=20971520" > "$CG/io.max"
+    else
+        die "--sd needs cgroup v1 blkio or cgroup v2 io"
+    fi
+    CGROUP_PROCS=$CG/cgroup.procs
+fi
+
+# Runs a command (a broker) in the throttled cgroup when --sd, in the background; prints its pid.
+spawn() {
+    local log=$1; shift
+    if [ -n "$CGROUP_PROCS" ]; then
+        sh -c 'echo $$ > "$0"; exec "$@"' "$CGROUP_PROCS" "$@" >"$log" 2>&1 &
+    else
+        "$@" >"$log" 2>&1 &
+    fi
+    echo $!
+}
+
+writes() { awk '{print $5, $7}' "$STAT"; }
+
+config() {  # config NAME JOURNAL_BYTES
+    cat > "$WORK/$1.toml" <<EOF
+data_dir = "$WORK/data-$1"
+[[listeners]]
+bind = "127.0.0.1:$PORT"
+[limits]
+max_queued_messages = 2000000
+max_queued_bytes = 4294967296
+[storage]
+journal_bytes = $2
+[http]
+bind = "127.0.0.1:$HTTP"
+EOF
+}
+config journal 16777216
+config nojournal 0
+cat > "$WORK/mosquitto.conf" <<EOF
+listener $PORT 127.0.0.1
+allow_anonymous true
+max_inflight_messages 64
+max_queued_messages 2000000
+set_tcp_nodelay true
+persistence true
+persistence_location $WORK/data-mosquitto/
+autosave_interval 0
+autosave_on_changes false
+log_dest stderr
+log_type error
+EOF
+
+wait_port() {
+    for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && return 0; sleep 0.1; done
+    die "broker did not listen on $PORT"
+}
+
+printf '| round | broker | fill (msg/s) | commits | mean commit (ms) | device write requests | MiB written |\n'
+printf '|---|---|---:|---:|---:|---:|---:|\n'
+for r in $(seq "$ROUNDS"); do
+    for b in journal nojournal mosquitto; do
+        rm -rf "$WORK/data-$b"; mkdir -p "$WORK/data-$b"
+        if [ $b = mosquitto ]; then
+            pid=$(spawn "$WORK/$b.log" "$MOSQUITTO" -c "$WORK/mosquitto.conf")
+        else
+            pid=$(spawn "$WORK/$b.log" "$EDGE" --config "$WORK/$b.toml")
+        fi
+        wait_port
+        # Counted from here: a journal's one-time preallocation at creation is not part of it.
+        sync; sleep 1
+        read -r w0 s0 < <(writes)
+        rate=$("$BENCH" backlog-fill --port "$PORT" --messages "$N" --qos 1 --payload 64 --window 64 --json 2>/dev/null \
+            | sed -n 's/.*"published_per_s":\([0-9.]*\).*/\1/p')
+        commits="-"; mean="-"
+        if [ $b != mosquitto ]; then
+            m=$(curl -s "127.0.0.1:$HTTP/metrics" | grep -E '^robustmq_edge_storage_commit_duration_seconds_(sum|count)')
+            sum=$(echo "$m" | awk '/_sum/ {print $2}'); commits=$(echo "$m" | awk '/_count/ {print $2}')
+            mean=$(awk -v s="$sum" -v c="$commits" 'BEGIN {printf "%.3f", 1000 * s / c}')
+        fi
+        kill -INT "$pid"; wait "$pid" 2>/dev/null || true
+        sync; sleep 6; sync
+        read -r w1 s1 < <(writes)
+        printf '| %s | %s | %.0f | %s | %s | %d | %d |\n' "$r" "$b" "${rate:-0}" "$commits" "$mean" \
+            $((w1 - w0)) $(((s1 - s0) * 512 / 1048576))
+    done
+done
+log "logs and data in $WORK"
