@@ -21,8 +21,10 @@
 //!   replaying records in order gives each byte its value at the last sync; pages written after
 //!   it are pages redb's copy-on-write does not need (as without the journal, where any subset
 //!   of unsynced writes may land).
-//! - The journal file is preallocated with zeros (`capacity` bytes), so appending a record
-//!   rewrites allocated blocks and its fdatasync has no file-system metadata to flush.
+//! - The journal file's `capacity` bytes are allocated at open (`fallocate`, or zeros written
+//!   where the file system cannot), so a record never finds the disk full; once the journal
+//!   went round once, a record rewrites written blocks and its fdatasync has no extent
+//!   conversion to flush.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -490,12 +492,12 @@ fn next_generation(old: Option<u64>) -> u64 {
 }
 
 /// The journal size used for a configured `capacity`: whole blocks, at least [`MIN_CAPACITY`].
-fn capacity_of(capacity: u64) -> u64 {
+pub fn capacity_of(capacity: u64) -> u64 {
     capacity.max(MIN_CAPACITY).div_ceil(BLOCK) * BLOCK
 }
 
-/// Makes the journal exactly `capacity` bytes of allocated blocks (zeros written, not a sparse
-/// `set_len`), so that records overwrite allocated blocks and never find the disk full.
+/// Makes the journal exactly `capacity` bytes of allocated blocks (zeros written where the file
+/// is shorter, not a sparse `set_len`), so that records never find the disk full.
 pub fn prepare_journal<J: StorageBackend>(journal: &J, capacity: u64) -> io::Result<()> {
     let capacity = capacity_of(capacity);
     let len = journal.len()?;

@@ -98,6 +98,8 @@ fn backend(path: &Path, journal_bytes: u64, existed: bool) -> Result<Backend> {
             "locked: another broker is using this data_dir",
         )));
     }
+    // Kept to reserve the journal's blocks below (the backend owns the other handle).
+    let reserve_handle = file.try_clone().map_err(jerr)?;
     let jbackend = FileBackend::new(file).map_err(|e| Error::OpenDatabase {
         path: jpath.display().to_string(),
         source: e,
@@ -118,7 +120,10 @@ fn backend(path: &Path, journal_bytes: u64, existed: bool) -> Result<Backend> {
         std::fs::remove_file(&jpath).map_err(jerr)?;
         return Ok(Backend::Plain(main));
     }
-    match journal::prepare_journal(&jbackend, journal_bytes) {
+    let prepared = reserve(&reserve_handle, journal::capacity_of(journal_bytes))
+        .and_then(|()| journal::prepare_journal(&jbackend, journal_bytes));
+    drop(reserve_handle);
+    match prepared {
         Ok(()) => {}
         Err(e) if crate::disk_full::is_no_space(&e) => {
             // Whatever the last run journaled is in the database file by now (synced above).
@@ -134,6 +139,32 @@ fn backend(path: &Path, journal_bytes: u64, existed: bool) -> Result<Backend> {
     let journaled =
         Journaled::start(main, jbackend, journal_bytes, old_generation).map_err(jerr)?;
     Ok(Backend::Journaled(journaled))
+}
+
+/// Reserves the journal's blocks up to `len` at once (`fallocate`: no data written, so a first
+/// start does not write the whole journal; each block is written once on the journal's first
+/// lap). Where the file system cannot, `prepare_journal` writes zeros instead.
+#[cfg(target_os = "linux")]
+fn reserve(file: &File, len: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let Ok(len) = libc::off_t::try_from(len) else {
+        return Ok(());
+    };
+    // SAFETY: fallocate on a file descriptor this `File` owns and keeps open; no memory passed.
+    let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let e = std::io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => Ok(()),
+        _ => Err(e),
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn reserve(_: &File, _: u64) -> std::io::Result<()> {
+    Ok(())
 }
 
 /// Takes an exclusive advisory lock (`flock`) of `file`, held while it stays open; false when
