@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The commit journal's effect (issue 9, storage): a backlog fill (QoS 1, 64 B, 64 in flight, into
-# an offline persistent session) against our broker with the journal (`storage.journal_bytes`,
-# default) and without it (`= 0`), and mosquitto, alternated; for each: msg/s, commits and their
-# mean time (ours, from /metrics), and what reached the block device (write requests and MiB,
-# from /sys/block/DEV/stat, the broker stopped cleanly and everything synced).
+# an offline persistent session), then a restart and the drain of that backlog, against our
+# broker with the journal (`storage.journal_bytes`, default) and without it (`= 0`), and
+# mosquitto, alternated; for each: msg/s, the fill's commits and their mean time (ours, from
+# /metrics), and what reached the block device during the fill and during the drain (write
+# requests and MiB, from /sys/block/DEV/stat, the broker stopped cleanly and everything synced).
 #
 # Usage: scripts/bench-disk.sh [--messages N] [--rounds R] [--no-build] [--sd]
 #   --sd   run each broker in a blkio cgroup limited to 500 write IOPS and 20 MB/s, an SD card's
@@ -100,6 +101,7 @@ config journal 16777216
 config nojournal 0
 cat > "$WORK/mosquitto.conf" <<EOF
 listener $PORT 127.0.0.1
+user $(id -un)
 allow_anonymous true
 max_inflight_messages 64
 max_queued_messages 2000000
@@ -117,17 +119,26 @@ wait_port() {
     die "broker did not listen on $PORT"
 }
 
-printf '| round | broker | fill (msg/s) | commits | mean commit (ms) | device write requests | MiB written |\n'
-printf '|---|---|---:|---:|---:|---:|---:|\n'
+start() {  # start BROKER: starts it (in the throttled cgroup with --sd), waits for its port
+    if [ "$1" = mosquitto ]; then
+        pid=$(spawn "$WORK/$1.log" "$MOSQUITTO" -c "$WORK/mosquitto.conf")
+    else
+        pid=$(spawn "$WORK/$1.log" "$EDGE" --config "$WORK/$1.toml")
+    fi
+    wait_port
+}
+stop() {  # stops the broker cleanly (it is not this shell's child: polled) and lets the device settle
+    kill -INT "$pid"
+    for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    sync; sleep 6; sync
+}
+
+printf '| round | broker | fill (msg/s) | fill commits | mean commit (ms) | fill: write requests | fill: MiB | drain (msg/s) | drain: write requests | drain: MiB |\n'
+printf '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n'
 for r in $(seq "$ROUNDS"); do
     for b in journal nojournal mosquitto; do
         rm -rf "$WORK/data-$b"; mkdir -p "$WORK/data-$b"
-        if [ $b = mosquitto ]; then
-            pid=$(spawn "$WORK/$b.log" "$MOSQUITTO" -c "$WORK/mosquitto.conf")
-        else
-            pid=$(spawn "$WORK/$b.log" "$EDGE" --config "$WORK/$b.toml")
-        fi
-        wait_port
+        start $b
         # Counted from here: a journal's one-time preallocation at creation is not part of it.
         sync; sleep 1
         read -r w0 s0 < <(writes)
@@ -139,11 +150,16 @@ for r in $(seq "$ROUNDS"); do
             sum=$(echo "$m" | awk '/_sum/ {print $2}'); commits=$(echo "$m" | awk '/_count/ {print $2}')
             mean=$(awk -v s="$sum" -v c="$commits" 'BEGIN {printf "%.3f", 1000 * s / c}')
         fi
-        kill -INT "$pid"; wait "$pid" 2>/dev/null || true
-        sync; sleep 6; sync
-        read -r w1 s1 < <(writes)
-        printf '| %s | %s | %.0f | %s | %s | %d | %d |\n' "$r" "$b" "${rate:-0}" "$commits" "$mean" \
-            $((w1 - w0)) $(((s1 - s0) * 512 / 1048576))
+        stop; read -r w1 s1 < <(writes)
+        start $b
+        sync; sleep 1
+        read -r w2 s2 < <(writes)
+        drain=$("$BENCH" backlog-drain --port "$PORT" --messages "$N" --window 64 --json 2>/dev/null \
+            | sed -n 's/.*"delivered_per_s":\([0-9.]*\).*/\1/p')
+        stop; read -r w3 s3 < <(writes)
+        printf '| %s | %s | %.0f | %s | %s | %d | %d | %.0f | %d | %d |\n' "$r" "$b" "${rate:-0}" \
+            "$commits" "$mean" $((w1 - w0)) $(((s1 - s0) * 512 / 1048576)) \
+            "${drain:-0}" $((w3 - w2)) $(((s3 - s2) * 512 / 1048576))
     done
 done
 log "logs and data in $WORK"
