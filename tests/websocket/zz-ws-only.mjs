@@ -1,0 +1,13 @@
+import { startBroker } from '/work/main/tests/websocket/broker.mjs';
+import mqtt from 'mqtt';
+const N = 1000;
+const sleep = (ms) => new Promise(r => setTimeout(r, ms));
+const b = await startBroker('[limits]\nmax_connections_per_ip = 20000\n');
+const url = `ws://127.0.0.1:${b.ws}/mqtt`;
+const cs = [];
+for (let i = 0; i < N; i += 50) cs.push(...await Promise.all(Array.from({ length: 50 }, () => mqtt.connectAsync(url, { reconnectPeriod: 0, keepalive: 600 }))));
+await sleep(1000);
+console.log('connected', cs.length);
+process.kill(b.pid, 'SIGKILL');
+await sleep(500);
+process.exit(0);
