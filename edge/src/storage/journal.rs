@@ -46,6 +46,9 @@ const HEADER_LEN: usize = 8 + 8 + 4;
 const RECORD_HEAD_LEN: usize = 8 + 8 + 8 + 8 + 4 + 8 + 4;
 /// offset (u64) and length (u32) of one range.
 const EXTENT_LEN: usize = 12;
+/// Most bytes of a record held in memory while it is written (a commit of many MiB, such as
+/// redb's repair, is written in pieces of this size).
+const STAGE: usize = 256 * 1024;
 /// Smallest journal: the header block and room for a few commits.
 pub const MIN_CAPACITY: u64 = 1 << 20;
 
@@ -166,39 +169,90 @@ impl<M: StorageBackend, J: StorageBackend> Journaled<M, J> {
         Ok(())
     }
 
-    /// One record with the current bytes of every dirty range.
-    fn record(&self, st: &State) -> io::Result<Vec<u8>> {
+    /// Appends one record with the current bytes of every dirty range at `write_at`; returns
+    /// its size in the journal. Staged through at most [`STAGE`] bytes of memory: a large commit
+    /// is written in pieces and its head (which holds the checksum) last.
+    fn write_record(&self, st: &State) -> io::Result<u64> {
         let extents = st.dirty.len();
-        let data_len = st.dirty_bytes as usize;
-        let unpadded = RECORD_HEAD_LEN + extents * EXTENT_LEN + data_len;
-        let mut buf = vec![0u8; (unpadded as u64).div_ceil(BLOCK) as usize * BLOCK as usize];
-        let mut at = RECORD_HEAD_LEN;
-        for (&start, &end) in &st.dirty {
-            buf[at..at + 8].copy_from_slice(&start.to_le_bytes());
-            buf[at + 8..at + 12].copy_from_slice(&((end - start) as u32).to_le_bytes());
-            at += EXTENT_LEN;
-        }
-        for (&start, &end) in &st.dirty {
-            let len = (end - start) as usize;
-            self.main.read(start, &mut buf[at..at + len])?;
-            at += len;
-        }
-        let head = &mut buf[..RECORD_HEAD_LEN];
+        let unpadded = (RECORD_HEAD_LEN + extents * EXTENT_LEN) as u64 + st.dirty_bytes;
+        let mut head = [0u8; RECORD_HEAD_LEN];
         head[0..8].copy_from_slice(RECORD_MAGIC);
         head[8..16].copy_from_slice(&st.generation.to_le_bytes());
         head[16..24].copy_from_slice(&st.seq.to_le_bytes());
         head[24..32].copy_from_slice(&self.main.len()?.to_le_bytes());
         head[32..36].copy_from_slice(&(extents as u32).to_le_bytes());
-        head[36..44].copy_from_slice(&(data_len as u64).to_le_bytes());
-        let crc = record_crc(&buf[..RECORD_HEAD_LEN - 4], &buf[RECORD_HEAD_LEN..unpadded]);
-        buf[RECORD_HEAD_LEN - 4..RECORD_HEAD_LEN].copy_from_slice(&crc.to_le_bytes());
-        Ok(buf)
+        head[36..44].copy_from_slice(&st.dirty_bytes.to_le_bytes());
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&head[..RECORD_HEAD_LEN - 4]);
+        let mut out = Staged {
+            journal: &self.journal,
+            at: st.write_at,
+            buf: Vec::with_capacity((unpadded as usize).min(STAGE + BLOCK as usize)),
+        };
+        out.space(RECORD_HEAD_LEN)?.copy_from_slice(&head);
+        for (&start, &end) in &st.dirty {
+            let extent = out.space(EXTENT_LEN)?;
+            extent[..8].copy_from_slice(&start.to_le_bytes());
+            extent[8..].copy_from_slice(&((end - start) as u32).to_le_bytes());
+            crc.update(extent);
+        }
+        for (&start, &end) in &st.dirty {
+            let mut pos = start;
+            while pos < end {
+                let n = (end - pos).min(STAGE as u64) as usize;
+                let piece = out.space(n)?;
+                self.main.read(pos, piece)?;
+                crc.update(piece);
+                pos += n as u64;
+            }
+        }
+        let crc = crc.finalize().to_le_bytes();
+        head[RECORD_HEAD_LEN - 4..].copy_from_slice(&crc);
+        out.finish(st.write_at, &head)?;
+        Ok(unpadded.div_ceil(BLOCK) * BLOCK)
     }
 
     /// Bytes a record of the current dirty ranges takes in the journal.
     fn record_size(&self, st: &State) -> u64 {
         let unpadded = (RECORD_HEAD_LEN + st.dirty.len() * EXTENT_LEN) as u64 + st.dirty_bytes;
         unpadded.div_ceil(BLOCK) * BLOCK
+    }
+}
+
+/// A record on its way into the journal: bytes gather in `buf` and go out in whole blocks.
+struct Staged<'a, J> {
+    journal: &'a J,
+    /// Where `buf[0]` goes in the journal.
+    at: u64,
+    buf: Vec<u8>,
+}
+
+impl<J: StorageBackend> Staged<'_, J> {
+    /// `n` (at most [`STAGE`]) zeroed bytes at the end of the record, to fill in.
+    fn space(&mut self, n: usize) -> io::Result<&mut [u8]> {
+        if self.buf.len() + n > STAGE + BLOCK as usize {
+            // Out in whole blocks (no partial page to read back); the rest stays.
+            let whole = self.buf.len() / BLOCK as usize * BLOCK as usize;
+            self.journal.write(self.at, &self.buf[..whole])?;
+            self.at += whole as u64;
+            self.buf.drain(..whole);
+        }
+        let len = self.buf.len();
+        self.buf.resize(len + n, 0);
+        Ok(&mut self.buf[len..])
+    }
+
+    /// Writes the rest, padded to a whole block, then `head` (with its checksum) at `start`,
+    /// the record's first bytes. A record that stayed in `buf` is written once.
+    fn finish(mut self, start: u64, head: &[u8]) -> io::Result<()> {
+        let padded = (self.buf.len() as u64).div_ceil(BLOCK) as usize * BLOCK as usize;
+        self.buf.resize(padded, 0);
+        if self.at == start {
+            self.buf[..head.len()].copy_from_slice(head);
+            return self.journal.write(self.at, &self.buf);
+        }
+        self.journal.write(self.at, &self.buf)?;
+        self.journal.write(start, head)
     }
 }
 
@@ -298,10 +352,9 @@ impl<M: StorageBackend, J: StorageBackend> StorageBackend for Journaled<M, J> {
             // The checkpoint's sync of the database file makes the dirty ranges durable too.
             return self.checkpoint(&mut st);
         }
-        let record = self.record(&st)?;
-        self.journal.write(st.write_at, &record)?;
+        let size = self.write_record(&st)?;
         self.journal.sync_data()?;
-        st.write_at += record.len() as u64;
+        st.write_at += size;
         st.seq += 1;
         st.clear();
         self.counters.records.fetch_add(1, Ordering::Relaxed);

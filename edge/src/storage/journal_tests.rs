@@ -40,6 +40,8 @@ struct Sim {
     /// Operations left before the power is cut (`None`: never).
     ops_left: Option<u64>,
     syncs: u64,
+    /// Length of the longest single write.
+    largest_write: usize,
 }
 
 /// One simulated file; clones share it.
@@ -150,6 +152,7 @@ impl StorageBackend for SimFile {
             sim.data.resize(at + data.len(), 0);
         }
         sim.data[at..at + data.len()].copy_from_slice(data);
+        sim.largest_write = sim.largest_write.max(data.len());
         sim.unsynced.push(Change::Write(offset, data.to_vec()));
         Ok(())
     }
@@ -411,4 +414,39 @@ fn records_of_an_earlier_generation_are_not_replayed() {
     let (_, replayed) = Journaled::open(main.clone(), journal.clone(), MIN_CAPACITY).unwrap();
     assert_eq!(replayed.records, 1);
     assert_eq!(&main.contents()[..4096], &[3u8; 4096][..]);
+}
+
+#[test]
+fn a_record_larger_than_the_stage_is_written_in_pieces_and_replays_whole() {
+    let (main, journal) = (SimFile::default(), SimFile::default());
+    let j = journaled(&main, &journal, 8 << 20);
+    j.set_len(4 << 20).unwrap();
+    j.sync_data().unwrap();
+    // 1.5 MiB in 150 ranges of 10 KiB (every other 10 KiB), each byte its own value.
+    let mut want = vec![0u8; 4 << 20];
+    for r in 0..150usize {
+        let at = r * 20 * 1024;
+        let bytes: Vec<u8> = (0..10 * 1024).map(|i| (i * 7 + r) as u8).collect();
+        want[at..at + bytes.len()].copy_from_slice(&bytes);
+        j.write(at as u64, &bytes).unwrap();
+    }
+    journal.0.lock().unwrap().largest_write = 0;
+    j.sync_data().unwrap();
+    assert_eq!(
+        j.counters().records_total(),
+        2,
+        "a record, not a checkpoint"
+    );
+    let largest = journal.0.lock().unwrap().largest_write;
+    assert!(
+        largest <= STAGE + BLOCK as usize,
+        "a write of {largest} bytes"
+    );
+    // The database file as it was before those writes, and the journal: the replay restores them.
+    let mut rng = Rng(3);
+    let before = main.0.lock().unwrap().durable.clone();
+    let (m, jn) = (SimFile::with(before), journal.after_power_cut(&mut rng));
+    let (_, replayed) = Journaled::open(m.clone(), jn, 8 << 20).unwrap();
+    assert_eq!(replayed.records, 2);
+    assert!(m.contents() == want, "the replayed file differs");
 }
