@@ -104,10 +104,15 @@ pub struct ListenerConfig {
     /// absent.
     #[serde(default)]
     pub websocket_path: Option<String>,
-    /// Reverse proxies (addresses or CIDR ranges) whose `X-Forwarded-For` names the client of
-    /// a WebSocket connection (`kind = "websocket"` only); empty: the header is ignored.
+    /// Reverse proxies (addresses or CIDR ranges). On a WebSocket listener: those whose
+    /// `X-Forwarded-For` names the client (empty: the header is ignored). With
+    /// `proxy_protocol`: the only peers let in (empty: any).
     #[serde(default)]
     pub trusted_proxies: Vec<TrustedProxy>,
+    /// Every connection starts with a PROXY protocol header (v1 or v2) naming the client, as
+    /// sent by HAProxy, nginx's stream module or a cloud load balancer; without one it is refused.
+    #[serde(default)]
+    pub proxy_protocol: bool,
 }
 
 /// One entry of `trusted_proxies`: an address (`10.0.0.5`, `::1`) or a CIDR range
@@ -338,6 +343,7 @@ impl Default for ListenerConfig {
             kind: ListenerKind::Mqtt,
             websocket_path: None,
             trusted_proxies: Vec::new(),
+            proxy_protocol: false,
         }
     }
 }
@@ -421,10 +427,14 @@ impl Config {
                     );
                 }
             }
-            if !listener.trusted_proxies.is_empty() && listener.kind != ListenerKind::Websocket {
+            if !listener.trusted_proxies.is_empty()
+                && listener.kind != ListenerKind::Websocket
+                && !listener.proxy_protocol
+            {
                 return bad(
                     &format!("listeners[{i}].trusted_proxies"),
-                    "only for a listener with `kind = \"websocket\"` (X-Forwarded-For is an HTTP header)",
+                    "only for a listener with `kind = \"websocket\"` (X-Forwarded-For is an HTTP \
+                     header) or with `proxy_protocol = true`",
                 );
             }
             if let Some(tls) = &listener.tls {

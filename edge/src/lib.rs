@@ -12,6 +12,7 @@ pub mod http;
 pub mod live_limits;
 pub mod memory;
 pub mod message;
+pub mod proxy_protocol;
 pub mod ratelog;
 pub mod reload;
 pub mod server;

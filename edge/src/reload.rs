@@ -162,6 +162,13 @@ pub fn changes(old: &Config, new: &Config) -> Vec<Change> {
                 &n.trusted_proxies,
                 Restart,
             );
+            cmp(
+                c,
+                &key("proxy_protocol"),
+                &o.proxy_protocol,
+                &n.proxy_protocol,
+                Restart,
+            );
             match (&o.tls, &n.tls) {
                 (Some(ot), Some(nt)) => {
                     cmp(c, &key("tls.cert_file"), &ot.cert_file, &nt.cert_file, Live);
@@ -427,13 +434,14 @@ mod tests {
     }
 
     #[test]
-    fn a_listener_s_kind_path_and_trusted_proxies_are_reported_as_needing_a_restart() {
+    fn a_listener_s_kind_path_proxies_and_proxy_protocol_are_reported_as_needing_a_restart() {
         let old = Config::default();
         let new = changed(&old, |c| {
             let l = &mut c.listeners[0];
             l.kind = crate::config::ListenerKind::Websocket;
             l.websocket_path = Some("/ws".into());
             l.trusted_proxies = vec!["10.0.0.0/8".parse().expect("range")];
+            l.proxy_protocol = true;
         });
         assert_eq!(
             keys(&old, &new),
@@ -441,6 +449,7 @@ mod tests {
                 ("listeners[0].kind".into(), Apply::Restart),
                 ("listeners[0].websocket_path".into(), Apply::Restart),
                 ("listeners[0].trusted_proxies".into(), Apply::Restart),
+                ("listeners[0].proxy_protocol".into(), Apply::Restart),
             ]
         );
     }

@@ -195,7 +195,21 @@ impl Server {
                 allow_anonymous: lc.allows_anonymous(),
                 use_identity_as_username: lc.uses_identity(),
             };
-            background.push(ex.spawn(accept_loop(broker.clone(), ex.clone(), l, tls, ws, policy)));
+            // The PROXY protocol, and who may send it (on a WebSocket listener the
+            // `trusted_proxies` are those of X-Forwarded-For instead).
+            let proxy = lc.proxy_protocol.then(|| {
+                Arc::new(match lc.kind {
+                    ListenerKind::Websocket => Vec::new(),
+                    ListenerKind::Mqtt => lc.trusted_proxies.iter().map(|p| p.0).collect(),
+                })
+            });
+            let listener = Listener {
+                tls,
+                ws,
+                proxy,
+                policy,
+            };
+            background.push(ex.spawn(accept_loop(broker.clone(), ex.clone(), l, listener)));
         }
         if let Some((mut signals, source)) = sighup {
             let b = broker.clone();
@@ -327,14 +341,26 @@ where
     }
 }
 
+/// What a listener does with a connection before MQTT.
+struct Listener {
+    tls: Option<SharedAcceptor>,
+    ws: Option<Arc<WsSettings>>,
+    /// `proxy_protocol`: a PROXY header first, from these peers (empty: any).
+    proxy: Option<Arc<Vec<ipnet::IpNet>>>,
+    policy: ListenerPolicy,
+}
+
 /// Accepts connections on one listener for as long as the task lives.
 async fn accept_loop(
     broker: Arc<Broker>,
     ex: Arc<Executor<'static>>,
     listener: Async<TcpListener>,
-    tls: Option<SharedAcceptor>,
-    ws: Option<Arc<WsSettings>>,
-    policy: ListenerPolicy,
+    Listener {
+        tls,
+        ws,
+        proxy,
+        policy,
+    }: Listener,
 ) {
     // Connections not yet past CONNACK, bounded: a crowd of sockets that never send CONNECT
     // cannot grow without limit (each also ends at the connect timeout). The headroom keeps
@@ -368,7 +394,28 @@ async fn accept_loop(
                     .as_ref()
                     .map(|t| t.read().unwrap_or_else(|e| e.into_inner()).clone());
                 let connection_ex = ex.clone();
+                let proxy = proxy.clone();
                 ex.spawn(async move {
+                    let mut stream = stream;
+                    let peer = match proxy {
+                        None => peer,
+                        Some(trusted) => {
+                            if !trusted.is_empty() && !trusted.iter().any(|n| n.contains(&peer.ip())) {
+                                b.stats.refused(crate::stats::Refused::UntrustedProxy);
+                                tracing::info!(%peer, "connection refused: not one of the listener's trusted_proxies");
+                                return;
+                            }
+                            // Boxed like the handshakes below; within the CONNECT time limit.
+                            let hs = Box::pin(crate::proxy_protocol::read_header(&mut stream, peer));
+                            let Some(client) =
+                                handshake(hs, handshake_timeout, peer, "PROXY protocol").await
+                            else {
+                                b.stats.refused(crate::stats::Refused::ProxyProtocol);
+                                return;
+                            };
+                            client
+                        }
+                    };
                     let (transport, peer) = match (tls, ws) {
                         (tls, Some(ws)) => {
                             // TLS (wss://) and the HTTP upgrade share the CONNECT time limit.

@@ -205,6 +205,15 @@ fn trusted_proxies_take_addresses_and_ranges_on_websocket_listeners_only() {
         err.contains("`listeners[0].trusted_proxies`") && err.contains("websocket"),
         "{err}"
     );
+    // With the PROXY protocol they are who may connect, on an MQTT listener too.
+    let c = Config::from_toml(
+        "[[listeners]]\nbind = \"127.0.0.1:1883\"\nproxy_protocol = true\n\
+         trusted_proxies = [\"10.0.0.2\"]\n",
+        "t",
+    )
+    .unwrap();
+    assert!(c.listeners[0].proxy_protocol);
+    assert_eq!(c.listeners[0].trusted_proxies.len(), 1);
 }
 
 #[test]

@@ -31,6 +31,10 @@ pub enum Refused {
     ConnectTimeout,
     /// TLS handshake failed or timed out.
     TlsHandshake,
+    /// `proxy_protocol`: no valid PROXY header in time.
+    ProxyProtocol,
+    /// `proxy_protocol`: the peer is not one of the listener's `trusted_proxies`.
+    UntrustedProxy,
     /// Malformed or oversized CONNECT, invalid flags or properties, or an unusable client id.
     ProtocolError,
     /// Protocol level other than 3, 4 or 5.
@@ -40,13 +44,15 @@ pub enum Refused {
 }
 
 impl Refused {
-    pub const ALL: [Refused; 9] = [
+    pub const ALL: [Refused; 11] = [
         Refused::MaxConnections,
         Refused::MaxConnectionsPerIp,
         Refused::TooManyPending,
         Refused::NotAuthorized,
         Refused::ConnectTimeout,
         Refused::TlsHandshake,
+        Refused::ProxyProtocol,
+        Refused::UntrustedProxy,
         Refused::ProtocolError,
         Refused::UnsupportedProtocolVersion,
         Refused::StorageError,
@@ -61,6 +67,8 @@ impl Refused {
             Refused::NotAuthorized => "not_authorized",
             Refused::ConnectTimeout => "connect_timeout",
             Refused::TlsHandshake => "tls_handshake",
+            Refused::ProxyProtocol => "proxy_protocol",
+            Refused::UntrustedProxy => "untrusted_proxy",
             Refused::ProtocolError => "protocol_error",
             Refused::UnsupportedProtocolVersion => "unsupported_protocol_version",
             Refused::StorageError => "storage_error",

@@ -44,23 +44,32 @@ pub(super) fn open_database(
     let mut builder = Database::builder();
     builder.set_cache_size(cfg.storage.cache_size_bytes);
     let existed = path.exists();
+    // A read-only open first: a file that is not a database (truncated, zeroed, foreign) is
+    // refused without a single byte written, and without a journal created beside it. With a
+    // journal left by the last run, after its replay (the file alone may lack its last commits).
+    // `RepairAborted` only means the last run did not shut down cleanly; the writable open
+    // below repairs it.
+    let look = || match redb::ReadOnlyDatabase::open(&path) {
+        Ok(_) => Ok(false),
+        Err(redb::DatabaseError::RepairAborted) => Ok(true),
+        Err(e) => Err(open_err(e)),
+    };
+    let journal_left = journal_path(&path).exists();
+    let mut needs_repair = if existed && !journal_left {
+        look()?
+    } else {
+        false
+    };
     let backend = backend(&path, cfg.storage.journal_bytes, existed)?;
     let counters = match &backend {
         Backend::Journaled(j) => Some(j.counters()),
         Backend::Plain(_) => None,
     };
-    let db = if existed {
-        // A read-only open first: a file that is not a database (truncated, zeroed, foreign)
-        // is refused without a single byte written. `RepairAborted` only means the last
-        // run did not shut down cleanly; the writable open below repairs it.
-        match redb::ReadOnlyDatabase::open(&path) {
-            Ok(ro) => {
-                drop(ro);
-                open_file(&builder, backend, disk_full)
-            }
-            Err(redb::DatabaseError::RepairAborted) => repair(&builder, &path, backend, disk_full),
-            Err(e) => return Err(open_err(e)),
-        }
+    if existed && journal_left {
+        needs_repair = look()?;
+    }
+    let db = if needs_repair {
+        repair(&builder, &path, backend, disk_full)
     } else {
         open_file(&builder, backend, disk_full)
     }

@@ -144,6 +144,10 @@ fn a_garbage_database_file_is_an_error_and_left_untouched() {
     let err = Store::open(&cfg(dir.path())).err().expect("must fail");
     assert!(err.to_string().contains("cannot open database"), "{err}");
     assert_eq!(std::fs::read(&path).unwrap(), before);
+    assert!(
+        !dir.path().join("edge.redb-journal").exists(),
+        "no journal created beside it"
+    );
 }
 
 #[test]
