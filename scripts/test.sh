@@ -38,6 +38,8 @@ command -v npm >/dev/null 2>&1 || need_pkgs+=(npm)
 command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)
 # tests/python/test_reverse_proxy.py: WebSocket clients through a real nginx (X-Forwarded-For).
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || need_pkgs+=(nginx-light)
+# tests/python/test_proxy_protocol.py: MQTT clients through a real HAProxy (PROXY protocol).
+[ -x /usr/sbin/haproxy ] || command -v haproxy >/dev/null 2>&1 || need_pkgs+=(haproxy)
 PY="${PYTHON:-python3}"
 if ! command -v "$PY" >/dev/null 2>&1; then
     need_pkgs+=(python3)

@@ -27,13 +27,18 @@ const V2_MAX_BODY: usize = 4096;
 
 /// Reads the PROXY protocol header at the start of `stream` and returns the client's address:
 /// the source it names, or `peer` (the TCP peer) for a health check of the proxy itself
-/// (`LOCAL`, `UNKNOWN`, or an address family other than IPv4 and IPv6).
+/// (`LOCAL`, `UNKNOWN`, or an address family other than IPv4 and IPv6). `None`: the peer
+/// closed without sending a byte, as a load balancer's TCP health check does.
 pub async fn read_header<S: AsyncRead + Unpin>(
     stream: &mut S,
     peer: SocketAddr,
-) -> io::Result<SocketAddr> {
+) -> io::Result<Option<SocketAddr>> {
     let mut buf = vec![0u8; SHORTEST];
-    stream.read_exact(&mut buf).await?;
+    let first = stream.read(&mut buf).await?;
+    if first == 0 {
+        return Ok(None);
+    }
+    stream.read_exact(&mut buf[first..]).await?;
     if buf.starts_with(V2_SIGNATURE) {
         let mut fixed = [0u8; 1];
         stream.read_exact(&mut fixed).await?;
@@ -64,7 +69,7 @@ pub async fn read_header<S: AsyncRead + Unpin>(
             "no PROXY protocol header (the listener has proxy_protocol = true)".into(),
         ));
     }
-    client_of(HeaderResult::parse(&buf), peer)
+    client_of(HeaderResult::parse(&buf), peer).map(Some)
 }
 
 /// The client a parsed header names (`peer` when it names none).

@@ -12,7 +12,9 @@ fn peer() -> SocketAddr {
 fn read(bytes: &[u8]) -> io::Result<(SocketAddr, Vec<u8>)> {
     smol::block_on(async {
         let mut stream = Cursor::new(bytes.to_vec());
-        let client = read_header(&mut stream, peer()).await?;
+        let client = read_header(&mut stream, peer())
+            .await?
+            .ok_or_else(|| io::Error::other("closed before a byte"))?;
         let mut rest = Vec::new();
         stream.read_to_end(&mut rest).await?;
         Ok((client, rest))
@@ -113,4 +115,10 @@ fn a_connection_without_a_valid_header_is_refused() {
             "{what}: {err}"
         );
     }
+}
+
+#[test]
+fn a_peer_that_closes_without_a_byte_is_a_health_check_not_an_error() {
+    let got = smol::block_on(read_header(&mut Cursor::new(Vec::new()), peer())).unwrap();
+    assert_eq!(got, None);
 }

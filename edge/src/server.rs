@@ -407,13 +407,18 @@ async fn accept_loop(
                             }
                             // Boxed like the handshakes below; within the CONNECT time limit.
                             let hs = Box::pin(crate::proxy_protocol::read_header(&mut stream, peer));
-                            let Some(client) =
-                                handshake(hs, handshake_timeout, peer, "PROXY protocol").await
-                            else {
-                                b.stats.refused(crate::stats::Refused::ProxyProtocol);
-                                return;
-                            };
-                            client
+                            match handshake(hs, handshake_timeout, peer, "PROXY protocol").await {
+                                Some(Some(client)) => client,
+                                Some(None) => {
+                                    // A TCP health check: connected, closed, sent nothing.
+                                    tracing::debug!(%peer, "connection closed before sending a PROXY header");
+                                    return;
+                                }
+                                None => {
+                                    b.stats.refused(crate::stats::Refused::ProxyProtocol);
+                                    return;
+                                }
+                            }
                         }
                     };
                     let (transport, peer) = match (tls, ws) {

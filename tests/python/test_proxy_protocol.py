@@ -1,0 +1,120 @@
+"""MQTT behind a real HAProxy in TCP mode sending the PROXY protocol (v1 `send-proxy` and v2
+`send-proxy-v2`), with its TCP health checks (connect, then close without a byte): the broker's
+per-IP limit counts the clients HAProxy names, not HAProxy, and the health checks are not
+logged as refused connections. Clients bind to different loopback addresses (127.0.0.2,
+127.0.0.3); HAProxy reaches the broker from 127.0.0.1, which is the listener's only trusted peer.
+
+Needs haproxy (Debian's package; scripts/test.sh installs it).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from conftest import free_port, robustmq_bin, wait_listening
+
+pytestmark = pytest.mark.robustmq_only
+
+HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
+
+
+def _haproxy_conf(path: Path, port: int, upstream: int, send: str) -> Path:
+    path.write_text(f"""global
+    maxconn 64
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+frontend mqtt
+    bind 127.0.0.1:{port}
+    default_backend edge
+backend edge
+    server edge1 127.0.0.1:{upstream} {send} check inter 200ms
+""")
+    return path
+
+
+class _Client:
+    """A paho-mqtt MQTT 3.1.1 client over TCP, connecting from `source` (a loopback address)."""
+
+    def __init__(self, client_id: str, source: str):
+        self.source = source
+        self.rc: int | None = None
+        self.done = threading.Event()
+        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                             protocol=mqtt.MQTTv311)
+        self.c.on_connect = self._on_connect
+        self.c.on_disconnect = lambda *_: self.done.set()
+
+    def _on_connect(self, _c, _u, _flags, rc, _props):
+        self.rc = rc.value
+        self.done.set()
+
+    def connect(self, port: int) -> int | None:
+        """The CONNACK return code (None: closed without one)."""
+        self.c.connect("127.0.0.1", port, 60, bind_address=self.source)
+        self.c.loop_start()
+        assert self.done.wait(10), f"no answer to the CONNECT from {self.source}"
+        return self.rc
+
+    def close(self):
+        self.c.disconnect()
+        self.c.loop_stop()
+
+
+@pytest.mark.parametrize("send", ["send-proxy", "send-proxy-v2"])
+def test_behind_haproxy_the_per_ip_limit_counts_the_clients_it_names(tmp_path, send):
+    assert Path(HAPROXY).exists(), "haproxy missing (apt-get install haproxy)"
+    mqtt_port, proxy_port = free_port(), free_port()
+    cfg = tmp_path / "edge.toml"
+    cfg.write_text(f"""data_dir = "{tmp_path / 'data'}"
+
+[limits]
+max_connections_per_ip = 1
+
+[[listeners]]
+bind = "127.0.0.1:{mqtt_port}"
+proxy_protocol = true
+trusted_proxies = ["127.0.0.1"]
+""")
+    log = tmp_path / "broker.log"
+    with open(log, "wb") as err:
+        broker = subprocess.Popen([str(robustmq_bin()), "--config", str(cfg)], stderr=err,
+                                  env={**os.environ, "RUST_LOG": "info"})
+    haproxy_log = tmp_path / "haproxy.log"
+    with open(haproxy_log, "wb") as err:
+        haproxy = subprocess.Popen(
+            [HAPROXY, "-db", "-f", str(_haproxy_conf(tmp_path / "haproxy.cfg", proxy_port, mqtt_port, send))],
+            stdout=err, stderr=err)
+    clients = []
+    try:
+        wait_listening(mqtt_port, broker, lambda: log.read_text(errors="replace")[-3000:])
+        wait_listening(proxy_port, haproxy, lambda: haproxy_log.read_text(errors="replace"))
+        # A few health checks (every 200 ms) reach the broker meanwhile.
+        time.sleep(0.5)
+        for client_id, source, want in [("a", "127.0.0.2", 0), ("b", "127.0.0.3", 0), ("c", "127.0.0.2", 136)]:
+            c = _Client(client_id, source)
+            clients.append(c)
+            # CONNACK 3, server unavailable (MQTT 3.1.1's answer to a limit), which paho reports
+            # as reason code 136; a and b come from two addresses, so each is the first of its own.
+            assert c.connect(proxy_port) == want, f"{client_id} from {source}"
+        text = log.read_text(errors="replace")
+        refusals = [l for l in text.splitlines() if "max_connections_per_ip" in l]
+        assert refusals and all("peer=127.0.0.2:" in l for l in refusals), text[-3000:]
+        assert "PROXY protocol handshake failed" not in text, text[-3000:]
+    finally:
+        for c in clients:
+            c.close()
+        haproxy.terminate()
+        haproxy.wait(10)
+        broker.terminate()
+        assert broker.wait(10) == 0
