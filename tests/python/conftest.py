@@ -79,6 +79,42 @@ def wait_listening(port: int, proc: subprocess.Popen, why_exited, timeout: float
     raise AssertionError(f"nothing listening on {port}")
 
 
+class SourcedClient:
+    """A paho-mqtt MQTT 3.1.1 client connecting from `source` (a loopback address such as
+    127.0.0.2), over TCP or, with `ws_path`, over ws:// (for the reverse-proxy tests)."""
+
+    def __init__(self, client_id: str, source: str, ws_path: str | None = None):
+        import threading
+
+        import paho.mqtt.client as mqtt
+
+        self.source = source
+        self.rc: int | None = None
+        self.done = threading.Event()
+        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                             protocol=mqtt.MQTTv311,
+                             transport="websockets" if ws_path else "tcp")
+        if ws_path:
+            self.c.ws_set_options(path=ws_path)
+        self.c.on_connect = self._on_connect
+        self.c.on_disconnect = lambda *_: self.done.set()
+
+    def _on_connect(self, _c, _u, _flags, rc, _props):
+        self.rc = rc.value
+        self.done.set()
+
+    def connect(self, port: int) -> int | None:
+        """The CONNACK return code (None: closed without one)."""
+        self.c.connect("127.0.0.1", port, 60, bind_address=self.source)
+        self.c.loop_start()
+        assert self.done.wait(10), f"no answer to the CONNECT from {self.source}"
+        return self.rc
+
+    def close(self):
+        self.c.disconnect()
+        self.c.loop_stop()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -12,14 +12,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import threading
 import time
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
 
-from conftest import free_port, robustmq_bin, wait_listening
+from conftest import SourcedClient, free_port, robustmq_bin, wait_listening
 
 pytestmark = pytest.mark.robustmq_only
 
@@ -41,34 +39,6 @@ backend edge
     server edge1 127.0.0.1:{upstream} {send} check inter 200ms
 """)
     return path
-
-
-class _Client:
-    """A paho-mqtt MQTT 3.1.1 client over TCP, connecting from `source` (a loopback address)."""
-
-    def __init__(self, client_id: str, source: str):
-        self.source = source
-        self.rc: int | None = None
-        self.done = threading.Event()
-        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
-                             protocol=mqtt.MQTTv311)
-        self.c.on_connect = self._on_connect
-        self.c.on_disconnect = lambda *_: self.done.set()
-
-    def _on_connect(self, _c, _u, _flags, rc, _props):
-        self.rc = rc.value
-        self.done.set()
-
-    def connect(self, port: int) -> int | None:
-        """The CONNACK return code (None: closed without one)."""
-        self.c.connect("127.0.0.1", port, 60, bind_address=self.source)
-        self.c.loop_start()
-        assert self.done.wait(10), f"no answer to the CONNECT from {self.source}"
-        return self.rc
-
-    def close(self):
-        self.c.disconnect()
-        self.c.loop_stop()
 
 
 @pytest.mark.parametrize("send", ["send-proxy", "send-proxy-v2"])
@@ -102,7 +72,7 @@ trusted_proxies = ["127.0.0.1"]
         # A few health checks (every 200 ms) reach the broker meanwhile.
         time.sleep(0.5)
         for client_id, source, want in [("a", "127.0.0.2", 0), ("b", "127.0.0.3", 0), ("c", "127.0.0.2", 136)]:
-            c = _Client(client_id, source)
+            c = SourcedClient(client_id, source)
             clients.append(c)
             # CONNACK 3, server unavailable (MQTT 3.1.1's answer to a limit), which paho reports
             # as reason code 136; a and b come from two addresses, so each is the first of its own.

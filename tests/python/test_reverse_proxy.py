@@ -11,13 +11,11 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import threading
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
 
-from conftest import free_port, robustmq_bin, wait_listening
+from conftest import SourcedClient, free_port, robustmq_bin, wait_listening
 
 pytestmark = pytest.mark.robustmq_only
 
@@ -56,35 +54,6 @@ http {{
     return conf
 
 
-class _WsClient:
-    """A paho-mqtt MQTT 3.1.1 client over ws://, connecting from `source` (a loopback address)."""
-
-    def __init__(self, client_id: str, source: str):
-        self.source = source
-        self.rc: int | None = None
-        self.done = threading.Event()
-        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
-                             protocol=mqtt.MQTTv311, transport="websockets")
-        self.c.ws_set_options(path="/mqtt")
-        self.c.on_connect = self._on_connect
-        self.c.on_disconnect = lambda *_: self.done.set()
-
-    def _on_connect(self, _c, _u, _flags, rc, _props):
-        self.rc = rc.value
-        self.done.set()
-
-    def connect(self, port: int) -> int | None:
-        """The CONNACK return code (None: closed without one)."""
-        self.c.connect("127.0.0.1", port, 60, bind_address=self.source)
-        self.c.loop_start()
-        assert self.done.wait(10), f"no answer to the CONNECT from {self.source}"
-        return self.rc
-
-    def close(self):
-        self.c.disconnect()
-        self.c.loop_stop()
-
-
 def test_behind_nginx_the_per_ip_limit_counts_the_forwarded_clients(tmp_path):
     assert Path(NGINX).exists(), "nginx missing (apt-get install nginx-light)"
     mqtt_port, ws_port, proxy_port = free_port(), free_port(), free_port()
@@ -113,7 +82,7 @@ trusted_proxies = ["127.0.0.1"]
         wait_listening(ws_port, broker, lambda: log.read_text(errors="replace")[-3000:])
         wait_listening(proxy_port, nginx, lambda: (tmp_path / "error.log").read_text(errors="replace"))
         for client_id, source, want in [("a", "127.0.0.2", 0), ("b", "127.0.0.3", 0), ("c", "127.0.0.2", 136)]:
-            c = _WsClient(client_id, source)
+            c = SourcedClient(client_id, source, ws_path="/mqtt")
             clients.append(c)
             # CONNACK 3, server unavailable (MQTT 3.1.1's answer to a limit), which paho reports
             # as reason code 136; a and b come from two addresses, so each is the first of its own.
