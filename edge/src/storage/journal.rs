@@ -281,13 +281,8 @@ impl State {
                 end = end.max(e);
             }
         }
-        // Ranges starting inside [start, end].
-        let inside: Vec<(u64, u64)> = self
-            .dirty
-            .range(start..=end)
-            .map(|(&s, &e)| (s, e))
-            .collect();
-        for (s, e) in inside {
+        // Ranges starting inside [start, end] (no allocation: this runs on every write).
+        while let Some((&s, &e)) = self.dirty.range(start..=end).next() {
             self.dirty.remove(&s);
             self.dirty_bytes -= e - s;
             end = end.max(e);
