@@ -115,6 +115,26 @@ class SourcedClient:
         self.c.loop_stop()
 
 
+def assert_per_ip_limit_counts_sources(port: int, log: Path, ws_path: str | None = None) -> None:
+    """With `max_connections_per_ip = 1` behind a proxy on `port`: clients from 127.0.0.2 and
+    127.0.0.3 each get in, a second one from 127.0.0.2 is refused, and the broker's `log` names
+    127.0.0.2 in the refusal (so the limit counted the clients the proxy named, not the proxy)."""
+    clients = []
+    try:
+        for client_id, source, want in [("a", "127.0.0.2", 0), ("b", "127.0.0.3", 0), ("c", "127.0.0.2", 136)]:
+            c = SourcedClient(client_id, source, ws_path=ws_path)
+            clients.append(c)
+            # CONNACK 3, server unavailable (MQTT 3.1.1's answer to a limit), which paho reports
+            # as reason code 136; a and b come from two addresses, so each is the first of its own.
+            assert c.connect(port) == want, f"{client_id} from {source}"
+        text = log.read_text(errors="replace")
+        refusals = [l for l in text.splitlines() if "max_connections_per_ip" in l]
+        assert refusals and all("peer=127.0.0.2:" in l for l in refusals), text[-3000:]
+    finally:
+        for c in clients:
+            c.close()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SourcedClient, free_port, robustmq_bin, wait_listening
+from conftest import assert_per_ip_limit_counts_sources, free_port, robustmq_bin, wait_listening
 
 pytestmark = pytest.mark.robustmq_only
 
@@ -77,22 +77,11 @@ trusted_proxies = ["127.0.0.1"]
                                   env={**os.environ, "RUST_LOG": "info"})
     nginx = subprocess.Popen([NGINX, "-p", str(tmp_path), "-c", str(_nginx_conf(tmp_path, proxy_port, ws_port))],
                              stderr=subprocess.DEVNULL)
-    clients = []
     try:
         wait_listening(ws_port, broker, lambda: log.read_text(errors="replace")[-3000:])
         wait_listening(proxy_port, nginx, lambda: (tmp_path / "error.log").read_text(errors="replace"))
-        for client_id, source, want in [("a", "127.0.0.2", 0), ("b", "127.0.0.3", 0), ("c", "127.0.0.2", 136)]:
-            c = SourcedClient(client_id, source, ws_path="/mqtt")
-            clients.append(c)
-            # CONNACK 3, server unavailable (MQTT 3.1.1's answer to a limit), which paho reports
-            # as reason code 136; a and b come from two addresses, so each is the first of its own.
-            assert c.connect(proxy_port) == want, f"{client_id} from {source}"
-        text = log.read_text(errors="replace")
-        refusals = [l for l in text.splitlines() if "max_connections_per_ip" in l]
-        assert refusals and all("peer=127.0.0.2:" in l for l in refusals), text[-3000:]
+        assert_per_ip_limit_counts_sources(proxy_port, log, ws_path="/mqtt")
     finally:
-        for c in clients:
-            c.close()
         nginx.terminate()
         nginx.wait(10)
         broker.terminate()
