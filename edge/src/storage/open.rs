@@ -101,6 +101,10 @@ fn backend(path: &Path, journal_bytes: u64, existed: bool) -> Result<Backend> {
     if journal_bytes == 0 && !jpath.exists() {
         return Ok(Backend::Plain(main));
     }
+    if existed && !looks_like_redb(&main).map_err(jerr)? {
+        // Not ours to write to: the read-only look refuses it, and both files stay as found.
+        return Ok(Backend::Plain(main));
+    }
     let file = open_rw(&jpath).map_err(jerr)?;
     if !lock_exclusive(&file).map_err(jerr)? {
         return Err(jerr(std::io::Error::other(
@@ -148,6 +152,25 @@ fn backend(path: &Path, journal_bytes: u64, existed: bool) -> Result<Backend> {
     let journaled =
         Journaled::start(main, jbackend, journal_bytes, old_generation).map_err(jerr)?;
     Ok(Backend::Journaled(journaled))
+}
+
+/// The first bytes of every redb file (redb's header magic); an empty file is a new database.
+const REDB_MAGIC: [u8; 9] = [b'r', b'e', b'd', b'b', 0x1A, 0x0A, 0xA9, 0x0D, 0x0A];
+
+/// Whether `main` is empty or starts as a redb file does: a journal is replayed onto nothing
+/// else (a foreign or garbage file is refused untouched by the read-only look).
+fn looks_like_redb(main: &FileBackend) -> std::io::Result<bool> {
+    use redb::StorageBackend;
+    let len = main.len()?;
+    if len == 0 {
+        return Ok(true);
+    }
+    if len < REDB_MAGIC.len() as u64 {
+        return Ok(false);
+    }
+    let mut head = [0u8; REDB_MAGIC.len()];
+    main.read(0, &mut head)?;
+    Ok(head == REDB_MAGIC)
 }
 
 /// Reserves the journal's blocks up to `len` at once (`fallocate`: no data written, so a first

@@ -91,3 +91,29 @@ fn a_second_store_on_the_same_data_dir_is_refused() {
         .expect("the second open fails");
     assert!(err.to_string().contains("another broker"), "{err}");
 }
+
+#[test]
+fn a_journal_is_never_replayed_onto_a_file_that_is_not_a_database() {
+    let crashed = tempfile::tempdir().unwrap();
+    power_cut_after_one_commit(crashed.path());
+    let (db, journal) = (
+        crashed.path().join("edge.redb"),
+        crashed.path().join("edge.redb-journal"),
+    );
+    std::fs::write(&db, vec![0x5a; 256 * 1024]).unwrap();
+    let journal_before = std::fs::read(&journal).unwrap();
+    let err = Store::open(&cfg(crashed.path(), 1 << 20))
+        .err()
+        .expect("a garbage file is refused");
+    assert!(err.to_string().contains("cannot open database"), "{err}");
+    assert_eq!(
+        std::fs::read(&db).unwrap(),
+        vec![0x5a; 256 * 1024],
+        "the file is untouched"
+    );
+    assert_eq!(
+        std::fs::read(&journal).unwrap(),
+        journal_before,
+        "so is the journal"
+    );
+}
