@@ -115,6 +115,18 @@ class SourcedClient:
         self.c.loop_stop()
 
 
+def start_logged_broker(tmp_path: Path, config: str) -> tuple[subprocess.Popen, Path]:
+    """Starts the broker binary on `config` (TOML text, written to tmp_path/edge.toml) with
+    `RUST_LOG=info` and its stderr in tmp_path/broker.log; returns the process and the log."""
+    cfg = tmp_path / "edge.toml"
+    cfg.write_text(config)
+    log = tmp_path / "broker.log"
+    with open(log, "wb") as err:
+        broker = subprocess.Popen([str(robustmq_bin()), "--config", str(cfg)], stderr=err,
+                                  env={**os.environ, "RUST_LOG": "info"})
+    return broker, log
+
+
 def assert_per_ip_limit_counts_sources(port: int, log: Path, ws_path: str | None = None) -> None:
     """With `max_connections_per_ip = 1` behind a proxy on `port`: clients from 127.0.0.2 and
     127.0.0.3 each get in, a second one from 127.0.0.2 is refused, and the broker's `log` names

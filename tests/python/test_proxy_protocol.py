@@ -9,7 +9,6 @@ Needs haproxy (Debian's package; scripts/test.sh installs it).
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import time
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import assert_per_ip_limit_counts_sources, free_port, robustmq_bin, wait_listening
+from conftest import assert_per_ip_limit_counts_sources, free_port, start_logged_broker, wait_listening
 
 pytestmark = pytest.mark.robustmq_only
 
@@ -45,8 +44,7 @@ backend edge
 def test_behind_haproxy_the_per_ip_limit_counts_the_clients_it_names(tmp_path, send):
     assert Path(HAPROXY).exists(), "haproxy missing (apt-get install haproxy)"
     mqtt_port, proxy_port = free_port(), free_port()
-    cfg = tmp_path / "edge.toml"
-    cfg.write_text(f"""data_dir = "{tmp_path / 'data'}"
+    broker, log = start_logged_broker(tmp_path, f"""data_dir = "{tmp_path / 'data'}"
 
 [limits]
 max_connections_per_ip = 1
@@ -56,10 +54,6 @@ bind = "127.0.0.1:{mqtt_port}"
 proxy_protocol = true
 trusted_proxies = ["127.0.0.1"]
 """)
-    log = tmp_path / "broker.log"
-    with open(log, "wb") as err:
-        broker = subprocess.Popen([str(robustmq_bin()), "--config", str(cfg)], stderr=err,
-                                  env={**os.environ, "RUST_LOG": "info"})
     haproxy_log = tmp_path / "haproxy.log"
     with open(haproxy_log, "wb") as err:
         haproxy = subprocess.Popen(

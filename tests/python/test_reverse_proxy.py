@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import assert_per_ip_limit_counts_sources, free_port, robustmq_bin, wait_listening
+from conftest import assert_per_ip_limit_counts_sources, free_port, start_logged_broker, wait_listening
 
 pytestmark = pytest.mark.robustmq_only
 
@@ -57,8 +57,7 @@ http {{
 def test_behind_nginx_the_per_ip_limit_counts_the_forwarded_clients(tmp_path):
     assert Path(NGINX).exists(), "nginx missing (apt-get install nginx-light)"
     mqtt_port, ws_port, proxy_port = free_port(), free_port(), free_port()
-    cfg = tmp_path / "edge.toml"
-    cfg.write_text(f"""data_dir = "{tmp_path / 'data'}"
+    broker, log = start_logged_broker(tmp_path, f"""data_dir = "{tmp_path / 'data'}"
 
 [limits]
 max_connections_per_ip = 1
@@ -71,10 +70,6 @@ bind = "127.0.0.1:{ws_port}"
 kind = "websocket"
 trusted_proxies = ["127.0.0.1"]
 """)
-    log = tmp_path / "broker.log"
-    with open(log, "wb") as err:
-        broker = subprocess.Popen([str(robustmq_bin()), "--config", str(cfg)], stderr=err,
-                                  env={**os.environ, "RUST_LOG": "info"})
     nginx = subprocess.Popen([NGINX, "-p", str(tmp_path), "-c", str(_nginx_conf(tmp_path, proxy_port, ws_port))],
                              stderr=subprocess.DEVNULL)
     try:

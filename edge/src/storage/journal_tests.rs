@@ -158,6 +158,12 @@ impl StorageBackend for SimFile {
     }
 }
 
+/// One power-cut run's set-up: its random source (from `seed`) and two empty files.
+fn rig(seed: u64) -> (Rng, SimFile, SimFile) {
+    let rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    (rng, SimFile::default(), SimFile::default())
+}
+
 fn journaled(main: &SimFile, journal: &SimFile, capacity: u64) -> Journaled<SimFile, SimFile> {
     Journaled::open(main.clone(), journal.clone(), capacity)
         .expect("open")
@@ -217,8 +223,7 @@ fn dirty_ranges_merge_when_they_touch_or_overlap() {
 #[test]
 fn after_a_power_cut_the_database_file_is_as_of_the_last_completed_sync() {
     for seed in 1..=300u64 {
-        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
-        let (main, journal) = (SimFile::default(), SimFile::default());
+        let (mut rng, main, journal) = rig(seed);
         // A small journal, so that checkpoints happen too.
         let j = journaled(&main, &journal, MIN_CAPACITY);
         let pages = 64 + rng.below(64);
@@ -277,8 +282,7 @@ fn open_db(main: &SimFile, journal: &SimFile, capacity: u64) -> redb::Database {
 #[test]
 fn every_committed_transaction_survives_a_power_cut_in_the_middle_of_the_next() {
     for seed in 1..=60u64 {
-        let mut rng = Rng(seed.wrapping_mul(0x2545_F491_4F6C_DD1D) | 1);
-        let (main, journal) = (SimFile::default(), SimFile::default());
+        let (mut rng, main, journal) = rig(seed);
         // 1 MiB: records of a few pages, a checkpoint every few dozen commits.
         let db = open_db(&main, &journal, MIN_CAPACITY);
         let cut_at = 50 + rng.below(3000);
