@@ -567,4 +567,4 @@ pub fn prepare_journal<J: StorageBackend>(journal: &J, capacity: u64) -> io::Res
 
 #[cfg(test)]
 #[path = "journal_tests.rs"]
-mod tests;
+pub(super) mod tests;

@@ -9,16 +9,17 @@ use redb::{ReadableDatabase, ReadableTableMetadata, TableDefinition};
 use super::*;
 
 /// A deterministic pseudo-random source (xorshift), so that a failing seed can be rerun.
-struct Rng(u64);
+/// (Also the journal file's tests'.)
+pub(in crate::storage) struct Rng(pub(in crate::storage) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(in crate::storage) fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         self.0
     }
-    fn below(&mut self, n: u64) -> u64 {
+    pub(in crate::storage) fn below(&mut self, n: u64) -> u64 {
         self.next() % n.max(1)
     }
 }

@@ -36,6 +36,7 @@
 //!   is never lost or reordered for lack of space; [`Store::disk_full`] says when it waits.
 
 mod journal;
+mod journal_file;
 mod load;
 mod open;
 mod ops;

@@ -14,6 +14,7 @@ use redb::backends::FileBackend;
 use redb::Database;
 
 use super::journal::{self, JournalCounters, Journaled};
+use super::journal_file::JournalFile;
 use crate::config::Config;
 use crate::disk_full::{DiskFull, SpaceWaitingBackend};
 use crate::error::{Error, Result};
@@ -21,7 +22,7 @@ use crate::error::{Error, Result};
 /// The database file's backend: through the commit journal, or (journal off) the file alone.
 enum Backend {
     Plain(FileBackend),
-    Journaled(Journaled<FileBackend, FileBackend>),
+    Journaled(Journaled<FileBackend, JournalFile>),
 }
 
 /// Where the commit journal of `db_path` lives: beside it, as SQLite's `-wal` file does.
@@ -113,10 +114,7 @@ fn backend(path: &Path, journal_bytes: u64, existed: bool) -> Result<Backend> {
     }
     // Kept to reserve the journal's blocks below (the backend owns the other handle).
     let reserve_handle = file.try_clone().map_err(jerr)?;
-    let jbackend = FileBackend::new(file).map_err(|e| Error::OpenDatabase {
-        path: jpath.display().to_string(),
-        source: e,
-    })?;
+    let jbackend = JournalFile::new(file, &jpath);
     let (old_generation, replayed) = journal::replay(&main, &jbackend).map_err(jerr)?;
     if replayed.records > 0 {
         redb::StorageBackend::sync_data(&main).map_err(jerr)?;
