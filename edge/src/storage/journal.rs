@@ -86,6 +86,11 @@ pub struct Journaled<M, J> {
     capacity: u64,
     state: Mutex<State>,
     counters: Arc<JournalCounters>,
+    /// The database file's length, kept here (every change goes through this layer): a
+    /// `statx` of it per commit made each write change its times at full resolution (Linux's
+    /// multigrain timestamps), and its inode shares an inode-table block with the journal's,
+    /// which each journal sync then wrote (one more device write per commit).
+    main_len: AtomicU64,
 }
 
 struct State {
@@ -133,6 +138,7 @@ impl<M: StorageBackend, J: StorageBackend> Journaled<M, J> {
         let generation = next_generation(old_generation);
         write_header(&journal, generation)?;
         journal.sync_data()?;
+        let main_len = AtomicU64::new(main.len()?);
         let state = State {
             dirty: BTreeMap::new(),
             dirty_bytes: 0,
@@ -148,6 +154,7 @@ impl<M: StorageBackend, J: StorageBackend> Journaled<M, J> {
             capacity,
             state: Mutex::new(state),
             counters: Arc::default(),
+            main_len,
         })
     }
 
@@ -179,7 +186,7 @@ impl<M: StorageBackend, J: StorageBackend> Journaled<M, J> {
         head[0..8].copy_from_slice(RECORD_MAGIC);
         head[8..16].copy_from_slice(&st.generation.to_le_bytes());
         head[16..24].copy_from_slice(&st.seq.to_le_bytes());
-        head[24..32].copy_from_slice(&self.main.len()?.to_le_bytes());
+        head[24..32].copy_from_slice(&self.main_len.load(Ordering::Relaxed).to_le_bytes());
         head[32..36].copy_from_slice(&(extents as u32).to_le_bytes());
         head[36..44].copy_from_slice(&st.dirty_bytes.to_le_bytes());
         let mut crc = crc32fast::Hasher::new();
@@ -323,7 +330,7 @@ impl<M, J> fmt::Debug for Journaled<M, J> {
 
 impl<M: StorageBackend, J: StorageBackend> StorageBackend for Journaled<M, J> {
     fn len(&self) -> io::Result<u64> {
-        self.main.len()
+        Ok(self.main_len.load(Ordering::Relaxed))
     }
 
     fn read(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
@@ -332,7 +339,15 @@ impl<M: StorageBackend, J: StorageBackend> StorageBackend for Journaled<M, J> {
 
     fn set_len(&self, len: u64) -> io::Result<()> {
         let mut st = edge_mqtt::util::lock(&self.state);
-        self.main.set_len(len)?;
+        let set = self.main.set_len(len);
+        self.main_len.store(
+            match set {
+                Ok(()) => len,
+                Err(_) => self.main.len()?,
+            },
+            Ordering::Relaxed,
+        );
+        set?;
         st.truncate(len);
         st.resized = true;
         Ok(())
@@ -358,9 +373,15 @@ impl<M: StorageBackend, J: StorageBackend> StorageBackend for Journaled<M, J> {
 
     fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
         let mut st = edge_mqtt::util::lock(&self.state);
-        self.main.write(offset, data)?;
+        let end = offset + data.len() as u64;
+        if let Err(e) = self.main.write(offset, data) {
+            // It may have grown the file part of the way.
+            self.main_len.store(self.main.len()?, Ordering::Relaxed);
+            return Err(e);
+        }
+        self.main_len.fetch_max(end, Ordering::Relaxed);
         let limit = self.capacity - BLOCK;
-        st.mark(offset, offset + data.len() as u64, limit);
+        st.mark(offset, end, limit);
         Ok(())
     }
 

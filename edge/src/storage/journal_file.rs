@@ -11,7 +11,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytemuck::Zeroable;
 use redb::StorageBackend;
@@ -35,12 +35,17 @@ pub struct JournalFile {
     direct: Option<File>,
     /// Cleared when the file system refused a direct write: the rest goes through `file`.
     direct_ok: AtomicBool,
+    /// The file's length, kept here: this is its only writer, and a `statx` per commit made
+    /// every write change the file's times at full resolution (Linux's multigrain timestamps),
+    /// so every `fdatasync` also wrote the inode (one more device write per commit).
+    len: AtomicU64,
 }
 
 impl JournalFile {
     /// Wraps `file`, opened at `path`, and opens `path` again for direct I/O (where the file
     /// system refuses that, as tmpfs does, all I/O goes through `file`).
-    pub fn new(file: File, path: &Path) -> JournalFile {
+    pub fn new(file: File, path: &Path) -> io::Result<JournalFile> {
+        let len = AtomicU64::new(file.metadata()?.len());
         let direct = match open_direct(path) {
             Ok(f) => Some(f),
             Err(e) => {
@@ -50,11 +55,12 @@ impl JournalFile {
             }
         };
         let direct_ok = AtomicBool::new(direct.is_some());
-        JournalFile {
+        Ok(JournalFile {
             file,
             direct,
             direct_ok,
-        }
+            len,
+        })
     }
 
     /// Whether writes go to the device directly (not through the page cache).
@@ -131,7 +137,7 @@ fn blocks(len: u64) -> Vec<Block> {
 
 impl StorageBackend for JournalFile {
     fn len(&self) -> io::Result<u64> {
-        Ok(self.file.metadata()?.len())
+        Ok(self.len.load(Ordering::Relaxed))
     }
 
     fn read(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
@@ -157,7 +163,9 @@ impl StorageBackend for JournalFile {
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
-        self.file.set_len(len)
+        self.file.set_len(len)?;
+        self.len.store(len, Ordering::Relaxed);
+        Ok(())
     }
 
     fn sync_data(&self) -> io::Result<()> {
@@ -192,6 +200,7 @@ impl StorageBackend for JournalFile {
         if written_to > reached {
             self.file.set_len(reached)?;
         }
+        self.len.store(reached, Ordering::Relaxed);
         Ok(())
     }
 }

@@ -15,7 +15,7 @@ fn open(dir: &tempfile::TempDir) -> JournalFile {
         .truncate(false)
         .open(&path)
         .unwrap();
-    JournalFile::new(file, &path)
+    JournalFile::new(file, &path).unwrap()
 }
 
 /// Writes of every alignment (inside a block, across blocks, past the end, larger than one

@@ -43,6 +43,8 @@ struct Sim {
     syncs: u64,
     /// Length of the longest single write.
     largest_write: usize,
+    /// Calls of `len` (a `statx` on a real file).
+    len_calls: u64,
 }
 
 /// One simulated file; clones share it.
@@ -114,7 +116,9 @@ impl SimFile {
 
 impl StorageBackend for SimFile {
     fn len(&self) -> io::Result<u64> {
-        Ok(self.0.lock().unwrap().data.len() as u64)
+        let mut sim = self.0.lock().unwrap();
+        sim.len_calls += 1;
+        Ok(sim.data.len() as u64)
     }
 
     fn read(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
@@ -187,6 +191,33 @@ fn a_sync_writes_the_journal_once_and_leaves_the_database_file_unsynced() {
     // Nothing written since: nothing to do.
     j.sync_data().unwrap();
     assert_eq!(journal.syncs(), journal_syncs + 1);
+}
+
+/// The database file's length is kept by the journal layer, never asked of the file during
+/// commits (see `main_len`), and stays right through growth, shrinking and a failed write.
+#[test]
+fn the_database_length_is_kept_without_asking_the_file() {
+    let (main, journal) = (SimFile::default(), SimFile::default());
+    let j = journaled(&main, &journal, MIN_CAPACITY);
+    let asked = main.0.lock().unwrap().len_calls;
+    j.set_len(8192).unwrap();
+    j.write(12_000, &[1; 100]).unwrap();
+    assert_eq!(j.len().unwrap(), 12_100);
+    j.write(0, &[2; 10]).unwrap();
+    j.sync_data().unwrap();
+    assert_eq!(j.len().unwrap(), 12_100);
+    j.set_len(4096).unwrap();
+    assert_eq!(j.len().unwrap(), 4096);
+    assert_eq!(
+        main.0.lock().unwrap().len_calls,
+        asked,
+        "no len() of the file"
+    );
+    assert_eq!(main.contents().len(), 4096);
+    // A write that fails: the length is read back from the file.
+    main.cut_power_after(0);
+    assert!(j.write(20_000, &[3; 10]).is_err());
+    assert_eq!(j.len().unwrap(), main.contents().len() as u64);
 }
 
 #[test]

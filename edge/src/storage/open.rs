@@ -114,7 +114,7 @@ fn backend(path: &Path, journal_bytes: u64, existed: bool) -> Result<Backend> {
     }
     // Kept to reserve the journal's blocks below (the backend owns the other handle).
     let reserve_handle = file.try_clone().map_err(jerr)?;
-    let jbackend = JournalFile::new(file, &jpath);
+    let jbackend = JournalFile::new(file, &jpath).map_err(jerr)?;
     let (old_generation, replayed) = journal::replay(&main, &jbackend).map_err(jerr)?;
     if replayed.records > 0 {
         redb::StorageBackend::sync_data(&main).map_err(jerr)?;
