@@ -6,7 +6,8 @@
 //! How (a redo journal of whole writes, as SQLite's WAL or InnoDB's doublewrite buffer do it):
 //! - Writes go to the database file as before (the page cache), and their byte ranges are
 //!   remembered. At `sync_data`, the bytes of those ranges are read back and appended to the
-//!   journal as one checksummed record, and only the journal is synced.
+//!   journal as one checksummed record (with `O_DIRECT`, `journal_file.rs`), and only the
+//!   journal is synced. The database file's length is kept here, not asked of the file.
 //! - When the journal is full (or a record would not fit), the database file itself is synced
 //!   (a checkpoint) and the journal starts over under a new generation.
 //! - At open, the records of the current generation are replayed onto the database file, in

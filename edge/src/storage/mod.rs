@@ -7,7 +7,8 @@
 //! - `queue_writes.rs`: how a commit writes the queue tables (sorted runs, see below).
 //! - `writer.rs`: the writer thread (group commit, gathering a publisher's window).
 //! - `journal.rs`: the commit journal beneath redb (a durable commit is one sequential write
-//!   and one fdatasync); `open.rs`: replaying it, then opening (and repairing) the file.
+//!   and one fdatasync); `journal_file.rs`: the journal's file, written with `O_DIRECT`;
+//!   `open.rs`: replaying it, then opening (and repairing) the file.
 //!
 //! Cost per message (issue 9): a backlog fill inserts one `session_queue` row per message, a
 //! drain one `session_queue_state` row (its packet id, recorded ahead of the send)
