@@ -85,6 +85,8 @@ fn set_len_and_sync_act_on_the_file() {
     f.sync_data().unwrap();
     assert_eq!(f.len().unwrap(), 5000);
     f.write(4990, &[2u8; 20]).unwrap();
+    f.write(9000, &[]).unwrap();
+    assert_eq!(f.len().unwrap(), 5010, "an empty write changes nothing");
     let on_disk = std::fs::read(dir.path().join("j")).unwrap();
     assert_eq!(on_disk.len(), 5010);
     assert_eq!(&on_disk[4980..4990], &[1u8; 10]);
