@@ -36,6 +36,8 @@ use std::sync::{Arc, Mutex};
 
 use redb::{BackendError, StorageBackend};
 
+use super::journal_file::AlignedBuf;
+
 /// Records start at block boundaries: a torn write of one record never touches the blocks of
 /// the records before it.
 const BLOCK: u64 = 4096;
@@ -195,7 +197,7 @@ impl<M: StorageBackend, J: StorageBackend> Journaled<M, J> {
         let mut out = Staged {
             journal: &self.journal,
             at: st.write_at,
-            buf: Vec::with_capacity((unpadded as usize).min(STAGE + BLOCK as usize)),
+            buf: AlignedBuf::with_capacity((unpadded as usize).min(STAGE + BLOCK as usize)),
         };
         out.space(RECORD_HEAD_LEN)?.copy_from_slice(&head);
         for (&start, &end) in &st.dirty {
@@ -232,7 +234,7 @@ struct Staged<'a, J> {
     journal: &'a J,
     /// Where `buf[0]` goes in the journal.
     at: u64,
-    buf: Vec<u8>,
+    buf: AlignedBuf,
 }
 
 impl<J: StorageBackend> Staged<'_, J> {
@@ -241,25 +243,25 @@ impl<J: StorageBackend> Staged<'_, J> {
         if self.buf.len() + n > STAGE + BLOCK as usize {
             // Out in whole blocks (no partial page to read back); the rest stays.
             let whole = self.buf.len() / BLOCK as usize * BLOCK as usize;
-            self.journal.write(self.at, &self.buf[..whole])?;
+            self.journal.write(self.at, &self.buf.as_slice()[..whole])?;
             self.at += whole as u64;
-            self.buf.drain(..whole);
+            self.buf.drain_front(whole);
         }
         let len = self.buf.len();
-        self.buf.resize(len + n, 0);
-        Ok(&mut self.buf[len..])
+        self.buf.resize(len + n);
+        Ok(&mut self.buf.as_mut_slice()[len..])
     }
 
     /// Writes the rest, padded to a whole block, then `head` (with its checksum) at `start`,
     /// the record's first bytes. A record that stayed in `buf` is written once.
     fn finish(mut self, start: u64, head: &[u8]) -> io::Result<()> {
         let padded = (self.buf.len() as u64).div_ceil(BLOCK) as usize * BLOCK as usize;
-        self.buf.resize(padded, 0);
+        self.buf.resize(padded);
         if self.at == start {
-            self.buf[..head.len()].copy_from_slice(head);
-            return self.journal.write(self.at, &self.buf);
+            self.buf.as_mut_slice()[..head.len()].copy_from_slice(head);
+            return self.journal.write(self.at, self.buf.as_slice());
         }
-        self.journal.write(self.at, &self.buf)?;
+        self.journal.write(self.at, self.buf.as_slice())?;
         self.journal.write(start, head)
     }
 }

@@ -135,6 +135,56 @@ fn blocks(len: u64) -> Vec<Block> {
     vec![Block::zeroed(); len as usize / ALIGN]
 }
 
+fn is_aligned(offset: u64, data: &[u8]) -> bool {
+    offset % ALIGN as u64 == 0 && data.len() % ALIGN == 0 && (data.as_ptr() as usize) % ALIGN == 0
+}
+
+/// Bytes that start on a block boundary in memory: a journal record staged in one goes to the
+/// file as it is, without the copy through an aligned buffer.
+#[derive(Default)]
+pub struct AlignedBuf {
+    blocks: Vec<Block>,
+    len: usize,
+}
+
+impl AlignedBuf {
+    pub fn with_capacity(bytes: usize) -> AlignedBuf {
+        AlignedBuf {
+            blocks: Vec::with_capacity(bytes.div_ceil(ALIGN)),
+            len: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        &bytemuck::cast_slice(&self.blocks)[..self.len]
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        &mut bytemuck::cast_slice_mut(&mut self.blocks)[..self.len]
+    }
+
+    /// Shortens it to `len` bytes, or lengthens it with zeros.
+    pub fn resize(&mut self, len: usize) {
+        self.blocks.resize(len.div_ceil(ALIGN), Block::zeroed());
+        if len > self.len {
+            // Bytes a `drain_front` left behind the end.
+            bytemuck::cast_slice_mut::<Block, u8>(&mut self.blocks)[self.len..len].fill(0);
+        }
+        self.len = len;
+    }
+
+    /// Removes the first `n` bytes and moves the rest to the start.
+    pub fn drain_front(&mut self, n: usize) {
+        let n = n.min(self.len);
+        bytemuck::cast_slice_mut::<Block, u8>(&mut self.blocks).copy_within(n..self.len, 0);
+        self.resize(self.len - n);
+    }
+}
+
 impl StorageBackend for JournalFile {
     fn len(&self) -> io::Result<u64> {
         Ok(self.len.load(Ordering::Relaxed))
@@ -178,6 +228,13 @@ impl StorageBackend for JournalFile {
             return Ok(());
         }
         let len = self.len()?;
+        if is_aligned(offset, data) {
+            // Whole blocks from aligned memory (a staged record): no copy.
+            self.write_window(offset, data)?;
+            self.len
+                .store(len.max(offset + data.len() as u64), Ordering::Relaxed);
+            return Ok(());
+        }
         let mut done = 0;
         let mut written_to = 0;
         while done < data.len() {

@@ -108,3 +108,39 @@ fn direct_io_is_used_where_the_file_system_allows_it() {
     f.read(10, &mut out).unwrap();
     assert_eq!(&out, b"journal");
 }
+
+/// A staged record: block-aligned memory, whole blocks (the path without a copy).
+#[test]
+fn an_aligned_buffer_of_whole_blocks_is_written_as_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = open(&dir);
+    let mut buf = AlignedBuf::with_capacity(3 * ALIGN);
+    buf.resize(2 * ALIGN);
+    assert_eq!(buf.as_slice().as_ptr() as usize % ALIGN, 0);
+    buf.as_mut_slice().fill(9);
+    f.write(ALIGN as u64, buf.as_slice()).unwrap();
+    assert_eq!(f.len().unwrap(), 3 * ALIGN as u64);
+    let on_disk = std::fs::read(dir.path().join("j")).unwrap();
+    assert_eq!(on_disk[..ALIGN], [0u8; ALIGN]);
+    assert!(on_disk[ALIGN..].iter().all(|&b| b == 9));
+}
+
+#[test]
+fn an_aligned_buffer_drained_at_the_front_keeps_the_rest_and_grows_with_zeros() {
+    let mut buf = AlignedBuf::with_capacity(0);
+    buf.resize(3 * ALIGN);
+    for (i, b) in buf.as_mut_slice().iter_mut().enumerate() {
+        *b = (i / ALIGN) as u8 + 1;
+    }
+    buf.drain_front(2 * ALIGN);
+    assert_eq!(buf.len(), ALIGN);
+    assert!(buf.as_slice().iter().all(|&b| b == 3));
+    buf.resize(ALIGN + 10);
+    assert_eq!(
+        buf.as_slice()[ALIGN..],
+        [0u8; 10],
+        "no stale bytes past the end"
+    );
+    buf.resize(5);
+    assert_eq!(buf.as_slice(), &[3u8; 5]);
+}
