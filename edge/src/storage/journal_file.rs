@@ -4,8 +4,10 @@
 //! the same disk syncs a record in ~60 µs): a direct write is on the device when it returns
 //! and the sync only flushes the device's cache.
 //!
-//! Invariant: every read and write goes through a block-aligned buffer in whole blocks, so
-//! callers use any offset and length; a block only partly written is read first.
+//! Invariant: every read and write reaches the file in whole blocks from block-aligned memory,
+//! so callers use any offset and length: a write that is not (the journal's header) goes
+//! through an aligned copy, a block only partly written read first; a staged record
+//! ([`AlignedBuf`]) goes as it is.
 
 use std::fs::{File, OpenOptions};
 use std::io;
