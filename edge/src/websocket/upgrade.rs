@@ -247,7 +247,7 @@ where
             stream.flush().await?;
             let rest = buf.split_off(len);
             let ws = WebSocketStream::from_partially_read(
-                stream,
+                super::ReadAhead::new(stream),
                 rest,
                 Role::Server,
                 Some(settings.protocol_config()),
