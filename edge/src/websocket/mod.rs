@@ -125,6 +125,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
         let me = self.get_mut();
+        if buf.is_empty() {
+            // Nothing asked: nothing read from the socket either.
+            return Poll::Ready(Ok(0));
+        }
         if me.taken < me.ahead.len() {
             let n = buf.len().min(me.ahead.len() - me.taken);
             buf[..n].copy_from_slice(&me.ahead[me.taken..me.taken + n]);
