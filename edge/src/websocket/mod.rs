@@ -460,6 +460,19 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_read_takes_nothing_from_the_socket() {
+        let mut r = ReadAhead::new(futures_lite::io::Cursor::new(b"abc".to_vec()));
+        smol::block_on(async {
+            use futures_lite::AsyncReadExt;
+            assert_eq!(r.read(&mut []).await.expect("read"), 0);
+            assert_eq!(r.holds(), 0);
+            let mut buf = [0u8; 8];
+            assert_eq!(r.read(&mut buf).await.expect("read"), 3);
+            assert_eq!(&buf[..3], b"abc");
+        });
+    }
+
+    #[test]
     fn read_ahead_gives_small_reads_from_one_socket_read_and_then_holds_nothing() {
         let data: Vec<u8> = (0..READ_AHEAD + 100).map(|i| i as u8).collect();
         let mut r = ReadAhead::new(futures_lite::io::Cursor::new(data.clone()));
