@@ -97,17 +97,15 @@ impl WsSettings {
 /// makes one read of the socket per 4 KiB. Writes go straight through.
 pub(crate) struct ReadAhead<S> {
     io: S,
-    /// Read but not yet taken: `ahead[taken..]` (no allocation while empty).
-    ahead: Box<[u8]>,
-    taken: usize,
+    /// Read but not yet taken (no allocation while empty).
+    ahead: Bytes,
 }
 
 impl<S> ReadAhead<S> {
     pub(crate) fn new(io: S) -> ReadAhead<S> {
         ReadAhead {
             io,
-            ahead: Box::default(),
-            taken: 0,
+            ahead: Bytes::new(),
         }
     }
 
@@ -116,6 +114,19 @@ impl<S> ReadAhead<S> {
     fn holds(&self) -> usize {
         self.ahead.len()
     }
+}
+
+/// Copies the front of `src` into `buf` (as much as fits) and returns how much; once all of
+/// `src` is taken, its allocation goes with it (an emptied slice would keep it alive).
+fn take_front(src: &mut Bytes, buf: &mut [u8]) -> usize {
+    let n = src.len().min(buf.len());
+    buf[..n].copy_from_slice(&src[..n]);
+    if n == src.len() {
+        *src = Bytes::new();
+    } else {
+        bytes::Buf::advance(src, n);
+    }
+    n
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
@@ -129,15 +140,8 @@ impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
             // Nothing asked: nothing read from the socket either.
             return Poll::Ready(Ok(0));
         }
-        if me.taken < me.ahead.len() {
-            let n = buf.len().min(me.ahead.len() - me.taken);
-            buf[..n].copy_from_slice(&me.ahead[me.taken..me.taken + n]);
-            me.taken += n;
-            if me.taken == me.ahead.len() {
-                me.ahead = Box::default();
-                me.taken = 0;
-            }
-            return Poll::Ready(Ok(n));
+        if !me.ahead.is_empty() {
+            return Poll::Ready(Ok(take_front(&mut me.ahead, buf)));
         }
         if buf.len() >= READ_AHEAD {
             return Pin::new(&mut me.io).poll_read(cx, buf);
@@ -147,8 +151,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
         let n = got.min(buf.len());
         buf[..n].copy_from_slice(&chunk[..n]);
         if got > n {
-            me.ahead = chunk[n..got].into();
-            me.taken = 0;
+            me.ahead = Bytes::copy_from_slice(&chunk[n..got]);
         }
         Poll::Ready(Ok(n))
     }
@@ -304,9 +307,7 @@ where
         let me = self.get_mut();
         loop {
             if !me.rx.is_empty() {
-                let n = me.rx.len().min(buf.len());
-                buf[..n].copy_from_slice(&me.rx.split_to(n));
-                return Poll::Ready(Ok(n));
+                return Poll::Ready(Ok(take_front(&mut me.rx, buf)));
             }
             if matches!(
                 me.closing,
@@ -457,6 +458,24 @@ mod tests {
         assert_eq!(config.read_buffer_size, TUNGSTENITE_READ);
         assert_eq!(config.max_message_size, Some(1 << 20));
         assert_eq!(config.max_frame_size, Some(1 << 20));
+    }
+
+    #[test]
+    fn taking_the_front_of_bytes_advances_and_lets_the_allocation_go_when_all_is_taken() {
+        let whole = Bytes::from(b"abcdef".to_vec());
+        let mut src = whole.clone();
+        let mut buf = [0u8; 4];
+        assert_eq!(take_front(&mut src, &mut buf), 4);
+        assert_eq!(&buf, b"abcd");
+        assert_eq!(&src[..], b"ef");
+        assert!(!whole.is_unique(), "the rest still refers to it");
+        assert_eq!(take_front(&mut src, &mut buf), 2);
+        assert_eq!(&buf[..2], b"ef");
+        assert!(src.is_empty());
+        assert!(
+            whole.is_unique(),
+            "emptied, it no longer refers to the allocation"
+        );
     }
 
     #[test]
