@@ -244,6 +244,11 @@ impl Server {
             background.push(ex.spawn(http.serve(broker.clone(), ex.clone())));
         }
         background.push(ex.spawn(crate::stats::sampler(broker.clone())));
+        // Committed ops are freed here, not on the storage writer's thread (`storage/reap.rs`).
+        {
+            let b = broker.clone();
+            background.push(ex.spawn(async move { b.store.reap().await }));
+        }
         background.push(ex.spawn(crate::heap_trim::run()));
         if broker.cfg.sys_interval > 0 {
             background.push(ex.spawn(crate::sys_topics::run(broker.clone())));

@@ -5,7 +5,8 @@
 //! - `load.rs`: what start-up reads (sessions and the shape of their queues, not the queues).
 //! - `queue.rs`: queued deliveries read back as a client drains its session.
 //! - `queue_writes.rs`: how a commit writes the queue tables (sorted runs, see below).
-//! - `writer.rs`: the writer thread (group commit, gathering a publisher's window).
+//! - `writer.rs`: the writer thread (group commit, gathering a publisher's window);
+//!   `reap.rs`: committed ops dropped on an executor thread.
 //! - `journal.rs`: the commit journal beneath redb (a durable commit is one sequential write
 //!   and one fdatasync); `journal_file.rs`: the journal's file, written with `O_DIRECT`;
 //!   `open.rs`: replaying it, then opening (and repairing) the file.
@@ -43,6 +44,7 @@ mod open;
 mod ops;
 mod queue;
 mod queue_writes;
+mod reap;
 mod records;
 mod tables;
 mod writer;
@@ -125,6 +127,8 @@ struct Shared {
     commit_latency: crate::stats::Histogram,
     /// Longest wait for a gathering, in µs: `writer::GATHER_WAIT` (tests lengthen it).
     gather_wait_us: AtomicU64,
+    /// Takes committed ops off the writer ([`Store::reap`]).
+    reaper: reap::Reaper,
 }
 
 impl Shared {
@@ -144,6 +148,7 @@ impl Shared {
             stopped: AtomicBool::new(false),
             commit_latency: crate::stats::Histogram::default(),
             gather_wait_us: AtomicU64::new(writer::GATHER_WAIT.as_micros() as u64),
+            reaper: reap::Reaper::default(),
         }
     }
 }
@@ -312,6 +317,12 @@ impl Store {
             }
             listener.await;
         }
+    }
+
+    /// Drops committed ops on the thread that polls it (an executor thread: see `reap.rs`),
+    /// for as long as it is polled. Without it the writer drops them itself.
+    pub async fn reap(&self) {
+        self.shared.reaper.run().await
     }
 
     /// Commits what is queued and stops the writer thread. A writer waiting for disk space

@@ -350,3 +350,80 @@ fn only_publishes_awaiting_their_acknowledgement_are_gathered() {
     assert!(!Op::acknowledged(&[mark, dequeue]));
     assert!(!Op::acknowledged(&[Op::DeleteSession(c)]));
 }
+
+/// Waits (at most 5 s) until `weak`'s message is freed; whether it was.
+fn freed_soon(weak: &std::sync::Weak<Message>) -> bool {
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    while weak.strong_count() > 0 {
+        if std::time::Instant::now() > until {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    true
+}
+
+/// One enqueue op of a fresh message, and a weak reference to that message.
+fn enqueue_tracked(client: &Arc<str>, seq: u64) -> (Op, std::sync::Weak<Message>) {
+    let op = enqueue(client, seq, "t", vec![]);
+    let Op::Enqueue { msg, .. } = &op else {
+        unreachable!("enqueue builds an Op::Enqueue")
+    };
+    let weak = Arc::downgrade(msg);
+    (op, weak)
+}
+
+#[test]
+fn committed_ops_wait_for_the_reaper_while_one_runs_and_are_freed_by_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(&cfg(dir.path())).unwrap();
+    let c: Arc<str> = "c".into();
+    // No reaper: the writer frees them.
+    let (op, weak) = enqueue_tracked(&c, 1);
+    commit_ops(&store, vec![op]);
+    assert!(freed_soon(&weak));
+
+    let mut reaper = Box::pin(store.reap());
+    assert!(smol::block_on(futures_lite::future::poll_once(&mut reaper)).is_none());
+    let (op, weak) = enqueue_tracked(&c, 2);
+    commit_ops(&store, vec![op]);
+    // Handed over, held until the reaper is polled.
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    while store.shared.reaper.held() == 0 && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(store.shared.reaper.held(), 1);
+    assert_eq!(weak.strong_count(), 1);
+    assert!(smol::block_on(futures_lite::future::poll_once(&mut reaper)).is_none());
+    assert_eq!(weak.strong_count(), 0);
+    assert_eq!(store.shared.reaper.held(), 0);
+
+    // A reaper dropped: the writer frees them again.
+    drop(reaper);
+    let (op, weak) = enqueue_tracked(&c, 3);
+    commit_ops(&store, vec![op]);
+    assert!(freed_soon(&weak));
+    assert_eq!(store.shared.reaper.held(), 0);
+}
+
+#[test]
+fn a_reaper_that_is_not_polled_holds_at_most_its_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(&cfg(dir.path())).unwrap();
+    let c: Arc<str> = "c".into();
+    let mut reaper = Box::pin(store.reap());
+    assert!(smol::block_on(futures_lite::future::poll_once(&mut reaper)).is_none());
+    let per_batch = 1000;
+    let mut last = None;
+    for b in 0..(reap::HELD_OPS / per_batch + 2) {
+        let (ops, weaks): (Vec<Op>, Vec<_>) = (0..per_batch)
+            .map(|i| enqueue_tracked(&c, (b * per_batch + i) as u64 + 1))
+            .unzip();
+        commit_ops(&store, ops);
+        last = weaks.last().cloned();
+    }
+    // The last batches found the bin full and were freed by the writer.
+    assert!(freed_soon(&last.expect("batches were committed")));
+    assert!(store.shared.reaper.held() <= reap::HELD_OPS);
+    assert!(store.shared.reaper.held() >= reap::HELD_OPS - per_batch);
+}

@@ -130,9 +130,13 @@ pub(super) fn writer_loop(
         expect = next_expect(durability, gathered, carried, waiting, max_batch);
         shared.committed.store(hi, Ordering::Release);
         shared.committed_event.notify(usize::MAX);
-        // Dropped once the acknowledgements may leave: for an offline session the ops hold
-        // the last reference to their messages, and freeing them was ~5% of the writer's work.
-        drop(taken);
+        // Dropped once the acknowledgements may leave (for an offline session the ops hold
+        // the last reference to their messages, ~5% of the writer's work), and on an executor
+        // thread when a reaper runs (`reap.rs`); the slots go back at once.
+        let ops = taken.into_iter().map(|(_, ops, _slot)| ops).collect();
+        if let Err(ops) = shared.reaper.hand_over(ops) {
+            drop(ops);
+        }
     }
     shared.stopped.store(true, Ordering::Release);
     shared.committed_event.notify(usize::MAX);
