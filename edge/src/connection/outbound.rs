@@ -52,12 +52,12 @@ pub(super) async fn write_round(
                     // What is encoded goes out before a wait, not before every ticket: the
                     // acknowledgements of one commit leave in one write.
                     if !out.is_empty()
-                        && !broker.store.reached(ticket)
+                        && !broker.store.reached_durable(ticket)
                         && out.write(stream).await.is_err()
                     {
                         return Round::End(false);
                     }
-                    if broker.store.wait(ticket).await.is_err() {
+                    if broker.store.wait_durable(ticket).await.is_err() {
                         // Not durable: no acknowledgement. The client will resend.
                         closing = Some(Close::Broker {
                             code: Dr::UnspecifiedError,

@@ -81,6 +81,11 @@ impl JournalCounters {
     }
 }
 
+/// Called after every sync that succeeded, on the syncing thread (inside redb's commit): the
+/// storage writer releases acknowledgements from here instead of after redb's work that
+/// follows the sync (`writer.rs`, `Shared::publish_durable`).
+pub type DurableHook = Arc<dyn Fn() + Send + Sync>;
+
 /// A redb backend over `main` (the database file) that makes syncs durable through `journal`:
 /// see the module header.
 pub struct Journaled<M, J> {
@@ -94,6 +99,7 @@ pub struct Journaled<M, J> {
     /// multigrain timestamps), and its inode shares an inode-table block with the journal's,
     /// which each journal sync then wrote (one more device write per commit).
     main_len: AtomicU64,
+    on_durable: Option<DurableHook>,
 }
 
 struct State {
@@ -158,7 +164,14 @@ impl<M: StorageBackend, J: StorageBackend> Journaled<M, J> {
             state: Mutex::new(state),
             counters: Arc::default(),
             main_len,
+            on_durable: None,
         })
+    }
+
+    /// Calls `hook` after every successful sync (see [`DurableHook`]).
+    pub fn on_durable(mut self, hook: DurableHook) -> Self {
+        self.on_durable = Some(hook);
+        self
     }
 
     /// Its counters, shared.
@@ -220,6 +233,24 @@ impl<M: StorageBackend, J: StorageBackend> Journaled<M, J> {
         head[RECORD_HEAD_LEN - 4..].copy_from_slice(&crc);
         out.finish(st.write_at, &head)?;
         Ok(unpadded.div_ceil(BLOCK) * BLOCK)
+    }
+
+    /// Makes every write so far durable: nothing (clean), a record, or a checkpoint.
+    fn sync_locked(&self, st: &mut State) -> io::Result<()> {
+        if st.is_clean() {
+            return Ok(());
+        }
+        if st.overflow || st.write_at + self.record_size(st) > self.capacity {
+            // The checkpoint's sync of the database file makes the dirty ranges durable too.
+            return self.checkpoint(st);
+        }
+        let size = self.write_record(st)?;
+        self.journal.sync_data()?;
+        st.write_at += size;
+        st.seq += 1;
+        st.clear();
+        self.counters.records.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Bytes a record of the current dirty ranges takes in the journal.
@@ -358,19 +389,11 @@ impl<M: StorageBackend, J: StorageBackend> StorageBackend for Journaled<M, J> {
 
     fn sync_data(&self) -> io::Result<()> {
         let mut st = edge_mqtt::util::lock(&self.state);
-        if st.is_clean() {
-            return Ok(());
+        self.sync_locked(&mut st)?;
+        drop(st);
+        if let Some(hook) = &self.on_durable {
+            hook();
         }
-        if st.overflow || st.write_at + self.record_size(&st) > self.capacity {
-            // The checkpoint's sync of the database file makes the dirty ranges durable too.
-            return self.checkpoint(&mut st);
-        }
-        let size = self.write_record(&st)?;
-        self.journal.sync_data()?;
-        st.write_at += size;
-        st.seq += 1;
-        st.clear();
-        self.counters.records.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 

@@ -486,3 +486,28 @@ fn a_record_larger_than_the_stage_is_written_in_pieces_and_replays_whole() {
     assert_eq!(replayed.records, 2);
     assert!(m.contents() == want, "the replayed file differs");
 }
+
+#[test]
+fn the_durable_hook_runs_after_each_sync_that_succeeded_and_only_then() {
+    let (main, journal) = (SimFile::default(), SimFile::default());
+    // The journal's sync count at each call of the hook.
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let hook: DurableHook = {
+        let (calls, journal) = (calls.clone(), journal.clone());
+        Arc::new(move || calls.lock().unwrap().push(journal.syncs()))
+    };
+    let j = journaled(&main, &journal, MIN_CAPACITY).on_durable(hook);
+    j.set_len(64 * 1024).unwrap();
+    j.write(4096, &[1; 4096]).unwrap();
+    let before = journal.syncs();
+    j.sync_data().unwrap();
+    assert_eq!(*calls.lock().unwrap(), vec![before + 1]);
+    // A sync with nothing new to make durable: everything is, the hook runs.
+    j.sync_data().unwrap();
+    assert_eq!(calls.lock().unwrap().len(), 2);
+    // A sync that fails: no call.
+    j.write(8192, &[2; 4096]).unwrap();
+    journal.cut_power_after(0);
+    assert!(j.sync_data().is_err());
+    assert_eq!(calls.lock().unwrap().len(), 2);
+}

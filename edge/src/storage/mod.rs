@@ -118,7 +118,17 @@ struct Pending {
 struct Shared {
     pending: Mutex<Pending>,
     wake: Condvar,
+    /// Highest ticket whose commit has ended: its changes are visible to reads (or it failed).
     committed: AtomicU64,
+    /// Highest ticket whose changes are durable (may be acknowledged): ahead of `committed`
+    /// between the journal's sync and the end of redb's commit ([`Shared::publish_durable`]).
+    durable: AtomicU64,
+    /// The last ticket of the commit in progress, until it is published durable (0: none).
+    committing: AtomicU64,
+    /// Acknowledged batches queued when the commit in progress was published durable
+    /// (`writer::next_expect`).
+    waiting_at_durable: std::sync::atomic::AtomicUsize,
+    /// Notified when `committed` or `durable` moves.
     committed_event: Event,
     /// Ticket ranges whose commit failed, newest last (bounded).
     failed: Mutex<VecDeque<(u64, u64)>>,
@@ -132,6 +142,29 @@ struct Shared {
 }
 
 impl Shared {
+    /// Acknowledged batches ([`Op::acknowledged`]) queued now.
+    fn waiting(&self) -> usize {
+        (lock(&self.pending).batches.iter())
+            .filter(|b| Op::acknowledged(&b.1))
+            .count()
+    }
+
+    /// The commit in progress is durable: its tickets may be acknowledged. Called by the
+    /// journal right after its sync (inside redb's commit, before the ~20 µs of redb's work
+    /// that follows it) and by the writer after the commit; the first call publishes. Reads
+    /// wait for `committed`, which only the writer moves, once redb shows the commit.
+    fn publish_durable(&self) {
+        let hi = self.committing.swap(0, Ordering::AcqRel);
+        if hi == 0 {
+            return;
+        }
+        // Counted before the acknowledgements may leave (see `writer::next_expect`).
+        self.waiting_at_durable
+            .store(self.waiting(), Ordering::Relaxed);
+        self.durable.fetch_max(hi, Ordering::Release);
+        self.committed_event.notify(usize::MAX);
+    }
+
     /// Nothing queued, nothing committed, the writer not asleep on a count yet.
     fn new() -> Shared {
         Shared {
@@ -143,6 +176,9 @@ impl Shared {
             }),
             wake: Condvar::new(),
             committed: AtomicU64::new(0),
+            durable: AtomicU64::new(0),
+            committing: AtomicU64::new(0),
+            waiting_at_durable: std::sync::atomic::AtomicUsize::new(0),
             committed_event: Event::new(),
             failed: Mutex::new(VecDeque::new()),
             stopped: AtomicBool::new(false),
@@ -173,13 +209,17 @@ impl Store {
             source: e,
         })?;
         let disk_full = Arc::new(DiskFull::default());
-        let (db, journal) = open::open_database(cfg, &disk_full)?;
+        let shared = Arc::new(Shared::new());
+        let on_durable: journal::DurableHook = {
+            let shared = shared.clone();
+            Arc::new(move || shared.publish_durable())
+        };
+        let (db, journal) = open::open_database(cfg, &disk_full, on_durable)?;
         let db = Arc::new(db);
         tables::init_tables(&db)?;
         let loaded = load::load(&db)?;
         // From here a full disk makes writes wait for space; at open it is an error.
         disk_full.set_retrying(true);
-        let shared = Arc::new(Shared::new());
         let hook: Arc<Mutex<Option<Arc<dyn CommitHook>>>> = Arc::new(Mutex::new(None));
         let writer = {
             let db = db.clone();
@@ -291,12 +331,29 @@ impl Store {
         self.shared.committed.load(Ordering::Acquire) >= ticket.0.get()
     }
 
-    /// Resolves once the batch with `ticket` (and so every earlier one) is on disk; an error if
-    /// its commit failed.
+    /// Whether `ticket`'s changes are durable (or failed): [`Store::wait_durable`] would not
+    /// wait.
+    pub fn reached_durable(&self, ticket: Ticket) -> bool {
+        self.shared.durable.load(Ordering::Acquire) >= ticket.0.get()
+    }
+
+    /// Resolves once the batch with `ticket` (and so every earlier one) is on disk and visible
+    /// to reads; an error if its commit failed.
     pub async fn wait(&self, ticket: Ticket) -> Result<()> {
+        self.wait_until(ticket, &self.shared.committed).await
+    }
+
+    /// Resolves once the batch with `ticket` (and every earlier one) is on disk, maybe before
+    /// reads see it (what an acknowledgement waits for); an error if its commit failed.
+    pub async fn wait_durable(&self, ticket: Ticket) -> Result<()> {
+        self.wait_until(ticket, &self.shared.durable).await
+    }
+
+    /// Waits until `mark` (`committed` or `durable`) reaches `ticket`.
+    async fn wait_until(&self, ticket: Ticket, mark: &AtomicU64) -> Result<()> {
         let ticket = ticket.0.get();
         loop {
-            if self.shared.committed.load(Ordering::Acquire) >= ticket {
+            if mark.load(Ordering::Acquire) >= ticket {
                 let failed = lock(&self.shared.failed)
                     .iter()
                     .any(|(lo, hi)| (*lo..=*hi).contains(&ticket));
@@ -310,8 +367,7 @@ impl Store {
                 return Err(Error::WriterGone);
             }
             let listener = self.shared.committed_event.listen();
-            if self.shared.committed.load(Ordering::Acquire) >= ticket
-                || self.shared.stopped.load(Ordering::Acquire)
+            if mark.load(Ordering::Acquire) >= ticket || self.shared.stopped.load(Ordering::Acquire)
             {
                 continue;
             }

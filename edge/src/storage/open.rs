@@ -13,7 +13,7 @@ use std::sync::Arc;
 use redb::backends::FileBackend;
 use redb::Database;
 
-use super::journal::{self, JournalCounters, Journaled};
+use super::journal::{self, DurableHook, JournalCounters, Journaled};
 use super::journal_file::JournalFile;
 use crate::config::Config;
 use crate::disk_full::{DiskFull, SpaceWaitingBackend};
@@ -33,9 +33,11 @@ pub fn journal_path(db_path: &Path) -> PathBuf {
 }
 
 /// Opens (or creates) the database of `cfg`; with the counters of its journal when it has one.
+/// `on_durable` is called after each sync of the journal (none without a journal).
 pub(super) fn open_database(
     cfg: &Config,
     disk_full: &Arc<DiskFull>,
+    on_durable: DurableHook,
 ) -> Result<(Database, Option<Arc<JournalCounters>>)> {
     let path = cfg.db_path();
     let open_err = |e| Error::OpenDatabase {
@@ -61,7 +63,10 @@ pub(super) fn open_database(
     } else {
         false
     };
-    let backend = backend(&path, cfg.storage.journal_bytes, existed)?;
+    let backend = match backend(&path, cfg.storage.journal_bytes, existed)? {
+        Backend::Journaled(j) => Backend::Journaled(j.on_durable(on_durable)),
+        plain => plain,
+    };
     let counters = match &backend {
         Backend::Journaled(j) => Some(j.counters()),
         Backend::Plain(_) => None,

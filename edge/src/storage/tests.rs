@@ -427,3 +427,40 @@ fn a_reaper_that_is_not_polled_holds_at_most_its_bound() {
     assert!(store.shared.reaper.held() <= reap::HELD_OPS);
     assert!(store.shared.reaper.held() >= reap::HELD_OPS - per_batch);
 }
+
+#[test]
+fn a_commit_published_durable_is_acknowledgeable_before_reads_wait_no_more() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(&cfg(dir.path())).unwrap();
+    let t = Ticket::for_test(1_000);
+    // What the journal's sync does inside redb's commit (`Shared::publish_durable`).
+    store.shared.committing.store(1_000, Ordering::Release);
+    store.shared.publish_durable();
+    assert!(store.reached_durable(t));
+    assert!(!store.reached(t), "reads wait until redb shows the commit");
+    smol::block_on(store.wait_durable(t)).expect("durable");
+    // Published once: a second call (the writer's, after the commit) finds nothing to do.
+    assert_eq!(store.shared.committing.load(Ordering::Acquire), 0);
+    store.shared.publish_durable();
+    assert_eq!(store.shared.durable.load(Ordering::Acquire), 1_000);
+}
+
+#[test]
+fn a_commit_through_the_journal_is_published_durable_by_its_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(&cfg(dir.path())).unwrap();
+    assert!(
+        store.journal().is_some(),
+        "the default config has a journal"
+    );
+    let c: Arc<str> = "c".into();
+    commit_ops(&store, vec![enqueue(&c, 1, "t", vec![])]);
+    // The writer found the commit published already: the count the journal's call took.
+    // Without the early call `waiting_at_durable` is never written; make it tell.
+    store
+        .shared
+        .waiting_at_durable
+        .store(usize::MAX, Ordering::Relaxed);
+    commit_ops(&store, vec![enqueue(&c, 2, "t", vec![])]);
+    assert_eq!(store.shared.waiting_at_durable.load(Ordering::Relaxed), 0);
+}

@@ -111,8 +111,13 @@ pub(super) fn writer_loop(
         if let Some(h) = &hook {
             h.committed(result.is_ok());
         }
+        // Published durable by the journal's sync already (its tickets acknowledged).
+        let early = shared.committing.swap(0, Ordering::AcqRel) == 0;
         match result {
             Ok(()) => unsynced = durability == Durability::None,
+            Err(e) if early => {
+                tracing::error!(error = %e, tickets = ?(lo, hi), "redb failed after the commit was synced; its publishes were acknowledged as durable");
+            }
             Err(e) => {
                 tracing::error!(error = %e, tickets = ?(lo, hi), "commit failed; affected publishes are not acknowledged");
                 let mut f = lock(&shared.failed);
@@ -124,10 +129,12 @@ pub(super) fn writer_loop(
         }
         // Counted before the tickets are published: a batch sent in answer to this commit's
         // acknowledgements is one of the `carried` coming back, not one more in flight.
-        let waiting = (lock(&shared.pending).batches.iter())
-            .filter(|b| Op::acknowledged(&b.1))
-            .count();
+        let waiting = match early {
+            true => shared.waiting_at_durable.load(Ordering::Relaxed),
+            false => shared.waiting(),
+        };
         expect = next_expect(durability, gathered, carried, waiting, max_batch);
+        shared.durable.fetch_max(hi, Ordering::Release);
         shared.committed.store(hi, Ordering::Release);
         shared.committed_event.notify(usize::MAX);
         // Dropped once the acknowledgements may leave (for an offline session the ops hold
@@ -267,6 +274,11 @@ fn commit(
             }
         }
     }
+    // From here the journal's sync publishes these tickets durable (`Shared::publish_durable`);
+    // only the writer's own (one-phase) commits are marked, and only this late: a sync during
+    // the transaction would not cover the commit's header.
+    let hi = group.taken.last().map(|b| b.0).unwrap_or(0);
+    group.shared.committing.store(hi, Ordering::Release);
     txn.commit()?;
     Ok(())
 }
