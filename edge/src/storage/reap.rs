@@ -18,6 +18,8 @@ use super::ops::Op;
 
 /// Most ops held for the reaper; past this the writer drops a commit's ops itself.
 pub(super) const HELD_OPS: usize = 4096;
+/// Room for batches kept between two reaps (a publisher's window of 64 is 64 batches).
+const KEEP_BATCHES: usize = 128;
 
 #[derive(Default)]
 pub(super) struct Reaper {
@@ -67,6 +69,8 @@ impl Reaper {
             }
             if !mine.is_empty() {
                 mine.clear();
+                // A backlog of up to [`HELD_OPS`] batches leaves no large list behind.
+                mine.shrink_to(KEEP_BATCHES);
                 continue;
             }
             let listener = self.event.listen();
