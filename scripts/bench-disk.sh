@@ -6,9 +6,14 @@
 # /metrics), and what reached the block device during the fill and during the drain (write
 # requests and MiB, from /sys/block/DEV/stat, the broker stopped cleanly and everything synced).
 #
-# Usage: scripts/bench-disk.sh [--messages N] [--rounds R] [--no-build] [--sd]
-#   --sd   run each broker in a blkio cgroup limited to 500 write IOPS and 20 MB/s, an SD card's
-#          order of magnitude (needs root and cgroup v1 blkio or cgroup v2 io.max)
+# Usage: scripts/bench-disk.sh [--messages N] [--rounds R] [--no-build] [--sd] [--phases]
+#                              [--binary PATH]
+#   --sd      run each broker in a blkio cgroup limited to 500 write IOPS and 20 MB/s, an SD
+#             card's order of magnitude (needs root and cgroup v1 blkio or cgroup v2 io.max)
+#   --phases  instead: one fill of ours (journal on, default 60,000 messages) traced with `perf`,
+#             split into the phases of its commit cycles (scripts/fill-phases.py); the trace
+#             costs some speed, so compare builds with it, not with plain fills
+#   --binary  the robustmq-edge to run (another build to compare)
 # Nothing else heavy may run meanwhile: device counters are machine-wide.
 set -euo pipefail
 
@@ -22,13 +27,16 @@ N=200000
 ROUNDS=3
 BUILD=1
 SD=0
+PHASES=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --messages) N=$2; shift ;;
         --rounds) ROUNDS=$2; shift ;;
         --no-build) BUILD=0 ;;
         --sd) SD=1 ;;
-        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+        --phases) PHASES=1; [ "$N" = 200000 ] && N=60000 ;;
+        --binary) EDGE=$2; shift ;;
+        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
     shift
@@ -132,6 +140,24 @@ stop() {  # stops the broker cleanly (it is not this shell's child: polled) and 
     for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     sync; sleep 6; sync
 }
+
+if [ $PHASES = 1 ]; then
+    command -v perf >/dev/null || die "perf missing (apt-get install linux-perf)"
+    mkdir -p "$WORK/data-journal"
+    start journal
+    events=syscalls:sys_enter_fdatasync,syscalls:sys_exit_fdatasync,syscalls:sys_enter_pwrite64
+    events=$events,syscalls:sys_enter_sendto,syscalls:sys_exit_recvfrom,syscalls:sys_exit_futex
+    perf record -q -o "$WORK/perf.data" -p "$pid" -e "$events" >/dev/null 2>&1 &
+    perf_pid=$!
+    sleep 0.5
+    "$BENCH" backlog-fill --port "$PORT" --messages "$N" --qos 1 --payload 64 --window 64 2>&1 \
+        | grep -o 'queued in .*msg/s)' || die "the fill failed (see $WORK/journal.log)"
+    kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true
+    stop
+    perf script -i "$WORK/perf.data" 2>/dev/null | python3 "$ROOT/scripts/fill-phases.py"
+    rm -rf "$WORK"
+    exit 0
+fi
 
 printf '| round | broker | fill (msg/s) | fill commits | mean commit (ms) | fill: write requests | fill: MiB | drain (msg/s) | drain: write requests | drain: MiB |\n'
 printf '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n'
