@@ -429,7 +429,7 @@ fn a_reaper_that_is_not_polled_holds_at_most_its_bound() {
 }
 
 #[test]
-fn a_commit_published_durable_is_acknowledgeable_before_reads_wait_no_more() {
+fn a_commit_published_durable_is_acknowledgeable_while_reads_still_wait() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = Store::open(&cfg(dir.path())).unwrap();
     let t = Ticket::for_test(1_000);
