@@ -152,7 +152,7 @@ fn close(code: Dr, why: &'static str) -> Close {
 pub(super) async fn handle_publish(
     conn: &Conn,
     st: &mut PublishState,
-    p: v5::Publish,
+    mut p: v5::Publish,
 ) -> Result<Option<Answer>, Close> {
     let limits = &conn.broker.cfg.limits;
     let v5 = conn.proto == Protocol::V500;
@@ -201,10 +201,12 @@ pub(super) async fn handle_publish(
     if qos != QoS::Level0 && conn.broker.store.disk_full().is_full() {
         return refuse_disk_full(conn, v5, p.qos_pid);
     }
+    // Moved, not cloned: a first clone of a buffer-backed payload allocates its shared header.
+    let payload = std::mem::take(&mut p.payload);
     let pr = &p.properties;
     let msg = Arc::new(Message {
         topic,
-        payload: p.payload.clone(),
+        payload,
         qos: qos as u8,
         retain: p.retain,
         received_ms: now_ms(),
@@ -299,14 +301,15 @@ fn resolve_topic(
             }
         }
         Some(a) => {
-            let t: Arc<str> = Arc::from(&*p.topic_name);
+            let t = p.topic_name.as_arc().clone();
             st.rare_mut().aliases.insert(a, t.clone());
             Ok(t)
         }
         None if p.topic_name.is_empty() => {
             Err(close(Dr::ProtocolError, "empty topic without alias"))
         }
-        None => Ok(Arc::from(&*p.topic_name)),
+        // The decoded topic's own allocation (no copy per message).
+        None => Ok(p.topic_name.as_arc().clone()),
     }
 }
 
@@ -404,6 +407,19 @@ mod tests {
             answer.incoming_done,
             "the Receive Maximum slot is freed at the PUBREC"
         );
+    }
+
+    #[test]
+    fn a_publish_keeps_the_decoded_topic_without_copying_it() {
+        let mut st = PublishState::default();
+        for alias in [None, Some(3)] {
+            let p = publish("a/b", QosPid::Level1(pid(1)), alias);
+            let topic = resolve_topic(&mut st, 10, &p).expect("a topic");
+            assert!(
+                Arc::ptr_eq(&topic, p.topic_name.as_arc()),
+                "alias {alias:?}"
+            );
+        }
     }
 
     #[test]

@@ -263,6 +263,11 @@ impl TopicName {
     pub fn is_sys(&self) -> bool {
         self.0.starts_with(SYS_PREFIX)
     }
+
+    /// The shared string itself (a clone is a reference count, not a copy).
+    pub fn as_arc(&self) -> &Arc<str> {
+        &self.0
+    }
 }
 
 impl core::fmt::Display for TopicName {
