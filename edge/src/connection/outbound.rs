@@ -69,7 +69,7 @@ pub(super) async fn write_round(
                 if a.incoming_done {
                     conn.incoming_done();
                 }
-                out.push_packet(&a.reply.into_packet());
+                out.push_reply(a.reply);
             }
             Control::Close(close) => {
                 closing = Some(close);
@@ -226,6 +226,18 @@ impl<'a> Encoder<'a> {
             self.buf.shrink_to(4096);
         }
         r
+    }
+
+    /// Encodes a reply (a successful acknowledgement without the codec: see
+    /// [`Reply::short_form`]).
+    fn push_reply(&mut self, r: super::replies::Reply) {
+        match r.short_form() {
+            Some(bytes) => {
+                self.buf.extend_from_slice(&bytes);
+                self.conn.broker.stats.packets_sent(1);
+            }
+            None => self.push_packet(&r.into_packet()),
+        }
     }
 
     fn push_packet(&mut self, p: &Packet) {

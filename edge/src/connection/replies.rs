@@ -37,6 +37,21 @@ impl Reply {
             Reply::Other(p) => *p,
         }
     }
+
+    /// The packet's four bytes when it is a successful acknowledgement: the same in MQTT 3 and
+    /// 5 (MQTT 5.0 3.4.2.1: a Success reason code with no properties is left out), written
+    /// straight into the connection's buffer (the codec's path allocated twice per PUBACK).
+    pub(super) fn short_form(&self) -> Option<[u8; 4]> {
+        let (first, pid) = match *self {
+            Reply::Puback(p, v5::PubackReasonCode::Success) => (0x40, p),
+            Reply::Pubrec(p, v5::PubrecReasonCode::Success) => (0x50, p),
+            Reply::Pubrel(p, v5::PubrelReasonCode::Success) => (0x62, p),
+            Reply::Pubcomp(p, v5::PubcompReasonCode::Success) => (0x70, p),
+            _ => return None,
+        };
+        let [hi, lo] = pid.value().to_be_bytes();
+        Some([first, 0x02, hi, lo])
+    }
 }
 
 /// A reply and when it may go: with a `ticket`, once that storage ticket is committed;
@@ -148,6 +163,35 @@ impl Replies {
 mod tests {
     use super::*;
     use futures_lite::FutureExt;
+
+    #[test]
+    fn a_successful_acknowledgement_short_form_is_what_the_codec_encodes() {
+        use mqtt_proto::Protocol;
+        let replies = |n: u16| {
+            let p = Pid::try_from(n).expect("non-zero pid");
+            [
+                Reply::Puback(p, v5::PubackReasonCode::Success),
+                Reply::Pubrec(p, v5::PubrecReasonCode::Success),
+                Reply::Pubrel(p, v5::PubrelReasonCode::Success),
+                Reply::Pubcomp(p, v5::PubcompReasonCode::Success),
+            ]
+        };
+        for proto in [Protocol::V310, Protocol::V311, Protocol::V500] {
+            for n in [1, 258, 65535] {
+                for (r, again) in replies(n).into_iter().zip(replies(n)) {
+                    let short = r.short_form().expect("a short form");
+                    let coded = crate::codec::encode(&again.into_packet(), proto);
+                    assert_eq!(Some(short.to_vec()), coded, "{proto:?} pid {n}");
+                }
+            }
+        }
+        // Anything else takes the codec's path.
+        let p = Pid::try_from(1).expect("non-zero pid");
+        assert!(Reply::Puback(p, v5::PubackReasonCode::NotAuthorized)
+            .short_form()
+            .is_none());
+        assert!(Reply::Pingresp.short_form().is_none());
+    }
 
     #[test]
     fn replies_leave_in_order_and_the_close_after_them() {
