@@ -105,7 +105,8 @@ pub struct ListenerConfig {
     #[serde(default)]
     pub websocket_path: Option<String>,
     /// Reverse proxies (addresses or CIDR ranges). On a WebSocket listener: those whose
-    /// `X-Forwarded-For` names the client (empty: the header is ignored). With
+    /// `Forwarded` (RFC 7239) or `X-Forwarded-For` names the client (empty: the headers are
+    /// ignored). With
     /// `proxy_protocol`: the only peers let in (empty: any).
     #[serde(default)]
     pub trusted_proxies: Vec<TrustedProxy>,

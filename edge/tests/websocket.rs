@@ -208,7 +208,18 @@ impl Client {
     /// Opens (ws://) as a reverse proxy would, with `X-Forwarded-For: forwarded_for`, and
     /// CONNECTs; asserts the CONNACK return code.
     fn connect_forwarded(addr: SocketAddr, forwarded_for: &str, id: &str, rc: u8) -> Client {
-        let headers = [("X-Forwarded-For", forwarded_for)];
+        Client::connect_with_header(addr, ("X-Forwarded-For", forwarded_for), id, rc)
+    }
+
+    /// Opens (ws://) with one more request header, and CONNECTs; asserts the CONNACK return
+    /// code.
+    fn connect_with_header(
+        addr: SocketAddr,
+        header: (&'static str, &str),
+        id: &str,
+        rc: u8,
+    ) -> Client {
+        let headers = [header];
         let ws = ws_open_with(addr, "/mqtt", Some("mqtt"), None, None, &headers)
             .expect("WebSocket upgrade");
         let c = Client {
@@ -626,6 +637,23 @@ fn per_ip_limits_count_the_client_a_trusted_proxy_forwards() {
     let _d = Client::connect_forwarded(untrusting, "192.0.2.3", "d", 0);
     let mut e = Client::connect_forwarded(untrusting, "192.0.2.4", "e", 3);
     assert_eq!(e.expect_close(), CloseCode::Normal);
+}
+
+/// The same behind a proxy that sends RFC 7239's `Forwarded` (HAProxy's `option forwarded`):
+/// the `for=` of the right-most element not from a trusted proxy is the client.
+#[test]
+fn per_ip_limits_count_the_client_a_trusted_proxy_names_in_forwarded() {
+    let s = start_with(|cfg, _| {
+        cfg.limits.max_connections_per_ip = 1;
+        cfg.listeners[1].trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+    });
+    let fwd = |value| ("Forwarded", value);
+    let _a = Client::connect_with_header(s.ws(), fwd("for=192.0.2.1;proto=http"), "a", 0);
+    // The client wrote its own element first; the proxy appended the address it saw.
+    let _b =
+        Client::connect_with_header(s.ws(), fwd("for=192.0.2.1, for=\"192.0.2.2:5000\""), "b", 0);
+    let mut c = Client::connect_with_header(s.ws(), fwd("For=192.0.2.1"), "c", 3);
+    assert_eq!(c.expect_close(), CloseCode::Normal);
 }
 
 #[test]

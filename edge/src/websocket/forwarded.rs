@@ -1,8 +1,9 @@
 //! The client address of a WebSocket connection behind a reverse proxy: when the TCP peer is
-//! one of the listener's `trusted_proxies`, the address its `X-Forwarded-For` names (the
-//! right-most entry that is not itself a trusted proxy, as nginx's `real_ip_recursive` and
-//! HAProxy read it). From any other peer the header is ignored: a client can write anything
-//! in it. Per-IP limits, the authentication-failure throttle and the logs use this address.
+//! one of the listener's `trusted_proxies`, the address its `Forwarded` (RFC 7239: the `for=`
+//! of each element) or, without one, its `X-Forwarded-For` names: the right-most entry that
+//! is not itself a trusted proxy, as nginx's `real_ip_recursive` and HAProxy read it. From any
+//! other peer the headers are ignored: a client can write anything in them. Per-IP limits, the
+//! authentication-failure throttle and the logs use this address.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -10,6 +11,8 @@ use async_tungstenite::tungstenite::http::HeaderMap;
 use ipnet::IpNet;
 
 const HEADER: &str = "x-forwarded-for";
+/// RFC 7239; read instead of `X-Forwarded-For` when a trusted proxy sends it.
+const FORWARDED: &str = "forwarded";
 
 /// Why a trusted proxy's header was not used (the proxy's own address is then the client's).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,12 +65,10 @@ pub fn client_address(
     if trusted.is_empty() || !is_trusted(trusted, peer.ip()) {
         return Ok(peer);
     }
-    // Repeated headers are one list, in order (RFC 9110 §5.3).
-    let mut entries = Vec::new();
-    for value in headers.get_all(HEADER) {
-        let text = value.to_str().map_err(|_| BadForwardedFor::NotText)?;
-        entries.extend(text.split(',').map(str::trim).filter(|e| !e.is_empty()));
-    }
+    let entries = match forwarded_for(headers)? {
+        Some(entries) => entries,
+        None => x_forwarded_for(headers)?,
+    };
     let mut client = peer.ip();
     // From the proxy nearest to us outwards: each trusted hop vouches for the one before it.
     for entry in entries.iter().rev() {
@@ -79,6 +80,44 @@ pub fn client_address(
         }
     }
     Ok(SocketAddr::new(client, peer.port()))
+}
+
+/// The entries of `X-Forwarded-For`, in order. Repeated headers are one list, in order (RFC
+/// 9110 §5.3).
+fn x_forwarded_for(headers: &HeaderMap) -> Result<Vec<&str>, BadForwardedFor> {
+    let mut entries = Vec::new();
+    for value in headers.get_all(HEADER) {
+        let text = value.to_str().map_err(|_| BadForwardedFor::NotText)?;
+        entries.extend(text.split(',').map(str::trim).filter(|e| !e.is_empty()));
+    }
+    Ok(entries)
+}
+
+/// The `for=` node of each element of `Forwarded` (RFC 7239 §4: `for=192.0.2.60;proto=https,
+/// for="[2001:db8::17]:4711"`), in order, quotes removed; `None` without the header. An element
+/// without `for=` is an error: a hop that does not say whom it forwards cannot vouch for the
+/// element before it. Parameter names are case-insensitive; a quoted value holds no `,` or `;`
+/// in any node RFC 7239 defines, so splitting on them first is enough.
+fn forwarded_for(headers: &HeaderMap) -> Result<Option<Vec<&str>>, BadForwardedFor> {
+    let mut entries = Vec::new();
+    let mut any = false;
+    for value in headers.get_all(FORWARDED) {
+        any = true;
+        let text = value.to_str().map_err(|_| BadForwardedFor::NotText)?;
+        for element in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let node = element.split(';').find_map(|pair| {
+                let (name, value) = pair.split_once('=')?;
+                name.trim().eq_ignore_ascii_case("for").then(|| {
+                    let v = value.trim();
+                    v.strip_prefix('"')
+                        .and_then(|v| v.strip_suffix('"'))
+                        .unwrap_or(v)
+                })
+            });
+            entries.push(node.ok_or_else(|| BadForwardedFor::NotAnAddress(element.to_string()))?);
+        }
+    }
+    Ok(any.then_some(entries))
 }
 
 #[cfg(test)]
@@ -185,6 +224,62 @@ mod tests {
         let h = headers(&["192.0.2.7, unknown"]);
         let got = client_address(&h, addr("127.0.0.1:1"), &nets(&["127.0.0.1"]));
         assert_eq!(got, Err(BadForwardedFor::NotAnAddress("unknown".into())));
+    }
+
+    fn forwarded(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(FORWARDED, HeaderValue::from_str(v).expect("header value"));
+        }
+        h
+    }
+
+    #[test]
+    fn a_trusted_proxy_s_forwarded_header_names_the_client() {
+        let trusted = nets(&["127.0.0.1", "10.0.0.0/8"]);
+        for (value, want) in [
+            ("for=192.0.2.60;proto=https;by=203.0.113.43", "192.0.2.60"),
+            ("proto=https;For=192.0.2.60", "192.0.2.60"),
+            ("for=\"192.0.2.60:4711\"", "192.0.2.60"),
+            ("for=\"[2001:db8:cafe::17]:4711\"", "2001:db8:cafe::17"),
+            ("for=\"[2001:db8:cafe::17]\"", "2001:db8:cafe::17"),
+            // The client wrote the first element itself; the proxy appended the second.
+            ("for=1.1.1.1, for=192.0.2.60, for=10.0.0.9", "192.0.2.60"),
+        ] {
+            let got = client_address(&forwarded(&[value]), addr("127.0.0.1:9"), &trusted);
+            assert_eq!(got.map(|a| a.ip()), Ok(want.parse().unwrap()), "{value}");
+        }
+        let repeated = forwarded(&["for=192.0.2.60", "for=10.0.0.9"]);
+        let got = client_address(&repeated, addr("127.0.0.1:9"), &trusted);
+        assert_eq!(got, Ok(addr("192.0.2.60:9")));
+    }
+
+    #[test]
+    fn forwarded_is_read_instead_of_x_forwarded_for_and_only_from_a_trusted_peer() {
+        let mut h = forwarded(&["for=192.0.2.60"]);
+        h.append(HEADER, HeaderValue::from_static("198.51.100.7"));
+        let trusted = nets(&["127.0.0.1"]);
+        let got = client_address(&h, addr("127.0.0.1:9"), &trusted);
+        assert_eq!(got, Ok(addr("192.0.2.60:9")));
+        let stranger = addr("203.0.113.5:9");
+        assert_eq!(client_address(&h, stranger, &trusted), Ok(stranger));
+    }
+
+    #[test]
+    fn a_forwarded_element_without_an_address_is_an_error_naming_it() {
+        let trusted = nets(&["127.0.0.1"]);
+        for (value, bad) in [
+            ("for=192.0.2.60, proto=https", "proto=https"),
+            ("for=unknown", "unknown"),
+            ("for=_hidden", "_hidden"),
+        ] {
+            let got = client_address(&forwarded(&[value]), addr("127.0.0.1:9"), &trusted);
+            assert_eq!(
+                got,
+                Err(BadForwardedFor::NotAnAddress(bad.into())),
+                "{value}"
+            );
+        }
     }
 
     #[test]

@@ -54,7 +54,8 @@ pub struct WsSettings {
     pub path: String,
     /// Largest WebSocket message (and frame) accepted, in bytes.
     pub max_message: usize,
-    /// Peers whose `X-Forwarded-For` names the client (`trusted_proxies`; see `forwarded`).
+    /// Peers whose `Forwarded` / `X-Forwarded-For` names the client (`trusted_proxies`; see
+    /// `forwarded`).
     pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 

@@ -160,7 +160,7 @@ fn client_address(request: &Request, peer: SocketAddr, settings: &WsSettings) ->
             static LOGGED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
             if crate::ratelog::allowed(&LOGGED) {
                 tracing::warn!(%peer, error = %e,
-                    "X-Forwarded-For from a trusted proxy ignored: the proxy's address is used (logged once a second)");
+                    "Forwarded / X-Forwarded-For from a trusted proxy ignored: the proxy's address is used (logged once a second)");
             }
             peer
         })
