@@ -23,7 +23,7 @@ EDGE=$TARGET/release/robustmq-edge
 BENCH=$TARGET/release/edge-bench
 PORT=${BENCH_PORT_OURS:-21883}
 HTTP=$((PORT + 1000))
-N=200000
+N=
 ROUNDS=3
 BUILD=1
 SD=0
@@ -34,13 +34,17 @@ while [ $# -gt 0 ]; do
         --rounds) ROUNDS=$2; shift ;;
         --no-build) BUILD=0 ;;
         --sd) SD=1 ;;
-        --phases) PHASES=1; [ "$N" = 200000 ] && N=60000 ;;
+        --phases) PHASES=1 ;;
         --binary) EDGE=$2; shift ;;
         -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
     shift
 done
+# Default messages: 200,000 per fill, 60,000 for the traced one.
+if [ -z "$N" ]; then
+    if [ $PHASES = 1 ]; then N=60000; else N=200000; fi
+fi
 log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 

@@ -5,8 +5,9 @@
 //! under it: a futex hand-off between the two threads in most commits.
 //!
 //! Invariants: the writer hands ops over only while a [`Reaper::run`] is running, and never
-//! more than [`HELD_OPS`] at a time (beyond that, or with no reaper, it drops them itself), so
-//! memory held here is bounded and a store without an executor behaves as before.
+//! more than [`HELD_BYTES`] of messages at a time (beyond that, or with no reaper, it drops
+//! them itself), so memory held here is bounded whatever the payload sizes, and a store
+//! without an executor behaves as before.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -16,8 +17,9 @@ use event_listener::Event;
 use super::lock;
 use super::ops::Op;
 
-/// Most ops held for the reaper; past this the writer drops a commit's ops itself.
-pub(super) const HELD_OPS: usize = 4096;
+/// Most bytes held for the reaper ([`weight`] of the ops); past this the writer drops a
+/// commit's ops itself. A window of 64 messages of 4 KB is ~270 KB.
+pub(super) const HELD_BYTES: usize = 4 << 20;
 /// Room for batches kept between two reaps (a publisher's window of 64 is 64 batches).
 const KEEP_BATCHES: usize = 128;
 
@@ -32,23 +34,36 @@ pub(super) struct Reaper {
 struct Bin {
     batches: Vec<Vec<Op>>,
     ops: usize,
+    bytes: usize,
+}
+
+/// What an op keeps alive, at most: its message's weight (the queue's own measure), or the op.
+fn weight(op: &Op) -> usize {
+    match op {
+        Op::Enqueue { msg, .. } | Op::Capture(msg) | Op::Retain { msg: Some(msg), .. } => {
+            msg.weight()
+        }
+        _ => std::mem::size_of::<Op>(),
+    }
 }
 
 impl Reaper {
-    /// Leaves `batches` for the reaper, or gives them back when none runs or it already holds
-    /// [`HELD_OPS`] ops (the caller drops them).
+    /// Leaves `batches` for the reaper, or gives them back when none runs or they would take
+    /// it past [`HELD_BYTES`] (the caller drops them).
     pub(super) fn hand_over(&self, batches: Vec<Vec<Op>>) -> Result<(), Vec<Vec<Op>>> {
         if !self.running.load(Ordering::Acquire) {
             return Err(batches);
         }
         let n: usize = batches.iter().map(Vec::len).sum();
+        let bytes: usize = batches.iter().flatten().map(weight).sum();
         let mut bin = lock(&self.bin);
-        if bin.ops + n > HELD_OPS {
+        if bin.bytes + bytes > HELD_BYTES {
             return Err(batches);
         }
         let was_empty = bin.batches.is_empty();
         bin.batches.extend(batches);
         bin.ops += n;
+        bin.bytes += bytes;
         drop(bin);
         if was_empty {
             self.event.notify(1);
@@ -66,10 +81,11 @@ impl Reaper {
                 let mut bin = lock(&self.bin);
                 std::mem::swap(&mut bin.batches, &mut mine);
                 bin.ops = 0;
+                bin.bytes = 0;
             }
             if !mine.is_empty() {
                 mine.clear();
-                // A backlog of up to [`HELD_OPS`] batches leaves no large list behind.
+                // A backlog of many batches leaves no large list behind.
                 mine.shrink_to(KEEP_BATCHES);
                 continue;
             }
@@ -85,6 +101,12 @@ impl Reaper {
     #[cfg(test)]
     pub(super) fn held(&self) -> usize {
         lock(&self.bin).ops
+    }
+
+    /// Bytes held now, as [`HELD_BYTES`] counts them (tests).
+    #[cfg(test)]
+    pub(super) fn held_bytes(&self) -> usize {
+        lock(&self.bin).bytes
     }
 }
 

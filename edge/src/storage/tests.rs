@@ -413,19 +413,34 @@ fn a_reaper_that_is_not_polled_holds_at_most_its_bound() {
     let c: Arc<str> = "c".into();
     let mut reaper = Box::pin(store.reap());
     assert!(smol::block_on(futures_lite::future::poll_once(&mut reaper)).is_none());
-    let per_batch = 1000;
+    // Batches of four 256 KiB messages: the bound is counted in bytes, not in ops.
+    let payload = bytes::Bytes::from(vec![7u8; 256 * 1024]);
+    let per_batch = 4;
+    let batch_bytes = per_batch * (payload.len() + "t".len() + 64);
     let mut last = None;
-    for b in 0..(reap::HELD_OPS / per_batch + 2) {
+    for b in 0..(reap::HELD_BYTES / batch_bytes + 2) {
         let (ops, weaks): (Vec<Op>, Vec<_>) = (0..per_batch)
-            .map(|i| enqueue_tracked(&c, (b * per_batch + i) as u64 + 1))
+            .map(|i| {
+                let msg = Arc::new(Message::test("t", payload.clone(), 1, "p"));
+                let weak = Arc::downgrade(&msg);
+                let op = Op::Enqueue {
+                    client: c.clone(),
+                    seq: (b * per_batch + i) as u64 + 1,
+                    msg,
+                    qos: 1,
+                    retain: false,
+                    sub_ids: vec![],
+                };
+                (op, weak)
+            })
             .unzip();
         commit_ops(&store, ops);
         last = weaks.last().cloned();
     }
     // The last batches found the bin full and were freed by the writer.
     assert!(freed_soon(&last.expect("batches were committed")));
-    assert!(store.shared.reaper.held() <= reap::HELD_OPS);
-    assert!(store.shared.reaper.held() >= reap::HELD_OPS - per_batch);
+    assert!(store.shared.reaper.held_bytes() <= reap::HELD_BYTES);
+    assert!(store.shared.reaper.held_bytes() >= reap::HELD_BYTES - batch_bytes);
 }
 
 #[test]

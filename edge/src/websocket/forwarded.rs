@@ -131,12 +131,21 @@ mod tests {
             .collect()
     }
 
-    fn headers(values: &[&str]) -> HeaderMap {
+    /// `name: value` for each of `values`, in order.
+    fn named(name: &'static str, values: &[&str]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for v in values {
-            h.append(HEADER, HeaderValue::from_str(v).expect("header value"));
+            h.append(name, HeaderValue::from_str(v).expect("header value"));
         }
         h
+    }
+
+    fn headers(values: &[&str]) -> HeaderMap {
+        named(HEADER, values)
+    }
+
+    fn forwarded(values: &[&str]) -> HeaderMap {
+        named(FORWARDED, values)
     }
 
     fn addr(s: &str) -> SocketAddr {
@@ -224,14 +233,6 @@ mod tests {
         let h = headers(&["192.0.2.7, unknown"]);
         let got = client_address(&h, addr("127.0.0.1:1"), &nets(&["127.0.0.1"]));
         assert_eq!(got, Err(BadForwardedFor::NotAnAddress("unknown".into())));
-    }
-
-    fn forwarded(values: &[&str]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for v in values {
-            h.append(FORWARDED, HeaderValue::from_str(v).expect("header value"));
-        }
-        h
     }
 
     #[test]
