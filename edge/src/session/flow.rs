@@ -46,7 +46,7 @@ impl Session {
 
     /// Wakes the attached connection's writer (deliveries or a free in-flight slot).
     pub fn notify(&self) {
-        if let Some(c) = &self.conn {
+        if let Some(c) = self.conn() {
             c.wakeup.wake();
         }
     }

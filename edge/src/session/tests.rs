@@ -530,7 +530,7 @@ fn a_restored_session_resumes_its_queue_without_reusing_packet_ids() {
     let mut s = Session::restore("client".into(), loaded, 50_000);
     assert!(s.stored());
     assert_eq!(
-        s.disconnected_ms.map(|d| d.get()),
+        s.disconnected_ms().map(|d| d.get()),
         Some(50_000),
         "cut off by the crash"
     );
