@@ -6,19 +6,11 @@
 //! stacks, allocator fragmentation. Without the counting allocator (the library inside tests) nothing
 //! is measured and the bound never applies.
 //!
-//! Hand-written rather than a crate: what is needed is one counter around the allocator, read
-//! on every publish; the crates that do this add limits and reporting we would not use.
-//!
-//! Under the counter is mimalloc, not glibc's malloc: a publish allocates and frees a few small
-//! blocks on one thread that another thread frees or reuses (the connection's messages, freed
-//! after their commit), and glibc served those through its arena locks and consolidation
-//! passes (about a fifth of the connection thread's CPU in a fill profile). mimalloc's
-//! thread-local free lists: a 200,000-message durable fill 173k against 139k msg/s (BENCHMARKS.md,
-//! "The allocator"), idle RSS and the bytes per idle connection measured there too.
+//! Hand-written rather than a crate: what is needed is one counter around the system
+//! allocator, read on every publish; the crates that do this add limits and reporting we
+//! would not use.
 
-use std::alloc::{GlobalAlloc, Layout};
-
-use mimalloc::MiMalloc;
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -27,13 +19,13 @@ use event_listener::Event;
 static IN_USE: AtomicUsize = AtomicUsize::new(0);
 static COUNTING: AtomicBool = AtomicBool::new(false);
 
-/// mimalloc, counting the bytes it has handed out and not got back.
+/// The system allocator, counting the bytes it has handed out and not got back.
 pub struct CountingAlloc;
 
-// SAFETY: every call is forwarded unchanged to `MiMalloc`; only a counter is updated besides.
+// SAFETY: every call is forwarded unchanged to `System`; only a counter is updated besides.
 unsafe impl GlobalAlloc for CountingAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = MiMalloc.alloc(layout);
+        let p = System.alloc(layout);
         if !p.is_null() {
             IN_USE.fetch_add(layout.size(), Ordering::Relaxed);
         }
@@ -41,7 +33,7 @@ unsafe impl GlobalAlloc for CountingAlloc {
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let p = MiMalloc.alloc_zeroed(layout);
+        let p = System.alloc_zeroed(layout);
         if !p.is_null() {
             IN_USE.fetch_add(layout.size(), Ordering::Relaxed);
         }
@@ -49,12 +41,12 @@ unsafe impl GlobalAlloc for CountingAlloc {
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        MiMalloc.dealloc(ptr, layout);
+        System.dealloc(ptr, layout);
         IN_USE.fetch_sub(layout.size(), Ordering::Relaxed);
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let p = MiMalloc.realloc(ptr, layout, new_size);
+        let p = System.realloc(ptr, layout, new_size);
         if !p.is_null() {
             IN_USE.fetch_add(new_size, Ordering::Relaxed);
             IN_USE.fetch_sub(layout.size(), Ordering::Relaxed);
@@ -65,34 +57,10 @@ unsafe impl GlobalAlloc for CountingAlloc {
 
 impl CountingAlloc {
     /// Declares that this allocator is the global one (call once, first thing in `main`), so
-    /// that [`heap_in_use`] is meaningful, and sets mimalloc's options (see [`tune_mimalloc`]).
+    /// that [`heap_in_use`] is meaningful.
     pub fn activate(&self) {
-        tune_mimalloc();
         COUNTING.store(true, Ordering::Release);
     }
-}
-
-/// `mi_option_purge_delay` in mimalloc.h's `mi_option_t` (stable options, v2 and v3 alike);
-/// libmimalloc-sys names no constant for it.
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-
-/// Freed pages go back to the system as soon as they are empty, not after a delay (10 ms by
-/// default in mimalloc 2.x, 1 s in 3.x): pages are only purged when their thread next
-/// allocates or frees after the delay, so with one the idle broker kept 2.0 MB of anonymous
-/// memory instead of 0.95, and (3.x) a drain of 1,000,000 peaked at ~31 MB instead of ~17.
-/// `MIMALLOC_PURGE_DELAY` in the environment still wins.
-pub fn tune_mimalloc() {
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-        // SAFETY: sets one of mimalloc's option words; safe at any time, from any thread.
-        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
-    }
-}
-
-/// mimalloc's current purge delay in milliseconds.
-pub fn mimalloc_purge_delay_ms() -> i64 {
-    // SAFETY: reads one of mimalloc's option words.
-    #[allow(clippy::useless_conversion)] // `c_long` is 32 bits on armv7
-    i64::from(unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) })
 }
 
 /// Heap bytes in use, when the counting allocator is the global one.
