@@ -427,12 +427,12 @@ impl Session {
     /// off without will delay, or if the session ends here (expiry 0 or clean start)
     /// [MQTT-3.1.4-3]; otherwise the resumption cancels it.
     pub fn claim(&mut self, clean_start: bool, now_ms: u64) -> Claim {
-        let taken_over = match self.online() {
-            true => match std::mem::replace(&mut self.link, Link::Offline(None)) {
-                Link::Online(c) => Some(c),
-                Link::Offline(_) => None,
-            },
-            false => None,
+        let taken_over = match std::mem::replace(&mut self.link, Link::Offline(None)) {
+            Link::Online(c) => Some(c),
+            offline => {
+                self.link = offline; // keeps when it was cut off (for `expired` below)
+                None
+            }
         };
         if let Some(link) = &taken_over {
             tracing::info!(client_id = %self.client_id, "session taken over by a new connection");
