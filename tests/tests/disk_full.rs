@@ -151,13 +151,31 @@ async fn send(c: &mut V5Client, topic: &str, qos: Q5, body: Vec<u8>) -> u16 {
 
 /// A persistent v5 session (expiry 1 h) subscribed to `data/#` at QoS 1, left offline to
 /// keep every message; returns its options for [`reconnect_keeper`].
-async fn keeper_session(broker: &Broker) -> rumqttc::v5::MqttOptions {
+///
+/// Returns once the broker has committed the session's departure (its commit count, read
+/// from `/metrics` on `http`, passes the one after the SUBACK): filling the disk while that
+/// commit runs would make the broker see the disk full before the test means it to.
+async fn keeper_session(broker: &Broker, http: u16) -> rumqttc::v5::MqttOptions {
     let mut opts = v5_options(broker, &unique("keeper"));
     opts.set_session_expiry_interval(Some(3600));
     let mut keeper = V5Client::connect_with(opts.clone()).await;
     keeper.subscribe_ok("data/#", Q5::AtLeastOnce).await;
+    let before = commits(http);
     keeper.disconnect().await;
+    let deadline = std::time::Instant::now() + WAIT;
+    while commits(http) <= before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the keeper's departure was not committed within {WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     opts
+}
+
+/// How many group commits the broker has completed.
+fn commits(http: u16) -> u64 {
+    disk_metric(http, "robustmq_edge_storage_commit_duration_seconds_count")
 }
 
 /// Connects the keeper again, asserting its session (and so its queue) is still there.
@@ -207,7 +225,7 @@ async fn full_disk_refuses_qos1_and_qos2_keeps_qos0_flowing_and_recovers_without
 
     // A persistent subscriber that is offline while the disk fills: every accepted message is
     // queued for it on disk. An online clean subscriber for the QoS 0 flow.
-    let keeper_opts = keeper_session(&broker).await;
+    let keeper_opts = keeper_session(&broker, http).await;
     let mut live = V5Client::subscribed(&broker, "live", "live/#", Q5::AtMostOnce).await;
 
     let filler = fs.fill(256 << 10);
@@ -358,10 +376,16 @@ async fn full_disk_refuses_qos1_and_qos2_keeps_qos0_flowing_and_recovers_without
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopping_while_the_disk_is_full_exits_cleanly_and_keeps_every_acknowledged_message() {
-    let mut broker = Broker::builder().kind(BrokerKind::Edge).process().start();
+    let http = free_port();
+    let mut broker = Broker::builder()
+        .kind(BrokerKind::Edge)
+        .config_text(format!("[http]\nbind = \"127.0.0.1:{http}\"\n"))
+        .process()
+        .start();
     broker.stop();
     let fs = SmallFs::mount(broker.data_dir(), &std::env::temp_dir());
     broker.restart();
+    wait_port(http, "HTTP listener");
     // The default 16 MiB journal does not fit in 8 MiB: the broker runs without it, and says so.
     assert!(
         broker.log().contains("no room for the commit journal"),
@@ -369,7 +393,7 @@ async fn stopping_while_the_disk_is_full_exits_cleanly_and_keeps_every_acknowled
         broker.log()
     );
     assert!(!broker.data_dir().join("edge.redb-journal").exists());
-    let keeper_opts = keeper_session(&broker).await;
+    let keeper_opts = keeper_session(&broker, http).await;
     let filler = fs.fill(256 << 10);
 
     let mut publisher = V5Client::connect(&broker, &unique("pub")).await;
