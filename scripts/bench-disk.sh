@@ -163,6 +163,21 @@ if [ $PHASES = 1 ]; then
     exit 0
 fi
 
+# The floor of a durable commit's wait on this device: a 40 KiB O_DIRECT write over blocks
+# written before (a journal record after its first lap), then the device's flush (dd's dsync).
+# Printed so that rounds on different machines can be told apart: the fill with 64 in flight
+# waits for one of these per window, mosquitto (acknowledging from memory) for none.
+probe() {
+    local f=$WORK/probe n=1000 t0 t1
+    dd if=/dev/zero of="$f" bs=40k count=$n oflag=direct 2>/dev/null && sync || { echo "n/a (no O_DIRECT)"; return; }
+    t0=$(date +%s%N)
+    dd if=/dev/zero of="$f" bs=40k count=$n oflag=direct,dsync conv=notrunc 2>/dev/null || { echo "n/a"; return; }
+    t1=$(date +%s%N)
+    rm -f "$f"
+    echo "$(( (t1 - t0) / n / 1000 )) us"
+}
+log "device $DEV: 40 KiB direct write + flush, mean of 1,000: $(probe)"
+
 printf '| round | broker | fill (msg/s) | fill commits | mean commit (ms) | fill: write requests | fill: MiB | drain (msg/s) | drain: write requests | drain: MiB |\n'
 printf '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n'
 for r in $(seq "$ROUNDS"); do
