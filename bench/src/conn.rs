@@ -169,9 +169,10 @@ macro_rules! send_ack {
 
 impl Conn {
     /// Opens a TCP connection (TCP_NODELAY) without sending anything; `addr` is `host:port`, or
-    /// `ws://host:port/path` for MQTT over WebSocket (the upgrade is done here).
+    /// `ws://host:port/path` (`wss://` with TLS) for MQTT over WebSocket. The TLS handshake
+    /// (`--tls-ca`) and the WebSocket upgrade are done here.
     pub async fn tcp(addr: &str, version: Version, io_timeout: Duration) -> Result<Conn> {
-        let host_port = match addr.strip_prefix("ws://") {
+        let host_port = match addr.strip_prefix("ws://").or(addr.strip_prefix("wss://")) {
             Some(rest) => rest.split('/').next().unwrap_or(rest),
             None => addr,
         };
@@ -184,10 +185,16 @@ impl Conn {
         tcp.get_ref()
             .set_nodelay(true)
             .map_err(|e| io_err("nodelay", e))?;
+        let host = host_port
+            .rsplit_once(':')
+            .map_or(host_port, |(h, _)| h)
+            .trim_matches(['[', ']']);
+        let handshake = async { Ok(crate::transport::secure(tcp, host).await) };
+        let secured = with_timeout(io_timeout, "TLS handshake", handshake).await??;
         let stream = if host_port.len() == addr.len() {
-            Transport::Tcp(tcp)
+            Transport::Plain(secured)
         } else {
-            let upgrade = async { Ok(crate::transport::websocket(tcp, addr).await) };
+            let upgrade = async { Ok(crate::transport::websocket(secured, addr).await) };
             with_timeout(io_timeout, "WebSocket upgrade", upgrade).await??
         };
         Ok(Conn {

@@ -60,16 +60,25 @@ struct Common {
     /// Free-form label copied into the JSON output.
     #[arg(long)]
     label: Option<String>,
-    /// MQTT over WebSocket (ws://) at this HTTP path (e.g. `/mqtt`) instead of plain TCP.
+    /// MQTT over WebSocket (ws://, or wss:// with `--tls-ca`) at this HTTP path (e.g. `/mqtt`)
+    /// instead of plain TCP.
     #[arg(long)]
     websocket: Option<String>,
+    /// MQTT over TLS (or wss:// with `--websocket`): the broker's certificate must chain to a
+    /// CA certificate in this PEM file and be for `--host` (a name or an IP address).
+    #[arg(long)]
+    tls_ca: Option<std::path::PathBuf>,
 }
 
 impl Common {
-    /// `host:port`, or `ws://host:port/path` with `--websocket`.
+    /// `host:port`, or `ws://host:port/path` (`wss://` with TLS) with `--websocket`.
     fn addr(&self) -> String {
+        let scheme = match transport::tls_enabled() {
+            true => "wss",
+            false => "ws",
+        };
         match &self.websocket {
-            Some(path) => format!("ws://{}:{}{path}", self.host, self.port),
+            Some(path) => format!("{scheme}://{}:{}{path}", self.host, self.port),
             None => format!("{}:{}", self.host, self.port),
         }
     }
@@ -263,16 +272,22 @@ fn main() -> ExitCode {
 }
 
 fn real_main(cli: Cli) -> Result<ExitCode, String> {
-    let json = match &cli.cmd {
+    let common = match &cli.cmd {
         Cmd::Throughput { common, .. }
         | Cmd::Latency { common, .. }
         | Cmd::Connections { common, .. }
         | Cmd::Startup { common, .. }
         | Cmd::BacklogFill { common, .. }
         | Cmd::BacklogDrain { common, .. }
-        | Cmd::Soak { common, .. } => common.json,
+        | Cmd::Soak { common, .. } => Some(common),
+        Cmd::Mem { .. } | Cmd::Report { .. } => None,
+    };
+    if let Some(ca) = common.and_then(|c| c.tls_ca.as_deref()) {
+        transport::use_tls(ca)?;
+    }
+    let json = match &cli.cmd {
         Cmd::Mem { json, .. } => *json,
-        Cmd::Report { .. } => false,
+        _ => common.is_some_and(|c| c.json),
     };
     HUMAN_TO_STDERR.store(json, Ordering::Relaxed);
     match cli.cmd {
