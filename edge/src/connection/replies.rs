@@ -145,6 +145,11 @@ impl Replies {
         }
     }
 
+    /// Replies queued now.
+    pub(super) fn len(&self) -> usize {
+        self.lock().len()
+    }
+
     pub(super) fn pop(&self) -> Option<Control> {
         let mut q = self.lock();
         let c = q.pop_front();
