@@ -1682,6 +1682,29 @@ pub fn skip_unless_edge(test: &str) -> bool {
     true
 }
 
+/// A raw MQTT 3.1.1 client (clean session, `keep_alive` seconds) connected to 127.0.0.1:`port`,
+/// its CONNACK read and checked; TCP_NODELAY. For tests that talk raw MQTT: the harness's
+/// clients keep every event, are too slow for hundreds of thousands of messages and hide the
+/// order in which packets arrive.
+pub fn raw_v311_client(port: u16, id: &str, keep_alive: u16) -> std::net::TcpStream {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("read timeout");
+    s.set_nodelay(true).expect("nodelay");
+    let mut body = vec![0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02];
+    body.extend_from_slice(&keep_alive.to_be_bytes());
+    body.extend_from_slice(&(id.len() as u16).to_be_bytes());
+    body.extend_from_slice(id.as_bytes());
+    let mut connect = vec![0x10, body.len() as u8];
+    connect.extend_from_slice(&body);
+    s.write_all(&connect).expect("send CONNECT");
+    let mut connack = [0u8; 4];
+    s.read_exact(&mut connack).expect("read CONNACK");
+    assert_eq!(connack, [0x20, 0x02, 0x00, 0x00], "CONNACK for {id}");
+    s
+}
+
 /// One plain HTTP/1.1 GET (`Connection: close`) to 127.0.0.1: status code and body.
 pub fn http_get(port: u16, path: &str) -> (u16, String) {
     let mut s =

@@ -6,32 +6,14 @@
 //! the PUBACK can be read the delivery sent before it can be too.
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::TcpStream;
-use std::time::Duration;
 
 use robustmq_edge_e2e::*;
-
-fn raw_client(port: u16, id: &str) -> TcpStream {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.set_nodelay(true).unwrap();
-    let mut body = vec![0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02, 0x00, 0x3c];
-    body.extend_from_slice(&(id.len() as u16).to_be_bytes());
-    body.extend_from_slice(id.as_bytes());
-    let mut connect = vec![0x10, body.len() as u8];
-    connect.extend_from_slice(&body);
-    s.write_all(&connect).expect("CONNECT");
-    let mut connack = [0u8; 4];
-    s.read_exact(&mut connack).expect("CONNACK");
-    assert_eq!(connack, [0x20, 0x02, 0x00, 0x00]);
-    s
-}
 
 #[test]
 fn a_qos1_delivery_leaves_before_the_publishers_puback() {
     let broker = Broker::builder().process().start();
     let topic = b"order/t";
-    let mut sub = raw_client(broker.port(), "order-sub");
+    let mut sub = raw_v311_client(broker.port(), "order-sub", 60);
     let mut subscribe = vec![0x82, (2 + 2 + topic.len() + 1) as u8, 0x00, 0x01, 0x00];
     subscribe.push(topic.len() as u8);
     subscribe.extend_from_slice(topic);
@@ -40,7 +22,7 @@ fn a_qos1_delivery_leaves_before_the_publishers_puback() {
     let mut suback = [0u8; 5];
     sub.read_exact(&mut suback).expect("SUBACK");
     assert_eq!(suback, [0x90, 0x03, 0x00, 0x01, 0x01]);
-    let mut publisher = raw_client(broker.port(), "order-pub");
+    let mut publisher = raw_v311_client(broker.port(), "order-pub", 60);
     // PUBLISH QoS 1: fixed header, topic, packet id, 8-byte payload.
     let len = 2 + topic.len() + 2 + 8;
     let mut early = 0;

@@ -152,27 +152,6 @@ async fn rss_after_a_restart_does_not_grow_with_an_offline_backlog() {
     );
 }
 
-/// A raw MQTT 3.1.1 client (clean session, `keep_alive` seconds) connected to 127.0.0.1:`port`,
-/// its CONNACK read and checked. The memory tests talk raw MQTT: the harness's clients keep
-/// every event and are too slow for hundreds of thousands of messages.
-fn raw_v311_client(port: u16, id: &str, keep_alive: u16) -> std::net::TcpStream {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("read timeout");
-    let mut body = vec![0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02];
-    body.extend_from_slice(&keep_alive.to_be_bytes());
-    body.extend_from_slice(&(id.len() as u16).to_be_bytes());
-    body.extend_from_slice(id.as_bytes());
-    let mut connect = vec![0x10, body.len() as u8];
-    connect.extend_from_slice(&body);
-    s.write_all(&connect).expect("send CONNECT");
-    let mut connack = [0u8; 4];
-    s.read_exact(&mut connack).expect("read CONNACK");
-    assert_eq!(connack, [0x20, 0x02, 0x00, 0x00], "CONNACK for {id}");
-    s
-}
-
 /// Publishes `n` QoS 1 messages (payload: the number, 64 digits) on `topic` over a raw socket,
 /// 100 in flight at a time, and reads every PUBACK (the test harness's clients keep every event
 /// and are too slow for hundreds of thousands).
