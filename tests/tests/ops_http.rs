@@ -171,6 +171,16 @@ fn metrics_pass_promtool_and_move_with_traffic() {
     assert_eq!(sub.join().expect("subscriber").len(), 3);
     connect_with_unknown_protocol(port);
 
+    // A PUBACK leaves at the journal's sync, before redb's commit ends and is counted: wait
+    // (bounded) for the third commit to be counted before the snapshot.
+    let commits = "robustmq_edge_storage_commit_duration_seconds_count";
+    let wanted = m0.get(commits).copied().unwrap_or(0.0) + 3.0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while value(&series(&http_get(http, "/metrics").1), commits) < wanted
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let (_, after) = http_get(http, "/metrics");
     promtool_check(&after);
     let m1 = series(&after);
