@@ -137,6 +137,9 @@ struct Shared {
     commit_latency: crate::stats::Histogram,
     /// Longest wait for a gathering, in µs: `writer::GATHER_WAIT` (tests lengthen it).
     gather_wait_us: AtomicU64,
+    /// How much of a gathering's wait is polled: `writer::GATHER_SPIN` with more than one
+    /// core, none on one.
+    gather_spin: std::time::Duration,
     /// Takes committed ops off the writer ([`Store::reap`]).
     reaper: reap::Reaper,
 }
@@ -184,6 +187,10 @@ impl Shared {
             stopped: AtomicBool::new(false),
             commit_latency: crate::stats::Histogram::default(),
             gather_wait_us: AtomicU64::new(writer::GATHER_WAIT.as_micros() as u64),
+            gather_spin: match std::thread::available_parallelism().map(|n| n.get()) {
+                Ok(n) if n > 1 => writer::GATHER_SPIN,
+                _ => std::time::Duration::ZERO,
+            },
             reaper: reap::Reaper::default(),
         }
     }

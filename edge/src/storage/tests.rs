@@ -1,6 +1,6 @@
 //! Unit tests of `storage` (kept apart so that the module stays under 600 lines).
 
-use super::writer::{gather, next_expect, GATHER_WAIT, STAMP_EVERY};
+use super::writer::{gather, next_expect, GATHER_SPIN, GATHER_WAIT, STAMP_EVERY};
 use super::*;
 use crate::config::Durability;
 use std::path::Path;
@@ -257,7 +257,7 @@ fn the_next_commit_waits_for_the_batches_in_flight_only_after_a_group() {
 fn a_gathering_that_nothing_answers_gives_up_after_the_commit_delay() {
     let shared = Shared::new();
     let started = std::time::Instant::now();
-    let (p, gathered) = gather(&shared, lock(&shared.pending), 3, GATHER_WAIT);
+    let (p, gathered) = gather(&shared, lock(&shared.pending), 3, GATHER_WAIT, GATHER_SPIN);
     assert!(!gathered);
     assert!(p.batches.is_empty());
     assert!(started.elapsed() >= GATHER_WAIT);
@@ -283,12 +283,43 @@ fn a_gathering_ends_when_the_expected_batches_arrive() {
                 }
             }
         });
-        // A delay only the arrivals can end in time.
+        // A delay only the arrivals can end in time; asleep from the start (one core).
         let started = std::time::Instant::now();
-        let (p, gathered) = gather(&shared, p, 3, Duration::from_secs(30));
+        let (p, gathered) = gather(&shared, p, 3, Duration::from_secs(30), Duration::ZERO);
         assert!(gathered, "all three batches came");
         assert_eq!(p.batches.len(), 3);
         assert!(started.elapsed() < Duration::from_secs(30));
+        drop(p);
+        pusher.join().unwrap();
+    });
+}
+
+#[test]
+fn a_polling_gathering_sees_batches_pushed_without_a_wake_up() {
+    let shared = Shared::new();
+    let slots = Arc::new(Semaphore::new(3));
+    std::thread::scope(|s| {
+        let p = lock(&shared.pending);
+        let pusher = s.spawn(|| {
+            for n in 1..=3 {
+                let slot = Slot(slots.try_acquire_arc().expect("a free slot"));
+                // Pushed as `Store::push` does for a writer that polls: no notification.
+                let mut p = lock(&shared.pending);
+                assert_eq!(
+                    p.wake_at,
+                    usize::MAX,
+                    "a polling writer asks for no wake-up"
+                );
+                p.batches.push_back((n, vec![Op::Capture(msg("g"))], slot));
+            }
+        });
+        // Asleep, nothing would end this wait before its 30 s: only polling sees the batches.
+        let started = std::time::Instant::now();
+        let wait = Duration::from_secs(30);
+        let (p, gathered) = gather(&shared, p, 3, wait, wait);
+        assert!(gathered, "all three batches came");
+        assert_eq!(p.batches.len(), 3);
+        assert!(started.elapsed() < Duration::from_secs(10));
         drop(p);
         pusher.join().unwrap();
     });
