@@ -22,7 +22,7 @@
 #      stripped copy next to the binary (robustmq-edge.stripped), printing both sizes.
 #
 # BUILD_PROFILE (environment, default release) picks the cargo profile: `release` is what ships
-# (thin LTO); `arm-smoke` (Cargo.toml) is the cheaper one scripts/test-arm.sh builds for CI.
+# (fat LTO); `arm-smoke` (Cargo.toml) is the cheaper one scripts/test-arm.sh builds for CI.
 #
 # Needs root (or sudo) only for the apt-get steps. Output:
 #   $CARGO_TARGET_DIR/TARGET/BUILD_PROFILE/robustmq-edge  (default target dir: ./target, or
