@@ -101,6 +101,7 @@ static NO_DURABLE: Durable = Durable {
         sent: SentIds::new(),
         unreserved: false,
         reading: false,
+        read_size: 0,
     },
     take_wait: TakeWait {
         fresh_ids: false,

@@ -352,3 +352,80 @@ fn only_a_session_with_stored_deliveries_allocates_the_durable_box() {
     assert!(stored.durable.is_some());
     assert_eq!(stored.queued_len(), 2, "the QoS 0 one stays in memory");
 }
+
+/// A client coming back to a long backlog gets its first deliveries after a read of
+/// `FIRST_READ` rows (and the commit of their ids), not of a whole window; each read after it
+/// doubles, within the room left in the window, and going offline starts over.
+#[test]
+fn a_returning_client_first_gets_a_small_read_and_later_reads_double_up_to_the_window() {
+    use super::backlog::FIRST_READ;
+    let mut s = online(60, None);
+    s.inflight_limit = 64;
+    let mut ops = Vec::new();
+    let mut disk = Disk::default();
+    s.detach(now_ms(), Departure::Abnormal, 3600, &mut Vec::new());
+    let total = 3 * WINDOW;
+    for i in 0..total {
+        s.enqueue(msg(&i.to_string()), 1, false, vec![], ROOMY, &mut ops);
+    }
+    disk.apply(&mut ops);
+    s.claim(false, now_ms());
+    s.attach(request(60, None), link(2), &mut ops);
+
+    let mut reads = Vec::new();
+    let mut got = Vec::new();
+    loop {
+        disk.apply(&mut ops);
+        if let Some(r) = s.refill_request(usize::MAX) {
+            reads.push(r.max);
+            s.refilled(r, true, disk.read(r), &mut ops);
+            disk.apply(&mut ops);
+        }
+        let out = s.take_outgoing(64, now_ms(), ROOMY, &mut ops);
+        if out.is_empty() {
+            break;
+        }
+        for o in out {
+            if let Outgoing::Publish { msg, qos_pid, .. } = o {
+                got.push(msg.topic.to_string());
+                assert!(s.complete(qos_pid.pid().expect("QoS 1"), &mut ops));
+            }
+        }
+    }
+    let want: Vec<String> = (0..total).map(|i| i.to_string()).collect();
+    assert_eq!(got, want, "in order, none lost, none twice");
+    assert_eq!(reads[0], FIRST_READ, "the first read is small: {reads:?}");
+    assert_eq!(reads[1], 2 * FIRST_READ, "then it doubles: {reads:?}");
+    assert!(
+        reads.iter().all(|&n| n <= WINDOW),
+        "never past the window: {reads:?}"
+    );
+    assert!(
+        reads.iter().any(|&n| n >= WINDOW / 2),
+        "reads grow to half the window and more, then take what room there is: {reads:?}"
+    );
+
+    // Offline again with more queued: the next connection starts small again.
+    for i in 0..WINDOW {
+        s.enqueue(
+            msg(&format!("again-{i}")),
+            1,
+            false,
+            vec![],
+            ROOMY,
+            &mut ops,
+        );
+    }
+    s.take_outgoing(64, now_ms(), ROOMY, &mut ops);
+    disk.apply(&mut ops);
+    s.detach(now_ms(), Departure::Abnormal, 3600, &mut ops);
+    disk.apply(&mut ops);
+    s.claim(false, now_ms());
+    s.attach(request(60, None), link(3), &mut ops);
+    disk.apply(&mut ops);
+    let r = s.refill_request(usize::MAX).expect("a read");
+    assert_eq!(
+        r.max, FIRST_READ,
+        "a new connection's first read is small again"
+    );
+}
