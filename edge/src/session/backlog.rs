@@ -73,7 +73,7 @@ impl Session {
         let b = &mut Durable::of(&mut self.durable).backlog;
         b.reading = true;
         let size = b.read_size.max(FIRST_READ);
-        b.read_size = size.saturating_mul(2);
+        b.read_size = (size * 2).min(super::queue::WINDOW);
         Some(Refill {
             from: b.next,
             until: self.next_seq,

@@ -265,13 +265,16 @@ fn a_gathering_that_nothing_answers_gives_up_after_the_commit_delay() {
     assert!(started.elapsed() < Duration::from_secs(1));
 }
 
-#[test]
-fn a_gathering_ends_when_the_expected_batches_arrive() {
+/// Another thread pushes three batches as `Store::push` does (a wake-up only when the writer
+/// asked for one, `wake_at`) while this one gathers them with a 30 s bound, polling for the
+/// first `spin` of it. Returns whether they came, the wake-ups sent and the time it took.
+fn gather_three_pushed_by_another_thread(spin: Duration) -> (bool, usize, Duration) {
     let shared = Shared::new();
     let slots = Arc::new(Semaphore::new(3));
     std::thread::scope(|s| {
         let p = lock(&shared.pending);
         let pusher = s.spawn(|| {
+            let mut wakes = 0;
             for n in 1..=3 {
                 let slot = Slot(slots.try_acquire_arc().expect("a free slot"));
                 let mut p = lock(&shared.pending);
@@ -280,49 +283,36 @@ fn a_gathering_ends_when_the_expected_batches_arrive() {
                 drop(p);
                 if wake {
                     shared.wake.notify_one();
+                    wakes += 1;
                 }
             }
+            wakes
         });
-        // A delay only the arrivals can end in time; asleep from the start (one core).
         let started = std::time::Instant::now();
-        let (p, gathered) = gather(&shared, p, 3, Duration::from_secs(30), Duration::ZERO);
-        assert!(gathered, "all three batches came");
+        let (p, gathered) = gather(&shared, p, 3, Duration::from_secs(30), spin);
+        let took = started.elapsed();
         assert_eq!(p.batches.len(), 3);
-        assert!(started.elapsed() < Duration::from_secs(30));
         drop(p);
-        pusher.join().unwrap();
-    });
+        (gathered, pusher.join().unwrap(), took)
+    })
+}
+
+#[test]
+fn a_gathering_ends_when_the_expected_batches_arrive() {
+    // Asleep from the start (one core): the third push wakes the writer.
+    let (gathered, wakes, took) = gather_three_pushed_by_another_thread(Duration::ZERO);
+    assert!(gathered, "all three batches came");
+    assert!(wakes >= 1, "the writer asleep was woken");
+    assert!(took < Duration::from_secs(10));
 }
 
 #[test]
 fn a_polling_gathering_sees_batches_pushed_without_a_wake_up() {
-    let shared = Shared::new();
-    let slots = Arc::new(Semaphore::new(3));
-    std::thread::scope(|s| {
-        let p = lock(&shared.pending);
-        let pusher = s.spawn(|| {
-            for n in 1..=3 {
-                let slot = Slot(slots.try_acquire_arc().expect("a free slot"));
-                // Pushed as `Store::push` does for a writer that polls: no notification.
-                let mut p = lock(&shared.pending);
-                assert_eq!(
-                    p.wake_at,
-                    usize::MAX,
-                    "a polling writer asks for no wake-up"
-                );
-                p.batches.push_back((n, vec![Op::Capture(msg("g"))], slot));
-            }
-        });
-        // Asleep, nothing would end this wait before its 30 s: only polling sees the batches.
-        let started = std::time::Instant::now();
-        let wait = Duration::from_secs(30);
-        let (p, gathered) = gather(&shared, p, 3, wait, wait);
-        assert!(gathered, "all three batches came");
-        assert_eq!(p.batches.len(), 3);
-        assert!(started.elapsed() < Duration::from_secs(10));
-        drop(p);
-        pusher.join().unwrap();
-    });
+    // Polling for the whole bound: asleep, only a wake-up could end the wait before 30 s.
+    let (gathered, wakes, took) = gather_three_pushed_by_another_thread(Duration::from_secs(30));
+    assert!(gathered, "all three batches came");
+    assert_eq!(wakes, 0, "a polling writer asks for no wake-up");
+    assert!(took < Duration::from_secs(10));
 }
 
 /// A publisher with 64 batches in flight, sending the next as soon as one is acknowledged
