@@ -33,12 +33,14 @@ pub(super) const STAMP_EVERY: Duration = Duration::from_secs(1);
 pub(super) const GATHER_WAIT: Duration = Duration::from_micros(200);
 
 /// How much of a gathering's wait the writer polls (yielding its core between looks) instead
-/// of sleeping, when the machine has more than one core. A window's batches come within a
-/// round trip of its acknowledgements; asleep, the writer was woken by the last of them and
-/// started ~25 µs later (measured on the 2-core VM: gathering 52 -> 26 µs a window, the
-/// 64-in-flight fill +6%). Polling only ever replaces this wait, so it is bounded the same
-/// way: after a commit of several batches, never after a gathering that timed out. On one
-/// core polling would take the core from the connections it waits for: the writer sleeps.
+/// of sleeping, when the machine has more than one core: more than [`GATHER_WAIT`], so all of
+/// it unless a test lengthens the wait. A window's batches come within a round trip of its
+/// acknowledgements; asleep, the writer was woken by the last of them and started ~25 µs
+/// later (measured on the 2-core VM: gathering 52 -> 26 µs a window, the 64-in-flight fill
+/// +8% over 4 alternated rounds). Polling only ever replaces this wait, so it is bounded the
+/// same way: after a commit of several batches, never after a gathering that timed out. On
+/// one core polling would take the core from the connections it waits for: the writer
+/// sleeps.
 pub(super) const GATHER_SPIN: Duration = Duration::from_micros(250);
 
 pub(super) fn writer_loop(
