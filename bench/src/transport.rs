@@ -18,13 +18,13 @@ use async_tungstenite::tungstenite::{Bytes, Error as WsError, Message};
 use async_tungstenite::WebSocketStream;
 use futures_lite::{AsyncRead, AsyncWrite, Stream as _};
 use futures_sink::Sink;
+use futures_util::future::Either;
 use smol::Async;
 
-/// TCP, or TLS over TCP.
-pub enum Stream {
-    Tcp(Async<TcpStream>),
-    Tls(Box<futures_rustls::client::TlsStream<Async<TcpStream>>>),
-}
+/// TCP (left), or TLS over TCP (right); futures-util's `Either` reads and writes through to
+/// whichever it holds.
+pub type Stream =
+    Either<Async<TcpStream>, Box<futures_rustls::client::TlsStream<Async<TcpStream>>>>;
 
 pub enum Transport {
     Plain(Stream),
@@ -71,7 +71,7 @@ pub fn tls_enabled() -> bool {
 /// `host` is the name (or address) the certificate must be for.
 pub async fn secure(tcp: Async<TcpStream>, host: &str) -> Result<Stream, String> {
     let Some(cfg) = TLS.get() else {
-        return Ok(Stream::Tcp(tcp));
+        return Ok(Either::Left(tcp));
     };
     let name = rustls::pki_types::ServerName::try_from(host.to_string())
         .map_err(|e| format!("TLS server name {host}: {e}"))?;
@@ -79,7 +79,7 @@ pub async fn secure(tcp: Async<TcpStream>, host: &str) -> Result<Stream, String>
         .connect(name, tcp)
         .await
         .map_err(|e| format!("TLS handshake with {host}: {e}"))?;
-    Ok(Stream::Tls(Box::new(tls)))
+    Ok(Either::Right(Box::new(tls)))
 }
 
 /// Upgrades `stream` to a WebSocket at `url` (`ws://` or `wss://host:port/path`) offering
@@ -170,46 +170,6 @@ impl AsyncWrite for Transport {
         match self.get_mut() {
             Transport::Plain(t) => Pin::new(t).poll_close(cx),
             Transport::Ws(w) => Pin::new(&mut w.ws).poll_close(cx).map_err(ws_io),
-        }
-    }
-}
-
-impl AsyncRead for Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Tcp(t) => Pin::new(t).poll_read(cx, buf),
-            Stream::Tls(t) => Pin::new(t).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Tcp(t) => Pin::new(t).poll_write(cx, buf),
-            Stream::Tls(t) => Pin::new(t).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Tcp(t) => Pin::new(t).poll_flush(cx),
-            Stream::Tls(t) => Pin::new(t).poll_flush(cx),
-        }
-    }
-
-    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Tcp(t) => Pin::new(t).poll_close(cx),
-            Stream::Tls(t) => Pin::new(t).poll_close(cx),
         }
     }
 }
