@@ -10,6 +10,8 @@
 //! - `journal.rs`: the commit journal beneath redb (a durable commit is one sequential write
 //!   and one fdatasync); `journal_file.rs`: the journal's file, written with `O_DIRECT`;
 //!   `open.rs`: replaying it, then opening (and repairing) the file.
+//! - `oplog.rs`: the op log ahead of redb: a commit that only queues publishes is made durable
+//!   by a record of its ops, and redb applies them without a sync of its own.
 //!
 //! Cost per message (issue 9): a backlog fill inserts one `session_queue` row per message, a
 //! drain one `session_queue_state` row (its packet id, recorded ahead of the send)
@@ -41,6 +43,7 @@ mod journal;
 mod journal_file;
 mod load;
 mod open;
+mod oplog;
 mod ops;
 mod queue;
 mod queue_writes;
@@ -224,6 +227,14 @@ impl Store {
         let (db, journal) = open::open_database(cfg, &disk_full, on_durable)?;
         let db = Arc::new(db);
         tables::init_tables(&db)?;
+        // Before anything reads the database: the last run's acknowledged publishes.
+        let wanted = cfg.durability == crate::config::Durability::Immediate && journal.is_some();
+        let oplog = oplog::recover(
+            &db,
+            &oplog::path_of(&cfg.db_path()),
+            cfg.storage.journal_bytes,
+            wanted,
+        )?;
         let loaded = load::load(&db)?;
         // From here a full disk makes writes wait for space; at open it is an error.
         disk_full.set_retrying(true);
@@ -236,7 +247,7 @@ impl Store {
             let max_batch = cfg.storage.max_batch;
             std::thread::Builder::new()
                 .name("redb-writer".into())
-                .spawn(move || writer_loop(db, shared, hook, durability, max_batch))
+                .spawn(move || writer_loop(db, shared, hook, durability, max_batch, oplog))
                 .map_err(|e| Error::Io {
                     what: "spawn storage writer".into(),
                     source: e,

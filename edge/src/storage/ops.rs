@@ -79,6 +79,90 @@ impl Op {
     }
 }
 
+/// How an op the op log carries (`oplog.rs`) is encoded: a publish queued for a session.
+/// `LoggedRef` is written, `Logged` read back: postcard encodes both the same way (a `&str`
+/// as an `Arc<str>`, a slice as a `Vec`), checked by `oplog_tests.rs`.
+#[derive(serde::Serialize)]
+enum LoggedRef<'a> {
+    Enqueue {
+        client: &'a str,
+        seq: u64,
+        msg: &'a Message,
+        qos: u8,
+        retain: bool,
+        sub_ids: &'a [u32],
+    },
+}
+
+#[derive(serde::Deserialize)]
+enum Logged {
+    Enqueue {
+        client: Arc<str>,
+        seq: u64,
+        msg: Message,
+        qos: u8,
+        retain: bool,
+        sub_ids: Vec<u32>,
+    },
+}
+
+/// Appends the op-log encoding of every op of `ops` to `out`; false (and `out` left in any
+/// state) when one of them is not carried by the op log: its commit syncs redb itself.
+pub(super) fn encode_logged<'a>(ops: impl Iterator<Item = &'a Op>, out: &mut Vec<u8>) -> bool {
+    for op in ops {
+        let Op::Enqueue {
+            client,
+            seq,
+            msg,
+            qos,
+            retain,
+            sub_ids,
+        } = op
+        else {
+            return false;
+        };
+        let logged = LoggedRef::Enqueue {
+            client,
+            seq: *seq,
+            msg,
+            qos: *qos,
+            retain: *retain,
+            sub_ids,
+        };
+        match postcard::to_extend(&logged, std::mem::take(out)) {
+            Ok(v) => *out = v,
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+/// The ops of one op-log record, in order.
+pub(super) fn decode_logged(mut payload: &[u8]) -> std::result::Result<Vec<Op>, postcard::Error> {
+    let mut ops = Vec::new();
+    while !payload.is_empty() {
+        let (logged, rest) = postcard::take_from_bytes::<Logged>(payload)?;
+        payload = rest;
+        let Logged::Enqueue {
+            client,
+            seq,
+            msg,
+            qos,
+            retain,
+            sub_ids,
+        } = logged;
+        ops.push(Op::Enqueue {
+            client,
+            seq,
+            msg: Arc::new(msg),
+            qos,
+            retain,
+            sub_ids,
+        });
+    }
+    Ok(ops)
+}
+
 /// Change of one session's queue meta row within a commit.
 #[derive(Default)]
 pub(super) struct MetaDelta {

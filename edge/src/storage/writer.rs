@@ -7,6 +7,10 @@
 //! [`GATHER_WAIT`], for as many batches as were in flight. Never after a lone batch, nor right
 //! after a wait that timed out, nor without fsync. On a machine with more than one core the
 //! wait polls first ([`GATHER_SPIN`]): a thread put to sleep for it paid a wake-up per window.
+//!
+//! Op log (`oplog.rs`): a commit that only queues publishes is made durable by a record of its
+//! ops, synced and acknowledged before redb applies them in a commit without a sync; redb
+//! commits durably (and the log starts over) at least every [`CHECKPOINT_EVERY`].
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -14,6 +18,7 @@ use std::time::Duration;
 
 use redb::Database;
 
+use super::oplog::{self, OpLog};
 use super::{lock, ops, CommitHook, Op, Pending, Shared, Slot};
 use crate::config::Durability;
 use crate::error::Result;
@@ -43,14 +48,22 @@ pub(super) const GATHER_WAIT: Duration = Duration::from_micros(200);
 /// sleeps.
 pub(super) const GATHER_SPIN: Duration = Duration::from_micros(250);
 
+/// Longest time between durable commits of redb while the op log carries commits (`oplog.rs`):
+/// bounds the records replayed after a crash, and the commit journal's record that makes the
+/// commits in between durable.
+pub(super) const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
 pub(super) fn writer_loop(
     db: Arc<Database>,
     shared: Arc<Shared>,
     hook: Arc<Mutex<Option<Arc<dyn CommitHook>>>>,
     durability: Durability,
     max_batch: usize,
+    mut oplog: Option<OpLog>,
 ) {
     let mut unsynced = false;
+    // Reused for each record's encoding.
+    let mut payload = Vec::new();
     let mut stamped: Option<std::time::Instant> = None;
     // Batches the next commit waits for (see `GATHER_WAIT`); 0: take what is there.
     let mut expect = 0;
@@ -94,7 +107,13 @@ pub(super) fn writer_loop(
         }
         let hook = lock(&hook).clone();
         let started = std::time::Instant::now();
-        let stamp = stamped.is_none_or(|t| t.elapsed() >= STAMP_EVERY);
+        // Time for redb to commit durably (and the op log to start over), with a time stamp.
+        let checkpoint = (oplog.as_ref()).is_some_and(|l| l.checkpoint_due(CHECKPOINT_EVERY));
+        let stamp = checkpoint || stamped.is_none_or(|t| t.elapsed() >= STAMP_EVERY);
+        let log = match checkpoint {
+            true => None,
+            false => oplog.as_mut(),
+        };
         let mut group = Group {
             shared: &shared,
             taken,
@@ -103,14 +122,35 @@ pub(super) fn writer_loop(
             expect,
             gathered: true,
             waited: Duration::ZERO,
+            logged: false,
         };
-        let result = commit(&db, &mut group, durability, hook.as_deref(), stamp);
+        let result = commit(
+            &db,
+            &mut group,
+            durability,
+            hook.as_deref(),
+            stamp,
+            log,
+            &mut payload,
+        );
         let Group {
             taken,
             gathered,
             waited,
+            logged,
             ..
         } = group;
+        if result.is_ok() && !logged && durability == Durability::Immediate {
+            if let Some(log) = oplog.as_mut() {
+                // redb's durable state holds every record now: the log may start over.
+                if checkpoint || log.is_broken() {
+                    if let Err(e) = log.restart() {
+                        tracing::error!(error = %e, "op log: cannot start over; commits now sync the database themselves");
+                        oplog = None;
+                    }
+                }
+            }
+        }
         let lo = taken.first().map(|b| b.0).unwrap_or(0);
         let carried = taken.iter().filter(|b| Op::acknowledged(&b.1)).count();
         let hi = taken.last().map(|b| b.0).unwrap_or(0);
@@ -127,6 +167,13 @@ pub(super) fn writer_loop(
         let early = shared.committing.swap(0, Ordering::AcqRel) == 0;
         match result {
             Ok(()) => unsynced = durability == Durability::None,
+            Err(e) if logged => {
+                // Acknowledged from the op log, not in redb: later commits would be ordered
+                // before them. The writer stops; the next start applies them from the log.
+                // Waiters see the writer stopped; so does the systemd watchdog (a restart).
+                tracing::error!(error = %e, tickets = ?(lo, hi), "redb failed to apply publishes acknowledged from the op log; storage stops here, the next start applies them");
+                break;
+            }
             Err(e) if early => {
                 tracing::error!(error = %e, tickets = ?(lo, hi), "redb failed after the commit was synced; its publishes were acknowledged as durable");
             }
@@ -247,6 +294,8 @@ struct Group<'s> {
     gathered: bool,
     /// Time spent waiting for batches (not part of the commit's latency).
     waited: Duration,
+    /// Made durable by an op-log record (redb's commit does not sync).
+    logged: bool,
 }
 
 impl Group<'_> {
@@ -281,6 +330,8 @@ fn commit(
     durability: Durability,
     hook: Option<&dyn CommitHook>,
     stamp: bool,
+    log: Option<&mut OpLog>,
+    payload: &mut Vec<u8>,
 ) -> Result<()> {
     let mut txn = db.begin_write()?;
     txn.set_durability(match durability {
@@ -289,7 +340,33 @@ fn commit(
     })?;
     group.gather_rest();
     let ops = || group.taken.iter().flat_map(|b| b.1.iter());
+    let hi = group.taken.last().map(|b| b.0).unwrap_or(0);
+    let mut mark = None;
+    if let Some(log) = log.filter(|_| durability == Durability::Immediate) {
+        // Only publishes into sessions: the op log's record is synced and acknowledged, then
+        // redb applies them without a sync of its own (see `oplog.rs`).
+        payload.clear();
+        if ops::encode_logged(ops(), payload) && log.fits(payload.len()) {
+            match log.append(payload) {
+                Ok(()) => {
+                    group.shared.committing.store(hi, Ordering::Release);
+                    group.shared.publish_durable();
+                    txn.set_durability(redb::Durability::None)?;
+                    group.logged = true;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "op log: append failed; this commit syncs the database itself");
+                }
+            }
+            // Also after a failed append (the record may be on disk): its ops are in this
+            // commit, so the mark covers it.
+            mark = Some(log.mark());
+        }
+    }
     ops::apply(&txn, ops(), stamp)?;
+    if let Some(mark) = mark {
+        oplog::write_mark(&txn, mark)?;
+    }
     if let Some(hook) = hook {
         for op in ops() {
             if let Op::Capture(msg) = op {
@@ -297,11 +374,13 @@ fn commit(
             }
         }
     }
-    // From here the journal's sync publishes these tickets durable (`Shared::publish_durable`);
-    // only the writer's own (one-phase) commits are marked, and only this late: a sync during
-    // the transaction would not cover the commit's header.
-    let hi = group.taken.last().map(|b| b.0).unwrap_or(0);
-    group.shared.committing.store(hi, Ordering::Release);
+    if !group.logged {
+        // From here the journal's sync publishes these tickets durable
+        // (`Shared::publish_durable`); only the writer's own (one-phase) commits are marked,
+        // and only this late: a sync during the transaction would not cover the commit's
+        // header.
+        group.shared.committing.store(hi, Ordering::Release);
+    }
     txn.commit()?;
     Ok(())
 }
