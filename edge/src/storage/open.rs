@@ -178,9 +178,10 @@ fn looks_like_redb(main: &FileBackend) -> std::io::Result<bool> {
 
 /// Reserves the journal's blocks up to `len` at once (`fallocate`: no data written, so a first
 /// start does not write the whole journal; each block is written once on the journal's first
-/// lap). Where the file system cannot, `prepare_journal` writes zeros instead.
+/// lap). Where the file system cannot, `prepare_journal` writes zeros instead. (The op log's
+/// blocks too, `oplog.rs`.)
 #[cfg(target_os = "linux")]
-fn reserve(file: &File, len: u64) -> std::io::Result<()> {
+pub(super) fn reserve(file: &File, len: u64) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
     let Ok(len) = libc::off_t::try_from(len) else {
         return Ok(());
@@ -198,7 +199,7 @@ fn reserve(file: &File, len: u64) -> std::io::Result<()> {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn reserve(_: &File, _: u64) -> std::io::Result<()> {
+pub(super) fn reserve(_: &File, _: u64) -> std::io::Result<()> {
     Ok(())
 }
 

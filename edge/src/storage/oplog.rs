@@ -62,8 +62,8 @@ pub struct Mark {
 }
 
 impl OpLog {
-    /// Opens `file` (allocating `capacity` bytes) and returns it with the payloads of the
-    /// records of its current generation after `mark`, in order: what the last run
+    /// Opens `file` (of `capacity` bytes, see `recover`) and returns it with the payloads of
+    /// the records of its current generation after `mark`, in order: what the last run
     /// acknowledged but redb may not hold. Nothing is written until [`OpLog::restart`].
     pub fn open(file: JournalFile, capacity: u64, mark: Mark) -> io::Result<(OpLog, Vec<Vec<u8>>)> {
         let capacity = super::journal::capacity_of(capacity);
@@ -82,8 +82,6 @@ impl OpLog {
                 seq += 1;
             }
         }
-        // Zeros written where the file is shorter: an append never finds the disk full.
-        super::journal::prepare_journal(&file, capacity)?;
         let log = OpLog {
             file,
             capacity,
@@ -262,6 +260,20 @@ pub fn recover(db: &Database, path: &Path, capacity: u64, wanted: bool) -> Resul
         .truncate(false)
         .open(path)
         .map_err(err)?;
+    // Blocks reserved without writing them (a first start does not write the whole log);
+    // where the file system cannot, zeros are written below.
+    let mut wanted = wanted;
+    if wanted {
+        match super::open::reserve(&file, super::journal::capacity_of(capacity)) {
+            Ok(()) => {}
+            Err(e) if crate::disk_full::is_no_space(&e) => {
+                tracing::warn!(op_log = %path.display(), error = %e,
+                    "no room for the op log: running without it (every commit syncs redb)");
+                wanted = false;
+            }
+            Err(e) => return Err(err(e)),
+        }
+    }
     let file = JournalFile::new(file, path).map_err(err)?;
     let mark = read_mark(db)?;
     let (mut log, pending) = OpLog::open(file, capacity, mark).map_err(err)?;
@@ -287,6 +299,8 @@ pub fn recover(db: &Database, path: &Path, capacity: u64, wanted: bool) -> Resul
         std::fs::remove_file(path).map_err(err)?;
         return Ok(None);
     }
+    // Zeros written where the file is shorter: an append never finds the disk full.
+    super::journal::prepare_journal(&log.file, log.capacity).map_err(err)?;
     log.restart().map_err(err)?;
     Ok(Some(log))
 }

@@ -550,3 +550,37 @@ fn publishes_acknowledged_from_the_op_log_survive_a_power_cut_before_redb_syncs(
     let (_, loaded) = Store::open(&cfg(snap.path())).unwrap();
     assert_eq!(loaded.sessions[0].queue.messages, 3);
 }
+
+/// A clean stop leaves an empty op log: the next start reads its header only.
+#[test]
+fn a_clean_stop_leaves_nothing_in_the_op_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let c: Arc<str> = "client".into();
+    {
+        let (store, _) = Store::open(&cfg(dir.path())).unwrap();
+        commit_ops(
+            &store,
+            vec![Op::PutSession(
+                c.clone(),
+                Box::new(session_record(5, Some(5))),
+            )],
+        );
+        for seq in 1..=3 {
+            commit_ops(&store, vec![enqueue(&c, seq, "a", vec![])]);
+        }
+        let log = std::fs::read(dir.path().join("edge.redb-oplog")).unwrap();
+        assert!(
+            log[4096..].starts_with(b"RMQEOPR1"),
+            "the publishes went through the op log"
+        );
+    }
+    let log = std::fs::read(dir.path().join("edge.redb-oplog")).unwrap();
+    let generation = |b: &[u8]| u64::from_le_bytes(b[8..16].try_into().unwrap());
+    let first = &log[4096..4096 + 32];
+    assert!(
+        !first.starts_with(b"RMQEOPR1") || generation(first) != generation(&log[..16]),
+        "records of the current generation are left after a clean stop"
+    );
+    let (_, loaded) = Store::open(&cfg(dir.path())).unwrap();
+    assert_eq!(loaded.sessions[0].queue.messages, 3);
+}

@@ -97,6 +97,11 @@ pub(super) fn writer_loop(
             if unsynced || shutdown {
                 if let Err(e) = sync_now(&db) {
                     tracing::error!(error = %e, "periodic fsync failed");
+                } else if let Some(log) = oplog.as_mut().filter(|l| shutdown && l.has_records()) {
+                    // A clean stop leaves nothing for the next start to read.
+                    if let Err(e) = log.restart() {
+                        tracing::warn!(error = %e, "op log: cannot start over at shutdown");
+                    }
                 }
                 unsynced = false;
             }
