@@ -51,6 +51,10 @@ pub struct OpLog {
     broken: bool,
     /// When the first record of this generation was appended.
     first_at: Option<std::time::Instant>,
+    /// As opened: a valid header above the mark's generation and no record after it, so
+    /// appends may start without a new generation (a start needs no write). Not at the
+    /// mark's generation: the mark may cover a record that was torn (a failed append).
+    empty_at_open: bool,
     stage: AlignedBuf,
 }
 
@@ -91,6 +95,7 @@ impl OpLog {
             write_at: BLOCK,
             broken: false,
             first_at: None,
+            empty_at_open: last_seq == 0 && generation.is_some_and(|g| g > mark.generation),
             stage: AlignedBuf::default(),
         };
         Ok((log, pending))
@@ -301,7 +306,9 @@ pub fn recover(db: &Database, path: &Path, capacity: u64, wanted: bool) -> Resul
     }
     // Zeros written where the file is shorter: an append never finds the disk full.
     super::journal::prepare_journal(&log.file, log.capacity).map_err(err)?;
-    log.restart().map_err(err)?;
+    if !log.empty_at_open {
+        log.restart().map_err(err)?;
+    }
     Ok(Some(log))
 }
 

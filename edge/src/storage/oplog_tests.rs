@@ -274,3 +274,48 @@ fn a_log_that_is_no_longer_wanted_is_replayed_then_removed() {
     assert_eq!(queued(&db, "d").0, vec![1]);
     assert!(!path.exists());
 }
+
+#[test]
+fn a_start_after_a_clean_stop_writes_nothing_but_a_torn_record_under_the_mark_starts_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = database(&dir);
+    let path = dir.path().join("db-oplog");
+    let mut log = recover(&db, &path, CAP, true).unwrap().expect("wanted");
+    let first = log.mark().generation;
+    // A clean stop: redb durable with the mark, then a new generation.
+    log.append(b"x").unwrap();
+    let txn = db.begin_write().unwrap();
+    write_mark(&txn, log.mark()).unwrap();
+    txn.commit().unwrap();
+    log.restart().unwrap();
+    drop(log);
+    let log = recover(&db, &path, CAP, true).unwrap().expect("wanted");
+    assert_eq!(log.mark().generation, first + 1, "no new generation needed");
+    // A failed append: its record torn, the commit that applied its ops recorded the mark.
+    let mut log = log;
+    log.append(b"torn").unwrap();
+    let txn = db.begin_write().unwrap();
+    write_mark(&txn, log.mark()).unwrap();
+    txn.commit().unwrap();
+    drop(log);
+    let f = JournalFile::new(
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap(),
+        &path,
+    )
+    .unwrap();
+    f.write(BLOCK + RECORD_HEAD_LEN as u64, b"?").unwrap();
+    drop(f);
+    let log = recover(&db, &path, CAP, true).unwrap().expect("wanted");
+    // Record 1 of this generation would be taken for the torn one the mark covers.
+    assert_eq!(
+        log.mark(),
+        Mark {
+            generation: first + 2,
+            seq: 0
+        }
+    );
+}
