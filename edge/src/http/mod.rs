@@ -385,5 +385,12 @@ mod tests {
             .expect("journal records");
         assert!(records.parse::<u64>().unwrap() > 0, "{records}");
         assert!(text.contains("robustmq_edge_storage_journal_checkpoints_total "));
+        // So is the op log, which started its first generation at open.
+        let restarts = text
+            .lines()
+            .find_map(|l| l.strip_prefix("robustmq_edge_storage_oplog_restarts_total "))
+            .expect("op log restarts");
+        assert!(restarts.parse::<u64>().unwrap() > 0, "{restarts}");
+        assert!(text.contains("robustmq_edge_storage_oplog_records_total "));
     }
 }

@@ -274,6 +274,20 @@ pub fn render(s: &Snapshot) -> String {
             checkpoints,
         );
     }
+    if let Some((records, restarts)) = s.oplog {
+        o.single(
+            "storage_oplog_records_total",
+            "counter",
+            "Commits of queued publishes made durable by a record of the op log edge.redb-oplog.",
+            records,
+        );
+        o.single(
+            "storage_oplog_restarts_total",
+            "counter",
+            "Times the op log started over, after a durable commit of edge.redb held its records.",
+            restarts,
+        );
+    }
     let name = "delivery_commit_waits_total";
     o.family(
         name,

@@ -27,6 +27,8 @@ pub struct Snapshot {
     pub disk: DiskFigures,
     /// Commit journal (records, checkpoints) since start; `None` without a journal.
     pub journal: Option<(u64, u64)>,
+    /// Op log (records, restarts) since start; `None` without an op log.
+    pub oplog: Option<(u64, u64)>,
     /// Heap in use as counted by the broker's allocator (`None` inside tests, where it is not
     /// installed) and `limits.max_memory` (0: no bound).
     pub heap_bytes: Option<usize>,
@@ -75,6 +77,7 @@ impl Snapshot {
             commit_waits: broker.drain_waits.counts(),
             disk: DiskFigures::of(broker.store.disk_full()),
             journal: (broker.store.journal()).map(|j| (j.records_total(), j.checkpoints_total())),
+            oplog: (broker.store.oplog()).map(|l| (l.records_total(), l.restarts_total())),
             heap_bytes: crate::memory::heap_in_use(),
             max_memory_bytes: broker.cfg.limits.max_memory,
             sync: broker.sync_status(),
@@ -165,6 +168,8 @@ impl Snapshot {
                     "disk_full_refused_publishes": self.disk.refused_publishes,
                     "journal_records": self.journal.map(|j| j.0),
                     "journal_checkpoints": self.journal.map(|j| j.1),
+                    "oplog_records": self.oplog.map(|l| l.0),
+                    "oplog_restarts": self.oplog.map(|l| l.1),
                 },
             },
             "sync": self.sync,

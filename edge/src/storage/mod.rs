@@ -70,6 +70,7 @@ use crate::message::Message;
 
 pub use journal::JournalCounters;
 pub use load::{Loaded, LoadedSession, QueueShape};
+pub use oplog::OpLogCounters;
 pub use ops::Op;
 pub use records::{DeliveryRecord, SessionRecord, WillRecord};
 
@@ -208,6 +209,8 @@ pub struct Store {
     disk_full: Arc<DiskFull>,
     /// `None` without a commit journal (`storage.journal_bytes = 0`, or no room for it).
     journal: Option<Arc<JournalCounters>>,
+    /// `None` without an op log (no journal, `durability = "none"`, or no room for it).
+    oplog: Option<Arc<OpLogCounters>>,
 }
 
 impl Store {
@@ -235,6 +238,7 @@ impl Store {
             cfg.storage.journal_bytes,
             wanted,
         )?;
+        let oplog_counters = oplog.as_ref().map(|l| l.counters());
         let loaded = load::load(&db)?;
         // From here a full disk makes writes wait for space; at open it is an error.
         disk_full.set_retrying(true);
@@ -262,6 +266,7 @@ impl Store {
                 hook,
                 disk_full,
                 journal,
+                oplog: oplog_counters,
             },
             loaded,
         ))
@@ -292,6 +297,11 @@ impl Store {
     /// What the commit journal did since open; `None` when there is none.
     pub fn journal(&self) -> Option<&Arc<JournalCounters>> {
         self.journal.as_ref()
+    }
+
+    /// What the op log did since open; `None` when there is none.
+    pub fn oplog(&self) -> Option<&Arc<OpLogCounters>> {
+        self.oplog.as_ref()
     }
 
     pub fn disk_full(&self) -> &Arc<DiskFull> {

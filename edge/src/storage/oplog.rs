@@ -21,6 +21,8 @@
 use std::fs::OpenOptions;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use redb::{Database, ReadableDatabase, StorageBackend, WriteTransaction};
 
@@ -36,6 +38,25 @@ const RECORD_MAGIC: &[u8; 8] = b"RMQEOPR1";
 const HEADER_LEN: usize = 8 + 8 + 4;
 /// magic, generation, seq, payload length, crc32 of the head before it and the payload.
 const RECORD_HEAD_LEN: usize = 8 + 8 + 8 + 4 + 4;
+
+/// What the op log did since open, for `/metrics` (shared with the `Store`).
+#[derive(Debug, Default)]
+pub struct OpLogCounters {
+    records: AtomicU64,
+    restarts: AtomicU64,
+}
+
+impl OpLogCounters {
+    /// Commits made durable (and acknowledged) by a record of the op log.
+    pub fn records_total(&self) -> u64 {
+        self.records.load(Ordering::Relaxed)
+    }
+
+    /// Generations started: each after a durable commit of redb that held every record.
+    pub fn restarts_total(&self) -> u64 {
+        self.restarts.load(Ordering::Relaxed)
+    }
+}
 
 /// The op log file (see the module header).
 pub struct OpLog {
@@ -55,6 +76,7 @@ pub struct OpLog {
     /// appends may start without a new generation (a start needs no write). Not at the
     /// mark's generation: the mark may cover a record that was torn (a failed append).
     empty_at_open: bool,
+    counters: Arc<OpLogCounters>,
     stage: AlignedBuf,
 }
 
@@ -96,9 +118,15 @@ impl OpLog {
             broken: false,
             first_at: None,
             empty_at_open: last_seq == 0 && generation.is_some_and(|g| g > mark.generation),
+            counters: Arc::default(),
             stage: AlignedBuf::default(),
         };
         Ok((log, pending))
+    }
+
+    /// Its counters, shared.
+    pub fn counters(&self) -> Arc<OpLogCounters> {
+        self.counters.clone()
     }
 
     /// The mark of everything appended so far (what a durable commit of redb records).
@@ -152,6 +180,7 @@ impl OpLog {
         self.write_at = BLOCK;
         self.broken = false;
         self.first_at = None;
+        self.counters.restarts.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
@@ -183,6 +212,9 @@ impl OpLog {
         self.write_at += len;
         self.broken = written.is_err();
         self.first_at.get_or_insert_with(std::time::Instant::now);
+        if written.is_ok() {
+            self.counters.records.fetch_add(1, Ordering::Relaxed);
+        }
         written
     }
 }
