@@ -38,6 +38,10 @@ const RECORD_MAGIC: &[u8; 8] = b"RMQEOPR1";
 const HEADER_LEN: usize = 8 + 8 + 4;
 /// magic, generation, seq, payload length, crc32 of the head before it and the payload.
 const RECORD_HEAD_LEN: usize = 8 + 8 + 8 + 4 + 4;
+/// Largest record: a window of 64 messages of ~3 KiB. Larger windows (large payloads) are
+/// committed by redb itself: copying them into a record would cost memory (the encoding and
+/// its staging stay allocated at their largest) for little gain, their time is in the bytes.
+pub const MAX_RECORD: usize = 256 * 1024;
 
 /// What the op log did since open, for `/metrics` (shared with the `Store`).
 #[derive(Debug, Default)]

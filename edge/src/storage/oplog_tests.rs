@@ -178,12 +178,14 @@ fn after_a_failed_append_nothing_is_appended_until_the_log_starts_over() {
 fn queued_publishes_encode_and_decode_to_the_same_ops() {
     let ops = vec![enqueue("a", 1, b"one"), enqueue("b", 2, b"two")];
     let mut out = Vec::new();
-    assert!(encode_logged(ops.iter(), &mut out));
+    assert!(encode_logged(ops.iter(), &mut out, MAX_RECORD));
     let back = decode_logged(&out).unwrap();
     assert_eq!(format!("{ops:?}"), format!("{back:?}"));
     // Anything else is not carried: that commit syncs redb itself.
     let other = [Op::DeleteSession(Arc::from("a"))];
-    assert!(!encode_logged(other.iter(), &mut Vec::new()));
+    assert!(!encode_logged(other.iter(), &mut Vec::new(), MAX_RECORD));
+    // Nor a window too large for one record.
+    assert!(!encode_logged(ops.iter(), &mut Vec::new(), out.len() - 1));
 }
 
 /// A database with the tables, as `Store::open` has it before `recover`.
@@ -225,7 +227,7 @@ fn append_records(path: &Path, groups: &[Vec<Op>]) -> Mark {
     .unwrap();
     for ops in groups {
         let mut payload = Vec::new();
-        assert!(encode_logged(ops.iter(), &mut payload));
+        assert!(encode_logged(ops.iter(), &mut payload, MAX_RECORD));
         log.append(&payload).unwrap();
     }
     log.mark()

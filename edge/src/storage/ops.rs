@@ -107,9 +107,17 @@ enum Logged {
 }
 
 /// Appends the op-log encoding of every op of `ops` to `out`; false (and `out` left in any
-/// state) when one of them is not carried by the op log: its commit syncs redb itself.
-pub(super) fn encode_logged<'a>(ops: impl Iterator<Item = &'a Op>, out: &mut Vec<u8>) -> bool {
+/// state) when one of them is not carried by the op log, or the encoding passes `max` bytes:
+/// that commit syncs redb itself.
+pub(super) fn encode_logged<'a>(
+    ops: impl Iterator<Item = &'a Op>,
+    out: &mut Vec<u8>,
+    max: usize,
+) -> bool {
     for op in ops {
+        if out.len() > max {
+            return false;
+        }
         let Op::Enqueue {
             client,
             seq,
@@ -134,7 +142,7 @@ pub(super) fn encode_logged<'a>(ops: impl Iterator<Item = &'a Op>, out: &mut Vec
             Err(_) => return false,
         }
     }
-    true
+    out.len() <= max
 }
 
 /// The ops of one op-log record, in order.

@@ -351,7 +351,7 @@ fn commit(
         // Only publishes into sessions: the op log's record is synced and acknowledged, then
         // redb applies them without a sync of its own (see `oplog.rs`).
         payload.clear();
-        if ops::encode_logged(ops(), payload) && log.fits(payload.len()) {
+        if ops::encode_logged(ops(), payload, oplog::MAX_RECORD) && log.fits(payload.len()) {
             match log.append(payload) {
                 Ok(()) => {
                     group.shared.committing.store(hi, Ordering::Release);
