@@ -81,9 +81,13 @@ impl JournalCounters {
     }
 }
 
-/// Called after every sync that succeeded, on the syncing thread (inside redb's commit): the
-/// storage writer releases acknowledgements from here instead of after redb's work that
-/// follows the sync (`writer.rs`, `Shared::publish_durable`).
+/// Called after a sync that succeeded and made a write of redb's header durable (a commit
+/// point: redb commits in one phase, its header written just before the commit's only sync), on
+/// the syncing thread (inside redb's commit): the storage writer releases acknowledgements from
+/// here instead of after redb's work that follows the sync (`writer.rs`,
+/// `Shared::publish_durable`). Not after other syncs: redb also syncs in the middle of a commit
+/// when the file grows (`sync_file` after the resize), before the commit's header is written;
+/// acknowledging there lost the commit to a kill -9 that followed (thirteenth session).
 pub type DurableHook = Arc<dyn Fn() + Send + Sync>;
 
 /// A redb backend over `main` (the database file) that makes syncs durable through `journal`:
@@ -111,6 +115,9 @@ struct State {
     overflow: bool,
     /// The length of `main` changed since the last sync.
     resized: bool,
+    /// redb's header (the file's first block) was written since the last sync: the next sync
+    /// is a commit point ([`DurableHook`]).
+    header_written: bool,
     generation: u64,
     /// Sequence number of the next record in this generation.
     seq: u64,
@@ -153,6 +160,7 @@ impl<M: StorageBackend, J: StorageBackend> Journaled<M, J> {
             dirty_bytes: 0,
             overflow: false,
             resized: false,
+            header_written: false,
             generation,
             seq: 0,
             write_at: BLOCK,
@@ -303,6 +311,7 @@ impl State {
         self.dirty_bytes = 0;
         self.overflow = false;
         self.resized = false;
+        self.header_written = false;
     }
 
     fn is_clean(&self) -> bool {
@@ -389,9 +398,10 @@ impl<M: StorageBackend, J: StorageBackend> StorageBackend for Journaled<M, J> {
 
     fn sync_data(&self) -> io::Result<()> {
         let mut st = edge_mqtt::util::lock(&self.state);
+        let commit_point = st.header_written;
         self.sync_locked(&mut st)?;
         drop(st);
-        if let Some(hook) = &self.on_durable {
+        if let Some(hook) = self.on_durable.as_ref().filter(|_| commit_point) {
             hook();
         }
         Ok(())
@@ -408,6 +418,7 @@ impl<M: StorageBackend, J: StorageBackend> StorageBackend for Journaled<M, J> {
         self.main_len.fetch_max(end, Ordering::Relaxed);
         let limit = self.capacity - BLOCK;
         st.mark(offset, end, limit);
+        st.header_written |= offset < BLOCK;
         Ok(())
     }
 

@@ -490,14 +490,21 @@ fn a_commit_through_the_journal_is_published_durable_by_its_sync() {
         "the default config has a journal"
     );
     let c: Arc<str> = "c".into();
-    commit_ops(&store, vec![enqueue(&c, 1, "t", vec![])]);
+    // Session changes: through redb and its journal (publishes alone go through the op log).
+    let put = || {
+        vec![Op::PutSession(
+            c.clone(),
+            Box::new(session_record(5, Some(5))),
+        )]
+    };
+    commit_ops(&store, put());
     // The writer found the commit published already: the count the journal's call took.
     // Without the early call `waiting_at_durable` is never written; make it tell.
     store
         .shared
         .waiting_at_durable
         .store(usize::MAX, Ordering::Relaxed);
-    commit_ops(&store, vec![enqueue(&c, 2, "t", vec![])]);
+    commit_ops(&store, put());
     assert_eq!(store.shared.waiting_at_durable.load(Ordering::Relaxed), 0);
 }
 
