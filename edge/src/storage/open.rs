@@ -220,7 +220,9 @@ fn lock_exclusive(file: &File) -> std::io::Result<bool> {
     }
 }
 
-fn open_rw(path: &Path) -> std::io::Result<File> {
+/// Opens `path` to read and write, creating it if missing (the database, its journal, the op
+/// log).
+pub(super) fn open_rw(path: &Path) -> std::io::Result<File> {
     OpenOptions::new()
         .read(true)
         .write(true)

@@ -18,7 +18,6 @@
 //! - The file's `capacity` bytes are allocated at open, so an append never finds the disk
 //!   full; a record that does not fit asks for a durable commit and a new generation instead.
 
-use std::fs::OpenOptions;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -294,13 +293,7 @@ pub fn recover(db: &Database, path: &Path, capacity: u64, wanted: bool) -> Resul
     if !wanted && !path.exists() {
         return Ok(None);
     }
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .map_err(err)?;
+    let file = super::open::open_rw(path).map_err(err)?;
     // Blocks reserved without writing them (a first start does not write the whole log);
     // where the file system cannot, zeros are written below.
     let mut wanted = wanted;

@@ -12,16 +12,20 @@ use crate::storage::tables::{init_tables, QUEUE, QUEUE_META};
 
 const CAP: u64 = 1 << 20;
 
+/// The op log file at `path`, opened as `recover` opens it.
+fn file_at(path: &Path) -> JournalFile {
+    JournalFile::new(crate::storage::open::open_rw(path).unwrap(), path).unwrap()
+}
+
 fn file(dir: &tempfile::TempDir) -> JournalFile {
-    let path = dir.path().join("oplog");
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .unwrap();
-    JournalFile::new(f, &path).unwrap()
+    file_at(&dir.path().join("oplog"))
+}
+
+/// Commits `mark` in `db`, as a commit of logged ops records it.
+fn commit_mark(db: &Database, mark: Mark) {
+    let txn = db.begin_write().unwrap();
+    write_mark(&txn, mark).unwrap();
+    txn.commit().unwrap();
 }
 
 /// Opens the log in `dir` and returns what it would replay after `mark`.
@@ -184,8 +188,10 @@ fn queued_publishes_encode_and_decode_to_the_same_ops() {
     // Anything else is not carried: that commit syncs redb itself.
     let other = [Op::DeleteSession(Arc::from("a"))];
     assert!(!encode_logged(other.iter(), &mut Vec::new(), MAX_RECORD));
-    // Nor a window too large for one record.
-    assert!(!encode_logged(ops.iter(), &mut Vec::new(), out.len() - 1));
+    // Nor a window too large for one record, and the encoding stops before it passes the bound.
+    let mut short = Vec::new();
+    assert!(!encode_logged(ops.iter(), &mut short, out.len() - 1));
+    assert!(short.len() < out.len() - 1, "encoded past the bound");
 }
 
 /// A database with the tables, as `Store::open` has it before `recover`.
@@ -211,20 +217,7 @@ fn queued(db: &Database, client: &str) -> (Vec<u64>, Option<(u64, u64)>) {
 /// Appends one record per group of `ops` to the op log at `path` (as the writer does before
 /// redb applies them) and returns its mark.
 fn append_records(path: &Path, groups: &[Vec<Op>]) -> Mark {
-    let (mut log, _) = OpLog::open(
-        JournalFile::new(
-            OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(path)
-                .unwrap(),
-            path,
-        )
-        .unwrap(),
-        CAP,
-        Mark::default(),
-    )
-    .unwrap();
+    let (mut log, _) = OpLog::open(file_at(path), CAP, Mark::default()).unwrap();
     for ops in groups {
         let mut payload = Vec::new();
         assert!(encode_logged(ops.iter(), &mut payload, MAX_RECORD));
@@ -286,9 +279,7 @@ fn a_start_after_a_clean_stop_writes_nothing_but_a_torn_record_under_the_mark_st
     let first = log.mark().generation;
     // A clean stop: redb durable with the mark, then a new generation.
     log.append(b"x").unwrap();
-    let txn = db.begin_write().unwrap();
-    write_mark(&txn, log.mark()).unwrap();
-    txn.commit().unwrap();
+    commit_mark(&db, log.mark());
     log.restart().unwrap();
     drop(log);
     let log = recover(&db, &path, CAP, true).unwrap().expect("wanted");
@@ -296,21 +287,11 @@ fn a_start_after_a_clean_stop_writes_nothing_but_a_torn_record_under_the_mark_st
     // A failed append: its record torn, the commit that applied its ops recorded the mark.
     let mut log = log;
     log.append(b"torn").unwrap();
-    let txn = db.begin_write().unwrap();
-    write_mark(&txn, log.mark()).unwrap();
-    txn.commit().unwrap();
+    commit_mark(&db, log.mark());
     drop(log);
-    let f = JournalFile::new(
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .unwrap(),
-        &path,
-    )
-    .unwrap();
-    f.write(BLOCK + RECORD_HEAD_LEN as u64, b"?").unwrap();
-    drop(f);
+    file_at(&path)
+        .write(BLOCK + RECORD_HEAD_LEN as u64, b"?")
+        .unwrap();
     let log = recover(&db, &path, CAP, true).unwrap().expect("wanted");
     // Record 1 of this generation would be taken for the torn one the mark covers.
     assert_eq!(

@@ -107,17 +107,14 @@ enum Logged {
 }
 
 /// Appends the op-log encoding of every op of `ops` to `out`; false (and `out` left in any
-/// state) when one of them is not carried by the op log, or the encoding passes `max` bytes:
-/// that commit syncs redb itself.
+/// state, never longer than `max`) when one of them is not carried by the op log, or the
+/// encoding would pass `max` bytes: that commit syncs redb itself.
 pub(super) fn encode_logged<'a>(
     ops: impl Iterator<Item = &'a Op>,
     out: &mut Vec<u8>,
     max: usize,
 ) -> bool {
     for op in ops {
-        if out.len() > max {
-            return false;
-        }
         let Op::Enqueue {
             client,
             seq,
@@ -137,12 +134,17 @@ pub(super) fn encode_logged<'a>(
             retain: *retain,
             sub_ids,
         };
+        // Sized first: `out` never grows past `max` (it stays allocated, see `MAX_RECORD`).
+        let size = postcard::serialize_with_flavor(&logged, postcard::ser_flavors::Size::default());
+        if size.map_or(true, |n| out.len() + n > max) {
+            return false;
+        }
         match postcard::to_extend(&logged, std::mem::take(out)) {
             Ok(v) => *out = v,
             Err(_) => return false,
         }
     }
-    out.len() <= max
+    true
 }
 
 /// The ops of one op-log record, in order.
