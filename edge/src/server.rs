@@ -253,10 +253,10 @@ impl Server {
         if broker.cfg.sys_interval > 0 {
             background.push(ex.spawn(crate::sys_topics::run(broker.clone())));
         }
-        let store_of = broker.clone();
+        let watched = broker.clone();
         background.push(ex.spawn(crate::systemd::watchdog(move || {
             // A stopped storage writer is wedged too: a restart replays the op log.
-            store_of.store.is_writing()
+            watched.store.is_writing()
                 && crate::message::now_ms()
                     .saturating_sub(last_tick.load(std::sync::atomic::Ordering::Relaxed))
                     < 10_000

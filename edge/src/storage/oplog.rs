@@ -1,22 +1,24 @@
 //! The op log: a redo log of the writer's ops, ahead of redb (issue 9, the backlog fill). A
-//! commit of publishes into offline sessions is made durable by one small record here (the
-//! encoded ops, ~100 bytes a message) and one fdatasync, and acknowledged; redb then applies
-//! the same ops in a commit that does not sync. Every second, and whenever a commit holds an
-//! op the log does not carry, redb commits durably (through `journal.rs`) and records in its
-//! `meta` table the last record it holds (the mark); records up to the mark are obsolete.
+//! commit that only queues publishes is made durable by one small record here (the encoded
+//! ops, ~100 bytes a message plus payloads) and one fdatasync, and acknowledged; redb then
+//! applies the same ops in a commit that does not sync, and that commit stores the record's
+//! (generation, seq), the mark, in its `meta` table. redb commits durably (through
+//! `journal.rs`) at least once a second, when half of the log is used, and for any commit
+//! holding an op the log does not carry; after a checkpoint the log starts a new generation.
 //!
 //! Format: a header block (magic, generation, crc32), then records at block boundaries
 //! (magic, generation, seq, payload length, crc32 of all of it, then the payload). Seqs start
 //! at 1 in each generation. At open the records of the header's generation are read in order
-//! up to the first that is torn, out of sequence or of another generation; the caller applies
-//! those after the mark, commits durably, then starts a new generation ([`OpLog::restart`]).
+//! up to the first that is torn, out of sequence or of another generation; those after the
+//! mark are applied in one durable commit, one record at a time (`recover`).
 //!
 //! Invariants:
-//! - A record is synced before its ops are acknowledged; redb applies its ops right after, in
-//!   the writer, so the ops of every record up to the last appended are in redb's state by the
-//!   next durable commit, which records that seq as its mark.
-//! - The file's `capacity` bytes are allocated at open, so an append never finds the disk
-//!   full; a record that does not fit asks for a durable commit and a new generation instead.
+//! - A record is synced before its ops are acknowledged, and the commit that applies them
+//!   carries its mark: whichever durable commit of redb comes next (the writer's, or the sync
+//!   outbox's on the same file), redb's durable state says which records it holds.
+//! - A new generation starts only after a durable commit that held every record.
+//! - The file's `capacity` bytes are allocated at start (`fallocate`, or zeros), so an append
+//!   never finds the disk full; a record that does not fit is committed by redb instead.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -91,20 +93,24 @@ pub struct Mark {
 }
 
 impl OpLog {
-    /// Opens `file` (of `capacity` bytes, see `recover`) and returns it with the payloads of
-    /// the records of its current generation after `mark`, in order: what the last run
-    /// acknowledged but redb may not hold. Nothing is written until [`OpLog::restart`].
-    pub fn open(file: JournalFile, capacity: u64, mark: Mark) -> io::Result<(OpLog, Vec<Vec<u8>>)> {
+    /// Opens `file` (of `capacity` bytes, see `recover`) and hands `each` the payload of every
+    /// record of its current generation after `mark`, in order, one at a time: what the last
+    /// run acknowledged but redb may not hold. Nothing is written until [`OpLog::restart`].
+    pub fn open(
+        file: JournalFile,
+        capacity: u64,
+        mark: Mark,
+        mut each: impl FnMut(Vec<u8>) -> io::Result<()>,
+    ) -> io::Result<OpLog> {
         let capacity = super::journal::capacity_of(capacity);
         let generation = read_header(&file)?;
-        let mut pending = Vec::new();
         let mut last_seq = 0;
         if let Some(generation) = generation {
             let mut at = BLOCK;
             let mut seq = 1;
             while let Some((payload, len)) = read_record(&file, at, generation, seq)? {
                 if generation != mark.generation || seq > mark.seq {
-                    pending.push(payload);
+                    each(payload)?;
                 }
                 last_seq = seq;
                 at += len;
@@ -124,7 +130,7 @@ impl OpLog {
             counters: Arc::default(),
             stage: AlignedBuf::default(),
         };
-        Ok((log, pending))
+        Ok(log)
     }
 
     /// Its counters, shared.
@@ -310,22 +316,31 @@ pub fn recover(db: &Database, path: &Path, capacity: u64, wanted: bool) -> Resul
     }
     let file = JournalFile::new(file, path).map_err(err)?;
     let mark = read_mark(db)?;
-    let (mut log, pending) = OpLog::open(file, capacity, mark).map_err(err)?;
-    if !pending.is_empty() {
-        let mut ops = Vec::new();
-        for (i, payload) in pending.iter().enumerate() {
-            ops.extend(decode_logged(payload).map_err(|e| {
-                err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("record {} of the last run cannot be read: {e}", i + 1),
-                ))
-            })?);
-        }
-        let txn = db.begin_write()?;
-        ops::apply(&txn, ops.iter(), false)?;
+    // The last run's records are applied as they are read (memory: one record's ops at a
+    // time), all in one durable commit.
+    let mut txn = None;
+    let (mut records, mut applied) = (0usize, 0usize);
+    let mut log = OpLog::open(file, capacity, mark, |payload| {
+        let ops = decode_logged(&payload).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("record {} of the last run cannot be read: {e}", records + 1),
+            )
+        })?;
+        let txn = match &mut txn {
+            Some(t) => t,
+            None => txn.insert(db.begin_write().map_err(io::Error::other)?),
+        };
+        ops::apply(txn, ops.iter(), false).map_err(io::Error::other)?;
+        records += 1;
+        applied += ops.len();
+        Ok(())
+    })
+    .map_err(err)?;
+    if let Some(txn) = txn {
         write_mark(&txn, log.mark())?;
         txn.commit()?;
-        tracing::info!(op_log = %path.display(), records = pending.len(), ops = ops.len(),
+        tracing::info!(op_log = %path.display(), records, ops = applied,
             "op log replayed: publishes acknowledged by the last run, which did not stop cleanly");
     }
     if !wanted {

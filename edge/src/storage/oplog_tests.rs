@@ -30,7 +30,13 @@ fn commit_mark(db: &Database, mark: Mark) {
 
 /// Opens the log in `dir` and returns what it would replay after `mark`.
 fn reopen(dir: &tempfile::TempDir, mark: Mark) -> (OpLog, Vec<Vec<u8>>) {
-    OpLog::open(file(dir), CAP, mark).unwrap()
+    let mut pending = Vec::new();
+    let log = OpLog::open(file(dir), CAP, mark, |p| {
+        pending.push(p);
+        Ok(())
+    })
+    .unwrap();
+    (log, pending)
 }
 
 fn enqueue(client: &str, seq: u64, payload: &'static [u8]) -> Op {
@@ -217,7 +223,7 @@ fn queued(db: &Database, client: &str) -> (Vec<u64>, Option<(u64, u64)>) {
 /// Appends one record per group of `ops` to the op log at `path` (as the writer does before
 /// redb applies them) and returns its mark.
 fn append_records(path: &Path, groups: &[Vec<Op>]) -> Mark {
-    let (mut log, _) = OpLog::open(file_at(path), CAP, Mark::default()).unwrap();
+    let mut log = OpLog::open(file_at(path), CAP, Mark::default(), |_| Ok(())).unwrap();
     for ops in groups {
         let mut payload = Vec::new();
         assert!(encode_logged(ops.iter(), &mut payload, MAX_RECORD));
@@ -343,4 +349,27 @@ fn a_damaged_log_gives_back_a_prefix_of_its_records() {
         let garbage: Vec<u8> = (0..rng.below(300)).map(|_| rng.next() as u8).collect();
         let _ = decode_logged(&garbage);
     }
+}
+
+#[test]
+fn a_record_that_cannot_be_decoded_stops_the_start_and_stays() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = database(&dir);
+    let path = dir.path().join("db-oplog");
+    let mut log = recover(&db, &path, CAP, true).unwrap().expect("wanted");
+    // A checksummed record whose ops this version does not know (an unknown variant).
+    log.append(&[0x7F, 1, 2, 3]).unwrap();
+    drop(log);
+    let e = recover(&db, &path, CAP, true)
+        .err()
+        .expect("an error, not a record dropped");
+    assert!(e.to_string().contains("op log"), "{e}");
+    // Still there for the next start (with the version that wrote it).
+    let mut seen = 0;
+    OpLog::open(file_at(&path), CAP, read_mark(&db).unwrap(), |_| {
+        seen += 1;
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(seen, 1);
 }

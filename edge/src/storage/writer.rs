@@ -145,7 +145,8 @@ pub(super) fn writer_loop(
             logged,
             ..
         } = group;
-        if result.is_ok() && !logged && durability == Durability::Immediate {
+        // (An op log exists only with `durability = "immediate"`: this commit synced.)
+        if result.is_ok() && !logged {
             if let Some(log) = oplog.as_mut() {
                 // redb's durable state holds every record now: the log may start over.
                 if checkpoint || log.is_broken() {
@@ -347,7 +348,7 @@ fn commit(
     let ops = || group.taken.iter().flat_map(|b| b.1.iter());
     let hi = group.taken.last().map(|b| b.0).unwrap_or(0);
     let mut mark = None;
-    if let Some(log) = log.filter(|_| durability == Durability::Immediate) {
+    if let Some(log) = log {
         // Only publishes into sessions: the op log's record is synced and acknowledged, then
         // redb applies them without a sync of its own (see `oplog.rs`).
         payload.clear();
