@@ -1,11 +1,16 @@
-//! Freed heap goes back to the system once a minute. The broker's heap is split by block size
-//! (`memory.rs`): small blocks are mimalloc's, which purges a page once it is empty
-//! (`mi_collect(true)` also purges what threads left behind); large ones are glibc's, which
-//! keeps freed memory mapped in its arenas unless it sits at an arena's top, so after a burst
-//! RSS would stay near the burst's peak: `malloc_trim(0)` hands every free page of every arena
-//! back (madvise). Measured when glibc held the whole heap, after two minutes of `edge-bench
-//! soak --churn 100`: RSS 13.0 MB -> 11.4 MB with one call. The trim is a no-op where the C
-//! library is not glibc.
+//! Freed heap goes back to the system. The broker's heap is split by block size (`memory.rs`):
+//! - small blocks are mimalloc's, which gives an emptied page back [`memory::PURGE_DELAY_MS`]
+//!   later, but only when the page's thread next allocates or frees: every executor thread
+//!   collects its own heap once a second ([`collect_each_second`]), so an idle broker holds no
+//!   freed pages for longer than that;
+//! - large ones are glibc's, which keeps freed memory mapped in its arenas unless it sits at an
+//!   arena's top, so after a burst RSS would stay near the burst's peak: once a minute
+//!   `malloc_trim(0)` hands every free page of every arena back (madvise), and `mi_collect(true)`
+//!   on that thread takes what exited threads left. Measured when glibc held the whole heap,
+//!   after two minutes of `edge-bench soak --churn 100`: RSS 13.0 MB -> 11.4 MB with one call.
+//!   The trim is a no-op where the C library is not glibc.
+//!
+//! [`memory::PURGE_DELAY_MS`]: crate::memory::PURGE_DELAY_MS
 
 use std::time::{Duration, Instant};
 
@@ -52,6 +57,34 @@ pub fn release() -> Released {
         rss_before_kb,
         rss_after_kb: rss_kb(),
         took: start.elapsed(),
+    }
+}
+
+/// How often each executor thread collects its own mimalloc heap.
+pub const COLLECT_EVERY: Duration = Duration::from_secs(1);
+
+/// Gives the calling thread's free mimalloc pages back to the system now (whatever their purge
+/// delay) and returns how long that took.
+pub fn collect_this_thread() -> Duration {
+    let start = Instant::now();
+    // SAFETY: mi_collect frees and purges the calling thread's own free mimalloc memory.
+    unsafe { libmimalloc_sys::mi_collect(true) };
+    start.elapsed()
+}
+
+/// Collects the heap of the thread that polls it every [`COLLECT_EVERY`], for ever: each
+/// executor thread runs one beside its tasks (`server.rs`), since a task may move between
+/// threads.
+pub async fn collect_each_second() {
+    loop {
+        smol::Timer::after(COLLECT_EVERY).await;
+        let took = collect_this_thread();
+        if took > Duration::from_millis(1) {
+            tracing::debug!(
+                took_us = took.as_micros() as u64,
+                "freed heap pages given back"
+            );
+        }
     }
 }
 

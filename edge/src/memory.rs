@@ -138,15 +138,25 @@ impl CountingAlloc {
 /// libmimalloc-sys names no constant for it.
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
-/// Freed pages go back to the system as soon as they are empty, not after a delay (10 ms by
-/// default in mimalloc 2.x, 1 s in 3.x): pages are only purged when their thread next
-/// allocates or frees after the delay, so with one the idle broker kept 2.0 MB of anonymous
-/// memory instead of 0.95, and (3.x) a drain of 1,000,000 peaked at ~31 MB instead of ~17.
-/// `MIMALLOC_PURGE_DELAY` in the environment still wins.
+/// How long mimalloc keeps an emptied page before giving it back, in ms (its 2.x default). With
+/// no delay (the tenth session's choice) every page a FIFO of messages emptied went back to the
+/// system at once and was faulted in again a moment later: a QoS 0 flood of 4 KB payloads spent
+/// ~15% of the broker's CPU in `madvise` and page faults (159k-171k msg/s delivered, 226k-238k
+/// with the delay). A delayed purge only happens when its thread next allocates or frees, so an
+/// idle thread would keep them: every executor thread collects its own heap each second
+/// (`heap_trim::collect_each_second`). `MIMALLOC_PURGE_DELAY` in the environment still wins.
+pub const PURGE_DELAY_MS: i64 = 10;
+
+/// Sets mimalloc's purge delay to [`PURGE_DELAY_MS`] unless the environment sets it.
 pub fn tune_mimalloc() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
         // SAFETY: sets one of mimalloc's option words; safe at any time, from any thread.
-        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
+        unsafe {
+            libmimalloc_sys::mi_option_set(
+                MI_OPTION_PURGE_DELAY,
+                PURGE_DELAY_MS as std::ffi::c_long,
+            )
+        };
     }
 }
 

@@ -150,9 +150,12 @@ impl Server {
             let spawned = std::thread::Builder::new()
                 .name(format!("edge-worker-{i}"))
                 .spawn(move || {
-                    smol::block_on(ex.run(async {
-                        let _ = stop_rx.recv().await;
-                    }))
+                    smol::block_on(ex.run(smol::future::or(
+                        async {
+                            let _ = stop_rx.recv().await;
+                        },
+                        crate::heap_trim::collect_each_second(),
+                    )))
                 });
             match spawned {
                 Ok(w) => workers.push(w),
@@ -274,7 +277,9 @@ impl Server {
         // woken, and the signal stream tried a read and re-registered its socket with the
         // reactor each time (two syscalls per wake-up, i.e. per message on a quiet broker).
         let shutdown = ex.spawn(shutdown);
-        smol::block_on(ex.run(async {
+        // Beside the tasks, on this thread: its heap's freed pages go back (`heap_trim.rs`).
+        let collect = crate::heap_trim::collect_each_second();
+        smol::block_on(ex.run(smol::future::or(collect, async {
             shutdown.await;
             tracing::info!("shutting down");
             broker.stats.set_ready(false);
@@ -295,7 +300,7 @@ impl Server {
                 smol::Timer::after(Duration::from_millis(20)).await;
                 broker.kick_all();
             }
-        }));
+        })));
         drop(stop_tx);
         for w in workers {
             let _ = w.join();

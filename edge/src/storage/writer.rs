@@ -67,6 +67,8 @@ pub(super) fn writer_loop(
     let mut stamped: Option<std::time::Instant> = None;
     // Batches the next commit waits for (see `GATHER_WAIT`); 0: take what is there.
     let mut expect = 0;
+    // This thread's heap was collected since its last commit.
+    let mut collected = false;
     loop {
         let mut taken: Vec<(u64, Vec<Op>, Slot)> = Vec::new();
         let mut ops = 0;
@@ -85,10 +87,23 @@ pub(super) fn writer_loop(
                     if timeout.timed_out() && p.batches.is_empty() {
                         break;
                     }
+                } else if !collected {
+                    // Idle for a second: this thread's freed heap pages go back
+                    // (`heap_trim.rs`).
+                    let (g, timeout) = shared
+                        .wake
+                        .wait_timeout(p, crate::heap_trim::COLLECT_EVERY)
+                        .unwrap_or_else(|e| e.into_inner());
+                    p = g;
+                    if timeout.timed_out() {
+                        crate::heap_trim::collect_this_thread();
+                        collected = true;
+                    }
                 } else {
                     p = shared.wake.wait(p).unwrap_or_else(|e| e.into_inner());
                 }
             }
+            collected = false;
             p.wake_at = usize::MAX;
             take(&mut p, &mut taken, &mut ops, max_batch);
             shutdown = p.shutdown && p.batches.is_empty();
