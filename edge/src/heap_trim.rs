@@ -1,8 +1,10 @@
 //! Freed heap goes back to the system. The broker's heap is split by block size (`memory.rs`):
 //! - small blocks are mimalloc's, which gives an emptied page back [`memory::PURGE_DELAY_MS`]
-//!   later, but only when the page's thread next allocates or frees: every executor thread
-//!   collects its own heap once a second ([`collect_each_second`]), so an idle broker holds no
-//!   freed pages for longer than that;
+//!   later, but only when the page's thread next allocates or frees: every thread that
+//!   allocates collects its own heap when it may go idle, so an idle broker holds no freed
+//!   pages for much longer than a second: each executor thread (and sync's, on smol's global
+//!   executor) once a second ([`collect_each_second`]), the storage writer after a second
+//!   without commits, a backlog read at its end;
 //! - large ones are glibc's, which keeps freed memory mapped in its arenas unless it sits at an
 //!   arena's top, so after a burst RSS would stay near the burst's peak: once a minute
 //!   `malloc_trim(0)` hands every free page of every arena back (madvise), and `mi_collect(true)`
@@ -74,7 +76,7 @@ pub fn collect_this_thread() -> Duration {
 
 /// Collects the heap of the thread that polls it every [`COLLECT_EVERY`], for ever: each
 /// executor thread runs one beside its tasks (`server.rs`), since a task may move between
-/// threads.
+/// threads; sync's tasks get one on smol's global executor (`sync_bridge.rs`).
 pub async fn collect_each_second() {
     loop {
         smol::Timer::after(COLLECT_EVERY).await;

@@ -128,5 +128,11 @@ pub fn start(
     });
     let handle = edge_sync::start(outbox, cfg, data_dir, bus);
     broker.set_sync_status(handle.status_reader());
-    Ok(Box::pin(handle.shutdown()))
+    // Sync's tasks run on smol's global executor thread: its heap is collected there too
+    // (`heap_trim.rs`), for as long as sync runs.
+    let collect = smol::spawn(crate::heap_trim::collect_each_second());
+    Ok(Box::pin(async move {
+        handle.shutdown().await;
+        collect.cancel().await;
+    }))
 }
