@@ -4,7 +4,9 @@
 //!   allocates collects its own heap when it may go idle, so an idle broker holds no freed
 //!   pages for much longer than a second: each executor thread (and sync's, on smol's global
 //!   executor) once a second ([`collect_each_second`]), the storage writer after a second
-//!   without commits, a backlog read at its end;
+//!   without commits; the blocking threads that read backlogs purge theirs as they exit, idle
+//!   (a collect at the end of each read measured no lower RSS after a drain of 1,000,000 and
+//!   cost 2.5% of the broker's CPU during it);
 //! - large ones are glibc's, which keeps freed memory mapped in its arenas unless it sits at an
 //!   arena's top, so after a burst RSS would stay near the burst's peak: once a minute
 //!   `malloc_trim(0)` hands every free page of every arena back (madvise), and `mi_collect(true)`

@@ -172,9 +172,6 @@ impl Broker {
                     }
                 },
             ));
-            // This blocking thread may idle now: the pages its last reads' messages emptied
-            // (freed by the connection) go back (`heap_trim.rs`).
-            crate::heap_trim::collect_this_thread();
         })
         .detach();
     }
