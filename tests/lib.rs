@@ -611,7 +611,7 @@ fn terminate(child: &mut Child, grace: Duration) -> ExitStatus {
     }
 }
 
-pub use test_support::{free_port, run_with_stdin, wait_port};
+pub use test_support::{free_port, run_with_stdin, wait_port, wait_port_or};
 
 /// Root of the cargo workspace (the parent of this crate).
 pub fn workspace_root() -> PathBuf {

@@ -4,6 +4,12 @@
 //! through the socket, held inline (no locks, no boxes: the most common connection is the
 //! smallest); TLS and WebSocket streams live in one box; several buffers go out in one
 //! vectored write.
+//!
+//! Invariant: `poll_readable` is Ready only when a read returns at once. For plain TCP that is
+//! the socket's readiness; a TLS or WebSocket stream may hold bytes while its socket has none,
+//! or take in a whole record or frame that holds no data, so its readiness check reads one
+//! byte ahead (kept in [`ReadSide`] for the next read). An idle connection of any kind then
+//! waits without a buffer or a pending read (`connection/task.rs`, the idle state).
 
 use std::io;
 use std::net::TcpStream;
@@ -44,14 +50,80 @@ enum Kind {
 }
 
 struct Wrapped {
-    read: Mutex<BoxRead>,
+    read: Mutex<ReadSide>,
     write: Mutex<BoxWrite>,
     tcp: Arc<Async<TcpStream>>,
-    tls: bool,
     /// MQTT over WebSocket: closing sends a WebSocket Close first.
     ws: bool,
     /// Subject common name of the client's verified certificate (TLS with client certificates).
     peer_cn: Option<String>,
+}
+
+/// The read half of a TLS or WebSocket stream, and what a readiness check read ahead of the
+/// next read.
+struct ReadSide {
+    io: BoxRead,
+    peeked: Option<Peeked>,
+}
+
+/// What [`Transport::poll_readable`] took from a TLS or WebSocket stream: handed out by the
+/// next read, in order, so nothing is lost or reordered.
+enum Peeked {
+    Byte(u8),
+    End,
+    Failed(io::Error),
+}
+
+impl ReadSide {
+    fn new(io: BoxRead) -> ReadSide {
+        ReadSide { io, peeked: None }
+    }
+
+    /// One look at the stream without waiting (no waker kept: whoever waits afterwards polls
+    /// with its own, `Transport::poll_readable`).
+    fn poll_now(&mut self, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        Pin::new(&mut self.io).poll_read(&mut cx, buf)
+    }
+
+    /// What the last readiness check read ahead (None: nothing), followed by what the stream
+    /// holds without waiting. An end or error met after the byte is kept for the next read.
+    fn take_peeked(&mut self, buf: &mut [u8]) -> Option<io::Result<usize>> {
+        if buf.is_empty() {
+            return None;
+        }
+        let first = match self.peeked.take()? {
+            Peeked::Byte(b) => b,
+            Peeked::End => return Some(Ok(0)),
+            Peeked::Failed(e) => return Some(Err(e)),
+        };
+        buf[0] = first;
+        let mut more = 0;
+        if buf.len() > 1 {
+            match self.poll_now(&mut buf[1..]) {
+                Poll::Ready(Ok(0)) => self.peeked = Some(Peeked::End),
+                Poll::Ready(Ok(n)) => more = n,
+                Poll::Ready(Err(e)) => self.peeked = Some(Peeked::Failed(e)),
+                Poll::Pending => {}
+            }
+        }
+        Some(Ok(1 + more))
+    }
+
+    /// Ready once a read returns at once: reads one byte ahead when nothing is kept yet.
+    fn poll_peek(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.peeked.is_some() {
+            return Poll::Ready(());
+        }
+        let mut byte = [0u8; 1];
+        self.peeked = Some(match Pin::new(&mut self.io).poll_read(cx, &mut byte) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Ok(0)) => Peeked::End,
+            Poll::Ready(Ok(_)) => Peeked::Byte(byte[0]),
+            Poll::Ready(Err(e)) => Peeked::Failed(e),
+        });
+        Poll::Ready(())
+    }
 }
 
 /// One half of a shared TCP socket (`&Async<TcpStream>` reads and writes concurrently).
@@ -129,10 +201,9 @@ impl Transport {
         let peer_cn = client_common_name(&tls);
         let (r, w) = split(tls);
         Ok(Transport(Kind::Wrapped(Box::new(Wrapped {
-            read: Mutex::new(Box::new(r)),
+            read: Mutex::new(ReadSide::new(Box::new(r))),
             write: Mutex::new(Box::new(w)),
             tcp,
-            tls: true,
             ws: false,
             peer_cn,
         }))))
@@ -165,10 +236,9 @@ impl Transport {
         };
         // Bytes go through the WebSocket stream, never straight through the socket.
         let transport = Transport(Kind::Wrapped(Box::new(Wrapped {
-            read: Mutex::new(read),
+            read: Mutex::new(ReadSide::new(read)),
             write: Mutex::new(write),
             tcp,
-            tls: tls.is_some(),
             ws: true,
             peer_cn,
         })));
@@ -180,38 +250,56 @@ impl Transport {
         self.wrapped().and_then(|w| w.peer_cn.clone())
     }
 
-    /// Whether "the socket is readable" means "a read will return data". Not so for TLS,
-    /// which may hold decrypted bytes while the socket has none, nor for WebSocket (the rest
-    /// of a message, or a control frame that yields no data).
-    pub fn can_wait_readable(&self) -> bool {
-        self.wrapped().is_none_or(|w| !w.tls && !w.ws)
-    }
-
-    /// Waits until the socket has bytes to read. Through the socket's one read waker slot
+    /// Waits until a read returns at once. Through the socket's one read waker slot
     /// (`poll_readable`), not `Async::readable`, whose waker list allocates in every idle
     /// connection's reactor entry.
     pub async fn readable(&self) -> io::Result<()> {
         futures_lite::future::poll_fn(|cx| self.poll_readable(cx)).await
     }
 
-    /// [`Transport::readable`] as a poll function.
+    /// [`Transport::readable`] as a poll function. Plain TCP: the socket is readable. TLS and
+    /// WebSocket: one byte (or the end, or an error) was read ahead for the next read.
     pub fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.tcp().poll_readable(cx)
+        match &self.0 {
+            Kind::Plain(tcp) => tcp.poll_readable(cx),
+            Kind::Wrapped(w) => match w.read.try_lock() {
+                Some(mut r) => r.poll_peek(cx).map(Ok),
+                // Only the connection's reader reads, one read at a time: a read is under
+                // way, and it waits for the stream itself.
+                None => Poll::Ready(Ok(())),
+            },
+        }
     }
 
-    /// Reads what the socket already holds without waiting: `WouldBlock` when it holds
-    /// nothing. Only where [`Transport::can_wait_readable`] (TLS always says `WouldBlock`).
+    /// Reads what is there without waiting: `WouldBlock` when nothing is.
     pub fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
         match &self.0 {
             Kind::Plain(tcp) => io::Read::read(&mut tcp.get_ref(), buf),
-            Kind::Wrapped(_) => Err(io::ErrorKind::WouldBlock.into()),
+            Kind::Wrapped(w) => {
+                let Some(mut r) = w.read.try_lock() else {
+                    return Err(io::ErrorKind::WouldBlock.into());
+                };
+                if let Some(read) = r.take_peeked(buf) {
+                    return read;
+                }
+                match r.poll_now(buf) {
+                    Poll::Ready(read) => read,
+                    Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+                }
+            }
         }
     }
 
     pub async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
         match &self.0 {
             Kind::Plain(tcp) => (&*tcp).read(buf).await,
-            Kind::Wrapped(w) => w.read.lock().await.read(buf).await,
+            Kind::Wrapped(w) => {
+                let mut r = w.read.lock().await;
+                match r.take_peeked(buf) {
+                    Some(read) => read,
+                    None => r.io.read(buf).await,
+                }
+            }
         }
     }
 
@@ -275,7 +363,11 @@ impl Transport {
                     // Reads end (0) once the client's Close arrives; data before it is dropped.
                     let mut sink = [0u8; 512];
                     let mut r = w.read.lock().await;
-                    while let Ok(n) = r.read(&mut sink).await {
+                    if matches!(r.peeked.take(), Some(Peeked::End)) {
+                        let _ = w.write.lock().await.close().await;
+                        return;
+                    }
+                    while let Ok(n) = r.io.read(&mut sink).await {
                         if n == 0 {
                             // Handshake done: a second close ends TLS (close_notify) and TCP.
                             let _ = w.write.lock().await.close().await;

@@ -332,3 +332,115 @@ fn an_idle_connection_costs_the_broker_little_memory() {
         conns.len()
     );
 }
+
+/// Allowed RSS per idle MQTT-over-WebSocket connection (ws://, MQTT 3.1.1, keep alive 0), with
+/// a ~28% margin: 2,187 bytes measured here on the debug binary (2,185 on the release one),
+/// the plain connection's ~0.9 KB plus the WebSocket stream (tungstenite's state and its
+/// 256-byte read buffer, the split halves). The regression it guards: a WebSocket connection
+/// never went idle, so it kept its busy phase (~2.6 KB) and a 2 KB read buffer while it
+/// waited: 7,403 bytes (release build; BENCHMARKS.md "MQTT over WebSocket vs plain TCP").
+const MAX_BYTES_PER_IDLE_WS_CONNECTION: u64 = 2800;
+
+/// Opens a ws:// connection to `/mqtt` on `port` by hand (upgrade, then CONNECT in one binary
+/// frame) and waits for the CONNACK frame.
+fn idle_ws_client(port: u16, id: &str) -> std::net::TcpStream {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("read timeout");
+    s.write_all(
+        b"GET /mqtt HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+          Sec-WebSocket-Protocol: mqtt\r\n\r\n",
+    )
+    .expect("send upgrade");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).expect("read upgrade reply");
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "upgrade for {id}");
+    let mut body = vec![0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02, 0, 0];
+    body.extend_from_slice(&(id.len() as u16).to_be_bytes());
+    body.extend_from_slice(id.as_bytes());
+    let mut connect = vec![0x10, body.len() as u8];
+    connect.extend_from_slice(&body);
+    // A final binary frame, masked with the key 0 (the payload as it is).
+    let mut frame = vec![0x82, 0x80 | connect.len() as u8, 0, 0, 0, 0];
+    frame.extend_from_slice(&connect);
+    s.write_all(&frame).expect("send CONNECT");
+    let mut connack = [0u8; 6];
+    s.read_exact(&mut connack).expect("read CONNACK");
+    assert_eq!(
+        connack,
+        [0x82, 0x04, 0x20, 0x02, 0x00, 0x00],
+        "CONNACK for {id}"
+    );
+    s
+}
+
+#[test]
+fn an_idle_websocket_connection_costs_the_broker_little_memory() {
+    if skip_unless_edge("an_idle_websocket_connection_costs_the_broker_little_memory") {
+        return;
+    }
+    raise_open_files(IDLE_CONNECTIONS as u64 + 512);
+    // The harness's listener is plain MQTT (`--listen`): this broker is started by hand.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let config = write_file(
+        dir.path(),
+        "edge.toml",
+        &format!(
+            "data_dir = \"{}\"\n[[listeners]]\nbind = \"127.0.0.1:{port}\"\nkind = \"websocket\"\n\
+             [http]\nenabled = false\n[limits]\nmax_connections_per_ip = 10000\n",
+            dir.path().join("data").display()
+        ),
+    );
+    let log = std::fs::File::create(dir.path().join("broker.log")).expect("log file");
+    let mut child = std::process::Command::new(edge_binary())
+        .arg("--config")
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start the broker");
+    let pid = child.id();
+    wait_port_or(port, || {
+        let _ = child.kill();
+        std::fs::read_to_string(dir.path().join("broker.log")).unwrap_or_default()
+    });
+    let rss_kib = || -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .expect("read /proc/<pid>/status")
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS")
+    };
+    let tag = std::process::id();
+    let _first = idle_ws_client(port, &format!("ws-idle-{tag}-first"));
+    std::thread::sleep(Duration::from_millis(300));
+    let before = rss_kib();
+    let conns: Vec<_> = (0..IDLE_CONNECTIONS)
+        .map(|i| idle_ws_client(port, &format!("ws-idle-{tag}-{i}")))
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let after = rss_kib();
+    let running = child.try_wait().expect("broker status").is_none();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(running, "the broker exited");
+    let per_conn = after.saturating_sub(before) * 1024 / IDLE_CONNECTIONS as u64;
+    eprintln!(
+        "RSS {before} KiB with 1 ws connection, {after} KiB with {} more: {per_conn} bytes each \
+         (limit {MAX_BYTES_PER_IDLE_WS_CONNECTION})",
+        conns.len()
+    );
+    assert!(
+        per_conn < MAX_BYTES_PER_IDLE_WS_CONNECTION,
+        "{per_conn} bytes of RSS per idle ws connection ({before} -> {after} KiB over {} connections)",
+        conns.len()
+    );
+}

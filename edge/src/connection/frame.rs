@@ -6,7 +6,7 @@
 //! Why not `edge_mqtt::frame::FrameBuffer` (sync's reader): the fixed header is parsed by the
 //! shared code (`codec::fixed_header`), but the buffer policy here is the broker's own. It frees
 //! the buffer whenever a look finds no input (`try_input`, the idle state of 10,000 connections),
-//! reads plain TCP without waiting (`try_read`), keeps room for four frames of the size it last
+//! reads without waiting (`try_read`, any transport), keeps room for four frames of the size it last
 //! grew to (4 KB payloads: one read per four frames instead of one per frame) and shrinks back
 //! after a large frame. `FrameBuffer` grows to exactly one frame and never gives memory back, and
 //! would add its `chunk` field (8 bytes) to every connection; giving it these policies would
@@ -91,13 +91,13 @@ impl FrameReader {
         self.start < self.end
     }
 
-    /// Takes what the socket holds without waiting: `true` when input is buffered (always for
-    /// TLS and WebSocket, whose reads wait in [`FrameReader::next`]). `readable`: the socket was
-    /// seen readable, so a buffer is taken to read into; otherwise only a buffer still held
-    /// from the last burst is tried. A look that finds nothing frees the buffer: an idle
-    /// connection holds none (most connections of a gateway are idle most of the time).
+    /// Takes what the stream holds without waiting: `true` when input is buffered.
+    /// `readable`: the stream was seen readable, so a buffer is taken to read into; otherwise
+    /// only a buffer still held from the last burst is tried. A look that finds nothing frees
+    /// the buffer: an idle connection holds none, over TLS and WebSocket too (most connections
+    /// of a gateway are idle most of the time).
     pub(super) fn try_input(&mut self, stream: &Stream, readable: bool) -> Result<bool, ReadError> {
-        if self.has_input() || !stream.can_wait_readable() {
+        if self.has_input() {
             return Ok(true);
         }
         self.start = 0;
@@ -128,8 +128,8 @@ impl FrameReader {
         }
     }
 
-    /// Returns once input is buffered (or, for TLS, at once), holding no buffer while it
-    /// waits; bytes already waiting are read at once, into the buffer still held.
+    /// Returns once input is buffered, holding no buffer while it waits; bytes already waiting
+    /// are read at once, into the buffer still held.
     pub(super) async fn wait_input(
         &mut self,
         stream: &Stream,
@@ -188,22 +188,9 @@ impl FrameReader {
                 }
             }
             if self.start == self.end {
+                // Holds no buffer while it waits; returns with input buffered.
                 self.wait_input(stream, None).await?;
-                if self.has_input() {
-                    continue;
-                }
-                // Nothing buffered: read from the front (for TLS and WebSocket `wait_input`
-                // returns at once and leaves the old positions, which may lie past the
-                // shrunk buffer below).
-                self.start = 0;
-                self.end = 0;
-                if self.buf.len() > 8 * READ_CHUNK {
-                    // TLS may hold decrypted bytes: it keeps a buffer, a small one.
-                    self.resize(READ_CHUNK);
-                }
-                if self.buf.len() < READ_CHUNK {
-                    self.resize(READ_CHUNK);
-                }
+                continue;
             } else if self.end as usize == self.buf.len() {
                 self.buf
                     .copy_within(self.start as usize..self.end as usize, 0);
@@ -271,6 +258,73 @@ mod tests {
                 6
             );
         });
+    }
+
+    /// A ws:// connection: the client's blocking WebSocket and the broker's stream.
+    fn ws_pair() -> (tungstenite::WebSocket<std::net::TcpStream>, Stream) {
+        use tungstenite::client::IntoClientRequest;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let client = std::thread::spawn(move || {
+            let mut request = format!("ws://{addr}/mqtt").into_client_request().unwrap();
+            let mqtt = "mqtt".parse().unwrap();
+            request.headers_mut().insert("Sec-WebSocket-Protocol", mqtt);
+            let tcp = std::net::TcpStream::connect(addr).unwrap();
+            tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            tungstenite::client::client(request, tcp).ok().unwrap().0
+        });
+        let (server, peer) = listener.accept().expect("accept");
+        let settings = crate::websocket::WsSettings::new("/mqtt", 1 << 20);
+        let server = smol::Async::new(server).unwrap();
+        let upgrade = crate::transport::Transport::websocket(server, None, &settings, peer);
+        let (stream, _) = smol::block_on(upgrade).unwrap();
+        (client.join().unwrap(), stream)
+    }
+
+    #[test]
+    fn a_websocket_reader_waiting_for_input_holds_no_buffer_and_loses_no_byte() {
+        use tungstenite::Message;
+        let (mut client, stream) = ws_pair();
+        let mut reader = FrameReader::new();
+        let next = |reader: &mut FrameReader| {
+            let frame = smol::block_on(reader.next(&stream, 1 << 20, None));
+            frame.ok().map(|f| f.len())
+        };
+        let idle = |reader: &mut FrameReader| {
+            let waited = smol::block_on(future::poll_once(reader.wait_input(&stream, None)));
+            waited.is_none() && reader.buf.is_empty()
+        };
+        // Two packets in one message: the second is read without waiting for the socket.
+        let mut two = publish(10);
+        two.extend(publish(1));
+        client.send(Message::binary(two)).unwrap();
+        assert_eq!(next(&mut reader), Some(15));
+        assert_eq!(next(&mut reader), Some(6));
+        assert!(
+            idle(&mut reader),
+            "nothing more was sent: waiting, no buffer held"
+        );
+        // A ping holds no data: answered while the reader waits, which goes on waiting.
+        client.send(Message::Ping(vec![1, 2].into())).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(idle(&mut reader), "a ping is no input");
+        assert_eq!(client.read().unwrap(), Message::Pong(vec![1, 2].into()));
+        // A packet across two messages, the first byte alone: whole, byte for byte.
+        let packet = publish(100);
+        client.send(Message::binary(packet[..1].to_vec())).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let waited = smol::block_on(future::poll_once(reader.wait_input(&stream, None)));
+        assert!(waited.is_some(), "the first byte is input");
+        client.send(Message::binary(packet[1..].to_vec())).unwrap();
+        let frame = smol::block_on(reader.next(&stream, 1 << 20, None))
+            .ok()
+            .unwrap();
+        assert_eq!(frame, &packet[..]);
+        assert!(idle(&mut reader));
+        // The client's Close ends the stream.
+        client.close(None).unwrap();
+        let end = smol::block_on(reader.next(&stream, 1 << 20, None));
+        assert!(matches!(end, Err(ReadError::Closed)));
     }
 
     #[test]
