@@ -167,9 +167,13 @@ struct Client {
 }
 
 fn connect_packet(client_id: &str) -> Vec<u8> {
+    connect_packet_with_keep_alive(client_id, 60)
+}
+
+fn connect_packet_with_keep_alive(client_id: &str, keep_alive_secs: u16) -> Vec<u8> {
     let mut body = mqtt_str("MQTT");
     body.extend_from_slice(&[4, 0x02]);
-    body.extend_from_slice(&60u16.to_be_bytes());
+    body.extend_from_slice(&keep_alive_secs.to_be_bytes());
     body.extend_from_slice(&mqtt_str(client_id));
     packet(0x10, &body)
 }
@@ -499,6 +503,49 @@ fn ping_is_answered_with_pong_between_packets() {
     // MQTT PINGREQ still works on the same connection.
     c.send(&[0xc0, 0]);
     assert_eq!(c.read(), (0xd0, vec![]));
+}
+
+/// An idle connection waits with no read under way (`transport.rs`): a WebSocket ping is
+/// answered from that wait and is no MQTT input, so the keep-alive still ends a client that
+/// only pings, and a packet after the pings is read whole.
+#[test]
+fn pings_to_an_idle_connection_are_answered_but_do_not_keep_it_alive() {
+    let s = start();
+    let mut c = Client::open(s.ws(), None);
+    c.send(&connect_packet_with_keep_alive("idle-pinger", 1));
+    assert_eq!(c.read().0, 0x20, "CONNACK");
+    // Within the keep-alive: pings, then PINGREQ split over two messages.
+    for i in 0..3u8 {
+        std::thread::sleep(Duration::from_millis(100));
+        c.ws.send(Message::Ping(vec![i].into())).unwrap();
+        assert_eq!(c.ws.read().unwrap(), Message::Pong(vec![i].into()));
+    }
+    c.send(&[0xc0]);
+    std::thread::sleep(Duration::from_millis(50));
+    c.send(&[0]);
+    assert_eq!(c.read(), (0xd0, vec![]));
+    // Then only pings, every 200 ms: answered until the keep-alive (1.5 s) ends it.
+    let started = std::time::Instant::now();
+    let closed = loop {
+        assert!(
+            started.elapsed() < WAIT,
+            "still open after {:?}",
+            started.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        if c.ws.send(Message::Ping(b"p".to_vec().into())).is_err() {
+            break started.elapsed();
+        }
+        match c.ws.read() {
+            Ok(Message::Pong(_)) => {}
+            Ok(Message::Close(_)) | Err(_) => break started.elapsed(),
+            Ok(other) => panic!("expected Pong or the end, got {other:?}"),
+        }
+    };
+    assert!(
+        closed >= Duration::from_millis(1400) && closed < Duration::from_secs(4),
+        "closed after {closed:?}"
+    );
 }
 
 #[test]
