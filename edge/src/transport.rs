@@ -250,15 +250,10 @@ impl Transport {
         self.wrapped().and_then(|w| w.peer_cn.clone())
     }
 
-    /// Waits until a read returns at once. Through the socket's one read waker slot
-    /// (`poll_readable`), not `Async::readable`, whose waker list allocates in every idle
-    /// connection's reactor entry.
-    pub async fn readable(&self) -> io::Result<()> {
-        futures_lite::future::poll_fn(|cx| self.poll_readable(cx)).await
-    }
-
-    /// [`Transport::readable`] as a poll function. Plain TCP: the socket is readable. TLS and
-    /// WebSocket: one byte (or the end, or an error) was read ahead for the next read.
+    /// Ready once a read returns at once. Plain TCP: the socket is readable, seen through its
+    /// one read waker slot (`Async::poll_readable`, not `Async::readable`, whose waker list
+    /// allocates in every idle connection's reactor entry). TLS and WebSocket: one byte (or
+    /// the end, or an error) was read ahead for the next read.
     pub fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match &self.0 {
             Kind::Plain(tcp) => tcp.poll_readable(cx),
