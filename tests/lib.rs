@@ -291,13 +291,7 @@ impl Broker {
     /// mode only).
     pub fn rss_kib(&self) -> u64 {
         self.process_only("rss_kib");
-        let status = fs::read_to_string(format!("/proc/{}/status", self.pid()))
-            .expect("read /proc/<pid>/status");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmRSS in /proc/<pid>/status")
+        rss_kib_of(self.pid())
     }
 
     /// Sends SIGKILL and reaps the process: nothing after the last fsync survives (process
@@ -1682,6 +1676,17 @@ pub fn skip_unless_edge(test: &str) -> bool {
     true
 }
 
+/// An MQTT 3.1.1 CONNECT (clean session, no will, no credentials) of a short client id.
+pub fn v311_connect_packet(id: &str, keep_alive: u16) -> Vec<u8> {
+    let mut body = vec![0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02];
+    body.extend_from_slice(&keep_alive.to_be_bytes());
+    body.extend_from_slice(&(id.len() as u16).to_be_bytes());
+    body.extend_from_slice(id.as_bytes());
+    let mut connect = vec![0x10, body.len() as u8];
+    connect.extend_from_slice(&body);
+    connect
+}
+
 /// A raw MQTT 3.1.1 client (clean session, `keep_alive` seconds) connected to 127.0.0.1:`port`,
 /// its CONNACK read and checked; TCP_NODELAY. For tests that talk raw MQTT: the harness's
 /// clients keep every event, are too slow for hundreds of thousands of messages and hide the
@@ -1692,17 +1697,23 @@ pub fn raw_v311_client(port: u16, id: &str, keep_alive: u16) -> std::net::TcpStr
     s.set_read_timeout(Some(Duration::from_secs(30)))
         .expect("read timeout");
     s.set_nodelay(true).expect("nodelay");
-    let mut body = vec![0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02];
-    body.extend_from_slice(&keep_alive.to_be_bytes());
-    body.extend_from_slice(&(id.len() as u16).to_be_bytes());
-    body.extend_from_slice(id.as_bytes());
-    let mut connect = vec![0x10, body.len() as u8];
-    connect.extend_from_slice(&body);
-    s.write_all(&connect).expect("send CONNECT");
+    s.write_all(&v311_connect_packet(id, keep_alive))
+        .expect("send CONNECT");
     let mut connack = [0u8; 4];
     s.read_exact(&mut connack).expect("read CONNACK");
     assert_eq!(connack, [0x20, 0x02, 0x00, 0x00], "CONNACK for {id}");
     s
+}
+
+/// The resident set size of process `pid`, in KiB (`VmRSS`).
+pub fn rss_kib_of(pid: u32) -> u64 {
+    let status =
+        fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/<pid>/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/<pid>/status")
 }
 
 /// One plain HTTP/1.1 GET (`Connection: close`) to 127.0.0.1: status code and body.

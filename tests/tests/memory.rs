@@ -361,11 +361,7 @@ fn idle_ws_client(port: u16, id: &str) -> std::net::TcpStream {
         head.push(byte[0]);
     }
     assert!(head.starts_with(b"HTTP/1.1 101"), "upgrade for {id}");
-    let mut body = vec![0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02, 0, 0];
-    body.extend_from_slice(&(id.len() as u16).to_be_bytes());
-    body.extend_from_slice(id.as_bytes());
-    let mut connect = vec![0x10, body.len() as u8];
-    connect.extend_from_slice(&body);
+    let connect = v311_connect_packet(id, 0);
     // A final binary frame, masked with the key 0 (the payload as it is).
     let mut frame = vec![0x82, 0x80 | connect.len() as u8, 0, 0, 0, 0];
     frame.extend_from_slice(&connect);
@@ -411,23 +407,15 @@ fn an_idle_websocket_connection_costs_the_broker_little_memory() {
         let _ = child.kill();
         std::fs::read_to_string(dir.path().join("broker.log")).unwrap_or_default()
     });
-    let rss_kib = || -> u64 {
-        std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .expect("read /proc/<pid>/status")
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmRSS")
-    };
     let tag = std::process::id();
     let _first = idle_ws_client(port, &format!("ws-idle-{tag}-first"));
     std::thread::sleep(Duration::from_millis(300));
-    let before = rss_kib();
+    let before = rss_kib_of(pid);
     let conns: Vec<_> = (0..IDLE_CONNECTIONS)
         .map(|i| idle_ws_client(port, &format!("ws-idle-{tag}-{i}")))
         .collect();
     std::thread::sleep(Duration::from_millis(500));
-    let after = rss_kib();
+    let after = rss_kib_of(pid);
     let running = child.try_wait().expect("broker status").is_none();
     let _ = child.kill();
     let _ = child.wait();
