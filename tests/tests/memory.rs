@@ -320,16 +320,25 @@ fn an_idle_connection_costs_the_broker_little_memory() {
     std::thread::sleep(Duration::from_millis(500));
     broker.assert_running();
     let after = broker.rss_kib();
-    let per_conn = after.saturating_sub(before) * 1024 / IDLE_CONNECTIONS as u64;
+    assert_rss_per_connection(
+        "connection",
+        (before, after),
+        conns.len(),
+        MAX_BYTES_PER_IDLE_CONNECTION,
+    );
+}
+
+/// Asserts that RSS grew by less than `limit` bytes per connection from `before` to `after`
+/// (KiB) over `n` more `what`s.
+fn assert_rss_per_connection(what: &str, (before, after): (u64, u64), n: usize, limit: u64) {
+    let per_conn = after.saturating_sub(before) * 1024 / n as u64;
     eprintln!(
-        "RSS {before} KiB with 1 connection, {after} KiB with {} more: {per_conn} bytes each \
-         (limit {MAX_BYTES_PER_IDLE_CONNECTION})",
-        conns.len()
+        "RSS {before} KiB with 1 {what}, {after} KiB with {n} more: {per_conn} bytes each \
+         (limit {limit})"
     );
     assert!(
-        per_conn < MAX_BYTES_PER_IDLE_CONNECTION,
-        "{per_conn} bytes of RSS per idle connection ({before} -> {after} KiB over {} connections)",
-        conns.len()
+        per_conn < limit,
+        "{per_conn} bytes of RSS per idle {what} ({before} -> {after} KiB over {n})"
     );
 }
 
@@ -420,15 +429,6 @@ fn an_idle_websocket_connection_costs_the_broker_little_memory() {
     let _ = child.kill();
     let _ = child.wait();
     assert!(running, "the broker exited");
-    let per_conn = after.saturating_sub(before) * 1024 / IDLE_CONNECTIONS as u64;
-    eprintln!(
-        "RSS {before} KiB with 1 ws connection, {after} KiB with {} more: {per_conn} bytes each \
-         (limit {MAX_BYTES_PER_IDLE_WS_CONNECTION})",
-        conns.len()
-    );
-    assert!(
-        per_conn < MAX_BYTES_PER_IDLE_WS_CONNECTION,
-        "{per_conn} bytes of RSS per idle ws connection ({before} -> {after} KiB over {} connections)",
-        conns.len()
-    );
+    let limit = MAX_BYTES_PER_IDLE_WS_CONNECTION;
+    assert_rss_per_connection("ws connection", (before, after), conns.len(), limit);
 }
