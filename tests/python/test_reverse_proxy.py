@@ -1,7 +1,8 @@
 """MQTT over WebSocket behind a real nginx reverse proxy: with the proxy in the listener's
 `trusted_proxies`, the client the per-IP limit counts is the one nginx names in X-Forwarded-For
-or in an RFC 7239 `Forwarded` header, not nginx itself. Clients bind to different loopback addresses (127.0.0.2, 127.0.0.3) so that
-nginx sees different clients; nginx reaches the broker from 127.0.0.1.
+or in an RFC 7239 `Forwarded` header, not nginx itself. Clients bind to different loopback
+addresses (127.0.0.2, 127.0.0.3) so that nginx sees different clients; nginx reaches the broker
+from 127.0.0.1.
 
 Needs nginx (Debian's nginx-light; scripts/test.sh installs it).
 """
@@ -79,7 +80,8 @@ bind = "127.0.0.1:{ws_port}"
 kind = "websocket"
 trusted_proxies = ["127.0.0.1"]
 """)
-    nginx = subprocess.Popen([NGINX, "-p", str(tmp_path), "-c", str(_nginx_conf(tmp_path, proxy_port, ws_port, FORWARDING[header]))],
+    conf = _nginx_conf(tmp_path, proxy_port, ws_port, FORWARDING[header])
+    nginx = subprocess.Popen([NGINX, "-p", str(tmp_path), "-c", str(conf)],
                              stderr=subprocess.DEVNULL)
     try:
         wait_listening(ws_port, broker, lambda: log.read_text(errors="replace")[-3000:])

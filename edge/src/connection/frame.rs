@@ -6,9 +6,9 @@
 //! Why not `edge_mqtt::frame::FrameBuffer` (sync's reader): the fixed header is parsed by the
 //! shared code (`codec::fixed_header`), but the buffer policy here is the broker's own. It frees
 //! the buffer whenever a look finds no input (`try_input`, the idle state of 10,000 connections),
-//! reads without waiting (`try_read`, any transport), keeps room for four frames of the size it last
-//! grew to (4 KB payloads: one read per four frames instead of one per frame) and shrinks back
-//! after a large frame. `FrameBuffer` grows to exactly one frame and never gives memory back, and
+//! reads without waiting (`try_read`, on any transport), keeps room for four frames of the size
+//! it last grew to (4 KB payloads: one read per four frames instead of one per frame) and
+//! shrinks back after a large frame. `FrameBuffer` grows to exactly one frame and never gives memory back, and
 //! would add its `chunk` field (8 bytes) to every connection; giving it these policies would
 //! change the sync client's reader as well (issue 7: revisit if the two readers' needs meet).
 
