@@ -53,7 +53,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use robustmq_edge::config::{Config, ListenerConfig, DEFAULT_TOML};
+use robustmq_edge::config::{Config, ListenerConfig, ListenerKind, DEFAULT_TOML};
 use robustmq_edge::server;
 use tempfile::TempDir;
 use tokio::sync::mpsc;
@@ -114,6 +114,10 @@ pub struct Broker {
     data_dir: PathBuf,
     log_path: PathBuf,
     config: Option<PathBuf>,
+    /// A `kind = "websocket"` listener's port beside the plain one
+    /// ([`BrokerBuilder::websocket_listener`]); the binary then gets its listeners from the
+    /// config file instead of `--listen`.
+    ws_port: Option<u16>,
     instance: Option<Instance>,
     starts: u32,
 }
@@ -125,9 +129,17 @@ pub struct BrokerBuilder {
     config_text: Option<String>,
     kind: Option<BrokerKind>,
     in_process: Option<bool>,
+    websocket: bool,
 }
 
 impl BrokerBuilder {
+    /// Also listens for MQTT over WebSocket (ws://127.0.0.1:[`Broker::ws_port`]/mqtt), our
+    /// broker only.
+    pub fn websocket_listener(mut self) -> Self {
+        self.websocket = true;
+        self
+    }
+
     /// Uses this config file (our broker only); the listener and `data_dir` are still the
     /// harness's (`--listen`/`--data-dir` for the binary).
     pub fn config_file(mut self, path: impl Into<PathBuf>) -> Self {
@@ -188,18 +200,35 @@ impl BrokerBuilder {
         }
         if kind == BrokerKind::Mosquitto {
             assert!(
-                config.is_none(),
+                config.is_none() && !self.websocket,
                 "a robustmq-edge config cannot be given to mosquitto: skip this test under it"
             );
+        }
+        let port = if in_process { 0 } else { free_port() };
+        let ws_port = self.websocket.then(free_port);
+        if let (Some(ws), false) = (ws_port, in_process) {
+            // `--listen` would replace every listener: the file names both.
+            let mut text = match &config {
+                Some(path) => fs::read_to_string(path).expect("read config"),
+                None => String::new(),
+            };
+            text.push_str(&format!(
+                "\n[[listeners]]\nbind = \"127.0.0.1:{port}\"\n\
+                 [[listeners]]\nbind = \"127.0.0.1:{ws}\"\nkind = \"websocket\"\n"
+            ));
+            let path = root.path().join("config-listeners.toml");
+            fs::write(&path, text).expect("write config");
+            config = Some(path);
         }
         let mut broker = Broker {
             kind,
             in_process,
-            port: if in_process { 0 } else { free_port() },
+            port,
             root,
             data_dir,
             log_path,
             config,
+            ws_port,
             instance: None,
             starts: 0,
         };
@@ -249,6 +278,12 @@ impl Broker {
         &self.data_dir
     }
 
+    /// The WebSocket listener's port ([`BrokerBuilder::websocket_listener`]).
+    pub fn ws_port(&self) -> u16 {
+        self.ws_port
+            .expect("started without BrokerBuilder::websocket_listener")
+    }
+
     /// Panics, naming `.process()`, when the broker runs in the test process.
     fn process_only(&self, what: &str) {
         assert!(
@@ -291,7 +326,13 @@ impl Broker {
     /// mode only).
     pub fn rss_kib(&self) -> u64 {
         self.process_only("rss_kib");
-        rss_kib_of(self.pid())
+        let status = fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("read /proc/<pid>/status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/<pid>/status")
     }
 
     /// Sends SIGKILL and reaps the process: nothing after the last fsync survives (process
@@ -434,6 +475,14 @@ impl Broker {
             allow_anonymous,
             ..ListenerConfig::default()
         }];
+        if let Some(ws) = self.ws_port {
+            cfg.listeners.push(ListenerConfig {
+                bind: SocketAddr::from(([127, 0, 0, 1], ws)),
+                kind: ListenerKind::Websocket,
+                allow_anonymous,
+                ..ListenerConfig::default()
+            });
+        }
         cfg.data_dir = self.data_dir.clone();
         cfg
     }
@@ -496,10 +545,10 @@ impl Broker {
                 if let Some(config) = &self.config {
                     cmd.arg("--config").arg(config);
                 }
-                cmd.arg("--listen")
-                    .arg(self.addr().to_string())
-                    .arg("--data-dir")
-                    .arg(&self.data_dir);
+                if self.ws_port.is_none() {
+                    cmd.arg("--listen").arg(self.addr().to_string());
+                }
+                cmd.arg("--data-dir").arg(&self.data_dir);
                 self.note(&format!(
                     "---- harness: start #{}: {cmd:?} ----",
                     self.starts
@@ -605,7 +654,7 @@ fn terminate(child: &mut Child, grace: Duration) -> ExitStatus {
     }
 }
 
-pub use test_support::{free_port, run_with_stdin, wait_port, wait_port_or};
+pub use test_support::{free_port, run_with_stdin, wait_port};
 
 /// Root of the cargo workspace (the parent of this crate).
 pub fn workspace_root() -> PathBuf {
@@ -1703,17 +1752,6 @@ pub fn raw_v311_client(port: u16, id: &str, keep_alive: u16) -> std::net::TcpStr
     s.read_exact(&mut connack).expect("read CONNACK");
     assert_eq!(connack, [0x20, 0x02, 0x00, 0x00], "CONNACK for {id}");
     s
-}
-
-/// The resident set size of process `pid`, in KiB (`VmRSS`).
-pub fn rss_kib_of(pid: u32) -> u64 {
-    let status =
-        fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/<pid>/status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/<pid>/status")
 }
 
 /// One plain HTTP/1.1 GET (`Connection: close`) to 127.0.0.1: status code and body.

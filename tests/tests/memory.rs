@@ -391,44 +391,22 @@ fn an_idle_websocket_connection_costs_the_broker_little_memory() {
         return;
     }
     raise_open_files(IDLE_CONNECTIONS as u64 + 512);
-    // The harness's listener is plain MQTT (`--listen`): this broker is started by hand.
-    let dir = tempfile::tempdir().expect("temp dir");
-    let port = free_port();
-    let config = write_file(
-        dir.path(),
-        "edge.toml",
-        &format!(
-            "data_dir = \"{}\"\n[[listeners]]\nbind = \"127.0.0.1:{port}\"\nkind = \"websocket\"\n\
-             [http]\nenabled = false\n[limits]\nmax_connections_per_ip = 10000\n",
-            dir.path().join("data").display()
-        ),
-    );
-    let log = std::fs::File::create(dir.path().join("broker.log")).expect("log file");
-    let mut child = std::process::Command::new(edge_binary())
-        .arg("--config")
-        .arg(&config)
-        .stdout(std::process::Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start the broker");
-    let pid = child.id();
-    wait_port_or(port, || {
-        let _ = child.kill();
-        std::fs::read_to_string(dir.path().join("broker.log")).unwrap_or_default()
-    });
+    let mut broker = Broker::builder()
+        .process()
+        .config_text("[limits]\nmax_connections_per_ip = 10000\n")
+        .websocket_listener()
+        .start();
+    let port = broker.ws_port();
     let tag = std::process::id();
     let _first = idle_ws_client(port, &format!("ws-idle-{tag}-first"));
     std::thread::sleep(Duration::from_millis(300));
-    let before = rss_kib_of(pid);
+    let before = broker.rss_kib();
     let conns: Vec<_> = (0..IDLE_CONNECTIONS)
         .map(|i| idle_ws_client(port, &format!("ws-idle-{tag}-{i}")))
         .collect();
     std::thread::sleep(Duration::from_millis(500));
-    let after = rss_kib_of(pid);
-    let running = child.try_wait().expect("broker status").is_none();
-    let _ = child.kill();
-    let _ = child.wait();
-    assert!(running, "the broker exited");
+    broker.assert_running();
+    let after = broker.rss_kib();
     let limit = MAX_BYTES_PER_IDLE_WS_CONNECTION;
     assert_rss_per_connection("ws connection", (before, after), conns.len(), limit);
 }
