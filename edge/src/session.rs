@@ -11,6 +11,7 @@
 //! - A connection is attached or the session knows when it was cut off, never both (`Link`).
 
 mod backlog; // stored deliveries on disk only: evicted when offline, read up again as the client drains
+mod deliveries; // the window's and in-flight deques: one pointer while unused
 mod flow; // publisher flow control: water marks and wake-ups
 #[cfg(test)]
 mod lifecycle_tests;
@@ -22,7 +23,7 @@ mod wakeup; // the connection's wake-up: flag, kick, one waker slot, its chosen 
 #[cfg(test)]
 mod window_tests;
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::num::NonZeroU64;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -37,7 +38,8 @@ use crate::storage::{LoadedSession, Op, SessionRecord, WillRecord};
 use crate::topic::SubOptions;
 
 pub use backlog::Refill;
-use queue::{Delivery, Durable};
+use deliveries::Deliveries;
+use queue::Durable;
 pub use queue::{TakeWait, WINDOW};
 pub use sent_ids::SentIds;
 
@@ -108,7 +110,7 @@ pub struct Session {
     subs: Box<[(Arc<str>, SubOptions)]>,
     /// Waiting deliveries in memory (the window); requeued ones (already sent, keeping their
     /// packet id) at the head.
-    queue: VecDeque<Delivery>,
+    queue: Deliveries,
     /// The backlog (waiting deliveries on disk only, read back into `queue` as it drains) and
     /// the packet ids recorded ahead; boxed, allocated by the first stored delivery that needs
     /// it (a clean session never does): 8 bytes instead of 144 in every session.
@@ -116,7 +118,7 @@ pub struct Session {
     /// Bytes (`Message::weight`) of every waiting delivery, in memory or on disk.
     queued_bytes: usize,
     /// Sent and not yet acknowledged, at most `inflight_limit`, all with QoS > 0.
-    inflight: VecDeque<Delivery>,
+    inflight: Deliveries,
     /// The will, QoS 2 packet ids received and paused publishers' event: most sessions have
     /// none of them, so one box for the three, allocated by the first one needed and freed
     /// when none is left (8 bytes in every session instead of 24).
@@ -247,10 +249,10 @@ impl Session {
             protocol,
             expiry_secs,
             subs: Box::default(),
-            queue: VecDeque::new(),
+            queue: Deliveries::default(),
             durable: None,
             queued_bytes: 0,
-            inflight: VecDeque::new(),
+            inflight: Deliveries::default(),
             extras: None,
             pids: edge_mqtt::pid::PidAllocator::default(),
             next_seq: 1,

@@ -125,7 +125,9 @@ impl Session {
             last = Some(seq);
             b.count = b.count.saturating_sub(1);
             while b.later.front().is_some_and(|d| d.seq < seq) {
-                self.queue.extend(b.later.pop_front());
+                if let Some(d) = b.later.pop_front() {
+                    self.queue.push_back(d);
+                }
             }
             match rec {
                 Some(rec) => self.queue.push_back(Delivery::restore(seq, rec)),
@@ -171,7 +173,7 @@ impl Session {
         b.read_size = 0;
         let mut kept = VecDeque::new();
         let mut first = None;
-        for d in self.queue.drain(..) {
+        for d in self.queue.take_all() {
             if !d.persisted {
                 kept.push_back(d);
                 continue;
@@ -191,7 +193,7 @@ impl Session {
             b.count += 1;
         }
         let Some(first) = first else {
-            self.queue = kept;
+            self.queue = kept.into();
             return;
         };
         // Requeued in-flight deliveries sit first and are the oldest: `first` is the lowest.

@@ -151,8 +151,10 @@ fn the_extras_box_exists_only_while_a_will_or_qos2_id_or_publisher_event_does() 
         Some(will(0))
     );
     assert!(s.extras.is_none(), "freed with the will");
+    // 144 bytes (rustc 1.95): its block is in mimalloc's 160-byte size class. It was 192 with
+    // the window and in-flight deques inline (32 bytes each, `deliveries.rs`).
     assert!(
-        std::mem::size_of::<Session>() <= 192,
+        std::mem::size_of::<Session>() <= 160,
         "session {} bytes",
         std::mem::size_of::<Session>()
     );

@@ -480,7 +480,9 @@ impl Session {
                 OutState::Unsent => {}
             }
             let pid = self.alloc_pid(used);
-            let d = &mut self.queue[i];
+            let Some(d) = self.queue.get_mut(i) else {
+                break;
+            };
             d.state = OutState::Reserved(pid, round);
             ops.push(Op::MarkSent {
                 client: self.client_id.clone(),

@@ -595,3 +595,33 @@ pub(super) fn loaded_session(subscriptions: Vec<(String, SubOptions)>) -> Loaded
         qos2_in: vec![],
     }
 }
+
+#[test]
+fn a_drained_window_and_in_flight_window_give_their_memory_back() {
+    let mut s = online(0, None);
+    s.inflight_limit = 1000;
+    let mut ops = Vec::new();
+    for _ in 0..1000 {
+        s.enqueue(msg("a"), 1, false, vec![], ROOMY, &mut ops);
+    }
+    assert_eq!(s.queue.len(), 1000);
+    let mut pids = Vec::new();
+    while pids.len() < 1000 {
+        let out = s.take_outgoing(64, now_ms(), ROOMY, &mut ops);
+        assert!(!out.is_empty(), "{} taken", pids.len());
+        pids.extend(out.iter().filter_map(|o| match o {
+            Outgoing::Publish { qos_pid, .. } => qos_pid.pid(),
+            Outgoing::Pubrel(_) => None,
+        }));
+    }
+    assert_eq!((s.queue.len(), s.queue.capacity()), (0, 0), "window freed");
+    assert_eq!(s.inflight.len(), 1000);
+    for p in pids {
+        assert!(s.complete(p, &mut ops));
+    }
+    assert_eq!(
+        (s.inflight.len(), s.inflight.capacity()),
+        (0, 0),
+        "in-flight freed"
+    );
+}

@@ -1,0 +1,191 @@
+//! A session's deque of deliveries (its waiting window, its in-flight ones) that costs one
+//! pointer while unused and gives its memory back when it empties after holding many.
+//! Invariant: the box, when there is one, holds at most `KEEP` slots while empty.
+
+use std::collections::VecDeque;
+use std::ops::Deref;
+
+use super::queue::Delivery;
+
+/// Slots an empty deque keeps (so that a steady flow does not allocate per message: a QoS 1
+/// subscriber at a few messages in flight empties its in-flight deque after every ack).
+const KEEP: usize = 16;
+
+/// Reads go through `Deref` (an empty deque reads as [`EMPTY`]); writes through the methods
+/// below, each of which releases the memory of a large deque it leaves empty. A plain
+/// `VecDeque` takes 32 bytes in every session and keeps its largest capacity for the
+/// session's life: after a drained backlog, 8,192 slots of ~56 bytes (the window).
+#[derive(Debug, Default)]
+#[expect(
+    clippy::box_collection,
+    reason = "the box is the point: one pointer in every session while unused"
+)]
+pub(super) struct Deliveries(Option<Box<VecDeque<Delivery>>>);
+
+static EMPTY: VecDeque<Delivery> = VecDeque::new();
+
+impl Deref for Deliveries {
+    type Target = VecDeque<Delivery>;
+
+    fn deref(&self) -> &VecDeque<Delivery> {
+        self.0.as_deref().unwrap_or(&EMPTY)
+    }
+}
+
+impl From<VecDeque<Delivery>> for Deliveries {
+    fn from(q: VecDeque<Delivery>) -> Deliveries {
+        let mut d = Deliveries(Some(Box::new(q)));
+        d.release_if_empty();
+        d
+    }
+}
+
+impl Deliveries {
+    fn grown(&mut self) -> &mut VecDeque<Delivery> {
+        self.0.get_or_insert_with(Box::default)
+    }
+
+    /// Frees the deque's memory if it is empty and holds more than `KEEP` slots.
+    fn release_if_empty(&mut self) {
+        if self
+            .0
+            .as_ref()
+            .is_some_and(|q| q.is_empty() && q.capacity() > KEEP)
+        {
+            self.0 = None;
+        }
+    }
+
+    pub(super) fn push_back(&mut self, d: Delivery) {
+        self.grown().push_back(d);
+    }
+
+    pub(super) fn push_front(&mut self, d: Delivery) {
+        self.grown().push_front(d);
+    }
+
+    /// Moves every element of `other` to the back, leaving `other` empty.
+    pub(super) fn append(&mut self, other: &mut VecDeque<Delivery>) {
+        if !other.is_empty() {
+            self.grown().append(other);
+        }
+    }
+
+    pub(super) fn pop_front(&mut self) -> Option<Delivery> {
+        let d = self.0.as_mut()?.pop_front();
+        self.release_if_empty();
+        d
+    }
+
+    pub(super) fn pop_back(&mut self) -> Option<Delivery> {
+        let d = self.0.as_mut()?.pop_back();
+        self.release_if_empty();
+        d
+    }
+
+    pub(super) fn remove(&mut self, i: usize) -> Option<Delivery> {
+        let d = self.0.as_mut()?.remove(i);
+        self.release_if_empty();
+        d
+    }
+
+    pub(super) fn get_mut(&mut self, i: usize) -> Option<&mut Delivery> {
+        self.0.as_mut()?.get_mut(i)
+    }
+
+    pub(super) fn iter_mut(&mut self) -> impl Iterator<Item = &mut Delivery> {
+        self.0.iter_mut().flat_map(|q| q.iter_mut())
+    }
+
+    /// Takes every delivery out, in order; the memory goes with them.
+    pub(super) fn take_all(&mut self) -> VecDeque<Delivery> {
+        self.0.take().map(|q| *q).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::queue::OutState;
+
+    fn delivery(seq: u64) -> Delivery {
+        Delivery {
+            seq,
+            msg: crate::session::tests::msg("t"),
+            qos: 1,
+            retain: false,
+            sub_ids: Vec::new(),
+            state: OutState::Unsent,
+            persisted: false,
+        }
+    }
+
+    #[test]
+    fn an_unused_deque_is_one_pointer_and_reads_as_empty() {
+        assert_eq!(std::mem::size_of::<Deliveries>(), 8);
+        let d = Deliveries::default();
+        assert!(d.is_empty() && d.front().is_none() && d.iter().count() == 0);
+    }
+
+    #[test]
+    fn a_deque_that_empties_after_holding_many_gives_its_memory_back() {
+        let mut d = Deliveries::default();
+        for seq in 0..1000 {
+            d.push_back(delivery(seq));
+        }
+        assert_eq!(d.len(), 1000);
+        for seq in 0..1000 {
+            assert_eq!(d.pop_front().map(|x| x.seq), Some(seq), "in order");
+        }
+        assert!(d.0.is_none(), "a large deque left empty is freed");
+        for seq in 0..100 {
+            d.push_back(delivery(seq));
+        }
+        while d.pop_back().is_some() {}
+        assert!(d.0.is_none());
+        for seq in 0..100 {
+            d.push_back(delivery(seq));
+        }
+        let all = d.take_all();
+        assert_eq!(all.len(), 100);
+        assert!(d.0.is_none() && d.is_empty());
+    }
+
+    #[test]
+    fn a_small_deque_keeps_its_buffer_when_it_empties() {
+        let mut d = Deliveries::default();
+        for round in 0..3 {
+            d.push_back(delivery(round));
+            d.push_front(delivery(round + 10));
+            assert_eq!(d.remove(1).map(|x| x.seq), Some(round));
+            assert_eq!(d.pop_front().map(|x| x.seq), Some(round + 10));
+            assert!(d.0.is_some(), "no allocation per message in a steady flow");
+        }
+    }
+
+    #[test]
+    fn appending_and_converting_keep_order_and_free_empty_ones() {
+        let mut d = Deliveries::default();
+        let mut other: VecDeque<Delivery> = (0..40).map(delivery).collect();
+        d.push_back(delivery(100));
+        d.append(&mut other);
+        assert!(other.is_empty());
+        assert_eq!(d.front().map(|x| x.seq), Some(100));
+        assert_eq!(d.back().map(|x| x.seq), Some(39));
+        if let Some(x) = d.get_mut(1) {
+            x.seq = 7;
+        }
+        assert_eq!(d.get(1).map(|x| x.seq), Some(7));
+        for x in d.iter_mut() {
+            x.retain = true;
+        }
+        assert!(d.iter().all(|x| x.retain));
+        let mut big: VecDeque<Delivery> = (0..40).map(delivery).collect();
+        big.clear();
+        assert!(Deliveries::from(big).0.is_none());
+        let mut nothing = VecDeque::new();
+        let mut e = Deliveries::default();
+        e.append(&mut nothing);
+        assert!(e.0.is_none(), "appending nothing allocates nothing");
+    }
+}
