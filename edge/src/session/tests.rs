@@ -614,14 +614,16 @@ fn a_drained_window_and_in_flight_window_give_their_memory_back() {
             Outgoing::Pubrel(_) => None,
         }));
     }
-    assert_eq!((s.queue.len(), s.queue.capacity()), (0, 0), "window freed");
+    assert!(
+        s.queue.is_empty() && s.queue.capacity() <= 64,
+        "window shrunk"
+    );
     assert_eq!(s.inflight.len(), 1000);
     for p in pids {
         assert!(s.complete(p, &mut ops));
     }
-    assert_eq!(
-        (s.inflight.len(), s.inflight.capacity()),
-        (0, 0),
-        "in-flight freed"
+    assert!(
+        s.inflight.is_empty() && s.inflight.capacity() <= 64,
+        "in-flight shrunk"
     );
 }
