@@ -111,7 +111,7 @@ impl Deliveries {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::queue::OutState;
+    use crate::session::queue::{OutState, SubIds};
 
     fn delivery(seq: u64) -> Delivery {
         Delivery {
@@ -119,7 +119,7 @@ mod tests {
             msg: crate::session::tests::msg("t"),
             qos: 1,
             retain: false,
-            sub_ids: Vec::new(),
+            sub_ids: SubIds::default(),
             state: OutState::Unsent,
             persisted: false,
         }

@@ -144,13 +144,40 @@ impl OutState {
     }
 }
 
+/// A delivery's subscription identifiers (MQTT 5): one pointer, and no allocation for the
+/// usual none. Every waiting delivery has one (the window holds up to 8,192 per session, a
+/// slow subscriber's queue up to `limits.max_queued_messages`): as a `Vec` it took 24 bytes,
+/// and a delivery 64 instead of 48.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[expect(
+    clippy::box_collection,
+    reason = "the box is the point: 8 bytes in every delivery where a Vec takes 24"
+)]
+pub(super) struct SubIds(Option<Box<Vec<u32>>>);
+
+impl From<Vec<u32>> for SubIds {
+    fn from(ids: Vec<u32>) -> SubIds {
+        SubIds((!ids.is_empty()).then(|| Box::new(ids)))
+    }
+}
+
+impl SubIds {
+    pub(super) fn to_vec(&self) -> Vec<u32> {
+        self.0.as_deref().cloned().unwrap_or_default()
+    }
+
+    pub(super) fn into_vec(self) -> Vec<u32> {
+        self.0.map(|ids| *ids).unwrap_or_default()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub(super) struct Delivery {
     pub(super) seq: u64,
     pub(super) msg: Arc<Message>,
     pub(super) qos: u8,
     pub(super) retain: bool,
-    pub(super) sub_ids: Vec<u32>,
+    pub(super) sub_ids: SubIds,
     pub(super) state: OutState,
     /// Has a `session_queue` record under `seq` (see the module invariants).
     pub(super) persisted: bool,
@@ -176,7 +203,7 @@ impl Delivery {
             msg: Arc::new(d.msg),
             qos: d.qos,
             retain: d.retain,
-            sub_ids: d.sub_ids,
+            sub_ids: d.sub_ids.into(),
             state,
             persisted: true,
         }
@@ -278,7 +305,7 @@ impl Session {
                 msg,
                 qos,
                 retain,
-                sub_ids,
+                sub_ids: sub_ids.into(),
                 state: OutState::Unsent,
                 persisted,
             };
@@ -348,7 +375,7 @@ impl Session {
                     qos_pid: QosPid::Level0,
                     retain: d.retain,
                     dup: false,
-                    sub_ids: d.sub_ids,
+                    sub_ids: d.sub_ids.into_vec(),
                 });
                 continue;
             }
@@ -590,7 +617,7 @@ impl Delivery {
             qos_pid: qos_pid(self.qos, pid),
             retain: self.retain,
             dup,
-            sub_ids: self.sub_ids.clone(),
+            sub_ids: self.sub_ids.to_vec(),
         }
     }
 }

@@ -210,7 +210,7 @@ pub(super) fn reconnect(s: &mut Session, ops: &mut Vec<Op>) {
             msg: (*d.msg).clone(),
             qos: d.qos,
             retain: d.retain,
-            sub_ids: d.sub_ids.clone(),
+            sub_ids: d.sub_ids.to_vec(),
             pid: d.state.pid().map_or(0, Pid::value),
             released: matches!(d.state, OutState::Released(_)),
         };
@@ -625,5 +625,38 @@ fn a_drained_window_and_in_flight_window_give_their_memory_back() {
     assert!(
         s.inflight.is_empty() && s.inflight.capacity() <= 64,
         "in-flight shrunk"
+    );
+}
+
+#[test]
+fn a_waiting_delivery_takes_48_bytes_and_keeps_its_subscription_ids() {
+    // 64 with the subscription identifiers in a `Vec` (see `SubIds`).
+    assert!(std::mem::size_of::<super::queue::Delivery>() <= 48);
+    assert_eq!(
+        super::queue::SubIds::from(Vec::new()),
+        super::queue::SubIds::default()
+    );
+    let mut s = online(0, None);
+    s.inflight_limit = 10;
+    let mut ops = Vec::new();
+    s.enqueue(msg("a"), 1, false, vec![7, 9], ROOMY, &mut ops);
+    s.enqueue(msg("b"), 0, false, vec![3], ROOMY, &mut ops);
+    s.enqueue(msg("c"), 1, false, vec![], ROOMY, &mut ops);
+    let ids: Vec<_> = s
+        .take_outgoing(10, now_ms(), ROOMY, &mut ops)
+        .into_iter()
+        .map(|o| match o {
+            Outgoing::Publish { sub_ids, .. } => sub_ids,
+            Outgoing::Pubrel(_) => panic!("no PUBREL expected"),
+        })
+        .collect();
+    assert_eq!(ids, vec![vec![7, 9], vec![3], vec![]]);
+    // A redelivery after a reconnection carries them again.
+    let pid = s.inflight.front().and_then(|d| d.state.pid());
+    s.requeue_inflight();
+    let again = s.take_outgoing(10, now_ms(), ROOMY, &mut ops);
+    assert!(
+        matches!(again.first(), Some(Outgoing::Publish { sub_ids, qos_pid, .. })
+        if *sub_ids == vec![7, 9] && qos_pid.pid() == pid)
     );
 }
