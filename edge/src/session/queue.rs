@@ -128,7 +128,9 @@ pub(super) enum OutState {
     Unsent,
     /// Not sent yet, but its packet id is recorded ahead (a crash makes it a redelivery with
     /// DUP, which means "might have been sent"), so that sending it later waits for no commit.
-    Reserved(Pid, u64),
+    /// With the low 32 bits of its reservation round ([`Session::full_round`] gives the
+    /// round): 8 bytes for the state where a `u64` made 16, in every waiting delivery.
+    Reserved(Pid, u32),
     /// PUBLISH sent (QoS 1 waits for PUBACK, QoS 2 for PUBREC).
     Sent(Pid),
     /// QoS 2: PUBREL sent, waiting for PUBCOMP.
@@ -187,6 +189,11 @@ impl Session {
     /// The backlog and the ids recorded ahead ([`NO_DURABLE`] while there is no box).
     pub(super) fn durable(&self) -> &Durable {
         self.durable.as_deref().unwrap_or(&NO_DURABLE)
+    }
+
+    /// The reservation round whose low 32 bits are `low` ([`OutState::Reserved`]).
+    pub(super) fn full_round(&self, low: u32) -> u64 {
+        round_from_low(self.durable().reserved_round, low)
     }
 }
 
@@ -394,9 +401,9 @@ impl Session {
                     }
                     out.push(d.publish(pid, false));
                 }
-                OutState::Reserved(pid, round) => {
+                OutState::Reserved(pid, low) => {
                     wait.reserved_ids = true;
-                    newest_round = newest_round.max(round);
+                    newest_round = newest_round.max(self.full_round(low));
                     d.state = OutState::Sent(pid);
                     out.push(d.publish(pid, false));
                 }
@@ -430,10 +437,11 @@ impl Session {
                 .iter()
                 .take_while(|d| d.state != OutState::Unsent)
                 .find_map(|d| match d.state {
-                    OutState::Reserved(_, round) => Some(round),
+                    OutState::Reserved(_, low) => Some(low),
                     _ => None,
                 });
-            let oldest = oldest.unwrap_or(u64::MAX);
+            let current = dur.reserved_round;
+            let oldest = oldest.map_or(u64::MAX, |low| round_from_low(current, low));
             dur.reserve_tickets.retain(|r| r.0 >= oldest);
         }
         // A session that records no ids needs no box for the default.
@@ -510,7 +518,8 @@ impl Session {
             let Some(d) = self.queue.get_mut(i) else {
                 break;
             };
-            d.state = OutState::Reserved(pid, round);
+            // The low half of the round (see `OutState::Reserved`).
+            d.state = OutState::Reserved(pid, round as u32);
             ops.push(Op::MarkSent {
                 client: self.client_id.clone(),
                 seq: d.seq,
@@ -608,6 +617,13 @@ impl Session {
             self.queue.push_front(d);
         }
     }
+}
+
+/// The round at or before `current` (the session's last reservation round) whose low 32 bits
+/// are `low`: exact while the rounds still waiting are fewer than 2^32 behind `current` (they
+/// are at most one per reserved delivery, and at most [`RESERVE_AHEAD`] deliveries are).
+pub(super) fn round_from_low(current: u64, low: u32) -> u64 {
+    current.wrapping_sub(u64::from((current as u32).wrapping_sub(low)))
 }
 
 impl Delivery {

@@ -629,9 +629,10 @@ fn a_drained_window_and_in_flight_window_give_their_memory_back() {
 }
 
 #[test]
-fn a_waiting_delivery_takes_48_bytes_and_keeps_its_subscription_ids() {
-    // 64 with the subscription identifiers in a `Vec` (see `SubIds`).
-    assert!(std::mem::size_of::<super::queue::Delivery>() <= 48);
+fn a_waiting_delivery_takes_40_bytes_and_keeps_its_subscription_ids() {
+    // 64 with the subscription identifiers in a `Vec` (see `SubIds`), 48 with the whole
+    // reservation round in `OutState::Reserved`.
+    assert!(std::mem::size_of::<super::queue::Delivery>() <= 40);
     assert_eq!(
         super::queue::SubIds::from(Vec::new()),
         super::queue::SubIds::default()
@@ -659,4 +660,16 @@ fn a_waiting_delivery_takes_48_bytes_and_keeps_its_subscription_ids() {
         matches!(again.first(), Some(Outgoing::Publish { sub_ids, qos_pid, .. })
         if *sub_ids == vec![7, 9] && qos_pid.pid() == pid)
     );
+}
+
+#[test]
+fn a_reservation_round_is_found_from_its_low_half_across_the_wrap() {
+    use super::queue::round_from_low;
+    assert_eq!(round_from_low(7, 7), 7);
+    assert_eq!(round_from_low(7, 3), 3);
+    let wrapped = (1u64 << 32) + 5;
+    assert_eq!(round_from_low(wrapped, 5), wrapped);
+    assert_eq!(round_from_low(wrapped, 2), wrapped - 3);
+    assert_eq!(round_from_low(wrapped, u32::MAX), (1u64 << 32) - 1);
+    assert_eq!(round_from_low(wrapped, u32::MAX - 8190), wrapped - 8196);
 }
