@@ -9,10 +9,11 @@ use super::queue::Delivery;
 
 /// Slots an empty deque keeps, so that a steady flow does not reallocate whenever its
 /// deque empties: a subscriber with 64 messages in flight (the default `max_inflight`)
-/// empties its in-flight deque many times in a drain. Freeing the deque each time cost a
-/// 100,000-message drain ~15% (mean 580k against 690k msg/s, 7 alternated runs); keeping
-/// 16 slots the same. At most 64 slots of 40 bytes stay with a session once it has had that
-/// many waiting.
+/// empties its in-flight deque many times in a drain, and freeing it each time means growing
+/// it again (4, 8, ... 64 slots). Freed at 16 slots, 100,000-message drains measured a mean of
+/// 580k against 690k msg/s over 7 alternated runs, though drains on the 2-core test machine
+/// are bimodal for any build (BENCHMARKS.md). At most 64 slots of 40 bytes stay with a
+/// session once it has had that many waiting.
 const KEEP: usize = 64;
 
 /// Reads go through `Deref` (an empty deque reads as [`EMPTY`]); writes through the methods
