@@ -20,6 +20,8 @@ pub struct IdleOpts {
     pub io_timeout: Duration,
     pub broker_pid: Option<u32>,
     pub client_prefix: String,
+    /// The Keep Alive each connection asks for (0: none).
+    pub keep_alive: u16,
 }
 
 #[derive(Debug)]
@@ -76,7 +78,8 @@ async fn run_async(o: IdleOpts) -> IdleResult {
                 let mut first_error = None;
                 let mut i = w;
                 while i < o.count {
-                    let opts = ConnectOpts::clean(format!("{}-c{i}", o.client_prefix), 0);
+                    let opts =
+                        ConnectOpts::clean(format!("{}-c{i}", o.client_prefix), o.keep_alive);
                     match Conn::connect(&o.addr, o.version, &opts, o.io_timeout).await {
                         Ok((c, _, _)) => conns.push(c),
                         Err(e) => {

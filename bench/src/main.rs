@@ -145,6 +145,11 @@ enum Cmd {
         /// Extra seconds to hold the connections (RSS is read again at the end).
         #[arg(long, default_value_t = 0.0)]
         hold_secs: f64,
+        /// Keep Alive of each connection, in seconds (0: none). Clients usually ask for one
+        /// (60 s in mosquitto_sub and paho): a broker may pay a timer per connection for it.
+        /// The clients send no PINGREQ, so hold the connections for less than 1.5 times it.
+        #[arg(long, default_value_t = 0)]
+        keep_alive: u16,
     },
     /// Starts a broker command and measures the time until a CONNECT succeeds.
     Startup {
@@ -312,6 +317,7 @@ fn real_main(cli: Cli) -> Result<ExitCode, String> {
             concurrency,
             settle_secs,
             hold_secs,
+            keep_alive,
         } => {
             let limit = idle::raise_nofile();
             if (limit as usize) < count + 64 {
@@ -327,6 +333,7 @@ fn real_main(cli: Cli) -> Result<ExitCode, String> {
                 io_timeout: Duration::from_secs(common.io_timeout_secs),
                 broker_pid: common.broker_pid,
                 client_prefix: client_prefix(),
+                keep_alive,
             };
             let r = idle::run(o, common.threads);
             if common.json {
