@@ -198,10 +198,16 @@ lat() { # name qos round
     stop_broker
 }
 
-basics() { # name: start-up on an empty state, idle RSS, idle connections
+basics() { # name: start-up on an empty state, idle RSS, idle connections (without and with a keep-alive)
     fresh "$1" "$1:startup-empty"
     idle_rss "$1:rss-idle"
     bench "$1:conns" connections --port "$(broker_port "$1")" --broker-pid "$BROKER_PID" --count $CONNS
+    stop_broker
+    # Most clients ask for a keep-alive (60 s in mosquitto_sub and paho); a fresh broker, so
+    # that the two RSS deltas do not share a warm-up.
+    fresh "$1" "$1:conns-ka:start"
+    bench "$1:conns-ka" connections --port "$(broker_port "$1")" --broker-pid "$BROKER_PID" --count $CONNS \
+        --keep-alive 60
     stop_broker
 }
 

@@ -256,6 +256,14 @@ pub fn tables(r: &Results) -> String {
         )
         .at_most(2.0),
     );
+    rows.push(
+        Row::new(
+            "memory per idle connection, keep alive 60 s (bytes)",
+            "conns-ka",
+            "bytes_per_conn",
+        )
+        .at_most(2.0),
+    );
     rows.push(Row::new("idle RSS (kB)", "rss-idle", "rss_kb").at_most(1.0));
     section("### Targets\n\n", rows);
 
@@ -339,6 +347,11 @@ pub fn tables(r: &Results) -> String {
         (
             "memory per idle connection (bytes)",
             "conns",
+            "bytes_per_conn",
+        ),
+        (
+            "memory per idle connection, keep alive 60 s (bytes)",
+            "conns-ka",
             "bytes_per_conn",
         ),
         (
