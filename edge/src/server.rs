@@ -253,6 +253,11 @@ impl Server {
             background.push(ex.spawn(async move { b.store.reap().await }));
         }
         background.push(ex.spawn(crate::heap_trim::run()));
+        // Closes connections whose keep-alive ran out (one task, not a timer per connection).
+        {
+            let b = broker.clone();
+            background.push(ex.spawn(async move { b.keep_alives.run().await }));
+        }
         if broker.cfg.sys_interval > 0 {
             background.push(ex.spawn(crate::sys_topics::run(broker.clone())));
         }

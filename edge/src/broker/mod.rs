@@ -111,6 +111,8 @@ pub struct Broker {
     memory: MemoryBudget,
     /// Deliveries and backlog reads that waited for a commit (`delivery.rs`).
     pub drain_waits: delivery::DrainWaits,
+    /// Wakes connections whose keep-alive deadline passed (the server runs its task).
+    pub keep_alives: crate::connection::KeepAliveSweep,
 }
 
 impl Broker {
@@ -156,6 +158,7 @@ impl Broker {
             sync_status: OnceLock::new(),
             memory: MemoryBudget::new(cfg_max_memory),
             drain_waits: Default::default(),
+            keep_alives: Default::default(),
         })
     }
 

@@ -444,6 +444,8 @@ async fn handshake(
     };
     tracing::debug!(%peer, %client_id, protocol = ?proto, keep_alive, session_present = connected.session_present, "client connected");
 
+    // Watched by the keep-alive sweep once the task starts (`task::run`).
+    connected.wakeup.keep_alive().start(keep_alive);
     let replies = Replies::new(connected.wakeup.clone());
     broker.stats.connection_accepted();
     // CONNACK goes first, ahead of any redelivery.
@@ -457,6 +459,6 @@ async fn handshake(
         conn,
         replies,
         permits,
-        state: super::task::State::new(keep_alive),
+        state: super::task::State::new(),
     })
 }

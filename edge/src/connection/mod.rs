@@ -7,6 +7,7 @@
 mod frame; // whole frames off the socket
 mod handshake; // CONNECT to CONNACK
 mod inbound; // the read loop and one handler per packet kind
+mod keep_alive; // keep-alive deadlines and the broker-wide sweep that enforces them
 mod outbound; // the write loop: replies, then the session's deliveries
 mod replies; // the bounded queue from the reader to the writer
 mod task; // the one task: idle wait, busy phases, panic containment, the end
@@ -14,6 +15,7 @@ mod task; // the one task: idle wait, busy phases, panic containment, the end
 /// Entry point of the connection fuzz target (not part of the API).
 #[cfg(feature = "fuzzing")]
 pub use inbound::fuzzing;
+pub use keep_alive::{KeepAlive, KeepAliveSweep};
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -153,8 +155,8 @@ impl Close {
 /// for its whole life: so the transport goes into the boxed handshake, which hands it back in
 /// the connection (`handshake::Ready`) that the task then holds inline, and the phases that
 /// are never idle (handshake, busy phases, close) run in boxes. What an idle connection's task
-/// holds is then the connection and one poll function over the socket, the connection's
-/// wake-up and the keep-alive timer (`task.rs`,
+/// holds is then the connection and one poll function over the socket and the connection's
+/// wake-up, which carries its keep-alive deadline (`task.rs`, `keep_alive.rs`,
 /// `the_connection_future_holds_the_connection_once_and_stays_small`).
 pub fn serve(
     broker: Arc<Broker>,

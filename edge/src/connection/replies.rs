@@ -109,6 +109,11 @@ impl Replies {
         &self.wakeup
     }
 
+    /// The same, shared (for the keep-alive sweep).
+    pub(super) fn wakeup_arc(&self) -> &Arc<Wakeup> {
+        &self.wakeup
+    }
+
     fn lock(&self) -> MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -1,7 +1,7 @@
 //! A connection's one task after the CONNECT handshake. Idle, it waits in one small poll
-//! function for the socket to become readable, the session's wake-up (reply, delivery, kick:
-//! one flag and one waker slot, `session/wakeup.rs`) or the keep-alive deadline, and holds no
-//! buffer. Woken, it runs a busy phase in a box, freed when
+//! function for the socket to become readable or the session's wake-up (reply, delivery, kick,
+//! the keep-alive sweep's nudge: one flag and one waker slot, `session/wakeup.rs`), and holds
+//! no buffer or timer. Woken, it runs a busy phase in a box, freed when
 //! both sides are idle again: the reader handles bursts of input while the writer sends replies
 //! (in order, each after its storage ticket) and deliveries, concurrently, so neither waits on
 //! the other (a client that writes while we write to it is still read). A panic in either side
@@ -10,10 +10,8 @@
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::{pin, Pin};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
-use std::time::{Duration, Instant};
 
 use futures_lite::{future, FutureExt};
 use mqtt_proto::v5::DisconnectReasonCode as Dr;
@@ -40,104 +38,17 @@ enum Wake {
     KeepAlive,
 }
 
-/// The time of the last input plus one and a half keep-alive periods, shared by the two
-/// sides in one atomic word (8 bytes; a limit and a `Mutex<Option<Instant>>` took 32): the
-/// keep-alive times 3 (the limit in half seconds, at most 196,605) in the top [`LIMIT_BITS`]
-/// bits, the deadline in milliseconds after [`base`] (rounded up; 0: none) in the rest
-/// (2^46 ms: over 2,000 years).
-struct KeepAlive(AtomicU64);
-
-const LIMIT_BITS: u32 = 18;
-const DEADLINE_BITS: u32 = 64 - LIMIT_BITS;
-const DEADLINE_MASK: u64 = (1 << DEADLINE_BITS) - 1;
-
-/// The instant keep-alive deadlines count from (the first connection's).
-fn base() -> Instant {
-    static BASE: OnceLock<Instant> = OnceLock::new();
-    *BASE.get_or_init(Instant::now)
-}
-
-impl KeepAlive {
-    fn new(keep_alive: u16) -> KeepAlive {
-        // One and a half keep-alive periods without a packet end the connection.
-        let k = KeepAlive(AtomicU64::new((keep_alive as u64 * 3) << DEADLINE_BITS));
-        k.touch();
-        k
-    }
-
-    /// Input arrived: the deadline moves.
-    fn touch(&self) {
-        let word = self.0.load(Ordering::Relaxed);
-        let deadline = match self.limit() {
-            // + 1: never 0, and never before the limit has passed.
-            Some(l) => ((base().elapsed() + l).as_millis() as u64 + 1) & DEADLINE_MASK,
-            None => 0,
-        };
-        self.0
-            .store(word & !DEADLINE_MASK | deadline, Ordering::Relaxed);
-    }
-
-    fn limit(&self) -> Option<Duration> {
-        let half_seconds = self.0.load(Ordering::Relaxed) >> DEADLINE_BITS;
-        (half_seconds > 0).then(|| Duration::from_millis(half_seconds * 500))
-    }
-
-    fn deadline(&self) -> Option<Instant> {
-        match self.0.load(Ordering::Relaxed) & DEADLINE_MASK {
-            0 => None,
-            ms => Some(base() + Duration::from_millis(ms)),
-        }
-    }
-
-    /// Arms `slot`, the connection's one keep-alive timer, at the deadline the first time it
-    /// waits with a keep-alive (none without), so that the task's idle state holds no 56-byte
-    /// timer. Once armed it is left alone when input moves the deadline: setting a timer
-    /// inserts it into the reactor and wakes the reactor's thread (an eventfd write and read),
-    /// which, per packet and per side of a busy phase, was ~2 syscalls and one more epoll wake
-    /// for every message a quiet connection carried.
-    fn arm(&self, slot: &mut Option<Box<smol::Timer>>) {
-        if slot.is_none() {
-            *slot = self.deadline().map(|at| Box::new(smol::Timer::at(at)));
-        }
-    }
-
-    /// Ready once the deadline has passed. The timer fires at the deadline it was armed at; if
-    /// input has moved the deadline since, it is set to the new one and waits again (at most
-    /// one more wait per keep-alive period of activity).
-    fn poll_expired(
-        &self,
-        slot: &mut Option<Box<smol::Timer>>,
-        cx: &mut std::task::Context<'_>,
-    ) -> Poll<()> {
-        let Some(timer) = slot else {
-            return Poll::Pending;
-        };
-        while Pin::new(&mut **timer).poll(cx).is_ready() {
-            match self.deadline() {
-                Some(at) if at > Instant::now() => timer.set_at(at),
-                _ => return Poll::Ready(()),
-            }
-        }
-        Poll::Pending
-    }
-}
-
 /// What the task keeps between busy phases, in [`Ready`] (held by the task) so that the idle
 /// wait holds only a pointer.
 pub(super) struct State {
-    keep_alive: KeepAlive,
-    /// The keep-alive timer of the idle wait and of the reader's waits ([`KeepAlive::arm`]).
-    keep_alive_timer: Option<Box<smol::Timer>>,
     /// Topic aliases both ways and the reader's congestion wait (the encoder, which uses the
     /// server -> client aliases, lives only in busy phases).
     publish: PublishState,
 }
 
 impl State {
-    pub(super) fn new(keep_alive: u16) -> State {
+    pub(super) fn new() -> State {
         State {
-            keep_alive: KeepAlive::new(keep_alive),
-            keep_alive_timer: None,
             publish: PublishState::default(),
         }
     }
@@ -165,6 +76,8 @@ pub(super) fn run(
         let Some(mut ready) = handshake.await else {
             return;
         };
+        let wakeup = ready.replies.wakeup_arc();
+        ready.conn.broker.keep_alives.watch(wakeup);
         let served = AssertUnwindSafe(serve_phases(&mut ready))
             .catch_unwind()
             .await;
@@ -191,12 +104,9 @@ pub(super) fn run(
 /// connection left it.
 async fn finish(ready: &Ready, sent_disconnect: bool) {
     let (stream, conn) = (&ready.stream, &ready.conn);
-    let departure = ready
-        .replies
-        .wakeup()
-        .departure()
-        .take()
-        .unwrap_or(Departure::Abnormal);
+    let wakeup = ready.replies.wakeup();
+    conn.broker.keep_alives.unwatch(wakeup);
+    let departure = wakeup.departure().take().unwrap_or(Departure::Abnormal);
     conn.broker
         .disconnect(&conn.client_id, conn.conn_id, departure)
         .await;
@@ -259,28 +169,22 @@ fn end_reading(conn: &Conn, replies: &super::replies::Replies, close: Close) {
     replies.close(close);
 }
 
-/// The idle state: waits for input, the connection's wake-up or the keep-alive deadline, in
-/// one poll function (no buffer, the connection's one timer) that holds one pointer: every
-/// idle connection's task has room for it. A wake-up since the writer's last look (the flag
-/// taken before it) ends the wait at once.
+/// The idle state: waits for input or the connection's wake-up (the keep-alive sweep nudges
+/// it once the deadline has passed), in one poll function that holds one pointer: every idle
+/// connection's task has room for it. A wake-up since the writer's last look (the flag taken
+/// before it) ends the wait at once.
 fn idle(ready: &mut Ready) -> impl Future<Output = Wake> + '_ {
-    let state = &mut ready.state;
-    // Leaves the slot empty without a keep-alive.
-    state.keep_alive.arm(&mut state.keep_alive_timer);
     future::poll_fn(move |cx| {
         // A read error is found by the read that follows.
         if ready.stream.poll_readable(cx).is_ready() {
             return Poll::Ready(Wake::Readable);
         }
-        if ready.replies.wakeup().poll_woken(cx).is_ready() {
+        let wakeup = ready.replies.wakeup();
+        if wakeup.poll_woken(cx).is_ready() {
             return Poll::Ready(Wake::Notified);
         }
-        let state = &mut ready.state;
-        if state
-            .keep_alive
-            .poll_expired(&mut state.keep_alive_timer, cx)
-            .is_ready()
-        {
+        // After the waker's registration above: a nudge from now on wakes this task.
+        if wakeup.keep_alive().expired() {
             return Poll::Ready(Wake::KeepAlive);
         }
         Poll::Pending
@@ -325,7 +229,6 @@ async fn busy(ready: &mut Ready, readable: bool, mut reading: bool) -> Busy {
             stream,
             reader,
             replies,
-            (&state.keep_alive, &mut state.keep_alive_timer),
             &mut state.publish,
             readable,
             &sides,
@@ -369,11 +272,12 @@ async fn read_side(
     stream: &Stream,
     reader: &mut FrameReader,
     replies: &super::replies::Replies,
-    (keep_alive, timer): (&KeepAlive, &mut Option<Box<smol::Timer>>),
     publish_state: &mut PublishState,
     mut readable: bool,
     sides: &Sides,
 ) -> Result<(), Close> {
+    let wakeup = replies.wakeup();
+    let keep_alive = wakeup.keep_alive();
     loop {
         match reader.try_input(stream, readable) {
             Ok(true) => {
@@ -401,12 +305,14 @@ async fn read_side(
             return Ok(());
         }
         sides.reader_idle.store(true, Ordering::Relaxed);
-        keep_alive.arm(timer);
         let waited = future::poll_fn(|cx| {
             if stream.poll_readable(cx).is_ready() {
                 return Poll::Ready(Ok(()));
             }
-            if keep_alive.poll_expired(timer, cx).is_ready() {
+            // For the sweep's nudge (the writer's wait registers the same task's waker), then
+            // the deadline is checked: a client that neither reads nor sends still times out.
+            wakeup.register(cx);
+            if keep_alive.expired() {
                 return Poll::Ready(Err(ReadError::TimedOut));
             }
             Poll::Pending

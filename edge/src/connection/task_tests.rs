@@ -2,15 +2,20 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
 
+use futures_lite::FutureExt;
 use mqtt_proto::Protocol;
 
 use crate::broker::Broker;
 use crate::connection::{inbound::PANIC_TOPIC, test_support};
 
-/// Serves the next connection of `listener` on a thread of its own.
+/// Serves the next connection of `listener` on a thread of its own, with a keep-alive sweep
+/// (the server runs the broker's one; several sweeping at once only nudge more often).
 fn serve_next(broker: &Arc<Broker>, listener: &TcpListener) -> std::thread::JoinHandle<()> {
     let fut = test_support::serve_accepted(broker, listener);
-    std::thread::spawn(move || smol::block_on(fut))
+    let broker = broker.clone();
+    std::thread::spawn(move || {
+        smol::block_on(fut.or(async move { broker.keep_alives.run().await }))
+    })
 }
 
 /// MQTT 3.1.1 CONNECT of a persistent session (clean session 0, keep alive 0), with a
@@ -181,61 +186,34 @@ fn a_panicking_connection_detaches_its_session_and_the_client_can_resume_it() {
     assert_eq!(broker.stats.counters().connection_panics, 1);
 }
 
-/// The keep-alive limit and deadline share one word: moving the deadline keeps the limit, up
-/// to the largest keep-alive (65,535 s), and no keep-alive has neither.
+/// A connection that sends nothing after its CONNECT is closed by the sweep one and a half
+/// keep-alive periods later, and leaves the sweep when it ends.
 #[test]
-fn the_keep_alive_word_keeps_its_limit_when_the_deadline_moves() {
-    use super::KeepAlive;
+fn a_silent_client_is_closed_by_the_sweep_and_leaves_it() {
     use std::time::{Duration, Instant};
-    assert!(KeepAlive::new(0).limit().is_none());
-    assert!(KeepAlive::new(0).deadline().is_none());
-    for secs in [1u16, 60, u16::MAX] {
-        let k = KeepAlive::new(secs);
-        let limit = Duration::from_millis(secs as u64 * 1500);
-        assert_eq!(k.limit(), Some(limit));
-        let before = Instant::now();
-        k.touch();
-        let deadline = k.deadline().expect("a deadline");
-        assert!(
-            deadline >= before + limit,
-            "{secs} s: deadline before the limit"
-        );
-        assert!(deadline <= Instant::now() + limit + Duration::from_millis(2));
-        assert_eq!(k.limit(), Some(limit), "{secs} s: limit kept");
-    }
-}
 
-/// The keep-alive timer is armed once and not moved by input: armed at the first deadline, it
-/// fires there, finds the deadline moved by the input since and waits for the new one.
-#[test]
-fn the_keep_alive_timer_waits_for_the_deadline_input_moved_after_it_was_armed() {
-    use super::KeepAlive;
-    use std::time::{Duration, Instant};
-    let k = KeepAlive::new(1);
-    let mut slot = None;
-    k.arm(&mut slot);
-    let armed_at = k.deadline().expect("a deadline");
-    std::thread::sleep(Duration::from_millis(600));
-    k.touch();
-    let moved_to = k.deadline().expect("a deadline");
-    assert!(moved_to > armed_at + Duration::from_millis(500));
-    smol::block_on(futures_lite::future::poll_fn(|cx| {
-        k.poll_expired(&mut slot, cx)
-    }));
-    let now = Instant::now();
+    let t = test_support::conn(Protocol::V311, false);
+    let broker = t.conn.broker.clone();
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let mut c = TcpStream::connect(listener.local_addr().expect("address")).expect("connect");
+    c.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    // CONNECT: clean session, keep alive 1 s, client id "ka".
+    c.write_all(&[
+        0x10, 14, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 1, 0, 2, b'k', b'a',
+    ])
+    .expect("CONNECT");
+    let task = serve_next(&broker, &listener);
+    assert!(!read_connack(&mut c));
+    let connected = Instant::now();
+    let mut buf = [0u8; 16];
+    let n = c.read(&mut buf).unwrap_or(0);
+    let closed_after = connected.elapsed();
+    task.join().expect("connection task");
+    assert_eq!(n, 0, "closed without a packet (3.1.1): {:?}", &buf[..n]);
     assert!(
-        now >= moved_to,
-        "expired {:?} before the moved deadline",
-        moved_to - now
+        closed_after >= Duration::from_millis(1400) && closed_after < Duration::from_secs(3),
+        "closed {closed_after:?} after the CONNACK"
     );
-    assert!(
-        now < moved_to + Duration::from_millis(500),
-        "expired {:?} late",
-        now - moved_to
-    );
-    // Without a keep-alive nothing is armed and nothing expires.
-    let none = KeepAlive::new(0);
-    let mut slot = None;
-    none.arm(&mut slot);
-    assert!(slot.is_none());
+    assert_eq!(broker.keep_alives.watched(), 0, "it left the sweep");
 }

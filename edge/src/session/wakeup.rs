@@ -4,9 +4,10 @@
 //! takes the flag before it looks for work and registers its waker before it checks the flag
 //! again, so a wake-up in between is found by that check.
 
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 use crate::broker::Departure;
+use crate::connection::KeepAlive;
 use std::task::{Context, Poll};
 
 // `atomic-waker` (smol-rs): the lock-free single-waker slot this needs, already in the tree
@@ -26,17 +27,63 @@ const WOKEN: u8 = 1;
 const KICK_SHIFT: u32 = 1;
 
 /// One connection's wake-up: replies from its reader, deliveries or a free in-flight slot
-/// from its session, and kicks all go through it. It also carries the connection's end as
-/// its reader chose it: the allocation has room for those 8 bytes (48 -> 56 of a 64-byte
-/// block), which would otherwise take 8 in every connection's task.
-#[derive(Debug, Default)]
+/// from its session, kicks and the keep-alive sweep all go through it. It also carries the
+/// connection's end as its reader chose it and its keep-alive deadline, which the sweep reads
+/// (`connection/keep_alive.rs`): 64 bytes with the `Arc`'s counts, one mimalloc size class.
+#[derive(Debug)]
 pub struct Wakeup {
     state: AtomicU8,
+    /// Its index among the connections the keep-alive sweep watches (`u32::MAX`: none).
+    sweep_slot: AtomicU32,
     waker: AtomicWaker,
     departure: DepartureSlot,
+    keep_alive: KeepAlive,
+}
+
+impl Default for Wakeup {
+    fn default() -> Self {
+        Wakeup {
+            state: AtomicU8::new(0),
+            sweep_slot: AtomicU32::new(u32::MAX),
+            waker: AtomicWaker::new(),
+            departure: DepartureSlot::default(),
+            keep_alive: KeepAlive::default(),
+        }
+    }
 }
 
 impl Wakeup {
+    /// The connection's keep-alive deadline.
+    pub fn keep_alive(&self) -> &KeepAlive {
+        &self.keep_alive
+    }
+
+    /// Its index in the keep-alive sweep's list, if watched.
+    pub fn sweep_slot(&self) -> Option<usize> {
+        match self.sweep_slot.load(Ordering::Relaxed) {
+            u32::MAX => None,
+            i => Some(i as usize),
+        }
+    }
+
+    /// Set by the sweep, under its lock.
+    pub fn set_sweep_slot(&self, slot: Option<usize>) {
+        let i = slot.map_or(u32::MAX, |i| u32::try_from(i).unwrap_or(u32::MAX - 1));
+        self.sweep_slot.store(i, Ordering::Relaxed);
+    }
+
+    /// The keep-alive sweep found the deadline passed: the task runs and looks (without the
+    /// "look again" flag, so a busy phase is not made to look for work).
+    pub fn nudge(&self) {
+        self.waker.wake();
+    }
+
+    /// Registers the task's waker for kicks, wake-ups and nudges without taking the flag (the
+    /// reader's wait; the writer's takes it). Check what the wake-up may signal after this.
+    pub fn register(&self, cx: &Context<'_>) {
+        self.waker.register(cx.waker());
+    }
+
     /// The connection's end as its reader chose it.
     pub fn departure(&self) -> &DepartureSlot {
         &self.departure
