@@ -165,7 +165,7 @@ impl Session {
     /// most its in-flight window, not the 8,192 recorded ahead), and those deliveries go out
     /// later with fresh ids and without DUP.
     pub(super) fn evict_window(&mut self, ops: &mut Vec<Op>) {
-        if !self.queue.iter().any(|d| d.persisted) {
+        if !self.queue.iter().any(|d| d.persisted()) {
             // Nothing goes to disk: the window stays as it is.
             return;
         }
@@ -174,7 +174,7 @@ impl Session {
         let mut kept = VecDeque::new();
         let mut first = None;
         for d in self.queue.take_all() {
-            if !d.persisted {
+            if !d.persisted() {
                 kept.push_back(d);
                 continue;
             }

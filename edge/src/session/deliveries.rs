@@ -12,7 +12,7 @@ use super::queue::Delivery;
 /// empties its in-flight deque many times in a drain, and freeing it each time means growing
 /// it again (4, 8, ... 64 slots). Freed at 16 slots, 100,000-message drains measured a mean of
 /// 580k against 690k msg/s over 7 alternated runs, though drains on the 2-core test machine
-/// are bimodal for any build (BENCHMARKS.md). At most 64 slots of 40 bytes stay with a
+/// are bimodal for any build (BENCHMARKS.md). At most 64 slots of 32 bytes stay with a
 /// session once it has had that many waiting.
 const KEEP: usize = 64;
 
@@ -112,17 +112,16 @@ impl Deliveries {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::queue::{OutState, SubIds};
+    use crate::session::queue::{Marks, OutState, SubIds};
 
     fn delivery(seq: u64) -> Delivery {
         Delivery {
             seq,
             msg: crate::session::tests::msg("t"),
             qos: 1,
-            retain: false,
+            marks: Marks::new(false, false),
             sub_ids: SubIds::default(),
             state: OutState::Unsent,
-            persisted: false,
         }
     }
 
@@ -200,9 +199,9 @@ mod tests {
         }
         assert_eq!(d.get(1).map(|x| x.seq), Some(7));
         for x in d.iter_mut() {
-            x.retain = true;
+            x.qos = 2;
         }
-        assert!(d.iter().all(|x| x.retain));
+        assert!(d.iter().all(|x| x.qos == 2));
         let mut big: VecDeque<Delivery> = (0..40).map(delivery).collect();
         big.clear();
         assert!(

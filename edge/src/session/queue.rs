@@ -128,9 +128,9 @@ pub(super) enum OutState {
     Unsent,
     /// Not sent yet, but its packet id is recorded ahead (a crash makes it a redelivery with
     /// DUP, which means "might have been sent"), so that sending it later waits for no commit.
-    /// With the low 32 bits of its reservation round ([`Session::full_round`] gives the
-    /// round): 8 bytes for the state where a `u64` made 16, in every waiting delivery.
-    Reserved(Pid, u32),
+    /// With the low 16 bits of its reservation round ([`Session::full_round`] gives the
+    /// round): 6 bytes for the state where a `u64` made 16, in every waiting delivery.
+    Reserved(Pid, u16),
     /// PUBLISH sent (QoS 1 waits for PUBACK, QoS 2 for PUBREC).
     Sent(Pid),
     /// QoS 2: PUBREL sent, waiting for PUBCOMP.
@@ -173,16 +173,51 @@ impl SubIds {
     }
 }
 
+/// One message waiting for (or in flight to) this session's client: 32 bytes, in every
+/// waiting delivery (up to a window per draining session, a queue per slow subscriber):
+/// the state's 6 bytes, the QoS and [`Marks`] fill the fourth word
+/// (`a_waiting_delivery_takes_32_bytes_and_keeps_its_subscription_ids`).
 #[derive(Debug, Clone)]
 pub(super) struct Delivery {
     pub(super) seq: u64,
     pub(super) msg: Arc<Message>,
     pub(super) qos: u8,
-    pub(super) retain: bool,
+    pub(super) marks: Marks,
     pub(super) sub_ids: SubIds,
     pub(super) state: OutState,
-    /// Has a `session_queue` record under `seq` (see the module invariants).
-    pub(super) persisted: bool,
+}
+
+/// A delivery's flags in one byte: its retain flag, and whether it has a `session_queue`
+/// record under its `seq` (see the module invariants).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Marks(u8);
+
+impl Marks {
+    const RETAIN: u8 = 1;
+    const PERSISTED: u8 = 2;
+
+    pub(super) fn new(retain: bool, persisted: bool) -> Marks {
+        let mut m = 0;
+        if retain {
+            m |= Self::RETAIN;
+        }
+        if persisted {
+            m |= Self::PERSISTED;
+        }
+        Marks(m)
+    }
+}
+
+impl Delivery {
+    /// The retain flag it is sent with.
+    pub(super) fn retain(&self) -> bool {
+        self.marks.0 & Marks::RETAIN != 0
+    }
+
+    /// Has a `session_queue` record under `seq`.
+    pub(super) fn persisted(&self) -> bool {
+        self.marks.0 & Marks::PERSISTED != 0
+    }
 }
 
 impl Session {
@@ -191,8 +226,8 @@ impl Session {
         self.durable.as_deref().unwrap_or(&NO_DURABLE)
     }
 
-    /// The reservation round whose low 32 bits are `low` ([`OutState::Reserved`]).
-    pub(super) fn full_round(&self, low: u32) -> u64 {
+    /// The reservation round whose low 16 bits are `low` ([`OutState::Reserved`]).
+    pub(super) fn full_round(&self, low: u16) -> u64 {
         round_from_low(self.durable().reserved_round, low)
     }
 }
@@ -209,10 +244,9 @@ impl Delivery {
             seq,
             msg: Arc::new(d.msg),
             qos: d.qos,
-            retain: d.retain,
+            marks: Marks::new(d.retain, true),
             sub_ids: d.sub_ids.into(),
             state,
-            persisted: true,
         }
     }
 }
@@ -311,10 +345,9 @@ impl Session {
                 seq,
                 msg,
                 qos,
-                retain,
+                marks: Marks::new(retain, persisted),
                 sub_ids: sub_ids.into(),
                 state: OutState::Unsent,
-                persisted,
             };
             match self.durable.as_mut().filter(|x| x.backlog.count > 0) {
                 Some(x) => x.backlog.later.push_back(d),
@@ -367,7 +400,7 @@ impl Session {
             // Expired messages are dropped unless already sent once (the receiver may hold it).
             let unsent = matches!(d.state, OutState::Unsent | OutState::Reserved(..));
             if unsent && d.msg.is_expired(now_ms) {
-                if d.persisted {
+                if d.persisted() {
                     ops.push(Op::Dequeue {
                         client: self.client_id.clone(),
                         seq: d.seq,
@@ -377,10 +410,11 @@ impl Session {
                 continue;
             }
             if d.qos == 0 {
+                let retain = d.retain();
                 out.push(Outgoing::Publish {
                     msg: d.msg,
                     qos_pid: QosPid::Level0,
-                    retain: d.retain,
+                    retain,
                     dup: false,
                     sub_ids: d.sub_ids.into_vec(),
                 });
@@ -389,9 +423,9 @@ impl Session {
             match d.state {
                 OutState::Unsent => {
                     let pid = self.alloc_pid(&mut used);
-                    wait.fresh_ids |= d.persisted;
+                    wait.fresh_ids |= d.persisted();
                     d.state = OutState::Sent(pid);
-                    if d.persisted {
+                    if d.persisted() {
                         ops.push(Op::MarkSent {
                             client: self.client_id.clone(),
                             seq: d.seq,
@@ -511,7 +545,7 @@ impl Session {
                     have += 1;
                     continue;
                 }
-                OutState::Unsent if !d.persisted || d.qos == 0 => break,
+                OutState::Unsent if !d.persisted() || d.qos == 0 => break,
                 OutState::Unsent => {}
             }
             let pid = self.alloc_pid(used);
@@ -519,7 +553,7 @@ impl Session {
                 break;
             };
             // The low half of the round (see `OutState::Reserved`).
-            d.state = OutState::Reserved(pid, round as u32);
+            d.state = OutState::Reserved(pid, round as u16);
             ops.push(Op::MarkSent {
                 client: self.client_id.clone(),
                 seq: d.seq,
@@ -550,7 +584,7 @@ impl Session {
             return false;
         };
         if let Some(d) = self.inflight.remove(i) {
-            if d.persisted {
+            if d.persisted() {
                 ops.push(Op::Dequeue {
                     client: self.client_id.clone(),
                     seq: d.seq,
@@ -573,7 +607,7 @@ impl Session {
             return false;
         };
         d.state = OutState::Released(pid);
-        if d.persisted {
+        if d.persisted() {
             ops.push(Op::MarkSent {
                 client: self.client_id.clone(),
                 seq: d.seq,
@@ -619,19 +653,24 @@ impl Session {
     }
 }
 
-/// The round at or before `current` (the session's last reservation round) whose low 32 bits
-/// are `low`: exact while the rounds still waiting are fewer than 2^32 behind `current` (they
+/// The round at or before `current` (the session's last reservation round) whose low 16 bits
+/// are `low`: exact while the rounds still waiting are fewer than 2^16 behind `current` (they
 /// are at most one per reserved delivery, and at most [`RESERVE_AHEAD`] deliveries are).
-pub(super) fn round_from_low(current: u64, low: u32) -> u64 {
-    current.wrapping_sub(u64::from((current as u32).wrapping_sub(low)))
+pub(super) fn round_from_low(current: u64, low: u16) -> u64 {
+    current.wrapping_sub(u64::from((current as u16).wrapping_sub(low)))
 }
+
+const _: () = assert!(
+    RESERVE_AHEAD < 1 << 16,
+    "rounds waiting fit the low 16 bits"
+);
 
 impl Delivery {
     fn publish(&self, pid: Pid, dup: bool) -> Outgoing {
         Outgoing::Publish {
             msg: self.msg.clone(),
             qos_pid: qos_pid(self.qos, pid),
-            retain: self.retain,
+            retain: self.retain(),
             dup,
             sub_ids: self.sub_ids.to_vec(),
         }

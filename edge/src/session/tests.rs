@@ -204,12 +204,12 @@ pub(super) fn reconnect(s: &mut Session, ops: &mut Vec<Op>) {
         .inflight
         .iter()
         .chain(s.queue.iter())
-        .filter(|d| d.persisted)
+        .filter(|d| d.persisted())
     {
         let rec = DeliveryRecord {
             msg: (*d.msg).clone(),
             qos: d.qos,
-            retain: d.retain,
+            retain: d.retain(),
             sub_ids: d.sub_ids.to_vec(),
             pid: d.state.pid().map_or(0, Pid::value),
             released: matches!(d.state, OutState::Released(_)),
@@ -629,10 +629,11 @@ fn a_drained_window_and_in_flight_window_give_their_memory_back() {
 }
 
 #[test]
-fn a_waiting_delivery_takes_40_bytes_and_keeps_its_subscription_ids() {
+fn a_waiting_delivery_takes_32_bytes_and_keeps_its_subscription_ids() {
     // 64 with the subscription identifiers in a `Vec` (see `SubIds`), 48 with the whole
-    // reservation round in `OutState::Reserved`.
-    assert!(std::mem::size_of::<super::queue::Delivery>() <= 40);
+    // reservation round in `OutState::Reserved`, 40 with its low 32 bits and the retain and
+    // stored flags as two `bool`s.
+    assert!(std::mem::size_of::<super::queue::Delivery>() <= 32);
     assert_eq!(
         super::queue::SubIds::from(Vec::new()),
         super::queue::SubIds::default()
@@ -670,6 +671,13 @@ fn a_reservation_round_is_found_from_its_low_half_across_the_wrap() {
     let wrapped = (1u64 << 32) + 5;
     assert_eq!(round_from_low(wrapped, 5), wrapped);
     assert_eq!(round_from_low(wrapped, 2), wrapped - 3);
-    assert_eq!(round_from_low(wrapped, u32::MAX), (1u64 << 32) - 1);
-    assert_eq!(round_from_low(wrapped, u32::MAX - 8190), wrapped - 8196);
+    assert_eq!(round_from_low(wrapped, u16::MAX), (1u64 << 32) - 1);
+    assert_eq!(round_from_low(wrapped, u16::MAX - 8190), wrapped - 8196);
+    // Across the low half's own wrap, a window of rounds behind.
+    let low_wrapped = (1u64 << 16) + 100;
+    assert_eq!(round_from_low(low_wrapped, 100), low_wrapped);
+    assert_eq!(
+        round_from_low(low_wrapped, u16::MAX - 8000),
+        (1u64 << 16) - 8001
+    );
 }
