@@ -91,6 +91,22 @@ fn an_ended_connection_gives_back_its_places_under_both_connection_limits() {
     drop((again, others));
 }
 
+/// A clean MQTT 3.1.1 client "ka" with a keep-alive of 1 s, served on a thread of its own,
+/// its CONNACK read.
+fn connect_with_keep_alive_1s(broker: &Arc<Broker>) -> (TcpStream, std::thread::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let mut c = TcpStream::connect(listener.local_addr().expect("address")).expect("connect");
+    c.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("timeout");
+    c.write_all(&[
+        0x10, 14, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 1, 0, 2, b'k', b'a',
+    ])
+    .expect("CONNECT");
+    let task = serve_next(broker, &listener);
+    assert!(!read_connack(&mut c));
+    (c, task)
+}
+
 /// Deliveries wake the connection but are not input: a client that only receives still
 /// times out one and a half keep-alive periods after its last packet.
 #[test]
@@ -100,17 +116,7 @@ fn deliveries_do_not_count_as_keep_alive_activity() {
 
     let t = test_support::conn(Protocol::V311, false);
     let broker = t.conn.broker.clone();
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let mut c = TcpStream::connect(listener.local_addr().expect("address")).expect("connect");
-    c.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    // CONNECT: clean session, keep alive 1 s, client id "ka".
-    c.write_all(&[
-        0x10, 14, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 1, 0, 2, b'k', b'a',
-    ])
-    .expect("CONNECT");
-    let task = serve_next(&broker, &listener);
-    assert!(!read_connack(&mut c));
+    let (mut c, task) = connect_with_keep_alive_1s(&broker);
     c.write_all(&[0x82, 9, 0, 1, 0, 4, b'k', b'a', b'/', b't', 0])
         .expect("SUBSCRIBE");
     let mut suback = [0u8; 5];
@@ -194,17 +200,7 @@ fn a_silent_client_is_closed_by_the_sweep_and_leaves_it() {
 
     let t = test_support::conn(Protocol::V311, false);
     let broker = t.conn.broker.clone();
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let mut c = TcpStream::connect(listener.local_addr().expect("address")).expect("connect");
-    c.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    // CONNECT: clean session, keep alive 1 s, client id "ka".
-    c.write_all(&[
-        0x10, 14, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 1, 0, 2, b'k', b'a',
-    ])
-    .expect("CONNECT");
-    let task = serve_next(&broker, &listener);
-    assert!(!read_connack(&mut c));
+    let (mut c, task) = connect_with_keep_alive_1s(&broker);
     let connected = Instant::now();
     let mut buf = [0u8; 16];
     let n = c.read(&mut buf).unwrap_or(0);
