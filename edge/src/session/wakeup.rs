@@ -176,6 +176,13 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
+    /// With the `Arc`'s two counts, a wake-up fills one 64-byte block: every connection has
+    /// one (it was 56 bytes before it carried the keep-alive deadline and the sweep's slot).
+    #[test]
+    fn a_wake_up_fits_a_64_byte_block_with_its_counts() {
+        assert!(std::mem::size_of::<Wakeup>() + 16 <= 64);
+    }
+
     /// Polls `w` once with a waker that counts its wake-ups.
     fn poll_counting(w: &Wakeup, count: &Arc<std::sync::atomic::AtomicUsize>) -> Poll<()> {
         struct Counter(Arc<std::sync::atomic::AtomicUsize>);
