@@ -163,7 +163,8 @@ impl KeepAliveSweep {
     }
 
     /// How many connections are watched (dead ones not yet swept included).
-    pub fn watched(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn watched(&self) -> usize {
         self.lock().len()
     }
 

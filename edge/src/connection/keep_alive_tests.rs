@@ -32,15 +32,19 @@ fn until_expired(w: &Wakeup) -> Instant {
     Instant::now()
 }
 
-/// Woken at `deadline`, not before, and with 700 ms of slack for a loaded machine (the
-/// faults these tests catch are seconds late).
-fn assert_woken_at(expired_at: Instant, deadline: Instant) {
+/// Waits (as [`until_expired`]) for `w` to be woken, and checks that it was woken at its
+/// deadline, not before, with 700 ms of slack for a loaded machine (the faults these tests
+/// catch are seconds late). Returns the deadline.
+fn assert_woken_at_its_deadline(w: &Wakeup) -> Instant {
+    let expired_at = until_expired(w);
+    let deadline = w.keep_alive().deadline().expect("a deadline");
     assert!(expired_at >= deadline, "woken before the deadline");
     assert!(
         expired_at < deadline + Duration::from_millis(700),
         "woken {:?} late",
         expired_at - deadline
     );
+    deadline
 }
 
 /// Runs `sweep` on a thread of its own until dropped.
@@ -107,10 +111,8 @@ fn the_sweep_wakes_a_connection_at_its_deadline_moved_by_input() {
     let _sweeping = sweeping(&sweep);
     std::thread::sleep(Duration::from_millis(600));
     w.keep_alive().touch();
-    let expired_at = until_expired(&w);
-    let moved_to = w.keep_alive().deadline().expect("a deadline");
+    let moved_to = assert_woken_at_its_deadline(&w);
     assert!(moved_to > first + Duration::from_millis(500));
-    assert_woken_at(expired_at, moved_to);
 }
 
 /// A connection that comes while the sweep sleeps towards a later deadline is still woken at
@@ -125,9 +127,7 @@ fn a_connection_due_sooner_than_the_sweeps_next_look_is_woken_in_time() {
     std::thread::sleep(Duration::from_millis(100));
     let soon = started(1);
     sweep.watch(&soon);
-    let expired_at = until_expired(&soon);
-    let deadline = soon.keep_alive().deadline().expect("a deadline");
-    assert_woken_at(expired_at, deadline);
+    assert_woken_at_its_deadline(&soon);
     assert!(!late.keep_alive().expired());
 }
 
@@ -142,9 +142,7 @@ fn a_connection_that_was_nudged_and_then_read_input_is_swept_again() {
     until_expired(&w);
     // The nudge came; the task found input instead of closing.
     w.keep_alive().touch();
-    let expired_at = until_expired(&w);
-    let deadline = w.keep_alive().deadline().expect("a deadline");
-    assert_woken_at(expired_at, deadline);
+    assert_woken_at_its_deadline(&w);
 }
 
 /// Connections leave the sweep in any order and the others' slots stay exact; one dropped
