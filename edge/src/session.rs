@@ -19,6 +19,7 @@ mod queue; // outgoing deliveries: queue window, in-flight, packet ids recorded 
 mod sent_ids; // the reserved packet ids of backlog deliveries, as runs
 #[cfg(test)]
 mod tests;
+pub use flow::{Mark, QOS0_PAUSE, QOS0_RESUME};
 mod wakeup; // the connection's wake-up: flag, kick, one waker slot, its chosen departure
 #[cfg(test)]
 mod window_tests;
@@ -117,6 +118,9 @@ pub struct Session {
     durable: Option<Box<Durable>>,
     /// Bytes (`Message::weight`) of every waiting delivery, in memory or on disk.
     queued_bytes: usize,
+    /// Waiting QoS 0 deliveries (all in memory): publishers of them pause at a lower mark
+    /// than the queue's (`flow.rs`, [`QOS0_PAUSE`]).
+    waiting_qos0: u32,
     /// Sent and not yet acknowledged, at most `inflight_limit`, all with QoS > 0.
     inflight: Deliveries,
     /// The will, QoS 2 packet ids received and paused publishers' event: most sessions have
@@ -160,11 +164,18 @@ struct Extras {
     /// Created by the first publisher that has to wait ([`Session::congestion`]); kept from
     /// then on (publishers hold it).
     drained: Option<Arc<Event>>,
+    /// The same for publishers paused by the QoS 0 mark ([`QOS0_PAUSE`]): fired when the
+    /// waiting QoS 0 deliveries are down to [`QOS0_RESUME`]. Apart from `drained`, so that neither
+    /// mark wakes the publishers waiting on the other.
+    drained_qos0: Option<Arc<Event>>,
 }
 
 impl Extras {
     fn is_empty(&self) -> bool {
-        self.will.is_none() && self.qos2_in.is_empty() && self.drained.is_none()
+        self.will.is_none()
+            && self.qos2_in.is_empty()
+            && self.drained.is_none()
+            && self.drained_qos0.is_none()
     }
 }
 
@@ -252,6 +263,7 @@ impl Session {
             queue: Deliveries::default(),
             durable: None,
             queued_bytes: 0,
+            waiting_qos0: 0,
             inflight: Deliveries::default(),
             extras: None,
             pids: edge_mqtt::pid::PidAllocator::default(),

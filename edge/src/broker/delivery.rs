@@ -16,7 +16,7 @@ use mqtt_proto::{Pid, QosPid};
 
 use super::Broker;
 use crate::message::{now_ms, Message};
-use crate::session::{Refill, TakeWait};
+use crate::session::{Mark, Refill, TakeWait};
 use crate::storage::Ticket;
 
 /// How often delivering had to wait for a commit still under way: a batch of deliveries whose
@@ -42,8 +42,8 @@ impl DrainWaits {
 /// Why a publisher should pause.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cause {
-    /// This online subscriber's queue passed its high-water mark.
-    Subscriber(Arc<str>),
+    /// This online subscriber's queue passed a high-water mark (`session/flow.rs`).
+    Subscriber(Arc<str>, Mark),
     /// The broker's memory passed half of `limits.max_memory`.
     Memory,
 }
@@ -224,17 +224,17 @@ impl Broker {
         .await
     }
 
-    /// Whether the cause of a congestion still holds: a session over its high-water mark, or
+    /// Whether the cause of a congestion still holds: a session over the mark it paused on, or
     /// memory over 3/8 of its bound (publishers re-check after registering for `drained`, so
     /// that no wake-up is lost).
     pub fn congested(&self, c: &Congestion) -> bool {
         match &c.cause {
-            Cause::Subscriber(client) => {
+            Cause::Subscriber(client, mark) => {
                 let limits = self.queue_limits();
                 self.lock()
                     .sessions
                     .get(client)
-                    .is_some_and(|s| s.congested(limits))
+                    .is_some_and(|s| s.over(*mark, limits))
             }
             Cause::Memory => !self.memory.relieved(),
         }

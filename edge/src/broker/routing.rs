@@ -15,8 +15,9 @@ use crate::storage::{Op, Ticket};
 #[derive(Debug, Clone)]
 pub enum Published {
     /// Routed; `matched` is false when no subscriber took it. `congested` names an online
-    /// session whose queue passed its high-water mark: the publisher should pause reading
-    /// until that session's `drained` event (flow control instead of dropping).
+    /// session over a water mark (its queue's, or the QoS 0 one for a QoS 0 delivery): the
+    /// publisher should pause reading until that mark's `drained` event (flow control
+    /// instead of dropping).
     Accepted {
         ticket: Option<Ticket>,
         matched: bool,
@@ -131,8 +132,8 @@ impl Broker {
                 matched = true;
                 let qos = msg.qos.min(t.qos);
                 let dropped = s.queue_figures().dropped;
-                if s.enqueue(msg.clone(), qos, retain, t.sub_ids, limits, ops) {
-                    congested.get_or_insert_with(|| s.congestion());
+                if let Some(mark) = s.enqueue(msg.clone(), qos, retain, t.sub_ids, limits, ops) {
+                    congested.get_or_insert_with(|| s.congestion(mark));
                 }
                 self.count_queue_drops(dropped, s.queue_figures().dropped);
             }
@@ -166,8 +167,9 @@ impl Broker {
                 matched = true;
                 let ids = if opts.id != 0 { vec![opts.id] } else { vec![] };
                 let dropped = s.queue_figures().dropped;
-                if s.enqueue(msg.clone(), msg.qos.min(opts.qos), false, ids, limits, ops) {
-                    congested.get_or_insert_with(|| s.congestion());
+                let qos = msg.qos.min(opts.qos);
+                if let Some(mark) = s.enqueue(msg.clone(), qos, false, ids, limits, ops) {
+                    congested.get_or_insert_with(|| s.congestion(mark));
                 }
                 self.count_queue_drops(dropped, s.queue_figures().dropped);
             }

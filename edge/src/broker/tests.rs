@@ -443,3 +443,38 @@ fn the_memory_bound_pauses_publishers_and_refuses_deliveries_kept_in_memory_only
     };
     assert!(!t.broker.congested(&c), "relieved under 3/8");
 }
+
+#[test]
+fn a_qos0_flood_pauses_its_publisher_at_the_qos0_mark_and_lets_qos1_publishers_through() {
+    use crate::session::{Mark, QOS0_PAUSE, QOS0_RESUME};
+    let t = broker();
+    let sub = connect(&t.broker, "sub", 0);
+    subscribe(&t.broker, "sub", "t");
+    let cause = |p: Published| match p {
+        Published::Accepted { congested, .. } => congested.map(|c| c.cause),
+        other => panic!("not accepted: {other:?}"),
+    };
+    for i in 1..QOS0_PAUSE {
+        assert_eq!(cause(publish(&t.broker, "t", 0, false)), None, "after {i}");
+    }
+    let paused = Cause::Subscriber("sub".into(), Mark::Qos0);
+    assert_eq!(
+        cause(publish(&t.broker, "t", 0, false)),
+        Some(paused.clone())
+    );
+    // Far under the queue's own mark (7,500): a QoS 1 delivery does not count towards the
+    // QoS 0 one, and its publisher goes on.
+    assert_eq!(cause(publish(&t.broker, "t", 1, false)), None);
+    let c = Congestion {
+        cause: paused,
+        drained: Arc::new(event_listener::Event::new()),
+    };
+    assert!(t.broker.congested(&c));
+    let mut taken = 0;
+    while taken < QOS0_PAUSE - QOS0_RESUME {
+        let (out, _) = smol::block_on(t.broker.take_outgoing(&"sub".into(), sub.conn_id, 64));
+        assert!(!out.is_empty());
+        taken += out.len();
+    }
+    assert!(!t.broker.congested(&c), "under the QoS 0 mark again");
+}

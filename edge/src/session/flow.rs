@@ -1,9 +1,40 @@
 //! Publisher flow control on one session: the water marks of its queue (publishers pause at
-//! three quarters of a bound and go on under half) and the events that wake paused publishers
-//! and the attached connection's writer.
+//! three quarters of a bound and go on under half), a lower pair for its QoS 0 deliveries
+//! ([`QOS0_PAUSE`], [`QOS0_RESUME`]), and the events that wake paused publishers and the
+//! attached connection's writer. Each pair has its own event: a publisher is woken only by the
+//! mark it paused on.
+
+use std::sync::Arc;
+
+use event_listener::Event;
 
 use super::{QueueLimits, Session};
 use crate::broker::{Cause, Congestion};
+
+/// Waiting QoS 0 deliveries at which an online session pauses the publishers of more; they go
+/// on at [`QOS0_RESUME`]. The queue's own marks (3/4 of `limits.max_queued_messages`, 7,500 by
+/// default, 75,000 in the Raspberry Pi config) are sized for QoS 1/2 backlogs, which live on
+/// disk. QoS 0 deliveries only ever live in memory, 32 bytes each plus their message, and
+/// nothing else bounds them (a QoS 1/2 publisher's window ends at the broker's
+/// acknowledgement, not at the delivery): paused at 7,500, a 1 -> 100 flood of small QoS 0
+/// messages peaked at 35-42 MB of RSS; at 1,024, 13 MB at the same rate (BENCHMARKS.md,
+/// "A QoS 0 pause mark"). 1,024 messages are still ~30 ms of a subscriber's sends at the
+/// rates measured here, so the subscriber's socket never runs dry.
+pub const QOS0_PAUSE: usize = 1024;
+
+/// Waiting QoS 0 deliveries at which the publishers paused by [`QOS0_PAUSE`] go on: three
+/// quarters of it, so a subscriber still has 768 to send while they wake (at half, the 1 -> 100
+/// flood's rate varied more between runs: 2.6M-3.3M against 3.0M-3.2M msg/s).
+pub const QOS0_RESUME: usize = QOS0_PAUSE / 4 * 3;
+
+/// The water mark a publisher paused on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mark {
+    /// The queue's: 3/4 of `limits.max_queued_messages` or `max_queued_bytes`.
+    Queue,
+    /// The session's waiting QoS 0 deliveries: [`QOS0_PAUSE`], [`QOS0_RESUME`].
+    Qos0,
+}
 
 impl Session {
     /// Online with the queue at three quarters of a bound: publishers to it should pause.
@@ -13,33 +44,57 @@ impl Session {
                 || self.queued_bytes * 4 >= limits.max_bytes * 3)
     }
 
+    /// Online and over `mark`: the publishers paused on it stay paused.
+    pub fn over(&self, mark: Mark, limits: QueueLimits) -> bool {
+        match mark {
+            Mark::Queue => self.congested(limits),
+            Mark::Qos0 => self.online() && self.waiting_qos0 as usize >= QOS0_PAUSE,
+        }
+    }
+
+    /// The mark the publisher of a delivery of `qos` just queued should pause on, if any: the
+    /// queue's for any publisher, the QoS 0 one for the publishers of QoS 0 deliveries.
+    pub(super) fn pressed(&self, qos: u8, limits: QueueLimits) -> Option<Mark> {
+        if self.congested(limits) {
+            Some(Mark::Queue)
+        } else if qos == 0 && self.over(Mark::Qos0, limits) {
+            Some(Mark::Qos0)
+        } else {
+            None
+        }
+    }
+
     /// Queue at half of both bounds: paused publishers may go on.
     fn under_low_water(&self, limits: QueueLimits) -> bool {
         self.queued_len() * 2 <= limits.max_messages && self.queued_bytes * 2 <= limits.max_bytes
     }
 
-    /// Wakes paused publishers if the queue is under its low-water mark.
+    /// Wakes the publishers paused on a mark the queue is back under the low side of.
     pub fn notify_if_drained(&self, limits: QueueLimits) {
-        if let Some(d) = self
-            .extras
-            .as_ref()
-            .and_then(|e| e.drained.as_ref())
-            .filter(|_| self.under_low_water(limits))
+        let Some(e) = self.extras.as_ref() else {
+            return;
+        };
+        if let Some(d) = e.drained.as_ref().filter(|_| self.under_low_water(limits)) {
+            d.notify(usize::MAX);
+        }
+        if let Some(d) =
+            (e.drained_qos0.as_ref()).filter(|_| self.waiting_qos0 as usize <= QOS0_RESUME)
         {
             d.notify(usize::MAX);
         }
     }
 
-    /// This session as something a publisher can wait on (its `drained` event is created
-    /// here, by the first publisher that has to wait: most sessions never need one).
-    pub fn congestion(&mut self) -> Congestion {
-        let drained = self
-            .extras_mut()
-            .drained
-            .get_or_insert_with(Default::default)
-            .clone();
+    /// This session as something a publisher paused on `mark` can wait on (the mark's event is
+    /// created here, by the first publisher that has to wait: most sessions never need one).
+    pub fn congestion(&mut self, mark: Mark) -> Congestion {
+        let extras = self.extras_mut();
+        let event = match mark {
+            Mark::Queue => &mut extras.drained,
+            Mark::Qos0 => &mut extras.drained_qos0,
+        };
+        let drained = event.get_or_insert_with(Arc::<Event>::default).clone();
         Congestion {
-            cause: Cause::Subscriber(self.client_id.clone()),
+            cause: Cause::Subscriber(self.client_id.clone(), mark),
             drained,
         }
     }

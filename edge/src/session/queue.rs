@@ -19,7 +19,7 @@ use mqtt_proto::{Pid, QosPid};
 
 use super::backlog::Backlog;
 use super::sent_ids::SentIds;
-use super::{QueueLimits, Session};
+use super::{Mark, QueueLimits, Session};
 use crate::broker::Outgoing;
 use crate::message::Message;
 use crate::storage::{DeliveryRecord, Op};
@@ -282,8 +282,9 @@ fn qos_pid(qos: u8, pid: Pid) -> QosPid {
 
 impl Session {
     /// Queues one delivery. QoS 0 is not queued for an offline session; past the queue bounds
-    /// the message is dropped (counted, logged at powers of two). Returns whether the session
-    /// is online and congested, i.e. publishers to it should pause (also when it dropped).
+    /// the message is dropped (counted, logged at powers of two). Returns the water mark the
+    /// publisher should pause on when the session is online and over one (`flow.rs`; the
+    /// queue's also when it dropped).
     pub fn enqueue(
         &mut self,
         msg: Arc<Message>,
@@ -292,9 +293,9 @@ impl Session {
         sub_ids: Vec<u32>,
         limits: QueueLimits,
         ops: &mut Vec<Op>,
-    ) -> bool {
+    ) -> Option<Mark> {
         if qos == 0 && !self.online() {
-            return false;
+            return None;
         }
         let weight = msg.weight();
         if self.queued_len() >= limits.max_messages || self.queued_bytes + weight > limits.max_bytes
@@ -304,7 +305,7 @@ impl Session {
                 tracing::warn!(client_id = %self.client_id, dropped = self.dropped, topic = %msg.topic,
                     "session queue full (limits.max_queued_messages / max_queued_bytes): message dropped");
             }
-            return self.online();
+            return self.online().then_some(Mark::Queue);
         }
         let persisted = qos > 0 && self.persistent();
         if !persisted && limits.memory_full {
@@ -313,7 +314,7 @@ impl Session {
                 tracing::warn!(client_id = %self.client_id, dropped = self.dropped, topic = %msg.topic,
                     "memory bound reached (limits.max_memory): message for this session dropped");
             }
-            return self.online();
+            return self.online().then_some(Mark::Queue);
         }
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -341,6 +342,9 @@ impl Session {
             }
             b.count += 1;
         } else {
+            if qos == 0 {
+                self.waiting_qos0 = self.waiting_qos0.saturating_add(1);
+            }
             let d = Delivery {
                 seq,
                 msg,
@@ -355,7 +359,7 @@ impl Session {
             }
         }
         self.notify();
-        self.congested(limits)
+        self.pressed(qos, limits)
     }
 
     /// Deliveries waiting (in memory or on disk), not counting those in flight.
@@ -397,6 +401,9 @@ impl Session {
                 break;
             };
             self.queued_bytes = self.queued_bytes.saturating_sub(d.msg.weight());
+            if d.qos == 0 {
+                self.waiting_qos0 = self.waiting_qos0.saturating_sub(1);
+            }
             // Expired messages are dropped unless already sent once (the receiver may hold it).
             let unsent = matches!(d.state, OutState::Unsent | OutState::Reserved(..));
             if unsent && d.msg.is_expired(now_ms) {
@@ -447,6 +454,7 @@ impl Session {
             }
             self.inflight.push_back(d);
         }
+        debug_assert!(self.waiting_qos0 as usize <= self.window_len());
         if !out.is_empty() {
             self.notify_if_drained(limits);
         }

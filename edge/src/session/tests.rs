@@ -171,6 +171,7 @@ pub(super) fn online(expiry_secs: u32, will: Option<WillRecord>) -> Session {
 
 pub(super) fn enqueue(s: &mut Session, topic: &str, qos: u8, ops: &mut Vec<Op>) -> bool {
     s.enqueue(msg(topic), qos, false, vec![], LIMITS, ops)
+        .is_some()
 }
 
 /// What `take_outgoing` hands the connection, reduced to what the rules decide.
@@ -286,18 +287,72 @@ fn congestion_starts_at_three_quarters_and_ends_at_half() {
         assert_eq!(congested, i == 5, "after {} of 8", i + 1);
     }
     assert!(s.congested(LIMITS));
-    let drained = s.congestion().drained.listen();
+    let drained = s.congestion(Mark::Queue).drained.listen();
     s.take_outgoing(1, now_ms(), LIMITS, &mut ops);
     assert!(!s.congested(LIMITS), "5 of 8");
     assert!(
         future::block_on(future::poll_once(drained)).is_none(),
         "5 of 8 is not under half: publishers stay paused"
     );
-    let drained = s.congestion().drained.listen();
+    let drained = s.congestion(Mark::Queue).drained.listen();
     s.take_outgoing(1, now_ms(), LIMITS, &mut ops);
     assert!(
         future::block_on(future::poll_once(drained)).is_some(),
         "4 of 8"
+    );
+}
+
+#[test]
+fn each_mark_wakes_only_the_publishers_paused_on_it() {
+    use super::{QOS0_PAUSE, QOS0_RESUME};
+    // Queue mark at 1,500 (3/4 of 2,000), low side 1,000; the QoS 0 marks at 1,024 and 768.
+    let limits = QueueLimits {
+        max_messages: 2000,
+        max_bytes: 1 << 30,
+        memory_full: false,
+    };
+    let mut s = online(0, None);
+    let mut ops = Vec::new();
+    let mut put = |s: &mut Session, qos| s.enqueue(msg("a"), qos, false, vec![], limits, &mut ops);
+    for _ in 1..QOS0_PAUSE {
+        assert_eq!(put(&mut s, 0), None);
+    }
+    assert_eq!(put(&mut s, 0), Some(Mark::Qos0));
+    assert_eq!(
+        put(&mut s, 1),
+        None,
+        "a QoS 1 delivery is not held to the QoS 0 mark"
+    );
+    while s.queued_len() < 1500 {
+        put(&mut s, 1);
+    }
+    assert_eq!(put(&mut s, 1), Some(Mark::Queue));
+    for _ in 0..200 {
+        put(&mut s, 1);
+    }
+    let mut qos0 = s.congestion(Mark::Qos0).drained.listen();
+    let queue = s.congestion(Mark::Queue).drained.listen();
+    // The QoS 0 deliveries are first in the queue: 769 of them left.
+    s.take_outgoing(
+        QOS0_PAUSE - QOS0_RESUME - 1,
+        now_ms(),
+        limits,
+        &mut Vec::new(),
+    );
+    assert!(
+        future::block_on(future::poll_once(&mut qos0)).is_none(),
+        "769 of 1,024: its publishers stay paused"
+    );
+    s.take_outgoing(1, now_ms(), limits, &mut Vec::new());
+    assert!(!s.over(Mark::Qos0, limits));
+    assert!(s.queued_len() * 2 > limits.max_messages);
+    assert!(
+        future::block_on(future::poll_once(qos0)).is_some(),
+        "768 of 1,024"
+    );
+    assert!(
+        future::block_on(future::poll_once(queue)).is_none(),
+        "the queue is still over its low side: its publishers stay paused"
     );
 }
 
