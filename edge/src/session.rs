@@ -19,7 +19,7 @@ mod queue; // outgoing deliveries: queue window, in-flight, packet ids recorded 
 mod sent_ids; // the reserved packet ids of backlog deliveries, as runs
 #[cfg(test)]
 mod tests;
-pub use flow::{Mark, QOS0_PAUSE, QOS0_RESUME};
+pub use flow::{Mark, QOS0_PAUSE, QOS0_RESUME, STALL_MS};
 mod wakeup; // the connection's wake-up: flag, kick, one waker slot, its chosen departure
 #[cfg(test)]
 mod window_tests;
@@ -121,6 +121,10 @@ pub struct Session {
     /// Waiting QoS 0 deliveries (all in memory): publishers of them pause at a lower mark
     /// than the queue's (`flow.rs`, [`QOS0_PAUSE`]).
     waiting_qos0: u32,
+    /// When the client last took deliveries from its queue, or its queue last filled from
+    /// empty, or it attached (the low 32 bits of `now_ms`): a subscriber with deliveries
+    /// waiting and no progress for [`STALL_MS`] pauses no publisher (`flow.rs`).
+    progress_ms: u32,
     /// Sent and not yet acknowledged, at most `inflight_limit`, all with QoS > 0.
     inflight: Deliveries,
     /// The will, QoS 2 packet ids received and paused publishers' event: most sessions have
@@ -264,6 +268,7 @@ impl Session {
             durable: None,
             queued_bytes: 0,
             waiting_qos0: 0,
+            progress_ms: 0,
             inflight: Deliveries::default(),
             extras: None,
             pids: edge_mqtt::pid::PidAllocator::default(),
@@ -479,6 +484,7 @@ impl Session {
         self.user = req.username.clone();
         self.user_known = true;
         self.link = Link::Online(link);
+        self.progress_ms = crate::message::now_ms() as u32;
         if self.persistent() {
             let resumed = self.stored;
             self.save(ops);

@@ -224,7 +224,8 @@ impl Broker {
         .await
     }
 
-    /// Whether the cause of a congestion still holds: a session over the mark it paused on, or
+    /// Whether the cause of a congestion still holds: a session over the mark it paused on and
+    /// not stalled, or
     /// memory over 3/8 of its bound (publishers re-check after registering for `drained`, so
     /// that no wake-up is lost).
     pub fn congested(&self, c: &Congestion) -> bool {
@@ -234,7 +235,7 @@ impl Broker {
                 self.lock()
                     .sessions
                     .get(client)
-                    .is_some_and(|s| s.over(*mark, limits))
+                    .is_some_and(|s| s.over(*mark, limits, now_ms()))
             }
             Cause::Memory => !self.memory.relieved(),
         }

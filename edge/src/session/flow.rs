@@ -2,7 +2,9 @@
 //! three quarters of a bound and go on under half), a lower pair for its QoS 0 deliveries
 //! ([`QOS0_PAUSE`], [`QOS0_RESUME`]), and the events that wake paused publishers and the
 //! attached connection's writer. Each pair has its own event: a publisher is woken only by the
-//! mark it paused on.
+//! mark it paused on. A subscriber that takes nothing from its queue for [`STALL_MS`] pauses no
+//! publisher: its queue fills to its bound and the rest is dropped for it alone, as mosquitto
+//! does, instead of one stuck client holding every publisher it shares a topic with.
 
 use std::sync::Arc;
 
@@ -29,6 +31,14 @@ pub const QOS0_PAUSE: usize = 1024;
 /// flood's rate varied more between runs: 2.6M-3.3M against 3.0M-3.2M msg/s).
 pub const QOS0_RESUME: usize = QOS0_PAUSE / 4 * 3;
 
+/// Time without progress after which a subscriber with deliveries waiting is stalled: it has
+/// taken none from its queue (its socket does not drain) since they began to wait. A paused
+/// publisher re-checks its cause every second (`connection/inbound/publish.rs`), so it goes
+/// on within about a second of the subscriber stalling. Before: one subscriber that stopped
+/// reading cut a 5,000 msg/s QoS 0 publisher's other subscribers to one message per 5 s (each
+/// publish waited the whole 5 s; BENCHMARKS.md, "A stuck subscriber").
+pub const STALL_MS: u64 = 2000;
+
 /// The water mark a publisher paused on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mark {
@@ -46,24 +56,40 @@ impl Session {
                 || self.queued_bytes * 4 >= limits.max_bytes * 3)
     }
 
-    /// Online and over `mark`: the publishers paused on it stay paused.
-    pub fn over(&self, mark: Mark, limits: QueueLimits) -> bool {
-        match mark {
+    /// Online, not stalled at `now_ms` and over `mark`: the publishers paused on it stay paused.
+    pub fn over(&self, mark: Mark, limits: QueueLimits, now_ms: u64) -> bool {
+        let over = match mark {
             Mark::Queue => self.congested(limits),
             Mark::Qos0 => self.online() && self.waiting_qos0 as usize >= QOS0_PAUSE,
-        }
+        };
+        over && !self.stalled(now_ms)
     }
 
-    /// The mark the publisher of a delivery of `qos` just queued should pause on, if any: the
-    /// queue's for any publisher, the QoS 0 one for the publishers of QoS 0 deliveries.
-    pub(super) fn pressed(&self, qos: u8, limits: QueueLimits) -> Option<Mark> {
-        if self.congested(limits) {
+    /// Deliveries wait and none was taken for [`STALL_MS`] (see `progress_ms`).
+    pub fn stalled(&self, now_ms: u64) -> bool {
+        self.queued_len() > 0
+            && u64::from((now_ms as u32).wrapping_sub(self.progress_ms)) > STALL_MS
+    }
+
+    /// The mark the publisher of a delivery of `qos` just queued at `now_ms` should pause on,
+    /// if any: the queue's for any publisher, the QoS 0 one for the publishers of QoS 0
+    /// deliveries; none while the subscriber is stalled.
+    pub(super) fn pressed(&self, qos: u8, limits: QueueLimits, now_ms: u64) -> Option<Mark> {
+        if self.stalled(now_ms) {
+            None
+        } else if self.congested(limits) {
             Some(Mark::Queue)
-        } else if qos == 0 && self.over(Mark::Qos0, limits) {
+        } else if qos == 0 && self.over(Mark::Qos0, limits, now_ms) {
             Some(Mark::Qos0)
         } else {
             None
         }
+    }
+
+    /// The mark for the publisher of a message dropped because the queue is full: the queue's,
+    /// unless the subscriber is offline or stalled.
+    pub(super) fn full_mark(&self, now_ms: u64) -> Option<Mark> {
+        (self.online() && !self.stalled(now_ms)).then_some(Mark::Queue)
     }
 
     /// Queue at half of both bounds: paused publishers may go on.

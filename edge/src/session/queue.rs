@@ -298,6 +298,7 @@ impl Session {
             return None;
         }
         let weight = msg.weight();
+        let msg_ms = msg.received_ms;
         if self.queued_len() >= limits.max_messages || self.queued_bytes + weight > limits.max_bytes
         {
             self.dropped += 1;
@@ -305,7 +306,7 @@ impl Session {
                 tracing::warn!(client_id = %self.client_id, dropped = self.dropped, topic = %msg.topic,
                     "session queue full (limits.max_queued_messages / max_queued_bytes): message dropped");
             }
-            return self.online().then_some(Mark::Queue);
+            return self.full_mark(msg_ms);
         }
         let persisted = qos > 0 && self.persistent();
         if !persisted && limits.memory_full {
@@ -314,7 +315,12 @@ impl Session {
                 tracing::warn!(client_id = %self.client_id, dropped = self.dropped, topic = %msg.topic,
                     "memory bound reached (limits.max_memory): message for this session dropped");
             }
-            return self.online().then_some(Mark::Queue);
+            return self.full_mark(msg_ms);
+        }
+        if self.queued_len() == 0 {
+            // Waiting starts now: a subscriber idle for long is not stalled by its first
+            // delivery.
+            self.progress_ms = msg.received_ms as u32;
         }
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -359,7 +365,7 @@ impl Session {
             }
         }
         self.notify();
-        self.pressed(qos, limits)
+        self.pressed(qos, limits, msg_ms)
     }
 
     /// Deliveries waiting (in memory or on disk), not counting those in flight.
@@ -456,6 +462,7 @@ impl Session {
         }
         debug_assert!(self.waiting_qos0 as usize <= self.window_len());
         if !out.is_empty() {
+            self.progress_ms = now_ms as u32;
             self.notify_if_drained(limits);
         }
         if wait.reserved_ids {

@@ -344,7 +344,7 @@ fn each_mark_wakes_only_the_publishers_paused_on_it() {
         "769 of 1,024: its publishers stay paused"
     );
     s.take_outgoing(1, now_ms(), limits, &mut Vec::new());
-    assert!(!s.over(Mark::Qos0, limits));
+    assert!(!s.over(Mark::Qos0, limits, now_ms()));
     assert!(s.queued_len() * 2 > limits.max_messages);
     assert!(
         future::block_on(future::poll_once(qos0)).is_some(),
@@ -353,6 +353,63 @@ fn each_mark_wakes_only_the_publishers_paused_on_it() {
     assert!(
         future::block_on(future::poll_once(queue)).is_none(),
         "the queue is still over its low side: its publishers stay paused"
+    );
+}
+
+#[test]
+fn a_subscriber_that_takes_nothing_for_the_stall_time_pauses_no_publisher() {
+    use super::STALL_MS;
+    let mut s = online(0, None);
+    let mut ops = Vec::new();
+    let t0 = now_ms();
+    let mut put = |s: &mut Session, ms: u64| {
+        let mut m = message("a");
+        m.received_ms = ms;
+        s.enqueue(Arc::new(m), 1, false, vec![], LIMITS, &mut ops)
+    };
+    for _ in 0..5 {
+        assert_eq!(put(&mut s, t0), None);
+    }
+    assert_eq!(put(&mut s, t0 + 1), Some(Mark::Queue), "6 of 8");
+    assert!(s.over(Mark::Queue, LIMITS, t0 + STALL_MS));
+    assert!(
+        !s.over(Mark::Queue, LIMITS, t0 + STALL_MS + 1),
+        "nothing taken since the first delivery began to wait: stalled"
+    );
+    let later = t0 + STALL_MS + 1;
+    assert_eq!(put(&mut s, later), None, "7 of 8, stalled");
+    assert_eq!(put(&mut s, later), None, "8 of 8, stalled");
+    assert_eq!(put(&mut s, later), None, "dropped, and still no pause");
+    assert_eq!(s.queue_figures().dropped, 1);
+    // It takes one: it drains again, and holds its publishers again.
+    assert_eq!(
+        s.take_outgoing(1, later + 5, LIMITS, &mut Vec::new()).len(),
+        1
+    );
+    assert_eq!(put(&mut s, later + 6), Some(Mark::Queue));
+    assert!(s.over(Mark::Queue, LIMITS, later + 6));
+}
+
+#[test]
+fn a_subscriber_idle_for_long_is_not_stalled_by_its_first_deliveries() {
+    use super::STALL_MS;
+    let mut s = online(0, None);
+    let mut ops = Vec::new();
+    // Attached, then nothing for ten stall times: the queue was empty all along.
+    let t = now_ms() + 10 * STALL_MS;
+    for _ in 0..5 {
+        let mut m = message("a");
+        m.received_ms = t;
+        assert_eq!(
+            s.enqueue(Arc::new(m), 1, false, vec![], LIMITS, &mut ops),
+            None
+        );
+    }
+    let mut m = message("a");
+    m.received_ms = t;
+    assert_eq!(
+        s.enqueue(Arc::new(m), 1, false, vec![], LIMITS, &mut ops),
+        Some(Mark::Queue)
     );
 }
 

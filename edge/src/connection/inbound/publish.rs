@@ -21,6 +21,8 @@ use crate::message::{now_ms, Message, MessageProps};
 /// Longest pause of a publisher for one slow subscriber; past it, the subscriber's queue bound
 /// applies (messages beyond it are dropped and logged).
 const CONGESTION_WAIT: Duration = Duration::from_secs(5);
+/// How often a paused publisher re-checks why it waits (see [`wait_if_congested`]).
+const CONGESTION_CHECK: Duration = Duration::from_secs(1);
 
 /// What the connection keeps from one PUBLISH to the next, and its topic aliases both ways:
 /// one box, allocated by the first alias or congestion and freed when none is left (8 bytes
@@ -314,19 +316,36 @@ fn resolve_topic(
 }
 
 /// Flow control: when a subscriber of the last message is falling behind, stop reading from
-/// this publisher until it catches up (bounded wait), so that an online subscriber's queue
-/// does not overflow and drop messages.
+/// this publisher until it catches up (at most [`CONGESTION_WAIT`]), so that an online
+/// subscriber's queue does not overflow and drop messages. The cause is re-checked every
+/// [`CONGESTION_CHECK`]: a subscriber that stalls meanwhile (`session/flow.rs`, `STALL_MS`)
+/// stops holding the publisher.
 pub(super) async fn wait_if_congested(conn: &Conn, st: &mut PublishState) {
     let Some(c) = st.take_congested() else {
         return;
     };
-    let drained = c.drained.listen();
-    if conn.broker.congested(&c) {
-        drained
-            .or(async {
-                smol::Timer::after(CONGESTION_WAIT).await;
-            })
-            .await;
+    let until = std::time::Instant::now() + CONGESTION_WAIT;
+    loop {
+        let drained = c.drained.listen();
+        if !conn.broker.congested(&c) {
+            return;
+        }
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        let woken = async {
+            drained.await;
+            true
+        }
+        .or(async {
+            smol::Timer::after(left.min(CONGESTION_CHECK)).await;
+            false
+        })
+        .await;
+        if woken {
+            return;
+        }
     }
 }
 
