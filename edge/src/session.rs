@@ -121,10 +121,10 @@ pub struct Session {
     /// Waiting QoS 0 deliveries (all in memory): publishers of them pause at a lower mark
     /// than the queue's (`flow.rs`, [`QOS0_PAUSE`]).
     waiting_qos0: u32,
-    /// When the client last took deliveries from its queue, or its queue last filled from
-    /// empty, or it attached (the low 32 bits of `now_ms`): a subscriber with deliveries
-    /// waiting and no progress for [`STALL_MS`] pauses no publisher (`flow.rs`).
-    progress_ms: u32,
+    /// When (`now_ms`) the client last took deliveries from its queue, or its queue last filled
+    /// from empty, or it attached: a subscriber with deliveries waiting and no progress for
+    /// [`STALL_MS`] pauses no publisher (`flow.rs`).
+    progress_ms: u64,
     /// Sent and not yet acknowledged, at most `inflight_limit`, all with QoS > 0.
     inflight: Deliveries,
     /// The will, QoS 2 packet ids received and paused publishers' event: most sessions have
@@ -484,7 +484,7 @@ impl Session {
         self.user = req.username.clone();
         self.user_known = true;
         self.link = Link::Online(link);
-        self.progress_ms = crate::message::now_ms() as u32;
+        self.progress_ms = crate::message::now_ms();
         if self.persistent() {
             let resumed = self.stored;
             self.save(ops);

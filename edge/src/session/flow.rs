@@ -65,10 +65,17 @@ impl Session {
         over && !self.stalled(now_ms)
     }
 
-    /// Deliveries wait and none was taken for [`STALL_MS`] (see `progress_ms`).
-    pub fn stalled(&self, now_ms: u64) -> bool {
-        self.queued_len() > 0
-            && u64::from((now_ms as u32).wrapping_sub(self.progress_ms)) > STALL_MS
+    /// Deliveries wait and none was taken for [`STALL_MS`] before `now_ms` (see
+    /// `progress_ms`; a `now_ms` before the last progress, such as an old message's time,
+    /// is no time at all).
+    fn stalled(&self, now_ms: u64) -> bool {
+        self.queued_len() > 0 && now_ms.saturating_sub(self.progress_ms) > STALL_MS
+    }
+
+    /// Records progress at `at_ms` (deliveries taken, or waiting begun), never backwards: a
+    /// retained message or a will carries an older time than its queueing.
+    pub(super) fn progressed(&mut self, at_ms: u64) {
+        self.progress_ms = self.progress_ms.max(at_ms);
     }
 
     /// The mark the publisher of a delivery of `qos` just queued at `now_ms` should pause on,

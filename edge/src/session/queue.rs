@@ -319,8 +319,8 @@ impl Session {
         }
         if self.queued_len() == 0 {
             // Waiting starts now: a subscriber idle for long is not stalled by its first
-            // delivery.
-            self.progress_ms = msg.received_ms as u32;
+            // delivery (forward only: a retained message or a will carries an older time).
+            self.progressed(msg_ms);
         }
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -462,7 +462,7 @@ impl Session {
         }
         debug_assert!(self.waiting_qos0 as usize <= self.window_len());
         if !out.is_empty() {
-            self.progress_ms = now_ms as u32;
+            self.progressed(now_ms);
             self.notify_if_drained(limits);
         }
         if wait.reserved_ids {

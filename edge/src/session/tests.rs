@@ -414,6 +414,20 @@ fn a_subscriber_idle_for_long_is_not_stalled_by_its_first_deliveries() {
 }
 
 #[test]
+fn old_messages_do_not_make_a_subscriber_that_just_attached_look_stalled() {
+    let mut s = online(0, None);
+    let mut ops = Vec::new();
+    // Retained an hour ago: their times are older than the attach.
+    let old = now_ms() - 3_600_000;
+    for _ in 0..6 {
+        let mut m = message("a");
+        m.received_ms = old;
+        s.enqueue(Arc::new(m), 1, true, vec![], LIMITS, &mut ops);
+    }
+    assert!(s.over(Mark::Queue, LIMITS, now_ms()), "6 of 8, not stalled");
+}
+
+#[test]
 fn an_offline_session_is_never_congested() {
     let mut s = online(60, None);
     let mut ops = Vec::new();
