@@ -284,7 +284,7 @@ impl Session {
     /// Queues one delivery. QoS 0 is not queued for an offline session; past the queue bounds
     /// the message is dropped (counted, logged at powers of two). Returns the water mark the
     /// publisher should pause on when the session is online and over one (`flow.rs`; the
-    /// queue's also when it dropped).
+    /// queue's also when it dropped; none while the subscriber is stalled).
     pub fn enqueue(
         &mut self,
         msg: Arc<Message>,
