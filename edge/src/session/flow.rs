@@ -39,6 +39,9 @@ pub const QOS0_RESUME: usize = QOS0_PAUSE / 4 * 3;
 /// publish waited the whole 5 s; BENCHMARKS.md, "A stuck subscriber").
 pub const STALL_MS: u64 = 2000;
 
+/// The last time (unix ms) a stalled subscriber was logged (at most once a second).
+static STALLED_LOGGED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// The water mark a publisher paused on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mark {
@@ -83,6 +86,11 @@ impl Session {
     /// deliveries; none while the subscriber is stalled.
     pub(super) fn pressed(&self, qos: u8, limits: QueueLimits, now_ms: u64) -> Option<Mark> {
         if self.stalled(now_ms) {
+            let over = self.congested(limits) || self.waiting_qos0 as usize >= QOS0_PAUSE;
+            if over && crate::ratelog::allowed(&STALLED_LOGGED) {
+                tracing::warn!(client_id = %self.client_id, waiting = self.queued_len(),
+                    "subscriber stalled (nothing taken from its queue for 2 s): its publishers no longer wait for it; its queue bound applies");
+            }
             None
         } else if self.congested(limits) {
             Some(Mark::Queue)
