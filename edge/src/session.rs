@@ -19,10 +19,11 @@ mod queue; // outgoing deliveries: queue window, in-flight, packet ids recorded 
 mod sent_ids; // the reserved packet ids of backlog deliveries, as runs
 #[cfg(test)]
 mod tests;
-pub use flow::{Mark, QOS0_PAUSE, QOS0_RESUME, STALL_MS};
 mod wakeup; // the connection's wake-up: flag, kick, one waker slot, its chosen departure
 #[cfg(test)]
 mod window_tests;
+
+pub use flow::{Mark, QOS0_PAUSE, QOS0_RESUME, STALL_MS};
 
 use std::collections::HashSet;
 use std::num::NonZeroU64;

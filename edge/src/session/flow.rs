@@ -59,13 +59,18 @@ impl Session {
                 || self.queued_bytes * 4 >= limits.max_bytes * 3)
     }
 
-    /// Online, not stalled at `now_ms` and over `mark`: the publishers paused on it stay paused.
-    pub fn over(&self, mark: Mark, limits: QueueLimits, now_ms: u64) -> bool {
-        let over = match mark {
+    /// Online and over `mark`, stalled or not.
+    fn above(&self, mark: Mark, limits: QueueLimits) -> bool {
+        match mark {
             Mark::Queue => self.congested(limits),
             Mark::Qos0 => self.online() && self.waiting_qos0 as usize >= QOS0_PAUSE,
-        };
-        over && !self.stalled(now_ms)
+        }
+    }
+
+    /// Online, over `mark` and not stalled at `now_ms`: the publishers paused on it stay
+    /// paused.
+    pub fn over(&self, mark: Mark, limits: QueueLimits, now_ms: u64) -> bool {
+        self.above(mark, limits) && !self.stalled(now_ms)
     }
 
     /// Deliveries wait and none was taken for [`STALL_MS`] before `now_ms` (see
@@ -85,20 +90,22 @@ impl Session {
     /// if any: the queue's for any publisher, the QoS 0 one for the publishers of QoS 0
     /// deliveries; none while the subscriber is stalled.
     pub(super) fn pressed(&self, qos: u8, limits: QueueLimits, now_ms: u64) -> Option<Mark> {
+        let mark = if self.above(Mark::Queue, limits) {
+            Mark::Queue
+        } else if qos == 0 && self.above(Mark::Qos0, limits) {
+            Mark::Qos0
+        } else {
+            return None;
+        };
+        // Looked at only over a mark: most deliveries are not.
         if self.stalled(now_ms) {
-            let over = self.congested(limits) || self.waiting_qos0 as usize >= QOS0_PAUSE;
-            if over && crate::ratelog::allowed(&STALLED_LOGGED) {
+            if crate::ratelog::allowed(&STALLED_LOGGED) {
                 tracing::warn!(client_id = %self.client_id, waiting = self.queued_len(),
                     "subscriber stalled (nothing taken from its queue for 2 s): its publishers no longer wait for it; its queue bound applies");
             }
-            None
-        } else if self.congested(limits) {
-            Some(Mark::Queue)
-        } else if qos == 0 && self.over(Mark::Qos0, limits, now_ms) {
-            Some(Mark::Qos0)
-        } else {
-            None
+            return None;
         }
+        Some(mark)
     }
 
     /// The mark for the publisher of a message dropped because the queue is full: the queue's,
