@@ -277,10 +277,7 @@ fn gather_three_pushed_by_another_thread(spin: Duration) -> (bool, usize, Durati
             let mut wakes = 0;
             for n in 1..=3 {
                 let slot = Slot(slots.try_acquire_arc().expect("a free slot"));
-                let mut p = lock(&shared.pending);
-                p.batches.push_back((n, vec![Op::Capture(msg("g"))], slot));
-                let wake = p.batches.len() >= p.wake_at;
-                drop(p);
+                let wake = lock(&shared.pending).queue((n, vec![Op::Capture(msg("g"))], slot));
                 if wake {
                     shared.wake.notify_one();
                     wakes += 1;
@@ -313,6 +310,26 @@ fn a_polling_gathering_sees_batches_pushed_without_a_wake_up() {
     assert!(gathered, "all three batches came");
     assert_eq!(wakes, 0, "a polling writer asks for no wake-up");
     assert!(took < Duration::from_secs(10));
+}
+
+#[test]
+fn a_sleeping_writer_is_woken_by_one_push_not_by_every_push_until_it_runs() {
+    let shared = Shared::new();
+    let slots = Arc::new(Semaphore::new(8));
+    let mut p = lock(&shared.pending);
+    // The writer went to sleep waiting for 2 batches (`gather`'s sleeping part).
+    p.wake_at = 2;
+    let mut wakes = Vec::new();
+    for n in 1..=5 {
+        let slot = Slot(slots.try_acquire_arc().expect("a free slot"));
+        wakes.push(p.queue((n, vec![Op::Capture(msg("w"))], slot)));
+    }
+    assert_eq!(wakes, [false, true, false, false, false]);
+    // Asleep again (the top of the writer's loop): the next push wakes it again.
+    p.batches.clear();
+    p.wake_at = 1;
+    let slot = Slot(slots.try_acquire_arc().expect("a free slot"));
+    assert!(p.queue((6, vec![Op::Capture(msg("w"))], slot)));
 }
 
 /// A publisher with 64 batches in flight, sending the next as soon as one is acknowledged
