@@ -240,6 +240,10 @@ pub struct Limits {
     /// Bound on messages waiting for one session (online or offline), in count and bytes.
     pub max_queued_messages: usize,
     pub max_queued_bytes: usize,
+    /// Milliseconds a connected subscriber with messages waiting may take none of them before
+    /// it counts as stalled: then it pauses no publisher, and its queue's bound drops what it
+    /// cannot take (`session/flow.rs`).
+    pub subscriber_stall_ms: u64,
     /// Upper bound on a session's expiry interval; MQTT 3 persistent sessions get this value.
     pub max_session_expiry_secs: u32,
     /// Server Keep Alive: a v5 client asking for a longer keep alive is given this (0 stays 0).
@@ -251,6 +255,12 @@ pub struct Limits {
     /// deliveries that would live in memory only are refused past 5/8.
     pub max_memory: usize,
 }
+
+/// Bounds of `limits.subscriber_stall_ms`: under 100 ms a subscriber between two socket
+/// writes would count as stalled; over an hour its publishers would wait (5 s per publish, at
+/// most) for a client that reads nothing.
+const MIN_STALL_MS: u64 = 100;
+const MAX_STALL_MS: u64 = 3_600_000;
 
 /// Bounds of `storage.journal_bytes` (besides 0, no journal).
 const MIN_JOURNAL_BYTES: u64 = 1 << 20;
@@ -313,6 +323,7 @@ impl Default for Limits {
             max_retained_messages: 100_000,
             max_subscriptions_per_session: 1000,
             max_memory: 256 * 1024 * 1024,
+            subscriber_stall_ms: crate::session::DEFAULT_STALL_MS,
         }
     }
 }
@@ -463,6 +474,12 @@ impl Config {
         }
         if l.max_queued_messages == 0 {
             return bad("limits.max_queued_messages", "must be at least 1");
+        }
+        if !(MIN_STALL_MS..=MAX_STALL_MS).contains(&l.subscriber_stall_ms) {
+            return bad(
+                "limits.subscriber_stall_ms",
+                &format!("must be between {MIN_STALL_MS} and {MAX_STALL_MS}"),
+            );
         }
         if l.connect_timeout_secs == 0 {
             return bad("limits.connect_timeout_secs", "must be at least 1");

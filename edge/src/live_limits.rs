@@ -44,6 +44,7 @@ live_limits! {
     connect_timeout_secs: AtomicU64 => u64,
     max_queued_messages: AtomicUsize => usize,
     max_queued_bytes: AtomicUsize => usize,
+    subscriber_stall_ms: AtomicU64 => u64,
     max_retained_messages: AtomicUsize => usize,
     max_subscriptions_per_session: AtomicUsize => usize,
     /// For the next CONNECT read and the connections it opens.
@@ -62,6 +63,7 @@ mod tests {
             connect_timeout_secs: 3,
             max_queued_messages: 11,
             max_queued_bytes: 13,
+            subscriber_stall_ms: 29,
             max_retained_messages: 17,
             max_subscriptions_per_session: 19,
             max_packet_size: 23,
@@ -74,11 +76,12 @@ mod tests {
                 live.connect_timeout_secs(),
                 live.max_queued_messages(),
                 live.max_queued_bytes(),
+                live.subscriber_stall_ms(),
                 live.max_retained_messages(),
                 live.max_subscriptions_per_session(),
                 live.max_packet_size()
             ),
-            (7, 3, 11, 13, 17, 19, 23)
+            (7, 3, 11, 13, 29, 17, 19, 23)
         );
     }
 }

@@ -23,7 +23,7 @@ mod wakeup; // the connection's wake-up: flag, kick, one waker slot, its chosen 
 #[cfg(test)]
 mod window_tests;
 
-pub use flow::{Mark, QOS0_PAUSE, QOS0_RESUME, STALL_MS};
+pub use flow::{Mark, DEFAULT_STALL_MS, QOS0_PAUSE, QOS0_RESUME};
 
 use std::collections::HashSet;
 use std::num::NonZeroU64;
@@ -80,6 +80,9 @@ pub struct QueueLimits {
     /// Memory is short (`limits.max_memory`): deliveries that would live in memory only are
     /// refused, stored ones go straight to disk.
     pub memory_full: bool,
+    /// `limits.subscriber_stall_ms`: a subscriber that took nothing for this long is stalled
+    /// (`flow.rs`).
+    pub stall_ms: u64,
 }
 
 /// A session's queue as the statistics see it ([`Session::queue_figures`]).
@@ -124,7 +127,7 @@ pub struct Session {
     waiting_qos0: u32,
     /// When (`now_ms`) the client last took deliveries from its queue, or its queue last filled
     /// from empty, or it attached: a subscriber with deliveries waiting and no progress for
-    /// [`STALL_MS`] pauses no publisher (`flow.rs`).
+    /// `limits.subscriber_stall_ms` pauses no publisher (`flow.rs`).
     progress_ms: u64,
     /// Sent and not yet acknowledged, at most `inflight_limit`, all with QoS > 0.
     inflight: Deliveries,

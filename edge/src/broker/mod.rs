@@ -217,6 +217,7 @@ impl Broker {
             max_messages: self.live.max_queued_messages(),
             max_bytes: self.live.max_queued_bytes(),
             memory_full: self.memory.exhausted(),
+            stall_ms: self.live.subscriber_stall_ms(),
         }
     }
 

@@ -237,3 +237,18 @@ fn the_journal_size_is_zero_or_between_one_mebibyte_and_one_gibibyte() {
         assert!(err.contains("storage.journal_bytes"), "{bad}: {err}");
     }
 }
+
+#[test]
+fn the_subscriber_stall_time_is_between_100_ms_and_an_hour() {
+    assert_eq!(Config::default().limits.subscriber_stall_ms, 2000);
+    for ok in ["100", "2000", "3600000"] {
+        let c = Config::from_toml(&format!("[limits]\nsubscriber_stall_ms = {ok}\n"), "t").unwrap();
+        assert_eq!(c.limits.subscriber_stall_ms.to_string(), ok);
+    }
+    for bad in ["0", "99", "3600001"] {
+        let err = Config::from_toml(&format!("[limits]\nsubscriber_stall_ms = {bad}\n"), "t")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("limits.subscriber_stall_ms"), "{bad}: {err}");
+    }
+}

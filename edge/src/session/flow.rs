@@ -2,8 +2,8 @@
 //! three quarters of a bound and go on under half), a lower pair for its QoS 0 deliveries
 //! ([`QOS0_PAUSE`], [`QOS0_RESUME`]), and the events that wake paused publishers and the
 //! attached connection's writer. Each pair has its own event: a publisher is woken only by the
-//! mark it paused on. A subscriber that takes nothing from its queue for [`STALL_MS`] pauses no
-//! publisher: its queue fills to its bound and the rest is dropped for it alone, as mosquitto
+//! mark it paused on. A subscriber that takes nothing from its queue for
+//! `limits.subscriber_stall_ms` ([`DEFAULT_STALL_MS`]) pauses no publisher: its queue fills to its bound and the rest is dropped for it alone, as mosquitto
 //! does, instead of one stuck client holding every publisher it shares a topic with.
 
 use std::sync::Arc;
@@ -31,13 +31,14 @@ pub const QOS0_PAUSE: usize = 1024;
 /// flood's rate varied more between runs: 2.6M-3.3M against 3.0M-3.2M msg/s).
 pub const QOS0_RESUME: usize = QOS0_PAUSE / 4 * 3;
 
-/// Time without progress after which a subscriber with deliveries waiting is stalled: it has
-/// taken none from its queue (its socket does not drain) since they began to wait. A paused
+/// Default of `limits.subscriber_stall_ms` ([`QueueLimits::stall_ms`]): time without progress
+/// after which a subscriber with deliveries waiting is stalled: it has taken none from its
+/// queue (its socket does not drain) since they began to wait. A paused
 /// publisher re-checks its cause every second (`connection/inbound/publish.rs`), so it goes
 /// on within about a second of the subscriber stalling. Before: one subscriber that stopped
 /// reading cut a 5,000 msg/s QoS 0 publisher's other subscribers to one message per 5 s (each
 /// publish waited the whole 5 s; BENCHMARKS.md, "A stuck subscriber").
-pub const STALL_MS: u64 = 2000;
+pub const DEFAULT_STALL_MS: u64 = 2000;
 
 /// The last time (unix ms) a stalled subscriber was logged (at most once a second).
 static STALLED_LOGGED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -70,14 +71,13 @@ impl Session {
     /// Online, over `mark` and not stalled at `now_ms`: the publishers paused on it stay
     /// paused.
     pub fn over(&self, mark: Mark, limits: QueueLimits, now_ms: u64) -> bool {
-        self.above(mark, limits) && !self.stalled(now_ms)
+        self.above(mark, limits) && !self.stalled(now_ms, limits.stall_ms)
     }
 
-    /// Deliveries wait and none was taken for [`STALL_MS`] before `now_ms` (see
-    /// `progress_ms`; a `now_ms` before the last progress, such as an old message's time,
-    /// is no time at all).
-    fn stalled(&self, now_ms: u64) -> bool {
-        self.queued_len() > 0 && now_ms.saturating_sub(self.progress_ms) > STALL_MS
+    /// Deliveries wait and none was taken for `stall_ms` before `now_ms` (see `progress_ms`;
+    /// a `now_ms` before the last progress, such as an old message's time, is no time at all).
+    fn stalled(&self, now_ms: u64, stall_ms: u64) -> bool {
+        self.queued_len() > 0 && now_ms.saturating_sub(self.progress_ms) > stall_ms
     }
 
     /// Records progress at `at_ms` (deliveries taken, or waiting begun), never backwards: a
@@ -98,10 +98,11 @@ impl Session {
             return None;
         };
         // Looked at only over a mark: most deliveries are not.
-        if self.stalled(now_ms) {
+        if self.stalled(now_ms, limits.stall_ms) {
             if crate::ratelog::allowed(&STALLED_LOGGED) {
                 tracing::warn!(client_id = %self.client_id, waiting = self.queued_len(),
-                    "subscriber stalled (nothing taken from its queue for 2 s): its publishers no longer wait for it; its queue bound applies");
+                    stall_ms = limits.stall_ms,
+                    "subscriber stalled (nothing taken from its queue for limits.subscriber_stall_ms): its publishers no longer wait for it; its queue bound applies");
             }
             return None;
         }
@@ -110,8 +111,8 @@ impl Session {
 
     /// The mark for the publisher of a message dropped because the queue is full: the queue's,
     /// unless the subscriber is offline or stalled.
-    pub(super) fn full_mark(&self, now_ms: u64) -> Option<Mark> {
-        (self.online() && !self.stalled(now_ms)).then_some(Mark::Queue)
+    pub(super) fn full_mark(&self, limits: QueueLimits, now_ms: u64) -> Option<Mark> {
+        (self.online() && !self.stalled(now_ms, limits.stall_ms)).then_some(Mark::Queue)
     }
 
     /// Queue at half of both bounds: paused publishers may go on.

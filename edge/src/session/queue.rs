@@ -306,7 +306,7 @@ impl Session {
                 tracing::warn!(client_id = %self.client_id, dropped = self.dropped, topic = %msg.topic,
                     "session queue full (limits.max_queued_messages / max_queued_bytes): message dropped");
             }
-            return self.full_mark(msg_ms);
+            return self.full_mark(limits, msg_ms);
         }
         let persisted = qos > 0 && self.persistent();
         if !persisted && limits.memory_full {
@@ -315,7 +315,7 @@ impl Session {
                 tracing::warn!(client_id = %self.client_id, dropped = self.dropped, topic = %msg.topic,
                     "memory bound reached (limits.max_memory): message for this session dropped");
             }
-            return self.full_mark(msg_ms);
+            return self.full_mark(limits, msg_ms);
         }
         if self.queued_len() == 0 {
             // Waiting starts now: a subscriber idle for long is not stalled by its first

@@ -15,6 +15,7 @@ pub(super) const LIMITS: QueueLimits = QueueLimits {
     max_messages: 8,
     max_bytes: 1 << 20,
     memory_full: false,
+    stall_ms: DEFAULT_STALL_MS,
 };
 
 /// Room for more than a window.
@@ -22,6 +23,7 @@ pub(super) const ROOMY: QueueLimits = QueueLimits {
     max_messages: 100_000,
     max_bytes: 1 << 30,
     memory_full: false,
+    stall_ms: DEFAULT_STALL_MS,
 };
 
 /// The session's queue as the writer would store it: applies the ops a session pushes and
@@ -270,6 +272,7 @@ fn a_full_queue_drops_the_message_and_counts_it() {
         max_messages: 100,
         max_bytes: 100,
         memory_full: false,
+        stall_ms: DEFAULT_STALL_MS,
     };
     let mut s = online(0, None);
     s.enqueue(msg("a"), 1, false, vec![], small, &mut ops);
@@ -310,6 +313,7 @@ fn each_mark_wakes_only_the_publishers_paused_on_it() {
         max_messages: 2000,
         max_bytes: 1 << 30,
         memory_full: false,
+        stall_ms: DEFAULT_STALL_MS,
     };
     let mut s = online(0, None);
     let mut ops = Vec::new();
@@ -358,7 +362,7 @@ fn each_mark_wakes_only_the_publishers_paused_on_it() {
 
 #[test]
 fn a_subscriber_that_takes_nothing_for_the_stall_time_pauses_no_publisher() {
-    use super::STALL_MS;
+    const STALL_MS: u64 = LIMITS.stall_ms;
     let mut s = online(0, None);
     let mut ops = Vec::new();
     let t0 = now_ms();
@@ -391,8 +395,40 @@ fn a_subscriber_that_takes_nothing_for_the_stall_time_pauses_no_publisher() {
 }
 
 #[test]
+fn the_configured_stall_time_decides_when_a_subscriber_stops_holding_publishers() {
+    let quick = QueueLimits {
+        stall_ms: 200,
+        ..LIMITS
+    };
+    let mut s = online(0, None);
+    let mut ops = Vec::new();
+    let t0 = now_ms();
+    for _ in 0..6 {
+        let mut m = message("a");
+        m.received_ms = t0;
+        s.enqueue(Arc::new(m), 1, false, vec![], quick, &mut ops);
+    }
+    assert!(s.over(Mark::Queue, quick, t0 + 200));
+    assert!(
+        !s.over(Mark::Queue, quick, t0 + 201),
+        "stalled after 200 ms"
+    );
+    assert!(
+        s.over(Mark::Queue, LIMITS, t0 + 201),
+        "with the default time it still holds its publishers"
+    );
+    let mut m = message("a");
+    m.received_ms = t0 + 201;
+    assert_eq!(
+        s.enqueue(Arc::new(m), 1, false, vec![], quick, &mut ops),
+        None,
+        "7 of 8 for a stalled subscriber: no pause"
+    );
+}
+
+#[test]
 fn a_subscriber_idle_for_long_is_not_stalled_by_its_first_deliveries() {
-    use super::STALL_MS;
+    const STALL_MS: u64 = LIMITS.stall_ms;
     let mut s = online(0, None);
     let mut ops = Vec::new();
     // Attached, then nothing for ten stall times: the queue was empty all along.
