@@ -1,7 +1,8 @@
 //! A subscriber that stops reading must not hold the publishers it shares a topic with: its
 //! queue fills to its bound and the rest is dropped for it alone, while the other subscribers
-//! of the same publisher get every message (`edge/src/session/flow.rs`, `limits.subscriber_stall_ms`). Before,
-//! each publish after the stuck subscriber's pause mark waited the whole 5 s.
+//! of the same publisher get every message (`edge/src/session/flow.rs`,
+//! `limits.subscriber_stall_ms`). Before, each publish after the stuck subscriber's pause mark
+//! waited the whole 5 s.
 
 use std::time::Duration;
 
