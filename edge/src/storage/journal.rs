@@ -607,19 +607,22 @@ pub fn capacity_of(capacity: u64) -> u64 {
 pub fn prepare_journal<J: StorageBackend>(journal: &J, capacity: u64) -> io::Result<()> {
     let capacity = capacity_of(capacity);
     let len = journal.len()?;
-    if len > capacity {
-        journal.set_len(capacity)?;
+    if len >= capacity {
+        if len > capacity {
+            journal.set_len(capacity)?;
+            journal.sync_data()?;
+        }
+        return Ok(());
     }
-    let zeros = vec![0u8; 1 << 20];
-    let mut at = len.min(capacity);
+    let zeros = super::journal_file::ZeroPages::new(1 << 20)?;
+    let zeros = zeros.as_slice();
+    let mut at = len;
     while at < capacity {
         let n = (capacity - at).min(zeros.len() as u64) as usize;
         journal.write(at, &zeros[..n])?;
         at += n as u64;
     }
-    if len != capacity {
-        journal.sync_data()?;
-    }
+    journal.sync_data()?;
     Ok(())
 }
 

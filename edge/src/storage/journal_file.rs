@@ -141,6 +141,52 @@ fn is_aligned(offset: u64, data: &[u8]) -> bool {
     offset % ALIGN as u64 == 0 && data.len() % ALIGN == 0 && (data.as_ptr() as usize) % ALIGN == 0
 }
 
+/// Zeros to write from: an anonymous read-only mapping, aligned for direct I/O, that the
+/// kernel backs with its one shared zero page. Writing zeros from it costs no memory: a
+/// `vec![0; 1 MiB]` was touched and kept by the allocator (a first start that wrote the op
+/// log's zeros from one had 0.3-1.1 MB more RSS).
+pub struct ZeroPages {
+    ptr: std::ptr::NonNull<libc::c_void>,
+    len: usize,
+}
+
+impl ZeroPages {
+    /// `len` bytes of zeros (a multiple of [`ALIGN`] keeps writes from them direct).
+    pub fn new(len: usize) -> io::Result<ZeroPages> {
+        // SAFETY: a new anonymous private mapping, read-only; no memory of ours is passed.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = std::ptr::NonNull::new(ptr).ok_or_else(|| io::Error::other("mmap gave null"))?;
+        Ok(ZeroPages { ptr, len })
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: `len` readable bytes mapped by `new` until `drop`; anonymous pages read as
+        // zeros and nothing writes them (read-only).
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().cast::<u8>(), self.len) }
+    }
+}
+
+impl Drop for ZeroPages {
+    fn drop(&mut self) {
+        // SAFETY: the mapping `new` made, unmapped once; no reference outlives `self`.
+        unsafe {
+            libc::munmap(self.ptr.as_ptr(), self.len);
+        }
+    }
+}
+
 /// Bytes that start on a block boundary in memory: a journal record staged in one goes to the
 /// file as it is, without the copy through an aligned buffer.
 #[derive(Default)]

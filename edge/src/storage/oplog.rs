@@ -17,8 +17,8 @@
 //!   carries its mark: whichever durable commit of redb comes next (the writer's, or the sync
 //!   outbox's on the same file), redb's durable state says which records it holds.
 //! - A new generation starts only after a durable commit that held every record.
-//! - The file's `capacity` bytes are allocated at start (`fallocate`, or zeros), so an append
-//!   never finds the disk full; a record that does not fit is committed by redb instead.
+//! - The file's `capacity` bytes are written (zeros) when it is created, so an append never
+//!   finds the disk full; a record that does not fit is committed by redb instead.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -291,7 +291,12 @@ pub fn path_of(db_path: &Path) -> PathBuf {
 /// run acknowledged through it (records after the mark in `db`) is applied in one durable
 /// commit, then a new generation starts. `None` when it is not `wanted` (`durability =
 /// "none"` or no commit journal): a file left by a run that used it is replayed, then removed.
-pub fn recover(db: &Database, path: &Path, capacity: u64, wanted: bool) -> Result<Option<OpLog>> {
+pub fn recover(
+    db: &Database,
+    path: &Path,
+    capacity: u64,
+    mut wanted: bool,
+) -> Result<Option<OpLog>> {
     let err = |source| Error::Io {
         what: format!("op log {}", path.display()),
         source,
@@ -300,20 +305,6 @@ pub fn recover(db: &Database, path: &Path, capacity: u64, wanted: bool) -> Resul
         return Ok(None);
     }
     let file = super::open::open_rw(path).map_err(err)?;
-    // Blocks reserved without writing them (a first start does not write the whole log);
-    // where the file system cannot, zeros are written below.
-    let mut wanted = wanted;
-    if wanted {
-        match super::open::reserve(&file, super::journal::capacity_of(capacity)) {
-            Ok(()) => {}
-            Err(e) if crate::disk_full::is_no_space(&e) => {
-                tracing::warn!(op_log = %path.display(), error = %e,
-                    "no room for the op log: running without it (every commit syncs redb)");
-                wanted = false;
-            }
-            Err(e) => return Err(err(e)),
-        }
-    }
     let file = JournalFile::new(file, path).map_err(err)?;
     let mark = read_mark(db)?;
     // The last run's records are applied as they are read (memory: one record's ops at a
@@ -343,13 +334,29 @@ pub fn recover(db: &Database, path: &Path, capacity: u64, wanted: bool) -> Resul
         tracing::info!(op_log = %path.display(), records, ops = applied,
             "op log replayed: publishes acknowledged by the last run, which did not stop cleanly");
     }
+    if wanted {
+        // Zeros written where the file is shorter than its capacity (a new log), not blocks
+        // reserved with `fallocate` as the commit journal's are: an append never finds the
+        // disk full, and it never writes a block for the first time. On ext4 that first write
+        // turns a reserved block into a written one, and the record's fdatasync then also
+        // wrote the inode: one more synchronous device write per record on the log's first
+        // lap, ~1,100 in a 300,000-message fill from a new data dir (BENCHMARKS.md, "The op
+        // log's first lap"). It costs a first start 16 MiB of writes, once.
+        match super::journal::prepare_journal(&log.file, log.capacity) {
+            Ok(()) => {}
+            Err(e) if crate::disk_full::is_no_space(&e) => {
+                tracing::warn!(op_log = %path.display(), error = %e,
+                    "no room for the op log: running without it (every commit syncs redb)");
+                wanted = false;
+            }
+            Err(e) => return Err(err(e)),
+        }
+    }
     if !wanted {
         drop(log);
         std::fs::remove_file(path).map_err(err)?;
         return Ok(None);
     }
-    // Zeros written where the file is shorter: an append never finds the disk full.
-    super::journal::prepare_journal(&log.file, log.capacity).map_err(err)?;
     if !log.empty_at_open {
         log.restart().map_err(err)?;
     }
