@@ -144,3 +144,38 @@ fn an_aligned_buffer_drained_at_the_front_keeps_the_rest_and_grows_with_zeros() 
     buf.resize(5);
     assert_eq!(buf.as_slice(), &[3u8; 5]);
 }
+
+#[test]
+fn zero_pages_are_aligned_zeros_written_as_they_are() {
+    let zeros = ZeroPages::new(1 << 20).unwrap();
+    let z = zeros.as_slice();
+    assert_eq!(z.len(), 1 << 20);
+    assert!(is_aligned(0, z), "direct I/O takes them without a copy");
+    assert!(z.iter().all(|&b| b == 0));
+    // Over bytes that were not zeros: what a new journal's preparation writes.
+    let dir = tempfile::tempdir().unwrap();
+    let f = open(&dir);
+    f.write(0, &vec![7u8; 3 * ALIGN]).unwrap();
+    f.write(0, &z[..2 * ALIGN]).unwrap();
+    let on_disk = std::fs::read(dir.path().join("j")).unwrap();
+    assert!(on_disk[..2 * ALIGN].iter().all(|&b| b == 0));
+    assert!(on_disk[2 * ALIGN..].iter().all(|&b| b == 7));
+}
+
+#[test]
+fn a_new_journal_is_prepared_as_zeros_written_to_its_capacity() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = open(&dir);
+    // Shorter than its capacity, not on a block boundary (a file cut short).
+    f.write(0, &[5u8; 100]).unwrap();
+    let capacity = 3 << 20;
+    crate::storage::journal::prepare_journal(&f, capacity).unwrap();
+    let on_disk = std::fs::read(dir.path().join("j")).unwrap();
+    assert_eq!(on_disk.len() as u64, capacity);
+    assert_eq!(on_disk[..100], [5u8; 100]);
+    assert!(on_disk[100..].iter().all(|&b| b == 0));
+    // Blocks allocated (written, not a sparse end).
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(dir.path().join("j")).unwrap();
+    assert!(meta.blocks() * 512 >= capacity, "{} blocks", meta.blocks());
+}

@@ -522,3 +522,32 @@ fn the_durable_hook_runs_after_each_sync_of_a_header_write_that_succeeded_and_on
     assert!(j.sync_data().is_err());
     assert_eq!(calls.lock().unwrap().len(), 1);
 }
+
+/// A file system with no room left.
+#[derive(Debug)]
+struct Full;
+
+impl StorageBackend for Full {
+    fn len(&self) -> std::io::Result<u64> {
+        Ok(0)
+    }
+    fn read(&self, _: u64, _: &mut [u8]) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn set_len(&self, _: u64) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn sync_data(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn write(&self, _: u64, _: &[u8]) -> std::io::Result<()> {
+        Err(std::io::Error::from_raw_os_error(libc::ENOSPC))
+    }
+}
+
+#[test]
+fn preparing_a_journal_on_a_full_disk_is_a_no_space_error() {
+    // What the op log's and the journal's openers turn into "running without it".
+    let e = prepare_journal(&Full, 1 << 20).unwrap_err();
+    assert!(crate::disk_full::is_no_space(&e), "{e}");
+}
