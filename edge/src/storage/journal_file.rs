@@ -142,9 +142,9 @@ fn is_aligned(offset: u64, data: &[u8]) -> bool {
 }
 
 /// Zeros to write from: an anonymous read-only mapping, aligned for direct I/O, that the
-/// kernel backs with its one shared zero page. Writing zeros from it costs no memory: a
-/// `vec![0; 1 MiB]` was touched and kept by the allocator (a first start that wrote the op
-/// log's zeros from one had 0.3-1.1 MB more RSS).
+/// kernel backs with its one shared zero page. Writing zeros from it touches no memory: a
+/// `vec![0; 1 MiB]` is written by the allocator (or the kernel) page by page, and its pages
+/// may stay with the allocator after it is freed.
 pub struct ZeroPages {
     ptr: std::ptr::NonNull<libc::c_void>,
     len: usize,

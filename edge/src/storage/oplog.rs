@@ -340,8 +340,8 @@ pub fn recover(
         // disk full, and it never writes a block for the first time. On ext4 that first write
         // turns a reserved block into a written one, and the record's fdatasync then also
         // wrote the inode: one more synchronous device write per record on the log's first
-        // lap, ~1,100 in a 300,000-message fill from a new data dir (BENCHMARKS.md, "The op
-        // log's first lap"). It costs a first start 16 MiB of writes, once.
+        // lap, ~900-1,100 in a 300,000-message fill from a new data dir (BENCHMARKS.md, "The
+        // op log's first lap"). It costs a first start 16 MiB of writes, once.
         match super::journal::prepare_journal(&log.file, log.capacity) {
             Ok(()) => {}
             Err(e) if crate::disk_full::is_no_space(&e) => {
