@@ -224,31 +224,40 @@ fn invalid_value_is_an_error_naming_the_key() {
     assert!(err.to_string().contains("durability"), "{err}");
 }
 
-#[test]
-fn the_journal_size_is_zero_or_between_one_mebibyte_and_one_gibibyte() {
-    for ok in ["0", "1048576", "16777216", "1073741824"] {
-        let c = Config::from_toml(&format!("[storage]\njournal_bytes = {ok}\n"), "t").unwrap();
-        assert_eq!(c.storage.journal_bytes.to_string(), ok);
+/// `[section]\nkey = v` reads back as `v` for each of `ok` (through `get`), and is an error
+/// naming `section.key` for each of `bad`.
+fn accepts_only(section: &str, key: &str, ok: &[&str], bad: &[&str], get: fn(&Config) -> u64) {
+    for v in ok {
+        let c = Config::from_toml(&format!("[{section}]\n{key} = {v}\n"), "t").unwrap();
+        assert_eq!(get(&c).to_string(), *v);
     }
-    for bad in ["4096", "1048575", "1073741825"] {
-        let err = Config::from_toml(&format!("[storage]\njournal_bytes = {bad}\n"), "t")
+    for v in bad {
+        let err = Config::from_toml(&format!("[{section}]\n{key} = {v}\n"), "t")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("storage.journal_bytes"), "{bad}: {err}");
+        assert!(err.contains(&format!("{section}.{key}")), "{v}: {err}");
     }
+}
+
+#[test]
+fn the_journal_size_is_zero_or_between_one_mebibyte_and_one_gibibyte() {
+    accepts_only(
+        "storage",
+        "journal_bytes",
+        &["0", "1048576", "16777216", "1073741824"],
+        &["4096", "1048575", "1073741825"],
+        |c| c.storage.journal_bytes,
+    );
 }
 
 #[test]
 fn the_subscriber_stall_time_is_between_100_ms_and_an_hour() {
     assert_eq!(Config::default().limits.subscriber_stall_ms, 2000);
-    for ok in ["100", "2000", "3600000"] {
-        let c = Config::from_toml(&format!("[limits]\nsubscriber_stall_ms = {ok}\n"), "t").unwrap();
-        assert_eq!(c.limits.subscriber_stall_ms.to_string(), ok);
-    }
-    for bad in ["0", "99", "3600001"] {
-        let err = Config::from_toml(&format!("[limits]\nsubscriber_stall_ms = {bad}\n"), "t")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("limits.subscriber_stall_ms"), "{bad}: {err}");
-    }
+    accepts_only(
+        "limits",
+        "subscriber_stall_ms",
+        &["100", "2000", "3600000"],
+        &["0", "99", "3600001"],
+        |c| c.limits.subscriber_stall_ms,
+    );
 }

@@ -360,17 +360,20 @@ fn each_mark_wakes_only_the_publishers_paused_on_it() {
     );
 }
 
+/// Queues a QoS 1 message received at `ms` for `s`; what its publisher should pause on.
+fn enqueue_at(s: &mut Session, ms: u64, limits: QueueLimits, ops: &mut Vec<Op>) -> Option<Mark> {
+    let mut m = message("a");
+    m.received_ms = ms;
+    s.enqueue(Arc::new(m), 1, false, vec![], limits, ops)
+}
+
 #[test]
 fn a_subscriber_that_takes_nothing_for_the_stall_time_pauses_no_publisher() {
     const STALL_MS: u64 = LIMITS.stall_ms;
     let mut s = online(0, None);
     let mut ops = Vec::new();
     let t0 = now_ms();
-    let mut put = |s: &mut Session, ms: u64| {
-        let mut m = message("a");
-        m.received_ms = ms;
-        s.enqueue(Arc::new(m), 1, false, vec![], LIMITS, &mut ops)
-    };
+    let mut put = |s: &mut Session, ms: u64| enqueue_at(s, ms, LIMITS, &mut ops);
     for _ in 0..5 {
         assert_eq!(put(&mut s, t0), None);
     }
@@ -404,9 +407,7 @@ fn the_configured_stall_time_decides_when_a_subscriber_stops_holding_publishers(
     let mut ops = Vec::new();
     let t0 = now_ms();
     for _ in 0..6 {
-        let mut m = message("a");
-        m.received_ms = t0;
-        s.enqueue(Arc::new(m), 1, false, vec![], quick, &mut ops);
+        enqueue_at(&mut s, t0, quick, &mut ops);
     }
     assert!(s.over(Mark::Queue, quick, t0 + 200));
     assert!(
@@ -417,10 +418,8 @@ fn the_configured_stall_time_decides_when_a_subscriber_stops_holding_publishers(
         s.over(Mark::Queue, LIMITS, t0 + 201),
         "with the default time it still holds its publishers"
     );
-    let mut m = message("a");
-    m.received_ms = t0 + 201;
     assert_eq!(
-        s.enqueue(Arc::new(m), 1, false, vec![], quick, &mut ops),
+        enqueue_at(&mut s, t0 + 201, quick, &mut ops),
         None,
         "7 of 8 for a stalled subscriber: no pause"
     );
@@ -434,19 +433,9 @@ fn a_subscriber_idle_for_long_is_not_stalled_by_its_first_deliveries() {
     // Attached, then nothing for ten stall times: the queue was empty all along.
     let t = now_ms() + 10 * STALL_MS;
     for _ in 0..5 {
-        let mut m = message("a");
-        m.received_ms = t;
-        assert_eq!(
-            s.enqueue(Arc::new(m), 1, false, vec![], LIMITS, &mut ops),
-            None
-        );
+        assert_eq!(enqueue_at(&mut s, t, LIMITS, &mut ops), None);
     }
-    let mut m = message("a");
-    m.received_ms = t;
-    assert_eq!(
-        s.enqueue(Arc::new(m), 1, false, vec![], LIMITS, &mut ops),
-        Some(Mark::Queue)
-    );
+    assert_eq!(enqueue_at(&mut s, t, LIMITS, &mut ops), Some(Mark::Queue));
 }
 
 #[test]
