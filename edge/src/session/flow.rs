@@ -3,8 +3,9 @@
 //! ([`QOS0_PAUSE`], [`QOS0_RESUME`]), and the events that wake paused publishers and the
 //! attached connection's writer. Each pair has its own event: a publisher is woken only by the
 //! mark it paused on. A subscriber that takes nothing from its queue for
-//! `limits.subscriber_stall_ms` ([`DEFAULT_STALL_MS`]) pauses no publisher: its queue fills to its bound and the rest is dropped for it alone, as mosquitto
-//! does, instead of one stuck client holding every publisher it shares a topic with.
+//! `limits.subscriber_stall_ms` ([`DEFAULT_STALL_MS`]) pauses no publisher: its queue fills to
+//! its bound and the rest is dropped for it alone, as mosquitto does, instead of one stuck
+//! client holding every publisher it shares a topic with.
 
 use std::sync::Arc;
 
@@ -33,9 +34,9 @@ pub const QOS0_RESUME: usize = QOS0_PAUSE / 4 * 3;
 
 /// Default of `limits.subscriber_stall_ms` ([`QueueLimits::stall_ms`]): time without progress
 /// after which a subscriber with deliveries waiting is stalled: it has taken none from its
-/// queue (its socket does not drain) since they began to wait. A paused
-/// publisher re-checks its cause every second (`connection/inbound/publish.rs`), so it goes
-/// on within about a second of the subscriber stalling. Before: one subscriber that stopped
+/// queue (its socket does not drain) since they began to wait. A paused publisher re-checks
+/// its cause every second (`connection/inbound/publish.rs`), so it goes on within about a
+/// second of the subscriber stalling. Before: one subscriber that stopped
 /// reading cut a 5,000 msg/s QoS 0 publisher's other subscribers to one message per 5 s (each
 /// publish waited the whole 5 s; BENCHMARKS.md, "A stuck subscriber").
 pub const DEFAULT_STALL_MS: u64 = 2000;
