@@ -318,8 +318,8 @@ fn resolve_topic(
 /// Flow control: when a subscriber of the last message is falling behind, stop reading from
 /// this publisher until it catches up (at most [`CONGESTION_WAIT`]), so that an online
 /// subscriber's queue does not overflow and drop messages. The cause is re-checked every
-/// [`CONGESTION_CHECK`]: a subscriber that stalls meanwhile (`session/flow.rs`, `limits.subscriber_stall_ms`)
-/// stops holding the publisher.
+/// [`CONGESTION_CHECK`]: a subscriber that stalls meanwhile (`session/flow.rs`,
+/// `limits.subscriber_stall_ms`) stops holding the publisher.
 pub(super) async fn wait_if_congested(conn: &Conn, st: &mut PublishState) {
     let Some(c) = st.take_congested() else {
         return;
