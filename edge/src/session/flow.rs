@@ -35,10 +35,11 @@ pub const QOS0_RESUME: usize = QOS0_PAUSE / 4 * 3;
 /// Default of `limits.subscriber_stall_ms` ([`QueueLimits::stall_ms`]): time without progress
 /// after which a subscriber with deliveries waiting is stalled: it has taken none from its
 /// queue (its socket does not drain) since they began to wait. A paused publisher re-checks
-/// its cause every second (`connection/inbound/publish.rs`), so it goes on within about a
-/// second of the subscriber stalling. Before: one subscriber that stopped
-/// reading cut a 5,000 msg/s QoS 0 publisher's other subscribers to one message per 5 s (each
-/// publish waited the whole 5 s; BENCHMARKS.md, "A stuck subscriber").
+/// its cause every second, or every stall time when that is shorter
+/// (`connection/inbound/publish.rs`), so it goes on soon after the subscriber stalls. Before:
+/// one subscriber that stopped reading cut a 5,000 msg/s QoS 0 publisher's other subscribers
+/// to one message per 5 s (each publish waited the whole 5 s; BENCHMARKS.md, "A stuck
+/// subscriber").
 pub const DEFAULT_STALL_MS: u64 = 2000;
 
 /// The last time (unix ms) a stalled subscriber was logged (at most once a second).

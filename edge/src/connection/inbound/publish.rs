@@ -21,8 +21,15 @@ use crate::message::{now_ms, Message, MessageProps};
 /// Longest pause of a publisher for one slow subscriber; past it, the subscriber's queue bound
 /// applies (messages beyond it are dropped and logged).
 const CONGESTION_WAIT: Duration = Duration::from_secs(5);
-/// How often a paused publisher re-checks why it waits (see [`wait_if_congested`]).
+/// How often a paused publisher re-checks why it waits (see [`wait_if_congested`]), at most.
 const CONGESTION_CHECK: Duration = Duration::from_secs(1);
+
+/// How often a paused publisher re-checks its cause: [`CONGESTION_CHECK`], or the stall time
+/// (`limits.subscriber_stall_ms`) when that is shorter, so a publisher held by a subscriber
+/// that stalls goes on within about twice the stall time.
+fn recheck_every(stall_ms: u64) -> Duration {
+    CONGESTION_CHECK.min(Duration::from_millis(stall_ms))
+}
 
 /// What the connection keeps from one PUBLISH to the next, and its topic aliases both ways:
 /// one box, allocated by the first alias or congestion and freed when none is left (8 bytes
@@ -318,13 +325,14 @@ fn resolve_topic(
 /// Flow control: when a subscriber of the last message is falling behind, stop reading from
 /// this publisher until it catches up (at most [`CONGESTION_WAIT`]), so that an online
 /// subscriber's queue does not overflow and drop messages. The cause is re-checked every
-/// [`CONGESTION_CHECK`]: a subscriber that stalls meanwhile (`session/flow.rs`,
+/// [`recheck_every`]: a subscriber that stalls meanwhile (`session/flow.rs`,
 /// `limits.subscriber_stall_ms`) stops holding the publisher.
 pub(super) async fn wait_if_congested(conn: &Conn, st: &mut PublishState) {
     let Some(c) = st.take_congested() else {
         return;
     };
     let until = std::time::Instant::now() + CONGESTION_WAIT;
+    let check = recheck_every(conn.broker.live.subscriber_stall_ms());
     loop {
         let drained = c.drained.listen();
         if !conn.broker.congested(&c) {
@@ -339,7 +347,7 @@ pub(super) async fn wait_if_congested(conn: &Conn, st: &mut PublishState) {
             true
         }
         .or(async {
-            smol::Timer::after(left.min(CONGESTION_CHECK)).await;
+            smol::Timer::after(left.min(check)).await;
             false
         })
         .await;
@@ -382,6 +390,13 @@ mod tests {
     use super::*;
     use crate::connection::test_support;
     use mqtt_proto::Pid;
+
+    #[test]
+    fn a_paused_publisher_rechecks_every_second_or_every_stall_time_when_shorter() {
+        assert_eq!(recheck_every(2000), CONGESTION_CHECK);
+        assert_eq!(recheck_every(300), Duration::from_millis(300));
+        assert_eq!(recheck_every(3_600_000), CONGESTION_CHECK);
+    }
 
     fn publish(topic: &str, qos_pid: QosPid, alias: Option<u16>) -> v5::Publish {
         let topic = TopicName::try_from(topic).expect("valid topic");
