@@ -3,11 +3,13 @@
 # each broker in turn on 127.0.0.1, runs the same edge-bench measurements against it and prints a table
 # (metric, ours, mosquitto, ratio, target). Raw JSON lines and the tables land in the --out folder.
 #
-# Usage: scripts/bench.sh [--quick] [--out DIR] [--no-build] [--only ours|mosquitto] [--backlog-only]
+# Usage: scripts/bench.sh [--quick] [--out DIR] [--no-build] [--pgo] [--only ours|mosquitto] [--backlog-only]
 #   --quick     message counts / 4, 5 s latency runs, backlogs of 10k and 100k (a few minutes)
 #   --backlog-only  only the "memory vs backlog" table: 10k / 100k / 1M queued for an offline
 #               session, both brokers (fill rate, RSS after fill and restart, start-up, drain)
 #   --out DIR   where results.jsonl, table.md and broker logs go (default: a new /tmp folder)
+#   --pgo       our broker as the packages ship it: scripts/build-pgo.sh's profile-guided binary
+#               (built here unless --no-build)
 # Env: CARGO_TARGET_DIR (default: <repo>/target), BENCH_PORT_OURS (21883), BENCH_PORT_MOSQ (21884).
 set -euo pipefail
 
@@ -20,6 +22,7 @@ PORT_MOSQ=${BENCH_PORT_MOSQ:-21884}
 QUICK=0
 BUILD=1
 ONLY=""
+PGO=0
 OUT=""
 BACKLOG_ONLY=0""
 while [ $# -gt 0 ]; do
@@ -29,7 +32,8 @@ while [ $# -gt 0 ]; do
         --out) OUT=$2; shift ;;
         --only) ONLY=$2; shift ;;
         --backlog-only) BACKLOG_ONLY=1 ;;
-        -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+        --pgo) PGO=1 ;;
+        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
     shift
@@ -64,7 +68,12 @@ die() { log "error: $*"; exit 1; }
 if [ $BUILD = 1 ]; then
     log "building (cargo build --release -p robustmq-edge -p robustmq-edge-bench, target $TARGET)"
     (cd "$ROOT" && cargo build --release -p robustmq-edge -p robustmq-edge-bench)
+    if [ $PGO = 1 ]; then
+        log "building the profile-guided broker (scripts/build-pgo.sh)"
+        "$ROOT/scripts/build-pgo.sh" >&2
+    fi
 fi
+if [ $PGO = 1 ]; then EDGE=$TARGET/pgo/x86_64-unknown-linux-gnu/release/robustmq-edge; fi
 [ -x "$BENCH" ] || die "$BENCH missing (build first)"
 if [ "$ONLY" != mosquitto ]; then [ -x "$EDGE" ] || die "$EDGE missing (build first)"; fi
 if ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; then

@@ -9,6 +9,7 @@
 #   SKIP_APT=1          do not try to install Debian packages
 #   SKIP_ARM=1          skip the aarch64 cross build + qemu smoke test (scripts/test-arm.sh)
 #   SKIP_DEB=1          skip the .deb build + scratch-root install test (scripts/test-deb.sh)
+#   SKIP_PGO=1          skip the profile-guided release build (scripts/build-pgo.sh) and its run
 #   PYTEST_ARGS="..."   extra arguments for pytest (e.g. "-k retained -x")
 #   CHROMIUM_BIN        the chromium the WebSocket browser test drives (/usr/bin/chromium)
 #   MQTT_TEST_BROKER    "robustmq" (default) or "mosquitto" for the Python tests
@@ -172,6 +173,19 @@ fi
 if [ "${SKIP_DEB:-0}" != 1 ]; then
     section "Debian package + systemd unit (scripts/test-deb.sh)"
     if ! DEB_PROFILE=dev scripts/test-deb.sh; then fail "deb package"; fi
+fi
+
+# ---------------------------------------------------------------------------------------------
+# The profile-guided release build the packages ship (instrumented build, training, rebuild),
+# then the built binary through the same workloads as a check: every listener kind, QoS 0/1/2,
+# sync up and down, a backlog across a restart, each edge-bench run checked for loss.
+if [ "${SKIP_PGO:-0}" != 1 ]; then
+    section "Profile-guided release build (scripts/build-pgo.sh) + its binary through scripts/pgo-train.sh"
+    if pgo_bin="$(scripts/build-pgo.sh | tail -1)" && [ -x "$pgo_bin" ] && scripts/pgo-train.sh "$pgo_bin"; then
+        :
+    else
+        fail "PGO build"
+    fi
 fi
 
 section "Result"
