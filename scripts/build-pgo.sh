@@ -63,7 +63,9 @@ build() { # target dir, RUSTFLAGS -> binary path
 }
 
 log "1/4 instrumented build ($TARGET)"
-GEN_BIN="$(build "$CARGO_TARGET_DIR/pgo-generate" "-Cprofile-generate=$PROFILES")"
+# Temporal instrumentation also records the order in which functions first run (one trace), which
+# the x86_64 link below uses to put the code of start-up and idle together.
+GEN_BIN="$(build "$CARGO_TARGET_DIR/pgo-generate" "-Cprofile-generate=$PROFILES -Cllvm-args=-pgo-temporal-instrumentation")"
 log "2/4 training run (scripts/pgo-train.sh, PGO_SCALE=${PGO_SCALE:-1})"
 cargo build --release -q -p robustmq-edge-bench >&2
 EDGE_BENCH="$CARGO_TARGET_DIR/release/edge-bench" scripts/pgo-train.sh "$GEN_BIN" ${WRAP[@]+"${WRAP[@]}"}
@@ -73,6 +75,14 @@ FUNCTIONS="$("$PROFDATA" show "$MERGED" | sed -n 's/^Total functions: *//p')"
 log "  $MERGED: ${FUNCTIONS:-?} functions"
 [ "${FUNCTIONS:-0}" -gt 1000 ] || die "the profile has ${FUNCTIONS:-no} functions: the training did not reach the broker's code"
 log "4/4 build with the profile"
-BIN="$(build "$CARGO_TARGET_DIR/pgo" "-Cprofile-use=$MERGED")"
+USE_FLAGS="-Cprofile-use=$MERGED"
+if [ "$TARGET" = "$HOST" ]; then
+    # rustc links x86_64 Linux with its own lld, whose balanced partitioning orders the functions
+    # by the trace so that the code run first shares pages (`--bp-startup-sort`). The ARM targets
+    # link with Debian's GNU ld, which has no such option; its default linker script still groups
+    # the hot and the never-run functions LLVM marks.
+    USE_FLAGS="$USE_FLAGS -Clink-arg=-Wl,--irpgo-profile=$MERGED -Clink-arg=-Wl,--bp-startup-sort=function"
+fi
+BIN="$(build "$CARGO_TARGET_DIR/pgo" "$USE_FLAGS")"
 log "built $BIN"
 echo "$BIN"
