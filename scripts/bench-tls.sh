@@ -45,16 +45,7 @@ WORK=$(mktemp -d /tmp/edge-bench-tls.XXXXXX)
 trap 'stop; rm -rf "$WORK/data"' EXIT
 
 # ---- certificates ------------------------------------------------------------------------------
-(
-    cd "$WORK"
-    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-        -keyout ca.key -out ca.pem -subj "/CN=edge-bench CA" 2>/dev/null
-    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
-        -keyout server.key -out server.csr -subj "/CN=127.0.0.1" 2>/dev/null
-    printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' > ext.cnf
-    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
-        -out server.pem -extfile ext.cnf 2>/dev/null
-) || die "openssl could not make the certificates"
+"$ROOT/scripts/make-test-certs.sh" "$WORK" || die "openssl could not make the certificates"
 
 # ---- brokers -----------------------------------------------------------------------------------
 cat > "$WORK/ours.toml" <<EOF

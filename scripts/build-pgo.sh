@@ -35,7 +35,10 @@ case "$TARGET" in
     armv7-unknown-linux-gnueabihf) WRAP=(qemu-arm -L /usr/arm-linux-gnueabihf) ;;
     *) die "unsupported target '$TARGET' ($HOST, aarch64-unknown-linux-gnu or armv7-unknown-linux-gnueabihf)" ;;
 esac
-[ "$TARGET" = "$HOST" ] || export PGO_SCALE="${PGO_SCALE:-10}"
+if [ "$TARGET" != "$HOST" ]; then
+    export PGO_SCALE="${PGO_SCALE:-10}"
+    command -v "${WRAP[0]}" >/dev/null || die "${WRAP[0]} is needed for the training run (Debian: qemu-user)"
+fi
 
 command -v rustup >/dev/null || die "rustup is needed (for the llvm-tools component)"
 PROFDATA="$(rustc --print sysroot)/lib/rustlib/$HOST/bin/llvm-profdata"
@@ -67,8 +70,7 @@ log "1/4 instrumented build ($TARGET)"
 # the x86_64 link below uses to put the code of start-up and idle together.
 GEN_BIN="$(build "$CARGO_TARGET_DIR/pgo-generate" "-Cprofile-generate=$PROFILES -Cllvm-args=-pgo-temporal-instrumentation")"
 log "2/4 training run (scripts/pgo-train.sh, PGO_SCALE=${PGO_SCALE:-1})"
-cargo build --release -q -p robustmq-edge-bench >&2
-EDGE_BENCH="$CARGO_TARGET_DIR/release/edge-bench" scripts/pgo-train.sh "$GEN_BIN" ${WRAP[@]+"${WRAP[@]}"}
+scripts/pgo-train.sh "$GEN_BIN" ${WRAP[@]+"${WRAP[@]}"}
 log "3/4 merging $(find "$PROFILES" -name '*.profraw' | wc -l) raw profile(s)"
 "$PROFDATA" merge -o "$MERGED" "$PROFILES"
 FUNCTIONS="$("$PROFDATA" show "$MERGED" | sed -n 's/^Total functions: *//p')"

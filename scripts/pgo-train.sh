@@ -18,7 +18,7 @@
 # fan-in and fan-out, MQTT 3.1.1 and 5, latency, TLS, WebSocket, HTTP scrapes, then a persistent
 # session's backlog filled, the edge restarted and the backlog drained.
 #
-# Environment: EDGE_BENCH (default $CARGO_TARGET_DIR/release/edge-bench, built when missing),
+# Environment: EDGE_BENCH (default: the workspace's, cargo-built to date in $CARGO_TARGET_DIR/release),
 # PGO_PORT (first of 11 ports, default 19890), PGO_SCALE. Needs openssl; mosquitto_pub for the
 # downlink step (skipped with a line in the log when missing). Exits non-zero if a step fails.
 set -euo pipefail
@@ -33,11 +33,10 @@ P=${PGO_PORT:-19890}
 BENCH=${EDGE_BENCH:-${CARGO_TARGET_DIR:-$ROOT/target}/release/edge-bench}
 log() { printf '[pgo-train] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
-command -v openssl >/dev/null || die "openssl is needed (Debian: openssl)"
-if [ ! -x "$BENCH" ]; then
-    log "building edge-bench"
+if [ -z "${EDGE_BENCH:-}" ]; then # the workspace's own, brought up to date
     (cd "$ROOT" && cargo build --release -q -p robustmq-edge-bench) >&2
 fi
+[ -x "$BENCH" ] || die "no edge-bench at $BENCH"
 
 WORK=$(mktemp -d /tmp/pgo-train.XXXXXX)
 PIDS=()
@@ -48,16 +47,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-(
-    cd "$WORK"
-    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-        -keyout ca.key -out ca.pem -subj "/CN=pgo-train CA" 2>/dev/null
-    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
-        -keyout server.key -out server.csr -subj "/CN=127.0.0.1" 2>/dev/null
-    printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' > ext.cnf
-    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
-        -out server.pem -extfile ext.cnf 2>/dev/null
-) || die "openssl could not make the certificates"
+"$ROOT/scripts/make-test-certs.sh" "$WORK" || die "openssl could not make the certificates"
 
 EDGE_PORT=$P TLS_PORT=$((P + 1)) WS_PORT=$((P + 2)) HTTP_PORT=$((P + 3)) CLOUD_PORT=$((P + 10))
 cat > "$WORK/edge.toml" <<EOF
