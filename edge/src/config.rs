@@ -239,7 +239,8 @@ pub struct Limits {
     pub max_inflight: u16,
     /// Bound on messages waiting for one session (online or offline), in count and bytes.
     pub max_queued_messages: usize,
-    pub max_queued_bytes: usize,
+    /// u64: the queue lives on disk, so its bound may pass 4 GiB on a 32-bit target too.
+    pub max_queued_bytes: u64,
     /// Milliseconds a connected subscriber with messages waiting may take none of them before
     /// it counts as stalled: then it pauses no publisher, and its queue's bound drops what it
     /// cannot take (`session/flow.rs`).
@@ -474,6 +475,9 @@ impl Config {
         }
         if l.max_queued_messages == 0 {
             return bad("limits.max_queued_messages", "must be at least 1");
+        }
+        if l.max_queued_bytes == 0 {
+            return bad("limits.max_queued_bytes", "must be at least 1");
         }
         if !(MIN_STALL_MS..=MAX_STALL_MS).contains(&l.subscriber_stall_ms) {
             return bad(

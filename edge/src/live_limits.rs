@@ -43,7 +43,7 @@ live_limits! {
     max_connections_per_ip: AtomicUsize => usize,
     connect_timeout_secs: AtomicU64 => u64,
     max_queued_messages: AtomicUsize => usize,
-    max_queued_bytes: AtomicUsize => usize,
+    max_queued_bytes: AtomicU64 => u64,
     subscriber_stall_ms: AtomicU64 => u64,
     max_retained_messages: AtomicUsize => usize,
     max_subscriptions_per_session: AtomicUsize => usize,

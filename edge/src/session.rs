@@ -76,7 +76,7 @@ enum Link {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueLimits {
     pub max_messages: usize,
-    pub max_bytes: usize,
+    pub max_bytes: u64,
     /// Memory is short (`limits.max_memory`): deliveries that would live in memory only are
     /// refused, stored ones go straight to disk.
     pub memory_full: bool,
@@ -89,7 +89,7 @@ pub struct QueueLimits {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct QueueFigures {
     pub queued: usize,
-    pub queued_bytes: usize,
+    pub queued_bytes: u64,
     pub inflight: usize,
     pub dropped: u64,
 }
@@ -121,7 +121,7 @@ pub struct Session {
     /// it (a clean session never does): 8 bytes instead of 144 in every session.
     durable: Option<Box<Durable>>,
     /// Bytes (`Message::weight`) of every waiting delivery, in memory or on disk.
-    queued_bytes: usize,
+    queued_bytes: u64,
     /// Waiting QoS 0 deliveries (all in memory): publishers of them pause at a lower mark
     /// than the queue's (`flow.rs`, [`QOS0_PAUSE`]).
     waiting_qos0: u32,

@@ -41,7 +41,7 @@ impl Broker {
             }
             let q = s.queue_figures();
             g.queued_messages += q.queued as u64;
-            g.queued_bytes += q.queued_bytes as u64;
+            g.queued_bytes += q.queued_bytes;
             g.inflight_messages += q.inflight as u64;
             g.subscriptions += s.subscriptions().count() as u64;
         }

@@ -251,6 +251,18 @@ fn the_journal_size_is_zero_or_between_one_mebibyte_and_one_gibibyte() {
 }
 
 #[test]
+fn the_queue_byte_bound_is_at_least_one_and_may_pass_four_gibibytes() {
+    // u64, not usize: a 32-bit build (armhf) refused 4294967296 as out of range.
+    accepts_only(
+        "limits",
+        "max_queued_bytes",
+        &["1", "16777216", "4294967296", "18446744073709551615"],
+        &["0", "-1"],
+        |c| c.limits.max_queued_bytes,
+    );
+}
+
+#[test]
 fn the_subscriber_stall_time_is_between_100_ms_and_an_hour() {
     assert_eq!(Config::default().limits.subscriber_stall_ms, 2000);
     accepts_only(

@@ -45,6 +45,13 @@ pub const DEFAULT_STALL_MS: u64 = 2000;
 /// The last time (unix ms) a stalled subscriber was logged (at most once a second).
 static STALLED_LOGGED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+/// Three quarters of a queue bound, rounded up: the queue is at its mark from there on.
+/// `max - max / 4` and not `4 * n >= 3 * max`, which overflows for a bound near the type's
+/// maximum (and, for `usize` bounds, already past 1.4 GB on a 32-bit target).
+fn three_quarters(max: u64) -> u64 {
+    max - max / 4
+}
+
 /// The water mark a publisher paused on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mark {
@@ -58,8 +65,8 @@ impl Session {
     /// Online with the queue at three quarters of a bound: publishers to it should pause.
     pub fn congested(&self, limits: QueueLimits) -> bool {
         self.online()
-            && (self.queued_len() * 4 >= limits.max_messages * 3
-                || self.queued_bytes * 4 >= limits.max_bytes * 3)
+            && (self.queued_len() as u64 >= three_quarters(limits.max_messages as u64)
+                || self.queued_bytes >= three_quarters(limits.max_bytes))
     }
 
     /// Online and over `mark`, stalled or not.
@@ -119,7 +126,7 @@ impl Session {
 
     /// Queue at half of both bounds: paused publishers may go on.
     fn under_low_water(&self, limits: QueueLimits) -> bool {
-        self.queued_len() * 2 <= limits.max_messages && self.queued_bytes * 2 <= limits.max_bytes
+        self.queued_len() <= limits.max_messages / 2 && self.queued_bytes <= limits.max_bytes / 2
     }
 
     /// Wakes the publishers paused on a mark the queue is back under the low side of.

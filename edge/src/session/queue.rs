@@ -73,8 +73,9 @@ impl Session {
     /// How many waiting deliveries this session keeps in memory: `WINDOW_BYTES` at the average
     /// weight of its waiting deliveries, within `MIN_WINDOW..=WINDOW`.
     pub(super) fn window_cap(&self) -> usize {
-        let avg = self.queued_bytes / self.queued_len().max(1);
-        (WINDOW_BYTES / avg.max(1)).clamp(MIN_WINDOW, WINDOW)
+        let avg = self.queued_bytes / self.queued_len().max(1) as u64;
+        // At most WINDOW_BYTES, so it fits a usize.
+        ((WINDOW_BYTES as u64 / avg.max(1)) as usize).clamp(MIN_WINDOW, WINDOW)
     }
 }
 
@@ -297,7 +298,7 @@ impl Session {
         if qos == 0 && !self.online() {
             return None;
         }
-        let weight = msg.weight();
+        let weight = msg.weight() as u64;
         let msg_ms = msg.received_ms;
         if self.queued_len() >= limits.max_messages || self.queued_bytes + weight > limits.max_bytes
         {
@@ -406,7 +407,7 @@ impl Session {
             let Some(mut d) = self.queue.pop_front() else {
                 break;
             };
-            self.queued_bytes = self.queued_bytes.saturating_sub(d.msg.weight());
+            self.queued_bytes = self.queued_bytes.saturating_sub(d.msg.weight() as u64);
             if d.qos == 0 {
                 self.waiting_qos0 = self.waiting_qos0.saturating_sub(1);
             }
@@ -662,7 +663,7 @@ impl Session {
     /// connection resends them first (with DUP, same packet id) [MQTT-4.4.0-1].
     pub(super) fn requeue_inflight(&mut self) {
         while let Some(d) = self.inflight.pop_back() {
-            self.queued_bytes += d.msg.weight();
+            self.queued_bytes += d.msg.weight() as u64;
             self.queue.push_front(d);
         }
     }

@@ -306,6 +306,39 @@ fn congestion_starts_at_three_quarters_and_ends_at_half() {
 }
 
 #[test]
+fn bounds_near_the_types_maximum_neither_overflow_nor_congest_a_short_queue() {
+    // `4 * n >= 3 * max` overflowed here (a panic in a debug build, a wrong mark in release).
+    let huge = QueueLimits {
+        max_messages: usize::MAX,
+        max_bytes: u64::MAX,
+        memory_full: false,
+        stall_ms: DEFAULT_STALL_MS,
+    };
+    let mut s = online(0, None);
+    let mut ops = Vec::new();
+    for _ in 0..3 {
+        assert_eq!(s.enqueue(msg("a"), 1, false, vec![], huge, &mut ops), None);
+    }
+    assert!(!s.congested(huge));
+    let drained = s.congestion(Mark::Queue).drained.listen();
+    s.take_outgoing(1, now_ms(), huge, &mut ops);
+    assert!(
+        future::block_on(future::poll_once(drained)).is_some(),
+        "under half of the bounds: paused publishers go on"
+    );
+    // A byte bound past 4 GiB (what a u32 `usize` cannot hold) marks at three quarters.
+    let big = QueueLimits {
+        max_bytes: 6 << 30,
+        ..huge
+    };
+    let mut s = online(0, None);
+    s.queued_bytes = (9 << 29) - 1;
+    assert!(!s.congested(big), "just under 4.5 GiB");
+    s.queued_bytes = 9 << 29;
+    assert!(s.congested(big), "4.5 GiB of 6");
+}
+
+#[test]
 fn each_mark_wakes_only_the_publishers_paused_on_it() {
     use super::{QOS0_PAUSE, QOS0_RESUME};
     // Queue mark at 1,500 (3/4 of 2,000), low side 1,000; the QoS 0 marks at 1,024 and 768.
@@ -668,7 +701,7 @@ fn a_restored_session_resumes_its_queue_without_reusing_packet_ids() {
     loaded.record.will = Some(will(5));
     loaded.queue = crate::storage::QueueShape {
         messages: 3,
-        bytes: 3 * message("r").weight(),
+        bytes: 3 * message("r").weight() as u64,
         first_seq: 4,
         next_seq: 10,
         sent: [(4, 1), (7, 2)].into_iter().collect(),

@@ -37,7 +37,7 @@ pub struct LoadedSession {
 pub struct QueueShape {
     pub messages: usize,
     /// Sum of `Message::weight` of the queued messages.
-    pub bytes: usize,
+    pub bytes: u64,
     /// Lowest queued sequence number (0 when empty).
     pub first_seq: u64,
     /// One past the highest queued sequence number (1 when empty).
@@ -99,14 +99,14 @@ pub(super) fn load(db: &Database) -> Result<Loaded> {
                 Some(m) => {
                     let (n, bytes) = m.value();
                     shape.messages = n as usize;
-                    shape.bytes = bytes as usize;
+                    shape.bytes = bytes;
                 }
                 None => {
                     // Cannot happen with this version's writer; counted the slow way.
                     tracing::warn!(client_id, "queue without its count: counting it");
                     for row in queue.range((id, 0u64)..=(id, u64::MAX))? {
                         shape.messages += 1;
-                        shape.bytes += row?.1.value().len();
+                        shape.bytes += row?.1.value().len() as u64;
                     }
                 }
             }

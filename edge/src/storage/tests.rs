@@ -85,7 +85,7 @@ fn committed_ops_are_read_back_after_reopen() {
     let shape = &loaded.sessions[0].queue;
     assert_eq!(
         (shape.messages, shape.bytes, shape.first_seq, shape.next_seq),
-        (2, 2 * msg("a").weight(), 1, 4),
+        (2, 2 * msg("a").weight() as u64, 1, 4),
         "the queue's shape is read, not its messages"
     );
     assert_eq!(shape.sent.iter().collect::<Vec<_>>(), vec![(3, 9)]);
@@ -559,7 +559,7 @@ fn publishes_acknowledged_from_the_op_log_survive_a_power_cut_before_redb_syncs(
     let shape = &loaded.sessions[0].queue;
     assert_eq!(
         (shape.messages, shape.bytes, shape.next_seq),
-        (3, 3 * msg("a").weight(), 4),
+        (3, 3 * msg("a").weight() as u64, 4),
         "the three acknowledged publishes are queued, each counted once"
     );
     let seqs: Vec<u64> = store
