@@ -77,14 +77,17 @@ FUNCTIONS="$("$PROFDATA" show "$MERGED" | sed -n 's/^Total functions: *//p')"
 log "  $MERGED: ${FUNCTIONS:-?} functions"
 [ "${FUNCTIONS:-0}" -gt 1000 ] || die "the profile has ${FUNCTIONS:-no} functions: the training did not reach the broker's code"
 log "4/4 build with the profile"
+# lld's balanced partitioning orders the functions by the trace so that the code run first shares
+# pages (`--bp-startup-sort`). rustc links x86_64 Linux with its own lld already; the ARM targets
+# are linked by Debian's cross gcc, which is pointed at the same lld (rustup's `gcc-ld/ld.lld`,
+# a multi-target linker) instead of GNU ld, which has no such option.
 USE_FLAGS="-Cprofile-use=$MERGED"
-if [ "$TARGET" = "$HOST" ]; then
-    # rustc links x86_64 Linux with its own lld, whose balanced partitioning orders the functions
-    # by the trace so that the code run first shares pages (`--bp-startup-sort`). The ARM targets
-    # link with Debian's GNU ld, which has no such option; its default linker script still groups
-    # the hot and the never-run functions LLVM marks.
-    USE_FLAGS="$USE_FLAGS -Clink-arg=-Wl,--irpgo-profile=$MERGED -Clink-arg=-Wl,--bp-startup-sort=function"
+if [ "$TARGET" != "$HOST" ]; then
+    GCC_LD="$(rustc --print sysroot)/lib/rustlib/$HOST/bin/gcc-ld"
+    [ -x "$GCC_LD/ld.lld" ] || die "no rustup lld at $GCC_LD/ld.lld"
+    USE_FLAGS="$USE_FLAGS -Clink-arg=-B$GCC_LD -Clink-arg=-fuse-ld=lld"
 fi
+USE_FLAGS="$USE_FLAGS -Clink-arg=-Wl,--irpgo-profile=$MERGED -Clink-arg=-Wl,--bp-startup-sort=function"
 BIN="$(build "$CARGO_TARGET_DIR/pgo" "$USE_FLAGS")"
 log "built $BIN"
 echo "$BIN"
