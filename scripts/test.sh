@@ -8,6 +8,7 @@
 # Environment:
 #   SKIP_APT=1          do not try to install Debian packages
 #   SKIP_ARM=1          skip the aarch64 cross build + qemu smoke test (scripts/test-arm.sh)
+#   SKIP_32BIT=1        skip the armv7 (32-bit) unit tests under qemu-arm (scripts/test-32bit.sh)
 #   SKIP_DEB=1          skip the .deb build + scratch-root install test (scripts/test-deb.sh)
 #   SKIP_PGO=1          skip the profile-guided release build (scripts/build-pgo.sh) and its run
 #   PYTEST_ARGS="..."   extra arguments for pytest (e.g. "-k retained -x")
@@ -166,6 +167,13 @@ fi
 if [ "${SKIP_ARM:-0}" != 1 ]; then
     section "ARM: aarch64 cross build + qemu smoke (scripts/test-arm.sh)"
     if ! scripts/test-arm.sh; then fail "ARM smoke"; fi
+fi
+
+# ---------------------------------------------------------------------------------------------
+# 32-bit: the armhf package's target, where usize is 4 bytes; the unit tests under qemu-arm.
+if [ "${SKIP_32BIT:-0}" != 1 ]; then
+    section "armv7 (32-bit) unit tests under qemu-arm (scripts/test-32bit.sh)"
+    if ! scripts/test-32bit.sh; then fail "32-bit unit tests"; fi
 fi
 
 # ---------------------------------------------------------------------------------------------
