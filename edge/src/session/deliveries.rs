@@ -127,7 +127,10 @@ mod tests {
 
     #[test]
     fn an_unused_deque_is_one_pointer_and_reads_as_empty() {
-        assert_eq!(std::mem::size_of::<Deliveries>(), std::mem::size_of::<usize>());
+        assert_eq!(
+            std::mem::size_of::<Deliveries>(),
+            std::mem::size_of::<usize>()
+        );
         let d = Deliveries::default();
         assert!(d.is_empty() && d.front().is_none() && d.iter().count() == 0);
     }

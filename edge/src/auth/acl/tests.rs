@@ -479,7 +479,10 @@ fn cached_checks_answer_as_uncached_ones_for_each_topic_and_access() {
 #[test]
 fn a_client_acl_without_rules_is_one_pointer_and_generation_zero() {
     let mut c = ClientAcl::unrestricted();
-    assert_eq!(std::mem::size_of::<ClientAcl>(), std::mem::size_of::<usize>());
+    assert_eq!(
+        std::mem::size_of::<ClientAcl>(),
+        std::mem::size_of::<usize>()
+    );
     assert_eq!(c.generation(), 0);
     assert!(c.check_cached(&Arc::from("a/b"), Write));
     assert!(!c.check_cached(&Arc::from("$SYS/x"), Write));
