@@ -277,6 +277,20 @@ pub struct StorageConfig {
     /// Size of the commit journal `edge.redb-journal` (0: off, every commit syncs the database
     /// file itself). A durable commit is one sequential write and one fdatasync of it.
     pub journal_bytes: u64,
+    /// What start-up does with an `edge.redb` it cannot read (`storage/damaged.rs`).
+    pub on_damaged: OnDamaged,
+}
+
+/// What start-up does with a database file whose content it cannot read: zeroed, truncated or
+/// garbled (a power cut on a card that does not keep its flushes), or not a database at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnDamaged {
+    /// Move it, with its commit journal and op log, into a `damaged-<UTC time>` folder of the
+    /// data dir, and start with an empty database.
+    SetAside,
+    /// Stop with an error naming the file; everything stays as found.
+    Stop,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -335,6 +349,7 @@ impl Default for StorageConfig {
             cache_size_bytes: 16 * 1024 * 1024,
             max_batch: 1024,
             journal_bytes: 16 * 1024 * 1024,
+            on_damaged: OnDamaged::SetAside,
         }
     }
 }

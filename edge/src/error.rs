@@ -20,6 +20,11 @@ pub enum Error {
         source: redb::DatabaseError,
     },
 
+    /// The database's content cannot be read (`storage/damaged.rs`) and
+    /// `storage.on_damaged = "stop"`, or no source error says why (redb panicked).
+    #[error("database {path} is damaged: {reason}. The file was left untouched; with storage.on_damaged = \"set_aside\" the broker moves it aside and starts with an empty one")]
+    DamagedDatabase { path: String, reason: String },
+
     /// redb failed (transaction, table, commit, durability); the redb error is the source.
     #[error("storage error: {0}")]
     Storage(#[from] redb::Error),

@@ -222,6 +222,13 @@ pub fn changes(old: &Config, new: &Config) -> Vec<Change> {
         &new.storage.journal_bytes,
         Restart,
     );
+    cmp(
+        c,
+        "storage.on_damaged",
+        &old.storage.on_damaged,
+        &new.storage.on_damaged,
+        Restart,
+    );
     if old.sync != new.sync {
         // The whole table: its rules and link are set up once, at start.
         c.push(Change {

@@ -1,5 +1,6 @@
 """robustmq-edge durability: sessions, queued and in-flight messages, retained messages survive
-`kill -9`; an acknowledged publish is durable; a broken database is reported, never replaced."""
+`kill -9`; an acknowledged publish is durable; a damaged database is set aside (or, with
+`storage.on_damaged = "stop"`, reported and left as found), never rewritten."""
 
 import os
 import signal
@@ -157,8 +158,8 @@ def test_v5_session_expiry_counts_across_a_restart(broker, clients, uid):
     assert not c2.connect(f"c-{uid}", clean=False, props={"SessionExpiryInterval": 60}).session_present
 
 
-def test_garbage_database_makes_startup_fail_clearly_and_is_left_untouched(broker_factory, tmp_path):
-    b = broker_factory(start=False)
+def test_with_on_damaged_stop_a_garbage_database_makes_startup_fail_clearly_and_is_left_untouched(broker_factory, tmp_path):
+    b = broker_factory(start=False, config={"storage": {"on_damaged": "stop"}})
     b.data_dir.mkdir(parents=True)
     db = b.data_dir / "edge.redb"
     garbage = os.urandom(64 * 1024)
@@ -170,8 +171,8 @@ def test_garbage_database_makes_startup_fail_clearly_and_is_left_untouched(broke
     assert sorted(p.name for p in b.data_dir.iterdir()) == ["edge.redb"], "no replacement file either"
 
 
-def test_truncated_database_makes_startup_fail_and_is_left_untouched(broker_factory, clients, uid):
-    b = broker_factory()
+def test_with_on_damaged_stop_a_truncated_database_makes_startup_fail_and_is_left_untouched(broker_factory, clients, uid):
+    b = broker_factory(config={"storage": {"on_damaged": "stop"}})
     c = clients.raw(b, 4)
     c.connect(f"c-{uid}", clean=False)
     c.subscribe(f"{uid}/t", qos=1)
@@ -184,6 +185,33 @@ def test_truncated_database_makes_startup_fail_and_is_left_untouched(broker_fact
     proc = subprocess.run(b.command(), capture_output=True, timeout=20, text=True)
     assert proc.returncode != 0, "broker exited 0 on a truncated database"
     assert db.read_bytes() == before, f"the truncated database was modified; broker said:\n{proc.stderr}"
+
+
+@pytest.mark.parametrize("damage", ["zeroed", "truncated", "garbled"])
+def test_damaged_database_is_set_aside_and_the_broker_starts_with_an_empty_one(broker_factory, clients, uid, damage):
+    b = broker_factory()
+    c = clients.raw(b, 4)
+    c.connect(f"c-{uid}", clean=False)
+    c.subscribe(f"{uid}/t", qos=1)
+    c.close()
+    assert b.stop() == 0
+    db = b.data_dir / "edge.redb"
+    data = db.read_bytes()
+    bad = {
+        "zeroed": bytes(len(data)),
+        "truncated": data[:len(data) // 3],
+        # redb's header kept, every page after it garbled (redb panics reading them)
+        "garbled": data[:4096] + b"\xa5" * (len(data) - 4096),
+    }[damage]
+    db.write_bytes(bad)
+    b.start()
+    c2 = clients.raw(b, 4)
+    assert not c2.connect(f"c-{uid}", clean=False).session_present, "a session from the damaged file"
+    c2.close()
+    folders = [p for p in b.data_dir.iterdir() if p.name.startswith("damaged-")]
+    assert len(folders) == 1, sorted(p.name for p in b.data_dir.iterdir())
+    assert (folders[0] / "edge.redb").read_bytes() == bad, "the damaged file must be kept as found"
+    assert "database damaged" in b.stderr_text() and folders[0].name in b.stderr_text()
 
 
 def test_unwritable_data_dir_is_reported(broker_factory, tmp_path):

@@ -461,8 +461,11 @@ async fn delivered_messages_are_not_redelivered_after_a_clean_restart() {
 }
 
 #[test]
-fn a_database_that_cannot_be_opened_is_reported_and_left_in_place() {
-    let mut broker = Broker::builder().process().start();
+fn with_on_damaged_stop_a_database_that_cannot_be_opened_is_reported_and_left_in_place() {
+    let mut broker = Broker::builder()
+        .process()
+        .config_text("[storage]\non_damaged = \"stop\"\n")
+        .start();
     if !broker.is_edge() {
         eprintln!("skipped under the mosquitto reference: checks robustmq-edge's own database");
         return;
@@ -486,4 +489,73 @@ fn a_database_that_cannot_be_opened_is_reported_and_left_in_place() {
         garbage,
         "the unreadable database must not be replaced or modified"
     );
+}
+
+#[tokio::test]
+async fn a_damaged_database_is_set_aside_and_the_broker_serves_with_an_empty_one() {
+    let mut broker = Broker::builder().process().start();
+    if !broker.is_edge() {
+        eprintln!("skipped under the mosquitto reference: checks robustmq-edge's own database");
+        return;
+    }
+    let topic = unique("damaged/retained");
+    within(TEST_LIMIT, "publish", async {
+        let mut publisher = V3Client::connect(&broker, &unique("pub"), true).await;
+        publisher
+            .publish(&topic, QoS::AtLeastOnce, true, "before")
+            .await;
+    })
+    .await;
+    broker.stop();
+    // Every page after redb's header garbled: redb panics on the first one it reads.
+    let db = broker.data_dir().join("edge.redb");
+    let mut bytes = std::fs::read(&db).expect("database");
+    bytes.iter_mut().skip(4096).for_each(|b| *b = 0xA5);
+    std::fs::write(&db, &bytes).expect("garble database");
+    broker.restart();
+    let log = broker.log();
+    assert!(
+        log.contains("database damaged") && log.contains("damaged-"),
+        "the set-aside must be logged with its folder; log:\n{log}"
+    );
+    let folder = std::fs::read_dir(broker.data_dir())
+        .expect("data dir")
+        .map(|e| e.expect("entry").path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("damaged-"))
+        })
+        .expect("a damaged-* folder");
+    assert_eq!(
+        std::fs::read(folder.join("edge.redb")).expect("set-aside file"),
+        bytes,
+        "the damaged file is kept as it was found"
+    );
+    within(TEST_LIMIT, "serves", async {
+        let mut sub = V3Client::connect(&broker, &unique("sub"), true).await;
+        sub.subscribe_ok(&topic, QoS::AtLeastOnce).await;
+        sub.expect_no_publish(
+            Duration::from_millis(500),
+            "a retained message from the damaged file",
+        )
+        .await;
+        let mut publisher = V3Client::connect(&broker, &unique("pub2"), true).await;
+        publisher
+            .publish(&topic, QoS::AtLeastOnce, false, "after")
+            .await;
+        assert_eq!(sub.recv(WAIT).await.payload, "after".as_bytes());
+    })
+    .await;
+    // The new database is an intact one: the next start sets nothing aside.
+    broker.stop();
+    broker.restart();
+    broker.assert_running();
+    let folders = std::fs::read_dir(broker.data_dir())
+        .expect("data dir")
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().starts_with("damaged-"))
+        })
+        .count();
+    assert_eq!(folders, 1);
 }

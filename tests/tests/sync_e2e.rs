@@ -17,7 +17,7 @@
 //! | offline data lost, silent drops beyond `max_queued_messages` (mosquitto #3472, #3394) | `backlog_built_while_upstream_down_arrives_complete_in_order` (3,000 messages, session limit 100), `full_backlog_under_drop_oldest_*` (drops counted) |
 //! | queue limits do not apply, memory grows while the remote is unreachable (mosquitto #1729, #3296; nanomq #1853, #1506) | `memory_and_disk_writes_stay_bounded_with_50_mib_buffered`, `full_backlog_under_*` |
 //! | the same QoS 1/2 messages re-sent again and again after a reconnect; no bridge with a backlog above 20 (mosquitto #2165, #2248, #3002) | `backlog_built_while_upstream_down_*` (link cut mid-drain: duplicates at most one window) |
-//! | power loss corrupts persistence; a corrupt file stops the broker (mosquitto #2639, #3159, #3160) | `kill_9_mid_burst_and_mid_drain_loses_nothing` |
+//! | power loss corrupts persistence; a corrupt file stops the broker (mosquitto #2639, #3159, #3160) | `kill_9_mid_burst_and_mid_drain_loses_nothing`; a damaged file is set aside and the broker starts empty: `durability.rs` `a_damaged_database_is_set_aside_and_the_broker_serves_with_an_empty_one`, `storage/damaged_tests.rs` |
 //! | every durable save rewrites the whole file (mosquitto #3695) | `memory_and_disk_writes_stay_bounded_*` (bytes written per message do not grow with the backlog) |
 //! | backlog released as a flood, no pacing (mosquitto #1359) | `paced_drain_does_not_flood_the_upstream` |
 //! | cache deleted before the remote acknowledged, silent link failure loses it (nanomq #2432) | `silent_link_failure_redelivers_what_was_not_acknowledged` |

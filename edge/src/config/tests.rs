@@ -273,3 +273,22 @@ fn the_subscriber_stall_time_is_between_100_ms_and_an_hour() {
         |c| c.limits.subscriber_stall_ms,
     );
 }
+
+#[test]
+fn on_damaged_is_set_aside_by_default_or_stop_and_nothing_else() {
+    use crate::config::OnDamaged;
+    assert_eq!(Config::default().storage.on_damaged, OnDamaged::SetAside);
+    for (v, want) in [
+        ("set_aside", OnDamaged::SetAside),
+        ("stop", OnDamaged::Stop),
+    ] {
+        let c = Config::from_toml(&format!("[storage]\non_damaged = \"{v}\"\n"), "t").unwrap();
+        assert_eq!(c.storage.on_damaged, want);
+    }
+    for v in ["\"delete\"", "\"SetAside\"", "true"] {
+        let err = Config::from_toml(&format!("[storage]\non_damaged = {v}\n"), "t")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("storage.on_damaged"), "{v}: {err}");
+    }
+}

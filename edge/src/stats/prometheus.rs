@@ -288,6 +288,12 @@ pub fn render(s: &Snapshot) -> String {
             restarts,
         );
     }
+    o.single(
+        "storage_damaged_set_aside",
+        "gauge",
+        "1 when this start found edge.redb damaged and moved it aside (storage.on_damaged), else 0.",
+        u64::from(s.damaged_set_aside.is_some()),
+    );
     let name = "delivery_commit_waits_total";
     o.family(
         name,

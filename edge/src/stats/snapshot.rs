@@ -29,6 +29,8 @@ pub struct Snapshot {
     pub journal: Option<(u64, u64)>,
     /// Op log (records, restarts) since start; `None` without an op log.
     pub oplog: Option<(u64, u64)>,
+    /// The folder this start moved a damaged database into (`storage.on_damaged`).
+    pub damaged_set_aside: Option<String>,
     /// Heap in use as counted by the broker's allocator (`None` inside tests, where it is not
     /// installed) and `limits.max_memory` (0: no bound).
     pub heap_bytes: Option<usize>,
@@ -78,6 +80,7 @@ impl Snapshot {
             disk: DiskFigures::of(broker.store.disk_full()),
             journal: (broker.store.journal()).map(|j| (j.records_total(), j.checkpoints_total())),
             oplog: (broker.store.oplog()).map(|l| (l.records_total(), l.restarts_total())),
+            damaged_set_aside: (broker.store.damaged_set_aside()).map(|p| p.display().to_string()),
             heap_bytes: crate::memory::heap_in_use(),
             max_memory_bytes: broker.cfg.limits.max_memory,
             sync: broker.sync_status(),
@@ -170,6 +173,7 @@ impl Snapshot {
                     "journal_checkpoints": self.journal.map(|j| j.1),
                     "oplog_records": self.oplog.map(|l| l.0),
                     "oplog_restarts": self.oplog.map(|l| l.1),
+                    "damaged_set_aside": self.damaged_set_aside,
                 },
             },
             "sync": self.sync,

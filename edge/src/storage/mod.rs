@@ -39,6 +39,7 @@
 //! - A write that finds the disk full waits for space beneath redb (`disk_full`), so a commit
 //!   is never lost or reordered for lack of space; [`Store::disk_full`] says when it waits.
 
+mod damaged;
 mod journal;
 mod journal_file;
 mod load;
@@ -54,22 +55,25 @@ mod writer;
 
 use std::collections::VecDeque;
 use std::num::NonZeroU64;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 #[cfg(test)]
 use std::time::Duration;
+use std::time::SystemTime;
 
 use event_listener::Event;
 use redb::{Database, WriteTransaction};
 use smol::lock::{Semaphore, SemaphoreGuardArc};
 
-use crate::config::Config;
+use crate::config::{Config, OnDamaged};
 pub use crate::disk_full::DiskFull;
 use crate::error::{Error, Result};
 use crate::message::Message;
 
 pub use journal::JournalCounters;
 pub use load::{Loaded, LoadedSession, QueueShape};
+use oplog::OpLog;
 pub use oplog::OpLogCounters;
 pub use ops::Op;
 pub use records::{DeliveryRecord, SessionRecord, WillRecord};
@@ -227,23 +231,53 @@ pub struct Store {
     journal: Option<Arc<JournalCounters>>,
     /// `None` without an op log (no journal, `durability = "none"`, or no room for it).
     oplog: Option<Arc<OpLogCounters>>,
+    /// Where this start moved a damaged database (`damaged.rs`).
+    set_aside: Option<PathBuf>,
+    /// `edge.redb`.
+    path: PathBuf,
 }
 
-impl Store {
-    /// Opens (or creates) `edge.redb` and reads back everything in it. A file that exists but
-    /// cannot be opened is an error; it is never replaced.
-    pub fn open(cfg: &Config) -> Result<(Store, Loaded)> {
-        std::fs::create_dir_all(&cfg.data_dir).map_err(|e| Error::Io {
-            what: format!("data_dir {}", cfg.data_dir.display()),
-            source: e,
-        })?;
+/// What opening and loading the database made, before the writer starts.
+struct Opened {
+    disk_full: Arc<DiskFull>,
+    shared: Arc<Shared>,
+    db: Arc<Database>,
+    journal: Option<Arc<JournalCounters>>,
+    oplog: Option<OpLog>,
+    loaded: Loaded,
+}
+
+impl Opened {
+    /// Opens (or creates) the database, applies what the op log holds and reads it back.
+    fn open(cfg: &Config) -> Result<Opened> {
         let disk_full = Arc::new(DiskFull::default());
         let shared = Arc::new(Shared::new());
         let on_durable: journal::DurableHook = {
             let shared = shared.clone();
             Arc::new(move || shared.publish_durable())
         };
-        let (db, journal) = open::open_database(cfg, &disk_full, on_durable)?;
+        let (mut db, journal) = open::open_database(cfg, &disk_full, on_durable)?;
+        let db_path = cfg.db_path();
+        let marker = damaged::check_marker(&db_path);
+        if marker.exists() {
+            tracing::warn!(path = %db_path.display(), "the last run found damage in the database: checking every page");
+            match db.check_integrity() {
+                Ok(true) => tracing::info!("database integrity check passed"),
+                Ok(false) => {
+                    tracing::warn!("database integrity check found damage and repaired it")
+                }
+                Err(source) => {
+                    return Err(Error::OpenDatabase {
+                        path: db_path.display().to_string(),
+                        source,
+                    })
+                }
+            }
+            std::fs::remove_file(&marker).map_err(|source| Error::Io {
+                what: format!("check marker {}", marker.display()),
+                source,
+            })?;
+        }
         let db = Arc::new(db);
         tables::init_tables(&db)?;
         // Before anything reads the database: the last run's acknowledged publishes.
@@ -254,8 +288,71 @@ impl Store {
             cfg.storage.journal_bytes,
             wanted,
         )?;
-        let oplog_counters = oplog.as_ref().map(|l| l.counters());
         let loaded = load::load(&db)?;
+        Ok(Opened {
+            disk_full,
+            shared,
+            db,
+            journal,
+            oplog,
+            loaded,
+        })
+    }
+}
+
+impl Store {
+    /// Opens (or creates) `edge.redb` and reads back everything in it. A file that exists but
+    /// cannot be opened is an error and is left as found, unless its content is damaged and
+    /// `storage.on_damaged = "set_aside"` (`damaged.rs`): then it is moved aside with its
+    /// journal and op log, and an empty database is made in its place.
+    pub fn open(cfg: &Config) -> Result<(Store, Loaded)> {
+        std::fs::create_dir_all(&cfg.data_dir).map_err(|e| Error::Io {
+            what: format!("data_dir {}", cfg.data_dir.display()),
+            source: e,
+        })?;
+        let db_path = cfg.db_path();
+        let (opened, set_aside) =
+            match damaged::catching(|| Opened::open(cfg)) {
+                Ok(o) => (o, None),
+                Err(failure) => {
+                    let reason = failure
+                        .damage()
+                        .filter(|_| cfg.storage.on_damaged == OnDamaged::SetAside);
+                    let Some(reason) = reason else {
+                        return Err(failure.into_error(&db_path));
+                    };
+                    let companions = [
+                        open::journal_path(&db_path),
+                        oplog::path_of(&db_path),
+                        open::repair_copy_path(&db_path),
+                        damaged::check_marker(&db_path),
+                    ];
+                    let folder = damaged::set_aside(&db_path, &companions, SystemTime::now())
+                        .map_err(|e| Error::Io {
+                            what: format!(
+                                "setting aside the damaged database {}",
+                                db_path.display()
+                            ),
+                            source: e,
+                        })?;
+                    tracing::error!(path = %db_path.display(), %reason, folder = %folder.display(),
+                    "database damaged: moved aside with its journal and op log; starting with an \
+                     empty database (the sessions, queued and retained messages and sync outbox \
+                     it held are not restored)");
+                    let opened = damaged::catching(|| Opened::open(cfg))
+                        .map_err(|f| f.into_error(&db_path))?;
+                    (opened, Some(folder))
+                }
+            };
+        let Opened {
+            disk_full,
+            shared,
+            db,
+            journal,
+            oplog,
+            loaded,
+        } = opened;
+        let oplog_counters = oplog.as_ref().map(|l| l.counters());
         // From here a full disk makes writes wait for space; at open it is an error.
         disk_full.set_retrying(true);
         let hook: Arc<Mutex<Option<Arc<dyn CommitHook>>>> = Arc::new(Mutex::new(None));
@@ -265,9 +362,23 @@ impl Store {
             let hook = hook.clone();
             let durability = cfg.durability;
             let max_batch = cfg.storage.max_batch;
+            let path = db_path.clone();
             std::thread::Builder::new()
                 .name("redb-writer".into())
-                .spawn(move || writer_loop(db, shared, hook, durability, max_batch, oplog))
+                .spawn(move || {
+                    let watch = shared.clone();
+                    let run = || writer_loop(db, shared, hook, durability, max_batch, oplog);
+                    if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
+                        // Damage in a page the commit read (or a bug): nothing more can be
+                        // committed. Waiters see the writer stopped, and so does the systemd
+                        // watchdog (a restart, which checks the file first).
+                        let panic = damaged::panic_message(payload.as_ref());
+                        tracing::error!(%panic, "database damaged: the storage writer panicked; storage stops here");
+                        damaged::mark_for_check(&path);
+                        watch.stopped.store(true, Ordering::Release);
+                        watch.committed_event.notify(usize::MAX);
+                    }
+                })
                 .map_err(|e| Error::Io {
                     what: "spawn storage writer".into(),
                     source: e,
@@ -283,6 +394,8 @@ impl Store {
                 disk_full,
                 journal,
                 oplog: oplog_counters,
+                set_aside,
+                path: db_path,
             },
             loaded,
         ))
@@ -309,7 +422,12 @@ impl Store {
         self.db.clone()
     }
 
-    /// Whether writes wait for disk space, with its counters (for connections and metrics).
+    /// The folder this start moved a damaged database into (`damaged.rs`); `None` when it
+    /// found none.
+    pub fn damaged_set_aside(&self) -> Option<&Path> {
+        self.set_aside.as_deref()
+    }
+
     /// What the commit journal did since open; `None` when there is none.
     pub fn journal(&self) -> Option<&Arc<JournalCounters>> {
         self.journal.as_ref()
@@ -320,6 +438,7 @@ impl Store {
         self.oplog.as_ref()
     }
 
+    /// Whether writes wait for disk space, with its counters (for connections and metrics).
     pub fn disk_full(&self) -> &Arc<DiskFull> {
         &self.disk_full
     }
@@ -333,7 +452,9 @@ impl Store {
         until: u64,
         max: usize,
     ) -> Result<Vec<(u64, Option<DeliveryRecord>)>> {
-        queue::read(&self.db, client, from, until, max)
+        damaged::reading(&self.path, "a read of a session's queue", || {
+            queue::read(&self.db, client, from, until, max)
+        })
     }
 
     pub fn set_hook(&self, hook: Arc<dyn CommitHook>) {

@@ -233,6 +233,11 @@ pub(super) fn open_rw(path: &Path) -> std::io::Result<File> {
         .open(path)
 }
 
+/// Where [`repair`] copies the database before repairing it: `edge.redb.before-repair`.
+pub(super) fn repair_copy_path(db_path: &Path) -> PathBuf {
+    db_path.with_extension("redb.before-repair")
+}
+
 /// Opens a database that was not closed cleanly (crash, power loss), which makes redb repair
 /// it. The file is copied first: if the repair fails, the copy is put back, so a database that
 /// cannot be opened is left exactly as it was found, for inspection.
@@ -243,7 +248,7 @@ fn repair(
     disk_full: &Arc<DiskFull>,
 ) -> std::result::Result<Database, redb::DatabaseError> {
     tracing::warn!(path = %path.display(), "database was not closed cleanly; repairing");
-    let backup = path.with_extension("redb.before-repair");
+    let backup = repair_copy_path(path);
     let copied = match std::fs::copy(path, &backup) {
         Ok(_) => true,
         Err(e) => {

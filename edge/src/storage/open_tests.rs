@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::config::Config;
+use crate::config::{Config, OnDamaged};
 use crate::storage::{Op, SessionRecord, Store};
 
 fn cfg(dir: &Path, journal_bytes: u64) -> Config {
@@ -102,9 +102,9 @@ fn a_journal_is_never_replayed_onto_a_file_that_is_not_a_database() {
     );
     std::fs::write(&db, vec![0x5a; 256 * 1024]).unwrap();
     let journal_before = std::fs::read(&journal).unwrap();
-    let err = Store::open(&cfg(crashed.path(), 1 << 20))
-        .err()
-        .expect("a garbage file is refused");
+    let mut c = cfg(crashed.path(), 1 << 20);
+    c.storage.on_damaged = OnDamaged::Stop;
+    let err = Store::open(&c).err().expect("a garbage file is refused");
     assert!(err.to_string().contains("cannot open database"), "{err}");
     assert_eq!(
         std::fs::read(&db).unwrap(),
@@ -115,5 +115,29 @@ fn a_journal_is_never_replayed_onto_a_file_that_is_not_a_database() {
         std::fs::read(&journal).unwrap(),
         journal_before,
         "so is the journal"
+    );
+}
+
+#[test]
+fn a_garbage_database_is_set_aside_with_its_journal_unreplayed() {
+    let crashed = tempfile::tempdir().unwrap();
+    power_cut_after_one_commit(crashed.path());
+    let (db, journal) = (
+        crashed.path().join("edge.redb"),
+        crashed.path().join("edge.redb-journal"),
+    );
+    std::fs::write(&db, vec![0x5a; 256 * 1024]).unwrap();
+    let journal_before = std::fs::read(&journal).unwrap();
+    let (store, loaded) = Store::open(&cfg(crashed.path(), 1 << 20)).expect("starts empty");
+    assert!(loaded.sessions.is_empty());
+    let folder = store.damaged_set_aside().expect("set aside");
+    assert_eq!(
+        std::fs::read(folder.join("edge.redb")).unwrap(),
+        vec![0x5a; 256 * 1024]
+    );
+    assert_eq!(
+        std::fs::read(folder.join("edge.redb-journal")).unwrap(),
+        journal_before,
+        "the journal goes with it, as it was"
     );
 }

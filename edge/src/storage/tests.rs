@@ -136,12 +136,14 @@ fn ids_recorded_ahead_for_a_whole_window_come_back_after_a_crash_as_one_run() {
 }
 
 #[test]
-fn a_garbage_database_file_is_an_error_and_left_untouched() {
+fn with_on_damaged_stop_a_garbage_database_file_is_an_error_and_left_untouched() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("edge.redb");
     std::fs::write(&path, b"this is not a redb file at all, not even close").unwrap();
     let before = std::fs::read(&path).unwrap();
-    let err = Store::open(&cfg(dir.path())).err().expect("must fail");
+    let mut c = cfg(dir.path());
+    c.storage.on_damaged = crate::config::OnDamaged::Stop;
+    let err = Store::open(&c).err().expect("must fail");
     assert!(err.to_string().contains("cannot open database"), "{err}");
     assert_eq!(std::fs::read(&path).unwrap(), before);
     assert!(
