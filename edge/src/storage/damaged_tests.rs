@@ -356,3 +356,42 @@ fn damage_a_queue_read_finds_is_checked_at_the_next_start_and_set_aside() {
     );
     assert!(!check_marker(&db).exists());
 }
+
+/// A commit hook that panics in the writer thread, as redb does on a damaged page.
+struct PanickingHook;
+
+impl crate::storage::CommitHook for PanickingHook {
+    fn capture(
+        &self,
+        _txn: &redb::WriteTransaction,
+        _msg: &crate::message::Message,
+    ) -> std::result::Result<(), edge_sync::SyncError> {
+        Ok(())
+    }
+
+    fn committed(&self, _ok: bool) {
+        panic!("entered unreachable code");
+    }
+}
+
+#[test]
+fn a_panicking_writer_stops_storage_and_leaves_the_check_marker() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(&cfg(dir.path(), OnDamaged::SetAside)).unwrap();
+    store.set_hook(Arc::new(PanickingHook));
+    let rec = SessionRecord {
+        protocol: 5,
+        expiry_secs: 3600,
+        subscriptions: vec![],
+        disconnected_ms: Some(1),
+        will: None,
+    };
+    let waited = smol::block_on(async {
+        let ops = vec![Op::PutSession(Arc::from("s"), Box::new(rec))];
+        let t = store.push(store.reserve().await, ops).expect("a ticket");
+        store.wait(t).await
+    });
+    assert!(waited.is_err(), "the waiter is told, not left hanging");
+    assert!(!store.is_writing(), "health turns not ready");
+    assert!(check_marker(&dir.path().join("edge.redb")).is_file());
+}
