@@ -12,6 +12,8 @@
 //!   `open.rs`: replaying it, then opening (and repairing) the file.
 //! - `oplog.rs`: the op log ahead of redb: a commit that only queues publishes is made durable
 //!   by a record of its ops, and redb applies them without a sync of its own.
+//! - `damaged.rs`: a database whose content cannot be read, at start (set aside with its
+//!   journal and op log, `storage.on_damaged`) or while running (checked at the next start).
 //!
 //! Cost per message (issue 9): a backlog fill inserts one `session_queue` row per message, a
 //! drain one `session_queue_state` row (its packet id, recorded ahead of the send)
