@@ -118,6 +118,7 @@ pub fn start(
     data_dir: PathBuf,
 ) -> Result<futures_lite::future::Boxed<()>> {
     let outbox = Outbox::open(broker.store.database(), &cfg)?;
+    outbox.on_damage(Box::new(broker.store.damage_hook()));
     let bridge = Arc::new(Bridge {
         outbox: outbox.clone(),
     });

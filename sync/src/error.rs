@@ -35,6 +35,10 @@ pub enum SyncError {
     ConnectRefused(String),
     #[error("status file error: {0}")]
     Status(String),
+    /// redb panicked on a page of the outbox's tables (it treats some inconsistent pages as
+    /// unreachable): the database file is damaged (`Outbox::on_damage`).
+    #[error("outbox storage damaged: {what} panicked: {panic}")]
+    Damaged { what: &'static str, panic: String },
 }
 
 /// redb's specific errors all convert into `redb::Error`, which `Storage` keeps as its source.

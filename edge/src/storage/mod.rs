@@ -424,6 +424,16 @@ impl Store {
         self.db.clone()
     }
 
+    /// Damage found outside the store (the sync outbox's reads, `what`): logged, and the next
+    /// start checks every page first (`damaged.rs`).
+    pub fn damage_hook(&self) -> impl Fn(&str) + Send + Sync + 'static {
+        let path = self.path.clone();
+        move |what: &str| {
+            tracing::error!(path = %path.display(), what, "database damaged");
+            damaged::mark_for_check(&path);
+        }
+    }
+
     /// The folder this start moved a damaged database into (`damaged.rs`); `None` when it
     /// found none.
     pub fn damaged_set_aside(&self) -> Option<&Path> {

@@ -357,6 +357,12 @@ impl Outbox {
     /// Emits every window ended and every batch due at `now_ms` as an outbox record, in one
     /// durable transaction. Returns how many were emitted.
     pub fn flush_due(&self, now_ms: u64) -> Result<usize, SyncError> {
+        self.guarded("emitting the outbox's due windows and batches", || {
+            self.flush_due_unguarded(now_ms)
+        })
+    }
+
+    fn flush_due_unguarded(&self, now_ms: u64) -> Result<usize, SyncError> {
         let has = |f: fn(&CompiledForward) -> bool| self.rules.iter().any(f);
         if !has(|r| r.processing.window.is_some()) && !has(|r| r.processing.batch.is_some()) {
             return Ok(0);

@@ -194,7 +194,13 @@ pub struct Outbox {
     sweep_cursor: Mutex<[u64; PRIORITIES]>,
     last_durable_ms: AtomicU64,
     closed: AtomicBool,
+    /// Called when a read or write of the outbox finds the database damaged (`guarded`).
+    damage_hook: std::sync::OnceLock<DamageHook>,
 }
+
+/// What the broker does when the outbox finds its database damaged (the argument says what was
+/// being done): it has the next start check every page.
+pub type DamageHook = Box<dyn Fn(&str) + Send + Sync>;
 
 /// Estimated stored size of a message (encoded record), used by `admit`.
 fn estimate(topic: &str, payload_len: usize) -> u64 {
@@ -250,6 +256,16 @@ pub fn oldest_received_ms(txn: &ReadTransaction) -> Result<Option<u64>, SyncErro
         }
     }
     Ok(oldest)
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(no message)".to_string()
+    }
 }
 
 /// Meta applies `f` to a lane after removing `seq` from it; recomputes the oldest sequence.
@@ -349,6 +365,7 @@ impl Outbox {
             sweep_cursor: Mutex::new([0; PRIORITIES]),
             last_durable_ms: AtomicU64::new(0),
             closed: AtomicBool::new(false),
+            damage_hook: std::sync::OnceLock::new(),
         };
         ob.c.backlog_messages
             .store(meta.backlog_messages(), Ordering::Relaxed);
@@ -500,6 +517,18 @@ impl Outbox {
         max: usize,
         max_bytes: usize,
     ) -> Result<Vec<LaneItem>, SyncError> {
+        self.guarded("a read of an outbox lane", || {
+            self.read_lane_unguarded(prio, after, max, max_bytes)
+        })
+    }
+
+    fn read_lane_unguarded(
+        &self,
+        prio: usize,
+        after: u64,
+        max: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<LaneItem>, SyncError> {
         let txn = self.db.begin_read()?;
         let t = txn.open_table(LANES[prio.min(PRIORITIES - 1)])?;
         let mut out = Vec::with_capacity(max.min(1024));
@@ -529,6 +558,20 @@ impl Outbox {
     /// `closed` (their gate is shut): they stay in the lane. At most `max_skip` are skipped per
     /// call.
     pub fn read_lane_open(
+        &self,
+        prio: usize,
+        after: u64,
+        max: usize,
+        max_bytes: usize,
+        closed: &std::collections::HashSet<String>,
+        max_skip: usize,
+    ) -> Result<LaneRead, SyncError> {
+        self.guarded("a read of an outbox lane", || {
+            self.read_lane_open_unguarded(prio, after, max, max_bytes, closed, max_skip)
+        })
+    }
+
+    fn read_lane_open_unguarded(
         &self,
         prio: usize,
         after: u64,
@@ -577,6 +620,40 @@ impl Outbox {
         })
     }
 
+    /// Sets what to call when the outbox finds its database damaged (once; later calls are
+    /// ignored).
+    pub fn on_damage(&self, hook: DamageHook) {
+        let _ = self.damage_hook.set(hook);
+    }
+
+    /// Runs `f`, a read or write of the outbox's tables off the broker's writer. redb panics on
+    /// some inconsistent pages: such a panic becomes [`SyncError::Damaged`], so the uplink logs
+    /// it and retries after its back-off instead of its task ending without a word (as it did);
+    /// that and redb's own `Corrupted` call the damage hook.
+    pub(crate) fn guarded<T>(
+        &self,
+        what: &'static str,
+        f: impl FnOnce() -> Result<T, SyncError>,
+    ) -> Result<T, SyncError> {
+        let r = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+            Ok(r) => r,
+            Err(payload) => Err(SyncError::Damaged {
+                what,
+                panic: panic_message(payload.as_ref()),
+            }),
+        };
+        if let Err(
+            e @ (SyncError::Damaged { .. } | SyncError::Storage(redb::Error::Corrupted(_))),
+        ) = &r
+        {
+            tracing::error!(what, error = %e, "sync outbox: database damaged");
+            if let Some(hook) = self.damage_hook.get() {
+                hook(what);
+            }
+        }
+        r
+    }
+
     /// Marks the outbox closed (uplink stops waiting for it).
     pub fn close(&self) {
         self.closed.store(true, Ordering::Relaxed);
@@ -595,3 +672,7 @@ impl Outbox {
         Ok(())
     }
 }
+
+#[cfg(test)]
+#[path = "guard_tests.rs"]
+mod guard_tests;

@@ -22,6 +22,18 @@ impl Outbox {
         last_offset: Option<u64>,
         sent_upto: Option<[u64; PRIORITIES]>,
     ) -> Result<(), SyncError> {
+        self.guarded("a removal from the outbox", || {
+            self.remove_unguarded(acked, dropped, last_offset, sent_upto)
+        })
+    }
+
+    fn remove_unguarded(
+        &self,
+        acked: &[(u8, u64)],
+        dropped: &[(u8, u64, DropReason)],
+        last_offset: Option<u64>,
+        sent_upto: Option<[u64; PRIORITIES]>,
+    ) -> Result<(), SyncError> {
         if acked.is_empty() && dropped.is_empty() && last_offset.is_none() && sent_upto.is_none() {
             return Ok(());
         }
@@ -98,6 +110,12 @@ impl Outbox {
     /// call (a cursor per lane walks the log and wraps), so TTL frees space while offline too.
     /// Returns the number dropped.
     pub fn sweep_expired(&self, now: u64, budget: usize) -> Result<u64, SyncError> {
+        self.guarded("the outbox's expiry sweep", || {
+            self.sweep_expired_unguarded(now, budget)
+        })
+    }
+
+    fn sweep_expired_unguarded(&self, now: u64, budget: usize) -> Result<u64, SyncError> {
         let mut expired: Vec<(u8, u64, DropReason)> = Vec::new();
         {
             let mut cursors = lock(&self.sweep_cursor);

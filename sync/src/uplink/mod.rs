@@ -120,7 +120,9 @@ pub(crate) async fn run(ctx: Arc<Ctx>) {
             SessionEnd::Lost { connected, error } => {
                 let msg = format!("{up}: {error}");
                 match &error {
-                    SyncError::ConnectRefused(_) => tracing::error!("sync uplink: {msg}"),
+                    SyncError::ConnectRefused(_) | SyncError::Damaged { .. } => {
+                        tracing::error!("sync uplink: {msg}")
+                    }
                     _ => tracing::warn!("sync uplink: {msg}"),
                 }
                 ctx.live.set_error(msg);
