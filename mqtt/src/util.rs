@@ -1,6 +1,7 @@
 //! Small runtime helpers every crate of the workspace needed: wall-clock milliseconds for stored
-//! timestamps, and a mutex lock that survives poisoning (the data behind these short locks stays
-//! consistent even if a holder panicked, and a broker must keep serving).
+//! timestamps, a mutex lock that survives poisoning (the data behind these short locks stays
+//! consistent even if a holder panicked, and a broker must keep serving), and the message of a
+//! caught panic (for the log line that replaces it).
 
 use std::sync::{Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -16,6 +17,17 @@ pub fn now_ms() -> u64 {
 /// Locks `m`, taking the data of a poisoned lock as it is.
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The message of a panic caught with `catch_unwind` (`panic!` with a literal or a format).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    if let Some(s) = payload.downcast_ref::<&'static str>() {
+        s
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s
+    } else {
+        "(no message)"
+    }
 }
 
 #[cfg(test)]
@@ -38,5 +50,15 @@ mod tests {
     #[test]
     fn now_ms_is_after_2020() {
         assert!(now_ms() > 1_577_836_800_000);
+    }
+
+    #[test]
+    fn a_caught_panic_gives_its_message() {
+        let literal = std::panic::catch_unwind(|| panic!("plain")).unwrap_err();
+        assert_eq!(panic_message(&*literal), "plain");
+        let formatted = std::panic::catch_unwind(|| panic!("n = {}", 3)).unwrap_err();
+        assert_eq!(panic_message(&*formatted), "n = 3");
+        let other = std::panic::catch_unwind(|| std::panic::panic_any(7u8)).unwrap_err();
+        assert_eq!(panic_message(&*other), "(no message)");
     }
 }

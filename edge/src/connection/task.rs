@@ -84,7 +84,7 @@ pub(super) fn run(
         let sent_disconnect = match served {
             Ok(sent) => sent,
             Err(panic) => {
-                let what = panic_message(&*panic);
+                let what = edge_mqtt::util::panic_message(&*panic);
                 let conn = &ready.conn;
                 tracing::error!(peer = %conn.peer, client_id = %conn.client_id, panic = what,
                     "connection task panicked: session detached, connection closed");
@@ -119,16 +119,6 @@ async fn finish(ready: &Ready, sent_disconnect: bool) {
 }
 
 /// A panic's message, when it has one.
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
-    if let Some(s) = panic.downcast_ref::<&'static str>() {
-        s
-    } else if let Some(s) = panic.downcast_ref::<String>() {
-        s
-    } else {
-        "(no message)"
-    }
-}
-
 /// Alternates idle waits and busy phases; returns whether the client was sent a DISCONNECT.
 // An async block, not an async fn: its borrowed arguments are stored once.
 #[allow(clippy::manual_async_fn)]

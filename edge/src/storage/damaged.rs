@@ -14,11 +14,12 @@
 //! before. Files are only renamed, never rewritten; the only deletion is of set-aside folders
 //! beyond the newest [`KEEP`].
 
-use std::any::Any;
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
+
+use edge_mqtt::util::panic_message;
 
 use crate::error::Error;
 
@@ -64,17 +65,7 @@ pub(super) fn catching<T>(f: impl FnOnce() -> Result<T, Error>) -> Result<T, Fai
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(Failure::Error(e)),
-        Err(payload) => Err(Failure::Panic(panic_message(payload.as_ref()))),
-    }
-}
-
-pub(super) fn panic_message(payload: &(dyn Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "(no message)".to_string()
+        Err(payload) => Err(Failure::Panic(panic_message(payload.as_ref()).to_string())),
     }
 }
 

@@ -374,7 +374,7 @@ impl Store {
                         // Damage in a page the commit read (or a bug): nothing more can be
                         // committed. Waiters see the writer stopped, and so does the systemd
                         // watchdog (a restart, which checks the file first).
-                        let panic = damaged::panic_message(payload.as_ref());
+                        let panic = edge_mqtt::util::panic_message(payload.as_ref());
                         tracing::error!(%panic, "database damaged: the storage writer panicked; storage stops here");
                         damaged::mark_for_check(&path);
                         watch.stopped.store(true, Ordering::Release);

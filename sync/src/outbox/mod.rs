@@ -258,16 +258,6 @@ pub fn oldest_received_ms(txn: &ReadTransaction) -> Result<Option<u64>, SyncErro
     Ok(oldest)
 }
 
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "(no message)".to_string()
-    }
-}
-
 /// Meta applies `f` to a lane after removing `seq` from it; recomputes the oldest sequence.
 fn refresh_oldest(
     table: &redb::Table<'_, u64, &[u8]>,
@@ -639,7 +629,7 @@ impl Outbox {
             Ok(r) => r,
             Err(payload) => Err(SyncError::Damaged {
                 what,
-                panic: panic_message(payload.as_ref()),
+                panic: edge_mqtt::util::panic_message(payload.as_ref()).to_string(),
             }),
         };
         if let Err(
