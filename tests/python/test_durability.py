@@ -158,6 +158,18 @@ def test_v5_session_expiry_counts_across_a_restart(broker, clients, uid):
     assert not c2.connect(f"c-{uid}", clean=False, props={"SessionExpiryInterval": 60}).session_present
 
 
+def _stopped_with_a_stored_session(b, clients, uid):
+    """Stores a v3.1.1 persistent session with one subscription, stops the broker cleanly and
+    returns its database file and the file's bytes."""
+    c = clients.raw(b, 4)
+    c.connect(f"c-{uid}", clean=False)
+    c.subscribe(f"{uid}/t", qos=1)
+    c.close()
+    assert b.stop() == 0
+    db = b.data_dir / "edge.redb"
+    return db, db.read_bytes()
+
+
 def test_with_on_damaged_stop_a_garbage_database_makes_startup_fail_clearly_and_is_left_untouched(broker_factory, tmp_path):
     b = broker_factory(start=False, config={"storage": {"on_damaged": "stop"}})
     b.data_dir.mkdir(parents=True)
@@ -173,13 +185,7 @@ def test_with_on_damaged_stop_a_garbage_database_makes_startup_fail_clearly_and_
 
 def test_with_on_damaged_stop_a_truncated_database_makes_startup_fail_and_is_left_untouched(broker_factory, clients, uid):
     b = broker_factory(config={"storage": {"on_damaged": "stop"}})
-    c = clients.raw(b, 4)
-    c.connect(f"c-{uid}", clean=False)
-    c.subscribe(f"{uid}/t", qos=1)
-    c.close()
-    assert b.stop() == 0
-    db = b.data_dir / "edge.redb"
-    data = db.read_bytes()
+    db, data = _stopped_with_a_stored_session(b, clients, uid)
     db.write_bytes(data[:len(data) // 3])
     before = db.read_bytes()
     proc = subprocess.run(b.command(), capture_output=True, timeout=20, text=True)
@@ -190,13 +196,7 @@ def test_with_on_damaged_stop_a_truncated_database_makes_startup_fail_and_is_lef
 @pytest.mark.parametrize("damage", ["zeroed", "truncated", "garbled"])
 def test_damaged_database_is_set_aside_and_the_broker_starts_with_an_empty_one(broker_factory, clients, uid, damage):
     b = broker_factory()
-    c = clients.raw(b, 4)
-    c.connect(f"c-{uid}", clean=False)
-    c.subscribe(f"{uid}/t", qos=1)
-    c.close()
-    assert b.stop() == 0
-    db = b.data_dir / "edge.redb"
-    data = db.read_bytes()
+    db, data = _stopped_with_a_stored_session(b, clients, uid)
     bad = {
         "zeroed": bytes(len(data)),
         "truncated": data[:len(data) // 3],

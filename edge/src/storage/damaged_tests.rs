@@ -28,16 +28,31 @@ fn folders(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
-/// A data dir as a clean stop leaves it, holding one stored session.
-fn data_dir_with_a_session(dir: &Path) {
-    let (store, _) = Store::open(&cfg(dir, OnDamaged::Stop)).unwrap();
-    let rec = SessionRecord {
+/// A persistent session's record (v5, an hour's expiry, offline).
+fn stored_session() -> SessionRecord {
+    SessionRecord {
         protocol: 5,
         expiry_secs: 3600,
         subscriptions: vec![],
         disconnected_ms: Some(1),
         will: None,
-    };
+    }
+}
+
+/// A data dir holding one stored session whose `edge.redb` a power cut then zeroed; returns
+/// the zeroed file's path and length.
+fn zeroed_data_dir(dir: &Path) -> (PathBuf, usize) {
+    data_dir_with_a_session(dir);
+    let db = dir.join("edge.redb");
+    let len = std::fs::metadata(&db).unwrap().len() as usize;
+    std::fs::write(&db, vec![0u8; len]).unwrap();
+    (db, len)
+}
+
+/// A data dir as a clean stop leaves it, holding one stored session.
+fn data_dir_with_a_session(dir: &Path) {
+    let (store, _) = Store::open(&cfg(dir, OnDamaged::Stop)).unwrap();
+    let rec = stored_session();
     smol::block_on(async {
         let ops = vec![Op::PutSession(Arc::from("kept"), Box::new(rec))];
         let t = store.push(store.reserve().await, ops).expect("a ticket");
@@ -149,10 +164,7 @@ fn only_the_newest_set_aside_folders_are_kept() {
 #[test]
 fn a_zeroed_database_is_set_aside_and_the_store_starts_empty() {
     let dir = tempfile::tempdir().unwrap();
-    data_dir_with_a_session(dir.path());
-    let db = dir.path().join("edge.redb");
-    let len = std::fs::metadata(&db).unwrap().len() as usize;
-    std::fs::write(&db, vec![0u8; len]).unwrap();
+    let (_, len) = zeroed_data_dir(dir.path());
     let (store, loaded) = Store::open(&cfg(dir.path(), OnDamaged::SetAside)).expect("starts");
     assert!(loaded.sessions.is_empty());
     let folder = store.damaged_set_aside().expect("set aside").to_path_buf();
@@ -209,10 +221,7 @@ fn a_truncated_database_is_set_aside_whole() {
 #[test]
 fn with_stop_a_damaged_database_is_an_error_and_left_as_found() {
     let dir = tempfile::tempdir().unwrap();
-    data_dir_with_a_session(dir.path());
-    let db = dir.path().join("edge.redb");
-    let len = std::fs::metadata(&db).unwrap().len() as usize;
-    std::fs::write(&db, vec![0u8; len]).unwrap();
+    let (db, len) = zeroed_data_dir(dir.path());
     let err = Store::open(&cfg(dir.path(), OnDamaged::Stop))
         .err()
         .expect("refused");
@@ -277,13 +286,7 @@ fn damage_a_queue_read_finds_is_checked_at_the_next_start_and_set_aside() {
     let n = 2000u64;
     {
         let (store, _) = Store::open(&cfg(dir.path(), OnDamaged::SetAside)).unwrap();
-        let rec = SessionRecord {
-            protocol: 5,
-            expiry_secs: 3600,
-            subscriptions: vec![],
-            disconnected_ms: Some(1),
-            will: None,
-        };
+        let rec = stored_session();
         let mut ops = vec![Op::PutSession(client.clone(), Box::new(rec))];
         for seq in 1..=n {
             let msg = crate::message::Message::test(
@@ -379,13 +382,7 @@ fn a_panicking_writer_stops_storage_and_leaves_the_check_marker() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = Store::open(&cfg(dir.path(), OnDamaged::SetAside)).unwrap();
     store.set_hook(Arc::new(PanickingHook));
-    let rec = SessionRecord {
-        protocol: 5,
-        expiry_secs: 3600,
-        subscriptions: vec![],
-        disconnected_ms: Some(1),
-        will: None,
-    };
+    let rec = stored_session();
     let waited = smol::block_on(async {
         let ops = vec![Op::PutSession(Arc::from("s"), Box::new(rec))];
         let t = store.push(store.reserve().await, ops).expect("a ticket");

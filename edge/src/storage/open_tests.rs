@@ -1,7 +1,7 @@
 //! Opening a data dir with a commit journal: the lock, the replay after a crash, turning the
 //! journal off, a journal left without its database.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::config::{Config, OnDamaged};
@@ -55,6 +55,16 @@ fn power_cut_after_one_commit(crashed: &Path) {
     drop(store);
 }
 
+/// A power cut after one commit, then the database file overwritten with garbage: returns the
+/// paths of the file and its journal, and the journal's bytes.
+fn garbage_over_a_journaled_crash(crashed: &Path) -> (PathBuf, PathBuf, Vec<u8>) {
+    power_cut_after_one_commit(crashed);
+    let (db, journal) = (crashed.join("edge.redb"), crashed.join("edge.redb-journal"));
+    std::fs::write(&db, vec![0x5a; 256 * 1024]).unwrap();
+    let journal_before = std::fs::read(&journal).unwrap();
+    (db, journal, journal_before)
+}
+
 #[test]
 fn a_commit_lost_from_the_database_file_comes_back_from_the_journal() {
     let crashed = tempfile::tempdir().unwrap();
@@ -95,13 +105,7 @@ fn a_second_store_on_the_same_data_dir_is_refused() {
 #[test]
 fn a_journal_is_never_replayed_onto_a_file_that_is_not_a_database() {
     let crashed = tempfile::tempdir().unwrap();
-    power_cut_after_one_commit(crashed.path());
-    let (db, journal) = (
-        crashed.path().join("edge.redb"),
-        crashed.path().join("edge.redb-journal"),
-    );
-    std::fs::write(&db, vec![0x5a; 256 * 1024]).unwrap();
-    let journal_before = std::fs::read(&journal).unwrap();
+    let (db, journal, journal_before) = garbage_over_a_journaled_crash(crashed.path());
     let mut c = cfg(crashed.path(), 1 << 20);
     c.storage.on_damaged = OnDamaged::Stop;
     let err = Store::open(&c).err().expect("a garbage file is refused");
@@ -121,13 +125,7 @@ fn a_journal_is_never_replayed_onto_a_file_that_is_not_a_database() {
 #[test]
 fn a_garbage_database_is_set_aside_with_its_journal_unreplayed() {
     let crashed = tempfile::tempdir().unwrap();
-    power_cut_after_one_commit(crashed.path());
-    let (db, journal) = (
-        crashed.path().join("edge.redb"),
-        crashed.path().join("edge.redb-journal"),
-    );
-    std::fs::write(&db, vec![0x5a; 256 * 1024]).unwrap();
-    let journal_before = std::fs::read(&journal).unwrap();
+    let (_, _, journal_before) = garbage_over_a_journaled_crash(crashed.path());
     let (store, loaded) = Store::open(&cfg(crashed.path(), 1 << 20)).expect("starts empty");
     assert!(loaded.sessions.is_empty());
     let folder = store.damaged_set_aside().expect("set aside");
