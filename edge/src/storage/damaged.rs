@@ -4,9 +4,10 @@
 //! `damaged-<UTC time>` folder of the data dir, and the broker starts with an empty database
 //! instead of failing every start (mosquitto's field problem #3160).
 //!
-//! Damage found while running (redb panics reading a page of a session's queue, or the
-//! storage writer panics) leaves a marker, `edge.redb-check`: the next start first runs redb's
-//! integrity check over every page, which repairs the file or finds it damaged (then as above).
+//! Damage found while running (redb panics on, or reports corrupt, a page of a session's queue
+//! or of the sync outbox, `Store::damage_hook`; or the storage writer panics) leaves a marker,
+//! `edge.redb-check`: the next start first runs redb's integrity check over every page, which
+//! passes, repairs the file, or finds it damaged (then as above).
 //!
 //! Invariants: only damage to the file's content counts ([`damage_of`]: redb's `Corrupted`,
 //! its "not a database" `InvalidData`, or a panic inside redb while opening or loading); a file
@@ -101,9 +102,13 @@ pub(super) fn check_marker(db_path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Leaves the marker for the next start (created and synced); a failure is logged.
+/// Leaves the marker for the next start (created and synced, once); a failure is logged.
 pub(super) fn mark_for_check(db_path: &Path) {
     let marker = check_marker(db_path);
+    if marker.is_file() {
+        // Left by an earlier find of this run (a stalled read is retried).
+        return;
+    }
     let made = std::fs::File::create(&marker).and_then(|f| f.sync_all());
     let dir = db_path.parent().filter(|p| !p.as_os_str().is_empty());
     match made.and_then(|()| dir.map_or(Ok(()), sync_dir)) {
@@ -129,13 +134,7 @@ pub(super) fn reading<T>(
         tracing::error!(path = %db_path.display(), what, %reason, "database damaged: a read failed");
         mark_for_check(db_path);
     }
-    Err(match failure {
-        Failure::Error(e) => e,
-        Failure::Panic(msg) => Error::DamagedDatabase {
-            path: db_path.display().to_string(),
-            reason: format!("{what} panicked: {msg}"),
-        },
-    })
+    Err(failure.into_error(db_path))
 }
 
 /// Moves the database at `db_path` and the files that belong to it (`companions`: its commit
