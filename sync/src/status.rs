@@ -139,11 +139,14 @@ pub fn snapshot(outbox: &Outbox, live: &Live, schedules: Vec<GateStatus>) -> Syn
     let c = outbox.counters();
     let now = now_ms();
     let oldest = if c.backlog_messages > 0 {
+        // Guarded: a damaged first page of a lane must not end the status task (and with it
+        // the expiry sweeps); the age is then unknown.
         outbox
-            .db()
-            .begin_read()
+            .guarded("reading the outbox's oldest record", || {
+                outbox::oldest_received_ms(&outbox.db().begin_read()?)
+            })
             .ok()
-            .and_then(|t| outbox::oldest_received_ms(&t).ok().flatten())
+            .flatten()
     } else {
         None
     };
