@@ -110,6 +110,31 @@ impl LocalBus for Bus {
     }
 }
 
+/// Opens the outbox in the broker's database. Its tables are not read by the store's start-up,
+/// so damage there shows here: redb's `Corrupted` or a panic (caught: it used to exit the
+/// broker with code 101 at every start) leaves the marker that makes the next start check
+/// every page (`storage.on_damaged` then applies), and the start fails with a clear error
+/// (systemd restarts it).
+fn open_outbox(broker: &Arc<Broker>, cfg: &SyncConfig) -> Result<Arc<Outbox>> {
+    let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        Outbox::open(broker.store.database(), cfg)
+    }));
+    let reason = match opened {
+        Ok(Ok(outbox)) => return Ok(outbox),
+        Ok(Err(e @ SyncError::Storage(redb::Error::Corrupted(_)))) => e.to_string(),
+        Ok(Err(e)) => return Err(e.into()),
+        Err(payload) => format!(
+            "opening the sync outbox panicked: {}",
+            edge_mqtt::util::panic_message(payload.as_ref())
+        ),
+    };
+    (broker.store.damage_hook())("opening the sync outbox");
+    Err(crate::error::Error::DamagedDatabase {
+        path: broker.cfg.db_path().display().to_string(),
+        reason,
+    })
+}
+
 /// Opens the outbox in the broker's database, plugs it in and starts the sync tasks. Returns
 /// the future that stops them.
 pub fn start(
@@ -117,7 +142,7 @@ pub fn start(
     cfg: SyncConfig,
     data_dir: PathBuf,
 ) -> Result<futures_lite::future::Boxed<()>> {
-    let outbox = Outbox::open(broker.store.database(), &cfg)?;
+    let outbox = open_outbox(broker, &cfg)?;
     outbox.on_damage(Box::new(broker.store.damage_hook()));
     let bridge = Arc::new(Bridge {
         outbox: outbox.clone(),
