@@ -15,6 +15,7 @@ pub mod downlink;
 pub mod error;
 pub mod outbox;
 pub mod rules;
+pub mod salvage;
 pub mod schedule;
 pub mod status;
 pub mod topic;

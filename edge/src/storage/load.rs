@@ -59,7 +59,7 @@ pub(super) fn load(db: &Database) -> Result<Loaded> {
     let retained = txn.open_table(RETAINED)?;
     let meta = txn.open_table(META)?;
     let mut out = Loaded {
-        last_commit_ms: meta.get("last_commit_ms")?.map(|v| v.value()),
+        last_commit_ms: meta.get(LAST_COMMIT_MS)?.map(|v| v.value()),
         ..Loaded::default()
     };
     for row in sessions.iter()? {

@@ -13,7 +13,8 @@
 //! - `oplog.rs`: the op log ahead of redb: a commit that only queues publishes is made durable
 //!   by a record of its ops, and redb applies them without a sync of its own.
 //! - `damaged.rs`: a database whose content cannot be read, at start (set aside with its
-//!   journal and op log, `storage.on_damaged`) or while running (checked at the next start).
+//!   journal and op log, `storage.on_damaged`) or while running (checked at the next start);
+//!   `salvage.rs`: what can still be read of a set-aside database copied into the new one.
 //!
 //! Cost per message (issue 9): a backlog fill inserts one `session_queue` row per message, a
 //! drain one `session_queue_state` row (its packet id, recorded ahead of the send)
@@ -52,6 +53,7 @@ mod queue;
 mod queue_writes;
 mod reap;
 mod records;
+mod salvage;
 mod tables;
 mod writer;
 
@@ -79,6 +81,7 @@ use oplog::OpLog;
 pub use oplog::OpLogCounters;
 pub use ops::Op;
 pub use records::{DeliveryRecord, SessionRecord, WillRecord};
+pub use salvage::Salvaged;
 
 /// Batches that may wait for the writer; submitters wait for a slot beyond this.
 const QUEUE_SLOTS: usize = 4096;
@@ -235,6 +238,8 @@ pub struct Store {
     oplog: Option<Arc<OpLogCounters>>,
     /// Where this start moved a damaged database (`damaged.rs`).
     set_aside: Option<PathBuf>,
+    /// What this start copied from it (`salvage.rs`).
+    salvaged: Option<Salvaged>,
     /// `edge.redb`.
     path: PathBuf,
 }
@@ -247,11 +252,15 @@ struct Opened {
     journal: Option<Arc<JournalCounters>>,
     oplog: Option<OpLog>,
     loaded: Loaded,
+    /// What was copied from a damaged database set aside by this start (`salvage.rs`).
+    salvaged: Option<Salvaged>,
 }
 
 impl Opened {
-    /// Opens (or creates) the database, applies what the op log holds and reads it back.
-    fn open(cfg: &Config) -> Result<Opened> {
+    /// Opens (or creates) the database, applies what the op log holds and reads it back; with
+    /// `salvage_from` (a damaged database just set aside), first copies what can be read of it
+    /// into the new one.
+    fn open(cfg: &Config, salvage_from: Option<&Path>) -> Result<Opened> {
         let disk_full = Arc::new(DiskFull::default());
         let shared = Arc::new(Shared::new());
         let on_durable: journal::DurableHook = {
@@ -282,6 +291,10 @@ impl Opened {
         }
         let db = Arc::new(db);
         tables::init_tables(&db)?;
+        let salvaged = match salvage_from {
+            Some(damaged_db) => Some(salvage::salvage(damaged_db, &db)?),
+            None => None,
+        };
         // Before anything reads the database: the last run's acknowledged publishes.
         let wanted = cfg.durability == crate::config::Durability::Immediate && journal.is_some();
         let oplog = oplog::recover(
@@ -298,6 +311,7 @@ impl Opened {
             journal,
             oplog,
             loaded,
+            salvaged,
         })
     }
 }
@@ -314,7 +328,7 @@ impl Store {
         })?;
         let db_path = cfg.db_path();
         let (opened, set_aside) =
-            match damaged::catching(|| Opened::open(cfg)) {
+            match damaged::catching(|| Opened::open(cfg, None)) {
                 Ok(o) => (o, None),
                 Err(failure) => {
                     let reason = failure
@@ -338,10 +352,10 @@ impl Store {
                             source: e,
                         })?;
                     tracing::error!(path = %db_path.display(), %reason, folder = %folder.display(),
-                    "database damaged: moved aside with its journal and op log; starting with an \
-                     empty database (the sessions, queued and retained messages and sync outbox \
-                     it held are not restored)");
-                    let opened = damaged::catching(|| Opened::open(cfg))
+                    "database damaged: moved aside with its journal and op log; starting with a \
+                     new database and what can still be read of the old one (salvage)");
+                    let salvage_from = db_path.file_name().map(|name| folder.join(name));
+                    let opened = damaged::catching(|| Opened::open(cfg, salvage_from.as_deref()))
                         .map_err(|f| f.into_error(&db_path))?;
                     (opened, Some(folder))
                 }
@@ -353,6 +367,7 @@ impl Store {
             journal,
             oplog,
             loaded,
+            salvaged,
         } = opened;
         let oplog_counters = oplog.as_ref().map(|l| l.counters());
         // From here a full disk makes writes wait for space; at open it is an error.
@@ -397,6 +412,7 @@ impl Store {
                 journal,
                 oplog: oplog_counters,
                 set_aside,
+                salvaged,
                 path: db_path,
             },
             loaded,
@@ -438,6 +454,11 @@ impl Store {
     /// found none.
     pub fn damaged_set_aside(&self) -> Option<&Path> {
         self.set_aside.as_deref()
+    }
+
+    /// What this start copied from the damaged database it set aside (`salvage.rs`).
+    pub fn salvaged(&self) -> Option<&Salvaged> {
+        self.salvaged.as_ref()
     }
 
     /// What the commit journal did since open; `None` when there is none.

@@ -207,7 +207,7 @@ pub(super) fn apply<'a>(
     let (mut qos2, mut retained, mut users) = (None, None, None);
     if stamp {
         txn.open_table(META)?
-            .insert("last_commit_ms", crate::message::now_ms())?;
+            .insert(super::tables::LAST_COMMIT_MS, crate::message::now_ms())?;
     }
     let mut deltas: HashMap<&Arc<str>, MetaDelta> = HashMap::new();
     // Queue rows are written in key order at the end (or before a session's deletion).

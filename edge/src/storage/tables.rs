@@ -36,6 +36,8 @@ pub(super) const RETAINED: TableDefinition<&str, &[u8]> = TableDefinition::new("
 pub(super) const SESSION_USERS: TableDefinition<&str, &[u8]> =
     TableDefinition::new("session_users");
 pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// The [`META`] row with the unix ms of the last commit (written at most every `STAMP_EVERY`).
+pub(super) const LAST_COMMIT_MS: &str = "last_commit_ms";
 
 /// 2: `session_queue_meta` added (a version 1 file is migrated at open).
 const SCHEMA_VERSION: u64 = 2;
@@ -74,8 +76,9 @@ pub(super) fn init_tables(db: &Database) -> Result<()> {
     Ok(())
 }
 
-/// Fills `session_queue_meta` from the queue itself (once, for a file of schema 1).
-fn count_queues(txn: &redb::WriteTransaction) -> Result<()> {
+/// Fills `session_queue_meta` from the queue itself (once, for a file of schema 1, and after a
+/// salvage).
+pub(super) fn count_queues(txn: &redb::WriteTransaction) -> Result<()> {
     let queue = txn.open_table(QUEUE)?;
     let mut meta = txn.open_table(QUEUE_META)?;
     let mut current: Option<(String, u64, u64)> = None;

@@ -9,7 +9,7 @@ use redb::{Table, WriteTransaction};
 
 use crate::error::SyncError;
 
-const HELD: TableDefinition<u64, &str> = TableDefinition::new("sync_held");
+pub(crate) const HELD: TableDefinition<u64, &str> = TableDefinition::new("sync_held");
 
 /// Remembers that record `seq` belongs to the gated rule with `filter`.
 pub fn set(txn: &WriteTransaction, seq: u64, filter: &str) -> Result<(), SyncError> {

@@ -24,7 +24,7 @@ mod remove;
 /// Number of priority lanes (`0..=MAX_PRIORITY`).
 pub const PRIORITIES: usize = MAX_PRIORITY as usize + 1;
 
-const LANES: [TableDefinition<u64, &[u8]>; PRIORITIES] = [
+pub(crate) const LANES: [TableDefinition<u64, &[u8]>; PRIORITIES] = [
     TableDefinition::new("sync_outbox_p0"),
     TableDefinition::new("sync_outbox_p1"),
     TableDefinition::new("sync_outbox_p2"),
@@ -93,7 +93,7 @@ pub struct Meta {
 }
 
 impl Meta {
-    fn fresh() -> Meta {
+    pub(crate) fn fresh() -> Meta {
         Meta {
             version: META_VERSION,
             next_seq: 1,
@@ -219,7 +219,7 @@ fn read_meta_w(txn: &WriteTransaction) -> Result<Option<Meta>, SyncError> {
     }
 }
 
-fn write_meta(txn: &WriteTransaction, m: &Meta) -> Result<(), SyncError> {
+pub(crate) fn write_meta(txn: &WriteTransaction, m: &Meta) -> Result<(), SyncError> {
     let bytes = postcard::to_allocvec(m)?;
     let mut t = txn.open_table(META)?;
     t.insert(META_KEY, bytes.as_slice())?;

@@ -11,9 +11,10 @@ use serde::{Deserialize, Serialize};
 use crate::error::SyncError;
 
 /// Per rule: the batch in progress (`BatchHead`, postcard).
-const HEADS: TableDefinition<u32, &[u8]> = TableDefinition::new("sync_batch_heads");
+pub(crate) const HEADS: TableDefinition<u32, &[u8]> = TableDefinition::new("sync_batch_heads");
 /// Messages of batches in progress, key (rule, index in the batch).
-const ITEMS: TableDefinition<(u32, u32), &[u8]> = TableDefinition::new("sync_batch_items");
+pub(crate) const ITEMS: TableDefinition<(u32, u32), &[u8]> =
+    TableDefinition::new("sync_batch_items");
 
 /// User property naming the envelope format (`json` or `postcard`).
 pub const FORMAT_PROPERTY: &str = "edge-batch-format";

@@ -6,7 +6,7 @@ use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
 use crate::error::SyncError;
 
-const LATEST: TableDefinition<&str, (u8, u64)> = TableDefinition::new("sync_latest");
+pub(crate) const LATEST: TableDefinition<&str, (u8, u64)> = TableDefinition::new("sync_latest");
 
 /// The `(lane, seq)` last recorded for `topic`, if any.
 pub fn get(txn: &WriteTransaction, topic: &str) -> Result<Option<(u8, u64)>, SyncError> {

@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use crate::error::SyncError;
 use crate::rules::expr;
 
-const WINDOWS: TableDefinition<&str, &[u8]> = TableDefinition::new("sync_windows");
+pub(crate) const WINDOWS: TableDefinition<&str, &[u8]> = TableDefinition::new("sync_windows");
 
 /// One aggregate of a field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
