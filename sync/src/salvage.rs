@@ -275,6 +275,13 @@ pub fn sync_tables(
     Ok(out)
 }
 
+/// When nothing of a damaged database could be read: the outbox of `dst` (new) starts at
+/// `seq_floor` (see [`seq_floor_now`]), not at 1, whether or not sync ran before (a meta row
+/// is harmless where it never runs), so that no `edge-msg-id` the cloud has seen comes again.
+pub fn start_above(dst: &Database, seq_floor: u64) -> Result<(), SyncError> {
+    write_meta(dst, None, seq_floor)
+}
+
 /// A sequence above any this gateway handed out before, when the meta row that held the next
 /// one is lost: the time in microseconds (a gateway forwards far fewer than a million messages
 /// a second). A clock far behind (no real-time clock and no network yet) gives a lower floor.

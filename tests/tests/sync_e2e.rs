@@ -17,7 +17,7 @@
 //! | offline data lost, silent drops beyond `max_queued_messages` (mosquitto #3472, #3394) | `backlog_built_while_upstream_down_arrives_complete_in_order` (3,000 messages, session limit 100), `full_backlog_under_drop_oldest_*` (drops counted) |
 //! | queue limits do not apply, memory grows while the remote is unreachable (mosquitto #1729, #3296; nanomq #1853, #1506) | `memory_and_disk_writes_stay_bounded_with_50_mib_buffered`, `full_backlog_under_*` |
 //! | the same QoS 1/2 messages re-sent again and again after a reconnect; no bridge with a backlog above 20 (mosquitto #2165, #2248, #3002) | `backlog_built_while_upstream_down_*` (link cut mid-drain: duplicates at most one window) |
-//! | power loss corrupts persistence; a corrupt file stops the broker (mosquitto #2639, #3159, #3160) | `kill_9_mid_burst_and_mid_drain_loses_nothing`; a damaged file is set aside and the broker starts empty: `durability.rs` `a_damaged_database_is_set_aside_and_the_broker_serves_with_an_empty_one`, `storage/damaged_tests.rs` |
+//! | power loss corrupts persistence; a corrupt file stops the broker (mosquitto #2639, #3159, #3160) | `kill_9_mid_burst_and_mid_drain_loses_nothing`; a damaged file is set aside, what can be read of it salvaged, and message ids never start over: `durability.rs` `a_damaged_database_is_set_aside_and_the_broker_serves_with_an_empty_one`, `after_a_zeroed_database_is_set_aside_message_ids_continue_above_the_old_ones`, `storage/damaged_tests.rs`, `storage/salvage_tests.rs` |
 //! | every durable save rewrites the whole file (mosquitto #3695) | `memory_and_disk_writes_stay_bounded_*` (bytes written per message do not grow with the backlog) |
 //! | backlog released as a flood, no pacing (mosquitto #1359) | `paced_drain_does_not_flood_the_upstream` |
 //! | cache deleted before the remote acknowledged, silent link failure loses it (nanomq #2432) | `silent_link_failure_redelivers_what_was_not_acknowledged` |
@@ -423,6 +423,37 @@ async fn clean_stop_leaves_a_database_sync_status_can_read() {
         json_str(&s, "source").as_deref(),
         Some("database"),
         "the broker left its database needing a repair after a clean stop: {s}"
+    );
+}
+
+/// A database zeroed by a power cut is set aside (`storage.on_damaged`) and nothing of it can be
+/// read: the outbox of the new one must not count `edge-msg-id`s from 1 again, or the cloud,
+/// which drops replays by that id, would drop new messages as replays of old ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_zeroed_database_is_set_aside_message_ids_continue_above_the_old_ones() {
+    let proxy = Proxy::start(free_port(), Link::Down);
+    let mut edge = start_edge_process(edge_config("", &proxy.url(), UNPACED, SENSORS));
+    publish_all(edge.port(), "sensors/before", 0..50, 0).await;
+    assert!(edge.stop().success());
+    let s = sync_status(edge.data_dir());
+    assert_eq!(json_u64(&s, "next_seq"), 51, "{s}");
+    let db = edge.data_dir().join("edge.redb");
+    let len = std::fs::metadata(&db).expect("database").len() as usize;
+    std::fs::write(&db, vec![0u8; len]).expect("zero the database");
+    edge.restart();
+    assert!(edge.log().contains("salvage"), "{}", edge.log());
+    publish_all(edge.port(), "sensors/after", 0..5, 0).await;
+    assert!(edge.stop().success());
+    let s = sync_status(edge.data_dir());
+    assert_eq!(
+        json_u64(&s, "backlog_messages"),
+        5,
+        "the old backlog was in the zeroed file: {s}"
+    );
+    let next = json_u64(&s, "next_seq");
+    assert!(
+        next > 1_000_000_000,
+        "ids from 1 again would be taken for replays: {s}"
     );
 }
 

@@ -180,6 +180,7 @@ pub(super) fn salvage(damaged_db: &Path, into: &Database) -> Result<Salvaged> {
         Ok(o) => o,
         Err(failure) => {
             let why = failure.into_error(damaged_db).to_string();
+            edge_sync::salvage::start_above(into, edge_sync::salvage::seq_floor_now())?;
             return Ok(kept.nothing(damaged_db, &why));
         }
     };

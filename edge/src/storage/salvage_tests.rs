@@ -165,6 +165,9 @@ fn a_file_that_is_no_database_gives_back_nothing_and_is_no_error() {
     assert_eq!(kept.rows, 0);
     assert_eq!(kept.stopped.len(), 1, "{kept:?}");
     assert!(load::load(&db).unwrap().sessions.is_empty());
+    // The sync outbox continues above every sequence it could have handed out.
+    let meta = edge_sync::outbox::read_meta(&db.begin_read().unwrap()).unwrap();
+    assert!(meta.unwrap().next_seq > 1_700_000_000_000_000);
 }
 
 #[test]
