@@ -294,6 +294,12 @@ pub fn render(s: &Snapshot) -> String {
         "1 when this start found edge.redb damaged and moved it aside (storage.on_damaged), else 0.",
         u64::from(s.damaged_set_aside.is_some()),
     );
+    o.single(
+        "storage_salvaged_rows",
+        "gauge",
+        "Rows this start copied from the damaged edge.redb it set aside into the new one (0: none).",
+        s.salvaged.as_ref().map_or(0, |s| s.0),
+    );
     let name = "delivery_commit_waits_total";
     o.family(
         name,

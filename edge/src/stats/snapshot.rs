@@ -31,6 +31,9 @@ pub struct Snapshot {
     pub oplog: Option<(u64, u64)>,
     /// The folder this start moved a damaged database into (`storage.on_damaged`).
     pub damaged_set_aside: Option<String>,
+    /// What this start salvaged from it: rows copied, and the tables (or sessions' queues)
+    /// where damage lost rows.
+    pub salvaged: Option<(u64, Vec<String>)>,
     /// Heap in use as counted by the broker's allocator (`None` inside tests, where it is not
     /// installed) and `limits.max_memory` (0: no bound).
     pub heap_bytes: Option<usize>,
@@ -81,6 +84,10 @@ impl Snapshot {
             journal: (broker.store.journal()).map(|j| (j.records_total(), j.checkpoints_total())),
             oplog: (broker.store.oplog()).map(|l| (l.records_total(), l.restarts_total())),
             damaged_set_aside: (broker.store.damaged_set_aside()).map(|p| p.display().to_string()),
+            salvaged: (broker.store.salvaged()).map(|s| {
+                let damaged = s.stopped.iter().map(|(table, _)| table.clone()).collect();
+                (s.rows, damaged)
+            }),
             heap_bytes: crate::memory::heap_in_use(),
             max_memory_bytes: broker.cfg.limits.max_memory,
             sync: broker.sync_status(),
@@ -174,6 +181,8 @@ impl Snapshot {
                     "oplog_records": self.oplog.map(|l| l.0),
                     "oplog_restarts": self.oplog.map(|l| l.1),
                     "damaged_set_aside": self.damaged_set_aside,
+                    "salvaged_rows": self.salvaged.as_ref().map(|s| s.0),
+                    "salvage_damaged_tables": self.salvaged.as_ref().map(|s| &s.1),
                 },
             },
             "sync": self.sync,
