@@ -30,6 +30,11 @@ pub(super) const OVERLAY_LIMIT: usize = 64 << 20;
 
 const PAGE: u64 = 4096;
 
+/// redb's page cache for the set-aside file. The copy reads each page about once, in key
+/// order: with redb's default (1 GiB) a 140 MB file (1,000,000 queued messages) was read into
+/// memory whole, RSS 166 MB after the start.
+const SOURCE_CACHE: usize = 2 << 20;
+
 /// The set-aside file as redb's storage: reads come from the file, writes stay in memory.
 #[derive(Debug)]
 pub(super) struct Overlay {
@@ -168,6 +173,7 @@ pub(super) fn salvage(damaged_db: &Path, into: &Database) -> Result<Salvaged> {
             source,
         })?;
         let db = Database::builder()
+            .set_cache_size(SOURCE_CACHE)
             .create_with_backend(overlay)
             .map_err(|source| Error::OpenDatabase {
                 path: damaged_db.display().to_string(),
