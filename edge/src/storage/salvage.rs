@@ -212,9 +212,11 @@ fn copy_all(src: &ReadTransaction, into: &Database, kept: &mut Salvaged) -> Resu
         kept.copy(per_client(src, into, QUEUE_STATE, &client)?);
     }
     copy_last_commit(src, into)?;
-    // The queues' counts (not copied: they must match the rows kept).
+    // The queues' counts (not copied: they must match the rows kept), and no packet id left
+    // reserved for a delivery that was lost.
     let txn = into.begin_write()?;
     count_queues(&txn)?;
+    drop_states_without_delivery(&txn)?;
     txn.commit()?;
     for c in edge_sync::salvage::sync_tables(src, into, edge_sync::salvage::seq_floor_now())? {
         kept.copy(c);
@@ -236,6 +238,25 @@ fn per_client<V: Value + 'static>(
         c.table = format!("{} of {client}", c.table);
     }
     Ok(c)
+}
+
+/// Removes the `session_queue_state` rows whose delivery was not kept (the few deliveries sent
+/// and not yet acknowledged: a scan of that table, not of the queue).
+fn drop_states_without_delivery(txn: &redb::WriteTransaction) -> Result<()> {
+    let queue = txn.open_table(QUEUE)?;
+    let mut state = txn.open_table(QUEUE_STATE)?;
+    let mut lost = Vec::new();
+    for row in state.iter()? {
+        let (key, _) = row?;
+        let (client, seq) = key.value();
+        if queue.get((client, seq))?.is_none() {
+            lost.push((client.to_string(), seq));
+        }
+    }
+    for (client, seq) in &lost {
+        state.remove((client.as_str(), *seq))?;
+    }
+    Ok(())
 }
 
 /// The client ids of the sessions copied.

@@ -240,6 +240,14 @@ fn a_garbled_page_of_a_queue_loses_only_its_own_messages() {
     ops.extend((1..=5000).map(|s| enqueue(&a, s)));
     ops.extend((1..=50).map(|s| enqueue(&b, s)));
     commit(&store, ops);
+    // Sent and not yet acknowledged: seq 1, and seq 2500, on the page garbled below.
+    let sent = |seq, pid| Op::MarkSent {
+        client: a.clone(),
+        seq,
+        pid: Pid::try_from(pid).unwrap(),
+        released: false,
+    };
+    commit(&store, vec![sent(1, 1), sent(2500, 2)]);
     drop(store);
     let file = old.path().join("edge.redb");
     let image = std::fs::read(&file).unwrap();
@@ -274,6 +282,11 @@ fn a_garbled_page_of_a_queue_loses_only_its_own_messages() {
         (qa.first_seq, qa.next_seq),
         (1, 5001),
         "the first and last kept"
+    );
+    assert_eq!(
+        qa.sent.len(),
+        1,
+        "no packet id kept for a lost delivery: {qa:?}"
     );
     assert_eq!(queue("b").messages, 50);
     let r = db.begin_read().unwrap();
