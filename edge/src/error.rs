@@ -25,6 +25,10 @@ pub enum Error {
     #[error("database {path} is damaged: {reason}. The file was left untouched; with storage.on_damaged = \"set_aside\" the broker moves it aside and starts with an empty one")]
     DamagedDatabase { path: String, reason: String },
 
+    /// Damage found while serving stopped the broker (`storage.on_damaged = "set_aside"`).
+    #[error("database {path} was found damaged while serving; the broker stopped so that the next start sets it aside and salvages what can still be read: start it again (systemd does)")]
+    DamagedWhileServing { path: String },
+
     /// redb failed (transaction, table, commit, durability); the redb error is the source.
     #[error("storage error: {0}")]
     Storage(#[from] redb::Error),

@@ -281,6 +281,20 @@ impl Server {
         // A task of its own: the future `run` drives is polled every time the executor is
         // woken, and the signal stream tried a read and re-registered its socket with the
         // reactor each time (two syscalls per wake-up, i.e. per message on a quiet broker).
+        // Damage found while serving (a session's queue, the sync outbox, the storage writer)
+        // stops the broker cleanly too: the next start sets the file aside and salvages it.
+        let damage = broker.store.damage_found();
+        let restart_on_damage = broker.cfg.storage.on_damaged == crate::config::OnDamaged::SetAside;
+        let shutdown = {
+            let damage = damage.clone();
+            smol::future::or(shutdown, async move {
+                if !restart_on_damage {
+                    return std::future::pending().await;
+                }
+                damage.wait().await;
+                tracing::error!("database damaged while serving: stopping cleanly so that the next start sets it aside and salvages it (storage.on_damaged = \"set_aside\"; systemd starts the broker again)");
+            })
+        };
         let shutdown = ex.spawn(shutdown);
         // Beside the tasks, on this thread: its heap's freed pages go back (`heap_trim.rs`).
         let collect = crate::heap_trim::collect_each_second();
@@ -315,6 +329,7 @@ impl Server {
         drop(ex);
         broker.store.close();
         let db = broker.store.database();
+        let broker_db_path = broker.cfg.db_path();
         drop(broker);
         match Arc::try_unwrap(db) {
             Ok(db) => {
@@ -327,6 +342,11 @@ impl Server {
             }
         }
         tracing::info!("stopped");
+        if restart_on_damage && damage.is_set() {
+            return Err(Error::DamagedWhileServing {
+                path: broker_db_path.display().to_string(),
+            });
+        }
         Ok(())
     }
 }
@@ -594,3 +614,7 @@ impl Drop for Running {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "server_tests.rs"]
+mod tests;

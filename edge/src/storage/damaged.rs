@@ -18,6 +18,7 @@
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
 use edge_mqtt::util::panic_message;
@@ -119,10 +120,48 @@ pub(super) fn mark_for_check(db_path: &Path) {
     }
 }
 
+/// Damage found while this run serves (a read, or the storage writer): once set, the server
+/// stops cleanly with `storage.on_damaged = "set_aside"`, so that the next start (systemd's
+/// restart) sets the file aside and salvages it instead of a session or the uplink staying
+/// stalled on the damaged page until someone restarts the broker.
+#[derive(Debug, Default)]
+pub struct DamageFound {
+    found: AtomicBool,
+    event: event_listener::Event,
+}
+
+impl DamageFound {
+    /// Records the damage (the marker is left separately, [`mark_for_check`]).
+    pub(super) fn set(&self) {
+        if !self.found.swap(true, Ordering::AcqRel) {
+            self.event.notify(usize::MAX);
+        }
+    }
+
+    pub fn is_set(&self) -> bool {
+        self.found.load(Ordering::Acquire)
+    }
+
+    /// Resolves once damage was found.
+    pub async fn wait(&self) {
+        loop {
+            if self.is_set() {
+                return;
+            }
+            let listener = self.event.listen();
+            if self.is_set() {
+                return;
+            }
+            listener.await;
+        }
+    }
+}
+
 /// Runs `f` (a read of the database). A panic becomes a damage error; on damage (that, or
-/// redb finding a page corrupt) the marker is left for the next start.
+/// redb finding a page corrupt) the marker is left for the next start and `found` is set.
 pub(super) fn reading<T>(
     db_path: &Path,
+    found: &DamageFound,
     what: &str,
     f: impl FnOnce() -> Result<T, Error>,
 ) -> Result<T, Error> {
@@ -133,6 +172,7 @@ pub(super) fn reading<T>(
     if let Some(reason) = failure.damage() {
         tracing::error!(path = %db_path.display(), what, %reason, "database damaged: a read failed");
         mark_for_check(db_path);
+        found.set();
     }
     Err(failure.into_error(db_path))
 }

@@ -253,18 +253,35 @@ fn an_intact_database_is_never_set_aside() {
 }
 
 #[test]
-fn a_read_that_panics_is_a_damage_error_and_leaves_the_check_marker() {
+fn a_read_that_panics_is_a_damage_error_that_leaves_the_check_marker_and_is_signalled() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("edge.redb");
-    let r: Result<(), Error> = reading(&db, "a test read", || panic!("bad page"));
-    let err = r.expect_err("an error, not a panic");
-    assert!(matches!(err, Error::DamagedDatabase { .. }), "{err}");
-    assert!(check_marker(&db).is_file());
-    // Other errors leave no marker.
-    std::fs::remove_file(check_marker(&db)).unwrap();
-    let r: Result<(), Error> = reading(&db, "a test read", || Err(Error::WriterGone));
+    // Other errors leave no marker and signal nothing.
+    let found = DamageFound::default();
+    let r: Result<(), Error> = reading(&db, &found, "a test read", || Err(Error::WriterGone));
     assert!(r.is_err());
     assert!(!check_marker(&db).exists());
+    assert!(!found.is_set());
+    let waiting = std::thread::scope(|s| {
+        let waiter = s.spawn(|| {
+            let woken = async {
+                found.wait().await;
+                true
+            };
+            let timeout = async {
+                smol::Timer::after(Duration::from_secs(10)).await;
+                false
+            };
+            smol::block_on(smol::future::or(woken, timeout))
+        });
+        let r: Result<(), Error> = reading(&db, &found, "a test read", || panic!("bad page"));
+        let err = r.expect_err("an error, not a panic");
+        assert!(matches!(err, Error::DamagedDatabase { .. }), "{err}");
+        waiter.join()
+    });
+    assert!(waiting.unwrap(), "the wait for damage ended");
+    assert!(check_marker(&db).is_file());
+    assert!(found.is_set());
 }
 
 #[test]

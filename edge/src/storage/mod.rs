@@ -75,6 +75,7 @@ pub use crate::disk_full::DiskFull;
 use crate::error::{Error, Result};
 use crate::message::Message;
 
+pub use damaged::DamageFound;
 pub use journal::JournalCounters;
 pub use load::{Loaded, LoadedSession, QueueShape};
 use oplog::OpLog;
@@ -240,6 +241,8 @@ pub struct Store {
     set_aside: Option<PathBuf>,
     /// What this start copied from it (`salvage.rs`).
     salvaged: Option<Salvaged>,
+    /// Damage found while serving (`damaged.rs`).
+    damage: Arc<DamageFound>,
     /// `edge.redb`.
     path: PathBuf,
 }
@@ -373,7 +376,9 @@ impl Store {
         // From here a full disk makes writes wait for space; at open it is an error.
         disk_full.set_retrying(true);
         let hook: Arc<Mutex<Option<Arc<dyn CommitHook>>>> = Arc::new(Mutex::new(None));
+        let damage = Arc::new(DamageFound::default());
         let writer = {
+            let damage = damage.clone();
             let db = db.clone();
             let shared = shared.clone();
             let hook = hook.clone();
@@ -392,6 +397,7 @@ impl Store {
                         let panic = edge_mqtt::util::panic_message(payload.as_ref());
                         tracing::error!(%panic, "database damaged: the storage writer panicked; storage stops here");
                         damaged::mark_for_check(&path);
+                        damage.set();
                         watch.stopped.store(true, Ordering::Release);
                         watch.committed_event.notify(usize::MAX);
                     }
@@ -413,6 +419,7 @@ impl Store {
                 oplog: oplog_counters,
                 set_aside,
                 salvaged,
+                damage,
                 path: db_path,
             },
             loaded,
@@ -444,10 +451,18 @@ impl Store {
     /// start checks every page first (`damaged.rs`).
     pub fn damage_hook(&self) -> impl Fn(&str) + Send + Sync + 'static {
         let path = self.path.clone();
+        let damage = self.damage.clone();
         move |what: &str| {
             tracing::error!(path = %path.display(), what, "database damaged");
             damaged::mark_for_check(&path);
+            damage.set();
         }
+    }
+
+    /// Damage found while serving (a read of a queue or of the sync outbox, or the writer):
+    /// the server then stops cleanly for the next start to set the file aside (`server.rs`).
+    pub fn damage_found(&self) -> Arc<DamageFound> {
+        self.damage.clone()
     }
 
     /// The folder this start moved a damaged database into (`damaged.rs`); `None` when it
@@ -485,9 +500,12 @@ impl Store {
         until: u64,
         max: usize,
     ) -> Result<Vec<(u64, Option<DeliveryRecord>)>> {
-        damaged::reading(&self.path, "a read of a session's queue", || {
-            queue::read(&self.db, client, from, until, max)
-        })
+        damaged::reading(
+            &self.path,
+            &self.damage,
+            "a read of a session's queue",
+            || queue::read(&self.db, client, from, until, max),
+        )
     }
 
     pub fn set_hook(&self, hook: Arc<dyn CommitHook>) {
