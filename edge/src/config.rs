@@ -277,7 +277,8 @@ pub struct StorageConfig {
     /// Size of the commit journal `edge.redb-journal` (0: off, every commit syncs the database
     /// file itself). A durable commit is one sequential write and one fdatasync of it.
     pub journal_bytes: u64,
-    /// What start-up does with an `edge.redb` it cannot read (`storage/damaged.rs`).
+    /// What start-up does with an `edge.redb` it cannot read, and whether damage found while
+    /// serving stops the broker (`storage/damaged.rs`, `storage/salvage.rs`).
     pub on_damaged: OnDamaged,
 }
 
@@ -287,7 +288,8 @@ pub struct StorageConfig {
 #[serde(rename_all = "snake_case")]
 pub enum OnDamaged {
     /// Move it, with its commit journal and op log, into a `damaged-<UTC time>` folder of the
-    /// data dir, and start with an empty database.
+    /// data dir, and start with a new database holding what can still be read of it (salvage);
+    /// damage found while serving stops the broker cleanly for the next start to do so.
     SetAside,
     /// Stop with an error naming the file; everything stays as found.
     Stop,

@@ -22,7 +22,7 @@ pub enum Error {
 
     /// The database's content cannot be read (`storage/damaged.rs`) and
     /// `storage.on_damaged = "stop"`, or no source error says why (redb panicked).
-    #[error("database {path} is damaged: {reason}. The file was left untouched; with storage.on_damaged = \"set_aside\" the broker moves it aside and starts with an empty one")]
+    #[error("database {path} is damaged: {reason}. The file was left untouched; with storage.on_damaged = \"set_aside\" the broker moves it aside and starts with what can still be read of it")]
     DamagedDatabase { path: String, reason: String },
 
     /// Damage found while serving stopped the broker (`storage.on_damaged = "set_aside"`).

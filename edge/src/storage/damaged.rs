@@ -1,13 +1,15 @@
 //! A database whose content cannot be read at start (zeroed, truncated or garbled by a power cut
 //! on a card that does not keep its flushes, or not a database at all): with
 //! `storage.on_damaged = "set_aside"` it is moved, with its commit journal and op log, into a
-//! `damaged-<UTC time>` folder of the data dir, and the broker starts with an empty database
-//! instead of failing every start (mosquitto's field problem #3160).
+//! `damaged-<UTC time>` folder of the data dir, and the broker starts with a new database holding
+//! what can still be read of it (`salvage.rs`) instead of failing every start (mosquitto's field
+//! problem #3160).
 //!
 //! Damage found while running (redb panics on, or reports corrupt, a page of a session's queue
 //! or of the sync outbox, `Store::damage_hook`; or the storage writer panics) leaves a marker,
-//! `edge.redb-check`: the next start first runs redb's integrity check over every page, which
-//! passes, repairs the file, or finds it damaged (then as above).
+//! `edge.redb-check`, and sets [`DamageFound`] (the server then stops cleanly): the next start
+//! first runs redb's integrity check over every page, which passes, repairs the file, or finds
+//! it damaged (then as above).
 //!
 //! Invariants: only damage to the file's content counts ([`damage_of`]: redb's `Corrupted`,
 //! its "not a database" `InvalidData`, or a panic inside redb while opening or loading); a file
