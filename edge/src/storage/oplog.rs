@@ -307,31 +307,11 @@ pub fn recover(
     let file = super::open::open_rw(path).map_err(err)?;
     let file = JournalFile::new(file, path).map_err(err)?;
     let mark = read_mark(db)?;
-    // The last run's records are applied as they are read (memory: one record's ops at a
-    // time), all in one durable commit.
-    let mut txn = None;
-    let (mut records, mut applied) = (0usize, 0usize);
-    let mut log = OpLog::open(file, capacity, mark, |payload| {
-        let ops = decode_logged(&payload).map_err(|e| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("record {} of the last run cannot be read: {e}", records + 1),
-            )
-        })?;
-        let txn = match &mut txn {
-            Some(t) => t,
-            None => txn.insert(db.begin_write().map_err(io::Error::other)?),
-        };
-        ops::apply(txn, ops.iter(), false).map_err(io::Error::other)?;
-        records += 1;
-        applied += ops.len();
-        Ok(())
-    })
-    .map_err(err)?;
-    if let Some(txn) = txn {
+    let (mut log, replayed) = replay(file, capacity, mark, db).map_err(err)?;
+    if let Some((txn, records, ops)) = replayed {
         write_mark(&txn, log.mark())?;
         txn.commit()?;
-        tracing::info!(op_log = %path.display(), records, ops = applied,
+        tracing::info!(op_log = %path.display(), records, ops,
             "op log replayed: publishes acknowledged by the last run, which did not stop cleanly");
     }
     if wanted {
@@ -363,15 +343,78 @@ pub fn recover(
     Ok(Some(log))
 }
 
-/// The op log's mark that `txn` holds (none: `Mark::default()`).
-fn read_mark(db: &Database) -> Result<Mark> {
-    let txn = db.begin_read()?;
+/// A replay's write transaction, uncommitted, with the records and ops it applied.
+type Replayed = (WriteTransaction, usize, usize);
+
+/// Applies the records of `file` after `mark` to `db` as they are read (memory: one record's
+/// ops at a time), in one write transaction, returned uncommitted with the counts of records
+/// and ops (`None`: there were none).
+fn replay(
+    file: JournalFile,
+    capacity: u64,
+    mark: Mark,
+    db: &Database,
+) -> io::Result<(OpLog, Option<Replayed>)> {
+    let mut txn = None;
+    let (mut records, mut applied) = (0usize, 0usize);
+    let log = OpLog::open(file, capacity, mark, |payload| {
+        let ops = decode_logged(&payload).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("record {} of the last run cannot be read: {e}", records + 1),
+            )
+        })?;
+        let txn = match &mut txn {
+            Some(t) => t,
+            None => txn.insert(db.begin_write().map_err(io::Error::other)?),
+        };
+        ops::apply(txn, ops.iter(), false).map_err(io::Error::other)?;
+        records += 1;
+        applied += ops.len();
+        Ok(())
+    })?;
+    Ok((log, txn.map(|t| (t, records, applied))))
+}
+
+/// Salvage (`salvage.rs`): applies to `into` the records of the set-aside op log at `path`
+/// after `mark` (the damaged file's, or none when it cannot be read: then every record of the
+/// log's generation, some maybe applied and delivered before, at least once). The file is only
+/// read. Returns the number of records applied (0: no file).
+pub(super) fn replay_set_aside(path: &Path, mark: Mark, into: &Database) -> Result<usize> {
+    let err = |source| Error::Io {
+        what: format!("set-aside op log {}", path.display()),
+        source,
+    };
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(err(e)),
+    };
+    let capacity = file.metadata().map_err(err)?.len();
+    let file = JournalFile::new(file, path).map_err(err)?;
+    let (_log, replayed) = replay(file, capacity, mark, into).map_err(err)?;
+    match replayed {
+        Some((txn, records, _)) => {
+            txn.commit()?;
+            Ok(records)
+        }
+        None => Ok(0),
+    }
+}
+
+/// The op log's mark in `txn` (none: `Mark::default()`).
+pub(super) fn mark_in(txn: &redb::ReadTransaction) -> Result<Mark> {
     let meta = txn.open_table(META)?;
     let get = |k| -> Result<u64> { Ok(meta.get(k)?.map(|v| v.value()).unwrap_or(0)) };
     Ok(Mark {
         generation: get(MARK_GENERATION)?,
         seq: get(MARK_SEQ)?,
     })
+}
+
+/// The op log's mark that `db` holds (none: `Mark::default()`).
+fn read_mark(db: &Database) -> Result<Mark> {
+    mark_in(&db.begin_read()?)
 }
 
 /// Records `mark` in `txn` (every commit of logged ops does, so that redb's durable state,

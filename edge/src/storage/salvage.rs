@@ -6,8 +6,9 @@
 //! keeps whatever redb writes (the repair after an unclean stop) in memory, at most
 //! [`OVERLAY_LIMIT`] bytes. A read that fails or panics ends the copy of that table; what was
 //! read before it is kept. The queues (and the sync outbox's lanes), keyed by sequence, go on
-//! past a damaged page: only its own rows are lost. The op log's records are
-//! not replayed from the set-aside copy (redb's mark of them may be what is damaged).
+//! past a damaged page: only its own rows are lost. Then the set-aside op log's records after
+//! the damaged file's mark are applied (the publishes acknowledged from it that redb had not
+//! made durable); the op log file is only read too.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -21,7 +22,7 @@ use edge_sync::salvage::{copy_seq_range, copy_table, Copied, ALL};
 use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, StorageBackend, Value};
 
 use super::tables::*;
-use super::{damaged, lock};
+use super::{damaged, lock, oplog};
 use crate::error::{Error, Result};
 
 /// Most memory the overlay holds for redb's writes to the set-aside file (its repair rewrites
@@ -190,7 +191,7 @@ pub(super) fn salvage(damaged_db: &Path, into: &Database) -> Result<Salvaged> {
             return Ok(kept.nothing(damaged_db, &why));
         }
     };
-    copy_all(&src, into, &mut kept)?;
+    copy_all(&src, into, &mut kept, Some(&oplog::path_of(damaged_db)))?;
     // Durable before start-up reads it (the copies' commits did not sync).
     let mut txn = into.begin_write()?;
     txn.set_durability(redb::Durability::Immediate)?;
@@ -199,8 +200,14 @@ pub(super) fn salvage(damaged_db: &Path, into: &Database) -> Result<Salvaged> {
     Ok(kept)
 }
 
-/// Copies every table's readable rows from `src` into `into`.
-fn copy_all(src: &ReadTransaction, into: &Database, kept: &mut Salvaged) -> Result<()> {
+/// Copies every table's readable rows from `src` into `into`, then applies the records of the
+/// set-aside op log at `oplog_path` that `src` does not hold.
+fn copy_all(
+    src: &ReadTransaction,
+    into: &Database,
+    kept: &mut Salvaged,
+    oplog_path: Option<&Path>,
+) -> Result<()> {
     kept.copy(copy_table(src, into, SESSIONS, ALL)?);
     kept.copy(copy_table(src, into, SESSION_USERS, ALL)?);
     kept.copy(copy_table(src, into, QOS2_IN, ALL)?);
@@ -212,6 +219,19 @@ fn copy_all(src: &ReadTransaction, into: &Database, kept: &mut Salvaged) -> Resu
         kept.copy(per_client(src, into, QUEUE_STATE, &client)?);
     }
     copy_last_commit(src, into)?;
+    if let Some(path) = oplog_path {
+        // The publishes acknowledged from the op log that redb had not made durable. Without a
+        // readable mark, every record of the log's generation (some maybe delivered before).
+        let mark = catch_unwind(AssertUnwindSafe(|| oplog::mark_in(src)));
+        let mark = mark.ok().and_then(|m| m.ok()).unwrap_or_default();
+        match oplog::replay_set_aside(path, mark, into) {
+            Ok(records) => kept.oplog_records = records,
+            Err(e) => {
+                tracing::error!(op_log = %path.display(), error = %e, "salvage: the set-aside op log's records cannot be applied");
+                kept.stopped.push(("op log".into(), e.to_string()));
+            }
+        }
+    }
     // The queues' counts (not copied: they must match the rows kept), and no packet id left
     // reserved for a delivery that was lost.
     let txn = into.begin_write()?;
@@ -292,6 +312,8 @@ pub struct Salvaged {
     pub rows: u64,
     /// Tables (or sessions' queues) whose copy stopped at damage, with why.
     pub stopped: Vec<(String, String)>,
+    /// Records of the set-aside op log applied after the copy.
+    pub oplog_records: usize,
 }
 
 impl Salvaged {
@@ -313,7 +335,7 @@ impl Salvaged {
         for (table, why) in &self.stopped {
             tracing::error!(table, reason = %why, "salvage: a table of the set-aside database is damaged; the rows after the damage are lost");
         }
-        tracing::warn!(path = %path.display(), rows = self.rows, damaged_tables = self.stopped.len(),
+        tracing::warn!(path = %path.display(), rows = self.rows, op_log_records = self.oplog_records, damaged_tables = self.stopped.len(),
             "salvage: rows that could still be read copied from the set-aside database");
     }
 }

@@ -267,7 +267,7 @@ fn a_garbled_page_of_a_queue_loses_only_its_own_messages() {
     let db = Database::create(new.path().join("edge.redb")).unwrap();
     init_tables(&db).unwrap();
     let mut kept = Salvaged::default();
-    copy_all(&src.begin_read().unwrap(), &db, &mut kept).unwrap();
+    copy_all(&src.begin_read().unwrap(), &db, &mut kept, None).unwrap();
     let damaged: Vec<&str> = kept.stopped.iter().map(|(t, _)| t.as_str()).collect();
     assert_eq!(damaged, vec!["session_queue of a"], "{kept:?}");
 
@@ -294,5 +294,52 @@ fn a_garbled_page_of_a_queue_loses_only_its_own_messages() {
     assert!(
         t.get(("a", 2500)).unwrap().is_none(),
         "a message of the garbled page"
+    );
+}
+
+#[test]
+fn publishes_acknowledged_from_the_op_log_and_not_yet_in_redb_are_salvaged_too() {
+    let live = tempfile::tempdir().unwrap();
+    let durable = tempfile::tempdir().unwrap();
+    let copy = |from: &Path, to: &Path, name: &str| {
+        std::fs::copy(from.join(name), to.join(name)).unwrap();
+    };
+    let a: Arc<str> = "a".into();
+    let oplog_after;
+    {
+        let (store, _) = Store::open(&cfg(live.path())).unwrap();
+        // A session change: redb commits it durably itself. What the disk holds after it:
+        commit(&store, vec![Op::PutSession(a.clone(), Box::new(session()))]);
+        copy(live.path(), durable.path(), "edge.redb");
+        copy(live.path(), durable.path(), "edge.redb-journal");
+        // Publishes into the session, acknowledged once the op log's record is synced.
+        for seq in 1..=3 {
+            commit(&store, vec![enqueue(&a, seq)]);
+        }
+        oplog_after = std::fs::read(live.path().join("edge.redb-oplog")).unwrap();
+    }
+    // The durable state with its journal applied (a start does that), then set aside with the
+    // op log as the power cut left it.
+    drop(Store::open(&cfg(durable.path())).unwrap());
+    let aside = tempfile::tempdir().unwrap();
+    copy(durable.path(), aside.path(), "edge.redb");
+    std::fs::write(aside.path().join("edge.redb-oplog"), &oplog_after).unwrap();
+
+    let new = tempfile::tempdir().unwrap();
+    let db = Database::create(new.path().join("edge.redb")).unwrap();
+    init_tables(&db).unwrap();
+    let kept = salvage(&aside.path().join("edge.redb"), &db).unwrap();
+    assert_eq!((kept.oplog_records, kept.stopped.len()), (3, 0), "{kept:?}");
+    assert_eq!(
+        std::fs::read(aside.path().join("edge.redb-oplog")).unwrap(),
+        oplog_after,
+        "the set-aside op log was written"
+    );
+    let loaded = load::load(&db).unwrap();
+    let q = &loaded.sessions[0].queue;
+    assert_eq!(
+        (q.messages, q.first_seq, q.next_seq),
+        (3, 1, 4),
+        "counted once each"
     );
 }
