@@ -278,9 +278,6 @@ impl Server {
         // Listeners bound, storage open: systemd's Type=notify start is complete.
         crate::systemd::notify_ready();
 
-        // A task of its own: the future `run` drives is polled every time the executor is
-        // woken, and the signal stream tried a read and re-registered its socket with the
-        // reactor each time (two syscalls per wake-up, i.e. per message on a quiet broker).
         // Damage found while serving (a session's queue, the sync outbox, the storage writer)
         // stops the broker cleanly too: the next start sets the file aside and salvages it.
         let damage = broker.store.damage_found();
@@ -295,6 +292,9 @@ impl Server {
                 tracing::error!("database damaged while serving: stopping cleanly so that the next start sets it aside and salvages it (storage.on_damaged = \"set_aside\"; systemd starts the broker again)");
             })
         };
+        // A task of its own: the future `run` drives is polled every time the executor is
+        // woken, and the signal stream tried a read and re-registered its socket with the
+        // reactor each time (two syscalls per wake-up, i.e. per message on a quiet broker).
         let shutdown = ex.spawn(shutdown);
         // Beside the tasks, on this thread: its heap's freed pages go back (`heap_trim.rs`).
         let collect = crate::heap_trim::collect_each_second();
