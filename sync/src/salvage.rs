@@ -97,8 +97,12 @@ pub fn copy_table<K: Key + 'static, V: Value + 'static>(
         }));
         drop(table);
         written?;
-        // What was read before a failure is kept too.
-        txn.commit()?;
+        // What was read before a failure is kept too (a chunk that read nothing writes nothing:
+        // a salvage of many sessions makes two copies each).
+        match rows {
+            0 => txn.abort()?,
+            _ => txn.commit()?,
+        }
         copied.rows += rows;
         if let Some(k) = next
             .clone()
