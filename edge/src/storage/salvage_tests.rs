@@ -11,34 +11,19 @@ use redb::ReadableDatabase;
 use mqtt_proto::Pid;
 
 use super::*;
-use crate::config::Config;
 use crate::message::Message;
-use crate::storage::{load, Op, SessionRecord, Store};
+use crate::storage::tests::{cfg, commit_ops as commit, session_record};
+use crate::storage::{load, Op, Store};
 
-fn cfg(dir: &Path) -> Config {
-    Config {
-        data_dir: dir.to_path_buf(),
-        ..Config::default()
-    }
+/// The new database a salvage copies into (tables made), in a folder of its own.
+fn new_database() -> (tempfile::TempDir, Database) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::create(dir.path().join("edge.redb")).unwrap();
+    init_tables(&db).unwrap();
+    (dir, db)
 }
 
-fn commit(store: &Store, ops: Vec<Op>) {
-    smol::block_on(async {
-        let t = store.push(store.reserve().await, ops).expect("a ticket");
-        store.wait(t).await.expect("committed");
-    });
-}
-
-fn session() -> SessionRecord {
-    SessionRecord {
-        protocol: 5,
-        expiry_secs: 3600,
-        subscriptions: vec![],
-        disconnected_ms: Some(1),
-        will: None,
-    }
-}
-
+/// A QoS 1 message for `client` at `seq` whose payload names both (`msg-<client>-<seq>`).
 fn enqueue(client: &Arc<str>, seq: u64) -> Op {
     Op::Enqueue {
         client: client.clone(),
@@ -91,8 +76,8 @@ fn an_intact_set_aside_database_gives_back_its_sessions_queues_and_retained_mess
     let (store, _) = Store::open(&cfg(old.path())).unwrap();
     let (a, b): (Arc<str>, Arc<str>) = ("a".into(), "b".into());
     let mut ops = vec![
-        Op::PutSession(a.clone(), Box::new(session())),
-        Op::PutSession(b.clone(), Box::new(session())),
+        Op::PutSession(a.clone(), Box::new(session_record(5, Some(1)))),
+        Op::PutSession(b.clone(), Box::new(session_record(5, Some(1)))),
         Op::SessionUser(a.clone(), Some("alice".into())),
         Op::Qos2In {
             client: a.clone(),
@@ -121,9 +106,7 @@ fn an_intact_set_aside_database_gives_back_its_sessions_queues_and_retained_mess
     let file = old.path().join("edge.redb");
     let before = std::fs::read(&file).unwrap();
 
-    let new = tempfile::tempdir().unwrap();
-    let db = Database::create(new.path().join("edge.redb")).unwrap();
-    init_tables(&db).unwrap();
+    let (_new, db) = new_database();
     let kept = salvage(&file, &db).unwrap();
     assert_eq!(kept.stopped, vec![], "nothing damaged");
     assert!(kept.rows >= 5000 + 3 + 2, "{kept:?}");
@@ -159,8 +142,7 @@ fn a_file_that_is_no_database_gives_back_nothing_and_is_no_error() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("old.redb");
     std::fs::write(&file, vec![0u8; 64 * 1024]).unwrap();
-    let db = Database::create(dir.path().join("edge.redb")).unwrap();
-    init_tables(&db).unwrap();
+    let (_new, db) = new_database();
     let kept = salvage(&file, &db).unwrap();
     assert_eq!(kept.rows, 0);
     assert_eq!(kept.stopped.len(), 1, "{kept:?}");
@@ -178,7 +160,10 @@ fn an_uncleanly_stopped_set_aside_database_is_repaired_in_memory_and_given_back(
     c.storage.journal_bytes = 0;
     let (store, _) = Store::open(&c).unwrap();
     let a: Arc<str> = "a".into();
-    let mut ops = vec![Op::PutSession(a.clone(), Box::new(session()))];
+    let mut ops = vec![Op::PutSession(
+        a.clone(),
+        Box::new(session_record(5, Some(1))),
+    )];
     ops.extend((1..=100).map(|s| enqueue(&a, s)));
     commit(&store, ops);
     // The file as a power cut leaves it: redb's "needs repair" flag set.
@@ -191,9 +176,7 @@ fn an_uncleanly_stopped_set_aside_database_is_repaired_in_memory_and_given_back(
     ));
     let before = std::fs::read(&file).unwrap();
 
-    let new = tempfile::tempdir().unwrap();
-    let db = Database::create(new.path().join("edge.redb")).unwrap();
-    init_tables(&db).unwrap();
+    let (_new, db) = new_database();
     let kept = salvage(&file, &db).unwrap();
     assert_eq!(kept.stopped, vec![]);
     assert_eq!(
@@ -234,8 +217,8 @@ fn a_garbled_page_of_a_queue_loses_only_its_own_messages() {
     let (store, _) = Store::open(&cfg(old.path())).unwrap();
     let (a, b): (Arc<str>, Arc<str>) = ("a".into(), "b".into());
     let mut ops = vec![
-        Op::PutSession(a.clone(), Box::new(session())),
-        Op::PutSession(b.clone(), Box::new(session())),
+        Op::PutSession(a.clone(), Box::new(session_record(5, Some(1)))),
+        Op::PutSession(b.clone(), Box::new(session_record(5, Some(1)))),
     ];
     ops.extend((1..=5000).map(|s| enqueue(&a, s)));
     ops.extend((1..=50).map(|s| enqueue(&b, s)));
@@ -263,9 +246,7 @@ fn a_garbled_page_of_a_queue_loses_only_its_own_messages() {
     let page = at / PAGE * PAGE;
     overlay.write(page, &[0xa5; PAGE as usize]).unwrap();
 
-    let new = tempfile::tempdir().unwrap();
-    let db = Database::create(new.path().join("edge.redb")).unwrap();
-    init_tables(&db).unwrap();
+    let (_new, db) = new_database();
     let mut kept = Salvaged::default();
     copy_all(&src.begin_read().unwrap(), &db, &mut kept, None).unwrap();
     let damaged: Vec<&str> = kept.stopped.iter().map(|(t, _)| t.as_str()).collect();
@@ -309,7 +290,13 @@ fn publishes_acknowledged_from_the_op_log_and_not_yet_in_redb_are_salvaged_too()
     {
         let (store, _) = Store::open(&cfg(live.path())).unwrap();
         // A session change: redb commits it durably itself. What the disk holds after it:
-        commit(&store, vec![Op::PutSession(a.clone(), Box::new(session()))]);
+        commit(
+            &store,
+            vec![Op::PutSession(
+                a.clone(),
+                Box::new(session_record(5, Some(1))),
+            )],
+        );
         copy(live.path(), durable.path(), "edge.redb");
         copy(live.path(), durable.path(), "edge.redb-journal");
         // Publishes into the session, acknowledged once the op log's record is synced.
@@ -325,9 +312,7 @@ fn publishes_acknowledged_from_the_op_log_and_not_yet_in_redb_are_salvaged_too()
     copy(durable.path(), aside.path(), "edge.redb");
     std::fs::write(aside.path().join("edge.redb-oplog"), &oplog_after).unwrap();
 
-    let new = tempfile::tempdir().unwrap();
-    let db = Database::create(new.path().join("edge.redb")).unwrap();
-    init_tables(&db).unwrap();
+    let (_new, db) = new_database();
     let kept = salvage(&aside.path().join("edge.redb"), &db).unwrap();
     assert_eq!((kept.oplog_records, kept.stopped.len()), (3, 0), "{kept:?}");
     assert_eq!(

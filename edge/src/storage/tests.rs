@@ -6,7 +6,7 @@ use crate::config::Durability;
 use std::path::Path;
 use std::time::Duration;
 
-fn cfg(dir: &Path) -> Config {
+pub(super) fn cfg(dir: &Path) -> Config {
     Config {
         data_dir: dir.to_path_buf(),
         ..Config::default()
@@ -21,7 +21,7 @@ fn msg(topic: &str) -> Arc<Message> {
 }
 
 /// A session record of `protocol` with 60 s expiry and no subscriptions.
-fn session_record(protocol: u8, disconnected_ms: Option<u64>) -> SessionRecord {
+pub(super) fn session_record(protocol: u8, disconnected_ms: Option<u64>) -> SessionRecord {
     SessionRecord {
         protocol,
         expiry_secs: 60,
@@ -44,7 +44,7 @@ fn enqueue(client: &Arc<str>, seq: u64, topic: &str, sub_ids: Vec<u32>) -> Op {
 }
 
 /// Pushes `ops` as one batch and waits for its commit.
-fn commit_ops(store: &Store, ops: Vec<Op>) {
+pub(super) fn commit_ops(store: &Store, ops: Vec<Op>) {
     smol::block_on(async {
         let t = store.push(store.reserve().await, ops).expect("a ticket");
         store.wait(t).await.unwrap();
