@@ -281,14 +281,20 @@ impl Server {
         // Damage found while serving (a session's queue, the sync outbox, the storage writer)
         // stops the broker cleanly too: the next start sets the file aside and salvages it.
         let damage = broker.store.damage_found();
-        let restart_on_damage = broker.cfg.storage.on_damaged == crate::config::OnDamaged::SetAside;
+        let set_aside = broker.cfg.storage.on_damaged == crate::config::OnDamaged::SetAside;
+        let checked = broker.store.checked_at_start();
+        let restart_on_damage = set_aside && !checked;
         let shutdown = {
             let damage = damage.clone();
             smol::future::or(shutdown, async move {
-                if !restart_on_damage {
+                if !set_aside {
                     return std::future::pending().await;
                 }
                 damage.wait().await;
+                if checked {
+                    tracing::error!("database damaged while serving, again after this start's check of every page passed: not stopping (it would restart in a loop); stop the broker and move edge.redb aside to salvage it");
+                    return std::future::pending().await;
+                }
                 tracing::error!("database damaged while serving: stopping cleanly so that the next start sets it aside and salvages it (storage.on_damaged = \"set_aside\"; systemd starts the broker again)");
             })
         };

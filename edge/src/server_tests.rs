@@ -1,5 +1,6 @@
 //! The server's own stops: damage found while serving stops it cleanly with an error naming
-//! the database (`storage.on_damaged = "set_aside"`), and not with `"stop"`.
+//! the database (`storage.on_damaged = "set_aside"`), not with `"stop"`, and not again after a
+//! start whose check of every page passed (a restart loop).
 
 use std::time::Duration;
 
@@ -43,6 +44,19 @@ fn result_within(thread: JoinHandle<Result<()>>, limit: Duration) -> Option<Resu
     Some(thread.join().expect("the server thread panicked"))
 }
 
+/// Serves `server`, reports damage, checks it still serves half a second later, then stops it:
+/// a clean stop (`Ok`).
+fn keeps_serving_after_damage(server: Server) {
+    let found = server.broker.store.damage_hook();
+    let (stop, thread) = serve(server);
+    found("a test read");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!thread.is_finished(), "the broker stopped");
+    stop.close();
+    let r = result_within(thread, Duration::from_secs(20)).expect("the broker stopped");
+    assert!(r.is_ok(), "{r:?}");
+}
+
 #[test]
 fn damage_found_while_serving_stops_the_broker_cleanly_with_an_error_naming_the_database() {
     let dir = tempfile::tempdir().unwrap();
@@ -65,12 +79,15 @@ fn damage_found_while_serving_stops_the_broker_cleanly_with_an_error_naming_the_
 fn with_on_damaged_stop_damage_found_while_serving_leaves_the_broker_serving() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::bind(cfg(dir.path(), OnDamaged::Stop)).unwrap();
-    let found = server.broker.store.damage_hook();
-    let (stop, thread) = serve(server);
-    found("a test read");
-    std::thread::sleep(Duration::from_millis(500));
-    assert!(!thread.is_finished(), "the broker stopped");
-    stop.close();
-    let r = result_within(thread, Duration::from_secs(20)).expect("the broker stopped");
-    assert!(r.is_ok(), "{r:?}");
+    keeps_serving_after_damage(server);
+}
+
+#[test]
+fn damage_found_again_after_a_start_whose_check_passed_does_not_stop_the_broker_in_a_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    // The last run found damage; this start's check of every page passes.
+    std::fs::write(dir.path().join("edge.redb-check"), b"").unwrap();
+    let server = Server::bind(cfg(dir.path(), OnDamaged::SetAside)).unwrap();
+    assert!(server.broker.store.checked_at_start());
+    keeps_serving_after_damage(server);
 }

@@ -243,6 +243,8 @@ pub struct Store {
     salvaged: Option<Salvaged>,
     /// Damage found while serving (`damaged.rs`).
     damage: Arc<DamageFound>,
+    /// This start checked every page for the last run's damage and kept the file.
+    checked_at_start: bool,
     /// `edge.redb`.
     path: PathBuf,
 }
@@ -257,6 +259,8 @@ struct Opened {
     loaded: Loaded,
     /// What was copied from a damaged database set aside by this start (`salvage.rs`).
     salvaged: Option<Salvaged>,
+    /// The last run left the check marker and redb's check passed (or repaired the file).
+    checked: bool,
 }
 
 impl Opened {
@@ -273,7 +277,8 @@ impl Opened {
         let (mut db, journal) = open::open_database(cfg, &disk_full, on_durable)?;
         let db_path = cfg.db_path();
         let marker = damaged::check_marker(&db_path);
-        if marker.exists() {
+        let checked = marker.exists();
+        if checked {
             tracing::warn!(path = %db_path.display(), "the last run found damage in the database: checking every page");
             match db.check_integrity() {
                 Ok(true) => tracing::info!("database integrity check passed"),
@@ -315,6 +320,7 @@ impl Opened {
             oplog,
             loaded,
             salvaged,
+            checked,
         })
     }
 }
@@ -371,6 +377,7 @@ impl Store {
             oplog,
             loaded,
             salvaged,
+            checked,
         } = opened;
         let oplog_counters = oplog.as_ref().map(|l| l.counters());
         // From here a full disk makes writes wait for space; at open it is an error.
@@ -420,6 +427,7 @@ impl Store {
                 set_aside,
                 salvaged,
                 damage,
+                checked_at_start: checked,
                 path: db_path,
             },
             loaded,
@@ -463,6 +471,13 @@ impl Store {
     /// the server then stops cleanly for the next start to set the file aside (`server.rs`).
     pub fn damage_found(&self) -> Arc<DamageFound> {
         self.damage.clone()
+    }
+
+    /// Whether this start ran redb's check for the damage the last run found and kept the
+    /// file (it passed, or repaired it): damage found again is then not a reason to stop, or
+    /// the broker would restart in a loop on damage the check cannot see.
+    pub fn checked_at_start(&self) -> bool {
+        self.checked_at_start
     }
 
     /// The folder this start moved a damaged database into (`damaged.rs`); `None` when it

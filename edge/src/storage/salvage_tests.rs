@@ -23,6 +23,11 @@ fn new_database() -> (tempfile::TempDir, Database) {
     (dir, db)
 }
 
+/// Stores an offline persistent session `client`.
+fn put_session(client: &Arc<str>) -> Op {
+    Op::PutSession(client.clone(), Box::new(session_record(5, Some(1))))
+}
+
 /// A QoS 1 message for `client` at `seq` whose payload names both (`msg-<client>-<seq>`).
 fn enqueue(client: &Arc<str>, seq: u64) -> Op {
     Op::Enqueue {
@@ -76,8 +81,8 @@ fn an_intact_set_aside_database_gives_back_its_sessions_queues_and_retained_mess
     let (store, _) = Store::open(&cfg(old.path())).unwrap();
     let (a, b): (Arc<str>, Arc<str>) = ("a".into(), "b".into());
     let mut ops = vec![
-        Op::PutSession(a.clone(), Box::new(session_record(5, Some(1)))),
-        Op::PutSession(b.clone(), Box::new(session_record(5, Some(1)))),
+        put_session(&a),
+        put_session(&b),
         Op::SessionUser(a.clone(), Some("alice".into())),
         Op::Qos2In {
             client: a.clone(),
@@ -160,10 +165,7 @@ fn an_uncleanly_stopped_set_aside_database_is_repaired_in_memory_and_given_back(
     c.storage.journal_bytes = 0;
     let (store, _) = Store::open(&c).unwrap();
     let a: Arc<str> = "a".into();
-    let mut ops = vec![Op::PutSession(
-        a.clone(),
-        Box::new(session_record(5, Some(1))),
-    )];
+    let mut ops = vec![put_session(&a)];
     ops.extend((1..=100).map(|s| enqueue(&a, s)));
     commit(&store, ops);
     // The file as a power cut leaves it: redb's "needs repair" flag set.
@@ -216,10 +218,7 @@ fn a_garbled_page_of_a_queue_loses_only_its_own_messages() {
     let old = tempfile::tempdir().unwrap();
     let (store, _) = Store::open(&cfg(old.path())).unwrap();
     let (a, b): (Arc<str>, Arc<str>) = ("a".into(), "b".into());
-    let mut ops = vec![
-        Op::PutSession(a.clone(), Box::new(session_record(5, Some(1)))),
-        Op::PutSession(b.clone(), Box::new(session_record(5, Some(1)))),
-    ];
+    let mut ops = vec![put_session(&a), put_session(&b)];
     ops.extend((1..=5000).map(|s| enqueue(&a, s)));
     ops.extend((1..=50).map(|s| enqueue(&b, s)));
     commit(&store, ops);
@@ -290,13 +289,7 @@ fn publishes_acknowledged_from_the_op_log_and_not_yet_in_redb_are_salvaged_too()
     {
         let (store, _) = Store::open(&cfg(live.path())).unwrap();
         // A session change: redb commits it durably itself. What the disk holds after it:
-        commit(
-            &store,
-            vec![Op::PutSession(
-                a.clone(),
-                Box::new(session_record(5, Some(1))),
-            )],
-        );
+        commit(&store, vec![put_session(&a)]);
         copy(live.path(), durable.path(), "edge.redb");
         copy(live.path(), durable.path(), "edge.redb-journal");
         // Publishes into the session, acknowledged once the op log's record is synced.
